@@ -1,0 +1,77 @@
+"""Turning command-line words into option dictionaries (no logic of fitting lives here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fieldlab._errors import UserError
+
+MULTI_VALUE = ("--size",)
+
+
+def join_multi_values(argv: list[str]) -> list[str]:
+    """`--size 256 256` → `--size 256,256`, so options may take one number per axis."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        out.append(word)
+        i += 1
+        if word in MULTI_VALUE:
+            values = []
+            while i < len(argv) and argv[i].lstrip("-").replace(".", "", 1).isdigit() and not argv[i].startswith("--"):
+                values.append(argv[i])
+                i += 1
+            if values:
+                out.append(",".join(values))
+    return out
+
+
+def parse_extra(words: list[str]) -> dict[str, str]:
+    """`--hidden-dim 128 --omega0=30` → {"hidden_dim": "128", "omega0": "30"}."""
+    options: dict[str, str] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if not word.startswith("--") or word == "--":
+            raise UserError(f"unexpected argument {word!r}")
+        if "=" in word:
+            name, value = word[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(words) or words[i + 1].startswith("--"):
+                raise UserError(f"option {word} needs a value")
+            name, value = word[2:], words[i + 1]
+            i += 2
+        options[name.replace("-", "_")] = value
+    return options
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Options from a JSON (or TOML) file whose keys are option names (dashes or underscores)."""
+    if not path.is_file():
+        raise UserError(f"no such config file: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except Exception as error:
+        raise UserError(f"cannot parse config file {path} ({type(error).__name__}: {error})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of option names to values")
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def parse_size(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.replace("x", ",").split(",") if v]
+    except ValueError:
+        raise UserError(f"--size needs whole numbers, one per axis (e.g. --size 256 256), got {text!r}") from None

@@ -1,0 +1,178 @@
+"""The `fieldlab` command: a thin layer over the library's configs and jobs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from fieldlab._errors import UserError
+from fieldlab.cli._options import join_multi_values, parse_extra, parse_size, read_config_file
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="fieldlab: neural fields as data. Fit signals as fields, render and inspect them.")
+
+
+@app.command("fields")
+def fields_command(name: Optional[str] = typer.Argument(None, help="Show the options of this field.")) -> None:
+    """List the registered field architectures, or one field's options."""
+    from fieldlab.fields import get_config_class, list_fields
+    from fieldlab.fields._config import option_docs
+
+    if name is None:
+        for field_name in list_fields():
+            cls = get_config_class(field_name)
+            summary = (cls.__doc__ or "").strip().splitlines()[0]
+            print(f"{field_name:<10} {cls().num_params():>9,} params by default  {summary}")
+        return
+    cls = get_config_class(name)
+    docs = option_docs(cls)
+    print(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0]}  (lr {cls.lr:g}; --params sizes --{cls.size_knob.replace('_', '-')})")
+    for f in dataclasses.fields(cls):
+        if f.name in ("in_dim", "out_dim"):
+            continue
+        print(f"  --{f.name.replace('_', '-'):<20} {str(f.default):<10} {docs.get(f.name, '')}")
+
+
+FIT_HELP = ("Fit a field to INPUT (a file or sample:NAME) and write the field DIR. Field options follow as "
+            "--name VALUE (see `fieldlab fields NAME`).")
+
+
+@app.command("fit", help=FIT_HELP, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def fit_command(
+    ctx: typer.Context,
+    input: Optional[str] = typer.Argument(None, help="Signal file or sample:NAME (sample:camera, …)."),
+    out: Path = typer.Option(..., "--out", help="Field DIR to write."),
+    field: Optional[str] = typer.Option(None, help="Architecture (see `fieldlab fields`); default siren."),
+    steps: Optional[int] = typer.Option(None, help="Adam steps (default 2000)."),
+    max_seconds: Optional[float] = typer.Option(None, help="Stop after this many seconds of fitting."),
+    target_psnr: Optional[float] = typer.Option(None, help="Stop at this PSNR (dB) on the whole signal."),
+    max_size: Optional[int] = typer.Option(None, help="Downsample (anti-aliased) so no axis exceeds this."),
+    params: Optional[int] = typer.Option(None, help="Size the field to about this many parameters."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the field's tuned one)."),
+    batch_size: Optional[int] = typer.Option(None, help="Random samples per step; 0 = full batch."),
+    precision: Optional[str] = typer.Option(None, help="fp32, tf32 or bf16."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Use torch.compile."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    config: Optional[Path] = typer.Option(None, help="JSON/TOML file of options (a DIR's config.json repeats a run)."),
+    tensorboard: bool = typer.Option(False, help="Also log to DIR/tensorboard (needs fieldlab[tensorboard])."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+    force: bool = typer.Option(False, help="Replace a non-empty --out."),
+) -> None:
+    from fieldlab.fit import FitConfig
+    from fieldlab.fit.job import FitJob, run_fit_job
+
+    given = {"input": input, "field": field, "steps": steps, "max_seconds": max_seconds,
+             "target_psnr": target_psnr, "max_size": max_size, "params": params, "lr": lr,
+             "batch_size": batch_size, "precision": precision, "compile": compile, "device": device, "seed": seed}
+    options: dict[str, Any] = read_config_file(config) if config else {}
+    options.update(parse_extra(ctx.args))
+    options.update({k: v for k, v in given.items() if v is not None})
+    if not options.get("input"):
+        raise UserError("fit needs an INPUT (a file or sample:NAME)")
+    fit_names = {f.name for f in dataclasses.fields(FitConfig)}
+    fit_options = {k: options.pop(k) for k in list(options) if k in fit_names}
+    try:
+        fit_config = FitConfig(**fit_options)
+    except TypeError as error:
+        raise UserError(f"bad fit options ({error})") from None
+    job = FitJob(input=str(options.pop("input")), field=str(options.pop("field", "siren")),
+                 max_size=_int_or_none(options.pop("max_size", None), "--max-size"),
+                 params=_int_or_none(options.pop("params", None), "--params"),
+                 fit=fit_config, field_options=options)
+    result = run_fit_job(job, out, force=force, progress=not quiet, tensorboard=tensorboard)
+    m = result.metrics
+    extra = f", SSIM {m['ssim']:.4f}" if "ssim" in m else ""
+    print(f"{job.field} ({m['params']:,} params): PSNR {m['psnr']:.2f} dB{extra} after {m['steps']} steps "
+          f"in {m['seconds']:.1f} s on {m['device']} -> {out}")
+
+
+def _int_or_none(value: Any, flag: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{flag} must be a whole number, got {value!r}") from None
+
+
+@app.command("render")
+def render_command(
+    dir: Path = typer.Argument(..., help="Field DIR."),
+    out: Path = typer.Option(..., "--out", help="Output file (its suffix picks the format: .png, .jpg, .tif)."),
+    size: Optional[str] = typer.Option(None, help="Samples per axis, e.g. --size 512 512 (default: the region's own)."),
+    region: Optional[str] = typer.Option(None, help="START:STOP per axis in sample units, e.g. 0:128,0:96."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    force: bool = typer.Option(False, help="Overwrite an existing --out."),
+) -> None:
+    """Render a field at any resolution over any sub-region of its domain."""
+    from fieldlab.edit import parse_region, render, render_grid
+    from fieldlab.fit import resolve_device
+    from fieldlab.signals import IMAGE_SUFFIXES, write_signal
+    from fieldlab.store import load_field
+
+    if out.exists() and not force:
+        raise UserError(f"--out {out} exists; pass --force to overwrite it")
+    if not out.resolve().parent.is_dir():
+        raise UserError(f"the folder of --out {out} does not exist")
+    target = resolve_device(device)
+    stored = load_field(dir, device=target)
+    if stored.signal.kind == "image" and out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise UserError(f"--out {out}: an image needs one of {', '.join(IMAGE_SUFFIXES)}")
+    grid = render_grid(stored, size=parse_size(size), region=parse_region(region, stored.signal.in_dim) if region else None)
+    values = render(stored, size=grid[0], region=grid[1], device=target)
+    write_signal(out, stored.signal.normalization.decode(values), stored.signal)
+    print(f"rendered {'x'.join(map(str, grid[0]))} over {','.join(f'{lo:g}:{hi:g}' for lo, hi in grid[1])} -> {out}")
+
+
+@app.command("info")
+def info_command(
+    dir: Path = typer.Argument(..., help="Field DIR."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Architecture, parameters, signal and metrics of a field DIR."""
+    from fieldlab.store import load_field
+
+    stored = load_field(dir)
+    params = sum(p.numel() for p in stored.module.parameters())
+    description = {"field": stored.config.name, "params": params, "config": stored.config.to_dict(),
+                   "signal": stored.signal.to_dict(), "metrics": stored.metrics}
+    if as_json:
+        print(json.dumps(description, indent=2))
+        return
+    s = stored.signal
+    print(f"field     {stored.config.name} ({params:,} parameters)")
+    print("config    " + ", ".join(f"{k}={v}" for k, v in stored.config.to_dict().items()))
+    print(f"signal    {s.kind} {'x'.join(map(str, s.shape))}x{s.channels} {s.normalization.dtype} from {s.source}")
+    print("metrics   " + ", ".join(f"{k}={v}" for k, v in stored.metrics.items()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors print one line and exit 2; an interrupt exits 130."""
+    argv = join_multi_values(list(sys.argv[1:] if argv is None else argv))
+    try:
+        result = app(args=argv, prog_name="fieldlab", standalone_mode=False)
+    except UserError as error:
+        _fail(str(error), 2)
+    except (typer.Abort, KeyboardInterrupt):
+        _fail("interrupted; nothing was written", 130)
+    except typer.Exit as error:
+        sys.exit(error.exit_code)
+    except Exception as error:
+        # Usage errors come from click (vendored inside newer typer): matched by their shape, not class.
+        if hasattr(error, "format_message") and getattr(error, "exit_code", None) == 2:
+            message = error.format_message()
+            _fail(message, 2) if message else sys.exit(2)  # no message: help was already shown
+        raise
+    if isinstance(result, int) and result:  # click returns an exit code for --help and the like
+        sys.exit(result)
+
+
+def _fail(message: str, status: int) -> None:
+    print(f"fieldlab: error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(status)

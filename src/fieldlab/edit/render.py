@@ -1,0 +1,58 @@
+"""Render a stored field at any resolution over any sub-region of its domain, in chunks."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fieldlab._errors import UserError
+from fieldlab.signals import grid_coords
+from fieldlab.store import StoredField
+
+MAX_RENDER_SAMPLES = 2**30
+
+
+def parse_region(text: str, in_dim: int) -> list[tuple[float, float]]:
+    """`START:STOP` per axis, comma separated, in sample units (`0:128,0:96`); an empty side is open."""
+    parts = text.split(",")
+    if len(parts) != in_dim:
+        raise UserError(f"--region needs {in_dim} START:STOP ranges separated by commas, got {text!r}")
+    region = []
+    for part in parts:
+        try:
+            lo, hi = part.split(":")
+            region.append((float(lo), float(hi)))
+        except ValueError:
+            raise UserError(f"--region range {part!r} is not START:STOP") from None
+    for lo, hi in region:
+        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+            raise UserError(f"--region range {lo:g}:{hi:g} is empty or not finite")
+    return region
+
+
+def render_grid(stored: StoredField, *, size: list[int] | None = None,
+                region: list[tuple[float, float]] | None = None) -> tuple[list[int], list[tuple[float, float]]]:
+    """Resolve the output size and region; by default the whole signal at its own resolution."""
+    shape = stored.signal.shape
+    region = region or [(0.0, float(n)) for n in shape]
+    if size is None:
+        size = [max(1, round(hi - lo)) for lo, hi in region]
+    if len(size) != len(shape):
+        raise UserError(f"--size needs {len(shape)} numbers for a {stored.signal.kind}, got {len(size)}")
+    if any(n <= 0 for n in size):
+        raise UserError(f"--size must be positive, got {' '.join(map(str, size))}")
+    if math.prod(size) > MAX_RENDER_SAMPLES:
+        raise UserError(f"--size {' '.join(map(str, size))} is too large (at most {MAX_RENDER_SAMPLES} samples)")
+    return size, region
+
+
+@torch.no_grad()
+def render(stored: StoredField, *, size: list[int] | None = None, region: list[tuple[float, float]] | None = None,
+           chunk: int = 2**18, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Field values (*size, c) in the field range on a `size` grid of sample centres covering `region`."""
+    size, region = render_grid(stored, size=size, region=region)
+    module = stored.module.to(device)
+    coords = grid_coords(stored.signal.domain, region, size)
+    parts = [module(coords[i:i + chunk].to(device)).float().cpu() for i in range(0, coords.shape[0], chunk)]
+    return torch.cat(parts).reshape(*size, -1)

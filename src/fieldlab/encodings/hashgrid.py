@@ -1,0 +1,69 @@
+"""Multiresolution hash encoding in pure PyTorch (Müller et al., "Instant Neural Graphics Primitives with
+a Multiresolution Hash Encoding", SIGGRAPH 2022, https://arxiv.org/abs/2201.05989).
+
+Shape letters: n points, l levels, k corners (2^d), d coordinate dims, f features per level.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+# One prime per dimension (the paper's; the first is 1 so that 1D hashing is the identity).
+_PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737, 334960913)
+
+
+class HashGridEncoding(nn.Module):
+    """Features interpolated from `num_levels` grids of resolutions growing geometrically from
+    `base_resolution` to `max_resolution`; a level whose grid has more vertices than `table_size`
+    is hashed into a table of that size, coarser levels are indexed densely (no collisions).
+
+    Coordinates are canonical, in [-1, 1]^d; points outside are clamped to the border.
+    """
+
+    def __init__(self, *, in_dim: int, num_levels: int, features_per_level: int, table_size: int,
+                 base_resolution: int, max_resolution: int):
+        super().__init__()
+        self.in_dim, self.features_per_level = in_dim, features_per_level
+        growth = math.exp((math.log(max_resolution) - math.log(base_resolution)) / max(num_levels - 1, 1))
+        resolutions = [int(math.floor(base_resolution * growth**level)) for level in range(num_levels)]
+        sizes = [min(table_size, (r + 1) ** in_dim) for r in resolutions]
+        hashed = [(r + 1) ** in_dim > table_size for r in resolutions]
+        offsets = [0]
+        for size in sizes:
+            offsets.append(offsets[-1] + size)
+        self.table = nn.Parameter(torch.empty(offsets[-1], features_per_level).uniform_(-1e-4, 1e-4))
+        self.register_buffer("resolutions", torch.tensor(resolutions, dtype=torch.float32), persistent=False)
+        self.register_buffer("sizes", torch.tensor(sizes), persistent=False)
+        self.register_buffer("offsets", torch.tensor(offsets[:-1]), persistent=False)
+        self.register_buffer("hashed", torch.tensor(hashed), persistent=False)
+        corners = torch.tensor([[(c >> i) & 1 for i in range(in_dim)] for c in range(2**in_dim)])
+        self.register_buffer("corners", corners, persistent=False)  # (k, d)
+        strides = torch.stack([(torch.tensor(resolutions) + 1) ** i for i in range(in_dim)], dim=-1)
+        self.register_buffer("strides", strides, persistent=False)  # (l, d)
+        self.register_buffer("primes", torch.tensor(_PRIMES[:in_dim]), persistent=False)
+
+    @property
+    def out_dim(self) -> int:
+        return self.resolutions.numel() * self.features_per_level
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        lead = coords.shape[:-1]
+        x = ((coords.reshape(-1, self.in_dim) + 1) / 2).clamp(0, 1)  # (n, d) in [0, 1]
+        pos = x[:, None, :] * self.resolutions[:, None]  # (n, l, d)
+        base = pos.floor().minimum(self.resolutions[:, None] - 1)  # x = 1 lands in the last cell
+        frac = pos - base
+        vertex = base.long()[:, :, None, :] + self.corners  # (n, l, k, d)
+        dense = (vertex * self.strides[:, None, :]).sum(-1)
+        hashed = vertex * self.primes
+        hashed_index = hashed[..., 0]
+        for i in range(1, self.in_dim):
+            hashed_index = hashed_index ^ hashed[..., i]
+        index = torch.where(self.hashed[:, None], hashed_index % self.sizes[:, None], dense)
+        features = self.table[index + self.offsets[:, None]]  # (n, l, k, f)
+        # Multilinear weights: the product over dims of frac (corner bit 1) or 1 - frac (bit 0).
+        weights = torch.where(self.corners.bool(), frac[:, :, None, :], 1 - frac[:, :, None, :]).prod(-1)
+        out = (features * weights[..., None].to(features.dtype)).sum(2)  # (n, l, f)
+        return out.reshape(*lead, self.out_dim)

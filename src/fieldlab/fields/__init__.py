@@ -1,0 +1,17 @@
+"""Field architectures: one file each, a registry, and the batched path."""
+
+from fieldlab.fields._batched import FieldStack
+from fieldlab.fields._config import FieldConfig
+from fieldlab.fields._registry import create_field, get_config_class, list_fields, make_config, register_field
+from fieldlab.fields.finer import Finer, FinerConfig
+from fieldlab.fields.fourier import FourierConfig, FourierMLP
+from fieldlab.fields.gauss import Gauss, GaussConfig
+from fieldlab.fields.hashgrid import HashGrid, HashGridConfig
+from fieldlab.fields.siren import Siren, SirenConfig
+from fieldlab.fields.wire import Wire, WireConfig
+
+__all__ = [
+    "FieldConfig", "FieldStack", "Finer", "FinerConfig", "FourierConfig", "FourierMLP", "Gauss", "GaussConfig",
+    "HashGrid", "HashGridConfig", "Siren", "SirenConfig", "Wire", "WireConfig",
+    "create_field", "get_config_class", "list_fields", "make_config", "register_field",
+]

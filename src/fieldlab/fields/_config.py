@@ -1,0 +1,168 @@
+"""The base of every field's frozen `<Name>Config`.
+
+A config holds everything needed to rebuild its module (`build()`), counts the module's parameters
+without allocating them, and solves its own size knob for a parameter budget (`with_params`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+
+from fieldlab._errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldConfig:
+    """Options shared by every field: the coordinate and value dimensions."""
+
+    in_dim: int = 2
+    """Number of coordinate dimensions (2 for images)."""
+    out_dim: int = 3
+    """Number of value channels (3 for RGB)."""
+
+    name: ClassVar[str] = ""
+    size_knob: ClassVar[str] = "hidden_dim"
+    """The integer option that `with_params` solves for."""
+    lr: ClassVar[float] = 1e-3
+    """Tuned Adam learning rate for this architecture (the fit loop's default)."""
+    may_be_zero: ClassVar[tuple[str, ...]] = ()
+    """Integer options for which 0 is meaningful (all others must be positive)."""
+    adam_eps: ClassVar[float] = 1e-8
+    adam_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
+
+    def build(self) -> nn.Module:
+        raise NotImplementedError
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> FieldConfig:
+        """A config from keyword options; an option the field does not take is a `UserError`."""
+        unknown = sorted(set(options) - set(cls.option_names()))
+        if unknown:
+            flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+            takes = ", ".join("--" + k.replace("_", "-") for k in cls.option_names())
+            raise UserError(f"field {cls.name!r} does not take {flags}; it takes {takes}")
+        hints = typing.get_type_hints(cls)
+        coerced = {k: _coerce(k, v, hints[k]) for k, v in options.items()}
+        config = cls(**coerced)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise `UserError` for impossible values; subclasses extend it."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if hints[f.name] is int and value < (0 if f.name in self.may_be_zero else 1):
+                adjective = "non-negative" if f.name in self.may_be_zero else "positive"
+                raise UserError(f"--{f.name.replace('_', '-')} must be {adjective}, got {value}")
+        if self.in_dim > 8:
+            raise UserError(f"--in-dim {self.in_dim} is not supported (at most 8 coordinate dimensions)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FieldConfig:
+        return cls.from_options(dict(data))
+
+    def replace(self, **changes) -> FieldConfig:
+        config = dataclasses.replace(self, **changes)
+        config.validate()
+        return config
+
+    def adapt(self, shape: tuple[int, ...]) -> FieldConfig:
+        """Resolve options that depend on the signal's sample grid (`shape`); most fields need none."""
+        return self
+
+    # -- size -----------------------------------------------------------------------------------
+    def num_params(self) -> int:
+        """Number of trainable scalars, counted on the meta device (nothing is allocated)."""
+        with torch.device("meta"):
+            module = self.build()
+        return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+    def with_params(self, target: int) -> FieldConfig:
+        """The config whose size knob gives the parameter count closest to `target`."""
+        if target <= 0:
+            raise UserError(f"--params must be positive, got {target}")
+        knob = self.size_knob
+
+        def count(k: int) -> int:
+            return dataclasses.replace(self, **{knob: k}).num_params()
+
+        lo, hi = 1, 2
+        while count(hi) < target:
+            lo, hi = hi, hi * 2
+            if hi > 2**24:
+                raise UserError(f"--params {target} is too large for field {self.name!r}")
+        while hi - lo > 1:  # the count grows with the knob: bisect for the last k below target
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if count(mid) < target else (lo, mid)
+        best = min((lo, hi), key=lambda k: abs(count(k) - target))
+        return self.replace(**{knob: best})
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Turn a CLI string or JSON value into the option's declared type."""
+    flag = "--" + name.replace("_", "-")
+    origin = typing.get_origin(hint)
+    try:
+        if origin is typing.Literal:
+            choices = typing.get_args(hint)
+            if value not in choices:
+                raise UserError(f"{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
+            return value
+        if origin is tuple:
+            item = typing.get_args(hint)[0]
+            if isinstance(value, str):
+                value = [v for v in value.replace(" ", ",").split(",") if v]
+            return tuple(_coerce(name, v, item) for v in value)
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise UserError(f"{flag} must be true or false, got {value!r}")
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if hint is float:
+            return float(value)
+        return value
+    except UserError:
+        raise
+    except (TypeError, ValueError):
+        raise UserError(f"{flag} expects {getattr(hint, '__name__', hint)}, got {value!r}") from None
+
+
+def option_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a dataclass and its bases (the string literal after each field)."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body
+        for node, after in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and \
+                    isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+                docs[node.target.id] = " ".join(str(after.value.value).split())
+    return docs

@@ -1,0 +1,62 @@
+"""ReLU MLP on Fourier features: Gaussian random features (Tancik et al. 2020,
+https://arxiv.org/abs/2006.10739) or deterministic positional encoding (NeRF, Mildenhall et al. 2020)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+import torch.nn as nn
+
+from fieldlab._errors import UserError
+from fieldlab.encodings import GaussianFourierFeatures, PositionalEncoding
+from fieldlab.fields._config import FieldConfig
+from fieldlab.fields._mlp import ReluMLP
+from fieldlab.fields._registry import register_field
+
+
+class FourierMLP(nn.Module):
+    """ReLU MLP on an encoding γ(x) that reports its `out_dim`."""
+
+    def __init__(self, *, encoding: nn.Module, out_dim: int, hidden_dim: int, num_layers: int):
+        super().__init__()
+        self.encoding = encoding
+        self.mlp = ReluMLP(in_dim=encoding.out_dim, out_dim=out_dim, hidden_dim=hidden_dim, num_layers=num_layers)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.encoding(coords))
+
+
+@register_field("fourier")
+@dataclasses.dataclass(frozen=True)
+class FourierConfig(FieldConfig):
+    """ReLU MLP on Fourier features; σ (Gaussian) or the number of octaves (positional) sets the bandwidth."""
+
+    hidden_dim: int = 256
+    """Width of every activated layer."""
+    num_layers: int = 4
+    """Number of activated layers; a linear head follows."""
+    encoding: Literal["gaussian", "positional"] = "gaussian"
+    """Gaussian random Fourier features, or NeRF's deterministic positional encoding."""
+    num_frequencies: int = 0
+    """Random frequencies (gaussian) or octaves per coordinate (positional); 0 takes 256 or 10."""
+    sigma: float = 10.0
+    """Standard deviation of the Gaussian frequencies, in cycles per unit of canonical coordinates."""
+
+    lr = 1e-3
+    may_be_zero = ("num_frequencies",)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.encoding == "positional" and self.num_frequencies > 24:
+            raise UserError(f"--num-frequencies {self.num_frequencies} is too many octaves for positional "
+                            "encoding (at most 24)")
+
+    def build(self) -> FourierMLP:
+        if self.encoding == "gaussian":
+            encoding = GaussianFourierFeatures(in_dim=self.in_dim, num_frequencies=self.num_frequencies or 256,
+                                               sigma=self.sigma)
+        else:
+            encoding = PositionalEncoding(in_dim=self.in_dim, num_frequencies=self.num_frequencies or 10)
+        return FourierMLP(encoding=encoding, out_dim=self.out_dim, hidden_dim=self.hidden_dim, num_layers=self.num_layers)

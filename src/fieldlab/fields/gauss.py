@@ -1,0 +1,42 @@
+"""Gaussian-activated MLP, exp(-(s z)²) (Ramasinghe & Lucey, "Beyond Periodicity: Towards a Unifying
+Framework for Activations in Coordinate-MLPs", ECCV 2022, https://arxiv.org/abs/2111.15135)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from fieldlab.fields._config import FieldConfig
+from fieldlab.fields._mlp import MLP
+from fieldlab.fields._registry import register_field
+
+
+class Gauss(MLP):
+    """Activation exp(-(s z)²); PyTorch's default initialisation (the method needs no special one)."""
+
+    def __init__(self, *, in_dim: int, out_dim: int, hidden_dim: int, num_layers: int, scale: float):
+        super().__init__(in_dim=in_dim, out_dim=out_dim, hidden_dim=hidden_dim, num_layers=num_layers)
+        self.scale = scale
+
+    def activation(self, z: torch.Tensor, layer_index: int) -> torch.Tensor:
+        return torch.exp(-(self.scale * z).square())
+
+
+@register_field("gauss")
+@dataclasses.dataclass(frozen=True)
+class GaussConfig(FieldConfig):
+    """Gaussian activations; the scale s sets the bandwidth."""
+
+    hidden_dim: int = 256
+    """Width of every activated layer."""
+    num_layers: int = 4
+    """Number of activated layers (the first maps coordinates in); a linear head follows."""
+    scale: float = 30.0
+    """s in exp(-(s z)²)."""
+
+    lr = 1e-3
+
+    def build(self) -> Gauss:
+        return Gauss(in_dim=self.in_dim, out_dim=self.out_dim, hidden_dim=self.hidden_dim,
+                     num_layers=self.num_layers, scale=self.scale)

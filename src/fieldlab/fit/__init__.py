@@ -1,0 +1,7 @@
+"""Fitting: the loop for one signal (and a stack of fields), its options and the metrics."""
+
+from fieldlab.fit.config import FitConfig
+from fieldlab.fit.loop import FitResult, Fitter, fit, resolve_device
+from fieldlab.fit.metrics import metrics_for, psnr, psnr_from_mse, ssim
+
+__all__ = ["FitConfig", "FitResult", "Fitter", "fit", "metrics_for", "psnr", "psnr_from_mse", "resolve_device", "ssim"]

@@ -1,0 +1,77 @@
+"""A whole fitting job: input → field DIR (weights, JSON, metrics, reconstruction, resolved config, log)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from fieldlab._errors import UserError
+from fieldlab.fields import FieldConfig, get_config_class
+from fieldlab.fit.config import FitConfig
+from fieldlab.fit.loop import FitResult, fit, resolve_device
+from fieldlab.signals import Signal, load_signal, reconstruction_name, write_signal
+from fieldlab.store import FieldDirWriter, check_out_dir, write_field
+
+MAX_PARAMS = 10**9
+DERIVED = ("in_dim", "out_dim")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitJob:
+    """Everything `fieldlab fit` needs; `to_dict()` is the resolved config written beside the field."""
+
+    input: str
+    field: str = "siren"
+    field_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    fit: FitConfig = FitConfig()
+    max_size: int | None = None
+    params: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        fit_options = dataclasses.asdict(self.fit)
+        return {"input": self.input, "field": self.field, **self.field_options, **fit_options,
+                "max_size": self.max_size, "params": self.params}
+
+
+def resolve_field_config(name: str, options: dict[str, Any], signal: Signal, params: int | None) -> FieldConfig:
+    """The field's config for `signal`: its dims, options that depend on the grid, and the size budget."""
+    derived = sorted(set(options) & set(DERIVED))
+    if derived:
+        raise UserError(f"--{derived[0].replace('_', '-')} is set from the signal and cannot be given")
+    config = get_config_class(name).from_options(
+        {"in_dim": signal.info.in_dim, "out_dim": signal.info.channels, **options}).adapt(signal.shape)
+    if params is not None:
+        if params > MAX_PARAMS:
+            raise UserError(f"--params {params} is absurd (at most {MAX_PARAMS})")
+        config = config.with_params(params)
+    elif config.size_knob not in options and config.num_params() > signal.values.numel():
+        # Unasked, a field gets no more parameters than its signal has values: a representation
+        # larger than the data is rarely what is wanted, and it keeps small fits fast on a laptop.
+        config = config.with_params(signal.values.numel())
+    if config.num_params() > MAX_PARAMS:
+        raise UserError(f"these options give {config.num_params():,} parameters (at most {MAX_PARAMS:,})")
+    return config
+
+
+def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool = True,
+                tensorboard: bool = False) -> FitResult:
+    """Check everything, fit, and write the field DIR `out` (replaced only when the fit succeeds)."""
+    check_out_dir(out, force)
+    job.fit.validate()
+    resolve_device(job.fit.device)
+    get_config_class(job.field).from_options(  # options are checked before the signal is read
+        {k: v for k, v in job.field_options.items() if k not in DERIVED})
+    signal = load_signal(job.input, max_size=job.max_size)
+    config = resolve_field_config(job.field, job.field_options, signal, job.params)
+    with FieldDirWriter(out, force) as folder:
+        result = fit(signal, config, job.fit, log_path=folder / "log.jsonl",
+                     tensorboard_dir=folder / "tensorboard" if tensorboard else None, progress=progress)
+        write_field(folder, result.field, config, signal.info, result.metrics)
+        raw = signal.info.normalization.decode(result.prediction)
+        write_signal(folder / reconstruction_name(signal.info), raw, signal.info)
+        resolved = dataclasses.replace(job, params=None, field_options={
+            k: v for k, v in config.to_dict().items() if k not in DERIVED})
+        (folder / "config.json").write_text(json.dumps(resolved.to_dict(), indent=2) + "\n")
+    return result

@@ -1,0 +1,253 @@
+"""The fitting loop: one exposed step (`Fitter.step`) and a plain function around it (`fit`).
+
+Works for one field (coords (n, d), values (n, c)) and for a `FieldStack` of f fields
+(coords (f, n, d), values (f, n, c)); the stack's loss is the sum of per-field mean squared errors, so
+each field gets exactly the gradient it would get alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from fieldlab._errors import UserError
+from fieldlab.fields import FieldConfig
+from fieldlab.fit.config import FitConfig
+from fieldlab.fit.metrics import metrics_for, psnr_from_mse
+from fieldlab.signals import Signal
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present; an unavailable device is a `UserError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but PyTorch sees no CUDA device")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    return device
+
+
+class Fitter:
+    """Fits `field` to `values` at `coords` with Adam and an exponentially decaying learning rate.
+
+    Lifecycle::
+
+        fitter = Fitter(field, coords, values, config, lr=..., betas=..., eps=...)
+        while not fitter.should_stop():  # or any loop of your own
+            loss = fitter.step()         # one Adam step; returns the batch loss, unsynchronised
+        prediction = fitter.predict()    # every coordinate, in chunks, fp32
+    """
+
+    def __init__(self, field: nn.Module, coords: torch.Tensor, values: torch.Tensor, config: FitConfig, *,
+                 lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        config.validate()
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.field = field.to(self.device)
+        self.coords = coords.to(self.device)
+        self.values = values.to(self.device)
+        self.stacked = coords.ndim == 3
+        self.num_points = coords.shape[-2]
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.Adam(self.field.parameters(), lr=lr, betas=betas, eps=eps, fused=fused)
+        decay = math.log(config.lr_final) / config.steps
+
+        def schedule(step: int) -> float:
+            warm = min(1.0, (step + 1) / config.warmup) if config.warmup else 1.0
+            return warm * math.exp(decay * step)
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.forward = torch.compile(self.field) if config.compile else self.field
+        self.step_count = 0
+        self.seconds = 0.0
+        self.compile_seconds = 0.0
+        self.last_psnr = -math.inf
+        self._tick = None
+
+    # -- one step -------------------------------------------------------------------------------
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        size = self.config.batch_size
+        if not size or size >= self.num_points:
+            return self.coords, self.values
+        index = torch.randint(self.num_points, (size,), device=self.device, generator=self.generator)
+        return self.coords[..., index, :], self.values[..., index, :]
+
+    def _autocast(self):
+        if self.config.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean squared error, summed over fields for a stack."""
+        error = (prediction.to(target.dtype) - target).square()
+        return error.mean(dim=(-2, -1)).sum() if self.stacked else error.mean()
+
+    def step(self) -> torch.Tensor:
+        """One Adam step on a batch; returns the batch loss (not synchronised with the device)."""
+        if self._tick is None:
+            self._tick = time.perf_counter()
+        coords, target = self._batch()
+        with _matmul_precision(self.config.precision), self._autocast():
+            prediction = self.forward(coords)
+        loss = self.loss(prediction, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step_count += 1
+        if self.step_count == 1 and self.config.compile:  # keep compilation out of the fitting time
+            self._sync()
+            self.compile_seconds = time.perf_counter() - self._tick
+            self._tick = time.perf_counter()
+        return loss.detach()
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def elapsed(self) -> float:
+        """Seconds of fitting so far (synchronises with the device)."""
+        self._sync()
+        if self._tick is not None:
+            now = time.perf_counter()
+            self.seconds += now - self._tick
+            self._tick = now
+        return self.seconds
+
+    # -- evaluation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, coords: torch.Tensor | None = None) -> torch.Tensor:
+        """Values at `coords` (default: every training coordinate), in chunks, in the values' dtype."""
+        coords = self.coords if coords is None else coords.to(self.device)
+        chunk = self.config.eval_chunk
+        parts = [self.field(coords[..., i:i + chunk, :]).to(self.values.dtype) for i in range(0, coords.shape[-2], chunk)]
+        return torch.cat(parts, dim=-2)
+
+    def full_psnr(self) -> float:
+        """PSNR of the whole signal (the worst field's, for a stack)."""
+        error = (self.predict() - self.values).square().mean(dim=(-2, -1))
+        return min(psnr_from_mse(float(e)) for e in error.reshape(-1))
+
+    def should_stop(self) -> bool:
+        c = self.config
+        if self.step_count >= c.steps:
+            return True
+        if c.max_seconds and self._tick is not None:
+            # Host time without a device sync: at most a few queued steps ahead of the device.
+            if self.seconds + time.perf_counter() - self._tick >= c.max_seconds:
+                return True
+        return bool(c.target_psnr) and self.last_psnr >= c.target_psnr
+
+
+@contextlib.contextmanager
+def _matmul_precision(precision: str):
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+@dataclasses.dataclass
+class FitResult:
+    field: nn.Module
+    config: FieldConfig
+    metrics: dict
+    prediction: torch.Tensor
+    """The reconstruction, (*shape, c), in the field range."""
+
+
+class _Log:
+    """JSON-lines log, optional TensorBoard, optional progress bar."""
+
+    def __init__(self, log_path: Path | None, tensorboard_dir: Path | None, progress: bool, total: int):
+        self.file = open(log_path, "a") if log_path else None
+        self.writer = None
+        if tensorboard_dir:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                from fieldlab._errors import missing_extra
+
+                raise missing_extra("tensorboard", "tensorboard") from None
+            self.writer = SummaryWriter(str(tensorboard_dir))
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, leave=False)
+
+    def record(self, step: int, loss: float, lr: float, seconds: float) -> None:
+        psnr = psnr_from_mse(loss)
+        if self.file:
+            self.file.write(json.dumps({"step": step, "loss": loss, "psnr": round(psnr, 4), "lr": lr,
+                                        "seconds": round(seconds, 4)}) + "\n")
+            self.file.flush()
+        if self.writer:
+            self.writer.add_scalar("loss", loss, step)
+            self.writer.add_scalar("psnr", psnr, step)
+            self.writer.add_scalar("lr", lr, step)
+        if self.bar:
+            self.bar.update(step - self.bar.n)
+            self.bar.set_postfix(psnr=f"{psnr:.2f} dB")
+
+    def image(self, name: str, image: torch.Tensor, step: int) -> None:
+        if self.writer:
+            self.writer.add_image(name, ((image.clamp(-1, 1) + 1) / 2).cpu(), step, dataformats="HWC")
+
+    def close(self) -> None:
+        for closable in (self.file, self.writer, self.bar):
+            if closable:
+                closable.close()
+
+
+def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig(), *, log_path: Path | None = None,
+        tensorboard_dir: Path | None = None, progress: bool = False) -> FitResult:
+    """Build a field from `config` (seeded) and fit it to `signal`.
+
+    Returns the trained field (on the CPU), the metrics on the whole signal and the reconstruction.
+    """
+    fit_config.validate()
+    torch.manual_seed(fit_config.seed)
+    field = config.build()
+    lr = fit_config.lr or type(config).lr
+    fitter = Fitter(field, signal.coords(), signal.flat_values(), fit_config, lr=lr,
+                    betas=type(config).adam_betas, eps=type(config).adam_eps)
+    log = _Log(log_path, tensorboard_dir, progress, fit_config.steps)
+    every = fit_config.log_every
+    try:
+        while not fitter.should_stop():
+            loss = fitter.step()
+            step = fitter.step_count
+            if step % every == 0 or step == fit_config.steps:
+                loss_value = float(loss)
+                if fit_config.target_psnr and psnr_from_mse(loss_value) >= fit_config.target_psnr:
+                    # A mini-batch's PSNR is noisy: confirm the target on the whole signal.
+                    fitter.last_psnr = fitter.full_psnr() if fit_config.batch_size else psnr_from_mse(loss_value)
+                log.record(step, loss_value, fitter.scheduler.get_last_lr()[0], fitter.elapsed())
+        seconds = fitter.elapsed()
+        prediction = fitter.predict().cpu()
+        image = prediction.reshape(*signal.shape, -1)
+        if signal.info.kind == "image":
+            log.image("reconstruction", image, fitter.step_count)
+    finally:
+        log.close()
+    metrics = metrics_for(signal.info.kind, image, signal.values)
+    metrics.update(params=config.num_params(), steps=fitter.step_count, seconds=round(seconds, 3),
+                   compile_seconds=round(fitter.compile_seconds, 3), device=str(fitter.device),
+                   precision=fit_config.precision)
+    return FitResult(field=fitter.field.cpu(), config=config, metrics=metrics, prediction=image)

@@ -1,0 +1,37 @@
+"""Reconstruction metrics. Values are in the field range [-1, 1] (peak-to-peak 2)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB of a mean squared error measured in the field range [-1, 1]; equal to PSNR on [0, 1]."""
+    return math.inf if mse <= 0 else 10 * math.log10(4.0 / mse)
+
+
+def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    return psnr_from_mse(float(torch.mean((prediction.double() - target.double()) ** 2)))
+
+
+def ssim(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """Structural similarity of two images (H, W, C) in [-1, 1] (scikit-image's Gaussian-window SSIM)."""
+    from skimage.metrics import structural_similarity
+
+    a = ((prediction.detach().cpu().double().numpy() + 1) / 2).clip(0, 1)
+    b = ((target.detach().cpu().double().numpy() + 1) / 2).clip(0, 1)
+    if min(a.shape[:2]) < 7:
+        return float("nan")
+    return float(structural_similarity(a, b, data_range=1.0, channel_axis=-1, gaussian_weights=True,
+                                       sigma=1.5, use_sample_covariance=False))
+
+
+def metrics_for(kind: str, prediction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """The metrics reported for a signal of `kind` (prediction and target shaped (*shape, c))."""
+    result = {"psnr": psnr(prediction, target)}
+    if kind == "image":
+        result["ssim"] = ssim(prediction, target)
+    return {k: float(np.round(v, 4)) for k, v in result.items()}

@@ -1,0 +1,58 @@
+"""Images: PNG, JPEG, TIFF (8- or 16-bit; gray, RGB or RGBA) through imageio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fieldlab._errors import UserError
+from fieldlab.signals._signal import Normalization, Signal
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+
+def image_signal(raw: np.ndarray, *, source: str, max_size: int | None = None) -> Signal:
+    """An image signal from an array (H, W) or (H, W, C), downsampled with anti-aliasing to `max_size`."""
+    if raw.ndim == 2:
+        raw = raw[..., None]
+    if raw.ndim != 3 or raw.shape[-1] not in (1, 2, 3, 4) or min(raw.shape[:2]) < 1:
+        raise UserError(f"{source}: expected an image of shape (H, W) or (H, W, C≤4), got {raw.shape}")
+    normalization = Normalization.for_array(raw)
+    if max_size and max(raw.shape[:2]) > max_size:
+        from skimage.transform import resize
+
+        factor = max_size / max(raw.shape[:2])
+        shape = tuple(max(1, round(n * factor)) for n in raw.shape[:2])
+        unit = (raw.astype(np.float64) - normalization.offset) / normalization.scale
+        small = resize(unit, shape, order=1, anti_aliasing=True, preserve_range=True)
+        raw = small * normalization.scale + normalization.offset  # stays float: no rounding before fitting
+    return Signal.from_array(raw, kind="image", source=source, normalization=normalization)
+
+
+def read_image(path: Path, *, max_size: int | None = None) -> Signal:
+    import imageio.v3 as iio
+
+    try:
+        raw = np.asarray(iio.imread(path))
+    except Exception as error:  # imageio raises many types for a bad file; all mean the same to a user
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot read {path} as an image ({reason})") from None
+    if raw.ndim == 3 and raw.shape[0] in (1,) and raw.shape[-1] > 4:  # a one-page stack (1, H, W)
+        raw = raw[0]
+    return image_signal(raw, source=str(path), max_size=max_size)
+
+
+def write_image(path: Path, raw: np.ndarray) -> None:
+    """Write (H, W, C) raw values; JPEG gets 8 bits, PNG and TIFF keep 16."""
+    import imageio.v3 as iio
+
+    if raw.shape[-1] == 1:
+        raw = raw[..., 0]
+    if raw.dtype == np.bool_:
+        raw = raw.astype(np.uint8) * 255
+    elif not np.issubdtype(raw.dtype, np.integer):
+        raw = np.clip(np.rint(raw * 255 if raw.max(initial=0) <= 1.0 else raw), 0, 255).astype(np.uint8)
+    if path.suffix.lower() in (".jpg", ".jpeg") and raw.dtype != np.uint8:
+        raw = (raw.astype(np.float64) / np.iinfo(raw.dtype).max * 255).round().astype(np.uint8)
+    iio.imwrite(path, raw)

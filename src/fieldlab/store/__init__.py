@@ -1,0 +1,5 @@
+"""Fields on disk: one field's DIR (and, later, the FieldStore for datasets of fields)."""
+
+from fieldlab.store.field_dir import FieldDirWriter, StoredField, check_out_dir, load_field, write_field
+
+__all__ = ["FieldDirWriter", "StoredField", "check_out_dir", "load_field", "write_field"]

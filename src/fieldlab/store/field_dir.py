@@ -1,0 +1,128 @@
+"""One field on disk: a folder with safetensors weights and self-describing JSON.
+
+    DIR/field.safetensors   weights (and persistent buffers), no pickle
+    DIR/field.json          format, architecture name and config, the signal's info, versions
+    DIR/metrics.json        psnr (or iou), params, steps, seconds, …
+    DIR/config.json         the resolved run options, to repeat the run (`fieldlab fit --config`)
+    DIR/reconstruction.*    the reconstruction in the input's own format
+
+The folder is written under a temporary name and renamed at the end, so an interrupted or failed
+run never leaves a half-written field, and an existing DIR is replaced only after success.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from fieldlab._errors import UserError
+from fieldlab.fields import FieldConfig, get_config_class
+from fieldlab.signals import SignalInfo
+
+FORMAT = "fieldlab.field"
+FORMAT_VERSION = 1
+
+
+def versions() -> dict[str, str]:
+    from fieldlab import __version__
+
+    return {"fieldlab": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+@dataclasses.dataclass
+class StoredField:
+    """A field loaded from its DIR: the rebuilt module, its config, its signal's info and its metrics."""
+
+    module: nn.Module
+    config: FieldConfig
+    signal: SignalInfo
+    metrics: dict[str, Any]
+    path: Path | None = None
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    """Refuse a non-empty `out` unless `force`, before any work is done."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError(f"--out {out} is not empty; pass --force to replace it")
+    parent = out.resolve().parent
+    if not parent.exists():
+        raise UserError(f"the parent folder of --out {out} does not exist")
+
+
+class FieldDirWriter:
+    """Context manager that yields a temporary folder beside `out` and moves it into place on success."""
+
+    def __init__(self, out: Path, force: bool = False):
+        check_out_dir(out, force)
+        self.out = out
+
+    def __enter__(self) -> Path:
+        parent = self.out.resolve().parent
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=parent))
+        return self.tmp
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        os.replace(self.tmp, self.out)
+
+
+def write_field(folder: Path, module: nn.Module, config: FieldConfig, signal: SignalInfo,
+                metrics: dict[str, Any]) -> None:
+    """Write weights, field.json and metrics.json into `folder` (which must exist)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, folder / "field.safetensors", metadata={"format": FORMAT})
+    description = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "field": {"name": config.name, "config": config.to_dict()},
+        "signal": signal.to_dict(), "versions": versions(),
+    }
+    (folder / "field.json").write_text(json.dumps(description, indent=2) + "\n")
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def load_field(path: str | Path, device: str | torch.device = "cpu") -> StoredField:
+    """Rebuild a field from its DIR: the module from field.json alone, then its weights."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    description_path = path / "field.json"
+    if not description_path.is_file():
+        raise UserError(f"{path} is not a field folder (no field.json)")
+    try:
+        description = json.loads(description_path.read_text())
+        if description.get("format") != FORMAT:
+            raise UserError(f"{description_path} is not a fieldlab field (format {description.get('format')!r})")
+        config = get_config_class(description["field"]["name"]).from_dict(description["field"]["config"])
+        signal = SignalInfo.from_dict(description["signal"])
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise UserError(f"{description_path} is damaged ({type(error).__name__}: {error})") from None
+    module = config.build()
+    try:
+        state = load_file(path / "field.safetensors", device=str(device))
+    except (FileNotFoundError, SafetensorError, OSError) as error:
+        raise UserError(f"cannot read the weights in {path} ({error})") from None
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as error:
+        raise UserError(f"the weights in {path} do not match field.json ({str(error).splitlines()[0]})") from None
+    metrics_path = path / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    return StoredField(module.to(device).eval(), config, signal, metrics, path)
