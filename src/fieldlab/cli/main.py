@@ -155,6 +155,7 @@ def info_command(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line and exit 2; an interrupt exits 130."""
     argv = join_multi_values(list(sys.argv[1:] if argv is None else argv))
+    _log_notes_to_stderr()
     try:
         result = app(args=argv, prog_name="fieldlab", standalone_mode=False)
     except UserError as error:
@@ -171,6 +172,17 @@ def main(argv: list[str] | None = None) -> None:
         raise
     if isinstance(result, int) and result:  # click returns an exit code for --help and the like
         sys.exit(result)
+
+
+def _log_notes_to_stderr() -> None:
+    import logging
+
+    logger = logging.getLogger("fieldlab")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("fieldlab: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def _fail(message: str, status: int) -> None:

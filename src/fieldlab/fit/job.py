@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from fieldlab.fit.loop import FitResult, fit, resolve_device
 from fieldlab.signals import Signal, load_signal, reconstruction_name, write_signal
 from fieldlab.store import FieldDirWriter, check_out_dir, write_field
 
+log = logging.getLogger("fieldlab")
 MAX_PARAMS = 10**9
 DERIVED = ("in_dim", "out_dim")
 
@@ -50,6 +52,8 @@ def resolve_field_config(name: str, options: dict[str, Any], signal: Signal, par
         # Unasked, a field gets no more parameters than its signal has values: a representation
         # larger than the data is rarely what is wanted, and it keeps small fits fast on a laptop.
         config = config.with_params(signal.values.numel())
+        log.info("%s sized to %s parameters, about the signal's %s values (--params or --%s chooses)",
+                 name, f"{config.num_params():,}", f"{signal.values.numel():,}", config.size_knob.replace("_", "-"))
     if config.num_params() > MAX_PARAMS:
         raise UserError(f"these options give {config.num_params():,} parameters (at most {MAX_PARAMS:,})")
     return config

@@ -1,4 +1,8 @@
-"""Images: PNG, JPEG, TIFF (8- or 16-bit; gray, RGB or RGBA) through imageio."""
+"""Images: PNG, JPEG, TIFF (8- or 16-bit; gray, RGB or RGBA) through imageio.
+
+Pillow (imageio's PNG backend) reduces 16-bit colour PNGs to 8 bits, so those go through pypng, which
+reads and writes every PNG bit depth exactly.
+"""
 
 from __future__ import annotations
 
@@ -30,11 +34,26 @@ def image_signal(raw: np.ndarray, *, source: str, max_size: int | None = None) -
     return Signal.from_array(raw, kind="image", source=source, normalization=normalization)
 
 
+def _is_deep_colour_png(path: Path) -> bool:
+    """True for a PNG with 16 bits per sample and more than one channel (IHDR's bit depth, colour type)."""
+    with open(path, "rb") as f:
+        header = f.read(26)
+    return header[:8] == b"\x89PNG\r\n\x1a\n" and len(header) == 26 and header[24] == 16 and header[25] in (2, 4, 6)
+
+
+def _read_png_exact(path: Path) -> np.ndarray:
+    import png
+
+    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+    dtype = np.uint16 if info["bitdepth"] > 8 else np.uint8
+    return np.vstack([np.asarray(row, dtype=dtype) for row in rows]).reshape(height, width, info["planes"])
+
+
 def read_image(path: Path, *, max_size: int | None = None) -> Signal:
     import imageio.v3 as iio
 
     try:
-        raw = np.asarray(iio.imread(path))
+        raw = _read_png_exact(path) if _is_deep_colour_png(path) else np.asarray(iio.imread(path))
     except Exception as error:  # imageio raises many types for a bad file; all mean the same to a user
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot read {path} as an image ({reason})") from None
@@ -55,4 +74,12 @@ def write_image(path: Path, raw: np.ndarray) -> None:
         raw = np.clip(np.rint(raw * 255 if raw.max(initial=0) <= 1.0 else raw), 0, 255).astype(np.uint8)
     if path.suffix.lower() in (".jpg", ".jpeg") and raw.dtype != np.uint8:
         raw = (raw.astype(np.float64) / np.iinfo(raw.dtype).max * 255).round().astype(np.uint8)
+    if path.suffix.lower() == ".png" and raw.dtype == np.uint16 and raw.ndim == 3:
+        import png
+
+        modes = {2: "LA", 3: "RGB", 4: "RGBA"}
+        png.from_array(raw.reshape(raw.shape[0], -1), f"{modes[raw.shape[-1]]};16").save(str(path))
+        return
+    if raw.dtype not in (np.uint8, np.uint16):
+        raw = (raw.astype(np.float64) / np.iinfo(raw.dtype).max * 65535).round().astype(np.uint16)
     iio.imwrite(path, raw)
