@@ -7,6 +7,7 @@ import math
 
 import torch
 import torch.nn as nn
+from fieldlab._precision import full
 
 
 class GaussianFourierFeatures(nn.Module):
@@ -24,8 +25,9 @@ class GaussianFourierFeatures(nn.Module):
         return 2 * self.frequencies.shape[0]
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        angles = 2 * math.pi * coords @ self.frequencies.T
-        return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+        with torch.autocast(coords.device.type, enabled=False):  # angles of tens of radians need fp32
+            angles = 2 * math.pi * full(coords) @ self.frequencies.T
+            return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
 
 class PositionalEncoding(nn.Module):
@@ -41,5 +43,6 @@ class PositionalEncoding(nn.Module):
         return self.in_dim * (1 + 2 * self.scales.numel())
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        coords = full(coords)
         angles = (coords[..., None] * self.scales).flatten(-2)  # (..., d·k)
         return torch.cat([coords, torch.cos(angles), torch.sin(angles)], dim=-1)

@@ -10,6 +10,7 @@ import math
 
 import torch
 import torch.nn as nn
+from fieldlab._precision import full
 
 # One prime per dimension (the paper's; the first is 1 so that 1D hashing is the identity).
 _PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737, 334960913)
@@ -51,7 +52,7 @@ class HashGridEncoding(nn.Module):
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         lead = coords.shape[:-1]
-        x = ((coords.reshape(-1, self.in_dim) + 1) / 2).clamp(0, 1)  # (n, d) in [0, 1]
+        x = ((full(coords.reshape(-1, self.in_dim)) + 1) / 2).clamp(0, 1)  # (n, d) in [0, 1]
         pos = x[:, None, :] * self.resolutions[:, None]  # (n, l, d)
         base = pos.floor().minimum(self.resolutions[:, None] - 1)  # x = 1 lands in the last cell
         frac = pos - base

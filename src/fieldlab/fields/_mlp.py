@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from fieldlab._precision import full
 
 
 class MLP(nn.Module):
@@ -26,10 +27,15 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
 
     def activation(self, z: torch.Tensor, layer_index: int) -> torch.Tensor:
+        """The nonlinearity after layer `layer_index`; periodic ones evaluate it in at least fp32 (`full(z)`)."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i, layer in enumerate(self.layers[:-1]):
+        # Under bf16 autocast the first layer stays fp32: its outputs are large phases (ω₀ z) whose
+        # rounding would show in the field, and at in_dim inputs it costs nothing.
+        with torch.autocast(x.device.type, enabled=False):
+            x = self.activation(self.layers[0](full(x)), 0)
+        for i, layer in enumerate(self.layers[1:-1], start=1):
             x = self.activation(layer(x), i)
         return self.layers[-1](x)
 

@@ -11,6 +11,7 @@ import torch
 from fieldlab.fields._config import FieldConfig
 from fieldlab.fields._mlp import MLP, sine_init_
 from fieldlab.fields._registry import register_field
+from fieldlab._precision import full
 
 
 class Finer(MLP):
@@ -30,6 +31,7 @@ class Finer(MLP):
                 self.layers[0].bias.uniform_(-first_bias_scale, first_bias_scale)
 
     def activation(self, z: torch.Tensor, layer_index: int) -> torch.Tensor:
+        z = full(z)
         return torch.sin(self.omega0 * (z.detach().abs() + 1) * z)
 
 

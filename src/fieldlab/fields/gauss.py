@@ -10,6 +10,7 @@ import torch
 from fieldlab.fields._config import FieldConfig
 from fieldlab.fields._mlp import MLP
 from fieldlab.fields._registry import register_field
+from fieldlab._precision import full
 
 
 class Gauss(MLP):
@@ -20,7 +21,7 @@ class Gauss(MLP):
         self.scale = scale
 
     def activation(self, z: torch.Tensor, layer_index: int) -> torch.Tensor:
-        return torch.exp(-(self.scale * z).square())
+        return torch.exp(-(self.scale * full(z)).square())
 
 
 @register_field("gauss")

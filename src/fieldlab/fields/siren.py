@@ -10,6 +10,7 @@ import torch
 from fieldlab.fields._config import FieldConfig
 from fieldlab.fields._mlp import MLP, sine_init_
 from fieldlab.fields._registry import register_field
+from fieldlab._precision import full
 
 
 class Siren(MLP):
@@ -22,7 +23,7 @@ class Siren(MLP):
         sine_init_(self, omega0)
 
     def activation(self, z: torch.Tensor, layer_index: int) -> torch.Tensor:
-        return torch.sin((self.first_omega0 if layer_index == 0 else self.omega0) * z)
+        return torch.sin((self.first_omega0 if layer_index == 0 else self.omega0) * full(z))
 
 
 @register_field("siren")

@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from fieldlab.fields._config import FieldConfig
 from fieldlab.fields._registry import register_field
+from fieldlab._precision import full
 
 
 class Wire(nn.Module):
@@ -36,13 +37,15 @@ class Wire(nn.Module):
         self.biases_im = nn.ParameterList(nn.Parameter(torch.empty(b).uniform_(-s, s)) for b, s in zip(dims[1:-1], bounds))
 
     def _gabor(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = full(a), full(b)  # exponent and phase in fp32, also under bf16 autocast
         envelope = torch.exp(-self.omega0 * b - self.scale**2 * (a.square() + b.square()))
         phase = self.omega0 * a
         return envelope * torch.cos(phase), envelope * torch.sin(phase)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        z = self.first(coords)
-        a, b = self._gabor(z, torch.zeros_like(z))
+        with torch.autocast(coords.device.type, enabled=False):  # as MLP: the first layer stays fp32
+            z = self.first(full(coords))
+            a, b = self._gabor(z, torch.zeros_like(z))
         for wr, wi, br, bi in zip(self.weights_re, self.weights_im, self.biases_re, self.biases_im):
             a, b = self._gabor(a @ wr.T - b @ wi.T + br, a @ wi.T + b @ wr.T + bi)
         return a @ self.weights_re[-1].T - b @ self.weights_im[-1].T + self.biases_re[-1]

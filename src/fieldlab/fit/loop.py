@@ -70,7 +70,8 @@ class Fitter:
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
-        self.forward = torch.compile(self.field) if config.compile else self.field
+        # Forward and loss are compiled together so the loss's elementwise work fuses into the graph.
+        self._batch_loss = torch.compile(self._loss_at) if config.compile else self._loss_at
         self.step_count = 0
         self.seconds = 0.0
         self.compile_seconds = 0.0
@@ -95,16 +96,20 @@ class Fitter:
         error = (prediction.to(target.dtype) - target).square()
         return error.mean(dim=(-2, -1)).sum() if self.stacked else error.mean()
 
+    def _loss_at(self, coords: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            prediction = self.field(coords)
+        return self.loss(prediction, target)
+
     def step(self) -> torch.Tensor:
         """One Adam step on a batch; returns the batch loss (not synchronised with the device)."""
         if self._tick is None:
             self._tick = time.perf_counter()
         coords, target = self._batch()
-        with _matmul_precision(self.config.precision), self._autocast():
-            prediction = self.forward(coords)
-        loss = self.loss(prediction, target)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with _matmul_precision(self.config.precision):
+            loss = self._batch_loss(coords, target)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         self.step_count += 1
@@ -126,6 +131,17 @@ class Fitter:
             self.seconds += now - self._tick
             self._tick = now
         return self.seconds
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Work inside this block (evaluation, logging) does not count as fitting time."""
+        self.elapsed()
+        try:
+            yield
+        finally:
+            self._sync()
+            if self._tick is not None:
+                self._tick = time.perf_counter()
 
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
