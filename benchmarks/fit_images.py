@@ -33,6 +33,8 @@ from fieldlab.fields._mlp import sine_init_  # noqa: E402
 from fieldlab.fit import FitConfig, Fitter, psnr_from_mse  # noqa: E402
 from fieldlab.signals import Signal  # noqa: E402
 
+torch._dynamo.config.cache_size_limit = 64  # many fits with different options in one process
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the CPU only for a smoke test of the script
 MILESTONES = (500, 1000, 2000)
 THRESHOLDS = (30.0, 35.0, 40.0)

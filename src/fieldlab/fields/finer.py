@@ -46,10 +46,10 @@ class FinerConfig(FieldConfig):
     """Number of activated layers (the first maps coordinates in); a linear head follows."""
     omega0: float = 30.0
     """Frequency factor ω₀ of every layer."""
-    first_bias_scale: float = 0.0
+    first_bias_scale: float = 2.0
     """k of the first layer's bias init U(-k, k); 0 keeps PyTorch's default."""
 
-    lr = 5e-4
+    lr = 1e-3
 
     def build(self) -> Finer:
         return Finer(in_dim=self.in_dim, out_dim=self.out_dim, hidden_dim=self.hidden_dim,

@@ -44,7 +44,7 @@ class FourierConfig(FieldConfig):
     sigma: float = 10.0
     """Standard deviation of the Gaussian frequencies, in cycles per unit of canonical coordinates."""
 
-    lr = 1e-3
+    lr = 4e-3
     may_be_zero = ("num_frequencies",)
 
     def validate(self) -> None:

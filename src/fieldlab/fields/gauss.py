@@ -33,10 +33,10 @@ class GaussConfig(FieldConfig):
     """Width of every activated layer."""
     num_layers: int = 4
     """Number of activated layers (the first maps coordinates in); a linear head follows."""
-    scale: float = 30.0
+    scale: float = 20.0
     """s in exp(-(s z)²)."""
 
-    lr = 1e-3
+    lr = 1e-2
 
     def build(self) -> Gauss:
         return Gauss(in_dim=self.in_dim, out_dim=self.out_dim, hidden_dim=self.hidden_dim,

@@ -49,7 +49,7 @@ class HashGridConfig(FieldConfig):
 
     size_knob = "table_size"
     may_be_zero = ("max_resolution",)
-    lr = 1e-2
+    lr = 2e-2
     adam_eps = 1e-15
     adam_betas = (0.9, 0.99)
 

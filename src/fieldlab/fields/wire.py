@@ -62,10 +62,10 @@ class WireConfig(FieldConfig):
     """Number of activated layers (the first maps coordinates in); a complex linear head follows."""
     omega0: float = 20.0
     """Frequency ω₀ of the wavelet."""
-    scale: float = 10.0
+    scale: float = 20.0
     """Spread s₀ of the Gaussian envelope."""
 
-    lr = 5e-3
+    lr = 1e-2
 
     def build(self) -> Wire:
         return Wire(in_dim=self.in_dim, out_dim=self.out_dim, hidden_dim=self.hidden_dim,

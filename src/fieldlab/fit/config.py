@@ -22,6 +22,8 @@ class FitConfig:
     """Steps of linear learning-rate warm-up."""
     batch_size: int = 0
     """Random coordinates per step; 0 uses every sample (full batch)."""
+    sample_fraction: float = 0.0
+    """Random fraction of the samples per step (for videos and volumes); 0 defers to `batch_size`."""
     max_seconds: float = 0.0
     """Stop after this many seconds of fitting; 0 means no time limit."""
     target_psnr: float = 0.0
@@ -51,6 +53,10 @@ class FitConfig:
             bad("--lr-final", f"must be in (0, 1], got {self.lr_final}")
         if self.warmup < 0:
             bad("--warmup", f"must be non-negative, got {self.warmup}")
+        if not (0 <= self.sample_fraction <= 1):
+            bad("--sample-fraction", f"must be in [0, 1], got {self.sample_fraction}")
+        if self.batch_size and self.sample_fraction:
+            bad("--batch-size", "and --sample-fraction choose the same thing: give one")
         if self.batch_size < 0:
             bad("--batch-size", f"must be non-negative, got {self.batch_size}")
         if self.max_seconds < 0:

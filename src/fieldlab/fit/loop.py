@@ -80,7 +80,7 @@ class Fitter:
 
     # -- one step -------------------------------------------------------------------------------
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        size = self.config.batch_size
+        size = self.config.batch_size or round(self.config.sample_fraction * self.num_points)
         if not size or size >= self.num_points:
             return self.coords, self.values
         index = torch.randint(self.num_points, (size,), device=self.device, generator=self.generator)
@@ -253,7 +253,8 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
                 loss_value = float(loss)
                 if fit_config.target_psnr and psnr_from_mse(loss_value) >= fit_config.target_psnr:
                     # A mini-batch's PSNR is noisy: confirm the target on the whole signal.
-                    fitter.last_psnr = fitter.full_psnr() if fit_config.batch_size else psnr_from_mse(loss_value)
+                    sampled = fit_config.batch_size or fit_config.sample_fraction
+                    fitter.last_psnr = fitter.full_psnr() if sampled else psnr_from_mse(loss_value)
                 log.record(step, loss_value, fitter.scheduler.get_last_lr()[0], fitter.elapsed())
         seconds = fitter.elapsed()
         prediction = fitter.predict().cpu()

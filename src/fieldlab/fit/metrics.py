@@ -29,9 +29,27 @@ def ssim(prediction: torch.Tensor, target: torch.Tensor) -> float:
                                        sigma=1.5, use_sample_covariance=False))
 
 
+def snr(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """Signal-to-noise ratio in dB: signal power over error power (audio's usual measure)."""
+    error = float(torch.mean((prediction.double() - target.double()) ** 2))
+    power = float(torch.mean(target.double() ** 2))
+    return math.inf if error <= 0 else 10 * math.log10(max(power, 1e-30) / error)
+
+
+def frame_psnrs(prediction: torch.Tensor, target: torch.Tensor) -> list[float]:
+    """PSNR of each frame of a video (T, H, W, C)."""
+    error = ((prediction.double() - target.double()) ** 2).mean(dim=(1, 2, 3))
+    return [psnr_from_mse(float(e)) for e in error]
+
+
 def metrics_for(kind: str, prediction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     """The metrics reported for a signal of `kind` (prediction and target shaped (*shape, c))."""
     result = {"psnr": psnr(prediction, target)}
     if kind == "image":
         result["ssim"] = ssim(prediction, target)
+    elif kind == "audio":
+        result["snr"] = snr(prediction, target)
+    elif kind == "video":
+        frames = frame_psnrs(prediction, target)
+        result.update(psnr_frame_mean=float(np.mean(frames)), psnr_frame_min=float(np.min(frames)))
     return {k: float(np.round(v, 4)) for k, v in result.items()}
