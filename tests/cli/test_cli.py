@@ -164,7 +164,7 @@ def test_bad_render_and_info_input(tmp_path, capsys):
     folder = quick_fit(tmp_path, capsys)
     cases = [
         (["render", tmp_path / "nowhere", "--out", tmp_path / "a.png"], "not a field folder"),
-        (["render", folder, "--out", tmp_path / "a.wav"], "an image needs"),
+        (["render", folder, "--out", tmp_path / "a.wav"], "image fields are written as one of"),
         (["render", folder, "--size", "0", "10", "--out", tmp_path / "a.png"], "--size"),
         (["render", folder, "--region", "5:1,0:3", "--out", tmp_path / "a.png"], "--region"),
         (["render", folder, "--out", folder / "reconstruction.png"], "exists"),

@@ -79,7 +79,7 @@ def test_bad_files_are_user_errors(tmp_path, content, message):
 
 def test_unsupported_suffix(tmp_path):
     path = tmp_path / "data.xyz"
-    path.write_text("1 2 3")
+    path.write_text("1 2 3")  # an unknown suffix
     with pytest.raises(UserError, match="unsupported file type"):
         load_signal(str(path))
 

@@ -51,10 +51,13 @@ def fit_command(
     steps: Optional[int] = typer.Option(None, help="Adam steps (default 2000)."),
     max_seconds: Optional[float] = typer.Option(None, help="Stop after this many seconds of fitting."),
     target_psnr: Optional[float] = typer.Option(None, help="Stop at this PSNR (dB) on the whole signal."),
-    max_size: Optional[int] = typer.Option(None, help="Downsample (anti-aliased) so no axis exceeds this."),
+    max_size: Optional[int] = typer.Option(None, help="Downsample (anti-aliased) so no spatial axis exceeds this."),
+    max_frames: Optional[int] = typer.Option(None, help="Read at most this many frames of a video."),
+    modality: Optional[str] = typer.Option(None, help="Force the kind: image, audio, video, volume or mesh."),
     params: Optional[int] = typer.Option(None, help="Size the field to about this many parameters."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the field's tuned one)."),
     batch_size: Optional[int] = typer.Option(None, help="Random samples per step; 0 = full batch."),
+    sample_fraction: Optional[float] = typer.Option(None, help="Random fraction of the samples per step (videos)."),
     precision: Optional[str] = typer.Option(None, help="fp32, tf32 or bf16."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Use torch.compile."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
@@ -68,8 +71,8 @@ def fit_command(
     from fieldlab.fit.job import FitJob, run_fit_job
 
     given = {"input": input, "field": field, "steps": steps, "max_seconds": max_seconds,
-             "target_psnr": target_psnr, "max_size": max_size, "params": params, "lr": lr,
-             "batch_size": batch_size, "precision": precision, "compile": compile, "device": device, "seed": seed}
+             "target_psnr": target_psnr, "max_size": max_size, "max_frames": max_frames, "modality": modality,
+             "params": params, "lr": lr, "batch_size": batch_size, "sample_fraction": sample_fraction, "precision": precision, "compile": compile, "device": device, "seed": seed}
     options: dict[str, Any] = read_config_file(config) if config else {}
     options.update(parse_extra(ctx.args))
     options.update({k: v for k, v in given.items() if v is not None})
@@ -83,13 +86,19 @@ def fit_command(
         raise UserError(f"bad fit options ({error})") from None
     job = FitJob(input=str(options.pop("input")), field=str(options.pop("field", "siren")),
                  max_size=_int_or_none(options.pop("max_size", None), "--max-size"),
+                 max_frames=_int_or_none(options.pop("max_frames", None), "--max-frames"),
+                 modality=options.pop("modality", None),
                  params=_int_or_none(options.pop("params", None), "--params"),
                  fit=fit_config, field_options=options)
     result = run_fit_job(job, out, force=force, progress=not quiet, tensorboard=tensorboard)
     m = result.metrics
-    extra = f", SSIM {m['ssim']:.4f}" if "ssim" in m else ""
-    print(f"{job.field} ({m['params']:,} params): PSNR {m['psnr']:.2f} dB{extra} after {m['steps']} steps "
+    quality = ", ".join(f"{k.upper().replace('_', ' ')} {m[k]:.4g}{' dB' if 'nr' in k else ''}"
+                        for k in QUALITY if k in m)
+    print(f"{job.field} ({m['params']:,} params): {quality} after {m['steps']} steps "
           f"in {m['seconds']:.1f} s on {m['device']} -> {out}")
+
+
+QUALITY = ("psnr", "ssim", "snr", "psnr_frame_mean", "psnr_frame_min", "iou", "chamfer")
 
 
 def _int_or_none(value: Any, flag: str) -> int | None:
@@ -104,16 +113,16 @@ def _int_or_none(value: Any, flag: str) -> int | None:
 @app.command("render")
 def render_command(
     dir: Path = typer.Argument(..., help="Field DIR."),
-    out: Path = typer.Option(..., "--out", help="Output file (its suffix picks the format: .png, .jpg, .tif)."),
+    out: Path = typer.Option(..., "--out", help="Output file; its suffix picks the format (.png, .wav, .mp4, .npy, …)."),
     size: Optional[str] = typer.Option(None, help="Samples per axis, e.g. --size 512 512 (default: the region's own)."),
-    region: Optional[str] = typer.Option(None, help="START:STOP per axis in sample units, e.g. 0:128,0:96."),
+    region: Optional[str] = typer.Option(None, help="START:STOP per axis in sample units (frames, samples, pixels), e.g. 0:128,0:96."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     force: bool = typer.Option(False, help="Overwrite an existing --out."),
 ) -> None:
     """Render a field at any resolution over any sub-region of its domain."""
-    from fieldlab.edit import parse_region, render, render_grid
+    from fieldlab.edit import parse_region, render, render_grid, rendered_info
     from fieldlab.fit import resolve_device
-    from fieldlab.signals import IMAGE_SUFFIXES, write_signal
+    from fieldlab.signals import check_output, write_signal
     from fieldlab.store import load_field
 
     if out.exists() and not force:
@@ -122,11 +131,10 @@ def render_command(
         raise UserError(f"the folder of --out {out} does not exist")
     target = resolve_device(device)
     stored = load_field(dir, device=target)
-    if stored.signal.kind == "image" and out.suffix.lower() not in IMAGE_SUFFIXES:
-        raise UserError(f"--out {out}: an image needs one of {', '.join(IMAGE_SUFFIXES)}")
+    check_output(out, stored.signal)
     grid = render_grid(stored, size=parse_size(size), region=parse_region(region, stored.signal.in_dim) if region else None)
     values = render(stored, size=grid[0], region=grid[1], device=target)
-    write_signal(out, stored.signal.normalization.decode(values), stored.signal)
+    write_signal(out, stored.signal.normalization.decode(values), rendered_info(stored.signal, grid[0], grid[1]))
     print(f"rendered {'x'.join(map(str, grid[0]))} over {','.join(f'{lo:g}:{hi:g}' for lo, hi in grid[1])} -> {out}")
 
 

@@ -1,5 +1,5 @@
 """Editing stored fields: render (later: crop, extend)."""
 
-from fieldlab.edit.render import parse_region, render, render_grid
+from fieldlab.edit.render import parse_region, render, render_grid, rendered_info
 
-__all__ = ["parse_region", "render", "render_grid"]
+__all__ = ["parse_region", "render", "render_grid", "rendered_info"]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 
 from fieldlab._errors import UserError
-from fieldlab.signals import grid_coords
+from fieldlab.signals import SignalInfo, grid_coords
 from fieldlab.store import StoredField
 
 MAX_RENDER_SAMPLES = 2**30
@@ -56,3 +57,18 @@ def render(stored: StoredField, *, size: list[int] | None = None, region: list[t
     coords = grid_coords(stored.signal.domain, region, size)
     parts = [module(coords[i:i + chunk].to(device)).float().cpu() for i in range(0, coords.shape[0], chunk)]
     return torch.cat(parts).reshape(*size, -1)
+
+
+def rendered_info(info: SignalInfo, size: list[int], region: list[tuple[float, float]]) -> SignalInfo:
+    """The signal info of a render: rates scale with the samples per unit (a 2× audio render plays at 2×
+    the sample rate, so it lasts as long; a video's frame rate scales with frames per source frame)."""
+    rates = {"audio": ("sample_rate", 0), "video": ("fps", 0)}
+    if info.kind not in rates:
+        return info
+    key, axis = rates[info.kind]
+    if key not in info.extra:
+        return info
+    lo, hi = region[axis]
+    factor = size[axis] / (hi - lo)
+    rate = info.extra[key] * factor
+    return dataclasses.replace(info, extra={**info.extra, key: round(rate) if key == "sample_rate" else rate})

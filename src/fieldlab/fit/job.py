@@ -29,12 +29,22 @@ class FitJob:
     field_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     fit: FitConfig = FitConfig()
     max_size: int | None = None
+    max_frames: int | None = None
+    modality: str | None = None
     params: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         fit_options = dataclasses.asdict(self.fit)
         return {"input": self.input, "field": self.field, **self.field_options, **fit_options,
-                "max_size": self.max_size, "params": self.params}
+                "max_size": self.max_size, "max_frames": self.max_frames, "modality": self.modality,
+                "params": self.params}
+
+
+# Defaults that depend on the kind of signal as well as the architecture: a 1D clip of 10⁵ samples needs
+# a far higher first-layer frequency than a 512² image (SIREN's audio experiments use ω₀ = 3000).
+KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "audio": {"siren": {"first_omega0": 3000.0}},
+}
 
 
 def resolve_field_config(name: str, options: dict[str, Any], signal: Signal, params: int | None) -> FieldConfig:
@@ -42,8 +52,9 @@ def resolve_field_config(name: str, options: dict[str, Any], signal: Signal, par
     derived = sorted(set(options) & set(DERIVED))
     if derived:
         raise UserError(f"--{derived[0].replace('_', '-')} is set from the signal and cannot be given")
+    defaults = KIND_DEFAULTS.get(signal.info.kind, {}).get(name, {})
     config = get_config_class(name).from_options(
-        {"in_dim": signal.info.in_dim, "out_dim": signal.info.channels, **options}).adapt(signal.shape)
+        {"in_dim": signal.info.in_dim, "out_dim": signal.info.channels, **defaults, **options}).adapt(signal.shape)
     if params is not None:
         if params > MAX_PARAMS:
             raise UserError(f"--params {params} is absurd (at most {MAX_PARAMS})")
@@ -67,7 +78,7 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     resolve_device(job.fit.device)
     get_config_class(job.field).from_options(  # options are checked before the signal is read
         {k: v for k, v in job.field_options.items() if k not in DERIVED})
-    signal = load_signal(job.input, max_size=job.max_size)
+    signal = load_signal(job.input, max_size=job.max_size, max_frames=job.max_frames, modality=job.modality)
     config = resolve_field_config(job.field, job.field_options, signal, job.params)
     with FieldDirWriter(out, force) as folder:
         result = fit(signal, config, job.fit, log_path=folder / "log.jsonl",

@@ -1,8 +1,14 @@
-"""Signals: readers and writers per modality, built-in samples, and the `Signal` they produce."""
+"""Signals: readers and writers per modality, built-in samples, and the `Signal` they produce.
+
+A signal's kind is detected from its file (suffix; a multi-page TIFF is a volume) or forced with
+`modality`. Heavy readers (soundfile, PyAV, trimesh, tifffile) are imported only when a file needs them.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 from fieldlab._errors import UserError
 from fieldlab.signals._signal import Normalization, Signal, SignalInfo, grid_coords
@@ -10,18 +16,36 @@ from fieldlab.signals.image import IMAGE_SUFFIXES, image_signal, read_image, wri
 from fieldlab.signals.samples import list_samples, sample_array
 
 __all__ = [
-    "IMAGE_SUFFIXES", "Normalization", "Signal", "SignalInfo", "grid_coords", "image_signal", "list_samples",
-    "load_signal", "read_image", "sample_array", "write_signal", "write_image",
+    "IMAGE_SUFFIXES", "KINDS", "Normalization", "Signal", "SignalInfo", "detect_kind", "grid_coords", "image_signal",
+    "list_samples", "load_signal", "read_image", "reconstruction_name", "sample_array", "write_image", "write_signal",
 ]
 
+from fieldlab.signals.audio import AUDIO_SUFFIXES  # noqa: E402  (soundfile is imported on use)
 
-def load_signal(spec: str, *, max_size: int | None = None) -> Signal:
-    """A signal from a file path or `sample:NAME`."""
-    if max_size is not None and max_size <= 0:
-        raise UserError(f"--max-size must be positive, got {max_size}")
+SUFFIXES = {
+    "image": IMAGE_SUFFIXES,
+    "audio": AUDIO_SUFFIXES,
+    "video": (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif"),
+    "volume": (".npy", ".tif", ".tiff"),
+    "mesh": (".obj", ".ply", ".stl", ".off", ".glb"),
+}
+KINDS = tuple(SUFFIXES)
+VIDEO_SAMPLES = ("gif",)
+
+
+def detect_kind(spec: str) -> str:
+    """The kind of a file or sample from its name alone (TIFFs say `image`; a stack is found on reading)."""
     if spec.startswith("sample:"):
-        _, raw = sample_array(spec.removeprefix("sample:"))
-        return image_signal(raw, source=spec, max_size=max_size)
+        return "video" if spec.removeprefix("sample:") in VIDEO_SAMPLES else "image"
+    suffix = Path(spec).suffix.lower()
+    for kind, suffixes in SUFFIXES.items():
+        if suffix in suffixes:
+            return kind
+    known = ", ".join(s for suffixes in SUFFIXES.values() for s in suffixes)
+    raise UserError(f"unsupported file type {suffix or '(none)'!r} for {spec}; known: {known}")
+
+
+def _check_file(spec: str) -> Path:
     path = Path(spec)
     if not path.exists():
         raise UserError(f"no such file: {spec}")
@@ -29,19 +53,90 @@ def load_signal(spec: str, *, max_size: int | None = None) -> Signal:
         raise UserError(f"{spec} is a folder, not a signal file")
     if path.stat().st_size == 0:
         raise UserError(f"{spec} is empty")
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    return path
+
+
+def load_signal(spec: str, *, max_size: int | None = None, max_frames: int | None = None,
+                modality: str | None = None) -> Signal:
+    """A signal from a file path or `sample:NAME`; `modality` forces the kind."""
+    for flag, value in (("--max-size", max_size), ("--max-frames", max_frames)):
+        if value is not None and value <= 0:
+            raise UserError(f"{flag} must be positive, got {value}")
+    if modality is not None and modality not in KINDS:
+        raise UserError(f"--modality must be one of {', '.join(KINDS)}, got {modality!r}")
+    kind = modality or detect_kind(spec)
+    if kind == "mesh":
+        raise UserError(f"{spec} is a mesh: meshes are fitted as occupancy fields, not read as signals")
+    if spec.startswith("sample:"):
+        name = spec.removeprefix("sample:")
+        if name in VIDEO_SAMPLES:
+            from fieldlab.signals.video import read_video, sample_video_path
+
+            return read_video(sample_video_path(name), max_frames=max_frames, max_size=max_size)
+        _, raw = sample_array(name)
+        return image_signal(raw, source=spec, max_size=max_size)
+    path = _check_file(spec)
+    if kind == "image" and path.suffix.lower() in (".tif", ".tiff") or kind == "volume" and path.suffix.lower() != ".npy":
+        from fieldlab.signals.volume import read_tiff_stack, volume_signal
+
+        stack = read_tiff_stack(path)
+        if stack is not None and modality != "image":
+            return volume_signal(stack, source=str(path))
+        if kind == "volume":
+            raise UserError(f"{spec} is a single-page TIFF: an image, not a volume")
         return read_image(path, max_size=max_size)
-    raise UserError(f"unsupported file type {path.suffix or '(none)'!r} for {spec}; images: {', '.join(IMAGE_SUFFIXES)}")
+    if kind == "image":
+        return read_image(path, max_size=max_size)
+    if kind == "audio":
+        from fieldlab.signals.audio import read_audio
+
+        return read_audio(path)
+    if kind == "video":
+        from fieldlab.signals.video import read_video
+
+        return read_video(path, max_frames=max_frames, max_size=max_size)
+    from fieldlab.signals.volume import read_volume
+
+    return read_volume(path)
 
 
 def reconstruction_name(info: SignalInfo) -> str:
     """The reconstruction's file name in the input's own format."""
-    return {"image": "reconstruction.png"}[info.kind]
+    if info.kind == "video":
+        return "reconstruction.gif" if info.extra.get("format") == "gif" else "reconstruction.mp4"
+    return {"image": "reconstruction.png", "audio": "reconstruction.wav", "volume": "reconstruction.npy",
+            "mesh": "reconstruction.obj"}[info.kind]
 
 
-def write_signal(path: Path, raw, info: SignalInfo) -> None:
-    """Write raw values of a signal of `info.kind` to `path`."""
+OUTPUT_SUFFIXES = {
+    "image": IMAGE_SUFFIXES, "audio": AUDIO_SUFFIXES, "video": (".mp4", ".gif"),
+    "volume": (".npy", ".tif", ".tiff"), "mesh": (".obj", ".ply", ".stl", ".off", ".glb"),
+}
+
+
+def check_output(path: Path, info: SignalInfo) -> None:
+    """A `UserError` unless `path`'s suffix can hold a signal of `info.kind`."""
+    allowed = OUTPUT_SUFFIXES[info.kind]
+    if path.suffix.lower() not in allowed:
+        raise UserError(f"--out {path}: {info.kind} fields are written as one of {', '.join(allowed)}")
+
+
+def write_signal(path: Path, raw: np.ndarray, info: SignalInfo) -> None:
+    """Write raw values (*shape, c) of a signal of `info.kind` to `path` (format from its suffix)."""
+    check_output(path, info)
     if info.kind == "image":
         write_image(path, raw)
+    elif info.kind == "audio":
+        from fieldlab.signals.audio import write_audio
+
+        write_audio(path, raw, info)
+    elif info.kind == "video":
+        from fieldlab.signals.video import write_video
+
+        write_video(path, raw, info)
+    elif info.kind == "volume":
+        from fieldlab.signals.volume import write_volume
+
+        write_volume(path, raw, info)
     else:
         raise UserError(f"cannot write signals of kind {info.kind!r}")
