@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from fieldlab.cli import main
 from fieldlab.signals import load_signal
 
 
@@ -20,3 +21,19 @@ def camera32():
 @pytest.fixture(scope="session")
 def astronaut32():
     return load_signal("sample:astronaut", max_size=32)
+
+
+@pytest.fixture
+def cli(capsys):
+    """`cli(args)` runs `fieldlab ARGS` in-process and returns (exit status, stdout, stderr)."""
+
+    def run(args):
+        try:
+            main([str(a) for a in args])
+            status = 0
+        except SystemExit as exit_:
+            status = exit_.code or 0
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    return run

@@ -8,30 +8,17 @@ from pathlib import Path
 import imageio.v3 as iio
 import pytest
 
-from fieldlab.cli import main
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(args, capsys):
-    """Run `fieldlab ARGS` in-process; returns (exit status, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        status = 0
-    except SystemExit as exit_:
-        status = exit_.code or 0
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def quick_fit(tmp_path, capsys, *extra, out="cam"):
-    status, stdout, stderr = run(["fit", "sample:camera", "--max-size", "24", "--field", "siren", "--steps", "30",
-                                  "--out", tmp_path / out, "--device", "cpu", "--quiet", *extra], capsys)
+def quick_fit(tmp_path, cli, *extra, out="cam"):
+    status, stdout, stderr = cli(["fit", "sample:camera", "--max-size", "24", "--field", "siren", "--steps", "30",
+                                  "--out", tmp_path / out, "--device", "cpu", "--quiet", *extra])
     assert status == 0, stderr
     return tmp_path / out
 
 
-def test_readme_quickstart_commands(tmp_path, capsys):
+def test_readme_quickstart_commands(tmp_path, cli):
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
     install_and_fit, install_and_test = blocks[0].strip(), blocks[1].strip()
@@ -42,7 +29,7 @@ def test_readme_quickstart_commands(tmp_path, capsys):
     out = Path(words[words.index("--out") + 1])
     words[words.index("--out") + 1] = str(tmp_path / out.name)
     # The README's own command, shortened (a later option wins) so the suite stays fast.
-    status, stdout, stderr = run(words[1:] + ["--steps", "15", "--max-size", "64", "--quiet"], capsys)
+    status, stdout, stderr = cli(words[1:] + ["--steps", "15", "--max-size", "64", "--quiet"])
     assert status == 0, stderr
     folder = tmp_path / out.name
     for name in ("field.safetensors", "field.json", "metrics.json", "reconstruction.png", "config.json", "log.jsonl"):
@@ -50,8 +37,8 @@ def test_readme_quickstart_commands(tmp_path, capsys):
     assert "PSNR" in stdout
 
 
-def test_fit_render_info(tmp_path, capsys):
-    folder = quick_fit(tmp_path, capsys)
+def test_fit_render_info(tmp_path, cli):
+    folder = quick_fit(tmp_path, cli)
     metrics = json.loads((folder / "metrics.json").read_text())
     assert {"psnr", "ssim", "params", "steps", "seconds"} <= set(metrics)
     assert metrics["steps"] == 30
@@ -59,53 +46,53 @@ def test_fit_render_info(tmp_path, capsys):
     lines = (folder / "log.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["step"] == 30 and "psnr" in json.loads(lines[0])
 
-    status, stdout, _ = run(["render", folder, "--size", "48", "48", "--out", tmp_path / "x.png"], capsys)
+    status, stdout, _ = cli(["render", folder, "--size", "48", "48", "--out", tmp_path / "x.png"])
     assert status == 0 and iio.imread(tmp_path / "x.png").shape == (48, 48)
-    status, _, _ = run(["render", folder, "--region", "0:12,0:24", "--out", tmp_path / "top.png"], capsys)
+    status, _, _ = cli(["render", folder, "--region", "0:12,0:24", "--out", tmp_path / "top.png"])
     assert status == 0 and iio.imread(tmp_path / "top.png").shape == (12, 24)
 
-    status, stdout, _ = run(["info", folder], capsys)
+    status, stdout, _ = cli(["info", folder])
     assert status == 0 and "siren" in stdout and "psnr" in stdout
-    status, stdout, _ = run(["info", folder, "--json"], capsys)
+    status, stdout, _ = cli(["info", folder, "--json"])
     assert json.loads(stdout)["params"] == metrics["params"]
 
 
-def test_fields_lists_every_architecture(capsys):
-    status, stdout, _ = run(["fields"], capsys)
+def test_fields_lists_every_architecture(cli):
+    status, stdout, _ = cli(["fields"])
     assert status == 0
     assert [line.split()[0] for line in stdout.splitlines()] == ["finer", "fourier", "gauss", "hashgrid", "siren", "wire"]
-    status, stdout, _ = run(["fields", "siren"], capsys)
+    status, stdout, _ = cli(["fields", "siren"])
     assert "--omega0" in stdout and "--hidden-dim" in stdout
 
 
-def test_field_options_params_and_config_file(tmp_path, capsys):
-    folder = quick_fit(tmp_path, capsys, "--hidden-dim", "16", "--omega0=20")
+def test_field_options_params_and_config_file(tmp_path, cli):
+    folder = quick_fit(tmp_path, cli, "--hidden-dim", "16", "--omega0=20")
     config = json.loads((folder / "config.json").read_text())
     assert config["hidden_dim"] == 16 and config["omega0"] == 20.0 and config["steps"] == 30
     # The resolved config repeats the run.
-    status, _, stderr = run(["fit", "--config", folder / "config.json", "--out", tmp_path / "again", "--quiet"], capsys)
+    status, _, stderr = cli(["fit", "--config", folder / "config.json", "--out", tmp_path / "again", "--quiet"])
     assert status == 0, stderr
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert again["psnr"] == json.loads((folder / "metrics.json").read_text())["psnr"]
 
-    sized = quick_fit(tmp_path, capsys, "--params", "5000", "--field", "finer", out="sized")
+    sized = quick_fit(tmp_path, cli, "--params", "5000", "--field", "finer", out="sized")
     params = json.loads((sized / "metrics.json").read_text())["params"]
     assert abs(params - 5000) < 500
 
 
-def test_target_psnr_stops_early(tmp_path, capsys):
-    folder = quick_fit(tmp_path, capsys, "--target-psnr", "25", "--steps", "2000", "--hidden-dim", "64")
+def test_target_psnr_stops_early(tmp_path, cli):
+    folder = quick_fit(tmp_path, cli, "--target-psnr", "25", "--steps", "2000", "--hidden-dim", "64")
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["steps"] < 2000 and metrics["psnr"] >= 25
 
 
-def test_force_replaces_and_no_force_refuses(tmp_path, capsys):
-    folder = quick_fit(tmp_path, capsys)
+def test_force_replaces_and_no_force_refuses(tmp_path, cli):
+    folder = quick_fit(tmp_path, cli)
     before = (folder / "field.safetensors").read_bytes()
-    status, _, stderr = run(["fit", "sample:camera", "--out", folder, "--steps", "3", "--quiet"], capsys)
+    status, _, stderr = cli(["fit", "sample:camera", "--out", folder, "--steps", "3", "--quiet"])
     assert status == 2 and "--force" in stderr
     assert (folder / "field.safetensors").read_bytes() == before
-    quick_fit(tmp_path, capsys, "--force", "--seed", "3")
+    quick_fit(tmp_path, cli, "--force", "--seed", "3")
     assert (folder / "field.safetensors").read_bytes() != before
 
 
@@ -150,9 +137,9 @@ BAD_FITS = [
 
 
 @pytest.mark.parametrize("make_args, message", BAD_FITS)
-def test_bad_fit_input_one_line_exit_2_nothing_written(tmp_path, capsys, make_args, message):
+def test_bad_fit_input_one_line_exit_2_nothing_written(tmp_path, cli, make_args, message):
     out = tmp_path / "out"
-    status, stdout, stderr = run(make_args(tmp_path) + ["--out", out, "--quiet"], capsys)
+    status, stdout, stderr = cli(make_args(tmp_path) + ["--out", out, "--quiet"])
     assert status == 2
     assert len(stderr.strip().splitlines()) == 1 and message in stderr, stderr
     assert "Traceback" not in stderr
@@ -160,8 +147,8 @@ def test_bad_fit_input_one_line_exit_2_nothing_written(tmp_path, capsys, make_ar
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
-def test_bad_render_and_info_input(tmp_path, capsys):
-    folder = quick_fit(tmp_path, capsys)
+def test_bad_render_and_info_input(tmp_path, cli):
+    folder = quick_fit(tmp_path, cli)
     cases = [
         (["render", tmp_path / "nowhere", "--out", tmp_path / "a.png"], "not a field folder"),
         (["render", folder, "--out", tmp_path / "a.wav"], "image fields are written as one of"),
@@ -171,6 +158,6 @@ def test_bad_render_and_info_input(tmp_path, capsys):
         (["info", tmp_path / "nowhere"], "not a field folder"),
     ]
     for args, message in cases:
-        status, _, stderr = run(args, capsys)
+        status, _, stderr = cli(args)
         assert status == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, (args, stderr)
     assert not (tmp_path / "a.png").exists()

@@ -54,6 +54,7 @@ def fit_command(
     max_size: Optional[int] = typer.Option(None, help="Downsample (anti-aliased) so no spatial axis exceeds this."),
     max_frames: Optional[int] = typer.Option(None, help="Read at most this many frames of a video."),
     modality: Optional[str] = typer.Option(None, help="Force the kind: image, audio, video, volume or mesh."),
+    span: Optional[str] = typer.Option(None, help="START:STOP in seconds: fit part of a clip or video."),
     params: Optional[int] = typer.Option(None, help="Size the field to about this many parameters."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the field's tuned one)."),
     batch_size: Optional[int] = typer.Option(None, help="Random samples per step; 0 = full batch."),
@@ -71,7 +72,7 @@ def fit_command(
     from fieldlab.fit.job import FitJob, run_fit_job
 
     given = {"input": input, "field": field, "steps": steps, "max_seconds": max_seconds,
-             "target_psnr": target_psnr, "max_size": max_size, "max_frames": max_frames, "modality": modality,
+             "target_psnr": target_psnr, "max_size": max_size, "max_frames": max_frames, "modality": modality, "span": span,
              "params": params, "lr": lr, "batch_size": batch_size, "sample_fraction": sample_fraction, "precision": precision, "compile": compile, "device": device, "seed": seed}
     options: dict[str, Any] = read_config_file(config) if config else {}
     options.update(parse_extra(ctx.args))
@@ -87,7 +88,7 @@ def fit_command(
     job = FitJob(input=str(options.pop("input")), field=str(options.pop("field", "siren")),
                  max_size=_int_or_none(options.pop("max_size", None), "--max-size"),
                  max_frames=_int_or_none(options.pop("max_frames", None), "--max-frames"),
-                 modality=options.pop("modality", None),
+                 modality=options.pop("modality", None), span=options.pop("span", None),
                  params=_int_or_none(options.pop("params", None), "--params"),
                  fit=fit_config, field_options=options)
     result = run_fit_job(job, out, force=force, progress=not quiet, tensorboard=tensorboard)

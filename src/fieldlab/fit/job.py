@@ -12,7 +12,7 @@ from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, get_config_class
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.loop import FitResult, fit, resolve_device
-from fieldlab.signals import Signal, load_signal, reconstruction_name, write_signal
+from fieldlab.signals import Signal, load_signal, parse_span, reconstruction_name, write_signal
 from fieldlab.store import FieldDirWriter, check_out_dir, write_field
 
 log = logging.getLogger("fieldlab")
@@ -31,12 +31,13 @@ class FitJob:
     max_size: int | None = None
     max_frames: int | None = None
     modality: str | None = None
+    span: str | None = None
     params: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         fit_options = dataclasses.asdict(self.fit)
         return {"input": self.input, "field": self.field, **self.field_options, **fit_options,
-                "max_size": self.max_size, "max_frames": self.max_frames, "modality": self.modality,
+                "max_size": self.max_size, "max_frames": self.max_frames, "modality": self.modality, "span": self.span,
                 "params": self.params}
 
 
@@ -78,7 +79,8 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     resolve_device(job.fit.device)
     get_config_class(job.field).from_options(  # options are checked before the signal is read
         {k: v for k, v in job.field_options.items() if k not in DERIVED})
-    signal = load_signal(job.input, max_size=job.max_size, max_frames=job.max_frames, modality=job.modality)
+    span = parse_span(job.span) if job.span else None
+    signal = load_signal(job.input, max_size=job.max_size, max_frames=job.max_frames, modality=job.modality, span=span)
     config = resolve_field_config(job.field, job.field_options, signal, job.params)
     with FieldDirWriter(out, force) as folder:
         result = fit(signal, config, job.fit, log_path=folder / "log.jsonl",

@@ -17,7 +17,7 @@ from fieldlab.signals.samples import list_samples, sample_array
 
 __all__ = [
     "IMAGE_SUFFIXES", "KINDS", "Normalization", "Signal", "SignalInfo", "detect_kind", "grid_coords", "image_signal",
-    "list_samples", "load_signal", "read_image", "reconstruction_name", "sample_array", "write_image", "write_signal",
+    "list_samples", "load_signal", "parse_span", "take_span", "read_image", "reconstruction_name", "sample_array", "write_image", "write_signal",
 ]
 
 from fieldlab.signals.audio import AUDIO_SUFFIXES  # noqa: E402  (soundfile is imported on use)
@@ -56,9 +56,41 @@ def _check_file(spec: str) -> Path:
     return path
 
 
+def parse_span(text: str) -> tuple[float, float]:
+    """`START:STOP` in seconds (either side may be empty: `:1.5`, `2:`)."""
+    try:
+        start, stop = (part.strip() for part in text.split(":"))
+        span = (float(start) if start else 0.0, float(stop) if stop else float("inf"))
+    except ValueError:
+        raise UserError(f"--span must be START:STOP in seconds, got {text!r}") from None
+    if span[0] < 0 or span[1] <= span[0]:
+        raise UserError(f"--span {text} is empty or negative")
+    return span
+
+
+def take_span(signal: Signal, span: tuple[float, float]) -> Signal:
+    """The part of an audio clip or a video between `span` seconds."""
+    rate = {"audio": "sample_rate", "video": "fps"}.get(signal.info.kind)
+    if rate is None or not signal.info.extra.get(rate):
+        raise UserError(f"--span applies to audio and video, not to a {signal.info.kind}")
+    per_second = float(signal.info.extra[rate])
+    start = int(round(span[0] * per_second))
+    stop = signal.shape[0] if span[1] == float("inf") else min(signal.shape[0], int(round(span[1] * per_second)))
+    if stop <= start:
+        length = signal.shape[0] / per_second
+        raise UserError(f"--span {span[0]:g}:{span[1]:g} lies outside the signal's {length:.3g} seconds")
+    return signal.take(start, stop)
+
+
 def load_signal(spec: str, *, max_size: int | None = None, max_frames: int | None = None,
-                modality: str | None = None) -> Signal:
-    """A signal from a file path or `sample:NAME`; `modality` forces the kind."""
+                modality: str | None = None, span: tuple[float, float] | None = None) -> Signal:
+    """A signal from a file path or `sample:NAME`; `modality` forces the kind; `span` (seconds) takes
+    part of a clip or video."""
+    signal = _load(spec, max_size=max_size, max_frames=max_frames, modality=modality)
+    return take_span(signal, span) if span else signal
+
+
+def _load(spec: str, *, max_size: int | None, max_frames: int | None, modality: str | None) -> Signal:
     for flag, value in (("--max-size", max_size), ("--max-frames", max_frames)):
         if value is not None and value <= 0:
             raise UserError(f"{flag} must be positive, got {value}")

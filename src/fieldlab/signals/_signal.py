@@ -112,6 +112,14 @@ class Signal:
     def shape(self) -> tuple[int, ...]:
         return self.info.shape
 
+    def take(self, start: int, stop: int) -> Signal:
+        """Samples [start, stop) of the first axis (time, for audio and video) as a signal of its own."""
+        values = self.values[start:stop]
+        shape = tuple(values.shape[:-1])
+        info = dataclasses.replace(self.info, shape=shape, domain=tuple((0.0, float(n)) for n in shape),
+                                   extra={**self.info.extra, "taken_from": [start, stop]})
+        return Signal(values, info)
+
     def coords(self) -> torch.Tensor:
         """Canonical coordinates of every sample, (n, d), in the order of `values.reshape(-1, c)`."""
         return grid_coords(self.info.domain, [(0.0, float(n)) for n in self.shape], self.shape)

@@ -1,0 +1,60 @@
+"""Every modality through the same commands: fit, render, info; the reconstruction in the input's format."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+BACH = SHARED / "audio" / "bach.wav"
+
+
+def test_audio_span_fits_and_writes_a_wav_of_the_same_length_and_rate(tmp_path, cli):
+    out = tmp_path / "bach"
+    status, stdout, stderr = cli(["fit", BACH, "--span", "0.5:0.6", "--steps", "150", "--params", "3000",
+                                  "--out", out, "--device", "cpu", "--quiet"])
+    assert status == 0, stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["psnr"] >= 30 and "snr" in metrics
+    info = sf.info(out / "reconstruction.wav")
+    assert info.samplerate == 44100 and info.frames == 4410
+    status, _, stderr = cli(["render", out, "--size", "8820", "--out", tmp_path / "up.wav"])
+    assert status == 0, stderr
+    up = sf.info(tmp_path / "up.wav")
+    assert up.frames == 8820 and up.samplerate == 88200  # twice the samples over the same 0.1 s
+
+
+def test_volume_fits_and_writes_npy(tmp_path, cli):
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, 12)] * 3, indexing="ij")
+    volume = np.sin(3 * x) * np.cos(2 * y) + z
+    np.save(tmp_path / "v.npy", volume.astype(np.float32))
+    out = tmp_path / "vol"
+    status, _, stderr = cli(["fit", tmp_path / "v.npy", "--steps", "200", "--params", "4000", "--out", out,
+                             "--device", "cpu", "--quiet"])
+    assert status == 0, stderr
+    assert json.loads((out / "metrics.json").read_text())["psnr"] > 30
+    back = np.load(out / "reconstruction.npy")
+    assert back.shape == volume.shape and back.dtype == np.float32
+    status, _, _ = cli(["render", out, "--size", "6", "6", "6", "--out", tmp_path / "small.npy"])
+    assert status == 0 and np.load(tmp_path / "small.npy").shape == (6, 6, 6)
+
+
+def test_bad_modality_input(tmp_path, cli):
+    bad_wav = tmp_path / "bad.wav"
+    bad_wav.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    empty = tmp_path / "empty.npy"
+    np.save(empty, np.zeros((0, 4, 4)))
+    cases = [
+        (["fit", bad_wav], "cannot read"),
+        (["fit", empty], "empty"),
+        (["fit", BACH, "--span", "5:1"], "--span"),
+        (["fit", BACH, "--span", "100:101"], "outside"),
+        (["fit", "sample:camera", "--span", "0:1"], "--span applies"),
+        (["fit", "sample:camera", "--modality", "smell"], "--modality"),
+    ]
+    for args, message in cases:
+        status, _, stderr = cli(args + ["--out", tmp_path / "o", "--quiet"])
+        assert status == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, (args, stderr)
+        assert not (tmp_path / "o").exists()
