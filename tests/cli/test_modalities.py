@@ -58,3 +58,27 @@ def test_bad_modality_input(tmp_path, cli):
         status, _, stderr = cli(args + ["--out", tmp_path / "o", "--quiet"])
         assert status == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, (args, stderr)
         assert not (tmp_path / "o").exists()
+
+
+def test_gif_sample_fits_and_writes_a_gif_with_the_same_frame_count(tmp_path, cli):
+    from fieldlab.signals.video import read_video
+
+    out = tmp_path / "gif"
+    status, stdout, stderr = cli(["fit", "sample:gif", "--field", "hashgrid", "--steps", "150",
+                                  "--sample-fraction", "0.5", "--out", out, "--device", "cpu", "--quiet"])
+    assert status == 0, stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert json.loads((out / "field.json").read_text())["signal"]["source"] == "sample:gif"
+    back = read_video(out / "reconstruction.gif")
+    assert back.shape[0] == 24 and metrics["psnr_frame_mean"] > 20
+    status, _, stderr = cli(["render", out, "--region", "0:12,0:25,0:14", "--out", tmp_path / "half.mp4"])
+    assert status == 0, stderr
+    assert read_video(tmp_path / "half.mp4").shape == (12, 25, 14)
+
+
+def test_bad_video_input(tmp_path, cli):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+    status, _, stderr = cli(["fit", broken, "--out", tmp_path / "o", "--quiet"])
+    assert status == 2 and "broken.mp4" in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

@@ -6,6 +6,7 @@ A signal's kind is detected from its file (suffix; a multi-page TIFF is a volume
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +21,18 @@ __all__ = [
     "list_samples", "load_signal", "parse_span", "take_span", "read_image", "reconstruction_name", "sample_array", "write_image", "write_signal",
 ]
 
-from fieldlab.signals.audio import AUDIO_SUFFIXES  # noqa: E402  (soundfile is imported on use)
+from fieldlab.signals.audio import AUDIO_SUFFIXES  # noqa: E402  (readers import their libraries on use)
+from fieldlab.signals.video import GIF_SAMPLE, H264_SUFFIXES, VIDEO_SUFFIXES  # noqa: E402
 
 SUFFIXES = {
     "image": IMAGE_SUFFIXES,
     "audio": AUDIO_SUFFIXES,
-    "video": (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif"),
+    "video": VIDEO_SUFFIXES,
     "volume": (".npy", ".tif", ".tiff"),
     "mesh": (".obj", ".ply", ".stl", ".off", ".glb"),
 }
 KINDS = tuple(SUFFIXES)
-VIDEO_SAMPLES = ("gif",)
+VIDEO_SAMPLES = (GIF_SAMPLE,)
 
 
 def detect_kind(spec: str) -> str:
@@ -104,7 +106,8 @@ def _load(spec: str, *, max_size: int | None, max_frames: int | None, modality: 
         if name in VIDEO_SAMPLES:
             from fieldlab.signals.video import read_video, sample_video_path
 
-            return read_video(sample_video_path(name), max_frames=max_frames, max_size=max_size)
+            signal = read_video(sample_video_path(name), max_frames=max_frames, max_size=max_size)
+            return dataclasses.replace(signal, info=dataclasses.replace(signal.info, source=spec))
         _, raw = sample_array(name)
         return image_signal(raw, source=spec, max_size=max_size)
     path = _check_file(spec)
@@ -141,7 +144,7 @@ def reconstruction_name(info: SignalInfo) -> str:
 
 
 OUTPUT_SUFFIXES = {
-    "image": IMAGE_SUFFIXES, "audio": AUDIO_SUFFIXES, "video": (".mp4", ".gif"),
+    "image": IMAGE_SUFFIXES, "audio": AUDIO_SUFFIXES, "video": (*H264_SUFFIXES, ".gif"),
     "volume": (".npy", ".tif", ".tiff"), "mesh": (".obj", ".ply", ".stl", ".off", ".glb"),
 }
 

@@ -34,7 +34,10 @@ class Normalization:
 
     def encode(self, raw: np.ndarray) -> torch.Tensor:
         """Raw values → float32 field values in [-1, 1]."""
-        x = torch.from_numpy(np.asarray(raw, dtype=np.float64))
+        raw = np.asarray(raw)
+        # Up to 16-bit integers float32 is exact enough to decode back, and keeps a video's copy small.
+        small = raw.dtype == np.bool_ or np.issubdtype(raw.dtype, np.integer) and raw.dtype.itemsize <= 2
+        x = torch.from_numpy(raw.astype(np.float32 if small else np.float64))
         return (2 * (x - self.offset) / self.scale - 1).float()
 
     def decode(self, values: torch.Tensor | np.ndarray) -> np.ndarray:
