@@ -81,6 +81,8 @@ def fit_command(
         raise UserError("fit needs an INPUT (a file or sample:NAME)")
     fit_names = {f.name for f in dataclasses.fields(FitConfig)}
     fit_options = {k: options.pop(k) for k in list(options) if k in fit_names}
+    mesh_names = {"points", "surface_fraction", "sigma", "eval_points", "resolution", "chamfer_points"}
+    mesh_options = {k: options.pop(k) for k in list(options) if k in mesh_names}
     try:
         fit_config = FitConfig(**fit_options)
     except TypeError as error:
@@ -90,7 +92,7 @@ def fit_command(
                  max_frames=_int_or_none(options.pop("max_frames", None), "--max-frames"),
                  modality=options.pop("modality", None), span=options.pop("span", None),
                  params=_int_or_none(options.pop("params", None), "--params"),
-                 fit=fit_config, field_options=options)
+                 fit=fit_config, field_options=options, mesh_options=mesh_options)
     result = run_fit_job(job, out, force=force, progress=not quiet, tensorboard=tensorboard)
     m = result.metrics
     quality = ", ".join(f"{k.upper().replace('_', ' ')} {m[k]:.4g}{' dB' if 'nr' in k else ''}"
@@ -115,7 +117,7 @@ def _int_or_none(value: Any, flag: str) -> int | None:
 def render_command(
     dir: Path = typer.Argument(..., help="Field DIR."),
     out: Path = typer.Option(..., "--out", help="Output file; its suffix picks the format (.png, .wav, .mp4, .npy, …)."),
-    size: Optional[str] = typer.Option(None, help="Samples per axis, e.g. --size 512 512 (default: the region's own)."),
+    size: Optional[str] = typer.Option(None, help="Samples per axis, e.g. --size 512 512 (a mesh: one number, the grid)."),
     region: Optional[str] = typer.Option(None, help="START:STOP per axis in sample units (frames, samples, pixels), e.g. 0:128,0:96."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     force: bool = typer.Option(False, help="Overwrite an existing --out."),
@@ -133,6 +135,16 @@ def render_command(
     target = resolve_device(device)
     stored = load_field(dir, device=target)
     check_output(out, stored.signal)
+    if stored.signal.kind == "mesh":
+        from fieldlab.edit.mesh_export import render_mesh, write_mesh
+
+        cube = parse_size(size)
+        cube = cube * 3 if cube and len(cube) == 1 else cube
+        bounds = parse_region(region, 3) if region else None
+        vertices, faces = render_mesh(stored, size=cube, region=bounds, device=target)
+        write_mesh(out, vertices, faces)
+        print(f"rendered the surface at {'x'.join(map(str, cube or stored.signal.shape))}: {len(faces):,} faces -> {out}")
+        return
     grid = render_grid(stored, size=parse_size(size), region=parse_region(region, stored.signal.in_dim) if region else None)
     values = render(stored, size=grid[0], region=grid[1], device=target)
     write_signal(out, stored.signal.normalization.decode(values), rendered_info(stored.signal, grid[0], grid[1]))
@@ -159,6 +171,10 @@ def info_command(
     print("config    " + ", ".join(f"{k}={v}" for k, v in stored.config.to_dict().items()))
     print(f"signal    {s.kind} {'x'.join(map(str, s.shape))}x{s.channels} {s.normalization.dtype} from {s.source}")
     print("metrics   " + ", ".join(f"{k}={v}" for k, v in stored.metrics.items()))
+
+
+# Command modules: each registers its commands on `app` when imported (one line per module).
+from fieldlab.cli import _command_modules  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

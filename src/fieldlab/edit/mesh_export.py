@@ -65,22 +65,24 @@ def extract_mesh(field: nn.Module, resolution: int | Sequence[int], *, chunk: in
                  bounds: Bounds = CUBE) -> tuple[np.ndarray, np.ndarray]:
     """Vertices (v, 3) float64 in the field's canonical coordinates and faces (f, 3) int64 of its surface.
 
-    `field` must already be on `device`.
     The `level` set of the field's logit on a `resolution`³ grid of sample centres over `bounds`, by
     scikit-image's marching cubes; faces are oriented with outward normals (inside is where the logit
     exceeds `level`). A field that never crosses `level` gives an empty mesh (0 vertices, 0 faces).
+    `field` must already be on `device`.
     """
     from skimage import measure
 
     grid = field_grid(field, resolution, bounds=bounds, chunk=chunk, device=device)
     # A NaN would poison marching cubes: count it as outside.
-    grid = np.nan_to_num(grid, nan=level - 1.0, posinf=np.finfo(np.float32).max, neginf=np.finfo(np.float32).min)
+    grid = np.nan_to_num(grid, copy=False, nan=level - 1.0, posinf=np.finfo(np.float32).max, neginf=np.finfo(np.float32).min)
     if not (grid.min() < level < grid.max()):
         return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
     step = np.array([(b[1] - b[0]) / r for b, r in zip(bounds, grid.shape)])
     vertices, faces, _, _ = measure.marching_cubes(grid, level=level, spacing=tuple(step), allow_degenerate=False)
     lo = np.array([b[0] for b in bounds])
-    return vertices.astype(np.float64) + lo + step / 2, faces.astype(np.int64)
+    # scikit-image winds faces clockwise seen from the larger values (our inside): reverse them to
+    # face outward, as mesh files and the winding number expect.
+    return vertices.astype(np.float64) + lo + step / 2, np.ascontiguousarray(faces[:, ::-1], dtype=np.int64)
 
 
 # -- distances --------------------------------------------------------------------------------------

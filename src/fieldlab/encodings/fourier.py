@@ -7,7 +7,7 @@ import math
 
 import torch
 import torch.nn as nn
-from fieldlab._precision import full
+from fieldlab._precision import exact_linear, full
 
 
 class GaussianFourierFeatures(nn.Module):
@@ -26,7 +26,7 @@ class GaussianFourierFeatures(nn.Module):
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         with torch.autocast(coords.device.type, enabled=False):  # angles of tens of radians need fp32
-            angles = 2 * math.pi * full(coords) @ self.frequencies.T
+            angles = 2 * math.pi * exact_linear(full(coords), self.frequencies)
             return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from fieldlab._precision import full
+from fieldlab._precision import exact_linear, full
 
 
 class MLP(nn.Module):
@@ -31,10 +31,11 @@ class MLP(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Under bf16 autocast the first layer stays fp32: its outputs are large phases (ω₀ z) whose
-        # rounding would show in the field, and at in_dim inputs it costs nothing.
+        # The first layer stays in full precision under bf16 autocast and TF32: its outputs are large
+        # phases (ω₀ z) whose rounding would show in the field, and at in_dim inputs it costs nothing.
+        first = self.layers[0]
         with torch.autocast(x.device.type, enabled=False):
-            x = self.activation(self.layers[0](full(x)), 0)
+            x = self.activation(exact_linear(full(x), first.weight, first.bias), 0)
         for i, layer in enumerate(self.layers[1:-1], start=1):
             x = self.activation(layer(x), i)
         return self.layers[-1](x)

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from fieldlab.fields._config import FieldConfig
 from fieldlab.fields._registry import register_field
-from fieldlab._precision import full
+from fieldlab._precision import exact_linear, full
 
 
 class Wire(nn.Module):
@@ -44,7 +44,7 @@ class Wire(nn.Module):
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         with torch.autocast(coords.device.type, enabled=False):  # as MLP: the first layer stays fp32
-            z = self.first(full(coords))
+            z = exact_linear(full(coords), self.first.weight, self.first.bias)
             a, b = self._gabor(z, torch.zeros_like(z))
         for wr, wi, br, bi in zip(self.weights_re, self.weights_im, self.biases_re, self.biases_im):
             a, b = self._gabor(a @ wr.T - b @ wi.T + br, a @ wi.T + b @ wr.T + bi)

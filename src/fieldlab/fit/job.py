@@ -12,7 +12,7 @@ from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, get_config_class
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.loop import FitResult, fit, resolve_device
-from fieldlab.signals import Signal, load_signal, parse_span, reconstruction_name, write_signal
+from fieldlab.signals import Signal, detect_kind, load_signal, parse_span, reconstruction_name, write_signal
 from fieldlab.store import FieldDirWriter, check_out_dir, write_field
 
 log = logging.getLogger("fieldlab")
@@ -33,12 +33,14 @@ class FitJob:
     modality: str | None = None
     span: str | None = None
     params: int | None = None
+    mesh_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Options of `OccupancyConfig` (points, resolution, …) for a mesh input."""
 
     def to_dict(self) -> dict[str, Any]:
         fit_options = dataclasses.asdict(self.fit)
         return {"input": self.input, "field": self.field, **self.field_options, **fit_options,
                 "max_size": self.max_size, "max_frames": self.max_frames, "modality": self.modality, "span": self.span,
-                "params": self.params}
+                "params": self.params, **self.mesh_options}
 
 
 # Defaults that depend on the kind of signal as well as the architecture: a 1D clip of 10⁵ samples needs
@@ -79,6 +81,10 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     resolve_device(job.fit.device)
     get_config_class(job.field).from_options(  # options are checked before the signal is read
         {k: v for k, v in job.field_options.items() if k not in DERIVED})
+    if (job.modality or detect_kind(job.input)) == "mesh":
+        return _run_mesh_job(job, out, force=force, progress=progress)
+    if job.mesh_options:
+        raise UserError(f"--{next(iter(job.mesh_options)).replace('_', '-')} applies to meshes only")
     span = parse_span(job.span) if job.span else None
     signal = load_signal(job.input, max_size=job.max_size, max_frames=job.max_frames, modality=job.modality, span=span)
     config = resolve_field_config(job.field, job.field_options, signal, job.params)
@@ -92,3 +98,47 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
             k: v for k, v in config.to_dict().items() if k not in DERIVED})
         (folder / "config.json").write_text(json.dumps(resolved.to_dict(), indent=2) + "\n")
     return result
+
+
+def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool):
+    """A mesh is fitted as an occupancy field; its reconstruction is the field's zero level set."""
+    from fieldlab.edit.mesh_export import write_mesh
+    from fieldlab.fit.occupancy import OccupancyConfig, fit_mesh
+    from fieldlab.signals import check_file
+    from fieldlab.signals.mesh import read_mesh
+
+    for flag, value in (("--span", job.span), ("--max-frames", job.max_frames), ("--max-size", job.max_size)):
+        if value is not None:
+            raise UserError(f"{flag} does not apply to meshes")
+    names = {f.name for f in dataclasses.fields(OccupancyConfig)}
+    unknown = sorted(set(job.mesh_options) - names)
+    if unknown:
+        raise UserError(f"--{unknown[0].replace('_', '-')} is not a mesh option")
+    occupancy = OccupancyConfig(**{k: _typed(OccupancyConfig, k, v) for k, v in job.mesh_options.items()})
+    occupancy.validate()
+    mesh = read_mesh(check_file(job.input))
+    resolution = (occupancy.resolution,) * 3
+    config = get_config_class(job.field).from_options({"in_dim": 3, "out_dim": 1, **job.field_options}).adapt(resolution)
+    if job.params is not None:
+        config = config.with_params(job.params)
+    if config.num_params() > MAX_PARAMS:
+        raise UserError(f"these options give {config.num_params():,} parameters (at most {MAX_PARAMS:,})")
+    with FieldDirWriter(out, force) as folder:
+        result = fit_mesh(mesh, config, job.fit, occupancy, log_path=folder / "log.jsonl", progress=progress)
+        write_field(folder, result.field, config, mesh.info(occupancy.resolution), result.metrics)
+        write_mesh(folder / "reconstruction.obj", result.reconstruction.vertices, result.reconstruction.faces)
+        resolved = dataclasses.replace(job, params=None, field_options={
+            k: v for k, v in config.to_dict().items() if k not in DERIVED})
+        (folder / "config.json").write_text(json.dumps(resolved.to_dict(), indent=2, default=list) + "\n")
+    return result
+
+
+def _typed(cls, name: str, value: Any) -> Any:
+    """A CLI string as the type of `cls`'s field `name` (ints, floats, tuples of floats)."""
+    default = next(f.default for f in dataclasses.fields(cls) if f.name == name)
+    try:
+        if isinstance(default, tuple):
+            return tuple(float(v) for v in (value.split(",") if isinstance(value, str) else value))
+        return type(default)(value)
+    except (TypeError, ValueError):
+        raise UserError(f"--{name.replace('_', '-')} expects {type(default).__name__}, got {value!r}") from None

@@ -18,7 +18,7 @@ from fieldlab.signals.samples import list_samples, sample_array
 
 __all__ = [
     "IMAGE_SUFFIXES", "KINDS", "Normalization", "Signal", "SignalInfo", "detect_kind", "grid_coords", "image_signal",
-    "list_samples", "load_signal", "parse_span", "take_span", "read_image", "reconstruction_name", "sample_array", "write_image", "write_signal",
+    "check_file", "list_samples", "load_signal", "parse_span", "take_span", "read_image", "reconstruction_name", "sample_array", "write_image", "write_signal",
 ]
 
 from fieldlab.signals.audio import AUDIO_SUFFIXES  # noqa: E402  (readers import their libraries on use)
@@ -47,7 +47,7 @@ def detect_kind(spec: str) -> str:
     raise UserError(f"unsupported file type {suffix or '(none)'!r} for {spec}; known: {known}")
 
 
-def _check_file(spec: str) -> Path:
+def check_file(spec: str) -> Path:
     path = Path(spec)
     if not path.exists():
         raise UserError(f"no such file: {spec}")
@@ -110,7 +110,7 @@ def _load(spec: str, *, max_size: int | None, max_frames: int | None, modality: 
             return dataclasses.replace(signal, info=dataclasses.replace(signal.info, source=spec))
         _, raw = sample_array(name)
         return image_signal(raw, source=spec, max_size=max_size)
-    path = _check_file(spec)
+    path = check_file(spec)
     if kind == "image" and path.suffix.lower() in (".tif", ".tiff") or kind == "volume" and path.suffix.lower() != ".npy":
         from fieldlab.signals.volume import read_tiff_stack, volume_signal
 

@@ -110,6 +110,8 @@ def read_mesh(path: Path) -> Mesh:
     except ImportError:
         raise missing_extra("trimesh", "mesh") from None
     path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such file: {path}")
     if path.suffix.lower() not in MESH_SUFFIXES:
         raise UserError(f"unsupported mesh type {path.suffix or '(none)'!r} for {path}; meshes: {', '.join(MESH_SUFFIXES)}")
     try:
@@ -138,7 +140,7 @@ def winding_number(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Te
     mesh, and degrades gracefully on holes and open boundaries, so inside ⇔ winding number > 0.5.
 
     `backend="torch"` computes in `points`' dtype and device, in blocks of at most `chunk` point-face
-    pairs, so memory stays bounded (about 200 bytes per pair in float32) however many points and faces
+    pairs, so memory stays bounded (about 80 bytes per pair in float32) however many points and faces
     there are. `"igl"` runs libigl's exact C++ sum of the same solid angles on the CPU (float64; two
     orders of magnitude faster than eager PyTorch there); `"auto"` takes it for CPU points when libigl
     is installed, and PyTorch otherwise.

@@ -1,0 +1,3 @@
+"""Imports the modules whose commands live outside `main.py`; each one registers on `app` when imported."""
+
+# One import per command module, e.g. `from fieldlab.cli import edit_commands  # noqa: F401`.
