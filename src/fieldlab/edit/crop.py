@@ -1,0 +1,132 @@
+"""Cropping a stored field: keep a box of its signal (or drop partitions) and delete the rest's weights.
+
+The protocol (any field config may implement it; Local-Global and MINER do)::
+
+    config.cropped(state, box) -> (config2, state2)
+        `state` is the module's state dict; `box` is a per-axis tuple of integer (lo, hi) sample ranges
+        in the field's *frame*: the sample grid the config was adapted to (`adapt(shape)`), whose sample
+        i sits at canonical coordinate 2 (i + 0.5) / shape - 1, so the frame spans [-1, 1] and a box may
+        reach past it only for fields that have grown there (`extend`). The result is the smallest field
+        whose render equals this one's, bit for bit, at every point inside `box`: weights that no point
+        of the box reads are deleted (not zeroed), so the parameter count falls with the kept share.
+        Canonical coordinates do not move: `config2.build().load_state_dict(state2)` evaluated at the
+        same coordinates gives the same values inside the box.
+
+    config.without_parts(state, parts) -> (config2, state2)          (optional; partitioned fields)
+        Delete the weights of the partitions (or blocks) with these indices, in the order
+        `config.part_boxes()` lists them; a point in a deleted part renders as 0.
+
+    config.part_boxes() -> list of boxes                              (optional; with `without_parts`)
+        Every part's box in frame units, so users can name the parts they remove.
+
+`crop_field` turns a user's box in the signal's own sample units into frame units (the signal's domain
+lo is the frame origin), calls the protocol, and re-bases the signal so the cropped field's sample 0 is
+the box's first sample: its default render is exactly the kept box. The field's canonical coordinates
+stay put, so the new `SignalInfo.domain` is the old one shifted by the box's start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from fieldlab._errors import UserError
+from fieldlab.fields import FieldConfig
+from fieldlab.signals import SignalInfo
+from fieldlab.store import StoredField
+
+Box = tuple[tuple[int, int], ...]
+
+
+def parse_box(text: str, shape: Sequence[int]) -> Box:
+    """`START:STOP` per axis, comma separated, whole samples (`0:128,0:96`); an empty side is the edge."""
+    parts = text.split(",")
+    if len(parts) != len(shape):
+        raise UserError(f"--keep needs {len(shape)} START:STOP ranges separated by commas, got {text!r}")
+    box = []
+    for part, n in zip(parts, shape):
+        try:
+            lo_text, hi_text = part.split(":")
+            lo, hi = int(lo_text) if lo_text.strip() else 0, int(hi_text) if hi_text.strip() else n
+        except ValueError:
+            raise UserError(f"--keep range {part!r} is not START:STOP in whole samples") from None
+        if not 0 <= lo < hi <= n:
+            raise UserError(f"--keep range {lo}:{hi} is empty or leaves the signal's 0:{n}")
+        box.append((lo, hi))
+    return tuple(box)
+
+
+def parse_parts(text: str) -> list[int]:
+    """Comma-separated partition indices (`0,3,7`)."""
+    try:
+        parts = [int(v) for v in text.replace(" ", ",").split(",") if v]
+    except ValueError:
+        raise UserError(f"--remove needs partition indices separated by commas, got {text!r}") from None
+    if not parts:
+        raise UserError("--remove needs at least one partition index")
+    return parts
+
+
+def _frame_origin(info: SignalInfo) -> tuple[int, ...]:
+    """Where the signal's sample 0 lies in the field's frame (the domain's lo, negated)."""
+    origin = []
+    for lo, _ in info.domain:
+        if lo != int(lo):
+            raise UserError("this field's domain does not start on a whole sample, so it cannot be cropped")
+        origin.append(-int(lo))
+    return tuple(origin)
+
+
+def crop_field(stored: StoredField, *, keep: Box | None = None,
+               remove: Sequence[int] | None = None) -> tuple[FieldConfig, dict[str, torch.Tensor], SignalInfo]:
+    """The cropped field's config, weights and signal info: `keep` a box of the signal (sample units) or
+    `remove` partitions by index. Raises `UserError` if the field cannot be cropped that way."""
+    config, info = stored.config, stored.signal
+    if (keep is None) == (remove is None):
+        raise UserError("give exactly one of --keep REGION and --remove PARTITIONS")
+    state = {k: v.detach() for k, v in stored.module.state_dict().items()}
+    if remove is not None:
+        if not hasattr(config, "without_parts"):
+            raise UserError(f"field {config.name!r} has no partitions to remove")
+        new_config, new_state = config.without_parts(state, list(remove))
+        return new_config, new_state, dataclasses.replace(info, extra={**info.extra, "removed_parts": list(remove)})
+    if not hasattr(config, "cropped"):
+        raise UserError(f"field {config.name!r} cannot be cropped (it is not partitioned)")
+    origin = _frame_origin(info)
+    frame_box = tuple((lo + o, hi + o) for (lo, hi), o in zip(keep, origin))
+    new_config, new_state = config.cropped(state, frame_box)
+    shape = tuple(hi - lo for lo, hi in keep)
+    domain = tuple((d_lo - lo, d_hi - lo) for (d_lo, d_hi), (lo, _) in zip(info.domain, keep))
+    history = info.extra.get("cropped_from", []) + [[list(b) for b in keep]]
+    new_info = dataclasses.replace(info, shape=shape, domain=domain, extra={**info.extra, "cropped_from": history})
+    return new_config, new_state, new_info
+
+
+def write_cropped(stored: StoredField, out: Path, *, keep: Box | None = None, remove: Sequence[int] | None = None,
+                  force: bool = False, reconstruction: bool = True) -> StoredField:
+    """Crop `stored` and write the result as a field DIR at `out` (atomically); returns the new field."""
+    from fieldlab.edit.render import render
+    from fieldlab.signals import reconstruction_name, write_signal
+    from fieldlab.store import FieldDirWriter, check_out_dir, write_field
+
+    check_out_dir(out, force)
+    config, state, info = crop_field(stored, keep=keep, remove=remove)
+    module = config.build()
+    module.load_state_dict(state)
+    before = sum(p.numel() for p in stored.module.parameters())
+    after = sum(p.numel() for p in module.parameters())
+    metrics = {k: v for k, v in stored.metrics.items() if k in ("steps", "seconds", "device", "precision")}
+    metrics.update(params=after, params_before_crop=before,
+                   crop={"keep": [list(b) for b in keep]} if keep is not None else {"remove": list(remove)})
+    if "psnr" in stored.metrics:
+        metrics["psnr_before_crop"] = stored.metrics["psnr"]  # of the whole signal; the kept box is unmeasured
+    result = StoredField(module.eval(), config, info, metrics, out)
+    with FieldDirWriter(out, force) as folder:
+        write_field(folder, module, config, info, metrics)
+        if reconstruction and info.kind != "mesh":
+            raw = info.normalization.decode(render(result))
+            write_signal(folder / reconstruction_name(info), raw, info)
+    return result
