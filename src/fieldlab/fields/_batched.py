@@ -3,7 +3,8 @@
 Parameters and buffers of f independent modules are stacked along a leading fields dimension and the
 single-field module is evaluated with `torch.func.vmap(functional_call)`, so every registered field gets
 a batched path for free and one implementation serves fitting, meta-learning and evaluation of stored
-fields. Shapes: coords (f, n, d) → values (f, n, c).
+fields. Parameters named in `shared` are held once and given to every field unbatched (functa's shared
+network; only the latents are stacked). Shapes: coords (f, n, d) → values (f, n, c).
 """
 
 from __future__ import annotations
@@ -28,12 +29,17 @@ class FieldStack(nn.Module):
     training each field alone: nothing couples the fields.
     """
 
-    def __init__(self, template: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]):
+    def __init__(self, template: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                 shared: dict[str, torch.Tensor] | None = None):
         super().__init__()
         self._template = [template.to("meta")]  # a list hides it from .parameters() and .to()
         self._names = list(params)
         self._buffer_names = list(buffers)
         self.params = nn.ParameterDict({_key(k): nn.Parameter(v) for k, v in params.items()})
+        shared = shared or {}
+        self._shared_names = list(shared)
+        self.shared = nn.ParameterDict({_key(k): v if isinstance(v, nn.Parameter) else nn.Parameter(v)
+                                        for k, v in shared.items()})
         for name, value in buffers.items():
             self.register_buffer("buf__" + _key(name), value)
 
@@ -61,14 +67,20 @@ class FieldStack(nn.Module):
         buffers = {name: getattr(self, "buf__" + _key(name)) for name in self._buffer_names}
         return params, buffers
 
-    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+    def shared_params(self) -> dict[str, torch.Tensor]:
+        return {name: self.shared[_key(name)] for name in self._shared_names}
+
+    def forward(self, coords: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Values (f, n, c) at `coords` (f, n, d); `params` replaces stacked tensors by name, so a caller
+        can differentiate through per-field values that are not this stack's parameters."""
         template = self._template[0]
 
-        def one(params, buffers, x):
-            return functional_call(template, (params, buffers), (x,))
+        def one(params, buffers, x, shared):
+            return functional_call(template, (params, buffers, shared), (x,))
 
-        params, buffers = self._state()
-        return vmap(one)(params, buffers, coords)
+        stacked, buffers = self._state()
+        stacked.update(params or {})
+        return vmap(one, in_dims=(0, 0, 0, None))(stacked, buffers, coords, self.shared_params())
 
     def field(self, index: int) -> nn.Module:
         """Field `index` as an ordinary module (a copy)."""
@@ -77,6 +89,9 @@ class FieldStack(nn.Module):
         for name, value in params.items():
             owner, leaf = _owner(module, name)
             setattr(owner, leaf, nn.Parameter(value[index].detach().clone()))
+        for name, value in self.shared_params().items():
+            owner, leaf = _owner(module, name)
+            setattr(owner, leaf, nn.Parameter(value.detach().clone()))
         for name, value in buffers.items():
             owner, leaf = _owner(module, name)
             owner._buffers[leaf] = value[index].detach().clone()
