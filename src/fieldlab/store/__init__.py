@@ -1,4 +1,4 @@
-"""Fields on disk: one field's DIR (and, later, the FieldStore for datasets of fields)."""
+"""Fields on disk: one field's DIR, and the FieldStore for datasets of fields (zarr, imported on use)."""
 
 from fieldlab.store.field_dir import FieldDirWriter, StoredField, check_out_dir, load_field, write_field
 
