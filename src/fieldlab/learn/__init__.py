@@ -1,0 +1,13 @@
+"""Learning on fields: point sets with quadrature weights, discretization-invariant layers, CNN
+translation, batched evaluation of stored fields, networks, training and evaluation."""
+
+from fieldlab.learn.layers import (AdaptivePool, DIConv, DINorm, DIPool, Discretized, MLPKernel, Pointwise, Residual,
+                                   TapKernel, Upsample, global_pool)
+from fieldlab.learn._neighbors import Support
+from fieldlab.learn.points import PointSampler, PointSet, grid, qmc, shrunk, uniform
+from fieldlab.learn.translate import translate
+
+__all__ = [
+    "AdaptivePool", "DIConv", "DINorm", "DIPool", "Discretized", "MLPKernel", "PointSampler", "PointSet", "Pointwise",
+    "Residual", "Support", "TapKernel", "Upsample", "global_pool", "grid", "qmc", "shrunk", "translate", "uniform",
+]

@@ -1,0 +1,124 @@
+"""Sparse radius search: the (query, source) pairs whose displacement lies in a support.
+
+Sources are hashed into a grid of cells at least as wide as the support, sorted by cell key, and each
+query looks up the 3^d cells around it with `searchsorted`; candidates are then tested exactly. Work
+and memory grow with the number of pairs, never with n·m, and queries are processed in chunks.
+Pairs come back sorted by query, i.e. in CSR order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import torch
+
+from fieldlab._errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Support:
+    """A box [lo, hi] per axis (displacement x − q), or a ball of radius `radius` when `ball`."""
+
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+    ball: bool = False
+
+    @classmethod
+    def box(cls, half_width, dim: int) -> Support:
+        half = _per_axis(half_width, dim)
+        return cls(tuple(-h for h in half), half)
+
+    @classmethod
+    def sphere(cls, radius: float, dim: int) -> Support:
+        return cls((-float(radius),) * dim, (float(radius),) * dim, ball=True)
+
+    def __post_init__(self):
+        if len(self.lo) != len(self.hi) or any(h <= lo for lo, h in zip(self.lo, self.hi)):
+            raise UserError(f"a support needs lo < hi on every axis, got {self.lo} and {self.hi}")
+
+    @property
+    def dim(self) -> int:
+        return len(self.lo)
+
+    @property
+    def volume(self) -> float:
+        import math
+
+        if self.ball:
+            r, d = self.hi[0], self.dim
+            return math.pi ** (d / 2) / math.gamma(d / 2 + 1) * r ** d
+        return math.prod(h - lo for lo, h in zip(self.lo, self.hi))
+
+    def contains(self, delta: torch.Tensor) -> torch.Tensor:
+        lo = delta.new_tensor(self.lo)
+        hi = delta.new_tensor(self.hi)
+        tol = 1e-6 * (hi - lo)
+        if self.ball:
+            return delta.square().sum(-1) <= (self.hi[0] * (1 + 1e-6)) ** 2
+        return ((delta >= lo - tol) & (delta <= hi + tol)).all(-1)
+
+
+def _per_axis(value, dim: int) -> tuple[float, ...]:
+    values = (float(value),) * dim if isinstance(value, (int, float)) else tuple(float(v) for v in value)
+    if len(values) != dim:
+        raise UserError(f"a support needs {dim} widths, got {len(values)}")
+    return values
+
+
+def radius_pairs(queries: torch.Tensor, sources: torch.Tensor, support: Support, *,
+                 chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """(query index, source index) for every pair with sources[s] − queries[q] in `support`, by query."""
+    d = sources.shape[1]
+    if support.dim != d:
+        raise UserError(f"a {support.dim}-D support cannot be used on {d}-D points")
+    lo = sources.new_tensor(support.lo, dtype=torch.float64)
+    hi = sources.new_tensor(support.hi, dtype=torch.float64)
+    # Cells as wide as the support (but few enough per axis that the int64 key cannot overflow).
+    cell = torch.maximum(hi - lo, torch.full_like(lo, 4.0 / 2 ** (60 // d - 2)))
+    origin = torch.minimum(sources.double().min(0).values, queries.double().min(0).values + lo) - cell
+    src_cells = torch.floor((sources.double() - origin) / cell).long()
+    extent = src_cells.max(0).values + 3
+    strides = torch.ones(d, dtype=torch.long, device=sources.device)
+    for a in range(d - 2, -1, -1):
+        strides[a] = strides[a + 1] * extent[a + 1]
+    keys = (src_cells * strides).sum(-1)
+    keys, order = torch.sort(keys)
+    offsets = torch.tensor(list(itertools.product((-1, 0, 1), repeat=d)), device=sources.device)
+
+    out_q, out_s = [], []
+    for start in range(0, queries.shape[0], chunk):
+        q = queries[start:start + chunk]
+        centre = torch.floor((q.double() + (lo + hi) / 2 - origin) / cell).long()  # (m, d)
+        cells = centre[:, None, :] + offsets  # (m, 3^d, d)
+        inside = ((cells >= 0) & (cells < extent)).all(-1)
+        ckeys = (cells * strides).sum(-1)
+        first = torch.searchsorted(keys, ckeys)
+        last = torch.searchsorted(keys, ckeys, right=True)
+        counts = torch.where(inside, last - first, torch.zeros_like(first)).reshape(-1)
+        total = int(counts.sum())
+        if total == 0:
+            continue
+        row = torch.repeat_interleave(torch.arange(counts.numel(), device=q.device), counts)
+        pos = torch.arange(total, device=q.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        cand_s = order[first.reshape(-1)[row] + pos]
+        cand_q = row // offsets.shape[0]
+        keep = support.contains(sources[cand_s] - q[cand_q])
+        out_q.append(cand_q[keep] + start)
+        out_s.append(cand_s[keep])
+    if not out_q:
+        empty = torch.zeros(0, dtype=torch.long, device=sources.device)
+        return empty, empty
+    qi, si = torch.cat(out_q), torch.cat(out_s)
+    return qi, si  # chunks and rows are in query order already
+
+
+def nearest(queries: torch.Tensor, sources: torch.Tensor, k: int = 1, *, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distances and indices (m, k) of the k nearest sources, in chunks of queries (chunk × n memory)."""
+    dists, index = [], []
+    for start in range(0, queries.shape[0], chunk):
+        dist = torch.cdist(queries[start:start + chunk].float(), sources.float())
+        value, idx = dist.topk(k, dim=1, largest=False)
+        dists.append(value)
+        index.append(idx)
+    return torch.cat(dists), torch.cat(index)

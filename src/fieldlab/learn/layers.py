@@ -1,0 +1,301 @@
+"""Discretization-invariant (DI) layers (Wang & Golland, "Discretization Invariant Networks for Learning
+Maps between Neural Fields", TMLR 2023, https://arxiv.org/abs/2206.01178).
+
+Every layer maps a `Discretized` (values (b, n, c) on a `PointSet`) to another and never mutates its
+input, so residual blocks are pure: x + f(x). Sums over points carry the quadrature weights, so a layer
+approximates an integral of the field, not a statistic of where the points happen to fall.
+
+Convolution: g(q) = b + Σ_{x ∈ N(q)} w_x K(x − q) f(x) ("integral"), or the same divided by
+Σ_{x ∈ N(q)} w_x ("mean", a weighted local mean that renormalizes at borders). The kernel is
+K(δ)_{oi} = Σ_h A_{oih} φ_h(δ) over a small basis φ: a sine MLP (`MLPKernel`) or tent functions on a
+tap grid (`TapKernel`, which reproduces a Conv2d exactly on its own grid). Σ_x w φ_h f is accumulated
+per pair by a segment sum, then contracted with A in one einsum.
+
+Shape letters: b batch (fields), n input points, m output points, c channels, h basis functions, d dims.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal, Sequence
+
+import torch
+import torch.nn as nn
+
+from fieldlab._errors import UserError
+from fieldlab.learn._aggregate import pair_sum
+from fieldlab.learn._neighbors import Support, nearest, radius_pairs
+from fieldlab.learn.points import PointSet
+
+Normalization = Literal["integral", "mean"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Discretized:
+    """A batch of fields sampled at one shared point set: values (b, n, c)."""
+
+    values: torch.Tensor
+    points: PointSet
+
+    def with_values(self, values: torch.Tensor) -> Discretized:
+        return Discretized(values, self.points)
+
+
+def neighbours(queries: PointSet, sources: PointSet, support: Support) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached (query, source) pairs: each point set pair is searched once per support."""
+    key = ("pairs", id(queries), support)
+    if key not in sources.cache:
+        sources.cache[key] = (queries, radius_pairs(queries.coords, sources.coords, support))
+    return sources.cache[key][1]
+
+
+# -- kernels ---------------------------------------------------------------------------------------
+class MLPKernel(nn.Module):
+    """φ(δ) = window(δ̂) · [sin(ω W δ̂ + b), 1] with δ̂ the displacement scaled to [-1, 1] over the support.
+
+    The window (cos² of δ̂, per axis for a box, of |δ̂| for a ball) takes the kernel smoothly to zero
+    at the support's edge: the integrand has no jump there, so the quadrature error falls quickly with
+    the number of points and a point crossing the edge changes nothing abruptly. `window=False` gives
+    DI-Net's hard cut-off.
+    """
+
+    def __init__(self, support: Support, *, num_basis: int = 16, omega: float = 3.0, window: bool = True):
+        super().__init__()
+        self.window, self.ball = window, support.ball
+        d = support.dim
+        self.register_buffer("centre", torch.tensor([(lo + hi) / 2 for lo, hi in zip(support.lo, support.hi)]))
+        self.register_buffer("scale", torch.tensor([2 / (hi - lo) for lo, hi in zip(support.lo, support.hi)]))
+        self.linear = nn.Linear(d, num_basis)
+        nn.init.uniform_(self.linear.weight, -omega, omega)
+        nn.init.uniform_(self.linear.bias, -math.pi, math.pi)
+        self.num_basis = num_basis + 1
+
+    def forward(self, delta: torch.Tensor) -> torch.Tensor:
+        u = (delta - self.centre) * self.scale
+        z = torch.sin(self.linear(u))
+        phi = torch.cat([z, torch.ones_like(z[:, :1])], -1)
+        if not self.window:
+            return phi
+        r = u.norm(dim=-1, keepdim=True) if self.ball else u
+        return phi * torch.cos(torch.pi / 2 * r.clamp(-1, 1)).square().prod(-1, keepdim=True)
+
+
+class TapKernel(nn.Module):
+    """Tent functions on a grid of taps at `offsets` (in units of `pitch`): φ_t(δ) = Π_a max(0, 1 − |δ_a/pitch_a − t_a|).
+
+    On a grid of that pitch each displacement hits one tap exactly, so the layer equals a discrete conv;
+    between grid points the kernel is the multilinear interpolation of the taps.
+    """
+
+    def __init__(self, offsets: Sequence[Sequence[int]], pitch: Sequence[float]):
+        super().__init__()
+        taps = torch.tensor(list(_product(offsets)), dtype=torch.float32)  # (h, d), row-major like Conv weights
+        self.register_buffer("taps", taps)
+        self.register_buffer("pitch", torch.tensor(pitch, dtype=torch.float32))
+        self.num_basis = taps.shape[0]
+
+    def forward(self, delta: torch.Tensor) -> torch.Tensor:
+        u = delta / self.pitch  # (p, d)
+        return (1 - (u[:, None, :] - self.taps).abs()).clamp_min(0).prod(-1)
+
+    @staticmethod
+    def support(offsets, pitch) -> Support:
+        return Support(tuple((min(o) - 1) * s for o, s in zip(offsets, pitch)),
+                       tuple((max(o) + 1) * s for o, s in zip(offsets, pitch)))
+
+
+def _product(offsets):
+    import itertools
+
+    return itertools.product(*[list(o) for o in offsets])
+
+
+# -- convolution -----------------------------------------------------------------------------------
+class DIConv(nn.Module):
+    """Continuous convolution over `support` with a learned kernel; `stride` keeps the stride sub-grid
+    (grids) or the first 1/stride^d of the points (QMC sets); `forward(x, out_points)` evaluates it
+    anywhere instead (up-sampling, field-to-field heads)."""
+
+    def __init__(self, in_channels: int, out_channels: int, support: Support, *, kernel: nn.Module | None = None,
+                 normalization: Normalization = "integral", stride: int = 1, groups: int = 1, bias: bool = True):
+        super().__init__()
+        if normalization not in ("integral", "mean"):
+            raise UserError(f"normalization must be integral or mean, got {normalization!r}")
+        if in_channels % groups or out_channels % groups:
+            raise UserError(f"groups={groups} must divide both {in_channels} and {out_channels} channels")
+        self.support, self.normalization, self.stride, self.groups = support, normalization, stride, groups
+        self.kernel = kernel if kernel is not None else MLPKernel(support)
+        h = self.kernel.num_basis
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, h))
+        # Var(g) ≈ |S|² · Var(K f) for "integral": scale the init so outputs start at unit size.
+        size = support.volume if normalization == "integral" else 1.0
+        nn.init.normal_(self.weight, 0.0, 1.0 / (size * math.sqrt(h * in_channels / groups)))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+
+    def forward(self, x: Discretized, out_points: PointSet | None = None) -> Discretized:
+        points = x.points
+        queries = out_points if out_points is not None else points.downsample(self.stride)
+        qi, si = neighbours(queries, points, self.support)
+        delta = points.coords[si] - queries.coords[qi]
+        w = points.weights[si]
+        basis = self.kernel(delta) * w[:, None]  # (p, h)
+        acc = pair_sum(basis, x.values, qi, si, len(queries))  # (b, m, h, c_in)
+        b, m, h, c = acc.shape
+        g = self.groups
+        out = torch.einsum("bmhgi,goih->bmgo", acc.view(b, m, h, g, c // g),
+                           self.weight.view(g, -1, c // g, h)).reshape(b, m, -1)
+        if self.normalization == "mean":
+            mass = torch.zeros(m, device=w.device, dtype=w.dtype).index_add_(0, qi, w)
+            out = out / mass.clamp_min(1e-12)[:, None]
+        if self.bias is not None:
+            out = out + self.bias
+        return Discretized(out, queries)
+
+
+class Pointwise(nn.Module):
+    """Applies a module to the channels at every point (activations, Linear, LayerNorm, Dropout)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Discretized) -> Discretized:
+        return x.with_values(self.module(x.values))
+
+
+class Residual(nn.Module):
+    """y = shortcut(x) + body(x), a new object (neither input is touched); `post` acts on the sum."""
+
+    def __init__(self, body: nn.Module, shortcut: nn.Module | None = None, post: nn.Module | None = None):
+        super().__init__()
+        self.body, self.shortcut, self.post = body, shortcut, post
+
+    def forward(self, x: Discretized) -> Discretized:
+        y = self.body(x)
+        skip = self.shortcut(x) if self.shortcut is not None else x
+        if len(skip.points) != len(y.points):
+            raise ValueError(f"residual branches disagree on points: {len(skip.points)} vs {len(y.points)}")
+        out = Discretized(skip.values + y.values, y.points)
+        return self.post(out) if self.post is not None else out
+
+
+# -- normalization ---------------------------------------------------------------------------------
+class DINorm(nn.Module):
+    """Batch (over fields and points) or instance (over points) normalization with quadrature-weighted
+    moments; running statistics follow `nn.BatchNorm`'s semantics (momentum on the new value, unbiased
+    running variance, eval mode normalizes with running statistics)."""
+
+    def __init__(self, channels: int, *, mode: Literal["batch", "instance"] = "batch", eps: float = 1e-5,
+                 momentum: float = 0.1, affine: bool = True, track_running_stats: bool = True):
+        super().__init__()
+        self.mode, self.eps, self.momentum = mode, eps, momentum
+        self.weight = nn.Parameter(torch.ones(channels)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(channels)) if affine else None
+        self.track = track_running_stats and mode == "batch"
+        if self.track:
+            self.register_buffer("running_mean", torch.zeros(channels))
+            self.register_buffer("running_var", torch.ones(channels))
+
+    def forward(self, x: Discretized) -> Discretized:
+        v = x.values  # (b, n, c)
+        w = (x.points.weights / x.points.weights.sum())[None, :, None]
+        if self.track and not self.training:
+            mean, var = self.running_mean, self.running_var
+        else:
+            dims = (0, 1) if self.mode == "batch" else (1,)
+            scale = v.shape[0] if self.mode == "batch" else 1
+            mean = (w * v).sum(dims, keepdim=True) / scale
+            var = (w * (v - mean).square()).sum(dims, keepdim=True) / scale
+            if self.track and self.training:
+                count = v.shape[0] * v.shape[1]
+                with torch.no_grad():
+                    m = self.momentum
+                    self.running_mean.mul_(1 - m).add_(m * mean.reshape(-1))
+                    self.running_var.mul_(1 - m).add_(m * var.reshape(-1) * count / max(count - 1, 1))
+        out = (v - mean) / torch.sqrt(var + self.eps)
+        if self.weight is not None:
+            out = out * self.weight + self.bias
+        return x.with_values(out)
+
+
+# -- pooling, resampling ---------------------------------------------------------------------------
+class DIPool(nn.Module):
+    """Average (weighted local mean, or `integral` / support volume, i.e. zero padding) or max over
+    `support`, at the stride sub-set of the points. `volume` replaces the support's volume as the
+    `integral` divisor (a translated AvgPool2d divides by k² pixels)."""
+
+    def __init__(self, support: Support, *, mode: Literal["avg", "max"] = "avg", stride: int = 1,
+                 normalization: Normalization = "mean", volume: float | None = None):
+        super().__init__()
+        if mode not in ("avg", "max"):
+            raise UserError(f"pooling mode must be avg or max, got {mode!r}")
+        self.support, self.mode, self.stride, self.normalization = support, mode, stride, normalization
+        self.volume = volume if volume is not None else support.volume
+
+    def forward(self, x: Discretized, out_points: PointSet | None = None) -> Discretized:
+        queries = out_points if out_points is not None else x.points.downsample(self.stride)
+        qi, si = neighbours(queries, x.points, self.support)
+        b, _, c = x.values.shape
+        m = len(queries)
+        if self.mode == "max":
+            out = x.values.new_full((b, m, c), -torch.inf)
+            index = qi[None, :, None].expand(b, -1, c)
+            out = out.scatter_reduce(1, index, x.values[:, si], reduce="amax", include_self=True)
+            return Discretized(out, queries)
+        w = x.points.weights[si]
+        out = pair_sum(w[:, None], x.values, qi, si, m)[:, :, 0]
+        if self.normalization == "mean":
+            denom = torch.zeros(m, device=w.device, dtype=w.dtype).index_add_(0, qi, w)
+        else:
+            denom = torch.full((m,), self.volume, device=w.device, dtype=w.dtype)
+        return Discretized(out / denom.clamp_min(1e-12)[:, None], queries)
+
+
+def global_pool(x: Discretized, mode: Literal["avg", "max", "avgmax"] = "avg") -> torch.Tensor:
+    """(b, c) quadrature-weighted mean (∫ f / |Ω|), max, or both concatenated (b, 2c)."""
+    w = x.points.weights / x.points.weights.sum()
+    avg = torch.einsum("bnc,n->bc", x.values, w)
+    if mode == "avg":
+        return avg
+    top = x.values.amax(1)
+    return top if mode == "max" else torch.cat([avg, top], -1)
+
+
+class AdaptivePool(nn.Module):
+    """Weighted mean over the cells of an `output_size` grid → (b, c, *output_size), like AdaptiveAvgPool2d."""
+
+    def __init__(self, output_size: Sequence[int] | int):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: Discretized) -> torch.Tensor:
+        d = x.points.dim
+        size = (self.output_size,) * d if isinstance(self.output_size, int) else tuple(self.output_size)
+        cells = torch.stack([((x.points.coords[:, a] + 1) / 2 * size[a]).floor().clamp(0, size[a] - 1).long()
+                             for a in range(d)], -1)
+        flat = torch.zeros(len(cells), dtype=torch.long, device=cells.device)
+        for a in range(d):
+            flat = flat * size[a] + cells[:, a]
+        total = math.prod(size)
+        w = x.points.weights
+        b, _, c = x.values.shape
+        sums = x.values.new_zeros(b, total, c).index_add(1, flat, x.values * w[None, :, None])
+        mass = w.new_zeros(total).index_add(0, flat, w).clamp_min(1e-12)
+        return (sums / mass[None, :, None]).transpose(1, 2).reshape(b, c, *size)
+
+
+class Upsample(nn.Module):
+    """Values at new points from the k nearest input points (k=1: nearest; else inverse-distance mean)."""
+
+    def __init__(self, k: int = 1):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x: Discretized, out_points: PointSet) -> Discretized:
+        dist, idx = nearest(out_points.coords, x.points.coords, self.k)
+        if self.k == 1:
+            return Discretized(x.values[:, idx[:, 0]], out_points)
+        inv = 1 / dist.clamp_min(1e-8)
+        w = inv / inv.sum(1, keepdim=True)  # (m, k)
+        return Discretized(torch.einsum("bmkc,mk->bmc", x.values[:, idx], w), out_points)

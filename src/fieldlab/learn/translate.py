@@ -1,0 +1,220 @@
+"""Translate a trained 2-D CNN into a DI network that keeps its weights.
+
+Each k×k `Conv2d` becomes a `DIConv` with a `TapKernel` whose taps sit at the conv's offsets
+(j·dilation − padding) times the pixel pitch of the grid it was trained on, and whose weights are the
+conv's divided by the quadrature weight of one pixel (its area). On that grid — coarse-to-fine
+ordered, so a stride-s conv keeps the sub-grid a CNN keeps — the translated network reproduces the CNN
+(tested to 1e-5); on any other point set it is the continuous convolution the taps interpolate.
+
+Carried over: Conv2d (groups, dilation, stride), BatchNorm2d, LayerNorm / LayerNorm2d, elementwise
+activations, Dropout, Max/AvgPool2d, AdaptiveAvgPool2d (the hand-off to a plain head), Sequential,
+torchvision's ResNet BasicBlock/Bottleneck, SqueezeExcitation, MBConv/FusedMBConv (EfficientNet) and
+CNBlock (ConvNeXt). torchvision is only needed to build those models (`fieldlab[learn]`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+import torch.nn as nn
+
+from fieldlab._errors import UserError, missing_extra
+from fieldlab.learn._neighbors import Support
+from fieldlab.learn.layers import (AdaptivePool, DIConv, DINorm, DIPool, Discretized, Pointwise, Residual,
+                                   TapKernel, global_pool)
+
+ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid,
+               nn.LeakyReLU, nn.ELU, nn.Mish, nn.Identity, nn.Dropout)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Grid:
+    """The grid a module sees: its sample counts and pixel pitch in canonical units."""
+
+    shape: tuple[int, int]
+    pitch: tuple[float, float]
+
+    @property
+    def cell_weight(self) -> float:
+        """The quadrature weight of one point of this grid (the pixel area when the sizes divide evenly)."""
+        return 4.0 / (self.shape[0] * self.shape[1])
+
+    def strided(self, stride: tuple[int, int]) -> _Grid:
+        return _Grid(tuple(-(-n // s) for n, s in zip(self.shape, stride)),
+                     tuple(p * s for p, s in zip(self.pitch, stride)))
+
+
+def translate(cnn: nn.Module, input_shape: tuple[int, int]) -> nn.Module:
+    """A DI network equal to `cnn` on the `input_shape` grid (`points.grid(input_shape)`).
+
+    The result takes a `Discretized` and returns what the CNN's last module returns: a `Discretized`
+    for a feature extractor, or a tensor once an adaptive pool hands over to a plain head.
+    """
+    grid = _Grid(tuple(input_shape), tuple(2.0 / n for n in input_shape))
+    module, _ = _translate(copy.deepcopy(cnn).eval(), grid)
+    return module
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _translate(m: nn.Module, grid: _Grid):
+    name = type(m).__name__
+    if isinstance(m, nn.Sequential) and name not in ("SqueezeExcitation",):
+        out, tensor_head = [], False
+        for child in m:
+            if tensor_head:  # after an adaptive pool the head is an ordinary network
+                out.append(child)
+                continue
+            mapped, grid = _translate(child, grid)
+            out.append(mapped)
+            tensor_head = isinstance(mapped, AdaptivePool)
+        return nn.Sequential(*out), grid
+    if isinstance(m, nn.Conv2d):
+        return _conv(m, grid)
+    if isinstance(m, nn.BatchNorm2d):
+        return _batch_norm(m), grid
+    if isinstance(m, nn.LayerNorm):  # includes torchvision's LayerNorm2d: both normalize channels
+        norm = nn.LayerNorm(m.normalized_shape, eps=m.eps, elementwise_affine=m.elementwise_affine)
+        norm.load_state_dict(m.state_dict())
+        return Pointwise(norm), grid
+    if isinstance(m, (nn.Linear,) + ELEMENTWISE) or name == "StochasticDepth":
+        return Pointwise(m), grid
+    if name == "Permute":  # ConvNeXt's channel-last switch: DI values are always channel-last
+        return nn.Identity(), grid
+    if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+        return _pool(m, grid)
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        return AdaptivePool(_pair(m.output_size)), grid
+    if name in ("BasicBlock", "Bottleneck"):
+        return _resnet_block(m, grid)
+    if name == "SqueezeExcitation":
+        return SqueezeExcite(m), grid
+    if name in ("MBConv", "FusedMBConv"):
+        body, out_grid = _translate(m.block, grid)
+        if m.use_res_connect:
+            return Residual(nn.Sequential(body, Pointwise(m.stochastic_depth))), out_grid
+        return body, out_grid
+    if name == "CNBlock":
+        body, out_grid = _translate(m.block, grid)
+        scale = LayerScale(m.layer_scale.detach().reshape(-1).clone())
+        return Residual(nn.Sequential(body, scale, Pointwise(m.stochastic_depth))), out_grid
+    raise UserError(f"cannot translate a {name} into a DI layer")
+
+
+def _conv(m: nn.Conv2d, grid: _Grid):
+    if m.padding_mode != "zeros" or isinstance(m.padding, str) and m.padding != "same":
+        raise UserError(f"only zero-padded convolutions translate, got padding={m.padding!r}")
+    k, stride, dil = _pair(m.kernel_size), _pair(m.stride), _pair(m.dilation)
+    pad = tuple((d * (kk - 1)) // 2 for d, kk in zip(dil, k)) if m.padding == "same" else _pair(m.padding)
+    for n, kk, s, p, d in zip(grid.shape, k, stride, pad, dil):
+        expected = (n + 2 * p - d * (kk - 1) - 1) // s + 1
+        if expected != -(-n // s):  # the DI layer keeps every s-th point: sizes must agree
+            raise UserError(f"a {k} conv with stride {stride} and padding {pad} on {grid.shape} keeps "
+                            f"{expected} samples per axis, not the stride sub-grid; it cannot be translated")
+    if stride[0] != stride[1]:
+        raise UserError(f"only equal strides per axis translate, got {stride}")
+    offsets = [[j * d - p for j in range(kk)] for kk, p, d in zip(k, pad, dil)]
+    kernel = TapKernel(offsets, grid.pitch)
+    conv = DIConv(m.in_channels, m.out_channels, TapKernel.support(offsets, grid.pitch), kernel=kernel,
+                  normalization="integral", stride=stride[0], groups=m.groups, bias=m.bias is not None)
+    area = grid.cell_weight
+    with torch.no_grad():
+        conv.weight.copy_(m.weight.reshape(m.out_channels, m.in_channels // m.groups, -1) / area)
+        if m.bias is not None:
+            conv.bias.copy_(m.bias)
+    return conv, grid.strided(stride)
+
+
+def _batch_norm(m: nn.BatchNorm2d) -> DINorm:
+    norm = DINorm(m.num_features, mode="batch", eps=m.eps, momentum=m.momentum if m.momentum is not None else 0.1,
+                  affine=m.affine, track_running_stats=m.track_running_stats)
+    norm.load_state_dict(m.state_dict(), strict=False)  # num_batches_tracked has no counterpart
+    return norm
+
+
+def _pool(m, grid: _Grid):
+    k, stride, pad = _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding)
+    if getattr(m, "dilation", 1) not in (1, (1, 1)) or m.ceil_mode:
+        raise UserError("pooling with dilation or ceil_mode does not translate")
+    if stride[0] != stride[1]:
+        raise UserError(f"only equal strides per axis translate, got {stride}")
+    for n, kk, s, p in zip(grid.shape, k, stride, pad):
+        if (n + 2 * p - kk) // s + 1 != -(-n // s):
+            raise UserError(f"a {k} pool with stride {stride} on {grid.shape} does not keep the stride sub-grid")
+    # Half a pixel of margin on each side: the box holds exactly the k taps of the pooling window.
+    support = Support(tuple((-p - 0.5) * h for p, h in zip(pad, grid.pitch)),
+                      tuple((kk - 1 - p + 0.5) * h for kk, p, h in zip(k, pad, grid.pitch)))
+    if isinstance(m, nn.MaxPool2d):
+        return DIPool(support, mode="max", stride=stride[0]), grid.strided(stride)
+    if m.divisor_override is not None:
+        raise UserError("AvgPool2d with divisor_override does not translate")
+    normalization = "integral" if m.count_include_pad else "mean"
+    return (DIPool(support, mode="avg", stride=stride[0], normalization=normalization,
+                   volume=k[0] * k[1] * grid.cell_weight), grid.strided(stride))
+
+
+def _resnet_block(m, grid: _Grid):
+    parts = [m.conv1, m.bn1, m.relu, m.conv2, m.bn2]
+    if hasattr(m, "conv3"):
+        parts += [m.relu, m.conv3, m.bn3]
+    body, out_grid = _translate(nn.Sequential(*parts), grid)
+    shortcut = _translate(m.downsample, grid)[0] if m.downsample is not None else None
+    return Residual(body, shortcut, post=Pointwise(nn.ReLU())), out_grid
+
+
+class SqueezeExcite(nn.Module):
+    """x · σ(fc2(act(fc1(∫ x / |Ω|)))): torchvision's SqueezeExcitation with a quadrature-weighted squeeze."""
+
+    def __init__(self, se: nn.Module):
+        super().__init__()
+        self.fc1, self.fc2 = _as_linear(se.fc1), _as_linear(se.fc2)
+        self.activation, self.scale_activation = se.activation, se.scale_activation
+
+    def forward(self, x: Discretized) -> Discretized:
+        scale = self.scale_activation(self.fc2(self.activation(self.fc1(global_pool(x)))))  # (b, c)
+        return x.with_values(x.values * scale[:, None, :])
+
+
+class LayerScale(nn.Module):
+    """Per-channel scale (ConvNeXt's layer scale)."""
+
+    def __init__(self, gamma: torch.Tensor):
+        super().__init__()
+        self.gamma = nn.Parameter(gamma)
+
+    def forward(self, x: Discretized) -> Discretized:
+        return x.with_values(x.values * self.gamma)
+
+
+def _as_linear(conv: nn.Conv2d) -> nn.Linear:
+    linear = nn.Linear(conv.in_channels, conv.out_channels, bias=conv.bias is not None)
+    with torch.no_grad():
+        linear.weight.copy_(conv.weight.reshape(conv.out_channels, conv.in_channels))
+        if conv.bias is not None:
+            linear.bias.copy_(conv.bias)
+    return linear
+
+
+# -- torchvision stems (optional extra) ------------------------------------------------------------
+STEMS = ("resnet18", "efficientnet_b0", "convnext_tiny")
+
+
+def torchvision_stem(name: str, *, blocks: int = 2, weights: str | None = None) -> nn.Module:
+    """The first `blocks` stages of a torchvision model as a CNN ready for `translate` (as DI-Net's
+    `snet_train` / `cnext_train` truncate EfficientNet and ConvNeXt). `weights` is a torchvision weights
+    name (e.g. "DEFAULT"); None builds a randomly initialized model (no download)."""
+    try:
+        import torchvision.models as tvm
+    except ImportError:
+        raise missing_extra("torchvision", "learn") from None
+    if name not in STEMS:
+        raise UserError(f"unknown stem {name!r}; choose from {', '.join(STEMS)}")
+    model = getattr(tvm, name)(weights=weights)
+    if name == "resnet18":
+        stages = [model.layer1, model.layer2, model.layer3, model.layer4][:max(0, blocks - 1)]
+        return nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, *stages)
+    return nn.Sequential(*list(model.features)[:blocks])

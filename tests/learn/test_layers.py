@@ -1,0 +1,145 @@
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from fieldlab.learn import points as P
+from fieldlab.learn._aggregate import pair_sum
+from fieldlab.learn._neighbors import Support, radius_pairs
+from fieldlab.learn.layers import (AdaptivePool, DIConv, DINorm, DIPool, Discretized, MLPKernel, Pointwise,
+                                   Residual, Upsample, global_pool)
+
+
+def _brute(q, s, support):
+    inside = support.contains(s[None] - q[:, None])
+    return set(map(tuple, inside.nonzero().tolist()))
+
+
+@pytest.mark.parametrize("dim,support", [(1, Support.box(0.1, 1)), (2, Support((-0.05, -0.2), (0.15, 0.1))),
+                                         (3, Support.sphere(0.25, 3)), (4, Support.box(0.4, 4))])
+def test_radius_search_equals_brute_force_in_chunks(dim, support):
+    src = P.qmc(700, dim, scramble=True, seed=1).coords
+    qry = P.uniform(300, dim, seed=2).coords
+    qi, si = radius_pairs(qry, src, support, chunk=37)
+    assert (qi.diff() >= 0).all()  # CSR order
+    assert set(zip(qi.tolist(), si.tolist())) == _brute(qry, src, support)
+
+
+def test_ball_uses_every_axis():
+    # DI-Net's 3-D box ignored z; here a point far away along the last axis is never a neighbour
+    src = torch.tensor([[0.0, 0.0, 0.9], [0.0, 0.0, 0.05]])
+    qi, si = radius_pairs(torch.zeros(1, 3), src, Support.sphere(0.1, 3))
+    assert si.tolist() == [1]
+
+
+def test_pair_sum_gradients():
+    basis = torch.randn(40, 3, dtype=torch.double, requires_grad=True)
+    x = torch.randn(2, 9, 4, dtype=torch.double, requires_grad=True)
+    qi = torch.randint(0, 6, (40,)).sort().values
+    si = torch.randint(0, 9, (40,))
+    assert torch.autograd.gradcheck(lambda b, v: pair_sum(b, v, qi, si, 6), (basis, x))
+
+
+def _smooth_field(pts, channels=3):
+    x = pts.coords
+    return torch.stack([torch.sin(2 * x[:, 0] + k) * torch.cos(3 * x[:, 1] - k) for k in range(channels)], -1)[None]
+
+
+@pytest.mark.parametrize("normalization", ["integral", "mean"])
+def test_di_conv_is_stable_between_two_dense_qmc_sets(normalization):
+    """The QMC stability check: one layer, one field, two different dense point sets (16,384 Sobol
+    points and 16,384 scrambled Halton points), compared at the same 64 query points.
+    Stated tolerance: 2% of the largest output (measured: about 0.8%; i.i.d. random sets of the same
+    size miss by about 10-20%)."""
+    torch.manual_seed(0)
+    conv = DIConv(3, 8, Support.box(0.2, 2), normalization=normalization)
+    queries = P.qmc(64, 2, scramble=True, seed=5)
+    outs = []
+    for pts in (P.qmc(16384, 2), P.qmc(16384, 2, sequence="halton", scramble=True, seed=1),
+                P.uniform(16384, 2, seed=1)):
+        outs.append(conv(Discretized(_smooth_field(pts), pts), out_points=queries).values)
+    scale = outs[0].abs().max()
+    assert (outs[0] - outs[1]).abs().max() < 0.02 * scale
+    assert (outs[0] - outs[2]).abs().max() > 0.02 * scale  # the tolerance is tight enough to matter
+
+
+def test_weights_make_the_conv_see_the_field_not_the_density():
+    torch.manual_seed(0)
+    conv = DIConv(3, 4, Support.box(0.3, 2))
+    queries = P.grid((4, 4))
+    dense = P.qmc(8192, 2)
+    ref = conv(Discretized(_smooth_field(dense), dense), out_points=queries).values
+    warped = P.shrunk(8192, 2, seed=1)
+    out = conv(Discretized(_smooth_field(warped), warped), out_points=queries).values
+    assert (out - ref).abs().mean() < 0.1 * ref.abs().mean()
+
+
+def test_conv_stride_keeps_prefix_and_all_parameters_get_gradients():
+    torch.manual_seed(0)
+    pts = P.qmc(256, 2)
+    conv = DIConv(2, 5, Support.sphere(0.3, 2), stride=2, groups=1)
+    out = conv(Discretized(torch.randn(3, 256, 2), pts))
+    assert out.values.shape == (3, 64, 5) and torch.equal(out.points.coords, pts.coords[:64])
+    out.values.square().sum().backward()
+    for name, p in conv.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_norm_matches_batchnorm_on_a_grid_and_keeps_torch_running_semantics():
+    pts = P.grid((6, 6))
+    x = torch.randn(4, 36, 3) * 2 + 1
+    di, bn = DINorm(3, momentum=0.2), nn.BatchNorm2d(3, momentum=0.2)
+    image = x.transpose(1, 2).reshape(4, 3, 6, 6)  # the order of points does not matter to BN
+    for _ in range(2):
+        out = di(Discretized(x, pts)).values
+        ref = bn(image).reshape(4, 3, 36).transpose(1, 2)
+        assert torch.allclose(out, ref, atol=1e-5)
+    assert torch.allclose(di.running_mean, bn.running_mean, atol=1e-6)
+    assert torch.allclose(di.running_var, bn.running_var, atol=1e-5)
+    di.eval(), bn.eval()
+    assert torch.allclose(di(Discretized(x, pts)).values, bn(image).reshape(4, 3, 36).transpose(1, 2), atol=1e-5)
+
+
+def test_norm_statistics_are_quadrature_weighted():
+    pts = P.shrunk(4096, 2, seed=0)
+    x = pts.coords[None, :, :1].expand(2, -1, -1) + 0.5  # mean over the domain: 0.5
+    out = DINorm(1, affine=False)(Discretized(x, pts)).values
+    assert abs(float((pts.weights[None, :, None] * out).sum() / (2 * pts.volume))) < 1e-4
+
+
+def test_pooling_and_heads():
+    pts = P.grid((8, 8))
+    x = torch.randn(2, 64, 3)
+    field = Discretized(x, pts)
+    top = DIPool(Support.box(0.3, 2), mode="max", stride=2)(field)
+    image = x[:, pts.grid_order()].transpose(1, 2).reshape(2, 3, 8, 8)
+    ref = nn.functional.max_pool2d(image, 3, 2, 1)
+    assert torch.allclose(top.values[:, top.points.grid_order()].transpose(1, 2).reshape(ref.shape), ref)
+    assert torch.allclose(global_pool(field), x.mean(1), atol=1e-6)
+    assert torch.allclose(AdaptivePool(2)(field), nn.functional.adaptive_avg_pool2d(image, 2), atol=1e-6)
+    avg = DIPool(Support.box(0.3, 2), mode="avg")(field)
+    assert torch.allclose(avg.values[:, pts.grid_order()].transpose(1, 2).reshape(2, 3, 8, 8),
+                          nn.functional.avg_pool2d(image, 3, 1, 1, count_include_pad=False), atol=1e-5)
+
+
+def test_upsample_and_pure_residual():
+    coarse = P.grid((4, 4))
+    fine = P.grid((8, 8))
+    x = Discretized(torch.randn(1, 16, 2), coarse)
+    up = Upsample()(x, fine)
+    assert up.values.shape == (1, 64, 2)
+    assert torch.allclose(up.values[:, :16], x.values)  # a coarse grid point is the nearest to itself
+    block = Residual(Pointwise(nn.Linear(2, 2)))
+    before = x.values.clone()
+    y = block(x)
+    assert torch.equal(x.values, before)  # the input is not touched: x + f(x), not 2 f(x)
+    assert torch.allclose(y.values, x.values + block.body.module(x.values))
+
+
+def test_mlp_kernel_is_smooth_in_the_displacement():
+    k = MLPKernel(Support.box(0.1, 2))
+    d = torch.zeros(2, 2)
+    d[1, 0] = 1e-4
+    phi = k(d)
+    assert phi.shape == (2, 17) and (phi[0] - phi[1]).abs().max() < 1e-2

@@ -1,0 +1,99 @@
+import pytest
+import torch
+import torch.nn as nn
+
+from fieldlab._errors import UserError
+from fieldlab.learn import points as P
+from fieldlab.learn.layers import Discretized
+from fieldlab.learn.translate import translate
+
+
+def _randomize_norms(cnn):
+    for m in cnn.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.normal_()
+            m.bias.data.normal_()
+    return cnn.eval()
+
+
+def _run_both(cnn, shape, channels=3, batch=2):
+    image = torch.randn(batch, channels, *shape)
+    ref = cnn(image)
+    pts = P.grid(shape)
+    values = image.flatten(2).transpose(1, 2)[:, pts.raster]  # row-major pixels → the grid's point order
+    out = translate(cnn, shape).eval()(Discretized(values, pts))
+    if isinstance(out, Discretized):
+        out = out.values[:, out.points.grid_order()].transpose(1, 2).reshape(ref.shape)
+    return out, ref
+
+
+class _Block(nn.Module):  # a residual block with squeeze-excitation, as in ResNet/EfficientNet
+    def __init__(self, c):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.SiLU(),
+                                  nn.Conv2d(c, c, 3, padding=2, dilation=2, groups=c))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (12, 20), (13, 7)])
+def test_translated_cnn_matches_conv2d_on_its_own_grid(shape):
+    torch.manual_seed(0)
+    cnn = _randomize_norms(nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.GELU(),
+        nn.MaxPool2d(3, 2, 1), nn.Conv2d(16, 16, 5, padding=2, groups=4), nn.AvgPool2d(3, 1, 1),
+        nn.Conv2d(16, 4, 1), nn.Hardswish()))
+    out, ref = _run_both(cnn, shape)
+    assert out.shape == ref.shape
+    assert (out - ref).abs().max() < 1e-5 * max(1.0, ref.abs().max())
+
+
+def test_translated_classifier_with_adaptive_pool_head():
+    torch.manual_seed(0)
+    cnn = _randomize_norms(nn.Sequential(nn.Conv2d(1, 6, 7, stride=2, padding=3), nn.BatchNorm2d(6), nn.ReLU(),
+                                         nn.Conv2d(6, 6, 1, stride=2), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                                         nn.Linear(24, 5)))
+    out, ref = _run_both(cnn, (16, 16), channels=1)
+    assert out.shape == (2, 5) and (out - ref).abs().max() < 1e-5
+
+
+def test_translated_weights_are_the_cnn_weights_and_trainable():
+    cnn = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1))
+    di = translate(cnn, (8, 8))
+    conv = di[0]
+    pitch_area = (2 / 8) ** 2
+    assert torch.allclose(conv.weight * pitch_area, cnn[0].weight.reshape(3, 2, 9))
+    assert conv.weight.requires_grad
+
+
+def test_translated_cnn_runs_on_other_point_sets():
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1))
+    di = translate(cnn, (16, 16))
+    pts = P.qmc(1024, 2)
+    out = di(Discretized(torch.sin(3 * pts.coords[None, :, :1]), pts))
+    assert out.values.shape == (1, 256, 4) and torch.isfinite(out.values).all()
+
+
+def test_untranslatable_layers_are_user_errors():
+    with pytest.raises(UserError, match="cannot translate"):
+        translate(nn.Sequential(nn.Upsample(scale_factor=2)), (8, 8))
+    with pytest.raises(UserError, match="sub-grid"):
+        translate(nn.Sequential(nn.Conv2d(1, 1, 3, stride=2)), (8, 8))  # no padding: a valid conv
+    with pytest.raises(UserError, match="cannot translate"):
+        translate(nn.Sequential(_Block(4)), (8, 8))  # a custom residual block is not known
+
+
+def test_torchvision_stems_translate_exactly():
+    pytest.importorskip("torchvision", reason="optional extra fieldlab[learn]")
+    from fieldlab.learn.translate import torchvision_stem
+
+    for name in ("resnet18", "efficientnet_b0", "convnext_tiny"):
+        torch.manual_seed(0)
+        cnn = _randomize_norms(torchvision_stem(name, blocks=3))
+        out, ref = _run_both(cnn, (32, 32))
+        assert (out - ref).abs().max() < 1e-4 * max(1.0, ref.abs().max()), name
