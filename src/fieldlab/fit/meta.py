@@ -154,7 +154,8 @@ class MetaLearner:
         """
         values = values.to(self.device)
         rates = self.inner_rates()
-        latents = torch.zeros((len(values), *self.latent_shape), device=self.device, requires_grad=True)
+        latents = torch.zeros((len(values), *self.latent_shape), device=self.device, dtype=values.dtype,
+                              requires_grad=True)
         for _ in range(self.meta.inner_steps if steps is None else steps):
             loss = self.field_errors(latents, values).sum()
             (grad,) = torch.autograd.grad(loss, latents, create_graph=create_graph)
@@ -177,9 +178,9 @@ class MetaLearner:
         finite = self._reduce_and_clip()
         if finite:
             self.optimizer.step()
+            self.scheduler.step()
         else:  # a non-finite gradient would poison Adam's moments: drop the step
             self.skipped += 1
-        self.scheduler.step()
         self.step_count += 1
         return float(_psnr(errors.detach()).mean())
 

@@ -1,0 +1,178 @@
+"""Meta-learning of functa and spatial functa: acceptance on real digits, the gradients, stability, DDP."""
+
+import os
+import socket
+
+import pytest
+import torch
+
+from fieldlab import UserError
+from fieldlab.fields import make_config
+from fieldlab.fit.meta import MetaConfig, MetaLearner
+from fieldlab.signals._signal import grid_coords
+
+GRID8 = grid_coords([(0, 8), (0, 8)], [(0, 8), (0, 8)], (8, 8))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids synchronisation costs that dwarf the arithmetic."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """scikit-learn's 1,797 real 8×8 digits as values (N, 64, 1) in [-1, 1]."""
+    from sklearn.datasets import load_digits
+
+    images = torch.from_numpy(load_digits().images).float()
+    return (images / 16 * 2 - 1).reshape(len(images), 64, 1)
+
+
+SMALL = {
+    "functa": dict(hidden_dim=32, num_layers=3, latent_dim=32),
+    "spatial_functa": dict(hidden_dim=32, num_layers=3, grid_size=2, latent_channels=8),
+}
+
+
+def _config(name, **options):
+    return make_config(name, in_dim=2, out_dim=1, **{**SMALL[name], **options}).adapt((8, 8))
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_meta_learning_beats_an_untrained_network_on_digits(name, digits):
+    train, test = digits[:1500], digits[1500:]
+    learner = MetaLearner(_config(name), GRID8, MetaConfig(steps=200, batch_size=16, lr=1e-3, warmup=20,
+                                                           device="cpu"))
+    _, before = learner.fit_latents(test)  # the same 3-step inner loop through the untrained network
+    history = learner.train(train)
+    latents, after = learner.fit_latents(test)
+    assert latents.shape == (len(test), *learner.latent_shape) and after.shape == (len(test),)
+    message = f"{name}: held-out PSNR {before.mean():.2f} dB untrained, {after.mean():.2f} dB meta-learned"
+    assert after.mean() > before.mean() + 10 and after.mean() > 19, message
+    assert sum(history[-20:]) / 20 > sum(history[:20]) / 20 + 8, message
+    assert learner.skipped == 0
+
+
+def test_the_stack_of_fitted_latents_reproduces_their_psnr(digits):
+    learner = MetaLearner(_config("spatial_functa", readout="bilinear"), GRID8, MetaConfig(device="cpu"))
+    learner.train(digits[:100], steps=3)
+    latents, psnr = learner.fit_latents(digits[:6], batch_size=4)
+    stack = learner.stack(latents)
+    error = (stack(GRID8.expand(6, -1, -1)) - digits[:6]).square().mean(dim=(1, 2))
+    assert torch.allclose(10 * torch.log10(4 / error), psnr.float(), atol=1e-3)
+    # Batched fitting equals fitting one datum at a time.
+    alone, _ = learner.fit_latents(digits[:6], batch_size=1)
+    assert torch.allclose(alone, latents, atol=1e-5)
+
+
+def _outer_loss(learner, values):
+    latents = learner.adapt(values, create_graph=not learner.meta.first_order)
+    return learner.field_errors(latents, values).mean()
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_outer_gradient_is_second_order_unless_asked(first_order, digits):
+    """In float64 the second-order gradient of one shared weight matches a central finite difference of
+    the whole inner-loop-then-loss function; the first-order one does not."""
+    learner = MetaLearner(_config("functa", hidden_dim=8, num_layers=2, latent_dim=4), GRID8.double(),
+                          MetaConfig(device="cpu", first_order=first_order, rate_init=(0.5, 0.9)))
+    learner.fields.double()
+    learner.rates.data = learner.rates.data.double()
+    learner.coords = learner.coords.double()
+    values = digits[:4].double()
+    weight = learner.fields.shared_params()["siren.layers.1.weight"]
+    _outer_loss(learner, values).backward()
+    analytic = weight.grad[0, 0].item()
+    h = 1e-6
+    with torch.no_grad():
+        weight[0, 0] += h
+    up = _outer_loss(learner, values).item()
+    with torch.no_grad():
+        weight[0, 0] -= 2 * h
+    down = _outer_loss(learner, values).item()
+    numeric = (up - down) / (2 * h)
+    close = abs(analytic - numeric) <= 1e-5 * max(1.0, abs(numeric))
+    assert close != first_order, (analytic, numeric)
+    assert learner.rates.grad is not None and learner.rates.grad.abs().sum() > 0  # Meta-SGD rates learn
+
+
+def test_a_non_finite_gradient_is_skipped(digits):
+    learner = MetaLearner(_config("functa"), GRID8, MetaConfig(device="cpu", batch_size=4))
+    before = [p.detach().clone() for p in learner.parameters]
+    bad = digits[:4].clone()
+    bad[0, 0, 0] = float("nan")
+    learner.step(bad)
+    assert learner.skipped == 1
+    assert all(torch.equal(a, p) for a, p in zip(before, learner.parameters))
+    learner.step(digits[:4])
+    assert learner.skipped == 1 and not torch.equal(before[0], learner.parameters[0])
+
+
+def test_warmup_ramps_the_outer_learning_rate():
+    learner = MetaLearner(_config("functa"), GRID8, MetaConfig(device="cpu", steps=100, warmup=10, lr=1e-3))
+    rates = [learner._schedule(s) for s in range(100)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert rates[-1] == pytest.approx(0.1, abs=0.01) and max(rates) == pytest.approx(1.0)
+
+
+def test_shared_state_round_trips_and_mismatches_are_refused(digits):
+    config = _config("functa")
+    learner = MetaLearner(config, GRID8, MetaConfig(device="cpu", batch_size=4))
+    learner.train(digits[:20], steps=2)
+    other = MetaLearner(config, GRID8, MetaConfig(device="cpu", seed=5))
+    other.load_state_dict(learner.state_dict())
+    assert torch.equal(other.fit_latents(digits[:5])[0], learner.fit_latents(digits[:5])[0])
+    wrong = MetaLearner(_config("functa", latent_dim=7), GRID8, MetaConfig(device="cpu"))
+    with pytest.raises(UserError, match="shape"):
+        wrong.load_state_dict(learner.state_dict())
+
+
+def test_only_latent_fields_can_be_meta_learned():
+    with pytest.raises(UserError, match="no latent"):
+        MetaLearner(make_config("siren", hidden_dim=8), GRID8)
+    with pytest.raises(UserError, match="--inner-steps must be positive"):
+        MetaConfig(inner_steps=0).validate()
+
+
+def _ddp_worker(rank, port, world, batch, result_path):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        half = len(batch) // world
+        learner = MetaLearner(_config("functa"), GRID8, MetaConfig(device="cpu", batch_size=half))
+        for _ in range(2):
+            learner.step(batch[rank * half:(rank + 1) * half])
+        states = [None] * world
+        dist.all_gather_object(states, learner.state_dict())
+        if rank == 0:
+            same = all(torch.equal(states[0][k], s[k]) for s in states for k in states[0])
+            torch.save({**states[0], "ranks_agree": torch.tensor(same)}, result_path)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_equal_one_process_on_the_whole_batch(tmp_path, digits):
+    """Each rank steps on half a batch; the all-reduced gradient makes that one step on the whole batch."""
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    batch = digits[:8].clone()
+    mp.spawn(_ddp_worker, args=(port, 2, batch, tmp_path / "rank0.pt"), nprocs=2, join=True)
+    distributed = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    assert distributed.pop("ranks_agree")  # every rank holds the same weights
+    single = MetaLearner(_config("functa"), GRID8, MetaConfig(device="cpu", batch_size=8))
+    for _ in range(2):
+        single.step(batch)
+    for name, value in single.state_dict().items():
+        assert torch.allclose(distributed[name], value, atol=1e-5), name
+    assert not torch.allclose(distributed["meta_rates"],
+                              MetaLearner(_config("functa"), GRID8, MetaConfig(device="cpu")).rates.detach())
