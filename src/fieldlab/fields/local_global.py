@@ -184,11 +184,12 @@ class LocalGlobal(nn.Module):
 
     # -- training points ----------------------------------------------------------------------------
     def training_points(self, coords: torch.Tensor, values: torch.Tensor, shape: tuple[int, ...],
-                        slots: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        slots: list[int] | None = None, origin: tuple[int, ...] | None = None,
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """The points each partition trains on: its box widened by `overlap` samples per side (clipped
         to the grid), each tagged with its slot, so a margin sample trains both neighbours. `coords`
-        and `values` are a (*shape) grid, flattened, aligned with the field's frame at sample 0.
-        Without overlap and without a `slots` subset they come back unchanged."""
+        and `values` are a (*shape) grid, flattened, whose sample 0 lies at `origin` in the field's
+        frame (default 0). Without overlap and without a `slots` subset they come back unchanged."""
         overlap = _broadcast(self.overlap or (0,), self.in_dim)
         if not any(overlap) and slots is None:
             return coords, values
@@ -196,8 +197,10 @@ class LocalGlobal(nn.Module):
         slots = range(self.num_parts) if slots is None else slots
         grid = torch.arange(math.prod(shape)).reshape(shape)
         chosen_coords, chosen_values = [], []
+        origin = origin or (0,) * self.in_dim
         for s in slots:
-            index = tuple(slice(max(0, lo - m), min(n, hi + m)) for (lo, hi), m, n in zip(boxes[s], overlap, shape))
+            index = tuple(slice(max(0, lo - m - o), max(0, min(n, hi + m - o)))
+                          for (lo, hi), m, n, o in zip(boxes[s], overlap, shape, origin))
             flat = grid[index].reshape(-1)
             tag = torch.full((flat.numel(), 1), float(s), dtype=coords.dtype)
             chosen_coords.append(torch.cat([coords[flat], tag], dim=1))

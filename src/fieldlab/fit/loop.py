@@ -187,7 +187,7 @@ class FitResult:
     """The reconstruction, (*shape, c), in the field range."""
 
 
-class _Log:
+class RunLog:
     """JSON-lines log, optional TensorBoard, optional progress bar."""
 
     def __init__(self, log_path: Path | None, tensorboard_dir: Path | None, progress: bool, total: int):
@@ -207,19 +207,18 @@ class _Log:
 
             self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, leave=False)
 
-    def record(self, step: int, loss: float, lr: float, seconds: float) -> None:
-        psnr = psnr_from_mse(loss)
+    def record(self, step: int, lr: float, seconds: float, **scalars: float) -> None:
+        """One log line of `scalars` (loss, psnr, bce, …); the bar shows all but the loss when there are others."""
         if self.file:
-            self.file.write(json.dumps({"step": step, "loss": loss, "psnr": round(psnr, 4), "lr": lr,
-                                        "seconds": round(seconds, 4)}) + "\n")
+            self.file.write(json.dumps({"step": step, **scalars, "lr": lr, "seconds": round(seconds, 4)}) + "\n")
             self.file.flush()
         if self.writer:
-            self.writer.add_scalar("loss", loss, step)
-            self.writer.add_scalar("psnr", psnr, step)
-            self.writer.add_scalar("lr", lr, step)
+            for name, value in {**scalars, "lr": lr}.items():
+                self.writer.add_scalar(name, value, step)
         if self.bar:
+            shown = {k: v for k, v in scalars.items() if k != "loss"} or scalars
             self.bar.update(step - self.bar.n)
-            self.bar.set_postfix(psnr=f"{psnr:.2f} dB")
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()})
 
     def image(self, name: str, image: torch.Tensor, step: int) -> None:
         if self.writer:
@@ -241,9 +240,14 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
     torch.manual_seed(fit_config.seed)
     field = config.build()
     lr = fit_config.lr or type(config).lr
-    fitter = Fitter(field, signal.coords(), signal.flat_values(), fit_config, lr=lr,
+    coords, values = signal.coords(), signal.flat_values()
+    # A field may train on other points than it renders (partitions fitting their neighbours' margins).
+    training_points = getattr(field, "training_points", None)
+    if training_points is not None:
+        coords, values = training_points(coords, values, signal.shape)
+    fitter = Fitter(field, coords, values, fit_config, lr=lr,
                     betas=type(config).adam_betas, eps=type(config).adam_eps)
-    log = _Log(log_path, tensorboard_dir, progress, fit_config.steps)
+    log = RunLog(log_path, tensorboard_dir, progress, fit_config.steps)
     every = fit_config.log_every
     try:
         while not fitter.should_stop():
@@ -255,9 +259,10 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
                     # A mini-batch's PSNR is noisy: confirm the target on the whole signal.
                     sampled = fit_config.batch_size or fit_config.sample_fraction
                     fitter.last_psnr = fitter.full_psnr() if sampled else psnr_from_mse(loss_value)
-                log.record(step, loss_value, fitter.scheduler.get_last_lr()[0], fitter.elapsed())
+                log.record(step, fitter.scheduler.get_last_lr()[0], fitter.elapsed(), loss=loss_value,
+                           psnr=round(psnr_from_mse(loss_value), 4))
         seconds = fitter.elapsed()
-        prediction = fitter.predict().cpu()
+        prediction = fitter.predict(signal.coords()).cpu()
         image = prediction.reshape(*signal.shape, -1)
         if signal.info.kind == "image":
             log.image("reconstruction", image, fitter.step_count)

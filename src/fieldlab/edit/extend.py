@@ -1,0 +1,136 @@
+"""Extending a stored field to a larger signal (a wider image, a longer clip) without touching the old one.
+
+The protocol (a partitioned field's config implements it; see `LocalGlobalConfig.extended`)::
+
+    config.extended(state, shape) -> (config2, state2, new_parts)
+        Grow the field so it covers `shape` samples of its frame (the grid it was fitted to, from the
+        same origin; see edit/crop.py), adding parts (partitions, blocks) with fresh weights. Old parts
+        keep their indices and weights; `new_parts` are the indices of the added ones. Parameters whose
+        names start with `local_` are stacked per part along their first dimension; every other
+        parameter is shared and stays frozen here.
+
+`extend_field` trains only the new parts, on the samples of the larger signal routed to them: the shared
+weights are frozen (`requires_grad=False`) and a gradient hook zeroes the old parts' slices, so Adam (no
+weight decay) leaves them exactly as they were and the old region renders unchanged, bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from fieldlab._errors import UserError
+from fieldlab.fit import FitConfig, Fitter, metrics_for, psnr_from_mse
+from fieldlab.signals import Signal, SignalInfo, grid_coords
+from fieldlab.store import StoredField
+
+
+@dataclasses.dataclass
+class Extended:
+    """An extended field: the module, its config, the new signal's info and metrics."""
+
+    field: StoredField
+    prediction: torch.Tensor
+    """The render of the whole new signal (*shape, c), in the field range."""
+
+
+def _renormalized(signal: Signal, old: SignalInfo) -> torch.Tensor:
+    """The new signal's values in the old field's normalization (its values must mean the same)."""
+    if signal.info.kind != old.kind or signal.info.channels != old.channels:
+        raise UserError(f"INPUT is a {signal.info.kind} with {signal.info.channels} channels; the field was "
+                        f"fitted to a {old.kind} with {old.channels}")
+    if signal.info.normalization == old.normalization:
+        return signal.values
+    if signal.info.normalization.dtype != old.normalization.dtype:
+        raise UserError(f"INPUT holds {signal.info.normalization.dtype} values; the field was fitted to "
+                        f"{old.normalization.dtype}")
+    raw = signal.info.normalization.decode(signal.values)
+    return old.normalization.encode(raw)
+
+
+def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig) -> Extended:
+    """Grow `stored` to cover `signal` (which holds the old signal at its origin) and fit the new parts."""
+    config, old = stored.config, stored.signal
+    if not hasattr(config, "extended"):
+        raise UserError(f"field {config.name!r} cannot be extended (it is not partitioned)")
+    if len(signal.shape) != len(old.shape):
+        raise UserError(f"INPUT has {len(signal.shape)} axes; the field has {len(old.shape)}")
+    if any(n < m for n, m in zip(signal.shape, old.shape)) or tuple(signal.shape) == tuple(old.shape):
+        raise UserError(f"INPUT ({'x'.join(map(str, signal.shape))}) must be larger than the field's signal "
+                        f"({'x'.join(map(str, old.shape))}) along some axis and smaller along none")
+    fit_config.validate()
+    values = _renormalized(signal, old)
+    for lo, _ in old.domain:
+        if lo != int(lo):
+            raise UserError("this field's domain does not start on a whole sample, so it cannot be extended")
+    origin = tuple(-int(lo) for lo, _ in old.domain)
+    frame_shape = tuple(o + n for o, n in zip(origin, signal.shape))
+    state = {k: v.detach().cpu() for k, v in stored.module.state_dict().items()}
+    new_config, new_state, new_parts = config.extended(state, frame_shape)
+    module = new_config.build()
+    module.load_state_dict(new_state)
+    if not new_parts:
+        raise UserError("INPUT adds no new partitions to this field")
+
+    # Only the new parts learn: shared weights are frozen, old parts' gradient slices are zeroed.
+    first_new = min(new_parts)
+    for name, parameter in module.named_parameters():
+        if not name.startswith("local_"):
+            parameter.requires_grad_(False)
+            continue
+        keep = torch.zeros(parameter.shape[0], *[1] * (parameter.ndim - 1))
+        keep[new_parts] = 1.0
+        parameter.register_hook(lambda grad, keep=keep: grad * keep.to(grad.device, grad.dtype))
+
+    info = dataclasses.replace(signal.info, domain=old.domain, normalization=old.normalization,
+                               extra={**signal.info.extra, "extended_from": list(old.shape)})
+    coords = grid_coords(info.domain, [(0.0, float(n)) for n in signal.shape], signal.shape)
+    flat = values.reshape(-1, values.shape[-1])
+    if any(getattr(module, "overlap", ())):
+        train_coords, train_values = module.training_points(coords, flat, signal.shape, slots=new_parts,
+                                                            origin=origin)
+    else:
+        slot, void = module.route(coords)
+        chosen = (slot >= first_new) & ~void
+        train_coords, train_values = coords[chosen], flat[chosen]
+    torch.manual_seed(fit_config.seed)
+    fitter = Fitter(module, train_coords, train_values, fit_config, lr=fit_config.lr or type(new_config).lr,
+                    betas=type(new_config).adam_betas, eps=type(new_config).adam_eps)
+    while not fitter.should_stop():
+        fitter.step()
+    seconds = fitter.elapsed()
+    prediction = fitter.predict(coords).cpu().reshape(*signal.shape, -1)
+    module = fitter.field.cpu().eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(True)
+
+    metrics = metrics_for(info.kind, prediction, values)
+    old_region = tuple(slice(0, m) for m in old.shape)
+    new_mask = torch.ones(signal.shape, dtype=torch.bool)
+    new_mask[old_region] = False
+    error = (prediction - values).square()[new_mask]
+    metrics.update(psnr_new_region=round(psnr_from_mse(float(error.mean())), 4),
+                   params=sum(p.numel() for p in module.parameters()),
+                   params_before_extend=sum(p.numel() for p in stored.module.parameters()),
+                   new_partitions=len(new_parts), steps=fitter.step_count, seconds=round(seconds, 3),
+                   device=str(fitter.device))
+    return Extended(StoredField(module, new_config, info, metrics), prediction)
+
+
+def write_extended(stored: StoredField, signal: Signal, out: Path, fit_config: FitConfig, *,
+                   force: bool = False) -> Extended:
+    """Extend `stored` to `signal` and write the field DIR `out` (atomically, only on success)."""
+    from fieldlab.signals import reconstruction_name, write_signal
+    from fieldlab.store import FieldDirWriter, check_out_dir, write_field
+
+    check_out_dir(out, force)
+    result = extend_field(stored, signal, fit_config)
+    field = result.field
+    with FieldDirWriter(out, force) as folder:
+        write_field(folder, field.module, field.config, field.signal, field.metrics)
+        raw = field.signal.normalization.decode(result.prediction)
+        write_signal(folder / reconstruction_name(field.signal), raw, field.signal)
+    field.path = out
+    return result

@@ -1,0 +1,192 @@
+"""Local-Global fields: geometry, routing, the tiled batched path, sizing, overlaps, INCODE sines."""
+
+import math
+
+import pytest
+import torch
+from torch.func import functional_call, vmap
+
+from fieldlab import UserError
+from fieldlab.fields import FieldStack, LocalGlobalConfig, make_config
+from fieldlab.fields._partitioned import tile_layout
+from fieldlab.fit import FitConfig, fit
+from fieldlab.signals import Signal, grid_coords
+
+
+def lg(shape, **options):
+    options = {"hidden_dim": 4, "global_dim": 8, **options}
+    return make_config("local-global", in_dim=len(shape), out_dim=1, **options).adapt(shape)
+
+
+def naive(module, x):
+    """Each point through its own partition's weights with plain matmuls: the reference for the tiles."""
+    slot, _ = module.route(x)
+    out = []
+    for point, s in zip(x, slot):
+        u = point[None]
+        g = point[None]
+        for layer in range(module.num_layers + 1):
+            w, b = module.local_weights[layer][s], module.local_biases[layer][s]
+            u = u @ w + b
+            if layer == module.num_layers:
+                break
+            omega = module.first_omega0 if layer == 0 else module.omega0
+            u = torch.sin(omega * u)
+            if module.use_global:
+                g = torch.sin(omega * module.global_layers[layer](g))
+                u = torch.sin(module.omega0 * module.fusion(torch.cat([u, g], -1)))
+        out.append(u)
+    return torch.cat(out)
+
+
+def test_paper_image_config_has_the_papers_parameter_count():
+    config = make_config("local-global", in_dim=2, out_dim=3, hidden_dim=14, global_dim=84).adapt((512, 512))
+    assert config.num_parts == 256 and config.num_params() == 206_610  # the reference note's table
+    local = config.replace(mode="local", hidden_dim=15)
+    assert local.num_params() == 208_128 == sum(p.numel() for p in local.build().parameters())
+
+
+def test_partition_edges_fall_on_samples_and_need_not_divide():
+    config = lg((10, 7), partitions=(3, 2))
+    assert config.edges == ((0, 3, 6, 10), (0, 3, 7))
+    size = lg((100,), partition_size=(32,))
+    assert size.edges == ((0, 25, 50, 75, 100),)  # ⌈100/32⌉ = 4 balanced pieces
+    with pytest.raises(UserError, match="exceeds its 7 samples"):
+        lg((10, 7), partitions=(3, 8))
+
+
+@pytest.mark.parametrize("mode", ["local-global", "local"])
+def test_tiled_path_equals_a_per_point_reference(mode):
+    torch.manual_seed(0)
+    module = lg((9, 11), partitions=(2, 3), mode=mode).build().double()
+    x = (torch.rand(53, 2, dtype=torch.float64) * 2.4 - 1.2)  # off-grid, some outside [-1, 1]
+    assert torch.allclose(module(x), naive(module, x), atol=1e-10)
+
+
+def test_routing_follows_the_sample_grid():
+    config = lg((10, 7), partitions=(3, 2))
+    module = config.build()
+    coords = grid_coords(((0, 10), (0, 7)), ((0, 10), (0, 7)), (10, 7))
+    slot, void = module.route(coords)
+    rows, cols = torch.meshgrid(torch.arange(10), torch.arange(7), indexing="ij")
+    expected = torch.bucketize(rows.contiguous(), torch.tensor([3, 6]), right=True) * 2 + (cols >= 3).long()
+    assert torch.equal(slot, expected.reshape(-1)) and not void.any()
+
+
+def test_a_point_reads_only_its_own_partition():
+    module = lg((16, 16), partitions=(2, 2)).build()
+    x = torch.rand(40, 2) - 1  # all in partition 0 (the top-left quarter)
+    before = module(x)
+    with torch.no_grad():
+        for w in module.local_weights:
+            w[1:] += 1.0
+    assert torch.equal(module(x), before)
+
+
+def test_tile_layout_places_every_point_once():
+    slot = torch.tensor([2, 0, 2, 2, 1, 0, 2])
+    src, pos, tile_slot = tile_layout(slot, 3, 2)
+    assert torch.equal(src[pos], torch.arange(7))
+    assert torch.equal(tile_slot[pos // 2], slot)
+    assert (src == 7).sum() == src.numel() - 7  # the rest is padding
+
+
+def test_order_and_batching_do_not_change_values():
+    module = lg((16, 16), partitions=(4, 4)).build()
+    x = torch.rand(2, 30, 2) * 2 - 1
+    y = module(x)
+    perm = torch.randperm(30)
+    assert torch.allclose(module(x[:, perm]), y[:, perm], atol=1e-6)
+    assert torch.allclose(module(x[1]), y[1], atol=1e-6)
+
+
+def test_stack_of_cropped_fields_runs_under_vmap():
+    config = lg((8, 8), partitions=(2, 2))
+    module = config.build()
+    cropped, state = config.without_parts(dict(module.state_dict()), [3])
+    fields = []
+    for _ in range(2):
+        m = cropped.build()
+        fields.append(m)
+    stack = FieldStack.from_modules(fields)
+    x = (torch.rand(1, 25, 2) * 2 - 1).expand(2, -1, -1)
+    y = stack(x)
+    assert torch.allclose(y[0], fields[0](x[0]), atol=1e-6)
+    assert not torch.allclose(y[0], y[1])
+    assert (y[:, (x[0] > 0).all(-1)] == 0).all()  # partition 3 (bottom right) was cropped away
+
+
+def test_with_params_solves_exactly_and_keeps_the_global_share():
+    config = make_config("local-global", in_dim=2, out_dim=3).adapt((512, 512)).with_params(200_000)
+    count = config.num_params()
+    assert abs(count - 200_000) / 200_000 < 0.01
+    shared = count - 256 * config.replace(mode="local").num_params() // 256
+    assert 0.07 < shared / count < 0.13
+    for dh in (-1, 1):  # no neighbouring local width is closer, at the chosen global width
+        assert abs(config.replace(hidden_dim=config.hidden_dim + dh).num_params() - 200_000) >= abs(count - 200_000)
+    share = make_config("local-global", in_dim=2, out_dim=3, global_share=0.3).adapt((512, 512)).with_params(200_000)
+    assert share.global_dim > config.global_dim
+
+
+def test_partition_size_and_budget_give_the_automatic_partitioning():
+    config = make_config("local-global", in_dim=2, out_dim=3, partition_size=(32,)).adapt((339, 510))
+    assert [len(e) - 1 for e in config.edges] == [11, 16]  # ⌈339/32⌉ × ⌈510/32⌉, as in the paper's example
+    sized = config.with_params(200_000)
+    assert abs(sized.num_params() - 200_000) < 2_000
+
+
+def test_config_round_trips_through_json_with_cropped_cells():
+    import json
+
+    config = lg((12, 12), partitions=(3, 3), overlap=(1,))
+    cropped, _ = config.without_parts(dict(config.build().state_dict()), [0, 4])
+    again = LocalGlobalConfig.from_dict(json.loads(json.dumps(cropped.to_dict())))
+    assert again == cropped and again.num_parts == 7
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"partitions": (2,), "partition_size": (4,)}, "not both"),
+    ({"partitions": (2, 2, 2)}, "one number or 2"),
+    ({"overlap": (-1,)}, "non-negative"),
+    ({"global_share": 1.5}, "between 0 and 1"),
+    ({"mode": "global"}, "--mode must be one of"),
+])
+def test_bad_options(options, message):
+    with pytest.raises(UserError, match=message):
+        make_config("local-global", in_dim=2, out_dim=1, **options)
+
+
+def test_audio_length_no_partition_count_divides_fits():
+    t = torch.linspace(0, 1, 1009)[:, None]  # 1009 is prime
+    signal = Signal.from_array((torch.sin(40 * t) * 0.8).numpy(), kind="audio", extra={"sample_rate": 1009})
+    config = make_config("local-global", in_dim=1, out_dim=1, hidden_dim=8, global_dim=16,
+                         partitions=(32,)).adapt(signal.shape)
+    assert [b - a for a, b in zip(config.edges[0][:-1], config.edges[0][1:])].count(31) == 15  # 31s and 32s
+    start = fit(signal, config, FitConfig(steps=1, device="cpu"))
+    result = fit(signal, config, FitConfig(steps=60, device="cpu"))
+    assert result.prediction.shape == (1009, 1) and torch.isfinite(result.prediction).all()
+    assert result.metrics["psnr"] > start.metrics["psnr"] + 2
+
+
+def test_overlap_trains_each_partition_on_its_neighbours_margin(camera32):
+    config = make_config("local-global", in_dim=2, out_dim=1, hidden_dim=4, global_dim=8, partitions=(2, 2),
+                         overlap=(1, 2)).adapt(camera32.shape)
+    module = config.build()
+    coords, values = module.training_points(camera32.coords(), camera32.flat_values(), camera32.shape)
+    assert coords.shape == (4 * 17 * 18, 3) and values.shape == (4 * 17 * 18, 1)  # 16+1 rows, 16+2 columns each
+    assert torch.equal(coords[:, 2].unique(), torch.arange(4.0))
+    result = fit(camera32, config, FitConfig(steps=5, device="cpu"))
+    assert result.prediction.shape == (32, 32, 1)
+
+
+def test_incode_sines_train_the_harmonizer():
+    module = lg((8, 8), partitions=(2, 2), incode=True).build()
+    plain = lg((8, 8), partitions=(2, 2)).build()
+    plain.load_state_dict({k: v for k, v in module.state_dict().items() if "harmonizer" not in k})
+    x = torch.rand(20, 2) * 2 - 1
+    y = module(x)
+    assert torch.allclose(y, plain(x), atol=0.1)  # starts near the plain sines
+    y.square().sum().backward()
+    assert module.harmonizer_latent.grad.abs().sum() > 0
+    assert all(p.grad.abs().sum() > 0 for p in module.harmonizer.parameters())
+    assert lg((8, 8), partitions=(2, 2), incode=True).num_params() == sum(p.numel() for p in module.parameters())
