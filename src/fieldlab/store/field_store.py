@@ -117,14 +117,14 @@ class FieldStoreWriter:
         try:
             group = zarr.open_group(str(tmp), mode="w")
             for name, shape in per_field.items():
-                group.create_array(f"params/{name}", shape=(num_fields, *shape), chunks=(chunk_fields, *shape),
-                                   dtype="float32", fill_value=0.0)
+                group.full(name=f"params/{name}", shape=(num_fields, *shape), chunks=(chunk_fields, *shape),
+                           dtype="float32", fill_value=0.0)
             for name, tensor in (shared or {}).items():
                 array = tensor.detach().cpu().float().numpy()
-                group.create_array(f"shared/{name}", shape=array.shape, dtype="float32", fill_value=0.0)[...] = array
+                _shared_array(group, name, array.shape)[...] = array
             for name, (dtype, fill) in ROW_ARRAYS.items():
-                group.create_array(name, shape=(num_fields,), chunks=(chunk_fields,), dtype=dtype, fill_value=fill)
-            group.create_array("done", shape=(num_fields,), chunks=(chunk_fields,), dtype="bool", fill_value=False)
+                group.full(name=name, shape=(num_fields,), chunks=(chunk_fields,), dtype=dtype, fill_value=fill)
+            group.full(name="done", shape=(num_fields,), chunks=(chunk_fields,), dtype="bool", fill_value=False)
             group.attrs.update({
                 "format": FORMAT, "format_version": FORMAT_VERSION,
                 "field": {"name": config.name, "config": config.to_dict()}, "signal": signal.to_dict(),
@@ -169,10 +169,9 @@ class FieldStoreWriter:
         """(Re)write the shared tensors (one process only, before any chunk that depends on them)."""
         for name, tensor in shared.items():
             array = tensor.detach().cpu().float().numpy()
-            if f"shared/{name}" in self.group:
-                self.group[f"shared/{name}"][...] = array
-            else:
-                self.group.create_array(f"shared/{name}", shape=array.shape, dtype="float32", fill_value=0.0)[...] = array
+            if f"shared/{name}" not in self.group:
+                _shared_array(self.group, name, array.shape)
+            self.group[f"shared/{name}"][...] = array
         self.group.attrs["shared"] = sorted(set(self.group.attrs.get("shared", [])) | set(shared))
 
     def write_chunk(self, chunk: int, *, params: dict[str, torch.Tensor], psnr, labels=None, split=None,
@@ -195,6 +194,16 @@ class FieldStoreWriter:
                 values = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values).astype(dtype)
                 self.group[name][rows.start:rows.stop] = values.reshape(n)
         self.group["done"][rows.start:rows.stop] = np.ones(n, dtype=bool)  # last: marks the chunk complete
+
+
+def _shared_array(group, name: str, shape: tuple[int, ...]):
+    # `full` with keyword arguments is the array constructor that zarr 2 and 3 share.
+    return group.full(name=f"shared/{name}", shape=shape, chunks=shape or None, dtype="float32", fill_value=0.0)
+
+
+def is_store(path: Path) -> bool:
+    """True when `path` holds a zarr group (v3 or v2 metadata), the only thing `--resume` continues."""
+    return (path / "zarr.json").is_file() or (path / ".zgroup").is_file()
 
 
 def check_store_path(path: Path, *, force: bool, resume: bool) -> None:
@@ -272,11 +281,17 @@ class FieldStore:
     def stack(self, rows, device: str | torch.device = "cpu") -> FieldStack:
         """Fields `rows` as a `FieldStack` (shared tensors held once)."""
         template = self.config.build()
-        params = {k: v.to(device) for k, v in self.read(rows).items()}
+        tensors = self.read(rows)
+        f = len(next(iter(tensors.values())))
+        buffers = {}
+        for name, value in template.named_buffers():  # per-field buffers are stored; others are rebuilt
+            stored = tensors.pop(name, None)
+            buffers[name] = (stored.to(value.dtype) if stored is not None else value.expand(f, *value.shape).clone()).to(device)
+        params = {k: v.to(device) for k, v in tensors.items()}
         shared = {k: v.to(device) for k, v in self.shared().items()}
-        buffers = {k: v.expand(len(next(iter(params.values()))), *v.shape).clone().to(device)
-                   for k, v in template.named_buffers()}
-        return FieldStack(template, params, buffers, shared=shared)
+        if shared:
+            return FieldStack(template, params, buffers, shared=shared)
+        return FieldStack(template, params, buffers)
 
     def summary(self) -> dict[str, Any]:
         """Counts, PSNR statistics and the description, for `fieldlab store info`."""

@@ -1,0 +1,94 @@
+"""`fieldlab fit-dataset` and `fieldlab store …`: datasets of fields."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from fieldlab._errors import UserError
+from fieldlab.cli._options import parse_extra
+from fieldlab.cli.main import app
+
+FIT_DATASET_HELP = ("Fit one field per item of SOURCE (an ImageFolder-style folder, a .npz/.npy file, or "
+                    "sample:digits, sample:lfw, sample:patches[:N]) into the FieldStore --out. Field options "
+                    "follow as --name VALUE (see `fieldlab fields NAME`).")
+
+
+@app.command("fit-dataset", help=FIT_DATASET_HELP,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def fit_dataset_command(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="Dataset: folder of class folders, .npz/.npy, or sample:NAME."),
+    out: Path = typer.Option(..., "--out", help="FieldStore (a zarr folder) to write."),
+    field: str = typer.Option("siren", help="Architecture (see `fieldlab fields`)."),
+    limit: Optional[int] = typer.Option(None, help="Fit only the first N items."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run into the same --out."),
+    force: bool = typer.Option(False, help="Replace a non-empty --out."),
+    copies: int = typer.Option(1, help="Fitted copies per item: the first as is, the others flipped and cropped."),
+    chunk_fields: Optional[int] = typer.Option(None, help="Fields per chunk and per batch (4096 on a GPU, 256 on CPU)."),
+    test_fraction: float = typer.Option(0.0, help="Seeded fraction of the items marked split 'test'."),
+    image_size: Optional[int] = typer.Option(None, help="Resize a folder's images to this square size."),
+    steps: Optional[int] = typer.Option(None, help="Adam steps per field (default 500)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the field's tuned one)."),
+    lr_final: Optional[float] = typer.Option(None, help="Final learning rate as a fraction of --lr."),
+    init: Optional[str] = typer.Option(None, help="shared (one draw for all fields, default) or random."),
+    target_psnr: Optional[float] = typer.Option(None, help="A field stops at this PSNR (default 40 dB; 0: never)."),
+    check_every: Optional[int] = typer.Option(None, help="Steps between PSNR checks for --target-psnr."),
+    sample_fraction: Optional[float] = typer.Option(None, help="Random fraction of each signal's samples per step."),
+    seed: Optional[int] = typer.Option(None, help="Seed of initialisation, pixel subsets and augmentation."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+    precision: Optional[str] = typer.Option(None, help="fp32, tf32 or bf16."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Use torch.compile."),
+    quiet: bool = typer.Option(False, help="No progress lines."),
+) -> None:
+    from fieldlab.fit.batched import BatchedFitConfig
+    from fieldlab.fit.dataset_job import DatasetJob, run_dataset_job
+
+    given = {"steps": steps, "lr": lr, "lr_final": lr_final, "init": init, "target_psnr": target_psnr,
+             "check_every": check_every, "sample_fraction": sample_fraction, "seed": seed, "device": device,
+             "precision": precision, "compile": compile}
+    fit = BatchedFitConfig(**{k: v for k, v in given.items() if v is not None})
+    job = DatasetJob(source=source, field=field, field_options=parse_extra(ctx.args), fit=fit, limit=limit,
+                     copies=copies, chunk_fields=chunk_fields, test_fraction=test_fraction, image_size=image_size)
+    summary = run_dataset_job(job, out, resume=resume, force=force, progress=not quiet)
+    if summary is not None:
+        psnr = summary["psnr"]
+        print(f"{summary['complete']:,} of {summary['num_fields']:,} {summary['field']} fields "
+              f"({summary['params_per_field']:,} params each), mean PSNR {psnr.get('mean', float('nan')):.2f} dB "
+              f"(min {psnr.get('min', float('nan')):.2f}) -> {out}")
+
+
+store_app = typer.Typer(no_args_is_help=True, help="Inspect FieldStores (datasets of fields).")
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("info")
+def store_info_command(
+    store: Path = typer.Argument(..., help="FieldStore folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Counts, labels, splits, PSNR statistics and the config of a FieldStore."""
+    from fieldlab.store.field_store import FieldStore
+
+    s = FieldStore(store).summary()
+    if as_json:
+        print(json.dumps(s, indent=2))
+        return
+    p = s["psnr"]
+    signal = s["signal"]
+    print(f"store     {s['path']}")
+    print(f"fields    {s['complete']:,} of {s['num_fields']:,} complete ({s['missing']:,} missing), "
+          f"chunks of {s['chunk_fields']:,}")
+    print(f"labels    {s['labelled']:,} labelled, {s['num_labels']} classes; splits "
+          + ", ".join(f"{k} {v:,}" for k, v in s["splits"].items()) + f"; {s['augmented']:,} augmented")
+    if p:
+        print(f"psnr      mean {p['mean']:.2f} dB, min {p['min']:.2f}, median {p['median']:.2f}, max {p['max']:.2f}")
+    print(f"field     {s['field']}: {s['params_per_field']:,} params per field, {s['shared_params']:,} shared")
+    print("config    " + ", ".join(f"{k}={v}" for k, v in s["config"].items()))
+    print(f"signal    {signal['kind']} {'x'.join(map(str, signal['shape']))}x{signal['channels']} "
+          f"from {s['source'].get('spec', signal.get('source', ''))}")
+    print("fit       " + ", ".join(f"{k}={v}" for k, v in s["fit"].items()))

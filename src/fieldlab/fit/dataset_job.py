@@ -1,0 +1,139 @@
+"""A whole `fit-dataset` job: source → batches of fields → FieldStore, resumable and sharded over ranks.
+
+The unit of work is one store chunk: chunk k holds rows [k·C, (k+1)·C) and is fitted as one batch, so a
+row's field depends only on (seed, row, C) and not on how many processes share the job; under torchrun
+each rank fits every world_size-th pending chunk and writes it itself (ranks never write the same chunk).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fieldlab import dist
+from fieldlab._errors import UserError
+from fieldlab.fields import FieldConfig, get_config_class
+from fieldlab.fit.batched import DATASET_FIELD_DEFAULTS, BatchedFitConfig, dataset_fitter
+from fieldlab.fit.loop import resolve_device
+from fieldlab.signals import grid_coords
+from fieldlab.signals.datasets import Augmented, ImageSource, open_source
+
+log = logging.getLogger("fieldlab")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetJob:
+    """Everything `fieldlab fit-dataset` needs."""
+
+    source: str
+    field: str = "siren"
+    field_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    fit: BatchedFitConfig = BatchedFitConfig()
+    limit: int | None = None
+    """Fit only the first `limit` items of the source."""
+    copies: int = 1
+    """Fitted copies of each item (copy 0 as is, the others augmented)."""
+    chunk_fields: int | None = None
+    """Fields per store chunk and per fitting batch; None: 4,096 on a GPU, 256 on the CPU."""
+    test_fraction: float = 0.0
+    """Fraction of the items (seeded choice) whose rows are marked split `test`."""
+    image_size: int | None = None
+    """Resize a folder's images to this square size."""
+
+    def identity(self, config: FieldConfig, source: ImageSource, num_fields: int) -> dict[str, Any]:
+        """What a resumed run must share with the store it continues."""
+        fit = dataclasses.asdict(self.fit)
+        for key in ("device", "compile"):  # how, not what
+            fit.pop(key)
+        return {"field": {"name": config.name, "config": config.to_dict()}, "fit": fit, "seed": self.fit.seed,
+                "source": {**source.identity, "limit": self.limit, "copies": self.copies,
+                           "test_fraction": self.test_fraction}, "num_fields": num_fields}
+
+
+def resolve_dataset_config(name: str, options: dict[str, Any], source: ImageSource) -> FieldConfig:
+    derived = sorted(set(options) & {"in_dim", "out_dim"})
+    if derived:
+        raise UserError(f"--{derived[0].replace('_', '-')} is set from the dataset and cannot be given")
+    cls = get_config_class(name)
+    defaults = {k: v for k, v in DATASET_FIELD_DEFAULTS.get(name, {}).items() if k not in options}
+    return cls.from_options({"in_dim": 2, "out_dim": source.channels, **defaults, **options}).adapt(source.shape)
+
+
+def test_items(count: int, fraction: float, seed: int) -> np.ndarray:
+    """Boolean (count,) marking a seeded choice of round(fraction · count) items as test."""
+    chosen = np.zeros(count, dtype=bool)
+    chosen[np.random.default_rng([seed, 7]).permutation(count)[:round(fraction * count)]] = True
+    return chosen
+
+
+def run_dataset_job(job: DatasetJob, out: Path, *, resume: bool = False, force: bool = False,
+                    progress: bool = True) -> dict[str, Any] | None:
+    """Fit the job's fields into the store `out`; returns the store's summary on rank 0 (None elsewhere)."""
+    from fieldlab.store.field_store import FieldStore, FieldStoreWriter, check_store_path, is_store
+
+    job.fit.validate()
+    if resume and force:
+        raise UserError("--resume and --force contradict each other: give one")
+    if not 0 <= job.test_fraction < 1:
+        raise UserError(f"--test-fraction must be in [0, 1), got {job.test_fraction}")
+    if job.limit is not None and job.limit < 1:
+        raise UserError(f"--limit must be positive, got {job.limit}")
+    check_store_path(out, force=force, resume=resume)
+    source = open_source(job.source, image_size=job.image_size)
+    items = min(len(source), job.limit or len(source))
+    rows_of = Augmented(source, copies=job.copies, seed=job.fit.seed)
+    num_fields = items * job.copies
+    config = resolve_dataset_config(job.field, dict(job.field_options), source)
+    dist.init(job.fit.device)
+    fit = dataclasses.replace(job.fit, device=dist.device_for(job.fit.device))
+    fitter = dataset_fitter(config, fit)
+    info = source.info()
+    coords = grid_coords(info.domain, info.domain, info.shape)
+    identity = job.identity(config, source, num_fields)
+    existing = resume and is_store(out)
+    if resume and not existing and out.is_dir() and any(out.iterdir()):
+        raise UserError(f"--resume: {out} is not a field store; give a new --out")
+
+    if existing:
+        writer = FieldStoreWriter.open(out, expect=identity)
+        fitter.load_shared(FieldStore(out).shared())
+    else:
+        fitter.prepare(np.arange(num_fields), rows_of.values, coords)
+        if dist.is_main():
+            chunk = job.chunk_fields or (4096 if resolve_device(fit.device).type == "cuda" else 256)
+            split_names = ("train", "test") if job.test_fraction else ("train",)
+            attrs = {k: v for k, v in identity.items() if k not in ("field", "num_fields")}
+            FieldStoreWriter.create(out, config=config, signal=info, num_fields=num_fields, chunk_fields=chunk,
+                                    per_field=fitter.per_field_shapes(), shared=fitter.shared(), attrs=attrs,
+                                    label_names=source.label_names, split_names=split_names, force=force or resume)
+        dist.barrier()
+        writer = FieldStoreWriter.open(out, expect=identity)
+    if job.chunk_fields and job.chunk_fields != writer.chunk_fields:
+        raise UserError(f"--chunk-fields {job.chunk_fields} differs from the store's {writer.chunk_fields}")
+    pending = writer.pending_chunks()
+    dist.barrier()  # every rank has listed the pending chunks before any is written
+    mine = dist.shard(pending)
+    is_test = test_items(len(source), job.test_fraction, job.fit.seed)
+    if dist.is_main() and progress:
+        done = writer.num_chunks - len(pending)
+        log.info("%s: %s fields of %s in %d chunks (%d done), %d process(es), %s on %s", job.source,
+                 f"{num_fields:,}", config.name, writer.num_chunks, done, dist.world_size(),
+                 f"{config.num_params():,} params each", fit.device)
+    for count, chunk in enumerate(mine, start=1):
+        start = time.perf_counter()
+        rows = np.asarray(writer.chunk_rows(chunk))
+        result = fitter.fit(coords, rows_of.values(rows), rows)
+        columns = rows_of.columns(rows)
+        writer.write_chunk(chunk, params=result.params, psnr=result.psnr, steps=result.steps,
+                           split=is_test[columns["source_index"]].astype(np.int8), **columns)
+        if progress:
+            log.info("rank %d: chunk %d (%d/%d): %d fields, mean PSNR %.2f dB, %.1f s", dist.rank(), chunk, count,
+                     len(mine), len(rows), float(np.mean(result.psnr)), time.perf_counter() - start)
+    dist.barrier()
+    summary = FieldStore(out).summary() if dist.is_main() else None
+    dist.finish()
+    return summary

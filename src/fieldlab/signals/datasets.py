@@ -1,0 +1,242 @@
+"""Datasets of signals for `fit-dataset`: labelled images of one shape, read by index.
+
+Sources (`open_source(spec)`):
+
+- a folder in ImageFolder layout: `ROOT/<class>/<image>` (classes sorted by name give the labels);
+- `.npz` with `images` (N, H, W[, C]) and optional `labels` (N,) and `label_names`; `.npy` images alone;
+- `sample:digits` (scikit-learn's 1,797 labelled 8×8 digits), `sample:lfw` (scikit-image's 200 25×25
+  crops, face / non-face), `sample:patches[:N]` (N seeded 32×32 RGB crops of scikit-image's colour
+  photos, labelled by photo; 10,000 by default).
+
+`Augmented(source, copies, seed)` lists every item `copies` times: copy 0 is the item itself, copy a > 0 is
+a random horizontal flip and a 1.25× upscale cropped back to size, drawn from a generator seeded by
+(seed, item, a) alone, so any process computes the same augmentation for a row (no per-worker RNG state).
+Values are in the field range [-1, 1] through one `Normalization` for the whole source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from fieldlab._errors import UserError, missing_extra
+from fieldlab.signals._signal import Normalization, SignalInfo
+
+PATCH_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "retina", "immunohistochemistry", "hubble_deep_field")
+PATCH_SIZE = 32
+DEFAULT_PATCHES = 10_000
+DATASET_SAMPLES = ("digits", "lfw", "patches")
+
+
+@dataclasses.dataclass
+class ImageSource:
+    """N images of one shape (H, W, C); `raw(i)` is item i in the source's own dtype."""
+
+    spec: str
+    shape: tuple[int, int]
+    channels: int
+    normalization: Normalization
+    labels: np.ndarray
+    """(N,) int64; -1 where an item has no label."""
+    label_names: list[str]
+    raw: Callable[[int], np.ndarray]
+    identity: dict[str, Any]
+    """What makes the source itself: spec, size, and a digest of the labels (checked on --resume)."""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def info(self) -> SignalInfo:
+        """The `SignalInfo` that every item shares."""
+        return SignalInfo(kind="image", shape=self.shape, channels=self.channels, normalization=self.normalization,
+                          domain=tuple((0.0, float(n)) for n in self.shape), source=self.spec)
+
+
+def _array_source(spec: str, images: np.ndarray, labels: np.ndarray | None, label_names, normalization=None,
+                  extra: dict | None = None) -> ImageSource:
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 2, 3, 4) or len(images) == 0:
+        raise UserError(f"{spec}: expected images shaped (N, H, W) or (N, H, W, C≤4), got {images.shape}")
+    if labels is None:
+        labels = np.full(len(images), -1, dtype=np.int64)
+    labels = np.asarray(labels)
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        raise UserError(f"{spec}: labels must be {len(images)} integers, got shape {labels.shape} of {labels.dtype}")
+    normalization = normalization or Normalization.for_array(images)
+    identity = {"spec": spec, "count": len(images), "shape": list(images.shape[1:]),
+                "labels_sha1": hashlib.sha1(labels.astype(np.int64).tobytes()).hexdigest(), **(extra or {})}
+    return ImageSource(spec, tuple(images.shape[1:3]), images.shape[3], normalization, labels.astype(np.int64),
+                       [str(n) for n in label_names], lambda i: images[i], identity)
+
+
+def open_source(spec: str, *, image_size: int | None = None) -> ImageSource:
+    """The dataset `spec` names (see the module docstring); `image_size` resizes a folder's images."""
+    if spec.startswith("sample:"):
+        return _sample_source(spec)
+    path = Path(spec)
+    if not path.exists():
+        raise UserError(f"no such dataset: {spec}")
+    if path.is_dir():
+        return _folder_source(path, image_size)
+    if path.suffix.lower() in (".npz", ".npy"):
+        return _numpy_source(path)
+    raise UserError(f"{spec} is not a dataset: give a folder of class folders, a .npz/.npy file or sample:NAME")
+
+
+def _sample_source(spec: str) -> ImageSource:
+    name, _, count = spec.removeprefix("sample:").partition(":")
+    if name == "digits":
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise missing_extra("scikit-learn", "datasets") from None
+        digits = load_digits()
+        # Pixel values are counts 0..16 (sums of 4×4 blocks of the original bitmaps).
+        return _array_source(spec, digits.images, digits.target, [str(d) for d in range(10)],
+                             Normalization("float64", 0.0, 16.0))
+    if name == "lfw":
+        import skimage.data
+
+        faces = skimage.data.lfw_subset()  # 100 faces, then 100 non-faces
+        labels = np.repeat(np.arange(2), 100)
+        return _array_source(spec, faces, labels, ["face", "non-face"], Normalization("float64", 0.0, 1.0))
+    if name == "patches":
+        try:
+            n = int(count) if count else DEFAULT_PATCHES
+        except ValueError:
+            raise UserError(f"{spec}: the count after sample:patches: must be a whole number") from None
+        if not 0 < n <= 10**7:
+            raise UserError(f"{spec}: the count must be between 1 and 10000000")
+        return _patch_source(spec, n)
+    raise UserError(f"unknown dataset sample {name!r}; built-in datasets: "
+                    + ", ".join(f"sample:{s}" for s in DATASET_SAMPLES))
+
+
+def _patch_source(spec: str, count: int, seed: int = 0) -> ImageSource:
+    """`count` PATCH_SIZE² crops at seeded positions of scikit-image's colour photos (label = photo)."""
+    import skimage.data
+
+    photos = [np.asarray(getattr(skimage.data, name)())[..., :3] for name in PATCH_PHOTOS]
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(len(photos), size=count)
+    tops = [rng.integers(photos[k].shape[0] - PATCH_SIZE + 1) for k in labels]
+    lefts = [rng.integers(photos[k].shape[1] - PATCH_SIZE + 1) for k in labels]
+    images = np.stack([photos[k][t:t + PATCH_SIZE, s:s + PATCH_SIZE] for k, t, s in zip(labels, tops, lefts)])
+    return _array_source(spec, images, labels, PATCH_PHOTOS, Normalization("uint8", 0.0, 255.0), {"seed": seed})
+
+
+def _numpy_source(path: Path) -> ImageSource:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise UserError(f"cannot read {path} as a NumPy file ({error})") from None
+    if isinstance(data, np.ndarray):
+        return _array_source(str(path), data, None, [])
+    with data:
+        keys = set(data.files)
+        image_key = next((k for k in ("images", "x", "X", "data") if k in keys), None)
+        if image_key is None:
+            raise UserError(f"{path} has no array named images (it has {', '.join(sorted(keys)) or 'none'})")
+        label_key = next((k for k in ("labels", "y", "targets") if k in keys), None)
+        images = np.asarray(data[image_key])
+        labels = np.asarray(data[label_key]) if label_key else None
+        names = [str(n) for n in data["label_names"]] if "label_names" in keys else \
+            ([str(k) for k in range(int(labels.max()) + 1)] if labels is not None and len(labels) else [])
+    return _array_source(str(path), images, labels, names)
+
+
+def _folder_source(root: Path, image_size: int | None) -> ImageSource:
+    from fieldlab.signals.image import IMAGE_SUFFIXES, read_image
+
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        found = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files += found
+        labels += [label] * len(found)
+    if not files:
+        raise UserError(f"{root} has no images in class folders (expected {root}/<class>/<image>.png)")
+
+    def load(i: int) -> np.ndarray:
+        signal = read_image(files[i])
+        raw = signal.info.normalization.decode(signal.values)
+        if image_size and raw.shape[:2] != (image_size, image_size):
+            from PIL import Image
+
+            mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(raw.shape[-1])
+            if mode is None or raw.dtype != np.uint8:
+                raise UserError(f"{files[i]}: --image-size resizes 8-bit grey, RGB or RGBA images only")
+            image = Image.fromarray(raw[..., 0] if mode == "L" else raw, mode)
+            raw = np.asarray(image.resize((image_size, image_size), Image.Resampling.BICUBIC)).reshape(
+                image_size, image_size, -1)
+        return raw
+
+    first = load(0)
+    shape, channels, dtype = first.shape[:2], first.shape[2], first.dtype
+
+    def raw(i: int) -> np.ndarray:
+        image = load(i)
+        if image.shape != first.shape or image.dtype != dtype:
+            raise UserError(f"{files[i]} is {image.shape} {image.dtype}, but {files[0]} is {first.shape} {dtype}; "
+                            "images of a dataset must match (--image-size N resizes them)")
+        return image
+
+    identity = {"spec": str(root), "count": len(files), "shape": list(first.shape), "classes": classes,
+                "files_sha1": hashlib.sha1("\n".join(str(f.relative_to(root)) for f in files).encode()).hexdigest()}
+    return ImageSource(str(root), tuple(shape), channels, Normalization.for_array(first),
+                       np.asarray(labels, dtype=np.int64), classes, raw, identity)
+
+
+@dataclasses.dataclass
+class Augmented:
+    """Rows of a dataset of fields: every item of `source` `copies` times (row = item · copies + copy)."""
+
+    source: ImageSource
+    copies: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.copies < 1:
+            raise UserError(f"--copies must be at least 1, got {self.copies}")
+
+    def __len__(self) -> int:
+        return len(self.source) * self.copies
+
+    def item(self, row: int) -> tuple[int, int]:
+        """(source item, augmentation id) of `row`."""
+        return row // self.copies, row % self.copies
+
+    def values(self, rows) -> torch.Tensor:
+        """Field-range values (f, H·W, C) of `rows`, in the order of `Signal.coords()`."""
+        out = []
+        for row in rows:
+            index, copy = self.item(int(row))
+            image = self.source.normalization.encode(self.source.raw(index))
+            out.append(augment(image, copy, (self.seed, index)) if copy else image)
+        return torch.stack(out).reshape(len(out), -1, self.source.channels)
+
+    def columns(self, rows) -> dict[str, np.ndarray]:
+        """labels, augment and source_index of `rows` (the store's row arrays)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        index, copy = rows // self.copies, rows % self.copies
+        return {"labels": self.source.labels[index], "augment": copy, "source_index": index}
+
+
+def augment(image: torch.Tensor, copy: int, key: tuple[int, int]) -> torch.Tensor:
+    """Copy `copy` of `image` (H, W, C): a flip with probability 1/2, then a 1.25× bilinear upscale and a
+    random crop back to (H, W), all drawn from a generator seeded by (key, copy)."""
+    rng = np.random.default_rng([*key, copy])
+    h, w = image.shape[:2]
+    if rng.random() < 0.5:
+        image = image.flip(1)
+    big = (round(h * 1.25), round(w * 1.25))
+    up = torch.nn.functional.interpolate(image.permute(2, 0, 1)[None], size=big, mode="bilinear",
+                                         align_corners=False)[0].permute(1, 2, 0)
+    top, left = int(rng.integers(big[0] - h + 1)), int(rng.integers(big[1] - w + 1))
+    return up[top:top + h, left:left + w].clamp(-1, 1).contiguous()
