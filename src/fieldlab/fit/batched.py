@@ -83,6 +83,10 @@ class BatchResult:
     """Stacked per-field tensors {name: (f, *shape)}, named as in the module."""
     psnr: np.ndarray
     steps: np.ndarray
+    seconds: float = 0.0
+    """Wall time of the steps (device-synchronised), the first step included."""
+    first_step_seconds: float = 0.0
+    """Wall time of the first step alone (compilation, when `compile`)."""
 
 
 def row_seed(seed: int, row: int) -> int:
@@ -184,8 +188,11 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
         psnr[index.numpy()] = quality.cpu().numpy()
         steps[index.numpy()] = step
 
+    timer = _Timer(device)
     with _matmul_precision(fit.precision):
         for step in range(fit.steps):
+            if step == 1:
+                timer.lap()
             for group in optimizer.param_groups:
                 group["lr"] = lr * math.exp(decay * step)
             if k < n:
@@ -206,13 +213,36 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
                     record(active[where], where, quality[where], step + 1)
                     keep = (~reached).nonzero()[:, 0]
                     if len(keep) == 0:
-                        return BatchResult(out, psnr, steps)
+                        return BatchResult(out, psnr, steps, *timer.done())
                     stack, optimizer = _select(stack, keep, optimizer, lr)
                     active = active[keep]
                 if progress:
                     progress(step + 1, len(active))
+        times = timer.done()
         record(active, torch.arange(len(active), device=device), measure(), fit.steps)
-    return BatchResult(out, psnr, steps)
+    return BatchResult(out, psnr, steps, *times)
+
+
+class _Timer:
+    """Device-synchronised wall time since creation, with the first lap kept apart."""
+
+    def __init__(self, device: torch.device):
+        import time
+
+        self.clock, self.device = time.perf_counter, device
+        self.start, self.first = self.clock(), None
+
+    def _sync(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return self.clock() - self.start
+
+    def lap(self) -> None:
+        self.first = self._sync()
+
+    def done(self) -> tuple[float, float]:
+        total = self._sync()
+        return total, self.first if self.first is not None else total
 
 
 class DatasetFitter:
