@@ -15,7 +15,8 @@ from fieldlab.cli.main import app
 
 FIT_DATASET_HELP = ("Fit one field per item of SOURCE (an ImageFolder-style folder, a .npz/.npy file, or "
                     "sample:digits, sample:lfw, sample:patches[:N]) into the FieldStore --out. Field options "
-                    "follow as --name VALUE (see `fieldlab fields NAME`).")
+                    "follow as --name VALUE (see `fieldlab fields NAME`); functa and spatial_functa also take "
+                    "--meta-steps, --meta-batch-size, --meta-lr, --inner-steps, --warmup, --clip-norm, --first-order.")
 
 
 @app.command("fit-dataset", help=FIT_DATASET_HELP,
@@ -47,13 +48,17 @@ def fit_dataset_command(
 ) -> None:
     from fieldlab.fit.batched import BatchedFitConfig
     from fieldlab.fit.dataset_job import DatasetJob, run_dataset_job
+    from fieldlab.fit.meta import META_OPTIONS
 
     given = {"steps": steps, "lr": lr, "lr_final": lr_final, "init": init, "target_psnr": target_psnr,
              "check_every": check_every, "sample_fraction": sample_fraction, "seed": seed, "device": device,
              "precision": precision, "compile": compile}
     fit = BatchedFitConfig(**{k: v for k, v in given.items() if v is not None})
-    job = DatasetJob(source=source, field=field, field_options=parse_extra(ctx.args), fit=fit, limit=limit,
-                     copies=copies, chunk_fields=chunk_fields, test_fraction=test_fraction, image_size=image_size)
+    extra = parse_extra(ctx.args)
+    meta_options = {k: extra.pop(k) for k in list(extra) if k in META_OPTIONS}  # functa's meta-learning
+    job = DatasetJob(source=source, field=field, field_options=extra, fit=fit, limit=limit, copies=copies,
+                     chunk_fields=chunk_fields, test_fraction=test_fraction, image_size=image_size,
+                     meta_options=meta_options)
     summary = run_dataset_job(job, out, resume=resume, force=force, progress=not quiet)
     if summary is not None:
         psnr = summary["psnr"]

@@ -17,8 +17,9 @@ import numpy as np
 from fieldlab import dist
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, get_config_class
-from fieldlab.fit.batched import DATASET_FIELD_DEFAULTS, BatchedFitConfig, dataset_fitter
+from fieldlab.fit.batched import DATASET_FIELD_DEFAULTS, BatchedFitConfig
 from fieldlab.fit.loop import resolve_device
+from fieldlab.fit.meta import make_dataset_fitter
 from fieldlab.signals import grid_coords
 from fieldlab.signals.datasets import Augmented, ImageSource, open_source
 
@@ -43,6 +44,8 @@ class DatasetJob:
     """Fraction of the items (seeded choice) whose rows are marked split `test`."""
     image_size: int | None = None
     """Resize a folder's images to this square size."""
+    meta_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Meta-learning options of functa and spatial functa (`fieldlab.fit.meta.META_OPTIONS`)."""
 
     def identity(self, config: FieldConfig, source: ImageSource, num_fields: int) -> dict[str, Any]:
         """What a resumed run must share with the store it continues."""
@@ -51,7 +54,8 @@ class DatasetJob:
             fit.pop(key)
         return {"field": {"name": config.name, "config": config.to_dict()}, "fit": fit, "seed": self.fit.seed,
                 "source": {**source.identity, "limit": self.limit, "copies": self.copies,
-                           "test_fraction": self.test_fraction}, "num_fields": num_fields}
+                           "test_fraction": self.test_fraction}, "num_fields": num_fields,
+                **({"meta": self.meta_options} if self.meta_options else {})}
 
 
 def resolve_dataset_config(name: str, options: dict[str, Any], source: ImageSource) -> FieldConfig:
@@ -90,7 +94,7 @@ def run_dataset_job(job: DatasetJob, out: Path, *, resume: bool = False, force: 
     config = resolve_dataset_config(job.field, dict(job.field_options), source)
     dist.init(job.fit.device)
     fit = dataclasses.replace(job.fit, device=dist.device_for(job.fit.device))
-    fitter = dataset_fitter(config, fit)
+    fitter = make_dataset_fitter(config, fit, job.meta_options)
     info = source.info()
     coords = grid_coords(info.domain, info.domain, info.shape)
     identity = job.identity(config, source, num_fields)
@@ -102,7 +106,10 @@ def run_dataset_job(job: DatasetJob, out: Path, *, resume: bool = False, force: 
         writer = FieldStoreWriter.open(out, expect=identity)
         fitter.load_shared(FieldStore(out).shared())
     else:
-        fitter.prepare(np.arange(num_fields), rows_of.values, coords)
+        # What the fields share is learned from the training rows only (a no-op for independent fields).
+        item_of_row = rows_of.columns(np.arange(num_fields))["source_index"]
+        train = ~test_items(len(source), job.test_fraction, job.fit.seed)[item_of_row]
+        fitter.prepare(np.flatnonzero(train), rows_of.values, coords)
         if dist.is_main():
             chunk = job.chunk_fields or (4096 if resolve_device(fit.device).type == "cuda" else 256)
             split_names = ("train", "test") if job.test_fraction else ("train",)

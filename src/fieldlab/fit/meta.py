@@ -13,7 +13,7 @@ up, clips the global gradient norm and skips a step whose gradient is not finite
 
 Everything runs through the batched path: a `FieldStack` whose shared parameters are θ and whose
 per-field tensor is the latent, so a batch of data is one vmapped call. Under torch.distributed each
-rank draws its own batches and the outer gradients are averaged with an all-reduce before clipping.
+rank takes its share of each batch and the outer gradients are averaged with an all-reduce before clipping.
 
 Lifecycle::
 
@@ -29,15 +29,22 @@ Shapes: f fields (data), n points, d coordinate dims, c channels.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import typing
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, FieldStack
+from fieldlab.fields._config import _coerce
 from fieldlab.fields.functa import LATENT
-from fieldlab.fit.loop import resolve_device
+from fieldlab.fit.batched import BatchedFitConfig, BatchResult, DatasetFitter, register_dataset_fitter
+from fieldlab.fit.loop import _matmul_precision, resolve_device
+
+log = logging.getLogger("fieldlab")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +54,7 @@ class MetaConfig:
     steps: int = 1000
     """Outer (meta) steps."""
     batch_size: int = 16
-    """Data per outer step (per rank)."""
+    """Data per outer step, over all processes."""
     inner_steps: int = 3
     """Gradient steps on the latent, in training and when fitting (functa: 3)."""
     lr: float = 1e-4
@@ -123,7 +130,9 @@ class MetaLearner:
         self.parameters = [*self.fields.shared.parameters(), self.rates]
         self.optimizer = torch.optim.Adam(self.parameters, lr=meta.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._schedule)
-        self.generator = torch.Generator().manual_seed(meta.seed * 1000 + self.rank)
+        if meta.batch_size % self.world:
+            raise UserError(f"the meta batch size {meta.batch_size} must be a multiple of the {self.world} processes")
+        self.generator = torch.Generator().manual_seed(meta.seed)  # the same draws on every rank
         self.step_count = 0
         self.skipped = 0
         self._broadcast()
@@ -163,10 +172,18 @@ class MetaLearner:
         return latents
 
     # -- the outer loop -------------------------------------------------------------------------
+    def sample_rows(self, count: int) -> torch.Tensor:
+        """This rank's share of a random batch of `batch_size` rows of `count`.
+
+        Every rank draws the same global batch and takes every world-th row, so the all-reduced mean
+        gradient is the gradient of the whole batch: N processes train exactly as one.
+        """
+        index = torch.randint(count, (self.meta.batch_size,), generator=self.generator)
+        return index[self.rank::self.world]
+
     def sample(self, values: torch.Tensor) -> torch.Tensor:
-        """A random batch (`batch_size`, n, c) of `values` (N, n, c); each rank draws its own."""
-        index = torch.randint(len(values), (self.meta.batch_size,), generator=self.generator)
-        return values[index]
+        """This rank's share (`batch_size` / world, n, c) of a random batch of `values` (N, n, c)."""
+        return values[self.sample_rows(len(values))]
 
     def step(self, values: torch.Tensor) -> float:
         """One outer step on a batch `values` (f, n, c); returns the batch's mean PSNR after the inner loop."""
@@ -260,3 +277,92 @@ class MetaLearner:
 def _psnr(errors: torch.Tensor) -> torch.Tensor:
     """`psnr_from_mse` of each error, on the device (no synchronisation per field)."""
     return 10 * torch.log10(4.0 / errors.double().clamp_min(1e-30))
+
+
+# -- fit-dataset ---------------------------------------------------------------------------------
+META_OPTIONS = {"meta_steps": "steps", "meta_batch_size": "batch_size", "meta_lr": "lr", "inner_steps": "inner_steps",
+                "warmup": "warmup", "clip_norm": "clip_norm", "first_order": "first_order"}
+"""`fieldlab fit-dataset` flags (as --meta-steps …) → `MetaConfig` fields."""
+PER_FIELD_FIT = ("steps", "lr", "lr_final", "init", "target_psnr", "check_every", "sample_fraction")
+"""`BatchedFitConfig` options that describe independent fits, meaningless for a meta-learned family."""
+
+
+def meta_config_from_options(options: dict, *, seed: int = 0, device: str = "auto") -> MetaConfig:
+    """A `MetaConfig` from CLI strings or JSON values keyed as in `META_OPTIONS`."""
+    hints = typing.get_type_hints(MetaConfig)
+    unknown = sorted(set(options) - set(META_OPTIONS))
+    if unknown:
+        raise UserError(f"--{unknown[0].replace('_', '-')} is not a meta-learning option")
+    meta = MetaConfig(**{META_OPTIONS[k]: _coerce(k, v, hints[META_OPTIONS[k]]) for k, v in options.items()},
+                      seed=seed, device=device)
+    meta.validate()
+    return meta
+
+
+class MetaDatasetFitter(DatasetFitter):
+    """`fit-dataset` for latent fields: meta-learns θ and α on the training rows (`prepare`, on every rank,
+    gradients all-reduced), then fits each batch's latents with the same inner loop. The store keeps θ and
+    α once (`shared`) and one latent per row."""
+
+    def __init__(self, config: FieldConfig, fit: BatchedFitConfig, meta_options: dict | None = None):
+        super().__init__(config, fit)
+        default = BatchedFitConfig()
+        changed = [k for k in PER_FIELD_FIT if getattr(fit, k) != getattr(default, k)]
+        if changed:
+            raise UserError(f"--{changed[0].replace('_', '-')} does not apply to {config.name}; give --meta-steps, "
+                            "--meta-batch-size, --meta-lr, --inner-steps, --warmup, --clip-norm or --first-order")
+        if fit.precision == "bf16":
+            raise UserError(f"--precision bf16 is not supported for {config.name}; use fp32 or tf32")
+        self.meta = meta_config_from_options(meta_options or {}, seed=fit.seed, device=fit.device)
+        self.learner: MetaLearner | None = None
+        self._stored: dict[str, torch.Tensor] | None = None
+
+    def _learner(self, coords: torch.Tensor) -> MetaLearner:
+        if self.learner is None:
+            self.learner = MetaLearner(self.config, coords, self.meta)
+        if self._stored is not None:  # a resumed run: θ and α come from the store
+            self.learner.load_state_dict(self._stored)
+            self._stored = None
+        return self.learner
+
+    def prepare(self, rows, values_of, coords: torch.Tensor) -> None:
+        learner = self._learner(coords)
+        rows = np.asarray(rows)
+        every = max(1, self.meta.steps // 10)
+        with _matmul_precision(self.fit_config.precision):
+            for step in range(1, self.meta.steps + 1):
+                psnr = learner.step(values_of(rows[learner.sample_rows(len(rows)).numpy()]))
+                if step % every == 0 and learner.rank == 0:
+                    log.info("meta-learning %s: step %d/%d, %.2f dB after %d inner steps", self.config.name, step,
+                             self.meta.steps, psnr, self.meta.inner_steps)
+
+    def load_shared(self, shared: dict[str, torch.Tensor]) -> None:
+        self._stored = shared
+
+    def shared(self) -> dict[str, torch.Tensor]:
+        return self.learner.state_dict()
+
+    def per_field_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {LATENT: tuple(self.config.latent_shape())}
+
+    def fit(self, coords: torch.Tensor, values: torch.Tensor, rows, progress=None) -> BatchResult:
+        learner = self._learner(coords)
+        with _matmul_precision(self.fit_config.precision):
+            latents, psnr = learner.fit_latents(values)
+        steps = np.full(len(latents), self.meta.inner_steps, dtype=np.int32)
+        return BatchResult({LATENT: latents}, psnr.float().numpy(), steps)
+
+
+register_dataset_fitter("functa", MetaDatasetFitter)
+register_dataset_fitter("spatial_functa", MetaDatasetFitter)
+
+
+def make_dataset_fitter(config: FieldConfig, fit: BatchedFitConfig, meta_options: dict | None = None) -> DatasetFitter:
+    """The fitter `fit-dataset` uses: meta-learning for latent fields, the registered one otherwise."""
+    from fieldlab.fit.batched import dataset_fitter
+
+    if hasattr(config, "latent_shape"):
+        return MetaDatasetFitter(config, fit, meta_options)
+    if meta_options:
+        raise UserError(f"--{next(iter(meta_options)).replace('_', '-')} applies to functa and spatial_functa only")
+    return dataset_fitter(config, fit)
