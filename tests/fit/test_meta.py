@@ -138,17 +138,15 @@ def test_only_latent_fields_can_be_meta_learned():
         MetaConfig(inner_steps=0).validate()
 
 
-def _ddp_worker(rank, port, world, batch, result_path):
+def _ddp_worker(rank, port, world, values, result_path):
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        half = len(batch) // world
-        learner = MetaLearner(_config("functa"), GRID8, MetaConfig(device="cpu", batch_size=half))
-        for _ in range(2):
-            learner.step(batch[rank * half:(rank + 1) * half])
+        learner = MetaLearner(_config("functa"), GRID8, MetaConfig(device="cpu", batch_size=8))
+        learner.train(values, steps=2)  # each rank steps on its half of the same global batches
         states = [None] * world
         dist.all_gather_object(states, learner.state_dict())
         if rank == 0:
@@ -158,21 +156,67 @@ def _ddp_worker(rank, port, world, batch, result_path):
         dist.destroy_process_group()
 
 
-def test_two_gloo_ranks_equal_one_process_on_the_whole_batch(tmp_path, digits):
-    """Each rank steps on half a batch; the all-reduced gradient makes that one step on the whole batch."""
+def test_two_gloo_ranks_train_as_one_process(tmp_path, digits):
+    """Two ranks, each on half of every batch, with all-reduced gradients, equal one process on whole batches."""
     import torch.multiprocessing as mp
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    batch = digits[:8].clone()
-    mp.spawn(_ddp_worker, args=(port, 2, batch, tmp_path / "rank0.pt"), nprocs=2, join=True)
+    values = digits[:40].clone()
+    mp.spawn(_ddp_worker, args=(port, 2, values, tmp_path / "rank0.pt"), nprocs=2, join=True)
     distributed = torch.load(tmp_path / "rank0.pt", weights_only=True)
     assert distributed.pop("ranks_agree")  # every rank holds the same weights
     single = MetaLearner(_config("functa"), GRID8, MetaConfig(device="cpu", batch_size=8))
-    for _ in range(2):
-        single.step(batch)
+    single.train(values, steps=2)
     for name, value in single.state_dict().items():
         assert torch.allclose(distributed[name], value, atol=1e-5), name
     assert not torch.allclose(distributed["meta_rates"],
                               MetaLearner(_config("functa"), GRID8, MetaConfig(device="cpu")).rates.detach())
+
+
+def test_fit_dataset_meta_learns_and_resumes(cli, tmp_path):
+    import numpy as np
+    import zarr
+
+    from fieldlab.store.field_store import FieldStore
+
+    store = tmp_path / "S"
+    args = ["fit-dataset", "sample:digits", "--field", "spatial_functa", "--limit", "40", "--chunk-fields", "16",
+            "--hidden-dim", "16", "--num-layers", "2", "--grid-size", "2", "--latent-channels", "4",
+            "--meta-steps", "30", "--meta-batch-size", "8", "--meta-lr", "1e-3", "--warmup", "5",
+            "--test-fraction", "0.25", "--device", "cpu", "--quiet", "--out", store]
+    status, out, err = cli(args)
+    assert status == 0, err
+    fields = FieldStore(store)
+    assert fields.summary()["complete"] == 40 and fields.per_field == {"latent": (4, 2, 2)}
+    assert "meta_rates" in fields.shared()
+    latents = fields.read(slice(0, 40))["latent"]
+    # The stored shared network and latents reproduce the stored PSNR.
+    from sklearn.datasets import load_digits
+
+    values = torch.from_numpy(load_digits().images[:40]).float().div(16).mul(2).sub(1).reshape(40, 64, 1)
+    prediction = fields.stack(np.arange(40))(GRID8.expand(40, -1, -1))
+    psnr = 10 * torch.log10(4 / (prediction - values).square().mean(dim=(1, 2)))
+    assert torch.allclose(psnr, torch.from_numpy(fields.column("psnr")), atol=1e-3)
+    # Lose the last chunk as a killed run would: --resume refits it (with the stored network) to the same latents.
+    group = zarr.open_group(str(store), mode="r+")
+    group["done"][32:] = False
+    group["params/latent"][32:] = 0
+    status, _, err = cli(args + ["--resume"])
+    assert status == 0, err
+    again = FieldStore(store)
+    assert again.summary()["complete"] == 40
+    assert torch.allclose(again.read(slice(0, 40))["latent"], latents, atol=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--field", "functa", "--steps", "10"], "--steps does not apply to functa"),
+    (["--field", "siren", "--meta-steps", "10"], "--meta-steps applies to functa and spatial_functa only"),
+    (["--field", "functa", "--inner-steps", "0"], "--inner-steps must be positive"),
+])
+def test_fit_dataset_refuses_meta_options_that_do_not_apply(cli, tmp_path, args, message):
+    status, _, err = cli(["fit-dataset", "sample:digits", "--limit", "4", "--device", "cpu", "--quiet", *args,
+                          "--out", tmp_path / "S"])
+    assert status == 2 and message in err, err
+    assert not (tmp_path / "S").exists()

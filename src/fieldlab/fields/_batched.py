@@ -89,9 +89,11 @@ class FieldStack(nn.Module):
         for name, value in params.items():
             owner, leaf = _owner(module, name)
             setattr(owner, leaf, nn.Parameter(value[index].detach().clone()))
+        held = dict(module.named_parameters())
         for name, value in self.shared_params().items():
-            owner, leaf = _owner(module, name)
-            setattr(owner, leaf, nn.Parameter(value.detach().clone()))
+            if name in held:  # shared tensors the module does not have (a meta-learner's rates) stay out
+                owner, leaf = _owner(module, name)
+                setattr(owner, leaf, nn.Parameter(value.detach().clone()))
         for name, value in buffers.items():
             owner, leaf = _owner(module, name)
             owner._buffers[leaf] = value[index].detach().clone()
