@@ -1,6 +1,7 @@
 """Dataset fitting benchmark: thousands of SIRENs on 32×32×3 natural patches, against a plain reference.
 
     python benchmarks/fit_dataset.py --patches 20000 --steps 500 --out results.json
+    python benchmarks/fit_dataset.py --functa [benchmarks/functa.py's options]   # functa, spatial functa
 
 Data: `sample:patches:N` (seeded crops of scikit-image's colour photos; no zarr, no download). For SIREN
 2×32 and 3×64 (ω₀ 30, shared init, lr 1e-3) it reports fields per second and mean PSNR after `--steps`
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import runpy
 import sys
 import time
 from pathlib import Path
@@ -95,6 +97,10 @@ def ours(config, coords, values, fit: BatchedFitConfig, chunk: int) -> tuple[flo
 
 
 def main() -> None:
+    if "--functa" in sys.argv:  # functa / spatial functa PSNR vs latent size: benchmarks/functa.py, its own options
+        sys.argv.remove("--functa")
+        runpy.run_path(str(Path(__file__).with_name("functa.py")), run_name="__main__")
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patches", type=int, default=20000)
     parser.add_argument("--eager-fields", type=int, default=5000)
