@@ -1,0 +1,77 @@
+"""Independent batched fitting: a field's result depends on (seed, row) only, not on its batch."""
+
+import numpy as np
+import pytest
+import torch
+
+from fieldlab._errors import UserError
+from fieldlab.fields import make_config
+from fieldlab.fit.batched import BatchedFitConfig, fit_batch, init_params, pixel_subset
+from fieldlab.signals import grid_coords
+from fieldlab.signals.datasets import Augmented, open_source
+
+CONFIG = make_config("siren", in_dim=2, out_dim=1, hidden_dim=12, num_layers=2)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    source = open_source("sample:digits")
+    info = source.info()
+    return grid_coords(info.domain, info.domain, info.shape), Augmented(source).values(range(24))
+
+
+def fit(coords, values, rows, **options):
+    return fit_batch(CONFIG, coords, values, rows, BatchedFitConfig(device="cpu", **options))
+
+
+@pytest.mark.parametrize("options", [dict(init="random", sample_fraction=0.5), dict(init="shared")])
+def test_batched_fit_equals_fits_alone(digits, options):
+    coords, values = digits
+    rows = [3, 10, 17]
+    together = fit(coords, values[rows], rows, steps=25, target_psnr=0, **options)
+    for i, row in enumerate(rows):
+        alone = fit(coords, values[[row]], [row], steps=25, target_psnr=0, **options)
+        for name, tensor in together.params.items():
+            torch.testing.assert_close(tensor[i], alone.params[name][0], rtol=1e-4, atol=1e-5)
+        assert together.psnr[i] == pytest.approx(alone.psnr[0], abs=1e-3)
+
+
+def test_init_shared_or_random():
+    shared = init_params(CONFIG, [0, 1, 2], "shared", seed=1)[1]["layers.1.weight"]
+    random = init_params(CONFIG, [0, 1, 2], "random", seed=1)[1]["layers.1.weight"]
+    assert torch.equal(shared[0], shared[2]) and not torch.equal(random[0], random[2])
+    again = init_params(CONFIG, [2], "random", seed=1)[1]["layers.1.weight"]
+    assert torch.equal(random[2], again[0])  # a row's draw does not depend on the batch
+
+
+def test_pixel_subsets_are_distinct_and_per_row():
+    rows = torch.tensor([5, 9, 11])
+    subset = pixel_subset(rows, step=3, n=64, k=20, seed=0)
+    assert subset.shape == (3, 20) and all(len(set(s.tolist())) == 20 for s in subset)
+    assert torch.equal(subset[1], pixel_subset(torch.tensor([9]), 3, 64, 20, 0)[0])
+    assert not torch.equal(subset[1], pixel_subset(torch.tensor([9]), 4, 64, 20, 0)[0])
+
+
+def test_early_stop_keeps_the_parameters_at_the_target(digits):
+    coords, values = digits
+    rows = list(range(8))
+    result = fit(coords, values[rows], rows, steps=400, target_psnr=24, check_every=10)
+    assert (result.psnr >= 24).all() and result.steps.min() < 400 and len(set(result.steps.tolist())) > 1
+    row = int(np.argmin(result.steps))  # refit that one alone, for exactly the steps it took, no target
+    alone = fit(coords, values[[row]], [row], steps=int(result.steps[row]), target_psnr=0)
+    torch.testing.assert_close(result.params["layers.0.weight"][row], alone.params["layers.0.weight"][0],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_digits_reach_30_db(digits):
+    coords, values = digits
+    result = fit_batch(make_config("siren", in_dim=2, out_dim=1, hidden_dim=32, num_layers=2), coords, values,
+                       range(24), BatchedFitConfig(device="cpu", steps=150))
+    assert result.psnr.mean() > 30 and np.isfinite(result.psnr).all()
+
+
+def test_bad_options_are_user_errors(digits):
+    coords, values = digits
+    for options in (dict(steps=0), dict(init="zeros"), dict(sample_fraction=2.0), dict(precision="fp8")):
+        with pytest.raises(UserError):
+            fit(coords, values[:1], [0], **options)

@@ -1,0 +1,97 @@
+"""Dataset sources: built-in sets, NumPy files, ImageFolder layout, deterministic augmentation."""
+
+import numpy as np
+import pytest
+import torch
+
+from fieldlab._errors import UserError
+from fieldlab.signals.datasets import Augmented, augment, open_source
+
+
+def test_digits_are_all_labelled_8x8():
+    source = open_source("sample:digits")
+    assert len(source) == 1797 and source.shape == (8, 8) and source.channels == 1
+    assert set(source.labels.tolist()) == set(range(10)) and source.label_names[3] == "3"
+    values = Augmented(source).values([0, 1, 1796])
+    assert values.shape == (3, 64, 1) and values.min() >= -1 and values.max() <= 1
+    assert values.min() == -1  # 0 counts map to the bottom of the field range
+
+
+def test_lfw_faces_and_non_faces():
+    source = open_source("sample:lfw")
+    assert len(source) == 200 and source.shape == (25, 25)
+    assert np.bincount(source.labels).tolist() == [100, 100] and source.label_names == ["face", "non-face"]
+
+
+def test_patches_are_seeded_rgb_crops():
+    a, b = open_source("sample:patches:40"), open_source("sample:patches:40")
+    assert len(a) == 40 and a.shape == (32, 32) and a.channels == 3
+    assert torch.equal(Augmented(a).values(range(40)), Augmented(b).values(range(40)))
+    assert a.labels.max() < len(a.label_names) and len(set(a.labels.tolist())) > 1
+    with pytest.raises(UserError, match="whole number"):
+        open_source("sample:patches:many")
+
+
+def test_npz_with_labels_and_npy_without(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, 6, 7, 3), dtype=np.uint8)
+    np.savez(tmp_path / "set.npz", images=images, labels=np.array([0, 1, 2, 1, 0]))
+    source = open_source(str(tmp_path / "set.npz"))
+    assert len(source) == 5 and source.shape == (6, 7) and source.label_names == ["0", "1", "2"]
+    raw = source.normalization.decode(Augmented(source).values([3])[0].reshape(6, 7, 3))
+    assert np.array_equal(raw, images[3])  # exact round trip through the field range
+    np.save(tmp_path / "plain.npy", images[..., 0])
+    plain = open_source(str(tmp_path / "plain.npy"))
+    assert plain.channels == 1 and (plain.labels == -1).all()
+    np.savez(tmp_path / "bad.npz", pictures=images)
+    with pytest.raises(UserError, match="no array named images"):
+        open_source(str(tmp_path / "bad.npz"))
+
+
+def test_image_folder_layout(tmp_path):
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(1)
+    for cls, count in (("cat", 2), ("dog", 3)):
+        (tmp_path / "set" / cls).mkdir(parents=True)
+        for i in range(count):
+            iio.imwrite(tmp_path / "set" / cls / f"{i}.png", rng.integers(0, 256, (9, 9, 3), dtype=np.uint8))
+    source = open_source(str(tmp_path / "set"))
+    assert source.label_names == ["cat", "dog"] and source.labels.tolist() == [0, 0, 1, 1, 1]
+    assert Augmented(source).values(range(5)).shape == (5, 81, 3)
+    iio.imwrite(tmp_path / "set" / "dog" / "big.png", rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))
+    mixed = open_source(str(tmp_path / "set"))
+    with pytest.raises(UserError, match="must match"):
+        Augmented(mixed).values(range(len(mixed)))
+    resized = open_source(str(tmp_path / "set"), image_size=8)
+    assert Augmented(resized).values(range(len(resized))).shape == (6, 64, 3)
+
+
+def test_unknown_sources_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="sample:digits"):
+        open_source("sample:cifar")
+    with pytest.raises(UserError, match="no such dataset"):
+        open_source(str(tmp_path / "missing"))
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(UserError, match="not a dataset"):
+        open_source(str(tmp_path / "x.txt"))
+
+
+def test_augmentation_is_deterministic_per_row():
+    source = open_source("sample:lfw")
+    rows = Augmented(source, copies=3, seed=5)
+    assert len(rows) == 600 and rows.item(7) == (2, 1)
+    first, again = rows.values([6, 7, 8]), rows.values([8, 7, 6])
+    assert torch.equal(first, again.flip(0))  # a row's copy does not depend on what is read with it
+    original = Augmented(source).values([2])[0]
+    assert torch.equal(first[0], original) and not torch.equal(first[1], original)
+    assert not torch.equal(rows.values([7]), Augmented(source, copies=3, seed=6).values([7]))
+    assert rows.columns([6, 7, 8])["augment"].tolist() == [0, 1, 2]
+
+
+def test_augment_flips_and_crops_within_range():
+    image = torch.linspace(-1, 1, 16).reshape(4, 4, 1).repeat(1, 1, 2)
+    outs = [augment(image, copy, (0, 0)) for copy in range(1, 20)]
+    assert all(o.shape == image.shape and o.abs().max() <= 1 for o in outs)
+    # Some copies are mirrored: their columns decrease left to right.
+    assert any((o[:, 0] > o[:, -1]).all() for o in outs) and any((o[:, 0] < o[:, -1]).all() for o in outs)

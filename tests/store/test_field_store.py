@@ -1,0 +1,112 @@
+"""FieldStore: chunked writes with a completion mask, reads by rows, the lazy Dataset and sampler."""
+
+import numpy as np
+import pytest
+import torch
+
+from fieldlab._errors import UserError
+from fieldlab.fields import FieldStack, make_config
+from fieldlab.signals import Normalization, SignalInfo
+from fieldlab.store.field_store import ChunkSampler, FieldStore, FieldStoreDataset, FieldStoreWriter
+
+CONFIG = make_config("siren", in_dim=2, out_dim=1, hidden_dim=6, num_layers=2)
+SIGNAL = SignalInfo("image", (4, 4), 1, Normalization("uint8", 0.0, 255.0), ((0.0, 4.0), (0.0, 4.0)))
+
+
+@pytest.fixture
+def stack():
+    return FieldStack.from_config(CONFIG, 10)
+
+
+def params_of(stack, rows):
+    return {k: v.detach()[rows] for k, v in stack._state()[0].items()}
+
+
+def new_store(path, stack, **options):
+    per_field = {k: tuple(v.shape[1:]) for k, v in stack._state()[0].items()}
+    return FieldStoreWriter.create(path, config=CONFIG, signal=SIGNAL, num_fields=10, chunk_fields=4,
+                                   per_field=per_field, label_names=["a", "b"], attrs={"seed": 3}, **options)
+
+
+def write(writer, stack, chunk):
+    rows = np.asarray(writer.chunk_rows(chunk))
+    writer.write_chunk(chunk, params=params_of(stack, rows), psnr=30 + rows, labels=rows % 2, source_index=rows,
+                       augment=np.zeros(len(rows)), steps=np.full(len(rows), 7))
+
+
+def test_round_trip_and_completion_mask(tmp_path, stack):
+    writer = new_store(tmp_path / "S", stack)
+    assert writer.num_chunks == 3 and writer.pending_chunks() == [0, 1, 2]
+    write(writer, stack, 2)
+    write(writer, stack, 0)
+    assert writer.pending_chunks() == [1]
+    store = FieldStore(tmp_path / "S")
+    assert store.rows().tolist() == [0, 1, 2, 3, 8, 9]  # chunk 1's zero rows are never listed
+    assert store.config == CONFIG and store.signal == SIGNAL and store.label_names == ["a", "b"]
+    read = store.read([1, 8, 9])
+    for name, tensor in params_of(stack, [1, 8, 9]).items():
+        assert torch.equal(read[name], tensor)
+    x = torch.rand(3, 5, 2) * 2 - 1
+    expected = stack(torch.zeros(10, 5, 2).index_copy(0, torch.tensor([1, 8, 9]), x))[[1, 8, 9]]
+    torch.testing.assert_close(store.stack([1, 8, 9])(x), expected)
+    summary = store.summary()
+    assert summary["complete"] == 6 and summary["missing"] == 4 and summary["num_labels"] == 2
+    assert summary["psnr"]["min"] == 30 and summary["psnr"]["max"] == 39 and summary["seed"] == 3
+
+
+def test_shared_tensors_are_stored_once(tmp_path, stack):
+    shared = {"net.weight": torch.randn(3, 5), "scale": torch.tensor(2.5)}
+    writer = new_store(tmp_path / "S", stack, shared=shared)
+    writer.write_shared({"extra": torch.ones(2)})
+    stored = FieldStore(tmp_path / "S").shared()
+    assert set(stored) == {"net.weight", "scale", "extra"} and torch.equal(stored["net.weight"], shared["net.weight"])
+    assert float(stored["scale"]) == 2.5 and FieldStore(tmp_path / "S").summary()["shared_params"] == 18
+
+
+def test_a_damaged_mask_chunk_is_refitted_not_trusted(tmp_path, stack):
+    writer = new_store(tmp_path / "S", stack)
+    for chunk in range(3):
+        write(writer, stack, chunk)
+    assert writer.pending_chunks() == []
+    mask_chunk = tmp_path / "S" / "done" / "c" / "1"
+    mask_chunk.write_bytes(b"\x00garbage")
+    assert FieldStoreWriter.open(tmp_path / "S").pending_chunks() == [1]
+    assert FieldStore(tmp_path / "S").rows().tolist() == [0, 1, 2, 3, 8, 9]
+
+
+def test_open_checks_identity_and_paths(tmp_path, stack):
+    new_store(tmp_path / "S", stack)
+    FieldStoreWriter.open(tmp_path / "S", expect={"seed": 3})
+    with pytest.raises(UserError, match="different seed"):
+        FieldStoreWriter.open(tmp_path / "S", expect={"seed": 4})
+    with pytest.raises(UserError, match="not empty"):
+        new_store(tmp_path / "S", stack)
+    new_store(tmp_path / "S", stack, force=True)
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(UserError, match="not a field store"):
+        FieldStore(tmp_path / "plain")
+    with pytest.raises(UserError, match="no field store"):
+        FieldStore(tmp_path / "missing")
+
+
+def test_dataset_and_chunk_sampler(tmp_path, stack):
+    writer = new_store(tmp_path / "S", stack)
+    for chunk in (0, 2):
+        write(writer, stack, chunk)
+    dataset = FieldStoreDataset(tmp_path / "S")
+    assert len(dataset) == 6
+    item = dataset[4]
+    assert item["row"] == 8 and item["label"] == 0
+    assert torch.equal(item["params"]["layers.1.weight"], stack._state()[0]["layers.1.weight"][8].detach())
+    sampler = ChunkSampler(dataset, seed=1)
+    order = list(sampler)
+    assert sorted(order) == list(range(6))
+    chunks = [dataset.chunk_of(i) for i in order]
+    assert chunks == sorted(chunks) or chunks == sorted(chunks, reverse=True)  # one run per chunk
+    epochs = set()
+    for epoch in range(6):
+        sampler.set_epoch(epoch)
+        epochs.add(tuple(sampler))
+    assert len(epochs) > 1
+    batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=3, sampler=ChunkSampler(dataset, shuffle=False))))
+    assert batch["params"]["layers.0.weight"].shape == (3, 6, 2) and batch["row"].tolist() == [0, 1, 2]
