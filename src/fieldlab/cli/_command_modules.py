@@ -3,3 +3,4 @@
 # One import per command module, e.g. `from fieldlab.cli import edit_commands  # noqa: F401`.
 from fieldlab.cli import edit_commands  # noqa: F401,E402
 from fieldlab.cli import dataset_commands  # noqa: F401,E402
+from fieldlab.cli import learn_commands  # noqa: F401,E402

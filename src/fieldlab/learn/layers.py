@@ -205,10 +205,16 @@ class DINorm(nn.Module):
         else:
             dims = (0, 1) if self.mode == "batch" else (1,)
             scale = v.shape[0] if self.mode == "batch" else 1
-            mean = (w * v).sum(dims, keepdim=True) / scale
-            var = (w * (v - mean).square()).sum(dims, keepdim=True) / scale
+            world = _world_size() if self.mode == "batch" and self.training else 1
+            if world > 1:  # moments over every rank's fields, so N ranks normalize as one process
+                moments = _AllReduceSum.apply(torch.stack([(w * v).sum(dims), (w * v.square()).sum(dims)]))
+                mean = (moments[0] / (scale * world)).reshape(1, 1, -1)
+                var = (moments[1] / (scale * world)).reshape(1, 1, -1) - mean.square()
+            else:
+                mean = (w * v).sum(dims, keepdim=True) / scale
+                var = (w * (v - mean).square()).sum(dims, keepdim=True) / scale
             if self.track and self.training:
-                count = v.shape[0] * v.shape[1]
+                count = v.shape[0] * v.shape[1] * world
                 with torch.no_grad():
                     m = self.momentum
                     self.running_mean.mul_(1 - m).add_(m * mean.reshape(-1))
@@ -217,6 +223,32 @@ class DINorm(nn.Module):
         if self.weight is not None:
             out = out * self.weight + self.bias
         return x.with_values(out)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the gradient of a sum over ranks is the sum of the ranks' gradients."""
+
+    @staticmethod
+    def forward(ctx, x):
+        import torch.distributed as dist
+
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        import torch.distributed as dist
+
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 # -- pooling, resampling ---------------------------------------------------------------------------

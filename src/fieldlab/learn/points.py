@@ -14,6 +14,7 @@ Shape letters: n points, d coordinate dims.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 from typing import Any, Literal, Sequence
@@ -60,9 +61,15 @@ class PointSet:
         return self.shape is not None
 
     def to(self, device: torch.device | str) -> PointSet:
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return PointSet(self.coords.to(device), self.weights.to(device), self.kind, self.shape,
-                        move(self.raster), move(self.levels))
+        device = torch.device(device)
+        if self.coords.device == device or device.type == self.coords.device.type == "cpu":
+            return self
+        key = ("to", str(device))
+        if key not in self.cache:  # one copy per device, so neighbour lists cached on it are reused
+            move = lambda t: None if t is None else t.to(device)  # noqa: E731
+            self.cache[key] = PointSet(self.coords.to(device), self.weights.to(device), self.kind, self.shape,
+                                       move(self.raster), move(self.levels))
+        return self.cache[key]
 
     def prefix(self, m: int) -> PointSet:
         """The first m points, re-weighted so the weights again sum to the volume."""
@@ -231,10 +238,8 @@ class PointSampler:
         kind = self.kind
         if kind == "mixed":
             kind = self.mix[_step_seed(self.seed, step, "mix") % len(self.mix)]
-        if kind == "grid":
-            return grid(self.grid_shape())
-        if kind == "qmc":
-            return qmc(self.n, self.dim, sequence=self.sequence, scramble=False)
+        if kind in ("grid", "qmc"):  # fixed sets: one object, so neighbour lists cached on it are reused
+            return _fixed(kind, self.n, self.dim, self.sequence)
         draw = _step_seed(self.seed, step, kind)
         if kind == "rqmc":
             return qmc(self.n, self.dim, sequence=self.sequence, scramble=True, seed=draw)
@@ -244,6 +249,14 @@ class PointSampler:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+@functools.lru_cache(maxsize=32)
+def _fixed(kind: str, n: int, dim: int, sequence: str) -> PointSet:
+    if kind == "grid":
+        side = round(n ** (1 / dim))
+        return grid((side,) * dim)
+    return qmc(n, dim, sequence=sequence, scramble=False)
 
 
 def _step_seed(seed: int, step: int, salt: str) -> int:

@@ -1,0 +1,76 @@
+"""`fieldlab train` and `fieldlab eval`: networks on datasets of fields (see fieldlab.learn)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fieldlab.cli._options import parse_extra
+from fieldlab.cli.main import app
+
+TRAIN_HELP = ("Train a network (--net dinet, dinet2, dinet4, cnn2, cnn4, mlp, transformer) on the labelled fields "
+              "of STORE and write RUN. Network options follow as --name VALUE (e.g. --channels 32 --support 0.15).")
+
+
+@app.command("train", help=TRAIN_HELP, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train_command(
+    ctx: typer.Context,
+    store: Path = typer.Argument(..., help="A FieldStore written by fit-dataset."),
+    out: Path = typer.Option(..., "--out", help="Run folder to write."),
+    net: str = typer.Option("dinet", help="Network name."),
+    points: str = typer.Option("qmc", help="Training point set: grid, qmc, rqmc, random, shrunk, mixed."),
+    num_points: int = typer.Option(256, help="Points per field per step."),
+    sequence: str = typer.Option("sobol", help="QMC sequence: sobol or halton."),
+    steps: int = typer.Option(600, help="Optimizer steps."),
+    batch_size: int = typer.Option(64, help="Fields per step (global, over all processes)."),
+    lr: float = typer.Option(2e-3, help="Peak AdamW learning rate (warm-up, then cosine)."),
+    weight_decay: float = typer.Option(1e-3, help="AdamW weight decay."),
+    jitter: float = typer.Option(0.0, help="Coordinate jitter (canonical units)."),
+    noise: float = typer.Option(0.01, help="Intensity noise."),
+    flip: bool = typer.Option(False, help="Random horizontal flips."),
+    seed: int = typer.Option(0, help="Random seed."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    resume: bool = typer.Option(False, help="Continue RUN from its checkpoint."),
+    force: bool = typer.Option(False, help="Replace a non-empty RUN."),
+) -> None:
+    from fieldlab.learn.train import TrainConfig, train
+
+    config = TrainConfig(net=net, net_options=parse_extra(ctx.args), points=points, num_points=num_points,
+                         sequence=sequence, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                         jitter=jitter, noise=noise, flip=flip, seed=seed, device=device)
+    metrics = train(store, out, config, resume=resume, force=force)
+    if "test_accuracy" in metrics:
+        print(f"test accuracy {100 * metrics['test_accuracy']:.1f}% on {metrics['test_fields']} fields; wrote {out}")
+
+
+@app.command("eval")
+def eval_command(
+    run: Path = typer.Argument(..., help="A run folder written by train."),
+    store: Path = typer.Argument(..., help="The FieldStore to test on."),
+    points: str = typer.Option("grid,qmc,rqmc,random,shrunk", help="Test point sets, comma-separated."),
+    resolutions: Optional[str] = typer.Option(None, help="Grid sides, comma-separated (each set gets side^d points); "
+                                                        "default: the training resolution."),
+    out: Optional[Path] = typer.Option(None, help="Where to write eval.csv and eval.png (default RUN)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """Accuracy of RUN for every test point set and resolution: a table, eval.csv and eval.png."""
+    from fieldlab._errors import UserError
+    from fieldlab.learn.evaluate import evaluate, format_table, invariance_gap, write_csv, write_plot
+
+    kinds = [k for k in points.replace(" ", ",").split(",") if k]
+    try:
+        sides = [int(s) for s in (resolutions or "").replace(" ", ",").split(",") if s]
+    except ValueError:
+        raise UserError(f"--resolutions takes grid sides like 8,16,32, got {resolutions!r}") from None
+    rows = evaluate(run, store, points=kinds, resolutions=sides, device=device)
+    print(format_table(rows))
+    gap = invariance_gap(rows, rows[0]["train"].split("@")[0]) if rows else None
+    if gap is not None:
+        print(f"invariance gap: {gap:.1f} points")
+    folder = out or run
+    folder.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, folder / "eval.csv")
+    plotted = write_plot(rows, folder / "eval.png")
+    print(f"wrote {folder / 'eval.csv'}" + (f" and {folder / 'eval.png'}" if plotted else " (install matplotlib for eval.png)"))

@@ -1,0 +1,110 @@
+"""`fieldlab eval RUN STORE`: accuracy for every test discretization and resolution.
+
+Resolutions are grid sides: at side s every point set gets s^d points, so a grid and a QMC set at one
+resolution hold the same number of points. The table's first column names the run's training point set,
+so tables of several runs (trained on grid, QMC, shrunk, …) read as train → test, as in DI-Net's.
+The invariance gap is the largest drop from the training point set's accuracy to any other point set's
+at the same resolution.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Sequence
+
+from fieldlab._errors import UserError
+from fieldlab.learn.field_batch import FieldEvaluator
+from fieldlab.learn.points import KINDS, PointSampler
+from fieldlab.learn.train import accuracy, load_run, load_split, resolve_device, split_rows
+
+
+def evaluate(run: str | Path, store_path: str | Path, *, points: Sequence[str], resolutions: Sequence[int] | None = None,
+             device: str = "auto", seed: int = 1) -> list[dict]:
+    """Rows {train, test, resolution, points, accuracy} (accuracy None where a net cannot see a point set)."""
+    from fieldlab.store.field_store import FieldStore
+
+    for kind in points:
+        if kind not in KINDS or kind == "mixed":
+            raise UserError(f"unknown point set {kind!r}; choose from grid, qmc, rqmc, random, shrunk")
+    store = FieldStore(store_path)
+    net, cfg, info = load_run(run, store)
+    dim = store.signal.in_dim
+    train_cfg = info["train"]
+    if not resolutions:
+        resolutions = [round(train_cfg["num_points"] ** (1 / dim))]
+    if any(r < 2 for r in resolutions):
+        raise UserError(f"--resolutions are grid sides of at least 2, got {list(resolutions)}")
+    dev = resolve_device(device)
+    net = net.to(dev)
+    _, test_rows, _ = split_rows(store)
+    test = load_split(store, test_rows, dev)
+    evaluator = FieldEvaluator.from_store(store)
+    rows = []
+    for side in resolutions:
+        for kind in points:
+            acc = None
+            if cfg.takes == "points" or (cfg.takes == "grid" and kind == "grid") or \
+                    (cfg.takes == "params" and kind == points[0]):
+                sampler = PointSampler(kind=kind, n=side ** dim, dim=dim, sequence=train_cfg["sequence"], seed=seed)
+                acc = accuracy(net, cfg, evaluator, test, sampler)
+            rows.append({"train": f"{train_cfg['points']}@{train_cfg['num_points']}", "test": kind,
+                         "resolution": side, "points": side ** dim, "accuracy": acc})
+    return rows
+
+
+def invariance_gap(rows: list[dict], train_kind: str) -> float | None:
+    """Largest accuracy drop (points) from the training point set to any other, at equal resolution."""
+    gaps = []
+    for side in {r["resolution"] for r in rows}:
+        same = {r["test"]: r["accuracy"] for r in rows if r["resolution"] == side and r["accuracy"] is not None}
+        if train_kind in same:
+            gaps += [100 * (same[train_kind] - acc) for acc in same.values()]
+    return max(gaps) if gaps else None
+
+
+def format_table(rows: list[dict]) -> str:
+    kinds = list(dict.fromkeys(r["test"] for r in rows))
+    sides = list(dict.fromkeys(r["resolution"] for r in rows))
+    lookup = {(r["test"], r["resolution"]): r["accuracy"] for r in rows}
+    train = rows[0]["train"] if rows else ""
+    head = f"{'train → test':<22}" + "".join(f"{f'{s}^d={r}':>12}" for s, r in
+                                                  ((s, next(x['points'] for x in rows if x['resolution'] == s)) for s in sides))
+    lines = [head]
+    for kind in kinds:
+        cells = ["n/a" if lookup[(kind, s)] is None else f"{100 * lookup[(kind, s)]:.1f}%" for s in sides]
+        lines.append(f"{f'{train} → {kind}':<22}" + "".join(f"{c:>12}" for c in cells))
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["train", "test", "resolution", "points", "accuracy"])
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def write_plot(rows: list[dict], path: Path) -> bool:
+    """Accuracy against resolution, one line per test point set; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for kind in dict.fromkeys(r["test"] for r in rows):
+        pts = [(r["resolution"], 100 * r["accuracy"]) for r in rows if r["test"] == kind and r["accuracy"] is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=kind)
+    ax.set_xlabel("resolution (grid side)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"trained on {rows[0]['train']}" if rows else "")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

@@ -1,0 +1,331 @@
+"""Training networks on a FieldStore: `fieldlab train STORE --net NAME --out RUN`.
+
+One step: draw a global batch of rows (seeded by step), draw the step's point set (`PointSampler`),
+evaluate the batch's fields there through the batched path (`FieldEvaluator`), augment (coordinate
+jitter, intensity noise, flips), then AdamW with linear warm-up and cosine decay. Under `torchrun`
+every rank takes its slice of the same global batch and DistributedDataParallel averages gradients;
+DI normalization all-reduces its moments, so N ranks compute what one process computes.
+
+RUN holds config.json (the resolved options), checkpoint.pt (model, optimizer, step; tensors only,
+read back with weights_only=True; replaced atomically), and at the end net.safetensors + run.json
+(net, channels, data split, metrics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from fieldlab._errors import UserError
+from fieldlab.learn.field_batch import FieldEvaluator
+from fieldlab.learn.layers import Discretized
+from fieldlab.learn.nets import NetConfig, flat_size, net_config
+from fieldlab.learn.points import PointSampler
+
+FORMAT = "fieldlab.run"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    net: str = "dinet"
+    net_options: dict = dataclasses.field(default_factory=dict)
+    points: str = "qmc"
+    """Training point set: grid, qmc, rqmc, random, shrunk or mixed."""
+    num_points: int = 256
+    sequence: str = "sobol"
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-3
+    warmup: int = 30
+    jitter: float = 0.0
+    """Standard deviation of the coordinate jitter, in canonical units (the network still sees the
+    nominal points: it learns to tolerate a sampling offset)."""
+    noise: float = 0.01
+    """Standard deviation of additive intensity noise."""
+    flip: bool = False
+    """Random horizontal flips (not for digits)."""
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 200
+    log_every: int = 50
+
+    def validate(self) -> None:
+        for name in ("num_points", "steps", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise UserError(f"--lr must be positive, got {self.lr}")
+        self.sampler(2)
+        net_config(self.net, **self.net_options)
+
+    def sampler(self, dim: int) -> PointSampler:
+        return PointSampler(kind=self.points, n=self.num_points, dim=dim, sequence=self.sequence, seed=self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# -- data --------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Split:
+    """Rows of a store held in memory: per-field tensors and labels."""
+
+    rows: np.ndarray
+    params: dict[str, torch.Tensor]
+    labels: torch.Tensor
+
+
+def split_rows(store) -> tuple[np.ndarray, np.ndarray, str]:
+    """(train rows, test rows, how): the store's own test/val split, else every 5th source item held out
+    (by source item, so augmented copies of a test item never reach training)."""
+    for test in ("test", "val", "validation"):
+        if test in store.split_names and len(store.rows(test)):
+            train = np.concatenate([store.rows(s) for s in store.split_names if s != test])
+            return np.sort(train), store.rows(test), f"split {test!r}"
+    rows = store.rows()
+    source = store.column("source_index")[rows]
+    source = np.where(source >= 0, source, rows)
+    held = source % 5 == 4
+    return rows[~held], rows[held], "every 5th source item held out"
+
+
+def load_split(store, rows: np.ndarray, device) -> Split:
+    labels = torch.from_numpy(store.column("labels")[rows]).long()
+    params = {k: v.to(device) for k, v in store.read(rows).items()}
+    return Split(rows, params, labels.to(device))
+
+
+def num_classes(store) -> int:
+    labels = store.column("labels")[store.rows()]
+    labels = labels[labels >= 0]
+    if not len(labels):
+        raise UserError(f"{store.path} has no labels; train needs a labelled store (e.g. sample:digits)")
+    return max(len(store.label_names), int(labels.max()) + 1)
+
+
+# -- inputs -------------------------------------------------------------------------------------------
+def make_input(cfg: NetConfig, evaluator: FieldEvaluator, params: dict[str, torch.Tensor], points,
+               *, jitter: float = 0.0, noise: float | torch.Tensor = 0.0, flip: torch.Tensor | None = None,
+               generator: torch.Generator | None = None):
+    """What the network eats for this batch: the per-field tensors, or the fields sampled at `points`."""
+    if cfg.takes == "params":
+        return params
+    coords = points.coords
+    if jitter:
+        coords = coords + jitter * torch.randn(coords.shape, generator=generator).to(coords.device)
+    x = evaluator(params, points, coords)
+    values = x.values
+    if flip is not None and flip.any():  # mirror the image: sample at (y, -x) instead of (y, x)
+        mirrored = coords.clone()
+        mirrored[:, -1] = -mirrored[:, -1]
+        values = torch.where(flip.to(values.device)[:, None, None], evaluator(params, points, mirrored).values, values)
+    if isinstance(noise, torch.Tensor):
+        values = values + noise.to(values.device)
+    elif noise:
+        values = values + noise * torch.randn(values.shape, generator=generator).to(values.device)
+    return Discretized(values, points)
+
+
+def build_net(cfg: NetConfig, store, classes: int) -> nn.Module:
+    if cfg.takes == "params":
+        return cfg.build(flat_size(store.per_field), classes)
+    return cfg.build(store.signal.channels, classes, store.signal.in_dim)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
+
+
+# -- distributed ---------------------------------------------------------------------------------------
+def _dist_setup(device: torch.device) -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world
+
+
+# -- the loop ------------------------------------------------------------------------------------------
+def lr_at(step: int, config: TrainConfig) -> float:
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resume: bool = False,
+          force: bool = False, progress=print, stop_at: int | None = None) -> dict[str, Any]:
+    """Train `config.net` on the store; returns the final metrics (also in RUN/run.json).
+
+    `stop_at` ends this process after that step with a checkpoint (as an interruption would), for a
+    later `resume=True` to continue exactly where it stopped."""
+    from fieldlab.store.field_store import FieldStore
+
+    config.validate()
+    out = Path(out)
+    _check_run_dir(out, resume=resume, force=force)
+    store = FieldStore(store_path)
+    device = resolve_device(config.device)
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    rank, world = _dist_setup(device)
+    if config.batch_size % world:
+        raise UserError(f"--batch-size {config.batch_size} must be divisible by the {world} processes")
+    train_rows, test_rows, how = split_rows(store)
+    classes = num_classes(store)
+    cfg = net_config(config.net, **config.net_options)
+    if hasattr(cfg, "for_points"):
+        cfg = cfg.for_points(config.num_points, store.signal.in_dim)
+    if cfg.task != "classify":
+        raise UserError(f"train fits classifiers on labelled stores; {config.net!r} is a {cfg.task} network")
+    data = load_split(store, train_rows, device)
+    evaluator = FieldEvaluator.from_store(store)
+    sampler = config.sampler(store.signal.in_dim)
+
+    torch.manual_seed(config.seed)
+    net = build_net(cfg, store, classes).to(device)
+    model = net
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    start = 0
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "config.json", {"store": str(store_path), **config.to_dict()})
+    if resume and (out / "checkpoint.pt").exists():
+        state = torch.load(out / "checkpoint.pt", map_location=device, weights_only=True)
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+
+    began = time.time()
+    local = config.batch_size // world
+    end = config.steps if stop_at is None else min(stop_at, config.steps)
+    for step in range(start, end):
+        model.train()
+        g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        pick = torch.randint(len(train_rows), (config.batch_size,), generator=g)[rank * local:(rank + 1) * local]
+        flips = (torch.rand(config.batch_size, generator=g) < 0.5)[rank * local:(rank + 1) * local] if config.flip else None
+        points = sampler(step).to(device)
+        params = {k: v[pick.to(device)] for k, v in data.params.items()}
+        noise = None
+        if config.noise and cfg.takes != "params":  # drawn for the global batch, so every rank slices the same draw
+            noise = config.noise * torch.randn(config.batch_size, len(points), store.signal.channels,
+                                               generator=g)[rank * local:(rank + 1) * local]
+        x = make_input(cfg, evaluator, params, points, jitter=config.jitter, noise=noise, flip=flips, generator=g)
+        loss = nn.functional.cross_entropy(model(x), data.labels[pick.to(device)])
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        done = step + 1
+        if rank == 0 and (done % config.log_every == 0 or done == config.steps):
+            progress(f"step {done}/{config.steps}  loss {loss.item():.4f}  {time.time() - began:.0f}s")
+        if rank == 0 and (done % config.checkpoint_every == 0 or done == end):
+            _atomic_save({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "step": done},
+                         out / "checkpoint.pt")
+    metrics: dict[str, Any] = {"steps": end, "seconds": round(time.time() - began, 2)}
+    if rank == 0 and end == config.steps:
+        test = load_split(store, test_rows, device)
+        metrics["test_accuracy"] = accuracy(net, cfg, evaluator, test, config.sampler(store.signal.in_dim))
+        metrics["train_fields"], metrics["test_fields"] = len(train_rows), len(test_rows)
+        _save_run(out, net, cfg, config, store, classes, how, metrics)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return metrics
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, cfg: NetConfig, evaluator: FieldEvaluator, split: Split, sampler: PointSampler,
+             batch_size: int = 256) -> float:
+    """Top-1 accuracy on `split`; randomized point sets are redrawn for every batch."""
+    net.eval()
+    correct = 0
+    for i, start in enumerate(range(0, len(split.rows), batch_size)):
+        sl = slice(start, start + batch_size)
+        device = split.labels.device
+        x = make_input(cfg, evaluator, {k: v[sl] for k, v in split.params.items()}, sampler(10_000 + i).to(device))
+        correct += int((net(x).argmax(-1) == split.labels[sl]).sum())
+    return correct / max(1, len(split.rows))
+
+
+# -- files -----------------------------------------------------------------------------------------------
+def _check_run_dir(out: Path, *, resume: bool, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if not out.resolve().parent.is_dir():
+        raise UserError(f"the parent folder of --out {out} does not exist")
+    if out.is_dir() and any(out.iterdir()) and not (resume or force):
+        raise UserError(f"--out {out} is not empty; pass --resume to continue it or --force to replace it")
+    if force and not resume and out.is_dir():
+        for name in ("checkpoint.pt", "net.safetensors", "run.json"):
+            (out / name).unlink(missing_ok=True)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _atomic_save(state: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _save_run(out: Path, net, cfg: NetConfig, config: TrainConfig, store, classes: int, how: str, metrics) -> None:
+    from safetensors.torch import save_file
+
+    from fieldlab.store.field_dir import versions
+
+    tmp = out / "net.safetensors.tmp"
+    save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, str(tmp))
+    os.replace(tmp, out / "net.safetensors")
+    _write_json(out / "run.json", {
+        "format": FORMAT, "net": cfg.name, "net_options": cfg.to_dict(), "classes": classes,
+        "label_names": store.label_names, "field": store.config.name, "in_channels": store.signal.channels,
+        "dim": store.signal.in_dim, "train": config.to_dict(), "split": how, "metrics": metrics,
+        "versions": versions(),
+    })
+
+
+def load_run(run: str | Path, store) -> tuple[nn.Module, NetConfig, dict]:
+    """The trained network of RUN (rebuilt from run.json, weights from net.safetensors), in eval mode."""
+    from safetensors.torch import load_file
+
+    run = Path(run)
+    try:
+        info = json.loads((run / "run.json").read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{run} is not a finished training run (no readable run.json)") from None
+    if info.get("format") != FORMAT:
+        raise UserError(f"{run}/run.json is not a fieldlab run")
+    cfg = net_config(info["net"], **info["net_options"])
+    if store.config.name != info["field"] or store.signal.channels != info["in_channels"]:
+        raise UserError(f"{run} was trained on {info['field']} fields with {info['in_channels']} channels; "
+                        f"{store.path} holds {store.config.name} fields with {store.signal.channels}")
+    net = build_net(cfg, store, info["classes"])
+    net.load_state_dict(load_file(str(run / "net.safetensors")))
+    return net.eval(), cfg, info

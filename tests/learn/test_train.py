@@ -1,0 +1,99 @@
+import csv
+import json
+import os
+import socket
+
+import pytest
+import torch
+
+from fieldlab._errors import UserError
+from fieldlab.learn.train import TrainConfig, train
+
+SMALL = dict(num_points=64, batch_size=32, lr=3e-3, log_every=1000)
+
+
+def test_train_and_eval_commands(cli, blob_store, tmp_path):
+    run = tmp_path / "run"
+    status, out, err = cli(["train", blob_store, "--net", "dinet2", "--out", run, "--num-points", 64,
+                            "--steps", 80, "--batch-size", 32, "--lr", 3e-3, "--channels", 16])
+    assert status == 0, err
+    info = json.loads((run / "run.json").read_text())
+    assert info["net"] == "dinet2" and info["net_options"]["channels"] == 16
+    assert info["metrics"]["test_accuracy"] >= 0.6  # 3 balanced classes: chance is 1/3
+    assert (run / "net.safetensors").exists() and (run / "config.json").exists()
+
+    status, out, err = cli(["eval", run, blob_store, "--points", "grid,qmc,rqmc,random,shrunk",
+                            "--resolutions", "8,16"])
+    assert status == 0, err
+    for kind in ("grid", "qmc", "rqmc", "random", "shrunk"):
+        assert f"qmc@64 → {kind}" in out
+    assert "invariance gap" in out
+    rows = list(csv.DictReader(open(run / "eval.csv")))
+    assert len(rows) == 10 and {r["points"] for r in rows} == {"64", "256"}
+    assert all(float(r["accuracy"]) > 0.5 for r in rows)  # every discretization sees the fields
+
+
+def test_grid_cnn_and_weight_mlp_baselines(blob_store, tmp_path):
+    from fieldlab.learn.evaluate import evaluate
+
+    for net, points in (("cnn2", "grid"), ("mlp", "qmc")):
+        metrics = train(blob_store, tmp_path / net, TrainConfig(net=net, points=points, steps=40, **SMALL))
+        assert 0 <= metrics["test_accuracy"] <= 1
+    rows = evaluate(tmp_path / "cnn2", blob_store, points=["grid", "qmc"], resolutions=[8])
+    assert rows[0]["accuracy"] is not None and rows[1]["accuracy"] is None  # a grid CNN cannot see QMC points
+
+
+def test_resume_continues_exactly(blob_store, tmp_path):
+    config = TrainConfig(net="dinet2", steps=6, checkpoint_every=3, net_options={"channels": 8}, **SMALL)
+    straight = train(blob_store, tmp_path / "a", config)
+    train(blob_store, tmp_path / "b", config, stop_at=3)
+    assert not (tmp_path / "b" / "run.json").exists()
+    resumed = train(blob_store, tmp_path / "b", config, resume=True)
+    assert resumed["test_accuracy"] == straight["test_accuracy"]
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(tmp_path / "a" / "net.safetensors")), load_file(str(tmp_path / "b" / "net.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_refusals(cli, blob_store, tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("keep")
+    for args, message in [
+        (["--net", "resnet9000"], "unknown network"),
+        (["--points", "grid", "--num-points", 60], "not square"),
+        (["--net", "dinet2", "--kernel-size", 3], "does not take --kernel-size"),
+    ]:
+        status, out, err = cli(["train", blob_store, "--out", tmp_path / "r", *args])
+        assert status == 2 and message in err, err
+    status, out, err = cli(["train", blob_store, "--out", tmp_path / "full"])
+    assert status == 2 and "not empty" in err
+    assert (tmp_path / "full" / "x").read_text() == "keep"
+    status, out, err = cli(["eval", tmp_path / "full", blob_store])
+    assert status == 2 and "not a finished training run" in err
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, store, out, config):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    train(store, out, config, progress=lambda *_: None)
+    torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_processes_train_like_one(blob_store, tmp_path):
+    """DDP with 2 CPU processes (each half of the global batch, DI norms all-reduced) equals one process."""
+    config = TrainConfig(net="dinet2", steps=4, net_options={"channels": 8}, **SMALL)
+    train(blob_store, tmp_path / "one", config, progress=lambda *_: None)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), blob_store, tmp_path / "two", config), nprocs=2)
+    from safetensors.torch import load_file
+
+    one, two = load_file(str(tmp_path / "one" / "net.safetensors")), load_file(str(tmp_path / "two" / "net.safetensors"))
+    for k in one:
+        assert torch.allclose(one[k], two[k], atol=1e-5), k
