@@ -46,7 +46,7 @@ class FitJob:
 # Defaults that depend on the kind of signal as well as the architecture: a 1D clip of 10⁵ samples needs
 # a far higher first-layer frequency than a 512² image (SIREN's audio experiments use ω₀ = 3000).
 KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "audio": {"siren": {"first_omega0": 3000.0}},
+    "audio": {"siren": {"first_omega0": 3000.0}, "local-global": {"first_omega0": 3000.0}},
 }
 
 
