@@ -1,0 +1,132 @@
+"""`fieldlab fit-dataset` and `fieldlab store info` as a user meets them: kill -9 and --resume, torchrun."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fieldlab.store.field_store import FieldStore
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: these fits are tiny, and on a busy 2-core runner threads mostly wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+FIT = ["fit-dataset", "sample:digits", "--device", "cpu", "--chunk-fields", "4"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def store_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a store by its path inside the store."""
+    import zarr
+
+    def walk(group, prefix=""):
+        for name, member in group.members():
+            if isinstance(member, zarr.Group):
+                yield from walk(member, prefix + name + "/")
+            else:
+                yield prefix + name, np.asarray(member[...])
+
+    return dict(walk(zarr.open_group(str(path), mode="r")))
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    left, right = store_arrays(a), store_arrays(b)
+    assert sorted(left) == sorted(right)
+    for name in left:
+        assert np.array_equal(left[name], right[name], equal_nan=True), name
+    assert FieldStore(a).attrs == FieldStore(b).attrs
+
+
+def test_fit_dataset_and_store_info(tmp_path, cli):
+    status, out, err = cli(FIT + ["--limit", "12", "--steps", "60", "--copies", "2", "--test-fraction", "0.25",
+                                  "--out", tmp_path / "S", "--quiet"])
+    assert status == 0, err
+    assert "24 of 24 siren fields" in out
+    status, out, err = cli(["store", "info", tmp_path / "S"])
+    assert status == 0, err
+    assert "24 of 24 complete (0 missing)" in out and "24 labelled" in out and "train 18, test 6" in out
+    assert "12 augmented" in out and "hidden_dim=32" in out and "psnr      mean" in out
+    store = FieldStore(tmp_path / "S")
+    assert store.column("source_index").tolist() == np.repeat(np.arange(12), 2).tolist()
+    assert len(store.rows("test")) == 6 and np.isfinite(store.column("psnr")).all()
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path, cli):
+    status, _, err = cli(FIT + ["--limit", "4", "--out", tmp_path / "S", "--widht", "3"])
+    assert status == 2 and "does not take --widht" in err and len(err.strip().splitlines()) == 1
+    status, _, err = cli(["fit-dataset", "sample:nothing", "--out", tmp_path / "S"])
+    assert status == 2 and "sample:digits" in err
+    status, _, err = cli(["store", "info", tmp_path / "missing"])
+    assert status == 2 and "no field store" in err
+    status, _, err = cli(FIT + ["--limit", "4", "--steps", "5", "--out", tmp_path / "S", "--quiet"])
+    assert status == 0, err
+    status, _, err = cli(FIT + ["--limit", "4", "--steps", "5", "--out", tmp_path / "S"])
+    assert status == 2 and "--resume" in err  # a finished store is never overwritten silently
+    status, _, err = cli(FIT + ["--limit", "4", "--steps", "6", "--out", tmp_path / "S", "--resume"])
+    assert status == 2 and "different" in err
+
+
+def test_kill_9_then_resume_loses_nothing(tmp_path, cli):
+    options = FIT + ["--limit", "16", "--steps", "200", "--target-psnr", "0"]
+    command = [sys.executable, "-m", "fieldlab", *map(str, options), "--out", str(tmp_path / "K")]
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    done = 0
+    while time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+        try:
+            done = int(FieldStore(tmp_path / "K").done.sum())
+        except Exception:  # not created yet
+            continue
+        if done >= 4:
+            break
+    assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()[-500:]}"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = FieldStore(tmp_path / "K")
+    finished = before.rows()
+    assert 4 <= len(finished) < 16 and len(finished) % 4 == 0  # whole chunks only
+    kept = before.read(finished)
+    status, _, err = cli(options + ["--out", tmp_path / "K", "--resume", "--quiet"])
+    assert status == 0, err
+    after = FieldStore(tmp_path / "K")
+    assert len(after.rows()) == 16 and after.column("source_index").tolist() == list(range(16))
+    assert np.isfinite(after.column("psnr")).all() and (after.column("steps") == 200).all()
+    for name, tensor in after.read(finished).items():
+        assert np.array_equal(tensor.numpy(), kept[name].numpy())  # finished chunks were not refitted
+    weights = after.read(slice(0, 16))["layers.1.weight"].reshape(16, -1)
+    assert (weights.abs().sum(dim=1) > 0).all()  # no zero rows
+    status, _, err = cli(options + ["--out", tmp_path / "clean", "--quiet"])
+    assert status == 0, err
+    assert_same_store(tmp_path / "K", tmp_path / "clean")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes_equal_one(tmp_path, cli):
+    options = [*FIT, "--limit", "20", "--steps", "40", "--init", "random", "--sample-fraction", "0.5"]
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    result = subprocess.run([torchrun, "--nnodes", "1", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+                             "-m", "fieldlab", *options, "--out", str(tmp_path / "two"), "--quiet"],
+                            env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    status, _, err = cli(options + ["--out", tmp_path / "one", "--quiet"])
+    assert status == 0, err
+    assert len(FieldStore(tmp_path / "two").rows()) == 20
+    assert_same_store(tmp_path / "two", tmp_path / "one")
