@@ -26,7 +26,7 @@ def test_train_and_eval_commands(cli, blob_store, tmp_path):
                             "--resolutions", "8,16"])
     assert status == 0, err
     for kind in ("grid", "qmc", "rqmc", "random", "shrunk"):
-        assert f"qmc@64 → {kind}" in out
+        assert f"rqmc@64 → {kind}" in out
     assert "invariance gap" in out
     rows = list(csv.DictReader(open(run / "eval.csv")))
     assert len(rows) == 10 and {r["points"] for r in rows} == {"64", "256"}

@@ -20,7 +20,7 @@ def train_command(
     store: Path = typer.Argument(..., help="A FieldStore written by fit-dataset."),
     out: Path = typer.Option(..., "--out", help="Run folder to write."),
     net: str = typer.Option("dinet", help="Network name."),
-    points: str = typer.Option("qmc", help="Training point set: grid, qmc, rqmc, random, shrunk, mixed."),
+    points: str = typer.Option("rqmc", help="Training point set: grid, qmc, rqmc (redrawn each step), random, shrunk, mixed."),
     num_points: int = typer.Option(256, help="Points per field per step."),
     sequence: str = typer.Option("sobol", help="QMC sequence: sobol or halton."),
     steps: int = typer.Option(600, help="Optimizer steps."),

@@ -119,14 +119,18 @@ class DINetConfig(NetConfig):
 
 
 class ClassifierHead(nn.Module):
-    """Global average and max pooling (quadrature-weighted mean), then Linear–ReLU–Linear."""
+    """Global quadrature-weighted mean (∫ f / |Ω|), then Linear–ReLU–Linear.
+
+    DI-Net concatenates a global max too; a max over points grows with the number of points (and
+    with their density), so it is left out: the mean alone is discretization invariant.
+    """
 
     def __init__(self, channels: int, classes: int, hidden: int = 128):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(2 * channels, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, classes))
 
     def forward(self, x: Discretized) -> torch.Tensor:
-        return self.mlp(global_pool(x, "avgmax"))
+        return self.mlp(global_pool(x, "avg"))
 
 
 class DIClassifier(nn.Module):

@@ -38,8 +38,9 @@ FORMAT = "fieldlab.run"
 class TrainConfig:
     net: str = "dinet"
     net_options: dict = dataclasses.field(default_factory=dict)
-    points: str = "qmc"
-    """Training point set: grid, qmc, rqmc, random, shrunk or mixed."""
+    points: str = "rqmc"
+    """Training point set: grid, qmc, rqmc, random, shrunk or mixed. The default redraws a scrambled
+    Sobol set every step, so the network never sees one fixed set of points to overfit."""
     num_points: int = 256
     sequence: str = "sobol"
     steps: int = 600
