@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from fieldlab.signals import grid_coords
 from fieldlab.signals.datasets import Augmented, ImageSource, open_source
 
 log = logging.getLogger("fieldlab")
+MIN_DATASET_PARAMS = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +66,14 @@ def resolve_dataset_config(name: str, options: dict[str, Any], source: ImageSour
         raise UserError(f"--{derived[0].replace('_', '-')} is set from the dataset and cannot be given")
     cls = get_config_class(name)
     defaults = {k: v for k, v in DATASET_FIELD_DEFAULTS.get(name, {}).items() if k not in options}
-    return cls.from_options({"in_dim": 2, "out_dim": source.channels, **defaults, **options}).adapt(source.shape)
+    config = cls.from_options({"in_dim": 2, "out_dim": source.channels, **defaults, **options}).adapt(source.shape)
+    if name not in DATASET_FIELD_DEFAULTS and config.size_knob not in options and not hasattr(config, "latent_shape"):
+        # Unasked, a field of a dataset gets about as many parameters as one item has values (at least
+        # MIN_DATASET_PARAMS): a whole-image default of 200k parameters per 32² item would be absurd.
+        budget = max(MIN_DATASET_PARAMS, math.prod(source.shape) * source.channels)
+        if config.num_params() > budget:
+            config = config.with_params(budget)
+    return config
 
 
 def test_items(count: int, fraction: float, seed: int) -> np.ndarray:
