@@ -107,7 +107,7 @@ def run_dataset_job(job: DatasetJob, out: Path, *, resume: bool = False, force: 
     info = source.info()
     coords = grid_coords(info.domain, info.domain, info.shape)
     identity = job.identity(config, source, num_fields)
-    existing = resume and is_store(out)
+    existing = dist.broadcast(resume and is_store(out))  # rank 0's view: it may create the store any moment
     if resume and not existing and out.is_dir() and any(out.iterdir()):
         raise UserError(f"--resume: {out} is not a field store; give a new --out")
 
