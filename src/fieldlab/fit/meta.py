@@ -295,7 +295,14 @@ def meta_config_from_options(options: dict, *, seed: int = 0, device: str = "aut
         raise UserError(f"--{unknown[0].replace('_', '-')} is not a meta-learning option")
     meta = MetaConfig(**{META_OPTIONS[k]: _coerce(k, v, hints[META_OPTIONS[k]]) for k, v in options.items()},
                       seed=seed, device=device)
-    meta.validate()
+    try:
+        meta.validate()
+    except UserError as error:  # name the flag as the command line spells it (--meta-lr, not --lr)
+        message = str(error)
+        for flag, name in META_OPTIONS.items():
+            if flag != name:
+                message = message.replace(f"--{name.replace('_', '-')} ", f"--{flag.replace('_', '-')} ")
+        raise UserError(message) from None
     return meta
 
 
