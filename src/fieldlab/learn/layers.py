@@ -140,11 +140,15 @@ class DIConv(nn.Module):
         delta = points.coords[si] - queries.coords[qi]
         w = points.weights[si]
         basis = self.kernel(delta) * w[:, None]  # (p, h)
-        acc = pair_sum(basis, x.values, qi, si, len(queries))  # (b, m, h, c_in)
-        b, m, h, c = acc.shape
+        acc = pair_sum(basis, x.values, qi, si, len(queries))  # (m, h, b, c_in)
+        m, h, b, c = acc.shape
         g = self.groups
-        out = torch.einsum("bmhgi,goih->bmgo", acc.view(b, m, h, g, c // g),
-                           self.weight.view(g, -1, c // g, h)).reshape(b, m, -1)
+        if g == 1:  # one matmul: (m·b, h·c_in) @ (h·c_in, c_out)
+            flat = acc.permute(0, 2, 1, 3).reshape(m * b, h * c)
+            out = (flat @ self.weight.permute(2, 1, 0).reshape(h * c, -1)).view(m, b, -1).transpose(0, 1)
+        else:
+            out = torch.einsum("mhbgi,goih->bmgo", acc.view(m, h, b, g, c // g),
+                               self.weight.view(g, -1, c // g, h)).reshape(b, m, -1)
         if self.normalization == "mean":
             mass = torch.zeros(m, device=w.device, dtype=w.dtype).index_add_(0, qi, w)
             out = out / mass.clamp_min(1e-12)[:, None]
@@ -276,7 +280,7 @@ class DIPool(nn.Module):
             out = out.scatter_reduce(1, index, x.values[:, si], reduce="amax", include_self=True)
             return Discretized(out, queries)
         w = x.points.weights[si]
-        out = pair_sum(w[:, None], x.values, qi, si, m)[:, :, 0]
+        out = pair_sum(w[:, None], x.values, qi, si, m)[:, 0].transpose(0, 1)  # (b, m, c)
         if self.normalization == "mean":
             denom = torch.zeros(m, device=w.device, dtype=w.dtype).index_add_(0, qi, w)
         else:

@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from fieldlab._errors import UserError
+from fieldlab.learn import points as P
+from fieldlab.learn.layers import Discretized
+from fieldlab.learn.nets import list_nets, net_config
+
+
+@pytest.mark.parametrize("name", list_nets())
+def test_every_registered_net_runs_forward_backward_and_trains_every_parameter(name):
+    torch.manual_seed(0)
+    cfg = net_config(name)
+    if cfg.takes == "params":
+        net = cfg.build(64, 5)
+        out = net({"w": torch.randn(4, 64)})
+        assert out.shape == (4, 5)
+    else:
+        dim = 3 if cfg.task == "field" else 2
+        pts = P.grid((8,) * dim) if dim == 2 else P.qmc(512, 3, scramble=True)
+        if hasattr(cfg, "for_points"):
+            cfg = cfg.for_points(len(pts), dim)
+        net = cfg.build(2, 5, dim)
+        out = net(Discretized(torch.randn(3, len(pts), 2), pts))
+        if cfg.task == "classify":
+            assert out.shape == (3, 5)
+        else:
+            assert isinstance(out, Discretized) and out.values.shape == (3, len(pts), 5)
+            out = out.values
+    assert torch.isfinite(out).all()
+    out.square().sum().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+
+
+def test_sdf_net_answers_at_arbitrary_query_points():
+    cfg = net_config("sdf").for_points(512, 3)
+    net = cfg.build(4, 1, 3)
+    pts = P.qmc(512, 3, scramble=True)
+    queries = P.uniform(100, 3, seed=3)
+    out = net(Discretized(torch.randn(2, 512, 4), pts), queries)
+    assert out.values.shape == (2, 100, 1) and out.values.abs().max() <= 1
+
+
+def test_auto_support_holds_the_requested_number_of_points():
+    cfg = net_config("dinet2", neighbours=20).for_points(1024, 2)
+    pts = P.qmc(1024, 2)
+    inside = ((pts.coords[None] - pts.coords[:200, None]).abs() <= cfg.support).all(-1).sum(1).float()
+    assert 14 < inside.mean() < 22  # the interior points see about 20 (borders see fewer)
+
+
+def test_net_options_are_checked():
+    with pytest.raises(UserError, match="unknown network"):
+        net_config("vgg")
+    with pytest.raises(UserError, match="does not take"):
+        net_config("cnn2", support=0.2)
+    with pytest.raises(UserError, match="must be one of"):
+        net_config("dinet2", shape="hexagon")
