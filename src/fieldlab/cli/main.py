@@ -171,6 +171,8 @@ def info_command(
     print("config    " + ", ".join(f"{k}={v}" for k, v in stored.config.to_dict().items()))
     print(f"signal    {s.kind} {'x'.join(map(str, s.shape))}x{s.channels} {s.normalization.dtype} from {s.source}")
     print("metrics   " + ", ".join(f"{k}={v}" for k, v in stored.metrics.items()))
+    for line in getattr(stored.module, "describe", lambda: [])():  # a field's own summary (MINER's blocks)
+        print(line)
 
 
 # Command modules: each registers its commands on `app` when imported (one line per module).

@@ -9,13 +9,14 @@ from fieldlab.fields.functa import Functa, FunctaConfig
 from fieldlab.fields.gauss import Gauss, GaussConfig
 from fieldlab.fields.hashgrid import HashGrid, HashGridConfig
 from fieldlab.fields.local_global import LocalGlobal, LocalGlobalConfig
+from fieldlab.fields.miner import Miner, MinerConfig
 from fieldlab.fields.siren import Siren, SirenConfig
 from fieldlab.fields.spatial_functa import SpatialFuncta, SpatialFunctaConfig
 from fieldlab.fields.wire import Wire, WireConfig
 
 __all__ = [
     "FieldConfig", "FieldStack", "Finer", "FinerConfig", "FourierConfig", "FourierMLP", "Gauss", "GaussConfig",
-    "Functa", "FunctaConfig", "HashGrid", "HashGridConfig", "LocalGlobal", "LocalGlobalConfig", "Siren", "SirenConfig", "SpatialFuncta",
+    "Functa", "FunctaConfig", "HashGrid", "HashGridConfig", "LocalGlobal", "LocalGlobalConfig", "Miner", "MinerConfig", "Siren", "SirenConfig", "SpatialFuncta",
     "SpatialFunctaConfig", "Wire", "WireConfig",
     "create_field", "get_config_class", "list_fields", "make_config", "register_field",
 ]

@@ -34,6 +34,11 @@ class FieldConfig:
     """Integer options for which 0 is meaningful (all others must be positive)."""
     adam_eps: ClassVar[float] = 1e-8
     adam_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
+    trainer: ClassVar[str] = ""
+    """A module whose `fit` (and `fit_mesh`) replace `fieldlab.fit`'s for this field; empty: the standard loop."""
+    batched: ClassVar[bool] = True
+    """Whether the field has the FieldStack batched path (False for a field grown by its own trainer;
+    the registry's batched-fit test skips it, saying so)."""
 
     def build(self) -> nn.Module:
         raise NotImplementedError

@@ -89,11 +89,14 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     signal = load_signal(job.input, max_size=job.max_size, max_frames=job.max_frames, modality=job.modality, span=span)
     config = resolve_field_config(job.field, job.field_options, signal, job.params)
     with FieldDirWriter(out, force) as folder:
-        result = fit(signal, config, job.fit, log_path=folder / "log.jsonl",
-                     tensorboard_dir=folder / "tensorboard" if tensorboard else None, progress=progress)
+        result = _trainer(config, "fit", fit)(signal, config, job.fit, log_path=folder / "log.jsonl",
+                                              tensorboard_dir=folder / "tensorboard" if tensorboard else None,
+                                              progress=progress)
+        config = result.config  # a field's own trainer may resolve more of its config (e.g. MINER's blocks)
         write_field(folder, result.field, config, signal.info, result.metrics)
         raw = signal.info.normalization.decode(result.prediction)
         write_signal(folder / reconstruction_name(signal.info), raw, signal.info)
+        _write_extra_files(result, folder)
         resolved = dataclasses.replace(job, params=None, field_options={
             k: v for k, v in config.to_dict().items() if k not in DERIVED})
         (folder / "config.json").write_text(json.dumps(resolved.to_dict(), indent=2) + "\n")
@@ -124,13 +127,35 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool):
     if config.num_params() > MAX_PARAMS:
         raise UserError(f"these options give {config.num_params():,} parameters (at most {MAX_PARAMS:,})")
     with FieldDirWriter(out, force) as folder:
-        result = fit_mesh(mesh, config, job.fit, occupancy, log_path=folder / "log.jsonl", progress=progress)
+        result = _trainer(config, "fit_mesh", fit_mesh)(mesh, config, job.fit, occupancy,
+                                                        log_path=folder / "log.jsonl", progress=progress)
+        config = result.config
         write_field(folder, result.field, config, mesh.info(occupancy.resolution), result.metrics)
         write_mesh(folder / "reconstruction.obj", result.reconstruction.vertices, result.reconstruction.faces)
+        _write_extra_files(result, folder)
         resolved = dataclasses.replace(job, params=None, field_options={
             k: v for k, v in config.to_dict().items() if k not in DERIVED})
         (folder / "config.json").write_text(json.dumps(resolved.to_dict(), indent=2, default=list) + "\n")
     return result
+
+
+def _trainer(config: FieldConfig, name: str, standard):
+    """The field's own trainer function `name` when its config names a trainer module, else `standard`."""
+    module = type(config).trainer
+    if not module:
+        return standard
+    import importlib
+
+    function = getattr(importlib.import_module(module), name, None)
+    if function is None:
+        raise UserError(f"field {config.name!r} cannot be fitted to this kind of input (its trainer has no {name})")
+    return function
+
+
+def _write_extra_files(result, folder: Path) -> None:
+    """Files a trainer asks to be written beside the reconstruction (name → writer(path))."""
+    for name, write in getattr(result, "extra_files", {}).items():
+        write(folder / name)
 
 
 def _typed(cls, name: str, value: Any) -> Any:

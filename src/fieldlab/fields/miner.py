@@ -1,0 +1,322 @@
+"""MINER: multiscale block fields (Saragadam et al., "MINER: Multiscale Implicit Neural Representations",
+ECCV 2022, https://arxiv.org/abs/2202.03532).
+
+The field is a sum over scales s = 0 (coarsest) … J-1 (finest) of block-wise functions: scale s cuts the
+signal's grid (padded to a whole number of coarsest blocks) into blocks of `block_size` samples of that
+scale per axis, i.e. `block_size · 2^(J-1-s)` samples of the signal; each *active* block owns a tiny MLP
+on its own local coordinates in [-1, 1]^d. Blocks without a network contribute 0. All blocks of a scale
+are one batched matmul over compacted parameters (p, in, out): only active blocks are stored.
+
+    value(x) = Σ_s  MLP_{s, block_s(x)}( local_s(x) )
+
+Because every scale is a function of continuous coordinates, the field renders at any resolution and
+region; `fit/miner.py` fits the coarsest scale to the signal and each finer one to what is left.
+
+Shape letters: n points, d coordinate dims, p blocks, m points per block, h hidden width, c channels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn as nn
+
+from fieldlab._errors import UserError
+from fieldlab.fields._config import FieldConfig
+from fieldlab.fields._registry import register_field
+
+MAX_SCALES = 12
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockNet:
+    """One architecture shared by every block of a scale, evaluated on stacked per-block parameters.
+
+    Parameters are plain tensors with a leading blocks dimension, so the trainer can compact them (drop
+    retired blocks) without touching this code: w{l} (p, in, out), b{l} (p, 1, out), and for Gaussian
+    activations a (p, num_layers) widths.
+    """
+
+    in_dim: int
+    out_dim: int
+    hidden_dim: int
+    num_layers: int
+    activation: str
+    omega0: float
+    frequencies: int
+
+    @property
+    def encoded_dim(self) -> int:
+        return self.in_dim * (1 + 2 * self.frequencies)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-block parameter shapes (without the blocks dimension)."""
+        dims = [self.encoded_dim] + [self.hidden_dim] * self.num_layers + [self.out_dim]
+        shapes = {}
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            shapes[f"w{i}"], shapes[f"b{i}"] = (a, b), (1, b)
+        if self.activation == "gauss":
+            shapes["a"] = (self.num_layers,)
+        return shapes
+
+    def params_per_block(self) -> int:
+        return sum(math.prod(s) for s in self.shapes().values())
+
+    @torch.no_grad()
+    def init(self, p: int, *, scale: int, device=None) -> dict[str, torch.Tensor]:
+        """Fresh parameters for p blocks. Sine: SIREN's initialisation; Gaussian: PyTorch's linear default
+        with widths 0.1 (MINER_pl). The head shrinks by 2^-scale (the official code): finer scales fit
+        smaller residuals."""
+        params = {}
+        last = self.num_layers
+        for name, shape in self.shapes().items():
+            if name == "a":
+                params[name] = torch.full((p, *shape), 0.1, device=device)
+                continue
+            fan_in = self.shapes()[f"w{name[1:]}"][0]
+            layer = int(name[1:])
+            if name.startswith("b") or self.activation == "gauss":
+                bound = 1 / math.sqrt(fan_in)
+            elif layer == 0:
+                bound = 1 / fan_in
+            else:
+                bound = math.sqrt(6 / fan_in) / self.omega0
+            if layer == last and name.startswith("w"):
+                bound *= 2.0 ** -scale
+            params[name] = torch.empty((p, *shape), device=device).uniform_(-bound, bound)
+        return params
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Positional encoding [x, sin(2^i π x), cos(2^i π x)]_{i<F} of local coordinates (…, d)."""
+        if not self.frequencies:
+            return x
+        scales = math.pi * 2.0 ** torch.arange(self.frequencies, device=x.device, dtype=x.dtype)
+        phases = (x[..., None] * scales).flatten(-2)
+        return torch.cat([x, torch.sin(phases), torch.cos(phases)], dim=-1)
+
+    def __call__(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Values (p, m, c) of p blocks at local coordinates x (p, m, d) (or (1, m, d), shared)."""
+        x = self.encode(x)
+        if x.shape[0] != params["w0"].shape[0]:
+            x = x.expand(params["w0"].shape[0], -1, -1)
+        for i in range(self.num_layers + 1):
+            x = torch.baddbmm(params[f"b{i}"], x, params[f"w{i}"])
+            if i == self.num_layers:
+                return x
+            if self.activation == "sine":
+                x = torch.sin(self.omega0 * x)
+            else:
+                a = params["a"][:, i, None, None]
+                x = torch.exp(-0.5 * (x / a).square())
+        raise AssertionError
+
+
+class MinerScale(nn.Module):
+    """The active blocks of one scale: their flat block indices (p,) and stacked parameters."""
+
+    def __init__(self, net: BlockNet, num_blocks: int, total_blocks: int, scale: int):
+        super().__init__()
+        self.net, self.total_blocks = net, total_blocks
+        self.register_buffer("index", torch.arange(num_blocks, dtype=torch.int64))
+        self.params = nn.ParameterDict({k: nn.Parameter(v) for k, v in net.init(num_blocks, scale=scale).items()})
+
+    def __len__(self) -> int:
+        return self.index.numel()
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.params.items())
+
+    def assign(self, index: torch.Tensor, params: dict[str, torch.Tensor]) -> None:
+        """Replace the blocks (used by the trainer and by crop): any number of blocks, any order."""
+        self.index = index.to(torch.int64).clone()
+        self.params = nn.ParameterDict({k: nn.Parameter(v.detach().clone()) for k, v in params.items()})
+
+    def slots(self) -> torch.Tensor:
+        """Flat block index → slot in the parameters, -1 where a block has no network."""
+        table = torch.full((self.total_blocks,), -1, dtype=torch.int64, device=self.index.device)
+        table[self.index] = torch.arange(len(self), device=self.index.device)
+        return table
+
+
+class Miner(nn.Module):
+    """A pyramid of block fields over a signal grid `shape`; `forward(coords (…, d)) -> (…, c)`."""
+
+    def __init__(self, *, in_dim: int, out_dim: int, shape: tuple[int, ...], scales: int, block_size: int,
+                 hidden_dim: int, num_layers: int, activation: str, omega0: float, frequencies: int,
+                 blocks: tuple[int, ...]):
+        super().__init__()
+        self.shape, self.num_scales, self.block_size = tuple(shape), scales, block_size
+        self.net = BlockNet(in_dim, out_dim, hidden_dim, num_layers, activation, omega0, frequencies)
+        coarsest = block_size * 2 ** (scales - 1)
+        self.padded = tuple(-(-n // coarsest) * coarsest for n in self.shape)
+        totals = [math.prod(self.blocks_per_axis(s)) for s in range(scales)]
+        counts = blocks or totals
+        self.levels = nn.ModuleList(MinerScale(self.net, counts[s], totals[s], s) for s in range(scales))
+
+    # -- geometry -------------------------------------------------------------------------------
+    def extent(self, scale: int) -> int:
+        """Side of a block of `scale`, in samples of the signal."""
+        return self.block_size * 2 ** (self.num_scales - 1 - scale)
+
+    def blocks_per_axis(self, scale: int) -> tuple[int, ...]:
+        return tuple(n // self.extent(scale) for n in self.padded)
+
+    def locate(self, coords: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat block index (n,) and local coordinates (n, d) in [-1, 1] of canonical coords (n, d)."""
+        size = torch.tensor(self.shape, dtype=coords.dtype, device=coords.device)
+        samples = (coords + 1) / 2 * size  # signal sample units; sample i is centred at i + 0.5
+        extent = self.extent(scale)
+        per_axis = torch.tensor(self.blocks_per_axis(scale), device=coords.device)
+        block = torch.div(samples, extent, rounding_mode="floor").long()
+        block = torch.minimum(block.clamp(min=0), per_axis - 1)  # points off the grid use the edge block
+        local = 2 * (samples - block * extent) / extent - 1
+        strides = torch.cumprod(torch.flip(per_axis, [0]), 0).flip(0).roll(-1)
+        strides[-1] = 1
+        return (block * strides).sum(-1), local
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        return self.evaluate(coords, range(self.num_scales))
+
+    def evaluate(self, coords: torch.Tensor, scales) -> torch.Tensor:
+        """The sum of the given scales at canonical coords (…, d): blocks are grouped by sorting points,
+        so each group of points runs through its own block's weights in one batched matmul."""
+        lead = coords.shape[:-1]
+        x = coords.reshape(-1, coords.shape[-1])
+        out = x.new_zeros(x.shape[0], self.net.out_dim)
+        for s in scales:
+            level = self.levels[s]
+            if not len(level):
+                continue
+            flat, local = self.locate(x, s)
+            slot = level.slots()[flat]
+            inside = torch.nonzero(slot >= 0).squeeze(1)
+            if not inside.numel():
+                continue
+            used, group = torch.unique(slot[inside], return_inverse=True)
+            order = torch.argsort(group)
+            group = group[order]
+            points = inside[order]
+            counts = torch.bincount(group, minlength=len(used))
+            starts = torch.cumsum(counts, 0) - counts
+            rank = torch.arange(len(group), device=x.device) - starts[group]
+            packed = x.new_zeros(len(used), int(counts.max()), x.shape[1])  # (p, m, d), padded per block
+            packed[group, rank] = local[points]
+            params = {k: v[used] for k, v in level.tensors().items()}
+            values = self.net(params, packed)
+            out = out.index_add(0, points, values[group, rank].to(out.dtype))
+        return out.reshape(*lead, -1)
+
+    # -- description ----------------------------------------------------------------------------
+    def block_counts(self) -> list[tuple[int, int]]:
+        """(active, total) blocks per scale, coarsest first."""
+        return [(len(level), level.total_blocks) for level in self.levels]
+
+    def describe(self) -> list[str]:
+        """Lines `fieldlab info` prints for this field."""
+        counts = self.block_counts()
+        active, total = sum(a for a, _ in counts), sum(t for _, t in counts)
+        per_scale = ", ".join(f"{s}: {a}/{t}" for s, (a, t) in enumerate(counts))
+        return [f"blocks    per scale (coarsest first) {per_scale}; {active} of {total} blocks have a network "
+                f"({self.net.params_per_block()} parameters each)"]
+
+
+@register_field("miner")
+@dataclasses.dataclass(frozen=True)
+class MinerConfig(FieldConfig):
+    """Multiscale blocks of tiny MLPs (MINER), pruned and fitted coarse to fine by their own trainer."""
+
+    scales: int = 3
+    """Number of pyramid scales; each finer scale has 2^d times as many blocks."""
+    block_size: int = 0
+    """Samples per block side at every scale; 0 picks 32 for 1D/2D signals and 16 for 3D."""
+    hidden_dim: int = 18
+    """Width of every block's MLP."""
+    num_layers: int = 3
+    """Activated layers of every block's MLP; a linear head follows."""
+    activation: Literal["sine", "gauss"] = "sine"
+    """sine (official MINER) or gauss, exp(-z²/2a²) with a trainable width a per block and layer (MINER_pl)."""
+    omega0: float = 30.0
+    """Frequency factor of the sine activations."""
+    frequencies: int = 0
+    """Positional-encoding octaves of the local coordinates (MINER_pl uses 4); 0: none."""
+    parent_init: bool = False
+    """Start each new block from its parent's hidden layers, re-parameterised to the child's coordinates,
+    with a zero head (the official code's weight sharing, made exact)."""
+    threshold: Literal["absolute", "relative"] = "absolute"
+    """How --prune-mse and --stop-mse are read: as MSEs (MINER_pl) or as fractions of each block's mean
+    square target (the official code)."""
+    prune_mse: float = 4e-4
+    """Training: a block whose target at a new scale has a smaller MSE (on a [0, 1] value range) gets no
+    network (4e-4 ≈ 34 dB: only blocks that are already nearly right are left without one)."""
+    stop_mse: float = 1e-4
+    """Training: a block whose error falls below this MSE (on a [0, 1] range) stops training."""
+    check_every: int = 50
+    """Training: steps between the checks that retire converged blocks."""
+    shape: tuple[int, ...] = ()
+    """The signal's sample grid (set from the signal)."""
+    blocks: tuple[int, ...] = ()
+    """Active blocks per scale, coarsest first (set by fitting); empty: every block."""
+
+    lr = 2e-3
+    may_be_zero = ("block_size", "frequencies")
+    trainer: ClassVar[str] = "fieldlab.fit.miner"
+    batched: ClassVar[bool] = False
+
+    def resolved_block_size(self) -> int:
+        return self.block_size or (16 if self.in_dim >= 3 else 32)
+
+    def resolved_shape(self) -> tuple[int, ...]:
+        """The grid, or (without a signal) one coarsest block per axis."""
+        return self.shape or (self.resolved_block_size() * 2 ** (self.scales - 1),) * self.in_dim
+
+    def validate(self) -> None:
+        super().validate()
+        if self.scales > MAX_SCALES:
+            raise UserError(f"--scales must be at most {MAX_SCALES}, got {self.scales}")
+        if self.shape and (len(self.shape) != self.in_dim or min(self.shape) < 1):
+            raise UserError(f"--shape needs {self.in_dim} positive sizes, got {self.shape}")
+        if min(self.prune_mse, self.stop_mse) < 0:
+            raise UserError("--prune-mse and --stop-mse must be non-negative")
+        if self.omega0 <= 0:
+            raise UserError(f"--omega0 must be positive, got {self.omega0}")
+        if self.blocks and len(self.blocks) != self.scales:
+            raise UserError(f"--blocks needs one count per scale ({self.scales}), got {len(self.blocks)}")
+        if self.blocks and self.shape:  # counts are checked once the grid is known
+            if len(self.blocks) != self.scales:
+                raise UserError(f"--blocks needs one count per scale ({self.scales}), got {len(self.blocks)}")
+            module = self._module(meta=True, blocks=())
+            for s, (count, level) in enumerate(zip(self.blocks, module.levels)):
+                if not 0 <= count <= level.total_blocks:
+                    raise UserError(f"--blocks {count} at scale {s} is not between 0 and {level.total_blocks}")
+
+    def adapt(self, shape: tuple[int, ...]) -> MinerConfig:
+        return self.replace(shape=tuple(shape))
+
+    def with_params(self, target: int) -> MinerConfig:
+        """Solve `hidden_dim`; a pyramid of many blocks moves in coarse steps at small widths, so when the
+        closest count is more than 5% off, fewer activated layers are tried too."""
+        best = super().with_params(target)
+        for layers in range(self.num_layers - 1, 0, -1):
+            if abs(best.num_params() - target) <= 0.05 * target:
+                break
+            other = super(MinerConfig, self.replace(num_layers=layers)).with_params(target)
+            if abs(other.num_params() - target) < abs(best.num_params() - target):
+                best = other
+        return best
+
+    def _module(self, *, meta: bool = False, blocks=None) -> Miner:
+        kwargs = dict(in_dim=self.in_dim, out_dim=self.out_dim, shape=self.resolved_shape(), scales=self.scales,
+                      block_size=self.resolved_block_size(), hidden_dim=self.hidden_dim, num_layers=self.num_layers,
+                      activation=self.activation, omega0=self.omega0, frequencies=self.frequencies,
+                      blocks=self.blocks if blocks is None else blocks)
+        if meta:
+            with torch.device("meta"):
+                return Miner(**kwargs)
+        return Miner(**kwargs)
+
+    def build(self) -> Miner:
+        return self._module()

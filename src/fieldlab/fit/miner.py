@@ -1,0 +1,543 @@
+"""MINER's trainer: a Laplacian pyramid fitted coarse to fine, block by block, with pruning and retirement.
+
+    signal ─► pad to whole coarsest blocks ─► area pyramid (anti-aliased ×2 down-sampling)
+    for scale s = 0 (coarsest) … J-1:
+        residual_s = pyramid_s − Σ_{t<s} scale t evaluated at scale s's sample centres
+        blocks whose residual MSE ≤ prune-mse get no network
+        train the rest (one batched matmul per layer, in chunks of blocks); every check-every steps,
+        blocks whose MSE < stop-mse retire: their parameters and optimizer state leave the training set
+    prediction = the stored field evaluated at every sample (the same code that renders it)
+
+Coarser scales are evaluated at the finer samples directly (they are functions of continuous
+coordinates), not up-sampled, so the field sums exactly to what was trained at any resolution.
+
+Shape letters: p blocks, m samples per block, d coordinate dims, c channels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fieldlab._errors import UserError
+from fieldlab.fields.miner import BlockNet, Miner, MinerConfig
+from fieldlab.fit.config import FitConfig
+from fieldlab.fit.loop import FitResult, resolve_device
+from fieldlab.fit.metrics import metrics_for, psnr_from_mse
+from fieldlab.signals import Signal
+
+POINTS_PER_CHUNK = 2**21
+"""Block samples per forward/backward chunk: bounds the training's activation memory."""
+DEFAULT_POSITIONS = 256
+"""Sample positions per block per step (shared by all blocks, as in MINER_pl) unless --batch-size or
+--sample-fraction says otherwise; a --batch-size of at least the block's samples trains on whole blocks."""
+STEP_SHARES_FINEST = 3
+"""The finest scale gets this many shares of --steps, every other scale one (MINER_pl: 50/50/50/200 epochs)."""
+
+
+@dataclasses.dataclass
+class MinerFitResult(FitResult):
+    extra_files: dict[str, Callable[[Path], None]] = dataclasses.field(default_factory=dict)
+    """Files written beside the reconstruction: name → writer(path)."""
+
+
+# -- block layout ---------------------------------------------------------------------------------
+def to_blocks(grid: torch.Tensor, size: int) -> torch.Tensor:
+    """(c, *n) grid → (p, size^d, c) blocks, blocks in row-major order of their positions."""
+    c, *n = grid.shape
+    d = len(n)
+    split = grid.reshape(c, *[v for k in n for v in (k // size, size)])
+    order = [1 + 2 * i for i in range(d)] + [2 + 2 * i for i in range(d)] + [0]
+    return split.permute(order).reshape(-1, size**d, c)
+
+
+def from_blocks(blocks: torch.Tensor, size: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of `to_blocks`: (p, size^d, c) → (c, *shape)."""
+    d, c = len(shape), blocks.shape[-1]
+    counts = [k // size for k in shape]
+    split = blocks.reshape(*counts, *[size] * d, c)
+    order = [2 * d] + [v for i in range(d) for v in (i, d + i)]
+    return split.permute(order).reshape(c, *shape)
+
+
+def local_grid(size: int, d: int, device=None) -> torch.Tensor:
+    """Local coordinates (size^d, d) of the sample centres of a block, in the order of `to_blocks`."""
+    axis = (torch.arange(size, device=device, dtype=torch.float32) + 0.5) * 2 / size - 1
+    return torch.stack(torch.meshgrid(*[axis] * d, indexing="ij"), -1).reshape(-1, d)
+
+
+@torch.no_grad()
+def run_blocks(net: BlockNet, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """net(params, x) for p blocks at shared local coords x (m, d), in chunks: (p, m, c)."""
+    p, m = params["w0"].shape[0], x.shape[0]
+    out = x.new_empty(p, m, net.out_dim)
+    per_block = max(1, min(m, POINTS_PER_CHUNK))
+    blocks = max(1, POINTS_PER_CHUNK // per_block)
+    for i in range(0, p, blocks):
+        chunk = {k: v[i:i + blocks] for k, v in params.items()}
+        for j in range(0, m, per_block):
+            out[i:i + blocks, j:j + per_block] = net(chunk, x[None, j:j + per_block])
+    return out
+
+
+@torch.no_grad()
+def subtract_scales(model: Miner, grid: torch.Tensor, upto: int, scale: int) -> torch.Tensor:
+    """`grid` (c, *n) at scale `scale`'s resolution minus scales 0 … upto-1 evaluated at its samples."""
+    for t in range(upto):
+        level = model.levels[t]
+        if not len(level):
+            continue
+        size = model.block_size * 2 ** (scale - t)  # a block of scale t, in samples of scale s
+        blocks = to_blocks(grid, size)
+        x = local_grid(size, grid.ndim - 1, grid.device)
+        blocks[level.index] -= run_blocks(model.net, level.tensors(), x)
+        grid = from_blocks(blocks, size, tuple(grid.shape[1:]))
+    return grid
+
+
+def pyramid(values: torch.Tensor, padded: tuple[int, ...], scales: int) -> list[torch.Tensor]:
+    """Targets (c, *n_s) coarsest first: the signal padded by edge replication, then area-halved."""
+    grid = values.movedim(-1, 0)[None]  # (1, c, *shape)
+    pad = [v for k, n in reversed(list(zip(padded, values.shape[:-1]))) for v in (0, k - n)]
+    if any(pad):
+        grid = F.pad(grid, pad, mode="replicate") if grid.ndim in (3, 4, 5) else _pad_edges(grid, padded)
+    pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}.get(values.ndim - 1)
+    if pool is None and scales > 1:
+        raise UserError(f"MINER supports 1D, 2D and 3D signals, not {values.ndim - 1}D")
+    levels = [grid]
+    for _ in range(scales - 1):
+        levels.append(pool(levels[-1], 2))  # a 2-sample box: area down-sampling, anti-aliased for ×2
+    return [g[0] for g in reversed(levels)]
+
+
+def _pad_edges(grid: torch.Tensor, padded: tuple[int, ...]) -> torch.Tensor:
+    for axis, k in enumerate(padded, start=2):
+        extra = k - grid.shape[axis]
+        if extra:
+            edge = grid.narrow(axis, grid.shape[axis] - 1, 1)
+            grid = torch.cat([grid, edge.expand(*grid.shape[:axis], extra, *grid.shape[axis + 1:])], axis)
+    return grid
+
+
+# -- one scale ------------------------------------------------------------------------------------
+def unravel(flat: torch.Tensor, per_axis: tuple[int, ...]) -> torch.Tensor:
+    """Row-major flat block indices (p,) → positions (p, d)."""
+    position = []
+    for n in reversed(per_axis):
+        position.append(flat % n)
+        flat = flat // n
+    return torch.stack(position[::-1], -1)
+
+
+def ravel(position: torch.Tensor, per_axis: tuple[int, ...]) -> torch.Tensor:
+    flat = torch.zeros_like(position[:, 0])
+    for i, n in enumerate(per_axis):
+        flat = flat * n + position[:, i]
+    return flat
+
+
+def parent_params(model: Miner, scale: int, index: torch.Tensor, fresh: dict[str, torch.Tensor]) -> dict:
+    """Children start from their parent's hidden layers: the first layer re-parameterised so that the
+    child's local coordinates address the parent's half of each axis exactly; the head starts at 0."""
+    parent = model.levels[scale - 1]
+    position = unravel(index, model.blocks_per_axis(scale))  # (p, d)
+    slot = parent.slots().to(index.device)[ravel(position // 2, model.blocks_per_axis(scale - 1))]
+    has = slot >= 0
+    params = {k: v.clone() for k, v in fresh.items()}
+    if not bool(has.any()):
+        return params
+    source = {k: v.detach()[slot[has]] for k, v in parent.tensors().items()}
+    offset = (position[has] % 2 * 2 - 1).to(fresh["w0"].dtype)  # (q, d): which half of the parent
+    for k, v in source.items():
+        params[k][has] = v
+    # x_parent = (x_child + offset) / 2, so x_parent W + b = x_child (W / 2) + (offset W / 2 + b)
+    params["w0"][has] = source["w0"] / 2
+    params["b0"][has] = source["b0"] + (offset[:, None, :] @ source["w0"]) / 2
+    last = model.net.num_layers
+    params[f"w{last}"][has] = 0
+    params[f"b{last}"][has] = 0
+    return params
+
+
+class ScaleTrainer:
+    """Trains the active blocks of one scale; retired blocks leave the parameters and the optimizer."""
+
+    def __init__(self, net: BlockNet, index: torch.Tensor, params: dict[str, torch.Tensor], target: torch.Tensor,
+                 stop: torch.Tensor, *, lr: float, fused: bool):
+        self.net, self.lr, self.fused = net, lr, fused
+        self.index, self.target, self.stop = index, target, stop  # (p,), (p, m, c), (p,) MSE thresholds
+        self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+        self.optimizer = torch.optim.Adam(list(self.params.values()), lr=lr, fused=fused)
+        self.retired: list[tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]] = []
+        self.x = local_grid(round(target.shape[1] ** (1 / net.in_dim)), net.in_dim, target.device)
+
+    def __len__(self) -> int:
+        return self.index.numel()
+
+    def step(self, positions: torch.Tensor | None, lr: float) -> torch.Tensor:
+        """One Adam step on every training block at shared sample `positions` (all when None)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x = self.x if positions is None else self.x[positions]
+        y = self.target if positions is None else self.target[:, positions]
+        chunk = max(1, POINTS_PER_CHUNK // x.shape[0])
+        total = torch.zeros((), device=x.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        for i in range(0, len(self), chunk):
+            params = {k: v[i:i + chunk] for k, v in self.params.items()}
+            error = (self.net(params, x[None]) - y[i:i + chunk]).square().mean(dim=(1, 2))
+            error.sum().backward()  # blocks are independent: the sum gives each its own gradient
+            total += error.detach().sum()
+        self.optimizer.step()
+        return total / max(1, len(self))
+
+    @torch.no_grad()
+    def block_errors(self) -> torch.Tensor:
+        """MSE (p,) of every training block on all its samples."""
+        errors = [(run_blocks(self.net, {k: v[i:i + 256] for k, v in self.params.items()}, self.x)
+                   - self.target[i:i + 256]).square().mean(dim=(1, 2)) for i in range(0, len(self), 256)]
+        return torch.cat(errors) if errors else self.target.new_zeros(0)
+
+    @torch.no_grad()
+    def retire(self, errors: torch.Tensor) -> int:
+        """Blocks whose error is under their threshold stop training; returns how many retired."""
+        done = errors < self.stop
+        count = int(done.sum())
+        if count:
+            self.retired.append((self.index[done], {k: v.detach()[done] for k, v in self.params.items()}, errors[done]))
+            self._keep(~done)
+        return count
+
+    def _keep(self, keep: torch.Tensor) -> None:
+        """Physically shrink the parameters and Adam's state to the blocks in `keep`."""
+        old = self.optimizer.state
+        params = {k: v.detach()[keep].clone().requires_grad_(True) for k, v in self.params.items()}
+        optimizer = torch.optim.Adam(list(params.values()), lr=self.lr, fused=self.fused)
+        for k, p in params.items():
+            state = old.get(self.params[k])
+            if state:
+                optimizer.state[p] = {n: (s[keep].clone() if s.ndim and s.shape[0] == keep.shape[0] else s)
+                                      for n, s in state.items()}
+        self.params, self.optimizer = params, optimizer
+        self.index, self.target, self.stop = self.index[keep], self.target[keep], self.stop[keep]
+
+    def finish(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Every block of the scale, sorted by index: (index, parameters, final MSE)."""
+        errors = self.block_errors()
+        parts = self.retired + [(self.index, {k: v.detach() for k, v in self.params.items()}, errors)]
+        index = torch.cat([p[0] for p in parts])
+        order = torch.argsort(index)
+        params = {k: torch.cat([p[1][k] for p in parts])[order] for k in self.params}
+        return index[order], params, torch.cat([p[2] for p in parts])[order]
+
+
+# -- the pyramid ----------------------------------------------------------------------------------
+@dataclasses.dataclass
+class PyramidStats:
+    steps: int = 0
+    seconds: float = 0.0
+    blocks_per_scale: list[int] = dataclasses.field(default_factory=list)
+    pruned_per_scale: list[int] = dataclasses.field(default_factory=list)
+    retired_per_scale: list[int] = dataclasses.field(default_factory=list)
+    peak_memory_bytes: int | None = None
+
+
+def _schedule(fit_config: FitConfig, scales: int) -> list[int]:
+    shares = [1] * (scales - 1) + [STEP_SHARES_FINEST]
+    return [max(1, round(fit_config.steps * k / sum(shares))) for k in shares]
+
+
+def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig, *, log_path: Path | None = None,
+                progress: bool = False) -> tuple[Miner, PyramidStats]:
+    """Fit a MINER field to `values` (*shape, c) in the field range; the module returned holds only the
+    blocks that got a network, and lives on the fitting device."""
+    fit_config.validate()
+    shape = tuple(values.shape[:-1])
+    if config.shape and tuple(config.shape) != shape:
+        raise UserError(f"the field was configured for a {config.shape} grid, but the signal is {shape}")
+    if config.parent_init and config.frequencies:
+        raise UserError("--parent-init needs --frequencies 0 (an encoded first layer cannot be re-parameterised)")
+    device = resolve_device(fit_config.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    torch.manual_seed(fit_config.seed)
+    J = config.scales
+    model = config.adapt(shape).replace(blocks=(0,) * J).build().to(device)
+    net, size, d = model.net, model.block_size, len(shape)
+    samples = size**d
+    batch = fit_config.batch_size or round(fit_config.sample_fraction * samples) or DEFAULT_POSITIONS
+    batch = batch if batch < samples else 0  # 0: every sample of every block
+    lr = fit_config.lr or type(config).lr
+    relative = config.threshold == "relative"
+    generator = torch.Generator(device=device).manual_seed(fit_config.seed)
+    stats = PyramidStats()
+    steps = _schedule(fit_config, J)
+    log = open(log_path, "a") if log_path else None
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(steps), unit="step", dynamic_ncols=True, leave=False)
+    start = time.perf_counter()
+    try:
+        targets = pyramid(values.to(device, torch.float32), model.padded, J)
+        for s in range(J):
+            blocks = to_blocks(subtract_scales(model, targets[s].clone(), s, s), size)  # (N, m, c) residual
+            error = blocks.square().mean(dim=(1, 2))  # field range: 4× the MSE on a [0, 1] range
+            reference = ((to_blocks(targets[s], size) + 1) / 2).square().mean(dim=(1, 2)) if relative else 1.0
+            index = torch.nonzero(error > 4 * config.prune_mse * reference).squeeze(1)
+            stop = 4 * config.stop_mse * (reference[index] if relative else torch.ones_like(index, dtype=torch.float32))
+            fresh = net.init(len(index), scale=s, device=device)
+            if config.parent_init and s:
+                fresh = parent_params(model, s, index, fresh)
+            trainer = ScaleTrainer(net, index, fresh, blocks[index].contiguous(), stop, lr=lr, fused=cuda)
+            untrained = float(error.sum() - error[index].sum())  # pruned blocks' residual stays as error
+            del blocks, error
+            deadline = fit_config.max_seconds * sum(steps[:s + 1]) / sum(steps) if fit_config.max_seconds else math.inf
+            retired = 0
+            for k in range(steps[s]):
+                if not len(trainer) or time.perf_counter() - start >= deadline:
+                    break
+                cosine = 0.5 * (1 + math.cos(math.pi * k / steps[s]))
+                step_lr = lr * (fit_config.lr_final + (1 - fit_config.lr_final) * cosine)
+                positions = torch.randint(samples, (batch,), device=device, generator=generator) if batch else None
+                loss = trainer.step(positions, step_lr)
+                stats.steps += 1
+                if (k + 1) % config.check_every and k + 1 != steps[s]:
+                    continue
+                errors = trainer.block_errors()
+                total = untrained + float(errors.sum()) + sum(float(r[2].sum()) for r in trainer.retired)
+                retired += trainer.retire(errors)
+                estimate = psnr_from_mse(total / (targets[s][0].numel() // samples))  # mean over all blocks
+                if log:
+                    log.write(json.dumps({"scale": s, "step": stats.steps, "loss": float(loss), "psnr": round(estimate, 4),
+                                          "training_blocks": len(trainer), "lr": step_lr,
+                                          "seconds": round(time.perf_counter() - start, 4)}) + "\n")
+                    log.flush()
+                if bar:
+                    bar.update(stats.steps - bar.n)
+                    bar.set_postfix(scale=s, blocks=len(trainer), psnr=f"{estimate:.2f} dB")
+                if s == J - 1 and fit_config.target_psnr and estimate >= fit_config.target_psnr:
+                    break
+            index, params, _ = trainer.finish()
+            model.levels[s].assign(index, params)
+            stats.blocks_per_scale.append(len(index))
+            stats.pruned_per_scale.append(model.levels[s].total_blocks - len(index))
+            stats.retired_per_scale.append(retired)
+            del trainer
+        if cuda:
+            torch.cuda.synchronize(device)
+            stats.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
+        stats.seconds = time.perf_counter() - start
+    finally:
+        for closable in (log, bar):
+            if closable:
+                closable.close()
+    return model.eval(), stats
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, coords: torch.Tensor, chunk: int = 2**18) -> torch.Tensor:
+    """The field at canonical coords (n, d), on the model's device, chunk by chunk, gathered on the CPU
+    (the same chunks as `fieldlab render`, so a render of the stored field is bit-identical)."""
+    device = next(model.parameters(), torch.empty(0)).device
+    return torch.cat([model(coords[i:i + chunk].to(device)).float().cpu() for i in range(0, len(coords), chunk)])
+
+
+def field_metrics(model: Miner, config: MinerConfig, stats: PyramidStats, device: torch.device,
+                  fit_config: FitConfig) -> dict:
+    """What every MINER fit reports beside its quality: sizes, blocks and memory."""
+    params = sum(p.numel() for p in model.parameters())
+    counts = model.block_counts()
+    return {
+        "params": params, "params_all_blocks": config.replace(blocks=()).num_params(),
+        "field_bytes": params * 4 + sum(len(level) * 8 for level in model.levels),
+        "blocks_per_scale": [a for a, _ in counts], "blocks_total_per_scale": [t for _, t in counts],
+        "blocks_pruned_per_scale": stats.pruned_per_scale, "blocks_retired_per_scale": stats.retired_per_scale,
+        "steps": stats.steps, "seconds": round(stats.seconds, 3), "device": str(device),
+        "peak_memory_bytes": stats.peak_memory_bytes, "precision": "fp32",
+    }
+
+
+def fit(signal: Signal, config: MinerConfig, fit_config: FitConfig = FitConfig(), *, log_path: Path | None = None,
+        tensorboard_dir: Path | None = None, progress: bool = False) -> MinerFitResult:
+    """`fieldlab.fit.fit` for MINER: same arguments and result, plus the active-blocks picture."""
+    if tensorboard_dir is not None:
+        raise UserError("--tensorboard is not supported by the miner trainer (its log.jsonl has every check)")
+    model, stats = fit_pyramid(signal.values, config, fit_config, log_path=log_path, progress=progress)
+    config = config.adapt(signal.shape).replace(blocks=tuple(len(level) for level in model.levels))
+    prediction = predict(model, signal.coords()).reshape(*signal.shape, -1)
+    metrics = metrics_for(signal.info.kind, prediction, signal.values)
+    metrics.update(field_metrics(model, config, stats, resolve_device(fit_config.device), fit_config))
+    files = {"blocks.png": lambda path: write_block_picture(path, model, prediction)} if signal.info.in_dim in (2, 3) else {}
+    return MinerFitResult(field=model.cpu(), config=config, metrics=metrics, prediction=prediction, extra_files=files)
+
+
+# -- the active-blocks picture --------------------------------------------------------------------
+PALETTE = np.array([[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240]])
+
+
+def block_picture(model: Miner, background: torch.Tensor | None = None, max_side: int = 512) -> np.ndarray:
+    """(h, J·w, 3) uint8: one panel per scale (coarsest left) with its active blocks tinted on a dimmed
+    background (the reconstruction, or the first axis' maximum of a volume) and every block outlined,
+    as in the MINER paper's block-decomposition figure."""
+    shape = model.padded if model.net.in_dim == 2 else model.padded[1:]
+    factor = max(1, math.ceil(max(shape) / max_side))
+    h, w = shape[0] // factor, shape[1] // factor
+    if background is None:
+        base = np.full((h, w), 0.5)
+    else:
+        image = background.float()
+        image = image.amax(dim=0) if model.net.in_dim == 3 else image  # a volume: the view down the first axis
+        grey = ((image.mean(-1) + 1) / 2).clamp(0, 1).numpy()
+        padded = np.pad(grey, [(0, a - b) for a, b in zip(shape, grey.shape)], mode="edge")
+        base = padded[::factor, ::factor][:h, :w]
+    panels = []
+    for s, level in enumerate(model.levels):
+        per_axis = model.blocks_per_axis(s)
+        active = np.zeros(math.prod(per_axis), dtype=bool)
+        active[level.index.cpu().numpy()] = True
+        active = active.reshape(per_axis)
+        if model.net.in_dim == 3:
+            active = active.any(axis=0)
+        cell = model.extent(s) / factor
+        rows = np.minimum((np.arange(h) / cell).astype(int), active.shape[0] - 1)
+        cols = np.minimum((np.arange(w) / cell).astype(int), active.shape[1] - 1)
+        mask = active[rows][:, cols]
+        colour = PALETTE[s % len(PALETTE)]
+        panel = (0.35 * base[..., None] * 255).repeat(3, -1)
+        panel[mask] = 0.5 * panel[mask] + 0.5 * colour
+        if cell >= 3:  # block outlines
+            panel[(np.arange(h) % cell) < 1] = 255
+            panel[:, (np.arange(w) % cell) < 1] = 255
+        panels.append(panel)
+        panels.append(np.full((h, 4, 3), 255.0))
+    return np.concatenate(panels[:-1], axis=1).clip(0, 255).astype(np.uint8)
+
+
+def write_block_picture(path: Path, model: Miner, background: torch.Tensor | None = None) -> None:
+    import imageio.v3 as iio
+
+    iio.imwrite(path, block_picture(model, background))
+
+
+# -- meshes: occupancy on a grid ------------------------------------------------------------------
+@torch.no_grad()
+def occupancy_grid(mesh, resolution: int, *, device="cpu", chunk: int = 2**20, backend="auto",
+                   coarsest: int = 32) -> torch.Tensor:
+    """Inside (bool (r, r, r)) at the centres of a `resolution`³ grid over the canonical cube.
+
+    Generalized winding numbers (`signals.mesh.winding_number`) at every centre would cost r³ × faces;
+    instead the grid is refined from `coarsest`³: a cell that no triangle's bounding box touches lies on
+    one side of the surface, so its children inherit its winding number; only cells touched by the
+    surface, or whose winding number is ambiguous (open meshes), are evaluated again at the next level.
+    """
+    from fieldlab.signals.mesh import mesh_tensors, winding_number
+
+    vertices, faces = mesh_tensors(mesh, device)
+    triangles = vertices[faces]
+    r = resolution
+    while r > coarsest and r % 2 == 0:
+        r //= 2
+    index = torch.stack(torch.meshgrid(*[torch.arange(r, device=device)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    number = _winding_at(index, r, vertices, faces, chunk, backend, winding_number).reshape(r, r, r)
+    while r < resolution:
+        unsure = _touched(triangles, r) | ((number - 0.5).abs() < 0.25)
+        unsure = F.max_pool3d(unsure[None, None].float(), 3, 1, 1)[0, 0] > 0  # a cell of margin
+        number = number.repeat_interleave(2, 0).repeat_interleave(2, 1).repeat_interleave(2, 2)
+        r *= 2
+        children = unsure.repeat_interleave(2, 0).repeat_interleave(2, 1).repeat_interleave(2, 2)
+        index = torch.nonzero(children)
+        number[children] = _winding_at(index, r, vertices, faces, chunk, backend, winding_number)
+    return number > 0.5
+
+
+def _winding_at(index, r, vertices, faces, chunk, backend, winding_number) -> torch.Tensor:
+    centres = (index.float() + 0.5) * (2 / r) - 1
+    parts = [winding_number(centres[i:i + 2**18], vertices, faces, chunk=chunk, backend=backend)
+             for i in range(0, len(centres), 2**18)]
+    return torch.cat(parts) if parts else centres.new_zeros(0)
+
+
+def _touched(triangles: torch.Tensor, r: int) -> torch.Tensor:
+    """Bool (r, r, r): cells that some triangle's bounding box overlaps (box counts by 3D prefix sums)."""
+    lo = ((triangles.amin(1) + 1) * r / 2).floor().long().clamp(0, r - 1)
+    hi = ((triangles.amax(1) + 1) * r / 2).floor().long().clamp(0, r - 1) + 1
+    diff = torch.zeros(r + 1, r + 1, r + 1, device=triangles.device)
+    for corner in range(8):
+        bits = [(corner >> k) & 1 for k in range(3)]
+        at = [hi[:, k] if b else lo[:, k] for k, b in enumerate(bits)]
+        diff.index_put_(tuple(at), torch.full_like(at[0], (-1) ** sum(bits), dtype=diff.dtype), accumulate=True)
+    return diff.cumsum(0).cumsum(1).cumsum(2)[:r, :r, :r] > 0
+
+
+@dataclasses.dataclass
+class MinerMeshFitResult:
+    field: torch.nn.Module
+    config: MinerConfig
+    metrics: dict
+    reconstruction: object
+    extra_files: dict[str, Callable[[Path], None]] = dataclasses.field(default_factory=dict)
+
+
+def fit_mesh(mesh, config: MinerConfig, fit_config: FitConfig = FitConfig(), occupancy=None, *,
+             log_path: Path | None = None, progress: bool = False) -> MinerMeshFitResult:
+    """`fit.occupancy.fit_mesh` for MINER: the mesh's occupancy on the `resolution`³ grid (±1) is fitted
+    as a volume with the MSE loss (the official code's choice); inside ⇔ value > 0, as for every
+    occupancy field. Scored like `fit_mesh` (held-out points) and on every grid cell (`iou_grid`)."""
+    from fieldlab.edit.mesh_export import extract_mesh, mesh_chamfer
+    from fieldlab.fit.occupancy import OccupancyConfig, occupancy_iou
+    from fieldlab.signals.mesh import Mesh, sample_occupancy
+
+    occupancy = occupancy or OccupancyConfig()
+    occupancy.validate()
+    device = resolve_device(fit_config.device)
+    resolution = occupancy.resolution
+    tick = time.perf_counter()
+    inside = occupancy_grid(mesh, resolution, device=device, chunk=occupancy.chunk, backend=occupancy.backend)
+    label_seconds = time.perf_counter() - tick
+    values = inside.float()[..., None] * 2 - 1
+    del inside
+    model, stats = fit_pyramid(values, config, fit_config, log_path=log_path, progress=progress)
+    config = config.adapt(values.shape[:-1]).replace(blocks=tuple(len(level) for level in model.levels))
+    grid_coords_fn = _cube_centres(resolution)
+    hits = union = 0
+    for start in range(0, resolution**3, 2**22):  # IoU over every cell, chunk by chunk
+        coords = grid_coords_fn(start, min(start + 2**22, resolution**3)).to(device)
+        predicted = model(coords)[:, 0] > 0
+        true = values.reshape(-1)[start:start + len(coords)] > 0
+        hits += int((predicted & true).sum())
+        union += int((predicted | true).sum())
+    near, uniform = occupancy.split(occupancy.eval_points)
+    points, held = sample_occupancy(mesh, n_surface=near, n_uniform=uniform, sigma=occupancy.sigma,
+                                    seed=occupancy.eval_seed, device=device, chunk=occupancy.chunk,
+                                    backend=occupancy.backend)
+    logits = model(points)
+    vertices, faces = extract_mesh(model, resolution, chunk=fit_config.eval_chunk, device=device)
+    reconstruction = Mesh(mesh.from_canonical(vertices), faces, mesh.centre, mesh.scale, source="reconstruction")
+    chamfer = mesh_chamfer(mesh.vertices, mesh.faces, reconstruction.vertices, faces,
+                           points=occupancy.chamfer_points, seed=occupancy.eval_seed)
+    metrics = {"iou": round(occupancy_iou(logits, held), 6), "iou_grid": round(hits / max(union, 1), 6),
+               "chamfer": float(f"{chamfer:.6g}") if math.isfinite(chamfer) else None,
+               "reconstruction_faces": len(faces), "resolution": resolution, "label_seconds": round(label_seconds, 3)}
+    metrics.update(field_metrics(model, config, stats, device, fit_config))
+    files = {"blocks.png": lambda path: write_block_picture(path, model.cpu())}
+    return MinerMeshFitResult(field=model.cpu(), config=config, metrics=metrics, reconstruction=reconstruction,
+                              extra_files=files)
+
+
+def _cube_centres(r: int):
+    def coords(start: int, stop: int) -> torch.Tensor:
+        flat = torch.arange(start, stop)
+        index = torch.stack([flat // (r * r), flat // r % r, flat % r], -1)
+        return (index.float() + 0.5) * (2 / r) - 1
+    return coords

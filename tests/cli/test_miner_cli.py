@@ -1,0 +1,39 @@
+"""MINER from the command line: fit, info's blocks per scale, reload + render identical, 2× render, the
+active-blocks picture, a flat image."""
+
+import imageio.v3 as iio
+import numpy as np
+
+
+def fit(cli, tmp_path, input, out, *extra):
+    status, stdout, stderr = cli(["fit", input, "--field", "miner", "--scales", "2", "--block-size", "8",
+                                  "--hidden-dim", "10", "--steps", "120", "--lr", "5e-3", "--device", "cpu",
+                                  "--quiet", "--out", tmp_path / out, *extra])
+    assert status == 0, stderr
+    return tmp_path / out, stdout
+
+
+def test_fit_info_render_and_picture(tmp_path, cli):
+    folder, stdout = fit(cli, tmp_path, "sample:camera", "cam", "--max-size", "32")
+    assert "PSNR" in stdout
+    assert (folder / "blocks.png").is_file() and iio.imread(folder / "blocks.png").ndim == 3
+    status, info, _ = cli(["info", folder])
+    assert status == 0 and "blocks    per scale (coarsest first) 0: " in info and "/16" in info
+    status, _, stderr = cli(["render", folder, "--out", tmp_path / "same.png", "--device", "cpu"])
+    assert status == 0, stderr
+    assert np.array_equal(iio.imread(tmp_path / "same.png"), iio.imread(folder / "reconstruction.png"))
+    status, _, stderr = cli(["render", folder, "--out", tmp_path / "big.png", "--size", "64", "64", "--device", "cpu"])
+    assert status == 0, stderr
+    assert iio.imread(tmp_path / "big.png").shape[:2] == (64, 64)
+
+
+def test_flat_image_reports_zero_blocks(tmp_path, cli):
+    iio.imwrite(tmp_path / "flat.png", np.full((24, 24), 128, np.uint8))
+    folder, _ = fit(cli, tmp_path, tmp_path / "flat.png", "flat")
+    status, info, _ = cli(["info", folder])
+    assert status == 0 and "0: 0/" in info and "0 of 20 blocks have a network" in info
+
+
+def test_bad_miner_option_is_one_line(tmp_path, cli):
+    status, _, stderr = cli(["fit", "sample:camera", "--field", "miner", "--activation", "relu", "--out", tmp_path / "x"])
+    assert status == 2 and "--activation must be one of" in stderr and not (tmp_path / "x").exists()
