@@ -38,7 +38,9 @@ from fieldlab.fields._registry import register_field
 
 DEFAULT_COUNTS = {1: 32, 2: 16, 3: 8}
 """Partitions per axis when neither --partitions nor --partition-size is given (the paper's audio,
-image and, near enough, video settings)."""
+image and, near enough, video settings)..."""
+DEFAULT_MIN_SIZE = {1: 1024, 2: 32, 3: 8}
+"""...but no fewer samples per partition than this, so small signals get few partitions."""
 HARMONIZER_LATENT, HARMONIZER_HIDDEN, GROUPS = 16, 32, ("local", "global", "fusion")
 
 
@@ -228,7 +230,8 @@ class LocalGlobalConfig(FieldConfig):
     mode: Literal["local-global", "local"] = "local-global"
     """local-global: per-partition MLPs fused with a shared global MLP (the paper's); local: no global branch."""
     partitions: tuple[int, ...] = ()
-    """Partitions per axis (one number for every axis, or one per axis); default 32 (1D), 16 (2D), 8 (3D)."""
+    """Partitions per axis (one number for every axis, or one per axis); default 32 (1D), 16 (2D), 8 (3D),
+    fewer where partitions would hold under 1024 (1D), 32 (2D) or 8 (3D) samples per axis."""
     partition_size: tuple[int, ...] = ()
     """Samples per partition along each axis (instead of --partitions); the last may be shorter."""
     hidden_dim: int = 14
@@ -290,8 +293,8 @@ class LocalGlobalConfig(FieldConfig):
             return counts
         if self.partition_size and shape is not None:
             return tuple(math.ceil(n / s) for n, s in zip(shape, _broadcast(self.partition_size, self.in_dim)))
-        default = DEFAULT_COUNTS.get(self.in_dim, 4)
-        return tuple(min(default, n) for n in shape) if shape else (default,) * self.in_dim
+        default, least = DEFAULT_COUNTS.get(self.in_dim, 4), DEFAULT_MIN_SIZE.get(self.in_dim, 8)
+        return tuple(max(1, min(default, n // least)) for n in shape) if shape else (default,) * self.in_dim
 
     def adapt(self, shape: tuple[int, ...]) -> LocalGlobalConfig:
         """Cut the sample grid `shape` into partitions on whole-sample edges."""
