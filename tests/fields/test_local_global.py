@@ -42,6 +42,8 @@ def naive(module, x):
 def test_paper_image_config_has_the_papers_parameter_count():
     config = make_config("local-global", in_dim=2, out_dim=3, hidden_dim=14, global_dim=84).adapt((512, 512))
     assert config.num_parts == 256 and config.num_params() == 206_610  # the reference note's table
+    assert LocalGlobalConfig(out_dim=3).num_params() == 206_610  # the defaults, before any grid is known
+    assert lg((48, 48)).num_parts == 1  # default partitions keep at least 32 samples per axis
     local = config.replace(mode="local", hidden_dim=15)
     assert local.num_params() == 208_128 == sum(p.numel() for p in local.build().parameters())
 

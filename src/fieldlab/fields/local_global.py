@@ -307,7 +307,11 @@ class LocalGlobalConfig(FieldConfig):
         return self.replace(span=shape, edges=edges, cells=())
 
     def _resolved(self) -> LocalGlobalConfig:
-        return self if self.edges else self.adapt(self._counts(None))
+        """Before `adapt`, a uniform grid of the asked-for (or default) partition counts over [-1, 1]."""
+        if self.edges:
+            return self
+        counts = self._counts(None)
+        return self.replace(span=counts, edges=tuple(balanced_edges(0, k, k) for k in counts), cells=())
 
     @property
     def num_parts(self) -> int:
