@@ -57,11 +57,12 @@ def test_partition_edges_fall_on_samples_and_need_not_divide():
         lg((10, 7), partitions=(3, 8))
 
 
-@pytest.mark.parametrize("mode", ["local-global", "local"])
-def test_tiled_path_equals_a_per_point_reference(mode):
+@pytest.mark.parametrize("mode, shape, parts", [("local-global", (9, 11), (2, 3)), ("local", (9, 11), (2, 3)),
+                                                ("local-global", (101,), (7,)), ("local-global", (5, 9, 7), (2, 3, 2))])
+def test_tiled_path_equals_a_per_point_reference(mode, shape, parts):
     torch.manual_seed(0)
-    module = lg((9, 11), partitions=(2, 3), mode=mode).build().double()
-    x = (torch.rand(53, 2, dtype=torch.float64) * 2.4 - 1.2)  # off-grid, some outside [-1, 1]
+    module = lg(shape, partitions=parts, mode=mode).build().double()
+    x = (torch.rand(53, len(shape), dtype=torch.float64) * 2.4 - 1.2)  # off-grid, some outside [-1, 1]
     assert torch.allclose(module(x), naive(module, x), atol=1e-10)
 
 
