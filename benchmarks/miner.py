@@ -1,0 +1,120 @@
+"""MINER against SIREN and hashgrid at the same time budget: DIV2K 0882 at full size and upscaled to
+4096² and 8192², and the bunny's occupancy at 512³ (issue 5). Prints one JSON line per run.
+
+    python benchmarks/miner.py --data DIR [--sizes full,4096,8192] [--seconds 20] [--mesh] [--out FILE]
+
+Upscaling: Lanczos (Pillow) of the 2040×1356 image to a square (the aspect ratio is stretched), so the
+large images are smooth at the pixel scale, like the MINER_pl Pluto table they are compared with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fieldlab.fields import make_config
+from fieldlab.fit import FitConfig, fit
+from fieldlab.fit import miner as M
+from fieldlab.signals import Signal
+
+
+def image(path: Path, size: str) -> Signal:
+    from PIL import Image
+
+    picture = Image.open(path).convert("RGB")
+    if size != "full":
+        picture = picture.resize((int(size), int(size)), Image.LANCZOS)
+    return Signal.from_array(np.asarray(picture), kind="image", source=f"{path.name}@{size}")
+
+
+def peak() -> int:
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated()
+
+
+def run_miner(signal: Signal, seconds: float, options: dict) -> dict:
+    torch.cuda.reset_peak_memory_stats()
+    config = make_config("miner", in_dim=2, out_dim=3, **options)
+    result = M.fit(signal, config, FitConfig(steps=2000, max_seconds=seconds, device="cuda"))
+    m = result.metrics
+    return {"field": "miner", "psnr": m["psnr"], "seconds": m["seconds"], "params": m["params"],
+            "peak_gib": m["peak_memory_bytes"] / 2**30, "blocks": m["blocks_per_scale"],
+            "blocks_total": m["blocks_total_per_scale"]}
+
+
+def run_baseline(name: str, signal: Signal, seconds: float) -> dict:
+    torch.cuda.reset_peak_memory_stats()
+    config = make_config(name, in_dim=2, out_dim=3).adapt(signal.shape)
+    tick = time.perf_counter()
+    result = fit(signal, config, FitConfig(steps=10**6, max_seconds=seconds, batch_size=2**18, device="cuda",
+                                           precision="tf32"))
+    m = result.metrics
+    return {"field": name, "psnr": m["psnr"], "seconds": m["seconds"], "steps": m["steps"], "params": m["params"],
+            "peak_gib": peak() / 2**30, "wall": round(time.perf_counter() - tick, 1)}
+
+
+def run_mesh(path: Path, seconds: float) -> list[dict]:
+    from fieldlab.fit.occupancy import OccupancyConfig, fit_mesh
+    from fieldlab.signals.mesh import read_mesh
+
+    mesh = read_mesh(path)
+    rows = []
+    torch.cuda.reset_peak_memory_stats()
+    config = make_config("miner", in_dim=3, out_dim=1, scales=3, hidden_dim=8, num_layers=2,
+                         prune_mse=1e-3, stop_mse=2e-4).adapt((512,) * 3)
+    occupancy = OccupancyConfig(resolution=512, eval_points=2**18, chamfer_points=50_000)
+    result = M.fit_mesh(mesh, config, FitConfig(steps=600, max_seconds=seconds, device="cuda"), occupancy)
+    m = result.metrics
+    rows.append({"field": "miner", "mesh": "bunny@512", "iou": m["iou"], "iou_grid": m["iou_grid"],
+                 "seconds": m["seconds"], "label_seconds": m["label_seconds"], "params": m["params"],
+                 "peak_gib": m["peak_memory_bytes"] / 2**30, "blocks": m["blocks_per_scale"]})
+    budget = m["seconds"]
+    for name in ("siren", "hashgrid"):
+        torch.cuda.reset_peak_memory_stats()
+        result = fit_mesh(mesh, make_config(name, in_dim=3, out_dim=1).adapt((512,) * 3),
+                          FitConfig(steps=10**6, max_seconds=budget, batch_size=2**17, device="cuda", precision="tf32"),
+                          OccupancyConfig(resolution=256, eval_points=2**18, chamfer_points=50_000))
+        r = result.metrics
+        rows.append({"field": name, "mesh": "bunny", "iou": r["iou"], "seconds": r["seconds"], "params": r["params"],
+                     "peak_gib": peak() / 2**30})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--sizes", default="full,4096,8192")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--mesh", action="store_true")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    rows = []
+
+    def emit(row):
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(rows, indent=1))
+
+    torch.zeros(1, device="cuda")
+    for size in args.sizes.split(","):
+        signal = image(args.data / "div2k_0882.png", size)
+        scales = {"full": 3, "4096": 4, "8192": 5}.get(size, 4)
+        row = run_miner(signal, args.seconds, {"scales": scales, "prune_mse": 5e-5, "stop_mse": 3e-5})
+        emit({"image": size, **row})
+        for name in ("siren", "hashgrid"):
+            emit({"image": size, **run_baseline(name, signal, row["seconds"])})
+        del signal
+        torch.cuda.empty_cache()
+    if args.mesh:
+        for row in run_mesh(args.data / "bunny.obj", 2 * args.seconds):
+            emit(row)
+
+
+if __name__ == "__main__":
+    main()
