@@ -68,8 +68,8 @@ def format_table(rows: list[dict]) -> str:
     sides = list(dict.fromkeys(r["resolution"] for r in rows))
     lookup = {(r["test"], r["resolution"]): r["accuracy"] for r in rows}
     train = rows[0]["train"] if rows else ""
-    head = f"{'train → test':<22}" + "".join(f"{f'{s}^d={r}':>12}" for s, r in
-                                                  ((s, next(x['points'] for x in rows if x['resolution'] == s)) for s in sides))
+    counts = {r["resolution"]: r["points"] for r in rows}
+    head = f"{'train → test':<22}" + "".join(f"{f'{counts[s]} pts':>12}" for s in sides)
     lines = [head]
     for kind in kinds:
         cells = ["n/a" if lookup[(kind, s)] is None else f"{100 * lookup[(kind, s)]:.1f}%" for s in sides]

@@ -78,7 +78,7 @@ class DINetConfig(NetConfig):
     support: float = 0.0
     """Half-width of the first convolution's support, in canonical units; 0 sizes it so that about
     `neighbours` training points fall inside (`for_points`)."""
-    neighbours: float = 12.0
+    neighbours: float = 32.0
     """Expected training points in the first support when `support` is 0."""
     shape: Literal["box", "ball"] = "box"
     """Support shape."""
