@@ -4,10 +4,13 @@ translation, batched evaluation of stored fields, networks, training and evaluat
 from fieldlab.learn.layers import (AdaptivePool, DIConv, DINorm, DIPool, Discretized, MLPKernel, Pointwise, Residual,
                                    TapKernel, Upsample, global_pool)
 from fieldlab.learn._neighbors import Support
+from fieldlab.learn.field_batch import FieldEvaluator
+from fieldlab.learn.nets import list_nets, net_config, register_net
 from fieldlab.learn.points import PointSampler, PointSet, grid, qmc, shrunk, uniform
 from fieldlab.learn.translate import translate
 
 __all__ = [
-    "AdaptivePool", "DIConv", "DINorm", "DIPool", "Discretized", "MLPKernel", "PointSampler", "PointSet", "Pointwise",
-    "Residual", "Support", "TapKernel", "Upsample", "global_pool", "grid", "qmc", "shrunk", "translate", "uniform",
+    "AdaptivePool", "DIConv", "DINorm", "DIPool", "Discretized", "FieldEvaluator", "MLPKernel", "PointSampler",
+    "PointSet", "Pointwise", "Residual", "Support", "TapKernel", "Upsample", "global_pool", "grid", "list_nets",
+    "net_config", "qmc", "register_net", "shrunk", "translate", "uniform",
 ]
