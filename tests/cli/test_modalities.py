@@ -82,3 +82,37 @@ def test_bad_video_input(tmp_path, cli):
     status, _, stderr = cli(["fit", broken, "--out", tmp_path / "o", "--quiet"])
     assert status == 2 and "broken.mp4" in stderr and len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+BUNNY = SHARED / "meshes" / "bunny.obj"
+
+
+def test_bunny_fits_at_low_resolution_and_writes_a_mesh_trimesh_loads(tmp_path, cli):
+    import trimesh
+
+    out = tmp_path / "bunny"
+    status, stdout, stderr = cli(["fit", BUNNY, "--steps", "600", "--params", "20000", "--points", "30000",
+                                  "--eval-points", "20000", "--resolution", "48", "--chamfer-points", "5000",
+                                  "--out", out, "--device", "cpu", "--quiet"])
+    assert status == 0, stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["iou"] >= 0.9, metrics  # held-out points, 80% of them near the surface
+    assert "IOU" in stdout and metrics["chamfer"] < 0.01
+    mesh = trimesh.load(out / "reconstruction.obj")
+    assert len(mesh.faces) == metrics["reconstruction_faces"] > 1000
+    status, _, stderr = cli(["render", out, "--size", "24", "--out", tmp_path / "small.ply"])
+    assert status == 0, stderr
+    assert len(trimesh.load(tmp_path / "small.ply").faces) > 100
+
+
+def test_mesh_bad_input(tmp_path, cli):
+    no_faces = tmp_path / "points.ply"
+    no_faces.write_text("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+                        "property float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n")
+    (tmp_path / "junk.obj").write_bytes(b"\x00\x01garbage")
+    cases = [(["fit", no_faces], "mesh"), (["fit", tmp_path / "junk.obj"], "mesh"),
+             (["fit", BUNNY, "--max-size", "64"], "--max-size"), (["fit", BUNNY, "--points", "-3"], "--points")]
+    for args, message in cases:
+        status, _, stderr = cli(args + ["--out", tmp_path / "o", "--quiet"])
+        assert status == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, (args, stderr)
+        assert not (tmp_path / "o").exists()

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import trimesh
 import torch.nn.functional as F
 
 from fieldlab import UserError
@@ -16,7 +17,6 @@ from fieldlab.fit.occupancy import DEFAULT_BATCH_SIZE, OccupancyConfig, Occupanc
 from fieldlab.signals.mesh import Mesh, read_mesh
 from fieldlab.store import load_field, write_field
 
-trimesh = pytest.importorskip("trimesh")
 
 # A unit sphere (1,280 faces) fitted on 20,000 points, 300 steps of 1,024 on the CPU, seed 0. The bounds sit
 # well clear of what each field reached when they were set (hashgrid IoU 0.937, Chamfer 0.019; siren

@@ -6,20 +6,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import trimesh
 
 from fieldlab import UserError
 from fieldlab.signals import mesh as mesh_module
 from fieldlab.signals import grid_coords
 from fieldlab.signals.mesh import MARGIN, Mesh, inside, mesh_tensors, read_mesh, sample_occupancy, winding_number
 
-trimesh = pytest.importorskip("trimesh")
 BUNNY = Path(__file__).resolve().parents[3] / "shared" / "data" / "meshes" / "bunny.obj"
 
 
 @pytest.fixture(scope="module")
 def bunny():
-    if not BUNNY.is_file():
-        pytest.skip(f"{BUNNY} is not here")
     return read_mesh(BUNNY)
 
 
@@ -113,7 +111,6 @@ def test_chunks_bound_memory_and_do_not_change_the_result(bunny, monkeypatch):
 
 
 def test_torch_agrees_with_libigl(bunny):
-    pytest.importorskip("igl")
     vertices, faces = mesh_tensors(bunny, dtype=torch.float64)
     points = torch.rand(200, 3, dtype=torch.float64) * 2 - 1
     ours = winding_number(points, vertices, faces, backend="torch")

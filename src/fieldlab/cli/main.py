@@ -81,7 +81,8 @@ def fit_command(
         raise UserError("fit needs an INPUT (a file or sample:NAME)")
     fit_names = {f.name for f in dataclasses.fields(FitConfig)}
     fit_options = {k: options.pop(k) for k in list(options) if k in fit_names}
-    mesh_names = {"points", "surface_fraction", "sigma", "eval_points", "resolution", "chamfer_points"}
+    mesh_names = {"points", "surface_fraction", "sigma", "eval_points", "eval_seed", "resolution", "chamfer_points",
+                  "chunk", "backend"}
     mesh_options = {k: options.pop(k) for k in list(options) if k in mesh_names}
     try:
         fit_config = FitConfig(**fit_options)
@@ -96,7 +97,7 @@ def fit_command(
     result = run_fit_job(job, out, force=force, progress=not quiet, tensorboard=tensorboard)
     m = result.metrics
     quality = ", ".join(f"{k.upper().replace('_', ' ')} {m[k]:.4g}{' dB' if 'nr' in k else ''}"
-                        for k in QUALITY if k in m)
+                        for k in QUALITY if m.get(k) is not None)
     print(f"{job.field} ({m['params']:,} params): {quality} after {m['steps']} steps "
           f"in {m['seconds']:.1f} s on {m['device']} -> {out}")
 

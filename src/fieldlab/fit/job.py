@@ -47,6 +47,8 @@ class FitJob:
 # a far higher first-layer frequency than a 512² image (SIREN's audio experiments use ω₀ = 3000).
 KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "audio": {"siren": {"first_omega0": 3000.0}, "local-global": {"first_omega0": 3000.0}},
+    # Occupancy is a smooth indicator known at scattered points: ω₀ = 30 leaves floaters between them.
+    "mesh": {"siren": {"first_omega0": 10.0, "omega0": 10.0}},
 }
 
 
@@ -121,7 +123,9 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool):
     occupancy.validate()
     mesh = read_mesh(check_file(job.input))
     resolution = (occupancy.resolution,) * 3
-    config = get_config_class(job.field).from_options({"in_dim": 3, "out_dim": 1, **job.field_options}).adapt(resolution)
+    defaults = KIND_DEFAULTS["mesh"].get(job.field, {})
+    config = get_config_class(job.field).from_options(
+        {"in_dim": 3, "out_dim": 1, **defaults, **job.field_options}).adapt(resolution)
     if job.params is not None:
         config = config.with_params(job.params)
     if config.num_params() > MAX_PARAMS:

@@ -12,7 +12,6 @@ the mesh's own units.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -26,7 +25,7 @@ from fieldlab._errors import UserError
 from fieldlab.edit.mesh_export import extract_mesh, mesh_chamfer
 from fieldlab.fields import FieldConfig
 from fieldlab.fit.config import FitConfig
-from fieldlab.fit.loop import Fitter, resolve_device
+from fieldlab.fit.loop import Fitter, RunLog, resolve_device
 from fieldlab.signals.mesh import Backend, Mesh, sample_occupancy
 
 log = logging.getLogger("fieldlab")
@@ -159,29 +158,14 @@ def _sample(mesh: Mesh, occupancy: OccupancyConfig, total: int, seed: int,
 
 
 def _train(fitter: OccupancyFitter, log_path: Path | None, progress: bool) -> None:
-    """Step until the fitter stops, writing a JSON line (step, loss, lr, seconds) every `log_every` steps."""
+    """Step until the fitter stops, logging the loss (binary cross-entropy) every `log_every` steps."""
     every = fitter.config.log_every
-    file = open(log_path, "a") if log_path else None
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=fitter.config.steps, unit="step", dynamic_ncols=True, leave=False)
+    log = RunLog(log_path, None, progress, fitter.config.steps)
     try:
         while not fitter.should_stop():
             loss = fitter.step()
             step = fitter.step_count
-            if step % every and step != fitter.config.steps:
-                continue
-            loss_value, seconds = float(loss), fitter.elapsed()
-            if file:
-                file.write(json.dumps({"step": step, "loss": loss_value, "lr": fitter.scheduler.get_last_lr()[0],
-                                       "seconds": round(seconds, 4)}) + "\n")
-                file.flush()
-            if bar:
-                bar.update(step - bar.n)
-                bar.set_postfix(bce=f"{loss_value:.4f}")
+            if step % every == 0 or step == fitter.config.steps:
+                log.record(step, fitter.scheduler.get_last_lr()[0], fitter.elapsed(), bce=float(loss))
     finally:
-        for closable in (file, bar):
-            if closable:
-                closable.close()
+        log.close()
