@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from fieldlab.fields import make_config  # noqa: E402
 from fieldlab.fit import FitConfig, Fitter, metrics_for  # noqa: E402
+from fieldlab.fit.job import KIND_DEFAULTS, KIND_LR  # noqa: E402
 from fieldlab.fit.occupancy import OccupancyConfig, fit_mesh  # noqa: E402
 from fieldlab.signals import Signal  # noqa: E402
 from fieldlab.signals.audio import FLOAT_NORMALIZATION  # noqa: E402
@@ -55,7 +56,8 @@ def fit_signal(name: str, signal: Signal, params: int, fit_config: FitConfig, **
     config = make_config(name, in_dim=signal.info.in_dim, out_dim=signal.info.channels, **options)
     config = config.adapt(signal.shape).with_params(params)
     torch.manual_seed(0)
-    fitter = Fitter(config.build(), signal.coords(), signal.flat_values(), fit_config, lr=type(config).lr,
+    lr = KIND_LR.get(signal.info.kind, {}).get(name, type(config).lr)  # what `fieldlab fit` uses
+    fitter = Fitter(config.build(), signal.coords(), signal.flat_values(), fit_config, lr=lr,
                     betas=type(config).adam_betas, eps=type(config).adam_eps)
     if DEVICE == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -120,6 +122,7 @@ def main() -> None:
     parser.add_argument("--only", default="audio,video,mesh")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every time budget (smoke tests)")
     parser.add_argument("--out", type=Path, default=Path("fit_modalities.json"))
+    parser.add_argument("--mesh-resolution", type=int, default=256, help="marching-cubes grid of the IoU/Chamfer scoring")
     args = parser.parse_args()
     if args.prepare:
         prepare(args.prepare, args.data)
@@ -158,9 +161,10 @@ def main() -> None:
         data = np.load(args.data / "bunny.npz")
         mesh = Mesh.from_arrays(data["vertices"], data["faces"], source="bunny.obj")
         occupancy = OccupancyConfig(points=int(2**21 * min(1, args.scale * 4)), eval_points=2**18,
-                                    resolution=256 if args.scale >= 1 else 32)
+                                    resolution=args.mesh_resolution)
         for name, seconds in (("hashgrid", 75), ("siren", 45)):
-            config = make_config(name, in_dim=3, out_dim=1).adapt((256, 256, 256)).with_params(200_000)
+            defaults = KIND_DEFAULTS["mesh"].get(name, {})  # what `fieldlab fit` uses for a mesh
+            config = make_config(name, in_dim=3, out_dim=1, **defaults).adapt((256, 256, 256)).with_params(200_000)
             fc = FitConfig(steps=4000, max_seconds=budget(seconds), device=DEVICE, precision="bf16", compile=True,
                            batch_size=2**18)
             r = fit_mesh(mesh, config, fc, occupancy)
