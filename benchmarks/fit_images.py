@@ -29,7 +29,6 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from fieldlab.fields import FieldStack, list_fields, make_config  # noqa: E402
-from fieldlab.fields._mlp import sine_init_  # noqa: E402
 from fieldlab.fit import FitConfig, Fitter, psnr_from_mse  # noqa: E402
 from fieldlab.signals import Signal  # noqa: E402
 

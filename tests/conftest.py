@@ -37,3 +37,12 @@ def cli(capsys):
         return status, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: tiny fits spend more time synchronising two threads than computing."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,17 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from fieldlab.store.field_store import FieldStore
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these fits are tiny, and on a busy 2-core runner threads mostly wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FIT = ["fit-dataset", "sample:digits", "--device", "cpu", "--chunk-fields", "4"]

@@ -10,13 +10,7 @@ from fieldlab.fit.batched import BatchedFitConfig, fit_batch, init_params, pixel
 from fieldlab.signals import grid_coords
 from fieldlab.signals.datasets import Augmented, open_source
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these fits are tiny, and on a busy 2-core runner threads mostly wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CONFIG = make_config("siren", in_dim=2, out_dim=1, hidden_dim=12, num_layers=2)

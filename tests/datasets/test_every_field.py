@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from fieldlab._errors import UserError
 from fieldlab.fields import get_config_class, list_fields
 from fieldlab.fit.batched import BatchedFitConfig, DatasetFitter, fit_batch
 from fieldlab.fit.dataset_job import resolve_dataset_config
@@ -11,17 +12,12 @@ from fieldlab.signals import grid_coords
 from fieldlab.signals.datasets import Augmented, open_source
 from fieldlab.store.field_store import FieldStore, FieldStoreWriter
 
-INDEPENDENT = [name for name in list_fields() if not hasattr(get_config_class(name), "latent_shape")]
-# miner's blocks index_put_ in place, which torch.func.vmap cannot batch (its FieldStack path fails).
-KNOWN_BROKEN = {"miner"}
+INDEPENDENT = [name for name in list_fields() if not hasattr(get_config_class(name), "latent_shape")
+               and get_config_class(name).batched]
+UNBATCHED = [name for name in list_fields() if not get_config_class(name).batched]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny fits: on a busy 2-core runner threads mostly wait on each other
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +27,13 @@ def faces():
     return source, grid_coords(info.domain, info.domain, info.shape), Augmented(source).values([0, 150])
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason="vmap cannot batch it"))
-                                  if n in KNOWN_BROKEN else n for n in INDEPENDENT])
+@pytest.mark.parametrize("name", UNBATCHED)
+def test_fields_without_a_batched_path_are_refused(name, faces):
+    with pytest.raises(UserError, match="no batched path"):
+        resolve_dataset_config(name, {}, faces[0])
+
+
+@pytest.mark.parametrize("name", INDEPENDENT)
 def test_fit_store_and_read_back(name, faces, tmp_path):
     source, coords, values = faces
     config = resolve_dataset_config(name, {}, source)

@@ -1,10 +1,7 @@
 """Local-Global fields: geometry, routing, the tiled batched path, sizing, overlaps, INCODE sines."""
 
-import math
-
 import pytest
 import torch
-from torch.func import functional_call, vmap
 
 from fieldlab import UserError
 from fieldlab.fields import FieldStack, LocalGlobalConfig, make_config

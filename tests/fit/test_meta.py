@@ -14,13 +14,7 @@ from fieldlab.signals._signal import grid_coords
 GRID8 = grid_coords([(0, 8), (0, 8)], [(0, 8), (0, 8)], (8, 8))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids synchronisation costs that dwarf the arithmetic."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,8 @@ import json
 import os
 import socket
 
-import pytest
 import torch
 
-from fieldlab._errors import UserError
 from fieldlab.learn.train import TrainConfig, train
 
 SMALL = dict(num_points=64, batch_size=32, lr=3e-3, log_every=1000)

@@ -1,6 +1,7 @@
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -11,7 +12,6 @@ from fieldlab.signals.video import (
     GIF_SAMPLE, VIDEO_SUFFIXES, read_video, sample_video_path, write_video,
 )
 
-import av  # noqa: E402,F401  (the video extra is part of the test extra)
 
 GARGOYLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "video" / "gargoyle.mp4"
 
@@ -193,8 +193,6 @@ def test_gif_sample_gives_all_its_frames():
 
 
 def _zero_frame_avi(path: Path) -> None:
-    import av
-
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=10)
         stream.width, stream.height = 32, 24
@@ -202,8 +200,6 @@ def _zero_frame_avi(path: Path) -> None:
 
 
 def _audio_only_mp4(path: Path) -> None:
-    import av
-
     with av.open(str(path), "w") as container:
         stream = container.add_stream("aac", rate=8000)
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")

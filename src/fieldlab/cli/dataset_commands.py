@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
-from fieldlab._errors import UserError
 from fieldlab.cli._options import parse_extra
 from fieldlab.cli.main import app
 

@@ -65,6 +65,9 @@ def resolve_dataset_config(name: str, options: dict[str, Any], source: ImageSour
     if derived:
         raise UserError(f"--{derived[0].replace('_', '-')} is set from the dataset and cannot be given")
     cls = get_config_class(name)
+    if not cls.batched:
+        raise UserError(f"field {name!r} is grown by its own trainer for one large signal and has no batched "
+                        "path; pick another field for a dataset")
     defaults = {k: v for k, v in DATASET_FIELD_DEFAULTS.get(name, {}).items() if k not in options}
     config = cls.from_options({"in_dim": 2, "out_dim": source.channels, **defaults, **options}).adapt(source.shape)
     if name not in DATASET_FIELD_DEFAULTS and config.size_knob not in options and not hasattr(config, "latent_shape"):

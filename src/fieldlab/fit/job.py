@@ -11,7 +11,7 @@ from typing import Any
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, get_config_class
 from fieldlab.fit.config import FitConfig
-from fieldlab.fit.loop import FitResult, fit, resolve_device
+from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device
 from fieldlab.signals import Signal, detect_kind, load_signal, parse_span, reconstruction_name, write_signal
 from fieldlab.store import FieldDirWriter, check_out_dir, write_field
 
@@ -97,7 +97,7 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     if job.fit.lr is None and kind_lr:
         job = dataclasses.replace(job, fit=dataclasses.replace(job.fit, lr=kind_lr))
     with FieldDirWriter(out, force) as folder:
-        result = _trainer(config, "fit", fit)(signal, config, job.fit, log_path=folder / "log.jsonl",
+        result = fit(signal, config, job.fit, log_path=folder / "log.jsonl",
                                               tensorboard_dir=folder / "tensorboard" if tensorboard else None,
                                               progress=progress)
         config = result.config  # a field's own trainer may resolve more of its config (e.g. MINER's blocks)
@@ -137,7 +137,7 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool):
     if config.num_params() > MAX_PARAMS:
         raise UserError(f"these options give {config.num_params():,} parameters (at most {MAX_PARAMS:,})")
     with FieldDirWriter(out, force) as folder:
-        result = _trainer(config, "fit_mesh", fit_mesh)(mesh, config, job.fit, occupancy,
+        result = own_trainer(config, "fit_mesh", fit_mesh)(mesh, config, job.fit, occupancy,
                                                         log_path=folder / "log.jsonl", progress=progress)
         config = result.config
         write_field(folder, result.field, config, mesh.info(occupancy.resolution), result.metrics)
@@ -147,19 +147,6 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool):
             k: v for k, v in config.to_dict().items() if k not in DERIVED})
         (folder / "config.json").write_text(json.dumps(resolved.to_dict(), indent=2, default=list) + "\n")
     return result
-
-
-def _trainer(config: FieldConfig, name: str, standard):
-    """The field's own trainer function `name` when its config names a trainer module, else `standard`."""
-    module = type(config).trainer
-    if not module:
-        return standard
-    import importlib
-
-    function = getattr(importlib.import_module(module), name, None)
-    if function is None:
-        raise UserError(f"field {config.name!r} cannot be fitted to this kind of input (its trainer has no {name})")
-    return function
 
 
 def _write_extra_files(result, folder: Path) -> None:

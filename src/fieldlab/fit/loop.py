@@ -230,12 +230,29 @@ class RunLog:
                 closable.close()
 
 
+def own_trainer(config: FieldConfig, name: str, standard):
+    """The field's own trainer function `name` when its config names a trainer module (MINER grows its
+    pyramid block by block), else `standard`."""
+    module = type(config).trainer
+    if not module:
+        return standard
+    import importlib
+
+    function = getattr(importlib.import_module(module), name, None)
+    if function is None:
+        raise UserError(f"field {config.name!r} cannot be fitted to this kind of input (its trainer has no {name})")
+    return function
+
+
 def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig(), *, log_path: Path | None = None,
         tensorboard_dir: Path | None = None, progress: bool = False) -> FitResult:
     """Build a field from `config` (seeded) and fit it to `signal`.
 
     Returns the trained field (on the CPU), the metrics on the whole signal and the reconstruction.
     """
+    if type(config).trainer:
+        return own_trainer(config, "fit", None)(signal, config, fit_config, log_path=log_path,
+                                                tensorboard_dir=tensorboard_dir, progress=progress)
     fit_config.validate()
     torch.manual_seed(fit_config.seed)
     field = config.build()

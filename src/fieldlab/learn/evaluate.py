@@ -16,7 +16,8 @@ from typing import Sequence
 from fieldlab._errors import UserError
 from fieldlab.learn.field_batch import FieldEvaluator
 from fieldlab.learn.points import KINDS, PointSampler
-from fieldlab.learn.train import accuracy, load_run, load_split, resolve_device, split_rows
+from fieldlab.fit.loop import resolve_device
+from fieldlab.learn.train import accuracy, load_run, load_split, split_rows
 
 
 def evaluate(run: str | Path, store_path: str | Path, *, points: Sequence[str], resolutions: Sequence[int] | None = None,

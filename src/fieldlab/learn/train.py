@@ -30,6 +30,7 @@ from fieldlab.learn.field_batch import FieldEvaluator
 from fieldlab.learn.layers import Discretized
 from fieldlab.learn.nets import NetConfig, flat_size, net_config
 from fieldlab.learn.points import PointSampler
+from fieldlab.fit.loop import resolve_device
 
 FORMAT = "fieldlab.run"
 
@@ -141,18 +142,6 @@ def build_net(cfg: NetConfig, store, classes: int) -> nn.Module:
     if cfg.takes == "params":
         return cfg.build(flat_size(store.per_field), classes)
     return cfg.build(store.signal.channels, classes, store.signal.in_dim)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA device is available here")
-    return dev
 
 
 # -- distributed ---------------------------------------------------------------------------------------
