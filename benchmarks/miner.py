@@ -1,7 +1,11 @@
 """MINER against SIREN and hashgrid at the same time budget: DIV2K 0882 at full size and upscaled to
 4096² and 8192², and the bunny's occupancy at 512³ (issue 5). Prints one JSON line per run.
 
-    python benchmarks/miner.py --data DIR [--sizes full,4096,8192] [--seconds 20] [--mesh] [--out FILE]
+    python benchmarks/miner.py --data DIR [--sizes full,4096,8192] [--seconds 20] [--mesh] [--mesh-file F]
+                               [--out FILE]
+
+The mesh may be a vertices/faces .npz (benchmarks/fit_modalities.py --prepare writes DIR/bunny.npz), so
+the GPU machine needs no trimesh; `--sizes ""` runs the mesh alone.
 
 Upscaling: Lanczos (Pillow) of the 2040×1356 image to a square (the aspect ratio is stretched), so the
 large images are smooth at the pixel scale, like the MINER_pl Pluto table they are compared with.
@@ -60,9 +64,13 @@ def run_baseline(name: str, signal: Signal, seconds: float) -> dict:
 
 def run_mesh(path: Path, seconds: float) -> list[dict]:
     from fieldlab.fit.occupancy import OccupancyConfig, fit_mesh
-    from fieldlab.signals.mesh import read_mesh
+    from fieldlab.signals.mesh import Mesh, read_mesh
 
-    mesh = read_mesh(path)
+    if path.suffix == ".npz":  # arrays made where trimesh is installed (fit_modalities.py --prepare)
+        arrays = np.load(path)
+        mesh = Mesh.from_arrays(arrays["vertices"], arrays["faces"], source=path.name)
+    else:
+        mesh = read_mesh(path)
     rows = []
     torch.cuda.reset_peak_memory_stats()
     config = make_config("miner", in_dim=3, out_dim=1, scales=3, hidden_dim=8, num_layers=2,
@@ -91,6 +99,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="full,4096,8192")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--mesh", action="store_true")
+    parser.add_argument("--mesh-file", type=Path, help="the bunny as .obj or as a vertices/faces .npz "
+                        "(default: DATA/bunny.npz if it exists, else DATA/bunny.obj)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     rows = []
@@ -102,7 +112,7 @@ def main() -> None:
             args.out.write_text(json.dumps(rows, indent=1))
 
     torch.zeros(1, device="cuda")
-    for size in args.sizes.split(","):
+    for size in filter(None, args.sizes.split(",")):  # --sizes "": the mesh alone
         signal = image(args.data / "div2k_0882.png", size)
         scales = {"full": 3, "4096": 4, "8192": 5}.get(size, 4)
         row = run_miner(signal, args.seconds, {"scales": scales, "prune_mse": 5e-5, "stop_mse": 3e-5})
@@ -112,7 +122,9 @@ def main() -> None:
         del signal
         torch.cuda.empty_cache()
     if args.mesh:
-        for row in run_mesh(args.data / "bunny.obj", 2 * args.seconds):
+        mesh_file = args.mesh_file or next((p for p in (args.data / "bunny.npz", args.data / "bunny.obj")
+                                            if p.exists()), args.data / "bunny.obj")
+        for row in run_mesh(mesh_file, 2 * args.seconds):
             emit(row)
 
 

@@ -1,6 +1,8 @@
 """MINER from the command line: fit, info's blocks per scale, reload + render identical, 2× render, the
 active-blocks picture, a flat image."""
 
+import json
+
 import imageio.v3 as iio
 import numpy as np
 
@@ -37,3 +39,20 @@ def test_flat_image_reports_zero_blocks(tmp_path, cli):
 def test_bad_miner_option_is_one_line(tmp_path, cli):
     status, _, stderr = cli(["fit", "sample:camera", "--field", "miner", "--activation", "relu", "--out", tmp_path / "x"])
     assert status == 2 and "--activation must be one of" in stderr and not (tmp_path / "x").exists()
+
+
+def test_crop_renders_the_kept_region_byte_for_byte(tmp_path, cli):
+    folder, _ = fit(cli, tmp_path, "sample:camera", "cam64", "--max-size", "64", "--steps", "30")
+    # 64² with blocks of 8: 4 + 16 + 64 blocks at most; the box cuts through blocks of every scale.
+    status, stdout, stderr = cli(["crop", folder, "--out", tmp_path / "crop", "--keep", "4:37,16:64"])
+    assert status == 0, stderr
+    assert "cropped to 33x48" in stdout
+    status, _, stderr = cli(["render", tmp_path / "crop", "--out", tmp_path / "b.png", "--device", "cpu"])
+    assert status == 0, stderr
+    status, _, stderr = cli(["render", folder, "--region", "4:37,16:64", "--out", tmp_path / "a.png", "--device", "cpu"])
+    assert status == 0, stderr
+    assert (tmp_path / "b.png").read_bytes() == (tmp_path / "a.png").read_bytes()
+    status, out, _ = cli(["info", tmp_path / "crop", "--json"])
+    info = json.loads(out)
+    assert status == 0 and info["signal"]["shape"] == [33, 48]
+    assert 0 < info["params"] < info["metrics"]["params_before_crop"]

@@ -320,3 +320,73 @@ class MinerConfig(FieldConfig):
 
     def build(self) -> Miner:
         return self._module()
+
+    # -- the crop protocol (edit/crop.py) -----------------------------------------------------------
+    # A part is one active block; parts are numbered scale by scale (coarsest first), each scale's in the
+    # order its parameters are stored. Blocks live in the state (`levels.{s}.index`), the config holds
+    # only their counts, so `part_boxes` needs the state too.
+    @property
+    def num_parts(self) -> int:
+        return sum(self.blocks) if self.blocks else sum(t for _, t in self._module(meta=True).block_counts())
+
+    def _block_indices(self, state: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        return [state[f"levels.{s}.index"].cpu() for s in range(self.scales)]
+
+    def part_boxes(self, state: dict[str, torch.Tensor]) -> list[tuple[tuple[int, int], ...]]:
+        """Each active block's box in frame samples (the padded grid may reach past the signal's end)."""
+        geometry = self._module(meta=True, blocks=())
+        boxes = []
+        for s, index in enumerate(self._block_indices(state)):
+            extent, per_axis = geometry.extent(s), geometry.blocks_per_axis(s)
+            for flat in index.tolist():
+                corner = []
+                for n in reversed(per_axis):
+                    corner.append(flat % n)
+                    flat //= n
+                boxes.append(tuple((c * extent, (c + 1) * extent) for c in reversed(corner)))
+        return boxes
+
+    def _keeping(self, state: dict[str, torch.Tensor], keep: list[torch.Tensor]) -> tuple[MinerConfig, dict]:
+        """The field with only the blocks whose positions (per scale, into the stored order) are in `keep`;
+        their relative order is kept, so the grouped evaluation packs the kept blocks exactly as before."""
+        new_state = {}
+        for key, value in state.items():
+            scale = int(key.split(".")[1])
+            new_state[key] = value.index_select(0, keep[scale].to(value.device)).clone()
+        return self.replace(blocks=tuple(len(k) for k in keep)), new_state
+
+    def without_parts(self, state: dict[str, torch.Tensor], parts: list[int]) -> tuple[MinerConfig, dict]:
+        """Delete the blocks with these part numbers (`part_boxes` order); their points get 0 from that scale."""
+        counts = [len(index) for index in self._block_indices(state)]
+        total = sum(counts)
+        bad = [p for p in parts if not 0 <= p < total]
+        if bad:
+            raise UserError(f"--remove: block {bad[0]} does not exist (this field has blocks 0..{total - 1})")
+        drop = set(parts)
+        if len(drop) == total:
+            raise UserError("--remove would delete every block")
+        keep, start = [], 0
+        for count in counts:
+            keep.append(torch.tensor([i for i in range(count) if start + i not in drop], dtype=torch.int64))
+            start += count
+        return self._keeping(state, keep)
+
+    def cropped(self, state: dict[str, torch.Tensor], box) -> tuple[MinerConfig, dict]:
+        """Keep, at every scale, the blocks that some point of `box` (frame samples, [lo, hi) per axis) is
+        routed to; a box that cuts through a block keeps it whole. Routing clamps points off the padded
+        grid to its edge blocks, so the box is clamped the same way; block k of a scale covers
+        [k e, (k + 1) e) and a point x goes to floor(x / e), so [lo, hi) reaches blocks lo // e .. (hi - 1) // e."""
+        geometry = self._module(meta=True, blocks=())
+        keep = []
+        for s, index in enumerate(self._block_indices(state)):
+            extent, per_axis = geometry.extent(s), geometry.blocks_per_axis(s)
+            reach = [(min(max(lo // extent, 0), n - 1), min(max((hi - 1) // extent, 0), n - 1))
+                     for (lo, hi), n in zip(box, per_axis)]
+            corner = index.clone()
+            inside = torch.ones(len(index), dtype=torch.bool)
+            for (first, last), n in zip(reversed(reach), reversed(per_axis)):
+                c = corner % n
+                inside &= (c >= first) & (c <= last)
+                corner = torch.div(corner, n, rounding_mode="floor")
+            keep.append(torch.nonzero(inside).squeeze(1))
+        return self._keeping(state, keep)
