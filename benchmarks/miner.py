@@ -62,7 +62,7 @@ def run_baseline(name: str, signal: Signal, seconds: float) -> dict:
             "peak_gib": peak() / 2**30, "wall": round(time.perf_counter() - tick, 1)}
 
 
-def run_mesh(path: Path, seconds: float) -> list[dict]:
+def run_mesh(path: Path, seconds: float, steps: int = 600, hidden: int = 8, baselines: bool = True) -> list[dict]:
     from fieldlab.fit.occupancy import OccupancyConfig, fit_mesh
     from fieldlab.signals.mesh import Mesh, read_mesh
 
@@ -73,16 +73,18 @@ def run_mesh(path: Path, seconds: float) -> list[dict]:
         mesh = read_mesh(path)
     rows = []
     torch.cuda.reset_peak_memory_stats()
-    config = make_config("miner", in_dim=3, out_dim=1, scales=3, hidden_dim=8, num_layers=2,
+    config = make_config("miner", in_dim=3, out_dim=1, scales=3, hidden_dim=hidden, num_layers=2,
                          prune_mse=1e-3, stop_mse=2e-4).adapt((512,) * 3)
     occupancy = OccupancyConfig(resolution=512, eval_points=2**18, chamfer_points=50_000)
-    result = M.fit_mesh(mesh, config, FitConfig(steps=600, max_seconds=seconds, device="cuda"), occupancy)
+    result = M.fit_mesh(mesh, config, FitConfig(steps=steps, max_seconds=seconds, device="cuda"),
+                        occupancy)
     m = result.metrics
     rows.append({"field": "miner", "mesh": "bunny@512", "iou": m["iou"], "iou_grid": m["iou_grid"],
                  "seconds": m["seconds"], "label_seconds": m["label_seconds"], "params": m["params"],
-                 "peak_gib": m["peak_memory_bytes"] / 2**30, "blocks": m["blocks_per_scale"]})
+                 "peak_gib": m["peak_memory_bytes"] / 2**30, "blocks": m["blocks_per_scale"], "steps": steps,
+                 "hidden": hidden})
     budget = m["seconds"]
-    for name in ("siren", "hashgrid"):
+    for name in ("siren", "hashgrid") if baselines else ():
         torch.cuda.reset_peak_memory_stats()
         result = fit_mesh(mesh, make_config(name, in_dim=3, out_dim=1).adapt((512,) * 3),
                           FitConfig(steps=10**6, max_seconds=budget, batch_size=2**17, device="cuda", precision="tf32"),
@@ -101,6 +103,9 @@ def main() -> None:
     parser.add_argument("--mesh", action="store_true")
     parser.add_argument("--mesh-file", type=Path, help="the bunny as .obj or as a vertices/faces .npz "
                         "(default: DATA/bunny.npz if it exists, else DATA/bunny.obj)")
+    parser.add_argument("--mesh-steps", type=int, default=600)
+    parser.add_argument("--mesh-hidden", type=int, default=8)
+    parser.add_argument("--no-baselines", action="store_true", help="the mesh: MINER alone")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     rows = []
@@ -124,7 +129,8 @@ def main() -> None:
     if args.mesh:
         mesh_file = args.mesh_file or next((p for p in (args.data / "bunny.npz", args.data / "bunny.obj")
                                             if p.exists()), args.data / "bunny.obj")
-        for row in run_mesh(mesh_file, 2 * args.seconds):
+        for row in run_mesh(mesh_file, 2 * args.seconds, args.mesh_steps, args.mesh_hidden,
+                            not args.no_baselines):
             emit(row)
 
 
