@@ -62,7 +62,8 @@ def run_baseline(name: str, signal: Signal, seconds: float) -> dict:
             "peak_gib": peak() / 2**30, "wall": round(time.perf_counter() - tick, 1)}
 
 
-def run_mesh(path: Path, seconds: float, steps: int = 600, hidden: int = 8, baselines: bool = True) -> list[dict]:
+def run_mesh(path: Path, seconds: float, steps: int = 600, hidden: int = 8, baselines: bool = True,
+             stop_mse: float = 2e-4) -> list[dict]:
     from fieldlab.fit.occupancy import OccupancyConfig, fit_mesh
     from fieldlab.signals.mesh import Mesh, read_mesh
 
@@ -74,7 +75,7 @@ def run_mesh(path: Path, seconds: float, steps: int = 600, hidden: int = 8, base
     rows = []
     torch.cuda.reset_peak_memory_stats()
     config = make_config("miner", in_dim=3, out_dim=1, scales=3, hidden_dim=hidden, num_layers=2,
-                         prune_mse=1e-3, stop_mse=2e-4).adapt((512,) * 3)
+                         prune_mse=1e-3, stop_mse=stop_mse).adapt((512,) * 3)
     occupancy = OccupancyConfig(resolution=512, eval_points=2**18, chamfer_points=50_000)
     result = M.fit_mesh(mesh, config, FitConfig(steps=steps, max_seconds=seconds, device="cuda"),
                         occupancy)
@@ -105,6 +106,7 @@ def main() -> None:
                         "(default: DATA/bunny.npz if it exists, else DATA/bunny.obj)")
     parser.add_argument("--mesh-steps", type=int, default=600)
     parser.add_argument("--mesh-hidden", type=int, default=8)
+    parser.add_argument("--mesh-stop-mse", type=float, default=2e-4, help="a block stops training below this MSE")
     parser.add_argument("--no-baselines", action="store_true", help="the mesh: MINER alone")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -130,7 +132,7 @@ def main() -> None:
         mesh_file = args.mesh_file or next((p for p in (args.data / "bunny.npz", args.data / "bunny.obj")
                                             if p.exists()), args.data / "bunny.obj")
         for row in run_mesh(mesh_file, 2 * args.seconds, args.mesh_steps, args.mesh_hidden,
-                            not args.no_baselines):
+                            not args.no_baselines, stop_mse=args.mesh_stop_mse):
             emit(row)
 
 

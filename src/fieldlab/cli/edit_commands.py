@@ -40,7 +40,8 @@ def crop_command(
     local_before, local_after = _local_share(stored.module), _local_share(result.module)
     parts_note = ""
     if hasattr(stored.config, "num_parts"):
-        parts_note = f"{result.config.num_parts} of {stored.config.num_parts} partitions, "
+        noun = getattr(stored.config, "part_noun", "partitions")
+        parts_note = f"{result.config.num_parts} of {stored.config.num_parts} {noun}, "
     local_note = f" (local {local_after:,} of {local_before:,}: {local_after / local_before:.1%})" if local_before else ""
     print(f"cropped to {'x'.join(map(str, result.signal.shape))}: {parts_note}{after:,} of {before:,} parameters "
           f"({after / before:.1%}){local_note} -> {out}")

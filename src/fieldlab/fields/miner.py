@@ -229,6 +229,9 @@ class Miner(nn.Module):
 class MinerConfig(FieldConfig):
     """Multiscale blocks of tiny MLPs (MINER), pruned and fitted coarse to fine by their own trainer."""
 
+    part_noun: ClassVar[str] = "blocks"
+    """What `fieldlab crop` calls the parts it keeps or removes."""
+
     scales: int = 3
     """Number of pyramid scales; each finer scale has 2^d times as many blocks."""
     block_size: int = 0
