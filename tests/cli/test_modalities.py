@@ -53,6 +53,7 @@ def test_bad_modality_input(tmp_path, cli):
         (["fit", BACH, "--span", "100:101"], "outside"),
         (["fit", "sample:camera", "--span", "0:1"], "--span applies"),
         (["fit", "sample:camera", "--modality", "smell"], "--modality"),
+        (["fit", "sample:camera", "--modality", "audio"], "--modality audio does not apply"),
     ]
     for args, message in cases:
         status, _, stderr = cli(args + ["--out", tmp_path / "o", "--quiet"])

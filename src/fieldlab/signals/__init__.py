@@ -103,6 +103,9 @@ def _load(spec: str, *, max_size: int | None, max_frames: int | None, modality: 
         raise UserError(f"{spec} is a mesh: meshes are fitted as occupancy fields, not read as signals")
     if spec.startswith("sample:"):
         name = spec.removeprefix("sample:")
+        own = "video" if name in VIDEO_SAMPLES else "image"
+        if modality is not None and modality != own:
+            raise UserError(f"{spec} is a built-in {own}; --modality {modality} does not apply to it")
         if name in VIDEO_SAMPLES:
             from fieldlab.signals.video import read_video, sample_video_path
 
