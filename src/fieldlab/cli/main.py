@@ -24,10 +24,11 @@ def fields_command(name: Optional[str] = typer.Argument(None, help="Show the opt
     from fieldlab.fields._config import option_docs
 
     if name is None:
+        width = max(map(len, list_fields()))
         for field_name in list_fields():
             cls = get_config_class(field_name)
             summary = (cls.__doc__ or "").strip().splitlines()[0]
-            print(f"{field_name:<10} {cls().num_params():>9,} params by default  {summary}")
+            print(f"{field_name:<{width}} {cls().num_params():>9,} params by default  {summary}")
         return
     cls = get_config_class(name)
     docs = option_docs(cls)
