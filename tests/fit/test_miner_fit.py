@@ -6,6 +6,7 @@ import torch
 from fieldlab.fields import make_config
 from fieldlab.fit import FitConfig
 from fieldlab.fit import miner as M
+from fieldlab.fit.miner_mesh import occupancy_grid
 from fieldlab.signals import Signal
 
 
@@ -90,7 +91,7 @@ def test_occupancy_grid_equals_winding_numbers_at_every_centre():
     box = trimesh.creation.icosphere(subdivisions=2)
     mesh = Mesh.from_arrays(box.vertices, box.faces)
     r = 16
-    grid = M.occupancy_grid(mesh, r, coarsest=4, backend="torch")
+    grid = occupancy_grid(mesh, r, coarsest=4, backend="torch")
     index = torch.stack(torch.meshgrid(*[torch.arange(r)] * 3, indexing="ij"), -1).reshape(-1, 3)
     direct = inside(mesh, (index.float() + 0.5) * (2 / r) - 1, backend="torch").reshape(r, r, r)
     assert torch.equal(grid, direct) and 0 < int(grid.sum()) < r**3
