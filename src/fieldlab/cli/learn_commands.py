@@ -10,8 +10,8 @@ import typer
 from fieldlab.cli._options import parse_extra
 from fieldlab.cli.main import app
 
-TRAIN_HELP = ("Train a network (--net dinet, dinet2, dinet4, cnn2, cnn4, mlp, transformer) on the labelled fields "
-              "of STORE and write RUN. Network options follow as --name VALUE (e.g. --channels 32 --support 0.15).")
+TRAIN_HELP = ("Train a network (--net dinet, dinet2, dinet4, cnn2, cnn4, mlp, transformer; segmenters "
+              "dinet3, dinet5 on a store of sample:shapes) on the labelled fields of STORE and write RUN. Network options follow as --name VALUE (e.g. --channels 32 --support 0.15).")
 
 
 @app.command("train", help=TRAIN_HELP, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -43,6 +43,9 @@ def train_command(
     metrics = train(store, out, config, resume=resume, force=force)
     if "test_accuracy" in metrics:
         print(f"test accuracy {100 * metrics['test_accuracy']:.1f}% on {metrics['test_fields']} fields; wrote {out}")
+    elif "test_miou" in metrics:
+        print(f"test mIoU {metrics['test_miou']:.3f}, pixel accuracy {100 * metrics['test_pixel_accuracy']:.1f}% "
+              f"on {metrics['test_fields']} fields; wrote {out}")
 
 
 @app.command("eval")
@@ -65,6 +68,8 @@ def eval_command(
     except ValueError:
         raise UserError(f"--resolutions takes grid sides like 8,16,32, got {resolutions!r}") from None
     rows = evaluate(run, store, points=kinds, resolutions=sides, device=device)
+    if rows and rows[0].get("metric") == "miou":
+        print("metric: mIoU (shown ×100)")
     print(format_table(rows))
     gap = invariance_gap(rows, rows[0]["train"].split("@")[0]) if rows else None
     if gap is not None:

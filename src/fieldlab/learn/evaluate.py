@@ -3,6 +3,7 @@
 Resolutions are grid sides: at side s every point set gets s^d points, so a grid and a QMC set at one
 resolution hold the same number of points. The table's first column names the run's training point set,
 so tables of several runs (trained on grid, QMC, shrunk, …) read as train → test, as in DI-Net's.
+For a segmenter the number in the `accuracy` column is the mIoU over the test set (`metric` says which).
 The invariance gap is the largest drop from the training point set's accuracy to any other point set's
 at the same resolution.
 """
@@ -17,7 +18,7 @@ from fieldlab._errors import UserError
 from fieldlab.learn.field_batch import FieldEvaluator
 from fieldlab.learn.points import KINDS, PointSampler
 from fieldlab.fit.loop import resolve_device
-from fieldlab.learn.train import accuracy, load_run, load_split, split_rows
+from fieldlab.learn.train import load_run, load_split, score, split_rows
 
 
 def evaluate(run: str | Path, store_path: str | Path, *, points: Sequence[str], resolutions: Sequence[int] | None = None,
@@ -39,7 +40,8 @@ def evaluate(run: str | Path, store_path: str | Path, *, points: Sequence[str], 
     dev = resolve_device(device)
     net = net.to(dev)
     _, test_rows, _ = split_rows(store)
-    test = load_split(store, test_rows, dev)
+    test = load_split(store, test_rows, dev, masks=cfg.task == "segment")
+    metric = "miou" if cfg.task == "segment" else "accuracy"
     evaluator = FieldEvaluator.from_store(store)
     rows = []
     for side in resolutions:
@@ -48,9 +50,9 @@ def evaluate(run: str | Path, store_path: str | Path, *, points: Sequence[str], 
             if cfg.takes == "points" or (cfg.takes == "grid" and kind == "grid") or \
                     (cfg.takes == "params" and kind == points[0]):
                 sampler = PointSampler(kind=kind, n=side ** dim, dim=dim, sequence=train_cfg["sequence"], seed=seed)
-                acc = accuracy(net, cfg, evaluator, test, sampler)
+                acc = score(net, cfg, evaluator, test, sampler, info["classes"])
             rows.append({"train": f"{train_cfg['points']}@{train_cfg['num_points']}", "test": kind,
-                         "resolution": side, "points": side ** dim, "accuracy": acc})
+                         "resolution": side, "points": side ** dim, "accuracy": acc, "metric": metric})
     return rows
 
 
@@ -81,7 +83,7 @@ def format_table(rows: list[dict]) -> str:
 def write_csv(rows: list[dict], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["train", "test", "resolution", "points", "accuracy"])
+        writer = csv.DictWriter(f, fieldnames=["train", "test", "resolution", "points", "accuracy", "metric"])
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)

@@ -85,6 +85,8 @@ class Split:
     rows: np.ndarray
     params: dict[str, torch.Tensor]
     labels: torch.Tensor
+    masks: torch.Tensor | None = None
+    """(rows, H, W) per-pixel classes, for segmentation (`fieldlab.learn.segment`)."""
 
 
 def split_rows(store) -> tuple[np.ndarray, np.ndarray, str]:
@@ -101,13 +103,21 @@ def split_rows(store) -> tuple[np.ndarray, np.ndarray, str]:
     return rows[~held], rows[held], "every 5th source item held out"
 
 
-def load_split(store, rows: np.ndarray, device) -> Split:
+def load_split(store, rows: np.ndarray, device, masks: bool = False) -> Split:
     labels = torch.from_numpy(store.column("labels")[rows]).long()
     params = {k: v.to(device) for k, v in store.read(rows).items()}
+    if masks:
+        from fieldlab.learn.segment import store_masks
+
+        return Split(rows, params, labels.to(device), store_masks(store, rows).to(device))
     return Split(rows, params, labels.to(device))
 
 
-def num_classes(store) -> int:
+def num_classes(store, segment: bool = False) -> int:
+    if segment:  # a segmentation store's label_names name the mask classes
+        if not store.label_names:
+            raise UserError(f"{store.path} names no mask classes; segmentation needs a source with masks (sample:shapes)")
+        return len(store.label_names)
     labels = store.column("labels")[store.rows()]
     labels = labels[labels >= 0]
     if not len(labels):
@@ -183,13 +193,19 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
     if config.batch_size % world:
         raise UserError(f"--batch-size {config.batch_size} must be divisible by the {world} processes")
     train_rows, test_rows, how = split_rows(store)
-    classes = num_classes(store)
     cfg = net_config(config.net, **config.net_options)
     if hasattr(cfg, "for_points"):
         cfg = cfg.for_points(config.num_points, store.signal.in_dim)
-    if cfg.task != "classify":
-        raise UserError(f"train fits classifiers on labelled stores; {config.net!r} is a {cfg.task} network")
-    data = load_split(store, train_rows, device)
+    if cfg.task not in ("classify", "segment"):
+        raise UserError(f"train fits classifiers and segmenters on stores; {config.net!r} is a {cfg.task} network")
+    segment = cfg.task == "segment"
+    classes = num_classes(store, segment)
+    data = load_split(store, train_rows, device, masks=segment)
+    weights = None
+    if segment:
+        from fieldlab.learn.segment import class_weights, labels_at
+
+        weights = class_weights(data.masks, classes)
     evaluator = FieldEvaluator.from_store(store)
     sampler = config.sampler(store.signal.in_dim)
 
@@ -224,7 +240,17 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
             noise = config.noise * torch.randn(config.batch_size, len(points), store.signal.channels,
                                                generator=g)[rank * local:(rank + 1) * local]
         x = make_input(cfg, evaluator, params, points, jitter=config.jitter, noise=noise, flip=flips, generator=g)
-        loss = nn.functional.cross_entropy(model(x), data.labels[pick.to(device)])
+        if segment:  # per-point labels at the step's points (mirrored where the input was flipped)
+            masks = data.masks[pick.to(device)]
+            target = labels_at(masks, points.coords)
+            if flips is not None and flips.any():
+                mirrored = points.coords.clone()
+                mirrored[:, -1] = -mirrored[:, -1]
+                target = torch.where(flips.to(device)[:, None], labels_at(masks, mirrored), target)
+            logits = model(x).values
+            loss = nn.functional.cross_entropy(logits.reshape(-1, classes), target.flatten(), weight=weights)
+        else:
+            loss = nn.functional.cross_entropy(model(x), data.labels[pick.to(device)])
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
         optimizer.zero_grad(set_to_none=True)
@@ -238,8 +264,12 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
                          out / "checkpoint.pt")
     metrics: dict[str, Any] = {"steps": end, "seconds": round(time.time() - began, 2)}
     if rank == 0 and end == config.steps:
-        test = load_split(store, test_rows, device)
-        metrics["test_accuracy"] = accuracy(net, cfg, evaluator, test, config.sampler(store.signal.in_dim))
+        test = load_split(store, test_rows, device, masks=segment)
+        if segment:
+            metrics["test_miou"], metrics["test_pixel_accuracy"] = segment_scores(
+                net, cfg, evaluator, test, config.sampler(store.signal.in_dim), classes)
+        else:
+            metrics["test_accuracy"] = accuracy(net, cfg, evaluator, test, config.sampler(store.signal.in_dim))
         metrics["train_fields"], metrics["test_fields"] = len(train_rows), len(test_rows)
         _save_run(out, net, cfg, config, store, classes, how, metrics)
     if world > 1:
@@ -261,6 +291,30 @@ def accuracy(net: nn.Module, cfg: NetConfig, evaluator: FieldEvaluator, split: S
         x = make_input(cfg, evaluator, {k: v[sl] for k, v in split.params.items()}, sampler(10_000 + i).to(device))
         correct += int((net(x).argmax(-1) == split.labels[sl]).sum())
     return correct / max(1, len(split.rows))
+
+
+@torch.no_grad()
+def segment_scores(net: nn.Module, cfg: NetConfig, evaluator: FieldEvaluator, split: Split, sampler: PointSampler,
+                   classes: int, batch_size: int = 256) -> tuple[float, float]:
+    """(mIoU, pixel accuracy) of per-point predictions on `split`, accumulated over all its points."""
+    from fieldlab.learn.segment import confusion, labels_at, miou
+
+    net.eval()
+    matrix = torch.zeros(classes, classes, dtype=torch.long, device=split.masks.device)
+    for i, start in enumerate(range(0, len(split.rows), batch_size)):
+        sl = slice(start, start + batch_size)
+        points = sampler(10_000 + i).to(split.masks.device)
+        x = make_input(cfg, evaluator, {k: v[sl] for k, v in split.params.items()}, points)
+        matrix += confusion(net(x).values.argmax(-1), labels_at(split.masks[sl], points.coords), classes)
+    return miou(matrix), float(matrix.diag().sum() / matrix.sum().clamp_min(1))
+
+
+def score(net: nn.Module, cfg: NetConfig, evaluator: FieldEvaluator, split: Split, sampler: PointSampler,
+          classes: int) -> float:
+    """The task's headline metric: mIoU for segmenters, top-1 accuracy for classifiers."""
+    if cfg.task == "segment":
+        return segment_scores(net, cfg, evaluator, split, sampler, classes)[0]
+    return accuracy(net, cfg, evaluator, split, sampler)
 
 
 # -- files -----------------------------------------------------------------------------------------------

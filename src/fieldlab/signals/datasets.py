@@ -6,7 +6,9 @@ Sources (`open_source(spec)`):
 - `.npz` with `images` (N, H, W[, C]) and optional `labels` (N,) and `label_names`; `.npy` images alone;
 - `sample:digits` (scikit-learn's 1,797 labelled 8×8 digits), `sample:lfw` (scikit-image's 200 25×25
   crops, face / non-face), `sample:patches[:N]` (N seeded 32×32 RGB crops of scikit-image's colour
-  photos, labelled by photo; 10,000 by default).
+  photos, labelled by photo; 10,000 by default), `sample:shapes[:N]` (N seeded 16×16 scenes of discs,
+  squares and triangles, `fieldlab.signals.shapes`; 1,000 by default): a segmentation source, its items
+  unlabelled (-1), `label_names` naming the mask classes and `masks(i)` giving item i's per-pixel classes.
 
 `Augmented(source, copies, seed)` lists every item `copies` times: copy 0 is the item itself, copy a > 0 is
 a random horizontal flip and a 1.25× upscale cropped back to size, drawn from a generator seeded by
@@ -30,7 +32,7 @@ from fieldlab.signals._signal import Normalization, SignalInfo
 PATCH_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "retina", "immunohistochemistry", "hubble_deep_field")
 PATCH_SIZE = 32
 DEFAULT_PATCHES = 10_000
-DATASET_SAMPLES = ("digits", "lfw", "patches")
+DATASET_SAMPLES = ("digits", "lfw", "patches", "shapes")
 
 
 @dataclasses.dataclass
@@ -47,6 +49,8 @@ class ImageSource:
     raw: Callable[[int], np.ndarray]
     identity: dict[str, Any]
     """What makes the source itself: spec, size, and a digest of the labels (checked on --resume)."""
+    masks: Callable[[int], np.ndarray] | None = None
+    """Per-pixel classes (H, W) int64 of item i (indexing `label_names`), for segmentation sources."""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -114,6 +118,20 @@ def _sample_source(spec: str) -> ImageSource:
         if not 0 < n <= 10**7:
             raise UserError(f"{spec}: the count must be between 1 and 10000000")
         return _patch_source(spec, n)
+    if name == "shapes":
+        from fieldlab.signals.shapes import DEFAULT_SCENES, SHAPE_CLASSES, shapes_scenes
+
+        try:
+            n = int(count) if count else DEFAULT_SCENES
+        except ValueError:
+            raise UserError(f"{spec}: the count after sample:shapes: must be a whole number") from None
+        if not 0 < n <= 10**6:
+            raise UserError(f"{spec}: the count must be between 1 and 1000000")
+        images, masks = shapes_scenes(n)
+        source = _array_source(spec, images, np.full(n, -1), SHAPE_CLASSES, Normalization("float32", 0.0, 1.0),
+                               {"masks_sha1": hashlib.sha1(masks.tobytes()).hexdigest()})
+        source.masks = lambda i: masks[i]
+        return source
     raise UserError(f"unknown dataset sample {name!r}; built-in datasets: "
                     + ", ".join(f"sample:{s}" for s in DATASET_SAMPLES))
 
