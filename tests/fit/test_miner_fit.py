@@ -95,3 +95,57 @@ def test_occupancy_grid_equals_winding_numbers_at_every_centre():
     index = torch.stack(torch.meshgrid(*[torch.arange(r)] * 3, indexing="ij"), -1).reshape(-1, 3)
     direct = inside(mesh, (index.float() + 0.5) * (2 / r) - 1, backend="torch").reshape(r, r, r)
     assert torch.equal(grid, direct) and 0 < int(grid.sum()) < r**3
+
+
+def fit_both_ways(image, **options):
+    signal = Signal.from_array(image, kind="image", channel_axis=False)
+    results = []
+    for streaming in ("off", "on"):
+        config = make_config("miner", in_dim=2, out_dim=1, scales=3, block_size=4, hidden_dim=8, check_every=20,
+                             streaming=streaming, **options)
+        results.append(M.fit(signal, config, FitConfig(steps=60, device="cpu", batch_size=8, lr=5e-3, seed=1)))
+    return results
+
+
+def budget_for(blocks: int, shape=(32, 48)) -> float:
+    """A --device-budget that leaves room for exactly `blocks` 4×4 grey block targets."""
+    model = make_config("miner", in_dim=2, out_dim=1, scales=3, block_size=4, hidden_dim=8).adapt(shape).build()
+    return M.resident_bytes(model, 0) + blocks * 2 * 16 * 4
+
+
+def test_streaming_fits_the_same_field_as_resident_training():
+    image = (np.random.default_rng(0).random((32, 48)) * 255).astype(np.uint8)
+    image[:, :16] = 90  # flat blocks: pruned at the finer scales
+    resident, streamed = fit_both_ways(image, device_budget=budget_for(5), stop_mse=2e-3)
+    assert not resident.metrics["streaming"] and streamed.metrics["streaming"]
+    assert streamed.metrics["pyramid_host_bytes"] == streamed.metrics["pyramid_bytes"] == 4 * 32 * 48 * (1 + 1 / 4 + 1 / 16)
+    assert resident.metrics["blocks_per_scale"] == streamed.metrics["blocks_per_scale"]
+    assert sum(streamed.metrics["blocks_retired_per_scale"]) > 0 and sum(streamed.metrics["blocks_pruned_per_scale"]) > 0
+    a, b = resident.field.state_dict(), streamed.field.state_dict()
+    # on the CPU every block sees the same arithmetic in both modes (only the chunking differs): equal to 1e-6
+    assert all(torch.allclose(a[k].float(), b[k].float(), rtol=0, atol=1e-6) for k in a)
+    assert abs(resident.metrics["psnr"] - streamed.metrics["psnr"]) < 1e-3
+
+
+def test_streaming_keeps_at_most_the_budgeted_blocks_on_the_device():
+    image = (np.random.default_rng(1).random((32, 48)) * 255).astype(np.uint8)
+    config = make_config("miner", in_dim=2, out_dim=1, scales=3, block_size=4, hidden_dim=8, streaming="on",
+                         device_budget=budget_for(5))
+    place = M.placement(config, config.adapt((32, 48)).build(), 1, torch.device("cpu"))
+    assert place.streaming and place.max_blocks == 5
+    result = M.fit(Signal.from_array(image, kind="image", channel_axis=False), config,
+                   FitConfig(steps=20, device="cpu", batch_size=8, lr=5e-3))
+    assert result.metrics["max_target_blocks_on_device"] == 5  # 96 finest blocks, moved 5 at a time
+    resident = M.fit(Signal.from_array(image, kind="image", channel_axis=False), config.replace(streaming="off"),
+                     FitConfig(steps=20, device="cpu", batch_size=8, lr=5e-3))
+    assert resident.metrics["max_target_blocks_on_device"] == 96
+
+
+def test_auto_streams_only_over_the_budget():
+    config = make_config("miner", in_dim=2, out_dim=1, scales=3, block_size=4, hidden_dim=8).adapt((32, 48))
+    model = config.build()
+    assert not M.placement(config, model, 1, torch.device("cpu")).streaming  # unlimited on the CPU
+    tight = M.placement(config.replace(device_budget=budget_for(5)), model, 1, torch.device("cpu"))
+    assert tight.streaming and tight.max_blocks == 5
+    roomy = config.replace(device_budget=M.resident_bytes(model, 1) + 1)
+    assert not M.placement(roomy, model, 1, torch.device("cpu")).streaming

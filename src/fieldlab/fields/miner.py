@@ -259,6 +259,11 @@ class MinerConfig(FieldConfig):
     """Training: a block whose error falls below this MSE (on a [0, 1] range) stops training."""
     check_every: int = 50
     """Training: steps between the checks that retire converged blocks."""
+    streaming: Literal["auto", "on", "off"] = "auto"
+    """Training: keep the pyramid and residuals in host memory and move only the blocks being trained to the
+    device, chunk by chunk (on: always; auto: when the estimated device footprint exceeds --device-budget)."""
+    device_budget: float = 0
+    """Training: device bytes the trainer may use; 0: 80% of the free CUDA memory, unlimited on the CPU."""
     shape: tuple[int, ...] = ()
     """The signal's sample grid (set from the signal)."""
     blocks: tuple[int, ...] = ()
@@ -284,6 +289,8 @@ class MinerConfig(FieldConfig):
             raise UserError(f"--shape needs {self.in_dim} positive sizes, got {self.shape}")
         if min(self.prune_mse, self.stop_mse) < 0:
             raise UserError("--prune-mse and --stop-mse must be non-negative")
+        if self.device_budget < 0:
+            raise UserError(f"--device-budget must be non-negative bytes, got {self.device_budget}")
         if self.omega0 <= 0:
             raise UserError(f"--omega0 must be positive, got {self.omega0}")
         if self.blocks and len(self.blocks) != self.scales:

@@ -8,6 +8,9 @@
         blocks whose MSE < stop-mse retire: their parameters and optimizer state leave the training set
     prediction = the stored field evaluated at every sample (the same code that renders it)
 
+Streaming (--streaming on, or auto when the estimated footprint exceeds --device-budget): the pyramid and
+the residuals stay in host memory (pinned on CUDA) and only chunks of blocks' targets go to the device.
+
 Coarser scales are evaluated at the finer samples directly (they are functions of continuous
 coordinates), not up-sampled, so the field sums exactly to what was trained at any resolution.
 
@@ -89,21 +92,6 @@ def run_blocks(net: BlockNet, params: dict[str, torch.Tensor], x: torch.Tensor) 
     return out
 
 
-@torch.no_grad()
-def subtract_scales(model: Miner, grid: torch.Tensor, upto: int, scale: int) -> torch.Tensor:
-    """`grid` (c, *n) at scale `scale`'s resolution minus scales 0 … upto-1 evaluated at its samples."""
-    for t in range(upto):
-        level = model.levels[t]
-        if not len(level):
-            continue
-        size = model.block_size * 2 ** (scale - t)  # a block of scale t, in samples of scale s
-        blocks = to_blocks(grid, size)
-        x = local_grid(size, grid.ndim - 1, grid.device)
-        blocks[level.index] -= run_blocks(model.net, level.tensors(), x)
-        grid = from_blocks(blocks, size, tuple(grid.shape[1:]))
-    return grid
-
-
 def pyramid(values: torch.Tensor, padded: tuple[int, ...], scales: int) -> list[torch.Tensor]:
     """Targets (c, *n_s) coarsest first: the signal padded by edge replication, then area-halved."""
     grid = values.movedim(-1, 0)[None]  # (1, c, *shape)
@@ -126,6 +114,111 @@ def _pad_edges(grid: torch.Tensor, padded: tuple[int, ...]) -> torch.Tensor:
             edge = grid.narrow(axis, grid.shape[axis] - 1, 1)
             grid = torch.cat([grid, edge.expand(*grid.shape[:axis], extra, *grid.shape[axis + 1:])], axis)
     return grid
+
+
+# -- where the blocks live ----------------------------------------------------------------------
+BUDGET_FRACTION = 0.8
+"""The default --device-budget on CUDA: this share of the free device memory."""
+
+
+class Placement:
+    """Where the pyramid and residuals live (`storage`: the device, or host memory when streaming) and how
+    many blocks' targets may be on the device at once; counts the most it ever moved there."""
+
+    def __init__(self, device: torch.device, *, streaming: bool = False, max_blocks: int | None = None,
+                 budget: float = math.inf):
+        self.device, self.streaming, self.budget = device, streaming, budget
+        self.storage = torch.device("cpu") if streaming else device
+        self.max_blocks = max_blocks or 2**62
+        self.peak_blocks = 0
+
+    def load(self, blocks: torch.Tensor) -> torch.Tensor:
+        """Block targets (q, m, c) onto the device (non-blocking from pinned memory)."""
+        self.peak_blocks = max(self.peak_blocks, blocks.shape[0])
+        return blocks.to(self.device, non_blocking=True)
+
+    def keep(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A tensor into storage: pinned host memory when streaming to CUDA (fast, asynchronous copies)."""
+        tensor = tensor.to(self.storage)
+        return tensor.pin_memory() if self.streaming and self.device.type == "cuda" else tensor
+
+
+def resident_bytes(model: Miner, channels: int) -> int:
+    """A rough upper estimate of the device bytes of a fit that keeps everything on the device: the pyramid,
+    three copies of the finest targets (blocks, residual, training targets), the parameters with their
+    gradients and Adam's two moments for every finest block, and one chunk's activations."""
+    d, J = model.net.in_dim, model.num_scales
+    finest = math.prod(model.padded) * channels * 4
+    pyramid_bytes = sum(finest // 2 ** (d * (J - 1 - s)) for s in range(J))
+    per_block = sum(v.numel() for v in model.net.init(1, scale=0, device="meta").values())
+    params = 4 * per_block * math.prod(model.blocks_per_axis(J - 1)) * 4
+    return pyramid_bytes + 3 * finest + params + activation_bytes(model)
+
+
+def activation_bytes(model: Miner) -> int:
+    net = model.net
+    return POINTS_PER_CHUNK * (2 * net.num_layers + 1) * net.hidden_dim * 4
+
+
+def placement(config: MinerConfig, model: Miner, channels: int, device: torch.device) -> Placement:
+    """Stream when asked to, or (auto) when the resident estimate exceeds the budget; a streaming fit moves at
+    most as many blocks as the budget left after the parameters, Adam's state and the activations allows."""
+    budget = config.device_budget or math.inf
+    if not config.device_budget and device.type == "cuda":
+        budget = BUDGET_FRACTION * torch.cuda.mem_get_info(device)[0]
+    streaming = config.streaming == "on" or (config.streaming == "auto" and resident_bytes(model, channels) > budget)
+    if not streaming:
+        return Placement(device, budget=budget)
+    fixed = resident_bytes(model, 0)  # channels 0: parameters, Adam and activations, no targets
+    per_block = 2 * model.block_size**model.net.in_dim * channels * 4  # a target chunk and its working copy
+    max_blocks = None if math.isinf(budget) else max(1, int((budget - fixed) // per_block))
+    return Placement(device, streaming=True, max_blocks=max_blocks, budget=budget)
+
+
+@torch.no_grad()
+def coarse_sum(model: Miner, scale: int, first: int, count: int, device) -> torch.Tensor:
+    """Scales 0 … scale-1 evaluated at the samples of scale `scale`'s blocks first … first+count-1: (count, m, c).
+
+    A block of scale t < s covers k = 2^(s-t) blocks of scale s per axis; the samples of the one at offset r
+    (0 ≤ r < k per axis) sit at its local coordinates (2r + u + 1) / k − 1, u the child's local coordinates."""
+    d, size = model.net.in_dim, model.block_size
+    out = torch.zeros(count, size**d, model.net.out_dim, device=device)
+    position = unravel(torch.arange(first, first + count, device=device), model.blocks_per_axis(scale))
+    u = local_grid(size, d, device)
+    for t in range(scale):
+        level = model.levels[t]
+        if not len(level):
+            continue
+        k = 2 ** (scale - t)
+        slot = level.slots()[ravel(position // k, model.blocks_per_axis(t))]
+        offset = position % k
+        key = torch.where(slot >= 0, ravel(offset, (k,) * d), -1)
+        for r in torch.unique(key[key >= 0]).tolist():
+            rows = torch.nonzero(key == r).squeeze(1)
+            x = (2 * offset[rows[0]] + u + 1) / k - 1
+            out[rows] += run_blocks(model.net, {n: v[slot[rows]] for n, v in level.tensors().items()}, x)
+    return out
+
+
+@torch.no_grad()
+def residual_blocks(model: Miner, target: torch.Tensor, scale: int, place: Placement):
+    """Scale `scale`'s target (c, *n) minus the coarser scales, as blocks (N, m, c) in `place.storage`, with
+    every block's mean square residual and mean square target on a [0, 1] range (N,) on the device; at most
+    `place.max_blocks` blocks are on the device at once."""
+    blocks = to_blocks(target, model.block_size)
+    count = blocks.shape[0]
+    chunk = min(count, place.max_blocks)
+    error = torch.empty(count, device=place.device)
+    reference = torch.empty(count, device=place.device)
+    parts = []
+    for i in range(0, count, chunk):
+        y = place.load(blocks[i:i + chunk])
+        reference[i:i + len(y)] = ((y + 1) / 2).square().mean(dim=(1, 2))
+        residual = coarse_sum(model, scale, i, len(y), place.device).neg_().add_(y)
+        error[i:i + len(y)] = residual.square().mean(dim=(1, 2))  # field range: 4× the MSE on a [0, 1] range
+        parts.append(place.keep(residual))
+    residual = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return residual, error, reference
 
 
 # -- one scale ------------------------------------------------------------------------------------
@@ -172,13 +265,14 @@ class ScaleTrainer:
     """Trains the active blocks of one scale; retired blocks leave the parameters and the optimizer."""
 
     def __init__(self, net: BlockNet, index: torch.Tensor, params: dict[str, torch.Tensor], target: torch.Tensor,
-                 stop: torch.Tensor, *, lr: float, fused: bool):
+                 stop: torch.Tensor, *, lr: float, fused: bool, place: Placement | None = None):
         self.net, self.lr, self.fused = net, lr, fused
+        self.place = place or Placement(target.device)  # targets live in place.storage, the rest on its device
         self.index, self.target, self.stop = index, target, stop  # (p,), (p, m, c), (p,) MSE thresholds
         self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
         self.optimizer = torch.optim.Adam(list(self.params.values()), lr=lr, fused=fused)
         self.retired: list[tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]] = []
-        self.x = local_grid(round(target.shape[1] ** (1 / net.in_dim)), net.in_dim, target.device)
+        self.x = local_grid(round(target.shape[1] ** (1 / net.in_dim)), net.in_dim, self.place.device)
 
     def __len__(self) -> int:
         return self.index.numel()
@@ -188,13 +282,14 @@ class ScaleTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x = self.x if positions is None else self.x[positions]
-        y = self.target if positions is None else self.target[:, positions]
-        chunk = max(1, POINTS_PER_CHUNK // x.shape[0])
+        at = None if positions is None else positions.to(self.place.storage)
+        chunk = min(max(1, POINTS_PER_CHUNK // x.shape[0]), self.place.max_blocks)
         total = torch.zeros((), device=x.device)
         self.optimizer.zero_grad(set_to_none=True)
         for i in range(0, len(self), chunk):
             params = {k: v[i:i + chunk] for k, v in self.params.items()}
-            error = (self.net(params, x[None]) - y[i:i + chunk]).square().mean(dim=(1, 2))
+            y = self.place.load(self.target[i:i + chunk] if at is None else self.target[i:i + chunk, at])
+            error = (self.net(params, x[None]) - y).square().mean(dim=(1, 2))
             error.sum().backward()  # blocks are independent: the sum gives each its own gradient
             total += error.detach().sum()
         self.optimizer.step()
@@ -203,9 +298,10 @@ class ScaleTrainer:
     @torch.no_grad()
     def block_errors(self) -> torch.Tensor:
         """MSE (p,) of every training block on all its samples."""
-        errors = [(run_blocks(self.net, {k: v[i:i + 256] for k, v in self.params.items()}, self.x)
-                   - self.target[i:i + 256]).square().mean(dim=(1, 2)) for i in range(0, len(self), 256)]
-        return torch.cat(errors) if errors else self.target.new_zeros(0)
+        n = min(256, self.place.max_blocks)
+        errors = [(run_blocks(self.net, {k: v[i:i + n] for k, v in self.params.items()}, self.x)
+                   - self.place.load(self.target[i:i + n])).square().mean(dim=(1, 2)) for i in range(0, len(self), n)]
+        return torch.cat(errors) if errors else self.x.new_zeros(0)
 
     @torch.no_grad()
     def retire(self, errors: torch.Tensor) -> int:
@@ -228,7 +324,8 @@ class ScaleTrainer:
                 optimizer.state[p] = {n: (s[keep].clone() if s.ndim and s.shape[0] == keep.shape[0] else s)
                                       for n, s in state.items()}
         self.params, self.optimizer = params, optimizer
-        self.index, self.target, self.stop = self.index[keep], self.target[keep], self.stop[keep]
+        self.index, self.stop = self.index[keep], self.stop[keep]
+        self.target = self.place.keep(self.target[keep.to(self.target.device)])
 
     def finish(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """Every block of the scale, sorted by index: (index, parameters, final MSE)."""
@@ -249,6 +346,10 @@ class PyramidStats:
     pruned_per_scale: list[int] = dataclasses.field(default_factory=list)
     retired_per_scale: list[int] = dataclasses.field(default_factory=list)
     peak_memory_bytes: int | None = None
+    streaming: bool = False
+    device_budget_bytes: int | None = None
+    max_target_blocks_on_device: int = 0
+    pyramid_bytes: int = 0
 
 
 def _schedule(fit_config: FitConfig, scales: int) -> list[int]:
@@ -280,7 +381,9 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
     lr = fit_config.lr or type(config).lr
     relative = config.threshold == "relative"
     generator = torch.Generator(device=device).manual_seed(fit_config.seed)
-    stats = PyramidStats()
+    place = placement(config, model, values.shape[-1], device)
+    stats = PyramidStats(streaming=place.streaming,
+                         device_budget_bytes=None if math.isinf(place.budget) else int(place.budget))
     steps = _schedule(fit_config, J)
     log = open(log_path, "a") if log_path else None
     bar = None
@@ -290,19 +393,20 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
         bar = tqdm(total=sum(steps), unit="step", dynamic_ncols=True, leave=False)
     start = time.perf_counter()
     try:
-        targets = pyramid(values.to(device, torch.float32), model.padded, J)
+        targets = [place.keep(t) for t in pyramid(values.to(place.storage, torch.float32), model.padded, J)]
+        stats.pyramid_bytes = sum(t.numel() * t.element_size() for t in targets)
         for s in range(J):
-            blocks = to_blocks(subtract_scales(model, targets[s].clone(), s, s), size)  # (N, m, c) residual
-            error = blocks.square().mean(dim=(1, 2))  # field range: 4× the MSE on a [0, 1] range
-            reference = ((to_blocks(targets[s], size) + 1) / 2).square().mean(dim=(1, 2)) if relative else 1.0
+            blocks, error, reference = residual_blocks(model, targets[s], s, place)  # (N, m, c) in storage
+            reference = reference if relative else 1.0
             index = torch.nonzero(error > 4 * config.prune_mse * reference).squeeze(1)
             stop = 4 * config.stop_mse * (reference[index] if relative else torch.ones_like(index, dtype=torch.float32))
             fresh = net.init(len(index), scale=s, device=device)
             if config.parent_init and s:
                 fresh = parent_params(model, s, index, fresh)
-            trainer = ScaleTrainer(net, index, fresh, blocks[index].contiguous(), stop, lr=lr, fused=cuda)
+            target = place.keep(blocks[index.to(blocks.device)])
+            trainer = ScaleTrainer(net, index, fresh, target, stop, lr=lr, fused=cuda, place=place)
             untrained = float(error.sum() - error[index].sum())  # pruned blocks' residual stays as error
-            del blocks, error
+            del blocks, error, target
             deadline = fit_config.max_seconds * sum(steps[:s + 1]) / sum(steps) if fit_config.max_seconds else math.inf
             retired = 0
             for k in range(steps[s]):
@@ -339,6 +443,7 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
             torch.cuda.synchronize(device)
             stats.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
         stats.seconds = time.perf_counter() - start
+        stats.max_target_blocks_on_device = place.peak_blocks
     finally:
         for closable in (log, bar):
             if closable:
@@ -366,6 +471,9 @@ def field_metrics(model: Miner, config: MinerConfig, stats: PyramidStats, device
         "blocks_pruned_per_scale": stats.pruned_per_scale, "blocks_retired_per_scale": stats.retired_per_scale,
         "steps": stats.steps, "seconds": round(stats.seconds, 3), "device": str(device),
         "peak_memory_bytes": stats.peak_memory_bytes, "precision": "fp32",
+        "streaming": stats.streaming, "device_budget_bytes": stats.device_budget_bytes,
+        "max_target_blocks_on_device": stats.max_target_blocks_on_device,
+        "pyramid_bytes": stats.pyramid_bytes, "pyramid_host_bytes": stats.pyramid_bytes if stats.streaming else 0,
     }
 
 
