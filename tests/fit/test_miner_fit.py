@@ -108,9 +108,9 @@ def fit_both_ways(image, **options):
 
 
 def budget_for(blocks: int, shape=(32, 48)) -> float:
-    """A --device-budget that leaves room for exactly `blocks` 4×4 grey block targets."""
+    """A --device-budget that leaves room for exactly `blocks` 4×4 grey blocks at a time."""
     model = make_config("miner", in_dim=2, out_dim=1, scales=3, block_size=4, hidden_dim=8).adapt(shape).build()
-    return M.resident_bytes(model, 0) + blocks * 2 * 16 * 4
+    return M.parameter_bytes(model) + blocks * M.streamed_block_bytes(model, 1)
 
 
 def test_streaming_fits_the_same_field_as_resident_training():

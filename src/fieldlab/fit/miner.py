@@ -145,33 +145,43 @@ class Placement:
 
 def resident_bytes(model: Miner, channels: int) -> int:
     """A rough upper estimate of the device bytes of a fit that keeps everything on the device: the pyramid,
-    three copies of the finest targets (blocks, residual, training targets), the parameters with their
-    gradients and Adam's two moments for every finest block, and one chunk's activations."""
+    three copies of the finest targets (blocks, residual, training targets), the parameters and their Adam
+    state, and one chunk's activations."""
     d, J = model.net.in_dim, model.num_scales
     finest = math.prod(model.padded) * channels * 4
     pyramid_bytes = sum(finest // 2 ** (d * (J - 1 - s)) for s in range(J))
+    points = min(POINTS_PER_CHUNK, math.prod(model.padded))  # a chunk is never larger than the finest scale
+    return pyramid_bytes + 3 * finest + parameter_bytes(model) + activation_bytes(model, points)
+
+
+def parameter_bytes(model: Miner) -> int:
+    """Every finest block's parameters, gradients and Adam's two moments: these stay on the device."""
     per_block = sum(v.numel() for v in model.net.init(1, scale=0, device="meta").values())
-    params = 4 * per_block * math.prod(model.blocks_per_axis(J - 1)) * 4
-    return pyramid_bytes + 3 * finest + params + activation_bytes(model)
+    return 4 * per_block * math.prod(model.blocks_per_axis(model.num_scales - 1)) * 4
 
 
-def activation_bytes(model: Miner) -> int:
-    net = model.net
-    return POINTS_PER_CHUNK * (2 * net.num_layers + 1) * net.hidden_dim * 4
+def activation_bytes(model: Miner, points: int) -> int:
+    """What a forward/backward pass keeps per chunk of `points` block samples (pre- and post-activations)."""
+    return points * (2 * model.net.num_layers + 1) * model.net.hidden_dim * 4
+
+
+def streamed_block_bytes(model: Miner, channels: int) -> int:
+    """Device bytes per block a streaming fit moves at once: its targets, a working copy, its activations."""
+    samples = model.block_size**model.net.in_dim
+    return 2 * samples * channels * 4 + activation_bytes(model, samples)
 
 
 def placement(config: MinerConfig, model: Miner, channels: int, device: torch.device) -> Placement:
     """Stream when asked to, or (auto) when the resident estimate exceeds the budget; a streaming fit moves at
-    most as many blocks as the budget left after the parameters, Adam's state and the activations allows."""
+    most as many blocks at once as the budget left after the parameters and Adam's state allows."""
     budget = config.device_budget or math.inf
     if not config.device_budget and device.type == "cuda":
         budget = BUDGET_FRACTION * torch.cuda.mem_get_info(device)[0]
     streaming = config.streaming == "on" or (config.streaming == "auto" and resident_bytes(model, channels) > budget)
     if not streaming:
         return Placement(device, budget=budget)
-    fixed = resident_bytes(model, 0)  # channels 0: parameters, Adam and activations, no targets
-    per_block = 2 * model.block_size**model.net.in_dim * channels * 4  # a target chunk and its working copy
-    max_blocks = None if math.isinf(budget) else max(1, int((budget - fixed) // per_block))
+    room = budget - parameter_bytes(model)
+    max_blocks = None if math.isinf(budget) else max(1, int(room // streamed_block_bytes(model, channels)))
     return Placement(device, streaming=True, max_blocks=max_blocks, budget=budget)
 
 
