@@ -26,3 +26,14 @@ def test_sdf_net_beats_constant_baseline(tmp_path):
         f"DI-Net SDF MAE {metrics['test_mae']:.3f} vs constant-mean baseline {metrics['baseline_mae']:.3f}"
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["net"] == "sdf" and (tmp_path / "run" / "net.safetensors").exists()
+
+
+def test_train_sdf_command_refusals(cli, tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("keep")
+    for args, message in [(["--out", tmp_path / "full"], "not an empty folder"),
+                          (["--out", tmp_path / "r", "--steps", 0], "--steps must be positive"),
+                          (["--out", tmp_path / "r", "--scenes", 3], "--scenes must be at least 5")]:
+        status, out, err = cli(["train-sdf", *args])
+        assert status == 2 and message in err, err
+    assert (tmp_path / "full" / "x").read_text() == "keep" and not (tmp_path / "r").exists()
