@@ -60,3 +60,26 @@ def test_train_dinet3_on_shapes_beats_background(cli, tmp_path):
 def test_segmenter_refuses_a_store_without_masks(cli, blob_store, tmp_path):
     status, out, err = cli(["train", blob_store, "--net", "dinet3", "--out", tmp_path / "r", "--steps", 2])
     assert status == 2 and "mask" in err and "\n" not in err.strip()
+
+
+def test_augmented_rows_get_the_same_flip_and_crop_as_their_images():
+    from fieldlab.learn.segment import store_masks
+    from fieldlab.signals.datasets import Augmented
+
+    rows_of = Augmented(open_source("sample:shapes:10"), copies=3, seed=5)
+    columns = rows_of.columns(np.arange(30))
+
+    class Store:  # what store_masks reads of a FieldStore
+        attrs = {"source": {"spec": "sample:shapes:10"}, "seed": 5}
+
+        def column(self, name):
+            return columns[name]
+
+    rows = np.arange(30)
+    masks = store_masks(Store(), rows)
+    images = rows_of.values(rows).reshape(30, 16, 16)
+    inside, outside = images[masks > 0], images[masks == 0]
+    # bilinear resampling blurs edges, so compare typical levels: shapes ≥ 0.55 raw, background ≤ 0.25 raw
+    assert inside.median() > 0.0 > outside.median(), (inside.median(), outside.median())
+    agree = ((images > 0) == (masks > 0)).float().mean()
+    assert agree > 0.9, f"only {agree:.2f} of pixels agree between augmented images and masks"
