@@ -83,3 +83,19 @@ def test_augmented_rows_get_the_same_flip_and_crop_as_their_images():
     assert inside.median() > 0.0 > outside.median(), (inside.median(), outside.median())
     agree = ((images > 0) == (masks > 0)).float().mean()
     assert agree > 0.9, f"only {agree:.2f} of pixels agree between augmented images and masks"
+
+
+def test_npz_with_masks_is_a_segmentation_source(tmp_path):
+    from fieldlab._errors import UserError
+    from fieldlab.signals.shapes import shapes_scenes
+
+    images, masks = shapes_scenes(6)
+    np.savez(tmp_path / "seg.npz", images=images, masks=masks)
+    source = open_source(str(tmp_path / "seg.npz"))
+    assert np.array_equal(source.masks(4), masks[4]) and source.label_names == ["0", "1", "2", "3"]
+    np.savez(tmp_path / "bad.npz", images=images, masks=masks[:, :8])
+    try:
+        open_source(str(tmp_path / "bad.npz"))
+        raise AssertionError("mismatched masks were accepted")
+    except UserError as error:
+        assert "masks must be" in str(error)

@@ -3,7 +3,8 @@
 Sources (`open_source(spec)`):
 
 - a folder in ImageFolder layout: `ROOT/<class>/<image>` (classes sorted by name give the labels);
-- `.npz` with `images` (N, H, W[, C]) and optional `labels` (N,) and `label_names`; `.npy` images alone;
+- `.npz` with `images` (N, H, W[, C]) and optional `labels` (N,), `label_names` and `masks` (N, H, W) of
+  per-pixel classes (a segmentation source; `label_names` then name the mask classes); `.npy` images alone;
 - `sample:digits` (scikit-learn's 1,797 labelled 8×8 digits), `sample:lfw` (scikit-image's 200 25×25
   crops, face / non-face), `sample:patches[:N]` (N seeded 32×32 RGB crops of scikit-image's colour
   photos, labelled by photo; 10,000 by default), `sample:shapes[:N]` (N seeded 16×16 scenes of discs,
@@ -166,7 +167,17 @@ def _numpy_source(path: Path) -> ImageSource:
         labels = np.asarray(data[label_key]) if label_key else None
         names = [str(n) for n in data["label_names"]] if "label_names" in keys else \
             ([str(k) for k in range(int(labels.max()) + 1)] if labels is not None and len(labels) else [])
-    return _array_source(str(path), images, labels, names)
+        masks = np.asarray(data["masks"]) if "masks" in keys else None
+    if masks is None:
+        return _array_source(str(path), images, labels, names)
+    if masks.shape != images.shape[:3] or not np.issubdtype(masks.dtype, np.integer) or masks.min() < 0:
+        raise UserError(f"{path}: masks must be non-negative integers shaped {images.shape[:3]}, "
+                        f"got {masks.shape} of {masks.dtype}")
+    if "label_names" not in keys:
+        names = [str(k) for k in range(int(masks.max()) + 1)]
+    source = _array_source(str(path), images, labels, names, extra={"masks_sha1": hashlib.sha1(masks.tobytes()).hexdigest()})
+    source.masks = lambda i: masks[i]
+    return source
 
 
 def _folder_source(root: Path, image_size: int | None) -> ImageSource:
