@@ -70,9 +70,15 @@ def extract_mesh(field: nn.Module, resolution: int | Sequence[int], *, chunk: in
     exceeds `level`). A field that never crosses `level` gives an empty mesh (0 vertices, 0 faces).
     `field` must already be on `device`.
     """
+    grid = field_grid(field, resolution, bounds=bounds, chunk=chunk, device=device)
+    return grid_surface(grid, level=level, bounds=bounds)
+
+
+def grid_surface(grid: np.ndarray, *, level: float = 0.0, bounds: Bounds = CUBE) -> tuple[np.ndarray, np.ndarray]:
+    """`extract_mesh` of a grid already evaluated by `field_grid` (so a caller that also scores the grid
+    evaluates the field once); `grid` may be modified in place."""
     from skimage import measure
 
-    grid = field_grid(field, resolution, bounds=bounds, chunk=chunk, device=device)
     # A NaN would poison marching cubes: count it as outside.
     grid = np.nan_to_num(grid, copy=False, nan=level - 1.0, posinf=np.finfo(np.float32).max, neginf=np.finfo(np.float32).min)
     if not (grid.min() < level < grid.max()):

@@ -20,7 +20,6 @@ Shape letters: p blocks, m samples per block, d coordinate dims, c channels.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from fieldlab._errors import UserError
 from fieldlab.fields.miner import BlockNet, Miner, MinerConfig
 from fieldlab.fit.config import FitConfig
-from fieldlab.fit.loop import FitResult, resolve_device
+from fieldlab.fit.loop import FitResult, RunLog, resolve_device
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
 from fieldlab.fit.miner_mesh import fit_mesh, occupancy_grid  # noqa: F401  (the job finds fit_mesh here)
 from fieldlab.signals import Signal
@@ -282,6 +281,7 @@ class ScaleTrainer:
         self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
         self.optimizer = torch.optim.Adam(list(self.params.values()), lr=lr, fused=fused)
         self.retired: list[tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]] = []
+        self.retired_error = torch.zeros((), device=self.place.device)  # Σ final MSE of the retired blocks
         self.x = local_grid(round(target.shape[1] ** (1 / net.in_dim)), net.in_dim, self.place.device)
 
     def __len__(self) -> int:
@@ -320,6 +320,7 @@ class ScaleTrainer:
         count = int(done.sum())
         if count:
             self.retired.append((self.index[done], {k: v.detach()[done] for k, v in self.params.items()}, errors[done]))
+            self.retired_error += errors[done].sum()
             self._keep(~done)
         return count
 
@@ -395,12 +396,7 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
     stats = PyramidStats(streaming=place.streaming,
                          device_budget_bytes=None if math.isinf(place.budget) else int(place.budget))
     steps = _schedule(fit_config, J)
-    log = open(log_path, "a") if log_path else None
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=sum(steps), unit="step", dynamic_ncols=True, leave=False)
+    log = RunLog(log_path, None, progress, sum(steps))
     start = time.perf_counter()
     try:
         targets = [place.keep(t) for t in pyramid(values.to(place.storage, torch.float32), model.padded, J)]
@@ -430,17 +426,11 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
                 if (k + 1) % config.check_every and k + 1 != steps[s]:
                     continue
                 errors = trainer.block_errors()
-                total = untrained + float(errors.sum()) + sum(float(r[2].sum()) for r in trainer.retired)
+                total = untrained + float(errors.sum() + trainer.retired_error)
                 retired += trainer.retire(errors)
                 estimate = psnr_from_mse(total / (targets[s][0].numel() // samples))  # mean over all blocks
-                if log:
-                    log.write(json.dumps({"scale": s, "step": stats.steps, "loss": float(loss), "psnr": round(estimate, 4),
-                                          "training_blocks": len(trainer), "lr": step_lr,
-                                          "seconds": round(time.perf_counter() - start, 4)}) + "\n")
-                    log.flush()
-                if bar:
-                    bar.update(stats.steps - bar.n)
-                    bar.set_postfix(scale=s, blocks=len(trainer), psnr=f"{estimate:.2f} dB")
+                log.record(stats.steps, step_lr, time.perf_counter() - start, scale=s, loss=float(loss),
+                           psnr=round(estimate, 4), training_blocks=len(trainer))
                 if s == J - 1 and fit_config.target_psnr and estimate >= fit_config.target_psnr:
                     break
             index, params, _ = trainer.finish()
@@ -455,9 +445,7 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
         stats.seconds = time.perf_counter() - start
         stats.max_target_blocks_on_device = place.peak_blocks
     finally:
-        for closable in (log, bar):
-            if closable:
-                closable.close()
+        log.close()
     return model.eval(), stats
 
 
@@ -469,8 +457,7 @@ def predict(model: torch.nn.Module, coords: torch.Tensor, chunk: int = 2**18) ->
     return torch.cat([model(coords[i:i + chunk].to(device)).float().cpu() for i in range(0, len(coords), chunk)])
 
 
-def field_metrics(model: Miner, config: MinerConfig, stats: PyramidStats, device: torch.device,
-                  fit_config: FitConfig) -> dict:
+def field_metrics(model: Miner, config: MinerConfig, stats: PyramidStats, device: torch.device) -> dict:
     """What every MINER fit reports beside its quality: sizes, blocks and memory."""
     params = sum(p.numel() for p in model.parameters())
     counts = model.block_counts()
@@ -496,7 +483,7 @@ def fit(signal: Signal, config: MinerConfig, fit_config: FitConfig = FitConfig()
     config = config.adapt(signal.shape).replace(blocks=tuple(len(level) for level in model.levels))
     prediction = predict(model, signal.coords()).reshape(*signal.shape, -1)
     metrics = metrics_for(signal.info.kind, prediction, signal.values)
-    metrics.update(field_metrics(model, config, stats, resolve_device(fit_config.device), fit_config))
+    metrics.update(field_metrics(model, config, stats, resolve_device(fit_config.device)))
     files = {"blocks.png": lambda path: write_block_picture(path, model, prediction)} if signal.info.in_dim in (2, 3) else {}
     return MinerFitResult(field=model.cpu(), config=config, metrics=metrics, prediction=prediction, extra_files=files)
 

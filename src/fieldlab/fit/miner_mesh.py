@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import Callable
@@ -79,10 +78,9 @@ def fit_mesh(mesh, config: MinerConfig, fit_config: FitConfig = FitConfig(), occ
     """`fit.occupancy.fit_mesh` for MINER: the mesh's occupancy on the `resolution`³ grid (±1) is fitted
     as a volume with the MSE loss (the official code's choice); inside ⇔ value > 0, as for every
     occupancy field. Scored like `fit_mesh` (held-out points) and on every grid cell (`iou_grid`)."""
-    from fieldlab.edit.mesh_export import extract_mesh, mesh_chamfer
-    from fieldlab.fit.miner import field_metrics, fit_pyramid, write_block_picture  # miner imports this module
-    from fieldlab.fit.occupancy import OccupancyConfig, occupancy_iou
-    from fieldlab.signals.mesh import Mesh, sample_occupancy
+    from fieldlab.edit.mesh_export import field_grid, grid_surface
+    from fieldlab.fit.miner import field_metrics, fit_pyramid, predict, write_block_picture  # miner imports this module
+    from fieldlab.fit.occupancy import OccupancyConfig, held_out, surface_scores
 
     occupancy = occupancy or OccupancyConfig()
     occupancy.validate()
@@ -92,38 +90,21 @@ def fit_mesh(mesh, config: MinerConfig, fit_config: FitConfig = FitConfig(), occ
     inside = occupancy_grid(mesh, resolution, device=device, chunk=occupancy.chunk, backend=occupancy.backend)
     label_seconds = time.perf_counter() - tick
     values = inside.float()[..., None] * 2 - 1
-    del inside
+    inside = inside.cpu().numpy()
     model, stats = fit_pyramid(values, config, fit_config, log_path=log_path, progress=progress)
-    config = config.adapt(values.shape[:-1]).replace(blocks=tuple(len(level) for level in model.levels))
-    grid_coords_fn = _cube_centres(resolution)
-    hits = union = 0
-    for start in range(0, resolution**3, 2**22):  # IoU over every cell, chunk by chunk
-        coords = grid_coords_fn(start, min(start + 2**22, resolution**3)).to(device)
-        predicted = model(coords)[:, 0] > 0
-        true = values.reshape(-1)[start:start + len(coords)] > 0
-        hits += int((predicted & true).sum())
-        union += int((predicted | true).sum())
-    near, uniform = occupancy.split(occupancy.eval_points)
-    points, held = sample_occupancy(mesh, n_surface=near, n_uniform=uniform, sigma=occupancy.sigma,
-                                    seed=occupancy.eval_seed, device=device, chunk=occupancy.chunk,
-                                    backend=occupancy.backend)
-    logits = model(points)
-    vertices, faces = extract_mesh(model, resolution, chunk=fit_config.eval_chunk, device=device)
-    reconstruction = Mesh(mesh.from_canonical(vertices), faces, mesh.centre, mesh.scale, source="reconstruction")
-    chamfer = mesh_chamfer(mesh.vertices, mesh.faces, reconstruction.vertices, faces,
-                           points=occupancy.chamfer_points, seed=occupancy.eval_seed)
-    metrics = {"iou": round(occupancy_iou(logits, held), 6), "iou_grid": round(hits / max(union, 1), 6),
-               "chamfer": float(f"{chamfer:.6g}") if math.isfinite(chamfer) else None,
-               "reconstruction_faces": len(faces), "resolution": resolution, "label_seconds": round(label_seconds, 3)}
-    metrics.update(field_metrics(model, config, stats, device, fit_config))
+    del values
+    config = config.adapt((resolution,) * 3).replace(blocks=tuple(len(level) for level in model.levels))
+    # One evaluation of the grid serves both the IoU over every cell and marching cubes.
+    grid = field_grid(model, resolution, chunk=fit_config.eval_chunk, device=device)
+    predicted = grid > 0
+    iou_grid = int((predicted & inside).sum()) / max(int((predicted | inside).sum()), 1)
+    del predicted, inside
+    points, held = held_out(mesh, occupancy, device)
+    vertices, faces = grid_surface(grid)
+    metrics, reconstruction = surface_scores(mesh, occupancy, predict(model, points), held.cpu(), vertices, faces)
+    metrics.update({"iou_grid": round(iou_grid, 6), "label_seconds": round(label_seconds, 3)})
+    metrics.update(field_metrics(model, config, stats, device))
     files = {"blocks.png": lambda path: write_block_picture(path, model.cpu())}
     return MinerMeshFitResult(field=model.cpu(), config=config, metrics=metrics, reconstruction=reconstruction,
                               extra_files=files)
 
-
-def _cube_centres(r: int):
-    def coords(start: int, stop: int) -> torch.Tensor:
-        flat = torch.arange(start, stop)
-        index = torch.stack([flat // (r * r), flat // r % r, flat % r], -1)
-        return (index.float() + 0.5) * (2 / r) - 1
-    return coords

@@ -122,7 +122,7 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
 
     tick = time.perf_counter()
     points, values = _sample(mesh, occupancy, occupancy.points, fit_config.seed, device)
-    held_points, held_values = _sample(mesh, occupancy, occupancy.eval_points, occupancy.eval_seed, device)
+    held_points, held_values = held_out(mesh, occupancy, device)
     sample_seconds = time.perf_counter() - tick
 
     torch.manual_seed(fit_config.seed)
@@ -132,8 +132,27 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
     seconds = fitter.elapsed()
 
     logits = fitter.predict(held_points)
-    n_near = occupancy.split(occupancy.eval_points)[0]
     vertices, faces = extract_mesh(fitter.field, occupancy.resolution, chunk=fit_config.eval_chunk, device=device)
+    metrics, reconstruction = surface_scores(mesh, occupancy, logits, held_values, vertices, faces)
+    metrics.update({
+        "params": config.num_params(), "steps": fitter.step_count, "seconds": round(seconds, 3),
+        "compile_seconds": round(fitter.compile_seconds, 3), "sample_seconds": round(sample_seconds, 3),
+        "points": occupancy.points, "batch_size": fit_config.batch_size, "device": str(device),
+        "precision": fit_config.precision,
+    })
+    return MeshFitResult(field=fitter.field.cpu(), config=config, metrics=metrics, reconstruction=reconstruction)
+
+
+def held_out(mesh: Mesh, occupancy: OccupancyConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out points (eval_points, 3) and their occupancies every mesh fit is scored on."""
+    return _sample(mesh, occupancy, occupancy.eval_points, occupancy.eval_seed, device)
+
+
+def surface_scores(mesh: Mesh, occupancy: OccupancyConfig, logits: torch.Tensor, held_values: torch.Tensor,
+                   vertices, faces) -> tuple[dict, Mesh]:
+    """The scores every mesh fit reports (iou, iou_uniform, chamfer, …) from the held-out points' logits and
+    the extracted surface (canonical coordinates), and that surface as a Mesh in `mesh`'s units."""
+    n_near = occupancy.split(occupancy.eval_points)[0]
     reconstruction = Mesh(mesh.from_canonical(vertices), faces, mesh.centre, mesh.scale, source="reconstruction")
     chamfer = mesh_chamfer(mesh.vertices, mesh.faces, reconstruction.vertices, faces,
                            points=occupancy.chamfer_points, seed=occupancy.eval_seed)
@@ -142,12 +161,8 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
         "iou_uniform": round(occupancy_iou(logits[n_near:], held_values[n_near:]), 6),
         "chamfer": float(f"{chamfer:.6g}") if math.isfinite(chamfer) else None,
         "reconstruction_faces": len(faces), "resolution": occupancy.resolution,
-        "params": config.num_params(), "steps": fitter.step_count, "seconds": round(seconds, 3),
-        "compile_seconds": round(fitter.compile_seconds, 3), "sample_seconds": round(sample_seconds, 3),
-        "points": occupancy.points, "batch_size": fit_config.batch_size, "device": str(device),
-        "precision": fit_config.precision,
     }
-    return MeshFitResult(field=fitter.field.cpu(), config=config, metrics=metrics, reconstruction=reconstruction)
+    return metrics, reconstruction
 
 
 def _sample(mesh: Mesh, occupancy: OccupancyConfig, total: int, seed: int,
