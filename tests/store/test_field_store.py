@@ -19,11 +19,11 @@ def stack():
 
 
 def params_of(stack, rows):
-    return {k: v.detach()[rows] for k, v in stack._state()[0].items()}
+    return {k: v.detach()[rows] for k, v in stack.state()[0].items()}
 
 
 def new_store(path, stack, **options):
-    per_field = {k: tuple(v.shape[1:]) for k, v in stack._state()[0].items()}
+    per_field = {k: tuple(v.shape[1:]) for k, v in stack.state()[0].items()}
     return FieldStoreWriter.create(path, config=CONFIG, signal=SIGNAL, num_fields=10, chunk_fields=4,
                                    per_field=per_field, label_names=["a", "b"], attrs={"seed": 3}, **options)
 
@@ -97,7 +97,7 @@ def test_dataset_and_chunk_sampler(tmp_path, stack):
     assert len(dataset) == 6
     item = dataset[4]
     assert item["row"] == 8 and item["label"] == 0
-    assert torch.equal(item["params"]["layers.1.weight"], stack._state()[0]["layers.1.weight"][8].detach())
+    assert torch.equal(item["params"]["layers.1.weight"], stack.state()[0]["layers.1.weight"][8].detach())
     sampler = ChunkSampler(dataset, seed=1)
     order = list(sampler)
     assert sorted(order) == list(range(6))

@@ -62,10 +62,17 @@ class FieldStack(nn.Module):
     def __len__(self) -> int:
         return next(iter(self.params.values())).shape[0]
 
-    def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(stacked parameters, stacked buffers) by module name; the live tensors, not copies."""
         params = {name: self.params[_key(name)] for name in self._names}
         buffers = {name: getattr(self, "buf__" + _key(name)) for name in self._buffer_names}
         return params, buffers
+
+    def select(self, index: torch.Tensor) -> FieldStack:
+        """The fields `index` as a new stack (stacked tensors copied; shared ones held by both)."""
+        params, buffers = self.state()
+        return FieldStack(self._template[0], {k: v.detach()[index].clone() for k, v in params.items()},
+                          {k: v[index].clone() for k, v in buffers.items()}, shared=dict(self.shared_params()))
 
     def shared_params(self) -> dict[str, torch.Tensor]:
         return {name: self.shared[_key(name)] for name in self._shared_names}
@@ -78,14 +85,14 @@ class FieldStack(nn.Module):
         def one(params, buffers, x, shared):
             return functional_call(template, (params, buffers, shared), (x,))
 
-        stacked, buffers = self._state()
+        stacked, buffers = self.state()
         stacked.update(params or {})
         return vmap(one, in_dims=(0, 0, 0, None))(stacked, buffers, coords, self.shared_params())
 
     def field(self, index: int) -> nn.Module:
         """Field `index` as an ordinary module (a copy)."""
         module = copy.deepcopy(self._template[0])
-        params, buffers = self._state()
+        params, buffers = self.state()
         for name, value in params.items():
             owner, leaf = _owner(module, name)
             setattr(owner, leaf, nn.Parameter(value[index].detach().clone()))

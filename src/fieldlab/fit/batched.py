@@ -22,6 +22,7 @@ import torch
 
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, FieldStack
+from fieldlab.fit.config import FitConfig
 from fieldlab.fit.loop import _matmul_precision, resolve_device
 
 # Defaults for datasets of small signals (fit-a-nef's benchmark SIREN): a field per datum stays small.
@@ -58,22 +59,13 @@ class BatchedFitConfig:
     """Compile the forward and loss with torch.compile."""
 
     def validate(self) -> None:
-        if not 0 < self.steps <= 10**7:
-            raise UserError(f"--steps must be between 1 and 10000000, got {self.steps}")
-        if self.lr is not None and not 0 < self.lr < 10:
-            raise UserError(f"--lr must be in (0, 10), got {self.lr}")
-        if not 0 < self.lr_final <= 1:
-            raise UserError(f"--lr-final must be in (0, 1], got {self.lr_final}")
+        # The options shared with a single fit are checked by FitConfig, so both commands agree.
+        FitConfig(steps=self.steps, lr=self.lr, lr_final=self.lr_final, target_psnr=self.target_psnr,
+                  sample_fraction=self.sample_fraction, precision=self.precision).validate()
         if self.init not in ("shared", "random"):
             raise UserError(f"--init must be shared or random, got {self.init!r}")
-        if not 0 <= self.target_psnr <= 200:
-            raise UserError(f"--target-psnr must be between 0 and 200 dB, got {self.target_psnr}")
         if self.check_every < 1:
             raise UserError(f"--check-every must be positive, got {self.check_every}")
-        if not 0 <= self.sample_fraction <= 1:
-            raise UserError(f"--sample-fraction must be in [0, 1], got {self.sample_fraction}")
-        if self.precision not in ("fp32", "tf32", "bf16"):
-            raise UserError(f"--precision must be fp32, tf32 or bf16, got {self.precision!r}")
 
 
 @dataclasses.dataclass
@@ -129,14 +121,12 @@ def pixel_subset(rows: torch.Tensor, step: int, n: int, k: int, seed: int) -> to
     return x.topk(k, dim=1, largest=False).indices
 
 
-def _select(stack: FieldStack, keep: torch.Tensor, optimizer: torch.optim.Adam | None, lr: float):
+def _select(stack: FieldStack, keep: torch.Tensor, optimizer: torch.optim.Adam, lr: float):
     """The fields `keep` of `stack` as a new stack, with their Adam moments carried over."""
-    params, buffers = stack._state()
-    new = FieldStack(stack._template[0], {k: v.detach()[keep].clone() for k, v in params.items()},
-                     {k: v[keep].clone() for k, v in buffers.items()})
+    new = stack.select(keep)
     new_optimizer = torch.optim.Adam(new.parameters(), lr=lr, betas=optimizer.defaults["betas"],
                                      eps=optimizer.defaults["eps"], fused=optimizer.defaults.get("fused"))
-    for old_p, new_p in zip(params.values(), new._state()[0].values()):
+    for old_p, new_p in zip(stack.state()[0].values(), new.state()[0].values()):
         state = optimizer.state.get(old_p)
         if state:
             new_optimizer.state[new_p] = {k: v[keep].clone() if k != "step" else v.clone() for k, v in state.items()}
@@ -182,7 +172,7 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
         return 10 * torch.log10(4.0 / mse.clamp_min(1e-30))
 
     def record(positions: torch.Tensor, where: torch.Tensor, quality: torch.Tensor, step: int) -> None:
-        state = stack._state()[0]
+        state = stack.state()[0]
         index = positions.cpu()
         for name in state:
             out[name][index] = state[name].detach()[where].float().cpu()
