@@ -5,14 +5,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import typing
 from pathlib import Path
 from typing import Any
 
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, get_config_class
+from fieldlab.fields._config import _coerce
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device
-from fieldlab.signals import Signal, detect_kind, load_signal, parse_span, reconstruction_name, write_signal
+from fieldlab.signals import detect_kind, load_signal, parse_span, reconstruction_name, write_signal
 from fieldlab.store import FieldDirWriter, check_out_dir, write_field
 
 log = logging.getLogger("fieldlab")
@@ -55,24 +57,24 @@ KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 KIND_LR: dict[str, dict[str, float]] = {"audio": {"siren": 3e-4}}
 
 
-def resolve_field_config(name: str, options: dict[str, Any], signal: Signal, params: int | None) -> FieldConfig:
-    """The field's config for `signal`: its dims, options that depend on the grid, and the size budget."""
+def resolve_field_config(name: str, options: dict[str, Any], *, kind: str, in_dim: int, out_dim: int,
+                         shape: tuple[int, ...], params: int | None, max_params: int | None = None) -> FieldConfig:
+    """The field's config for a signal of `kind` sampled on `shape`: its dims, the kind's defaults, options
+    that depend on the grid, and the size budget (`params`, else at most `max_params` when given)."""
     derived = sorted(set(options) & set(DERIVED))
     if derived:
         raise UserError(f"--{derived[0].replace('_', '-')} is set from the signal and cannot be given")
-    defaults = KIND_DEFAULTS.get(signal.info.kind, {}).get(name, {})
+    defaults = KIND_DEFAULTS.get(kind, {}).get(name, {})
     config = get_config_class(name).from_options(
-        {"in_dim": signal.info.in_dim, "out_dim": signal.info.channels, **defaults, **options}).adapt(signal.shape)
+        {"in_dim": in_dim, "out_dim": out_dim, **defaults, **options}).adapt(shape)
     if params is not None:
         if params > MAX_PARAMS:
             raise UserError(f"--params {params} is absurd (at most {MAX_PARAMS})")
         config = config.with_params(params)
-    elif config.size_knob not in options and config.num_params() > signal.values.numel():
-        # Unasked, a field gets no more parameters than its signal has values: a representation
-        # larger than the data is rarely what is wanted, and it keeps small fits fast on a laptop.
-        config = config.with_params(signal.values.numel())
+    elif max_params is not None and config.size_knob not in options and config.num_params() > max_params:
+        config = config.with_params(max_params)
         log.info("%s sized to %s parameters, about the signal's %s values (--params or --%s chooses)",
-                 name, f"{config.num_params():,}", f"{signal.values.numel():,}", config.size_knob.replace("_", "-"))
+                 name, f"{config.num_params():,}", f"{max_params:,}", config.size_knob.replace("_", "-"))
     if config.num_params() > MAX_PARAMS:
         raise UserError(f"these options give {config.num_params():,} parameters (at most {MAX_PARAMS:,})")
     return config
@@ -92,22 +94,22 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
         raise UserError(f"--{next(iter(job.mesh_options)).replace('_', '-')} applies to meshes only")
     span = parse_span(job.span) if job.span else None
     signal = load_signal(job.input, max_size=job.max_size, max_frames=job.max_frames, modality=job.modality, span=span)
-    config = resolve_field_config(job.field, job.field_options, signal, job.params)
+    # Unasked, a field gets no more parameters than its signal has values: a representation larger than
+    # the data is rarely what is wanted, and it keeps small fits fast on a laptop.
+    config = resolve_field_config(job.field, job.field_options, kind=signal.info.kind, in_dim=signal.info.in_dim,
+                                  out_dim=signal.info.channels, shape=signal.shape, params=job.params,
+                                  max_params=signal.values.numel())
     kind_lr = KIND_LR.get(signal.info.kind, {}).get(job.field)
     if job.fit.lr is None and kind_lr:
         job = dataclasses.replace(job, fit=dataclasses.replace(job.fit, lr=kind_lr))
     with FieldDirWriter(out, force) as folder:
         result = fit(signal, config, job.fit, log_path=folder / "log.jsonl",
-                                              tensorboard_dir=folder / "tensorboard" if tensorboard else None,
-                                              progress=progress)
+                     tensorboard_dir=folder / "tensorboard" if tensorboard else None, progress=progress)
         config = result.config  # a field's own trainer may resolve more of its config (e.g. MINER's blocks)
         write_field(folder, result.field, config, signal.info, result.metrics)
         raw = signal.info.normalization.decode(result.prediction)
         write_signal(folder / reconstruction_name(signal.info), raw, signal.info)
-        _write_extra_files(result, folder)
-        resolved = dataclasses.replace(job, params=None, field_options={
-            k: v for k, v in config.to_dict().items() if k not in DERIVED})
-        (folder / "config.json").write_text(json.dumps(resolved.to_dict(), indent=2) + "\n")
+        _write_run_files(result, folder, job, config)
     return result
 
 
@@ -125,42 +127,27 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool):
     unknown = sorted(set(job.mesh_options) - names)
     if unknown:
         raise UserError(f"--{unknown[0].replace('_', '-')} is not a mesh option")
-    occupancy = OccupancyConfig(**{k: _typed(OccupancyConfig, k, v) for k, v in job.mesh_options.items()})
+    hints = typing.get_type_hints(OccupancyConfig)
+    occupancy = OccupancyConfig(**{k: _coerce(k, v, hints[k]) for k, v in job.mesh_options.items()})
     occupancy.validate()
     mesh = read_mesh(check_file(job.input))
-    resolution = (occupancy.resolution,) * 3
-    defaults = KIND_DEFAULTS["mesh"].get(job.field, {})
-    config = get_config_class(job.field).from_options(
-        {"in_dim": 3, "out_dim": 1, **defaults, **job.field_options}).adapt(resolution)
-    if job.params is not None:
-        config = config.with_params(job.params)
-    if config.num_params() > MAX_PARAMS:
-        raise UserError(f"these options give {config.num_params():,} parameters (at most {MAX_PARAMS:,})")
+    config = resolve_field_config(job.field, job.field_options, kind="mesh", in_dim=3, out_dim=1,
+                                  shape=(occupancy.resolution,) * 3, params=job.params)
     with FieldDirWriter(out, force) as folder:
         result = own_trainer(config, "fit_mesh", fit_mesh)(mesh, config, job.fit, occupancy,
                                                         log_path=folder / "log.jsonl", progress=progress)
         config = result.config
         write_field(folder, result.field, config, mesh.info(occupancy.resolution), result.metrics)
         write_mesh(folder / "reconstruction.obj", result.reconstruction.vertices, result.reconstruction.faces)
-        _write_extra_files(result, folder)
-        resolved = dataclasses.replace(job, params=None, field_options={
-            k: v for k, v in config.to_dict().items() if k not in DERIVED})
-        (folder / "config.json").write_text(json.dumps(resolved.to_dict(), indent=2, default=list) + "\n")
+        _write_run_files(result, folder, job, config)
     return result
 
 
-def _write_extra_files(result, folder: Path) -> None:
-    """Files a trainer asks to be written beside the reconstruction (name → writer(path))."""
+def _write_run_files(result, folder: Path, job: FitJob, config: FieldConfig) -> None:
+    """The files a trainer asks for beside the reconstruction (name → writer(path)), and config.json: the
+    job with the resolved field options, so `--config DIR/config.json` repeats the run."""
     for name, write in getattr(result, "extra_files", {}).items():
         write(folder / name)
-
-
-def _typed(cls, name: str, value: Any) -> Any:
-    """A CLI string as the type of `cls`'s field `name` (ints, floats, tuples of floats)."""
-    default = next(f.default for f in dataclasses.fields(cls) if f.name == name)
-    try:
-        if isinstance(default, tuple):
-            return tuple(float(v) for v in (value.split(",") if isinstance(value, str) else value))
-        return type(default)(value)
-    except (TypeError, ValueError):
-        raise UserError(f"--{name.replace('_', '-')} expects {type(default).__name__}, got {value!r}") from None
+    resolved = dataclasses.replace(job, params=None, field_options={
+        k: v for k, v in config.to_dict().items() if k not in DERIVED})
+    (folder / "config.json").write_text(json.dumps(resolved.to_dict(), indent=2, default=list) + "\n")
