@@ -6,40 +6,27 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 import torch.nn as nn
 
-from fieldlab._errors import UserError
+from fieldlab._registry import Registry
 from fieldlab.fields._config import FieldConfig
 
-_REGISTRY: dict[str, type[FieldConfig]] = {}
-C = TypeVar("C", bound=type[FieldConfig])
+_FIELDS: Registry[type[FieldConfig]] = Registry("field", "registered fields:")
 
 
 def register_field(name: str):
     """Class decorator that registers a `FieldConfig` subclass under `name`; a duplicate name raises."""
-
-    def decorator(config_cls: C) -> C:
-        if name in _REGISTRY:
-            raise ValueError(f"field {name!r} is already registered by {_REGISTRY[name].__qualname__}")
-        config_cls.name = name
-        _REGISTRY[name] = config_cls
-        return config_cls
-
-    return decorator
+    return _FIELDS.register(name)
 
 
 def list_fields() -> list[str]:
     """Registered field names, sorted."""
-    return sorted(_REGISTRY)
+    return _FIELDS.names()
 
 
 def get_config_class(name: str) -> type[FieldConfig]:
     """The config class registered under `name`."""
-    if name not in _REGISTRY:
-        raise UserError(f"unknown field {name!r}; registered fields: {', '.join(list_fields())}")
-    return _REGISTRY[name]
+    return _FIELDS.get(name)
 
 
 def make_config(name: str, **options) -> FieldConfig:

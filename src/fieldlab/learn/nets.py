@@ -20,33 +20,27 @@ import torch
 import torch.nn as nn
 
 from fieldlab._errors import UserError
+from fieldlab._registry import Registry
 from fieldlab.learn._neighbors import Support
 from fieldlab.learn.layers import (DIConv, DINorm, Discretized, MLPKernel, Pointwise, Residual, Upsample,
                                    global_pool)
 from fieldlab.learn.points import PointSet
 
-_NETS: dict[str, type] = {}
+_NETS: Registry[type] = Registry("network", "choose from")
 
 
 def register_net(name: str):
-    def decorator(cls):
-        if name in _NETS:
-            raise ValueError(f"network {name!r} is already registered by {_NETS[name].__qualname__}")
-        cls.name = name
-        _NETS[name] = cls
-        return cls
-
-    return decorator
+    """Class decorator that registers a `NetConfig` subclass under `name`; a duplicate name raises."""
+    return _NETS.register(name)
 
 
 def list_nets() -> list[str]:
-    return sorted(_NETS)
+    return _NETS.names()
 
 
 def net_config(name: str, **options) -> NetConfig:
-    if name not in _NETS:
-        raise UserError(f"unknown network {name!r}; choose from {', '.join(list_nets())}")
-    cls = _NETS[name]
+    """The config of network `name`, with `options` checked against its fields and coerced to their types."""
+    cls = _NETS.get(name)
     from fieldlab.fields._config import _coerce
 
     import typing
@@ -279,25 +273,21 @@ class CNN2Config(NetConfig):
     """CNN-2 baseline: two 3×3 conv-BN-ReLU layers on the rendered grid, global pool, MLP."""
 
     takes: ClassVar[str] = "grid"
+    res_blocks: ClassVar[int] = 0
     channels: int = 32
 
     def build(self, in_channels, out_channels, dim=2):
         c = self.channels
-        return GridCNN(nn.Sequential(*_conv_bn(in_channels, c), *_conv_bn(c, 2 * c, 2)), 2 * c, out_channels)
+        blocks = [_ResBlock(2 * c) for _ in range(self.res_blocks)]
+        return GridCNN(nn.Sequential(*_conv_bn(in_channels, c), *_conv_bn(c, 2 * c, 2), *blocks), 2 * c, out_channels)
 
 
 @register_net("cnn4")
 @dataclasses.dataclass(frozen=True)
-class CNN4Config(NetConfig):
+class CNN4Config(CNN2Config):
     """CNN-4 baseline: conv, strided conv, residual block, global pool, MLP (DI-Net-4's grid twin)."""
 
-    takes: ClassVar[str] = "grid"
-    channels: int = 32
-
-    def build(self, in_channels, out_channels, dim=2):
-        c = self.channels
-        return GridCNN(nn.Sequential(*_conv_bn(in_channels, c), *_conv_bn(c, 2 * c, 2), _ResBlock(2 * c)),
-                       2 * c, out_channels)
+    res_blocks: ClassVar[int] = 1
 
 
 class ParamsMLP(nn.Module):

@@ -94,7 +94,7 @@ def sdf_error(net: nn.Module, centres, radii, sampler: PointSampler, num_queries
 
 def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print) -> dict[str, Any]:
     """Train the `sdf` network on ball scenes; metrics {test_mae, baseline_mae, …} (and RUN files if `out`)."""
-    from fieldlab.learn.train import TrainConfig, _write_json, lr_at
+    from fieldlab.learn.train import _write_json, lr_at
 
     config.validate()
     centres, radii = ball_scenes(config.scenes, config.seed)
@@ -104,7 +104,6 @@ def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print) 
     net = cfg.build(1, 1, 3)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sampler = PointSampler(kind="rqmc", n=config.num_points, dim=3, seed=config.seed)
-    schedule = TrainConfig(lr=config.lr, steps=config.steps, warmup=config.warmup)
     train_c, train_r = centres[~held], radii[~held]
     began = time.time()
     for step in range(config.steps):
@@ -117,7 +116,7 @@ def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print) 
         pred = net(Discretized(occupancy(c, r, points.coords), points), queries).values[..., 0]
         loss = nn.functional.mse_loss(pred, scene_sdf(c, r, queries.coords).clamp(-1, 1))
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, schedule)
+            group["lr"] = lr_at(step, config.lr, config.warmup, config.steps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

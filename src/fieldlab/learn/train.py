@@ -31,6 +31,7 @@ from fieldlab.learn.layers import Discretized
 from fieldlab.learn.nets import NetConfig, flat_size, net_config
 from fieldlab.learn.points import PointSampler
 from fieldlab.fit.loop import resolve_device
+from fieldlab.store.field_dir import check_out_dir
 
 FORMAT = "fieldlab.run"
 
@@ -167,11 +168,12 @@ def _dist_setup(device: torch.device) -> tuple[int, int]:
 
 
 # -- the loop ------------------------------------------------------------------------------------------
-def lr_at(step: int, config: TrainConfig) -> float:
-    if step < config.warmup:
-        return config.lr * (step + 1) / config.warmup
-    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+def lr_at(step: int, lr: float, warmup: int, steps: int) -> float:
+    """Learning rate at `step`: linear warm-up to `lr` over `warmup` steps, then cosine decay to 0 at `steps`."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resume: bool = False,
@@ -252,7 +254,7 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
         else:
             loss = nn.functional.cross_entropy(model(x), data.labels[pick.to(device)])
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
+            group["lr"] = lr_at(step, config.lr, config.warmup, config.steps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -319,10 +321,7 @@ def score(net: nn.Module, cfg: NetConfig, evaluator: FieldEvaluator, split: Spli
 
 # -- files -----------------------------------------------------------------------------------------------
 def _check_run_dir(out: Path, *, resume: bool, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
-    if not out.resolve().parent.is_dir():
-        raise UserError(f"the parent folder of --out {out} does not exist")
+    check_out_dir(out, force=True)  # not a file, parent exists; emptiness is judged here, where --resume counts
     if out.is_dir() and any(out.iterdir()) and not (resume or force):
         raise UserError(f"--out {out} is not empty; pass --resume to continue it or --force to replace it")
     if force and not resume and out.is_dir():
