@@ -49,12 +49,13 @@ class StoredField:
     path: Path | None = None
 
 
-def check_out_dir(out: Path, force: bool) -> None:
-    """Refuse a non-empty `out` unless `force`, before any work is done."""
+def check_out_dir(out: Path, force: bool, *, resumable: bool = False) -> None:
+    """Refuse a non-empty `out` unless `force`, before any work is done (`resumable`: say --resume too)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(f"--out {out} is not empty; pass --force to replace it")
+        how = "pass --resume to continue it or --force to replace it" if resumable else "pass --force to replace it"
+        raise UserError(f"--out {out} is not empty; {how}")
     parent = out.resolve().parent
     if not parent.exists():
         raise UserError(f"the parent folder of --out {out} does not exist")

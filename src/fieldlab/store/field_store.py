@@ -56,6 +56,7 @@ import torch
 from fieldlab._errors import UserError, missing_extra
 from fieldlab.fields import FieldConfig, FieldStack, get_config_class
 from fieldlab.signals import SignalInfo
+from fieldlab.store.field_dir import check_out_dir
 
 FORMAT = "fieldlab.fieldstore"
 FORMAT_VERSION = 1
@@ -207,13 +208,8 @@ def is_store(path: Path) -> bool:
 
 
 def check_store_path(path: Path, *, force: bool, resume: bool) -> None:
-    """Refuse to overwrite a non-empty `path` unless forced, before any work is done."""
-    if path.exists() and not path.is_dir():
-        raise UserError(f"--out {path} exists and is not a folder")
-    if not path.resolve().parent.is_dir():
-        raise UserError(f"the parent folder of --out {path} does not exist")
-    if path.is_dir() and any(path.iterdir()) and not (force or resume):
-        raise UserError(f"--out {path} is not empty; pass --resume to continue it or --force to replace it")
+    """Refuse to overwrite a non-empty `path` unless forced or resumed, before any work is done."""
+    check_out_dir(path, force or resume, resumable=True)
 
 
 def _read_done(group, num_fields: int, chunk_fields: int) -> np.ndarray:
