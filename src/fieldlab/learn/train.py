@@ -233,17 +233,17 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
     for step in range(start, end):
         model.train()
         g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        pick = torch.randint(len(train_rows), (config.batch_size,), generator=g)[rank * local:(rank + 1) * local]
+        pick = torch.randint(len(train_rows), (config.batch_size,), generator=g)[rank * local:(rank + 1) * local].to(device)
         flips = (torch.rand(config.batch_size, generator=g) < 0.5)[rank * local:(rank + 1) * local] if config.flip else None
         points = sampler(step).to(device)
-        params = {k: v[pick.to(device)] for k, v in data.params.items()}
+        params = {k: v[pick] for k, v in data.params.items()}
         noise = None
         if config.noise and cfg.takes != "params":  # drawn for the global batch, so every rank slices the same draw
             noise = config.noise * torch.randn(config.batch_size, len(points), store.signal.channels,
                                                generator=g)[rank * local:(rank + 1) * local]
         x = make_input(cfg, evaluator, params, points, jitter=config.jitter, noise=noise, flip=flips, generator=g)
         if segment:  # per-point labels at the step's points (mirrored where the input was flipped)
-            masks = data.masks[pick.to(device)]
+            masks = data.masks[pick]
             target = labels_at(masks, points.coords)
             if flips is not None and flips.any():
                 mirrored = points.coords.clone()
@@ -252,7 +252,7 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
             logits = model(x).values
             loss = nn.functional.cross_entropy(logits.reshape(-1, classes), target.flatten(), weight=weights)
         else:
-            loss = nn.functional.cross_entropy(model(x), data.labels[pick.to(device)])
+            loss = nn.functional.cross_entropy(model(x), data.labels[pick])
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config.lr, config.warmup, config.steps)
         optimizer.zero_grad(set_to_none=True)
