@@ -321,9 +321,7 @@ def score(net: nn.Module, cfg: NetConfig, evaluator: FieldEvaluator, split: Spli
 
 # -- files -----------------------------------------------------------------------------------------------
 def _check_run_dir(out: Path, *, resume: bool, force: bool) -> None:
-    check_out_dir(out, force=True)  # not a file, parent exists; emptiness is judged here, where --resume counts
-    if out.is_dir() and any(out.iterdir()) and not (resume or force):
-        raise UserError(f"--out {out} is not empty; pass --resume to continue it or --force to replace it")
+    check_out_dir(out, force=resume or force, resumable=True)
     if force and not resume and out.is_dir():
         for name in ("checkpoint.pt", "net.safetensors", "run.json"):
             (out / name).unlink(missing_ok=True)
