@@ -47,7 +47,9 @@ def evaluate(run: str | Path, store_path: str | Path, *, points: Sequence[str], 
     for side in resolutions:
         for kind in points:
             acc = None
-            if cfg.takes == "points" or (cfg.takes == "grid" and kind == "grid") or \
+            # segmenters answer at any points (FCNs query their logit image, hypernetworks are fields);
+            # a grid CNN classifier sees only grids, and a classifier of weights sees no points at all
+            if cfg.takes == "points" or cfg.task == "segment" or (cfg.takes == "grid" and kind == "grid") or \
                     (cfg.takes == "params" and kind == points[0]):
                 sampler = PointSampler(kind=kind, n=side ** dim, dim=dim, sequence=train_cfg["sequence"], seed=seed)
                 acc = score(net, cfg, evaluator, test, sampler, info["classes"])

@@ -249,9 +249,13 @@ class GridCNN(nn.Module):
     def forward(self, x: Discretized) -> torch.Tensor:
         if not x.points.is_grid:
             raise UserError("a grid CNN sees only grid point sets; use --points grid")
-        b, n, c = x.values.shape
-        image = x.values[:, x.points.grid_order()].transpose(1, 2).reshape(b, c, *x.points.shape)
-        return self.head(self.layers(image).flatten(2).mean(-1))
+        return self.head(self.layers(grid_image(x)).flatten(2).mean(-1))
+
+
+def grid_image(x: Discretized) -> torch.Tensor:
+    """The values of `x`, sampled on a grid, as images (b, c, *shape) in row-major order."""
+    b, n, c = x.values.shape
+    return x.values[:, x.points.grid_order()].transpose(1, 2).reshape(b, c, *x.points.shape)
 
 
 def _conv_bn(c_in, c_out, stride=1):

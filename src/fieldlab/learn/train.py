@@ -149,7 +149,27 @@ def make_input(cfg: NetConfig, evaluator: FieldEvaluator, params: dict[str, torc
     return Discretized(values, points)
 
 
+def input_points(cfg: NetConfig, points):
+    """Where the fields are sampled for the network: `points` itself, except for a grid segmenter (FCN),
+    which reads a grid of as many points and answers at `points`."""
+    if cfg.takes == "grid" and cfg.task == "segment" and not points.is_grid:
+        from fieldlab.learn.points import PointSampler
+
+        return PointSampler(kind="grid", n=len(points), dim=points.dim)().to(points.coords.device)
+    return points
+
+
+def segment_logits(model: nn.Module, cfg: NetConfig, x, points) -> torch.Tensor:
+    """Per-point logits (b, n, classes) of a segmenter at `points`: DI segmenters answer at their input
+    points; FCNs and hypernetworks are queried there."""
+    if cfg.takes == "points":
+        return model(x).values
+    return model(x, points).values
+
+
 def build_net(cfg: NetConfig, store, classes: int) -> nn.Module:
+    if hasattr(cfg, "build_for_store"):  # networks that need the field architecture itself (seg_hyper)
+        return cfg.build_for_store(store, classes)
     if cfg.takes == "params":
         return cfg.build(flat_size(store.per_field), classes)
     return cfg.build(store.signal.channels, classes, store.signal.in_dim)
@@ -201,6 +221,7 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
     if cfg.task not in ("classify", "segment"):
         raise UserError(f"train fits classifiers and segmenters on stores; {config.net!r} is a {cfg.task} network")
     segment = cfg.task == "segment"
+    input_points(cfg, config.sampler(store.signal.in_dim)(0))  # an FCN's grid must exist before RUN is written
     classes = num_classes(store, segment)
     data = load_split(store, train_rows, device, masks=segment)
     weights = None
@@ -241,7 +262,8 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
         if config.noise and cfg.takes != "params":  # drawn for the global batch, so every rank slices the same draw
             noise = config.noise * torch.randn(config.batch_size, len(points), store.signal.channels,
                                                generator=g)[rank * local:(rank + 1) * local]
-        x = make_input(cfg, evaluator, params, points, jitter=config.jitter, noise=noise, flip=flips, generator=g)
+        x = make_input(cfg, evaluator, params, input_points(cfg, points), jitter=config.jitter, noise=noise,
+                       flip=flips, generator=g)
         if segment:  # per-point labels at the step's points (mirrored where the input was flipped)
             masks = data.masks[pick]
             target = labels_at(masks, points.coords)
@@ -249,7 +271,7 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
                 mirrored = points.coords.clone()
                 mirrored[:, -1] = -mirrored[:, -1]
                 target = torch.where(flips.to(device)[:, None], labels_at(masks, mirrored), target)
-            logits = model(x).values
+            logits = segment_logits(model, cfg, x, points)
             loss = nn.functional.cross_entropy(logits.reshape(-1, classes), target.flatten(), weight=weights)
         else:
             loss = nn.functional.cross_entropy(model(x), data.labels[pick])
@@ -306,8 +328,9 @@ def segment_scores(net: nn.Module, cfg: NetConfig, evaluator: FieldEvaluator, sp
     for i, start in enumerate(range(0, len(split.rows), batch_size)):
         sl = slice(start, start + batch_size)
         points = sampler(10_000 + i).to(split.masks.device)
-        x = make_input(cfg, evaluator, {k: v[sl] for k, v in split.params.items()}, points)
-        matrix += confusion(net(x).values.argmax(-1), labels_at(split.masks[sl], points.coords), classes)
+        x = make_input(cfg, evaluator, {k: v[sl] for k, v in split.params.items()}, input_points(cfg, points))
+        pred = segment_logits(net, cfg, x, points).argmax(-1)
+        matrix += confusion(pred, labels_at(split.masks[sl], points.coords), classes)
     return miou(matrix), float(matrix.diag().sum() / matrix.sum().clamp_min(1))
 
 

@@ -1,0 +1,70 @@
+"""Segmentation baselines on the shapes store: grid FCNs and the SIREN-weight hypernetwork."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from fieldlab.learn import points as P
+from fieldlab.learn.layers import Discretized
+from fieldlab.learn.nets import net_config
+from fieldlab.learn.segment import confusion, miou
+
+
+@pytest.fixture(scope="module")
+def shapes_store(tmp_path_factory):
+    from fieldlab.cli.main import main
+
+    store = tmp_path_factory.mktemp("seg") / "store"
+    main(["fit-dataset", "sample:shapes:60", "--field", "siren", "--out", str(store), "--steps", "150",
+          "--hidden-dim", "32", "--num-layers", "3"])
+    return store
+
+
+def background_miou(store) -> float:
+    """mIoU of calling every point background, on the test scenes train/eval use."""
+    from fieldlab.learn.segment import store_masks
+    from fieldlab.learn.train import split_rows
+    from fieldlab.store.field_store import FieldStore
+
+    _, test_rows, _ = split_rows(FieldStore(store))
+    truth = store_masks(FieldStore(store), test_rows)
+    return miou(confusion(torch.zeros_like(truth), truth, 4))
+
+
+def test_fcn_logits_are_the_pixels_on_its_grid_and_interpolate_between():
+    torch.manual_seed(0)
+    net = net_config("fcn5", channels=4).build(1, 3).eval()
+    pts = P.grid((6, 6))
+    x = Discretized(torch.randn(2, 36, 1), pts)
+    from fieldlab.learn.nets import grid_image
+
+    image = net.logits(grid_image(x))  # (2, 3, 6, 6)
+    out = net(x).values  # at the grid's own points, in its coarse-to-fine order
+    rows, cols = (pts.raster // 6), (pts.raster % 6)
+    assert torch.allclose(out, image[:, :, rows, cols].transpose(1, 2), atol=1e-6)
+    midway = torch.tensor([[(-1 + 3 / 6 + -1 + 5 / 6) / 2, -1 + 1 / 6]])  # halfway between pixels (1,0) and (2,0)
+    between = net(x, P.PointSet(midway, torch.ones(1) * 4)).values[:, 0]
+    assert torch.allclose(between, (image[:, :, 1, 0] + image[:, :, 2, 0]) / 2, atol=1e-6)
+
+
+def test_train_fcn3_on_shapes_and_eval_at_every_point_set(cli, shapes_store, tmp_path):
+    run = tmp_path / "run"
+    status, out, err = cli(["train", shapes_store, "--net", "fcn3", "--out", run, "--num-points", 256, "--steps", 100,
+                            "--batch-size", 32, "--lr", 3e-3, "--channels", 16])
+    assert status == 0, err
+    baseline = background_miou(shapes_store)
+    metrics = json.loads((run / "run.json").read_text())["metrics"]
+    assert metrics["test_miou"] > baseline + 0.1, (metrics, baseline)
+    status, out, err = cli(["eval", run, shapes_store, "--points", "grid,qmc,shrunk", "--resolutions", "16,24"])
+    assert status == 0, err
+    rows = list(csv.DictReader(open(run / "eval.csv")))
+    assert len(rows) == 6 and all(r["accuracy"] and float(r["accuracy"]) > baseline for r in rows), (rows, baseline)
+
+
+def test_fcn_needs_a_square_point_count(cli, shapes_store, tmp_path):
+    status, out, err = cli(["train", shapes_store, "--net", "fcn3", "--out", tmp_path / "r", "--num-points", 200,
+                            "--steps", 2])
+    assert status == 2 and "not square" in err, err
+    assert not (tmp_path / "r").exists()
