@@ -37,3 +37,46 @@ def test_train_sdf_command_refusals(cli, tmp_path):
         status, out, err = cli(["train-sdf", *args])
         assert status == 2 and message in err, err
     assert (tmp_path / "full" / "x").read_text() == "keep" and not (tmp_path / "r").exists()
+
+
+def test_eval_of_an_sdf_run_tabulates_the_error_per_point_set(cli, tmp_path):
+    import csv
+
+    config = SDFConfig(scenes=20, steps=5, num_points=216, num_queries=64, batch_size=4, net_options={"channels": 4})
+    metrics = train_sdf(config, tmp_path / "run", progress=lambda *_: None)
+    status, out, err = cli(["eval", tmp_path / "run", "--points", "grid,qmc,shrunk", "--resolutions", "4,6"])
+    assert status == 0, err
+    assert "SDF error" in out and "rqmc@216 → shrunk" in out
+    rows = list(csv.DictReader(open(tmp_path / "run" / "eval.csv")))
+    assert [(r["test"], r["points"]) for r in rows] == [(k, n) for n in ("64", "216") for k in ("grid", "qmc", "shrunk")]
+    assert {r["metric"] for r in rows} == {"sdf_mae"} and all(0 < float(r["accuracy"]) < 2 for r in rows)
+    status, out, err = cli(["eval", tmp_path / "run", tmp_path / "run"])
+    assert status == 2 and "without a STORE" in err
+
+
+def test_sdf_from_fitted_fields_of_rendered_scenes(cli, tmp_path):
+    """fit-dataset sample:balls (2-D scenes as images) → train-sdf --store reads the SIRENs through the
+    batched path and beats the constant baseline; eval reads the recorded store."""
+    from fieldlab.signals.balls import ball_images, ball_scenes
+
+    centres, radii = ball_scenes(3, dim=2)
+    image = ball_images(3, size=32)[1]
+    row, col = ((centres[1, 0] + 1) / 2 * 32).long().tolist()  # the pixel of ball 0's centre is inside
+    assert image[row, col] > 0.9 and image.min() < -0.9
+    store, run = tmp_path / "store", tmp_path / "run"
+    status, out, err = cli(["fit-dataset", "sample:balls:40", "--field", "siren", "--out", store, "--steps", 150,
+                            "--hidden-dim", 32, "--num-layers", 3])
+    assert status == 0, err
+    status, out, err = cli(["train-sdf", "--out", run, "--store", store, "--steps", 80, "--num-points", 256,
+                            "--num-queries", 128, "--batch-size", 8, "--channels", 8])
+    assert status == 0, err
+    info = json.loads((run / "run.json").read_text())
+    assert info["input"] == "store" and info["dim"] == 2 and info["metrics"]["test_scenes"] == 8
+    assert info["metrics"]["test_mae"] < 0.8 * info["metrics"]["baseline_mae"], info["metrics"]
+    status, out, err = cli(["eval", run, "--points", "grid,qmc", "--resolutions", "16"])
+    assert status == 0 and "rqmc@256 → qmc" in out, err
+
+
+def test_train_sdf_store_must_hold_ball_scenes(cli, blob_store, tmp_path):
+    status, out, err = cli(["train-sdf", "--out", tmp_path / "r", "--store", blob_store, "--steps", 2])
+    assert status == 2 and "sample:balls" in err, err

@@ -51,14 +51,16 @@ def train_command(
 @app.command("eval")
 def eval_command(
     run: Path = typer.Argument(..., help="A run folder written by train."),
-    store: Path = typer.Argument(..., help="The FieldStore to test on."),
+    store: Optional[Path] = typer.Argument(None, help="The FieldStore to test on (an SDF run needs none: its "
+                                                     "scenes, or the store it trained on, are recorded)."),
     points: str = typer.Option("grid,qmc,rqmc,random,shrunk", help="Test point sets, comma-separated."),
     resolutions: Optional[str] = typer.Option(None, help="Grid sides, comma-separated (each set gets side^d points); "
                                                         "default: the training resolution."),
     out: Optional[Path] = typer.Option(None, help="Where to write eval.csv and eval.png (default RUN)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
-    """Accuracy of RUN for every test point set and resolution: a table, eval.csv and eval.png."""
+    """Accuracy (mIoU for segmenters, SDF error for train-sdf runs) of RUN for every test point set and
+    resolution: a table, eval.csv and eval.png."""
     from fieldlab._errors import UserError
     from fieldlab.learn.evaluate import evaluate, format_table, invariance_gap, write_csv, write_plot
 
@@ -68,11 +70,16 @@ def eval_command(
     except ValueError:
         raise UserError(f"--resolutions takes grid sides like 8,16,32, got {resolutions!r}") from None
     rows = evaluate(run, store, points=kinds, resolutions=sides, device=device)
-    if rows and rows[0].get("metric") == "miou":
+    metric = rows[0].get("metric") if rows else None
+    if metric == "miou":
         print("metric: mIoU (shown ×100)")
+    elif metric == "sdf_mae":
+        print("metric: mean absolute SDF error of the held-out scenes (lower is better)")
     print(format_table(rows))
     gap = invariance_gap(rows, rows[0]["train"].split("@")[0]) if rows else None
-    if gap is not None:
+    if gap is not None and metric == "sdf_mae":
+        print(f"invariance gap: {gap:+.4f} (largest error rise over the training point set)")
+    elif gap is not None:
         print(f"invariance gap: {gap:.1f} points")
     folder = out or run
     folder.mkdir(parents=True, exist_ok=True)
@@ -85,8 +92,11 @@ def eval_command(
 def train_sdf_command(
     ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Run folder to write (net.safetensors, run.json)."),
-    scenes: int = typer.Option(200, help="Random ball scenes (every 5th held out)."),
-    num_points: int = typer.Option(512, help="Input points per scene per step (scrambled Sobol, redrawn)."),
+    scenes: int = typer.Option(200, help="Random 3-D ball scenes (every 5th held out)."),
+    store: Optional[Path] = typer.Option(None, help="Read the input from the fitted fields of this store "
+                                                    "(fit-dataset sample:balls: 2-D scenes) instead of the exact field."),
+    points: str = typer.Option("rqmc", help="Input point set: grid, qmc, rqmc (redrawn each step), random, shrunk, mixed."),
+    num_points: int = typer.Option(512, help="Input points per scene per step."),
     num_queries: int = typer.Option(512, help="SDF query points per scene per step (uniform random)."),
     steps: int = typer.Option(300, help="Optimizer steps."),
     batch_size: int = typer.Option(16, help="Scenes per step."),
@@ -94,14 +104,16 @@ def train_sdf_command(
     seed: int = typer.Option(0, help="Random seed (scenes and training)."),
     force: bool = typer.Option(False, help="Replace a non-empty RUN."),
 ) -> None:
-    """DI-Net's SDF task: ball-scene occupancy field in, SDF out at arbitrary query points; prints the
-    held-out mean absolute SDF error beside a constant baseline. Network options follow as --name VALUE."""
+    """DI-Net's SDF task: ball-scene occupancy field in (exact, or fitted fields with --store), SDF out at
+    arbitrary query points; prints the held-out mean absolute SDF error beside a constant baseline.
+    `fieldlab eval RUN` then tabulates the error per test point set and resolution. Network options
+    follow as --name VALUE."""
     from fieldlab._errors import UserError
     from fieldlab.learn.sdf import SDFConfig, train_sdf
 
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
         raise UserError(f"--out {out} is not an empty folder; pass --force to replace its run")
-    config = SDFConfig(scenes=scenes, num_points=num_points, num_queries=num_queries, steps=steps,
+    config = SDFConfig(scenes=scenes, store=None if store is None else str(store), points=points, num_points=num_points, num_queries=num_queries, steps=steps,
                        batch_size=batch_size, lr=lr, seed=seed, net_options=parse_extra(ctx.args))
     metrics = train_sdf(config, out)
     print(f"test SDF mean absolute error {metrics['test_mae']:.4f} on {metrics['test_scenes']} scenes "

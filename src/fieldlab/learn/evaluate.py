@@ -1,9 +1,10 @@
-"""`fieldlab eval RUN STORE`: accuracy for every test discretization and resolution.
+"""`fieldlab eval RUN STORE`: accuracy (mIoU, SDF error) for every test discretization and resolution.
 
 Resolutions are grid sides: at side s every point set gets s^d points, so a grid and a QMC set at one
 resolution hold the same number of points. The table's first column names the run's training point set,
 so tables of several runs (trained on grid, QMC, shrunk, …) read as train → test, as in DI-Net's.
-For a segmenter the number in the `accuracy` column is the mIoU over the test set (`metric` says which).
+For a segmenter the number in the `accuracy` column is the mIoU over the test set, for an SDF run (`fieldlab
+train-sdf`, no STORE needed) the mean absolute SDF error of the held-out scenes (`metric` says which).
 The invariance gap is the largest drop from the training point set's accuracy to any other point set's
 at the same resolution.
 """
@@ -21,11 +22,18 @@ from fieldlab.fit.loop import resolve_device
 from fieldlab.learn.train import load_run, load_split, score, split_rows
 
 
-def evaluate(run: str | Path, store_path: str | Path, *, points: Sequence[str], resolutions: Sequence[int] | None = None,
-             device: str = "auto", seed: int = 1) -> list[dict]:
-    """Rows {train, test, resolution, points, accuracy} (accuracy None where a net cannot see a point set)."""
+def evaluate(run: str | Path, store_path: str | Path | None, *, points: Sequence[str],
+             resolutions: Sequence[int] | None = None, device: str = "auto", seed: int = 1) -> list[dict]:
+    """Rows {train, test, resolution, points, accuracy, metric} (accuracy None where a net cannot see a point
+    set; for an SDF run (`train-sdf`) it holds the mean absolute SDF error, metric "sdf_mae")."""
+    from fieldlab.learn.sdf import evaluate_sdf, read_info
     from fieldlab.store.field_store import FieldStore
 
+    sdf_info = read_info(Path(run))
+    if sdf_info is not None:
+        return evaluate_sdf(sdf_info, Path(run), store_path, points=points, resolutions=resolutions, seed=seed)
+    if store_path is None:
+        raise UserError(f"eval of {run} needs the STORE to test on")
     for kind in points:
         if kind not in KINDS or kind == "mixed":
             raise UserError(f"unknown point set {kind!r}; choose from grid, qmc, rqmc, random, shrunk")
@@ -59,13 +67,21 @@ def evaluate(run: str | Path, store_path: str | Path, *, points: Sequence[str], 
 
 
 def invariance_gap(rows: list[dict], train_kind: str) -> float | None:
-    """Largest accuracy drop (points) from the training point set to any other, at equal resolution."""
+    """Largest accuracy drop (points) from the training point set to any other, at equal resolution; for
+    SDF rows, the largest rise of the error (in SDF units)."""
+    lower_better = bool(rows) and rows[0].get("metric") == "sdf_mae"
     gaps = []
     for side in {r["resolution"] for r in rows}:
         same = {r["test"]: r["accuracy"] for r in rows if r["resolution"] == side and r["accuracy"] is not None}
         if train_kind in same:
-            gaps += [100 * (same[train_kind] - acc) for acc in same.values()]
+            gaps += [acc - same[train_kind] if lower_better else 100 * (same[train_kind] - acc) for acc in same.values()]
     return max(gaps) if gaps else None
+
+
+def _cell(value: float | None, metric: str) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if metric == "sdf_mae" else f"{100 * value:.1f}%"
 
 
 def format_table(rows: list[dict]) -> str:
@@ -77,7 +93,7 @@ def format_table(rows: list[dict]) -> str:
     head = f"{'train → test':<22}" + "".join(f"{f'{counts[s]} pts':>12}" for s in sides)
     lines = [head]
     for kind in kinds:
-        cells = ["n/a" if lookup[(kind, s)] is None else f"{100 * lookup[(kind, s)]:.1f}%" for s in sides]
+        cells = [_cell(lookup[(kind, s)], rows[0].get("metric", "accuracy")) for s in sides]
         lines.append(f"{f'{train} → {kind}':<22}" + "".join(f"{c:>12}" for c in cells))
     return "\n".join(lines)
 
@@ -100,13 +116,15 @@ def write_plot(rows: list[dict], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
+    metric = rows[0].get("metric", "accuracy") if rows else "accuracy"
+    scale = 1 if metric == "sdf_mae" else 100
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for kind in dict.fromkeys(r["test"] for r in rows):
-        pts = [(r["resolution"], 100 * r["accuracy"]) for r in rows if r["test"] == kind and r["accuracy"] is not None]
+        pts = [(r["resolution"], scale * r["accuracy"]) for r in rows if r["test"] == kind and r["accuracy"] is not None]
         if pts:
             ax.plot(*zip(*pts), marker="o", label=kind)
     ax.set_xlabel("resolution (grid side)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel({"sdf_mae": "test SDF mean absolute error", "miou": "test mIoU (%)"}.get(metric, "test accuracy (%)"))
     ax.set_title(f"trained on {rows[0]['train']}" if rows else "")
     ax.legend()
     fig.tight_layout()

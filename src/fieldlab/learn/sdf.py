@@ -1,25 +1,33 @@
 """The SDF task of DI-Net: a field of a scene of balls in, its signed distance field out, queried anywhere.
 
-Scenes: scene i of a seed holds 2–4 balls drawn from `numpy.random.default_rng((seed, i))` alone, centres
-uniform in [-0.6, 0.6]³, radii uniform in [0.15, 0.35] (canonical units, domain [-1, 1]³).
+Scenes (`fieldlab.signals.balls`): 2–4 balls per scene, centres uniform in [-0.6, 0.6]^d, radii uniform in
+[0.15, 0.35] (canonical units, domain [-1, 1]^d).
 
-Input field: the scene's soft occupancy, tanh(-sdf / 0.05), one channel in [-1, 1] (DI-Net fed an RGBA
-SIREN of the rendered scene; here the input is the exact procedural field, evaluated at the network's
-input point set, so the task tests the network, not a fit). Target: the SDF clipped to [-1, 1] (the net's
-tanh range; the farthest point of the domain is ~1.5 from a ball), at query points drawn independently
-of the input points, uniform over the domain. Error: mean absolute SDF error at fresh query points of the
-held-out scenes (every 5th), beside the trivial baseline of the training scenes' mean SDF, a constant.
+Input field, one of:
+- the exact procedural soft occupancy tanh(-sdf / 0.05) of 3-D scenes (the default), evaluated at the
+  network's input point set, so the task tests the network, not a fit;
+- neural fields fitted to the scenes (`--store`): a FieldStore of `fieldlab fit-dataset sample:balls`
+  (2-D scenes rendered as 32×32 images), read through the batched path (`FieldEvaluator`) at the input
+  point set, as DI-Net fed SIRENs of its rendered scenes. The task is then 2-D: the network predicts the
+  2-D scene's SDF. The scene of a row is regenerated from its source item (augmented rows are refused:
+  a flip or crop would move the geometry).
 
-Training: AdamW with `fieldlab.learn.train.lr_at`'s warm-up and cosine; the input point set is a
-scrambled Sobol set redrawn every step (`PointSampler`), as in classification.
+Target: the SDF clipped to [-1, 1] (the net's tanh range), at query points drawn independently of the
+input points, uniform over the domain. Error: mean absolute SDF error at fresh query points of the held-out
+scenes (every 5th scene, or the store's test split), beside the trivial baseline of the training scenes'
+mean SDF, a constant.
+
+Training: AdamW with `fieldlab.learn.train.lr_at`'s warm-up and cosine; the input point set is drawn every
+step by a `PointSampler` (randomized QMC by default; `--points` as in classification).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -28,38 +36,22 @@ import torch.nn as nn
 from fieldlab._errors import UserError
 from fieldlab.learn.layers import Discretized
 from fieldlab.learn.nets import net_config
-from fieldlab.learn.points import PointSampler
+from fieldlab.learn.points import KINDS, PointSampler, PointSet
+from fieldlab.signals.balls import EDGE, ball_scenes, occupancy, scene_sdf
+
+__all__ = ["EDGE", "SDFConfig", "Scenes", "ball_scenes", "evaluate_sdf", "occupancy", "scene_sdf", "train_sdf"]
 
 FORMAT = "fieldlab.sdf-run"
-EDGE = 0.05
-"""Width of the occupancy's tanh edge."""
-
-
-def ball_scenes(count: int, seed: int = 0, max_balls: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """(centres (count, max_balls, 3), radii (count, max_balls)); missing balls sit far away with radius 0."""
-    centres = torch.full((count, max_balls, 3), 100.0)
-    radii = torch.zeros(count, max_balls)
-    for i in range(count):
-        rng = np.random.default_rng((seed, i))
-        k = int(rng.integers(2, max_balls + 1))
-        centres[i, :k] = torch.from_numpy(rng.uniform(-0.6, 0.6, (k, 3))).float()
-        radii[i, :k] = torch.from_numpy(rng.uniform(0.15, 0.35, k)).float()
-    return centres, radii
-
-
-def scene_sdf(centres: torch.Tensor, radii: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """Exact SDF (b, n) of the union of balls at points `coords` (n, 3): min over balls of |x - c| - r."""
-    return (torch.cdist(coords.expand(len(centres), *coords.shape), centres) - radii[:, None, :]).min(-1).values
-
-
-def occupancy(centres, radii, coords) -> torch.Tensor:
-    """The input field (b, n, 1): soft occupancy in [-1, 1], +1 inside."""
-    return torch.tanh(-scene_sdf(centres, radii, coords) / EDGE)[..., None]
 
 
 @dataclasses.dataclass(frozen=True)
 class SDFConfig:
     scenes: int = 200
+    """Procedural 3-D scenes (ignored with `store`)."""
+    store: str | None = None
+    """A FieldStore of `sample:balls` fields to read the input from, instead of the exact field."""
+    points: str = "rqmc"
+    """Input point set: grid, qmc, rqmc, random, shrunk or mixed."""
     num_points: int = 512
     """Input points per scene per step."""
     num_queries: int = 512
@@ -76,20 +68,75 @@ class SDFConfig:
         for name in ("scenes", "num_points", "num_queries", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.scenes < 5:
+        if self.scenes < 5 and self.store is None:
             raise UserError(f"--scenes must be at least 5 (every 5th scene is held out), got {self.scenes}")
         if self.lr <= 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
 
+    def sampler(self, dim: int) -> PointSampler:
+        return PointSampler(kind=self.points, n=self.num_points, dim=dim, seed=self.seed)
+
+
+class Scenes:
+    """The scenes of a run: geometry (centres, radii), train / test indices, and the input field."""
+
+    def __init__(self, centres, radii, train: torch.Tensor, test: torch.Tensor, params=None, evaluator=None):
+        self.centres, self.radii, self.train, self.test = centres, radii, train, test
+        self.params, self.evaluator = params, evaluator
+        self.dim = centres.shape[-1]
+
+    @classmethod
+    def procedural(cls, count: int, seed: int) -> Scenes:
+        centres, radii = ball_scenes(count, seed)
+        held = torch.arange(count) % 5 == 4
+        return cls(centres, radii, torch.nonzero(~held)[:, 0], torch.nonzero(held)[:, 0])
+
+    @classmethod
+    def from_store(cls, path: str | Path) -> Scenes:
+        from fieldlab.learn.field_batch import FieldEvaluator
+        from fieldlab.learn.train import split_rows
+        from fieldlab.store.field_store import FieldStore
+
+        store = FieldStore(path)
+        spec = str(store.attrs.get("source", {}).get("spec", ""))
+        if not spec.startswith("sample:balls") or store.signal.in_dim != 2 or store.signal.channels != 1:
+            raise UserError(f"{path} holds fields of {spec or 'an unknown source'}; --store needs a store fitted "
+                            "by fit-dataset sample:balls")
+        rows = store.rows()
+        if (store.column("augment")[rows] > 0).any():
+            raise UserError(f"{path} holds augmented rows; the SDF task needs the scenes as drawn (fit without --augment)")
+        centres, radii = ball_scenes(len(rows), 0, dim=2, index=store.column("source_index")[rows])
+        train_rows, test_rows, _ = split_rows(store)
+        position = {int(r): i for i, r in enumerate(rows)}
+        pick = lambda chosen: torch.tensor([position[int(r)] for r in chosen], dtype=torch.long)  # noqa: E731
+        return cls(centres, radii, pick(train_rows), pick(test_rows), store.read(rows), FieldEvaluator.from_store(store))
+
+    def inputs(self, index: torch.Tensor, points: PointSet) -> torch.Tensor:
+        """The input field (b, n, 1) of scenes `index` at `points`."""
+        if self.evaluator is None:
+            return occupancy(self.centres[index], self.radii[index], points.coords)
+        return self.evaluator({k: v[index] for k, v in self.params.items()}, points).values
+
+    def sdf(self, index: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """The clipped target SDF (b, n)."""
+        return scene_sdf(self.centres[index], self.radii[index], coords).clamp(-1, 1)
+
+
+def open_scenes(config: SDFConfig) -> Scenes:
+    return Scenes.procedural(config.scenes, config.seed) if config.store is None else Scenes.from_store(config.store)
+
 
 @torch.no_grad()
-def sdf_error(net: nn.Module, centres, radii, sampler: PointSampler, num_queries: int, seed: int) -> float:
-    """Mean |predicted - true| clipped SDF at fresh uniform query points of the given scenes."""
+def sdf_mae(net: nn.Module, scenes: Scenes, index: torch.Tensor, points: PointSet, queries: PointSet,
+            batch_size: int = 16) -> float:
+    """Mean |predicted - true| clipped SDF at `queries`, the inputs sampled at `points`."""
     net.eval()
-    points = sampler(10_000)
-    queries = PointSampler(kind="random", n=num_queries, dim=3, seed=seed)(20_000)
-    pred = net(Discretized(occupancy(centres, radii, points.coords), points), queries).values[..., 0]
-    return float((pred - scene_sdf(centres, radii, queries.coords).clamp(-1, 1)).abs().mean())
+    total = 0.0
+    for start in range(0, len(index), batch_size):
+        chunk = index[start:start + batch_size]
+        pred = net(Discretized(scenes.inputs(chunk, points), points), queries).values[..., 0]
+        total += float((pred - scenes.sdf(chunk, queries.coords)).abs().sum())
+    return total / (len(index) * len(queries))
 
 
 def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print) -> dict[str, Any]:
@@ -97,24 +144,22 @@ def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print) 
     from fieldlab.learn.train import _write_json, lr_at
 
     config.validate()
-    centres, radii = ball_scenes(config.scenes, config.seed)
-    held = torch.arange(config.scenes) % 5 == 4
-    cfg = net_config("sdf", **config.net_options).for_points(config.num_points, 3)
+    scenes = open_scenes(config)
+    dim = scenes.dim
+    sampler = config.sampler(dim)
+    cfg = net_config("sdf", **config.net_options).for_points(config.num_points, dim)
     torch.manual_seed(config.seed)
-    net = cfg.build(1, 1, 3)
+    net = cfg.build(1, 1, dim)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sampler = PointSampler(kind="rqmc", n=config.num_points, dim=3, seed=config.seed)
-    train_c, train_r = centres[~held], radii[~held]
     began = time.time()
     for step in range(config.steps):
         net.train()
         g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        pick = torch.randint(len(train_c), (config.batch_size,), generator=g)
-        c, r = train_c[pick], train_r[pick]
+        pick = scenes.train[torch.randint(len(scenes.train), (config.batch_size,), generator=g)]
         points = sampler(step)
-        queries = PointSampler(kind="random", n=config.num_queries, dim=3, seed=config.seed + 1)(step)
-        pred = net(Discretized(occupancy(c, r, points.coords), points), queries).values[..., 0]
-        loss = nn.functional.mse_loss(pred, scene_sdf(c, r, queries.coords).clamp(-1, 1))
+        queries = PointSampler(kind="random", n=config.num_queries, dim=dim, seed=config.seed + 1)(step)
+        pred = net(Discretized(scenes.inputs(pick, points), points), queries).values[..., 0]
+        loss = nn.functional.mse_loss(pred, scenes.sdf(pick, queries.coords))
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config.lr, config.warmup, config.steps)
         optimizer.zero_grad(set_to_none=True)
@@ -123,13 +168,12 @@ def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print) 
         if (step + 1) % 100 == 0 or step + 1 == config.steps:
             progress(f"step {step + 1}/{config.steps}  loss {loss.item():.5f}  {time.time() - began:.0f}s")
 
-    test_c, test_r = centres[held], radii[held]
-    queries = PointSampler(kind="random", n=config.num_queries, dim=3, seed=config.seed + 2)(0)
-    constant = scene_sdf(train_c, train_r, queries.coords).clamp(-1, 1).mean()
-    truth = scene_sdf(test_c, test_r, queries.coords).clamp(-1, 1)
-    metrics = {"test_mae": sdf_error(net, test_c, test_r, sampler, config.num_queries, config.seed + 2),
-               "baseline_mae": float((truth - constant).abs().mean()), "test_scenes": int(held.sum()),
-               "train_scenes": int((~held).sum()), "seconds": round(time.time() - began, 2)}
+    queries = PointSampler(kind="random", n=config.num_queries, dim=dim, seed=config.seed + 2)(0)
+    constant = scenes.sdf(scenes.train, queries.coords).mean()
+    metrics = {"test_mae": sdf_mae(net, scenes, scenes.test, sampler(10_000), queries),
+               "baseline_mae": float((scenes.sdf(scenes.test, queries.coords) - constant).abs().mean()),
+               "test_scenes": len(scenes.test), "train_scenes": len(scenes.train),
+               "seconds": round(time.time() - began, 2)}
     if out is not None:
         from safetensors.torch import save_file
 
@@ -138,6 +182,53 @@ def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print) 
         tmp = out / "net.safetensors.tmp"
         save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp))
         tmp.replace(out / "net.safetensors")
-        _write_json(out / "run.json", {"format": FORMAT, "net": "sdf", "net_options": cfg.to_dict(),
-                                       "train": dataclasses.asdict(config), "metrics": metrics})
+        train = dataclasses.asdict(config)
+        if config.store is not None:
+            train["store"] = str(Path(config.store).resolve())
+        _write_json(out / "run.json", {"format": FORMAT, "net": "sdf", "net_options": cfg.to_dict(), "dim": dim,
+                                       "input": "exact" if config.store is None else "store",
+                                       "train": train, "metrics": metrics})
     return metrics
+
+
+def evaluate_sdf(info: dict, run: Path, store_path: str | Path | None, *, points: Sequence[str],
+                 resolutions: Sequence[int] | None, seed: int = 1) -> list[dict]:
+    """Rows {train, test, resolution, points, accuracy: the SDF MAE, metric: "sdf_mae"} of an SDF run on its
+    held-out scenes (or on the test split of `store_path`, for a run trained on stored fields)."""
+    from safetensors.torch import load_file
+
+    for kind in points:
+        if kind not in KINDS or kind == "mixed":
+            raise UserError(f"unknown point set {kind!r}; choose from grid, qmc, rqmc, random, shrunk")
+    train = dict(info["train"])
+    if store_path is not None:
+        if train.get("store") is None:
+            raise UserError(f"{run} was trained on the exact procedural field; eval it without a STORE")
+        train["store"] = str(store_path)
+    config = SDFConfig(**{k: v for k, v in train.items() if k in {f.name for f in dataclasses.fields(SDFConfig)}})
+    scenes = open_scenes(config)
+    dim = scenes.dim
+    net = net_config("sdf", **info["net_options"]).build(1, 1, dim)
+    net.load_state_dict(load_file(str(run / "net.safetensors")))
+    if not resolutions:
+        resolutions = [round(config.num_points ** (1 / dim))]
+    if any(r < 2 for r in resolutions):
+        raise UserError(f"--resolutions are grid sides of at least 2, got {list(resolutions)}")
+    queries = PointSampler(kind="random", n=config.num_queries, dim=dim, seed=seed + 2)(0)
+    rows = []
+    for side in resolutions:
+        for kind in points:
+            sampled = PointSampler(kind=kind, n=side ** dim, dim=dim, seed=seed)(10_000)
+            rows.append({"train": f"{config.points}@{config.num_points}", "test": kind, "resolution": side,
+                         "points": side ** dim, "accuracy": sdf_mae(net, scenes, scenes.test, sampled, queries),
+                         "metric": "sdf_mae"})
+    return rows
+
+
+def read_info(run: Path) -> dict | None:
+    """run.json of an SDF run, or None when RUN is something else."""
+    try:
+        info = json.loads((Path(run) / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return info if info.get("format") == FORMAT else None

@@ -9,7 +9,9 @@ Sources (`open_source(spec)`):
   crops, face / non-face), `sample:patches[:N]` (N seeded 32×32 RGB crops of scikit-image's colour
   photos, labelled by photo; 10,000 by default), `sample:shapes[:N]` (N seeded 16×16 scenes of discs,
   squares and triangles, `fieldlab.signals.shapes`; 1,000 by default): a segmentation source, its items
-  unlabelled (-1), `label_names` naming the mask classes and `masks(i)` giving item i's per-pixel classes.
+  unlabelled (-1), `label_names` naming the mask classes and `masks(i)` giving item i's per-pixel classes;
+  `sample:balls[:N]` (N seeded 32×32 renders of 2-D ball scenes' soft occupancy, `fieldlab.signals.balls`;
+  200 by default): the input of `fieldlab train-sdf --store`, unlabelled.
 
 `Augmented(source, copies, seed)` lists every item `copies` times: copy 0 is the item itself, copy a > 0 is
 a random horizontal flip and a 1.25× upscale cropped back to size, drawn from a generator seeded by
@@ -33,7 +35,7 @@ from fieldlab.signals._signal import Normalization, SignalInfo
 PATCH_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "retina", "immunohistochemistry", "hubble_deep_field")
 PATCH_SIZE = 32
 DEFAULT_PATCHES = 10_000
-DATASET_SAMPLES = ("digits", "lfw", "patches", "shapes")
+DATASET_SAMPLES = ("digits", "lfw", "patches", "shapes", "balls")
 
 
 @dataclasses.dataclass
@@ -133,6 +135,16 @@ def _sample_source(spec: str) -> ImageSource:
                                {"masks_sha1": hashlib.sha1(masks.tobytes()).hexdigest()})
         source.masks = lambda i: masks[i]
         return source
+    if name == "balls":
+        from fieldlab.signals.balls import DEFAULT_BALL_SCENES, ball_images
+
+        try:
+            n = int(count) if count else DEFAULT_BALL_SCENES
+        except ValueError:
+            raise UserError(f"{spec}: the count after sample:balls: must be a whole number") from None
+        if not 0 < n <= 10**6:
+            raise UserError(f"{spec}: the count must be between 1 and 1000000")
+        return _array_source(spec, ball_images(n), np.full(n, -1), [], Normalization("float32", -1.0, 1.0))
     raise UserError(f"unknown dataset sample {name!r}; built-in datasets: "
                     + ", ".join(f"sample:{s}" for s in DATASET_SAMPLES))
 
