@@ -97,26 +97,25 @@ def test_occupancy_grid_equals_winding_numbers_at_every_centre():
     assert torch.equal(grid, direct) and 0 < int(grid.sum()) < r**3
 
 
-def fit_both_ways(image, **options):
-    signal = Signal.from_array(image, kind="image", channel_axis=False)
-    results = []
-    for streaming in ("off", "on"):
-        config = make_config("miner", in_dim=2, out_dim=1, scales=3, block_size=4, hidden_dim=8, check_every=20,
-                             streaming=streaming, **options)
-        results.append(M.fit(signal, config, FitConfig(steps=60, device="cpu", batch_size=8, lr=5e-3, seed=1)))
-    return results
+def fit_tiny(image, **options):
+    """A 3-scale fit of 4×4 blocks (32×48: 6, 24 and 96 blocks), 60 steps on the CPU."""
+    config = make_config("miner", in_dim=2, out_dim=1, scales=3, block_size=4, hidden_dim=8, check_every=20, **options)
+    return M.fit(Signal.from_array(image, kind="image", channel_axis=False), config,
+                 FitConfig(steps=60, device="cpu", batch_size=8, lr=5e-3, seed=1))
 
 
 def budget_for(blocks: int, shape=(32, 48)) -> float:
-    """A --device-budget that leaves room for exactly `blocks` 4×4 grey blocks at a time."""
+    """A --device-budget that leaves room for exactly `blocks` 4×4 grey blocks at a time while every block of
+    the finest scale (96) and of the coarser ones (6 + 24, stored) has a network."""
     model = make_config("miner", in_dim=2, out_dim=1, scales=3, block_size=4, hidden_dim=8).adapt(shape).build()
-    return M.parameter_bytes(model) + blocks * M.streamed_block_bytes(model, 1)
+    stored = 30 * model.net.params_per_block() * 4
+    return M.parameter_bytes(model, 96) + stored + blocks * M.streamed_block_bytes(model, 1)
 
 
 def test_streaming_fits_the_same_field_as_resident_training():
     image = (np.random.default_rng(0).random((32, 48)) * 255).astype(np.uint8)
     image[:, :16] = 90  # flat blocks: pruned at the finer scales
-    resident, streamed = fit_both_ways(image, device_budget=budget_for(5), stop_mse=2e-3)
+    resident, streamed = (fit_tiny(image, streaming=mode, device_budget=budget_for(5), stop_mse=2e-3) for mode in ("off", "on"))
     assert not resident.metrics["streaming"] and streamed.metrics["streaming"]
     assert streamed.metrics["pyramid_host_bytes"] == streamed.metrics["pyramid_bytes"] == 4 * 32 * 48 * (1 + 1 / 4 + 1 / 16)
     assert resident.metrics["blocks_per_scale"] == streamed.metrics["blocks_per_scale"]
@@ -127,25 +126,95 @@ def test_streaming_fits_the_same_field_as_resident_training():
     assert abs(resident.metrics["psnr"] - streamed.metrics["psnr"]) < 1e-3
 
 
-def test_streaming_keeps_at_most_the_budgeted_blocks_on_the_device():
+def tiny_model():
+    """The 32×48 model before training, as the trainer builds it: no block has a network yet."""
+    config = make_config("miner", in_dim=2, out_dim=1, scales=3, block_size=4, hidden_dim=8).adapt((32, 48))
+    return config.replace(blocks=(0, 0, 0)).build()
+
+
+def test_a_streaming_plan_fits_the_budget_scale_by_scale():
+    model = tiny_model()
+    place = M.Placement(torch.device("cpu"), streaming=True, budget=budget_for(5))
+    place.plan(model, 1, 96, resident=30 * model.net.params_per_block() * 4)  # the stored blocks, as bytes of data
+    assert place.max_blocks == 5 and place.points == 5 * 16
+    place.plan(model, 1, 10)  # fewer blocks to train, nothing stored: room for more at once
+    assert place.max_blocks > 5
+    unlimited = M.Placement(torch.device("cpu"), streaming=True)
+    unlimited.plan(model, 1, 96)
+    assert unlimited.points == M.POINTS_PER_CHUNK
+
+
+def test_streaming_keeps_fewer_blocks_on_the_device_than_a_resident_fit():
     image = (np.random.default_rng(1).random((32, 48)) * 255).astype(np.uint8)
     config = make_config("miner", in_dim=2, out_dim=1, scales=3, block_size=4, hidden_dim=8, streaming="on",
-                         device_budget=budget_for(5))
-    place = M.placement(config, config.adapt((32, 48)).build(), 1, torch.device("cpu"))
-    assert place.streaming and place.max_blocks == 5
-    result = M.fit(Signal.from_array(image, kind="image", channel_axis=False), config,
-                   FitConfig(steps=20, device="cpu", batch_size=8, lr=5e-3))
-    assert result.metrics["max_target_blocks_on_device"] == 5  # 96 finest blocks, moved 5 at a time
-    resident = M.fit(Signal.from_array(image, kind="image", channel_axis=False), config.replace(streaming="off"),
-                     FitConfig(steps=20, device="cpu", batch_size=8, lr=5e-3))
+                         device_budget=budget_for(5), prune_mse=0)
+    model = tiny_model()
+    place = M.placement(config, model, 1, torch.device("cpu"))  # before training: no stored blocks yet
+    assert place.streaming and place.max_blocks == 5 + (budget_for(0) - M.parameter_bytes(model, 96)) // M.streamed_block_bytes(model, 1)
+    signal = Signal.from_array(image, kind="image", channel_axis=False)
+    fit = FitConfig(steps=20, device="cpu", batch_size=8, lr=5e-3)
+    streamed = M.fit(signal, config, fit)
+    assert streamed.metrics["blocks_per_scale"] == [6, 24, 96]  # every block trains
+    assert 5 <= streamed.metrics["max_target_blocks_on_device"] < 96  # 96 finest blocks, never all at once
+    resident = M.fit(signal, config.replace(streaming="off"), fit)
     assert resident.metrics["max_target_blocks_on_device"] == 96
 
 
-def test_auto_streams_only_over_the_budget():
+def test_a_resident_fit_under_a_budget_only_changes_the_chunks(monkeypatch):
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("fieldlab.fit.miner_place"), "MIN_POINTS_PER_CHUNK", 16)
+    model = tiny_model()
+    tight = M.data_bytes(model, 1) + M.parameter_bytes(model, 96) + M.activation_bytes(model, 64)
+    place = M.placement(make_config("miner", in_dim=2, out_dim=1, streaming="off", device_budget=tight), model, 1,
+                        torch.device("cpu"))
+    assert not place.streaming and place.points == 64
+    image = (np.random.default_rng(2).random((32, 48)) * 255).astype(np.uint8)
+    free, budgeted = (fit_tiny(image, streaming="off", device_budget=budget, stop_mse=2e-3) for budget in (0, tight))
+    assert not budgeted.metrics["streaming"] and budgeted.metrics["device_budget_bytes"] == int(tight)
+    a, b = free.field.state_dict(), budgeted.field.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), rtol=0, atol=1e-6) for k in a)
+
+
+def test_auto_streams_only_when_even_small_chunks_exceed_the_budget():
     config = make_config("miner", in_dim=2, out_dim=1, scales=3, block_size=4, hidden_dim=8).adapt((32, 48))
     model = config.build()
     assert not M.placement(config, model, 1, torch.device("cpu")).streaming  # unlimited on the CPU
     tight = M.placement(config.replace(device_budget=budget_for(5)), model, 1, torch.device("cpu"))
-    assert tight.streaming and tight.max_blocks == 5
-    roomy = config.replace(device_budget=M.resident_bytes(model, 1) + 1)
+    assert tight.streaming
+    roomy = config.replace(device_budget=M.resident_bytes(model, 1, M.MIN_POINTS_PER_CHUNK) + 1)
     assert not M.placement(roomy, model, 1, torch.device("cpu")).streaming
+
+
+# -- precision ------------------------------------------------------------------------------------
+def test_bf16_autocast_touches_only_the_hidden_layers():
+    net = make_config("miner", in_dim=2, out_dim=3, scales=1, block_size=4, hidden_dim=16).build().net
+    params = net.init(3, scale=0)
+    x = torch.rand(1, 40, 2) * 2 - 1
+    exact = net(params, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reduced = net(params, x)
+    assert reduced.dtype == torch.float32
+    assert 0 < (reduced - exact).abs().max() < 0.05  # bf16 hidden matmuls: close, not equal
+
+
+def test_precision_is_used_and_reported():
+    image = (np.random.default_rng(3).random((32, 32)) * 255).astype(np.uint8)
+    signal = Signal.from_array(image, kind="image", channel_axis=False)
+    config = make_config("miner", in_dim=2, out_dim=1, scales=2, block_size=8, hidden_dim=12)
+    runs = {p: M.fit(signal, config, FitConfig(steps=60, device="cpu", batch_size=32, lr=5e-3, precision=p))
+            for p in ("fp32", "bf16")}
+    assert [r.metrics["precision"] for r in runs.values()] == ["fp32", "bf16"]
+    fp32, bf16 = runs["fp32"], runs["bf16"]
+    assert not torch.equal(fp32.field.state_dict()["levels.1.params.w1"], bf16.field.state_dict()["levels.1.params.w1"])
+    assert abs(fp32.metrics["psnr"] - bf16.metrics["psnr"]) < 1.0
+
+
+def test_compile_is_refused_in_one_line():
+    import pytest
+
+    from fieldlab import UserError
+
+    with pytest.raises(UserError, match="--compile is not supported by the miner trainer"):
+        M.fit_pyramid(torch.zeros(8, 8, 1), make_config("miner", in_dim=2, out_dim=1, scales=1, block_size=8),
+                      FitConfig(steps=1, device="cpu", compile=True))

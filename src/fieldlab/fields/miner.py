@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from fieldlab._errors import UserError
+from fieldlab._precision import full
 from fieldlab.fields._config import FieldConfig
 from fieldlab.fields._registry import register_field
 
@@ -98,20 +99,33 @@ class BlockNet:
         return torch.cat([x, torch.sin(phases), torch.cos(phases)], dim=-1)
 
     def __call__(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """Values (p, m, c) of p blocks at local coordinates x (p, m, d) (or (1, m, d), shared)."""
-        x = self.encode(x)
-        if x.shape[0] != params["w0"].shape[0]:
-            x = x.expand(params["w0"].shape[0], -1, -1)
-        for i in range(self.num_layers + 1):
-            x = torch.baddbmm(params[f"b{i}"], x, params[f"w{i}"])
+        """Values (p, m, c) of p blocks at local coordinates x (p, m, d) (or (1, m, d), shared), in fp32.
+
+        The first layer's outputs are phases (ω₀ z): it is elementwise products in fp32 (a few input
+        columns), never a TF32 or bf16 matmul. Under bf16 autocast only the hidden h×h layers run in bf16;
+        activations and the head (whose outputs are the values themselves) stay in fp32."""
+        with torch.autocast(x.device.type, enabled=False):
+            x = self.encode(full(x))
+            w0 = params["w0"]
+            z = params["b0"] + x[..., 0:1] * w0[:, 0:1]  # (p, m, 1) * (p, 1, h): exact first layer
+            for j in range(1, w0.shape[1]):
+                z = z + x[..., j:j + 1] * w0[:, j:j + 1]
+        for i in range(1, self.num_layers + 1):
+            x = self._activate(z, params, i - 1)
             if i == self.num_layers:
-                return x
-            if self.activation == "sine":
-                x = torch.sin(self.omega0 * x)
-            else:
-                a = params["a"][:, i, None, None]
-                x = torch.exp(-0.5 * (x / a).square())
-        raise AssertionError
+                break
+            z = torch.baddbmm(params[f"b{i}"], x, params[f"w{i}"])
+        last = self.num_layers
+        with torch.autocast(x.device.type, enabled=False):
+            return torch.baddbmm(params[f"b{last}"], full(x), params[f"w{last}"])
+
+    def _activate(self, z: torch.Tensor, params: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
+        """The activation after hidden layer `layer`, evaluated in fp32 (bf16 phases would be too coarse)."""
+        z = full(z)
+        if self.activation == "sine":
+            return torch.sin(self.omega0 * z)
+        a = params["a"][:, layer, None, None]
+        return torch.exp(-0.5 * (z / a).square())
 
 
 class MinerScale(nn.Module):

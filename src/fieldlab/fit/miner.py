@@ -8,8 +8,14 @@
         blocks whose MSE < stop-mse retire: their parameters and optimizer state leave the training set
     prediction = the stored field evaluated at every sample (the same code that renders it)
 
-Streaming (--streaming on, or auto when the estimated footprint exceeds --device-budget): the pyramid and
-the residuals stay in host memory (pinned on CUDA) and only chunks of blocks' targets go to the device.
+Streaming (--streaming on, or auto when a resident fit cannot stay inside --device-budget): the pyramid and
+the residuals stay in host memory (pinned on CUDA); a scale's training targets go to the device once when
+they fit the budget, else chunk by chunk every step. Under a finite budget the chunks are planned scale by
+scale (fit/miner_place.py), with or without streaming.
+
+Precision (--precision tf32|bf16) applies to training the blocks (steps and retirement checks): TF32
+matmuls, or bf16 autocast of the hidden layers (BlockNet keeps its first layer, activations and head in
+fp32); loss, parameters and Adam are fp32, and residuals and the final prediction are computed in fp32.
 
 Coarser scales are evaluated at the finer samples directly (they are functions of continuous
 coordinates), not up-sampled, so the field sums exactly to what was trained at any resolution.
@@ -19,6 +25,7 @@ Shape letters: p blocks, m samples per block, d coordinate dims, c channels.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -32,13 +39,15 @@ import torch.nn.functional as F
 from fieldlab._errors import UserError
 from fieldlab.fields.miner import BlockNet, Miner, MinerConfig
 from fieldlab.fit.config import FitConfig
-from fieldlab.fit.loop import FitResult, RunLog, resolve_device
+from fieldlab.fit.loop import FitResult, RunLog, _matmul_precision, resolve_device
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
 from fieldlab.fit.miner_mesh import fit_mesh, occupancy_grid  # noqa: F401  (the job finds fit_mesh here)
+from fieldlab.fit.miner_place import (  # noqa: F401  (re-exported: the trainer's memory model)
+    MIN_POINTS_PER_CHUNK, POINTS_PER_CHUNK, Placement, activation_bytes, data_bytes, parameter_bytes, placement,
+    pyramid_bytes,
+    resident_bytes, scale_bytes, streamed_block_bytes)
 from fieldlab.signals import Signal
 
-POINTS_PER_CHUNK = 2**21
-"""Block samples per forward/backward chunk: bounds the training's activation memory."""
 DEFAULT_POSITIONS = 256
 """Sample positions per block per step (shared by all blocks, as in MINER_pl) unless --batch-size or
 --sample-fraction says otherwise; a --batch-size of at least the block's samples trains on whole blocks."""
@@ -78,12 +87,13 @@ def local_grid(size: int, d: int, device=None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def run_blocks(net: BlockNet, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """net(params, x) for p blocks at shared local coords x (m, d), in chunks: (p, m, c)."""
+def run_blocks(net: BlockNet, params: dict[str, torch.Tensor], x: torch.Tensor,
+               points: int = POINTS_PER_CHUNK) -> torch.Tensor:
+    """net(params, x) for p blocks at shared local coords x (m, d), `points` block samples at a time: (p, m, c)."""
     p, m = params["w0"].shape[0], x.shape[0]
     out = x.new_empty(p, m, net.out_dim)
-    per_block = max(1, min(m, POINTS_PER_CHUNK))
-    blocks = max(1, POINTS_PER_CHUNK // per_block)
+    per_block = max(1, min(m, points))
+    blocks = max(1, points // per_block)
     for i in range(0, p, blocks):
         chunk = {k: v[i:i + blocks] for k, v in params.items()}
         for j in range(0, m, per_block):
@@ -115,77 +125,9 @@ def _pad_edges(grid: torch.Tensor, padded: tuple[int, ...]) -> torch.Tensor:
     return grid
 
 
-# -- where the blocks live ----------------------------------------------------------------------
-BUDGET_FRACTION = 0.8
-"""The default --device-budget on CUDA: this share of the free device memory."""
-
-
-class Placement:
-    """Where the pyramid and residuals live (`storage`: the device, or host memory when streaming) and how
-    many blocks' targets may be on the device at once; counts the most it ever moved there."""
-
-    def __init__(self, device: torch.device, *, streaming: bool = False, max_blocks: int | None = None,
-                 budget: float = math.inf):
-        self.device, self.streaming, self.budget = device, streaming, budget
-        self.storage = torch.device("cpu") if streaming else device
-        self.max_blocks = max_blocks or 2**62
-        self.peak_blocks = 0
-
-    def load(self, blocks: torch.Tensor) -> torch.Tensor:
-        """Block targets (q, m, c) onto the device (non-blocking from pinned memory)."""
-        self.peak_blocks = max(self.peak_blocks, blocks.shape[0])
-        return blocks.to(self.device, non_blocking=True)
-
-    def keep(self, tensor: torch.Tensor) -> torch.Tensor:
-        """A tensor into storage: pinned host memory when streaming to CUDA (fast, asynchronous copies)."""
-        tensor = tensor.to(self.storage)
-        return tensor.pin_memory() if self.streaming and self.device.type == "cuda" else tensor
-
-
-def resident_bytes(model: Miner, channels: int) -> int:
-    """A rough upper estimate of the device bytes of a fit that keeps everything on the device: the pyramid,
-    three copies of the finest targets (blocks, residual, training targets), the parameters and their Adam
-    state, and one chunk's activations."""
-    d, J = model.net.in_dim, model.num_scales
-    finest = math.prod(model.padded) * channels * 4
-    pyramid_bytes = sum(finest // 2 ** (d * (J - 1 - s)) for s in range(J))
-    points = min(POINTS_PER_CHUNK, math.prod(model.padded))  # a chunk is never larger than the finest scale
-    return pyramid_bytes + 3 * finest + parameter_bytes(model) + activation_bytes(model, points)
-
-
-def parameter_bytes(model: Miner) -> int:
-    """Every finest block's parameters, gradients and Adam's two moments: these stay on the device."""
-    per_block = sum(v.numel() for v in model.net.init(1, scale=0, device="meta").values())
-    return 4 * per_block * math.prod(model.blocks_per_axis(model.num_scales - 1)) * 4
-
-
-def activation_bytes(model: Miner, points: int) -> int:
-    """What a forward/backward pass keeps per chunk of `points` block samples (pre- and post-activations)."""
-    return points * (2 * model.net.num_layers + 1) * model.net.hidden_dim * 4
-
-
-def streamed_block_bytes(model: Miner, channels: int) -> int:
-    """Device bytes per block a streaming fit moves at once: its targets, a working copy, its activations."""
-    samples = model.block_size**model.net.in_dim
-    return 2 * samples * channels * 4 + activation_bytes(model, samples)
-
-
-def placement(config: MinerConfig, model: Miner, channels: int, device: torch.device) -> Placement:
-    """Stream when asked to, or (auto) when the resident estimate exceeds the budget; a streaming fit moves at
-    most as many blocks at once as the budget left after the parameters and Adam's state allows."""
-    budget = config.device_budget or math.inf
-    if not config.device_budget and device.type == "cuda":
-        budget = BUDGET_FRACTION * torch.cuda.mem_get_info(device)[0]
-    streaming = config.streaming == "on" or (config.streaming == "auto" and resident_bytes(model, channels) > budget)
-    if not streaming:
-        return Placement(device, budget=budget)
-    room = budget - parameter_bytes(model)
-    max_blocks = None if math.isinf(budget) else max(1, int(room // streamed_block_bytes(model, channels)))
-    return Placement(device, streaming=True, max_blocks=max_blocks, budget=budget)
-
-
 @torch.no_grad()
-def coarse_sum(model: Miner, scale: int, first: int, count: int, device) -> torch.Tensor:
+def coarse_sum(model: Miner, scale: int, first: int, count: int, device,
+               points: int = POINTS_PER_CHUNK) -> torch.Tensor:
     """Scales 0 … scale-1 evaluated at the samples of scale `scale`'s blocks first … first+count-1: (count, m, c).
 
     A block of scale t < s covers k = 2^(s-t) blocks of scale s per axis; the samples of the one at offset r
@@ -205,7 +147,7 @@ def coarse_sum(model: Miner, scale: int, first: int, count: int, device) -> torc
         for r in torch.unique(key[key >= 0]).tolist():
             rows = torch.nonzero(key == r).squeeze(1)
             x = (2 * offset[rows[0]] + u + 1) / k - 1
-            out[rows] += run_blocks(model.net, {n: v[slot[rows]] for n, v in level.tensors().items()}, x)
+            out[rows] += run_blocks(model.net, {n: v[slot[rows]] for n, v in level.tensors().items()}, x, points)
     return out
 
 
@@ -223,7 +165,7 @@ def residual_blocks(model: Miner, target: torch.Tensor, scale: int, place: Place
     for i in range(0, count, chunk):
         y = place.load(blocks[i:i + chunk])
         reference[i:i + len(y)] = ((y + 1) / 2).square().mean(dim=(1, 2))
-        residual = coarse_sum(model, scale, i, len(y), place.device).neg_().add_(y)
+        residual = coarse_sum(model, scale, i, len(y), place.device, place.points).neg_().add_(y)
         error[i:i + len(y)] = residual.square().mean(dim=(1, 2))  # field range: 4× the MSE on a [0, 1] range
         parts.append(place.keep(residual))
     residual = parts[0] if len(parts) == 1 else torch.cat(parts)
@@ -274,9 +216,11 @@ class ScaleTrainer:
     """Trains the active blocks of one scale; retired blocks leave the parameters and the optimizer."""
 
     def __init__(self, net: BlockNet, index: torch.Tensor, params: dict[str, torch.Tensor], target: torch.Tensor,
-                 stop: torch.Tensor, *, lr: float, fused: bool, place: Placement | None = None):
-        self.net, self.lr, self.fused = net, lr, fused
-        self.place = place or Placement(target.device)  # targets live in place.storage, the rest on its device
+                 stop: torch.Tensor, *, lr: float, fused: bool, place: Placement | None = None,
+                 precision: str = "fp32"):
+        self.net, self.lr, self.fused, self.precision = net, lr, fused, precision
+        # targets live in place.storage or, when they all fit the budget, on its device; the rest on its device
+        self.place = place or Placement(target.device)
         self.index, self.target, self.stop = index, target, stop  # (p,), (p, m, c), (p,) MSE thresholds
         self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
         self.optimizer = torch.optim.Adam(list(self.params.values()), lr=lr, fused=fused)
@@ -292,25 +236,37 @@ class ScaleTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x = self.x if positions is None else self.x[positions]
-        at = None if positions is None else positions.to(self.place.storage)
-        chunk = min(max(1, POINTS_PER_CHUNK // x.shape[0]), self.place.max_blocks)
+        at = None if positions is None else positions.to(self.target.device)
+        chunk = min(max(1, self.place.points // x.shape[0]), self.place.max_blocks)
         total = torch.zeros((), device=x.device)
         self.optimizer.zero_grad(set_to_none=True)
-        for i in range(0, len(self), chunk):
-            params = {k: v[i:i + chunk] for k, v in self.params.items()}
-            y = self.place.load(self.target[i:i + chunk] if at is None else self.target[i:i + chunk, at])
-            error = (self.net(params, x[None]) - y).square().mean(dim=(1, 2))
-            error.sum().backward()  # blocks are independent: the sum gives each its own gradient
-            total += error.detach().sum()
-        self.optimizer.step()
+        with self._precision():
+            for i in range(0, len(self), chunk):
+                params = {k: v[i:i + chunk] for k, v in self.params.items()}
+                y = self.place.load(self.target[i:i + chunk] if at is None else self.target[i:i + chunk, at])
+                error = (self.net(params, x[None]) - y).square().mean(dim=(1, 2))
+                error.sum().backward()  # blocks are independent: the sum gives each its own gradient
+                total += error.detach().sum()
+        self.optimizer.step()  # fp32 parameters and Adam state whatever the precision
         return total / max(1, len(self))
+
+    @contextlib.contextmanager
+    def _precision(self):
+        """--precision for the block networks: TF32 matmuls, or bf16 autocast of the hidden layers."""
+        with _matmul_precision(self.precision):
+            if self.precision == "bf16":
+                with torch.autocast(self.x.device.type, dtype=torch.bfloat16):
+                    yield
+            else:
+                yield
 
     @torch.no_grad()
     def block_errors(self) -> torch.Tensor:
         """MSE (p,) of every training block on all its samples."""
         n = min(256, self.place.max_blocks)
-        errors = [(run_blocks(self.net, {k: v[i:i + n] for k, v in self.params.items()}, self.x)
-                   - self.place.load(self.target[i:i + n])).square().mean(dim=(1, 2)) for i in range(0, len(self), n)]
+        with self._precision():  # the stopping rule sees what training sees
+            errors = [(run_blocks(self.net, {k: v[i:i + n] for k, v in self.params.items()}, self.x, self.place.points)
+                       - self.place.load(self.target[i:i + n])).square().mean(dim=(1, 2)) for i in range(0, len(self), n)]
         return torch.cat(errors) if errors else self.x.new_zeros(0)
 
     @torch.no_grad()
@@ -336,7 +292,8 @@ class ScaleTrainer:
                                       for n, s in state.items()}
         self.params, self.optimizer = params, optimizer
         self.index, self.stop = self.index[keep], self.stop[keep]
-        self.target = self.place.keep(self.target[keep.to(self.target.device)])
+        target = self.target[keep.to(self.target.device)]
+        self.target = target if target.device == self.place.device else self.place.keep(target)
 
     def finish(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """Every block of the scale, sorted by index: (index, parameters, final MSE)."""
@@ -361,6 +318,7 @@ class PyramidStats:
     device_budget_bytes: int | None = None
     max_target_blocks_on_device: int = 0
     pyramid_bytes: int = 0
+    precision: str = "fp32"
 
 
 def _schedule(fit_config: FitConfig, scales: int) -> list[int]:
@@ -378,6 +336,8 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
         raise UserError(f"the field was configured for a {config.shape} grid, but the signal is {shape}")
     if config.parent_init and config.frequencies:
         raise UserError("--parent-init needs --frequencies 0 (an encoded first layer cannot be re-parameterised)")
+    if fit_config.compile:
+        raise UserError("--compile is not supported by the miner trainer (its block shapes change as blocks retire)")
     device = resolve_device(fit_config.device)
     cuda = device.type == "cuda"
     if cuda:
@@ -392,8 +352,9 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
     lr = fit_config.lr or type(config).lr
     relative = config.threshold == "relative"
     generator = torch.Generator(device=device).manual_seed(fit_config.seed)
-    place = placement(config, model, values.shape[-1], device)
-    stats = PyramidStats(streaming=place.streaming,
+    channels = values.shape[-1]
+    place = placement(config, model, channels, device)
+    stats = PyramidStats(streaming=place.streaming, precision=fit_config.precision,
                          device_budget_bytes=None if math.isinf(place.budget) else int(place.budget))
     steps = _schedule(fit_config, J)
     log = RunLog(log_path, None, progress, sum(steps))
@@ -401,16 +362,26 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
     try:
         targets = [place.keep(t) for t in pyramid(values.to(place.storage, torch.float32), model.padded, J)]
         stats.pyramid_bytes = sum(t.numel() * t.element_size() for t in targets)
+        counts = [t[0].numel() // samples for t in targets]  # blocks per scale
         for s in range(J):
+            held = 0 if place.streaming else sum(t.numel() * 4 for t in targets if t is not None)
+            # the residual pass: no parameters yet; resident fits hold this scale's blocks and residual too
+            place.plan(model, channels, 0, held + 2 * scale_bytes(model, channels, s) * (not place.streaming))
             blocks, error, reference = residual_blocks(model, targets[s], s, place)  # (N, m, c) in storage
+            targets[s] = None  # this scale's samples are not needed again: free them before training
             reference = reference if relative else 1.0
             index = torch.nonzero(error > 4 * config.prune_mse * reference).squeeze(1)
             stop = 4 * config.stop_mse * (reference[index] if relative else torch.ones_like(index, dtype=torch.float32))
             fresh = net.init(len(index), scale=s, device=device)
             if config.parent_init and s:
                 fresh = parent_params(model, s, index, fresh)
-            target = place.keep(blocks[index.to(blocks.device)])
-            trainer = ScaleTrainer(net, index, fresh, target, stop, lr=lr, fused=cuda, place=place)
+            held = 0 if place.streaming else sum(t.numel() * 4 for t in targets if t is not None)
+            place.plan(model, channels, len(index), held + len(index) * samples * channels * 4 * (not place.streaming))
+            target = blocks[index.to(blocks.device)]
+            # a streaming fit whose training targets fit the budget at once moves them to the device once
+            target = place.load(target) if place.streaming and len(index) <= place.max_blocks else place.keep(target)
+            trainer = ScaleTrainer(net, index, fresh, target, stop, lr=lr, fused=cuda, place=place,
+                                   precision=fit_config.precision)
             untrained = float(error.sum() - error[index].sum())  # pruned blocks' residual stays as error
             del blocks, error, target
             deadline = fit_config.max_seconds * sum(steps[:s + 1]) / sum(steps) if fit_config.max_seconds else math.inf
@@ -428,7 +399,7 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
                 errors = trainer.block_errors()
                 total = untrained + float(errors.sum() + trainer.retired_error)
                 retired += trainer.retire(errors)
-                estimate = psnr_from_mse(total / (targets[s][0].numel() // samples))  # mean over all blocks
+                estimate = psnr_from_mse(total / counts[s])  # mean over all blocks
                 log.record(stats.steps, step_lr, time.perf_counter() - start, scale=s, loss=float(loss),
                            psnr=round(estimate, 4), training_blocks=len(trainer))
                 if s == J - 1 and fit_config.target_psnr and estimate >= fit_config.target_psnr:
@@ -467,7 +438,7 @@ def field_metrics(model: Miner, config: MinerConfig, stats: PyramidStats, device
         "blocks_per_scale": [a for a, _ in counts], "blocks_total_per_scale": [t for _, t in counts],
         "blocks_pruned_per_scale": stats.pruned_per_scale, "blocks_retired_per_scale": stats.retired_per_scale,
         "steps": stats.steps, "seconds": round(stats.seconds, 3), "device": str(device),
-        "peak_memory_bytes": stats.peak_memory_bytes, "precision": "fp32",
+        "peak_memory_bytes": stats.peak_memory_bytes, "precision": stats.precision,
         "streaming": stats.streaming, "device_budget_bytes": stats.device_budget_bytes,
         "max_target_blocks_on_device": stats.max_target_blocks_on_device,
         "pyramid_bytes": stats.pyramid_bytes, "pyramid_host_bytes": stats.pyramid_bytes if stats.streaming else 0,

@@ -74,10 +74,13 @@ class MinerMeshFitResult:
 
 
 def fit_mesh(mesh, config: MinerConfig, fit_config: FitConfig = FitConfig(), occupancy=None, *,
-             log_path: Path | None = None, progress: bool = False) -> MinerMeshFitResult:
+             log_path: Path | None = None, progress: bool = False, inside: torch.Tensor | None = None
+             ) -> MinerMeshFitResult:
     """`fit.occupancy.fit_mesh` for MINER: the mesh's occupancy on the `resolution`³ grid (±1) is fitted
     as a volume with the MSE loss (the official code's choice); inside ⇔ value > 0, as for every
-    occupancy field. Scored like `fit_mesh` (held-out points) and on every grid cell (`iou_grid`)."""
+    occupancy field. Scored like `fit_mesh` (held-out points) and on every grid cell (`iou_grid`).
+    `inside`: the grid's labels (`occupancy_grid`) when the caller has them already (one mesh fitted
+    several ways); `label_seconds` is then 0."""
     from fieldlab.edit.mesh_export import field_grid, grid_surface
     from fieldlab.fit.miner import field_metrics, fit_pyramid, predict, write_block_picture  # miner imports this module
     from fieldlab.fit.occupancy import OccupancyConfig, held_out, surface_scores
@@ -87,7 +90,11 @@ def fit_mesh(mesh, config: MinerConfig, fit_config: FitConfig = FitConfig(), occ
     device = resolve_device(fit_config.device)
     resolution = occupancy.resolution
     tick = time.perf_counter()
-    inside = occupancy_grid(mesh, resolution, device=device, chunk=occupancy.chunk, backend=occupancy.backend)
+    if inside is None:
+        inside = occupancy_grid(mesh, resolution, device=device, chunk=occupancy.chunk, backend=occupancy.backend)
+    elif tuple(inside.shape) != (resolution,) * 3:
+        raise ValueError(f"inside has shape {tuple(inside.shape)}, not the {resolution}³ grid")
+    inside = inside.to(device)
     label_seconds = time.perf_counter() - tick
     values = inside.float()[..., None] * 2 - 1
     inside = inside.cpu().numpy()
