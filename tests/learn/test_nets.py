@@ -11,7 +11,16 @@ from fieldlab.learn.nets import list_nets, net_config
 def test_every_registered_net_runs_forward_backward_and_trains_every_parameter(name):
     torch.manual_seed(0)
     cfg = net_config(name)
-    if cfg.takes == "params":
+    if hasattr(cfg, "build_for_fields"):  # built from a field architecture (seg_hyper): a field in, a field out
+        from fieldlab.fields import make_config
+
+        field = make_config("siren", in_dim=2, out_dim=1, hidden_dim=8, num_layers=2)
+        shapes = {k: tuple(v.shape) for k, v in field.build().named_parameters()}
+        net = cfg.build_for_fields(field, shapes, None, 5)
+        params = {k: 0.3 * torch.randn(4, *s) for k, s in shapes.items()}
+        out = net(params, P.qmc(50, 2)).values
+        assert out.shape == (4, 50, 5)
+    elif cfg.takes == "params":
         net = cfg.build(64, 5)
         out = net({"w": torch.randn(4, 64)})
         assert out.shape == (4, 5)

@@ -68,3 +68,51 @@ def test_fcn_needs_a_square_point_count(cli, shapes_store, tmp_path):
                             "--steps", 2])
     assert status == 2 and "not square" in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_seg_hyper_field_is_the_stored_field_before_any_edit(shapes_store):
+    """With the stored output layer copied into every class row, the hypernetwork's segmentation field at
+    initialisation (zero edit) is the stored field itself, at any points."""
+    from fieldlab.learn.field_batch import FieldEvaluator
+    from fieldlab.learn.hyper import output_layer
+    from fieldlab.store.field_store import FieldStore
+
+    store = FieldStore(shapes_store)
+    net = net_config("seg_hyper").build_for_store(store, 3).eval()
+    params = store.read(slice(0, 5))
+    heads = output_layer(store.config, store.per_field)
+    assert heads == ["layers.3.bias", "layers.3.weight"], heads  # 3 sine layers, then the linear output
+    with torch.no_grad():
+        for k in heads:
+            net.base_head[k.replace(".", "__")].copy_(params[k][0].expand_as(net.base_head[k.replace(".", "__")]))
+        params = {k: v.clone() for k, v in params.items()}
+        for k in heads:
+            params[k] = params[k][:1].expand_as(params[k]).clone()  # one output layer for all five fields
+    pts = P.qmc(100, 2, scramble=True, seed=4)
+    stored = FieldEvaluator.from_store(store)(params, pts).values  # (5, 100, 1)
+    logits = net(params, pts).values
+    assert logits.shape == (5, 100, 3)
+    assert torch.allclose(logits, stored.expand(-1, -1, 3), atol=1e-5)
+
+
+def test_train_seg_hyper_on_shapes(cli, shapes_store, tmp_path):
+    run = tmp_path / "run"
+    status, out, err = cli(["train", shapes_store, "--net", "seg_hyper", "--out", run, "--num-points", 256,
+                            "--steps", 80, "--batch-size", 16, "--lr", 3e-3, "--hidden", 64])
+    assert status == 0, err
+    baseline = background_miou(shapes_store)
+    assert json.loads((run / "run.json").read_text())["metrics"]["test_miou"] > baseline + 0.1
+    status, out, err = cli(["eval", run, shapes_store, "--points", "grid,random", "--resolutions", "16"])
+    assert status == 0, err
+    rows = list(csv.DictReader(open(run / "eval.csv")))
+    assert len(rows) == 2 and all(float(r["accuracy"]) > baseline for r in rows), (rows, baseline)
+
+
+def test_seg_hyper_refuses_fields_with_a_shared_output_layer():
+    from fieldlab._errors import UserError
+    from fieldlab.fields import make_config
+    from fieldlab.learn.hyper import output_layer
+
+    config = make_config("functa", in_dim=2, out_dim=1)
+    with pytest.raises(UserError, match="output layer"):
+        output_layer(config, {"latent": (64,)})

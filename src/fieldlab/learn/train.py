@@ -267,7 +267,7 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
         if segment:  # per-point labels at the step's points (mirrored where the input was flipped)
             masks = data.masks[pick]
             target = labels_at(masks, points.coords)
-            if flips is not None and flips.any():
+            if flips is not None and flips.any() and cfg.takes != "params":  # a field's weights are not flipped
                 mirrored = points.coords.clone()
                 mirrored[:, -1] = -mirrored[:, -1]
                 target = torch.where(flips.to(device)[:, None], labels_at(masks, mirrored), target)
