@@ -2,10 +2,18 @@
 4096² and 8192², and the bunny's occupancy at 512³ (issue 5). Prints one JSON line per run.
 
     python benchmarks/miner.py --data DIR [--sizes full,4096,8192] [--seconds 20] [--mesh] [--mesh-file F]
-                               [--out FILE]
+                               [--memory-sizes 4096,8192,16384] [--device-budget-gib 1.5] [--precisions fp32,tf32,bf16]
+                               [--sweep] [--out FILE]
 
 The mesh may be a vertices/faces .npz (benchmarks/fit_modalities.py --prepare writes DIR/bunny.npz), so
-the GPU machine needs no trimesh; `--sizes ""` runs the mesh alone.
+the GPU machine needs no trimesh; `--sizes ""` runs the mesh alone. `--mesh-hidden` and `--mesh-stop-mse`
+take comma lists: every combination is fitted, on one set of grid labels.
+
+`--memory-sizes`: MINER alone at each size, resident (no budget; then under the --device-budget, which plans
+smaller chunks) and streaming under the same budget; at the first size also each of --precisions. PSNR is
+computed on the GPU in slabs of rows (no SSIM: at 16384² it would take minutes on the CPU).
+`--sweep`: the option combinations of issue 5 (sine/gauss, positional encoding, parent init, relative
+thresholds) on the full DIV2K image, each with --sweep-seconds.
 
 Upscaling: Lanczos (Pillow) of the 2040×1356 image to a square (the aspect ratio is stretched), so the
 large images are smooth at the pixel scale, like the MINER_pl Pluto table they are compared with.
@@ -36,6 +44,56 @@ def image(path: Path, size: str) -> Signal:
     return Signal.from_array(np.asarray(picture), kind="image", source=f"{path.name}@{size}")
 
 
+@torch.no_grad()
+def psnr_in_slabs(model: torch.nn.Module, signal: Signal, rows: int = 0) -> float:
+    """PSNR of the field at every pixel, evaluated on its device a slab of rows at a time."""
+    from fieldlab.fit.metrics import psnr_from_mse
+    from fieldlab.signals import grid_coords
+
+    (h, w), device = signal.shape, next(model.parameters()).device
+    rows = rows or max(1, 2**22 // w)
+    error = 0.0
+    for i in range(0, h, rows):
+        n = min(rows, h - i)
+        coords = grid_coords(signal.info.domain, [(i, i + n), (0.0, float(w))], (n, w)).to(device)
+        target = signal.values[i:i + n].reshape(n * w, -1).to(device)
+        error += float((model(coords) - target).double().square().sum())
+    return psnr_from_mse(error / signal.values.numel())
+
+
+def run_memory(signal: Signal, scales: int, seconds: float, device: str, **options) -> dict:
+    """MINER alone: train seconds, peak device memory, PSNR (in slabs), blocks; `options` are MinerConfig's."""
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    precision = options.pop("precision", "fp32")
+    config = make_config("miner", in_dim=2, out_dim=3, scales=scales, prune_mse=5e-5, stop_mse=3e-5, **options)
+    model, stats = M.fit_pyramid(signal.values, config, FitConfig(steps=2000, max_seconds=seconds, device=device,
+                                                                   precision=precision))
+    tick = time.perf_counter()
+    quality = psnr_in_slabs(model, signal)
+    return {"psnr": round(quality, 3), "seconds": round(stats.seconds, 2), "eval_seconds": round(time.perf_counter() - tick, 1),
+            "precision": precision, "streaming": stats.streaming,
+            "budget_gib": None if stats.device_budget_bytes is None else round(stats.device_budget_bytes / 2**30, 2),
+            "peak_gib": None if stats.peak_memory_bytes is None else round(stats.peak_memory_bytes / 2**30, 3),
+            "params": sum(p.numel() for p in model.parameters()), "blocks": stats.blocks_per_scale,
+            "max_target_blocks_on_device": stats.max_target_blocks_on_device, "steps": stats.steps}
+
+
+SCALES = {"full": 3, "4096": 4, "8192": 5, "16384": 6}
+
+SWEEP = {
+    "default (sine, no PE, no parent init, absolute)": {},
+    "gauss": {"activation": "gauss"},
+    "sine + PE 4": {"frequencies": 4},
+    "gauss + PE 4 (MINER_pl)": {"activation": "gauss", "frequencies": 4},
+    "parent init": {"parent_init": True},
+    "relative thresholds": {"threshold": "relative"},
+    "parent init + relative (official)": {"parent_init": True, "threshold": "relative"},
+}
+
+
 def peak() -> int:
     torch.cuda.synchronize()
     return torch.cuda.max_memory_allocated()
@@ -62,8 +120,11 @@ def run_baseline(name: str, signal: Signal, seconds: float) -> dict:
             "peak_gib": peak() / 2**30, "wall": round(time.perf_counter() - tick, 1)}
 
 
-def run_mesh(path: Path, seconds: float, steps: int = 600, hidden: int = 8, baselines: bool = True,
-             stop_mse: float = 2e-4) -> list[dict]:
+def run_mesh(path: Path, seconds: float, steps: int = 600, hidden: str = "8", baselines: bool = True,
+             stop_mse: str = "2e-4", resolution: int = 512, device: str = "cuda") -> list[dict]:
+    """MINER at `resolution`³ for every combination of `hidden` and `stop_mse` (comma lists) on one set of grid
+    labels; then SIREN and hashgrid with the first MINER fit's training seconds."""
+    from fieldlab.fit.miner_mesh import occupancy_grid
     from fieldlab.fit.occupancy import OccupancyConfig, fit_mesh
     from fieldlab.signals.mesh import Mesh, read_mesh
 
@@ -73,26 +134,37 @@ def run_mesh(path: Path, seconds: float, steps: int = 600, hidden: int = 8, base
     else:
         mesh = read_mesh(path)
     rows = []
-    torch.cuda.reset_peak_memory_stats()
-    config = make_config("miner", in_dim=3, out_dim=1, scales=3, hidden_dim=hidden, num_layers=2,
-                         prune_mse=1e-3, stop_mse=stop_mse).adapt((512,) * 3)
-    occupancy = OccupancyConfig(resolution=512, eval_points=2**18, chamfer_points=50_000)
-    result = M.fit_mesh(mesh, config, FitConfig(steps=steps, max_seconds=seconds, device="cuda"),
-                        occupancy)
-    m = result.metrics
-    rows.append({"field": "miner", "mesh": "bunny@512", "iou": m["iou"], "iou_grid": m["iou_grid"],
-                 "seconds": m["seconds"], "label_seconds": m["label_seconds"], "params": m["params"],
-                 "peak_gib": m["peak_memory_bytes"] / 2**30, "blocks": m["blocks_per_scale"], "steps": steps,
-                 "hidden": hidden})
-    budget = m["seconds"]
+    occupancy = OccupancyConfig(resolution=resolution, eval_points=2**18, chamfer_points=50_000)
+    tick = time.perf_counter()
+    inside = occupancy_grid(mesh, resolution, device=device, chunk=occupancy.chunk, backend=occupancy.backend)
+    label_seconds = round(time.perf_counter() - tick, 1)
+    budget = None
+    for h in (int(v) for v in hidden.split(",")):
+        for stop in (float(v) for v in stop_mse.split(",")):
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            config = make_config("miner", in_dim=3, out_dim=1, scales=3, hidden_dim=h, num_layers=2,
+                                 prune_mse=1e-3, stop_mse=stop).adapt((resolution,) * 3)
+            result = M.fit_mesh(mesh, config, FitConfig(steps=steps, max_seconds=seconds, device=device), occupancy,
+                                inside=inside)
+            m = result.metrics
+            rows.append({"field": "miner", "mesh": f"bunny@{resolution}", "iou": m["iou"], "iou_grid": m["iou_grid"],
+                         "seconds": m["seconds"], "label_seconds": label_seconds, "params": m["params"],
+                         "peak_gib": (m["peak_memory_bytes"] or 0) / 2**30, "blocks": m["blocks_per_scale"],
+                         "steps": steps, "steps_run": m["steps"], "hidden": h, "stop_mse": stop})
+            print(json.dumps(rows[-1]), flush=True)
+            budget = budget or m["seconds"]
+    del inside
     for name in ("siren", "hashgrid") if baselines else ():
         torch.cuda.reset_peak_memory_stats()
-        result = fit_mesh(mesh, make_config(name, in_dim=3, out_dim=1).adapt((512,) * 3),
-                          FitConfig(steps=10**6, max_seconds=budget, batch_size=2**17, device="cuda", precision="tf32"),
+        result = fit_mesh(mesh, make_config(name, in_dim=3, out_dim=1).adapt((resolution,) * 3),
+                          FitConfig(steps=10**6, max_seconds=budget, batch_size=2**17, device=device, precision="tf32"),
                           OccupancyConfig(resolution=256, eval_points=2**18, chamfer_points=50_000))
         r = result.metrics
         rows.append({"field": name, "mesh": "bunny", "iou": r["iou"], "seconds": r["seconds"], "params": r["params"],
                      "peak_gib": peak() / 2**30})
+        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -105,9 +177,18 @@ def main() -> None:
     parser.add_argument("--mesh-file", type=Path, help="the bunny as .obj or as a vertices/faces .npz "
                         "(default: DATA/bunny.npz if it exists, else DATA/bunny.obj)")
     parser.add_argument("--mesh-steps", type=int, default=600)
-    parser.add_argument("--mesh-hidden", type=int, default=8)
-    parser.add_argument("--mesh-stop-mse", type=float, default=2e-4, help="a block stops training below this MSE")
+    parser.add_argument("--mesh-hidden", default="8", help="comma list of widths")
+    parser.add_argument("--mesh-stop-mse", default="2e-4", help="comma list: a block stops training below this MSE")
+    parser.add_argument("--mesh-resolution", type=int, default=512)
     parser.add_argument("--no-baselines", action="store_true", help="the mesh: MINER alone")
+    parser.add_argument("--memory-sizes", default="", help="e.g. 4096,8192,16384: resident vs streaming")
+    parser.add_argument("--device-budget-gib", type=float, default=1.5)
+    parser.add_argument("--memory-seconds", type=float, default=60.0, help="time limit of each memory run")
+    parser.add_argument("--precisions", default="fp32", help="at the first memory size, resident: e.g. fp32,tf32,bf16")
+    parser.add_argument("--sweep", action="store_true", help="option combinations on the full image")
+    parser.add_argument("--sweep-seconds", type=float, default=8.0)
+    parser.add_argument("--sweep-size", default="full", help="the image of the sweep (full, or a square side)")
+    parser.add_argument("--device", default="cuda", help="cpu runs the memory and sweep parts tiny, as a smoke test")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     rows = []
@@ -118,10 +199,38 @@ def main() -> None:
         if args.out:
             args.out.write_text(json.dumps(rows, indent=1))
 
-    torch.zeros(1, device="cuda")
+    if args.device.startswith("cuda"):
+        torch.zeros(1, device="cuda")
+    budget = args.device_budget_gib * 2**30
+    if args.memory_sizes or args.sweep:  # kernels and libraries warm before anything is timed
+        run_memory(image(args.data / "div2k_0882.png", "256"), 3, 2.0, args.device)
+    for n, size in enumerate(filter(None, args.memory_sizes.split(","))):
+        signal = image(args.data / "div2k_0882.png", size)
+        scales = SCALES.get(size, 4)
+        runs = [("resident", {"precision": p}) for p in (args.precisions.split(",") if n == 0 else ["fp32"])]
+        empty = make_config("miner", in_dim=2, out_dim=3, scales=scales).adapt(signal.shape)
+        if M.data_bytes(empty.replace(blocks=(0,) * scales).build(), 3) < budget:  # else it cannot fit: skip
+            runs.append(("resident, budget", {"streaming": "off", "device_budget": budget}))
+        runs.append(("streaming, budget", {"streaming": "on", "device_budget": budget}))
+        for label, options in runs:
+            try:
+                emit({"memory": size, "run": label, **run_memory(signal, scales, args.memory_seconds, args.device,
+                                                                **options)})
+            except Exception as error:  # one failed run (e.g. out of memory) must not lose the others
+                emit({"memory": size, "run": label, "error": f"{type(error).__name__}: {error}"[:300]})
+        del signal
+    if args.sweep:
+        signal = image(args.data / "div2k_0882.png", args.sweep_size)
+        for label, options in SWEEP.items():
+            try:
+                emit({"sweep": label, **run_memory(signal, SCALES.get(args.sweep_size, 3), args.sweep_seconds,
+                                                   args.device, **options)})
+            except Exception as error:
+                emit({"sweep": label, "error": f"{type(error).__name__}: {error}"[:300]})
+        del signal
     for size in filter(None, args.sizes.split(",")):  # --sizes "": the mesh alone
         signal = image(args.data / "div2k_0882.png", size)
-        scales = {"full": 3, "4096": 4, "8192": 5}.get(size, 4)
+        scales = SCALES.get(size, 4)
         row = run_miner(signal, args.seconds, {"scales": scales, "prune_mse": 5e-5, "stop_mse": 3e-5})
         emit({"image": size, **row})
         for name in ("siren", "hashgrid"):
@@ -132,8 +241,11 @@ def main() -> None:
         mesh_file = args.mesh_file or next((p for p in (args.data / "bunny.npz", args.data / "bunny.obj")
                                             if p.exists()), args.data / "bunny.obj")
         for row in run_mesh(mesh_file, 2 * args.seconds, args.mesh_steps, args.mesh_hidden,
-                            not args.no_baselines, stop_mse=args.mesh_stop_mse):
-            emit(row)
+                            not args.no_baselines, stop_mse=args.mesh_stop_mse, resolution=args.mesh_resolution,
+                            device=args.device):
+            rows.append(row)
+        if args.out:
+            args.out.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

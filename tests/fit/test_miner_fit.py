@@ -145,15 +145,17 @@ def test_a_streaming_plan_fits_the_budget_scale_by_scale():
 
 
 def test_streaming_keeps_fewer_blocks_on_the_device_than_a_resident_fit():
-    image = (np.random.default_rng(1).random((32, 48)) * 255).astype(np.uint8)
-    config = make_config("miner", in_dim=2, out_dim=1, scales=3, block_size=4, hidden_dim=8, streaming="on",
-                         device_budget=budget_for(5), prune_mse=0)
-    model = tiny_model()
-    place = M.placement(config, model, 1, torch.device("cpu"))  # before training: no stored blocks yet
-    assert place.streaming and place.max_blocks == 5 + (budget_for(0) - M.parameter_bytes(model, 96)) // M.streamed_block_bytes(model, 1)
-    signal = Signal.from_array(image, kind="image", channel_axis=False)
+    image = (np.random.default_rng(1).random((64, 96, 3)) * 255).astype(np.uint8)
+    config = make_config("miner", in_dim=2, out_dim=3, scales=3, block_size=8, hidden_dim=8, streaming="on",
+                         prune_mse=0)
+    model = config.adapt((64, 96)).replace(blocks=(0, 0, 0)).build()  # 6, 24 and 96 blocks of 8×8
+    stored = 30 * model.net.params_per_block() * 4
+    budget = M.parameter_bytes(model, 96) + stored + 5 * M.streamed_block_bytes(model, 3)
+    place = M.placement(config.replace(device_budget=budget), model, 3, torch.device("cpu"))
+    assert place.streaming and place.max_blocks == 5 + stored // M.streamed_block_bytes(model, 3)
+    signal = Signal.from_array(image, kind="image")
     fit = FitConfig(steps=20, device="cpu", batch_size=8, lr=5e-3)
-    streamed = M.fit(signal, config, fit)
+    streamed = M.fit(signal, config.replace(device_budget=budget), fit)
     assert streamed.metrics["blocks_per_scale"] == [6, 24, 96]  # every block trains
     assert 5 <= streamed.metrics["max_target_blocks_on_device"] < 96  # 96 finest blocks, never all at once
     resident = M.fit(signal, config.replace(streaming="off"), fit)

@@ -366,7 +366,8 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
         for s in range(J):
             held = 0 if place.streaming else sum(t.numel() * 4 for t in targets if t is not None)
             # the residual pass: no parameters yet; resident fits hold this scale's blocks and residual too
-            place.plan(model, channels, 0, held + 2 * scale_bytes(model, channels, s) * (not place.streaming))
+            place.plan(model, channels, 0, held + 2 * scale_bytes(model, channels, s) * (not place.streaming),
+                       training=False)
             blocks, error, reference = residual_blocks(model, targets[s], s, place)  # (N, m, c) in storage
             targets[s] = None  # this scale's samples are not needed again: free them before training
             reference = reference if relative else 1.0

@@ -48,17 +48,23 @@ class Placement:
         tensor = tensor.to(self.storage)
         return tensor.pin_memory() if self.streaming and self.device.type == "cuda" else tensor
 
-    def plan(self, model: Miner, channels: int, blocks: int, resident: int = 0) -> None:
-        """Chunk sizes for a pass over `blocks` blocks of one scale (parameters, gradients and Adam's state
-        counted for each) with `resident` bytes of data already on the device; nothing under no budget."""
+    def plan(self, model: Miner, channels: int, blocks: int, resident: int = 0, *, training: bool = True) -> None:
+        """Chunk sizes for training `blocks` blocks of one scale (parameters, gradients and Adam's state
+        counted for each) with `resident` bytes of data already on the device; nothing under no budget.
+        `training=False` plans the residual pass instead (no gradients: half the room for the targets and
+        the sums of the blocks in a chunk, half for the transient activations of `points` samples)."""
         if math.isinf(self.budget):
             return
         room = self.budget - resident - stored_bytes(model) - parameter_bytes(model, blocks)
-        if self.streaming:
+        if not self.streaming:
+            self.points = int(min(POINTS_PER_CHUNK, max(MIN_POINTS_PER_CHUNK, room // activation_bytes(model, 1))))
+        elif training:
             self.max_blocks = max(1, int(room // streamed_block_bytes(model, channels)))
             self.points = min(POINTS_PER_CHUNK, self.max_blocks * model.block_size ** model.net.in_dim)
         else:
-            self.points = int(min(POINTS_PER_CHUNK, max(MIN_POINTS_PER_CHUNK, room // activation_bytes(model, 1))))
+            samples = model.block_size ** model.net.in_dim
+            self.max_blocks = max(1, int(room / 2 // (3 * samples * channels * 4)))
+            self.points = int(min(POINTS_PER_CHUNK, max(MIN_POINTS_PER_CHUNK, room / 2 // (3 * model.net.hidden_dim * 4))))
 
 
 def scale_bytes(model: Miner, channels: int, scale: int) -> int:
