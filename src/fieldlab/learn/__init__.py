@@ -8,7 +8,7 @@ from fieldlab.learn.field_batch import FieldEvaluator
 from fieldlab.learn.nets import list_nets, net_config, register_net
 from fieldlab.learn.points import PointSampler, PointSet, grid, qmc, shrunk, uniform
 from fieldlab.learn.translate import translate
-from fieldlab.learn import fcn, hyper  # noqa: F401,E402  (registers the FCN and hypernetwork baselines)
+from fieldlab.learn import fcn, hyper, nufft  # noqa: F401,E402  (registers the FCN, hypernetwork, NUFFT baselines)
 
 __all__ = [
     "AdaptivePool", "DIConv", "DINorm", "DIPool", "Discretized", "FieldEvaluator", "MLPKernel", "PointSampler",
