@@ -10,8 +10,9 @@ import typer
 from fieldlab.cli._options import parse_extra
 from fieldlab.cli.main import app
 
-TRAIN_HELP = ("Train a network (--net dinet, dinet2, dinet4, cnn2, cnn4, mlp, transformer; segmenters "
-              "dinet3, dinet5 on a store of sample:shapes) on the labelled fields of STORE and write RUN. Network options follow as --name VALUE (e.g. --channels 32 --support 0.15).")
+TRAIN_HELP = ("Train a network (--net dinet, dinet2, dinet4, cnn2, cnn4, nuft, mlp, transformer; segmenters "
+              "dinet3, dinet5, fcn3, fcn5, nuft_seg, seg_hyper on a store of sample:shapes) on the labelled fields of "
+              "STORE and write RUN. Network options follow as --name VALUE (e.g. --channels 32 --support 0.15).")
 
 
 @app.command("train", help=TRAIN_HELP, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
