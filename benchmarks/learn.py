@@ -93,7 +93,7 @@ def train_steps(cfg, net, evaluator, data: Split, sampler, config: TrainConfig, 
                        generator=g)
         loss = torch.nn.functional.cross_entropy(net(x), data.labels[pick])
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
+            group["lr"] = lr_at(step, config.lr, config.warmup, config.steps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
