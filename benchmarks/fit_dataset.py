@@ -9,8 +9,12 @@ full-batch Adam steps for
 
 - `reference`: a plain stacked-weights SIREN ([f, in, out] weights, `baddbmm`, fused Adam, constant lr),
   eager fp32, written out here: the "torch eager bmm" row of the anchor table;
-- `fieldlab` variants: `fit.batched.fit_batch` (FieldStack's vmap path, exponential lr decay to 0.1)
-  in fp32 eager, tf32 + compile, bf16 + compile, and bf16 + compile on half the pixels per step.
+- `fieldlab` variants: `fit.batched.fit_batch` on the reference path (FieldStack's vmap) in fp32 eager,
+  tf32 + compile, bf16 + compile, and bf16 + compile on half the pixels per step;
+- `fused-fp32`, `fused-tf32`, `fused-bf16`: `fit_batch` on the fused Triton kernel (issue 8).
+
+TFLOP/s counts 3× the forward multiply-adds ×2 per point and step (forward + backward); the fraction is
+of the H100's dense peak of the precision used (fp32 67, TF32 495, bf16 989 TFLOP/s).
 
 Both start from the same initialisation. Fields/s = fields / (wall time of all steps − the first step),
 so compilation is left out; the eager rows run on `--eager-fields` patches (throughput is flat in N past
@@ -32,6 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from fieldlab.fields import make_config  # noqa: E402
+from fieldlab.fields._fused_mlp import fused_spec  # noqa: E402
 from fieldlab.fit.batched import BatchedFitConfig, fit_batch, init_params  # noqa: E402
 from fieldlab.signals import grid_coords  # noqa: E402
 from fieldlab.signals.datasets import Augmented, open_source  # noqa: E402
@@ -39,6 +44,7 @@ from fieldlab.signals.datasets import Augmented, open_source  # noqa: E402
 torch._dynamo.config.cache_size_limit = 64
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the CPU only for a smoke test of the script
 ANCHOR = {"2x32": 1580.0, "3x64": 438.0}  # fields/s, JAX fit-a-nef re-creation on an H100
+PEAK_TFLOPS = {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4}  # H100 SXM dense
 
 
 def reference_fit(config, coords, values, steps: int, lr: float, seed: int) -> tuple[float, float, float]:
@@ -95,6 +101,36 @@ def ours(config, coords, values, fit: BatchedFitConfig, chunk: int) -> tuple[flo
     return values.shape[0] / seconds, float(np.mean(np.concatenate(psnrs))), peak()
 
 
+def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str, precisions: str,
+         steps: int = 30) -> None:
+    """Fused steps per second for every (points per chunk, warps): the kernel's defaults come from here."""
+    from fieldlab.fields._fused_mlp import FusedStack
+
+    f = values.shape[0]
+    rows = torch.arange(f, device=DEVICE)
+    coords = coords.to(DEVICE)
+    for size in sizes:
+        layers, width = map(int, size.split("x"))
+        config = make_config("siren", in_dim=2, out_dim=3, hidden_dim=width, num_layers=layers)
+        _, params, _ = init_params(config, np.arange(f), "shared", 0)
+        params = {k: v.to(DEVICE) for k, v in params.items()}
+        for precision in precisions.split(","):
+            for block, warps in (map(int, shape.split("x")) for shape in grid.split(",")):
+                try:
+                    stack = FusedStack(fused_spec(config), params, precision=precision, block=block, warps=warps)
+                    stack.step(coords, values, rows, 1e-3)
+                    sync()
+                    start = time.perf_counter()
+                    for _ in range(steps):
+                        stack.step(coords, values, rows, 1e-3)
+                    sync()
+                    rate = f * steps / (time.perf_counter() - start) / 500
+                    print(json.dumps({"tune": size, "precision": precision, "block": block, "warps": warps,
+                                      "fields_per_s_at_500_steps": round(rate, 1)}), flush=True)
+                except Exception as error:
+                    print(f"tune {size} {precision} {block} {warps}: {type(error).__name__}: {str(error)[:200]}")
+
+
 def main() -> None:
     if "--functa" in sys.argv:  # functa / spatial functa PSNR vs latent size: benchmarks/functa.py, its own options
         sys.argv.remove("--functa")
@@ -106,8 +142,13 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=10000)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--sizes", default="2x32,3x64")
-    parser.add_argument("--variants", default="reference,fp32,tf32+compile,bf16+compile,bf16+compile+half")
+    parser.add_argument("--variants", default="reference,fp32,tf32+compile,bf16+compile,bf16+compile+half,"
+                        "fused-fp32,fused-tf32,fused-bf16")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--tune", action="store_true", help="Only time the fused kernel's block shapes.")
+    parser.add_argument("--tune-grid", default="32x2,32x4,32x8,64x2,64x4,64x8,128x4,128x8",
+                        help="Points per chunk x warps to time with --tune.")
+    parser.add_argument("--tune-precisions", default="tf32,bf16")
     args = parser.parse_args()
 
     source = open_source(f"sample:patches:{args.patches}")
@@ -117,26 +158,36 @@ def main() -> None:
     results = {"device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu", "torch": torch.__version__,
                "patches": args.patches, "steps": args.steps, "rows": []}
     print(f"{results['device']}, torch {torch.__version__}: {args.patches} patches, {args.steps} steps", flush=True)
+    if args.tune:
+        tune(args.sizes.split(","), values, coords, args.tune_grid, args.tune_precisions)
+        return
     for size in args.sizes.split(","):
         layers, width = map(int, size.split("x"))
         config = make_config("siren", in_dim=2, out_dim=3, hidden_dim=width, num_layers=layers)
         for variant in args.variants.split(","):
-            eager = "compile" not in variant
+            eager = "compile" not in variant and not variant.startswith("fused")
             n = min(args.eager_fields, args.patches) if eager else args.patches
             torch.cuda.reset_peak_memory_stats() if DEVICE == "cuda" else None
             try:
                 if variant == "reference":
                     rate, psnr, gib = reference_fit(config, coords, values[:n], args.steps, 1e-3, 0)
                 else:
-                    precision = variant.split("+")[0]
+                    fused = variant.startswith("fused-")
+                    precision = variant.removeprefix("fused-").split("+")[0]
                     fit = BatchedFitConfig(steps=args.steps, target_psnr=0.0, device=DEVICE, precision=precision,
-                                           compile=not eager, sample_fraction=0.5 if variant.endswith("half") else 0.0)
+                                           compile="compile" in variant, kernel="fused" if fused else "reference",
+                                           sample_fraction=0.5 if variant.endswith("half") else 0.0)
                     rate, psnr, gib = ours(config, coords, values[:n], fit, args.chunk)
             except Exception as error:  # one failed variant must not lose the others' numbers
                 print(f"{size} {variant}: failed: {type(error).__name__}: {str(error)[:300]}", flush=True)
                 continue
+            precision = "fp32" if variant == "reference" else variant.removeprefix("fused-").split("+")[0]
+            points = values.shape[1] * (0.5 if variant.endswith("half") else 1.0)
+            tflops = rate * args.steps * points * 3 * fused_spec(config).flops_per_point() / 1e12
             row = {"size": size, "variant": variant, "fields": n, "fields_per_s": round(rate, 1),
-                   "psnr": round(psnr, 2), "peak_gib": round(gib, 2), "x_anchor": round(rate / ANCHOR[size], 2)}
+                   "psnr": round(psnr, 2), "peak_gib": round(gib, 2),
+                   "x_anchor": round(rate / ANCHOR[size], 2) if size in ANCHOR else None,
+                   "tflops": round(tflops, 1), "peak_fraction": round(tflops / PEAK_TFLOPS[precision], 3)}
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
             if args.out:

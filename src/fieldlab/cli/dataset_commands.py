@@ -42,6 +42,8 @@ def fit_dataset_command(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
     precision: Optional[str] = typer.Option(None, help="fp32, tf32 or bf16."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Use torch.compile."),
+    kernel: Optional[str] = typer.Option(None, help="auto (the fused Triton kernel on CUDA for SIREN/Gaussian "
+                                         "MLPs up to 128 wide, else the reference path), fused or reference."),
     quiet: bool = typer.Option(False, help="No progress lines."),
 ) -> None:
     from fieldlab.fit.batched import BatchedFitConfig
@@ -50,7 +52,7 @@ def fit_dataset_command(
 
     given = {"steps": steps, "lr": lr, "lr_final": lr_final, "init": init, "target_psnr": target_psnr,
              "check_every": check_every, "sample_fraction": sample_fraction, "seed": seed, "device": device,
-             "precision": precision, "compile": compile}
+             "precision": precision, "compile": compile, "kernel": kernel}
     fit = BatchedFitConfig(**{k: v for k, v in given.items() if v is not None})
     extra = parse_extra(ctx.args)
     meta_options = {k: extra.pop(k) for k in list(extra) if k in META_OPTIONS}  # functa's meta-learning

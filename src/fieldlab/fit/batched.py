@@ -56,7 +56,10 @@ class BatchedFitConfig:
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     """fp32; tf32 matrix units; or bf16 autocast."""
     compile: bool = False
-    """Compile the forward and loss with torch.compile."""
+    """Compile the forward and loss with torch.compile (reference path only)."""
+    kernel: Literal["auto", "fused", "reference"] = "auto"
+    """auto: the fused Triton kernel on CUDA where it covers the field (SIREN or Gaussian MLPs up to 128
+    wide and 4 layers), the reference path (FieldStack) elsewhere; fused or reference force one."""
 
     def validate(self) -> None:
         # The options shared with a single fit are checked by FitConfig, so both commands agree.
@@ -64,6 +67,8 @@ class BatchedFitConfig:
                   sample_fraction=self.sample_fraction, precision=self.precision).validate()
         if self.init not in ("shared", "random"):
             raise UserError(f"--init must be shared or random, got {self.init!r}")
+        if self.kernel not in ("auto", "fused", "reference"):
+            raise UserError(f"--kernel must be auto, fused or reference, got {self.kernel!r}")
         if self.check_every < 1:
             raise UserError(f"--check-every must be positive, got {self.check_every}")
 
@@ -80,6 +85,8 @@ class BatchResult:
     """Wall time of the steps (device-synchronised), the first step included."""
     first_step_seconds: float = 0.0
     """Wall time of the first step alone (compilation, when `compile`)."""
+    kernel: str = "reference"
+    """Which path did the steps: fused (the Triton kernel) or reference (FieldStack)."""
 
 
 def row_seed(seed: int, row: int) -> int:
@@ -121,80 +128,142 @@ def pixel_subset(rows: torch.Tensor, step: int, n: int, k: int, seed: int) -> to
     return x.topk(k, dim=1, largest=False).indices
 
 
-def _select(stack: FieldStack, keep: torch.Tensor, optimizer: torch.optim.Adam, lr: float):
-    """The fields `keep` of `stack` as a new stack, with their Adam moments carried over."""
-    new = stack.select(keep)
-    new_optimizer = torch.optim.Adam(new.parameters(), lr=lr, betas=optimizer.defaults["betas"],
-                                     eps=optimizer.defaults["eps"], fused=optimizer.defaults.get("fused"))
-    for old_p, new_p in zip(stack.state()[0].values(), new.state()[0].values()):
-        state = optimizer.state.get(old_p)
-        if state:
-            new_optimizer.state[new_p] = {k: v[keep].clone() if k != "step" else v.clone() for k, v in state.items()}
-    return new, new_optimizer
+class _ReferenceSteps:
+    """Steps of the reference path: `FieldStack` (vmap) with one torch Adam over the stack."""
+
+    name = "reference"
+
+    def __init__(self, config: FieldConfig, template, params: dict, buffers: dict, fit: BatchedFitConfig,
+                 device: torch.device, lr: float):
+        self.stack = FieldStack(template, params, buffers)
+        self.optimizer = torch.optim.Adam(self.stack.parameters(), lr=lr, betas=config.adam_betas,
+                                          eps=config.adam_eps, fused=device.type == "cuda")
+        self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if fit.precision == "bf16" \
+            else contextlib.nullcontext
+        self.loss_fn = torch.compile(self._loss) if fit.compile else self._loss
+
+    def _loss(self, stack: FieldStack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            prediction = stack(x)
+        return (prediction.float() - y).square().mean(dim=(1, 2)).sum()
+
+    def step(self, coords, values, active, index, lr: float, step: int) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if index is not None:
+            x, y = coords[index], values[active[:, None], index]
+        else:
+            x, y = coords.expand(len(active), *coords.shape), values[active]
+        loss = self.loss_fn(self.stack, x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def predict(self, coords: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), self.autocast():
+            return self.stack(coords.expand(len(self.stack), *coords.shape)).float()
+
+    def params(self) -> dict[str, torch.Tensor]:
+        return {name: value.detach() for name, value in self.stack.state()[0].items()}
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep the fields `keep`, with their Adam moments."""
+        old_stack, old_optimizer = self.stack, self.optimizer
+        self.stack = old_stack.select(keep)
+        self.optimizer = torch.optim.Adam(self.stack.parameters(), lr=old_optimizer.defaults["lr"],
+                                          betas=old_optimizer.defaults["betas"], eps=old_optimizer.defaults["eps"],
+                                          fused=old_optimizer.defaults.get("fused"))
+        for old_p, new_p in zip(old_stack.state()[0].values(), self.stack.state()[0].values()):
+            state = old_optimizer.state.get(old_p)
+            if state:
+                self.optimizer.state[new_p] = {k: v[keep].clone() if k != "step" else v.clone()
+                                               for k, v in state.items()}
+
+
+class _FusedSteps:
+    """Steps of the fused path: one Triton launch per step does forward, backward and Adam of every field."""
+
+    name = "fused"
+
+    def __init__(self, config: FieldConfig, spec, params: dict, fit: BatchedFitConfig, steps_lr: list[float]):
+        from fieldlab.fields._fused_mlp import FusedStack
+
+        self.stack = FusedStack(spec, params, precision=fit.precision, betas=config.adam_betas, eps=config.adam_eps)
+        # Every step's [lr, bias corrections] made once, on the device: a step launches one kernel only.
+        b1, b2 = config.adam_betas
+        t = torch.arange(1, len(steps_lr) + 1, dtype=torch.float64)
+        self.hyper = torch.stack([torch.tensor(steps_lr, dtype=torch.float64), 1 - b1 ** t, (1 - b2 ** t).sqrt()],
+                                 dim=1).float().to(self.stack.flat.device)
+
+    def step(self, coords, values, active, index, lr: float, step: int) -> None:
+        self.stack.step(coords, values, active, self.hyper[step], index=index)
+
+    def predict(self, coords: torch.Tensor) -> torch.Tensor:
+        return self.stack.forward(coords)
+
+    def params(self) -> dict[str, torch.Tensor]:
+        return self.stack.params()
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.stack.select(keep)
 
 
 def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, rows, fit: BatchedFitConfig,
               *, progress=None) -> BatchResult:
     """Fit one field per signal: `coords` (n, d) shared, `values` (f, n, c) in [-1, 1], `rows` (f,) the
-    fields' global ids (they seed what is random). `progress(step, active)` is called every check."""
+    fields' global ids (they seed what is random). `progress(step, active)` is called every check.
+
+    The fused kernel does the steps where it covers the field and device (`fit.kernel`), the reference
+    path (`FieldStack`) elsewhere; `BatchResult.kernel` says which ran.
+    """
+    from fieldlab.fields._fused_mlp import choose_kernel
+
     fit.validate()
     device = resolve_device(fit.device)
     f, n, c = values.shape
     rows_t = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=device)
     template, params, buffers = init_params(config, np.asarray(rows), fit.init, fit.seed)
-    stack = FieldStack(template, {k: v.to(device) for k, v in params.items()}, {k: v.to(device) for k, v in buffers.items()})
+    params = {k: v.to(device) for k, v in params.items()}
     coords, values = coords.to(device), values.to(device)
     lr = fit.lr or config.lr
-    optimizer = torch.optim.Adam(stack.parameters(), lr=lr, betas=config.adam_betas, eps=config.adam_eps,
-                                 fused=device.type == "cuda")
     decay = math.log(fit.lr_final) / fit.steps
+    steps_lr = [lr * math.exp(decay * step) for step in range(fit.steps)]
+    spec = choose_kernel(config, device, fit.kernel)
+    if spec is not None:
+        steps = _FusedSteps(config, spec, params, fit, steps_lr)
+    else:
+        steps = _ReferenceSteps(config, template, params, {k: v.to(device) for k, v in buffers.items()}, fit,
+                                device, lr)
     k = round(fit.sample_fraction * n) if fit.sample_fraction else n
     k = max(1, min(k, n))
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if fit.precision == "bf16" \
-        else contextlib.nullcontext
-
-    def loss_of(stack: FieldStack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with autocast():
-            prediction = stack(x)
-        return (prediction.float() - y).square().mean(dim=(1, 2)).sum()
-
-    loss_fn = torch.compile(loss_of) if fit.compile else loss_of
     active = torch.arange(f, device=device)  # positions (in the batch) of the fields still fitting
     out = {name: torch.empty_like(v, device="cpu") for name, v in params.items()}
     out.update({name: v.float() for name, v in buffers.items()})  # fixed per field (e.g. random features)
     psnr = np.full(f, np.nan)
-    steps = np.zeros(f, dtype=np.int64)
+    done_steps = np.zeros(f, dtype=np.int64)
 
     def measure() -> torch.Tensor:
-        with torch.no_grad(), autocast():
-            prediction = stack(coords.expand(len(active), n, -1))
-        mse = (prediction.float() - values[active]).square().mean(dim=(1, 2)).double()
+        mse = (steps.predict(coords) - values[active]).square().mean(dim=(1, 2)).double()
         return 10 * torch.log10(4.0 / mse.clamp_min(1e-30))
 
     def record(positions: torch.Tensor, where: torch.Tensor, quality: torch.Tensor, step: int) -> None:
-        state = stack.state()[0]
+        state = steps.params()
         index = positions.cpu()
         for name in state:
-            out[name][index] = state[name].detach()[where].float().cpu()
+            out[name][index] = state[name][where].float().cpu()
         psnr[index.numpy()] = quality.cpu().numpy()
-        steps[index.numpy()] = step
+        done_steps[index.numpy()] = step
+
+    def result(times) -> BatchResult:
+        return BatchResult(out, psnr, done_steps, *times, kernel=steps.name)
 
     timer = _Timer(device)
     with _matmul_precision(fit.precision):
         for step in range(fit.steps):
             if step == 1:
                 timer.lap()
-            for group in optimizer.param_groups:
-                group["lr"] = lr * math.exp(decay * step)
-            if k < n:
-                index = pixel_subset(rows_t[active], step, n, k, fit.seed)
-                x, y = coords[index], values[active[:, None], index]
-            else:
-                x, y = coords.expand(len(active), n, -1), values[active]
-            loss = loss_fn(stack, x, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            index = pixel_subset(rows_t[active], step, n, k, fit.seed) if k < n else None
+            steps.step(coords, values, active, index, steps_lr[step], step)
             last = step + 1 == fit.steps
             if fit.target_psnr and ((step + 1) % fit.check_every == 0) and not last:
                 quality = measure()
@@ -204,14 +273,14 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
                     record(active[where], where, quality[where], step + 1)
                     keep = (~reached).nonzero()[:, 0]
                     if len(keep) == 0:
-                        return BatchResult(out, psnr, steps, *timer.done())
-                    stack, optimizer = _select(stack, keep, optimizer, lr)
+                        return result(timer.done())
+                    steps.select(keep)
                     active = active[keep]
                 if progress:
                     progress(step + 1, len(active))
         times = timer.done()
         record(active, torch.arange(len(active), device=device), measure(), fit.steps)
-    return BatchResult(out, psnr, steps, *times)
+    return result(times)
 
 
 class _Timer:
@@ -265,6 +334,13 @@ class DatasetFitter:
 
     def fit(self, coords: torch.Tensor, values: torch.Tensor, rows, progress=None) -> BatchResult:
         return fit_batch(self.config, coords, values, rows, self.fit_config, progress=progress)
+
+    def describe(self) -> str:
+        """Which path fits the fields, for the log."""
+        from fieldlab.fields._fused_mlp import describe
+
+        return describe(self.config, resolve_device(self.fit_config.device), self.fit_config.kernel,
+                        self.fit_config.precision)
 
 
 _DATASET_FITTERS: dict[str, type[DatasetFitter]] = {}

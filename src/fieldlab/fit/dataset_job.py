@@ -52,7 +52,7 @@ class DatasetJob:
     def identity(self, config: FieldConfig, source: ImageSource, num_fields: int) -> dict[str, Any]:
         """What a resumed run must share with the store it continues."""
         fit = dataclasses.asdict(self.fit)
-        for key in ("device", "compile"):  # how, not what
+        for key in ("device", "compile", "kernel"):  # how, not what
             fit.pop(key)
         return {"field": {"name": config.name, "config": config.to_dict()}, "fit": fit, "seed": self.fit.seed,
                 "source": {**source.identity, "limit": self.limit, "copies": self.copies,
@@ -139,9 +139,9 @@ def run_dataset_job(job: DatasetJob, out: Path, *, resume: bool = False, force: 
     is_test = test_items(len(source), job.test_fraction, job.fit.seed)
     if dist.is_main() and progress:
         done = writer.num_chunks - len(pending)
-        log.info("%s: %s fields of %s in %d chunks (%d done), %d process(es), %s on %s", job.source,
+        log.info("%s: %s fields of %s in %d chunks (%d done), %d process(es), %s on %s; steps by %s", job.source,
                  f"{num_fields:,}", config.name, writer.num_chunks, done, dist.world_size(),
-                 f"{config.num_params():,} params each", fit.device)
+                 f"{config.num_params():,} params each", fit.device, fitter.describe())
     for count, chunk in enumerate(mine, start=1):
         start = time.perf_counter()
         rows = np.asarray(writer.chunk_rows(chunk))

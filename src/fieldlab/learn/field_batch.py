@@ -2,7 +2,9 @@
 
 Per-field tensors (a SIREN's whole parameter set, or a functa latent) arrive stacked (b, ...) and are
 handed to one `FieldStack` as overrides, so b fields are evaluated by one vmapped call — no Python loop
-over fields — with shared tensors (functa's network) held once.
+over fields — with shared tensors (functa's network) held once. On CUDA, SIREN and Gaussian MLP fields
+go through the fused forward kernel instead (`fields._fused_mlp`, `kernel="auto"`), which keeps the
+activations in registers; `kernel="reference"` forces the vmapped path.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from fieldlab.learn.points import PointSet
 class FieldEvaluator(torch.nn.Module):
     """Evaluates stacked per-field tensors of one architecture: `evaluator(params, points) -> Discretized`."""
 
-    def __init__(self, config: FieldConfig, shared: dict[str, torch.Tensor] | None = None):
+    def __init__(self, config: FieldConfig, shared: dict[str, torch.Tensor] | None = None, kernel: str = "auto"):
         super().__init__()
+        self.kernel = kernel
         template = config.build()
         self.config = config
         self._buffers_one = {k: v.detach() for k, v in template.named_buffers()}
@@ -41,8 +44,13 @@ class FieldEvaluator(torch.nn.Module):
     def forward(self, params: dict[str, torch.Tensor], points: PointSet,
                 coords: torch.Tensor | None = None) -> Discretized:
         """Values (b, n, c) of the fields at `points` (or at `coords` (n, d), e.g. jittered, labelled as `points`)."""
-        stack = self.stack(params)
+        from fieldlab.fields._fused_mlp import choose_kernel, fused_forward, pack
+
         x = points.coords if coords is None else coords
-        b = len(stack)
-        values = stack(x.to(next(iter(params.values())).device).expand(b, *x.shape))
+        device = next(iter(params.values())).device
+        spec = None if self._shared else choose_kernel(self.config, device, self.kernel)
+        if spec is not None:
+            return Discretized(fused_forward(spec, pack(params, spec), x.to(device)), points)
+        stack = self.stack(params)
+        values = stack(x.to(device).expand(len(stack), *x.shape))
         return Discretized(values.float(), points)

@@ -1,0 +1,269 @@
+"""The fused path for batched MLP fields: one GPU kernel per Adam step of a whole stack of fields.
+
+`FieldStack` (vmap over the module) is the reference path and runs everywhere. For the plain MLP
+fields that datasets use — SIREN, Gaussian — with widths up to 128, up to 4 activated layers, at most
+16 input and 16 output channels, a Triton kernel (`_fused_triton`) does forward, squared error,
+backward and Adam of every field in one launch, with activations kept in registers instead of memory.
+`fused_spec(config)` says whether a config qualifies; `FusedStack` holds the packed parameters and Adam
+moments of f fields and steps them. `auto` uses it on CUDA only; on a CPU the kernels run (slowly)
+through Triton's interpreter when `TRITON_INTERPRET=1` was set as they were imported, which the tests do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import os
+import sys
+
+import torch
+
+from fieldlab._errors import UserError
+from fieldlab.fields._config import FieldConfig
+
+MAX_WIDTH, MAX_LAYERS, MAX_CHANNELS = 128, 4, 16
+_ACTIVATIONS = {"sine": 0, "gauss": 1, "relu": 2}
+_PRECISIONS = {"fp32": 0, "tf32": 1, "bf16": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedSpec:
+    """What the kernel needs to know of an MLP field: sizes, activation and its scales."""
+
+    in_dim: int
+    hidden_dim: int
+    out_dim: int
+    num_layers: int
+    activation: str
+    first_scale: float
+    hidden_scale: float
+
+    @property
+    def layer_dims(self) -> list[tuple[int, int]]:
+        dims = [self.in_dim] + [self.hidden_dim] * self.num_layers + [self.out_dim]
+        return list(zip(dims[:-1], dims[1:]))
+
+    @property
+    def num_params(self) -> int:
+        return sum(i * o + o for i, o in self.layer_dims)
+
+    def flops_per_point(self) -> int:
+        """Multiply-adds ×2 of one point's forward pass (the backward is about twice this)."""
+        return 2 * sum(i * o for i, o in self.layer_dims)
+
+
+def fused_spec(config: FieldConfig) -> FusedSpec | None:
+    """The fused description of `config`, or None when the fused kernel does not cover it."""
+    name = config.name
+    if name == "siren":
+        spec = FusedSpec(config.in_dim, config.hidden_dim, config.out_dim, config.num_layers, "sine",
+                         float(config.first_omega0), float(config.omega0))
+    elif name == "gauss":
+        spec = FusedSpec(config.in_dim, config.hidden_dim, config.out_dim, config.num_layers, "gauss",
+                         float(config.scale), float(config.scale))
+    else:
+        return None
+    if not (spec.hidden_dim <= MAX_WIDTH and 1 <= spec.num_layers <= MAX_LAYERS
+            and spec.in_dim <= MAX_CHANNELS and spec.out_dim <= MAX_CHANNELS):
+        return None
+    return spec
+
+
+def interpreted() -> bool:
+    """Whether the kernels run through Triton's interpreter (TRITON_INTERPRET=1 when they were imported)."""
+    module = sys.modules.get("fieldlab.fields._fused_triton")
+    return module.INTERPRETED if module is not None else os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def triton_available(device: torch.device) -> bool:
+    """Whether the kernels can run for tensors on `device`: CUDA with Triton, or Triton's interpreter."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    return device.type == "cuda" or interpreted()
+
+
+def choose_kernel(config: FieldConfig, device: torch.device, kernel: str) -> FusedSpec | None:
+    """The spec to run fused, or None for the reference path; `kernel` is auto, fused or reference.
+
+    auto: fused on CUDA when the config qualifies and Triton is installed; fused: the same, or through
+    Triton's interpreter on a CPU, and a clear error when it cannot run; reference: never fused.
+    """
+    if kernel == "reference":
+        return None
+    spec = fused_spec(config)
+    if kernel == "fused":
+        if spec is None:
+            raise UserError(f"--kernel fused covers siren and gauss fields up to {MAX_WIDTH} wide, "
+                            f"{MAX_LAYERS} layers and {MAX_CHANNELS} channels; use --kernel auto or reference "
+                            f"for {config.name} {getattr(config, 'num_layers', '')}×{getattr(config, 'hidden_dim', '')}")
+        if not triton_available(device):
+            raise UserError("--kernel fused needs a CUDA device and Triton (pip install triton); "
+                            "use --kernel auto or reference here")
+        return spec
+    if kernel != "auto":
+        raise UserError(f"--kernel must be auto, fused or reference, got {kernel!r}")
+    usable = spec is not None and device.type == "cuda" and importlib.util.find_spec("triton") is not None
+    return spec if usable else None
+
+
+def describe(config: FieldConfig, device: torch.device, kernel: str, precision: str) -> str:
+    """One line for a log: which path `fit_batch` takes for `config` on `device`."""
+    spec = choose_kernel(config, device, kernel)
+    if spec is None:
+        return "reference path (FieldStack, vmap)"
+    return f"fused Triton kernel ({spec.activation} MLP {spec.num_layers}×{spec.hidden_dim}, {precision})"
+
+
+def pack(params: dict[str, torch.Tensor], spec: FusedSpec) -> torch.Tensor:
+    """Stacked module parameters {"layers.i.weight": (f, out, in), …} → (f, P) in the kernel's layout."""
+    parts = []
+    for i in range(len(spec.layer_dims)):
+        weight = params[f"layers.{i}.weight"]
+        parts += [weight.transpose(1, 2).reshape(weight.shape[0], -1), params[f"layers.{i}.bias"]]
+    return torch.cat([p.float() for p in parts], dim=1).contiguous()
+
+
+def unpack(flat: torch.Tensor, spec: FusedSpec) -> dict[str, torch.Tensor]:
+    """The inverse of `pack`: (f, P) → {"layers.i.weight": (f, out, in), "layers.i.bias": (f, out)}."""
+    out, offset, f = {}, 0, flat.shape[0]
+    for i, (fan_in, fan_out) in enumerate(spec.layer_dims):
+        weight = flat[:, offset:offset + fan_in * fan_out].reshape(f, fan_in, fan_out)
+        out[f"layers.{i}.weight"] = weight.transpose(1, 2).contiguous()
+        offset += fan_in * fan_out
+        out[f"layers.{i}.bias"] = flat[:, offset:offset + fan_out].clone()
+        offset += fan_out
+    return out
+
+
+def _pow2(n: int) -> int:
+    return max(16, 1 << (n - 1).bit_length())
+
+
+def _meta(spec: FusedSpec, precision: str, block: int) -> dict:
+    emulated = interpreted()
+    fast = precision != "fp32" and not emulated
+    mm = 3 if precision == "bf16" and emulated else _PRECISIONS[precision]
+    return dict(D=spec.in_dim, H=spec.hidden_dim, C=spec.out_dim, NH=spec.num_layers, DP=_pow2(spec.in_dim),
+                HP=_pow2(spec.hidden_dim), CP=_pow2(spec.out_dim), BN=block, ACT=_ACTIVATIONS[spec.activation],
+                W_FIRST=spec.first_scale, W_HIDDEN=spec.hidden_scale, MM=mm, FAST=fast)
+
+
+def default_block(spec: FusedSpec) -> tuple[int, int]:
+    """(points per chunk, warps) that keep a chunk's activations and the weights in registers."""
+    width = _pow2(spec.hidden_dim)  # measured on an H100 (benchmarks/fit_dataset.py --tune)
+    if width <= 32:
+        return 32, 2
+    if width <= 64:
+        return 32, 4
+    return 32, 8
+
+
+class FusedStack:
+    """f MLP fields packed for the kernel: parameters and Adam moments as (f, P) fp32 tensors."""
+
+    def __init__(self, spec: FusedSpec, params: dict[str, torch.Tensor], *, precision: str = "fp32",
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, block: int | None = None,
+                 warps: int | None = None):
+        from fieldlab.fields import _fused_triton  # Triton only where the fused path runs
+
+        self.kernels = _fused_triton
+        self.spec, self.precision, self.betas, self.eps = spec, precision, betas, eps
+        self.flat = pack(params, spec)
+        self.m = torch.zeros_like(self.flat)
+        self.v = torch.zeros_like(self.flat)
+        self.step_count = 0
+        default = default_block(spec)
+        self.block, self.warps = block or default[0], warps or default[1]
+
+    def __len__(self) -> int:
+        return self.flat.shape[0]
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep the fields `keep` (with their Adam moments)."""
+        self.flat, self.m, self.v = self.flat[keep].contiguous(), self.m[keep].contiguous(), self.v[keep].contiguous()
+
+    def params(self) -> dict[str, torch.Tensor]:
+        return unpack(self.flat, self.spec)
+
+    def hyper(self, lr: float, step: int) -> torch.Tensor:
+        """[lr, 1 − β1^t, √(1 − β2^t)] of Adam step t = `step` (1-based), on the stack's device."""
+        b1, b2 = self.betas
+        return torch.tensor([lr, 1 - b1 ** step, math.sqrt(1 - b2 ** step)], dtype=torch.float32,
+                            device=self.flat.device)
+
+    def step(self, coords: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, lr: float | torch.Tensor,
+             index: torch.Tensor | None = None, parts: int | None = None) -> torch.Tensor:
+        """One Adam step of every field on the sum over fields of its mean squared error.
+
+        coords (n, d) shared by all fields; values (r, n, c) the targets, field i using values[rows[i]];
+        index (f, k) int the points each field uses this step (all n when None). Returns each field's
+        summed squared error (f,) before the update. `lr` may be a ready `hyper` tensor. `parts` > 1
+        shares each field's points among that many programs (few fields with many points): their
+        gradients are summed in memory and Adam is a separate pass; by default 1 when there are enough
+        fields to fill the GPU.
+        """
+        self.step_count += 1
+        hyper = lr if isinstance(lr, torch.Tensor) else self.hyper(lr, self.step_count)
+        parts = parts or self.default_parts(index.shape[1] if index is not None else values.shape[1])
+        if parts > 1:
+            loss, grad = self.gradients(coords, values, rows, index=index, parts=parts)
+            b1, b2 = self.betas
+            lr_t, bc1, bc2s = hyper[0], hyper[1], hyper[2]
+            self.m.lerp_(grad, 1 - b1)
+            self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            self.flat.sub_((lr_t / bc1) * self.m / (self.v.sqrt() / bc2s + self.eps))
+            return loss
+        return self._launch(coords, values, rows, index, hyper, parts=1)[0]
+
+    def gradients(self, coords: torch.Tensor, values: torch.Tensor, rows: torch.Tensor,
+                  index: torch.Tensor | None = None, parts: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed squared error (f,), gradient (f, P) of the mean squared errors) without updating."""
+        return self._launch(coords, values, rows, index, None, parts=parts)
+
+    def default_parts(self, points: int) -> int:
+        """Programs per field: enough for about four per multiprocessor, at most one per chunk of points."""
+        if self.flat.device.type != "cuda":
+            return 1
+        programs = 4 * torch.cuda.get_device_properties(self.flat.device).multi_processor_count
+        return max(1, min(triton_cdiv(programs, len(self)), triton_cdiv(points, self.block)))
+
+    def _launch(self, coords, values, rows, index, hyper, parts: int):
+        f, (n, c) = len(self), values.shape[1:]
+        k = n if index is None else index.shape[1]
+        split = hyper is None
+        loss = (torch.zeros if split else torch.empty)(f, dtype=torch.float32, device=self.flat.device)
+        grad = torch.zeros_like(self.flat) if split else self.flat
+        idx = index.to(torch.int32).contiguous() if index is not None else rows
+        chunks = triton_cdiv(triton_cdiv(k, parts), self.block)
+        parts = triton_cdiv(k, chunks * self.block)
+        self.kernels.fused_mlp_step[(f, parts)](
+            self.flat, self.m, self.v, grad, coords.float().contiguous(), values.float().contiguous(), idx,
+            rows.to(torch.int32).contiguous(), loss, self.flat if split else hyper, k, n, 1.0 / (k * c),
+            **_meta(self.spec, self.precision, self.block), HAS_IDX=index is not None, SPLIT=split,
+            CHUNKS=chunks, B1=self.betas[0], B2=self.betas[1], EPS=self.eps, num_warps=self.warps)
+        return loss, grad
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        """Values (f, n, c) at coords (n, d) shared by the fields, or (f, n, d) per field."""
+        return fused_forward(self.spec, self.flat, coords, precision=self.precision)
+
+
+def fused_forward(spec: FusedSpec, flat: torch.Tensor, coords: torch.Tensor, *, precision: str = "fp32",
+                  block: int = 64) -> torch.Tensor:
+    """Values (f, n, c) of the packed fields `flat` (f, P) at coords (n, d) or (f, n, d)."""
+    from fieldlab.fields import _fused_triton
+
+    f = flat.shape[0]
+    per_field = coords.dim() == 3
+    n = coords.shape[-2]
+    out = torch.empty(f, n, spec.out_dim, dtype=torch.float32, device=flat.device)
+    coords = coords.float().contiguous()
+    _fused_triton.fused_mlp_forward[(f, triton_cdiv(n, block))](
+        flat.float().contiguous(), coords, coords, out, n, **_meta(spec, precision, block), HAS_IDX=False,
+        X_PER_FIELD=per_field, num_warps=4)
+    return out
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)

@@ -1,0 +1,326 @@
+"""Triton kernels of the fused MLP path (imported only where Triton is installed; see `_fused_mlp`).
+
+One program fits one field: it keeps the field's weights in registers, walks its points in chunks of
+`BN`, runs the forward pass, the squared error and the backward pass of each chunk without writing an
+activation to memory, accumulates the weight gradients in fp32 registers and, at the end, applies Adam
+to the field's parameters in place. Per step and field, memory traffic is the parameters and Adam
+moments (read and written once), the targets and the coordinates (shared by every field, so cached).
+
+With `SPLIT` the points of a field are shared among several programs, which add their partial
+gradients into `G` atomically (one large field); Adam is then a separate elementwise pass.
+
+Layout of one field's packed parameters (fp32): for each layer, its weight as (in, out) row-major, then
+its bias. Layers: `D → H` (activation scale `W_FIRST`), `NH − 1` times `H → H` (`W_HIDDEN`), `H → C`.
+Padded sizes `DP`, `HP`, `CP` are powers of two ≥ 16 (tensor-core tiles); padding is masked on load.
+Activations: 0 sine sin(w z); 1 Gaussian exp(−(w z)²); 2 ReLU.
+Matrix precision `MM`: 0 fp32 (IEEE), 1 TF32, 2 bf16 operands, 3 bf16 rounding emulated in fp32; the first layer is always fp32 (its
+outputs are phases), accumulation, loss and Adam always fp32.
+"""
+
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+"""Whether these kernels were decorated for Triton's interpreter (CPU) rather than compiled."""
+
+
+@triton.jit
+def _act(z, w, ACT: tl.constexpr, FAST: tl.constexpr):
+    if ACT == 0:
+        if FAST:
+            return tl.extra.cuda.libdevice.fast_sinf(w * z)
+        return tl.sin(w * z)
+    elif ACT == 1:
+        s = w * z
+        return tl.exp(-s * s)
+    else:
+        return tl.maximum(z, 0.0)
+
+
+@triton.jit
+def _act_grad(z, a, w, ACT: tl.constexpr, FAST: tl.constexpr):
+    """d act / dz at z, given a = act(z)."""
+    if ACT == 0:
+        if FAST:
+            return w * tl.extra.cuda.libdevice.fast_cosf(w * z)
+        return w * tl.cos(w * z)
+    elif ACT == 1:
+        return -2.0 * w * w * z * a
+    else:
+        return (z > 0.0).to(tl.float32)
+
+
+@triton.jit
+def _mm(a, b, MM: tl.constexpr):
+    """a @ b with fp32 accumulation at matrix precision MM."""
+    if MM == 0:
+        return tl.dot(a, b, input_precision="ieee")
+    elif MM == 1:
+        return tl.dot(a, b, input_precision="tf32")
+    elif MM == 2:
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    else:  # bf16 operands emulated in fp32: the same rounding, for Triton's interpreter (no bf16 dot)
+        return tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), input_precision="ieee")
+
+
+@triton.jit
+def _load_w(ptr, IN: tl.constexpr, OUT: tl.constexpr, INP: tl.constexpr, OUTP: tl.constexpr):
+    r = tl.arange(0, INP)
+    c = tl.arange(0, OUTP)
+    return tl.load(ptr + r[:, None] * OUT + c[None, :], mask=(r[:, None] < IN) & (c[None, :] < OUT), other=0.0)
+
+
+@triton.jit
+def _load_b(ptr, OUT: tl.constexpr, OUTP: tl.constexpr):
+    c = tl.arange(0, OUTP)
+    return tl.load(ptr + c, mask=c < OUT, other=0.0)
+
+
+@triton.jit
+def _adam_w(P, M, V, g, IN: tl.constexpr, OUT: tl.constexpr, INP: tl.constexpr, OUTP: tl.constexpr,
+            lr, bc1, bc2s, B1: tl.constexpr, B2: tl.constexpr, EPS: tl.constexpr):
+    r = tl.arange(0, INP)
+    c = tl.arange(0, OUTP)
+    offs = r[:, None] * OUT + c[None, :]
+    mask = (r[:, None] < IN) & (c[None, :] < OUT)
+    _adam(P + offs, M + offs, V + offs, mask, g, lr, bc1, bc2s, B1, B2, EPS)
+
+
+@triton.jit
+def _adam_b(P, M, V, g, OUT: tl.constexpr, OUTP: tl.constexpr, lr, bc1, bc2s, B1: tl.constexpr,
+            B2: tl.constexpr, EPS: tl.constexpr):
+    c = tl.arange(0, OUTP)
+    _adam(P + c, M + c, V + c, c < OUT, g, lr, bc1, bc2s, B1, B2, EPS)
+
+
+@triton.jit
+def _adam(p_ptr, m_ptr, v_ptr, mask, g, lr, bc1, bc2s, B1: tl.constexpr, B2: tl.constexpr, EPS: tl.constexpr):
+    """torch.optim.Adam's update (no weight decay): bc1 = 1 − β1^t, bc2s = √(1 − β2^t)."""
+    p = tl.load(p_ptr, mask=mask, other=0.0)
+    m = tl.load(m_ptr, mask=mask, other=0.0)
+    v = tl.load(v_ptr, mask=mask, other=0.0)
+    m = B1 * m + (1.0 - B1) * g
+    v = B2 * v + (1.0 - B2) * g * g
+    p = p - (lr / bc1) * m / (tl.sqrt(v) / bc2s + EPS)
+    tl.store(p_ptr, p, mask=mask)
+    tl.store(m_ptr, m, mask=mask)
+    tl.store(v_ptr, v, mask=mask)
+
+
+@triton.jit
+def _add_w(G, g, IN: tl.constexpr, OUT: tl.constexpr, INP: tl.constexpr, OUTP: tl.constexpr):
+    r = tl.arange(0, INP)
+    c = tl.arange(0, OUTP)
+    tl.atomic_add(G + r[:, None] * OUT + c[None, :], g, mask=(r[:, None] < IN) & (c[None, :] < OUT))
+
+
+@triton.jit
+def _add_b(G, g, OUT: tl.constexpr, OUTP: tl.constexpr):
+    c = tl.arange(0, OUTP)
+    tl.atomic_add(G + c, g, mask=c < OUT)
+
+
+@triton.jit
+def _points(X, T, IDX, trow, pid_f, start, limit, K, N,
+            D: tl.constexpr, C: tl.constexpr, DP: tl.constexpr, CP: tl.constexpr, BN: tl.constexpr,
+            HAS_IDX: tl.constexpr, HAS_T: tl.constexpr):
+    """Coordinates (BN, DP), targets (BN, CP) and the row mask of points start … start+BN of a field."""
+    j = start + tl.arange(0, BN)
+    valid = j < limit
+    if HAS_IDX:
+        idx = tl.load(IDX + pid_f.to(tl.int64) * K + j, mask=valid, other=0).to(tl.int64)
+    else:
+        idx = j.to(tl.int64)
+    d = tl.arange(0, DP)
+    c = tl.arange(0, CP)
+    x = tl.load(X + idx[:, None] * D + d[None, :], mask=valid[:, None] & (d[None, :] < D), other=0.0)
+    if HAS_T:
+        t = tl.load(T + trow * N * C + idx[:, None] * C + c[None, :], mask=valid[:, None] & (c[None, :] < C),
+                    other=0.0)
+    else:
+        t = tl.zeros((BN, CP), dtype=tl.float32)
+    return x, t, valid
+
+
+@triton.jit
+def fused_mlp_step(
+    PRM, M, V, G, X, T, IDX, ROWS, LOSS, HYP,
+    K, N, loss_scale,
+    D: tl.constexpr, H: tl.constexpr, C: tl.constexpr, NH: tl.constexpr,
+    DP: tl.constexpr, HP: tl.constexpr, CP: tl.constexpr, BN: tl.constexpr,
+    ACT: tl.constexpr, W_FIRST: tl.constexpr, W_HIDDEN: tl.constexpr, MM: tl.constexpr, FAST: tl.constexpr,
+    HAS_IDX: tl.constexpr, SPLIT: tl.constexpr, CHUNKS: tl.constexpr,
+    B1: tl.constexpr, B2: tl.constexpr, EPS: tl.constexpr,
+):
+    """One Adam step of the loss Σ_fields loss_scale · Σ_points ‖y − t‖² (mean squared error when
+    loss_scale = 1 / (K·C)). Program (field, part): PRM/M/V/G rows are fields, ROWS maps a field to its
+    target row in T (N points of C values), IDX (fields, K) picks the points of each field, or the
+    first K points are used; a program takes CHUNKS chunks of BN points. LOSS[field] receives Σ‖y − t‖² before the update."""
+    pid_f = tl.program_id(0)
+    part = tl.program_id(1)
+    P: tl.constexpr = D * H + H + (NH - 1) * (H * H + H) + H * C + C
+    base = pid_f.to(tl.int64) * P
+    trow = tl.load(ROWS + pid_f).to(tl.int64)
+    o_w1: tl.constexpr = D * H + H
+    o_w2: tl.constexpr = o_w1 + H * H + H
+    o_w3: tl.constexpr = o_w2 + H * H + H
+    o_wh: tl.constexpr = D * H + H + (NH - 1) * (H * H + H)
+
+    w0 = _load_w(PRM + base, D, H, DP, HP)
+    b0 = _load_b(PRM + base + D * H, H, HP)
+    wh = _load_w(PRM + base + o_wh, H, C, HP, CP)
+    bh = _load_b(PRM + base + o_wh + H * C, C, CP)
+    g_w0 = tl.zeros((DP, HP), dtype=tl.float32)
+    g_b0 = tl.zeros((HP,), dtype=tl.float32)
+    g_wh = tl.zeros((HP, CP), dtype=tl.float32)
+    g_bh = tl.zeros((CP,), dtype=tl.float32)
+    if NH >= 2:
+        w1 = _load_w(PRM + base + o_w1, H, H, HP, HP)
+        b1 = _load_b(PRM + base + o_w1 + H * H, H, HP)
+        g_w1 = tl.zeros((HP, HP), dtype=tl.float32)
+        g_b1 = tl.zeros((HP,), dtype=tl.float32)
+    if NH >= 3:
+        w2 = _load_w(PRM + base + o_w2, H, H, HP, HP)
+        b2 = _load_b(PRM + base + o_w2 + H * H, H, HP)
+        g_w2 = tl.zeros((HP, HP), dtype=tl.float32)
+        g_b2 = tl.zeros((HP,), dtype=tl.float32)
+    if NH >= 4:
+        w3 = _load_w(PRM + base + o_w3, H, H, HP, HP)
+        b3 = _load_b(PRM + base + o_w3 + H * H, H, HP)
+        g_w3 = tl.zeros((HP, HP), dtype=tl.float32)
+        g_b3 = tl.zeros((HP,), dtype=tl.float32)
+    loss = tl.zeros((BN,), dtype=tl.float32)
+
+    first = part * (CHUNKS * BN)
+    for chunk in range(CHUNKS):
+        x, t, valid = _points(X, T, IDX, trow, pid_f, first + chunk * BN, K, K, N, D, C, DP, CP, BN, HAS_IDX, True)
+        # forward, keeping each layer's pre-activation z and activation a in registers
+        z0 = _mm(x, w0, 0) + b0[None, :]
+        a = _act(z0, W_FIRST, ACT, FAST)
+        a0 = a
+        if NH >= 2:
+            z1 = _mm(a, w1, MM) + b1[None, :]
+            a = _act(z1, W_HIDDEN, ACT, FAST)
+            a1 = a
+        if NH >= 3:
+            z2 = _mm(a, w2, MM) + b2[None, :]
+            a = _act(z2, W_HIDDEN, ACT, FAST)
+            a2 = a
+        if NH >= 4:
+            z3 = _mm(a, w3, MM) + b3[None, :]
+            a = _act(z3, W_HIDDEN, ACT, FAST)
+        y = _mm(a, wh, MM) + bh[None, :]
+        c = tl.arange(0, CP)
+        err = tl.where(valid[:, None] & (c[None, :] < C), y - t, 0.0)
+        loss += tl.sum(err * err, axis=1)
+        # backward: each layer's gradient from the kept activations, accumulated over the chunks
+        dy = 2.0 * loss_scale * err
+        g_wh += _mm(tl.trans(a), dy, MM)
+        g_bh += tl.sum(dy, axis=0)
+        da = _mm(dy, tl.trans(wh), MM)
+        if NH >= 4:
+            dz = da * _act_grad(z3, a, W_HIDDEN, ACT, FAST)
+            a = a2
+            g_w3 += _mm(tl.trans(a), dz, MM)
+            g_b3 += tl.sum(dz, axis=0)
+            da = _mm(dz, tl.trans(w3), MM)
+        if NH >= 3:
+            dz = da * _act_grad(z2, a, W_HIDDEN, ACT, FAST)
+            a = a1
+            g_w2 += _mm(tl.trans(a), dz, MM)
+            g_b2 += tl.sum(dz, axis=0)
+            da = _mm(dz, tl.trans(w2), MM)
+        if NH >= 2:
+            dz = da * _act_grad(z1, a, W_HIDDEN, ACT, FAST)
+            a = a0
+            g_w1 += _mm(tl.trans(a), dz, MM)
+            g_b1 += tl.sum(dz, axis=0)
+            da = _mm(dz, tl.trans(w1), MM)
+        dz = da * _act_grad(z0, a, W_FIRST, ACT, FAST)
+        g_w0 += _mm(tl.trans(x), dz, 0)
+        g_b0 += tl.sum(dz, axis=0)
+
+    if SPLIT:
+        tl.atomic_add(LOSS + pid_f, tl.sum(loss, axis=0))
+        _add_w(G + base, g_w0, D, H, DP, HP)
+        _add_b(G + base + D * H, g_b0, H, HP)
+        if NH >= 2:
+            _add_w(G + base + o_w1, g_w1, H, H, HP, HP)
+            _add_b(G + base + o_w1 + H * H, g_b1, H, HP)
+        if NH >= 3:
+            _add_w(G + base + o_w2, g_w2, H, H, HP, HP)
+            _add_b(G + base + o_w2 + H * H, g_b2, H, HP)
+        if NH >= 4:
+            _add_w(G + base + o_w3, g_w3, H, H, HP, HP)
+            _add_b(G + base + o_w3 + H * H, g_b3, H, HP)
+        _add_w(G + base + o_wh, g_wh, H, C, HP, CP)
+        _add_b(G + base + o_wh + H * C, g_bh, C, CP)
+    else:
+        tl.store(LOSS + pid_f, tl.sum(loss, axis=0))
+        lr = tl.load(HYP)
+        bc1 = tl.load(HYP + 1)
+        bc2s = tl.load(HYP + 2)
+        _adam_w(PRM + base, M + base, V + base, g_w0, D, H, DP, HP, lr, bc1, bc2s, B1, B2, EPS)
+        _adam_b(PRM + base + D * H, M + base + D * H, V + base + D * H, g_b0, H, HP, lr, bc1, bc2s, B1, B2, EPS)
+        if NH >= 2:
+            _adam_w(PRM + base + o_w1, M + base + o_w1, V + base + o_w1, g_w1, H, H, HP, HP, lr, bc1, bc2s,
+                    B1, B2, EPS)
+            ob = o_w1 + H * H
+            _adam_b(PRM + base + ob, M + base + ob, V + base + ob, g_b1, H, HP, lr, bc1, bc2s, B1, B2, EPS)
+        if NH >= 3:
+            _adam_w(PRM + base + o_w2, M + base + o_w2, V + base + o_w2, g_w2, H, H, HP, HP, lr, bc1, bc2s,
+                    B1, B2, EPS)
+            ob = o_w2 + H * H
+            _adam_b(PRM + base + ob, M + base + ob, V + base + ob, g_b2, H, HP, lr, bc1, bc2s, B1, B2, EPS)
+        if NH >= 4:
+            _adam_w(PRM + base + o_w3, M + base + o_w3, V + base + o_w3, g_w3, H, H, HP, HP, lr, bc1, bc2s,
+                    B1, B2, EPS)
+            ob = o_w3 + H * H
+            _adam_b(PRM + base + ob, M + base + ob, V + base + ob, g_b3, H, HP, lr, bc1, bc2s, B1, B2, EPS)
+        _adam_w(PRM + base + o_wh, M + base + o_wh, V + base + o_wh, g_wh, H, C, HP, CP, lr, bc1, bc2s,
+                B1, B2, EPS)
+        ob = o_wh + H * C
+        _adam_b(PRM + base + ob, M + base + ob, V + base + ob, g_bh, C, CP, lr, bc1, bc2s, B1, B2, EPS)
+
+
+@triton.jit
+def fused_mlp_forward(
+    PRM, X, IDX, Y, K,
+    D: tl.constexpr, H: tl.constexpr, C: tl.constexpr, NH: tl.constexpr,
+    DP: tl.constexpr, HP: tl.constexpr, CP: tl.constexpr, BN: tl.constexpr,
+    ACT: tl.constexpr, W_FIRST: tl.constexpr, W_HIDDEN: tl.constexpr, MM: tl.constexpr, FAST: tl.constexpr,
+    HAS_IDX: tl.constexpr, X_PER_FIELD: tl.constexpr,
+):
+    """Values Y (fields, K, C) of every field at K points: X (K, D) shared, or (fields, K, D) when
+    X_PER_FIELD, or X[IDX[field]]. Program (field, block of BN points)."""
+    pid_f = tl.program_id(0)
+    start = tl.program_id(1) * BN
+    P: tl.constexpr = D * H + H + (NH - 1) * (H * H + H) + H * C + C
+    base = pid_f.to(tl.int64) * P
+    o_w1: tl.constexpr = D * H + H
+    o_w2: tl.constexpr = o_w1 + H * H + H
+    o_w3: tl.constexpr = o_w2 + H * H + H
+    o_wh: tl.constexpr = D * H + H + (NH - 1) * (H * H + H)
+    x_base = X
+    if X_PER_FIELD:
+        x_base = X + pid_f.to(tl.int64) * K * D
+    x, t, valid = _points(x_base, X, IDX, 0, pid_f, start, K, K, 0, D, C, DP, CP, BN, HAS_IDX, False)
+    a = _act(_mm(x, _load_w(PRM + base, D, H, DP, HP), 0) + _load_b(PRM + base + D * H, H, HP)[None, :],
+             W_FIRST, ACT, FAST)
+    if NH >= 2:
+        a = _act(_mm(a, _load_w(PRM + base + o_w1, H, H, HP, HP), MM)
+                 + _load_b(PRM + base + o_w1 + H * H, H, HP)[None, :], W_HIDDEN, ACT, FAST)
+    if NH >= 3:
+        a = _act(_mm(a, _load_w(PRM + base + o_w2, H, H, HP, HP), MM)
+                 + _load_b(PRM + base + o_w2 + H * H, H, HP)[None, :], W_HIDDEN, ACT, FAST)
+    if NH >= 4:
+        a = _act(_mm(a, _load_w(PRM + base + o_w3, H, H, HP, HP), MM)
+                 + _load_b(PRM + base + o_w3 + H * H, H, HP)[None, :], W_HIDDEN, ACT, FAST)
+    y = _mm(a, _load_w(PRM + base + o_wh, H, C, HP, CP), MM) + _load_b(PRM + base + o_wh + H * C, C, CP)[None, :]
+    j = start + tl.arange(0, BN)
+    c = tl.arange(0, CP)
+    tl.store(Y + pid_f.to(tl.int64) * K * C + j[:, None] * C + c[None, :], y, mask=valid[:, None] & (c[None, :] < C))

@@ -1,0 +1,157 @@
+"""The fused MLP kernel (Triton) against the reference path, run through Triton's interpreter on the CPU.
+
+The interpreter executes the same kernel source as the GPU (bf16 matrix products emulated by rounding
+the operands, which is what the tensor cores multiply); tests/gpu/check_fused.py checks the compiled
+kernel on a GPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from fieldlab._errors import UserError
+from fieldlab.fields import FieldStack, make_config
+from fieldlab.fit.batched import BatchedFitConfig, fit_batch, init_params
+
+
+def _import_interpreted():
+    """The kernels decorated for Triton's interpreter. TRITON_INTERPRET stays set for the session
+    (Triton reads it again in lazy imports while interpreting); `auto` ignores it on a CPU, so the rest
+    of the suite still takes the reference path."""
+    os.environ["TRITON_INTERPRET"] = "1"
+    kernels = importlib.import_module("fieldlab.fields._fused_triton")
+    if not kernels.INTERPRETED:
+        raise RuntimeError("the fused kernels were imported compiled before these tests; run them in their own process")
+    return importlib.import_module("fieldlab.fields._fused_mlp")
+
+
+fused = _import_interpreted()
+
+
+def _fields(name, f=3, **options):
+    config = make_config(name, in_dim=2, out_dim=3, **options)
+    template, params, buffers = init_params(config, np.arange(f), "random", 0)
+    return config, fused.fused_spec(config), template, params, buffers
+
+
+def _reference_steps(template, params, buffers, coords, values, rows, steps, lr=1e-3, index=None):
+    stack = FieldStack(template, {k: v.clone() for k, v in params.items()}, buffers)
+    optimizer = torch.optim.Adam(stack.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        x = coords.expand(len(rows), *coords.shape) if index is None else coords[index]
+        y = values[rows] if index is None else values[rows[:, None], index]
+        loss = (stack(x) - y).square().mean(dim=(1, 2))
+        optimizer.zero_grad()
+        loss.sum().backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    return stack, losses
+
+
+@pytest.mark.parametrize("name,options", [
+    ("siren", dict(hidden_dim=24, num_layers=2)),  # a width that is not a power of two: padded
+    ("siren", dict(hidden_dim=16, num_layers=4)),
+    ("gauss", dict(hidden_dim=16, num_layers=1, scale=3.0)),
+])
+def test_fused_steps_follow_the_reference_adam_path(name, options):
+    torch.manual_seed(0)
+    config, spec, template, params, buffers = _fields(name, **options)
+    n = 70  # not a multiple of the chunk: the last chunk is masked
+    coords, values = torch.rand(n, 2) * 2 - 1, torch.rand(5, n, 3) * 2 - 1
+    rows = torch.tensor([4, 0, 2])  # fields read their targets through a row map
+    stack, losses = _reference_steps(template, params, buffers, coords, values, rows, steps=3)
+    packed = fused.FusedStack(spec, params, block=32)
+    for step in range(3):
+        loss = packed.step(coords, values, rows, 1e-3)
+        torch.testing.assert_close(loss / (n * 3), losses[step], atol=1e-6, rtol=1e-5)
+    for key, value in stack.state()[0].items():
+        torch.testing.assert_close(packed.params()[key], value.detach(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(packed.forward(coords), stack(coords.expand(3, n, 2)).detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_fused_gradients_match_autograd_whole_and_split_and_with_point_subsets():
+    torch.manual_seed(1)
+    config, spec, template, params, buffers = _fields("siren", f=2, hidden_dim=32, num_layers=2)
+    n = 100
+    coords, values = torch.rand(n, 2) * 2 - 1, torch.rand(2, n, 3) * 2 - 1
+    rows = torch.arange(2)
+    index = torch.stack([torch.randperm(n)[:40] for _ in range(2)])
+    stack = FieldStack(template, {k: v.clone() for k, v in params.items()}, buffers)
+    for idx in (None, index):
+        stack.zero_grad()
+        x = coords.expand(2, n, 2) if idx is None else coords[idx]
+        y = values if idx is None else values[rows[:, None], idx]
+        (stack(x) - y).square().mean(dim=(1, 2)).sum().backward()
+        expected = fused.pack({k: v.grad for k, v in stack.state()[0].items()}, spec)
+        packed = fused.FusedStack(spec, params, block=16)
+        for parts in (1, 3):  # one program per field, or partial gradients added atomically
+            _, grad = packed.gradients(coords, values, rows, index=idx, parts=parts)
+            torch.testing.assert_close(grad, expected, atol=1e-6, rtol=1e-4)
+        assert torch.equal(packed.flat, fused.pack(params, spec))  # gradients() does not update
+
+
+def test_bf16_gradients_are_close_and_tf32_path_runs():
+    torch.manual_seed(2)
+    config, spec, template, params, buffers = _fields("siren", f=2, hidden_dim=16, num_layers=2)
+    coords, values = torch.rand(50, 2) * 2 - 1, torch.rand(2, 50, 3) * 2 - 1
+    exact = fused.FusedStack(spec, params).gradients(coords, values, torch.arange(2))[1]
+    half = fused.FusedStack(spec, params, precision="bf16").gradients(coords, values, torch.arange(2))[1]
+    error = ((half - exact).abs().max() / exact.abs().max()).item()
+    assert 0 < error < 5e-2  # rounded operands: different, but close
+
+
+def test_fit_batch_fused_matches_reference_and_reports_its_kernel():
+    config = make_config("siren", in_dim=2, out_dim=1, hidden_dim=16, num_layers=2)
+    coords = torch.stack(torch.meshgrid(torch.linspace(-1, 1, 6), torch.linspace(-1, 1, 6), indexing="ij"), -1).reshape(-1, 2)
+    values = torch.sin(3 * coords.sum(-1))[None, :, None] * torch.tensor([1.0, 0.5, -0.7])[:, None, None]
+    results = {}
+    for kernel in ("fused", "reference"):
+        fit = BatchedFitConfig(steps=20, target_psnr=30.0, check_every=10, device="cpu", kernel=kernel, init="random")
+        results[kernel] = fit_batch(config, coords, values, np.arange(3), fit)
+        assert results[kernel].kernel == kernel
+    np.testing.assert_allclose(results["fused"].psnr, results["reference"].psnr, atol=1e-3)
+    np.testing.assert_array_equal(results["fused"].steps, results["reference"].steps)
+    for key, value in results["reference"].params.items():
+        torch.testing.assert_close(results["fused"].params[key], value, atol=1e-5, rtol=1e-4)
+
+
+def test_kernel_choice():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    siren = make_config("siren", in_dim=2, out_dim=3, hidden_dim=32, num_layers=2)
+    assert fused.choose_kernel(siren, cpu, "reference") is None
+    assert fused.choose_kernel(siren, cpu, "auto") is None  # auto never takes the interpreter
+    assert fused.choose_kernel(siren, cpu, "fused") is not None  # forced: the interpreter runs it
+    assert fused.choose_kernel(siren, cuda, "auto").hidden_dim == 32  # auto on CUDA: fused
+    assert fused.choose_kernel(make_config("siren", in_dim=2, out_dim=3, hidden_dim=256, num_layers=2), cuda,
+                               "auto") is None  # wider than the kernel covers: the reference path
+    assert "fused Triton kernel (sine MLP 2×32, bf16)" in fused.describe(siren, cuda, "auto", "bf16")
+    assert "reference" in fused.describe(siren, cpu, "auto", "bf16")
+    with pytest.raises(UserError, match="covers siren and gauss"):
+        fused.choose_kernel(make_config("fourier", in_dim=2, out_dim=3, hidden_dim=32, num_layers=2), cpu, "fused")
+    with pytest.raises(UserError, match="auto, fused or reference"):
+        BatchedFitConfig(kernel="triton").validate()
+
+
+def test_forcing_the_fused_kernel_on_a_cpu_without_the_interpreter_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(fused, "interpreted", lambda: False)
+    siren = make_config("siren", in_dim=2, out_dim=3, hidden_dim=32, num_layers=2)
+    with pytest.raises(UserError, match="needs a CUDA device"):
+        fused.choose_kernel(siren, torch.device("cpu"), "fused")
+
+
+def test_field_evaluator_fused_forward_equals_the_vmapped_path():
+    from fieldlab.learn.field_batch import FieldEvaluator
+    from fieldlab.learn.points import PointSet
+
+    config, spec, template, params, buffers = _fields("siren", f=4, hidden_dim=16, num_layers=2)
+    coords = torch.rand(30, 2) * 2 - 1
+    points = PointSet(coords, torch.full((30,), 1 / 30))
+    fused_values = FieldEvaluator(config, kernel="fused")(params, points).values
+    reference = FieldEvaluator(config, kernel="reference")(params, points).values
+    torch.testing.assert_close(fused_values, reference, atol=1e-5, rtol=1e-5)
