@@ -320,9 +320,15 @@ class MetaDatasetFitter(DatasetFitter):
                             "--meta-batch-size, --meta-lr, --inner-steps, --warmup, --clip-norm or --first-order")
         if fit.precision == "bf16":
             raise UserError(f"--precision bf16 is not supported for {config.name}; use fp32 or tf32")
+        if fit.kernel == "fused":
+            raise UserError(f"--kernel fused does not apply to {config.name}: its latents are fitted by the "
+                            "meta-learned inner loop; leave --kernel at auto")
         self.meta = meta_config_from_options(meta_options or {}, seed=fit.seed, device=fit.device)
         self.learner: MetaLearner | None = None
         self._stored: dict[str, torch.Tensor] | None = None
+
+    def describe(self) -> str:
+        return "meta-learned shared network, latents fitted by its inner loop (FieldStack)"
 
     def _learner(self, coords: torch.Tensor) -> MetaLearner:
         if self.learner is None:
