@@ -132,23 +132,33 @@ def tiny_model():
     return config.replace(blocks=(0, 0, 0)).build()
 
 
+def rgb_model():
+    """64×96 RGB, 8×8 blocks, before training: 6, 24 and 96 blocks, none with a network yet."""
+    config = make_config("miner", in_dim=2, out_dim=3, scales=3, block_size=8, hidden_dim=8).adapt((64, 96))
+    return config.replace(blocks=(0, 0, 0)).build()
+
+
 def test_a_streaming_plan_fits_the_budget_scale_by_scale():
-    model = tiny_model()
-    place = M.Placement(torch.device("cpu"), streaming=True, budget=budget_for(5))
-    place.plan(model, 1, 96, resident=30 * model.net.params_per_block() * 4)  # the stored blocks, as bytes of data
-    assert place.max_blocks == 5 and place.points == 5 * 16
-    place.plan(model, 1, 10)  # fewer blocks to train, nothing stored: room for more at once
-    assert place.max_blocks > 5
+    model = rgb_model()
+    block_bytes = 64 * 3 * 4
+    place = M.Placement(torch.device("cpu"), streaming=True, budget=M.parameter_bytes(model, 96)
+                        + 5 * M.streamed_block_bytes(model, 3))
+    place.plan(model, 3, 96)  # 96 blocks' targets need more than half the room: chunks of 5 move every step
+    assert not place.targets_on_device and place.max_blocks == 5 and place.points == 5 * 64
+    place.plan(model, 3, 10)  # few blocks: their targets go to the device once
+    assert place.targets_on_device and place.points >= M.MIN_POINTS_PER_CHUNK
+    place.plan(model, 3, 0, training=False)  # the residual pass: five copies of a block in half the room
+    assert place.max_blocks == int(place.budget / 2 // (5 * block_bytes))
     unlimited = M.Placement(torch.device("cpu"), streaming=True)
-    unlimited.plan(model, 1, 96)
-    assert unlimited.points == M.POINTS_PER_CHUNK
+    unlimited.plan(model, 3, 96)
+    assert unlimited.points == M.POINTS_PER_CHUNK and unlimited.targets_on_device
 
 
 def test_streaming_keeps_fewer_blocks_on_the_device_than_a_resident_fit():
     image = (np.random.default_rng(1).random((64, 96, 3)) * 255).astype(np.uint8)
     config = make_config("miner", in_dim=2, out_dim=3, scales=3, block_size=8, hidden_dim=8, streaming="on",
                          prune_mse=0)
-    model = config.adapt((64, 96)).replace(blocks=(0, 0, 0)).build()  # 6, 24 and 96 blocks of 8×8
+    model = rgb_model()
     stored = 30 * model.net.params_per_block() * 4
     budget = M.parameter_bytes(model, 96) + stored + 5 * M.streamed_block_bytes(model, 3)
     place = M.placement(config.replace(device_budget=budget), model, 3, torch.device("cpu"))

@@ -380,7 +380,7 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
             place.plan(model, channels, len(index), held + len(index) * samples * channels * 4 * (not place.streaming))
             target = blocks[index.to(blocks.device)]
             # a streaming fit whose training targets fit the budget at once moves them to the device once
-            target = place.load(target) if place.streaming and len(index) <= place.max_blocks else place.keep(target)
+            target = place.load(target) if place.targets_on_device else place.keep(target)
             trainer = ScaleTrainer(net, index, fresh, target, stop, lr=lr, fused=cuda, place=place,
                                    precision=fit_config.precision)
             untrained = float(error.sum() - error[index].sum())  # pruned blocks' residual stays as error

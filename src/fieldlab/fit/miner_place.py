@@ -36,6 +36,7 @@ class Placement:
         self.storage = torch.device("cpu") if streaming else device
         self.points = POINTS_PER_CHUNK
         self.max_blocks = 2**62
+        self.targets_on_device = not streaming  # a scale's training targets (`plan` decides when streaming)
         self.peak_blocks = 0
 
     def load(self, blocks: torch.Tensor) -> torch.Tensor:
@@ -51,20 +52,35 @@ class Placement:
     def plan(self, model: Miner, channels: int, blocks: int, resident: int = 0, *, training: bool = True) -> None:
         """Chunk sizes for training `blocks` blocks of one scale (parameters, gradients and Adam's state
         counted for each) with `resident` bytes of data already on the device; nothing under no budget.
-        `training=False` plans the residual pass instead (no gradients: half the room for the targets and
-        the sums of the blocks in a chunk, half for the transient activations of `points` samples)."""
+
+        Streaming, training: when the blocks' targets take at most half the room they go to the device
+        once (`targets_on_device`) and the rest is for activations; else chunks of blocks move every step.
+        `training=False` plans the residual pass (no gradients): half the room for a chunk of blocks (their
+        targets, the coarser scales' sum and the temporaries of the subtraction: 5 copies), half for the
+        transient activations of `points` samples."""
+        self.targets_on_device = not self.streaming
         if math.isinf(self.budget):
+            self.targets_on_device = True
             return
         room = self.budget - resident - stored_bytes(model) - parameter_bytes(model, blocks)
+        samples = model.block_size ** model.net.in_dim
+        block_bytes = samples * channels * 4
         if not self.streaming:
-            self.points = int(min(POINTS_PER_CHUNK, max(MIN_POINTS_PER_CHUNK, room // activation_bytes(model, 1))))
-        elif training:
-            self.max_blocks = max(1, int(room // streamed_block_bytes(model, channels)))
-            self.points = min(POINTS_PER_CHUNK, self.max_blocks * model.block_size ** model.net.in_dim)
+            self.points = chunk_points(room, activation_bytes(model, 1))
+        elif not training:
+            self.max_blocks = max(1, int(room / 2 // (5 * block_bytes)))
+            self.points = chunk_points(room / 2, 3 * model.net.hidden_dim * 4)
+        elif blocks * block_bytes <= room / 2:
+            self.targets_on_device, self.max_blocks = True, 2**62
+            self.points = chunk_points(room - blocks * block_bytes, activation_bytes(model, 1))
         else:
-            samples = model.block_size ** model.net.in_dim
-            self.max_blocks = max(1, int(room / 2 // (3 * samples * channels * 4)))
-            self.points = int(min(POINTS_PER_CHUNK, max(MIN_POINTS_PER_CHUNK, room / 2 // (3 * model.net.hidden_dim * 4))))
+            self.max_blocks = max(1, int(room // streamed_block_bytes(model, channels)))
+            self.points = min(POINTS_PER_CHUNK, self.max_blocks * samples)
+
+
+def chunk_points(room: float, per_point: int) -> int:
+    """Block samples per chunk that `room` bytes allow, between the smallest and the fastest chunk."""
+    return int(min(POINTS_PER_CHUNK, max(MIN_POINTS_PER_CHUNK, room // per_point)))
 
 
 def scale_bytes(model: Miner, channels: int, scale: int) -> int:
