@@ -21,6 +21,7 @@ or "exact" (a direct type-1 NUDFT in torch, O(n · K^d) time and memory, exact; 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import ClassVar, Literal
 
@@ -53,13 +54,19 @@ def spectrum(values: torch.Tensor, points: PointSet, size: int, backend: Backend
         return out.reshape(*data.shape[:2], *(size,) * d).to(torch.complex64)
     if backend != "kbnufft":
         raise UserError(f"NUFFT backend must be kbnufft or exact, got {backend!r}")
+    adjoint = _kb_adjoint(size, d, str(values.device))
+    omega = (-math.pi * points.coords.float()).T.contiguous()  # radians: the domain [-1, 1] is one period
+    return adjoint(data.to(torch.complex64).contiguous(), omega)
+
+
+@functools.lru_cache(maxsize=8)
+def _kb_adjoint(size: int, dim: int, device: str):
+    """torchkbnufft's adjoint NUFFT for a size^dim grid (its interpolation tables are built once per device)."""
     try:
         import torchkbnufft
     except ImportError:
         raise missing_extra("torchkbnufft", "nufft") from None
-    adjoint = torchkbnufft.KbNufftAdjoint(im_size=(size,) * d).to(values.device)
-    omega = (-math.pi * points.coords.float()).T.contiguous()  # radians: the domain [-1, 1] is one period
-    return adjoint(data.to(torch.complex64).contiguous(), omega)
+    return torchkbnufft.KbNufftAdjoint(im_size=(size,) * dim).to(device)
 
 
 def spectral_image(values: torch.Tensor, points: PointSet, size: int, backend: Backend = "kbnufft") -> torch.Tensor:
