@@ -182,6 +182,7 @@ def main() -> None:
     parser.add_argument("--mesh-resolution", type=int, default=512)
     parser.add_argument("--no-baselines", action="store_true", help="the mesh: MINER alone")
     parser.add_argument("--memory-sizes", default="", help="e.g. 4096,8192,16384: resident vs streaming")
+    parser.add_argument("--memory-modes", default="resident,budget,streaming", help="which memory runs")
     parser.add_argument("--device-budget-gib", type=float, default=1.5)
     parser.add_argument("--memory-seconds", type=float, default=60.0, help="time limit of each memory run")
     parser.add_argument("--precisions", default="fp32", help="at the first memory size, resident: e.g. fp32,tf32,bf16")
@@ -207,11 +208,14 @@ def main() -> None:
     for n, size in enumerate(filter(None, args.memory_sizes.split(","))):
         signal = image(args.data / "div2k_0882.png", size)
         scales = SCALES.get(size, 4)
-        runs = [("resident", {"precision": p}) for p in (args.precisions.split(",") if n == 0 else ["fp32"])]
+        modes = args.memory_modes.split(",")
+        runs = [("resident", {"precision": p}) for p in (args.precisions.split(",") if n == 0 else ["fp32"])
+                if "resident" in modes]
         empty = make_config("miner", in_dim=2, out_dim=3, scales=scales).adapt(signal.shape)
-        if M.data_bytes(empty.replace(blocks=(0,) * scales).build(), 3) < budget:  # else it cannot fit: skip
-            runs.append(("resident, budget", {"streaming": "off", "device_budget": budget}))
-        runs.append(("streaming, budget", {"streaming": "on", "device_budget": budget}))
+        if "budget" in modes and M.data_bytes(empty.replace(blocks=(0,) * scales).build(), 3) < budget:
+            runs.append(("resident, budget", {"streaming": "off", "device_budget": budget}))  # else it cannot fit
+        if "streaming" in modes:
+            runs.append(("streaming, budget", {"streaming": "on", "device_budget": budget}))
         for label, options in runs:
             try:
                 emit({"memory": size, "run": label, **run_memory(signal, scales, args.memory_seconds, args.device,

@@ -242,7 +242,8 @@ class ScaleTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         with self._precision():
             for i in range(0, len(self), chunk):
-                params = {k: v[i:i + chunk] for k, v in self.params.items()}
+                # one chunk: the leaves themselves (a slice's backward would allocate a second full gradient)
+                params = self.params if chunk >= len(self) else {k: v[i:i + chunk] for k, v in self.params.items()}
                 y = self.place.load(self.target[i:i + chunk] if at is None else self.target[i:i + chunk, at])
                 error = (self.net(params, x[None]) - y).square().mean(dim=(1, 2))
                 error.sum().backward()  # blocks are independent: the sum gives each its own gradient

@@ -7,7 +7,8 @@ too; with streaming they stay in host memory (pinned on CUDA) and only chunks of
 
 Under a finite budget the sizes of the chunks are planned so that this estimate fits, once per scale for
 the residual pass (every block of the scale) and again for training (the blocks that got a network).
-Estimates are upper bounds in fp32 bytes; `torch.cuda.max_memory_allocated` reports the truth.
+Estimates are meant as upper bounds in fp32 bytes (checked on an H100 against
+`torch.cuda.max_memory_allocated`, which the fit reports).
 """
 
 from __future__ import annotations
@@ -108,8 +109,9 @@ def resident_bytes(model: Miner, channels: int, points: int = POINTS_PER_CHUNK) 
 
 
 def parameter_bytes(model: Miner, blocks: int) -> int:
-    """`blocks` blocks' parameters, gradients and Adam's two moments."""
-    return 4 * model.net.params_per_block() * blocks * 4
+    """`blocks` blocks' parameters, gradients, Adam's two moments, and two transient full-size gradients (the
+    backward pass of a chunk's slice of the parameters, and its accumulation)."""
+    return 6 * model.net.params_per_block() * blocks * 4
 
 
 def stored_bytes(model: Miner) -> int:
@@ -118,8 +120,9 @@ def stored_bytes(model: Miner) -> int:
 
 
 def activation_bytes(model: Miner, points: int) -> int:
-    """What a forward/backward pass keeps per chunk of `points` block samples (pre- and post-activations)."""
-    return points * (2 * model.net.num_layers + 1) * model.net.hidden_dim * 4
+    """What a forward/backward pass keeps per chunk of `points` block samples: pre- and post-activations,
+    and three (points, hidden) gradients alive at once in the backward pass."""
+    return points * (2 * model.net.num_layers + 4) * model.net.hidden_dim * 4
 
 
 def streamed_block_bytes(model: Miner, channels: int) -> int:
