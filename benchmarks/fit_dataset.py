@@ -115,9 +115,12 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
         _, params, _ = init_params(config, np.arange(f), "shared", 0)
         params = {k: v.to(DEVICE) for k, v in params.items()}
         for precision in precisions.split(","):
-            for block, warps in (map(int, shape.split("x")) for shape in grid.split(",")):
+            for shape in grid.split(","):  # "32x4": 32 points per chunk, 4 warps; a suffix r / k: reload / keep weights
+                reload = {"r": True, "k": False}.get(shape[-1])
+                block, warps = map(int, shape.rstrip("rk").split("x"))
                 try:
-                    stack = FusedStack(fused_spec(config), params, precision=precision, block=block, warps=warps)
+                    stack = FusedStack(fused_spec(config), params, precision=precision, block=block, warps=warps,
+                                       reload=reload)
                     stack.step(coords, values, rows, 1e-3)
                     sync()
                     start = time.perf_counter()
@@ -126,6 +129,7 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
                     sync()
                     rate = f * steps / (time.perf_counter() - start) / 500
                     print(json.dumps({"tune": size, "precision": precision, "block": block, "warps": warps,
+                                      "reload": stack.reload,
                                       "fields_per_s_at_500_steps": round(rate, 1)}), flush=True)
                 except Exception as error:
                     print(f"tune {size} {precision} {block} {warps}: {type(error).__name__}: {str(error)[:200]}")

@@ -89,10 +89,11 @@ def test_fused_gradients_match_autograd_whole_and_split_and_with_point_subsets()
         y = values if idx is None else values[rows[:, None], idx]
         (stack(x) - y).square().mean(dim=(1, 2)).sum().backward()
         expected = fused.pack({k: v.grad for k, v in stack.state()[0].items()}, spec)
-        packed = fused.FusedStack(spec, params, block=16)
-        for parts in (1, 3):  # one program per field, or partial gradients added atomically
-            _, grad = packed.gradients(coords, values, rows, index=idx, parts=parts)
-            torch.testing.assert_close(grad, expected, atol=1e-6, rtol=1e-4)
+        for reload in (False, True):  # weights held in registers, or read at each use
+            packed = fused.FusedStack(spec, params, block=16, reload=reload)
+            for parts in (1, 3):  # one program per field, or partial gradients added atomically
+                _, grad = packed.gradients(coords, values, rows, index=idx, parts=parts)
+                torch.testing.assert_close(grad, expected, atol=1e-6, rtol=1e-4)
         assert torch.equal(packed.flat, fused.pack(params, spec))  # gradients() does not update
 
 

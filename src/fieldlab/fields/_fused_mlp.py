@@ -164,7 +164,7 @@ class FusedStack:
 
     def __init__(self, spec: FusedSpec, params: dict[str, torch.Tensor], *, precision: str = "fp32",
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, block: int | None = None,
-                 warps: int | None = None):
+                 warps: int | None = None, reload: bool | None = None):
         from fieldlab.fields import _fused_triton  # Triton only where the fused path runs
 
         self.kernels = _fused_triton
@@ -175,6 +175,7 @@ class FusedStack:
         self.step_count = 0
         default = default_block(spec)
         self.block, self.warps = block or default[0], warps or default[1]
+        self.reload = _pow2(spec.hidden_dim) >= 64 if reload is None else reload
 
     def __len__(self) -> int:
         return self.flat.shape[0]
@@ -241,7 +242,7 @@ class FusedStack:
             self.flat, self.m, self.v, grad, coords.float().contiguous(), values.float().contiguous(), idx,
             rows.to(torch.int32).contiguous(), loss, self.flat if split else hyper, k, n, 1.0 / (k * c),
             **_meta(self.spec, self.precision, self.block), HAS_IDX=index is not None, SPLIT=split,
-            CHUNKS=chunks, B1=self.betas[0], B2=self.betas[1], EPS=self.eps, num_warps=self.warps)
+            CHUNKS=chunks, RELOAD=self.reload, B1=self.betas[0], B2=self.betas[1], EPS=self.eps, num_warps=self.warps)
         return loss, grad
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
@@ -259,6 +260,9 @@ def fused_forward(spec: FusedSpec, flat: torch.Tensor, coords: torch.Tensor, *, 
     n = coords.shape[-2]
     out = torch.empty(f, n, spec.out_dim, dtype=torch.float32, device=flat.device)
     coords = coords.float().contiguous()
+    # Values are read at TF32 at least: bf16 products in this kernel hit an illegal memory access on an
+    # H100 with Triton 3.6 (3×64 SIREN), and evaluation is cheap next to training.
+    precision = "tf32" if precision == "bf16" else precision
     _fused_triton.fused_mlp_forward[(f, triton_cdiv(n, block))](
         flat.float().contiguous(), coords, coords, out, n, **_meta(spec, precision, block), HAS_IDX=False,
         X_PER_FIELD=per_field, num_warps=4)

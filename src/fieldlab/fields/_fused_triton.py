@@ -75,6 +75,15 @@ def _load_w(ptr, IN: tl.constexpr, OUT: tl.constexpr, INP: tl.constexpr, OUTP: t
 
 
 @triton.jit
+def _weight(ptr, IN: tl.constexpr, OUT: tl.constexpr, INP: tl.constexpr, OUTP: tl.constexpr, MM: tl.constexpr):
+    """A weight that only enters matrix products: held in bf16 when the products are."""
+    w = _load_w(ptr, IN, OUT, INP, OUTP)
+    if MM == 2:
+        w = w.to(tl.bfloat16)
+    return w
+
+
+@triton.jit
 def _load_b(ptr, OUT: tl.constexpr, OUTP: tl.constexpr):
     c = tl.arange(0, OUTP)
     return tl.load(ptr + c, mask=c < OUT, other=0.0)
@@ -153,13 +162,16 @@ def fused_mlp_step(
     D: tl.constexpr, H: tl.constexpr, C: tl.constexpr, NH: tl.constexpr,
     DP: tl.constexpr, HP: tl.constexpr, CP: tl.constexpr, BN: tl.constexpr,
     ACT: tl.constexpr, W_FIRST: tl.constexpr, W_HIDDEN: tl.constexpr, MM: tl.constexpr, FAST: tl.constexpr,
-    HAS_IDX: tl.constexpr, SPLIT: tl.constexpr, CHUNKS: tl.constexpr,
+    HAS_IDX: tl.constexpr, SPLIT: tl.constexpr, CHUNKS: tl.constexpr, RELOAD: tl.constexpr,
     B1: tl.constexpr, B2: tl.constexpr, EPS: tl.constexpr,
 ):
     """One Adam step of the loss Σ_fields loss_scale · Σ_points ‖y − t‖² (mean squared error when
     loss_scale = 1 / (K·C)). Program (field, part): PRM/M/V/G rows are fields, ROWS maps a field to its
     target row in T (N points of C values), IDX (fields, K) picks the points of each field, or the
-    first K points are used; a program takes CHUNKS chunks of BN points. LOSS[field] receives Σ‖y − t‖² before the update."""
+    first K points are used; a program takes CHUNKS chunks of BN points. LOSS[field] receives Σ‖y − t‖²
+    before the update. RELOAD: the hidden and head weights are read (from L1/L2) at each use instead of
+    being held in registers for the whole program — for wide fields, whose weights would crowd out the
+    registers that let several programs share a multiprocessor."""
     pid_f = tl.program_id(0)
     part = tl.program_id(1)
     P: tl.constexpr = D * H + H + (NH - 1) * (H * H + H) + H * C + C
@@ -172,24 +184,28 @@ def fused_mlp_step(
 
     w0 = _load_w(PRM + base, D, H, DP, HP)
     b0 = _load_b(PRM + base + D * H, H, HP)
-    wh = _load_w(PRM + base + o_wh, H, C, HP, CP)
     bh = _load_b(PRM + base + o_wh + H * C, C, CP)
     g_w0 = tl.zeros((DP, HP), dtype=tl.float32)
     g_b0 = tl.zeros((HP,), dtype=tl.float32)
     g_wh = tl.zeros((HP, CP), dtype=tl.float32)
     g_bh = tl.zeros((CP,), dtype=tl.float32)
+    if not RELOAD:
+        wh = _weight(PRM + base + o_wh, H, C, HP, CP, MM)
     if NH >= 2:
-        w1 = _load_w(PRM + base + o_w1, H, H, HP, HP)
+        if not RELOAD:
+            w1 = _weight(PRM + base + o_w1, H, H, HP, HP, MM)
         b1 = _load_b(PRM + base + o_w1 + H * H, H, HP)
         g_w1 = tl.zeros((HP, HP), dtype=tl.float32)
         g_b1 = tl.zeros((HP,), dtype=tl.float32)
     if NH >= 3:
-        w2 = _load_w(PRM + base + o_w2, H, H, HP, HP)
+        if not RELOAD:
+            w2 = _weight(PRM + base + o_w2, H, H, HP, HP, MM)
         b2 = _load_b(PRM + base + o_w2 + H * H, H, HP)
         g_w2 = tl.zeros((HP, HP), dtype=tl.float32)
         g_b2 = tl.zeros((HP,), dtype=tl.float32)
     if NH >= 4:
-        w3 = _load_w(PRM + base + o_w3, H, H, HP, HP)
+        if not RELOAD:
+            w3 = _weight(PRM + base + o_w3, H, H, HP, HP, MM)
         b3 = _load_b(PRM + base + o_w3 + H * H, H, HP)
         g_w3 = tl.zeros((HP, HP), dtype=tl.float32)
         g_b3 = tl.zeros((HP,), dtype=tl.float32)
@@ -198,21 +214,27 @@ def fused_mlp_step(
     first = part * (CHUNKS * BN)
     for chunk in range(CHUNKS):
         x, t, valid = _points(X, T, IDX, trow, pid_f, first + chunk * BN, K, K, N, D, C, DP, CP, BN, HAS_IDX, True)
-        # forward, keeping each layer's pre-activation z and activation a in registers
+        # forward, keeping each layer's pre-activation z in registers (activations are recomputed from
+        # it in the backward pass: fewer live registers, more fields per multiprocessor)
         z0 = _mm(x, w0, 0) + b0[None, :]
         a = _act(z0, W_FIRST, ACT, FAST)
-        a0 = a
         if NH >= 2:
+            if RELOAD:
+                w1 = _weight(PRM + base + o_w1, H, H, HP, HP, MM)
             z1 = _mm(a, w1, MM) + b1[None, :]
             a = _act(z1, W_HIDDEN, ACT, FAST)
-            a1 = a
         if NH >= 3:
+            if RELOAD:
+                w2 = _weight(PRM + base + o_w2, H, H, HP, HP, MM)
             z2 = _mm(a, w2, MM) + b2[None, :]
             a = _act(z2, W_HIDDEN, ACT, FAST)
-            a2 = a
         if NH >= 4:
+            if RELOAD:
+                w3 = _weight(PRM + base + o_w3, H, H, HP, HP, MM)
             z3 = _mm(a, w3, MM) + b3[None, :]
             a = _act(z3, W_HIDDEN, ACT, FAST)
+        if RELOAD:
+            wh = _weight(PRM + base + o_wh, H, C, HP, CP, MM)
         y = _mm(a, wh, MM) + bh[None, :]
         c = tl.arange(0, CP)
         err = tl.where(valid[:, None] & (c[None, :] < C), y - t, 0.0)
@@ -221,24 +243,32 @@ def fused_mlp_step(
         dy = 2.0 * loss_scale * err
         g_wh += _mm(tl.trans(a), dy, MM)
         g_bh += tl.sum(dy, axis=0)
+        if RELOAD:
+            wh = _weight(PRM + base + o_wh, H, C, HP, CP, MM)
         da = _mm(dy, tl.trans(wh), MM)
         if NH >= 4:
             dz = da * _act_grad(z3, a, W_HIDDEN, ACT, FAST)
-            a = a2
+            a = _act(z2, W_HIDDEN, ACT, FAST)
             g_w3 += _mm(tl.trans(a), dz, MM)
             g_b3 += tl.sum(dz, axis=0)
+            if RELOAD:
+                w3 = _weight(PRM + base + o_w3, H, H, HP, HP, MM)
             da = _mm(dz, tl.trans(w3), MM)
         if NH >= 3:
             dz = da * _act_grad(z2, a, W_HIDDEN, ACT, FAST)
-            a = a1
+            a = _act(z1, W_HIDDEN, ACT, FAST)
             g_w2 += _mm(tl.trans(a), dz, MM)
             g_b2 += tl.sum(dz, axis=0)
+            if RELOAD:
+                w2 = _weight(PRM + base + o_w2, H, H, HP, HP, MM)
             da = _mm(dz, tl.trans(w2), MM)
         if NH >= 2:
             dz = da * _act_grad(z1, a, W_HIDDEN, ACT, FAST)
-            a = a0
+            a = _act(z0, W_FIRST, ACT, FAST)
             g_w1 += _mm(tl.trans(a), dz, MM)
             g_b1 += tl.sum(dz, axis=0)
+            if RELOAD:
+                w1 = _weight(PRM + base + o_w1, H, H, HP, HP, MM)
             da = _mm(dz, tl.trans(w1), MM)
         dz = da * _act_grad(z0, a, W_FIRST, ACT, FAST)
         g_w0 += _mm(tl.trans(x), dz, 0)
