@@ -176,9 +176,9 @@ def main() -> None:
     parser.add_argument("--mesh", action="store_true")
     parser.add_argument("--mesh-file", type=Path, help="the bunny as .obj or as a vertices/faces .npz "
                         "(default: DATA/bunny.npz if it exists, else DATA/bunny.obj)")
-    parser.add_argument("--mesh-steps", type=int, default=600)
-    parser.add_argument("--mesh-hidden", default="8", help="comma list of widths")
-    parser.add_argument("--mesh-stop-mse", default="2e-4", help="comma list: a block stops training below this MSE")
+    parser.add_argument("--mesh-steps", type=int, default=16000)
+    parser.add_argument("--mesh-hidden", default="16", help="comma list of widths")
+    parser.add_argument("--mesh-stop-mse", default="5e-5", help="comma list: a block stops training below this MSE")
     parser.add_argument("--mesh-resolution", type=int, default=512)
     parser.add_argument("--no-baselines", action="store_true", help="the mesh: MINER alone")
     parser.add_argument("--memory-sizes", default="", help="e.g. 4096,8192,16384: resident vs streaming")

@@ -200,6 +200,7 @@ def test_auto_streams_only_when_even_small_chunks_exceed_the_budget():
 
 # -- precision ------------------------------------------------------------------------------------
 def test_bf16_autocast_touches_only_the_hidden_layers():
+    torch.manual_seed(0)
     net = make_config("miner", in_dim=2, out_dim=3, scales=1, block_size=4, hidden_dim=16).build().net
     params = net.init(3, scale=0)
     x = torch.rand(1, 40, 2) * 2 - 1
