@@ -275,9 +275,10 @@ class MinerConfig(FieldConfig):
     """Training: steps between the checks that retire converged blocks."""
     streaming: Literal["auto", "on", "off"] = "auto"
     """Training: keep the pyramid and residuals in host memory and move only the blocks being trained to the
-    device, chunk by chunk (on: always; auto: when the estimated device footprint exceeds --device-budget)."""
+    device (on: always; auto: when a resident fit would exceed --device-budget even in its smallest chunks)."""
     device_budget: float = 0
-    """Training: device bytes the trainer may use; 0: 80% of the free CUDA memory, unlimited on the CPU."""
+    """Training: device bytes the trainer plans its chunks of blocks for, scale by scale; 0: 80% of the free
+    CUDA memory, unlimited on the CPU."""
     shape: tuple[int, ...] = ()
     """The signal's sample grid (set from the signal)."""
     blocks: tuple[int, ...] = ()

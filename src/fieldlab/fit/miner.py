@@ -44,8 +44,7 @@ from fieldlab.fit.metrics import metrics_for, psnr_from_mse
 from fieldlab.fit.miner_mesh import fit_mesh, occupancy_grid  # noqa: F401  (the job finds fit_mesh here)
 from fieldlab.fit.miner_place import (  # noqa: F401  (re-exported: the trainer's memory model)
     MIN_POINTS_PER_CHUNK, POINTS_PER_CHUNK, Placement, activation_bytes, data_bytes, parameter_bytes, placement,
-    pyramid_bytes,
-    resident_bytes, scale_bytes, streamed_block_bytes)
+    pyramid_bytes, resident_bytes, scale_bytes, streamed_block_bytes)
 from fieldlab.signals import Signal
 
 DEFAULT_POSITIONS = 256
@@ -327,6 +326,12 @@ def _schedule(fit_config: FitConfig, scales: int) -> list[int]:
     return [max(1, round(fit_config.steps * k / sum(shares))) for k in shares]
 
 
+def _held(place: Placement, targets: list[torch.Tensor | None], extra: int) -> int:
+    """Bytes of data a resident fit holds on the device (the scales of the pyramid still needed, and `extra`);
+    none when streaming."""
+    return 0 if place.streaming else sum(t.numel() * t.element_size() for t in targets if t is not None) + extra
+
+
 def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig, *, log_path: Path | None = None,
                 progress: bool = False) -> tuple[Miner, PyramidStats]:
     """Fit a MINER field to `values` (*shape, c) in the field range; the module returned holds only the
@@ -365,10 +370,8 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
         stats.pyramid_bytes = sum(t.numel() * t.element_size() for t in targets)
         counts = [t[0].numel() // samples for t in targets]  # blocks per scale
         for s in range(J):
-            held = 0 if place.streaming else sum(t.numel() * 4 for t in targets if t is not None)
-            # the residual pass: no parameters yet; resident fits hold this scale's blocks and residual too
-            place.plan(model, channels, 0, held + 2 * scale_bytes(model, channels, s) * (not place.streaming),
-                       training=False)
+            # the residual pass: no parameters yet; a resident fit holds this scale's blocks and residual too
+            place.plan(model, channels, 0, _held(place, targets, 2 * scale_bytes(model, channels, s)), training=False)
             blocks, error, reference = residual_blocks(model, targets[s], s, place)  # (N, m, c) in storage
             targets[s] = None  # this scale's samples are not needed again: free them before training
             reference = reference if relative else 1.0
@@ -377,8 +380,7 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
             fresh = net.init(len(index), scale=s, device=device)
             if config.parent_init and s:
                 fresh = parent_params(model, s, index, fresh)
-            held = 0 if place.streaming else sum(t.numel() * 4 for t in targets if t is not None)
-            place.plan(model, channels, len(index), held + len(index) * samples * channels * 4 * (not place.streaming))
+            place.plan(model, channels, len(index), _held(place, targets, len(index) * samples * channels * 4))
             target = blocks[index.to(blocks.device)]
             # a streaming fit whose training targets fit the budget at once moves them to the device once
             target = place.load(target) if place.targets_on_device else place.keep(target)
