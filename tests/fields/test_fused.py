@@ -131,6 +131,9 @@ def test_kernel_choice():
     assert fused.choose_kernel(siren, cuda, "auto").hidden_dim == 32  # auto on CUDA: fused
     assert fused.choose_kernel(make_config("siren", in_dim=2, out_dim=3, hidden_dim=256, num_layers=2), cuda,
                                "auto") is None  # wider than the kernel covers: the reference path
+    wide = make_config("siren", in_dim=2, out_dim=3, hidden_dim=128, num_layers=3)
+    assert fused.choose_kernel(wide, cuda, "auto") is None  # covered, but not faster: auto leaves it
+    assert fused.choose_kernel(wide, cpu, "fused").hidden_dim == 128
     assert "fused Triton kernel (sine MLP 2×32, bf16)" in fused.describe(siren, cuda, "auto", "bf16")
     assert "reference" in fused.describe(siren, cpu, "auto", "bf16")
     with pytest.raises(UserError, match="covers siren and gauss"):

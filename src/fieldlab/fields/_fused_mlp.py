@@ -23,6 +23,9 @@ from fieldlab._errors import UserError
 from fieldlab.fields._config import FieldConfig
 
 MAX_WIDTH, MAX_LAYERS, MAX_CHANNELS = 128, 4, 16
+AUTO_MAX_WIDTH = 64
+"""`auto` takes the kernel up to this width: at 128 its weights and gradients overflow the registers (348
+fields/s for SIREN 3×128 on an H100, no faster than the reference path); `--kernel fused` still runs it."""
 _ACTIVATIONS = {"sine": 0, "gauss": 1, "relu": 2}
 _PRECISIONS = {"fp32": 0, "tf32": 1, "bf16": 2}
 
@@ -86,7 +89,8 @@ def triton_available(device: torch.device) -> bool:
 def choose_kernel(config: FieldConfig, device: torch.device, kernel: str) -> FusedSpec | None:
     """The spec to run fused, or None for the reference path; `kernel` is auto, fused or reference.
 
-    auto: fused on CUDA when the config qualifies and Triton is installed; fused: the same, or through
+    auto: fused on CUDA when the config qualifies, is at most AUTO_MAX_WIDTH wide and Triton is installed;
+    fused: any qualifying config on CUDA, or through
     Triton's interpreter on a CPU, and a clear error when it cannot run; reference: never fused.
     """
     if kernel == "reference":
@@ -103,7 +107,8 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str) -> Fus
         return spec
     if kernel != "auto":
         raise UserError(f"--kernel must be auto, fused or reference, got {kernel!r}")
-    usable = spec is not None and device.type == "cuda" and importlib.util.find_spec("triton") is not None
+    usable = (spec is not None and spec.hidden_dim <= AUTO_MAX_WIDTH and device.type == "cuda"
+              and importlib.util.find_spec("triton") is not None)
     return spec if usable else None
 
 
