@@ -1,8 +1,5 @@
 """Meta-learning of functa and spatial functa: acceptance on real digits, the gradients, stability, DDP."""
 
-import os
-import socket
-
 import pytest
 import torch
 
@@ -132,12 +129,12 @@ def test_only_latent_fields_can_be_meta_learned():
         MetaConfig(inner_steps=0).validate()
 
 
-def _ddp_worker(rank, port, world, values, result_path):
+def _ddp_worker(rank, rendezvous, world, values, result_path):
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # A file rendezvous: no port chosen in advance that another process could take in between.
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
         learner = MetaLearner(_config("functa"), GRID8, MetaConfig(device="cpu", batch_size=8))
         learner.train(values, steps=2)  # each rank steps on its half of the same global batches
@@ -154,11 +151,8 @@ def test_two_gloo_ranks_train_as_one_process(tmp_path, digits):
     """Two ranks, each on half of every batch, with all-reduced gradients, equal one process on whole batches."""
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     values = digits[:40].clone()
-    mp.spawn(_ddp_worker, args=(port, 2, values, tmp_path / "rank0.pt"), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(tmp_path / "rendezvous", 2, values, tmp_path / "rank0.pt"), nprocs=2, join=True)
     distributed = torch.load(tmp_path / "rank0.pt", weights_only=True)
     assert distributed.pop("ranks_agree")  # every rank holds the same weights
     single = MetaLearner(_config("functa"), GRID8, MetaConfig(device="cpu", batch_size=8))

@@ -29,8 +29,6 @@ def _fft_spectrum(image):
 
 @pytest.mark.parametrize("backend", ["exact", "kbnufft"])
 def test_nufft_of_grid_samples_is_the_grid_fft(backend):
-    if backend == "kbnufft":
-        pytest.importorskip("torchkbnufft")
     pts, image, samples = _image_and_samples()
     F = spectrum(samples, pts, 8, backend)
     expected = _fft_spectrum(image)

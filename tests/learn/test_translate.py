@@ -88,12 +88,5 @@ def test_untranslatable_layers_are_user_errors():
         translate(nn.Sequential(_Block(4)), (8, 8))  # a custom residual block is not known
 
 
-def test_torchvision_stems_translate_exactly():
-    pytest.importorskip("torchvision", reason="optional extra fieldlab[learn]")
-    from fieldlab.learn.translate import torchvision_stem
-
-    for name in ("resnet18", "efficientnet_b0", "convnext_tiny"):
-        torch.manual_seed(0)
-        cnn = _randomize_norms(torchvision_stem(name, blocks=3))
-        out, ref = _run_both(cnn, (32, 32))
-        assert (out - ref).abs().max() < 1e-4 * max(1.0, ref.abs().max()), name
+# Truncated torchvision stems: tests/gpu/check_torchvision_stems.py (PyPI's torchvision does not import
+# beside the CPU build of torch that CI installs; the device image has both).

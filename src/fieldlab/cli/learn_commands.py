@@ -93,15 +93,15 @@ def eval_command(
 def train_sdf_command(
     ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Run folder to write (net.safetensors, run.json)."),
-    scenes: int = typer.Option(200, help="Random 3-D ball scenes (every 5th held out)."),
+    scenes: Optional[int] = typer.Option(None, help="Random 3-D ball scenes, every 5th held out (default 200)."),
     store: Optional[Path] = typer.Option(None, help="Read the input from the fitted fields of this store "
                                                     "(fit-dataset sample:balls: 2-D scenes) instead of the exact field."),
     points: str = typer.Option("rqmc", help="Input point set: grid, qmc, rqmc (redrawn each step), random, shrunk, mixed."),
-    num_points: int = typer.Option(512, help="Input points per scene per step."),
-    num_queries: int = typer.Option(512, help="SDF query points per scene per step (uniform random)."),
-    steps: int = typer.Option(300, help="Optimizer steps."),
-    batch_size: int = typer.Option(16, help="Scenes per step."),
-    lr: float = typer.Option(1e-2, help="Peak AdamW learning rate."),
+    num_points: Optional[int] = typer.Option(None, help="Input points per scene per step (default 512)."),
+    num_queries: Optional[int] = typer.Option(None, help="SDF query points per scene per step, uniform random (default 512)."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps (default 300)."),
+    batch_size: Optional[int] = typer.Option(None, help="Scenes per step (default 16)."),
+    lr: Optional[float] = typer.Option(None, help="Peak AdamW learning rate (default 1e-2)."),
     seed: int = typer.Option(0, help="Random seed (scenes and training)."),
     force: bool = typer.Option(False, help="Replace a non-empty RUN."),
 ) -> None:
@@ -109,13 +109,14 @@ def train_sdf_command(
     arbitrary query points; prints the held-out mean absolute SDF error beside a constant baseline.
     `fieldlab eval RUN` then tabulates the error per test point set and resolution. Network options
     follow as --name VALUE."""
-    from fieldlab._errors import UserError
     from fieldlab.learn.sdf import SDFConfig, train_sdf
+    from fieldlab.store.field_dir import check_out_dir
 
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
-        raise UserError(f"--out {out} is not an empty folder; pass --force to replace its run")
-    config = SDFConfig(scenes=scenes, store=None if store is None else str(store), points=points, num_points=num_points, num_queries=num_queries, steps=steps,
-                       batch_size=batch_size, lr=lr, seed=seed, net_options=parse_extra(ctx.args))
+    check_out_dir(out, force)
+    given = {"scenes": scenes, "num_points": num_points, "num_queries": num_queries, "steps": steps,
+             "batch_size": batch_size, "lr": lr}
+    config = SDFConfig(store=None if store is None else str(store), points=points, seed=seed,
+                       net_options=parse_extra(ctx.args), **{k: v for k, v in given.items() if v is not None})
     metrics = train_sdf(config, out)
     print(f"test SDF mean absolute error {metrics['test_mae']:.4f} on {metrics['test_scenes']} scenes "
           f"(constant baseline {metrics['baseline_mae']:.4f}); wrote {out}")

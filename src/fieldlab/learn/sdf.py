@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -58,7 +57,8 @@ class SDFConfig:
     """Query points per scene per step (and per test batch)."""
     steps: int = 300
     batch_size: int = 16
-    lr: float = 3e-3
+    lr: float = 1e-2
+    """Peak AdamW learning rate (warm-up, then cosine)."""
     weight_decay: float = 1e-4
     warmup: int = 20
     seed: int = 0
