@@ -245,7 +245,7 @@ class FusedStack:
         parts = triton_cdiv(k, chunks * self.block)
         self.kernels.fused_mlp_step[(f, parts)](
             self.flat, self.m, self.v, grad, coords.float().contiguous(), values.float().contiguous(), idx,
-            rows.to(torch.int32).contiguous(), loss, self.flat if split else hyper, k, n, 1.0 / (k * c),
+            (rows if rows.dtype == torch.int32 else rows.to(torch.int32)).contiguous(), loss, self.flat if split else hyper, k, n, 1.0 / (k * c),
             **_meta(self.spec, self.precision, self.block), HAS_IDX=index is not None, SPLIT=split,
             CHUNKS=chunks, RELOAD=self.reload, B1=self.betas[0], B2=self.betas[1], EPS=self.eps, num_warps=self.warps)
         return loss, grad

@@ -196,9 +196,12 @@ class _FusedSteps:
         t = torch.arange(1, len(steps_lr) + 1, dtype=torch.float64)
         self.hyper = torch.stack([torch.tensor(steps_lr, dtype=torch.float64), 1 - b1 ** t, (1 - b2 ** t).sqrt(),
                                   torch.zeros_like(t)], dim=1).float().to(self.stack.flat.device)
+        self._rows = self._rows_of = None
 
     def step(self, coords, values, active, index, lr: float, step: int) -> None:
-        self.stack.step(coords, values, active, self.hyper[step], index=index)
+        if self._rows_of is not active:  # the kernel's int32 row map, made again only when fields leave
+            self._rows, self._rows_of = active.to(torch.int32), active
+        self.stack.step(coords, values, self._rows, self.hyper[step], index=index)
 
     def predict(self, coords: torch.Tensor) -> torch.Tensor:
         return self.stack.forward(coords)
