@@ -181,6 +181,7 @@ class FusedStack:
         default = default_block(spec)
         self.block, self.warps = block or default[0], warps or default[1]
         self.reload = _pow2(spec.hidden_dim) >= 64 if reload is None else reload
+        self._multiprocessors: int | None = None
 
     def __len__(self) -> int:
         return self.flat.shape[0]
@@ -231,7 +232,9 @@ class FusedStack:
         """Programs per field: enough for about four per multiprocessor, at most one per chunk of points."""
         if self.flat.device.type != "cuda":
             return 1
-        programs = 4 * torch.cuda.get_device_properties(self.flat.device).multi_processor_count
+        if self._multiprocessors is None:
+            self._multiprocessors = torch.cuda.get_device_properties(self.flat.device).multi_processor_count
+        programs = 4 * self._multiprocessors
         return max(1, min(triton_cdiv(programs, len(self)), triton_cdiv(points, self.block)))
 
     def _launch(self, coords, values, rows, index, hyper, parts: int):
@@ -243,9 +246,10 @@ class FusedStack:
         idx = index.to(torch.int32).contiguous() if index is not None else rows
         chunks = triton_cdiv(triton_cdiv(k, parts), self.block)
         parts = triton_cdiv(k, chunks * self.block)
+        rows = (rows if rows.dtype == torch.int32 else rows.to(torch.int32)).contiguous()
         self.kernels.fused_mlp_step[(f, parts)](
-            self.flat, self.m, self.v, grad, coords.float().contiguous(), values.float().contiguous(), idx,
-            (rows if rows.dtype == torch.int32 else rows.to(torch.int32)).contiguous(), loss, self.flat if split else hyper, k, n, 1.0 / (k * c),
+            self.flat, self.m, self.v, grad, coords.float().contiguous(), values.float().contiguous(), idx, rows,
+            loss, self.flat if split else hyper, k, n, 1.0 / (k * c),
             **_meta(self.spec, self.precision, self.block), HAS_IDX=index is not None, SPLIT=split,
             CHUNKS=chunks, RELOAD=self.reload, B1=self.betas[0], B2=self.betas[1], EPS=self.eps, num_warps=self.warps)
         return loss, grad
