@@ -109,7 +109,8 @@ def test_bf16_gradients_are_close_and_tf32_path_runs():
 
 def test_fit_batch_fused_matches_reference_and_reports_its_kernel():
     config = make_config("siren", in_dim=2, out_dim=1, hidden_dim=16, num_layers=2)
-    coords = torch.stack(torch.meshgrid(torch.linspace(-1, 1, 6), torch.linspace(-1, 1, 6), indexing="ij"), -1).reshape(-1, 2)
+    axis = torch.linspace(-1, 1, 6)
+    coords = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
     values = torch.sin(3 * coords.sum(-1))[None, :, None] * torch.tensor([1.0, 0.5, -0.7])[:, None, None]
     results = {}
     for kernel in ("fused", "reference"):

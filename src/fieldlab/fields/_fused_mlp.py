@@ -98,9 +98,9 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str) -> Fus
     spec = fused_spec(config)
     if kernel == "fused":
         if spec is None:
-            raise UserError(f"--kernel fused covers siren and gauss fields up to {MAX_WIDTH} wide, "
-                            f"{MAX_LAYERS} layers and {MAX_CHANNELS} channels; use --kernel auto or reference "
-                            f"for {config.name} {getattr(config, 'num_layers', '')}×{getattr(config, 'hidden_dim', '')}")
+            raise UserError(f"--kernel fused covers siren and gauss fields up to {MAX_WIDTH} wide, {MAX_LAYERS} "
+                            f"layers and {MAX_CHANNELS} channels; use --kernel auto or reference for this "
+                            f"{config.name} field")
         if not triton_available(device):
             raise UserError("--kernel fused needs a CUDA device and Triton (pip install triton); "
                             "use --kernel auto or reference here")

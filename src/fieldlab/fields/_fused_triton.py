@@ -13,8 +13,8 @@ Layout of one field's packed parameters (fp32): for each layer, its weight as (i
 its bias. Layers: `D → H` (activation scale `W_FIRST`), `NH − 1` times `H → H` (`W_HIDDEN`), `H → C`.
 Padded sizes `DP`, `HP`, `CP` are powers of two ≥ 16 (tensor-core tiles); padding is masked on load.
 Activations: 0 sine sin(w z); 1 Gaussian exp(−(w z)²); 2 ReLU.
-Matrix precision `MM`: 0 fp32 (IEEE), 1 TF32, 2 bf16 operands, 3 bf16 rounding emulated in fp32; the first layer is always fp32 (its
-outputs are phases), accumulation, loss and Adam always fp32.
+Matrix precision `MM`: 0 fp32 (IEEE), 1 TF32, 2 bf16 operands, 3 bf16 rounding emulated in fp32 (for the
+interpreter); the first layer is always fp32 (its outputs are phases); accumulation, loss and Adam fp32.
 """
 
 from __future__ import annotations
