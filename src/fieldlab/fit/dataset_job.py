@@ -107,6 +107,7 @@ def run_dataset_job(job: DatasetJob, out: Path, *, resume: bool = False, force: 
     dist.init(job.fit.device)
     fit = dataclasses.replace(job.fit, device=dist.device_for(job.fit.device))
     fitter = make_dataset_fitter(config, fit, job.meta_options)
+    steps_by = fitter.describe()  # also refuses a --kernel that cannot run here, before the store is made
     info = source.info()
     coords = grid_coords(info.domain, info.domain, info.shape)
     identity = job.identity(config, source, num_fields)
@@ -141,7 +142,7 @@ def run_dataset_job(job: DatasetJob, out: Path, *, resume: bool = False, force: 
         done = writer.num_chunks - len(pending)
         log.info("%s: %s fields of %s in %d chunks (%d done), %d process(es), %s on %s; steps by %s", job.source,
                  f"{num_fields:,}", config.name, writer.num_chunks, done, dist.world_size(),
-                 f"{config.num_params():,} params each", fit.device, fitter.describe())
+                 f"{config.num_params():,} params each", resolve_device(fit.device), steps_by)
     for count, chunk in enumerate(mine, start=1):
         start = time.perf_counter()
         rows = np.asarray(writer.chunk_rows(chunk))
