@@ -3,8 +3,10 @@ import json
 import os
 import socket
 
+import pytest
 import torch
 
+from fieldlab._errors import UserError
 from fieldlab.learn.train import TrainConfig, train
 
 SMALL = dict(num_points=64, batch_size=32, lr=3e-3, log_every=1000)
@@ -95,3 +97,11 @@ def test_two_gloo_processes_train_like_one(blob_store, tmp_path):
     one, two = load_file(str(tmp_path / "one" / "net.safetensors")), load_file(str(tmp_path / "two" / "net.safetensors"))
     for k in one:
         assert torch.allclose(one[k], two[k], atol=1e-5), k
+
+
+def test_mixed_training_points_draw_from_the_given_mix():
+    config = TrainConfig(points="mixed", mix="rqmc,random", num_points=64)
+    kinds = {config.sampler(2)(step).kind for step in range(40)}
+    assert kinds == {"rqmc-sobol", "random"}
+    with pytest.raises(UserError, match="--mix takes point sets"):
+        TrainConfig(points="mixed", mix="grid,mixed").validate()

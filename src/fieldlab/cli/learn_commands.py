@@ -24,6 +24,7 @@ def train_command(
     points: str = typer.Option("rqmc", help="Training point set: grid, qmc, rqmc (redrawn each step), random, shrunk, mixed."),
     num_points: int = typer.Option(256, help="Points per field per step."),
     sequence: str = typer.Option("sobol", help="QMC sequence: sobol or halton."),
+    mix: str = typer.Option("grid,qmc,shrunk", help="With --points mixed: the point sets to draw from, one per step."),
     steps: int = typer.Option(600, help="Optimizer steps."),
     batch_size: int = typer.Option(64, help="Fields per step (global, over all processes)."),
     lr: float = typer.Option(2e-3, help="Peak AdamW learning rate (warm-up, then cosine)."),
@@ -39,8 +40,8 @@ def train_command(
     from fieldlab.learn.train import TrainConfig, train
 
     config = TrainConfig(net=net, net_options=parse_extra(ctx.args), points=points, num_points=num_points,
-                         sequence=sequence, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                         jitter=jitter, noise=noise, flip=flip, seed=seed, device=device)
+                         sequence=sequence, mix=mix, steps=steps, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, jitter=jitter, noise=noise, flip=flip, seed=seed, device=device)
     metrics = train(store, out, config, resume=resume, force=force)
     if "test_accuracy" in metrics:
         print(f"test accuracy {100 * metrics['test_accuracy']:.1f}% on {metrics['test_fields']} fields; wrote {out}")

@@ -45,6 +45,8 @@ class TrainConfig:
     Sobol set every step, so the network never sees one fixed set of points to overfit."""
     num_points: int = 256
     sequence: str = "sobol"
+    mix: str = "grid,qmc,shrunk"
+    """With points mixed: the point sets drawn from, one per step (comma-separated)."""
     steps: int = 600
     batch_size: int = 64
     lr: float = 2e-3
@@ -72,7 +74,8 @@ class TrainConfig:
         net_config(self.net, **self.net_options)
 
     def sampler(self, dim: int) -> PointSampler:
-        return PointSampler(kind=self.points, n=self.num_points, dim=dim, sequence=self.sequence, seed=self.seed)
+        return PointSampler(kind=self.points, n=self.num_points, dim=dim, sequence=self.sequence, seed=self.seed,
+                            mix=tuple(self.mix.split(",")))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
