@@ -43,7 +43,7 @@ def test_eval_of_an_sdf_run_tabulates_the_error_per_point_set(cli, tmp_path):
     import csv
 
     config = SDFConfig(scenes=20, steps=5, num_points=216, num_queries=64, batch_size=4, net_options={"channels": 4})
-    metrics = train_sdf(config, tmp_path / "run", progress=lambda *_: None)
+    train_sdf(config, tmp_path / "run", progress=lambda *_: None)
     status, out, err = cli(["eval", tmp_path / "run", "--points", "grid,qmc,shrunk", "--resolutions", "4,6"])
     assert status == 0, err
     assert "SDF error" in out and "rqmc@216 → shrunk" in out
