@@ -67,11 +67,14 @@ def test_fused_steps_follow_the_reference_adam_path(name, options):
     rows = torch.tensor([4, 0, 2])  # fields read their targets through a row map
     stack, losses = _reference_steps(template, params, buffers, coords, values, rows, steps=3)
     packed = fused.FusedStack(spec, params, block=32)
+    split = fused.FusedStack(spec, params, block=16)  # Adam as a separate pass over atomically summed gradients
     for step in range(3):
         loss = packed.step(coords, values, rows, 1e-3)
         torch.testing.assert_close(loss / (n * 3), losses[step], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(split.step(coords, values, rows, 1e-3, parts=3), loss, atol=1e-5, rtol=1e-5)
     for key, value in stack.state()[0].items():
         torch.testing.assert_close(packed.params()[key], value.detach(), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(split.params()[key], value.detach(), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(packed.forward(coords), stack(coords.expand(3, n, 2)).detach(), atol=1e-5, rtol=1e-5)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import math
 import os
 import sys
 
@@ -26,7 +25,7 @@ MAX_WIDTH, MAX_LAYERS, MAX_CHANNELS = 128, 4, 16
 AUTO_MAX_WIDTH = 64
 """`auto` takes the kernel up to this width: at 128 its weights and gradients overflow the registers (348
 fields/s for SIREN 3×128 on an H100, no faster than the reference path); `--kernel fused` still runs it."""
-_ACTIVATIONS = {"sine": 0, "gauss": 1, "relu": 2}
+_ACTIVATIONS = {"sine": 0, "gauss": 1}
 _PRECISIONS = {"fp32": 0, "tf32": 1, "bf16": 2}
 
 
@@ -182,6 +181,9 @@ class FusedStack:
         self.block, self.warps = block or default[0], warps or default[1]
         self.reload = _pow2(spec.hidden_dim) >= 64 if reload is None else reload
         self._multiprocessors: int | None = None
+        # The kernel's compile-time arguments, fixed for the stack (not rebuilt every step).
+        self._constants = dict(_meta(spec, precision, self.block), RELOAD=self.reload, B1=betas[0], B2=betas[1],
+                               EPS=eps, num_warps=self.warps)
 
     def __len__(self) -> int:
         return self.flat.shape[0]
@@ -193,11 +195,15 @@ class FusedStack:
     def params(self) -> dict[str, torch.Tensor]:
         return unpack(self.flat, self.spec)
 
-    def hyper(self, lr: float, step: int) -> torch.Tensor:
-        """[lr, 1 − β1^t, √(1 − β2^t)] of Adam step t = `step` (1-based), on the stack's device."""
+    def hyper(self, lrs: list[float], first_step: int = 1) -> torch.Tensor:
+        """Rows [lr, 1 − β1^t, √(1 − β2^t), 0] of Adam steps t = first_step, first_step + 1, … with learning
+        rates `lrs`, on the stack's device. Rows are 4 floats so that every row starts 16-byte aligned: Triton
+        specialises on pointer alignment, and rows of 3 compiled a second kernel variant mid-run."""
         b1, b2 = self.betas
-        return torch.tensor([lr, 1 - b1 ** step, math.sqrt(1 - b2 ** step)], dtype=torch.float32,
-                            device=self.flat.device)
+        t = torch.arange(first_step, first_step + len(lrs), dtype=torch.float64)
+        table = torch.stack([torch.tensor(lrs, dtype=torch.float64), 1 - b1 ** t, (1 - b2 ** t).sqrt(),
+                             torch.zeros_like(t)], dim=1)
+        return table.float().to(self.flat.device)
 
     def step(self, coords: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, lr: float | torch.Tensor,
              index: torch.Tensor | None = None, parts: int | None = None) -> torch.Tensor:
@@ -205,13 +211,13 @@ class FusedStack:
 
         coords (n, d) shared by all fields; values (r, n, c) the targets, field i using values[rows[i]];
         index (f, k) int the points each field uses this step (all n when None). Returns each field's
-        summed squared error (f,) before the update. `lr` may be a ready `hyper` tensor. `parts` > 1
+        summed squared error (f,) before the update. `lr` may be a ready row of `hyper`. `parts` > 1
         shares each field's points among that many programs (few fields with many points): their
         gradients are summed in memory and Adam is a separate pass; by default 1 when there are enough
         fields to fill the GPU.
         """
         self.step_count += 1
-        hyper = lr if isinstance(lr, torch.Tensor) else self.hyper(lr, self.step_count)
+        hyper = lr if isinstance(lr, torch.Tensor) else self.hyper([lr], self.step_count)[0]
         parts = parts or self.default_parts(index.shape[1] if index is not None else values.shape[1])
         if parts > 1:
             loss, grad = self.gradients(coords, values, rows, index=index, parts=parts)
@@ -235,7 +241,7 @@ class FusedStack:
         if self._multiprocessors is None:
             self._multiprocessors = torch.cuda.get_device_properties(self.flat.device).multi_processor_count
         programs = 4 * self._multiprocessors
-        return max(1, min(triton_cdiv(programs, len(self)), triton_cdiv(points, self.block)))
+        return max(1, min(_cdiv(programs, len(self)), _cdiv(points, self.block)))
 
     def _launch(self, coords, values, rows, index, hyper, parts: int):
         f, (n, c) = len(self), values.shape[1:]
@@ -244,14 +250,13 @@ class FusedStack:
         loss = (torch.zeros if split else torch.empty)(f, dtype=torch.float32, device=self.flat.device)
         grad = torch.zeros_like(self.flat) if split else self.flat
         idx = index.to(torch.int32).contiguous() if index is not None else rows
-        chunks = triton_cdiv(triton_cdiv(k, parts), self.block)
-        parts = triton_cdiv(k, chunks * self.block)
+        chunks = _cdiv(_cdiv(k, parts), self.block)
+        parts = _cdiv(k, chunks * self.block)
         rows = (rows if rows.dtype == torch.int32 else rows.to(torch.int32)).contiguous()
         self.kernels.fused_mlp_step[(f, parts)](
             self.flat, self.m, self.v, grad, coords.float().contiguous(), values.float().contiguous(), idx, rows,
-            loss, self.flat if split else hyper, k, n, 1.0 / (k * c),
-            **_meta(self.spec, self.precision, self.block), HAS_IDX=index is not None, SPLIT=split,
-            CHUNKS=chunks, RELOAD=self.reload, B1=self.betas[0], B2=self.betas[1], EPS=self.eps, num_warps=self.warps)
+            loss, self.flat if split else hyper, k, n, 1.0 / (k * c), HAS_IDX=index is not None, SPLIT=split,
+            CHUNKS=chunks, **self._constants)
         return loss, grad
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
@@ -272,11 +277,11 @@ def fused_forward(spec: FusedSpec, flat: torch.Tensor, coords: torch.Tensor, *, 
     # Values are read at TF32 at least: bf16 products in this kernel hit an illegal memory access on an
     # H100 with Triton 3.6 (3×64 SIREN), and evaluation is cheap next to training.
     precision = "tf32" if precision == "bf16" else precision
-    _fused_triton.fused_mlp_forward[(f, triton_cdiv(n, block))](
+    _fused_triton.fused_mlp_forward[(f, _cdiv(n, block))](
         flat.float().contiguous(), coords, coords, out, n, **_meta(spec, precision, block), HAS_IDX=False,
         X_PER_FIELD=per_field, num_warps=4)
     return out
 
 
-def triton_cdiv(a: int, b: int) -> int:
+def _cdiv(a: int, b: int) -> int:
     return -(-a // b)

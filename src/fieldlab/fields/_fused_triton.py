@@ -12,7 +12,7 @@ gradients into `G` atomically (one large field); Adam is then a separate element
 Layout of one field's packed parameters (fp32): for each layer, its weight as (in, out) row-major, then
 its bias. Layers: `D → H` (activation scale `W_FIRST`), `NH − 1` times `H → H` (`W_HIDDEN`), `H → C`.
 Padded sizes `DP`, `HP`, `CP` are powers of two ≥ 16 (tensor-core tiles); padding is masked on load.
-Activations: 0 sine sin(w z); 1 Gaussian exp(−(w z)²); 2 ReLU.
+Activations: 0 sine sin(w z); 1 Gaussian exp(−(w z)²).
 Matrix precision `MM`: 0 fp32 (IEEE), 1 TF32, 2 bf16 operands, 3 bf16 rounding emulated in fp32 (for the
 interpreter); the first layer is always fp32 (its outputs are phases); accumulation, loss and Adam fp32.
 """
@@ -34,11 +34,9 @@ def _act(z, w, ACT: tl.constexpr, FAST: tl.constexpr):
         if FAST:
             return tl.extra.cuda.libdevice.fast_sinf(w * z)
         return tl.sin(w * z)
-    elif ACT == 1:
+    else:
         s = w * z
         return tl.exp(-s * s)
-    else:
-        return tl.maximum(z, 0.0)
 
 
 @triton.jit
@@ -48,10 +46,8 @@ def _act_grad(z, a, w, ACT: tl.constexpr, FAST: tl.constexpr):
         if FAST:
             return w * tl.extra.cuda.libdevice.fast_cosf(w * z)
         return w * tl.cos(w * z)
-    elif ACT == 1:
-        return -2.0 * w * w * z * a
     else:
-        return (z > 0.0).to(tl.float32)
+        return -2.0 * w * w * z * a
 
 
 @triton.jit

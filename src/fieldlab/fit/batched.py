@@ -189,13 +189,7 @@ class _FusedSteps:
         from fieldlab.fields._fused_mlp import FusedStack
 
         self.stack = FusedStack(spec, params, precision=fit.precision, betas=config.adam_betas, eps=config.adam_eps)
-        # Every step's [lr, bias corrections] made once, on the device: a step launches one kernel only.
-        # Rows padded to 4 floats: every row's address is 16-byte aligned, so Triton compiles the kernel
-        # once (it specialises on pointer alignment; 3-float rows compiled a second variant mid-run).
-        b1, b2 = config.adam_betas
-        t = torch.arange(1, len(steps_lr) + 1, dtype=torch.float64)
-        self.hyper = torch.stack([torch.tensor(steps_lr, dtype=torch.float64), 1 - b1 ** t, (1 - b2 ** t).sqrt(),
-                                  torch.zeros_like(t)], dim=1).float().to(self.stack.flat.device)
+        self.hyper = self.stack.hyper(steps_lr)  # every step's Adam scalars made once: a step is one launch
         self._rows = self._rows_of = None
 
     def step(self, coords, values, active, index, lr: float, step: int) -> None:
