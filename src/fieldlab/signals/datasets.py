@@ -114,22 +114,11 @@ def _sample_source(spec: str) -> ImageSource:
         labels = np.repeat(np.arange(2), 100)
         return _array_source(spec, faces, labels, ["face", "non-face"], Normalization("float64", 0.0, 1.0))
     if name == "patches":
-        try:
-            n = int(count) if count else DEFAULT_PATCHES
-        except ValueError:
-            raise UserError(f"{spec}: the count after sample:patches: must be a whole number") from None
-        if not 0 < n <= 10**7:
-            raise UserError(f"{spec}: the count must be between 1 and 10000000")
-        return _patch_source(spec, n)
+        return _patch_source(spec, _sample_count(spec, name, count, DEFAULT_PATCHES, 10**7))
     if name == "shapes":
         from fieldlab.signals.shapes import DEFAULT_SCENES, SHAPE_CLASSES, shapes_scenes
 
-        try:
-            n = int(count) if count else DEFAULT_SCENES
-        except ValueError:
-            raise UserError(f"{spec}: the count after sample:shapes: must be a whole number") from None
-        if not 0 < n <= 10**6:
-            raise UserError(f"{spec}: the count must be between 1 and 1000000")
+        n = _sample_count(spec, name, count, DEFAULT_SCENES, 10**6)
         images, masks = shapes_scenes(n)
         source = _array_source(spec, images, np.full(n, -1), SHAPE_CLASSES, Normalization("float32", 0.0, 1.0),
                                {"masks_sha1": hashlib.sha1(masks.tobytes()).hexdigest()})
@@ -138,15 +127,21 @@ def _sample_source(spec: str) -> ImageSource:
     if name == "balls":
         from fieldlab.signals.balls import DEFAULT_BALL_SCENES, ball_images
 
-        try:
-            n = int(count) if count else DEFAULT_BALL_SCENES
-        except ValueError:
-            raise UserError(f"{spec}: the count after sample:balls: must be a whole number") from None
-        if not 0 < n <= 10**6:
-            raise UserError(f"{spec}: the count must be between 1 and 1000000")
+        n = _sample_count(spec, name, count, DEFAULT_BALL_SCENES, 10**6)
         return _array_source(spec, ball_images(n), np.full(n, -1), [], Normalization("float32", -1.0, 1.0))
     raise UserError(f"unknown dataset sample {name!r}; built-in datasets: "
                     + ", ".join(f"sample:{s}" for s in DATASET_SAMPLES))
+
+
+def _sample_count(spec: str, name: str, count: str, default: int, most: int) -> int:
+    """The N of `sample:NAME:N` (`default` when absent), a whole number in [1, most]."""
+    try:
+        n = int(count) if count else default
+    except ValueError:
+        raise UserError(f"{spec}: the count after sample:{name}: must be a whole number") from None
+    if not 0 < n <= most:
+        raise UserError(f"{spec}: the count must be between 1 and {most}")
+    return n
 
 
 def _patch_source(spec: str, count: int, seed: int = 0) -> ImageSource:
