@@ -29,22 +29,22 @@ def evaluate(run: str | Path, store_path: str | Path | None, *, points: Sequence
     from fieldlab.learn.sdf import evaluate_sdf, read_info
     from fieldlab.store.field_store import FieldStore
 
+    for kind in points:
+        if kind not in KINDS or kind == "mixed":
+            raise UserError(f"unknown point set {kind!r}; choose from grid, qmc, rqmc, random, shrunk")
+    if resolutions and any(r < 2 for r in resolutions):
+        raise UserError(f"--resolutions are grid sides of at least 2, got {list(resolutions)}")
     sdf_info = read_info(Path(run))
     if sdf_info is not None:
         return evaluate_sdf(sdf_info, Path(run), store_path, points=points, resolutions=resolutions, seed=seed)
     if store_path is None:
         raise UserError(f"eval of {run} needs the STORE to test on")
-    for kind in points:
-        if kind not in KINDS or kind == "mixed":
-            raise UserError(f"unknown point set {kind!r}; choose from grid, qmc, rqmc, random, shrunk")
     store = FieldStore(store_path)
     net, cfg, info = load_run(run, store)
     dim = store.signal.in_dim
     train_cfg = info["train"]
     if not resolutions:
         resolutions = [round(train_cfg["num_points"] ** (1 / dim))]
-    if any(r < 2 for r in resolutions):
-        raise UserError(f"--resolutions are grid sides of at least 2, got {list(resolutions)}")
     dev = resolve_device(device)
     net = net.to(dev)
     _, test_rows, _ = split_rows(store)

@@ -156,8 +156,6 @@ def input_points(cfg: NetConfig, points):
     """Where the fields are sampled for the network: `points` itself, except for a grid segmenter (FCN),
     which reads a grid of as many points and answers at `points`."""
     if cfg.takes == "grid" and cfg.task == "segment" and not points.is_grid:
-        from fieldlab.learn.points import PointSampler
-
         return PointSampler(kind="grid", n=len(points), dim=points.dim)().to(points.coords.device)
     return points
 
