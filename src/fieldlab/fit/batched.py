@@ -12,7 +12,6 @@ Shapes: f fields, n points, d coordinate dims, c channels, k points per step.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from typing import Any, Literal
@@ -23,7 +22,7 @@ import torch
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, FieldStack
 from fieldlab.fit.config import FitConfig
-from fieldlab.fit.loop import _matmul_precision, resolve_device
+from fieldlab.fit.loop import _matmul_precision, autocast_for, resolve_device
 
 # Defaults for datasets of small signals (fit-a-nef's benchmark SIREN): a field per datum stays small.
 DATASET_FIELD_DEFAULTS: dict[str, dict[str, Any]] = {"siren": {"hidden_dim": 32, "num_layers": 2}}
@@ -138,8 +137,7 @@ class _ReferenceSteps:
         self.stack = FieldStack(template, params, buffers)
         self.optimizer = torch.optim.Adam(self.stack.parameters(), lr=lr, betas=config.adam_betas,
                                           eps=config.adam_eps, fused=device.type == "cuda")
-        self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if fit.precision == "bf16" \
-            else contextlib.nullcontext
+        self.autocast = lambda: autocast_for(fit.precision, device)
         self.loss_fn = torch.compile(self._loss) if fit.compile else self._loss
 
     def _loss(self, stack: FieldStack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -87,9 +87,7 @@ class Fitter:
         return self.coords[..., index, :], self.values[..., index, :]
 
     def _autocast(self):
-        if self.config.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_for(self.config.precision, self.device)
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean squared error, summed over fields for a stack."""
@@ -166,6 +164,13 @@ class Fitter:
             if self.seconds + time.perf_counter() - self._tick >= c.max_seconds:
                 return True
         return bool(c.target_psnr) and self.last_psnr >= c.target_psnr
+
+
+def autocast_for(precision: str, device: torch.device):
+    """The forward pass's context for `precision`: bf16 autocast on `device`, or nothing (fp32, tf32)."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 @contextlib.contextmanager

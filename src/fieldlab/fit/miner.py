@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from fieldlab._errors import UserError
 from fieldlab.fields.miner import BlockNet, Miner, MinerConfig
 from fieldlab.fit.config import FitConfig
-from fieldlab.fit.loop import FitResult, RunLog, _matmul_precision, resolve_device
+from fieldlab.fit.loop import FitResult, RunLog, _matmul_precision, autocast_for, resolve_device
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
 from fieldlab.fit.miner_mesh import fit_mesh, occupancy_grid  # noqa: F401  (the job finds fit_mesh here)
 from fieldlab.fit.miner_place import (  # noqa: F401  (re-exported: the trainer's memory model)
@@ -253,12 +253,8 @@ class ScaleTrainer:
     @contextlib.contextmanager
     def _precision(self):
         """--precision for the block networks: TF32 matmuls, or bf16 autocast of the hidden layers."""
-        with _matmul_precision(self.precision):
-            if self.precision == "bf16":
-                with torch.autocast(self.x.device.type, dtype=torch.bfloat16):
-                    yield
-            else:
-                yield
+        with _matmul_precision(self.precision), autocast_for(self.precision, self.x.device):
+            yield
 
     @torch.no_grad()
     def block_errors(self) -> torch.Tensor:
