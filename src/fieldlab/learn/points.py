@@ -223,7 +223,8 @@ class PointSampler:
             raise UserError(f"unknown QMC sequence {self.sequence!r}; choose sobol or halton")
         for kind in self.mix if self.kind == "mixed" else ():
             if kind not in KINDS or kind == "mixed":
-                raise UserError(f"--mix takes point sets other than mixed, got {kind!r}")
+                raise UserError(f"--mix takes point sets among {', '.join(k for k in KINDS if k != 'mixed')}; "
+                                f"got {kind!r}")
         _check_count(self.n, self.dim)
         if self.kind == "grid" or (self.kind == "mixed" and "grid" in self.mix):
             self.grid_shape()
