@@ -58,6 +58,8 @@ def _reference_steps(template, params, buffers, coords, values, rows, steps, lr=
     ("siren", dict(hidden_dim=24, num_layers=2)),  # a width that is not a power of two: padded
     ("siren", dict(hidden_dim=16, num_layers=4)),
     ("gauss", dict(hidden_dim=16, num_layers=1, scale=3.0)),
+    ("fourier", dict(hidden_dim=16, num_layers=2, num_frequencies=12, sigma=2.0)),  # ReLU on random features
+    ("fourier", dict(hidden_dim=16, num_layers=1, encoding="positional", num_frequencies=3)),  # [x, cos, sin]
 ])
 def test_fused_steps_follow_the_reference_adam_path(name, options):
     torch.manual_seed(0)
@@ -66,8 +68,9 @@ def test_fused_steps_follow_the_reference_adam_path(name, options):
     coords, values = torch.rand(n, 2) * 2 - 1, torch.rand(5, n, 3) * 2 - 1
     rows = torch.tensor([4, 0, 2])  # fields read their targets through a row map
     stack, losses = _reference_steps(template, params, buffers, coords, values, rows, steps=3)
-    packed = fused.FusedStack(spec, params, block=32)
-    split = fused.FusedStack(spec, params, block=16)  # Adam as a separate pass over atomically summed gradients
+    packed = fused.FusedStack(spec, params, buffers=buffers, block=32)
+    # Adam as a separate pass over atomically summed gradients
+    split = fused.FusedStack(spec, params, buffers=buffers, block=16)
     for step in range(3):
         loss = packed.step(coords, values, rows, 1e-3)
         torch.testing.assert_close(loss / (n * 3), losses[step], atol=1e-6, rtol=1e-5)
@@ -140,8 +143,16 @@ def test_kernel_choice():
     assert fused.choose_kernel(wide, cpu, "fused").hidden_dim == 128
     assert "fused Triton kernel (sine MLP 2×32, bf16)" in fused.describe(siren, cuda, "auto", "bf16")
     assert "reference" in fused.describe(siren, cpu, "auto", "bf16")
-    with pytest.raises(UserError, match="covers siren and gauss"):
+    fourier = make_config("fourier", in_dim=2, out_dim=3, hidden_dim=64, num_layers=2, num_frequencies=32)
+    assert fused.choose_kernel(fourier, cuda, "auto").frequencies == 32  # γ as wide as a hidden layer: fused
+    assert "on 32 gaussian Fourier frequencies" in fused.describe(fourier, cuda, "auto", "tf32")
+    wide_encoding = make_config("fourier", in_dim=2, out_dim=3, hidden_dim=64, num_layers=2, num_frequencies=64)
+    assert fused.choose_kernel(wide_encoding, cuda, "auto") is None  # covered, but auto leaves it
+    assert fused.choose_kernel(wide_encoding, cpu, "fused").encoded_dim == 128
+    with pytest.raises(UserError, match="covers siren, gauss and fourier"):  # 256 frequencies by default
         fused.choose_kernel(make_config("fourier", in_dim=2, out_dim=3, hidden_dim=32, num_layers=2), cpu, "fused")
+    with pytest.raises(UserError, match="covers siren, gauss and fourier"):
+        fused.choose_kernel(make_config("hashgrid", in_dim=2, out_dim=3), cpu, "fused")
     with pytest.raises(UserError, match="auto, fused or reference"):
         BatchedFitConfig(kernel="triton").validate()
 
@@ -153,11 +164,14 @@ def test_forcing_the_fused_kernel_on_a_cpu_without_the_interpreter_is_a_clear_er
         fused.choose_kernel(siren, torch.device("cpu"), "fused")
 
 
-def test_field_evaluator_fused_forward_equals_the_vmapped_path():
+@pytest.mark.parametrize("name,options", [("siren", dict(hidden_dim=16, num_layers=2)),
+                                          ("fourier", dict(hidden_dim=16, num_layers=2, num_frequencies=8))])
+def test_field_evaluator_fused_forward_equals_the_vmapped_path(name, options):
     from fieldlab.learn.field_batch import FieldEvaluator
     from fieldlab.learn.points import PointSet
 
-    config, spec, template, params, buffers = _fields("siren", f=4, hidden_dim=16, num_layers=2)
+    config, spec, template, params, buffers = _fields(name, f=4, **options)
+    params = params | buffers  # as a store keeps them: random Fourier frequencies per field
     coords = torch.rand(30, 2) * 2 - 1
     points = PointSet(coords, torch.full((30,), 1 / 30))
     fused_values = FieldEvaluator(config, kernel="fused")(params, points).values

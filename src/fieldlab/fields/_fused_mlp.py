@@ -1,7 +1,8 @@
 """The fused path for batched MLP fields: one GPU kernel per Adam step of a whole stack of fields.
 
 `FieldStack` (vmap over the module) is the reference path and runs everywhere. For the plain MLP
-fields that datasets use — SIREN, Gaussian — with widths up to 128, up to 4 activated layers, at most
+fields that datasets use — SIREN, Gaussian, ReLU on Fourier features (random or positional, at most 128
+frequencies, encoded in the kernel) — with widths up to 128, up to 4 activated layers, at most
 16 input and 16 output channels, a Triton kernel (`_fused_triton`) does forward, squared error,
 backward and Adam of every field in one launch, with activations kept in registers instead of memory.
 `fused_spec(config)` says whether a config qualifies; `FusedStack` holds the packed parameters and Adam
@@ -21,11 +22,14 @@ import torch
 from fieldlab._errors import UserError
 from fieldlab.fields._config import FieldConfig
 
-MAX_WIDTH, MAX_LAYERS, MAX_CHANNELS = 128, 4, 16
+MAX_WIDTH, MAX_LAYERS, MAX_CHANNELS, MAX_FREQUENCIES = 128, 4, 16, 128
 AUTO_MAX_WIDTH = 64
 """`auto` takes the kernel up to this width: at 128 its weights and gradients overflow the registers (348
-fields/s for SIREN 3×128 on an H100, no faster than the reference path); `--kernel fused` still runs it."""
-_ACTIVATIONS = {"sine": 0, "gauss": 1}
+fields/s for SIREN 3×128 on an H100, no faster than the reference path); `--kernel fused` still runs it.
+For Fourier features `auto` also asks that the encoding be no wider than a hidden layer (its two gradient
+accumulators, cosines and sines, then take what one hidden layer's does)."""
+_ACTIVATIONS = {"sine": 0, "gauss": 1, "relu": 2}
+_ENCODINGS = {"none": 0, "gaussian": 1, "positional": 2}
 _PRECISIONS = {"fp32": 0, "tf32": 1, "bf16": 2}
 
 
@@ -40,10 +44,22 @@ class FusedSpec:
     activation: str
     first_scale: float
     hidden_scale: float
+    encoding: str = "none"
+    """none (the first layer reads the coordinates), gaussian or positional Fourier features."""
+    frequencies: int = 0
+    """Rows F of the encoding matrix A (angles x Aᵀ): γ has F cosines and F sines (and x, positional)."""
+    prefix: str = ""
+    """Where the MLP's layers sit in the module's parameter names (`mlp.` for Fourier fields)."""
+
+    @property
+    def encoded_dim(self) -> int:
+        """Inputs of the first layer."""
+        passthrough = self.in_dim if self.encoding != "gaussian" else 0
+        return passthrough + 2 * self.frequencies
 
     @property
     def layer_dims(self) -> list[tuple[int, int]]:
-        dims = [self.in_dim] + [self.hidden_dim] * self.num_layers + [self.out_dim]
+        dims = [self.encoded_dim] + [self.hidden_dim] * self.num_layers + [self.out_dim]
         return list(zip(dims[:-1], dims[1:]))
 
     @property
@@ -52,7 +68,7 @@ class FusedSpec:
 
     def flops_per_point(self) -> int:
         """Multiply-adds ×2 of one point's forward pass (the backward is about twice this)."""
-        return 2 * sum(i * o for i, o in self.layer_dims)
+        return 2 * (sum(i * o for i, o in self.layer_dims) + self.frequencies * self.in_dim)
 
 
 def fused_spec(config: FieldConfig) -> FusedSpec | None:
@@ -64,12 +80,32 @@ def fused_spec(config: FieldConfig) -> FusedSpec | None:
     elif name == "gauss":
         spec = FusedSpec(config.in_dim, config.hidden_dim, config.out_dim, config.num_layers, "gauss",
                          float(config.scale), float(config.scale))
+    elif name == "fourier":
+        gaussian = config.encoding == "gaussian"
+        octaves = config.num_frequencies or (256 if gaussian else 10)  # FourierConfig's defaults
+        spec = FusedSpec(config.in_dim, config.hidden_dim, config.out_dim, config.num_layers, "relu", 1.0, 1.0,
+                         encoding=config.encoding, frequencies=octaves if gaussian else octaves * config.in_dim,
+                         prefix="mlp.")
     else:
         return None
-    if not (spec.hidden_dim <= MAX_WIDTH and 1 <= spec.num_layers <= MAX_LAYERS
-            and spec.in_dim <= MAX_CHANNELS and spec.out_dim <= MAX_CHANNELS):
+    if not (spec.hidden_dim <= MAX_WIDTH and 1 <= spec.num_layers <= MAX_LAYERS and spec.in_dim <= MAX_CHANNELS
+            and spec.out_dim <= MAX_CHANNELS and spec.frequencies <= MAX_FREQUENCIES):
         return None
     return spec
+
+
+def encoding_matrix(spec: FusedSpec, tensors: dict[str, torch.Tensor], fields: int) -> torch.Tensor | None:
+    """The kernel's per-field encoding matrices A (fields, F, in_dim) fp32 from a Fourier field's buffers
+    (stacked per field, or one for all), None for fields without an encoding."""
+    if spec.encoding == "none":
+        return None
+    if spec.encoding == "gaussian":  # the random frequencies B; the kernel multiplies x Bᵀ by 2π
+        frequencies = tensors["encoding.frequencies"].float()
+        return frequencies.expand(fields, *frequencies.shape[-2:]).contiguous()
+    scales = tensors["encoding.scales"].float()  # π 2^k: angle (i, k) = x_i · scales[k] is row i·K + k
+    scales = scales.expand(fields, scales.shape[-1])
+    eye = torch.eye(spec.in_dim, dtype=torch.float32, device=scales.device)
+    return (eye[None, :, None, :] * scales[:, None, :, None]).reshape(fields, spec.frequencies, spec.in_dim).contiguous()
 
 
 def interpreted() -> bool:
@@ -97,17 +133,17 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str) -> Fus
     spec = fused_spec(config)
     if kernel == "fused":
         if spec is None:
-            raise UserError(f"--kernel fused covers siren and gauss fields up to {MAX_WIDTH} wide, {MAX_LAYERS} "
-                            f"layers and {MAX_CHANNELS} channels; use --kernel auto or reference for this "
-                            f"{config.name} field")
+            raise UserError(f"--kernel fused covers siren, gauss and fourier fields up to {MAX_WIDTH} wide, "
+                            f"{MAX_LAYERS} layers, {MAX_CHANNELS} channels and {MAX_FREQUENCIES} frequencies; "
+                            f"use --kernel auto or reference for this {config.name} field")
         if not triton_available(device):
             raise UserError("--kernel fused needs a CUDA device and Triton (pip install triton); "
                             "use --kernel auto or reference here")
         return spec
     if kernel != "auto":
         raise UserError(f"--kernel must be auto, fused or reference, got {kernel!r}")
-    usable = (spec is not None and spec.hidden_dim <= AUTO_MAX_WIDTH and device.type == "cuda"
-              and importlib.util.find_spec("triton") is not None)
+    usable = (spec is not None and spec.hidden_dim <= AUTO_MAX_WIDTH and 2 * spec.frequencies <= _pow2(spec.hidden_dim)
+              and device.type == "cuda" and importlib.util.find_spec("triton") is not None)
     return spec if usable else None
 
 
@@ -116,26 +152,28 @@ def describe(config: FieldConfig, device: torch.device, kernel: str, precision: 
     spec = choose_kernel(config, device, kernel)
     if spec is None:
         return "reference path (FieldStack, vmap)"
-    return f"fused Triton kernel ({spec.activation} MLP {spec.num_layers}×{spec.hidden_dim}, {precision})"
+    encoded = f" on {spec.frequencies} {spec.encoding} Fourier frequencies" if spec.encoding != "none" else ""
+    return f"fused Triton kernel ({spec.activation} MLP {spec.num_layers}×{spec.hidden_dim}{encoded}, {precision})"
 
 
 def pack(params: dict[str, torch.Tensor], spec: FusedSpec) -> torch.Tensor:
     """Stacked module parameters {"layers.i.weight": (f, out, in), …} → (f, P) in the kernel's layout."""
     parts = []
     for i in range(len(spec.layer_dims)):
-        weight = params[f"layers.{i}.weight"]
-        parts += [weight.transpose(1, 2).reshape(weight.shape[0], -1), params[f"layers.{i}.bias"]]
+        weight = params[f"{spec.prefix}layers.{i}.weight"]
+        parts += [weight.transpose(1, 2).reshape(weight.shape[0], -1), params[f"{spec.prefix}layers.{i}.bias"]]
     return torch.cat([p.float() for p in parts], dim=1).contiguous()
 
 
 def unpack(flat: torch.Tensor, spec: FusedSpec) -> dict[str, torch.Tensor]:
-    """The inverse of `pack`: (f, P) → {"layers.i.weight": (f, out, in), "layers.i.bias": (f, out)}."""
+    """The inverse of `pack`: (f, P) → {"layers.i.weight": (f, out, in), "layers.i.bias": (f, out)} (names
+    with the spec's prefix)."""
     out, offset, f = {}, 0, flat.shape[0]
     for i, (fan_in, fan_out) in enumerate(spec.layer_dims):
         weight = flat[:, offset:offset + fan_in * fan_out].reshape(f, fan_in, fan_out)
-        out[f"layers.{i}.weight"] = weight.transpose(1, 2).contiguous()
+        out[f"{spec.prefix}layers.{i}.weight"] = weight.transpose(1, 2).contiguous()
         offset += fan_in * fan_out
-        out[f"layers.{i}.bias"] = flat[:, offset:offset + fan_out].clone()
+        out[f"{spec.prefix}layers.{i}.bias"] = flat[:, offset:offset + fan_out].clone()
         offset += fan_out
     return out
 
@@ -150,7 +188,9 @@ def _meta(spec: FusedSpec, precision: str, block: int) -> dict:
     mm = 3 if precision == "bf16" and emulated else _PRECISIONS[precision]
     return dict(D=spec.in_dim, H=spec.hidden_dim, C=spec.out_dim, NH=spec.num_layers, DP=_pow2(spec.in_dim),
                 HP=_pow2(spec.hidden_dim), CP=_pow2(spec.out_dim), BN=block, ACT=_ACTIVATIONS[spec.activation],
-                W_FIRST=spec.first_scale, W_HIDDEN=spec.hidden_scale, MM=mm, FAST=fast)
+                W_FIRST=spec.first_scale, W_HIDDEN=spec.hidden_scale, MM=mm, FAST=fast,
+                ENC=_ENCODINGS[spec.encoding], F=spec.frequencies, FP=_pow2(max(spec.frequencies, 1)),
+                DI=spec.encoded_dim - 2 * spec.frequencies, IN0=spec.encoded_dim)
 
 
 def default_block(spec: FusedSpec) -> tuple[int, int]:
@@ -166,14 +206,19 @@ def default_block(spec: FusedSpec) -> tuple[int, int]:
 class FusedStack:
     """f MLP fields packed for the kernel: parameters and Adam moments as (f, P) fp32 tensors."""
 
-    def __init__(self, spec: FusedSpec, params: dict[str, torch.Tensor], *, precision: str = "fp32",
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, block: int | None = None,
-                 warps: int | None = None, reload: bool | None = None):
+    def __init__(self, spec: FusedSpec, params: dict[str, torch.Tensor], *, buffers: dict[str, torch.Tensor] | None = None,
+                 precision: str = "fp32", betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 block: int | None = None, warps: int | None = None, reload: bool | None = None):
         from fieldlab.fields import _fused_triton  # Triton only where the fused path runs
 
         self.kernels = _fused_triton
         self.spec, self.precision, self.betas, self.eps = spec, precision, betas, eps
         self.flat = pack(params, spec)
+        if spec.encoding != "none" and buffers is None:
+            raise ValueError(f"a {spec.encoding} Fourier field needs its buffers (the encoding) to be fused")
+        self.encoding = encoding_matrix(spec, buffers or {}, len(self.flat))
+        if self.encoding is not None:
+            self.encoding = self.encoding.to(self.flat.device)
         self.m = torch.zeros_like(self.flat)
         self.v = torch.zeros_like(self.flat)
         self.step_count = 0
@@ -191,6 +236,8 @@ class FusedStack:
     def select(self, keep: torch.Tensor) -> None:
         """Keep the fields `keep` (with their Adam moments)."""
         self.flat, self.m, self.v = self.flat[keep].contiguous(), self.m[keep].contiguous(), self.v[keep].contiguous()
+        if self.encoding is not None:
+            self.encoding = self.encoding[keep].contiguous()
 
     def params(self) -> dict[str, torch.Tensor]:
         return unpack(self.flat, self.spec)
@@ -253,23 +300,34 @@ class FusedStack:
         chunks = _cdiv(_cdiv(k, parts), self.block)
         parts = _cdiv(k, chunks * self.block)
         rows = (rows if rows.dtype == torch.int32 else rows.to(torch.int32)).contiguous()
+        encoding, enc_stride = _encoding_arguments(self.encoding, self.flat)
         self.kernels.fused_mlp_step[(f, parts)](
             self.flat, self.m, self.v, grad, coords.float().contiguous(), values.float().contiguous(), idx, rows,
-            loss, self.flat if split else hyper, k, n, 1.0 / (k * c), HAS_IDX=index is not None, SPLIT=split,
-            CHUNKS=chunks, **self._constants)
+            loss, self.flat if split else hyper, encoding, k, n, 1.0 / (k * c), enc_stride,
+            HAS_IDX=index is not None, SPLIT=split, CHUNKS=chunks, **self._constants)
         return loss, grad
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         """Values (f, n, c) at coords (n, d) shared by the fields, or (f, n, d) per field."""
-        return fused_forward(self.spec, self.flat, coords, precision=self.precision)
+        return fused_forward(self.spec, self.flat, coords, precision=self.precision, encoding=self.encoding)
+
+
+def _encoding_arguments(encoding: torch.Tensor | None, flat: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The kernels' (ENCP, enc_stride): the per-field encoding matrices, or any tensor when there are none."""
+    if encoding is None:
+        return flat, 0
+    return encoding, encoding.shape[1] * encoding.shape[2]
 
 
 def fused_forward(spec: FusedSpec, flat: torch.Tensor, coords: torch.Tensor, *, precision: str = "fp32",
-                  block: int = 64) -> torch.Tensor:
-    """Values (f, n, c) of the packed fields `flat` (f, P) at coords (n, d) or (f, n, d)."""
+                  block: int = 64, encoding: torch.Tensor | None = None) -> torch.Tensor:
+    """Values (f, n, c) of the packed fields `flat` (f, P) at coords (n, d) or (f, n, d); `encoding` the
+    fields' encoding matrices (`encoding_matrix`) for Fourier fields."""
     from fieldlab.fields import _fused_triton
 
     f = flat.shape[0]
+    if (encoding is None) != (spec.encoding == "none"):
+        raise ValueError("fused_forward needs the encoding matrices of Fourier fields, and only of those")
     per_field = coords.dim() == 3
     n = coords.shape[-2]
     out = torch.empty(f, n, spec.out_dim, dtype=torch.float32, device=flat.device)
@@ -277,8 +335,10 @@ def fused_forward(spec: FusedSpec, flat: torch.Tensor, coords: torch.Tensor, *, 
     # Values are read at TF32 at least: bf16 products in this kernel hit an illegal memory access on an
     # H100 with Triton 3.6 (3×64 SIREN), and evaluation is cheap next to training.
     precision = "tf32" if precision == "bf16" else precision
+    flat = flat.float().contiguous()
+    encoding, enc_stride = _encoding_arguments(encoding, flat)
     _fused_triton.fused_mlp_forward[(f, _cdiv(n, block))](
-        flat.float().contiguous(), coords, coords, out, n, **_meta(spec, precision, block), HAS_IDX=False,
+        flat, coords, coords, out, encoding, n, enc_stride, **_meta(spec, precision, block), HAS_IDX=False,
         X_PER_FIELD=per_field, num_warps=4)
     return out
 

@@ -10,9 +10,13 @@ With `SPLIT` the points of a field are shared among several programs, which add 
 gradients into `G` atomically (one large field); Adam is then a separate elementwise pass.
 
 Layout of one field's packed parameters (fp32): for each layer, its weight as (in, out) row-major, then
-its bias. Layers: `D → H` (activation scale `W_FIRST`), `NH − 1` times `H → H` (`W_HIDDEN`), `H → C`.
-Padded sizes `DP`, `HP`, `CP` are powers of two ≥ 16 (tensor-core tiles); padding is masked on load.
-Activations: 0 sine sin(w z); 1 Gaussian exp(−(w z)²).
+its bias. Layers: `IN0 → H` (activation scale `W_FIRST`), `NH − 1` times `H → H` (`W_HIDDEN`), `H → C`.
+The first layer reads the coordinates x (`ENC` 0, IN0 = D), or a Fourier encoding of them computed in the
+kernel from a per-field matrix A (F, D) (`ENC` 1: γ = [cos(s·xAᵀ), sin(s·xAᵀ)], Gaussian random features
+with s = 2π; `ENC` 2: γ = [x, cos(xAᵀ), sin(xAᵀ)], NeRF's positional encoding); its weight's rows follow γ's
+order, the first `DI` of them for x (D, or 0 for ENC 1), then F for the cosines, then F for the sines.
+Padded sizes `DP`, `FP`, `HP`, `CP` are powers of two ≥ 16 (tensor-core tiles); padding is masked on load.
+Activations: 0 sine sin(w z); 1 Gaussian exp(−(w z)²); 2 ReLU.
 Matrix precision `MM`: 0 fp32 (IEEE), 1 TF32, 2 bf16 operands, 3 bf16 rounding emulated in fp32 (for the
 interpreter); the first layer is always fp32 (its outputs are phases); accumulation, loss and Adam fp32.
 """
@@ -34,9 +38,11 @@ def _act(z, w, ACT: tl.constexpr, FAST: tl.constexpr):
         if FAST:
             return tl.extra.cuda.libdevice.fast_sinf(w * z)
         return tl.sin(w * z)
-    else:
+    elif ACT == 1:
         s = w * z
         return tl.exp(-s * s)
+    else:
+        return tl.maximum(z, 0.0)
 
 
 @triton.jit
@@ -46,8 +52,10 @@ def _act_grad(z, a, w, ACT: tl.constexpr, FAST: tl.constexpr):
         if FAST:
             return w * tl.extra.cuda.libdevice.fast_cosf(w * z)
         return w * tl.cos(w * z)
-    else:
+    elif ACT == 1:
         return -2.0 * w * w * z * a
+    else:  # ReLU: 0 at z = 0, as torch
+        return tl.where(z > 0, 1.0, 0.0)
 
 
 @triton.jit
@@ -77,6 +85,26 @@ def _weight(ptr, IN: tl.constexpr, OUT: tl.constexpr, INP: tl.constexpr, OUTP: t
     if MM == 2:
         w = w.to(tl.bfloat16)
     return w
+
+
+@triton.jit
+def _encode(x, ENCP, F: tl.constexpr, D: tl.constexpr, FP: tl.constexpr, DP: tl.constexpr, ENC: tl.constexpr):
+    """(cos, sin) of the angles (BN, FP) of the Fourier encoding of x (BN, DP), in fp32 (angles of tens of
+    radians): x Aᵀ, times 2π for Gaussian features (the reference's order of rounding)."""
+    angles = _mm(x, tl.trans(_load_w(ENCP, F, D, FP, DP)), 0)
+    if ENC == 1:
+        angles = angles * 6.283185307179586
+    return tl.cos(angles), tl.sin(angles)
+
+
+@triton.jit
+def _first_encoded(x, gc, gs, PRM, D: tl.constexpr, H: tl.constexpr, F: tl.constexpr, DI: tl.constexpr,
+                   DP: tl.constexpr, HP: tl.constexpr, FP: tl.constexpr):
+    """The first layer's product (no bias) on γ = [x (DI > 0), cos, sin]; fp32 like the reference."""
+    z = _mm(gc, _load_w(PRM + DI * H, F, H, FP, HP), 0) + _mm(gs, _load_w(PRM + (DI + F) * H, F, H, FP, HP), 0)
+    if DI > 0:
+        z += _mm(x, _load_w(PRM, D, H, DP, HP), 0)
+    return z
 
 
 @triton.jit
@@ -153,10 +181,11 @@ def _points(X, T, IDX, trow, pid_f, start, limit, K, N,
 
 @triton.jit
 def fused_mlp_step(
-    PRM, M, V, G, X, T, IDX, ROWS, LOSS, HYP,
-    K, N, loss_scale,
+    PRM, M, V, G, X, T, IDX, ROWS, LOSS, HYP, ENCP,
+    K, N, loss_scale, enc_stride,
     D: tl.constexpr, H: tl.constexpr, C: tl.constexpr, NH: tl.constexpr,
     DP: tl.constexpr, HP: tl.constexpr, CP: tl.constexpr, BN: tl.constexpr,
+    ENC: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, DI: tl.constexpr, IN0: tl.constexpr,
     ACT: tl.constexpr, W_FIRST: tl.constexpr, W_HIDDEN: tl.constexpr, MM: tl.constexpr, FAST: tl.constexpr,
     HAS_IDX: tl.constexpr, SPLIT: tl.constexpr, CHUNKS: tl.constexpr, RELOAD: tl.constexpr,
     B1: tl.constexpr, B2: tl.constexpr, EPS: tl.constexpr,
@@ -164,22 +193,29 @@ def fused_mlp_step(
     """One Adam step of the loss Σ_fields loss_scale · Σ_points ‖y − t‖² (mean squared error when
     loss_scale = 1 / (K·C)). Program (field, part): PRM/M/V/G rows are fields, ROWS maps a field to its
     target row in T (N points of C values), IDX (fields, K) picks the points of each field, or the
-    first K points are used; a program takes CHUNKS chunks of BN points. LOSS[field] receives Σ‖y − t‖²
+    first K points are used; ENCP + field · enc_stride is a field's encoding matrix A (ENC > 0); a program takes CHUNKS chunks of BN points. LOSS[field] receives Σ‖y − t‖²
     before the update. RELOAD: the hidden and head weights are read (from L1/L2) at each use instead of
     being held in registers for the whole program — for wide fields, whose weights would crowd out the
     registers that let several programs share a multiprocessor."""
     pid_f = tl.program_id(0)
     part = tl.program_id(1)
-    P: tl.constexpr = D * H + H + (NH - 1) * (H * H + H) + H * C + C
+    P: tl.constexpr = IN0 * H + H + (NH - 1) * (H * H + H) + H * C + C
     base = pid_f.to(tl.int64) * P
     trow = tl.load(ROWS + pid_f).to(tl.int64)
-    o_w1: tl.constexpr = D * H + H
+    o_w1: tl.constexpr = IN0 * H + H
     o_w2: tl.constexpr = o_w1 + H * H + H
     o_w3: tl.constexpr = o_w2 + H * H + H
-    o_wh: tl.constexpr = D * H + H + (NH - 1) * (H * H + H)
+    o_wh: tl.constexpr = IN0 * H + H + (NH - 1) * (H * H + H)
+    o_c: tl.constexpr = DI * H
+    o_s: tl.constexpr = (DI + F) * H
+    enc = ENCP + pid_f.to(tl.int64) * enc_stride
 
-    w0 = _load_w(PRM + base, D, H, DP, HP)
-    b0 = _load_b(PRM + base + D * H, H, HP)
+    if ENC == 0:
+        w0 = _load_w(PRM + base, D, H, DP, HP)
+    else:
+        g_w0c = tl.zeros((FP, HP), dtype=tl.float32)
+        g_w0s = tl.zeros((FP, HP), dtype=tl.float32)
+    b0 = _load_b(PRM + base + IN0 * H, H, HP)
     bh = _load_b(PRM + base + o_wh + H * C, C, CP)
     g_w0 = tl.zeros((DP, HP), dtype=tl.float32)
     g_b0 = tl.zeros((HP,), dtype=tl.float32)
@@ -212,7 +248,11 @@ def fused_mlp_step(
         x, t, valid = _points(X, T, IDX, trow, pid_f, first + chunk * BN, K, K, N, D, C, DP, CP, BN, HAS_IDX, True)
         # forward, keeping each layer's pre-activation z in registers (activations are recomputed from
         # it in the backward pass: fewer live registers, more fields per multiprocessor)
-        z0 = _mm(x, w0, 0) + b0[None, :]
+        if ENC == 0:
+            z0 = _mm(x, w0, 0) + b0[None, :]
+        else:
+            gc, gs = _encode(x, enc, F, D, FP, DP, ENC)
+            z0 = _first_encoded(x, gc, gs, PRM + base, D, H, F, DI, DP, HP, FP) + b0[None, :]
         a = _act(z0, W_FIRST, ACT, FAST)
         if NH >= 2:
             if RELOAD:
@@ -267,13 +307,21 @@ def fused_mlp_step(
                 w1 = _weight(PRM + base + o_w1, H, H, HP, HP, MM)
             da = _mm(dz, tl.trans(w1), MM)
         dz = da * _act_grad(z0, a, W_FIRST, ACT, FAST)
-        g_w0 += _mm(tl.trans(x), dz, 0)
+        if DI > 0:
+            g_w0 += _mm(tl.trans(x), dz, 0)
+        if ENC != 0:
+            g_w0c += _mm(tl.trans(gc), dz, 0)
+            g_w0s += _mm(tl.trans(gs), dz, 0)
         g_b0 += tl.sum(dz, axis=0)
 
     if SPLIT:
         tl.atomic_add(LOSS + pid_f, tl.sum(loss, axis=0))
-        _add_w(G + base, g_w0, D, H, DP, HP)
-        _add_b(G + base + D * H, g_b0, H, HP)
+        if DI > 0:
+            _add_w(G + base, g_w0, D, H, DP, HP)
+        if ENC != 0:
+            _add_w(G + base + o_c, g_w0c, F, H, FP, HP)
+            _add_w(G + base + o_s, g_w0s, F, H, FP, HP)
+        _add_b(G + base + IN0 * H, g_b0, H, HP)
         if NH >= 2:
             _add_w(G + base + o_w1, g_w1, H, H, HP, HP)
             _add_b(G + base + o_w1 + H * H, g_b1, H, HP)
@@ -290,8 +338,15 @@ def fused_mlp_step(
         lr = tl.load(HYP)
         bc1 = tl.load(HYP + 1)
         bc2s = tl.load(HYP + 2)
-        _adam_w(PRM + base, M + base, V + base, g_w0, D, H, DP, HP, lr, bc1, bc2s, B1, B2, EPS)
-        _adam_b(PRM + base + D * H, M + base + D * H, V + base + D * H, g_b0, H, HP, lr, bc1, bc2s, B1, B2, EPS)
+        if DI > 0:
+            _adam_w(PRM + base, M + base, V + base, g_w0, D, H, DP, HP, lr, bc1, bc2s, B1, B2, EPS)
+        if ENC != 0:
+            _adam_w(PRM + base + o_c, M + base + o_c, V + base + o_c, g_w0c, F, H, FP, HP, lr, bc1, bc2s,
+                    B1, B2, EPS)
+            _adam_w(PRM + base + o_s, M + base + o_s, V + base + o_s, g_w0s, F, H, FP, HP, lr, bc1, bc2s,
+                    B1, B2, EPS)
+        ob = IN0 * H
+        _adam_b(PRM + base + ob, M + base + ob, V + base + ob, g_b0, H, HP, lr, bc1, bc2s, B1, B2, EPS)
         if NH >= 2:
             _adam_w(PRM + base + o_w1, M + base + o_w1, V + base + o_w1, g_w1, H, H, HP, HP, lr, bc1, bc2s,
                     B1, B2, EPS)
@@ -315,9 +370,10 @@ def fused_mlp_step(
 
 @triton.jit
 def fused_mlp_forward(
-    PRM, X, IDX, Y, K,
+    PRM, X, IDX, Y, ENCP, K, enc_stride,
     D: tl.constexpr, H: tl.constexpr, C: tl.constexpr, NH: tl.constexpr,
     DP: tl.constexpr, HP: tl.constexpr, CP: tl.constexpr, BN: tl.constexpr,
+    ENC: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, DI: tl.constexpr, IN0: tl.constexpr,
     ACT: tl.constexpr, W_FIRST: tl.constexpr, W_HIDDEN: tl.constexpr, MM: tl.constexpr, FAST: tl.constexpr,
     HAS_IDX: tl.constexpr, X_PER_FIELD: tl.constexpr,
 ):
@@ -325,18 +381,22 @@ def fused_mlp_forward(
     X_PER_FIELD, or X[IDX[field]]. Program (field, block of BN points)."""
     pid_f = tl.program_id(0)
     start = tl.program_id(1) * BN
-    P: tl.constexpr = D * H + H + (NH - 1) * (H * H + H) + H * C + C
+    P: tl.constexpr = IN0 * H + H + (NH - 1) * (H * H + H) + H * C + C
     base = pid_f.to(tl.int64) * P
-    o_w1: tl.constexpr = D * H + H
+    o_w1: tl.constexpr = IN0 * H + H
     o_w2: tl.constexpr = o_w1 + H * H + H
     o_w3: tl.constexpr = o_w2 + H * H + H
-    o_wh: tl.constexpr = D * H + H + (NH - 1) * (H * H + H)
+    o_wh: tl.constexpr = IN0 * H + H + (NH - 1) * (H * H + H)
     x_base = X
     if X_PER_FIELD:
         x_base = X + pid_f.to(tl.int64) * K * D
     x, t, valid = _points(x_base, X, IDX, 0, pid_f, start, K, K, 0, D, C, DP, CP, BN, HAS_IDX, False)
-    a = _act(_mm(x, _load_w(PRM + base, D, H, DP, HP), 0) + _load_b(PRM + base + D * H, H, HP)[None, :],
-             W_FIRST, ACT, FAST)
+    if ENC == 0:
+        z0 = _mm(x, _load_w(PRM + base, D, H, DP, HP), 0)
+    else:
+        gc, gs = _encode(x, ENCP + pid_f.to(tl.int64) * enc_stride, F, D, FP, DP, ENC)
+        z0 = _first_encoded(x, gc, gs, PRM + base, D, H, F, DI, DP, HP, FP)
+    a = _act(z0 + _load_b(PRM + base + IN0 * H, H, HP)[None, :], W_FIRST, ACT, FAST)
     if NH >= 2:
         a = _act(_mm(a, _load_w(PRM + base + o_w1, H, H, HP, HP), MM)
                  + _load_b(PRM + base + o_w1 + H * H, H, HP)[None, :], W_HIDDEN, ACT, FAST)

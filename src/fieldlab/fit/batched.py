@@ -57,8 +57,9 @@ class BatchedFitConfig:
     compile: bool = False
     """Compile the forward and loss with torch.compile (reference path only)."""
     kernel: Literal["auto", "fused", "reference"] = "auto"
-    """auto: the fused Triton kernel on CUDA where it covers the field (SIREN or Gaussian MLPs up to 128
-    wide and 4 layers), the reference path (FieldStack) elsewhere; fused or reference force one."""
+    """auto: the fused Triton kernel on CUDA where it covers the field and pays (SIREN, Gaussian, or ReLU on
+    Fourier features, MLPs up to 64 wide and 4 layers), the reference path (FieldStack) elsewhere; fused
+    (up to 128 wide) or reference force one."""
 
     def validate(self) -> None:
         # The options shared with a single fit are checked by FitConfig, so both commands agree.
@@ -183,10 +184,12 @@ class _FusedSteps:
 
     name = "fused"
 
-    def __init__(self, config: FieldConfig, spec, params: dict, fit: BatchedFitConfig, steps_lr: list[float]):
+    def __init__(self, config: FieldConfig, spec, params: dict, buffers: dict, fit: BatchedFitConfig,
+                 steps_lr: list[float]):
         from fieldlab.fields._fused_mlp import FusedStack
 
-        self.stack = FusedStack(spec, params, precision=fit.precision, betas=config.adam_betas, eps=config.adam_eps)
+        self.stack = FusedStack(spec, params, buffers=buffers, precision=fit.precision, betas=config.adam_betas,
+                                eps=config.adam_eps)
         self.hyper = self.stack.hyper(steps_lr)  # every step's Adam scalars made once: a step is one launch
         self._rows = self._rows_of = None
 
@@ -227,7 +230,7 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
     steps_lr = [lr * math.exp(decay * step) for step in range(fit.steps)]
     spec = choose_kernel(config, device, fit.kernel)
     if spec is not None:
-        steps = _FusedSteps(config, spec, params, fit, steps_lr)
+        steps = _FusedSteps(config, spec, params, {k: v.to(device) for k, v in buffers.items()}, fit, steps_lr)
     else:
         steps = _ReferenceSteps(config, template, params, {k: v.to(device) for k, v in buffers.items()}, fit,
                                 device, lr)

@@ -2,8 +2,8 @@
 
 Per-field tensors (a SIREN's whole parameter set, or a functa latent) arrive stacked (b, ...) and are
 handed to one `FieldStack` as overrides, so b fields are evaluated by one vmapped call — no Python loop
-over fields — with shared tensors (functa's network) held once. On CUDA, SIREN and Gaussian MLP fields
-go through the fused forward kernel instead (`fields._fused_mlp`, `kernel="auto"`), which keeps the
+over fields — with shared tensors (functa's network) held once. On CUDA, SIREN, Gaussian and Fourier-feature
+MLP fields go through the fused forward kernel instead (`fields._fused_mlp`, `kernel="auto"`), which keeps the
 activations in registers; `kernel="reference"` forces the vmapped path.
 """
 
@@ -36,21 +36,26 @@ class FieldEvaluator(torch.nn.Module):
         """The fields `params` (b, ...) as a `FieldStack` (no copy of the tensors)."""
         b = next(iter(params.values())).shape[0]
         device = next(iter(params.values())).device
-        buffers = {k: v.to(device).expand(b, *v.shape) for k, v in self._buffers_one.items()}
+        # A store keeps buffers per field (a Fourier field's random frequencies): those win over the template's.
+        buffers = {k: params[k] if k in params else v.to(device).expand(b, *v.shape)
+                   for k, v in self._buffers_one.items()}
         shared = {k: v.to(device) for k, v in self._shared.items()}
-        return FieldStack(self._template, dict(params), buffers, shared=shared)
+        return FieldStack(self._template, {k: v for k, v in params.items() if k not in buffers}, buffers, shared=shared)
 
     @torch.no_grad()
     def forward(self, params: dict[str, torch.Tensor], points: PointSet,
                 coords: torch.Tensor | None = None) -> Discretized:
         """Values (b, n, c) of the fields at `points` (or at `coords` (n, d), e.g. jittered, labelled as `points`)."""
-        from fieldlab.fields._fused_mlp import choose_kernel, fused_forward, pack
+        from fieldlab.fields._fused_mlp import choose_kernel, encoding_matrix, fused_forward, pack
 
         x = points.coords if coords is None else coords
         device = next(iter(params.values())).device
         spec = None if self._shared else choose_kernel(self.config, device, self.kernel)
         if spec is not None:
-            return Discretized(fused_forward(spec, pack(params, spec), x.to(device)), points)
+            b = next(iter(params.values())).shape[0]
+            buffers = {k: v.to(device) for k, v in self._buffers_one.items()} | dict(params)  # stored per field wins
+            values = fused_forward(spec, pack(params, spec), x.to(device), encoding=encoding_matrix(spec, buffers, b))
+            return Discretized(values, points)
         stack = self.stack(params)
         values = stack(x.to(device).expand(len(stack), *x.shape))
         return Discretized(values.float(), points)
