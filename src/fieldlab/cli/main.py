@@ -62,6 +62,9 @@ def fit_command(
     sample_fraction: Optional[float] = typer.Option(None, help="Random fraction of the samples per step (videos)."),
     precision: Optional[str] = typer.Option(None, help="fp32, tf32 or bf16."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Use torch.compile."),
+    kernel: Optional[str] = typer.Option(None, help="auto (the fused Triton kernel on CUDA for SIREN, Gaussian "
+                                         "and Fourier-feature MLPs up to 64 wide on large signals, else the "
+                                         "reference path), fused or reference."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
     config: Optional[Path] = typer.Option(None, help="JSON/TOML file of options (a DIR's config.json repeats a run)."),
@@ -74,7 +77,8 @@ def fit_command(
 
     given = {"input": input, "field": field, "steps": steps, "max_seconds": max_seconds,
              "target_psnr": target_psnr, "max_size": max_size, "max_frames": max_frames, "modality": modality, "span": span,
-             "params": params, "lr": lr, "batch_size": batch_size, "sample_fraction": sample_fraction, "precision": precision, "compile": compile, "device": device, "seed": seed}
+             "params": params, "lr": lr, "batch_size": batch_size, "sample_fraction": sample_fraction, "precision": precision,
+             "compile": compile, "kernel": kernel, "device": device, "seed": seed}
     options: dict[str, Any] = read_config_file(config) if config else {}
     options.update(parse_extra(ctx.args))
     options.update({k: v for k, v in given.items() if v is not None})

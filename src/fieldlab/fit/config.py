@@ -36,6 +36,10 @@ class FitConfig:
     """fp32; tf32 matrix units; or bf16 autocast (fastest; caps PSNR near 50 dB)."""
     compile: bool = False
     """Compile the field's forward and backward with torch.compile."""
+    kernel: Literal["auto", "fused", "reference"] = "auto"
+    """auto: the fused Triton kernel on CUDA for SIREN, Gaussian and Fourier-feature MLPs up to 64 wide on
+    large signals (`fit._fused_single.AUTO_MIN_POINTS` points per step), the reference path (autograd and
+    torch's Adam) elsewhere; fused or reference force one."""
     log_every: int = 10
     """Write a log line (and refresh the progress bar) every this many steps."""
     eval_chunk: int = 2**18
@@ -67,3 +71,5 @@ class FitConfig:
             bad("--log-every", "and --eval-chunk must be positive")
         if self.precision not in ("fp32", "tf32", "bf16"):
             bad("--precision", f"must be fp32, tf32 or bf16, got {self.precision!r}")
+        if self.kernel not in ("auto", "fused", "reference"):
+            bad("--kernel", f"must be auto, fused or reference, got {self.kernel!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import typing
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, get_config_class
 from fieldlab.fields._config import _coerce
+from fieldlab.fit._fused_single import points_per_step, single_kernel
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device
 from fieldlab.signals import detect_kind, load_signal, parse_span, reconstruction_name, write_signal
@@ -102,6 +104,8 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     kind_lr = KIND_LR.get(signal.info.kind, {}).get(job.field)
     if job.fit.lr is None and kind_lr:
         job = dataclasses.replace(job, fit=dataclasses.replace(job.fit, lr=kind_lr))
+    # A --kernel fused that cannot run here is refused before anything is written.
+    single_kernel(config, job.fit, resolve_device(job.fit.device), points_per_step(job.fit, math.prod(signal.shape)))
     with FieldDirWriter(out, force) as folder:
         result = fit(signal, config, job.fit, log_path=folder / "log.jsonl",
                      tensorboard_dir=folder / "tensorboard" if tensorboard else None, progress=progress)
@@ -123,6 +127,9 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool):
     for flag, value in (("--span", job.span), ("--max-frames", job.max_frames), ("--max-size", job.max_size)):
         if value is not None:
             raise UserError(f"{flag} does not apply to meshes")
+    if job.fit.kernel == "fused":
+        raise UserError("--kernel fused fits a squared error; a mesh's occupancy (cross-entropy) takes the "
+                        "reference path")
     names = {f.name for f in dataclasses.fields(OccupancyConfig)}
     unknown = sorted(set(job.mesh_options) - names)
     if unknown:

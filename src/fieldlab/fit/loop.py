@@ -10,18 +10,27 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import time
+import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig
+from fieldlab.fit._fused_single import FusedSingle, points_per_step, single_kernel
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
 from fieldlab.signals import Signal
+
+if TYPE_CHECKING:
+    from fieldlab.fields._fused_mlp import FusedSpec
+
+logger = logging.getLogger("fieldlab")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,14 +57,19 @@ class Fitter:
         while not fitter.should_stop():  # or any loop of your own
             loss = fitter.step()         # one Adam step; returns the batch loss, unsynchronised
         prediction = fitter.predict()    # every coordinate, in chunks, fp32
+
+    `fused_spec`, the `FusedSpec` of a single field (from `single_kernel`), steps it with the fused Triton
+    kernel instead of autograd and torch's Adam: the kernel then holds the parameters and Adam's moments,
+    and `field` is brought up to date whenever it is read.
     """
 
     def __init__(self, field: nn.Module, coords: torch.Tensor, values: torch.Tensor, config: FitConfig, *,
-                 lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+                 lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 fused_spec: FusedSpec | None = None):
         config.validate()
         self.config = config
         self.device = resolve_device(config.device)
-        self.field = field.to(self.device)
+        self._field, self._fused = field.to(self.device), None
         self.coords = coords.to(self.device)
         self.values = values.to(self.device)
         self.stacked = coords.ndim == 3
@@ -69,6 +83,11 @@ class Fitter:
             return warm * math.exp(decay * step)
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        if fused_spec is not None:
+            if self.stacked or config.compile or type(self).loss is not Fitter.loss:
+                raise ValueError("the fused kernel fits one field, uncompiled, on the mean squared error")
+            self._fused = FusedSingle(self._field, fused_spec, self.values, precision=config.precision, betas=betas,
+                                      eps=eps, lr_at=lambda step: lr * schedule(step))
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         # Forward and loss are compiled together so the loss's elementwise work fuses into the graph.
         self._batch_loss = torch.compile(self._loss_at) if config.compile else self._loss_at
@@ -78,12 +97,34 @@ class Fitter:
         self.last_psnr = -math.inf
         self._tick = None
 
+    @property
+    def field(self) -> nn.Module:
+        """The field being fitted, with its current parameters."""
+        if self._fused is not None:
+            self._fused.write_back(self._field)
+        return self._field
+
+    @field.setter
+    def field(self, module: nn.Module) -> None:
+        self._field = module
+
+    @property
+    def kernel(self) -> str:
+        """Which path does the steps: fused (the Triton kernel) or reference (autograd and torch's Adam)."""
+        return "reference" if self._fused is None else "fused"
+
     # -- one step -------------------------------------------------------------------------------
+    def _index(self) -> torch.Tensor | None:
+        """The points (k,) of this step, drawn with replacement; None for every point."""
+        size = points_per_step(self.config, self.num_points)
+        if size == self.num_points:
+            return None
+        return torch.randint(self.num_points, (size,), device=self.device, generator=self.generator)
+
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        size = self.config.batch_size or round(self.config.sample_fraction * self.num_points)
-        if not size or size >= self.num_points:
+        index = self._index()
+        if index is None:
             return self.coords, self.values
-        index = torch.randint(self.num_points, (size,), device=self.device, generator=self.generator)
         return self.coords[..., index, :], self.values[..., index, :]
 
     def _autocast(self):
@@ -103,6 +144,8 @@ class Fitter:
         """One Adam step on a batch; returns the batch loss (not synchronised with the device)."""
         if self._tick is None:
             self._tick = time.perf_counter()
+        if self._fused is not None:
+            return self._fused_step()
         coords, target = self._batch()
         with _matmul_precision(self.config.precision):
             loss = self._batch_loss(coords, target)
@@ -116,6 +159,14 @@ class Fitter:
             self.compile_seconds = time.perf_counter() - self._tick
             self._tick = time.perf_counter()
         return loss.detach()
+
+    def _fused_step(self) -> torch.Tensor:
+        loss = self._fused.step(self.coords, self._index())
+        with warnings.catch_warnings():  # the schedule runs on without torch's Adam, which never steps here
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            self.scheduler.step()
+        self.step_count += 1
+        return loss
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -253,7 +304,9 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
         tensorboard_dir: Path | None = None, progress: bool = False) -> FitResult:
     """Build a field from `config` (seeded) and fit it to `signal`.
 
-    Returns the trained field (on the CPU), the metrics on the whole signal and the reconstruction.
+    Returns the trained field (on the CPU), the metrics on the whole signal and the reconstruction. The
+    steps are the fused Triton kernel's where `fit_config.kernel` takes it (`single_kernel`); `metrics`
+    says which path ran (`kernel`).
     """
     if type(config).trainer:
         return own_trainer(config, "fit", None)(signal, config, fit_config, log_path=log_path,
@@ -267,8 +320,15 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
     training_points = getattr(field, "training_points", None)
     if training_points is not None:
         coords, values = training_points(coords, values, signal.shape)
+    device, points = resolve_device(fit_config.device), points_per_step(fit_config, coords.shape[-2])
+    spec = single_kernel(config, fit_config, device, points)
+    if spec is not None:
+        from fieldlab.fields._fused_mlp import describe
+
+        logger.info("steps by %s, %s points per step", describe(config, device, "fused", fit_config.precision),
+                    f"{points:,}")
     fitter = Fitter(field, coords, values, fit_config, lr=lr,
-                    betas=type(config).adam_betas, eps=type(config).adam_eps)
+                    betas=type(config).adam_betas, eps=type(config).adam_eps, fused_spec=spec)
     log = RunLog(log_path, tensorboard_dir, progress, fit_config.steps)
     every = fit_config.log_every
     try:
@@ -293,5 +353,5 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
     metrics = metrics_for(signal.info.kind, image, signal.values)
     metrics.update(params=config.num_params(), steps=fitter.step_count, seconds=round(seconds, 3),
                    compile_seconds=round(fitter.compile_seconds, 3), device=str(fitter.device),
-                   precision=fit_config.precision)
+                   precision=fit_config.precision, kernel=fitter.kernel)
     return FitResult(field=fitter.field.cpu(), config=config, metrics=metrics, prediction=image)
