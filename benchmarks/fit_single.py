@@ -1,0 +1,142 @@
+"""One large signal, one field: the fused Triton kernel (`fieldlab fit --kernel fused`) against the
+reference path (the plain nn.Module, autograd and torch's fused Adam), in the same run (issue 8, item 3).
+
+    cp ../shared/data/images/div2k_0882.png .bench_media/    # once, on the machine that prepares a run
+    python3 benchmarks/fit_single.py --image .bench_media/div2k_0882.png
+
+The image (any image file) is centre-cropped to `--crop` pixels a side (512 by default; 0 keeps it whole)
+and fitted by SIREN (ω₀ 30) at each of `--sizes` (layers×width), at each `--precisions`, with each of
+`--batch-sizes` points per step (0: every pixel), for `--steps` Adam steps from the same initialisation
+and learning-rate schedule, by the fused kernel and by the reference path (and, with `--compile`, the
+reference path under torch.compile). Through `fieldlab.fit.Fitter`, so both paths are what `fieldlab fit`
+runs. Timing: the first step (Triton's or torch.compile's compilation) is left out; the others are timed
+with the device synchronised before and after. Printed: a markdown table of steps/s, point-steps/s, end
+PSNR on the whole image, peak GPU memory and the speed ratio to the reference path of the same row
+group. Needs a CUDA GPU (the CPU runs the kernel only through Triton's interpreter: `--device cpu` with
+TRITON_INTERPRET=1 and tiny `--crop`/`--steps` is a smoke test of this script, not a measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from fieldlab.fields import make_config  # noqa: E402
+from fieldlab.fields._fused_mlp import fused_spec  # noqa: E402
+from fieldlab.fit import FitConfig, Fitter  # noqa: E402
+from fieldlab.fit._fused_single import points_per_step  # noqa: E402
+from fieldlab.signals.image import image_signal  # noqa: E402
+
+torch._dynamo.config.cache_size_limit = 64  # several compiled fits in one process
+
+
+def load(path: Path, crop: int):
+    """The image at `path` as a Signal, centre-cropped to crop × crop (whole when crop is 0)."""
+    import imageio.v3 as iio
+
+    raw = np.asarray(iio.imread(path))
+    if raw.ndim == 3 and raw.shape[-1] == 4:
+        raw = raw[..., :3]
+    if crop:
+        if min(raw.shape[:2]) < crop:
+            sys.exit(f"{path} is {raw.shape[1]}×{raw.shape[0]}, smaller than --crop {crop}")
+        top, left = (raw.shape[0] - crop) // 2, (raw.shape[1] - crop) // 2
+        raw = raw[top:top + crop, left:left + crop]
+    return image_signal(np.ascontiguousarray(raw), source=str(path))
+
+
+def run(path: str, signal, layers: int, width: int, precision: str, batch_size: int, args) -> dict:
+    """One fit; returns its row of the table."""
+    config = make_config("siren", in_dim=2, out_dim=signal.info.channels, hidden_dim=width, num_layers=layers,
+                         omega0=30.0, first_omega0=30.0)
+    spec = fused_spec(config) if path == "fused" else None
+    if path == "fused" and spec is None:
+        sys.exit(f"the fused kernel does not cover SIREN {layers}×{width}")
+    fit_config = FitConfig(steps=args.steps, lr=args.lr, batch_size=batch_size, precision=precision,
+                           compile=path == "compiled", device=args.device, seed=args.seed)
+    torch.manual_seed(args.seed)
+    field = config.build()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    fitter = Fitter(field, signal.coords(), signal.flat_values(), fit_config, lr=args.lr or type(config).lr,
+                    betas=type(config).adam_betas, eps=type(config).adam_eps, fused_spec=spec)
+    fitter.step()  # compilation (Triton's or torch.compile's) and first launches: not timed
+    _sync(device)
+    start = time.perf_counter()
+    while not fitter.should_stop():
+        fitter.step()
+    _sync(device)
+    seconds = time.perf_counter() - start
+    points = points_per_step(fit_config, fitter.num_points)
+    rate = (fitter.step_count - 1) / seconds
+    return {"size": f"{layers}×{width}", "params": config.num_params(), "precision": precision, "points": points,
+            "path": path, "kernel": fitter.kernel, "steps": fitter.step_count, "seconds": round(seconds, 4),
+            "steps_per_s": rate, "point_steps_per_s": rate * points, "psnr": fitter.full_psnr(),
+            "peak_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| size | precision | points/step | path | steps/s | point-steps/s | end PSNR (dB) | peak GB | × reference |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    reference = {(r["size"], r["precision"], r["points"]): r["steps_per_s"] for r in rows if r["path"] == "reference"}
+    for r in rows:
+        base = reference.get((r["size"], r["precision"], r["points"]))
+        ratio = f"{r['steps_per_s'] / base:.2f}" if base else "—"
+        lines.append(f"| {r['size']} | {r['precision']} | {r['points']:,} | {r['path']} | {r['steps_per_s']:.1f} | "
+                     f"{r['point_steps_per_s']:.3g} | {r['psnr']:.2f} | {r['peak_gb']:.2f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", type=Path, default=Path(".bench_media/div2k_0882.png"))
+    parser.add_argument("--crop", type=int, default=512, help="centre crop side in pixels (0: the whole image)")
+    parser.add_argument("--sizes", default="3x64,3x128", help="SIREN sizes as LAYERSxWIDTH, comma separated")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--precisions", default="tf32,bf16")
+    parser.add_argument("--batch-sizes", default="0", help="points per step, comma separated (0: every pixel)")
+    parser.add_argument("--lr", type=float, default=None, help="default: SIREN's tuned rate")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compile", action="store_true", help="also time the reference path under torch.compile")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args()
+    if not args.image.is_file():
+        sys.exit(f"no image at {args.image} (copy one there, e.g. ../shared/data/images/div2k_0882.png)")
+    signal = load(args.image, args.crop)
+    sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
+    paths = ["fused", "reference"] + (["compiled"] if args.compile else [])
+    name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else args.device
+    print(f"# {args.image} {'×'.join(map(str, signal.shape))}×{signal.info.channels}, {args.steps} steps, {name}, "
+          f"torch {torch.__version__}", flush=True)
+    rows = []
+    for layers, width in sizes:
+        for precision in args.precisions.split(","):
+            for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+                for path in paths:
+                    rows.append(run(path, signal, layers, width, precision, batch_size, args))
+                    r = rows[-1]
+                    print(f"{r['size']} {precision} {r['points']:,} pts {path}: {r['steps_per_s']:.1f} steps/s, "
+                          f"{r['psnr']:.2f} dB", flush=True)
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
