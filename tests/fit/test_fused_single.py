@@ -112,6 +112,12 @@ def test_a_kernel_that_cannot_run_is_one_line_before_anything_is_written(tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_mesh_is_refused_the_fused_kernel_before_it_is_read(tmp_path, cli):
+    status, _, stderr = cli(["fit", tmp_path / "shape.obj", "--kernel", "fused", "--out", tmp_path / "out"])
+    assert status == 2 and "a mesh's occupancy (cross-entropy) takes the reference path" in _error(stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_auto_takes_the_kernel_for_large_signals_on_cuda_only():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     auto = FitConfig()
