@@ -3,12 +3,14 @@ reference path (the plain nn.Module, autograd and torch's fused Adam), in the sa
 
     cp ../shared/data/images/div2k_0882.png .bench_media/    # once, on the machine that prepares a run
     python3 benchmarks/fit_single.py --image .bench_media/div2k_0882.png
+    python3 benchmarks/fit_single.py --sizes 3x64 --batch-sizes 0,65536,16384 --parts 0,132,1056  # where it pays
 
 The image (any image file) is centre-cropped to `--crop` pixels a side (512 by default; 0 keeps it whole)
 and fitted by SIREN (ω₀ 30) at each of `--sizes` (layers×width), at each `--precisions`, with each of
 `--batch-sizes` points per step (0: every pixel), for `--steps` Adam steps from the same initialisation
-and learning-rate schedule, by the fused kernel and by the reference path (and, with `--compile`, the
-reference path under torch.compile). Through `fieldlab.fit.Fitter`, so both paths are what `fieldlab fit`
+and learning-rate schedule, by the fused kernel (with each of `--parts` programs sharing the field's
+points; 0, the default, lets the kernel choose) and by the reference path (and, with `--compile`, the
+reference path under torch.compile: one compilation per row, so keep the row count small with it). Through `fieldlab.fit.Fitter`, so both paths are what `fieldlab fit`
 runs. Timing: the first step (Triton's or torch.compile's compilation) is left out; the others are timed
 with the device synchronised before and after. Printed: a markdown table of steps/s, point-steps/s, end
 PSNR on the whole image, peak GPU memory and the speed ratio to the reference path of the same row
@@ -53,8 +55,10 @@ def load(path: Path, crop: int):
     return image_signal(np.ascontiguousarray(raw), source=str(path))
 
 
-def run(path: str, signal, layers: int, width: int, precision: str, batch_size: int, args) -> dict:
-    """One fit; returns its row of the table."""
+def run(path: str, signal, layers: int, width: int, precision: str, batch_size: int, args,
+        parts: int = 0) -> dict:
+    """One fit; returns its row of the table. `parts`: programs sharing the field's points (fused path; 0:
+    the kernel's default, `FusedStack.default_parts`)."""
     config = make_config("siren", in_dim=2, out_dim=signal.info.channels, hidden_dim=width, num_layers=layers,
                          omega0=30.0, first_omega0=30.0)
     spec = fused_spec(config) if path == "fused" else None
@@ -70,6 +74,12 @@ def run(path: str, signal, layers: int, width: int, precision: str, batch_size: 
         torch.cuda.reset_peak_memory_stats(device)
     fitter = Fitter(field, signal.coords(), signal.flat_values(), fit_config, lr=args.lr or type(config).lr,
                     betas=type(config).adam_betas, eps=type(config).adam_eps, fused_spec=spec)
+    points = points_per_step(fit_config, fitter.num_points)
+    if spec is not None:
+        stack = fitter._fused.stack  # a tuning knob of this benchmark, not of the library
+        if parts:
+            stack.default_parts = lambda _points: parts
+        parts = stack.default_parts(points)
     fitter.step()  # compilation (Triton's or torch.compile's) and first launches: not timed
     _sync(device)
     start = time.perf_counter()
@@ -77,10 +87,10 @@ def run(path: str, signal, layers: int, width: int, precision: str, batch_size: 
         fitter.step()
     _sync(device)
     seconds = time.perf_counter() - start
-    points = points_per_step(fit_config, fitter.num_points)
     rate = (fitter.step_count - 1) / seconds
     return {"size": f"{layers}×{width}", "params": config.num_params(), "precision": precision, "points": points,
-            "path": path, "kernel": fitter.kernel, "steps": fitter.step_count, "seconds": round(seconds, 4),
+            "path": path, "kernel": fitter.kernel, "parts": parts or None, "steps": fitter.step_count,
+            "seconds": round(seconds, 4),
             "steps_per_s": rate, "point_steps_per_s": rate * points, "psnr": fitter.full_psnr(),
             "peak_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")}
 
@@ -91,13 +101,14 @@ def _sync(device: torch.device) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| size | precision | points/step | path | steps/s | point-steps/s | end PSNR (dB) | peak GB | × reference |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| size | precision | points/step | path | parts | steps/s | point-steps/s | end PSNR (dB) | peak GB | "
+             "× reference |", "|---|---|---|---|---|---|---|---|---|---|"]
     reference = {(r["size"], r["precision"], r["points"]): r["steps_per_s"] for r in rows if r["path"] == "reference"}
     for r in rows:
         base = reference.get((r["size"], r["precision"], r["points"]))
         ratio = f"{r['steps_per_s'] / base:.2f}" if base else "—"
-        lines.append(f"| {r['size']} | {r['precision']} | {r['points']:,} | {r['path']} | {r['steps_per_s']:.1f} | "
+        lines.append(f"| {r['size']} | {r['precision']} | {r['points']:,} | {r['path']} | {r['parts'] or '—'} | "
+                     f"{r['steps_per_s']:.1f} | "
                      f"{r['point_steps_per_s']:.3g} | {r['psnr']:.2f} | {r['peak_gb']:.2f} | {ratio} |")
     return "\n".join(lines)
 
@@ -112,6 +123,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="0", help="points per step, comma separated (0: every pixel)")
     parser.add_argument("--lr", type=float, default=None, help="default: SIREN's tuned rate")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--parts", default="0", help="fused path: programs sharing the field's points, comma "
+                        "separated (0: the kernel's default)")
     parser.add_argument("--compile", action="store_true", help="also time the reference path under torch.compile")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
@@ -120,7 +133,8 @@ def main() -> None:
         sys.exit(f"no image at {args.image} (copy one there, e.g. ../shared/data/images/div2k_0882.png)")
     signal = load(args.image, args.crop)
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
-    paths = ["fused", "reference"] + (["compiled"] if args.compile else [])
+    runs = [("fused", int(p)) for p in args.parts.split(",")] + [("reference", 0)]
+    runs += [("compiled", 0)] if args.compile else []
     name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else args.device
     print(f"# {args.image} {'×'.join(map(str, signal.shape))}×{signal.info.channels}, {args.steps} steps, {name}, "
           f"torch {torch.__version__}", flush=True)
@@ -128,11 +142,11 @@ def main() -> None:
     for layers, width in sizes:
         for precision in args.precisions.split(","):
             for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-                for path in paths:
-                    rows.append(run(path, signal, layers, width, precision, batch_size, args))
+                for path, parts in runs:
+                    rows.append(run(path, signal, layers, width, precision, batch_size, args, parts))
                     r = rows[-1]
-                    print(f"{r['size']} {precision} {r['points']:,} pts {path}: {r['steps_per_s']:.1f} steps/s, "
-                          f"{r['psnr']:.2f} dB", flush=True)
+                    print(f"{r['size']} {precision} {r['points']:,} pts {path} {r['parts'] or ''}: "
+                          f"{r['steps_per_s']:.1f} steps/s, {r['psnr']:.2f} dB", flush=True)
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
