@@ -59,9 +59,8 @@ class FusedSingle:
         from fieldlab.fields._fused_mlp import FusedStack
 
         params = {name: p.detach()[None] for name, p in field.named_parameters()}  # a stack of one: (1, ...)
-        buffers = {name: b[None] for name, b in field.named_buffers()}
-        fixed = {"buffers": buffers} if buffers else {}  # fixed features of a field travel with its weights
-        self.stack = FusedStack(spec, params, precision=precision, betas=betas, eps=eps, **fixed)
+        buffers = {name: b[None] for name, b in field.named_buffers()}  # a Fourier field's encoding
+        self.stack = FusedStack(spec, params, buffers=buffers, precision=precision, betas=betas, eps=eps)
         self.values = values[None]  # (1, n, c): the kernel reads a field's targets through a row map
         self.rows = torch.zeros(1, dtype=torch.int32, device=values.device)
         self.lr_at = lr_at
