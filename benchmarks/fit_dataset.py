@@ -11,7 +11,12 @@ full-batch Adam steps for
   eager fp32, written out here: the "torch eager bmm" row of the anchor table;
 - `fieldlab` variants: `fit.batched.fit_batch` on the reference path (FieldStack's vmap) in fp32 eager,
   tf32 + compile, bf16 + compile, and bf16 + compile on half the pixels per step;
-- `fused-fp32`, `fused-tf32`, `fused-bf16`: `fit_batch` on the fused Triton kernel (issue 8).
+- `fused-fp32`, `fused-tf32`, `fused-bf16`: `fit_batch` on the fused Triton kernel (issue 8), its steps
+  replayed as CUDA graphs; `+nograph` launches every step from Python instead.
+
+`--field fourier --frequencies F` fits ReLU MLPs on F Gaussian Fourier features (σ `--sigma`, lr 4e-3)
+instead; the plain `reference` covers SIRENs only, so there `fp32` (fit_batch's reference path) is the
+baseline.
 
 TFLOP/s counts 3× the forward multiply-adds ×2 per point and step (forward + backward); the fraction is
 of the H100's dense peak of the precision used (fp32 67, TF32 495, bf16 989 TFLOP/s).
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import runpy
 import sys
 import time
@@ -115,12 +121,18 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
         _, params, _ = init_params(config, np.arange(f), "shared", 0)
         params = {k: v.to(DEVICE) for k, v in params.items()}
         for precision in precisions.split(","):
-            for shape in grid.split(","):  # "32x4": 32 points per chunk, 4 warps; a suffix r / k: reload / keep weights
-                reload = {"r": True, "k": False}.get(shape[-1])
-                block, warps = map(int, shape.rstrip("rk").split("x"))
+            for shape in grid.split(","):
+                # "32x4": 32 points per chunk, 4 warps; then r / k: reload / keep the weights, sN: N pipeline
+                # stages, mN: at most N registers per thread
+                match = re.fullmatch(r"(\d+)x(\d+)([rk]?)(?:s(\d+))?(?:m(\d+))?", shape)
+                if not match:
+                    raise SystemExit(f"--tune-grid: cannot read {shape!r}")
+                block, warps = int(match[1]), int(match[2])
+                reload = {"r": True, "k": False}.get(match[3])
+                stages, registers = (int(match[4]) if match[4] else None), (int(match[5]) if match[5] else None)
                 try:
                     stack = FusedStack(fused_spec(config), params, precision=precision, block=block, warps=warps,
-                                       reload=reload)
+                                       reload=reload, stages=stages, max_registers=registers)
                     stack.step(coords, values, rows, 1e-3)
                     sync()
                     start = time.perf_counter()
@@ -129,7 +141,7 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
                     sync()
                     rate = f * steps / (time.perf_counter() - start) / 500
                     print(json.dumps({"tune": size, "precision": precision, "block": block, "warps": warps,
-                                      "reload": stack.reload,
+                                      "reload": stack.reload, "stages": stages, "max_registers": registers,
                                       "fields_per_s_at_500_steps": round(rate, 1)}), flush=True)
                 except Exception as error:
                     print(f"tune {size} {precision} {block} {warps}: {type(error).__name__}: {str(error)[:200]}")
@@ -146,6 +158,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=10000)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--sizes", default="2x32,3x64")
+    parser.add_argument("--field", choices=["siren", "fourier"], default="siren")
+    parser.add_argument("--frequencies", type=int, default=32, help="Fourier features (--field fourier).")
+    parser.add_argument("--sigma", type=float, default=5.0, help="Their standard deviation (--field fourier).")
     parser.add_argument("--variants", default="reference,fp32,tf32+compile,bf16+compile,bf16+compile+half,"
                         "fused-fp32,fused-tf32,fused-bf16")
     parser.add_argument("--out", type=Path, default=None)
@@ -167,12 +182,16 @@ def main() -> None:
         return
     for size in args.sizes.split(","):
         layers, width = map(int, size.split("x"))
-        config = make_config("siren", in_dim=2, out_dim=3, hidden_dim=width, num_layers=layers)
+        extra = dict(num_frequencies=args.frequencies, sigma=args.sigma) if args.field == "fourier" else {}
+        config = make_config(args.field, in_dim=2, out_dim=3, hidden_dim=width, num_layers=layers, **extra)
         for variant in args.variants.split(","):
             eager = "compile" not in variant and not variant.startswith("fused")
             n = min(args.eager_fields, args.patches) if eager else args.patches
             torch.cuda.reset_peak_memory_stats() if DEVICE == "cuda" else None
             try:
+                if variant == "reference" and args.field != "siren":
+                    print(f"{size} reference: a plain SIREN, skipped for {args.field} fields", flush=True)
+                    continue
                 if variant == "reference":
                     rate, psnr, gib = reference_fit(config, coords, values[:n], args.steps, 1e-3, 0)
                 else:
@@ -180,7 +199,9 @@ def main() -> None:
                     precision = variant.removeprefix("fused-").split("+")[0]
                     fit = BatchedFitConfig(steps=args.steps, target_psnr=0.0, device=DEVICE, precision=precision,
                                            compile="compile" in variant, kernel="fused" if fused else "reference",
-                                           sample_fraction=0.5 if variant.endswith("half") else 0.0)
+                                           sample_fraction=0.5 if variant.endswith("half") else 0.0,
+                                           cuda_graphs="nograph" not in variant,
+                                           lr=4e-3 if args.field == "fourier" else None)
                     rate, psnr, gib = ours(config, coords, values[:n], fit, args.chunk)
             except Exception as error:  # one failed variant must not lose the others' numbers
                 print(f"{size} {variant}: failed: {type(error).__name__}: {str(error)[:300]}", flush=True)
@@ -188,9 +209,10 @@ def main() -> None:
             precision = "fp32" if variant == "reference" else variant.removeprefix("fused-").split("+")[0]
             points = values.shape[1] * (0.5 if variant.endswith("half") else 1.0)
             tflops = rate * args.steps * points * 3 * fused_spec(config).flops_per_point() / 1e12
-            row = {"size": size, "variant": variant, "fields": n, "fields_per_s": round(rate, 1),
+            row = {"field": args.field, "size": size, "variant": variant, "fields": n, "chunk": args.chunk,
+                   "fields_per_s": round(rate, 1),
                    "psnr": round(psnr, 2), "peak_gib": round(gib, 2),
-                   "x_anchor": round(rate / ANCHOR[size], 2) if size in ANCHOR else None,
+                   "x_anchor": round(rate / ANCHOR[size], 2) if size in ANCHOR and args.field == "siren" else None,
                    "tflops": round(tflops, 1), "peak_fraction": round(tflops / PEAK_TFLOPS[precision], 3)}
             results["rows"].append(row)
             print(json.dumps(row), flush=True)

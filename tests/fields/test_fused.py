@@ -113,8 +113,10 @@ def test_bf16_gradients_are_close_and_tf32_path_runs():
     assert 0 < error < 5e-2  # rounded operands: different, but close
 
 
-def test_fit_batch_fused_matches_reference_and_reports_its_kernel():
-    config = make_config("siren", in_dim=2, out_dim=1, hidden_dim=16, num_layers=2)
+@pytest.mark.parametrize("name,options", [("siren", dict(hidden_dim=16, num_layers=2)),
+                                          ("fourier", dict(hidden_dim=16, num_layers=2, num_frequencies=8, sigma=1.0))])
+def test_fit_batch_fused_matches_reference_and_reports_its_kernel(name, options):
+    config = make_config(name, in_dim=2, out_dim=1, **options)
     axis = torch.linspace(-1, 1, 6)
     coords = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
     values = torch.sin(3 * coords.sum(-1))[None, :, None] * torch.tensor([1.0, 0.5, -0.7])[:, None, None]

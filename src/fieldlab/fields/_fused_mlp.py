@@ -208,7 +208,8 @@ class FusedStack:
 
     def __init__(self, spec: FusedSpec, params: dict[str, torch.Tensor], *, buffers: dict[str, torch.Tensor] | None = None,
                  precision: str = "fp32", betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 block: int | None = None, warps: int | None = None, reload: bool | None = None):
+                 block: int | None = None, warps: int | None = None, reload: bool | None = None,
+                 stages: int | None = None, max_registers: int | None = None):
         from fieldlab.fields import _fused_triton  # Triton only where the fused path runs
 
         self.kernels = _fused_triton
@@ -229,6 +230,11 @@ class FusedStack:
         # The kernel's compile-time arguments, fixed for the stack (not rebuilt every step).
         self._constants = dict(_meta(spec, precision, self.block), RELOAD=self.reload, B1=betas[0], B2=betas[1],
                                EPS=eps, num_warps=self.warps)
+        # Software pipelining of the chunk loop and a register cap per thread: Triton's defaults unless tuned.
+        if stages is not None:
+            self._constants["num_stages"] = stages
+        if max_registers is not None:
+            self._constants["maxnreg"] = max_registers
 
     def __len__(self) -> int:
         return self.flat.shape[0]

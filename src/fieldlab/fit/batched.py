@@ -24,6 +24,9 @@ from fieldlab.fields import FieldConfig, FieldStack
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.loop import _matmul_precision, autocast_for, resolve_device
 
+GRAPH_STEPS = 50
+"""Steps per CUDA graph of the fused path when no PSNR checks cut the run into segments."""
+
 # Defaults for datasets of small signals (fit-a-nef's benchmark SIREN): a field per datum stays small.
 DATASET_FIELD_DEFAULTS: dict[str, dict[str, Any]] = {"siren": {"hidden_dim": 32, "num_layers": 2}}
 
@@ -56,6 +59,9 @@ class BatchedFitConfig:
     """fp32; tf32 matrix units; or bf16 autocast."""
     compile: bool = False
     """Compile the forward and loss with torch.compile (reference path only)."""
+    cuda_graphs: bool = True
+    """Replay the fused kernel's steps between checks as CUDA graphs (full-batch fits on CUDA), so a step
+    costs no Python or launch time; off runs every step as its own launch (same results)."""
     kernel: Literal["auto", "fused", "reference"] = "auto"
     """auto: the fused Triton kernel on CUDA where it covers the field and pays (SIREN, Gaussian, or ReLU on
     Fourier features, MLPs up to 64 wide and 4 layers), the reference path (FieldStack) elsewhere; fused
@@ -146,7 +152,12 @@ class _ReferenceSteps:
             prediction = stack(x)
         return (prediction.float() - y).square().mean(dim=(1, 2)).sum()
 
-    def step(self, coords, values, active, index, lr: float, step: int) -> None:
+    def run(self, coords, values, active, first: int, end: int, lrs: list[float], index_of) -> None:
+        """Steps first … end − 1; `index_of(step)` gives the points of that step, or is None for all."""
+        for step in range(first, end):
+            self.step(coords, values, active, index_of(step) if index_of else None, lrs[step])
+
+    def step(self, coords, values, active, index, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if index is not None:
@@ -192,11 +203,32 @@ class _FusedSteps:
                                 eps=config.adam_eps)
         self.hyper = self.stack.hyper(steps_lr)  # every step's Adam scalars made once: a step is one launch
         self._rows = self._rows_of = None
+        self.graphs = fit.cuda_graphs and self.stack.flat.device.type == "cuda"
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # steps → (graph, its hyper rows)
 
-    def step(self, coords, values, active, index, lr: float, step: int) -> None:
+    def run(self, coords, values, active, first: int, end: int, lrs: list[float], index_of) -> None:
+        """Steps first … end − 1 (`lrs` are already in the hyper-parameter table). Full-batch runs of several
+        steps on CUDA replay a captured CUDA graph of that many launches; the graph reads its Adam rows from
+        a window that is refilled before each replay, and is captured again when fields leave the batch."""
         if self._rows_of is not active:  # the kernel's int32 row map, made again only when fields leave
             self._rows, self._rows_of = active.to(torch.int32), active
-        self.stack.step(coords, values, self._rows, self.hyper[step], index=index)
+            self._graphs.clear()
+        count = end - first
+        if not self.graphs or index_of is not None or count < 2:
+            for step in range(first, end):
+                self.stack.step(coords, values, self._rows, self.hyper[step],
+                                index=index_of(step) if index_of else None)
+            return
+        if count not in self._graphs:
+            window = self.hyper[first:end].clone()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                for i in range(count):
+                    self.stack.step(coords, values, self._rows, window[i])
+            self._graphs[count] = (graph, window)
+        graph, window = self._graphs[count]
+        window.copy_(self.hyper[first:end])
+        graph.replay()
 
     def predict(self, coords: torch.Tensor) -> torch.Tensor:
         return self.stack.forward(coords)
@@ -206,6 +238,7 @@ class _FusedSteps:
 
     def select(self, keep: torch.Tensor) -> None:
         self.stack.select(keep)
+        self._graphs.clear()  # they hold the old tensors
 
 
 def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, rows, fit: BatchedFitConfig,
@@ -257,27 +290,34 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
     def result(times) -> BatchResult:
         return BatchResult(out, psnr, done_steps, *times, kernel=steps.name)
 
+    def index_of(step: int) -> torch.Tensor:
+        return pixel_subset(rows_t[active], step, n, k, fit.seed)
+
+    # Steps run in segments that end at the PSNR checks (or every GRAPH_STEPS steps): a fused segment is one
+    # CUDA graph. The first step runs alone, so compilation stays out of the others' time.
+    segment = fit.check_every if fit.target_psnr else GRAPH_STEPS
     timer = _Timer(device)
     with _matmul_precision(fit.precision):
-        for step in range(fit.steps):
-            if step == 1:
+        step = 0
+        while step < fit.steps:
+            end = 1 if step == 0 else min(fit.steps, (step // segment + 1) * segment)
+            steps.run(coords, values, active, step, end, steps_lr, index_of if k < n else None)
+            if step == 0:
                 timer.lap()
-            index = pixel_subset(rows_t[active], step, n, k, fit.seed) if k < n else None
-            steps.step(coords, values, active, index, steps_lr[step], step)
-            last = step + 1 == fit.steps
-            if fit.target_psnr and ((step + 1) % fit.check_every == 0) and not last:
+            step = end
+            if fit.target_psnr and step % fit.check_every == 0 and step < fit.steps:
                 quality = measure()
                 reached = quality >= fit.target_psnr
                 if bool(reached.any()):
                     where = reached.nonzero()[:, 0]
-                    record(active[where], where, quality[where], step + 1)
+                    record(active[where], where, quality[where], step)
                     keep = (~reached).nonzero()[:, 0]
                     if len(keep) == 0:
                         return result(timer.done())
                     steps.select(keep)
                     active = active[keep]
                 if progress:
-                    progress(step + 1, len(active))
+                    progress(step, len(active))
         times = timer.done()
         record(active, torch.arange(len(active), device=device), measure(), fit.steps)
     return result(times)
