@@ -145,28 +145,25 @@ class Fitter:
         if self._tick is None:
             self._tick = time.perf_counter()
         if self._fused is not None:
-            return self._fused_step()
-        coords, target = self._batch()
-        with _matmul_precision(self.config.precision):
-            loss = self._batch_loss(coords, target)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
+            loss = self._fused.step(self.coords, self._index())
+            with warnings.catch_warnings():  # the schedule runs on without torch's Adam, which never steps here
+                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+                self.scheduler.step()
+        else:
+            coords, target = self._batch()
+            with _matmul_precision(self.config.precision):
+                loss = self._batch_loss(coords, target)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
         self.step_count += 1
-        if self.step_count == 1 and self.config.compile:  # keep compilation out of the fitting time
+        if self.step_count == 1 and (self.config.compile or self._fused is not None):
+            # Compilation (torch.compile's or Triton's) is kept out of the fitting time.
             self._sync()
             self.compile_seconds = time.perf_counter() - self._tick
             self._tick = time.perf_counter()
         return loss.detach()
-
-    def _fused_step(self) -> torch.Tensor:
-        loss = self._fused.step(self.coords, self._index())
-        with warnings.catch_warnings():  # the schedule runs on without torch's Adam, which never steps here
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
-            self.scheduler.step()
-        self.step_count += 1
-        return loss
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
