@@ -103,14 +103,22 @@ def test_fused_gradients_match_autograd_whole_and_split_and_with_point_subsets()
         assert torch.equal(packed.flat, fused.pack(params, spec))  # gradients() does not update
 
 
-def test_bf16_gradients_are_close_and_tf32_path_runs():
+@pytest.mark.parametrize("name,options", [("siren", dict(hidden_dim=16, num_layers=3)),
+                                          ("fourier", dict(hidden_dim=16, num_layers=2, num_frequencies=8))])
+def test_bf16_gradients_are_the_reference_with_bf16_operands(name, options):
     torch.manual_seed(2)
-    config, spec, template, params, buffers = _fields("siren", f=2, hidden_dim=16, num_layers=2)
+    config, spec, template, params, buffers = _fields(name, f=2, **options)
     coords, values = torch.rand(50, 2) * 2 - 1, torch.rand(2, 50, 3) * 2 - 1
-    exact = fused.FusedStack(spec, params).gradients(coords, values, torch.arange(2))[1]
-    half = fused.FusedStack(spec, params, precision="bf16").gradients(coords, values, torch.arange(2))[1]
-    error = ((half - exact).abs().max() / exact.abs().max()).item()
-    assert 0 < error < 5e-2  # rounded operands: different, but close
+    stack = FieldStack(template, {k: v.clone() for k, v in params.items()}, buffers)
+    with fused.bf16_operands():  # the kernel's bf16 arithmetic, written in torch
+        (stack(coords.expand(2, 50, 2)) - values).square().mean(dim=(1, 2)).sum().backward()
+    emulated = fused.pack({k: v.grad for k, v in stack.state()[0].items()}, spec)
+    exact = fused.FusedStack(spec, params, buffers=buffers).gradients(coords, values, torch.arange(2))[1]
+    half = fused.FusedStack(spec, params, buffers=buffers, precision="bf16").gradients(coords, values,
+                                                                                      torch.arange(2))[1]
+    scale = emulated.abs().max()
+    assert (half - emulated).abs().max() / scale < 2e-6
+    assert (half - exact).abs().max() / scale > 1e-4  # the operands were rounded
 
 
 @pytest.mark.parametrize("name,options", [("siren", dict(hidden_dim=16, num_layers=2)),

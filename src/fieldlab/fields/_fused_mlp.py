@@ -12,6 +12,7 @@ through Triton's interpreter when `TRITON_INTERPRET=1` was set as they were impo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -347,6 +348,61 @@ def fused_forward(spec: FusedSpec, flat: torch.Tensor, coords: torch.Tensor, *, 
         flat, coords, coords, out, encoding, n, enc_stride, **_meta(spec, precision, block), HAS_IDX=False,
         X_PER_FIELD=per_field, num_warps=4)
     return out
+
+
+class _RoundForward(torch.autograd.Function):
+    """bf16 rounding of a product's operand; the gradient passes unchanged."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x.to(torch.bfloat16).float()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class _RoundBackward(torch.autograd.Function):
+    """Identity forward; the incoming gradient rounded to bf16 (the backward products' shared operand)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.to(torch.bfloat16).float()
+
+
+@contextlib.contextmanager
+def bf16_operands():
+    """The fused kernel's bf16 arithmetic on the reference path, for checks (tests, tests/gpu): inside,
+    nn.Linear — the products after an MLP field's first layer, which `exact_linear` computes — rounds its
+    operands to bf16 (activations and weights forward, the incoming gradient backward) and accumulates in
+    fp32. Run the reference at fp32 precision inside it. Not thread-safe: it patches nn.Linear."""
+    original = torch.nn.Linear.forward
+
+    def forward(self, x):
+        y = torch.nn.functional.linear(_RoundForward.apply(x), _RoundForward.apply(self.weight))
+        return _RoundBackward.apply(y) + self.bias  # the bias gradient sums the unrounded gradient
+
+    torch.nn.Linear.forward = forward
+    try:
+        yield
+    finally:
+        torch.nn.Linear.forward = original
 
 
 def _cdiv(a: int, b: int) -> int:

@@ -68,7 +68,16 @@ def _mm(a, b, MM: tl.constexpr):
     elif MM == 2:
         return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
     else:  # bf16 operands emulated in fp32: the same rounding, for Triton's interpreter (no bf16 dot)
-        return tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), input_precision="ieee")
+        return tl.dot(_round_bf16(a), _round_bf16(b), input_precision="ieee")
+
+
+@triton.jit
+def _round_bf16(x):
+    """x rounded to the nearest bf16 (ties to even), in fp32. Written out because Triton's interpreter
+    truncates in `.to(tl.bfloat16)` where the GPU rounds to nearest."""
+    u = x.to(tl.uint32, bitcast=True)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    return u.to(tl.float32, bitcast=True)
 
 
 @triton.jit
