@@ -7,13 +7,17 @@ On scikit-image's astronaut at 256×256 (65,536 points) with SIREN 3×64 it chec
 initialisation and schedule: the parameters after 5 fp32 steps (max |Δ| / max |p| ≤ 1e-4: the split
 kernel sums partial gradients atomically, in no fixed order), the end PSNR of a 500-step fit per
 precision, full batch and with 16,384 random points per step (|Δ| ≤ 0.1 dB), and that `fit` with
-`--kernel auto` takes the kernel from AUTO_MIN_POINTS points per step and not below.
+`--kernel auto` takes the kernel from AUTO_MIN_POINTS points per step and not below. At bf16 the
+reference runs in fp32 with the kernel's rounding emulated (`_fused_mlp.bf16_operands`; autocast
+would also round the pre-activations, which the kernel keeps in fp32: tests/gpu/check_fused.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -22,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from fieldlab.fields import make_config  # noqa: E402
-from fieldlab.fields._fused_mlp import fused_spec  # noqa: E402
+from fieldlab.fields._fused_mlp import bf16_operands, fused_spec  # noqa: E402
 from fieldlab.fit import FitConfig, Fitter, fit  # noqa: E402
 from fieldlab.fit._fused_single import AUTO_MIN_POINTS  # noqa: E402
 from fieldlab.signals import load_signal  # noqa: E402
@@ -31,12 +35,14 @@ PARAM_TOL, PSNR_TOL = 1e-4, 0.1
 
 
 def fitters(config, signal, fit_config: FitConfig) -> tuple[Fitter, Fitter]:
-    """(fused, reference) fitters of one initialisation."""
+    """(fused, reference) fitters of one initialisation; a bf16 reference runs at fp32 (see bf16_operands)."""
     torch.manual_seed(0)
     field = config.build()
     kwargs = dict(lr=type(config).lr, betas=type(config).adam_betas, eps=type(config).adam_eps)
     coords, values = signal.coords(), signal.flat_values()
     fused = Fitter(copy.deepcopy(field), coords, values, fit_config, fused_spec=fused_spec(config), **kwargs)
+    if fit_config.precision == "bf16":
+        fit_config = dataclasses.replace(fit_config, precision="fp32")
     return fused, Fitter(field, coords, values, fit_config, **kwargs)
 
 
@@ -69,8 +75,10 @@ def main() -> int:
             fit_config = FitConfig(steps=args.steps, precision=precision, batch_size=batch_size, device="cuda")
             pair = fitters(config, signal, fit_config)
             for fitter in pair:
-                while not fitter.should_stop():
-                    fitter.step()
+                emulate = fitter is pair[1] and precision == "bf16"
+                with bf16_operands() if emulate else contextlib.nullcontext():
+                    while not fitter.should_stop():
+                        fitter.step()
             fused_psnr, reference_psnr = (fitter.full_psnr() for fitter in pair)
             report(f"{precision}, {batch_size or 'all'} points per step: end PSNR fused {fused_psnr:.2f} vs reference "
                    f"{reference_psnr:.2f} dB, |Δ|", abs(fused_psnr - reference_psnr), PSNR_TOL)
