@@ -42,6 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from fieldlab.fields import make_config  # noqa: E402
+from fieldlab.fields import _fused_mlp  # noqa: E402
 from fieldlab.fields._fused_mlp import fused_spec  # noqa: E402
 from fieldlab.fit.batched import BatchedFitConfig, fit_batch, init_params  # noqa: E402
 from fieldlab.signals import grid_coords  # noqa: E402
@@ -122,14 +123,15 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
         params = {k: v.to(DEVICE) for k, v in params.items()}
         for precision in precisions.split(","):
             for shape in grid.split(","):
-                # "32x4": 32 points per chunk, 4 warps; then r / k: reload / keep the weights, sN: N pipeline
-                # stages, mN: at most N registers per thread
-                match = re.fullmatch(r"(\d+)x(\d+)([rk]?)(?:s(\d+))?(?:m(\d+))?", shape)
+                # "32x4": 32 points per chunk, 4 warps; then r / k: reload / keep the weights, e: exact sine,
+                # sN: N pipeline stages, mN: at most N registers per thread
+                match = re.fullmatch(r"(\d+)x(\d+)([rk]?)(e?)(?:s(\d+))?(?:m(\d+))?", shape)
                 if not match:
                     raise SystemExit(f"--tune-grid: cannot read {shape!r}")
                 block, warps = int(match[1]), int(match[2])
                 reload = {"r": True, "k": False}.get(match[3])
-                stages, registers = (int(match[4]) if match[4] else None), (int(match[5]) if match[5] else None)
+                stages, registers = (int(match[5]) if match[5] else None), (int(match[6]) if match[6] else None)
+                _fused_mlp.FAST_TRIG = not match[4]  # e: exact sine and cosine
                 try:
                     stack = FusedStack(fused_spec(config), params, precision=precision, block=block, warps=warps,
                                        reload=reload, stages=stages, max_registers=registers)
@@ -141,7 +143,8 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
                     sync()
                     rate = f * steps / (time.perf_counter() - start) / 500
                     print(json.dumps({"tune": size, "precision": precision, "block": block, "warps": warps,
-                                      "reload": stack.reload, "stages": stages, "max_registers": registers,
+                                      "reload": stack.reload, "exact_trig": bool(match[4]), "stages": stages,
+                                      "max_registers": registers,
                                       "fields_per_s_at_500_steps": round(rate, 1)}), flush=True)
                 except Exception as error:
                     print(f"tune {size} {precision} {block} {warps}: {type(error).__name__}: {str(error)[:200]}")

@@ -9,7 +9,8 @@ gradients of the summed mean squared errors with autograd through `FieldStack` i
 run fused vs reference (|Δ| ≤ 0.1 dB; printed with its standard error: two fits that differ by rounding
 drift apart chaotically near 60 dB, so the per-field difference is noise around the mean, and the mean
 needs enough fields to be read to 0.1 dB), and — fp32 only — that replaying the steps as CUDA graphs
-gives the parameters of launching them one by one (bit for bit).
+gives the parameters of launching them one by one (bit for bit, on 100 fields: graphs are taken only for
+small batches).
 
 bf16 means different arithmetic on the two paths: the kernel rounds the operands of its products to
 bf16 and keeps every product's result, the pre-activations, in fp32; autocast also rounds the results,
@@ -32,14 +33,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from fieldlab.fields import FieldStack, make_config  # noqa: E402
+from fieldlab.fields import _fused_mlp  # noqa: E402
 from fieldlab.fields._fused_mlp import FusedStack, bf16_operands, fused_spec, pack  # noqa: E402
 from fieldlab.fit.batched import BatchedFitConfig, fit_batch, init_params  # noqa: E402
 from fieldlab.signals import grid_coords  # noqa: E402
 from fieldlab.signals.datasets import Augmented, open_source  # noqa: E402
 
 GRAD_TOL = {"fp32": 1e-4, "tf32": 1e-2, "bf16": 5e-2}
+RELU_GRAD_TOL = 1e-3
+"""fp32 gradients of ReLU fields: a pre-activation within rounding of 0 has its gate set differently by
+two summation orders, and that point's whole contribution moves (1.9e-4 measured, Fourier 3×64)."""
 FORWARD_TOL = {"fp32": 1e-4, "tf32": 2e-2, "bf16": 5e-2}
 PSNR_TOL = 0.1
+GRAPH_FIELDS = 100
 
 
 CONFIGS = [("siren", 2, 32), ("siren", 3, 64), ("siren", 3, 128), ("gauss", 2, 64), ("fourier", 3, 64)]
@@ -52,7 +58,10 @@ def main() -> int:
     parser.add_argument("--configs", default="siren-2x32,siren-3x64,siren-3x128,gauss-2x64,fourier-3x64")
     parser.add_argument("--precisions", default="fp32,tf32,bf16")
     parser.add_argument("--patches", type=int, default=2048)
+    parser.add_argument("--exact-trig", action="store_true", help="Exact sine/cosine in the kernel at tf32/bf16.")
     args = parser.parse_args()
+    if args.exact_trig:
+        _fused_mlp.FAST_TRIG = False
     assert torch.cuda.is_available(), "this check needs a CUDA device"
     device = torch.device("cuda")
     source = open_source(f"sample:patches:{args.patches}")
@@ -83,32 +92,36 @@ def main() -> int:
             grad_err = ((grad - reference_grad).abs().max() / reference_grad.abs().max()).item()
             _, grad_split = fused.gradients(coords, values, torch.arange(f, device=device), parts=4)
             split_err = ((grad_split - reference_grad).abs().max() / reference_grad.abs().max()).item()
-            psnr, per_field, results = {}, {}, {}
-            runs = [("fused", True), ("reference", True)] + ([("fused", False)] if precision == "fp32" else [])
-            for kernel, graphs in runs:
+            psnr, results = {}, {}
+            for kernel in ("fused", "reference"):
                 emulate = kernel == "reference" and precision == "bf16"
                 fit = BatchedFitConfig(steps=500, target_psnr=0.0, device="cuda", kernel=kernel, lr=LR.get(name),
-                                       precision="fp32" if emulate else precision, cuda_graphs=graphs)
+                                       precision="fp32" if emulate else precision)
                 with bf16_operands() if emulate else contextlib.nullcontext():
                     result = fit_batch(config, coords, values, np.arange(f), fit)
                 assert result.kernel == kernel
-                results[kernel, graphs] = result
+                results[kernel] = result
                 psnr[kernel] = float(np.mean(result.psnr))
-                per_field[kernel] = result.psnr
-            delta = results["fused", True].psnr - results["reference", True].psnr
+            delta = results["fused"].psnr - results["reference"].psnr
             mean_delta, standard_error = float(delta.mean()), float(delta.std() / np.sqrt(len(delta)))
             graph_note, graphs_equal = "", True
-            if ("fused", False) in results:
-                graphs_equal = all(torch.equal(results["fused", True].params[k], results["fused", False].params[k])
-                                   for k in results["fused", True].params)
+            if precision == "fp32":  # a batch small enough for graphs (fewer than 4 fields per multiprocessor)
+                graphed = [fit_batch(config, coords, values[:GRAPH_FIELDS], np.arange(GRAPH_FIELDS),
+                                     BatchedFitConfig(steps=120, target_psnr=0.0, device="cuda", kernel="fused",
+                                                      lr=LR.get(name), cuda_graphs=graphs)).params
+                           for graphs in (True, False)]
+                graphs_equal = all(torch.equal(graphed[0][k], graphed[1][k]) for k in graphed[0])
                 graph_note = f"; CUDA graphs {'==' if graphs_equal else '!='} launches"
-            ok = (out_err <= FORWARD_TOL[precision] and grad_err <= GRAD_TOL[precision]
-                  and split_err <= GRAD_TOL[precision] and abs(mean_delta) <= PSNR_TOL and graphs_equal)
+            grad_tol = max(GRAD_TOL[precision], RELU_GRAD_TOL if spec.activation == "relu" else 0.0)
+            ok = (out_err <= FORWARD_TOL[precision] and grad_err <= grad_tol
+                  and split_err <= grad_tol and abs(mean_delta) <= PSNR_TOL and graphs_equal)
             failures += not ok
             print(f"{'ok  ' if ok else 'FAIL'} {name} {layers}x{width} {precision}: forward max|Δ| {out_err:.2e}, "
                   f"grad rel {grad_err:.2e} (split {split_err:.2e}), 500-step PSNR fused {psnr['fused']:.3f} "
                   f"vs reference{' (bf16 operands emulated)' if precision == 'bf16' else ''} {psnr['reference']:.3f} dB (Δ {mean_delta:+.3f} ± {standard_error:.3f} s.e.; "
                   f"per field: std {delta.std():.3f}, fused higher on {np.mean(delta > 0):.0%}){graph_note}", flush=True)
+            if precision == "bf16" and _fused_mlp.FAST_TRIG:
+                print("     (bf16 and tf32 kernels use fast sine/cosine; --exact-trig checks them without)")
     print("all checks passed" if not failures else f"{failures} check(s) failed")
     return 1 if failures else 0
 

@@ -29,6 +29,9 @@ AUTO_MAX_WIDTH = 64
 fields/s for SIREN 3×128 on an H100, no faster than the reference path); `--kernel fused` still runs it.
 For Fourier features `auto` also asks that the encoding be no wider than a hidden layer (its two gradient
 accumulators, cosines and sines, then take what one hidden layer's does)."""
+FAST_TRIG = True
+"""At tf32 and bf16 the kernels take the GPU's fast sine and cosine (libdevice `fast_sinf`), whose error
+is below the products' rounding; False evaluates them exactly (for checks: tests/gpu/check_fused.py)."""
 _ACTIVATIONS = {"sine": 0, "gauss": 1, "relu": 2}
 _ENCODINGS = {"none": 0, "gaussian": 1, "positional": 2}
 _PRECISIONS = {"fp32": 0, "tf32": 1, "bf16": 2}
@@ -185,7 +188,7 @@ def _pow2(n: int) -> int:
 
 def _meta(spec: FusedSpec, precision: str, block: int) -> dict:
     emulated = interpreted()
-    fast = precision != "fp32" and not emulated
+    fast = FAST_TRIG and precision != "fp32" and not emulated
     mm = 3 if precision == "bf16" and emulated else _PRECISIONS[precision]
     return dict(D=spec.in_dim, H=spec.hidden_dim, C=spec.out_dim, NH=spec.num_layers, DP=_pow2(spec.in_dim),
                 HP=_pow2(spec.hidden_dim), CP=_pow2(spec.out_dim), BN=block, ACT=_ACTIVATIONS[spec.activation],
@@ -308,10 +311,14 @@ class FusedStack:
         parts = _cdiv(k, chunks * self.block)
         rows = (rows if rows.dtype == torch.int32 else rows.to(torch.int32)).contiguous()
         encoding, enc_stride = _encoding_arguments(self.encoding, self.flat)
+        constants = self._constants
+        if split and self._constants["HP"] >= 128 and "num_stages" not in constants:
+            # Pipelined, the split kernel at 128 wide asks 344 KB of shared memory (an H100 has 227 KB).
+            constants = dict(constants, num_stages=1)
         self.kernels.fused_mlp_step[(f, parts)](
             self.flat, self.m, self.v, grad, coords.float().contiguous(), values.float().contiguous(), idx, rows,
             loss, self.flat if split else hyper, encoding, k, n, 1.0 / (k * c), enc_stride,
-            HAS_IDX=index is not None, SPLIT=split, CHUNKS=chunks, **self._constants)
+            HAS_IDX=index is not None, SPLIT=split, CHUNKS=chunks, **constants)
         return loss, grad
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:

@@ -19,10 +19,11 @@ from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig
 from fieldlab.fit.config import FitConfig
 
-AUTO_MIN_POINTS = 65_536
-"""`--kernel auto` fits one field with the fused kernel only from this many points per step, where the
-split kernel should fill the GPU; fewer points take the reference path. A first guess that awaits
-measurement (benchmarks/fit_single.py on an H100)."""
+AUTO_MIN_POINTS = 16_384
+"""`--kernel auto` fits one field with the fused kernel only from this many points per step; fewer take
+the reference path. Measured on an H100 (benchmarks/fit_single.py, SIREN 3×64 bf16, BENCHMARKS.md): the
+kernel is 15.9× the reference at 16,384 points, 7.1× at 65,536, 10× at 262,144; smaller signals were
+not measured, and fit in a fraction of a second either way."""
 _HYPER_ROWS = 1024
 """Adam's per-step scalars are sent to the device this many steps at a time (not once per step)."""
 
