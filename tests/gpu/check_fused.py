@@ -9,8 +9,9 @@ gradients of the summed mean squared errors with autograd through `FieldStack` i
 run fused vs reference (|Δ| ≤ 0.1 dB; printed with its standard error: two fits that differ by rounding
 drift apart chaotically near 60 dB, so the per-field difference is noise around the mean, and the mean
 needs enough fields to be read to 0.1 dB), and — fp32 only — that replaying the steps as CUDA graphs
-gives the parameters of launching them one by one (bit for bit, on 100 fields: graphs are taken only for
-small batches).
+gives the parameters of launching them one by one (on 100 fields, as graphs are taken only for small
+batches; to 1e-4 of the largest parameter after 120 steps: such a batch takes the split kernel, whose
+atomic sums make any two runs differ by rounding).
 
 bf16 means different arithmetic on the two paths: the kernel rounds the operands of its products to
 bf16 and keeps every product's result, the pre-activations, in fp32; autocast also rounds the results,
@@ -46,6 +47,10 @@ two summation orders, and that point's whole contribution moves (1.9e-4 measured
 FORWARD_TOL = {"fp32": 1e-4, "tf32": 2e-2, "bf16": 5e-2}
 PSNR_TOL = 0.1
 GRAPH_FIELDS = 100
+GRAPH_TOL = 1e-4
+"""Graphs against launches: 100 fields leave the GPU room to share each field's points among several
+programs, whose partial gradients are added atomically in no fixed order — so two runs, graphed or not,
+agree to rounding, not bit for bit."""
 
 
 CONFIGS = [("siren", 2, 32), ("siren", 3, 64), ("siren", 3, 128), ("gauss", 2, 64), ("fourier", 3, 64)]
@@ -110,8 +115,10 @@ def main() -> int:
                                      BatchedFitConfig(steps=120, target_psnr=0.0, device="cuda", kernel="fused",
                                                       lr=LR.get(name), cuda_graphs=graphs)).params
                            for graphs in (True, False)]
-                graphs_equal = all(torch.equal(graphed[0][k], graphed[1][k]) for k in graphed[0])
-                graph_note = f"; CUDA graphs {'==' if graphs_equal else '!='} launches"
+                scale = max(v.abs().max().item() for v in graphed[1].values())
+                graph_err = max((graphed[0][k] - graphed[1][k]).abs().max().item() for k in graphed[0]) / scale
+                graphs_equal = graph_err <= GRAPH_TOL
+                graph_note = f"; CUDA graphs vs launches, 120 steps: max|Δp| / max|p| {graph_err:.1e}"
             grad_tol = max(GRAD_TOL[precision], RELU_GRAD_TOL if spec.activation == "relu" else 0.0)
             ok = (out_err <= FORWARD_TOL[precision] and grad_err <= grad_tol
                   and split_err <= grad_tol and abs(mean_delta) <= PSNR_TOL and graphs_equal)
