@@ -7,8 +7,6 @@ kernel on a GPU.
 
 from __future__ import annotations
 
-import importlib
-import os
 
 import numpy as np
 import pytest
@@ -19,18 +17,8 @@ from fieldlab.fields import FieldStack, make_config
 from fieldlab.fit.batched import BatchedFitConfig, fit_batch, init_params
 
 
-def _import_interpreted():
-    """The kernels decorated for Triton's interpreter. TRITON_INTERPRET stays set for the session
-    (Triton reads it again in lazy imports while interpreting); `auto` ignores it on a CPU, so the rest
-    of the suite still takes the reference path."""
-    os.environ["TRITON_INTERPRET"] = "1"
-    kernels = importlib.import_module("fieldlab.fields._fused_triton")
-    if not kernels.INTERPRETED:
-        raise RuntimeError("the fused kernels were imported compiled before these tests; run them in their own process")
-    return importlib.import_module("fieldlab.fields._fused_mlp")
-
-
-fused = _import_interpreted()
+from fieldlab.fields import _fused_mlp as fused  # noqa: E402
+fused.use_interpreter()  # before anything imports the kernels compiled
 
 
 def _fields(name, f=3, **options):

@@ -4,9 +4,7 @@ the reference path, with the kernel run through Triton's interpreter on the CPU 
 from __future__ import annotations
 
 import copy
-import importlib
 import json
-import os
 
 import pytest
 import torch
@@ -17,16 +15,8 @@ from fieldlab.fit import FitConfig, Fitter
 from fieldlab.fit._fused_single import AUTO_MIN_POINTS, single_kernel
 
 
-def _import_interpreted():
-    """The kernels decorated for Triton's interpreter (TRITON_INTERPRET stays set for the session)."""
-    os.environ["TRITON_INTERPRET"] = "1"
-    kernels = importlib.import_module("fieldlab.fields._fused_triton")
-    if not kernels.INTERPRETED:
-        raise RuntimeError("the fused kernels were imported compiled before these tests; run them in their own process")
-    return importlib.import_module("fieldlab.fields._fused_mlp")
-
-
-fused = _import_interpreted()
+from fieldlab.fields import _fused_mlp as fused  # noqa: E402
+fused.use_interpreter()  # before anything imports the kernels compiled
 SIREN = make_config("siren", in_dim=2, out_dim=2, hidden_dim=16, num_layers=2)
 FOURIER = {encoding: make_config("fourier", in_dim=2, out_dim=2, hidden_dim=16, num_layers=2, encoding=encoding,
                                  num_frequencies=4) for encoding in ("gaussian", "positional")}

@@ -118,6 +118,17 @@ def interpreted() -> bool:
     return module.INTERPRETED if module is not None else os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def use_interpreter() -> None:
+    """Run the kernels through Triton's interpreter (on the CPU; slow — for tests). Sets TRITON_INTERPRET=1
+    for the process (Triton reads it again in lazy imports while interpreting; `auto` ignores it on a CPU)
+    and must come before the kernels are first imported: compiled ones cannot be swapped."""
+    os.environ["TRITON_INTERPRET"] = "1"
+    import fieldlab.fields._fused_triton as kernels
+
+    if not kernels.INTERPRETED:
+        raise RuntimeError("the fused kernels were imported compiled already; interpret them in a process of their own")
+
+
 def triton_available(device: torch.device) -> bool:
     """Whether the kernels can run for tensors on `device`: CUDA with Triton, or Triton's interpreter."""
     if importlib.util.find_spec("triton") is None:
