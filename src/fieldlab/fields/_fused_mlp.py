@@ -289,11 +289,10 @@ class FusedStack:
         parts = parts or self.default_parts(index.shape[1] if index is not None else values.shape[1])
         if parts > 1:
             loss, grad = self.gradients(coords, values, rows, index=index, parts=parts)
-            b1, b2 = self.betas
-            lr_t, bc1, bc2s = hyper[0], hyper[1], hyper[2]
-            self.m.lerp_(grad, 1 - b1)
-            self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-            self.flat.sub_((lr_t / bc1) * self.m / (self.v.sqrt() / bc2s + self.eps))
+            numel, block = self.flat.numel(), 1024
+            self.kernels.fused_adam[(_cdiv(numel, block),)](self.flat, self.m, self.v, grad, hyper, numel,
+                                                             B1=self.betas[0], B2=self.betas[1], EPS=self.eps,
+                                                             BLOCK=block, num_warps=4)
             return loss
         return self._launch(coords, values, rows, index, hyper, parts=1)[0]
 

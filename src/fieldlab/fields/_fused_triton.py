@@ -7,7 +7,7 @@ to the field's parameters in place. Per step and field, memory traffic is the pa
 moments (read and written once), the targets and the coordinates (shared by every field, so cached).
 
 With `SPLIT` the points of a field are shared among several programs, which add their partial
-gradients into `G` atomically (one large field); Adam is then a separate elementwise pass.
+gradients into `G` atomically (one large field); Adam is then a separate elementwise pass (`fused_adam`).
 
 Layout of one field's packed parameters (fp32): for each layer, its weight as (in, out) row-major, then
 its bias. Layers: `IN0 → H` (activation scale `W_FIRST`), `NH − 1` times `H → H` (`W_HIDDEN`), `H → C`.
@@ -419,3 +419,14 @@ def fused_mlp_forward(
     j = start + tl.arange(0, BN)
     c = tl.arange(0, CP)
     tl.store(Y + pid_f.to(tl.int64) * K * C + j[:, None] * C + c[None, :], y, mask=valid[:, None] & (c[None, :] < C))
+
+
+@triton.jit
+def fused_adam(PRM, M, V, G, HYP, numel, B1: tl.constexpr, B2: tl.constexpr, EPS: tl.constexpr,
+               BLOCK: tl.constexpr):
+    """Adam on flat parameters PRM with gradients G (the split step's second pass), HYP = [lr, 1 − β1^t,
+    √(1 − β2^t)]: one launch instead of a chain of elementwise torch operations."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    g = tl.load(G + offs, mask=mask, other=0.0)
+    _adam(PRM + offs, M + offs, V + offs, mask, g, tl.load(HYP), tl.load(HYP + 1), tl.load(HYP + 2), B1, B2, EPS)
