@@ -124,8 +124,8 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
         for precision in precisions.split(","):
             for shape in grid.split(","):
                 # "32x4": 32 points per chunk, 4 warps; then r / k: reload / keep the weights, e: exact sine,
-                # sN: N pipeline stages, mN: at most N registers per thread
-                match = re.fullmatch(r"(\d+)x(\d+)([rk]?)(e?)(?:s(\d+))?(?:m(\d+))?", shape)
+                # sN: N pipeline stages, mN: at most N registers per thread, cN: recompute N layers' z
+                match = re.fullmatch(r"(\d+)x(\d+)([rk]?)(e?)(?:s(\d+))?(?:m(\d+))?(?:c(\d))?", shape)
                 if not match:
                     raise SystemExit(f"--tune-grid: cannot read {shape!r}")
                 block, warps = int(match[1]), int(match[2])
@@ -134,7 +134,8 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
                 _fused_mlp.FAST_TRIG = not match[4]  # e: exact sine and cosine
                 try:
                     stack = FusedStack(fused_spec(config), params, precision=precision, block=block, warps=warps,
-                                       reload=reload, stages=stages, max_registers=registers)
+                                       reload=reload, stages=stages, max_registers=registers,
+                                       recompute=int(match[7] or 0))
                     stack.step(coords, values, rows, 1e-3)
                     sync()
                     start = time.perf_counter()
@@ -144,7 +145,7 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
                     rate = f * steps / (time.perf_counter() - start) / 500
                     print(json.dumps({"tune": size, "precision": precision, "block": block, "warps": warps,
                                       "reload": stack.reload, "exact_trig": bool(match[4]), "stages": stages,
-                                      "max_registers": registers,
+                                      "max_registers": registers, "recompute": int(match[7] or 0),
                                       "fields_per_s_at_500_steps": round(rate, 1)}), flush=True)
                 except Exception as error:
                     print(f"tune {size} {precision} {block} {warps}: {type(error).__name__}: {str(error)[:200]}")

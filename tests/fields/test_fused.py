@@ -91,6 +91,21 @@ def test_fused_gradients_match_autograd_whole_and_split_and_with_point_subsets()
         assert torch.equal(packed.flat, fused.pack(params, spec))  # gradients() does not update
 
 
+@pytest.mark.parametrize("name,options", [("siren", dict(hidden_dim=16, num_layers=1)),
+                                          ("siren", dict(hidden_dim=16, num_layers=3)),
+                                          ("siren", dict(hidden_dim=16, num_layers=4)),
+                                          ("fourier", dict(hidden_dim=16, num_layers=3, num_frequencies=8))])
+def test_recomputing_the_first_pre_activations_gives_the_same_gradients(name, options):
+    torch.manual_seed(3)
+    config, spec, template, params, buffers = _fields(name, f=2, **options)
+    coords, values = torch.rand(40, 2) * 2 - 1, torch.rand(2, 40, 3) * 2 - 1
+    held = fused.FusedStack(spec, params, buffers=buffers, block=16).gradients(coords, values, torch.arange(2))[1]
+    for recompute in (1, 2):
+        for reload in (False, True):
+            stack = fused.FusedStack(spec, params, buffers=buffers, block=16, reload=reload, recompute=recompute)
+            torch.testing.assert_close(stack.gradients(coords, values, torch.arange(2))[1], held, atol=1e-7, rtol=1e-6)
+
+
 @pytest.mark.parametrize("name,options", [("siren", dict(hidden_dim=16, num_layers=3)),
                                           ("fourier", dict(hidden_dim=16, num_layers=2, num_frequencies=8))])
 def test_bf16_gradients_are_the_reference_with_bf16_operands(name, options):

@@ -224,7 +224,7 @@ class FusedStack:
     def __init__(self, spec: FusedSpec, params: dict[str, torch.Tensor], *, buffers: dict[str, torch.Tensor] | None = None,
                  precision: str = "fp32", betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  block: int | None = None, warps: int | None = None, reload: bool | None = None,
-                 stages: int | None = None, max_registers: int | None = None):
+                 stages: int | None = None, max_registers: int | None = None, recompute: int = 0):
         from fieldlab.fields import _fused_triton  # Triton only where the fused path runs
 
         self.kernels = _fused_triton
@@ -243,8 +243,10 @@ class FusedStack:
         self.reload = _pow2(spec.hidden_dim) >= 64 if reload is None else reload
         self._multiprocessors: int | None = None
         # The kernel's compile-time arguments, fixed for the stack (not rebuilt every step).
-        self._constants = dict(_meta(spec, precision, self.block), RELOAD=self.reload, B1=betas[0], B2=betas[1],
-                               EPS=eps, num_warps=self.warps)
+        # recompute: how many leading layers' pre-activations the backward pass computes again rather than
+        # holds (0, 1, 2; a register-pressure knob for benchmarks/fit_dataset.py --tune, not yet measured).
+        self._constants = dict(_meta(spec, precision, self.block), RELOAD=self.reload, RECOMPUTE=recompute,
+                               B1=betas[0], B2=betas[1], EPS=eps, num_warps=self.warps)
         # Software pipelining of the chunk loop and a register cap per thread: Triton's defaults unless tuned.
         if stages is not None:
             self._constants["num_stages"] = stages

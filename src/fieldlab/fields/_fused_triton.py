@@ -197,7 +197,7 @@ def fused_mlp_step(
     ENC: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, DI: tl.constexpr, IN0: tl.constexpr,
     ACT: tl.constexpr, W_FIRST: tl.constexpr, W_HIDDEN: tl.constexpr, MM: tl.constexpr, FAST: tl.constexpr,
     HAS_IDX: tl.constexpr, SPLIT: tl.constexpr, CHUNKS: tl.constexpr, RELOAD: tl.constexpr,
-    B1: tl.constexpr, B2: tl.constexpr, EPS: tl.constexpr,
+    RECOMPUTE: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr, EPS: tl.constexpr,
 ):
     """One Adam step of the loss Σ_fields loss_scale · Σ_points ‖y − t‖² (mean squared error when
     loss_scale = 1 / (K·C)). Program (field, part): PRM/M/V/G rows are fields, ROWS maps a field to its
@@ -205,7 +205,9 @@ def fused_mlp_step(
     first K points are used; ENCP + field · enc_stride is a field's encoding matrix A (ENC > 0); a program takes CHUNKS chunks of BN points. LOSS[field] receives Σ‖y − t‖²
     before the update. RELOAD: the hidden and head weights are read (from L1/L2) at each use instead of
     being held in registers for the whole program — for wide fields, whose weights would crowd out the
-    registers that let several programs share a multiprocessor."""
+    registers that let several programs share a multiprocessor. RECOMPUTE 1 (2): the first (two) layers'
+    pre-activations are computed again in the backward pass instead of held through the chunk — fewer live
+    registers for a little more arithmetic (the first layer's product is a few columns deep)."""
     pid_f = tl.program_id(0)
     part = tl.program_id(1)
     P: tl.constexpr = IN0 * H + H + (NH - 1) * (H * H + H) + H * C + C
@@ -300,6 +302,14 @@ def fused_mlp_step(
                 w3 = _weight(PRM + base + o_w3, H, H, HP, HP, MM)
             da = _mm(dz, tl.trans(w3), MM)
         if NH >= 3:
+            if RECOMPUTE >= 2:  # z0 and z1 again from x, instead of held since the forward pass
+                if ENC == 0:
+                    z0 = _mm(x, w0, 0) + b0[None, :]
+                else:
+                    z0 = _first_encoded(x, gc, gs, PRM + base, D, H, F, DI, DP, HP, FP) + b0[None, :]
+                if RELOAD:
+                    w1 = _weight(PRM + base + o_w1, H, H, HP, HP, MM)
+                z1 = _mm(_act(z0, W_FIRST, ACT, FAST), w1, MM) + b1[None, :]
             dz = da * _act_grad(z2, a, W_HIDDEN, ACT, FAST)
             a = _act(z1, W_HIDDEN, ACT, FAST)
             g_w2 += _mm(tl.trans(a), dz, MM)
@@ -307,6 +317,11 @@ def fused_mlp_step(
             if RELOAD:
                 w2 = _weight(PRM + base + o_w2, H, H, HP, HP, MM)
             da = _mm(dz, tl.trans(w2), MM)
+        if RECOMPUTE == 1 or (RECOMPUTE >= 2 and NH < 3):  # z0 again from x
+            if ENC == 0:
+                z0 = _mm(x, w0, 0) + b0[None, :]
+            else:
+                z0 = _first_encoded(x, gc, gs, PRM + base, D, H, F, DI, DP, HP, FP) + b0[None, :]
         if NH >= 2:
             dz = da * _act_grad(z1, a, W_HIDDEN, ACT, FAST)
             a = _act(z0, W_FIRST, ACT, FAST)
