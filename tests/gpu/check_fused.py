@@ -146,7 +146,8 @@ def main() -> int:
             print(f"{'ok  ' if ok else 'FAIL'} {name} {layers}x{width} {precision}: forward max|Δ| {out_err:.2e}, "
                   f"grad rel {grad_err:.2e} (split {split_err:.2e}), 500-step PSNR fused {psnr['fused']:.3f} "
                   f"vs reference{' (bf16 operands emulated)' if precision == 'bf16' else ''} {psnr['reference']:.3f} dB (Δ {mean_delta:+.3f} ± {standard_error:.3f} s.e.; "
-                  f"per field: std {delta.std():.3f}, fused higher on {np.mean(delta > 0):.0%}){graph_note}", flush=True)
+                  f"per field: median {np.median(delta):+.3f}, std {delta.std():.3f}, fused higher on "
+                  f"{np.mean(delta > 0):.0%}){graph_note}", flush=True)
             if precision == "bf16" and _fused_mlp.FAST_TRIG:
                 print("     (bf16 and tf32 kernels use fast sine/cosine; --exact-trig checks them without)")
     print("all checks passed" if not failures else f"{failures} check(s) failed")
