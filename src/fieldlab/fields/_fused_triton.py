@@ -107,13 +107,17 @@ def _encode(x, ENCP, F: tl.constexpr, D: tl.constexpr, FP: tl.constexpr, DP: tl.
 
 
 @triton.jit
-def _first_encoded(x, gc, gs, PRM, D: tl.constexpr, H: tl.constexpr, F: tl.constexpr, DI: tl.constexpr,
-                   DP: tl.constexpr, HP: tl.constexpr, FP: tl.constexpr):
-    """The first layer's product (no bias) on γ = [x (DI > 0), cos, sin]; fp32 like the reference."""
-    z = _mm(gc, _load_w(PRM + DI * H, F, H, FP, HP), 0) + _mm(gs, _load_w(PRM + (DI + F) * H, F, H, FP, HP), 0)
-    if DI > 0:
-        z += _mm(x, _load_w(PRM, D, H, DP, HP), 0)
-    return z
+def _layer0(x, gc, gs, PRM, b0, D: tl.constexpr, H: tl.constexpr, F: tl.constexpr, DI: tl.constexpr,
+            DP: tl.constexpr, HP: tl.constexpr, FP: tl.constexpr, ENC: tl.constexpr):
+    """The first layer's pre-activation, weights read from PRM: on x (ENC 0), or on γ = [x (DI > 0), cos gc,
+    sin gs]; fp32 like the reference."""
+    if ENC == 0:
+        z = _mm(x, _load_w(PRM, D, H, DP, HP), 0)
+    else:
+        z = _mm(gc, _load_w(PRM + DI * H, F, H, FP, HP), 0) + _mm(gs, _load_w(PRM + (DI + F) * H, F, H, FP, HP), 0)
+        if DI > 0:
+            z += _mm(x, _load_w(PRM, D, H, DP, HP), 0)
+    return z + b0[None, :]
 
 
 @triton.jit
@@ -123,20 +127,38 @@ def _load_b(ptr, OUT: tl.constexpr, OUTP: tl.constexpr):
 
 
 @triton.jit
-def _adam_w(P, M, V, g, IN: tl.constexpr, OUT: tl.constexpr, INP: tl.constexpr, OUTP: tl.constexpr,
-            lr, bc1, bc2s, B1: tl.constexpr, B2: tl.constexpr, EPS: tl.constexpr):
+def _apply_w(P, M, V, G, g, IN: tl.constexpr, OUT: tl.constexpr, INP: tl.constexpr, OUTP: tl.constexpr,
+             lr, bc1, bc2s, B1: tl.constexpr, B2: tl.constexpr, EPS: tl.constexpr, SPLIT: tl.constexpr):
+    """A weight's gradient g (INP, OUTP), padding masked: added into G atomically (SPLIT), or Adam on P."""
     r = tl.arange(0, INP)
     c = tl.arange(0, OUTP)
     offs = r[:, None] * OUT + c[None, :]
     mask = (r[:, None] < IN) & (c[None, :] < OUT)
-    _adam(P + offs, M + offs, V + offs, mask, g, lr, bc1, bc2s, B1, B2, EPS)
+    if SPLIT:
+        tl.atomic_add(G + offs, g, mask=mask)
+    else:
+        _adam(P + offs, M + offs, V + offs, mask, g, lr, bc1, bc2s, B1, B2, EPS)
 
 
 @triton.jit
-def _adam_b(P, M, V, g, OUT: tl.constexpr, OUTP: tl.constexpr, lr, bc1, bc2s, B1: tl.constexpr,
-            B2: tl.constexpr, EPS: tl.constexpr):
+def _apply_b(P, M, V, G, g, OUT: tl.constexpr, OUTP: tl.constexpr, lr, bc1, bc2s, B1: tl.constexpr,
+             B2: tl.constexpr, EPS: tl.constexpr, SPLIT: tl.constexpr):
+    """A bias's gradient g (OUTP,): as `_apply_w`."""
     c = tl.arange(0, OUTP)
-    _adam(P + c, M + c, V + c, c < OUT, g, lr, bc1, bc2s, B1, B2, EPS)
+    if SPLIT:
+        tl.atomic_add(G + c, g, mask=c < OUT)
+    else:
+        _adam(P + c, M + c, V + c, c < OUT, g, lr, bc1, bc2s, B1, B2, EPS)
+
+
+@triton.jit
+def _apply_layer(P, M, V, G, g_w, g_b, IN: tl.constexpr, OUT: tl.constexpr, INP: tl.constexpr,
+                 OUTP: tl.constexpr, lr, bc1, bc2s, B1: tl.constexpr, B2: tl.constexpr, EPS: tl.constexpr,
+                 SPLIT: tl.constexpr):
+    """A layer's weight (IN, OUT) and, after it, its bias."""
+    _apply_w(P, M, V, G, g_w, IN, OUT, INP, OUTP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
+    _apply_b(P + IN * OUT, M + IN * OUT, V + IN * OUT, G + IN * OUT, g_b, OUT, OUTP, lr, bc1, bc2s, B1, B2, EPS,
+             SPLIT)
 
 
 @triton.jit
@@ -151,19 +173,6 @@ def _adam(p_ptr, m_ptr, v_ptr, mask, g, lr, bc1, bc2s, B1: tl.constexpr, B2: tl.
     tl.store(p_ptr, p, mask=mask)
     tl.store(m_ptr, m, mask=mask)
     tl.store(v_ptr, v, mask=mask)
-
-
-@triton.jit
-def _add_w(G, g, IN: tl.constexpr, OUT: tl.constexpr, INP: tl.constexpr, OUTP: tl.constexpr):
-    r = tl.arange(0, INP)
-    c = tl.arange(0, OUTP)
-    tl.atomic_add(G + r[:, None] * OUT + c[None, :], g, mask=(r[:, None] < IN) & (c[None, :] < OUT))
-
-
-@triton.jit
-def _add_b(G, g, OUT: tl.constexpr, OUTP: tl.constexpr):
-    c = tl.arange(0, OUTP)
-    tl.atomic_add(G + c, g, mask=c < OUT)
 
 
 @triton.jit
@@ -259,11 +268,12 @@ def fused_mlp_step(
         x, t, valid = _points(X, T, IDX, trow, pid_f, first + chunk * BN, K, K, N, D, C, DP, CP, BN, HAS_IDX, True)
         # forward, keeping each layer's pre-activation z in registers (activations are recomputed from
         # it in the backward pass: fewer live registers, more fields per multiprocessor)
+        gc, gs = x, x  # the encoding's cosines and sines, when there is one
         if ENC == 0:
-            z0 = _mm(x, w0, 0) + b0[None, :]
+            z0 = _mm(x, w0, 0) + b0[None, :]  # w0 held in registers through the chunks
         else:
             gc, gs = _encode(x, enc, F, D, FP, DP, ENC)
-            z0 = _first_encoded(x, gc, gs, PRM + base, D, H, F, DI, DP, HP, FP) + b0[None, :]
+            z0 = _layer0(x, gc, gs, PRM + base, b0, D, H, F, DI, DP, HP, FP, ENC)
         a = _act(z0, W_FIRST, ACT, FAST)
         if NH >= 2:
             if RELOAD:
@@ -303,10 +313,7 @@ def fused_mlp_step(
             da = _mm(dz, tl.trans(w3), MM)
         if NH >= 3:
             if RECOMPUTE >= 2:  # z0 and z1 again from x, instead of held since the forward pass
-                if ENC == 0:
-                    z0 = _mm(x, w0, 0) + b0[None, :]
-                else:
-                    z0 = _first_encoded(x, gc, gs, PRM + base, D, H, F, DI, DP, HP, FP) + b0[None, :]
+                z0 = _layer0(x, gc, gs, PRM + base, b0, D, H, F, DI, DP, HP, FP, ENC)
                 if RELOAD:
                     w1 = _weight(PRM + base + o_w1, H, H, HP, HP, MM)
                 z1 = _mm(_act(z0, W_FIRST, ACT, FAST), w1, MM) + b1[None, :]
@@ -318,10 +325,7 @@ def fused_mlp_step(
                 w2 = _weight(PRM + base + o_w2, H, H, HP, HP, MM)
             da = _mm(dz, tl.trans(w2), MM)
         if RECOMPUTE == 1 or (RECOMPUTE >= 2 and NH < 3):  # z0 again from x
-            if ENC == 0:
-                z0 = _mm(x, w0, 0) + b0[None, :]
-            else:
-                z0 = _first_encoded(x, gc, gs, PRM + base, D, H, F, DI, DP, HP, FP) + b0[None, :]
+            z0 = _layer0(x, gc, gs, PRM + base, b0, D, H, F, DI, DP, HP, FP, ENC)
         if NH >= 2:
             dz = da * _act_grad(z1, a, W_HIDDEN, ACT, FAST)
             a = _act(z0, W_FIRST, ACT, FAST)
@@ -338,58 +342,33 @@ def fused_mlp_step(
             g_w0s += _mm(tl.trans(gs), dz, 0)
         g_b0 += tl.sum(dz, axis=0)
 
+    # The field's gradients: added into G (SPLIT: other programs hold the rest of its points), or Adam now.
     if SPLIT:
         tl.atomic_add(LOSS + pid_f, tl.sum(loss, axis=0))
-        if DI > 0:
-            _add_w(G + base, g_w0, D, H, DP, HP)
-        if ENC != 0:
-            _add_w(G + base + o_c, g_w0c, F, H, FP, HP)
-            _add_w(G + base + o_s, g_w0s, F, H, FP, HP)
-        _add_b(G + base + IN0 * H, g_b0, H, HP)
-        if NH >= 2:
-            _add_w(G + base + o_w1, g_w1, H, H, HP, HP)
-            _add_b(G + base + o_w1 + H * H, g_b1, H, HP)
-        if NH >= 3:
-            _add_w(G + base + o_w2, g_w2, H, H, HP, HP)
-            _add_b(G + base + o_w2 + H * H, g_b2, H, HP)
-        if NH >= 4:
-            _add_w(G + base + o_w3, g_w3, H, H, HP, HP)
-            _add_b(G + base + o_w3 + H * H, g_b3, H, HP)
-        _add_w(G + base + o_wh, g_wh, H, C, HP, CP)
-        _add_b(G + base + o_wh + H * C, g_bh, C, CP)
     else:
         tl.store(LOSS + pid_f, tl.sum(loss, axis=0))
-        lr = tl.load(HYP)
-        bc1 = tl.load(HYP + 1)
-        bc2s = tl.load(HYP + 2)
-        if DI > 0:
-            _adam_w(PRM + base, M + base, V + base, g_w0, D, H, DP, HP, lr, bc1, bc2s, B1, B2, EPS)
-        if ENC != 0:
-            _adam_w(PRM + base + o_c, M + base + o_c, V + base + o_c, g_w0c, F, H, FP, HP, lr, bc1, bc2s,
-                    B1, B2, EPS)
-            _adam_w(PRM + base + o_s, M + base + o_s, V + base + o_s, g_w0s, F, H, FP, HP, lr, bc1, bc2s,
-                    B1, B2, EPS)
-        ob = IN0 * H
-        _adam_b(PRM + base + ob, M + base + ob, V + base + ob, g_b0, H, HP, lr, bc1, bc2s, B1, B2, EPS)
-        if NH >= 2:
-            _adam_w(PRM + base + o_w1, M + base + o_w1, V + base + o_w1, g_w1, H, H, HP, HP, lr, bc1, bc2s,
-                    B1, B2, EPS)
-            ob = o_w1 + H * H
-            _adam_b(PRM + base + ob, M + base + ob, V + base + ob, g_b1, H, HP, lr, bc1, bc2s, B1, B2, EPS)
-        if NH >= 3:
-            _adam_w(PRM + base + o_w2, M + base + o_w2, V + base + o_w2, g_w2, H, H, HP, HP, lr, bc1, bc2s,
-                    B1, B2, EPS)
-            ob = o_w2 + H * H
-            _adam_b(PRM + base + ob, M + base + ob, V + base + ob, g_b2, H, HP, lr, bc1, bc2s, B1, B2, EPS)
-        if NH >= 4:
-            _adam_w(PRM + base + o_w3, M + base + o_w3, V + base + o_w3, g_w3, H, H, HP, HP, lr, bc1, bc2s,
-                    B1, B2, EPS)
-            ob = o_w3 + H * H
-            _adam_b(PRM + base + ob, M + base + ob, V + base + ob, g_b3, H, HP, lr, bc1, bc2s, B1, B2, EPS)
-        _adam_w(PRM + base + o_wh, M + base + o_wh, V + base + o_wh, g_wh, H, C, HP, CP, lr, bc1, bc2s,
-                B1, B2, EPS)
-        ob = o_wh + H * C
-        _adam_b(PRM + base + ob, M + base + ob, V + base + ob, g_bh, C, CP, lr, bc1, bc2s, B1, B2, EPS)
+    lr = tl.load(HYP)  # with SPLIT, HYP is any tensor and these go unused
+    bc1 = tl.load(HYP + 1)
+    bc2s = tl.load(HYP + 2)
+    P0, M0, V0, G0 = PRM + base, M + base, V + base, G + base
+    if DI > 0:
+        _apply_w(P0, M0, V0, G0, g_w0, D, H, DP, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
+    if ENC != 0:
+        _apply_w(P0 + o_c, M0 + o_c, V0 + o_c, G0 + o_c, g_w0c, F, H, FP, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
+        _apply_w(P0 + o_s, M0 + o_s, V0 + o_s, G0 + o_s, g_w0s, F, H, FP, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
+    ob: tl.constexpr = IN0 * H
+    _apply_b(P0 + ob, M0 + ob, V0 + ob, G0 + ob, g_b0, H, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
+    if NH >= 2:
+        _apply_layer(P0 + o_w1, M0 + o_w1, V0 + o_w1, G0 + o_w1, g_w1, g_b1, H, H, HP, HP, lr, bc1, bc2s,
+                     B1, B2, EPS, SPLIT)
+    if NH >= 3:
+        _apply_layer(P0 + o_w2, M0 + o_w2, V0 + o_w2, G0 + o_w2, g_w2, g_b2, H, H, HP, HP, lr, bc1, bc2s,
+                     B1, B2, EPS, SPLIT)
+    if NH >= 4:
+        _apply_layer(P0 + o_w3, M0 + o_w3, V0 + o_w3, G0 + o_w3, g_w3, g_b3, H, H, HP, HP, lr, bc1, bc2s,
+                     B1, B2, EPS, SPLIT)
+    _apply_layer(P0 + o_wh, M0 + o_wh, V0 + o_wh, G0 + o_wh, g_wh, g_bh, H, C, HP, CP, lr, bc1, bc2s,
+                 B1, B2, EPS, SPLIT)
 
 
 @triton.jit
@@ -415,12 +394,11 @@ def fused_mlp_forward(
     if X_PER_FIELD:
         x_base = X + pid_f.to(tl.int64) * K * D
     x, t, valid = _points(x_base, X, IDX, 0, pid_f, start, K, K, 0, D, C, DP, CP, BN, HAS_IDX, False)
-    if ENC == 0:
-        z0 = _mm(x, _load_w(PRM + base, D, H, DP, HP), 0)
-    else:
+    gc, gs = x, x  # the encoding's cosines and sines, when there is one
+    if ENC != 0:
         gc, gs = _encode(x, ENCP + pid_f.to(tl.int64) * enc_stride, F, D, FP, DP, ENC)
-        z0 = _first_encoded(x, gc, gs, PRM + base, D, H, F, DI, DP, HP, FP)
-    a = _act(z0 + _load_b(PRM + base + IN0 * H, H, HP)[None, :], W_FIRST, ACT, FAST)
+    a = _act(_layer0(x, gc, gs, PRM + base, _load_b(PRM + base + IN0 * H, H, HP), D, H, F, DI, DP, HP, FP, ENC),
+             W_FIRST, ACT, FAST)
     if NH >= 2:
         a = _act(_mm(a, _load_w(PRM + base + o_w1, H, H, HP, HP), MM)
                  + _load_b(PRM + base + o_w1 + H * H, H, HP)[None, :], W_HIDDEN, ACT, FAST)
