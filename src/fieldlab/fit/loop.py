@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,11 +82,12 @@ class Fitter:
             return warm * math.exp(decay * step)
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self._lr_at = lambda step: lr * schedule(step)
         if fused_spec is not None:
             if self.stacked or config.compile or type(self).loss is not Fitter.loss:
                 raise ValueError("the fused kernel fits one field, uncompiled, on the mean squared error")
             self._fused = FusedSingle(self._field, fused_spec, self.values, precision=config.precision, betas=betas,
-                                      eps=eps, lr_at=lambda step: lr * schedule(step))
+                                      eps=eps, lr_at=self._lr_at)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         # Forward and loss are compiled together so the loss's elementwise work fuses into the graph.
         self._batch_loss = torch.compile(self._loss_at) if config.compile else self._loss_at
@@ -107,6 +107,11 @@ class Fitter:
     @field.setter
     def field(self, module: nn.Module) -> None:
         self._field = module
+
+    @property
+    def last_lr(self) -> float:
+        """The learning rate of the schedule after the steps so far (torch's `get_last_lr`), on either path."""
+        return self._lr_at(self.step_count)
 
     @property
     def kernel(self) -> str:
@@ -144,11 +149,8 @@ class Fitter:
         """One Adam step on a batch; returns the batch loss (not synchronised with the device)."""
         if self._tick is None:
             self._tick = time.perf_counter()
-        if self._fused is not None:
+        if self._fused is not None:  # the kernel takes its learning rates from the schedule itself
             loss = self._fused.step(self.coords, self._index())
-            with warnings.catch_warnings():  # the schedule runs on without torch's Adam, which never steps here
-                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
-                self.scheduler.step()
         else:
             coords, target = self._batch()
             with _matmul_precision(self.config.precision):
@@ -338,7 +340,7 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
                     # A mini-batch's PSNR is noisy: confirm the target on the whole signal.
                     sampled = fit_config.batch_size or fit_config.sample_fraction
                     fitter.last_psnr = fitter.full_psnr() if sampled else psnr_from_mse(loss_value)
-                log.record(step, fitter.scheduler.get_last_lr()[0], fitter.elapsed(), loss=loss_value,
+                log.record(step, fitter.last_lr, fitter.elapsed(), loss=loss_value,
                            psnr=round(psnr_from_mse(loss_value), 4))
         seconds = fitter.elapsed()
         prediction = fitter.predict(signal.coords()).cpu()

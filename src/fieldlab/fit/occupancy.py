@@ -181,6 +181,6 @@ def _train(fitter: OccupancyFitter, log_path: Path | None, progress: bool) -> No
             loss = fitter.step()
             step = fitter.step_count
             if step % every == 0 or step == fitter.config.steps:
-                log.record(step, fitter.scheduler.get_last_lr()[0], fitter.elapsed(), bce=float(loss))
+                log.record(step, fitter.last_lr, fitter.elapsed(), bce=float(loss))
     finally:
         log.close()
