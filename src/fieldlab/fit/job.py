@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import typing
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ from typing import Any
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, get_config_class
 from fieldlab.fields._config import _coerce
-from fieldlab.fit._fused_single import points_per_step, single_kernel
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device
 from fieldlab.signals import detect_kind, load_signal, parse_span, reconstruction_name, write_signal
@@ -104,8 +102,6 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     kind_lr = KIND_LR.get(signal.info.kind, {}).get(job.field)
     if job.fit.lr is None and kind_lr:
         job = dataclasses.replace(job, fit=dataclasses.replace(job.fit, lr=kind_lr))
-    # A --kernel fused that cannot run here is refused before anything is written.
-    single_kernel(config, job.fit, resolve_device(job.fit.device), points_per_step(job.fit, math.prod(signal.shape)))
     with FieldDirWriter(out, force) as folder:
         result = fit(signal, config, job.fit, log_path=folder / "log.jsonl",
                      tensorboard_dir=folder / "tensorboard" if tensorboard else None, progress=progress)

@@ -340,6 +340,9 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
         raise UserError("--parent-init needs --frequencies 0 (an encoded first layer cannot be re-parameterised)")
     if fit_config.compile:
         raise UserError("--compile is not supported by the miner trainer (its block shapes change as blocks retire)")
+    if fit_config.kernel == "fused":
+        raise UserError("--kernel fused does not apply to miner: its own trainer steps the blocks; leave --kernel "
+                        "at auto")
     device = resolve_device(fit_config.device)
     cuda = device.type == "cuda"
     if cuda:
