@@ -252,6 +252,10 @@ class FusedStack:
             self._constants["num_stages"] = stages
         if max_registers is not None:
             self._constants["maxnreg"] = max_registers
+        self._split_constants = self._constants
+        if self._constants["HP"] >= 128 and stages is None:
+            # Pipelined, the split kernel at 128 wide asks 344 KB of shared memory (an H100 has 227 KB).
+            self._split_constants = dict(self._constants, num_stages=1)
 
     def __len__(self) -> int:
         return self.flat.shape[0]
@@ -323,10 +327,7 @@ class FusedStack:
         parts = _cdiv(k, chunks * self.block)
         rows = (rows if rows.dtype == torch.int32 else rows.to(torch.int32)).contiguous()
         encoding, enc_stride = _encoding_arguments(self.encoding, self.flat)
-        constants = self._constants
-        if split and self._constants["HP"] >= 128 and "num_stages" not in constants:
-            # Pipelined, the split kernel at 128 wide asks 344 KB of shared memory (an H100 has 227 KB).
-            constants = dict(constants, num_stages=1)
+        constants = self._split_constants if split else self._constants
         self.kernels.fused_mlp_step[(f, parts)](
             self.flat, self.m, self.v, grad, coords.float().contiguous(), values.float().contiguous(), idx, rows,
             loss, self.flat if split else hyper, encoding, k, n, 1.0 / (k * c), enc_stride,

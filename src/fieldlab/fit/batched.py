@@ -141,9 +141,10 @@ class _ReferenceSteps:
     name = "reference"
 
     def __init__(self, config: FieldConfig, template, params: dict, buffers: dict, fit: BatchedFitConfig,
-                 device: torch.device, lr: float):
+                 device: torch.device, steps_lr: list[float]):
         self.stack = FieldStack(template, params, buffers)
-        self.optimizer = torch.optim.Adam(self.stack.parameters(), lr=lr, betas=config.adam_betas,
+        self.steps_lr = steps_lr
+        self.optimizer = torch.optim.Adam(self.stack.parameters(), lr=steps_lr[0], betas=config.adam_betas,
                                           eps=config.adam_eps, fused=device.type == "cuda")
         self.autocast = lambda: autocast_for(fit.precision, device)
         self.loss_fn = torch.compile(self._loss) if fit.compile else self._loss
@@ -153,10 +154,10 @@ class _ReferenceSteps:
             prediction = stack(x)
         return (prediction.float() - y).square().mean(dim=(1, 2)).sum()
 
-    def run(self, coords, values, active, first: int, end: int, lrs: list[float], index_of) -> None:
+    def run(self, coords, values, active, first: int, end: int, index_of) -> None:
         """Steps first … end − 1; `index_of(step)` gives the points of that step, or is None for all."""
         for step in range(first, end):
-            self.step(coords, values, active, index_of(step) if index_of else None, lrs[step])
+            self.step(coords, values, active, index_of(step) if index_of else None, self.steps_lr[step])
 
     def step(self, coords, values, active, index, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -209,10 +210,10 @@ class _FusedSteps:
                              if self.graphs else 0)
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # steps → (graph, its hyper rows)
 
-    def run(self, coords, values, active, first: int, end: int, lrs: list[float], index_of) -> None:
-        """Steps first … end − 1 (`lrs` are already in the hyper-parameter table). Full-batch runs of several
-        steps on CUDA replay a captured CUDA graph of that many launches; the graph reads its Adam rows from
-        a window that is refilled before each replay, and is captured again when fields leave the batch."""
+    def run(self, coords, values, active, first: int, end: int, index_of) -> None:
+        """Steps first … end − 1 (their learning rates are in the hyper-parameter table). Full-batch runs of
+        several steps on CUDA replay a captured CUDA graph of that many launches; the graph reads its Adam rows
+        from a window that is refilled before each replay, and is captured again when fields leave the batch."""
         if self._rows_of is not active:  # the kernel's int32 row map, made again only when fields leave
             self._rows, self._rows_of = active.to(torch.int32), active
             self._graphs.clear()
@@ -276,11 +277,11 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
     decay = math.log(fit.lr_final) / fit.steps
     steps_lr = [lr * math.exp(decay * step) for step in range(fit.steps)]
     spec = choose_kernel(config, device, fit.kernel)
+    device_buffers = {k: v.to(device) for k, v in buffers.items()}
     if spec is not None:
-        steps = _FusedSteps(config, spec, params, {k: v.to(device) for k, v in buffers.items()}, fit, steps_lr)
+        steps = _FusedSteps(config, spec, params, device_buffers, fit, steps_lr)
     else:
-        steps = _ReferenceSteps(config, template, params, {k: v.to(device) for k, v in buffers.items()}, fit,
-                                device, lr)
+        steps = _ReferenceSteps(config, template, params, device_buffers, fit, device, steps_lr)
     k = round(fit.sample_fraction * n) if fit.sample_fraction else n
     k = max(1, min(k, n))
     active = torch.arange(f, device=device)  # positions (in the batch) of the fields still fitting
@@ -315,7 +316,7 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
         step = 0
         while step < fit.steps:
             end = 1 if step == 0 else min(fit.steps, (step // segment + 1) * segment)
-            steps.run(coords, values, active, step, end, steps_lr, index_of if k < n else None)
+            steps.run(coords, values, active, step, end, index_of if k < n else None)
             if step == 0:
                 timer.lap()
             step = end
