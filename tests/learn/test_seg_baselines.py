@@ -116,3 +116,34 @@ def test_seg_hyper_refuses_fields_with_a_shared_output_layer():
     config = make_config("functa", in_dim=2, out_dim=1)
     with pytest.raises(UserError, match="output layer"):
         output_layer(config, {"latent": (64,)})
+
+
+def test_seg_hyper_reads_per_field_buffers_of_a_fourier_store():
+    """A Fourier store keeps each field's random frequencies (a buffer) per field: the hypernetwork reads
+    them as stored (they are not edited), so at initialisation its field is the stored field."""
+    from fieldlab.fields import make_config
+    from fieldlab.learn.field_batch import FieldEvaluator
+    from fieldlab.learn.hyper import output_layer
+
+    torch.manual_seed(0)
+    config = make_config("fourier", in_dim=2, out_dim=1, hidden_dim=8, num_layers=2)
+    fields = [config.build() for _ in range(3)]
+    params = {k: torch.stack([dict([*f.named_parameters(), *f.named_buffers()])[k].detach() for f in fields])
+              for k in dict([*fields[0].named_parameters(), *fields[0].named_buffers()])}
+    per_field = {k: tuple(v.shape[1:]) for k, v in params.items()}
+    assert "encoding.frequencies" in per_field
+    assert not torch.equal(params["encoding.frequencies"][0], params["encoding.frequencies"][1])
+    net = net_config("seg_hyper").build_for_fields(config, per_field, None, 2).eval()
+    assert "encoding.frequencies" not in net.edit_names
+    heads = output_layer(config, per_field)
+    with torch.no_grad():
+        for k in heads:
+            net.base_head[k.replace(".", "__")].copy_(params[k][0].expand_as(net.base_head[k.replace(".", "__")]))
+            params[k] = params[k][:1].expand_as(params[k]).clone()
+    pts = P.qmc(40, 2, scramble=True, seed=1)
+    stored = FieldEvaluator(config)(params, pts).values  # (3, 40, 1), each field with its own frequencies
+    logits = net(params, pts).values
+    assert logits.shape == (3, 40, 2)
+    assert torch.allclose(logits, stored.expand(-1, -1, 2), atol=1e-5)
+    logits.sum().backward()  # the generated weights stay differentiable through the batched path
+    assert net.mlp[-1].weight.grad is not None and net.mlp[-1].weight.grad.abs().sum() > 0

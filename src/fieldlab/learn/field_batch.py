@@ -34,13 +34,24 @@ class FieldEvaluator(torch.nn.Module):
 
     def stack(self, params: dict[str, torch.Tensor]) -> FieldStack:
         """The fields `params` (b, ...) as a `FieldStack` (no copy of the tensors)."""
-        b = next(iter(params.values())).shape[0]
         device = next(iter(params.values())).device
-        # A store keeps buffers per field (a Fourier field's random frequencies): those win over the template's.
-        buffers = {k: params[k] if k in params else v.to(device).expand(b, *v.shape)
-                   for k, v in self._buffers_one.items()}
+        buffers = self._field_buffers(params)
         shared = {k: v.to(device) for k, v in self._shared.items()}
         return FieldStack(self._template, {k: v for k, v in params.items() if k not in buffers}, buffers, shared=shared)
+
+    def _field_buffers(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The fields' buffers (b, ...). A store keeps some per field (a Fourier field's random frequencies):
+        those win over the template's."""
+        one = next(iter(params.values()))
+        return {k: params[k] if k in params else v.to(one.device).expand(one.shape[0], *v.shape)
+                for k, v in self._buffers_one.items()}
+
+    def values(self, params: dict[str, torch.Tensor], coords: torch.Tensor) -> torch.Tensor:
+        """Values (b, n, c) at `coords` (n, d) by the vmapped path, differentiable in `params` (a
+        hypernetwork's generated weights)."""
+        stack = self.stack(params)
+        weights = {k: v for k, v in params.items() if k not in self._buffers_one}
+        return stack(coords.expand(len(stack), *coords.shape), params=weights)
 
     @torch.no_grad()
     def forward(self, params: dict[str, torch.Tensor], points: PointSet,
@@ -48,14 +59,11 @@ class FieldEvaluator(torch.nn.Module):
         """Values (b, n, c) of the fields at `points` (or at `coords` (n, d), e.g. jittered, labelled as `points`)."""
         from fieldlab.fields._fused_mlp import choose_kernel, encoding_matrix, fused_forward, pack
 
-        x = points.coords if coords is None else coords
         device = next(iter(params.values())).device
+        x = (points.coords if coords is None else coords).to(device)
         spec = None if self._shared else choose_kernel(self.config, device, self.kernel)
         if spec is not None:
             b = next(iter(params.values())).shape[0]
-            buffers = {k: v.to(device) for k, v in self._buffers_one.items()} | dict(params)  # stored per field wins
-            values = fused_forward(spec, pack(params, spec), x.to(device), encoding=encoding_matrix(spec, buffers, b))
-            return Discretized(values, points)
-        stack = self.stack(params)
-        values = stack(x.to(device).expand(len(stack), *x.shape))
-        return Discretized(values.float(), points)
+            encoding = encoding_matrix(spec, self._field_buffers(params), b)
+            return Discretized(fused_forward(spec, pack(params, spec), x, encoding=encoding), points)
+        return Discretized(self.values(params, x).float(), points)

@@ -9,8 +9,9 @@ it is trained and scored at the step's points (`fieldlab train --net seg_hyper`,
 
 The output layer is found by building the architecture with two output sizes and keeping the tensors whose
 shapes differ, so any field whose output layer is stored per field (siren, fourier, gauss, …) works; a
-field whose output layer is shared by the whole store (functa) is refused. Evaluation goes through the
-core batched path (`FieldStack`), with the generated tensors as differentiable overrides.
+field whose output layer is shared by the whole store (functa) is refused. Buffers a store keeps per field
+(a Fourier field's random frequencies) are read, not edited. Evaluation goes through the core batched path
+(`FieldEvaluator.values`), with the generated tensors as differentiable overrides.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from fieldlab._errors import UserError
-from fieldlab.fields import FieldStack
+from fieldlab.learn.field_batch import FieldEvaluator
 from fieldlab.learn.layers import Discretized
 from fieldlab.learn.nets import NetConfig, register_net
 from fieldlab.learn.points import PointSet
@@ -47,17 +48,15 @@ class HyperSegmenter(nn.Module):
                  classes: int, *, hidden: int = 128, edit_scale: float = 0.1, edit: bool = True):
         super().__init__()
         head_names = output_layer(config, per_field)
-        template = dataclasses.replace(config, out_dim=classes).build()
-        self.template = [template]  # a list keeps the template's own weights out of this module's parameters
+        evaluator = FieldEvaluator(dataclasses.replace(config, out_dim=classes), shared, kernel="reference")
+        self.evaluator = [evaluator]  # a list keeps the template's own weights out of this module's parameters
         self.per_field = dict(per_field)
-        self.edit_names = [k for k in sorted(per_field) if k not in head_names] if edit else []
+        own = dict(evaluator._template.named_parameters())
+        self.edit_names = [k for k in sorted(per_field) if k in own and k not in head_names] if edit else []
         self.edit_scale = edit_scale
-        own = dict(template.named_parameters())
         self.head_shapes = {k: tuple(own[k].shape) for k in head_names}
         self.base_head = nn.ParameterDict({k.replace(".", "__"): nn.Parameter(own[k].detach().clone())
                                            for k in head_names})
-        self._buffers_one = {k: v.detach() for k, v in template.named_buffers()}
-        self._shared = {k: v.detach() for k, v in (shared or {}).items()}
         size = sum(math.prod(s) for s in per_field.values())
         out = sum(math.prod(per_field[k]) for k in self.edit_names) + sum(math.prod(s) for s in self.head_shapes.values())
         self.mlp = nn.Sequential(nn.BatchNorm1d(size), nn.Linear(size, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
@@ -79,18 +78,12 @@ class HyperSegmenter(nn.Module):
             n = math.prod(shape)
             new[k] = self.base_head[k.replace(".", "__")] + out[:, at:at + n].view(b, *shape)
             at += n
-        for k in self.per_field:  # tensors left unedited (edit=False) pass through
+        for k in self.per_field:  # tensors left unedited (edit=False, per-field buffers) pass through
             new.setdefault(k, params[k])
         return new
 
     def forward(self, params: dict[str, torch.Tensor], queries: PointSet) -> Discretized:
-        new = self.generate(params)
-        b = next(iter(new.values())).shape[0]
-        device = queries.coords.device
-        buffers = {k: v.to(device).expand(b, *v.shape) for k, v in self._buffers_one.items()}
-        shared = {k: v.to(device) for k, v in self._shared.items()}
-        stack = FieldStack(self.template[0], {k: v.detach() for k, v in new.items()}, buffers, shared=shared)
-        logits = stack(queries.coords.expand(b, *queries.coords.shape), params=new)
+        logits = self.evaluator[0].values(self.generate(params), queries.coords)
         return Discretized(logits.float(), queries)
 
 
