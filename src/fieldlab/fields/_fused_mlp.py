@@ -85,11 +85,9 @@ def fused_spec(config: FieldConfig) -> FusedSpec | None:
         spec = FusedSpec(config.in_dim, config.hidden_dim, config.out_dim, config.num_layers, "gauss",
                          float(config.scale), float(config.scale))
     elif name == "fourier":
-        gaussian = config.encoding == "gaussian"
-        octaves = config.num_frequencies or (256 if gaussian else 10)  # FourierConfig's defaults
+        rows = config.frequencies * (1 if config.encoding == "gaussian" else config.in_dim)  # octaves per coordinate
         spec = FusedSpec(config.in_dim, config.hidden_dim, config.out_dim, config.num_layers, "relu", 1.0, 1.0,
-                         encoding=config.encoding, frequencies=octaves if gaussian else octaves * config.in_dim,
-                         prefix="mlp.")
+                         encoding=config.encoding, frequencies=rows, prefix="mlp.")
     else:
         return None
     if not (spec.hidden_dim <= MAX_WIDTH and 1 <= spec.num_layers <= MAX_LAYERS and spec.in_dim <= MAX_CHANNELS

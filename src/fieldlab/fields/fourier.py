@@ -53,10 +53,14 @@ class FourierConfig(FieldConfig):
             raise UserError(f"--num-frequencies {self.num_frequencies} is too many octaves for positional "
                             "encoding (at most 24)")
 
+    @property
+    def frequencies(self) -> int:
+        """`num_frequencies`, or its default when 0: 256 random frequencies, or 10 octaves."""
+        return self.num_frequencies or (256 if self.encoding == "gaussian" else 10)
+
     def build(self) -> FourierMLP:
         if self.encoding == "gaussian":
-            encoding = GaussianFourierFeatures(in_dim=self.in_dim, num_frequencies=self.num_frequencies or 256,
-                                               sigma=self.sigma)
+            encoding = GaussianFourierFeatures(in_dim=self.in_dim, num_frequencies=self.frequencies, sigma=self.sigma)
         else:
-            encoding = PositionalEncoding(in_dim=self.in_dim, num_frequencies=self.num_frequencies or 10)
+            encoding = PositionalEncoding(in_dim=self.in_dim, num_frequencies=self.frequencies)
         return FourierMLP(encoding=encoding, out_dim=self.out_dim, hidden_dim=self.hidden_dim, num_layers=self.num_layers)
