@@ -256,7 +256,9 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
         model.train()
         g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
         pick = torch.randint(len(train_rows), (config.batch_size,), generator=g)[rank * local:(rank + 1) * local].to(device)
-        flips = (torch.rand(config.batch_size, generator=g) < 0.5)[rank * local:(rank + 1) * local] if config.flip else None
+        flips = None
+        if config.flip and cfg.takes != "params":  # a field's weights are not flipped
+            flips = (torch.rand(config.batch_size, generator=g) < 0.5)[rank * local:(rank + 1) * local]
         points = sampler(step).to(device)
         params = {k: v[pick] for k, v in data.params.items()}
         noise = None
@@ -268,7 +270,7 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
         if segment:  # per-point labels at the step's points (mirrored where the input was flipped)
             masks = data.masks[pick]
             target = labels_at(masks, points.coords)
-            if flips is not None and flips.any() and cfg.takes != "params":  # a field's weights are not flipped
+            if flips is not None and flips.any():
                 mirrored = points.coords.clone()
                 mirrored[:, -1] = -mirrored[:, -1]
                 target = torch.where(flips.to(device)[:, None], labels_at(masks, mirrored), target)
