@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from fieldlab._errors import UserError
-from fieldlab._precision import full
+from fieldlab._precision import exact_linear, full
 from fieldlab.fields._config import FieldConfig
 from fieldlab.fields._registry import register_field
 
@@ -104,17 +104,10 @@ class BlockNet:
         The first layer's outputs are phases (ω₀ z): it is elementwise products in fp32 (a few input
         columns), never a TF32 or bf16 matmul. Under bf16 autocast only the hidden h×h layers run in bf16;
         activations and the head (whose outputs are the values themselves) stay in fp32."""
-        with torch.autocast(x.device.type, enabled=False):
-            x = self.encode(full(x))
-            w0 = params["w0"]
-            z = params["b0"] + x[..., 0:1] * w0[:, 0:1]  # (p, m, 1) * (p, 1, h): exact first layer
-            for j in range(1, w0.shape[1]):
-                z = z + x[..., j:j + 1] * w0[:, j:j + 1]
-        for i in range(1, self.num_layers + 1):
-            x = self._activate(z, params, i - 1)
-            if i == self.num_layers:
-                break
-            z = torch.baddbmm(params[f"b{i}"], x, params[f"w{i}"])
+        # w0 (p, in, h) viewed as (p, in, 1, h): its column j is (p, 1, h), times x's (p, m, 1)
+        x = self._activate(exact_linear(self.encode(full(x)), params["w0"][:, :, None], params["b0"]), params, 0)
+        for i in range(1, self.num_layers):
+            x = self._activate(torch.baddbmm(params[f"b{i}"], x, params[f"w{i}"]), params, i)
         last = self.num_layers
         with torch.autocast(x.device.type, enabled=False):
             return torch.baddbmm(params[f"b{last}"], full(x), params[f"w{last}"])
