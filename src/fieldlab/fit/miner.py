@@ -367,7 +367,6 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
     try:
         targets = [place.keep(t) for t in pyramid(values.to(place.storage, torch.float32), model.padded, J)]
         stats.pyramid_bytes = sum(t.numel() * t.element_size() for t in targets)
-        counts = [t[0].numel() // samples for t in targets]  # blocks per scale
         for s in range(J):
             # the residual pass: no parameters yet; a resident fit holds this scale's blocks and residual too
             place.plan(model, channels, 0, _held(place, targets, 2 * scale_bytes(model, channels, s)), training=False)
@@ -402,7 +401,7 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
                 errors = trainer.block_errors()
                 total = untrained + float(errors.sum() + trainer.retired_error)
                 retired += trainer.retire(errors)
-                estimate = psnr_from_mse(total / counts[s])  # mean over all blocks
+                estimate = psnr_from_mse(total / model.levels[s].total_blocks)  # mean over all blocks
                 log.record(stats.steps, step_lr, time.perf_counter() - start, scale=s, loss=float(loss),
                            psnr=round(estimate, 4), training_blocks=len(trainer))
                 if s == J - 1 and fit_config.target_psnr and estimate >= fit_config.target_psnr:
