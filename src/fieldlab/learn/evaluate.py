@@ -66,10 +66,15 @@ def evaluate(run: str | Path, store_path: str | Path | None, *, points: Sequence
     return rows
 
 
+def metric_of(rows: list[dict]) -> str:
+    """What the rows' `accuracy` column holds: accuracy, miou or sdf_mae (one metric per table)."""
+    return rows[0].get("metric", "accuracy") if rows else "accuracy"
+
+
 def invariance_gap(rows: list[dict], train_kind: str) -> float | None:
     """Largest accuracy drop (points) from the training point set to any other, at equal resolution; for
     SDF rows, the largest rise of the error (in SDF units)."""
-    lower_better = bool(rows) and rows[0].get("metric") == "sdf_mae"
+    lower_better = metric_of(rows) == "sdf_mae"
     gaps = []
     for side in {r["resolution"] for r in rows}:
         same = {r["test"]: r["accuracy"] for r in rows if r["resolution"] == side and r["accuracy"] is not None}
@@ -90,10 +95,11 @@ def format_table(rows: list[dict]) -> str:
     lookup = {(r["test"], r["resolution"]): r["accuracy"] for r in rows}
     train = rows[0]["train"] if rows else ""
     counts = {r["resolution"]: r["points"] for r in rows}
+    metric = metric_of(rows)
     head = f"{'train → test':<22}" + "".join(f"{f'{counts[s]} pts':>12}" for s in sides)
     lines = [head]
     for kind in kinds:
-        cells = [_cell(lookup[(kind, s)], rows[0].get("metric", "accuracy")) for s in sides]
+        cells = [_cell(lookup[(kind, s)], metric) for s in sides]
         lines.append(f"{f'{train} → {kind}':<22}" + "".join(f"{c:>12}" for c in cells))
     return "\n".join(lines)
 
@@ -116,7 +122,7 @@ def write_plot(rows: list[dict], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    metric = rows[0].get("metric", "accuracy") if rows else "accuracy"
+    metric = metric_of(rows)
     scale = 1 if metric == "sdf_mae" else 100
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for kind in dict.fromkeys(r["test"] for r in rows):
