@@ -32,6 +32,7 @@ import torch
 from fieldlab.fields import make_config
 from fieldlab.fit import FitConfig, fit
 from fieldlab.fit import miner as M
+from fieldlab.fit.miner_place import data_bytes
 from fieldlab.signals import Signal
 
 
@@ -212,7 +213,7 @@ def main() -> None:
         runs = [("resident", {"precision": p}) for p in (args.precisions.split(",") if n == 0 else ["fp32"])
                 if "resident" in modes]
         empty = make_config("miner", in_dim=2, out_dim=3, scales=scales).adapt(signal.shape)
-        if "budget" in modes and M.data_bytes(empty.replace(blocks=(0,) * scales).build(), 3) < budget:
+        if "budget" in modes and data_bytes(empty.replace(blocks=(0,) * scales).build(), 3) < budget:
             runs.append(("resident, budget", {"streaming": "off", "device_budget": budget}))  # else it cannot fit
         if "streaming" in modes:
             runs.append(("streaming, budget", {"streaming": "on", "device_budget": budget}))

@@ -6,6 +6,7 @@ import torch
 from fieldlab.fields import make_config
 from fieldlab.fit import FitConfig
 from fieldlab.fit import miner as M
+from fieldlab.fit import miner_place as P
 from fieldlab.fit.miner_mesh import occupancy_grid
 from fieldlab.signals import Signal
 
@@ -109,7 +110,7 @@ def budget_for(blocks: int, shape=(32, 48)) -> float:
     the finest scale (96) and of the coarser ones (6 + 24, stored) has a network."""
     model = make_config("miner", in_dim=2, out_dim=1, scales=3, block_size=4, hidden_dim=8).adapt(shape).build()
     stored = 30 * model.net.params_per_block() * 4
-    return M.parameter_bytes(model, 96) + stored + blocks * M.streamed_block_bytes(model, 1)
+    return P.parameter_bytes(model, 96) + stored + blocks * P.streamed_block_bytes(model, 1)
 
 
 def test_streaming_fits_the_same_field_as_resident_training():
@@ -141,17 +142,17 @@ def rgb_model():
 def test_a_streaming_plan_fits_the_budget_scale_by_scale():
     model = rgb_model()
     block_bytes = 64 * 3 * 4
-    place = M.Placement(torch.device("cpu"), streaming=True, budget=M.parameter_bytes(model, 96)
-                        + 5 * M.streamed_block_bytes(model, 3))
+    place = P.Placement(torch.device("cpu"), streaming=True, budget=P.parameter_bytes(model, 96)
+                        + 5 * P.streamed_block_bytes(model, 3))
     place.plan(model, 3, 96)  # 96 blocks' targets need more than half the room: chunks of 5 move every step
     assert not place.targets_on_device and place.max_blocks == 5 and place.points == 5 * 64
     place.plan(model, 3, 10)  # few blocks: their targets go to the device once
-    assert place.targets_on_device and place.points >= M.MIN_POINTS_PER_CHUNK
+    assert place.targets_on_device and place.points >= P.MIN_POINTS_PER_CHUNK
     place.plan(model, 3, 0, training=False)  # the residual pass: five copies of a block in half the room
     assert place.max_blocks == int(place.budget / 2 // (5 * block_bytes))
-    unlimited = M.Placement(torch.device("cpu"), streaming=True)
+    unlimited = P.Placement(torch.device("cpu"), streaming=True)
     unlimited.plan(model, 3, 96)
-    assert unlimited.points == M.POINTS_PER_CHUNK and unlimited.targets_on_device
+    assert unlimited.points == P.POINTS_PER_CHUNK and unlimited.targets_on_device
 
 
 def test_streaming_keeps_fewer_blocks_on_the_device_than_a_resident_fit():
@@ -160,9 +161,9 @@ def test_streaming_keeps_fewer_blocks_on_the_device_than_a_resident_fit():
                          prune_mse=0)
     model = rgb_model()
     stored = 30 * model.net.params_per_block() * 4
-    budget = M.parameter_bytes(model, 96) + stored + 5 * M.streamed_block_bytes(model, 3)
-    place = M.placement(config.replace(device_budget=budget), model, 3, torch.device("cpu"))
-    assert place.streaming and place.max_blocks == 5 + stored // M.streamed_block_bytes(model, 3)
+    budget = P.parameter_bytes(model, 96) + stored + 5 * P.streamed_block_bytes(model, 3)
+    place = P.placement(config.replace(device_budget=budget), model, 3, torch.device("cpu"))
+    assert place.streaming and place.max_blocks == 5 + stored // P.streamed_block_bytes(model, 3)
     signal = Signal.from_array(image, kind="image")
     fit = FitConfig(steps=20, device="cpu", batch_size=8, lr=5e-3)
     streamed = M.fit(signal, config.replace(device_budget=budget), fit)
@@ -173,12 +174,10 @@ def test_streaming_keeps_fewer_blocks_on_the_device_than_a_resident_fit():
 
 
 def test_a_resident_fit_under_a_budget_only_changes_the_chunks(monkeypatch):
-    import importlib
-
-    monkeypatch.setattr(importlib.import_module("fieldlab.fit.miner_place"), "MIN_POINTS_PER_CHUNK", 16)
+    monkeypatch.setattr(P, "MIN_POINTS_PER_CHUNK", 16)
     model = tiny_model()
-    tight = M.data_bytes(model, 1) + M.parameter_bytes(model, 96) + M.activation_bytes(model, 64)
-    place = M.placement(make_config("miner", in_dim=2, out_dim=1, streaming="off", device_budget=tight), model, 1,
+    tight = P.data_bytes(model, 1) + P.parameter_bytes(model, 96) + P.activation_bytes(model, 64)
+    place = P.placement(make_config("miner", in_dim=2, out_dim=1, streaming="off", device_budget=tight), model, 1,
                         torch.device("cpu"))
     assert not place.streaming and place.points == 64
     image = (np.random.default_rng(2).random((32, 48)) * 255).astype(np.uint8)
@@ -191,11 +190,11 @@ def test_a_resident_fit_under_a_budget_only_changes_the_chunks(monkeypatch):
 def test_auto_streams_only_when_even_small_chunks_exceed_the_budget():
     config = make_config("miner", in_dim=2, out_dim=1, scales=3, block_size=4, hidden_dim=8).adapt((32, 48))
     model = config.build()
-    assert not M.placement(config, model, 1, torch.device("cpu")).streaming  # unlimited on the CPU
-    tight = M.placement(config.replace(device_budget=budget_for(5)), model, 1, torch.device("cpu"))
+    assert not P.placement(config, model, 1, torch.device("cpu")).streaming  # unlimited on the CPU
+    tight = P.placement(config.replace(device_budget=budget_for(5)), model, 1, torch.device("cpu"))
     assert tight.streaming
-    roomy = config.replace(device_budget=M.resident_bytes(model, 1, M.MIN_POINTS_PER_CHUNK) + 1)
-    assert not M.placement(roomy, model, 1, torch.device("cpu")).streaming
+    roomy = config.replace(device_budget=P.resident_bytes(model, 1, P.MIN_POINTS_PER_CHUNK) + 1)
+    assert not P.placement(roomy, model, 1, torch.device("cpu")).streaming
 
 
 # -- precision ------------------------------------------------------------------------------------
@@ -242,6 +241,7 @@ def test_the_fused_kernel_is_refused_by_the_trainer_and_the_command(tmp_path, cl
         M.fit_pyramid(torch.zeros(8, 8, 1), make_config("miner", in_dim=2, out_dim=1, scales=1, block_size=8),
                       FitConfig(steps=1, device="cpu", kernel="fused"))
     status, _, stderr = cli(["fit", "sample:camera", "--max-size", "16", "--field", "miner", "--scales", "1",
-                             "--steps", "1", "--device", "cpu", "--quiet", "--kernel", "fused", "--out", tmp_path / "out"])
+                             "--steps", "1", "--device", "cpu", "--quiet", "--kernel", "fused",
+                             "--out", tmp_path / "out"])
     assert status == 2 and "fieldlab: error: --kernel fused does not apply to miner" in stderr
     assert "Traceback" not in stderr and list(tmp_path.iterdir()) == []

@@ -42,9 +42,7 @@ from fieldlab.fit.config import FitConfig
 from fieldlab.fit.loop import FitResult, RunLog, _matmul_precision, autocast_for, resolve_device
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
 from fieldlab.fit.miner_mesh import fit_mesh, occupancy_grid  # noqa: F401  (the job finds fit_mesh here)
-from fieldlab.fit.miner_place import (  # noqa: F401  (re-exported: the trainer's memory model)
-    MIN_POINTS_PER_CHUNK, POINTS_PER_CHUNK, Placement, activation_bytes, data_bytes, parameter_bytes, placement,
-    pyramid_bytes, resident_bytes, scale_bytes, streamed_block_bytes)
+from fieldlab.fit.miner_place import POINTS_PER_CHUNK, Placement, placement, scale_bytes
 from fieldlab.signals import Signal
 
 DEFAULT_POSITIONS = 256
