@@ -76,3 +76,12 @@ def test_train_nuft_classifier_on_blobs(cli, blob_store, tmp_path):
     assert status == 0 and "n/a" not in out, out + err  # a NUFFT net reads every point set
     status, out, err = cli(["train", blob_store, "--net", "nuft", "--backend", "fft", "--out", tmp_path / "r2"])
     assert status == 2 and "must be one of" in err, err
+
+
+def test_missing_nufft_extra_stops_train_before_anything_is_written(cli, blob_store, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchkbnufft", None)  # as if the 'nufft' extra were not installed
+    status, out, err = cli(["train", blob_store, "--net", "nuft", "--out", tmp_path / "r", "--steps", 2])
+    assert status == 2 and "fieldlab[nufft]" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()

@@ -59,14 +59,18 @@ def spectrum(values: torch.Tensor, points: PointSet, size: int, backend: Backend
     return adjoint(data.to(torch.complex64).contiguous(), omega)
 
 
-@functools.lru_cache(maxsize=8)
-def _kb_adjoint(size: int, dim: int, device: str):
-    """torchkbnufft's adjoint NUFFT for a size^dim grid (its interpolation tables are built once per device)."""
+def _torchkbnufft():
     try:
         import torchkbnufft
     except ImportError:
         raise missing_extra("torchkbnufft", "nufft") from None
-    return torchkbnufft.KbNufftAdjoint(im_size=(size,) * dim).to(device)
+    return torchkbnufft
+
+
+@functools.lru_cache(maxsize=8)
+def _kb_adjoint(size: int, dim: int, device: str):
+    """torchkbnufft's adjoint NUFFT for a size^dim grid (its interpolation tables are built once per device)."""
+    return _torchkbnufft().KbNufftAdjoint(im_size=(size,) * dim).to(device)
 
 
 def spectral_image(values: torch.Tensor, points: PointSet, size: int, backend: Backend = "kbnufft") -> torch.Tensor:
@@ -87,6 +91,8 @@ class NUFTNet(nn.Module):
 
     def __init__(self, body: nn.Module, head: nn.Module, size: int, backend: Backend, segment: bool):
         super().__init__()
+        if backend == "kbnufft":
+            _torchkbnufft()  # a missing extra stops the run when the net is built, before anything is written
         self.body, self.head, self.size, self.backend, self.segment = body, head, size, backend, segment
 
     def forward(self, x: Discretized):
