@@ -108,7 +108,7 @@ def fit_tiny(image, **options):
 def budget_for(blocks: int, shape=(32, 48)) -> float:
     """A --device-budget that leaves room for exactly `blocks` 4×4 grey blocks at a time while every block of
     the finest scale (96) and of the coarser ones (6 + 24, stored) has a network."""
-    model = make_config("miner", in_dim=2, out_dim=1, scales=3, block_size=4, hidden_dim=8).adapt(shape).build()
+    model = blank_model(shape=shape)
     stored = 30 * model.net.params_per_block() * 4
     return P.parameter_bytes(model, 96) + stored + blocks * P.streamed_block_bytes(model, 1)
 
@@ -127,16 +127,15 @@ def test_streaming_fits_the_same_field_as_resident_training():
     assert abs(resident.metrics["psnr"] - streamed.metrics["psnr"]) < 1e-3
 
 
-def tiny_model():
-    """The 32×48 model before training, as the trainer builds it: no block has a network yet."""
-    config = make_config("miner", in_dim=2, out_dim=1, scales=3, block_size=4, hidden_dim=8).adapt((32, 48))
-    return config.replace(blocks=(0, 0, 0)).build()
+def blank_model(out_dim: int = 1, block_size: int = 4, shape=(32, 48)):
+    """A 3-scale model before training, as the trainer builds it (no block has a network yet); 6, 24 and 96
+    blocks for the default 32×48 grey image of 4×4 blocks, or 64×96 RGB of 8×8 blocks (`rgb_model`)."""
+    config = make_config("miner", in_dim=2, out_dim=out_dim, scales=3, block_size=block_size, hidden_dim=8)
+    return config.adapt(shape).replace(blocks=(0, 0, 0)).build()
 
 
 def rgb_model():
-    """64×96 RGB, 8×8 blocks, before training: 6, 24 and 96 blocks, none with a network yet."""
-    config = make_config("miner", in_dim=2, out_dim=3, scales=3, block_size=8, hidden_dim=8).adapt((64, 96))
-    return config.replace(blocks=(0, 0, 0)).build()
+    return blank_model(3, 8, (64, 96))
 
 
 def test_a_streaming_plan_fits_the_budget_scale_by_scale():
@@ -175,7 +174,7 @@ def test_streaming_keeps_fewer_blocks_on_the_device_than_a_resident_fit():
 
 def test_a_resident_fit_under_a_budget_only_changes_the_chunks(monkeypatch):
     monkeypatch.setattr(P, "MIN_POINTS_PER_CHUNK", 16)
-    model = tiny_model()
+    model = blank_model()
     tight = P.data_bytes(model, 1) + P.parameter_bytes(model, 96) + P.activation_bytes(model, 64)
     place = P.placement(make_config("miner", in_dim=2, out_dim=1, streaming="off", device_budget=tight), model, 1,
                         torch.device("cpu"))
