@@ -19,14 +19,14 @@ from fieldlab._errors import UserError
 from fieldlab.learn.field_batch import FieldEvaluator
 from fieldlab.learn.points import KINDS, PointSampler
 from fieldlab.fit.loop import resolve_device
-from fieldlab.learn.train import load_run, load_split, score, split_rows
+from fieldlab.learn.train import load_run, load_split, read_run, score, split_rows
 
 
 def evaluate(run: str | Path, store_path: str | Path | None, *, points: Sequence[str],
              resolutions: Sequence[int] | None = None, device: str = "auto", seed: int = 1) -> list[dict]:
     """Rows {train, test, resolution, points, accuracy, metric} (accuracy None where a net cannot see a point
     set; for an SDF run (`train-sdf`) it holds the mean absolute SDF error, metric "sdf_mae")."""
-    from fieldlab.learn.sdf import evaluate_sdf, read_info
+    from fieldlab.learn.sdf import FORMAT as SDF_FORMAT, evaluate_sdf
     from fieldlab.store.field_store import FieldStore
 
     for kind in points:
@@ -34,9 +34,9 @@ def evaluate(run: str | Path, store_path: str | Path | None, *, points: Sequence
             raise UserError(f"unknown point set {kind!r}; choose from grid, qmc, rqmc, random, shrunk")
     if resolutions and any(r < 2 for r in resolutions):
         raise UserError(f"--resolutions are grid sides of at least 2, got {list(resolutions)}")
-    sdf_info = read_info(Path(run))
-    if sdf_info is not None:
-        return evaluate_sdf(sdf_info, Path(run), store_path, points=points, resolutions=resolutions, seed=seed)
+    info = read_run(run)
+    if info.get("format") == SDF_FORMAT:
+        return evaluate_sdf(info, Path(run), store_path, points=points, resolutions=resolutions, seed=seed)
     if store_path is None:
         raise UserError(f"eval of {run} needs the STORE to test on")
     store = FieldStore(store_path)

@@ -24,7 +24,6 @@ step by a `PointSampler` (randomized QMC by default; `--points` as in classifica
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -219,12 +218,3 @@ def evaluate_sdf(info: dict, run: Path, store_path: str | Path | None, *, points
                          "points": side ** dim, "accuracy": sdf_mae(net, scenes, scenes.test, sampled, queries),
                          "metric": "sdf_mae"})
     return rows
-
-
-def read_info(run: Path) -> dict | None:
-    """run.json of an SDF run, or None when RUN is something else."""
-    try:
-        info = json.loads((Path(run) / "run.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return info if info.get("format") == FORMAT else None

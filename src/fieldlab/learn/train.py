@@ -381,15 +381,20 @@ def _save_run(out: Path, net, cfg: NetConfig, config: TrainConfig, store, classe
     })
 
 
+def read_run(run: str | Path) -> dict:
+    """RUN's run.json (a `train` or a `train-sdf` run; its "format" says which)."""
+    try:
+        return json.loads((Path(run) / "run.json").read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{run} is not a finished training run (no readable run.json)") from None
+
+
 def load_run(run: str | Path, store) -> tuple[nn.Module, NetConfig, dict]:
     """The trained network of RUN (rebuilt from run.json, weights from net.safetensors), in eval mode."""
     from safetensors.torch import load_file
 
     run = Path(run)
-    try:
-        info = json.loads((run / "run.json").read_text())
-    except (OSError, ValueError):
-        raise UserError(f"{run} is not a finished training run (no readable run.json)") from None
+    info = read_run(run)
     if info.get("format") != FORMAT:
         raise UserError(f"{run}/run.json is not a fieldlab run")
     cfg = net_config(info["net"], **info["net_options"])
