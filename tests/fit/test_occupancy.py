@@ -131,3 +131,9 @@ def test_metrics_are_json_ready(sphere_fit):
     result, _ = sphere_fit
     text = json.dumps(result.metrics, allow_nan=False)
     assert math.isfinite(json.loads(text)["chamfer"])
+
+
+def test_fit_mesh_refuses_the_fused_kernel_itself(sphere):
+    config = make_config("siren", in_dim=3, out_dim=1, hidden_dim=16, num_layers=2)
+    with pytest.raises(UserError, match="--kernel fused fits a squared error"):
+        fit_mesh(sphere, config, FitConfig(steps=1, kernel="fused", device="cpu"))

@@ -116,16 +116,14 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
 def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool):
     """A mesh is fitted as an occupancy field; its reconstruction is the field's zero level set."""
     from fieldlab.edit.mesh_export import write_mesh
-    from fieldlab.fit.occupancy import OccupancyConfig, fit_mesh
+    from fieldlab.fit.occupancy import OccupancyConfig, fit_mesh, refuse_fused_kernel
     from fieldlab.signals import check_file
     from fieldlab.signals.mesh import read_mesh
 
     for flag, value in (("--span", job.span), ("--max-frames", job.max_frames), ("--max-size", job.max_size)):
         if value is not None:
             raise UserError(f"{flag} does not apply to meshes")
-    if job.fit.kernel == "fused":
-        raise UserError("--kernel fused fits a squared error; a mesh's occupancy (cross-entropy) takes the "
-                        "reference path")
+    refuse_fused_kernel(job.fit)  # before the mesh is read
     names = {f.name for f in dataclasses.fields(OccupancyConfig)}
     unknown = sorted(set(job.mesh_options) - names)
     if unknown:

@@ -99,6 +99,13 @@ class MeshFitResult:
     """The field's surface in the mesh's units (0 faces when the field never crosses 0)."""
 
 
+def refuse_fused_kernel(fit_config: FitConfig) -> None:
+    """The fused kernel fits squared errors: an occupancy fit (cross-entropy) refuses `--kernel fused`."""
+    if fit_config.kernel == "fused":
+        raise UserError("--kernel fused fits a squared error; a mesh's occupancy (cross-entropy) takes the "
+                        "reference path")
+
+
 def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(),
              occupancy: OccupancyConfig = OccupancyConfig(), *, log_path: Path | None = None,
              progress: bool = False) -> MeshFitResult:
@@ -113,6 +120,7 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
         raise UserError(f"a mesh needs a field with in_dim 3 and out_dim 1, got {config.in_dim} and {config.out_dim}")
     if fit_config.target_psnr:
         raise UserError("--target-psnr does not apply to meshes, whose fits are scored by IoU")
+    refuse_fused_kernel(fit_config)
     if occupancy.eval_seed == fit_config.seed:
         raise UserError(f"--seed {fit_config.seed} is the held-out points' seed; pick another")
     if not fit_config.batch_size and not fit_config.sample_fraction:
