@@ -82,3 +82,12 @@ def test_sdf_from_fitted_fields_of_rendered_scenes(cli, tmp_path):
 def test_train_sdf_store_must_hold_ball_scenes(cli, blob_store, tmp_path):
     status, out, err = cli(["train-sdf", "--out", tmp_path / "r", "--store", blob_store, "--steps", 2])
     assert status == 2 and "sample:balls" in err, err
+
+
+def test_train_sdf_mixed_points_draw_from_the_given_mix(cli, tmp_path):
+    kinds = {SDFConfig(points="mixed", mix="rqmc,random", num_points=64).sampler(3)(step).kind for step in range(40)}
+    assert kinds == {"rqmc-sobol", "random"}
+    status, out, err = cli(["train-sdf", "--out", tmp_path / "r", "--points", "mixed", "--mix", "grid,nope",
+                            "--steps", 2, "--scenes", 5])
+    assert status == 2 and "--mix takes point sets" in err, err
+    assert not (tmp_path / "r").exists()

@@ -98,6 +98,7 @@ def train_sdf_command(
     store: Optional[Path] = typer.Option(None, help="Read the input from the fitted fields of this store "
                                                     "(fit-dataset sample:balls: 2-D scenes) instead of the exact field."),
     points: str = typer.Option("rqmc", help="Input point set: grid, qmc, rqmc (redrawn each step), random, shrunk, mixed."),
+    mix: str = typer.Option("grid,qmc,shrunk", help="With --points mixed: the point sets to draw from, one per step."),
     num_points: Optional[int] = typer.Option(None, help="Input points per scene per step (default 512)."),
     num_queries: Optional[int] = typer.Option(None, help="SDF query points per scene per step, uniform random (default 512)."),
     steps: Optional[int] = typer.Option(None, help="Optimizer steps (default 300)."),
@@ -116,7 +117,7 @@ def train_sdf_command(
     check_out_dir(out, force)
     given = {"scenes": scenes, "num_points": num_points, "num_queries": num_queries, "steps": steps,
              "batch_size": batch_size, "lr": lr}
-    config = SDFConfig(store=None if store is None else str(store), points=points, seed=seed,
+    config = SDFConfig(store=None if store is None else str(store), points=points, mix=mix, seed=seed,
                        net_options=parse_extra(ctx.args), **{k: v for k, v in given.items() if v is not None})
     metrics = train_sdf(config, out)
     print(f"test SDF mean absolute error {metrics['test_mae']:.4f} on {metrics['test_scenes']} scenes "

@@ -50,6 +50,8 @@ class SDFConfig:
     """A FieldStore of `sample:balls` fields to read the input from, instead of the exact field."""
     points: str = "rqmc"
     """Input point set: grid, qmc, rqmc, random, shrunk or mixed."""
+    mix: str = "grid,qmc,shrunk"
+    """With points mixed: the point sets drawn from, one per step (comma-separated)."""
     num_points: int = 512
     """Input points per scene per step."""
     num_queries: int = 512
@@ -73,7 +75,7 @@ class SDFConfig:
             raise UserError(f"--lr must be positive, got {self.lr}")
 
     def sampler(self, dim: int) -> PointSampler:
-        return PointSampler(kind=self.points, n=self.num_points, dim=dim, seed=self.seed)
+        return PointSampler(kind=self.points, n=self.num_points, dim=dim, seed=self.seed, mix=tuple(self.mix.split(",")))
 
 
 class Scenes:
