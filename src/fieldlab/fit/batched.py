@@ -71,11 +71,9 @@ class BatchedFitConfig:
     def validate(self) -> None:
         # The options shared with a single fit are checked by FitConfig, so both commands agree.
         FitConfig(steps=self.steps, lr=self.lr, lr_final=self.lr_final, target_psnr=self.target_psnr,
-                  sample_fraction=self.sample_fraction, precision=self.precision).validate()
+                  sample_fraction=self.sample_fraction, precision=self.precision, kernel=self.kernel).validate()
         if self.init not in ("shared", "random"):
             raise UserError(f"--init must be shared or random, got {self.init!r}")
-        if self.kernel not in ("auto", "fused", "reference"):
-            raise UserError(f"--kernel must be auto, fused or reference, got {self.kernel!r}")
         if self.check_every < 1:
             raise UserError(f"--check-every must be positive, got {self.check_every}")
 
