@@ -35,7 +35,7 @@ from fieldlab._errors import UserError
 from fieldlab.learn.layers import Discretized
 from fieldlab.learn.nets import net_config
 from fieldlab.learn.points import PointSampler, PointSet
-from fieldlab.signals.balls import EDGE, ball_scenes, occupancy, scene_sdf
+from fieldlab.signals.balls import BALLS_SEED, EDGE, ball_scenes, occupancy, scene_sdf
 
 __all__ = ["EDGE", "SDFConfig", "Scenes", "ball_scenes", "evaluate_sdf", "occupancy", "scene_sdf", "train_sdf"]
 
@@ -106,7 +106,7 @@ class Scenes:
         rows = store.rows()
         if (store.column("augment")[rows] > 0).any():
             raise UserError(f"{path} holds augmented rows; the SDF task needs the scenes as drawn (fit without --augment)")
-        centres, radii = ball_scenes(len(rows), 0, dim=2, index=store.column("source_index")[rows])
+        centres, radii = ball_scenes(len(rows), BALLS_SEED, dim=2, index=store.column("source_index")[rows])
         train_rows, test_rows, _ = split_rows(store)
         position = {int(r): i for i, r in enumerate(rows)}
         pick = lambda chosen: torch.tensor([position[int(r)] for r in chosen], dtype=torch.long)  # noqa: E731

@@ -17,6 +17,8 @@ import torch
 EDGE = 0.05
 """Width of the occupancy's tanh edge (canonical units)."""
 BALLS_SIZE = 32
+BALLS_SEED = 0
+"""The seed of `sample:balls`' scenes: a store of them is matched back to its geometry with it."""
 DEFAULT_BALL_SCENES = 200
 
 
@@ -46,7 +48,7 @@ def occupancy(centres, radii, coords) -> torch.Tensor:
     return torch.tanh(-scene_sdf(centres, radii, coords) / EDGE)[..., None]
 
 
-def ball_images(count: int, size: int = BALLS_SIZE, seed: int = 0) -> np.ndarray:
+def ball_images(count: int, size: int = BALLS_SIZE, seed: int = BALLS_SEED) -> np.ndarray:
     """(count, size, size) float32: 2-D scenes' occupancy at the pixel centres (row, column order)."""
     axis = (torch.arange(size, dtype=torch.float32) + 0.5) * 2 / size - 1
     coords = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
