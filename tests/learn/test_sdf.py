@@ -52,6 +52,8 @@ def test_eval_of_an_sdf_run_tabulates_the_error_per_point_set(cli, tmp_path):
     assert {r["metric"] for r in rows} == {"sdf_mae"} and all(0 < float(r["accuracy"]) < 2 for r in rows)
     status, out, err = cli(["eval", tmp_path / "run", tmp_path / "run"])
     assert status == 2 and "without a STORE" in err
+    status, out, err = cli(["eval", tmp_path / "run", "--device", "bogus"])
+    assert status == 2 and "--device must be" in err, err
     status, out, err = cli(["eval", tmp_path / "missing"])
     assert status == 2 and "not a finished training run" in err, err
 

@@ -34,9 +34,11 @@ def evaluate(run: str | Path, store_path: str | Path | None, *, points: Sequence
             raise UserError(f"unknown point set {kind!r}; choose from grid, qmc, rqmc, random, shrunk")
     if resolutions and any(r < 2 for r in resolutions):
         raise UserError(f"--resolutions are grid sides of at least 2, got {list(resolutions)}")
+    dev = resolve_device(device)
     info = read_run(run)
     if info.get("format") == SDF_FORMAT:
-        return evaluate_sdf(info, Path(run), store_path, points=points, resolutions=resolutions, seed=seed)
+        return evaluate_sdf(info, Path(run), store_path, points=points, resolutions=resolutions, device=dev,
+                            seed=seed)
     if store_path is None:
         raise UserError(f"eval of {run} needs the STORE to test on")
     store = FieldStore(store_path)
@@ -45,7 +47,6 @@ def evaluate(run: str | Path, store_path: str | Path | None, *, points: Sequence
     train_cfg = info["train"]
     if not resolutions:
         resolutions = [round(train_cfg["num_points"] ** (1 / dim))]
-    dev = resolve_device(device)
     net = net.to(dev)
     _, test_rows, _ = split_rows(store)
     test = load_split(store, test_rows, dev, masks=cfg.task == "segment")

@@ -112,6 +112,11 @@ class Scenes:
         pick = lambda chosen: torch.tensor([position[int(r)] for r in chosen], dtype=torch.long)  # noqa: E731
         return cls(centres, radii, pick(train_rows), pick(test_rows), store.read(rows), FieldEvaluator.from_store(store))
 
+    def to(self, device: torch.device | str) -> Scenes:
+        """The scenes with their geometry and stored fields on `device` (indices stay on the CPU)."""
+        params = None if self.params is None else {k: v.to(device) for k, v in self.params.items()}
+        return Scenes(self.centres.to(device), self.radii.to(device), self.train, self.test, params, self.evaluator)
+
     def inputs(self, index: torch.Tensor, points: PointSet) -> torch.Tensor:
         """The input field (b, n, 1) of scenes `index` at `points`."""
         if self.evaluator is None:
@@ -193,10 +198,10 @@ def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print) 
 
 
 def evaluate_sdf(info: dict, run: Path, store_path: str | Path | None, *, points: Sequence[str],
-                 resolutions: Sequence[int] | None, seed: int = 1) -> list[dict]:
+                 resolutions: Sequence[int] | None, device: torch.device | str = "cpu", seed: int = 1) -> list[dict]:
     """Rows {train, test, resolution, points, accuracy: the SDF MAE, metric: "sdf_mae"} of an SDF run on its
     held-out scenes (or on the test split of `store_path`, for a run trained on stored fields). `points` and
-    `resolutions` are checked by `fieldlab.learn.evaluate.evaluate`, the one caller."""
+    `resolutions` (and `device`) are checked by `fieldlab.learn.evaluate.evaluate`, the one caller."""
     from safetensors.torch import load_file
 
     train = dict(info["train"])
@@ -205,17 +210,18 @@ def evaluate_sdf(info: dict, run: Path, store_path: str | Path | None, *, points
             raise UserError(f"{run} was trained on the exact procedural field; eval it without a STORE")
         train["store"] = str(store_path)
     config = SDFConfig(**{k: v for k, v in train.items() if k in {f.name for f in dataclasses.fields(SDFConfig)}})
-    scenes = open_scenes(config)
+    scenes = open_scenes(config).to(device)
     dim = scenes.dim
     net = net_config("sdf", **info["net_options"]).build(1, 1, dim)
     net.load_state_dict(load_file(str(run / "net.safetensors")))
+    net.to(device)
     if not resolutions:
         resolutions = [round(config.num_points ** (1 / dim))]
-    queries = PointSampler(kind="random", n=config.num_queries, dim=dim, seed=seed + 2)(0)
+    queries = PointSampler(kind="random", n=config.num_queries, dim=dim, seed=seed + 2)(0).to(device)
     rows = []
     for side in resolutions:
         for kind in points:
-            sampled = PointSampler(kind=kind, n=side ** dim, dim=dim, seed=seed)(10_000)
+            sampled = PointSampler(kind=kind, n=side ** dim, dim=dim, seed=seed)(10_000).to(device)
             rows.append({"train": f"{config.points}@{config.num_points}", "test": kind, "resolution": side,
                          "points": side ** dim, "accuracy": sdf_mae(net, scenes, scenes.test, sampled, queries),
                          "metric": "sdf_mae"})
