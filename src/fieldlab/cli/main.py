@@ -210,9 +210,22 @@ def main(argv: list[str] | None = None) -> None:
 def _log_notes_to_stderr() -> None:
     import logging
 
+    class StderrHandler(logging.StreamHandler):
+        """Writes to the sys.stderr of the moment, not the one of the first command: a later command run in
+        the same process with stderr redirected (an embedding program, pytest's capture) gets its notes
+        instead of a logging error about a closed stream."""
+
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value):
+            pass
+
     logger = logging.getLogger("fieldlab")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("fieldlab: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
