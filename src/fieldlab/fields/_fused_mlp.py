@@ -332,9 +332,11 @@ class FusedStack:
             HAS_IDX=index is not None, SPLIT=split, CHUNKS=chunks, **constants)
         return loss, grad
 
-    def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        """Values (f, n, c) at coords (n, d) shared by the fields, or (f, n, d) per field."""
-        return fused_forward(self.spec, self.flat, coords, precision=self.precision, encoding=self.encoding)
+    def forward(self, coords: torch.Tensor, precision: str | None = None) -> torch.Tensor:
+        """Values (f, n, c) at coords (n, d) shared by the fields, or (f, n, d) per field; at the stack's
+        precision unless `precision` says otherwise."""
+        return fused_forward(self.spec, self.flat, coords, precision=precision or self.precision,
+                             encoding=self.encoding)
 
 
 def _encoding_arguments(encoding: torch.Tensor | None, flat: torch.Tensor) -> tuple[torch.Tensor, int]:
