@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fieldlab._errors import UserError
-from fieldlab.fields import make_config
+from fieldlab.fields import FieldStack, make_config
 from fieldlab.fit.batched import BatchedFitConfig, fit_batch, init_params, pixel_subset
 from fieldlab.signals import grid_coords
 from fieldlab.signals.datasets import Augmented, open_source
@@ -78,3 +78,20 @@ def test_bad_options_are_user_errors(digits):
     for options in (dict(steps=0), dict(init="zeros"), dict(sample_fraction=2.0), dict(precision="fp8")):
         with pytest.raises(UserError):
             fit(coords, values[:1], [0], **options)
+
+
+def test_psnr_is_the_stored_fields_in_fp32_at_every_precision(digits):
+    """A bf16 fit records the PSNR its fp32 parameters render at, not that of a bf16 forward pass."""
+    coords, values = digits
+    rows = [0, 1, 2]
+    result = fit(coords, values[rows], rows, steps=40, target_psnr=0, precision="bf16")
+    template, _, buffers = init_params(CONFIG, rows, "shared", 0)
+    stack = FieldStack(template, {k: v for k, v in result.params.items() if k not in buffers}, buffers)
+    with torch.no_grad():
+        prediction = stack(coords.expand(len(rows), *coords.shape))
+        bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
+        with bf16:
+            rounded = stack(coords.expand(len(rows), *coords.shape)).float()
+    mse = (prediction - values[rows]).square().mean(dim=(1, 2)).double()
+    assert result.psnr == pytest.approx((10 * torch.log10(4.0 / mse)).numpy(), abs=1e-4)
+    assert not torch.allclose(prediction, rounded)  # a bf16 forward pass would have read another PSNR

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -74,9 +75,12 @@ def _gradients(template, params, buffers, coords, values, spec, context=None) ->
 def _end_psnr(template, result, buffers, coords, values) -> np.ndarray:
     """PSNR (f,) of a fit's end parameters, evaluated alike for every path: fp32 `FieldStack`, no emulation."""
     f, n, _ = values.shape
-    params = {k: v.to(values.device) for k, v in result.params.items() if k not in buffers}
+    state = {k: v.to(values.device) for k, v in result.params.items()}  # with the fit's buffers (Fourier A)
+    params = {k: v for k, v in state.items() if k not in buffers}
+    fitted_buffers = {k: state[k] for k in buffers}
     with torch.no_grad():
-        mse = (FieldStack(template, params, buffers)(coords.expand(f, n, -1)) - values).square().mean(dim=(1, 2))
+        stack = FieldStack(template, params, fitted_buffers)
+        mse = (stack(coords.expand(f, n, -1)) - values).square().mean(dim=(1, 2))
     return (10 * torch.log10(4.0 / mse.double().clamp_min(1e-30))).cpu().numpy()
 
 
@@ -116,6 +120,7 @@ def main() -> int:
             reference_out = stack(coords.expand(f, n, -1))
         reference_grad = _gradients(template, params, buffers, coords, values, spec)
         for precision in args.precisions.split(","):
+            started = time.perf_counter()
             fused = FusedStack(spec, params, buffers=buffers, precision=precision)
             out_err = (fused.forward(coords) - reference_out).abs().max().item()
             _, grad = fused.gradients(coords, values, torch.arange(f, device=device), parts=1)
@@ -159,7 +164,7 @@ def main() -> int:
                   f"grad rel {grad_err:.2e} (split {split_err:.2e}), 500-step PSNR fused {psnr['fused']:.3f} "
                   f"vs reference{' (bf16 operands emulated)' if precision == 'bf16' else ''} {psnr['reference']:.3f} dB (Δ {mean_delta:+.3f} ± {standard_error:.3f} s.e.; "
                   f"per field: median {np.median(delta):+.3f}, std {delta.std():.3f}, fused higher on "
-                  f"{np.mean(delta > 0):.0%}){graph_note}", flush=True)
+                  f"{np.mean(delta > 0):.0%}){graph_note}; {time.perf_counter() - started:.0f} s", flush=True)
             if precision == "bf16" and _fused_mlp.FAST_TRIG:
                 print("     (bf16 and tf32 kernels use fast sine/cosine; --exact-trig checks them without)")
     print("all checks passed" if not failures else f"{failures} check(s) failed")
