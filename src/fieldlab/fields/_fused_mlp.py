@@ -370,14 +370,24 @@ def fused_forward(spec: FusedSpec, flat: torch.Tensor, coords: torch.Tensor, *, 
     return out
 
 
+def _to_tf32(x: torch.Tensor) -> torch.Tensor:
+    """x rounded to the nearest TF32 (10 mantissa bits, ties to even), in fp32: the kernel's `_round_tf32`."""
+    u = x.contiguous().view(torch.int32)
+    return ((u + 0xFFF + ((u >> 13) & 1)) & -8192).view(torch.float32)
+
+
+_ROUNDINGS = {"bf16": lambda x: x.to(torch.bfloat16).float(), "tf32": _to_tf32}
+_rounding = _ROUNDINGS["bf16"]  # what `_RoundForward` and `_RoundBackward` apply; set by `rounded_operands`
+
+
 class _RoundForward(torch.autograd.Function):
-    """bf16 rounding of a product's operand; the gradient passes unchanged."""
+    """Rounding of a product's operand; the gradient passes unchanged."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(x):
-        return x.to(torch.bfloat16).float()
+        return _rounding(x)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -389,7 +399,7 @@ class _RoundForward(torch.autograd.Function):
 
 
 class _RoundBackward(torch.autograd.Function):
-    """Identity forward; the incoming gradient rounded to bf16 (the backward products' shared operand)."""
+    """Identity forward; the incoming gradient rounded (the backward products' shared operand)."""
 
     generate_vmap_rule = True
 
@@ -403,26 +413,33 @@ class _RoundBackward(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return grad.to(torch.bfloat16).float()
+        return _rounding(grad)
 
 
 @contextlib.contextmanager
-def bf16_operands():
-    """The fused kernel's bf16 arithmetic on the reference path, for checks (tests, tests/gpu): inside,
-    nn.Linear — the products after an MLP field's first layer, which `exact_linear` computes — rounds its
-    operands to bf16 (activations and weights forward, the incoming gradient backward) and accumulates in
-    fp32. Run the reference at fp32 precision inside it. Not thread-safe: it patches nn.Linear."""
-    original = torch.nn.Linear.forward
+def rounded_operands(kind: str):
+    """The fused kernel's bf16 or TF32 arithmetic on the reference path, for checks (tests, tests/gpu):
+    inside, nn.Linear — the products after an MLP field's first layer, which `exact_linear` computes —
+    rounds its operands to nearest `kind` (activations and weights forward, the incoming gradient backward)
+    and accumulates in fp32. Run the reference at fp32 precision inside it. Not thread-safe: it patches
+    nn.Linear."""
+    global _rounding
+    original, previous = torch.nn.Linear.forward, _rounding
 
     def forward(self, x):
         y = torch.nn.functional.linear(_RoundForward.apply(x), _RoundForward.apply(self.weight))
         return _RoundBackward.apply(y) + self.bias  # the bias gradient sums the unrounded gradient
 
-    torch.nn.Linear.forward = forward
+    torch.nn.Linear.forward, _rounding = forward, _ROUNDINGS[kind]
     try:
         yield
     finally:
-        torch.nn.Linear.forward = original
+        torch.nn.Linear.forward, _rounding = original, previous
+
+
+def bf16_operands():
+    """`rounded_operands("bf16")`: the kernel's bf16 arithmetic on the reference path."""
+    return rounded_operands("bf16")
 
 
 def _cdiv(a: int, b: int) -> int:
