@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from fieldlab.fields import FieldStack, make_config  # noqa: E402
 from fieldlab.fields import _fused_mlp  # noqa: E402
-from fieldlab.fields._fused_mlp import FusedStack, bf16_operands, fused_spec, pack  # noqa: E402
+from fieldlab._errors import UserError  # noqa: E402
+from fieldlab.fields._fused_mlp import FusedStack, bf16_operands, choose_kernel, fused_spec, pack  # noqa: E402
 from fieldlab.fit.batched import BatchedFitConfig, fit_batch, init_params  # noqa: E402
 from fieldlab.signals import grid_coords  # noqa: E402
 from fieldlab.signals.datasets import Augmented, open_source  # noqa: E402
@@ -121,6 +122,11 @@ def main() -> int:
         reference_grad = _gradients(template, params, buffers, coords, values, spec)
         for precision in args.precisions.split(","):
             started = time.perf_counter()
+            try:  # a documented limit (SIREN 3×128 at tf32) must be refused in one line, not crash
+                choose_kernel(config, device, "fused", precision)
+            except UserError as error:
+                print(f"ok   {name} {layers}x{width} {precision}: refused: {error}", flush=True)
+                continue
             fused = FusedStack(spec, params, buffers=buffers, precision=precision)
             out_err = (fused.forward(coords) - reference_out).abs().max().item()
             _, grad = fused.gradients(coords, values, torch.arange(f, device=device), parts=1)

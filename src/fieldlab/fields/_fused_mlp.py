@@ -29,6 +29,9 @@ AUTO_MAX_WIDTH = 64
 fields/s for SIREN 3×128 on an H100, no faster than the reference path); `--kernel fused` still runs it.
 For Fourier features `auto` also asks that the encoding be no wider than a hidden layer (its two gradient
 accumulators, cosines and sines, then take what one hidden layer's does)."""
+TF32_MAX_WIDTH = 64
+"""At TF32, 128-wide fields ask Triton 3.6 for 330 KB of shared memory (fp32 weight tiles for the tensor
+cores; H100: 227 KB) and do not compile; fp32 (no tensor cores) and bf16 (half the bytes) do."""
 FAST_TRIG = True
 """At tf32 and bf16 the kernels take the GPU's fast sine and cosine (libdevice `fast_sinf`), whose error
 is below the products' rounding; False evaluates them exactly (for checks: tests/gpu/check_fused.py)."""
@@ -134,8 +137,9 @@ def triton_available(device: torch.device) -> bool:
     return device.type == "cuda" or interpreted()
 
 
-def choose_kernel(config: FieldConfig, device: torch.device, kernel: str) -> FusedSpec | None:
-    """The spec to run fused, or None for the reference path; `kernel` is auto, fused or reference.
+def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precision: str = "fp32") -> FusedSpec | None:
+    """The spec to run fused at `precision`, or None for the reference path; `kernel` is auto, fused or
+    reference.
 
     auto: fused on CUDA when the config qualifies, is at most AUTO_MAX_WIDTH wide and Triton is installed;
     fused: any qualifying config on CUDA, or through
@@ -152,6 +156,10 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str) -> Fus
         if not triton_available(device):
             raise UserError("--kernel fused needs a CUDA device and Triton (pip install triton); "
                             "use --kernel auto or reference here")
+        if precision == "tf32" and _pow2(spec.hidden_dim) > TF32_MAX_WIDTH:
+            raise UserError(f"--kernel fused runs fields wider than {TF32_MAX_WIDTH} at fp32 or bf16, not tf32 "
+                            f"(their TF32 weight tiles need 330 KB of shared memory; an H100 has 227 KB); "
+                            f"use another --precision or --kernel reference")
         return spec
     if kernel != "auto":
         raise UserError(f"--kernel must be auto, fused or reference, got {kernel!r}")
@@ -162,7 +170,7 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str) -> Fus
 
 def describe(config: FieldConfig, device: torch.device, kernel: str, precision: str) -> str:
     """One line for a log: which path `fit_batch` takes for `config` on `device`."""
-    spec = choose_kernel(config, device, kernel)
+    spec = choose_kernel(config, device, kernel, precision)
     if spec is None:
         return "reference path (FieldStack, vmap)"
     encoded = f" on {spec.frequencies} {spec.encoding} Fourier frequencies" if spec.encoding != "none" else ""

@@ -41,7 +41,7 @@ def single_kernel(config: FieldConfig, fit_config: FitConfig, device: torch.devi
     fused forces it (a clear `UserError` where it cannot run); reference never takes it."""
     from fieldlab.fields._fused_mlp import choose_kernel
 
-    spec = choose_kernel(config, device, fit_config.kernel)
+    spec = choose_kernel(config, device, fit_config.kernel, fit_config.precision)
     if spec is None:
         return None
     if fit_config.kernel == "fused":

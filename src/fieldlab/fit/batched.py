@@ -278,7 +278,7 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
     lr = fit.lr or config.lr
     decay = math.log(fit.lr_final) / fit.steps
     steps_lr = [lr * math.exp(decay * step) for step in range(fit.steps)]
-    spec = choose_kernel(config, device, fit.kernel)
+    spec = choose_kernel(config, device, fit.kernel, fit.precision)
     device_buffers = {k: v.to(device) for k, v in buffers.items()}
     if spec is not None:
         steps = _FusedSteps(config, spec, params, device_buffers, fit, steps_lr)
