@@ -113,7 +113,7 @@ def test_bf16_gradients_are_the_reference_with_bf16_operands(name, options):
     config, spec, template, params, buffers = _fields(name, f=2, **options)
     coords, values = torch.rand(50, 2) * 2 - 1, torch.rand(2, 50, 3) * 2 - 1
     stack = FieldStack(template, {k: v.clone() for k, v in params.items()}, buffers)
-    with fused.bf16_operands():  # the kernel's bf16 arithmetic, written in torch
+    with fused.rounded_operands("bf16"):  # the kernel's bf16 arithmetic, written in torch
         (stack(coords.expand(2, 50, 2)) - values).square().mean(dim=(1, 2)).sum().backward()
     emulated = fused.pack({k: v.grad for k, v in stack.state()[0].items()}, spec)
     exact = fused.FusedStack(spec, params, buffers=buffers).gradients(coords, values, torch.arange(2))[1]

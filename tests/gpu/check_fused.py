@@ -13,15 +13,17 @@ gives the parameters of launching them one by one (on 100 fields, as graphs are 
 batches; to 1e-4 of the largest parameter after 120 steps: such a batch takes the split kernel, whose
 atomic sums make any two runs differ by rounding).
 
-bf16 means different arithmetic on the two paths: the kernel rounds the operands of its products to
-bf16 and keeps every product's result, the pre-activations, in fp32; autocast also rounds the results,
-and SIREN's ω₀-scaled phases suffer (3×64: 2.6 dB lower than the kernel's). The bf16 PSNR comparison is
-therefore against the reference path in fp32 with the kernel's rounding emulated
-(`_fused_mlp.bf16_operands`): every product after the first layer takes bf16-rounded operands —
-activations, weights, and in the backward pass the incoming gradient — and accumulates in fp32.
-Both fits' end parameters are then evaluated alike, by `FieldStack` in fp32: near 60 dB a forward pass
-with bf16 operands is itself 0.3 dB worse than an exact one, which once made the kernel (whose `fit_batch`
-PSNR was read at TF32) look 0.28 dB better than the emulated reference it equals.
+tf32 and bf16 mean different arithmetic on the two paths: the kernel rounds the operands of its products
+to nearest TF32 or bf16 and keeps every product's result, the pre-activations, in fp32; autocast also
+rounds the results to bf16, and SIREN's ω₀-scaled phases suffer (3×64: 2.6 dB lower than the kernel's);
+cuBLAS's TF32 kernels round differently again (3×64: 0.1-0.2 dB apart near 64 dB). The PSNR comparison
+at tf32 and bf16 is therefore against the reference path in fp32 with the kernel's rounding emulated
+(`_fused_mlp.rounded_operands`): every product after the first layer takes rounded operands —
+activations, weights, and in the backward pass the incoming gradient — and accumulates in fp32; the
+torch-TF32 reference is printed beside it for information. Both fits' end parameters are then evaluated
+alike, by `FieldStack` in fp32: near 60 dB a forward pass with bf16 operands is itself 0.3 dB worse than
+an exact one, which once made the kernel (whose `fit_batch` PSNR was read at TF32) look 0.28 dB better
+than the emulated reference it equals.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 from fieldlab.fields import FieldStack, make_config  # noqa: E402
 from fieldlab.fields import _fused_mlp  # noqa: E402
 from fieldlab._errors import UserError  # noqa: E402
-from fieldlab.fields._fused_mlp import FusedStack, bf16_operands, choose_kernel, fused_spec, pack  # noqa: E402
+from fieldlab.fields._fused_mlp import FusedStack, choose_kernel, fused_spec, pack, rounded_operands  # noqa: E402
 from fieldlab.fit.batched import BatchedFitConfig, fit_batch, init_params  # noqa: E402
 from fieldlab.signals import grid_coords  # noqa: E402
 from fieldlab.signals.datasets import Augmented, open_source  # noqa: E402
@@ -65,7 +67,7 @@ LR = {"gauss": 3e-3, "fourier": 4e-3}
 
 def _gradients(template, params, buffers, coords, values, spec, context=None) -> torch.Tensor:
     """Packed gradients (f, P) of the summed per-field mean squared errors, by autograd through FieldStack
-    in fp32 (inside `context`, e.g. `bf16_operands()`)."""
+    in fp32 (inside `context`, e.g. `rounded_operands("bf16")`)."""
     f, n, _ = values.shape
     stack = FieldStack(template, {k: v.clone() for k, v in params.items()}, buffers)
     with context or contextlib.nullcontext():
@@ -133,21 +135,24 @@ def main() -> int:
             grad_err = ((grad - reference_grad).abs().max() / reference_grad.abs().max()).item()
             _, grad_split = fused.gradients(coords, values, torch.arange(f, device=device), parts=4)
             split_err = ((grad_split - reference_grad).abs().max() / reference_grad.abs().max()).item()
-            if precision == "bf16":  # the compiled kernel against its arithmetic written in torch
-                emulated_grad = _gradients(template, params, buffers, coords, values, spec, bf16_operands())
+            if precision != "fp32":  # the compiled kernel against its arithmetic written in torch
+                emulated_grad = _gradients(template, params, buffers, coords, values, spec, rounded_operands(precision))
                 emulated_err = ((grad - emulated_grad).abs().max() / emulated_grad.abs().max()).item()
-                print(f"     bf16 gradients vs the reference with bf16 operands emulated: max|Δ| / max|g| "
-                      f"{emulated_err:.2e} (through the interpreter on a CPU: 3e-6 SIREN 2×32, 7e-5 Fourier 3×64)", flush=True)
+                print(f"     {precision} gradients vs the reference with {precision} operands emulated: max|Δ| / max|g| "
+                      f"{emulated_err:.2e} (through the interpreter on a CPU, bf16: 3e-6 SIREN 2×32, 7e-5 Fourier 3×64)",
+                      flush=True)
             psnr, results = {}, {}
-            for kernel in ("fused", "reference"):
-                emulate = kernel == "reference" and precision == "bf16"
+            runs = ["fused", "reference"] + (["torch-tf32"] if precision == "tf32" else [])
+            for run in runs:
+                kernel = "fused" if run == "fused" else "reference"
+                emulate = run == "reference" and precision != "fp32"
                 fit = BatchedFitConfig(steps=500, target_psnr=0.0, device="cuda", kernel=kernel, lr=LR.get(name),
                                        precision="fp32" if emulate else precision)
-                with bf16_operands() if emulate else contextlib.nullcontext():
+                with rounded_operands(precision) if emulate else contextlib.nullcontext():
                     result = fit_batch(config, coords, values, np.arange(f), fit)
                 assert result.kernel == kernel
-                results[kernel] = _end_psnr(template, result, buffers, coords, values)
-                psnr[kernel] = float(np.mean(results[kernel]))
+                results[run] = _end_psnr(template, result, buffers, coords, values)
+                psnr[run] = float(np.mean(results[run]))
             delta = results["fused"] - results["reference"]
             mean_delta, standard_error = float(delta.mean()), float(delta.std() / np.sqrt(len(delta)))
             graph_note, graphs_equal = "", True
@@ -168,9 +173,12 @@ def main() -> int:
             failures += not ok
             print(f"{'ok  ' if ok else 'FAIL'} {name} {layers}x{width} {precision}: forward max|Δ| {out_err:.2e}, "
                   f"grad rel {grad_err:.2e} (split {split_err:.2e}), 500-step PSNR fused {psnr['fused']:.3f} "
-                  f"vs reference{' (bf16 operands emulated)' if precision == 'bf16' else ''} {psnr['reference']:.3f} dB (Δ {mean_delta:+.3f} ± {standard_error:.3f} s.e.; "
+                  f"vs reference{f' ({precision} operands emulated)' if precision != 'fp32' else ''} {psnr['reference']:.3f} dB (Δ {mean_delta:+.3f} ± {standard_error:.3f} s.e.; "
                   f"per field: median {np.median(delta):+.3f}, std {delta.std():.3f}, fused higher on "
                   f"{np.mean(delta > 0):.0%}){graph_note}; {time.perf_counter() - started:.0f} s", flush=True)
+            if "torch-tf32" in psnr:
+                print(f"     for information, the reference at torch's TF32 (cuBLAS rounding): {psnr['torch-tf32']:.3f} dB",
+                      flush=True)
             if precision == "bf16" and _fused_mlp.FAST_TRIG:
                 print("     (bf16 and tf32 kernels use fast sine/cosine; --exact-trig checks them without)")
     print("all checks passed" if not failures else f"{failures} check(s) failed")

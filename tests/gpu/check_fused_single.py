@@ -7,9 +7,10 @@ On scikit-image's astronaut at 256×256 (65,536 points) with SIREN 3×64 it chec
 initialisation and schedule: the parameters after 5 fp32 steps (max |Δ| / max |p| ≤ 1e-4: the split
 kernel sums partial gradients atomically, in no fixed order), the end PSNR of a 500-step fit per
 precision, full batch and with 16,384 random points per step (|Δ| ≤ 0.1 dB), and that `fit` with
-`--kernel auto` takes the kernel from AUTO_MIN_POINTS points per step and not below. At bf16 the
-reference runs in fp32 with the kernel's rounding emulated (`_fused_mlp.bf16_operands`; autocast
-would also round the pre-activations, which the kernel keeps in fp32: tests/gpu/check_fused.py).
+`--kernel auto` takes the kernel from AUTO_MIN_POINTS points per step and not below. At tf32 and
+bf16 the reference runs in fp32 with the kernel's rounding emulated (`_fused_mlp.rounded_operands`;
+autocast would also round the pre-activations, which the kernel keeps in fp32, and cuBLAS's TF32 rounds
+differently: tests/gpu/check_fused.py).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from fieldlab.fields import make_config  # noqa: E402
-from fieldlab.fields._fused_mlp import bf16_operands, fused_spec  # noqa: E402
+from fieldlab.fields._fused_mlp import fused_spec, rounded_operands  # noqa: E402
 from fieldlab.fit import FitConfig, Fitter, fit  # noqa: E402
 from fieldlab.fit._fused_single import AUTO_MIN_POINTS  # noqa: E402
 from fieldlab.signals import load_signal  # noqa: E402
@@ -35,13 +36,14 @@ PARAM_TOL, PSNR_TOL = 1e-4, 0.1
 
 
 def fitters(config, signal, fit_config: FitConfig) -> tuple[Fitter, Fitter]:
-    """(fused, reference) fitters of one initialisation; a bf16 reference runs at fp32 (see bf16_operands)."""
+    """(fused, reference) fitters of one initialisation; a tf32 or bf16 reference runs at fp32 (see
+    rounded_operands)."""
     torch.manual_seed(0)
     field = config.build()
     kwargs = dict(lr=type(config).lr, betas=type(config).adam_betas, eps=type(config).adam_eps)
     coords, values = signal.coords(), signal.flat_values()
     fused = Fitter(copy.deepcopy(field), coords, values, fit_config, fused_spec=fused_spec(config), **kwargs)
-    if fit_config.precision == "bf16":
+    if fit_config.precision != "fp32":
         fit_config = dataclasses.replace(fit_config, precision="fp32")
     return fused, Fitter(field, coords, values, fit_config, **kwargs)
 
@@ -75,8 +77,8 @@ def main() -> int:
             fit_config = FitConfig(steps=args.steps, precision=precision, batch_size=batch_size, device="cuda")
             pair = fitters(config, signal, fit_config)
             for fitter in pair:
-                emulate = fitter is pair[1] and precision == "bf16"
-                with bf16_operands() if emulate else contextlib.nullcontext():
+                emulate = fitter is pair[1] and precision != "fp32"
+                with rounded_operands(precision) if emulate else contextlib.nullcontext():
                     while not fitter.should_stop():
                         fitter.step()
             fused_psnr, reference_psnr = (fitter.full_psnr() for fitter in pair)

@@ -445,10 +445,5 @@ def rounded_operands(kind: str):
         torch.nn.Linear.forward, _rounding = original, previous
 
 
-def bf16_operands():
-    """`rounded_operands("bf16")`: the kernel's bf16 arithmetic on the reference path."""
-    return rounded_operands("bf16")
-
-
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
