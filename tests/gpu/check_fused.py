@@ -1,6 +1,6 @@
 """GPU check of the fused MLP kernel against the reference path (run on a CUDA machine, not by pytest).
 
-    python tests/gpu/check_fused.py            # exit status 1 if any check fails
+    python tests/gpu/check_fused.py            # exit status 1 if any check fails, 2 if one is unresolved
 
 For SIREN 2×32, 3×64, 3×128, Gaussian 2×64 and ReLU on 32 Fourier features 3×64 on 32×32×3 patches
 it compares, per precision: outputs of the fused forward with `FieldStack` (fp32: max |Δ| ≤ 1e-4),
@@ -8,10 +8,12 @@ gradients of the summed mean squared errors with autograd through `FieldStack` i
 ≤ 1e-4 fp32, 1e-2 tf32, 5e-2 bf16), the mean end PSNR over `--patches` fields of a 500-step `fit_batch`
 run fused vs reference (|Δ| ≤ 0.1 dB; printed with its standard error: two fits that differ by rounding
 drift apart chaotically near 60 dB, so the per-field difference is noise around the mean, and the mean
-needs enough fields to be read to 0.1 dB), and — fp32 only — that replaying the steps as CUDA graphs
-gives the parameters of launching them one by one (on 100 fields, as graphs are taken only for small
-batches; to 1e-4 of the largest parameter after 120 steps: such a batch takes the split kernel, whose
-atomic sums make any two runs differ by rounding).
+needs enough fields to be read to 0.1 dB: where its standard error exceeds 0.1 dB the comparison is
+reported `open`, unresolved, with the number of fields it would need — fields that interpolate their
+patch, as SIREN 3×128 does at fp32 near 90 dB, scatter by 15 dB), and — fp32 only — that replaying the
+steps as CUDA graphs gives the parameters of launching them one by one (on 100 fields, as graphs are
+taken only for small batches; to 1e-4 of the largest parameter after 120 steps: such a batch takes the
+split kernel, whose atomic sums make any two runs differ by rounding).
 
 tf32 and bf16 mean different arithmetic on the two paths: the kernel rounds the operands of its products
 to nearest TF32 or bf16 and keeps every product's result, the pre-activations, in fp32; autocast also
@@ -108,7 +110,7 @@ def main() -> int:
     info = source.info()
     coords = grid_coords(info.domain, info.domain, info.shape).to(device)
     f, n, c = values.shape
-    failures = 0
+    failures, unresolved = 0, []
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; {f} patches of {n} points")
     for name, layers, width in CONFIGS:
         if f"{name}-{layers}x{width}" not in args.configs.split(","):
@@ -169,9 +171,18 @@ def main() -> int:
                               f"launches vs launches {control_err:.1e}")
             grad_tol = max(GRAD_TOL[precision], RELU_GRAD_TOL if spec.activation == "relu" else 0.0)
             ok = (out_err <= FORWARD_TOL[precision] and grad_err <= grad_tol
-                  and split_err <= grad_tol and abs(mean_delta) <= PSNR_TOL and graphs_equal)
+                  and split_err <= grad_tol and graphs_equal)
+            # A mean whose standard error exceeds PSNR_TOL cannot be read to PSNR_TOL: the PSNR comparison is
+            # then reported unresolved (neither passed nor failed), with the number of fields it would need.
+            resolved = standard_error <= PSNR_TOL
+            ok = ok and (abs(mean_delta) <= PSNR_TOL or not resolved)
             failures += not ok
-            print(f"{'ok  ' if ok else 'FAIL'} {name} {layers}x{width} {precision}: forward max|Δ| {out_err:.2e}, "
+            if ok and not resolved:
+                needed = int(np.ceil(len(delta) * (standard_error / PSNR_TOL) ** 2))
+                unresolved.append(f"{name} {layers}x{width} {precision} (s.e. {standard_error:.3f} dB; "
+                                  f"~{needed:,} fields would read the mean to {PSNR_TOL} dB)")
+            status = "FAIL" if not ok else "ok  " if resolved else "open"
+            print(f"{status} {name} {layers}x{width} {precision}: forward max|Δ| {out_err:.2e}, "
                   f"grad rel {grad_err:.2e} (split {split_err:.2e}), 500-step PSNR fused {psnr['fused']:.3f} "
                   f"vs reference{f' ({precision} operands emulated)' if precision != 'fp32' else ''} {psnr['reference']:.3f} dB (Δ {mean_delta:+.3f} ± {standard_error:.3f} s.e.; "
                   f"per field: median {np.median(delta):+.3f}, std {delta.std():.3f}, fused higher on "
@@ -181,8 +192,11 @@ def main() -> int:
                       flush=True)
             if precision == "bf16" and _fused_mlp.FAST_TRIG:
                 print("     (bf16 and tf32 kernels use fast sine/cosine; --exact-trig checks them without)")
-    print("all checks passed" if not failures else f"{failures} check(s) failed")
-    return 1 if failures else 0
+    for row in unresolved:
+        print(f"unresolved: the 500-step PSNR of {row}: every other criterion of the row passed")
+    print(("all checks passed" + (f" but {len(unresolved)} PSNR comparison(s) unresolved" if unresolved else ""))
+          if not failures else f"{failures} check(s) failed")
+    return 1 if failures else 2 if unresolved else 0
 
 
 if __name__ == "__main__":

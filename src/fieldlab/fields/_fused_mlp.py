@@ -391,11 +391,13 @@ _rounding = _ROUNDINGS["bf16"]  # what `_RoundForward` and `_RoundBackward` appl
 class _RoundForward(torch.autograd.Function):
     """Rounding of a product's operand; the gradient passes unchanged."""
 
-    generate_vmap_rule = True
-
     @staticmethod
     def forward(x):
         return _rounding(x)
+
+    @staticmethod
+    def vmap(info, in_dims, x):  # elementwise: round the whole batch (torch 2.11 cannot vmap TF32's bit view)
+        return _RoundForward.apply(x), in_dims[0]
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -409,11 +411,13 @@ class _RoundForward(torch.autograd.Function):
 class _RoundBackward(torch.autograd.Function):
     """Identity forward; the incoming gradient rounded (the backward products' shared operand)."""
 
-    generate_vmap_rule = True
-
     @staticmethod
     def forward(x):
         return x.clone()
+
+    @staticmethod
+    def vmap(info, in_dims, x):
+        return _RoundBackward.apply(x), in_dims[0]
 
     @staticmethod
     def setup_context(ctx, inputs, output):
