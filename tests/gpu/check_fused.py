@@ -187,9 +187,14 @@ def main() -> int:
                   f"vs reference{f' ({precision} operands emulated)' if precision != 'fp32' else ''} {psnr['reference']:.3f} dB (Δ {mean_delta:+.3f} ± {standard_error:.3f} s.e.; "
                   f"per field: median {np.median(delta):+.3f}, std {delta.std():.3f}, fused higher on "
                   f"{np.mean(delta > 0):.0%}){graph_note}; {time.perf_counter() - started:.0f} s", flush=True)
-            if "torch-tf32" in psnr:
-                print(f"     for information, the reference at torch's TF32 (cuBLAS rounding): {psnr['torch-tf32']:.3f} dB",
-                      flush=True)
+            low, high = np.percentile(delta, [1, 99])
+            print(f"     per-field Δ: min {delta.min():+.2f}, 1% {low:+.2f}, 99% {high:+.2f}, max {delta.max():+.2f} dB; "
+                  f"{np.sum(np.abs(delta) > 10)} fields beyond ±10 dB", flush=True)
+            if "torch-tf32" in psnr:  # a control: two torch references whose products round alike but for ties
+                control = results["torch-tf32"] - results["reference"]
+                print(f"     for information, the reference at torch's TF32 (cuBLAS rounding): {psnr['torch-tf32']:.3f} dB "
+                      f"(Δ against the emulated reference {control.mean():+.3f} ± {control.std() / np.sqrt(len(control)):.3f} "
+                      f"s.e.)", flush=True)
             if precision == "bf16" and _fused_mlp.FAST_TRIG:
                 print("     (bf16 and tf32 kernels use fast sine/cosine; --exact-trig checks them without)")
     for row in unresolved:
