@@ -2,30 +2,31 @@
 
     python tests/gpu/check_fused.py            # exit status 1 if any check fails, 2 if one is unresolved
 
-For SIREN 2×32, 3×64, 3×128, Gaussian 2×64 and ReLU on 32 Fourier features 3×64 on 32×32×3 patches
-it compares, per precision: outputs of the fused forward with `FieldStack` (fp32: max |Δ| ≤ 1e-4),
-gradients of the summed mean squared errors with autograd through `FieldStack` in fp32 (max |Δ| / max |g|
-≤ 1e-4 fp32, 1e-2 tf32, 5e-2 bf16), the mean end PSNR over `--patches` fields of a 500-step `fit_batch`
-run fused vs reference (|Δ| ≤ 0.1 dB; printed with its standard error: two fits that differ by rounding
-drift apart chaotically near 60 dB, so the per-field difference is noise around the mean, and the mean
-needs enough fields to be read to 0.1 dB: where its standard error exceeds 0.1 dB the comparison is
-reported `open`, unresolved, with the number of fields it would need — fields that interpolate their
-patch, as SIREN 3×128 does at fp32 near 90 dB, scatter by 15 dB), and — fp32 only — that replaying the
-steps as CUDA graphs gives the parameters of launching them one by one (on 100 fields, as graphs are
+For SIREN 2×32, 3×64, 3×128, Gaussian 2×64 and ReLU on 32 Fourier features 3×64 on 32×32×3 patches it
+compares, per precision: outputs of the fused forward with `FieldStack` (fp32: max |Δ| ≤ 1e-4), gradients
+of the summed mean squared errors with autograd through `FieldStack` in fp32 (max |Δ| / max |g| ≤ 1e-4
+fp32, 1e-2 tf32, 5e-2 bf16), the mean end PSNR over `--patches` fields of a 500-step `fit_batch` run fused
+vs reference (|Δ| ≤ 0.1 dB; printed with its standard error: two fits that differ by rounding drift apart
+chaotically near 60 dB, so the per-field difference is noise around the mean, and the mean needs enough
+fields to be read to 0.1 dB: where its standard error exceeds 0.1 dB the comparison is reported `open`,
+unresolved, with the number of fields it would need — fields that interpolate their patch, as SIREN 3×128
+does at fp32 near 90 dB, scatter by 15 dB; at 2,048 fields most standard errors are 0.04-0.07 dB, so a row
+near the tolerance is worth re-running on more, e.g. `--patches 10240`), and — fp32 only — that replaying
+the steps as CUDA graphs gives the parameters of launching them one by one (on 100 fields, as graphs are
 taken only for small batches; to 1e-4 of the largest parameter after 120 steps: such a batch takes the
 split kernel, whose atomic sums make any two runs differ by rounding).
 
 tf32 and bf16 mean different arithmetic on the two paths: the kernel rounds the operands of its products
 to nearest TF32 or bf16 and keeps every product's result, the pre-activations, in fp32; autocast also
 rounds the results to bf16, and SIREN's ω₀-scaled phases suffer (3×64: 2.6 dB lower than the kernel's);
-cuBLAS's TF32 kernels round differently again (3×64: 0.1-0.2 dB apart near 64 dB). The PSNR comparison
-at tf32 and bf16 is therefore against the reference path in fp32 with the kernel's rounding emulated
-(`_fused_mlp.rounded_operands`): every product after the first layer takes rounded operands —
-activations, weights, and in the backward pass the incoming gradient — and accumulates in fp32; the
-torch-TF32 reference is printed beside it for information. Both fits' end parameters are then evaluated
-alike, by `FieldStack` in fp32: near 60 dB a forward pass with bf16 operands is itself 0.3 dB worse than
-an exact one, which once made the kernel (whose `fit_batch` PSNR was read at TF32) look 0.28 dB better
-than the emulated reference it equals.
+cuBLAS's TF32 kernels differ again (3×64 on an H200: +0.24 ± 0.05 dB over the emulation near 64 dB). The
+PSNR comparison at tf32 and bf16 is therefore against the reference path in fp32 with the kernel's
+rounding emulated (`_fused_mlp.rounded_operands`): every product after the first layer takes rounded
+operands — activations, weights, and in the backward pass the incoming gradient — and accumulates in fp32;
+the torch-TF32 reference is printed beside it for information. Both fits' end parameters are then
+evaluated alike, by `FieldStack` in fp32: near 60 dB a forward pass with bf16 operands is itself 0.3 dB
+worse than an exact one, which once made the kernel (whose `fit_batch` PSNR was read at TF32) look 0.28 dB
+better than the emulated reference it equals.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def main() -> int:
             low, high = np.percentile(delta, [1, 99])
             print(f"     per-field Δ: min {delta.min():+.2f}, 1% {low:+.2f}, 99% {high:+.2f}, max {delta.max():+.2f} dB; "
                   f"{np.sum(np.abs(delta) > 10)} fields beyond ±10 dB", flush=True)
-            if "torch-tf32" in psnr:  # a control: two torch references whose products round alike but for ties
+            if "torch-tf32" in psnr:  # a control: two torch references of TF32 arithmetic, rounded by different code
                 control = results["torch-tf32"] - results["reference"]
                 print(f"     for information, the reference at torch's TF32 (cuBLAS rounding): {psnr['torch-tf32']:.3f} dB "
                       f"(Δ against the emulated reference {control.mean():+.3f} ± {control.std() / np.sqrt(len(control)):.3f} "
