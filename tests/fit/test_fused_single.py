@@ -22,6 +22,29 @@ FOURIER = {encoding: make_config("fourier", in_dim=2, out_dim=2, hidden_dim=16, 
                                  num_frequencies=4) for encoding in ("gaussian", "positional")}
 
 
+GATE_MARGIN = 1e-5
+"""ReLU fields: two correct summation orders put a pre-activation within ~1e-6 of zero on different sides
+(the paths' parameters differ by ~3e-7 after a step), and the gate's flip moves that point's whole
+gradient. The comparison below is meaningful only while every hidden pre-activation stays this far from
+zero; the seed was chosen so (seed 0 came to 1.5e-6 of zero, and a later CI run failed on it)."""
+SEED = 2
+
+
+def _relu_margin(module, coords) -> float:
+    """Smallest |hidden pre-activation| of a ReLU field over `coords` (inf for other activations)."""
+    mlp = getattr(module, "mlp", None)
+    if mlp is None or type(mlp).__name__ != "ReluMLP":
+        return float("inf")
+    seen, activation = [], mlp.activation
+    mlp.activation = lambda z, i: (seen.append(z.detach().abs().min().item()), activation(z, i))[1]
+    try:
+        with torch.no_grad():
+            module(coords)
+    finally:
+        del mlp.activation
+    return min(seen)
+
+
 def _signal(side=8):
     """An 8×8 two-channel image: coords (64, 2), values (64, 2)."""
     axis = torch.linspace(-1, 1, side)
@@ -45,13 +68,15 @@ def test_fused_single_fit_follows_the_reference_fitter(monkeypatch, field, batch
     # Warm-up and decay: the kernel's learning rates follow the same schedule. A subset of 24 points is
     # drawn (with replacement) from the fitter's generator by both paths alike.
     config = FitConfig(steps=4, batch_size=batch_size, warmup=2, lr_final=0.5, device="cpu")
-    torch.manual_seed(0)
+    torch.manual_seed(SEED)
     module = field.build()
     start = copy.deepcopy(module)
     reference = Fitter(module, coords, values, config, lr=1e-2)
     fast = Fitter(copy.deepcopy(module), coords, values, config, lr=1e-2, fused_spec=fused.fused_spec(field))
     assert (fast.kernel, reference.kernel) == ("fused", "reference")
     while not reference.should_stop():
+        margin = _relu_margin(reference.field, coords)
+        assert margin > GATE_MARGIN, f"a ReLU pre-activation {margin:.1e} from zero: pick another SEED"
         torch.testing.assert_close(fast.step(), reference.step(), atol=1e-6, rtol=1e-5)
         assert fast.last_lr == reference.last_lr == reference.scheduler.get_last_lr()[0]  # what the log reports
         torch.testing.assert_close(fast.predict(), reference.predict(), atol=1e-5, rtol=1e-5)  # read mid-fit
