@@ -5,16 +5,17 @@
 For SIREN 2×32, 3×64, 3×128, Gaussian 2×64 and ReLU on 32 Fourier features 3×64 on 32×32×3 patches it
 compares, per precision: outputs of the fused forward with `FieldStack` (fp32: max |Δ| ≤ 1e-4), gradients
 of the summed mean squared errors with autograd through `FieldStack` in fp32 (max |Δ| / max |g| ≤ 1e-4
-fp32, 1e-2 tf32, 5e-2 bf16), the mean end PSNR over `--patches` fields of a 500-step `fit_batch` run fused
+fp32, 1e-2 tf32, 5e-2 bf16), the mean end PSNR over `PATCHES` fields of a 500-step `fit_batch` run fused
 vs reference (|Δ| ≤ 0.1 dB; printed with its standard error: two fits that differ by rounding drift apart
 chaotically near 60 dB, so the per-field difference is noise around the mean, and the mean needs enough
 fields to be read to 0.1 dB: where its standard error exceeds 0.1 dB the comparison is reported `open`,
 unresolved, with the number of fields it would need — fields that interpolate their patch, as SIREN 3×128
-does at fp32 near 90 dB, scatter by 15 dB; at 2,048 fields most standard errors are 0.04-0.07 dB, so a row
-near the tolerance is worth re-running on more, e.g. `--patches 10240`), and — fp32 only — that replaying
-the steps as CUDA graphs gives the parameters of launching them one by one (on 100 fields, as graphs are
-taken only for small batches; to 1e-4 of the largest parameter after 120 steps: such a batch takes the
-split kernel, whose atomic sums make any two runs differ by rounding).
+does at fp32 near 90 dB, scatter by 15 dB; at 2,048 fields most standard errors are 0.04-0.07 dB, and at
+0.075 a true difference of zero lands outside 0.1 dB in one run of five, hence 10,240 fields for SIREN
+3×64 and 4,096 for 3×128), and — fp32 only — that replaying the steps as CUDA graphs gives the parameters
+of launching them one by one (on 100 fields, as graphs are taken only for small batches; to 1e-4 of the
+largest parameter after 120 steps: such a batch takes the split kernel, whose atomic sums make any two
+runs differ by rounding).
 
 tf32 and bf16 mean different arithmetic on the two paths: the kernel rounds the operands of its products
 to nearest TF32 or bf16 and keeps every product's result, the pre-activations, in fp32; autocast also
@@ -64,6 +65,11 @@ agree to rounding, not bit for bit."""
 
 
 CONFIGS = [("siren", 2, 32), ("siren", 3, 64), ("siren", 3, 128), ("gauss", 2, 64), ("fourier", 3, 64)]
+PATCHES = {("siren", 3, 64): 10240, ("siren", 3, 128): 4096, ("fourier", 3, 64): 2048}
+"""Fields per configuration (`--patches` overrides): enough to read the mean PSNR difference to about
+0.05 dB where the per-field scatter allows it (SIREN 3×64: 3.3-5.1 dB at fp32-tf32, H200), 1,024 where
+the fits agree to under 0.1 dB per field (2×32, Gaussian)."""
+DEFAULT_PATCHES = 1024
 EXTRA = {"gauss": {"scale": 3.0}, "fourier": {"num_frequencies": 32, "sigma": 5.0}}
 LR = {"gauss": 3e-3, "fourier": 4e-3}
 
@@ -99,23 +105,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="siren-2x32,siren-3x64,siren-3x128,gauss-2x64,fourier-3x64")
     parser.add_argument("--precisions", default="fp32,tf32,bf16")
-    parser.add_argument("--patches", type=int, default=2048)
+    parser.add_argument("--patches", type=int, default=None, help="Fields per configuration (default: PATCHES).")
     parser.add_argument("--exact-trig", action="store_true", help="Exact sine/cosine in the kernel at tf32/bf16.")
     args = parser.parse_args()
     if args.exact_trig:
         _fused_mlp.FAST_TRIG = False
     assert torch.cuda.is_available(), "this check needs a CUDA device"
     device = torch.device("cuda")
-    source = open_source(f"sample:patches:{args.patches}")
-    values = Augmented(source).values(range(len(source))).to(device)
-    info = source.info()
-    coords = grid_coords(info.domain, info.domain, info.shape).to(device)
-    f, n, c = values.shape
     failures, unresolved = 0, []
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; {f} patches of {n} points")
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     for name, layers, width in CONFIGS:
         if f"{name}-{layers}x{width}" not in args.configs.split(","):
             continue
+        source = open_source(f"sample:patches:{args.patches or PATCHES.get((name, layers, width), DEFAULT_PATCHES)}")
+        values = Augmented(source).values(range(len(source))).to(device)
+        info = source.info()
+        coords = grid_coords(info.domain, info.domain, info.shape).to(device)
+        f, n, c = values.shape
+        print(f"{name} {layers}x{width}: {f} patches of {n} points", flush=True)
         config = make_config(name, in_dim=2, out_dim=c, hidden_dim=width, num_layers=layers, **EXTRA.get(name, {}))
         spec = fused_spec(config)
         template, params, buffers = init_params(config, np.arange(f), "random", 0)
