@@ -19,7 +19,7 @@ instead; the plain `reference` covers SIRENs only, so there `fp32` (fit_batch's 
 baseline.
 
 TFLOP/s counts 3× the forward multiply-adds ×2 per point and step (forward + backward); the fraction is
-of the H100's dense peak of the precision used (fp32 67, TF32 495, bf16 989 TFLOP/s).
+of the H100's (and H200's) dense peak of the precision used (fp32 67, TF32 495, bf16 989 TFLOP/s).
 
 Both start from the same initialisation. Fields/s = fields / (wall time of all steps − the first step),
 so compilation is left out; the eager rows run on `--eager-fields` patches (throughput is flat in N past
@@ -51,7 +51,7 @@ from fieldlab.signals.datasets import Augmented, open_source  # noqa: E402
 torch._dynamo.config.cache_size_limit = 64
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the CPU only for a smoke test of the script
 ANCHOR = {"2x32": 1580.0, "3x64": 438.0}  # fields/s, JAX fit-a-nef re-creation on an H100
-PEAK_TFLOPS = {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4}  # H100 SXM dense
+PEAK_TFLOPS = {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4}  # H100 SXM dense; an H200 has the same
 
 
 def reference_fit(config, coords, values, steps: int, lr: float, seed: int) -> tuple[float, float, float]:
