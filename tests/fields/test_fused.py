@@ -124,6 +124,16 @@ def test_bf16_gradients_are_the_reference_with_bf16_operands(name, options):
     assert (half - exact).abs().max() / scale > 1e-4  # the operands were rounded
 
 
+def test_fp32_operands_are_the_reference_unchanged():
+    torch.manual_seed(4)
+    layer, x = torch.nn.Linear(8, 8), torch.randn(5, 8) * 3
+    with fused.rounded_operands("fp32"):
+        inside = layer(x)
+    with fused.rounded_operands("bf16"):
+        rounded = layer(x)
+    assert torch.equal(inside, layer(x)) and not torch.equal(rounded, layer(x))
+
+
 def test_tf32_gradients_round_operands_to_nearest(monkeypatch):
     """The kernel rounds its TF32 operands to nearest, as torch's TF32 does, where the tensor cores would
     truncate them (a bias toward zero that cost 0.4 dB at 64 dB on an H100)."""

@@ -11,6 +11,7 @@ import torch
 
 from fieldlab._errors import UserError
 from fieldlab.fields import make_config
+from fieldlab.fields._mlp import ReluMLP
 from fieldlab.fit import FitConfig, Fitter
 from fieldlab.fit._fused_single import AUTO_MIN_POINTS, single_kernel
 
@@ -33,7 +34,7 @@ SEED = 2
 def _relu_margin(module, coords) -> float:
     """Smallest |hidden pre-activation| of a ReLU field over `coords` (inf for other activations)."""
     mlp = getattr(module, "mlp", None)
-    if mlp is None or type(mlp).__name__ != "ReluMLP":
+    if not isinstance(mlp, ReluMLP):
         return float("inf")
     seen, activation = [], mlp.activation
     mlp.activation = lambda z, i: (seen.append(z.detach().abs().min().item()), activation(z, i))[1]

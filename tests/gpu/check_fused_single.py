@@ -36,16 +36,15 @@ PARAM_TOL, PSNR_TOL = 1e-4, 0.1
 
 
 def fitters(config, signal, fit_config: FitConfig) -> tuple[Fitter, Fitter]:
-    """(fused, reference) fitters of one initialisation; a tf32 or bf16 reference runs at fp32 (see
-    rounded_operands)."""
+    """(fused, reference) fitters of one initialisation; the reference runs at fp32, where
+    `rounded_operands` gives it the kernel's arithmetic."""
     torch.manual_seed(0)
     field = config.build()
     kwargs = dict(lr=type(config).lr, betas=type(config).adam_betas, eps=type(config).adam_eps)
     coords, values = signal.coords(), signal.flat_values()
     fused = Fitter(copy.deepcopy(field), coords, values, fit_config, fused_spec=fused_spec(config), **kwargs)
-    if fit_config.precision != "fp32":
-        fit_config = dataclasses.replace(fit_config, precision="fp32")
-    return fused, Fitter(field, coords, values, fit_config, **kwargs)
+    reference = Fitter(field, coords, values, dataclasses.replace(fit_config, precision="fp32"), **kwargs)
+    return fused, reference
 
 
 def main() -> int:
@@ -77,8 +76,7 @@ def main() -> int:
             fit_config = FitConfig(steps=args.steps, precision=precision, batch_size=batch_size, device="cuda")
             pair = fitters(config, signal, fit_config)
             for fitter in pair:
-                emulate = fitter is pair[1] and precision != "fp32"
-                with rounded_operands(precision) if emulate else contextlib.nullcontext():
+                with rounded_operands(precision) if fitter is pair[1] else contextlib.nullcontext():
                     while not fitter.should_stop():
                         fitter.step()
             fused_psnr, reference_psnr = (fitter.full_psnr() for fitter in pair)

@@ -430,11 +430,14 @@ class _RoundBackward(torch.autograd.Function):
 
 @contextlib.contextmanager
 def rounded_operands(kind: str):
-    """The fused kernel's bf16 or TF32 arithmetic on the reference path, for checks (tests, tests/gpu):
-    inside, nn.Linear — the products after an MLP field's first layer, which `exact_linear` computes —
-    rounds its operands to nearest `kind` (activations and weights forward, the incoming gradient backward)
-    and accumulates in fp32. Run the reference at fp32 precision inside it. Not thread-safe: it patches
-    nn.Linear."""
+    """The fused kernel's arithmetic at precision `kind` on the reference path, for checks (tests,
+    tests/gpu): inside, nn.Linear — the products after an MLP field's first layer, which `exact_linear`
+    computes — rounds its operands to nearest bf16 or TF32 (activations and weights forward, the incoming
+    gradient backward) and accumulates in fp32; at "fp32" nothing changes. Run the reference at fp32
+    precision inside it. Not thread-safe: it patches nn.Linear."""
+    if kind == "fp32":  # the kernel's fp32 is the reference's
+        yield
+        return
     global _rounding
     original, previous = torch.nn.Linear.forward, _rounding
 
