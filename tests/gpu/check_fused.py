@@ -65,10 +65,14 @@ agree to rounding, not bit for bit."""
 
 
 CONFIGS = [("siren", 2, 32), ("siren", 3, 64), ("siren", 3, 128), ("gauss", 2, 64), ("fourier", 3, 64)]
-PATCHES = {("siren", 3, 64): 10240, ("siren", 3, 128): 4096, ("fourier", 3, 64): 2048}
-"""Fields per configuration (`--patches` overrides): enough to read the mean PSNR difference to about
-0.05 dB where the per-field scatter allows it (SIREN 3×64: 3.3-5.1 dB at fp32-tf32, H200), 1,024 where
-the fits agree to under 0.1 dB per field (2×32, Gaussian)."""
+PATCHES = {("siren", 3, 64, "fp32"): 4096, ("siren", 3, 64, "tf32"): 10240, ("siren", 3, 64, "bf16"): 2048,
+           ("siren", 3, 128, "fp32"): 1024, ("siren", 3, 128, "bf16"): 4096,
+           **{("fourier", 3, 64, p): 2048 for p in ("fp32", "tf32", "bf16")}}
+"""Fields per configuration and precision (`--patches` overrides): enough to read the mean PSNR difference
+to about 0.05 dB where the per-field scatter allows it (its standard deviation on an H200: SIREN 3×64 3.5
+fp32, 5.1 tf32, 2.0 bf16; 3×128 bf16 3.0; Fourier 2.2-2.3), 1,024 where the fits agree to under 0.1 dB per
+field (2×32, Gaussian). A configuration loads the most that its precisions need and each precision fits
+the first of them."""
 DEFAULT_PATCHES = 1024
 EXTRA = {"gauss": {"scale": 3.0}, "fourier": {"num_frequencies": 32, "sigma": 5.0}}
 LR = {"gauss": 3e-3, "fourier": 4e-3}
@@ -127,7 +131,9 @@ def main() -> int:
     for name, layers, width in CONFIGS:
         if f"{name}-{layers}x{width}" not in args.configs.split(","):
             continue
-        source = open_source(f"sample:patches:{args.patches or PATCHES.get((name, layers, width), DEFAULT_PATCHES)}")
+        precisions = args.precisions.split(",")
+        counts = {p: args.patches or PATCHES.get((name, layers, width, p), DEFAULT_PATCHES) for p in precisions}
+        source = open_source(f"sample:patches:{max(counts.values())}")
         values = Augmented(source).values(range(len(source))).to(device)
         info = source.info()
         coords = grid_coords(info.domain, info.domain, info.shape).to(device)
@@ -142,7 +148,7 @@ def main() -> int:
         with torch.no_grad():
             reference_out = stack(coords.expand(f, n, -1))
         reference_grad = _gradients(template, params, buffers, coords, values, spec)
-        for precision in args.precisions.split(","):
+        for precision in precisions:
             started = time.perf_counter()
             try:  # a documented limit (SIREN 3×128 at tf32) must be refused in one line, not crash
                 choose_kernel(config, device, "fused", precision)
@@ -161,6 +167,7 @@ def main() -> int:
                 print(f"     {precision} gradients vs the reference with {precision} operands emulated: max|Δ| / max|g| "
                       f"{emulated_err:.2e} (through the interpreter on a CPU, bf16: 3e-6 SIREN 2×32, 7e-5 Fourier 3×64)",
                       flush=True)
+            m = counts[precision]  # the fits take the first m fields
             psnr, results = {}, {}
             runs = ["fused", "reference"] + (["torch-tf32"] if precision == "tf32" else [])
             for run in runs:  # "reference" computes the kernel's arithmetic in fp32; "torch-tf32", cuBLAS's
@@ -169,16 +176,16 @@ def main() -> int:
                 fit = BatchedFitConfig(steps=500, target_psnr=0.0, device="cuda", kernel=kernel, lr=LR.get(name),
                                        precision="fp32" if emulate else precision)
                 with rounded_operands(precision) if emulate else contextlib.nullcontext():
-                    result = fit_batch(config, coords, values, np.arange(f), fit)
+                    result = fit_batch(config, coords, values[:m], np.arange(m), fit)
                 assert result.kernel == kernel
-                results[run] = _end_psnr(template, result, buffers, coords, values)
+                results[run] = _end_psnr(template, result, buffers, coords, values[:m])
                 psnr[run] = float(np.mean(results[run]))
             delta = results["fused"] - results["reference"]
             mean_delta, standard_error = _mean_and_error(delta)
             graph_note, graphs_equal = "", True
             if precision == "fp32":  # a batch small enough for graphs (fewer than 4 fields per multiprocessor)
                 graphed, launched, control = (
-                    fit_batch(config, coords, values[:GRAPH_FIELDS], np.arange(min(f, GRAPH_FIELDS)),
+                    fit_batch(config, coords, values[:GRAPH_FIELDS], np.arange(min(m, GRAPH_FIELDS)),
                               BatchedFitConfig(steps=120, target_psnr=0.0, device="cuda", kernel="fused",
                                                lr=LR.get(name), cuda_graphs=graphs)).params
                     for graphs in (True, False, False))
@@ -200,7 +207,7 @@ def main() -> int:
                                   f"~{needed:,} fields would read the mean to {PSNR_TOL} dB)")
             status = "FAIL" if not ok else "ok  " if resolved else "open"
             print(f"{status} {name} {layers}x{width} {precision}: forward max|Δ| {out_err:.2e}, "
-                  f"grad rel {grad_err:.2e} (split {split_err:.2e}), 500-step PSNR fused {psnr['fused']:.3f} "
+                  f"grad rel {grad_err:.2e} (split {split_err:.2e}), 500-step PSNR over {m} fields: fused {psnr['fused']:.3f} "
                   f"vs reference{f' ({precision} operands emulated)' if precision != 'fp32' else ''} {psnr['reference']:.3f} dB (Δ {mean_delta:+.3f} ± {standard_error:.3f} s.e.; "
                   f"per field: median {np.median(delta):+.3f}, std {delta.std():.3f}, fused higher on "
                   f"{np.mean(delta > 0):.0%}){graph_note}; {time.perf_counter() - started:.0f} s", flush=True)
