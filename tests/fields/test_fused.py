@@ -188,10 +188,10 @@ def test_kernel_choice():
                                "auto") is None  # wider than the kernel covers: the reference path
     wide = make_config("siren", in_dim=2, out_dim=3, hidden_dim=128, num_layers=3)
     assert fused.choose_kernel(wide, cuda, "auto") is None  # covered, but not faster: auto leaves it
-    assert fused.choose_kernel(wide, cpu, "fused").hidden_dim == 128
     assert fused.choose_kernel(wide, cpu, "fused", "bf16").hidden_dim == 128
-    with pytest.raises(UserError, match="not tf32"):  # its TF32 tiles overflow the shared memory
-        fused.choose_kernel(wide, cpu, "fused", "tf32")
+    for precision in ("tf32", "fp32"):  # their TF32 tiles overflow the shared memory (fp32 is three TF32 products)
+        with pytest.raises(UserError, match=f"bf16 only, not {precision}"):
+            fused.choose_kernel(wide, cpu, "fused", precision)
     assert fused.choose_kernel(siren, cpu, "fused", "tf32") is not None
     assert "fused Triton kernel (sine MLP 2×32, bf16)" in fused.describe(siren, cuda, "auto", "bf16")
     assert "reference" in fused.describe(siren, cpu, "auto", "bf16")

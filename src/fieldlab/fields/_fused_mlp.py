@@ -30,14 +30,16 @@ fields/s for SIREN 3×128 on an H100, no faster than the reference path); `--ker
 For Fourier features `auto` also asks that the encoding be no wider than a hidden layer (its two gradient
 accumulators, cosines and sines, then take what one hidden layer's does)."""
 TF32_MAX_WIDTH = 64
-"""At TF32, 128-wide fields ask Triton 3.6 for 330 KB of shared memory (fp32 weight tiles for the tensor
-cores; H100: 227 KB) and do not compile; fp32 (no tensor cores) and bf16 (half the bytes) do."""
+"""Widest field the kernel runs at tf32 or fp32. At TF32, 128-wide fields ask Triton 3.6 for 330 KB of
+shared memory (fp32 weight tiles for the tensor cores; H100: 227 KB) and do not compile, and fp32 is three
+TF32 products; bf16 (half the bytes) compiles. fp32 on the CUDA cores (IEEE products) would compile, but ran
+SIREN 3×128 at 9.4 fields/s on an H200 against the reference path's 128 (benchmarks/fit_dataset.py)."""
 FAST_TRIG = True
 """At tf32 and bf16 the kernels take the GPU's fast sine and cosine (libdevice `fast_sinf`), whose error
 is below the products' rounding; False evaluates them exactly (for checks: tests/gpu/check_fused.py)."""
 _ACTIVATIONS = {"sine": 0, "gauss": 1, "relu": 2}
 _ENCODINGS = {"none": 0, "gaussian": 1, "positional": 2}
-_PRECISIONS = {"fp32": 0, "tf32": 1, "bf16": 2}
+_PRECISIONS = {"fp32": 4, "tf32": 1, "bf16": 2}  # MM codes of _fused_triton (fp32: tf32x3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,10 +158,10 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precis
         if not triton_available(device):
             raise UserError("--kernel fused needs a CUDA device and Triton (pip install triton); "
                             "use --kernel auto or reference here")
-        if precision == "tf32" and _pow2(spec.hidden_dim) > TF32_MAX_WIDTH:
-            raise UserError(f"--kernel fused runs fields wider than {TF32_MAX_WIDTH} at fp32 or bf16, not tf32 "
+        if precision != "bf16" and _pow2(spec.hidden_dim) > TF32_MAX_WIDTH:
+            raise UserError(f"--kernel fused runs fields wider than {TF32_MAX_WIDTH} at bf16 only, not {precision} "
                             f"(their TF32 weight tiles need 330 KB of shared memory; an H100 has 227 KB); "
-                            f"use another --precision or --kernel reference")
+                            f"use --precision bf16 or --kernel reference")
         return spec
     if kernel != "auto":
         raise UserError(f"--kernel must be auto, fused or reference, got {kernel!r}")

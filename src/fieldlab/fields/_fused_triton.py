@@ -17,8 +17,12 @@ with s = 2π; `ENC` 2: γ = [x, cos(xAᵀ), sin(xAᵀ)], NeRF's positional encod
 order, the first `DI` of them for x (D, or 0 for ENC 1), then F for the cosines, then F for the sines.
 Padded sizes `DP`, `FP`, `HP`, `CP` are powers of two ≥ 16 (tensor-core tiles); padding is masked on load.
 Activations: 0 sine sin(w z); 1 Gaussian exp(−(w z)²); 2 ReLU.
-Matrix precision `MM`: 0 fp32 (IEEE), 1 TF32 (operands rounded to nearest), 2 bf16 operands, 3 bf16 rounding emulated in fp32 (for the
-interpreter); the first layer is always fp32 (its outputs are phases); accumulation, loss and Adam fp32.
+Matrix precision `MM`: 0 fp32 (IEEE, on the CUDA cores), 1 TF32 (operands rounded to nearest), 2 bf16 operands,
+3 bf16 rounding emulated in fp32 (for the interpreter), 4 fp32 as three TF32 products on the tensor cores
+(Triton's tf32x3: each operand split into a TF32 part and its remainder, hi·hi + hi·lo + lo·hi, about fp32's
+accuracy; the fp32 precision's hidden layers, as IEEE products there ran 5.5-14× slower than the reference
+path on an H200). The first layer is always IEEE fp32 (its outputs are phases); accumulation, loss and Adam
+fp32.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ def _mm(a, b, MM: tl.constexpr):
     """a @ b with fp32 accumulation at matrix precision MM."""
     if MM == 0:
         return tl.dot(a, b, input_precision="ieee")
+    elif MM == 4:
+        return tl.dot(a, b, input_precision="tf32x3")
     elif MM == 1:  # rounded to TF32 here: the tensor cores would truncate (cuBLAS rounds, so the reference)
         return tl.dot(_round_tf32(a), _round_tf32(b), input_precision="tf32")
     elif MM == 2:
