@@ -184,6 +184,10 @@ def test_kernel_choice():
     assert fused.choose_kernel(siren, cpu, "auto") is None  # auto never takes the interpreter
     assert fused.choose_kernel(siren, cpu, "fused") is not None  # forced: the interpreter runs it
     assert fused.choose_kernel(siren, cuda, "auto").hidden_dim == 32  # auto on CUDA: fused
+    medium = make_config("siren", in_dim=2, out_dim=3, hidden_dim=64, num_layers=3)
+    assert fused.choose_kernel(medium, cuda, "auto") is None  # fp32 at 64 wide: the reference path is faster
+    for precision in ("tf32", "bf16"):
+        assert fused.choose_kernel(medium, cuda, "auto", precision).hidden_dim == 64
     assert fused.choose_kernel(make_config("siren", in_dim=2, out_dim=3, hidden_dim=256, num_layers=2), cuda,
                                "auto") is None  # wider than the kernel covers: the reference path
     wide = make_config("siren", in_dim=2, out_dim=3, hidden_dim=128, num_layers=3)
@@ -196,10 +200,10 @@ def test_kernel_choice():
     assert "fused Triton kernel (sine MLP 2×32, bf16)" in fused.describe(siren, cuda, "auto", "bf16")
     assert "reference" in fused.describe(siren, cpu, "auto", "bf16")
     fourier = make_config("fourier", in_dim=2, out_dim=3, hidden_dim=64, num_layers=2, num_frequencies=32)
-    assert fused.choose_kernel(fourier, cuda, "auto").frequencies == 32  # γ as wide as a hidden layer: fused
+    assert fused.choose_kernel(fourier, cuda, "auto", "tf32").frequencies == 32  # γ as wide as a hidden layer
     assert "on 32 gaussian Fourier frequencies" in fused.describe(fourier, cuda, "auto", "tf32")
     wide_encoding = make_config("fourier", in_dim=2, out_dim=3, hidden_dim=64, num_layers=2, num_frequencies=64)
-    assert fused.choose_kernel(wide_encoding, cuda, "auto") is None  # covered, but auto leaves it
+    assert fused.choose_kernel(wide_encoding, cuda, "auto", "tf32") is None  # covered, but auto leaves it
     assert fused.choose_kernel(wide_encoding, cpu, "fused").encoded_dim == 128
     with pytest.raises(UserError, match="covers siren, gauss and fourier"):  # 256 frequencies by default
         fused.choose_kernel(make_config("fourier", in_dim=2, out_dim=3, hidden_dim=32, num_layers=2), cpu, "fused")

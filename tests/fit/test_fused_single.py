@@ -136,9 +136,12 @@ def test_a_mesh_is_refused_the_fused_kernel_before_it_is_read(tmp_path, cli):
 
 def test_auto_takes_the_kernel_for_large_signals_on_cuda_only():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    auto = FitConfig()
+    auto = FitConfig(precision="tf32")
     narrow = make_config("siren", in_dim=2, out_dim=3, hidden_dim=64, num_layers=3)
     assert single_kernel(narrow, auto, cuda, AUTO_MIN_POINTS).hidden_dim == 64
+    assert single_kernel(narrow, FitConfig(), cuda, 10**6) is None  # fp32 above 32 wide: the reference path
+    thin = make_config("siren", in_dim=2, out_dim=3, hidden_dim=32, num_layers=3)
+    assert single_kernel(thin, FitConfig(), cuda, AUTO_MIN_POINTS).hidden_dim == 32
     assert single_kernel(narrow, auto, cuda, AUTO_MIN_POINTS - 1) is None  # too few points to pay
     assert single_kernel(narrow, auto, cpu, 10**6) is None
     assert single_kernel(narrow, FitConfig(compile=True), cuda, 10**6) is None  # compile asks for the reference

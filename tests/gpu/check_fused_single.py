@@ -7,7 +7,8 @@ On scikit-image's astronaut at 256×256 (65,536 points) with SIREN 3×64 it chec
 initialisation and schedule: the parameters after 5 fp32 steps (max |Δ| / max |p| ≤ 1e-4: the split
 kernel sums partial gradients atomically, in no fixed order), the end PSNR of a 500-step fit per
 precision, full batch and with 16,384 random points per step (|Δ| ≤ 0.1 dB), and that `fit` with
-`--kernel auto` takes the kernel from AUTO_MIN_POINTS points per step and not below. At tf32 and
+`--kernel auto` at tf32 takes the kernel from AUTO_MIN_POINTS points per step and not below (at fp32 it
+takes the reference path for fields wider than 32, `_fused_mlp.FP32_AUTO_MAX_WIDTH`). At tf32 and
 bf16 the reference runs in fp32 with the kernel's rounding emulated (`_fused_mlp.rounded_operands`;
 autocast would also round the pre-activations, which the kernel keeps in fp32, and cuBLAS's TF32 rounds
 differently: tests/gpu/check_fused.py).
@@ -83,7 +84,7 @@ def main() -> int:
             report(f"{precision}, {batch_size or 'all'} points per step: end PSNR fused {fused_psnr:.2f} vs reference "
                    f"{reference_psnr:.2f} dB, |Δ|", abs(fused_psnr - reference_psnr), PSNR_TOL)
     for batch_size, expected in ((AUTO_MIN_POINTS, "fused"), (AUTO_MIN_POINTS // 2, "reference")):
-        result = fit(signal, config, FitConfig(steps=20, batch_size=batch_size, device="cuda"))
+        result = fit(signal, config, FitConfig(steps=20, batch_size=batch_size, device="cuda", precision="tf32"))
         ok = result.metrics["kernel"] == expected
         failures += not ok
         print(f"{'ok  ' if ok else 'FAIL'} --kernel auto, {batch_size:,} points per step: {result.metrics['kernel']}")

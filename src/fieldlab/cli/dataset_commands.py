@@ -43,8 +43,8 @@ def fit_dataset_command(
     precision: Optional[str] = typer.Option(None, help="fp32, tf32 or bf16."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Use torch.compile."),
     kernel: Optional[str] = typer.Option(None, help="auto (the fused Triton kernel on CUDA for SIREN, Gaussian "
-                                         "and Fourier-feature MLPs up to 64 wide, else the reference path), "
-                                         "fused (up to 128 wide) or reference."),
+                                         "and Fourier-feature MLPs up to 64 wide, 32 at fp32, else the reference "
+                                         "path), fused (up to 128 wide at bf16) or reference."),
     quiet: bool = typer.Option(False, help="No progress lines."),
 ) -> None:
     from fieldlab.fit.batched import BatchedFitConfig

@@ -63,8 +63,8 @@ def fit_command(
     precision: Optional[str] = typer.Option(None, help="fp32, tf32 or bf16."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Use torch.compile."),
     kernel: Optional[str] = typer.Option(None, help="auto (the fused Triton kernel on CUDA for SIREN, Gaussian "
-                                         "and Fourier-feature MLPs up to 64 wide on large signals, else the "
-                                         "reference path), fused or reference."),
+                                         "and Fourier-feature MLPs up to 64 wide, 32 at fp32, on large signals, "
+                                         "else the reference path), fused or reference."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
     config: Optional[Path] = typer.Option(None, help="JSON/TOML file of options (a DIR's config.json repeats a run)."),

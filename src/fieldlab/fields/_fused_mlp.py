@@ -29,6 +29,10 @@ AUTO_MAX_WIDTH = 64
 fields/s for SIREN 3×128 on an H100, no faster than the reference path); `--kernel fused` still runs it.
 For Fourier features `auto` also asks that the encoding be no wider than a hidden layer (its two gradient
 accumulators, cosines and sines, then take what one hidden layer's does)."""
+FP32_AUTO_MAX_WIDTH = 32
+"""At fp32 `auto` takes the kernel only up to this width: its three-TF32 products beat the reference path at
+2×32 (SIREN, 2,172 fields/s against 931 on an H200) but not at 3×64 (195 against 331), where tf32 (1,890)
+and bf16 (2,927) are the kernel's precisions (BENCHMARKS.md, fifth pass)."""
 TF32_MAX_WIDTH = 64
 """Widest field the kernel runs at tf32 or fp32. At TF32, 128-wide fields ask Triton 3.6 for 330 KB of
 shared memory (fp32 weight tiles for the tensor cores; H100: 227 KB) and do not compile, and fp32 is three
@@ -143,7 +147,8 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precis
     """The spec to run fused at `precision`, or None for the reference path; `kernel` is auto, fused or
     reference.
 
-    auto: fused on CUDA when the config qualifies, is at most AUTO_MAX_WIDTH wide and Triton is installed;
+    auto: fused on CUDA when the config qualifies, is at most AUTO_MAX_WIDTH wide (FP32_AUTO_MAX_WIDTH at
+    fp32) and Triton is installed;
     fused: any qualifying config on CUDA, or through
     Triton's interpreter on a CPU, and a clear error when it cannot run; reference: never fused.
     """
@@ -165,7 +170,8 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precis
         return spec
     if kernel != "auto":
         raise UserError(f"--kernel must be auto, fused or reference, got {kernel!r}")
-    usable = (spec is not None and spec.hidden_dim <= AUTO_MAX_WIDTH and 2 * spec.frequencies <= _pow2(spec.hidden_dim)
+    widest = FP32_AUTO_MAX_WIDTH if precision == "fp32" else AUTO_MAX_WIDTH
+    usable = (spec is not None and spec.hidden_dim <= widest and 2 * spec.frequencies <= _pow2(spec.hidden_dim)
               and device.type == "cuda" and importlib.util.find_spec("triton") is not None)
     return spec if usable else None
 

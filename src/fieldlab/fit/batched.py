@@ -67,8 +67,8 @@ class BatchedFitConfig:
     costs no Python or launch time; off runs every step as its own launch (same results)."""
     kernel: Literal["auto", "fused", "reference"] = "auto"
     """auto: the fused Triton kernel on CUDA where it covers the field and pays (SIREN, Gaussian, or ReLU on
-    Fourier features, MLPs up to 64 wide and 4 layers), the reference path (FieldStack) elsewhere; fused
-    (up to 128 wide) or reference force one."""
+    Fourier features, MLPs up to 64 wide, 32 at fp32, and 4 layers), the reference path (FieldStack)
+    elsewhere; fused (up to 128 wide, above 64 at bf16 only) or reference force one."""
 
     def validate(self) -> None:
         # The options shared with a single fit are checked by FitConfig, so both commands agree.
