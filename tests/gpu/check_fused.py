@@ -12,8 +12,9 @@ fields to be read to 0.1 dB: where its standard error exceeds 0.1 dB the compari
 unresolved, with the number of fields it would need; at 2,048 fields most standard errors are
 0.04-0.07 dB, and at 0.075 a true difference of zero lands outside 0.1 dB in one run of five, hence up to
 10,240 fields per row in `PATCHES`), that a precision the kernel does not run at a width (SIREN 3×128 at
-fp32 and tf32) is refused in one line, and — fp32 only — that replaying the steps as CUDA graphs gives the parameters
-of launching them one by one (on 100 fields, as graphs are taken only for small batches, over 120 steps):
+fp32 and tf32) is refused in one line, and — fp32 only — that replaying the steps as CUDA graphs gives the
+parameters of launching them one by one (on 100 fields, as graphs are taken only for small batches, over
+120 steps):
 once with one program per field, whose arithmetic has a fixed order, so the two must agree to 1e-6 of the
 largest parameter; and once as `fit_batch` runs such a batch, by the split kernel, whose partial gradients
 are added atomically in no fixed order, so that any two runs differ by rounding: judged against a second

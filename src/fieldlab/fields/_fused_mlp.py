@@ -165,7 +165,8 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precis
                             "use --kernel auto or reference here")
         if precision != "bf16" and _pow2(spec.hidden_dim) > TF32_MAX_WIDTH:
             raise UserError(f"--kernel fused runs fields wider than {TF32_MAX_WIDTH} at bf16 only, not {precision} "
-                            f"(their TF32 weight tiles need 330 KB of shared memory; an H100 has 227 KB); "
+                            f"(fp32 and tf32 take TF32 weight tiles, which need 330 KB of shared memory at this "
+                            f"width; an H100 has 227 KB); "
                             f"use --precision bf16 or --kernel reference")
         return spec
     if kernel != "auto":
