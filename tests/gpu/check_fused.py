@@ -42,6 +42,7 @@ import contextlib
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -124,21 +125,11 @@ def _graphs_against_launches(config, coords, values, name, one_program: bool) ->
     n = min(len(values), GRAPH_FIELDS)
     fit = {graphs: BatchedFitConfig(steps=120, target_psnr=0.0, device="cuda", kernel="fused", lr=LR.get(name),
                                     cuda_graphs=graphs) for graphs in (True, False)}
-    with _parts(1) if one_program else contextlib.nullcontext():
+    one = mock.patch.object(FusedStack, "default_parts", lambda self, points: 1)  # every step: one program a field
+    with one if one_program else contextlib.nullcontext():
         graphed, launched, control = (fit_batch(config, coords, values[:n], np.arange(n), fit[graphs]).params
                                       for graphs in (True, False, False))
     return _relative(graphed, launched), _relative(control, launched)
-
-
-@contextlib.contextmanager
-def _parts(parts: int):
-    """Every fused step within runs `parts` programs per field."""
-    saved = FusedStack.default_parts
-    FusedStack.default_parts = lambda self, points: parts
-    try:
-        yield
-    finally:
-        FusedStack.default_parts = saved
 
 
 def _relative(a: dict, b: dict) -> float:

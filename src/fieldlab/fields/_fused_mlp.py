@@ -163,7 +163,7 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precis
         if not triton_available(device):
             raise UserError("--kernel fused needs a CUDA device and Triton (pip install triton); "
                             "use --kernel auto or reference here")
-        if precision != "bf16" and _pow2(spec.hidden_dim) > TF32_MAX_WIDTH:
+        if precision in ("fp32", "tf32") and _pow2(spec.hidden_dim) > TF32_MAX_WIDTH:  # both take TF32 tiles
             raise UserError(f"--kernel fused runs fields wider than {TF32_MAX_WIDTH} at bf16 only, not {precision} "
                             f"(fp32 and tf32 take TF32 weight tiles, which need 330 KB of shared memory at this "
                             f"width; an H100 has 227 KB); "
@@ -444,7 +444,7 @@ def rounded_operands(kind: str):
     computes — rounds its operands to nearest bf16 or TF32 (activations and weights forward, the incoming
     gradient backward) and accumulates in fp32; at "fp32" nothing changes. Run the reference at fp32
     precision inside it. Not thread-safe: it patches nn.Linear."""
-    if kind == "fp32":  # the kernel's fp32 is the reference's
+    if kind == "fp32":  # the kernel's three TF32 products are fp32 to within its rounding: nothing to emulate
         yield
         return
     global _rounding
