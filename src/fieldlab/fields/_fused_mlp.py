@@ -143,12 +143,13 @@ def triton_available(device: torch.device) -> bool:
     return device.type == "cuda" or interpreted()
 
 
-def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precision: str = "fp32") -> FusedSpec | None:
+def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precision: str = "fp32", *,
+                  forward: bool = False) -> FusedSpec | None:
     """The spec to run fused at `precision`, or None for the reference path; `kernel` is auto, fused or
-    reference.
+    reference; `forward`: for evaluation (the forward kernel), not fitting (the step kernel).
 
     auto: fused on CUDA when the config qualifies, is at most AUTO_MAX_WIDTH wide (FP32_AUTO_MAX_WIDTH at
-    fp32) and Triton is installed;
+    fp32), Triton is installed and the kernel fits the GPU's shared memory;
     fused: any qualifying config on CUDA, or through
     Triton's interpreter on a CPU, and a clear error when it cannot run; reference: never fused.
     """
@@ -163,18 +164,33 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precis
         if not triton_available(device):
             raise UserError("--kernel fused needs a CUDA device and Triton (pip install triton); "
                             "use --kernel auto or reference here")
-        if precision in ("fp32", "tf32") and _pow2(spec.hidden_dim) > TF32_MAX_WIDTH:  # both take TF32 tiles
+        if not forward and precision in ("fp32", "tf32") and _pow2(spec.hidden_dim) > TF32_MAX_WIDTH:  # TF32 tiles
             raise UserError(f"--kernel fused runs fields wider than {TF32_MAX_WIDTH} at bf16 only, not {precision} "
                             f"(fp32 and tf32 take TF32 weight tiles, which need 330 KB of shared memory at this "
                             f"width; an H100 has 227 KB); "
                             f"use --precision bf16 or --kernel reference")
+        problem = _resource_problem(spec, precision, device, forward)
+        if problem is not None:
+            instead = "--precision bf16 or --kernel reference" if precision != "bf16" else "--kernel reference"
+            raise UserError(f"--kernel fused cannot run this field here: {problem}; use {instead}")
         return spec
     if kernel != "auto":
         raise UserError(f"--kernel must be auto, fused or reference, got {kernel!r}")
     widest = FP32_AUTO_MAX_WIDTH if precision == "fp32" else AUTO_MAX_WIDTH
     usable = (spec is not None and spec.hidden_dim <= widest and 2 * spec.frequencies <= _pow2(spec.hidden_dim)
               and device.type == "cuda" and importlib.util.find_spec("triton") is not None)
-    return spec if usable else None
+    return spec if usable and _resource_problem(spec, precision, device, forward) is None else None
+
+
+def _resource_problem(spec: FusedSpec, precision: str, device: torch.device, forward: bool) -> str | None:
+    """Why the kernel would not launch on CUDA `device` (too much shared memory), or None (also off CUDA
+    and under the interpreter, where there is no such limit). Compiles the kernel for the device's
+    architecture on the first question (`_fused_resources`)."""
+    if device.type != "cuda" or interpreted():
+        return None
+    from fieldlab.fields._fused_resources import Multiprocessor, refusal
+
+    return refusal(spec, precision, Multiprocessor.of(device), forward=forward)
 
 
 def describe(config: FieldConfig, device: torch.device, kernel: str, precision: str) -> str:
@@ -233,6 +249,37 @@ def default_block(spec: FusedSpec) -> tuple[int, int]:
     return 32, 8
 
 
+def launch_constants(spec: FusedSpec, precision: str, *, betas: tuple[float, float] = (0.9, 0.999),
+                     eps: float = 1e-8, block: int | None = None, warps: int | None = None, reload: bool | None = None,
+                     stages: int | None = None, max_registers: int | None = None,
+                     recompute: int = 0) -> tuple[dict, dict]:
+    """The step kernel's compile-time arguments and launch options for `spec` at `precision`: (one program
+    per field, split). None takes the defaults: `default_block`, weights read at use (RELOAD) from 64 wide,
+    Triton's pipelining and register limit. recompute: how many leading layers' pre-activations the
+    backward pass computes again rather than holds (0, 1, 2; a register-pressure knob for
+    benchmarks/fit_dataset.py --tune)."""
+    default = default_block(spec)
+    reload = _pow2(spec.hidden_dim) >= 64 if reload is None else reload
+    constants = dict(_meta(spec, precision, block or default[0]), RELOAD=reload, RECOMPUTE=recompute,
+                     B1=betas[0], B2=betas[1], EPS=eps, num_warps=warps or default[1])
+    if stages is not None:
+        constants["num_stages"] = stages
+    if max_registers is not None:
+        constants["maxnreg"] = max_registers
+    split = constants
+    if constants["HP"] >= 128 and stages is None:
+        # Pipelined, the split kernel at 128 wide asks 344 KB of shared memory (an H100 has 227 KB).
+        split = dict(constants, num_stages=1)
+    return constants, split
+
+
+def forward_constants(spec: FusedSpec, precision: str, block: int = 64) -> dict:
+    """The forward kernel's compile-time arguments and launch options (`fused_forward`). Values are read at
+    TF32 at least: bf16 products in this kernel hit an illegal memory access on an H100 with Triton 3.6
+    (3×64 SIREN), and evaluation is cheap next to training."""
+    return dict(_meta(spec, "tf32" if precision == "bf16" else precision, block), HAS_IDX=False, num_warps=4)
+
+
 class FusedStack:
     """f MLP fields packed for the kernel: parameters and Adam moments as (f, P) fp32 tensors."""
 
@@ -253,24 +300,12 @@ class FusedStack:
         self.m = torch.zeros_like(self.flat)
         self.v = torch.zeros_like(self.flat)
         self.step_count = 0
-        default = default_block(spec)
-        self.block, self.warps = block or default[0], warps or default[1]
-        self.reload = _pow2(spec.hidden_dim) >= 64 if reload is None else reload
         self._multiprocessors: int | None = None
         # The kernel's compile-time arguments, fixed for the stack (not rebuilt every step).
-        # recompute: how many leading layers' pre-activations the backward pass computes again rather than
-        # holds (0, 1, 2; a register-pressure knob for benchmarks/fit_dataset.py --tune, not yet measured).
-        self._constants = dict(_meta(spec, precision, self.block), RELOAD=self.reload, RECOMPUTE=recompute,
-                               B1=betas[0], B2=betas[1], EPS=eps, num_warps=self.warps)
-        # Software pipelining of the chunk loop and a register cap per thread: Triton's defaults unless tuned.
-        if stages is not None:
-            self._constants["num_stages"] = stages
-        if max_registers is not None:
-            self._constants["maxnreg"] = max_registers
-        self._split_constants = self._constants
-        if self._constants["HP"] >= 128 and stages is None:
-            # Pipelined, the split kernel at 128 wide asks 344 KB of shared memory (an H100 has 227 KB).
-            self._split_constants = dict(self._constants, num_stages=1)
+        self._constants, self._split_constants = launch_constants(
+            spec, precision, betas=betas, eps=eps, block=block, warps=warps, reload=reload, stages=stages,
+            max_registers=max_registers, recompute=recompute)
+        self.block, self.reload = self._constants["BN"], self._constants["RELOAD"]
 
     def __len__(self) -> int:
         return self.flat.shape[0]
@@ -376,14 +411,11 @@ def fused_forward(spec: FusedSpec, flat: torch.Tensor, coords: torch.Tensor, *, 
     n = coords.shape[-2]
     out = torch.empty(f, n, spec.out_dim, dtype=torch.float32, device=flat.device)
     coords = coords.float().contiguous()
-    # Values are read at TF32 at least: bf16 products in this kernel hit an illegal memory access on an
-    # H100 with Triton 3.6 (3×64 SIREN), and evaluation is cheap next to training.
-    precision = "tf32" if precision == "bf16" else precision
     flat = flat.float().contiguous()
     encoding, enc_stride = _encoding_arguments(encoding, flat)
     _fused_triton.fused_mlp_forward[(f, _cdiv(n, block))](
-        flat, coords, coords, out, encoding, n, enc_stride, **_meta(spec, precision, block), HAS_IDX=False,
-        X_PER_FIELD=per_field, num_warps=4)
+        flat, coords, coords, out, encoding, n, enc_stride, **forward_constants(spec, precision, block),
+        X_PER_FIELD=per_field)
     return out
 
 

@@ -61,7 +61,7 @@ class FieldEvaluator(torch.nn.Module):
 
         device = next(iter(params.values())).device
         x = (points.coords if coords is None else coords).to(device)
-        spec = None if self._shared else choose_kernel(self.config, device, self.kernel)
+        spec = None if self._shared else choose_kernel(self.config, device, self.kernel, forward=True)
         if spec is not None:
             b = next(iter(params.values())).shape[0]
             encoding = encoding_matrix(spec, self._field_buffers(params), b)
