@@ -53,6 +53,7 @@ from fieldlab.fields import FieldStack, make_config  # noqa: E402
 from fieldlab.fields import _fused_mlp  # noqa: E402
 from fieldlab._errors import UserError  # noqa: E402
 from fieldlab.fields._fused_mlp import FusedStack, choose_kernel, fused_spec, pack, rounded_operands  # noqa: E402
+from fieldlab.fields._fused_resources import Multiprocessor  # noqa: E402
 from fieldlab.fit.batched import BatchedFitConfig, fit_batch, init_params  # noqa: E402
 from fieldlab.signals import grid_coords  # noqa: E402
 from fieldlab.signals.datasets import Augmented, open_source  # noqa: E402
@@ -149,7 +150,7 @@ def main() -> int:
     assert torch.cuda.is_available(), "this check needs a CUDA device"
     device = torch.device("cuda")
     failures, unresolved = 0, []
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; {Multiprocessor.of(device)}")
     for name, layers, width in CONFIGS:
         if f"{name}-{layers}x{width}" not in args.configs.split(","):
             continue

@@ -59,12 +59,14 @@ class Multiprocessor:
 
         index = device.index if device.index is not None else torch.cuda.current_device()
         props = torch.cuda.get_device_properties(index)
-        limits = driver.active.utils.get_device_properties(index)
+        shared_per_program = driver.active.utils.get_device_properties(index)["max_shared_mem"]
         major, minor = torch.cuda.get_device_capability(index)
-        return cls(props.name, 10 * major + minor, registers=limits["max_num_regs"],
-                   shared=getattr(props, "shared_memory_per_multiprocessor", limits["max_shared_mem"]),
-                   shared_per_program=limits["max_shared_mem"],
-                   max_warps=props.max_threads_per_multi_processor // 32, count=props.multi_processor_count)
+        # torch's properties name the rest (older versions lack some: Hopper's then stand in)
+        return cls(props.name, 10 * major + minor, shared_per_program=shared_per_program,
+                   registers=getattr(props, "regs_per_multiprocessor", HOPPER.registers),
+                   shared=getattr(props, "shared_memory_per_multiprocessor", shared_per_program),
+                   max_warps=getattr(props, "max_threads_per_multi_processor", 32 * HOPPER.max_warps) // 32,
+                   count=props.multi_processor_count)
 
 
 HOPPER = Multiprocessor("sm_90 (H100, H200)", 90)
