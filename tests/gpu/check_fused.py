@@ -1,6 +1,7 @@
 """GPU check of the fused MLP kernel against the reference path (run on a CUDA machine, not by pytest).
 
     python tests/gpu/check_fused.py            # exit status 1 if any check fails, 2 if one is unresolved
+    python tests/gpu/check_fused.py --smoke    # on the CPU, through Triton's interpreter: that it runs (CI)
 
 For SIREN 2×32, 3×64, 3×128, Gaussian 2×64 and ReLU on 32 Fourier features 3×64 on 32×32×3 patches it
 compares, per precision: outputs of the fused forward with `FieldStack` (fp32: max |Δ| ≤ 1e-4), gradients
@@ -119,13 +120,13 @@ def _mean_and_error(x: np.ndarray) -> tuple[float, float]:
     return float(x.mean()), float(x.std() / np.sqrt(len(x)))
 
 
-def _graphs_against_launches(config, coords, values, name, one_program: bool) -> tuple[float, float]:
-    """max |Δp| / max |p| after 120 fp32 steps of GRAPH_FIELDS fields: CUDA graphs against launches, and a
+def _graphs_against_launches(config, coords, values, name, one_program: bool, steps: int) -> tuple[float, float]:
+    """max |Δp| / max |p| after `steps` fp32 steps of GRAPH_FIELDS fields: CUDA graphs against launches, and a
     second run of launches against the first (the control). `one_program`: one program per field (no atomic
     sums) instead of the split kernel that `fit_batch` takes for so few fields."""
     n = min(len(values), GRAPH_FIELDS)
-    fit = {graphs: BatchedFitConfig(steps=120, target_psnr=0.0, device="cuda", kernel="fused", lr=LR.get(name),
-                                    cuda_graphs=graphs) for graphs in (True, False)}
+    fit = {graphs: BatchedFitConfig(steps=steps, target_psnr=0.0, device=values.device.type, kernel="fused",
+                                    lr=LR.get(name), cuda_graphs=graphs) for graphs in (True, False)}
     one = mock.patch.object(FusedStack, "default_parts", lambda self, points: 1)  # every step: one program a field
     with one if one_program else contextlib.nullcontext():
         graphed, launched, control = (fit_batch(config, coords, values[:n], np.arange(n), fit[graphs]).params
@@ -144,18 +145,28 @@ def main() -> int:
     parser.add_argument("--precisions", default="fp32,tf32,bf16")
     parser.add_argument("--patches", type=int, default=None, help="Fields per configuration (default: PATCHES).")
     parser.add_argument("--exact-trig", action="store_true", help="Exact sine/cosine in the kernel at tf32/bf16.")
+    parser.add_argument("--smoke", action="store_true",
+                        help="On the CPU through Triton's interpreter, 2 fields and a few steps: that the check "
+                             "runs end to end (tests/gpu/test_smoke.py); its PSNR means little.")
     args = parser.parse_args()
     if args.exact_trig:
         _fused_mlp.FAST_TRIG = False
-    assert torch.cuda.is_available(), "this check needs a CUDA device"
-    device = torch.device("cuda")
+    steps, graph_steps = (4, 3) if args.smoke else (500, 120)
+    if args.smoke:
+        _fused_mlp.use_interpreter()
+        device = torch.device("cpu")
+        print(f"smoke run on the CPU, torch {torch.__version__}")
+    else:
+        assert torch.cuda.is_available(), "this check needs a CUDA device"
+        device = torch.device("cuda")
+        print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; {Multiprocessor.of(device)}")
     failures, unresolved = 0, []
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; {Multiprocessor.of(device)}")
     for name, layers, width in CONFIGS:
         if f"{name}-{layers}x{width}" not in args.configs.split(","):
             continue
         precisions = args.precisions.split(",")
-        counts = {p: args.patches or PATCHES.get((name, layers, width, p), DEFAULT_PATCHES) for p in precisions}
+        counts = {p: args.patches or (2 if args.smoke else PATCHES.get((name, layers, width, p), DEFAULT_PATCHES))
+                  for p in precisions}
         source = open_source(f"sample:patches:{max(counts.values())}")
         values = Augmented(source).values(range(len(source))).to(device)
         info = source.info()
@@ -196,8 +207,8 @@ def main() -> int:
             for run in runs:  # "reference" computes the kernel's arithmetic in fp32; "torch-tf32", cuBLAS's
                 kernel = "fused" if run == "fused" else "reference"
                 emulate = run == "reference"
-                fit = BatchedFitConfig(steps=500, target_psnr=0.0, device="cuda", kernel=kernel, lr=LR.get(name),
-                                       precision="fp32" if emulate else precision)
+                fit = BatchedFitConfig(steps=steps, target_psnr=0.0, device=device.type, kernel=kernel,
+                                       lr=LR.get(name), precision="fp32" if emulate else precision)
                 with rounded_operands(precision) if emulate else contextlib.nullcontext():
                     result = fit_batch(config, coords, values[:m], np.arange(m), fit)
                 assert result.kernel == kernel
@@ -207,12 +218,12 @@ def main() -> int:
             mean_delta, standard_error = _mean_and_error(delta)
             graph_note, graphs_equal = "", True
             if precision == "fp32":  # a batch small enough for graphs (fewer than 4 fields per multiprocessor)
-                ordered, ordered_control = _graphs_against_launches(config, coords, values, name, one_program=True)
-                split, split_control = _graphs_against_launches(config, coords, values, name, one_program=False)
+                ordered, ordered_control = _graphs_against_launches(config, coords, values, name, True, graph_steps)
+                split, split_control = _graphs_against_launches(config, coords, values, name, False, graph_steps)
                 judged = spec.activation != "relu"  # ReLU gates amplify the atomic sums' rounding unpredictably
                 graphs_equal = (ordered <= ORDERED_GRAPH_TOL and ordered_control <= ORDERED_GRAPH_TOL
                                 and (split <= max(GRAPH_TOL, 3 * split_control) or not judged))
-                graph_note = (f"; 120 steps, max|Δp| / max|p|, CUDA graphs vs launches: one program per field "
+                graph_note = (f"; {graph_steps} steps, max|Δp| / max|p|, CUDA graphs vs launches: one program per field "
                               f"{ordered:.1e} (launches vs launches {ordered_control:.1e}), split {split:.1e} "
                               f"(launches vs launches {split_control:.1e}{'' if judged else ', not judged: ReLU'})")
             grad_tol = max(GRAD_TOL[precision], RELU_GRAD_TOL if spec.activation == "relu" else 0.0)
@@ -228,7 +239,7 @@ def main() -> int:
                                   f"~{needed:,} fields would read the mean to {PSNR_TOL} dB)")
             status = "FAIL" if not ok else "ok  " if resolved else "open"
             print(f"{status} {name} {layers}x{width} {precision}: forward max|Δ| {out_err:.2e}, "
-                  f"grad rel {grad_err:.2e} (split {split_err:.2e}), 500-step PSNR over {m} fields: fused {psnr['fused']:.3f} "
+                  f"grad rel {grad_err:.2e} (split {split_err:.2e}), {steps}-step PSNR over {m} fields: fused {psnr['fused']:.3f} "
                   f"vs reference{f' ({precision} operands emulated)' if precision != 'fp32' else ''} {psnr['reference']:.3f} dB (Δ {mean_delta:+.3f} ± {standard_error:.3f} s.e.; "
                   f"per field: median {np.median(delta):+.3f}, std {delta.std():.3f}, fused higher on "
                   f"{np.mean(delta > 0):.0%}){graph_note}; {time.perf_counter() - started:.0f} s", flush=True)
@@ -242,7 +253,7 @@ def main() -> int:
             if precision == "bf16" and _fused_mlp.FAST_TRIG:
                 print("     (bf16 and tf32 kernels use fast sine/cosine; --exact-trig checks them without)")
     for row in unresolved:
-        print(f"unresolved: the 500-step PSNR of {row}: every other criterion of the row passed")
+        print(f"unresolved: the {steps}-step PSNR of {row}: every other criterion of the row passed")
     print(("all checks passed" + (f" but {len(unresolved)} PSNR comparison(s) unresolved" if unresolved else ""))
           if not failures else f"{failures} check(s) failed")
     return 1 if failures else 2 if unresolved else 0

@@ -2,6 +2,7 @@
 --kernel fused` runs) against the reference path (run on a CUDA machine, not by pytest).
 
     python tests/gpu/check_fused_single.py     # exit status 1 if any check fails
+    python tests/gpu/check_fused_single.py --smoke   # on the CPU, through Triton's interpreter (CI)
 
 On scikit-image's astronaut at 256×256 (65,536 points) with SIREN 3×64 it checks, from the same
 initialisation and schedule: the parameters after 5 fp32 steps (max |Δ| / max |p| ≤ 1e-4: the split
@@ -28,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from fieldlab.fields import make_config  # noqa: E402
+from fieldlab.fields import _fused_mlp  # noqa: E402
 from fieldlab.fields._fused_mlp import fused_spec, rounded_operands  # noqa: E402
 from fieldlab.fit import FitConfig, Fitter, fit  # noqa: E402
 from fieldlab.fit._fused_single import AUTO_MIN_POINTS  # noqa: E402
@@ -52,9 +54,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--precisions", default="fp32,tf32,bf16")
+    parser.add_argument("--smoke", action="store_true",
+                        help="On the CPU through Triton's interpreter, a 32×32 image and a few steps: that the "
+                             "check runs end to end (tests/gpu/test_smoke.py); `auto` is not checked.")
     args = parser.parse_args()
-    assert torch.cuda.is_available(), "this check needs a CUDA device"
-    signal = load_signal("sample:astronaut", max_size=256)
+    if args.smoke:
+        _fused_mlp.use_interpreter()
+        device, size, steps, subset = "cpu", 32, 3, 256
+    else:
+        assert torch.cuda.is_available(), "this check needs a CUDA device"
+        device, size, steps, subset = "cuda", 256, args.steps, 16384
+    signal = load_signal("sample:astronaut", max_size=size)
     config = make_config("siren", in_dim=2, out_dim=signal.info.channels, hidden_dim=64, num_layers=3)
     failures = 0
 
@@ -64,8 +74,9 @@ def main() -> int:
         failures += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {name}: {value:.3g} (≤ {tolerance:g})", flush=True)
 
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; SIREN 3×64 on astronaut 256×256")
-    fast, reference = fitters(config, signal, FitConfig(steps=5, device="cuda"))
+    name = torch.cuda.get_device_name() if device == "cuda" else "smoke run on the CPU"
+    print(f"{name}, torch {torch.__version__}; SIREN 3×64 on astronaut {size}×{size}")
+    fast, reference = fitters(config, signal, FitConfig(steps=5, device=device))
     for _ in range(5):
         fast.step(), reference.step()
     scale = max(p.abs().max().item() for p in reference.field.parameters())
@@ -73,8 +84,8 @@ def main() -> int:
     report(f"fp32 parameters after 5 steps ({fast._fused.stack.default_parts(fast.num_points)} parts), "
            "max |Δ| / max |p|", error / scale, PARAM_TOL)
     for precision in args.precisions.split(","):
-        for batch_size in (0, 16384):
-            fit_config = FitConfig(steps=args.steps, precision=precision, batch_size=batch_size, device="cuda")
+        for batch_size in (0, subset):
+            fit_config = FitConfig(steps=steps, precision=precision, batch_size=batch_size, device=device)
             pair = fitters(config, signal, fit_config)
             for fitter in pair:
                 with rounded_operands(precision) if fitter is pair[1] else contextlib.nullcontext():
@@ -83,7 +94,7 @@ def main() -> int:
             fused_psnr, reference_psnr = (fitter.full_psnr() for fitter in pair)
             report(f"{precision}, {batch_size or 'all'} points per step: end PSNR fused {fused_psnr:.2f} vs reference "
                    f"{reference_psnr:.2f} dB, |Δ|", abs(fused_psnr - reference_psnr), PSNR_TOL)
-    for batch_size, expected in ((AUTO_MIN_POINTS, "fused"), (AUTO_MIN_POINTS // 2, "reference")):
+    for batch_size, expected in ((AUTO_MIN_POINTS, "fused"), (AUTO_MIN_POINTS // 2, "reference")) * (device == "cuda"):
         result = fit(signal, config, FitConfig(steps=20, batch_size=batch_size, device="cuda", precision="tf32"))
         ok = result.metrics["kernel"] == expected
         failures += not ok
