@@ -113,6 +113,7 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
     """Fused steps per second for every (points per chunk, warps): the kernel's defaults come from here."""
     from fieldlab.fields._fused_mlp import FusedStack
 
+    narrow = _fused_mlp.NARROW_DIMS
     f = values.shape[0]
     rows = torch.arange(f, device=DEVICE)
     coords = coords.to(DEVICE)
@@ -124,18 +125,20 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
         for precision in precisions.split(","):
             for shape in grid.split(","):
                 # "32x4": 32 points per chunk, 4 warps; then r / k: reload / keep the weights, e: exact sine,
-                # sN: N pipeline stages, mN: at most N registers per thread, cN: recompute N layers' z
-                match = re.fullmatch(r"(\d+)x(\d+)([rk]?)(e?)(?:s(\d+))?(?:m(\d+))?(?:c(\d))?", shape)
+                # w: the first layer as a 16-column tile (not NARROW_DIMS' broadcast products), sN: N pipeline
+                # stages, mN: at most N registers per thread, cN: recompute N layers' z
+                match = re.fullmatch(r"(\d+)x(\d+)([rk]?)(e?)(w?)(?:s(\d+))?(?:m(\d+))?(?:c(\d))?", shape)
                 if not match:
                     raise SystemExit(f"--tune-grid: cannot read {shape!r}")
                 block, warps = int(match[1]), int(match[2])
                 reload = {"r": True, "k": False}.get(match[3])
-                stages, registers = (int(match[5]) if match[5] else None), (int(match[6]) if match[6] else None)
+                stages, registers = (int(match[6]) if match[6] else None), (int(match[7]) if match[7] else None)
                 _fused_mlp.FAST_TRIG = not match[4]  # e: exact sine and cosine
+                _fused_mlp.NARROW_DIMS = () if match[5] else narrow
                 try:
                     stack = FusedStack(fused_spec(config), params, precision=precision, block=block, warps=warps,
                                        reload=reload, stages=stages, max_registers=registers,
-                                       recompute=int(match[7] or 0))
+                                       recompute=int(match[8] or 0))
                     stack.step(coords, values, rows, 1e-3)
                     sync()
                     start = time.perf_counter()
@@ -145,7 +148,8 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
                     rate = f * steps / (time.perf_counter() - start) / 500
                     print(json.dumps({"tune": size, "precision": precision, "block": block, "warps": warps,
                                       "reload": stack.reload, "exact_trig": bool(match[4]), "stages": stages,
-                                      "max_registers": registers, "recompute": int(match[7] or 0),
+                                      "max_registers": registers, "recompute": int(match[8] or 0),
+                                      "first_layer": "tile" if match[5] else "narrow",
                                       "fields_per_s_at_500_steps": round(rate, 1)}), flush=True)
                 except Exception as error:
                     print(f"tune {size} {precision} {block} {warps}: {type(error).__name__}: {str(error)[:200]}")

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 os.environ.pop("TRITON_INTERPRET", None)  # compiled kernels, not the interpreter
 
 from fieldlab.fields import make_config  # noqa: E402
+from fieldlab.fields import _fused_mlp  # noqa: E402
 from fieldlab.fields._fused_mlp import fused_spec  # noqa: E402
 from fieldlab.fields._fused_resources import HOPPER, forward_resources, step_resources  # noqa: E402
 
@@ -44,12 +45,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split-points", type=int, default=1 << 20,
                         help="points per step of the one large field of the split kernel (a 1024² image)")
     parser.add_argument("--arch", type=int, default=90, help="compute capability ×10 (90: H100, H200)")
+    parser.add_argument("--first-layer", default="default", choices=["default", "tile"],
+                        help="tile: 2-D coordinates through a 16-column tile, as before NARROW_DIMS")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     sm = dataclasses.replace(HOPPER, arch=args.arch, name=f"sm_{args.arch}")
+    if args.first_layer == "tile":
+        _fused_mlp.NARROW_DIMS = ()
 
     print(f"| field | precision | kernel | registers | spilled (stores / loads, B) | shared (KB) | warps "
-          f"| programs per SM (registers / shared) | occupancy | limit |\n|{'---|' * 10}")
+          f"| programs per SM (registers / shared) | occupancy | limit | instructions |\n|{'---|' * 11}")
     for size in args.sizes.split(","):
         layers, width = (int(n) for n in size.split("x"))
         options = dict(hidden_dim=width, num_layers=layers, in_dim=args.in_dim, out_dim=args.out_dim)
@@ -71,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"| {args.field} {size} | {precision} | {kernel} | {found.registers} | {found.spill_stores} / "
                       f"{found.spill_loads} | {found.shared / 1024:.0f} | {found.warps} | "
                       + (f"{programs['registers']} / {programs['shared']} | {found.occupancy(sm):.1%} | "
-                         f"{found.limit(sm)} |" if fits else "does not fit | 0 | shared |"), flush=True)
+                         f"{found.limit(sm)} |" if fits else "does not fit | 0 | shared |")
+                      + f" {found.instructions} |", flush=True)
                 if args.json:
                     print(json.dumps({"field": args.field, "size": size, "precision": precision, "kernel": kernel,
                                       "arch": args.arch, **dataclasses.asdict(found), "fits": fits,

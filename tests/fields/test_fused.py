@@ -21,8 +21,8 @@ from fieldlab.fields import _fused_mlp as fused  # noqa: E402
 fused.use_interpreter()  # before anything imports the kernels compiled
 
 
-def _fields(name, f=3, **options):
-    config = make_config(name, in_dim=2, out_dim=3, **options)
+def _fields(name, f=3, in_dim=2, **options):
+    config = make_config(name, in_dim=in_dim, out_dim=3, **options)
     template, params, buffers = init_params(config, np.arange(f), "random", 0)
     return config, fused.fused_spec(config), template, params, buffers
 
@@ -44,6 +44,7 @@ def _reference_steps(template, params, buffers, coords, values, rows, steps, lr=
 
 @pytest.mark.parametrize("name,options", [
     ("siren", dict(hidden_dim=24, num_layers=2)),  # a width that is not a power of two: padded
+    ("siren", dict(hidden_dim=16, num_layers=2, in_dim=3)),  # 3-D coordinates: the first layer as a tile
     ("siren", dict(hidden_dim=16, num_layers=4)),
     ("gauss", dict(hidden_dim=16, num_layers=1, scale=3.0)),
     ("fourier", dict(hidden_dim=16, num_layers=2, num_frequencies=12, sigma=2.0)),  # ReLU on random features
@@ -53,7 +54,8 @@ def test_fused_steps_follow_the_reference_adam_path(name, options):
     torch.manual_seed(0)
     config, spec, template, params, buffers = _fields(name, **options)
     n = 70  # not a multiple of the chunk: the last chunk is masked
-    coords, values = torch.rand(n, 2) * 2 - 1, torch.rand(5, n, 3) * 2 - 1
+    d = config.in_dim
+    coords, values = torch.rand(n, d) * 2 - 1, torch.rand(5, n, 3) * 2 - 1
     rows = torch.tensor([4, 0, 2])  # fields read their targets through a row map
     stack, losses = _reference_steps(template, params, buffers, coords, values, rows, steps=3)
     packed = fused.FusedStack(spec, params, buffers=buffers, block=32)
@@ -66,7 +68,7 @@ def test_fused_steps_follow_the_reference_adam_path(name, options):
     for key, value in stack.state()[0].items():
         torch.testing.assert_close(packed.params()[key], value.detach(), atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(split.params()[key], value.detach(), atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(packed.forward(coords), stack(coords.expand(3, n, 2)).detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(packed.forward(coords), stack(coords.expand(3, n, d)).detach(), atol=1e-5, rtol=1e-5)
 
 
 def test_fused_gradients_match_autograd_whole_and_split_and_with_point_subsets():

@@ -35,14 +35,16 @@ QUESTIONS = (
         dict(field="siren", options=dict(hidden_dim=64, num_layers=4), precision="fp32", gpu="hopper", kernel="fused"),
         dict(field="siren", options=dict(hidden_dim=128, num_layers=4), precision="bf16", gpu="hopper", kernel="fused"),
         dict(field="siren", options=dict(hidden_dim=128, num_layers=3), precision="bf16", gpu="hopper", kernel="fused"),
-        # a GPU with 99 KB per program: auto keeps the small kernel and falls back for the larger
+        # a GPU with 99 KB per program: auto keeps the small kernel and falls back for the larger (125 KB)
         dict(field="siren", options=dict(hidden_dim=32, num_layers=2), precision="bf16", gpu="ada", kernel="auto"),
-        dict(field="siren", options=dict(hidden_dim=64, num_layers=3), precision="tf32", gpu="ada", kernel="auto"),
+        dict(field="siren", options=dict(hidden_dim=64, num_layers=4), precision="tf32", gpu="ada", kernel="auto"),
         # evaluation (the forward kernel): 3×128 at fp32 fits an H100 (not refused as the step kernel is)
         dict(field="siren", options=dict(hidden_dim=128, num_layers=3), precision="fp32", gpu="hopper",
              kernel="fused", forward=True),
-        # the 3×128 bf16 step kernel fits an H100 (above) but not an A100
-        dict(field="siren", options=dict(hidden_dim=128, num_layers=3), precision="bf16", gpu="ampere",
+        # the 3×64 fp32 step kernel fits an H100 (197 KB) but not an A100 (181 KB of 163)
+        dict(field="siren", options=dict(hidden_dim=64, num_layers=3), precision="fp32", gpu="hopper",
+             kernel="fused"),
+        dict(field="siren", options=dict(hidden_dim=64, num_layers=3), precision="fp32", gpu="ampere",
              kernel="fused"),
     ]
 )
@@ -81,12 +83,14 @@ def test_forced_kernels_too_large_for_the_gpu_are_refused_in_one_line(answers):
 
 def test_auto_falls_back_where_the_kernel_does_not_fit(answers):
     assert _answer(answers, gpu="ada", precision="bf16", options=dict(hidden_dim=32, num_layers=2))["fused"] is True
-    assert _answer(answers, gpu="ada", precision="tf32", options=dict(hidden_dim=64, num_layers=3))["fused"] is False
+    assert _answer(answers, gpu="ada", precision="tf32", options=dict(hidden_dim=64, num_layers=4))["fused"] is False
 
 
 def test_each_kernel_is_checked_against_the_gpu_it_runs_on(answers):
     assert _answer(answers, gpu="hopper", forward=True)["fused"] is True
-    assert "sm_80" in _answer(answers, gpu="ampere", precision="bf16")["error"]
+    assert _answer(answers, gpu="hopper", kernel="fused", precision="fp32",
+                   options=dict(hidden_dim=64, num_layers=3))["fused"] is True
+    assert "sm_80" in _answer(answers, gpu="ampere", precision="fp32")["error"]
 
 
 def test_compiled_resources_are_reported(answers):

@@ -228,11 +228,28 @@ def _pow2(n: int) -> int:
     return max(16, 1 << (n - 1).bit_length())
 
 
+NARROW_DIMS = (2,)
+"""Coordinate dimensions whose first layer (in fields without an encoding) the kernel computes as broadcast
+products instead of a tensor-core tile padded to 16 columns: that layer is fp32, on the CUDA cores, and the
+tile made it 8× the products for 2-D coordinates. Compiled for sm_90 (benchmarks/kernel_resources.py), SIREN
+2×32 bf16 took a fifth fewer instructions and 238 registers instead of 255, and 3×64 11% fewer instructions
+and fewer spills. At 1 and 3 dimensions the instructions fell too but the spills grew, so those keep the
+tile until a GPU has timed both (benchmarks/fit_dataset.py --tune, grid suffix `w`: the tile)."""
+
+
+def _coordinate_width(spec: FusedSpec) -> int:
+    """The kernel's padded coordinate width DP: a power of two ≥ D; below 16 the kernel takes the narrow
+    first layer (`NARROW_DIMS`), at 16 the tile (also what the Fourier encoding's product needs)."""
+    if spec.encoding == "none" and spec.in_dim in NARROW_DIMS:
+        return 1 << (spec.in_dim - 1).bit_length()
+    return _pow2(spec.in_dim)
+
+
 def _meta(spec: FusedSpec, precision: str, block: int) -> dict:
     emulated = interpreted()
     fast = FAST_TRIG and precision != "fp32" and not emulated
     mm = 3 if precision == "bf16" and emulated else _PRECISIONS[precision]
-    return dict(D=spec.in_dim, H=spec.hidden_dim, C=spec.out_dim, NH=spec.num_layers, DP=_pow2(spec.in_dim),
+    return dict(D=spec.in_dim, H=spec.hidden_dim, C=spec.out_dim, NH=spec.num_layers, DP=_coordinate_width(spec),
                 HP=_pow2(spec.hidden_dim), CP=_pow2(spec.out_dim), BN=block, ACT=_ACTIVATIONS[spec.activation],
                 W_FIRST=spec.first_scale, W_HIDDEN=spec.hidden_scale, MM=mm, FAST=fast,
                 ENC=_ENCODINGS[spec.encoding], F=spec.frequencies, FP=_pow2(max(spec.frequencies, 1)),

@@ -86,6 +86,9 @@ class KernelResources:
     shared: int
     """Shared memory per program, bytes."""
     warps: int
+    instructions: int = 0
+    """Machine instructions in the compiled kernel (SASS; most of them the chunk loop's body, run once per
+    chunk): a count, not a time, but fewer for the same work is a kernel that issues less."""
 
     def fits(self, sm: Multiprocessor = HOPPER) -> bool:
         """Whether a program can be launched at all (its shared memory is within the per-program limit)."""
@@ -186,7 +189,22 @@ def _compile(kernel, types: dict[str, str], aligned: list[str], constants: dict,
     compiled = triton.compile(source, target=GPUTarget("cuda", sm.arch, 32), options=options)
     # a maxnreg option is a directive in the PTX
     counts = _ptxas_report(compiled.asm["ptx"], sm.arch) if report else dict(registers=0, spill_stores=0, spill_loads=0)
-    return KernelResources(shared=compiled.metadata.shared, warps=compiled.metadata.num_warps, **counts)
+    instructions = _instructions(compiled.asm["cubin"]) if report else 0
+    return KernelResources(shared=compiled.metadata.shared, warps=compiled.metadata.num_warps,
+                           instructions=instructions, **counts)
+
+
+def _instructions(cubin: bytes) -> int:
+    """Instructions in `cubin`, as cuobjdump -sass lists them (one per line with an address and opcode)."""
+    from triton import knobs
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "kernel.cubin")
+        with open(path, "wb") as file:
+            file.write(cubin)
+        listing = subprocess.run([knobs.nvidia.cuobjdump.path, "-sass", path], capture_output=True, text=True,
+                                 check=True).stdout
+    return len(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+[@A-Z]", listing, flags=re.MULTILINE))
 
 
 def _ptxas_report(ptx: str, arch: int) -> dict[str, int]:

@@ -78,6 +78,13 @@ def _mm(a, b, MM: tl.constexpr):
 
 
 @triton.jit
+def _mm_narrow(a, b):
+    """a @ b in fp32 for a narrow inner dimension (a few coordinates): broadcast products, summed; no tile
+    padding of the coordinates to a tensor-core tile's 16."""
+    return tl.sum(a[:, :, None] * b[None, :, :], axis=1)
+
+
+@triton.jit
 def _round_tf32(x):
     """x rounded to the nearest TF32 (10 mantissa bits, ties to even), in fp32. Fed to the tensor cores
     unrounded, fp32 loses its low 13 bits by truncation, a bias toward zero in every product that cost a
@@ -128,7 +135,10 @@ def _layer0(x, gc, gs, PRM, b0, D: tl.constexpr, H: tl.constexpr, F: tl.constexp
     """The first layer's pre-activation, weights read from PRM: on x (ENC 0), or on γ = [x (DI > 0), cos gc,
     sin gs]; fp32 like the reference."""
     if ENC == 0:
-        z = _mm(x, _load_w(PRM, D, H, DP, HP), 0)
+        if DP < 16:
+            z = _mm_narrow(x, _load_w(PRM, D, H, DP, HP))
+        else:
+            z = _mm(x, _load_w(PRM, D, H, DP, HP), 0)
     else:
         z = _mm(gc, _load_w(PRM + DI * H, F, H, FP, HP), 0) + _mm(gs, _load_w(PRM + (DI + F) * H, F, H, FP, HP), 0)
         if DI > 0:
@@ -286,7 +296,10 @@ def fused_mlp_step(
         # it in the backward pass: fewer live registers, more fields per multiprocessor)
         gc, gs = x, x  # the encoding's cosines and sines, when there is one
         if ENC == 0:
-            z0 = _mm(x, w0, 0) + b0[None, :]  # w0 held in registers through the chunks
+            if DP < 16:
+                z0 = _mm_narrow(x, w0) + b0[None, :]
+            else:
+                z0 = _mm(x, w0, 0) + b0[None, :]  # w0 held in registers through the chunks
         else:
             gc, gs = _encode(x, enc, F, D, FP, DP, ENC)
             z0 = _layer0(x, gc, gs, PRM + base, b0, D, H, F, DI, DP, HP, FP, ENC)
@@ -352,7 +365,10 @@ def fused_mlp_step(
             da = _mm(dz, tl.trans(w1), MM)
         dz = da * _act_grad(z0, a, W_FIRST, ACT, FAST)
         if DI > 0:
-            g_w0 += _mm(tl.trans(x), dz, 0)
+            if DP < 16:
+                g_w0 += tl.sum(x[:, :, None] * dz[:, None, :], axis=0)
+            else:
+                g_w0 += _mm(tl.trans(x), dz, 0)
         if ENC != 0:
             g_w0c += _mm(tl.trans(gc), dz, 0)
             g_w0s += _mm(tl.trans(gs), dz, 0)
