@@ -15,7 +15,9 @@ The first layer reads the coordinates x (`ENC` 0, IN0 = D), or a Fourier encodin
 kernel from a per-field matrix A (F, D) (`ENC` 1: γ = [cos(s·xAᵀ), sin(s·xAᵀ)], Gaussian random features
 with s = 2π; `ENC` 2: γ = [x, cos(xAᵀ), sin(xAᵀ)], NeRF's positional encoding); its weight's rows follow γ's
 order, the first `DI` of them for x (D, or 0 for ENC 1), then F for the cosines, then F for the sines.
-Padded sizes `DP`, `FP`, `HP`, `CP` are powers of two ≥ 16 (tensor-core tiles); padding is masked on load.
+Padded sizes `FP`, `HP`, `CP` are powers of two ≥ 16 (tensor-core tiles), and so is `DP` where the
+coordinates enter a tile; a `DP` below 16 (2-D fields without an encoding, `_fused_mlp.NARROW_DIMS`) takes
+the first layer as broadcast products instead (`_mm_narrow`). Padding is masked on load.
 Activations: 0 sine sin(w z); 1 Gaussian exp(−(w z)²); 2 ReLU.
 Matrix precision `MM`: 0 fp32 (IEEE, on the CUDA cores), 1 TF32 (operands rounded to nearest), 2 bf16 operands,
 3 bf16 rounding emulated in fp32 (for the interpreter), 4 fp32 as three TF32 products on the tensor cores
