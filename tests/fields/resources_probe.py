@@ -25,11 +25,15 @@ GPUS = {
 }
 
 
+def _unreadable():
+    raise RuntimeError("device properties unavailable")
+
+
 def main(questions: list[dict]) -> list[dict]:
     answers = []
     for question in questions:
-        gpu = GPUS[question["gpu"]]
-        resources.Multiprocessor.of = classmethod(lambda cls, device, gpu=gpu: gpu)  # no CUDA here
+        gpu = GPUS.get(question["gpu"])
+        resources.Multiprocessor.of = classmethod(lambda cls, device, gpu=gpu: gpu if gpu else _unreadable())
         config = make_config(question["field"], in_dim=question.get("in_dim", 2), out_dim=question.get("out_dim", 3),
                              **question["options"])
         answer = dict(question)

@@ -38,6 +38,9 @@ QUESTIONS = (
         # a GPU with 99 KB per program: auto keeps the small kernel and falls back for the larger (125 KB)
         dict(field="siren", options=dict(hidden_dim=32, num_layers=2), precision="bf16", gpu="ada", kernel="auto"),
         dict(field="siren", options=dict(hidden_dim=64, num_layers=4), precision="tf32", gpu="ada", kernel="auto"),
+        # a GPU whose limits cannot be read: the check steps aside (Triton's own at launch remains)
+        dict(field="siren", options=dict(hidden_dim=32, num_layers=2), precision="bf16", gpu="unreadable",
+             kernel="auto"),
         # evaluation (the forward kernel): 3×128 at fp32 fits an H100 (not refused as the step kernel is)
         dict(field="siren", options=dict(hidden_dim=128, num_layers=3), precision="fp32", gpu="hopper",
              kernel="fused", forward=True),
@@ -113,3 +116,7 @@ def test_programs_per_multiprocessor_follow_the_tightest_limit():
     assert shared_bound.limit(HOPPER) == "shared" and shared_bound.programs(HOPPER)["shared"] == 2
     too_large = KernelResources(registers=255, spill_stores=0, spill_loads=0, shared=300_000, warps=8)
     assert not too_large.fits(HOPPER) and too_large.occupancy(HOPPER) == 0.0
+
+
+def test_a_check_that_cannot_run_leaves_the_choice_as_before(answers):
+    assert _answer(answers, gpu="unreadable")["fused"] is True

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
+import logging
 import os
 import sys
 
@@ -190,7 +191,12 @@ def _resource_problem(spec: FusedSpec, precision: str, device: torch.device, for
         return None
     from fieldlab.fields._fused_resources import Multiprocessor, refusal
 
-    return refusal(spec, precision, Multiprocessor.of(device), forward=forward)
+    try:
+        return refusal(spec, precision, Multiprocessor.of(device), forward=forward)
+    except Exception as error:  # a check that cannot run leaves the launch to Triton's own, as before it
+        logging.getLogger("fieldlab").warning("could not check the fused kernel against this GPU's shared memory "
+                                              "(%s: %s)", type(error).__name__, error)
+        return None
 
 
 def describe(config: FieldConfig, device: torch.device, kernel: str, precision: str) -> str:
