@@ -18,6 +18,7 @@ from fieldlab.fit.batched import BatchedFitConfig, fit_batch, init_params
 
 
 from fieldlab.fields import _fused_mlp as fused  # noqa: E402
+from fieldlab.fields import _fused_rounding as rounding  # noqa: E402
 fused.use_interpreter()  # before anything imports the kernels compiled
 
 
@@ -115,7 +116,7 @@ def test_bf16_gradients_are_the_reference_with_bf16_operands(name, options):
     config, spec, template, params, buffers = _fields(name, f=2, **options)
     coords, values = torch.rand(50, 2) * 2 - 1, torch.rand(2, 50, 3) * 2 - 1
     stack = FieldStack(template, {k: v.clone() for k, v in params.items()}, buffers)
-    with fused.rounded_operands("bf16"):  # the kernel's bf16 arithmetic, written in torch
+    with rounding.rounded_operands("bf16"):  # the kernel's bf16 arithmetic, written in torch
         (stack(coords.expand(2, 50, 2)) - values).square().mean(dim=(1, 2)).sum().backward()
     emulated = fused.pack({k: v.grad for k, v in stack.state()[0].items()}, spec)
     exact = fused.FusedStack(spec, params, buffers=buffers).gradients(coords, values, torch.arange(2))[1]
@@ -129,9 +130,9 @@ def test_bf16_gradients_are_the_reference_with_bf16_operands(name, options):
 def test_fp32_operands_are_the_reference_unchanged():
     torch.manual_seed(4)
     layer, x = torch.nn.Linear(8, 8), torch.randn(5, 8) * 3
-    with fused.rounded_operands("fp32"):
+    with rounding.rounded_operands("fp32"):
         inside = layer(x)
-    with fused.rounded_operands("bf16"):
+    with rounding.rounded_operands("bf16"):
         rounded = layer(x)
     assert torch.equal(inside, layer(x)) and not torch.equal(rounded, layer(x))
 
@@ -142,11 +143,11 @@ def test_tf32_gradients_round_operands_to_nearest(monkeypatch):
     torch.manual_seed(3)
     config, spec, template, params, buffers = _fields("siren", f=2, hidden_dim=16, num_layers=3)
     coords, values = torch.rand(50, 2) * 2 - 1, torch.rand(2, 50, 3) * 2 - 1
-    monkeypatch.setitem(fused._ROUNDINGS, "truncated", lambda x: (x.contiguous().view(torch.int32) & -8192).view(torch.float32))
+    monkeypatch.setitem(rounding._ROUNDINGS, "truncated", lambda x: (x.contiguous().view(torch.int32) & -8192).view(torch.float32))
     emulated = {}
     for kind in ("tf32", "truncated"):
         stack = FieldStack(template, {k: v.clone() for k, v in params.items()}, buffers)
-        with fused.rounded_operands(kind):
+        with rounding.rounded_operands(kind):
             (stack(coords.expand(2, 50, 2)) - values).square().mean(dim=(1, 2)).sum().backward()
         emulated[kind] = fused.pack({k: v.grad for k, v in stack.state()[0].items()}, spec)
     tf32 = fused.FusedStack(spec, params, buffers=buffers, precision="tf32").gradients(coords, values,
@@ -158,7 +159,7 @@ def test_tf32_gradients_round_operands_to_nearest(monkeypatch):
     assert (tf32 - emulated["truncated"]).abs().max() / scale > 1e-4
     x = torch.tensor([1 + 2 ** -11, 1 + 3 * 2 ** -11, -(1 + 2 ** -10 + 2 ** -12), 1 + 2 ** -11 + 2 ** -20])
     expected = torch.tensor([1.0, 1 + 2 ** -9, -(1 + 2 ** -10), 1 + 2 ** -10])  # ties to even; above a tie, up
-    assert torch.equal(fused._to_tf32(x), expected)
+    assert torch.equal(rounding._to_tf32(x), expected)
 
 
 @pytest.mark.parametrize("name,options", [("siren", dict(hidden_dim=16, num_layers=2)),

@@ -28,7 +28,7 @@ to nearest TF32 or bf16 and keeps every product's result, the pre-activations, i
 rounds the results to bf16, and SIREN's ω₀-scaled phases suffer (3×64: 2.6 dB lower than the kernel's);
 cuBLAS's TF32 kernels differ again (3×64 on an H200: +0.24 ± 0.05 dB over the emulation near 64 dB). The
 PSNR comparison at tf32 and bf16 is therefore against the reference path in fp32 with the kernel's
-rounding emulated (`_fused_mlp.rounded_operands`): every product after the first layer takes rounded
+rounding emulated (`_fused_rounding.rounded_operands`): every product after the first layer takes rounded
 operands — activations, weights, and in the backward pass the incoming gradient — and accumulates in fp32;
 the torch-TF32 reference is printed beside it for information. Both fits' end parameters are then
 evaluated alike, by `FieldStack` in fp32: near 60 dB a forward pass with bf16 operands is itself 0.3 dB
@@ -53,7 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 from fieldlab.fields import FieldStack, make_config  # noqa: E402
 from fieldlab.fields import _fused_mlp  # noqa: E402
 from fieldlab._errors import UserError  # noqa: E402
-from fieldlab.fields._fused_mlp import FusedStack, choose_kernel, fused_spec, pack, rounded_operands  # noqa: E402
+from fieldlab.fields._fused_mlp import FusedStack, choose_kernel, fused_spec, pack  # noqa: E402
+from fieldlab.fields._fused_rounding import rounded_operands  # noqa: E402
 from fieldlab.fields._fused_resources import Multiprocessor  # noqa: E402
 from fieldlab.fit.batched import BatchedFitConfig, fit_batch, init_params  # noqa: E402
 from fieldlab.signals import grid_coords  # noqa: E402

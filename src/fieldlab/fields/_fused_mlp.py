@@ -12,7 +12,6 @@ through Triton's interpreter when `TRITON_INTERPRET=1` was set as they were impo
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import logging
@@ -440,80 +439,6 @@ def fused_forward(spec: FusedSpec, flat: torch.Tensor, coords: torch.Tensor, *, 
         flat, coords, coords, out, encoding, n, enc_stride, **forward_constants(spec, precision, block),
         X_PER_FIELD=per_field)
     return out
-
-
-def _to_tf32(x: torch.Tensor) -> torch.Tensor:
-    """x rounded to the nearest TF32 (10 mantissa bits, ties to even), in fp32: the kernel's `_round_tf32`."""
-    u = x.contiguous().view(torch.int32)
-    return ((u + 0xFFF + ((u >> 13) & 1)) & -8192).view(torch.float32)
-
-
-_ROUNDINGS = {"bf16": lambda x: x.to(torch.bfloat16).float(), "tf32": _to_tf32}
-_rounding = _ROUNDINGS["bf16"]  # what `_RoundForward` and `_RoundBackward` apply; set by `rounded_operands`
-
-
-class _RoundForward(torch.autograd.Function):
-    """Rounding of a product's operand; the gradient passes unchanged."""
-
-    @staticmethod
-    def forward(x):
-        return _rounding(x)
-
-    @staticmethod
-    def vmap(info, in_dims, x):  # elementwise: round the whole batch (torch 2.11 cannot vmap TF32's bit view)
-        return _RoundForward.apply(x), in_dims[0]
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad
-
-
-class _RoundBackward(torch.autograd.Function):
-    """Identity forward; the incoming gradient rounded (the backward products' shared operand)."""
-
-    @staticmethod
-    def forward(x):
-        return x.clone()
-
-    @staticmethod
-    def vmap(info, in_dims, x):
-        return _RoundBackward.apply(x), in_dims[0]
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _rounding(grad)
-
-
-@contextlib.contextmanager
-def rounded_operands(kind: str):
-    """The fused kernel's arithmetic at precision `kind` on the reference path, for checks (tests,
-    tests/gpu): inside, nn.Linear — the products after an MLP field's first layer, which `exact_linear`
-    computes — rounds its operands to nearest bf16 or TF32 (activations and weights forward, the incoming
-    gradient backward) and accumulates in fp32; at "fp32" nothing changes. Run the reference at fp32
-    precision inside it. Not thread-safe: it patches nn.Linear."""
-    if kind == "fp32":  # the kernel's three TF32 products are fp32 to within its rounding: nothing to emulate
-        yield
-        return
-    global _rounding
-    original, previous = torch.nn.Linear.forward, _rounding
-
-    def forward(self, x):
-        y = torch.nn.functional.linear(_RoundForward.apply(x), _RoundForward.apply(self.weight))
-        return _RoundBackward.apply(y) + self.bias  # the bias gradient sums the unrounded gradient
-
-    torch.nn.Linear.forward, _rounding = forward, _ROUNDINGS[kind]
-    try:
-        yield
-    finally:
-        torch.nn.Linear.forward, _rounding = original, previous
 
 
 def _cdiv(a: int, b: int) -> int:
