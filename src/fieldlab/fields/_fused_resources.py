@@ -1,8 +1,8 @@
 """What the fused kernels ask of a GPU's multiprocessor, found without a GPU.
 
-Triton compiles a kernel for a named target without a device, and the ptxas that Triton ships assembles
-it: registers per thread, bytes spilled to local memory, shared memory per program. From these, the
-programs that one multiprocessor can hold at once follow. The kernels are compiled with the launch
+Triton compiles a kernel for a named target without a device and says how much shared memory a program
+takes; the ptxas and cuobjdump that Triton ships report registers per thread, bytes spilled to local memory
+and the machine instructions. From these, the programs that one multiprocessor can hold at once follow. The kernels are compiled with the launch
 constants that `FusedStack` and `fused_forward` use (`launch_constants`, `forward_constants`), so what
 is reported is what those launches run, up to Triton's specialisation of the runtime integers, which this
 module sets as a launch over `points` points would.
@@ -138,7 +138,7 @@ def step_resources(spec: FusedSpec, precision: str, *, points: int = 1024, split
     """The step kernel (`fused_mlp_step`) as `FusedStack.step` launches it for fields of `points` points:
     one program per field, or `split` (one large field), with a per-field point `index` or all points.
     `tuning`: `launch_constants`' block, warps, reload, stages, max_registers, recompute. Without `report`,
-    only the shared memory is read (registers and spills are left 0: ptxas is not run again)."""
+    only the shared memory is read (registers, spills and instructions are left 0: no tool is run)."""
     from fieldlab.fields import _fused_triton
 
     constants, split_constants = launch_constants(spec, precision, **tuning)
@@ -169,8 +169,8 @@ def _compile(kernel, types: dict[str, str], aligned: list[str], constants: dict,
              report: bool) -> KernelResources:
     """Compile `kernel` for `sm` with the runtime argument `types` (those in `aligned` specialised as
     multiples of 16, as Triton does for 16-byte-aligned pointers and such integers) and `constants`
-    (compile-time arguments and the launch options num_warps, num_stages, maxnreg); assemble it with
-    ptxas -v and read what it reports."""
+    (compile-time arguments and the launch options num_warps, num_stages, maxnreg); with `report`, read
+    ptxas -v's registers and spills and count the instructions."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
