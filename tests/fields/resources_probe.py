@@ -13,7 +13,7 @@ import torch
 from fieldlab._errors import UserError
 from fieldlab.fields import make_config
 from fieldlab.fields import _fused_resources as resources
-from fieldlab.fields._fused_mlp import choose_kernel, fused_spec
+from fieldlab.fields._fused_mlp import choose_kernel, describe, fused_spec
 
 GPUS = {
     "hopper": resources.HOPPER,
@@ -41,6 +41,7 @@ def main(questions: list[dict]) -> list[dict]:
             chosen = choose_kernel(config, torch.device("cuda"), question["kernel"], question["precision"],
                                    forward=question.get("forward", False))
             answer["fused"] = chosen is not None
+            answer["log"] = describe(config, torch.device("cuda"), question["kernel"], question["precision"])
         except UserError as error:
             answer["error"] = str(error)
         if question.get("resources"):

@@ -86,7 +86,9 @@ def test_forced_kernels_too_large_for_the_gpu_are_refused_in_one_line(answers):
 
 def test_auto_falls_back_where_the_kernel_does_not_fit(answers):
     assert _answer(answers, gpu="ada", precision="bf16", options=dict(hidden_dim=32, num_layers=2))["fused"] is True
-    assert _answer(answers, gpu="ada", precision="tf32", options=dict(hidden_dim=64, num_layers=4))["fused"] is False
+    fallback = _answer(answers, gpu="ada", precision="tf32", options=dict(hidden_dim=64, num_layers=4))
+    assert fallback["fused"] is False
+    assert fallback["log"].startswith("reference path") and "KB of shared memory" in fallback["log"], fallback
 
 
 def test_each_kernel_is_checked_against_the_gpu_it_runs_on(answers):

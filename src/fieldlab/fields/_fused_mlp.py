@@ -176,10 +176,14 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precis
         return spec
     if kernel != "auto":
         raise UserError(f"--kernel must be auto, fused or reference, got {kernel!r}")
-    widest = FP32_AUTO_MAX_WIDTH if precision == "fp32" else AUTO_MAX_WIDTH
-    usable = (spec is not None and spec.hidden_dim <= widest and 2 * spec.frequencies <= _pow2(spec.hidden_dim)
-              and device.type == "cuda" and importlib.util.find_spec("triton") is not None)
+    usable = _auto_sizes(spec, precision) and device.type == "cuda" and importlib.util.find_spec("triton") is not None
     return spec if usable and _resource_problem(spec, precision, device, forward) is None else None
+
+
+def _auto_sizes(spec: FusedSpec | None, precision: str) -> bool:
+    """Whether `auto` takes a field of `spec`'s sizes at `precision` (before asking the GPU)."""
+    widest = FP32_AUTO_MAX_WIDTH if precision == "fp32" else AUTO_MAX_WIDTH
+    return spec is not None and spec.hidden_dim <= widest and 2 * spec.frequencies <= _pow2(spec.hidden_dim)
 
 
 def _resource_problem(spec: FusedSpec, precision: str, device: torch.device, forward: bool) -> str | None:
@@ -202,7 +206,10 @@ def describe(config: FieldConfig, device: torch.device, kernel: str, precision: 
     """One line for a log: which path `fit_batch` takes for `config` on `device`."""
     spec = choose_kernel(config, device, kernel, precision)
     if spec is None:
-        return "reference path (FieldStack, vmap)"
+        candidate = fused_spec(config)
+        why = (_resource_problem(candidate, precision, device, False)
+               if kernel == "auto" and _auto_sizes(candidate, precision) else None)  # the GPU's limit, if that
+        return "reference path (FieldStack, vmap)" + (f"; not the fused kernel: {why}" if why else "")
     encoded = f" on {spec.frequencies} {spec.encoding} Fourier frequencies" if spec.encoding != "none" else ""
     return f"fused Triton kernel ({spec.activation} MLP {spec.num_layers}×{spec.hidden_dim}{encoded}, {precision})"
 
