@@ -17,7 +17,7 @@ with s = 2π; `ENC` 2: γ = [x, cos(xAᵀ), sin(xAᵀ)], NeRF's positional encod
 order, the first `DI` of them for x (D, or 0 for ENC 1), then F for the cosines, then F for the sines.
 Padded sizes `FP`, `HP`, `CP` are powers of two ≥ 16 (tensor-core tiles), and so is `DP` where the
 coordinates enter a tile; a `DP` below 16 (2-D fields without an encoding, `_fused_mlp.NARROW_DIMS`) takes
-the first layer as broadcast products instead (`_mm_narrow`). Padding is masked on load.
+the first layer as broadcast products instead (`_mm_coords`). Padding is masked on load.
 Activations: 0 sine sin(w z); 1 Gaussian exp(−(w z)²); 2 ReLU.
 Matrix precision `MM`: 0 fp32 (IEEE, on the CUDA cores), 1 TF32 (operands rounded to nearest), 2 bf16 operands,
 3 bf16 rounding emulated in fp32 (for the interpreter), 4 fp32 as three TF32 products on the tensor cores
@@ -80,10 +80,13 @@ def _mm(a, b, MM: tl.constexpr):
 
 
 @triton.jit
-def _mm_narrow(a, b):
-    """a @ b in fp32 for a narrow inner dimension (a few coordinates): broadcast products, summed; no tile
-    padding of the coordinates to a tensor-core tile's 16."""
-    return tl.sum(a[:, :, None] * b[None, :, :], axis=1)
+def _mm_coords(x, w, DP: tl.constexpr):
+    """x (BN, DP) @ w (DP, HP) in fp32, the coordinates' product of the first layer: below a tile's 16
+    columns as broadcast products, summed (no padding of 2 coordinates to 16), else an IEEE tile."""
+    if DP < 16:
+        return tl.sum(x[:, :, None] * w[None, :, :], axis=1)
+    else:
+        return _mm(x, w, 0)
 
 
 @triton.jit
@@ -137,10 +140,7 @@ def _layer0(x, gc, gs, PRM, b0, D: tl.constexpr, H: tl.constexpr, F: tl.constexp
     """The first layer's pre-activation, weights read from PRM: on x (ENC 0), or on γ = [x (DI > 0), cos gc,
     sin gs]; fp32 like the reference."""
     if ENC == 0:
-        if DP < 16:
-            z = _mm_narrow(x, _load_w(PRM, D, H, DP, HP))
-        else:
-            z = _mm(x, _load_w(PRM, D, H, DP, HP), 0)
+        z = _mm_coords(x, _load_w(PRM, D, H, DP, HP), DP)
     else:
         z = _mm(gc, _load_w(PRM + DI * H, F, H, FP, HP), 0) + _mm(gs, _load_w(PRM + (DI + F) * H, F, H, FP, HP), 0)
         if DI > 0:
@@ -298,10 +298,7 @@ def fused_mlp_step(
         # it in the backward pass: fewer live registers, more fields per multiprocessor)
         gc, gs = x, x  # the encoding's cosines and sines, when there is one
         if ENC == 0:
-            if DP < 16:
-                z0 = _mm_narrow(x, w0) + b0[None, :]
-            else:
-                z0 = _mm(x, w0, 0) + b0[None, :]  # w0 held in registers through the chunks
+            z0 = _mm_coords(x, w0, DP) + b0[None, :]  # w0 held in registers through the chunks
         else:
             gc, gs = _encode(x, enc, F, D, FP, DP, ENC)
             z0 = _layer0(x, gc, gs, PRM + base, b0, D, H, F, DI, DP, HP, FP, ENC)
