@@ -13,6 +13,7 @@ through Triton's interpreter when `TRITON_INTERPRET=1` was set as they were impo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import logging
 import os
@@ -176,20 +177,27 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precis
         return spec
     if kernel != "auto":
         raise UserError(f"--kernel must be auto, fused or reference, got {kernel!r}")
-    usable = _auto_sizes(spec, precision) and device.type == "cuda" and importlib.util.find_spec("triton") is not None
-    return spec if usable and _resource_problem(spec, precision, device, forward) is None else None
+    return _auto_choice(spec, precision, device, forward)[0]
 
 
-def _auto_sizes(spec: FusedSpec | None, precision: str) -> bool:
-    """Whether `auto` takes a field of `spec`'s sizes at `precision` (before asking the GPU)."""
+def _auto_choice(spec: FusedSpec | None, precision: str, device: torch.device,
+                 forward: bool) -> tuple[FusedSpec | None, str | None]:
+    """`auto`'s spec (None: the reference path), and why not the kernel where only the GPU's limits stood in
+    its way (for the log)."""
     widest = FP32_AUTO_MAX_WIDTH if precision == "fp32" else AUTO_MAX_WIDTH
-    return spec is not None and spec.hidden_dim <= widest and 2 * spec.frequencies <= _pow2(spec.hidden_dim)
+    if not (spec is not None and spec.hidden_dim <= widest and 2 * spec.frequencies <= _pow2(spec.hidden_dim)
+            and device.type == "cuda" and importlib.util.find_spec("triton") is not None):
+        return None, None
+    problem = _resource_problem(spec, precision, device, forward)
+    return (spec, None) if problem is None else (None, problem)
 
 
+@functools.lru_cache(maxsize=None)
 def _resource_problem(spec: FusedSpec, precision: str, device: torch.device, forward: bool) -> str | None:
     """Why the kernel would not launch on CUDA `device` (too much shared memory), or None (also off CUDA
     and under the interpreter, where there is no such limit). Compiles the kernel for the device's
-    architecture on the first question (`_fused_resources`)."""
+    architecture and reads its limits once per process and question (`_fused_resources`): evaluation asks
+    at every batch."""
     if device.type != "cuda" or interpreted():
         return None
     from fieldlab.fields._fused_resources import Multiprocessor, refusal
@@ -204,11 +212,11 @@ def _resource_problem(spec: FusedSpec, precision: str, device: torch.device, for
 
 def describe(config: FieldConfig, device: torch.device, kernel: str, precision: str) -> str:
     """One line for a log: which path `fit_batch` takes for `config` on `device`."""
-    spec = choose_kernel(config, device, kernel, precision)
+    if kernel == "auto":
+        spec, why = _auto_choice(fused_spec(config), precision, device, False)
+    else:
+        spec, why = choose_kernel(config, device, kernel, precision), None
     if spec is None:
-        candidate = fused_spec(config)
-        why = (_resource_problem(candidate, precision, device, False)
-               if kernel == "auto" and _auto_sizes(candidate, precision) else None)  # the GPU's limit, if that
         return "reference path (FieldStack, vmap)" + (f"; not the fused kernel: {why}" if why else "")
     encoded = f" on {spec.frequencies} {spec.encoding} Fourier frequencies" if spec.encoding != "none" else ""
     return f"fused Triton kernel ({spec.activation} MLP {spec.num_layers}×{spec.hidden_dim}{encoded}, {precision})"

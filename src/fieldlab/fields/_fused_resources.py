@@ -53,26 +53,22 @@ class Multiprocessor:
     @classmethod
     def of(cls, device: torch.device) -> "Multiprocessor":
         """The multiprocessors of CUDA `device`, with the per-program shared memory limit that Triton checks
-        at launch (read once per device)."""
-        return _multiprocessor(device.index if device.index is not None else torch.cuda.current_device())
+        at launch."""
+        from triton.runtime import driver
+
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        shared_per_program = driver.active.utils.get_device_properties(index)["max_shared_mem"]
+        major, minor = torch.cuda.get_device_capability(index)
+        # torch's properties name the rest (older versions lack some: Hopper's then stand in)
+        return cls(props.name, 10 * major + minor, shared_per_program=shared_per_program,
+                   registers=getattr(props, "regs_per_multiprocessor", HOPPER.registers),
+                   shared=getattr(props, "shared_memory_per_multiprocessor", shared_per_program),
+                   max_warps=getattr(props, "max_threads_per_multi_processor", 32 * HOPPER.max_warps) // 32,
+                   count=props.multi_processor_count)
 
 
 HOPPER = Multiprocessor("sm_90 (H100, H200)", 90)
-
-
-@functools.lru_cache(maxsize=None)
-def _multiprocessor(index: int) -> Multiprocessor:
-    from triton.runtime import driver
-
-    props = torch.cuda.get_device_properties(index)
-    shared_per_program = driver.active.utils.get_device_properties(index)["max_shared_mem"]
-    major, minor = torch.cuda.get_device_capability(index)
-    # torch's properties name the rest (older versions lack some: Hopper's then stand in)
-    return Multiprocessor(props.name, 10 * major + minor, shared_per_program=shared_per_program,
-                          registers=getattr(props, "regs_per_multiprocessor", HOPPER.registers),
-                          shared=getattr(props, "shared_memory_per_multiprocessor", shared_per_program),
-                          max_warps=getattr(props, "max_threads_per_multi_processor", 32 * HOPPER.max_warps) // 32,
-                          count=props.multi_processor_count)
 
 
 @dataclasses.dataclass(frozen=True)
