@@ -111,11 +111,6 @@ def _end_psnr(template, result, buffers, coords, values) -> np.ndarray:
     return (10 * torch.log10(4.0 / mse.double().clamp_min(1e-30))).cpu().numpy()
 
 
-def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max |a − b| / max |b|."""
-    return ((a - b).abs().max() / b.abs().max()).item()
-
-
 def _mean_and_error(x: np.ndarray) -> tuple[float, float]:
     """Mean of per-field values and its standard error."""
     return float(x.mean()), float(x.std() / np.sqrt(len(x)))
@@ -135,8 +130,10 @@ def _graphs_against_launches(config, coords, values, name, one_program: bool, st
     return _relative(graphed, launched), _relative(control, launched)
 
 
-def _relative(a: dict, b: dict) -> float:
-    """max |a − b| / max |b| over the tensors of two parameter dicts."""
+def _relative(a: dict | torch.Tensor, b: dict | torch.Tensor) -> float:
+    """max |a − b| / max |b|, over the tensors of two parameter dicts or of two tensors."""
+    if isinstance(a, torch.Tensor):
+        a, b = {"": a}, {"": b}
     return max((a[k] - b[k]).abs().max().item() for k in a) / max(v.abs().max().item() for v in b.values())
 
 
@@ -193,12 +190,12 @@ def main() -> int:
             fused = FusedStack(spec, params, buffers=buffers, precision=precision)
             out_err = (fused.forward(coords) - reference_out).abs().max().item()
             _, grad = fused.gradients(coords, values, torch.arange(f, device=device), parts=1)
-            grad_err = _relative_error(grad, reference_grad)
+            grad_err = _relative(grad, reference_grad)
             _, grad_split = fused.gradients(coords, values, torch.arange(f, device=device), parts=4)
-            split_err = _relative_error(grad_split, reference_grad)
+            split_err = _relative(grad_split, reference_grad)
             if precision != "fp32":  # the compiled kernel against its arithmetic written in torch
                 emulated_grad = _gradients(template, params, buffers, coords, values, spec, rounded_operands(precision))
-                emulated_err = _relative_error(grad, emulated_grad)
+                emulated_err = _relative(grad, emulated_grad)
                 print(f"     {precision} gradients vs the reference with {precision} operands emulated: max|Δ| / max|g| "
                       f"{emulated_err:.2e} (through the interpreter on a CPU, bf16: 3e-6 SIREN 2×32, 7e-5 Fourier 3×64)",
                       flush=True)
