@@ -19,7 +19,19 @@ _ROUNDINGS = {"bf16": lambda x: x.to(torch.bfloat16).float(), "tf32": _to_tf32}
 _rounding = _ROUNDINGS["bf16"]  # what `_RoundForward` and `_RoundBackward` apply; set by `rounded_operands`
 
 
-class _RoundForward(torch.autograd.Function):
+class _Elementwise(torch.autograd.Function):
+    """An elementwise autograd function of one tensor, with no saved state."""
+
+    @classmethod
+    def vmap(cls, info, in_dims, x):  # elementwise: apply to the whole batch (torch 2.11 cannot vmap TF32's bit view)
+        return cls.apply(x), in_dims[0]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+
+class _RoundForward(_Elementwise):
     """Rounding of a product's operand; the gradient passes unchanged."""
 
     @staticmethod
@@ -27,32 +39,16 @@ class _RoundForward(torch.autograd.Function):
         return _rounding(x)
 
     @staticmethod
-    def vmap(info, in_dims, x):  # elementwise: round the whole batch (torch 2.11 cannot vmap TF32's bit view)
-        return _RoundForward.apply(x), in_dims[0]
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
-
-    @staticmethod
     def backward(ctx, grad):
         return grad
 
 
-class _RoundBackward(torch.autograd.Function):
+class _RoundBackward(_Elementwise):
     """Identity forward; the incoming gradient rounded (the backward products' shared operand)."""
 
     @staticmethod
     def forward(x):
         return x.clone()
-
-    @staticmethod
-    def vmap(info, in_dims, x):
-        return _RoundBackward.apply(x), in_dims[0]
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
 
     @staticmethod
     def backward(ctx, grad):
