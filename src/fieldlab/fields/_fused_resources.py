@@ -113,19 +113,19 @@ class KernelResources:
 def refusal(spec: FusedSpec, precision: str, sm: Multiprocessor, *, forward: bool = False) -> str | None:
     """Why the step kernel (the forward kernel, `forward`) of `spec` at `precision` cannot be launched on
     `sm`, in a sentence; None when it can. Compiled once per process and question."""
-    needed = _shared(spec, precision, sm.arch, forward)
-    if needed <= sm.shared_per_program:
+    kernel = _compiled(spec, precision, sm.arch, forward)
+    if kernel.fits(sm):
         return None
-    return (f"its {'forward' if forward else 'step'} kernel at {precision} needs {needed // 1024} KB of shared "
-            f"memory per program, and this GPU ({sm.name}) allows {sm.shared_per_program // 1024} KB")
+    return (f"its {'forward' if forward else 'step'} kernel at {precision} needs {kernel.shared // 1024} KB of "
+            f"shared memory per program, and this GPU ({sm.name}) allows {sm.shared_per_program // 1024} KB")
 
 
 @functools.lru_cache(maxsize=None)
-def _shared(spec: FusedSpec, precision: str, arch: int, forward: bool) -> int:
+def _compiled(spec: FusedSpec, precision: str, arch: int, forward: bool) -> KernelResources:
+    """The kernel's shared memory for architecture `arch` (no registers or instructions: no tool is run)."""
     sm = dataclasses.replace(HOPPER, arch=arch)
-    kernel = forward_resources(spec, precision, sm=sm, report=False) if forward else \
-        step_resources(spec, precision, sm=sm, report=False)
-    return kernel.shared
+    return (forward_resources(spec, precision, sm=sm, report=False) if forward
+            else step_resources(spec, precision, sm=sm, report=False))
 
 
 def step_resources(spec: FusedSpec, precision: str, *, points: int = 1024, split: bool = False,
