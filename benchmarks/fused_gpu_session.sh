@@ -16,15 +16,15 @@
 #   the 2x32 default. Then the benchmark rows, for BENCHMARKS.md.
 # - fp32, tensor: every row of check_fused.py must say `ok`; record the tables in BENCHMARKS.md.
 set -u
+case "${1:-}" in
+tune|fp32|tensor) ;;
+*) echo "usage: bash benchmarks/fused_gpu_session.sh tune|fp32|tensor" >&2; exit 2 ;;
+esac
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 CHECK=tests/gpu/check_fused.py
 
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
 
 tails() {
     for f in "$OUT"/*.log; do
@@ -45,6 +45,10 @@ tune)
     tails
     ;;
 fp32)
+    if ls .whl/*.whl >/dev/null 2>&1; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+            .whl/*.whl && export PYTHONPATH=/tmp/site
+    fi
     python3 -m pip install -q --no-deps -e . >/dev/null 2>&1
     T=540
     ( timeout $T python3 $CHECK --configs siren-3x64 --precisions fp32; echo "rc=$?" ) > "$OUT/c64_fp32.log" 2>&1 &
@@ -72,9 +76,5 @@ tensor)
     ( timeout $T python3 $CHECK --configs fourier-3x64 --precisions tf32,bf16; echo "rc=$?" ) > "$OUT/fourier.log" 2>&1 &
     wait
     tails
-    ;;
-*)
-    echo "usage: bash benchmarks/fused_gpu_session.sh tune|fp32|tensor" >&2
-    exit 2
     ;;
 esac
