@@ -72,7 +72,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, cli):
     status, _, err = cli(FIT + ["--limit", "4", "--steps", "5", "--out", tmp_path / "S"])
     assert status == 2 and "--resume" in err  # a finished store is never overwritten silently
     status, _, err = cli(FIT + ["--limit", "4", "--steps", "6", "--out", tmp_path / "S", "--resume"])
-    assert status == 2 and "different" in err
+    assert status == 2 and "different fit.steps (5, now 6)" in err  # names the option that differs
 
 
 def test_kill_9_then_resume_loses_nothing(tmp_path, cli):

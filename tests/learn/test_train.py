@@ -73,6 +73,38 @@ def test_refusals(cli, blob_store, tmp_path):
     assert status == 2 and "not a finished training run" in err
 
 
+def test_an_incomplete_store_is_refused_before_the_run_is_written(cli, make_blob_store, tmp_path):
+    partial = make_blob_store("partial", chunks=2)  # 80 of 160 fields, as after an interrupt
+    status, out, err = cli(["train", partial, "--net", "mlp", "--steps", 2, "--out", tmp_path / "run"])
+    assert status == 2 and "incomplete: 80 of 160 fields" in err and "--resume" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_grid_cnn_with_other_points_is_refused_before_the_run_is_written(cli, blob_store, tmp_path):
+    for points in (["--points", "qmc"], ["--points", "mixed", "--mix", "grid,qmc"]):
+        status, out, err = cli(["train", blob_store, "--net", "cnn4", *points, "--out", tmp_path / "run"])
+        assert status == 2 and "--points grid" in err and not (tmp_path / "run").exists(), err
+    status, out, err = cli(["train", blob_store, "--net", "cnn2", "--points", "grid", "--num-points", 64,
+                            "--steps", 2, "--out", tmp_path / "run"])
+    assert status == 0, err  # the corrected command runs into the same folder
+
+
+def test_eval_refuses_a_store_the_run_does_not_fit_and_keeps_its_table(cli, blob_store, make_blob_store, tmp_path):
+    run = tmp_path / "run"
+    train(blob_store, run, TrainConfig(net="mlp", steps=3, **SMALL))  # an MLP on the weights themselves
+    status, out, err = cli(["eval", run, blob_store, "--points", "qmc"])
+    assert status == 0, err
+    table = (run / "eval.csv").read_text()
+    wider = make_blob_store("wider", num_fields=40, hidden_dim=20)
+    renamed = make_blob_store("renamed", num_fields=40, label_names=("a", "b", "c"))
+    for store, points, message in [(wider, "qmc", "fields of another size"),
+                                   (renamed, "qmc", "trained on the labels low, middle, high"),
+                                   (blob_store, "", "names no point set")]:
+        status, out, err = cli(["eval", run, store, "--points", points])
+        assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert (run / "eval.csv").read_text() == table
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -67,6 +67,8 @@ def eval_command(
     from fieldlab.learn.evaluate import evaluate, format_table, invariance_gap, write_csv, write_plot
 
     kinds = [k for k in points.replace(" ", ",").split(",") if k]
+    if not kinds:
+        raise UserError("--points names no point set; give some of grid,qmc,rqmc,random,shrunk")
     try:
         sides = [int(s) for s in (resolutions or "").replace(" ", ",").split(",") if s]
     except ValueError:
@@ -74,7 +76,7 @@ def eval_command(
     rows = evaluate(run, store, points=kinds, resolutions=sides, device=device)
     metric = rows[0].get("metric") if rows else None
     if metric == "miou":
-        print("metric: mIoU (shown ×100)")
+        print("metric: mIoU (%)")
     elif metric == "sdf_mae":
         print("metric: mean absolute SDF error of the held-out scenes (lower is better)")
     print(format_table(rows))

@@ -185,6 +185,13 @@ def info_command(
 from fieldlab.cli import _command_modules  # noqa: E402,F401
 
 
+# What an interrupt leaves behind, for the commands that keep finished work.
+RESUMABLE = {
+    "fit-dataset": "the finished chunks are kept: run the same command with --resume to go on",
+    "train": "the last checkpoint is kept: run the same command with --resume to go on",
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line and exit 2; an interrupt exits 130."""
     argv = join_multi_values(list(sys.argv[1:] if argv is None else argv))
@@ -194,7 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as error:
         _fail(str(error), 2)
     except (typer.Abort, KeyboardInterrupt):
-        _fail("interrupted; nothing was written", 130)
+        command = next((a for a in argv if not a.startswith("-")), "")
+        _fail("interrupted; " + RESUMABLE.get(command, "nothing was written"), 130)
     except typer.Exit as error:
         sys.exit(error.exit_code)
     except Exception as error:

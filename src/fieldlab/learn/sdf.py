@@ -103,6 +103,7 @@ class Scenes:
         if not spec.startswith("sample:balls") or store.signal.in_dim != 2 or store.signal.channels != 1:
             raise UserError(f"{path} holds fields of {spec or 'an unknown source'}; --store needs a store fitted "
                             "by fit-dataset sample:balls")
+        store.require_complete()
         rows = store.rows()
         if (store.column("augment")[rows] > 0).any():
             raise UserError(f"{path} holds augmented rows; the SDF task needs the scenes as drawn (fit without --augment)")

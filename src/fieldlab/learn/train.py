@@ -95,7 +95,8 @@ class Split:
 
 def split_rows(store) -> tuple[np.ndarray, np.ndarray, str]:
     """(train rows, test rows, how): the store's own test/val split, else every 5th source item held out
-    (by source item, so augmented copies of a test item never reach training)."""
+    (by source item, so augmented copies of a test item never reach training). An incomplete store is refused."""
+    store.require_complete()
     for test in ("test", "val", "validation"):
         if test in store.split_names and len(store.rows(test)):
             train = np.concatenate([store.rows(s) for s in store.split_names if s != test])
@@ -125,7 +126,7 @@ def num_classes(store, segment: bool = False) -> int:
     labels = store.column("labels")[store.rows()]
     labels = labels[labels >= 0]
     if not len(labels):
-        raise UserError(f"{store.path} has no labels; train needs a labelled store (e.g. sample:digits)")
+        raise UserError(f"{store.path} has no labels; a classifier needs a labelled store (e.g. sample:digits)")
     return max(len(store.label_names), int(labels.max()) + 1)
 
 
@@ -223,6 +224,9 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
         raise UserError(f"train fits classifiers and segmenters on stores; {config.net!r} is a {cfg.task} network")
     segment = cfg.task == "segment"
     input_points(cfg, config.sampler(store.signal.in_dim)(0))  # an FCN's grid must exist before RUN is written
+    drawn = config.mix.split(",") if config.points == "mixed" else [config.points]
+    if cfg.takes == "grid" and not segment and any(kind != "grid" for kind in drawn):
+        raise UserError(f"a grid CNN ({config.net}) sees only grid point sets; use --points grid")
     classes = num_classes(store, segment)
     data = load_split(store, train_rows, device, masks=segment)
     weights = None
@@ -398,9 +402,37 @@ def load_run(run: str | Path, store) -> tuple[nn.Module, NetConfig, dict]:
     if info.get("format") != FORMAT:
         raise UserError(f"{run}/run.json is not a fieldlab run")
     cfg = net_config(info["net"], **info["net_options"])
-    if store.config.name != info["field"] or store.signal.channels != info["in_channels"]:
-        raise UserError(f"{run} was trained on {info['field']} fields with {info['in_channels']} channels; "
-                        f"{store.path} holds {store.config.name} fields with {store.signal.channels}")
+    if store.config.name != info["field"] or store.signal.channels != info["in_channels"] or \
+            store.signal.in_dim != info.get("dim", store.signal.in_dim):
+        raise UserError(f"{run} was trained on {info.get('dim', '?')}-D {info['field']} fields with "
+                        f"{_count(info['in_channels'], 'channel')}; {store.path} holds {store.signal.in_dim}-D "
+                        f"{store.config.name} fields with {_count(store.signal.channels, 'channel')}")
+    _check_classes(run, info, store, cfg.task == "segment")
     net = build_net(cfg, store, info["classes"])
-    net.load_state_dict(load_file(str(run / "net.safetensors")))
+    weights = load_file(str(run / "net.safetensors"))
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    if expected != {k: tuple(v.shape) for k, v in weights.items()}:  # a net that reads the weights themselves
+        raise UserError(f"{run} does not fit the fields of {store.path}: its {cfg.name} network was built for "
+                        f"{info['field']} fields of another size (options {store.config.to_dict()} here)")
+    net.load_state_dict(weights)
     return net.eval(), cfg, info
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _names(names: list) -> str:
+    return ", ".join(map(str, names[:6])) + (", …" if len(names) > 6 else "")
+
+
+def _check_classes(run: Path, info: dict, store, segment: bool) -> None:
+    """Refuse a test store whose labels (mask classes) are not the ones RUN was trained to predict."""
+    kind = "mask classes" if segment else "labels"
+    trained = info.get("label_names") or []
+    if trained and store.label_names and list(trained) != list(store.label_names):
+        raise UserError(f"{run} was trained on the {kind} {_names(trained)}; {store.path} has "
+                        f"{_names(store.label_names)}")
+    classes = num_classes(store, segment)
+    if classes > info["classes"]:
+        raise UserError(f"{run} predicts {_count(info['classes'], 'class')}; {store.path} has {classes} {kind}")

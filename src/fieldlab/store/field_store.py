@@ -148,10 +148,12 @@ class FieldStoreWriter:
         path = Path(path)
         group = _open_group(path, "r+")
         for key, value in (expect or {}).items():
-            stored = group.attrs.get(key)
-            if json.loads(json.dumps(stored)) != json.loads(json.dumps(value)):
-                raise UserError(f"--resume: {path} was written with a different {key} "
-                                f"({json.dumps(stored)[:120]} vs {json.dumps(value)[:120]}); use a new --out")
+            stored = json.loads(json.dumps(group.attrs.get(key)))
+            value = json.loads(json.dumps(value))
+            if stored != value:
+                where, was, now = _first_difference(stored, value, key)
+                raise UserError(f"--resume: {path} was written with a different {where} ({json.dumps(was)[:80]}, "
+                                f"now {json.dumps(now)[:80]}); use the same options or a new --out")
         return cls(path, group)
 
     @property
@@ -195,6 +197,15 @@ class FieldStoreWriter:
                 values = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values).astype(dtype)
                 self.group[name][rows.start:rows.stop] = values.reshape(n)
         self.group["done"][rows.start:rows.stop] = np.ones(n, dtype=bool)  # last: marks the chunk complete
+
+
+def _first_difference(a: Any, b: Any, where: str) -> tuple[str, Any, Any]:
+    """(dotted path, a's value, b's value) of the first place where two JSON values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{where}.{key}")
+    return where, a, b
 
 
 def _shared_array(group, name: str, shape: tuple[int, ...]):
@@ -246,6 +257,14 @@ class FieldStore:
         self.label_names: list[str] = list(self.attrs.get("label_names", []))
         self.split_names: list[str] = list(self.attrs.get("split_names", ["train"]))
         self.done = _read_done(self.group, self.num_fields, self.chunk_fields)
+
+    def require_complete(self) -> None:
+        """Refuse a store that an interrupted `fit-dataset` left with rows unfitted: learning from the rows
+        that happen to be done would silently change the data set (and its held-out split)."""
+        missing = int((~self.done).sum())
+        if missing:
+            raise UserError(f"{self.path} is incomplete: {self.num_fields - missing} of {self.num_fields} fields "
+                            "are fitted; finish it with the same fit-dataset command and --resume")
 
     def column(self, name: str) -> np.ndarray:
         """A whole row array (labels, split, augment, source_index, psnr, steps) of all N rows."""
