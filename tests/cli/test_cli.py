@@ -164,3 +164,20 @@ def test_bad_render_and_info_input(tmp_path, cli):
         status, _, stderr = cli(args)
         assert status == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, (args, stderr)
     assert not (tmp_path / "a.png").exists()
+
+
+def test_no_field_option_is_taken_by_a_fit_or_mesh_option_of_the_same_name():
+    """`fit` routes a flag by its name: a field option named like a FitConfig, job or mesh option would be
+    unreachable (as the Fourier field's --sigma once was, taken as the mesh sampling noise)."""
+    import dataclasses
+
+    from fieldlab.fields import get_config_class, list_fields
+    from fieldlab.fit import FitConfig
+    from fieldlab.fit.job import FitJob
+    from fieldlab.fit.occupancy import OccupancyConfig
+
+    taken = {f.name for c in (FitConfig, FitJob, OccupancyConfig) for f in dataclasses.fields(c)}
+    for name in list_fields():
+        cls = get_config_class(name)
+        chosen = set(cls.option_names()) - set(cls.resolved) - {"in_dim", "out_dim"}
+        assert not chosen & taken, (name, chosen & taken)

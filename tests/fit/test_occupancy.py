@@ -26,7 +26,7 @@ SPHERE_FITS = {
                       num_layers=1), None, 0.03),
     "siren": (dict(hidden_dim=32, num_layers=2, first_omega0=10.0), 3e-3, 0.045),
 }
-SMALL = OccupancyConfig(points=20_000, eval_points=10_000, sigma=(0.02, 0.1), resolution=32, chamfer_points=10_000)
+SMALL = OccupancyConfig(points=20_000, eval_points=10_000, surface_sigma=(0.02, 0.1), resolution=32, chamfer_points=10_000)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_an_empty_surface_is_reported_not_fatal(sphere, monkeypatch):
     result = fit_mesh(sphere, config, FitConfig(steps=2, device="cpu"), small)
     assert result.metrics["chamfer"] is None and result.metrics["reconstruction_faces"] == 0
     assert result.reconstruction.num_faces == 0 and 0 <= result.metrics["iou"] <= 1
-    assert result.metrics["batch_size"] == DEFAULT_BATCH_SIZE  # no batch size asked: mini-batches anyway
+    assert result.metrics["batch_size"] == min(DEFAULT_BATCH_SIZE, small.points)  # never more than there are
 
 
 @pytest.mark.parametrize("fit_options, occupancy_options, field_dims, message", [
@@ -116,7 +116,7 @@ def test_an_empty_surface_is_reported_not_fatal(sphere, monkeypatch):
     ({}, {}, (3, 3), "in_dim 3 and out_dim 1"),
     (dict(seed=7), dict(eval_seed=7), (3, 1), "held-out"),
     ({}, dict(surface_fraction=1.5), (3, 1), "surface-fraction"),
-    ({}, dict(sigma=()), (3, 1), "sigma"),
+    ({}, dict(surface_sigma=()), (3, 1), "surface-sigma"),
     ({}, dict(points=0), (3, 1), "must be positive"),
 ])
 def test_bad_options(sphere, fit_options, occupancy_options, field_dims, message):

@@ -72,6 +72,9 @@ def parse_size(text: str | None) -> list[int] | None:
     if text is None:
         return None
     try:
-        return [int(v) for v in text.replace("x", ",").split(",") if v]
+        parts = text.replace("x", ",").split(",")
+        if not all(part.strip() for part in parts):  # "100x", "64,,64": a missing number
+            raise ValueError
+        return [int(v) for v in parts]
     except ValueError:
         raise UserError(f"--size needs whole numbers, one per axis (e.g. --size 256 256), got {text!r}") from None

@@ -74,6 +74,7 @@ def fit_command(
 ) -> None:
     from fieldlab.fit import FitConfig
     from fieldlab.fit.job import FitJob, run_fit_job
+    from fieldlab.fit.occupancy import OccupancyConfig
 
     given = {"input": input, "field": field, "steps": steps, "max_seconds": max_seconds,
              "target_psnr": target_psnr, "max_size": max_size, "max_frames": max_frames, "modality": modality, "span": span,
@@ -86,8 +87,7 @@ def fit_command(
         raise UserError("fit needs an INPUT (a file or sample:NAME)")
     fit_names = {f.name for f in dataclasses.fields(FitConfig)}
     fit_options = {k: options.pop(k) for k in list(options) if k in fit_names}
-    mesh_names = {"points", "surface_fraction", "sigma", "eval_points", "eval_seed", "resolution", "chamfer_points",
-                  "chunk", "backend"}
+    mesh_names = {f.name for f in dataclasses.fields(OccupancyConfig)}
     mesh_options = {k: options.pop(k) for k in list(options) if k in mesh_names}
     try:
         fit_config = FitConfig(**fit_options)

@@ -60,6 +60,11 @@ def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig) -> 
     if any(n < m for n, m in zip(signal.shape, old.shape)) or tuple(signal.shape) == tuple(old.shape):
         raise UserError(f"INPUT ({'x'.join(map(str, signal.shape))}) must be larger than the field's signal "
                         f"({'x'.join(map(str, old.shape))}) along some axis and smaller along none")
+    for key, unit in (("sample_rate", "Hz"), ("fps", "frames per second")):
+        a, b = signal.info.extra.get(key), old.extra.get(key)
+        if a and b and abs(a - b) > 1e-6 * b:
+            raise UserError(f"INPUT runs at {a:g} {unit}; the field was fitted at {b:g} (its samples would "
+                            "change their meaning)")
     fit_config.validate()
     values = _renormalized(signal, old)
     for lo, _ in old.domain:

@@ -71,4 +71,7 @@ def rendered_info(info: SignalInfo, size: list[int], region: list[tuple[float, f
     lo, hi = region[axis]
     factor = size[axis] / (hi - lo)
     rate = info.extra[key] * factor
+    if key == "sample_rate" and round(rate) < 1:
+        raise UserError(f"{size[axis]} samples over {(hi - lo) / info.extra[key]:.3g} seconds would play at under "
+                        "1 Hz; ask for more samples (--size)")
     return dataclasses.replace(info, extra={**info.extra, key: round(rate) if key == "sample_rate" else rate})

@@ -36,6 +36,9 @@ class FieldConfig:
     adam_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
     trainer: ClassVar[str] = ""
     """A module whose `fit` (and `fit_mesh`) replace `fieldlab.fit`'s for this field; empty: the standard loop."""
+    resolved: ClassVar[tuple[str, ...]] = ()
+    """Options set from the signal or by fitting, not chosen: kept in field.json (they rebuild the module),
+    left out of a run's config.json (which repeats what was chosen, on the same or another signal)."""
     batched: ClassVar[bool] = True
     """Whether the field has the FieldStack batched path (False for a field grown by its own trainer;
     the registry's batched-fit test skips it, saying so)."""
@@ -49,13 +52,18 @@ class FieldConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> FieldConfig:
-        """A config from keyword options; an option the field does not take is a `UserError`."""
+    def check_option_names(cls, options: dict[str, Any]) -> None:
+        """A `UserError` naming the options that the field does not take, if any."""
         unknown = sorted(set(options) - set(cls.option_names()))
         if unknown:
             flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
             takes = ", ".join("--" + k.replace("_", "-") for k in cls.option_names())
             raise UserError(f"field {cls.name!r} does not take {flags}; it takes {takes}")
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> FieldConfig:
+        """A config from keyword options; an option the field does not take is a `UserError`."""
+        cls.check_option_names(options)
         hints = typing.get_type_hints(cls)
         coerced = {k: _coerce(k, v, hints[k]) for k, v in options.items()}
         config = cls(**coerced)

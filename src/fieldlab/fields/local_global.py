@@ -259,6 +259,7 @@ class LocalGlobalConfig(FieldConfig):
 
     lr = 1e-3
     size_knob = "hidden_dim"
+    resolved = ("span", "edges", "cells")
 
     # -- options ------------------------------------------------------------------------------------
     def validate(self) -> None:

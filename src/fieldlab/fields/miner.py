@@ -279,6 +279,7 @@ class MinerConfig(FieldConfig):
 
     lr = 2e-3
     may_be_zero = ("block_size", "frequencies")
+    resolved = ("shape", "blocks")
     trainer: ClassVar[str] = "fieldlab.fit.miner"
     batched: ClassVar[bool] = False
 

@@ -115,6 +115,7 @@ class SpatialFunctaConfig(FieldConfig):
     """Standard deviation of the latent of a field built alone; meta-learning starts each latent at zero."""
 
     lr = 1e-3
+    resolved = ("resolution",)
 
     def validate(self) -> None:
         super().validate()

@@ -20,6 +20,8 @@ from fieldlab.store import FieldDirWriter, check_out_dir, write_field
 log = logging.getLogger("fieldlab")
 MAX_PARAMS = 10**9
 DERIVED = ("in_dim", "out_dim")
+KIND_DIMS = {"image": 2, "audio": 1, "video": 3, "volume": 3, "mesh": 3}
+"""Coordinate dimensions of each kind of signal."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +74,10 @@ def resolve_field_config(name: str, options: dict[str, Any], *, kind: str, in_di
             raise UserError(f"--params {params} is absurd (at most {MAX_PARAMS})")
         config = config.with_params(params)
     elif max_params is not None and config.size_knob not in options and config.num_params() > max_params:
-        config = config.with_params(max_params)
+        config = config.with_params(max_params)  # the closest size, then down to at most the values
+        knob = config.size_knob
+        while config.num_params() > max_params and getattr(config, knob) > 1:
+            config = config.replace(**{knob: getattr(config, knob) - 1})
         log.info("%s sized to %s parameters, about the signal's %s values (--params or --%s chooses)",
                  name, f"{config.num_params():,}", f"{max_params:,}", config.size_knob.replace("_", "-"))
     if config.num_params() > MAX_PARAMS:
@@ -86,9 +91,17 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     check_out_dir(out, force)
     job.fit.validate()
     resolve_device(job.fit.device)
-    get_config_class(job.field).from_options(  # options are checked before the signal is read
-        {k: v for k, v in job.field_options.items() if k not in DERIVED})
-    if (job.modality or detect_kind(job.input)) == "mesh":
+    if job.modality is not None and job.modality not in KIND_DIMS:
+        raise UserError(f"--modality must be one of {', '.join(KIND_DIMS)}, got {job.modality!r}")
+    kind = job.modality or detect_kind(job.input)
+    # The options are checked before the signal is read, in the dimension of its kind; a TIFF may be an
+    # image or a stack (a volume), which only reading tells, so there only their names are checked.
+    options = {k: v for k, v in job.field_options.items() if k not in DERIVED}
+    if job.modality is None and Path(job.input).suffix.lower() in (".tif", ".tiff"):
+        get_config_class(job.field).check_option_names(options)
+    else:
+        get_config_class(job.field).from_options({**options, "in_dim": KIND_DIMS[kind]})
+    if kind == "mesh":
         return _run_mesh_job(job, out, force=force, progress=progress)
     if job.mesh_options:
         raise UserError(f"--{next(iter(job.mesh_options)).replace('_', '-')} applies to meshes only")
@@ -138,8 +151,9 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool):
         result = own_trainer(config, "fit_mesh", fit_mesh)(mesh, config, job.fit, occupancy,
                                                         log_path=folder / "log.jsonl", progress=progress)
         config = result.config
-        write_field(folder, result.field, config, mesh.info(occupancy.resolution), result.metrics)
-        write_mesh(folder / "reconstruction.obj", result.reconstruction.vertices, result.reconstruction.faces)
+        info = mesh.info(occupancy.resolution)
+        write_field(folder, result.field, config, info, result.metrics)
+        write_mesh(folder / reconstruction_name(info), result.reconstruction.vertices, result.reconstruction.faces)
         _write_run_files(result, folder, job, config)
     return result
 
@@ -150,5 +164,5 @@ def _write_run_files(result, folder: Path, job: FitJob, config: FieldConfig) -> 
     for name, write in getattr(result, "extra_files", {}).items():
         write(folder / name)
     resolved = dataclasses.replace(job, params=None, field_options={
-        k: v for k, v in config.to_dict().items() if k not in DERIVED})
+        k: v for k, v in config.to_dict().items() if k not in DERIVED and k not in config.resolved})
     (folder / "config.json").write_text(json.dumps(resolved.to_dict(), indent=2, default=list) + "\n")

@@ -41,7 +41,7 @@ class OccupancyConfig:
     """Training points (about 1-4 M on a GPU; a few 10 k on a CPU)."""
     surface_fraction: float = 0.8
     """Share of the points drawn near the surface; the rest are uniform in the cube."""
-    sigma: tuple[float, ...] = (0.01, 0.05)
+    surface_sigma: tuple[float, ...] = (0.01, 0.05)
     """Standard deviations (canonical units) of the noise that moves surface samples off the surface."""
     eval_points: int = 2**17
     """Held-out points for the IoU, drawn like the training points with `eval_seed`."""
@@ -61,8 +61,8 @@ class OccupancyConfig:
             raise UserError("--points, --eval-points, --chamfer-points and --chunk must be positive")
         if not (0 <= self.surface_fraction <= 1):
             raise UserError(f"--surface-fraction must be in [0, 1], got {self.surface_fraction}")
-        if not self.sigma or any(not (s >= 0) for s in self.sigma):
-            raise UserError(f"--sigma must be one or more non-negative numbers, got {self.sigma}")
+        if not self.surface_sigma or any(not (s >= 0) for s in self.surface_sigma):
+            raise UserError(f"--surface-sigma must be one or more non-negative numbers, got {self.surface_sigma}")
         if self.resolution < 2:
             raise UserError(f"--resolution must be at least 2, got {self.resolution}")
 
@@ -124,8 +124,10 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
     if occupancy.eval_seed == fit_config.seed:
         raise UserError(f"--seed {fit_config.seed} is the held-out points' seed; pick another")
     if not fit_config.batch_size and not fit_config.sample_fraction:
-        fit_config = dataclasses.replace(fit_config, batch_size=DEFAULT_BATCH_SIZE)
-        log.info("meshes are fitted in mini-batches: %s points per step (--batch-size chooses)", f"{DEFAULT_BATCH_SIZE:,}")
+        batch = min(DEFAULT_BATCH_SIZE, occupancy.points)
+        fit_config = dataclasses.replace(fit_config, batch_size=batch)
+        if batch < occupancy.points:
+            log.info("meshes are fitted in mini-batches: %s points per step (--batch-size chooses)", f"{batch:,}")
     device = resolve_device(fit_config.device)
 
     tick = time.perf_counter()
@@ -176,7 +178,7 @@ def surface_scores(mesh: Mesh, occupancy: OccupancyConfig, logits: torch.Tensor,
 def _sample(mesh: Mesh, occupancy: OccupancyConfig, total: int, seed: int,
             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     near, uniform = occupancy.split(total)
-    return sample_occupancy(mesh, n_surface=near, n_uniform=uniform, sigma=occupancy.sigma, seed=seed,
+    return sample_occupancy(mesh, n_surface=near, n_uniform=uniform, sigma=occupancy.surface_sigma, seed=seed,
                             device=device, chunk=occupancy.chunk, backend=occupancy.backend)
 
 

@@ -7,6 +7,7 @@ A signal's kind is detected from its file (suffix; a multi-page TIFF is a volume
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -65,8 +66,8 @@ def parse_span(text: str) -> tuple[float, float]:
         span = (float(start) if start else 0.0, float(stop) if stop else float("inf"))
     except ValueError:
         raise UserError(f"--span must be START:STOP in seconds, got {text!r}") from None
-    if span[0] < 0 or span[1] <= span[0]:
-        raise UserError(f"--span {text} is empty or negative")
+    if not 0 <= span[0] < span[1] or span[0] == float("inf"):  # NaN fails the comparisons
+        raise UserError(f"--span {text} is empty, negative or not a number")
     return span
 
 
@@ -88,11 +89,13 @@ def load_signal(spec: str, *, max_size: int | None = None, max_frames: int | Non
                 modality: str | None = None, span: tuple[float, float] | None = None) -> Signal:
     """A signal from a file path or `sample:NAME`; `modality` forces the kind; `span` (seconds) takes
     part of a clip or video."""
-    signal = _load(spec, max_size=max_size, max_frames=max_frames, modality=modality)
-    return take_span(signal, span) if span else signal
+    signal = _load(spec, max_size=max_size, max_frames=max_frames, modality=modality, span=span)
+    return take_span(signal, span) if span and "taken_from" not in signal.info.extra else signal
 
 
-def _load(spec: str, *, max_size: int | None, max_frames: int | None, modality: str | None) -> Signal:
+def _load(spec: str, *, max_size: int | None, max_frames: int | None, modality: str | None,
+          span: tuple[float, float] | None = None) -> Signal:
+    """The signal of `spec`; a video reader takes `span` itself (decoding no further than it needs)."""
     for flag, value in (("--max-size", max_size), ("--max-frames", max_frames)):
         if value is not None and value <= 0:
             raise UserError(f"{flag} must be positive, got {value}")
@@ -101,6 +104,7 @@ def _load(spec: str, *, max_size: int | None, max_frames: int | None, modality: 
     kind = modality or detect_kind(spec)
     if kind == "mesh":
         raise UserError(f"{spec} is a mesh: meshes are fitted as occupancy fields, not read as signals")
+    _refuse_limits(kind, max_size=max_size, max_frames=max_frames)
     if spec.startswith("sample:"):
         name = spec.removeprefix("sample:")
         own = "video" if name in VIDEO_SAMPLES else "image"
@@ -109,16 +113,17 @@ def _load(spec: str, *, max_size: int | None, max_frames: int | None, modality: 
         if name in VIDEO_SAMPLES:
             from fieldlab.signals.video import read_video, sample_video_path
 
-            signal = read_video(sample_video_path(name), max_frames=max_frames, max_size=max_size)
+            signal = read_video(sample_video_path(name), max_frames=max_frames, max_size=max_size, span=span)
             return dataclasses.replace(signal, info=dataclasses.replace(signal.info, source=spec))
         _, raw = sample_array(name)
         return image_signal(raw, source=spec, max_size=max_size)
     path = check_file(spec)
-    if kind == "image" and path.suffix.lower() in (".tif", ".tiff") or kind == "volume" and path.suffix.lower() != ".npy":
+    if kind == "image" and path.suffix.lower() in (".tif", ".tiff") or kind == "volume" and not _is_npy(path):
         from fieldlab.signals.volume import read_tiff_stack, volume_signal
 
         stack = read_tiff_stack(path)
         if stack is not None and modality != "image":
+            _refuse_limits("volume", max_size=max_size, max_frames=max_frames)
             return volume_signal(stack, source=str(path))
         if kind == "volume":
             raise UserError(f"{spec} is a single-page TIFF: an image, not a volume")
@@ -132,16 +137,35 @@ def _load(spec: str, *, max_size: int | None, max_frames: int | None, modality: 
     if kind == "video":
         from fieldlab.signals.video import read_video
 
-        return read_video(path, max_frames=max_frames, max_size=max_size)
+        return read_video(path, max_frames=max_frames, max_size=max_size, span=span)
     from fieldlab.signals.volume import read_volume
 
     return read_volume(path)
 
 
+def _refuse_limits(kind: str, *, max_size: int | None, max_frames: int | None) -> None:
+    """--max-size shrinks images and video frames, --max-frames shortens videos; elsewhere they are errors."""
+    takes = {"image": ("--max-size",), "video": ("--max-size", "--max-frames")}.get(kind, ())
+    for flag, value in (("--max-size", max_size), ("--max-frames", max_frames)):
+        if value is not None and flag not in takes:
+            raise UserError(f"{flag} does not apply to {'an' if kind[0] in 'aeiou' else 'a'} {kind}")
+
+
+def _is_npy(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(6) == b"\x93NUMPY"
+
+
 def reconstruction_name(info: SignalInfo) -> str:
-    """The reconstruction's file name in the input's own format."""
+    """The reconstruction's file name in the input's own format: its suffix where fieldlab writes that
+    format (audio, volumes, meshes), else the kind's lossless default (PNG for every image, MP4 for video
+    but GIF)."""
     if info.kind == "video":
         return "reconstruction.gif" if info.extra.get("format") == "gif" else "reconstruction.mp4"
+    suffix = Path(info.source).suffix.lower()
+    own = {"audio": AUDIO_SUFFIXES, "volume": (".npy", ".tif", ".tiff"), "mesh": SUFFIXES["mesh"]}
+    if suffix in own.get(info.kind, ()):
+        return f"reconstruction{suffix}"
     return {"image": "reconstruction.png", "audio": "reconstruction.wav", "volume": "reconstruction.npy",
             "mesh": "reconstruction.obj"}[info.kind]
 
@@ -160,21 +184,28 @@ def check_output(path: Path, info: SignalInfo) -> None:
 
 
 def write_signal(path: Path, raw: np.ndarray, info: SignalInfo) -> None:
-    """Write raw values (*shape, c) of a signal of `info.kind` to `path` (format from its suffix)."""
+    """Write raw values (*shape, c) of a signal of `info.kind` to `path` (format from its suffix). The file
+    is written under a temporary name beside `path` and renamed, so a failed write leaves `path` as it was."""
     check_output(path, info)
-    if info.kind == "image":
-        write_image(path, raw)
-    elif info.kind == "audio":
-        from fieldlab.signals.audio import write_audio
-
-        write_audio(path, raw, info)
-    elif info.kind == "video":
-        from fieldlab.signals.video import write_video
-
-        write_video(path, raw, info)
-    elif info.kind == "volume":
-        from fieldlab.signals.volume import write_volume
-
-        write_volume(path, raw, info)
-    else:
+    if info.kind not in SUFFIXES or info.kind == "mesh":
         raise UserError(f"cannot write signals of kind {info.kind!r}")
+    path = Path(path)
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")  # the suffix still picks the format
+    try:
+        if info.kind == "image":
+            write_image(partial, raw)
+        elif info.kind == "audio":
+            from fieldlab.signals.audio import write_audio
+
+            write_audio(partial, raw, info)
+        elif info.kind == "video":
+            from fieldlab.signals.video import write_video
+
+            write_video(partial, raw, info)
+        else:
+            from fieldlab.signals.volume import write_volume
+
+            write_volume(partial, raw, info)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -57,7 +57,7 @@ def read_image(path: Path, *, max_size: int | None = None) -> Signal:
     except Exception as error:  # imageio raises many types for a bad file; all mean the same to a user
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot read {path} as an image ({reason})") from None
-    if raw.ndim == 3 and raw.shape[0] in (1,) and raw.shape[-1] > 4:  # a one-page stack (1, H, W)
+    if raw.shape[:1] == (1,) and (raw.ndim == 4 or raw.ndim == 3 and raw.shape[-1] > 4):  # one page (1, H, W[, C])
         raw = raw[0]
     return image_signal(raw, source=str(path), max_size=max_size)
 

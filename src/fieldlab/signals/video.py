@@ -67,8 +67,10 @@ class _Source:
 
 
 def read_video(path: Path, *, max_frames: int | None = None, max_size: int | None = None,
-               max_values: int = 2**31) -> Signal:
-    """A video signal (T, H, W) with 3 channels: the first `max_frames` frames, each shrunk to `max_size`.
+               max_values: int = 2**31, span: tuple[float, float] | None = None) -> Signal:
+    """A video signal (T, H, W) with 3 channels: the first `max_frames` frames (of the part between `span`
+    seconds, when given), each shrunk to `max_size`. Frames before the span are decoded but not kept, and
+    decoding stops at its end; `info.extra["taken_from"]` then holds the kept frames' [start, stop).
 
     `max_values` bounds frames × height × width × channels after those limits; a larger video stops with a
     `UserError` before its frames are decoded (or, where the container does not state its length, as soon
@@ -80,8 +82,14 @@ def read_video(path: Path, *, max_frames: int | None = None, max_size: int | Non
     is_gif = path.suffix.lower() == ".gif"
     try:
         with (_open_gif if is_gif else _open_movie)(path) as source:
-            frames, first = _decode(path, source, max_frames=max_frames, max_size=max_size,
-                                    max_values=max_values)
+            if span is not None and is_gif:  # a GIF's frame rate is known once its frames are read: take all
+                frames, first = _decode(path, source, max_frames=None, max_size=max_size, max_values=max_values)
+                start, stop = _frames_of(span, source.fps(), len(frames))
+                frames = frames[start:stop][:max_frames]
+            else:
+                start, stop = _frames_of(span, source.fps(), None) if span is not None else (0, None)
+                frames, first = _decode(path, source, max_frames=max_frames, max_size=max_size,
+                                        max_values=max_values, skip=start, stop=stop)
             fps = source.fps()
             frames_total = source.frames_total
     except (UserError, MemoryError):
@@ -90,13 +98,26 @@ def read_video(path: Path, *, max_frames: int | None = None, max_size: int | Non
         raise UserError(_unreadable(path, error, is_gif)) from None
     if first is None:
         raise UserError(f"{path} has no video frames")
-    if frames_total and len(frames) < min(frames_total, max_frames or frames_total) - _slack(frames_total):
+    if span is not None and not frames:
+        seconds = f"{frames_total / fps:.3g}" if frames_total and fps else "fewer"
+        raise UserError(f"--span {span[0]:g}:{span[1]:g} lies outside the video's {seconds} seconds")
+    expected = min(frames_total, stop or frames_total) - start if frames_total else 0
+    if frames_total and len(frames) < min(expected, max_frames or expected) - _slack(frames_total):
         # PyAV stops quietly where an MP4 is cut, so compare with the count the container states.
         raise UserError(f"{path} ends early (truncated or corrupt): {len(frames)} of its {frames_total} "
                         f"frames decode")
     extra = {"fps": fps, "format": path.suffix.lower().removeprefix("."), "frames_total": frames_total}
+    if span is not None:
+        extra["taken_from"] = [start, start + len(frames)]
     return Signal.from_array(np.stack(frames), kind="video", source=str(path),
                              normalization=Normalization.for_array(first), extra=extra)
+
+
+def _frames_of(span: tuple[float, float], fps: float, count: int | None) -> tuple[int, int | None]:
+    """Frames [start, stop) between `span` seconds (as `take_span` rounds them); stop None: to the end."""
+    start = int(round(span[0] * fps))
+    stop = None if span[1] == float("inf") else int(round(span[1] * fps))
+    return start, stop if count is None or stop is None else min(stop, count)
 
 
 def _slack(frames_total: int) -> int:
@@ -105,21 +126,28 @@ def _slack(frames_total: int) -> int:
 
 
 def _decode(path: Path, source: _Source, *, max_frames: int | None, max_size: int | None,
-            max_values: int) -> tuple[list[np.ndarray], np.ndarray | None]:
-    """The kept frames (each (h, w, 3), uint8 or shrunk to float32) and the first frame as decoded."""
+            max_values: int, skip: int = 0, stop: int | None = None) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """The kept frames (each (h, w, 3), uint8 or shrunk to float32) and the first frame as decoded; frames
+    before `skip` are decoded and dropped, decoding ends at frame `stop`."""
     height, width = _shrunk_size(source.height, source.width, max_size)
     frame_values = height * width * 3
     guess = source.frames_guess
+    if guess:
+        guess = max(0, min(guess, stop or guess) - skip)
     count = min(guess, max_frames or guess) if guess else None  # max_frames alone may exceed a short video
     if count and count * frame_values > max_values:
         raise _too_large(path, count, height, width, max_values)
     frames: list[np.ndarray] = []
     first = None
-    for frame in source.frames:
+    for index, frame in enumerate(source.frames):
         if first is None:
             first = frame
             height, width = _shrunk_size(*frame.shape[:2], max_size)  # the frames, not the header, decide
             frame_values = height * width * 3
+        if stop is not None and index >= stop:
+            break
+        if index < skip:
+            continue
         if (len(frames) + 1) * frame_values > max_values:  # the container understated its length
             raise _too_large(path, len(frames) + 1, height, width, max_values, at_least=True)
         frames.append(frame if frame.shape[:2] == (height, width) else _shrink(frame, (height, width)))
