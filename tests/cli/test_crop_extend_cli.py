@@ -94,3 +94,22 @@ def test_audio_of_a_length_no_count_divides_fits_crops_and_extends(cli, tmp_path
                             "--device", "cpu"])
     assert status == 0, err
     assert "997 -> 1511" in out
+
+
+def test_extend_refits_the_partitions_a_crop_removed(cli, fitted, tmp_path):
+    camera = load_signal("sample:camera", max_size=32)
+    raw = camera.info.normalization.decode(camera.values)[..., 0]
+    write_image(tmp_path / "wide.png", np.concatenate([raw, raw[:, :16]], axis=1)[..., None])
+    status, _, err = cli(["crop", fitted / "A", "--out", tmp_path / "B", "--remove", "5"])  # the cell at 8:16,8:16
+    assert status == 0, err
+    status, out, err = cli(["extend", tmp_path / "B", tmp_path / "wide.png", "--out", tmp_path / "C", "--steps", "20",
+                            "--device", "cpu"])
+    assert status == 0, err
+    assert "9 new partitions" in out  # 8 to the right, and the one the crop removed
+    import imageio.v3 as iio
+
+    errors = []
+    for field in ("B", "C"):
+        assert cli(["render", tmp_path / field, "--region", "8:16,8:16", "--out", tmp_path / f"{field}.png"])[0] == 0
+        errors.append(np.abs(iio.imread(tmp_path / f"{field}.png").astype(float) - raw[8:16, 8:16]).mean())
+    assert errors[1] < errors[0] / 2, errors  # fitted again, not the constant a removed cell renders

@@ -437,8 +437,8 @@ class LocalGlobalConfig(FieldConfig):
     def extended(self, state: dict[str, torch.Tensor], shape: tuple[int, ...]) -> tuple[LocalGlobalConfig, dict,
                                                                                            list[int]]:
         """Grow the grid to cover `shape` (frame samples from the frame's origin) with new partitions about
-        as large as the first ones; returns the config, weights (new slots freshly initialised) and the
-        new slots. Old slots keep their indices and weights."""
+        as large as the first ones, and give cells cropped away new partitions too; returns the config,
+        weights (new slots freshly initialised) and the new slots. Old slots keep their indices and weights."""
         config = self._resolved()
         edges = tuple(grow_edges(e, n) for e, n in zip(config.edges, shape))
         old_counts = [len(e) - 1 for e in config.edges]
@@ -447,9 +447,9 @@ class LocalGlobalConfig(FieldConfig):
         cells, new_slots = [], []
         next_slot = self.num_parts
         for index in _indices(counts):
-            if all(i < k for i, k in zip(index, old_counts)):
+            if all(i < k for i, k in zip(index, old_counts)) and old_cells[cell_index(index, tuple(old_counts))] >= 0:
                 cells.append(old_cells[cell_index(index, tuple(old_counts))])
-            else:
+            else:  # a cell beyond the old grid, or one cropped away: a new partition fits it
                 cells.append(next_slot)
                 new_slots.append(next_slot)
                 next_slot += 1
