@@ -6,6 +6,7 @@ import shlex
 from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 
 from fieldlab.fields import list_fields
@@ -136,7 +137,19 @@ BAD_FITS = [
     (lambda t: ["fit", "sample:camera", "--device", "tpu"], "--device"),
     (lambda t: ["fit", "sample:nope"], "unknown sample"),
     (lambda t: ["fit"], "INPUT"),
+    (lambda t: ["fit", "sample:camera", "--omega0", "nan"], "--omega0 must be positive"),
+    (lambda t: ["fit", "sample:camera", "--omega0", "-30"], "--omega0 must be positive"),
+    (lambda t: ["fit", "sample:camera", "--field", "hashgrid", "--params", "10"], "below the smallest hashgrid"),
+    (lambda t: ["fit", "sample:camera", "--max-size", "64", "--field", "miner", "--scales", "10"], "--scales 5 or fewer"),
+    (lambda t: ["fit", "--config", _config(t, steps="many")], "--steps expects int"),
+    (lambda t: ["fit", "--config", _config(t, steps=2.5)], "--steps expects int"),
 ]
+
+
+def _config(tmp_path, **options):
+    path = tmp_path / "options.json"
+    path.write_text(json.dumps({"input": "sample:camera", **options}))
+    return path
 
 
 @pytest.mark.parametrize("make_args, message", BAD_FITS)
@@ -181,3 +194,18 @@ def test_no_field_option_is_taken_by_a_fit_or_mesh_option_of_the_same_name():
         cls = get_config_class(name)
         chosen = set(cls.option_names()) - set(cls.resolved) - {"in_dim", "out_dim"}
         assert not chosen & taken, (name, chosen & taken)
+
+
+def test_metrics_are_strict_json_and_float_images_come_back_as_float_tiffs(tmp_path, cli):
+
+    iio.imwrite(tmp_path / "tiny.png", np.arange(16, dtype=np.uint8).reshape(4, 4) * 16)
+    status, _, err = cli(["fit", tmp_path / "tiny.png", "--steps", "5", "--out", tmp_path / "t", "--quiet"])
+    assert status == 0, err
+    strict = json.loads((tmp_path / "t" / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert strict["ssim"] is None  # no SSIM window fits 4×4: null, not NaN
+    values = np.linspace(17, 876, 64, dtype=np.float32).reshape(8, 8)
+    iio.imwrite(tmp_path / "float.tif", values)
+    status, _, err = cli(["fit", tmp_path / "float.tif", "--steps", "20", "--out", tmp_path / "f", "--quiet"])
+    assert status == 0, err
+    back = iio.imread(tmp_path / "f" / "reconstruction.tif")
+    assert back.dtype == np.float32 and back.max() > 300  # the values themselves, not clipped to 8 bits

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
+import typing
 from pathlib import Path
 from typing import Any, Optional
 
@@ -72,6 +74,7 @@ def fit_command(
     quiet: bool = typer.Option(False, help="No progress bar."),
     force: bool = typer.Option(False, help="Replace a non-empty --out."),
 ) -> None:
+    from fieldlab.fields._config import _coerce
     from fieldlab.fit import FitConfig
     from fieldlab.fit.job import FitJob, run_fit_job
     from fieldlab.fit.occupancy import OccupancyConfig
@@ -89,10 +92,8 @@ def fit_command(
     fit_options = {k: options.pop(k) for k in list(options) if k in fit_names}
     mesh_names = {f.name for f in dataclasses.fields(OccupancyConfig)}
     mesh_options = {k: options.pop(k) for k in list(options) if k in mesh_names}
-    try:
-        fit_config = FitConfig(**fit_options)
-    except TypeError as error:
-        raise UserError(f"bad fit options ({error})") from None
+    hints = typing.get_type_hints(FitConfig)
+    fit_config = FitConfig(**{k: _coerce(k, v, hints[k]) for k, v in fit_options.items()})
     job = FitJob(input=str(options.pop("input")), field=str(options.pop("field", "siren")),
                  max_size=_int_or_none(options.pop("max_size", None), "--max-size"),
                  max_frames=_int_or_none(options.pop("max_frames", None), "--max-frames"),
@@ -102,7 +103,7 @@ def fit_command(
     result = run_fit_job(job, out, force=force, progress=not quiet, tensorboard=tensorboard)
     m = result.metrics
     quality = ", ".join(f"{k.upper().replace('_', ' ')} {m[k]:.4g}{' dB' if 'nr' in k else ''}"
-                        for k in QUALITY if m.get(k) is not None)
+                        for k in QUALITY if m.get(k) is not None and math.isfinite(m[k]))
     print(f"{job.field} ({m['params']:,} params): {quality} after {m['steps']} steps "
           f"in {m['seconds']:.1f} s on {m['device']} -> {out}")
 

@@ -7,7 +7,8 @@ The protocol (any field config may implement it; Local-Global and MINER do)::
         in the field's *frame*: the sample grid the config was adapted to (`adapt(shape)`), whose sample
         i sits at canonical coordinate 2 (i + 0.5) / shape - 1, so the frame spans [-1, 1] and a box may
         reach past it only for fields that have grown there (`extend`). The result is the smallest field
-        whose render equals this one's, bit for bit, at every point inside `box`: weights that no point
+        whose render equals this one's at every point inside `box` (the same weights, so the same values up
+        to the float rounding of differently tiled batches, within 1e-7): weights that no point
         of the box reads are deleted (not zeroed), so the parameter count falls with the kept share.
         Canonical coordinates do not move: `config2.build().load_state_dict(state2)` evaluated at the
         same coordinates gives the same values inside the box.

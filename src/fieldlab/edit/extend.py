@@ -11,7 +11,8 @@ The protocol (a partitioned field's config implements it; see `LocalGlobalConfig
 
 `extend_field` trains only the new parts, on the samples of the larger signal routed to them: the shared
 weights are frozen (`requires_grad=False`) and a gradient hook zeroes the old parts' slices, so Adam (no
-weight decay) leaves them exactly as they were and the old region renders unchanged, bit for bit.
+weight decay) leaves them exactly as they were, bit for bit, and the old region renders unchanged (up to
+the float rounding of differently tiled batches, within 1e-7).
 """
 
 from __future__ import annotations

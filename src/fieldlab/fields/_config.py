@@ -7,6 +7,8 @@ without allocating them, and solves its own size knob for a parameter budget (`w
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
 import typing
 from typing import Any, ClassVar
 
@@ -31,7 +33,7 @@ class FieldConfig:
     lr: ClassVar[float] = 1e-3
     """Tuned Adam learning rate for this architecture (the fit loop's default)."""
     may_be_zero: ClassVar[tuple[str, ...]] = ()
-    """Integer options for which 0 is meaningful (all others must be positive)."""
+    """Numeric options for which 0 is meaningful (all others must be positive; none may be negative)."""
     adam_eps: ClassVar[float] = 1e-8
     adam_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
     trainer: ClassVar[str] = ""
@@ -75,9 +77,12 @@ class FieldConfig:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if hints[f.name] is int and value < (0 if f.name in self.may_be_zero else 1):
-                adjective = "non-negative" if f.name in self.may_be_zero else "positive"
-                raise UserError(f"--{f.name.replace('_', '-')} must be {adjective}, got {value}")
+            if hints[f.name] not in (int, float):
+                continue
+            zero = f.name in self.may_be_zero
+            if not math.isfinite(value) or value < 0 or value == 0 and not zero:
+                raise UserError(f"--{f.name.replace('_', '-')} must be {'non-negative' if zero else 'positive'}, "
+                                f"got {value}")
         if self.in_dim > 8:
             raise UserError(f"--in-dim {self.in_dim} is not supported (at most 8 coordinate dimensions)")
 
@@ -130,6 +135,11 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     flag = "--" + name.replace("_", "-")
     origin = typing.get_origin(hint)
     try:
+        if origin in (typing.Union, types.UnionType):  # X | None: None stays None
+            if value is None:
+                return None
+            options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+            return _coerce(name, value, options[0]) if len(options) == 1 else value
         if origin is typing.Literal:
             choices = typing.get_args(hint)
             if value not in choices:

@@ -50,6 +50,7 @@ class FinerConfig(FieldConfig):
     """k of the first layer's bias init U(-k, k); 0 keeps PyTorch's default."""
 
     lr = 1e-3
+    may_be_zero = ("first_bias_scale",)
 
     def build(self) -> Finer:
         return Finer(in_dim=self.in_dim, out_dim=self.out_dim, hidden_dim=self.hidden_dim,

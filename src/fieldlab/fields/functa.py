@@ -79,6 +79,7 @@ class FunctaConfig(FieldConfig):
     first step; meta-learning and dataset fitting always start each latent at zero."""
 
     lr = 1e-3
+    may_be_zero = ("latent_init",)
 
     def validate(self) -> None:
         super().validate()

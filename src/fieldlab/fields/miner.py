@@ -278,7 +278,7 @@ class MinerConfig(FieldConfig):
     """Active blocks per scale, coarsest first (set by fitting); empty: every block."""
 
     lr = 2e-3
-    may_be_zero = ("block_size", "frequencies")
+    may_be_zero = ("block_size", "frequencies", "prune_mse", "stop_mse", "device_budget")
     resolved = ("shape", "blocks")
     trainer: ClassVar[str] = "fieldlab.fit.miner"
     batched: ClassVar[bool] = False
@@ -304,6 +304,12 @@ class MinerConfig(FieldConfig):
             raise UserError(f"--omega0 must be positive, got {self.omega0}")
         if self.blocks and len(self.blocks) != self.scales:
             raise UserError(f"--blocks needs one count per scale ({self.scales}), got {len(self.blocks)}")
+        coarsest = self.resolved_block_size() * 2 ** (self.scales - 1)
+        if self.shape and coarsest > 8 * max(self.shape):  # the grid is padded to whole coarsest blocks
+            fits = max(1, int(math.log2(8 * max(self.shape) / self.resolved_block_size())) + 1)
+            raise UserError(f"--scales {self.scales} of {self.resolved_block_size()}-sample blocks pads this "
+                            f"{'x'.join(map(str, self.shape))} grid to {coarsest} samples per axis; use --scales "
+                            f"{fits} or fewer, or a smaller --block-size")
         if self.blocks and self.shape:  # counts are checked once the grid is known
             if len(self.blocks) != self.scales:
                 raise UserError(f"--blocks needs one count per scale ({self.scales}), got {len(self.blocks)}")

@@ -115,6 +115,7 @@ class SpatialFunctaConfig(FieldConfig):
     """Standard deviation of the latent of a field built alone; meta-learning starts each latent at zero."""
 
     lr = 1e-3
+    may_be_zero = ("latent_init",)
     resolved = ("resolution",)
 
     def validate(self) -> None:

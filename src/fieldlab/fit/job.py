@@ -72,14 +72,23 @@ def resolve_field_config(name: str, options: dict[str, Any], *, kind: str, in_di
     if params is not None:
         if params > MAX_PARAMS:
             raise UserError(f"--params {params} is absurd (at most {MAX_PARAMS})")
-        config = config.with_params(params)
+        sized = config.with_params(params)
+        if sized.num_params() > 2 * params:  # the knob at its least is still far above the budget
+            raise UserError(f"--params {params:,} is below the smallest {name} field with these options "
+                            f"({sized.num_params():,} parameters)")
+        config = sized
     elif max_params is not None and config.size_knob not in options and config.num_params() > max_params:
-        config = config.with_params(max_params)  # the closest size, then down to at most the values
-        knob = config.size_knob
-        while config.num_params() > max_params and getattr(config, knob) > 1:
-            config = config.replace(**{knob: getattr(config, knob) - 1})
-        log.info("%s sized to %s parameters, about the signal's %s values (--params or --%s chooses)",
-                 name, f"{config.num_params():,}", f"{max_params:,}", config.size_knob.replace("_", "-"))
+        sized = config.with_params(max_params)  # the closest size, then down to at most the values
+        knob = sized.size_knob
+        while sized.num_params() > max_params and getattr(sized, knob) > 1:
+            sized = sized.replace(**{knob: getattr(sized, knob) - 1})
+        if sized.num_params() <= max_params:
+            config = sized
+            log.info("%s sized to %s parameters, at most the signal's %s values (--params or --%s chooses)",
+                     name, f"{config.num_params():,}", f"{max_params:,}", knob.replace("_", "-"))
+        else:  # even its smallest size is larger than the signal: a degenerate field helps nobody
+            log.info("%s keeps its default size (%s parameters): its smallest is above the signal's %s values",
+                     name, f"{config.num_params():,}", f"{max_params:,}")
     if config.num_params() > MAX_PARAMS:
         raise UserError(f"these options give {config.num_params():,} parameters (at most {MAX_PARAMS:,})")
     return config

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
+from fieldlab import _json
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig
 from fieldlab.fit._fused_single import FusedSingle, points_per_step, single_kernel
@@ -265,7 +265,7 @@ class RunLog:
     def record(self, step: int, lr: float, seconds: float, **scalars: float) -> None:
         """One log line of `scalars` (loss, psnr, bce, …); the bar shows all but the loss when there are others."""
         if self.file:
-            self.file.write(json.dumps({"step": step, **scalars, "lr": lr, "seconds": round(seconds, 4)}) + "\n")
+            self.file.write(_json.dumps({"step": step, **scalars, "lr": lr, "seconds": round(seconds, 4)}) + "\n")
             self.file.flush()
         if self.writer:
             for name, value in {**scalars, "lr": lr}.items():

@@ -23,7 +23,7 @@ def ssim(prediction: torch.Tensor, target: torch.Tensor) -> float:
 
     a = ((prediction.detach().cpu().double().numpy() + 1) / 2).clip(0, 1)
     b = ((target.detach().cpu().double().numpy() + 1) / 2).clip(0, 1)
-    if min(a.shape[:2]) < 7:
+    if min(a.shape[:2]) < 11:  # the Gaussian window (σ = 1.5) is 11 samples wide
         return float("nan")
     return float(structural_similarity(a, b, data_range=1.0, channel_axis=-1, gaussian_weights=True,
                                        sigma=1.5, use_sample_covariance=False))

@@ -158,12 +158,13 @@ def _is_npy(path: Path) -> bool:
 
 def reconstruction_name(info: SignalInfo) -> str:
     """The reconstruction's file name in the input's own format: its suffix where fieldlab writes that
-    format (audio, volumes, meshes), else the kind's lossless default (PNG for every image, MP4 for video
-    but GIF)."""
+    format losslessly (TIFF images, audio, volumes, meshes), else the kind's lossless default (PNG for other
+    images, MP4 for video but GIF)."""
     if info.kind == "video":
         return "reconstruction.gif" if info.extra.get("format") == "gif" else "reconstruction.mp4"
     suffix = Path(info.source).suffix.lower()
-    own = {"audio": AUDIO_SUFFIXES, "volume": (".npy", ".tif", ".tiff"), "mesh": SUFFIXES["mesh"]}
+    own = {"image": (".tif", ".tiff"), "audio": AUDIO_SUFFIXES, "volume": (".npy", ".tif", ".tiff"),
+           "mesh": SUFFIXES["mesh"]}
     if suffix in own.get(info.kind, ()):
         return f"reconstruction{suffix}"
     return {"image": "reconstruction.png", "audio": "reconstruction.wav", "volume": "reconstruction.npy",

@@ -63,15 +63,25 @@ def read_image(path: Path, *, max_size: int | None = None) -> Signal:
 
 
 def write_image(path: Path, raw: np.ndarray) -> None:
-    """Write (H, W, C) raw values; JPEG gets 8 bits, PNG and TIFF keep 16."""
+    """Write (H, W, C) raw values; JPEG gets 8 bits, PNG and TIFF keep 16, TIFF keeps floats as float32.
+    Floats go to PNG and JPEG as 8 bits: [0, 1] scaled by 255, [0, 255] as they are, any other range
+    stretched from its min to its max (a view of the image, not its values)."""
     import imageio.v3 as iio
 
     if raw.shape[-1] == 1:
         raw = raw[..., 0]
+    tiff = path.suffix.lower() in (".tif", ".tiff")
     if raw.dtype == np.bool_:
         raw = raw.astype(np.uint8) * 255
+    elif not np.issubdtype(raw.dtype, np.integer) and tiff:
+        raw = raw.astype(np.float32)
     elif not np.issubdtype(raw.dtype, np.integer):
-        raw = np.clip(np.rint(raw * 255 if raw.max(initial=0) <= 1.0 else raw), 0, 255).astype(np.uint8)
+        low, high = float(raw.min(initial=0)), float(raw.max(initial=0))
+        if low >= 0 and high <= 1:
+            raw = raw * 255
+        elif low < 0 or high > 255:
+            raw = (raw - raw.min()) / ((float(raw.max()) - float(raw.min())) or 1.0) * 255
+        raw = np.clip(np.rint(raw), 0, 255).astype(np.uint8)
     if path.suffix.lower() in (".jpg", ".jpeg") and raw.dtype != np.uint8:
         raw = (raw.astype(np.float64) / np.iinfo(raw.dtype).max * 255).round().astype(np.uint8)
     if path.suffix.lower() == ".png" and raw.dtype == np.uint16 and raw.ndim == 3:
@@ -80,6 +90,6 @@ def write_image(path: Path, raw: np.ndarray) -> None:
         modes = {2: "LA", 3: "RGB", 4: "RGBA"}
         png.from_array(raw.reshape(raw.shape[0], -1), f"{modes[raw.shape[-1]]};16").save(str(path))
         return
-    if raw.dtype not in (np.uint8, np.uint16):
+    if raw.dtype not in (np.uint8, np.uint16, np.float32):
         raw = (raw.astype(np.float64) / np.iinfo(raw.dtype).max * 65535).round().astype(np.uint16)
     iio.imwrite(path, raw)

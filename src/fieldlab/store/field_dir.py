@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from fieldlab import _json
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, get_config_class
 from fieldlab.signals import SignalInfo
@@ -94,8 +95,8 @@ def write_field(folder: Path, module: nn.Module, config: FieldConfig, signal: Si
         "field": {"name": config.name, "config": config.to_dict()},
         "signal": signal.to_dict(), "versions": versions(),
     }
-    (folder / "field.json").write_text(json.dumps(description, indent=2) + "\n")
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (folder / "field.json").write_text(_json.dumps(description, indent=2) + "\n")
+    (folder / "metrics.json").write_text(_json.dumps(metrics, indent=2) + "\n")
 
 
 def load_field(path: str | Path, device: str | torch.device = "cpu") -> StoredField:
