@@ -35,7 +35,11 @@ class Registry(Generic[T]):
         return sorted(self.entries)
 
     def get(self, name: str) -> T:
-        """The class registered under `name`; an unknown name is a `UserError` that lists the known ones."""
+        """The class registered under `name` (dashes and underscores are one: `spatial-functa` names
+        `spatial_functa`); an unknown name is a `UserError` that lists the known ones."""
         if name not in self.entries:
-            raise UserError(f"unknown {self.kind} {name!r}; {self.listing} {', '.join(self.names())}")
+            spelled = {n.replace("_", "-"): n for n in self.entries}.get(str(name).replace("_", "-"))
+            if spelled is None:
+                raise UserError(f"unknown {self.kind} {name!r}; {self.listing} {', '.join(self.names())}")
+            name = spelled
         return self.entries[name]

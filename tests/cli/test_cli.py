@@ -209,3 +209,11 @@ def test_metrics_are_strict_json_and_float_images_come_back_as_float_tiffs(tmp_p
     assert status == 0, err
     back = iio.imread(tmp_path / "f" / "reconstruction.tif")
     assert back.dtype == np.float32 and back.max() > 300  # the values themselves, not clipped to 8 bits
+
+
+def test_field_names_take_dashes_or_underscores(cli):
+    for spelling in ("spatial-functa", "local_global"):
+        status, stdout, err = cli(["fields", spelling])
+        assert status == 0 and "--" in stdout, err
+    status, _, err = cli(["fields", "spatial-funky"])
+    assert status == 2 and "unknown field" in err

@@ -34,7 +34,7 @@ def fields_command(name: Optional[str] = typer.Argument(None, help="Show the opt
         return
     cls = get_config_class(name)
     docs = option_docs(cls)
-    print(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0]}  (lr {cls.lr:g}; --params sizes --{cls.size_knob.replace('_', '-')})")
+    print(f"{cls.name}: {(cls.__doc__ or '').strip().splitlines()[0]}  (lr {cls.lr:g}; --params sizes --{cls.size_knob.replace('_', '-')})")
     for f in dataclasses.fields(cls):
         if f.name in ("in_dim", "out_dim"):
             continue
