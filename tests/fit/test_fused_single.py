@@ -117,7 +117,7 @@ def test_fit_command_runs_the_fused_kernel_through_the_interpreter_only_when_ask
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--kernel", "bogus"], "--kernel must be auto, fused or reference, got 'bogus'"),
+    (["--kernel", "bogus"], "--kernel must be one of auto, fused, reference, got 'bogus'"),
     (["--kernel", "fused", "--field", "hashgrid"], "--kernel fused covers siren"),
     (["--kernel", "fused", "--compile"], "--compile compiles the reference path"),
 ])
