@@ -137,3 +137,17 @@ def test_mixed_training_points_draw_from_the_given_mix():
     assert kinds == {"rqmc-sobol", "random"}
     with pytest.raises(UserError, match="--mix takes point sets"):
         TrainConfig(points="mixed", mix="grid,mixed").validate()
+
+
+def test_eval_averages_randomized_point_sets_over_draws(cli, blob_store, tmp_path):
+    from fieldlab.learn.evaluate import evaluate
+
+    run = tmp_path / "run"
+    train(blob_store, run, TrainConfig(net="dinet2", steps=20, net_options={"channels": 8}, **SMALL))
+    rows = evaluate(run, blob_store, points=["grid", "rqmc"], resolutions=[8], draws=3)
+    assert [r["draws"] for r in rows] == [1, 3]  # a grid is one set; rqmc is drawn three times
+    singles = [evaluate(run, blob_store, points=["rqmc"], resolutions=[8], seed=1 + 7919 * k, draws=1)[0]["accuracy"]
+               for k in range(3)]
+    assert rows[1]["accuracy"] == pytest.approx(sum(singles) / 3)
+    status, _, err = cli(["eval", run, blob_store, "--draws", "0"])
+    assert status == 2 and "--draws must be positive" in err

@@ -60,6 +60,8 @@ def eval_command(
                                                         "default: the training resolution."),
     out: Optional[Path] = typer.Option(None, help="Where to write eval.csv and eval.png (default RUN)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    draws: int = typer.Option(5, help="Draws of each randomized point set (rqmc, random, shrunk) whose scores are "
+                                      "averaged."),
 ) -> None:
     """Accuracy (mIoU for segmenters, SDF error for train-sdf runs) of RUN for every test point set and
     resolution: a table, eval.csv and eval.png."""
@@ -73,7 +75,7 @@ def eval_command(
         sides = [int(s) for s in (resolutions or "").replace(" ", ",").split(",") if s]
     except ValueError:
         raise UserError(f"--resolutions takes grid sides like 8,16,32, got {resolutions!r}") from None
-    rows = evaluate(run, store, points=kinds, resolutions=sides, device=device)
+    rows = evaluate(run, store, points=kinds, resolutions=sides, device=device, draws=draws)
     metric = rows[0].get("metric") if rows else None
     if metric == "miou":
         print("metric: mIoU (%)")

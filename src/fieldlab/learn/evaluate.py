@@ -22,23 +22,33 @@ from fieldlab.fit.loop import resolve_device
 from fieldlab.learn.train import load_run, load_split, read_run, score, split_rows
 
 
+RANDOMIZED = ("rqmc", "random", "shrunk")
+"""Point sets drawn afresh from a seed; grid and qmc are fixed."""
+DRAWS = 5
+
+
 def evaluate(run: str | Path, store_path: str | Path | None, *, points: Sequence[str],
-             resolutions: Sequence[int] | None = None, device: str = "auto", seed: int = 1) -> list[dict]:
-    """Rows {train, test, resolution, points, accuracy, metric} (accuracy None where a net cannot see a point
-    set; for an SDF run (`train-sdf`) it holds the mean absolute SDF error, metric "sdf_mae")."""
+             resolutions: Sequence[int] | None = None, device: str = "auto", seed: int = 1,
+             draws: int = DRAWS) -> list[dict]:
+    """Rows {train, test, resolution, points, accuracy, metric, draws} (accuracy None where a net cannot see
+    a point set; for an SDF run (`train-sdf`) it holds the mean absolute SDF error, metric "sdf_mae").
+    A randomized point set (rqmc, random, shrunk) is scored as the mean over `draws` independent draws: one
+    draw for a small test set moves the score by many points."""
     from fieldlab.learn.sdf import FORMAT as SDF_FORMAT, evaluate_sdf
     from fieldlab.store.field_store import FieldStore
 
     for kind in points:
         if kind not in KINDS or kind == "mixed":
             raise UserError(f"unknown point set {kind!r}; choose from grid, qmc, rqmc, random, shrunk")
+    if draws < 1:
+        raise UserError(f"--draws must be positive, got {draws}")
     if resolutions and any(r < 2 for r in resolutions):
         raise UserError(f"--resolutions are grid sides of at least 2, got {list(resolutions)}")
     dev = resolve_device(device)
     info = read_run(run)
     if info.get("format") == SDF_FORMAT:
         return evaluate_sdf(info, Path(run), store_path, points=points, resolutions=resolutions, device=dev,
-                            seed=seed)
+                            seed=seed, draws=draws)
     if store_path is None:
         raise UserError(f"eval of {run} needs the STORE to test on")
     store = FieldStore(store_path)
@@ -60,10 +70,14 @@ def evaluate(run: str | Path, store_path: str | Path | None, *, points: Sequence
             # a grid CNN classifier sees only grids, and a classifier of weights sees no points at all
             if cfg.takes == "points" or cfg.task == "segment" or (cfg.takes == "grid" and kind == "grid") or \
                     (cfg.takes == "params" and kind == points[0]):
-                sampler = PointSampler(kind=kind, n=side ** dim, dim=dim, sequence=train_cfg["sequence"], seed=seed)
-                acc = score(net, cfg, evaluator, test, sampler, info["classes"])
+                count = draws if kind in RANDOMIZED else 1
+                acc = sum(score(net, cfg, evaluator, test, PointSampler(kind=kind, n=side ** dim, dim=dim,
+                                                                        sequence=train_cfg["sequence"],
+                                                                        seed=seed + 7919 * k), info["classes"])
+                          for k in range(count)) / count
             rows.append({"train": f"{train_cfg['points']}@{train_cfg['num_points']}", "test": kind,
-                         "resolution": side, "points": side ** dim, "accuracy": acc, "metric": metric})
+                         "resolution": side, "points": side ** dim, "accuracy": acc, "metric": metric,
+                         "draws": count if acc is not None else 0})
     return rows
 
 
@@ -108,7 +122,8 @@ def format_table(rows: list[dict]) -> str:
 def write_csv(rows: list[dict], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["train", "test", "resolution", "points", "accuracy", "metric"])
+        writer = csv.DictWriter(f, fieldnames=["train", "test", "resolution", "points", "accuracy", "metric", "draws"],
+                                restval="")
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)

@@ -199,10 +199,13 @@ def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print) 
 
 
 def evaluate_sdf(info: dict, run: Path, store_path: str | Path | None, *, points: Sequence[str],
-                 resolutions: Sequence[int] | None, device: torch.device | str = "cpu", seed: int = 1) -> list[dict]:
+                 resolutions: Sequence[int] | None, device: torch.device | str = "cpu", seed: int = 1,
+                 draws: int = 1) -> list[dict]:
     """Rows {train, test, resolution, points, accuracy: the SDF MAE, metric: "sdf_mae"} of an SDF run on its
     held-out scenes (or on the test split of `store_path`, for a run trained on stored fields). `points` and
-    `resolutions` (and `device`) are checked by `fieldlab.learn.evaluate.evaluate`, the one caller."""
+    `resolutions` (and `device`) are checked by `fieldlab.learn.evaluate.evaluate`, the one caller, whose
+    randomized point sets are averaged over `draws` draws here too."""
+    from fieldlab.learn.evaluate import RANDOMIZED
     from safetensors.torch import load_file
 
     train = dict(info["train"])
@@ -222,8 +225,10 @@ def evaluate_sdf(info: dict, run: Path, store_path: str | Path | None, *, points
     rows = []
     for side in resolutions:
         for kind in points:
-            sampled = PointSampler(kind=kind, n=side ** dim, dim=dim, seed=seed)(10_000).to(device)
+            count = draws if kind in RANDOMIZED else 1
+            error = sum(sdf_mae(net, scenes, scenes.test,
+                                PointSampler(kind=kind, n=side ** dim, dim=dim, seed=seed + 7919 * k)(10_000).to(device),
+                                queries) for k in range(count)) / count
             rows.append({"train": f"{config.points}@{config.num_points}", "test": kind, "resolution": side,
-                         "points": side ** dim, "accuracy": sdf_mae(net, scenes, scenes.test, sampled, queries),
-                         "metric": "sdf_mae"})
+                         "points": side ** dim, "accuracy": error, "metric": "sdf_mae", "draws": count})
     return rows
