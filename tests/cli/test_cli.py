@@ -217,3 +217,11 @@ def test_field_names_take_dashes_or_underscores(cli):
         assert status == 0 and "--" in stdout, err
     status, _, err = cli(["fields", "spatial-funky"])
     assert status == 2 and "unknown field" in err
+
+
+def test_a_render_past_the_signal_says_it_extrapolates(tmp_path, cli):
+    folder = quick_fit(tmp_path, cli)
+    status, _, err = cli(["render", folder, "--region", "-8:8,0:16", "--out", tmp_path / "past.png"])
+    assert status == 0 and "extrapolated" in err
+    status, _, err = cli(["render", folder, "--region", "0:8,0:16", "--out", tmp_path / "inside.png"])
+    assert status == 0 and "extrapolated" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 
 import torch
@@ -10,6 +11,8 @@ import torch
 from fieldlab._errors import UserError
 from fieldlab.signals import SignalInfo, grid_coords
 from fieldlab.store import StoredField
+
+log = logging.getLogger("fieldlab")
 
 MAX_RENDER_SAMPLES = 2**30
 
@@ -53,6 +56,10 @@ def render(stored: StoredField, *, size: list[int] | None = None, region: list[t
            chunk: int = 2**18, device: str | torch.device = "cpu") -> torch.Tensor:
     """Field values (*size, c) in the field range on a `size` grid of sample centres covering `region`."""
     size, region = render_grid(stored, size=size, region=region)
+    shape = stored.signal.shape
+    if any(lo < 0 or hi > n for (lo, hi), n in zip(region, shape)):
+        log.warning("the region %s reaches past the signal (%s): the field is extrapolated there",
+                    ",".join(f"{lo:g}:{hi:g}" for lo, hi in region), ",".join(f"0:{n}" for n in shape))
     module = stored.module.to(device)
     coords = grid_coords(stored.signal.domain, region, size)
     parts = [module(coords[i:i + chunk].to(device)).float().cpu() for i in range(0, coords.shape[0], chunk)]
