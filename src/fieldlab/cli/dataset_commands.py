@@ -89,12 +89,23 @@ def store_info_command(
     print(f"store     {s['path']}")
     print(f"fields    {s['complete']:,} of {s['num_fields']:,} complete ({s['missing']:,} missing), "
           f"chunks of {s['chunk_fields']:,}")
-    print(f"labels    {s['labelled']:,} labelled, {s['num_labels']} classes; splits "
-          + ", ".join(f"{k} {v:,}" for k, v in s["splits"].items()) + f"; {s['augmented']:,} augmented")
+    splits = ", ".join(f"{k} {v:,}" for k, v in s["splits"].items()) + f"; {s['augmented']:,} augmented"
+    if s["labelled"] or not s["label_names"]:
+        print(f"labels    {s['labelled']:,} labelled, {s['num_labels']} classes; splits {splits}")
+    else:  # a segmentation store: its per-pixel labels come from the source's masks
+        print(f"masks     {len(s['label_names'])} classes ({', '.join(map(str, s['label_names']))}), per pixel "
+              f"from the source; splits {splits}")
     if p:
         print(f"psnr      mean {p['mean']:.2f} dB, min {p['min']:.2f}, median {p['median']:.2f}, max {p['max']:.2f}")
     print(f"field     {s['field']}: {s['params_per_field']:,} params per field, {s['shared_params']:,} shared")
     print("config    " + ", ".join(f"{k}={v}" for k, v in s["config"].items()))
     print(f"signal    {signal['kind']} {'x'.join(map(str, signal['shape']))}x{signal['channels']} "
           f"from {s['source'].get('spec', signal.get('source', ''))}")
-    print("fit       " + ", ".join(f"{k}={v}" for k, v in s["fit"].items()))
+    if s["shared_params"]:  # a meta-learned family: per-field fit options do not apply
+        from fieldlab.fit.meta import PER_FIELD_FIT
+
+        fit = {k: v for k, v in s["fit"].items() if k not in PER_FIELD_FIT}
+        print("meta      " + (", ".join(f"{k}={v}" for k, v in s["meta"].items()) or "defaults"))
+    else:
+        fit = s["fit"]
+    print("fit       " + ", ".join(f"{k}={v}" for k, v in fit.items() if v is not None))

@@ -327,7 +327,8 @@ class FieldStore:
             "splits": {name: int((split == i).sum()) for i, name in enumerate(self.split_names)},
             "augmented": int((self.column("augment")[done] > 0).sum()),
             "psnr": stats, "signal": self.attrs["signal"], "source": self.attrs.get("source", {}),
-            "fit": self.attrs.get("fit", {}), "seed": self.attrs.get("seed"), "versions": self.attrs.get("versions", {}),
+            "fit": self.attrs.get("fit", {}), "meta": self.attrs.get("meta", {}), "label_names": self.label_names,
+            "seed": self.attrs.get("seed"), "versions": self.attrs.get("versions", {}),
         }
 
 
