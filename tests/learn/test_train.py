@@ -41,6 +41,8 @@ def test_grid_cnn_and_weight_mlp_baselines(blob_store, tmp_path):
         assert 0 <= metrics["test_accuracy"] <= 1
     rows = evaluate(tmp_path / "cnn2", blob_store, points=["grid", "qmc"], resolutions=[8])
     assert rows[0]["accuracy"] is not None and rows[1]["accuracy"] is None  # a grid CNN cannot see QMC points
+    rows = evaluate(tmp_path / "mlp", blob_store, points=["grid", "qmc"], resolutions=[8])
+    assert [r["train"] for r in rows] == ["weights", "weights"]  # it read no points, whatever it trained with
 
 
 def test_resume_continues_exactly(blob_store, tmp_path):

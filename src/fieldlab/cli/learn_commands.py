@@ -87,7 +87,7 @@ def eval_command(
         print(f"invariance gap: {gap:+.4f} (largest error rise over the training point set)")
     elif gap is not None:
         print(f"invariance gap: {gap:.1f} points")
-    elif rows and rows[0]["train"].split("@")[0] not in {r["test"] for r in rows}:
+    elif rows and rows[0]["train"] != "weights" and rows[0]["train"].split("@")[0] not in {r["test"] for r in rows}:
         print(f"invariance gap: n/a (the training point set, {rows[0]['train'].split('@')[0]}, is not among --points)")
     folder = out or run
     folder.mkdir(parents=True, exist_ok=True)

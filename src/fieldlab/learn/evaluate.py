@@ -75,7 +75,8 @@ def evaluate(run: str | Path, store_path: str | Path | None, *, points: Sequence
                                                                         sequence=train_cfg["sequence"],
                                                                         seed=seed + 7919 * k), info["classes"])
                           for k in range(count)) / count
-            rows.append({"train": f"{train_cfg['points']}@{train_cfg['num_points']}", "test": kind,
+            trained = "weights" if cfg.takes == "params" else f"{train_cfg['points']}@{train_cfg['num_points']}"
+            rows.append({"train": trained, "test": kind,
                          "resolution": side, "points": side ** dim, "accuracy": acc, "metric": metric,
                          "draws": count if acc is not None else 0})
     return rows
