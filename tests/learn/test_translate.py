@@ -23,7 +23,7 @@ def _run_both(cnn, shape, channels=3, batch=2):
     ref = cnn(image)
     pts = P.grid(shape)
     values = image.flatten(2).transpose(1, 2)[:, pts.raster]  # row-major pixels → the grid's point order
-    out = translate(cnn, shape).eval()(Discretized(values, pts))
+    out = translate(cnn, shape)(Discretized(values, pts))  # an eval CNN translates to an eval DI-Net
     if isinstance(out, Discretized):
         out = out.values[:, out.points.grid_order()].transpose(1, 2).reshape(ref.shape)
     return out, ref
@@ -90,3 +90,10 @@ def test_untranslatable_layers_are_user_errors():
 
 # Truncated torchvision stems: tests/gpu/check_torchvision_stems.py (PyPI's torchvision does not import
 # beside the CPU build of torch that CI installs; the device image has both).
+
+
+def test_the_translation_keeps_the_cnns_mode_and_shapes_are_checked():
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4))
+    assert translate(cnn.train(), (8, 8)).training and not translate(cnn.eval(), (8, 8)).training
+    with pytest.raises(UserError, match="needs values"):
+        Discretized(torch.randn(3, 100, 1), P.qmc(256, 2))  # 100 values for 256 points

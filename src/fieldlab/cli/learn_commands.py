@@ -88,7 +88,8 @@ def eval_command(
     elif gap is not None:
         print(f"invariance gap: {gap:.1f} points")
     elif rows and rows[0]["train"] != "weights" and rows[0]["train"].split("@")[0] not in {r["test"] for r in rows}:
-        print(f"invariance gap: n/a (the training point set, {rows[0]['train'].split('@')[0]}, is not among --points)")
+        trained = rows[0]["train"].split("@")[0]
+        print(f"invariance gap: not measured (the training point set, {trained}, is not among --points)")
     folder = out or run
     folder.mkdir(parents=True, exist_ok=True)
     write_csv(rows, folder / "eval.csv")

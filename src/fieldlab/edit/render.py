@@ -40,6 +40,10 @@ def render_grid(stored: StoredField, *, size: list[int] | None = None,
     """Resolve the output size and region; by default the whole signal at its own resolution."""
     shape = stored.signal.shape
     region = region or [(0.0, float(n)) for n in shape]
+    if len(region) != len(shape) or any(not lo < hi for lo, hi in region):
+        raise UserError(f"a region needs one increasing START:STOP per axis ({len(shape)}), got {list(region)}")
+    if isinstance(size, int):
+        size = [size] * len(shape)
     if size is None:
         size = [max(1, round(hi - lo)) for lo, hi in region]
     if len(size) != len(shape):

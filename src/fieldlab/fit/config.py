@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Literal
 
 from fieldlab._errors import UserError
@@ -49,6 +50,10 @@ class FitConfig:
         def bad(flag: str, why: str):
             raise UserError(f"{flag} {why}")
 
+        for name in ("steps", "warmup", "batch_size", "seed", "log_every", "eval_chunk"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+                bad(f"--{name.replace('_', '-')}", f"must be a whole number, got {value!r}")
         if self.steps <= 0 or self.steps > 10**8:
             bad("--steps", f"must be between 1 and 100000000, got {self.steps}")
         if self.lr is not None and not (0 < self.lr < 10):

@@ -311,6 +311,10 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
         return own_trainer(config, "fit", None)(signal, config, fit_config, log_path=log_path,
                                                 tensorboard_dir=tensorboard_dir, progress=progress)
     fit_config.validate()
+    if (config.in_dim, config.out_dim) != (signal.info.in_dim, signal.info.channels):
+        raise UserError(f"a {signal.info.kind} of {signal.info.in_dim} coordinates and {signal.info.channels} "
+                        f"channels needs a field with in_dim {signal.info.in_dim} and out_dim {signal.info.channels}, "
+                        f"got {config.in_dim} and {config.out_dim}")
     torch.manual_seed(fit_config.seed)
     field = config.build()
     lr = fit_config.lr or type(config).lr

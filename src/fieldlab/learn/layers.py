@@ -38,6 +38,12 @@ class Discretized:
     values: torch.Tensor
     points: PointSet
 
+    def __post_init__(self):
+        shape = tuple(self.values.shape)
+        if len(shape) != 3 or shape[1] != len(self.points.coords):
+            raise UserError(f"a Discretized needs values (batch, {len(self.points.coords)} points, channels) for its "
+                            f"point set, got {shape}")
+
     def with_values(self, values: torch.Tensor) -> Discretized:
         return Discretized(values, self.points)
 

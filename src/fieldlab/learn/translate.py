@@ -47,14 +47,15 @@ class _Grid:
 
 
 def translate(cnn: nn.Module, input_shape: tuple[int, int]) -> nn.Module:
-    """A DI network equal to `cnn` on the `input_shape` grid (`points.grid(input_shape)`).
+    """A DI network equal to `cnn` on the `input_shape` grid (`points.grid(input_shape)`), in `cnn`'s mode
+    (train or eval: an eval CNN gives an eval DI-Net, whose normalization uses the CNN's running statistics).
 
     The result takes a `Discretized` and returns what the CNN's last module returns: a `Discretized`
     for a feature extractor, or a tensor once an adaptive pool hands over to a plain head.
     """
     grid = _Grid(tuple(input_shape), tuple(2.0 / n for n in input_shape))
     module, _ = _translate(copy.deepcopy(cnn).eval(), grid)
-    return module
+    return module.train(cnn.training)  # in training mode, normalization uses (and updates) batch statistics
 
 
 def _pair(value) -> tuple[int, int]:

@@ -85,10 +85,11 @@ def take_span(signal: Signal, span: tuple[float, float]) -> Signal:
     return signal.take(start, stop)
 
 
-def load_signal(spec: str, *, max_size: int | None = None, max_frames: int | None = None,
+def load_signal(spec: str | os.PathLike, *, max_size: int | None = None, max_frames: int | None = None,
                 modality: str | None = None, span: tuple[float, float] | None = None) -> Signal:
     """A signal from a file path or `sample:NAME`; `modality` forces the kind; `span` (seconds) takes
     part of a clip or video."""
+    spec = os.fspath(spec)
     signal = _load(spec, max_size=max_size, max_frames=max_frames, modality=modality, span=span)
     return take_span(signal, span) if span and "taken_from" not in signal.info.extra else signal
 

@@ -283,7 +283,10 @@ class FieldStore:
         """Per-field tensors of `rows`: {name: (len(rows), *shape)}; contiguous rows are one slice read."""
         if isinstance(rows, slice):
             return {name: torch.from_numpy(np.asarray(self.group[f"params/{name}"][rows])) for name in self.per_field}
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.num_fields):
+            raise IndexError(f"rows {rows[(rows < 0) | (rows >= self.num_fields)][:5].tolist()} are outside "
+                             f"{self.path}'s {self.num_fields} fields")
         if len(rows) and np.all(np.diff(rows) == 1):
             return self.read(slice(int(rows[0]), int(rows[-1]) + 1))
         return {name: torch.from_numpy(np.asarray(self.group[f"params/{name}"].get_orthogonal_selection(rows)))
