@@ -13,7 +13,8 @@ from fieldlab.cli.main import app
 
 FIT_DATASET_HELP = ("Fit one field per item of SOURCE (an ImageFolder-style folder, a .npz/.npy file, or "
                     "sample:digits, sample:lfw, sample:patches[:N], sample:shapes[:N], sample:balls[:N]) into the "
-                    "FieldStore --out. Field options follow as --name VALUE (see `fieldlab fields NAME`); functa and spatial_functa also take "
+                    "FieldStore --out. Field options follow as --name VALUE (see `fieldlab fields NAME`); functa "
+                    "and spatial_functa also take "
                     "--meta-steps, --meta-batch-size, --meta-lr, --inner-steps, --warmup, --clip-norm, --first-order.")
 
 

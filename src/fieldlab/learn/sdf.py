@@ -226,9 +226,8 @@ def evaluate_sdf(info: dict, run: Path, store_path: str | Path | None, *, points
     for side in resolutions:
         for kind in points:
             count = draws if kind in RANDOMIZED else 1
-            error = sum(sdf_mae(net, scenes, scenes.test,
-                                PointSampler(kind=kind, n=side ** dim, dim=dim, seed=seed + 7919 * k)(10_000).to(device),
-                                queries) for k in range(count)) / count
+            draw = lambda k: PointSampler(kind=kind, n=side ** dim, dim=dim, seed=seed + 7919 * k)(10_000)  # noqa: E731
+            error = sum(sdf_mae(net, scenes, scenes.test, draw(k).to(device), queries) for k in range(count)) / count
             rows.append({"train": f"{config.points}@{config.num_points}", "test": kind, "resolution": side,
                          "points": side ** dim, "accuracy": error, "metric": "sdf_mae", "draws": count})
     return rows
