@@ -134,7 +134,12 @@ def _check_count(n: int, dim: int) -> None:
 
 # -- samplers ------------------------------------------------------------------------------------
 def grid(shape: Sequence[int], *, order: Literal["coarse_to_fine", "raster"] = "coarse_to_fine") -> PointSet:
-    """Cell centres of a `shape` grid (any sizes), as `Signal.coords` places samples; weights = cell volume."""
+    """Cell centres of a `shape` grid (any sizes), as `Signal.coords` places samples; weights = cell volume.
+
+    By default the points come coarse to fine (every other cell first, and so on), so a prefix of the set
+    is itself a coarser grid; they are not in raster order. `values[:, points.grid_order()]` puts values
+    at these points back in raster order, to reshape into an image; `order="raster"` lists them so.
+    """
     shape = tuple(int(s) for s in shape)
     if not shape or min(shape) < 1:
         raise UserError(f"a grid needs positive sizes, got {shape}")
