@@ -26,7 +26,9 @@ def exact_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     if weight.ndim != 2:  # weights broadcast over leading dims (MINER's blocks): the products as written
         return _products(x, weight, bias)
     with torch.autocast(x.device.type, enabled=False):  # a caller's bf16 autocast must not reach these
-        if torch.get_float32_matmul_precision() == "highest" and x.dtype == weight.dtype == torch.float32:
+        # allow_tf32 is what set_float32_matmul_precision("high") sets; unlike that precision's getter, it is
+        # read by torch.compile without a graph break
+        if not torch.backends.cuda.matmul.allow_tf32 and x.dtype == weight.dtype == torch.float32:
             return nn.functional.linear(x, weight, bias)
         if weight.shape[1] > FEW_COLUMNS:
             wide = nn.functional.linear(x.double(), weight.double(), None if bias is None else bias.double())

@@ -30,3 +30,12 @@ def test_exact_linear_takes_stacked_weights_that_broadcast():
     b0 = torch.randn(5, 1, 3)
     out = exact_linear(x, w0[:, :, None], b0)
     assert torch.allclose(out, torch.baddbmm(b0, x, w0), atol=1e-5)
+
+
+def test_exact_linear_traces_without_a_graph_break():
+    """`--compile` fits trace the first layer: asking for the matmul precision there would split the graph."""
+    from fieldlab.fields import make_config
+
+    field = make_config("fourier", in_dim=2, out_dim=1, hidden_dim=8, num_layers=1, num_frequencies=4).build()
+    explanation = torch._dynamo.explain(field)(torch.rand(16, 2))
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
