@@ -8,6 +8,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 
 from fieldlab.fields import list_fields
 
@@ -225,3 +226,40 @@ def test_a_render_past_the_signal_says_it_extrapolates(tmp_path, cli):
     assert status == 0 and "extrapolated" in err
     status, _, err = cli(["render", folder, "--region", "0:8,0:16", "--out", tmp_path / "inside.png"])
     assert status == 0 and "extrapolated" not in err
+
+
+def test_an_interrupted_fit_resumes_to_the_field_an_uninterrupted_one_gives(tmp_path, cli, monkeypatch):
+    import importlib
+
+    from safetensors.torch import load_file
+
+    loop = importlib.import_module("fieldlab.fit.loop")  # `fieldlab.fit` the attribute is the function
+
+    monkeypatch.setattr(loop, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint at every logged step
+    fit = ["fit", "sample:camera", "--max-size", "16", "--steps", "40", "--batch-size", "64", "--log-every", "10",
+           "--device", "cpu", "--quiet"]
+    step = loop.Fitter.step
+
+    def interrupted(self):
+        if self.step_count == 25:  # between the checkpoints of steps 20 and 30
+            raise KeyboardInterrupt
+        return step(self)
+
+    monkeypatch.setattr(loop.Fitter, "step", interrupted)
+    status, _, err = cli(fit + ["--out", tmp_path / "b"])
+    assert status == 130 and "--resume" in err and not (tmp_path / "b").exists()
+    assert (tmp_path / ".b.checkpoint.pt").is_file()
+    monkeypatch.setattr(loop.Fitter, "step", step)
+    status, _, err = cli(fit + ["--steps", "50", "--out", tmp_path / "b", "--resume"])
+    assert status == 2 and "other options" in err  # another schedule cannot continue this one
+    status, _, err = cli(fit + ["--out", tmp_path / "b", "--resume"])
+    assert status == 0, err
+    assert not (tmp_path / ".b.checkpoint.pt").exists()
+    status, _, err = cli(fit + ["--out", tmp_path / "a"])
+    assert status == 0, err
+    a, b = (load_file(str(tmp_path / d / "field.safetensors")) for d in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # resumed from step 20: the same field, bit for bit
+    steps = [[json.loads(line)["step"] for line in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in "ab"]
+    assert steps[0] == steps[1] == [10, 20, 30, 40]
+    status, _, err = cli(fit + ["--out", tmp_path / "c", "--resume"])
+    assert status == 2 and "no checkpoint" in err

@@ -73,6 +73,9 @@ def fit_command(
     tensorboard: bool = typer.Option(False, help="Also log to DIR/tensorboard (needs fieldlab[tensorboard])."),
     quiet: bool = typer.Option(False, help="No progress bar."),
     force: bool = typer.Option(False, help="Replace a non-empty --out."),
+    resume: bool = typer.Option(False, help="Continue an interrupted fit from the checkpoint it keeps beside --out "
+                                            "(saved every minute of fitting; MINER, meshes and the fused kernel "
+                                            "keep none)."),
 ) -> None:
     from fieldlab.fields._config import _coerce
     from fieldlab.fit import FitConfig
@@ -100,7 +103,7 @@ def fit_command(
                  modality=options.pop("modality", None), span=options.pop("span", None),
                  params=_int_or_none(options.pop("params", None), "--params"),
                  fit=fit_config, field_options=options, mesh_options=mesh_options)
-    result = run_fit_job(job, out, force=force, progress=not quiet, tensorboard=tensorboard)
+    result = run_fit_job(job, out, force=force, progress=not quiet, tensorboard=tensorboard, resume=resume)
     m = result.metrics
     quality = ", ".join(f"{k.upper().replace('_', ' ')} {m[k]:.4g}{' dB' if 'nr' in k else ''}"
                         for k in QUALITY if m.get(k) is not None and math.isfinite(m[k]))
@@ -188,6 +191,8 @@ from fieldlab.cli import _command_modules  # noqa: E402,F401
 
 # What an interrupt leaves behind, for the commands that keep finished work.
 RESUMABLE = {
+    "fit": "a fit keeps its last minute's checkpoint beside --out (MINER, meshes and the fused kernel keep "
+           "none): run the same command with --resume to go on",
     "fit-dataset": "the finished chunks are kept: run the same command with --resume to go on",
     "train": "the last checkpoint is kept: run the same command with --resume to go on",
 }
@@ -202,8 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as error:
         _fail(str(error), 2)
     except (typer.Abort, KeyboardInterrupt):
-        command = next((a for a in argv if not a.startswith("-")), "")
-        _fail("interrupted; " + RESUMABLE.get(command, "nothing was written"), 130)
+        _interrupted(argv)
     except typer.Exit as error:
         sys.exit(error.exit_code)
     except Exception as error:
@@ -212,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
             message = error.format_message()
             _fail(message, 2) if message else sys.exit(2)  # no message: help was already shown
         raise
+    if result == 130:  # typer turns an interrupt into this exit code, returned outside standalone mode
+        _interrupted(argv)
     if isinstance(result, int) and result:  # click returns an exit code for --help and the like
         sys.exit(result)
 
@@ -238,6 +244,11 @@ def _log_notes_to_stderr() -> None:
         handler.setFormatter(logging.Formatter("fieldlab: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+
+
+def _interrupted(argv: list[str]) -> None:
+    command = next((a for a in argv if not a.startswith("-")), "")
+    _fail("interrupted; " + RESUMABLE.get(command, "nothing was written"), 130)
 
 
 def _fail(message: str, status: int) -> None:

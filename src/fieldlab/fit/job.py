@@ -9,6 +9,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from fieldlab import _json
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, get_config_class
 from fieldlab.fields._config import _coerce
@@ -94,9 +95,19 @@ def resolve_field_config(name: str, options: dict[str, Any], *, kind: str, in_di
     return config
 
 
+def checkpoint_path(out: Path) -> Path:
+    """Where a fit into `out` keeps its checkpoint until the folder is written: a hidden file beside it."""
+    return out.parent / f".{out.name}.checkpoint.pt"
+
+
+# Options that change only when a fit stops or where it runs: a resumed fit may change them.
+NOT_IDENTITY = ("device", "max_seconds", "target_psnr", "log_every", "eval_chunk")
+
+
 def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool = True,
-                tensorboard: bool = False) -> FitResult:
-    """Check everything, fit, and write the field DIR `out` (replaced only when the fit succeeds)."""
+                tensorboard: bool = False, resume: bool = False) -> FitResult:
+    """Check everything, fit, and write the field DIR `out` (replaced only when the fit succeeds). A fit
+    of the standard loop keeps a checkpoint beside `out` while it runs; `resume` continues from it."""
     check_out_dir(out, force)
     job.fit.validate()
     resolve_device(job.fit.device)
@@ -111,7 +122,7 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     else:
         get_config_class(job.field).from_options({**options, "in_dim": KIND_DIMS[kind]})
     if kind == "mesh":
-        return _run_mesh_job(job, out, force=force, progress=progress)
+        return _run_mesh_job(job, out, force=force, progress=progress, resume=resume)
     if job.mesh_options:
         raise UserError(f"--{next(iter(job.mesh_options)).replace('_', '-')} applies to meshes only")
     span = parse_span(job.span) if job.span else None
@@ -124,18 +135,25 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     kind_lr = KIND_LR.get(signal.info.kind, {}).get(job.field)
     if job.fit.lr is None and kind_lr:
         job = dataclasses.replace(job, fit=dataclasses.replace(job.fit, lr=kind_lr))
+    if resume and type(config).trainer:
+        raise UserError(f"--resume: {config.name} fits (their own trainer) keep no checkpoint")
+    checkpoint = checkpoint_path(out)
+    identity = _json.dumps({"job": {k: v for k, v in job.to_dict().items() if k not in NOT_IDENTITY},
+                            "config": config.to_dict()}, sort_keys=True, default=list)
     with FieldDirWriter(out, force) as folder:
         result = fit(signal, config, job.fit, log_path=folder / "log.jsonl",
-                     tensorboard_dir=folder / "tensorboard" if tensorboard else None, progress=progress)
+                     tensorboard_dir=folder / "tensorboard" if tensorboard else None, progress=progress,
+                     checkpoint=checkpoint, resume=resume, identity=identity)
         config = result.config  # a field's own trainer may resolve more of its config (e.g. MINER's blocks)
         write_field(folder, result.field, config, signal.info, result.metrics)
         raw = signal.info.normalization.decode(result.prediction)
         write_signal(folder / reconstruction_name(signal.info), raw, signal.info)
         _write_run_files(result, folder, job, config)
+    checkpoint.unlink(missing_ok=True)  # the field is written: nothing is left to resume
     return result
 
 
-def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool):
+def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool, resume: bool = False):
     """A mesh is fitted as an occupancy field; its reconstruction is the field's zero level set."""
     from fieldlab.edit.mesh_export import write_mesh
     from fieldlab.fit.occupancy import OccupancyConfig, fit_mesh, refuse_fused_kernel
@@ -145,6 +163,8 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool):
     for flag, value in (("--span", job.span), ("--max-frames", job.max_frames), ("--max-size", job.max_size)):
         if value is not None:
             raise UserError(f"{flag} does not apply to meshes")
+    if resume:
+        raise UserError("--resume: mesh fits keep no checkpoint")
     refuse_fused_kernel(job.fit)  # before the mesh is read
     names = {f.name for f in dataclasses.fields(OccupancyConfig)}
     unknown = sorted(set(job.mesh_options) - names)

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -246,6 +247,7 @@ class RunLog:
     """JSON-lines log, optional TensorBoard, optional progress bar."""
 
     def __init__(self, log_path: Path | None, tensorboard_dir: Path | None, progress: bool, total: int):
+        self.log_path = log_path
         self.file = open(log_path, "a") if log_path else None
         self.writer = None
         if tensorboard_dir:
@@ -285,6 +287,42 @@ class RunLog:
                 closable.close()
 
 
+def _save(fitter: Fitter, log: RunLog, path: Path, identity: str) -> None:
+    """The fit's state so far, in `path` (written whole, then renamed over the last one)."""
+    state = {
+        "identity": identity, "step": fitter.step_count, "seconds": fitter.seconds, "last_psnr": fitter.last_psnr,
+        "field": fitter.field.state_dict(), "optimizer": fitter.optimizer.state_dict(),
+        "scheduler": {k: v for k, v in fitter.scheduler.state_dict().items() if k != "lr_lambdas"},
+        "generator": fitter.generator.get_state(),
+        "log": log.log_path.read_text() if log.log_path and log.log_path.exists() else "",
+    }
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def _restore(fitter: Fitter, log: RunLog, path: Path, identity: str) -> None:
+    """Continue from the checkpoint `path` (weights_only: no pickle runs), which must be this run's."""
+    if not path.is_file():
+        raise UserError(f"--resume: no checkpoint of an interrupted fit at {path}")
+    try:
+        state = torch.load(path, map_location=fitter.device, weights_only=True)
+    except Exception as error:  # a damaged or foreign file: say so rather than guess
+        raise UserError(f"--resume: {path} is not a readable checkpoint ({type(error).__name__})") from None
+    if state.get("identity") != identity:
+        raise UserError(f"--resume: {path} was saved by a fit with other options or input; run without --resume "
+                        "to start again")
+    fitter.field.load_state_dict(state["field"])
+    fitter.optimizer.load_state_dict(state["optimizer"])
+    fitter.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(fitter.optimizer.param_groups)})
+    fitter.generator.set_state(state["generator"].cpu())
+    fitter.step_count, fitter.seconds, fitter.last_psnr = state["step"], state["seconds"], state["last_psnr"]
+    if log.file:
+        log.file.write(state["log"])
+        log.file.flush()
+    logger.info("resuming from step %s of %s (%s)", f"{fitter.step_count:,}", f"{fitter.config.steps:,}", path)
+
+
 def own_trainer(config: FieldConfig, name: str, standard):
     """The field's own trainer function `name` when its config names a trainer module (MINER grows its
     pyramid block by block), else `standard`."""
@@ -299,13 +337,25 @@ def own_trainer(config: FieldConfig, name: str, standard):
     return function
 
 
+CHECKPOINT_SECONDS = 60.0
+"""Fitting time between two checkpoints of a fit that keeps them."""
+
+
 def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig(), *, log_path: Path | None = None,
-        tensorboard_dir: Path | None = None, progress: bool = False) -> FitResult:
+        tensorboard_dir: Path | None = None, progress: bool = False, checkpoint: Path | None = None,
+        resume: bool = False, identity: str = "") -> FitResult:
     """Build a field from `config` (seeded) and fit it to `signal`.
 
     Returns the trained field (on the CPU), the metrics on the whole signal and the reconstruction. The
     steps are the fused Triton kernel's where `fit_config.kernel` takes it (`single_kernel`); `metrics`
     says which path ran (`kernel`).
+
+    `checkpoint`: a file where the reference path saves its state (field, Adam, schedule, sampling
+    generator, time and log so far) every `CHECKPOINT_SECONDS` of fitting (not at an interrupt, which may
+    fall inside an update); with
+    `resume` a checkpoint there with the same `identity` (the run's options) is continued, so the resumed
+    fit ends as the uninterrupted one would have. Fields with their own trainer (MINER) and the fused
+    kernel, which holds Adam's state itself, keep no checkpoint.
     """
     if type(config).trainer:
         return own_trainer(config, "fit", None)(signal, config, fit_config, log_path=log_path,
@@ -334,6 +384,12 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
                     betas=type(config).adam_betas, eps=type(config).adam_eps, fused_spec=spec)
     log = RunLog(log_path, tensorboard_dir, progress, fit_config.steps)
     every = fit_config.log_every
+    keeps = checkpoint is not None and fitter.kernel == "reference"
+    if resume and not keeps:
+        raise UserError("--resume: fits by the fused kernel keep no checkpoint (--kernel reference keeps them)")
+    if resume:
+        _restore(fitter, log, checkpoint, identity)
+    saved = fitter.seconds
     try:
         while not fitter.should_stop():
             loss = fitter.step()
@@ -346,6 +402,10 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
                     fitter.last_psnr = fitter.full_psnr() if sampled else psnr_from_mse(loss_value)
                 log.record(step, fitter.last_lr, fitter.elapsed(), loss=loss_value,
                            psnr=round(psnr_from_mse(loss_value), 4))
+                if keeps and fitter.seconds - saved >= CHECKPOINT_SECONDS and not fitter.should_stop():
+                    with fitter.paused():  # after the log line, so a resumed log has it once
+                        _save(fitter, log, checkpoint, identity)
+                    saved = fitter.seconds
         seconds = fitter.elapsed()
         prediction = fitter.predict(signal.coords()).cpu()
         image = prediction.reshape(*signal.shape, -1)
