@@ -301,17 +301,22 @@ def _save(fitter: Fitter, log: RunLog, path: Path, identity: str) -> None:
     os.replace(partial, path)
 
 
-def _restore(fitter: Fitter, log: RunLog, path: Path, identity: str) -> None:
-    """Continue from the checkpoint `path` (weights_only: no pickle runs), which must be this run's."""
+def _read_checkpoint(path: Path, identity: str) -> dict:
+    """The checkpoint `path` (weights_only: no pickle runs), which must be this run's (`identity`)."""
     if not path.is_file():
         raise UserError(f"--resume: no checkpoint of an interrupted fit at {path}")
     try:
-        state = torch.load(path, map_location=fitter.device, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a damaged or foreign file: say so rather than guess
         raise UserError(f"--resume: {path} is not a readable checkpoint ({type(error).__name__})") from None
     if state.get("identity") != identity:
         raise UserError(f"--resume: {path} was saved by a fit with other options or input; run without --resume "
                         "to start again")
+    return state
+
+
+def _restore(fitter: Fitter, log: RunLog, state: dict, path: Path) -> None:
+    """Continue from a checkpoint's `state`: parameters, Adam, schedule, generator, time and log."""
     fitter.field.load_state_dict(state["field"])
     fitter.optimizer.load_state_dict(state["optimizer"])
     fitter.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(fitter.optimizer.param_groups)})
@@ -382,13 +387,14 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
                     f"{points:,}")
     fitter = Fitter(field, coords, values, fit_config, lr=lr,
                     betas=type(config).adam_betas, eps=type(config).adam_eps, fused_spec=spec)
-    log = RunLog(log_path, tensorboard_dir, progress, fit_config.steps)
-    every = fit_config.log_every
     keeps = checkpoint is not None and fitter.kernel == "reference"
     if resume and not keeps:
         raise UserError("--resume: fits by the fused kernel keep no checkpoint (--kernel reference keeps them)")
-    if resume:
-        _restore(fitter, log, checkpoint, identity)
+    state = _read_checkpoint(checkpoint, identity) if resume else None  # checked before the progress bar
+    log = RunLog(log_path, tensorboard_dir, progress, fit_config.steps)
+    every = fit_config.log_every
+    if state is not None:
+        _restore(fitter, log, state, checkpoint)
     saved = fitter.seconds
     try:
         while not fitter.should_stop():
