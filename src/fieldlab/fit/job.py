@@ -15,14 +15,12 @@ from fieldlab.fields import FieldConfig, get_config_class
 from fieldlab.fields._config import _coerce
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device
-from fieldlab.signals import detect_kind, load_signal, parse_span, reconstruction_name, write_signal
+from fieldlab.signals import DIMS, kind_of, load_signal, parse_span, reconstruction_name, write_signal
 from fieldlab.store import FieldDirWriter, check_out_dir, write_field
 
 log = logging.getLogger("fieldlab")
 MAX_PARAMS = 10**9
 DERIVED = ("in_dim", "out_dim")
-KIND_DIMS = {"image": 2, "audio": 1, "video": 3, "volume": 3, "mesh": 3}
-"""Coordinate dimensions of each kind of signal."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,16 +109,14 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     check_out_dir(out, force)
     job.fit.validate()
     resolve_device(job.fit.device)
-    if job.modality is not None and job.modality not in KIND_DIMS:
-        raise UserError(f"--modality must be one of {', '.join(KIND_DIMS)}, got {job.modality!r}")
-    kind = job.modality or detect_kind(job.input)
+    kind = kind_of(job.input, job.modality)
     # The options are checked before the signal is read, in the dimension of its kind; a TIFF may be an
     # image or a stack (a volume), which only reading tells, so there only their names are checked.
     options = {k: v for k, v in job.field_options.items() if k not in DERIVED}
     if job.modality is None and Path(job.input).suffix.lower() in (".tif", ".tiff"):
         get_config_class(job.field).check_option_names(options)
     else:
-        get_config_class(job.field).from_options({**options, "in_dim": KIND_DIMS[kind]})
+        get_config_class(job.field).from_options({**options, "in_dim": DIMS[kind]})
     if kind == "mesh":
         return _run_mesh_job(job, out, force=force, progress=progress, resume=resume)
     if job.mesh_options:

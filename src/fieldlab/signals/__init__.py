@@ -18,7 +18,8 @@ from fieldlab.signals.image import IMAGE_SUFFIXES, image_signal, read_image, wri
 from fieldlab.signals.samples import list_samples, sample_array
 
 __all__ = [
-    "IMAGE_SUFFIXES", "KINDS", "Normalization", "Signal", "SignalInfo", "detect_kind", "grid_coords", "image_signal",
+    "DIMS", "IMAGE_SUFFIXES", "KINDS", "Normalization", "Signal", "SignalInfo", "detect_kind", "grid_coords",
+    "image_signal", "kind_of",
     "check_file", "list_samples", "load_signal", "parse_span", "take_span", "read_image", "reconstruction_name", "sample_array", "write_image", "write_signal",
 ]
 
@@ -33,7 +34,16 @@ SUFFIXES = {
     "mesh": (".obj", ".ply", ".stl", ".off", ".glb"),
 }
 KINDS = tuple(SUFFIXES)
+DIMS = {"image": 2, "audio": 1, "video": 3, "volume": 3, "mesh": 3}
+"""Coordinate dimensions of each kind of signal."""
 VIDEO_SAMPLES = (GIF_SAMPLE,)
+
+
+def kind_of(spec: str, modality: str | None = None) -> str:
+    """The kind of `spec`: `modality` when given (checked), else detected from the name."""
+    if modality is not None and modality not in KINDS:
+        raise UserError(f"--modality must be one of {', '.join(KINDS)}, got {modality!r}")
+    return modality or detect_kind(spec)
 
 
 def detect_kind(spec: str) -> str:
@@ -100,9 +110,7 @@ def _load(spec: str, *, max_size: int | None, max_frames: int | None, modality: 
     for flag, value in (("--max-size", max_size), ("--max-frames", max_frames)):
         if value is not None and value <= 0:
             raise UserError(f"{flag} must be positive, got {value}")
-    if modality is not None and modality not in KINDS:
-        raise UserError(f"--modality must be one of {', '.join(KINDS)}, got {modality!r}")
-    kind = modality or detect_kind(spec)
+    kind = kind_of(spec, modality)
     if kind == "mesh":
         raise UserError(f"{spec} is a mesh: meshes are fitted as occupancy fields, not read as signals")
     _refuse_limits(kind, max_size=max_size, max_frames=max_frames)
