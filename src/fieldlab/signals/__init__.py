@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from fieldlab._errors import UserError
-from fieldlab.signals._signal import Normalization, Signal, SignalInfo, grid_coords
+from fieldlab.signals._signal import Normalization, Signal, SignalInfo, grid_coords, span_samples
 from fieldlab.signals.image import IMAGE_SUFFIXES, image_signal, read_image, write_image
 from fieldlab.signals.samples import list_samples, sample_array
 
@@ -87,8 +87,7 @@ def take_span(signal: Signal, span: tuple[float, float]) -> Signal:
     if rate is None or not signal.info.extra.get(rate):
         raise UserError(f"--span applies to audio and video, not to a {signal.info.kind}")
     per_second = float(signal.info.extra[rate])
-    start = int(round(span[0] * per_second))
-    stop = signal.shape[0] if span[1] == float("inf") else min(signal.shape[0], int(round(span[1] * per_second)))
+    start, stop = span_samples(span, per_second, signal.shape[0])
     if stop <= start:
         length = signal.shape[0] / per_second
         raise UserError(f"--span {span[0]:g}:{span[1]:g} lies outside the signal's {length:.3g} seconds")

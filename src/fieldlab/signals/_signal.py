@@ -142,3 +142,13 @@ def grid_coords(domain, region, size) -> torch.Tensor:
         axes.append(2 * (centres - d_lo) / (d_hi - d_lo) - 1)
     mesh = torch.meshgrid(*axes, indexing="ij")
     return torch.stack(mesh, dim=-1).reshape(-1, len(axes)).float()
+
+
+def span_samples(span: tuple[float, float], per_second: float, count: int | None) -> tuple[int, int | None]:
+    """Samples (or frames) [start, stop) between `span` seconds at `per_second`, rounded to the nearest;
+    stop is clipped to `count` when the length is known, and None (to the end) for an open span without it."""
+    start = int(round(span[0] * per_second))
+    stop = None if span[1] == float("inf") else int(round(span[1] * per_second))
+    if count is not None:
+        stop = count if stop is None else min(stop, count)
+    return start, stop

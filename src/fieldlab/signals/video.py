@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fieldlab._errors import UserError, missing_extra
-from fieldlab.signals._signal import Normalization, Signal, SignalInfo
+from fieldlab.signals._signal import Normalization, Signal, SignalInfo, span_samples
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif")
 H264_SUFFIXES = (".mp4", ".mov", ".mkv")
@@ -84,10 +84,10 @@ def read_video(path: Path, *, max_frames: int | None = None, max_size: int | Non
         with (_open_gif if is_gif else _open_movie)(path) as source:
             if span is not None and is_gif:  # a GIF's frame rate is known once its frames are read: take all
                 frames, first = _decode(path, source, max_frames=None, max_size=max_size, max_values=max_values)
-                start, stop = _frames_of(span, source.fps(), len(frames))
+                start, stop = span_samples(span, source.fps(), len(frames))
                 frames = frames[start:stop][:max_frames]
             else:
-                start, stop = _frames_of(span, source.fps(), None) if span is not None else (0, None)
+                start, stop = span_samples(span, source.fps(), None) if span is not None else (0, None)
                 frames, first = _decode(path, source, max_frames=max_frames, max_size=max_size,
                                         max_values=max_values, skip=start, stop=stop)
             fps = source.fps()
@@ -111,13 +111,6 @@ def read_video(path: Path, *, max_frames: int | None = None, max_size: int | Non
         extra["taken_from"] = [start, start + len(frames)]
     return Signal.from_array(np.stack(frames), kind="video", source=str(path),
                              normalization=Normalization.for_array(first), extra=extra)
-
-
-def _frames_of(span: tuple[float, float], fps: float, count: int | None) -> tuple[int, int | None]:
-    """Frames [start, stop) between `span` seconds (as `take_span` rounds them); stop None: to the end."""
-    start = int(round(span[0] * fps))
-    stop = None if span[1] == float("inf") else int(round(span[1] * fps))
-    return start, stop if count is None or stop is None else min(stop, count)
 
 
 def _slack(frames_total: int) -> int:
