@@ -27,6 +27,14 @@ RANDOMIZED = ("rqmc", "random", "shrunk")
 DRAWS = 5
 
 
+def scoring_samplers(kind: str, n: int, dim: int, *, seed: int, draws: int,
+                     sequence: str = "sobol") -> list[PointSampler]:
+    """The samplers a test point set is scored over: `draws` independently seeded ones for a randomized
+    set, the one fixed set otherwise."""
+    count = draws if kind in RANDOMIZED else 1
+    return [PointSampler(kind=kind, n=n, dim=dim, sequence=sequence, seed=seed + 7919 * k) for k in range(count)]
+
+
 def evaluate(run: str | Path, store_path: str | Path | None, *, points: Sequence[str],
              resolutions: Sequence[int] | None = None, device: str = "auto", seed: int = 1,
              draws: int = DRAWS) -> list[dict]:
@@ -65,20 +73,18 @@ def evaluate(run: str | Path, store_path: str | Path | None, *, points: Sequence
     rows = []
     for side in resolutions:
         for kind in points:
-            acc = None
+            acc, samplers = None, []
             # segmenters answer at any points (FCNs query their logit image, hypernetworks are fields);
             # a grid CNN classifier sees only grids, and a classifier of weights sees no points at all
             if cfg.takes == "points" or cfg.task == "segment" or (cfg.takes == "grid" and kind == "grid") or \
                     (cfg.takes == "params" and kind == points[0]):
-                count = draws if kind in RANDOMIZED else 1
-                acc = sum(score(net, cfg, evaluator, test, PointSampler(kind=kind, n=side ** dim, dim=dim,
-                                                                        sequence=train_cfg["sequence"],
-                                                                        seed=seed + 7919 * k), info["classes"])
-                          for k in range(count)) / count
+                samplers = scoring_samplers(kind, side ** dim, dim, seed=seed, draws=draws,
+                                            sequence=train_cfg["sequence"])
+                acc = sum(score(net, cfg, evaluator, test, s, info["classes"]) for s in samplers) / len(samplers)
             trained = "weights" if cfg.takes == "params" else f"{train_cfg['points']}@{train_cfg['num_points']}"
             rows.append({"train": trained, "test": kind,
                          "resolution": side, "points": side ** dim, "accuracy": acc, "metric": metric,
-                         "draws": count if acc is not None else 0})
+                         "draws": len(samplers)})
     return rows
 
 

@@ -205,7 +205,7 @@ def evaluate_sdf(info: dict, run: Path, store_path: str | Path | None, *, points
     held-out scenes (or on the test split of `store_path`, for a run trained on stored fields). `points` and
     `resolutions` (and `device`) are checked by `fieldlab.learn.evaluate.evaluate`, the one caller, whose
     randomized point sets are averaged over `draws` draws here too."""
-    from fieldlab.learn.evaluate import RANDOMIZED
+    from fieldlab.learn.evaluate import scoring_samplers
     from safetensors.torch import load_file
 
     train = dict(info["train"])
@@ -225,9 +225,9 @@ def evaluate_sdf(info: dict, run: Path, store_path: str | Path | None, *, points
     rows = []
     for side in resolutions:
         for kind in points:
-            count = draws if kind in RANDOMIZED else 1
-            draw = lambda k: PointSampler(kind=kind, n=side ** dim, dim=dim, seed=seed + 7919 * k)(10_000)  # noqa: E731
-            error = sum(sdf_mae(net, scenes, scenes.test, draw(k).to(device), queries) for k in range(count)) / count
+            samplers = scoring_samplers(kind, side ** dim, dim, seed=seed, draws=draws)
+            errors = [sdf_mae(net, scenes, scenes.test, s(10_000).to(device), queries) for s in samplers]
+            error = sum(errors) / len(errors)
             rows.append({"train": f"{config.points}@{config.num_points}", "test": kind, "resolution": side,
-                         "points": side ** dim, "accuracy": error, "metric": "sdf_mae", "draws": count})
+                         "points": side ** dim, "accuracy": error, "metric": "sdf_mae", "draws": len(samplers)})
     return rows
