@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +25,7 @@ from fieldlab.fit._fused_single import FusedSingle, points_per_step, single_kern
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
 from fieldlab.signals import Signal
+from fieldlab.store.field_dir import save_checkpoint
 
 if TYPE_CHECKING:
     from fieldlab.fields._fused_mlp import FusedSpec
@@ -288,7 +288,7 @@ class RunLog:
 
 
 def _save(fitter: Fitter, log: RunLog, path: Path, identity: str) -> None:
-    """The fit's state so far, in `path` (written whole, then renamed over the last one)."""
+    """The fit's state so far, in `path`."""
     state = {
         "identity": identity, "step": fitter.step_count, "seconds": fitter.seconds, "last_psnr": fitter.last_psnr,
         "field": fitter.field.state_dict(), "optimizer": fitter.optimizer.state_dict(),
@@ -296,9 +296,7 @@ def _save(fitter: Fitter, log: RunLog, path: Path, identity: str) -> None:
         "generator": fitter.generator.get_state(),
         "log": log.log_path.read_text() if log.log_path and log.log_path.exists() else "",
     }
-    partial = path.with_name(path.name + ".partial")
-    torch.save(state, partial)
-    os.replace(partial, path)
+    save_checkpoint(state, path)
 
 
 def _read_checkpoint(path: Path, identity: str) -> dict:

@@ -31,7 +31,7 @@ from fieldlab.learn.layers import Discretized
 from fieldlab.learn.nets import NetConfig, flat_size, net_config
 from fieldlab.learn.points import PointSampler
 from fieldlab.fit.loop import resolve_device
-from fieldlab.store.field_dir import check_out_dir
+from fieldlab.store.field_dir import check_out_dir, save_checkpoint
 
 FORMAT = "fieldlab.run"
 
@@ -291,8 +291,8 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
         if rank == 0 and (done % config.log_every == 0 or done == config.steps):
             progress(f"step {done}/{config.steps}  loss {loss.item():.4f}  {time.time() - began:.0f}s")
         if rank == 0 and (done % config.checkpoint_every == 0 or done == end):
-            _atomic_save({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "step": done},
-                         out / "checkpoint.pt")
+            save_checkpoint({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "step": done},
+                            out / "checkpoint.pt")
     metrics: dict[str, Any] = {"steps": end, "seconds": round(time.time() - began, 2)}
     if rank == 0 and end == config.steps:
         test = load_split(store, test_rows, device, masks=segment)
@@ -360,12 +360,6 @@ def _check_run_dir(out: Path, *, resume: bool, force: bool) -> None:
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
-
-
-def _atomic_save(state: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
     os.replace(tmp, path)
 
 

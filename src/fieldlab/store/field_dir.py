@@ -50,6 +50,14 @@ class StoredField:
     path: Path | None = None
 
 
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """`torch.save` a training state to `path` whole or not at all: written beside it, then renamed over it,
+    so an interrupt never leaves half a checkpoint (read back with `torch.load(..., weights_only=True)`)."""
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
 def check_out_dir(out: Path, force: bool, *, resumable: bool = False) -> None:
     """Refuse a non-empty `out` unless `force`, before any work is done (`resumable`: say --resume too)."""
     if out.exists() and not out.is_dir():
