@@ -223,8 +223,9 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
     if cfg.task not in ("classify", "segment"):
         raise UserError(f"train fits classifiers and segmenters on stores; {config.net!r} is a {cfg.task} network")
     segment = cfg.task == "segment"
-    input_points(cfg, config.sampler(store.signal.in_dim)(0))  # an FCN's grid must exist before RUN is written
-    drawn = config.mix.split(",") if config.points == "mixed" else [config.points]
+    sampler = config.sampler(store.signal.in_dim)
+    input_points(cfg, sampler(0))  # an FCN's grid must exist before RUN is written
+    drawn = sampler.mix if sampler.kind == "mixed" else (sampler.kind,)
     if cfg.takes == "grid" and not segment and any(kind != "grid" for kind in drawn):
         raise UserError(f"a grid CNN ({config.net}) sees only grid point sets; use --points grid")
     classes = num_classes(store, segment)
@@ -235,7 +236,6 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
 
         weights = class_weights(data.masks, classes)
     evaluator = FieldEvaluator.from_store(store)
-    sampler = config.sampler(store.signal.in_dim)
 
     torch.manual_seed(config.seed)
     net = build_net(cfg, store, classes).to(device)
