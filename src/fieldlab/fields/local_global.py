@@ -447,8 +447,10 @@ class LocalGlobalConfig(FieldConfig):
         cells, new_slots = [], []
         next_slot = self.num_parts
         for index in _indices(counts):
-            if all(i < k for i, k in zip(index, old_counts)) and old_cells[cell_index(index, tuple(old_counts))] >= 0:
-                cells.append(old_cells[cell_index(index, tuple(old_counts))])
+            inside = all(i < k for i, k in zip(index, old_counts))
+            old = old_cells[cell_index(index, tuple(old_counts))] if inside else -1
+            if old >= 0:
+                cells.append(old)
             else:  # a cell beyond the old grid, or one cropped away: a new partition fits it
                 cells.append(next_slot)
                 new_slots.append(next_slot)

@@ -355,10 +355,9 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
 
     `checkpoint`: a file where the reference path saves its state (field, Adam, schedule, sampling
     generator, time and log so far) every `CHECKPOINT_SECONDS` of fitting (not at an interrupt, which may
-    fall inside an update); with
-    `resume` a checkpoint there with the same `identity` (the run's options) is continued, so the resumed
-    fit ends as the uninterrupted one would have. Fields with their own trainer (MINER) and the fused
-    kernel, which holds Adam's state itself, keep no checkpoint.
+    fall inside an update). With `resume`, a checkpoint there with the same `identity` (the run's options)
+    is continued, so the resumed fit ends as the uninterrupted one would have. Fields with their own
+    trainer (MINER) and the fused kernel, which holds Adam's state itself, keep no checkpoint.
     """
     if type(config).trainer:
         return own_trainer(config, "fit", None)(signal, config, fit_config, log_path=log_path,
