@@ -131,8 +131,6 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     kind_lr = KIND_LR.get(signal.info.kind, {}).get(job.field)
     if job.fit.lr is None and kind_lr:
         job = dataclasses.replace(job, fit=dataclasses.replace(job.fit, lr=kind_lr))
-    if resume and type(config).trainer:
-        raise UserError(f"--resume: {config.name} fits (their own trainer) keep no checkpoint")
     checkpoint = checkpoint_path(out)
     identity = _json.dumps({"job": {k: v for k, v in job.to_dict().items() if k not in NOT_IDENTITY},
                             "config": config.to_dict()}, sort_keys=True, default=list)

@@ -360,6 +360,8 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
     trainer (MINER) and the fused kernel, which holds Adam's state itself, keep no checkpoint.
     """
     if type(config).trainer:
+        if resume:
+            raise UserError(f"--resume: {config.name} fits (their own trainer) keep no checkpoint")
         return own_trainer(config, "fit", None)(signal, config, fit_config, log_path=log_path,
                                                 tensorboard_dir=tensorboard_dir, progress=progress)
     fit_config.validate()
