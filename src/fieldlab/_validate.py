@@ -47,6 +47,8 @@ class Limits:
     """Fields in one store or dataset."""
     label: int = 2**31 - 1
     """A class label's value."""
+    classes: int = 2**20
+    """Classes one dataset names (a store keeps one name per class)."""
     seed: int = 2**63 - 1
     """A random seed (torch takes 64-bit seeds)."""
     json_bytes: int = 64 * 2**20
@@ -238,3 +240,28 @@ def safe_name(name: Any, what: str, *, where: object = "") -> str:
     if name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
         raise UserError(f"{_where(where)}{what} {name!r} is not a valid name")
     return name
+
+
+def npy_header(file: Any, what: str, available: int) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) that the `.npy` stream `file` declares, read from its start and checked before anything
+    is allocated: numbers only (never pickled objects), at most `LIMITS.samples` values, no more bytes than the
+    `available` bytes of the stream (file size or zip member size) hold, and room for them in memory."""
+    start = file.tell()
+    try:
+        version = np.lib.format.read_magic(file)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(file)
+    except (ValueError, EOFError, OSError, SyntaxError, TypeError) as error:
+        raise UserError(f"{what} is not a readable .npy array ({_short(error)})") from None
+    if dtype.hasobject:
+        raise UserError(f"{what} holds Python objects, which fieldlab never unpickles; save a numeric array")
+    values = math.prod(shape)
+    if values > LIMITS.samples:
+        raise UserError(f"{what} declares an array of {'x'.join(map(str, shape))}: {values:,} values, "
+                        f"more than the limit of {LIMITS.samples:,}")
+    nbytes, held = values * dtype.itemsize, available - (file.tell() - start)
+    if nbytes > held:
+        raise UserError(f"{what} is truncated: its header declares {'x'.join(map(str, shape))} of {dtype} "
+                        f"({nbytes:,} bytes), the file holds {max(held, 0):,}")
+    check_memory(nbytes, what)
+    return tuple(shape), dtype
