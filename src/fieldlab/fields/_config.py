@@ -16,6 +16,11 @@ import torch
 import torch.nn as nn
 
 from fieldlab._errors import UserError
+from fieldlab._validate import LIMITS
+
+OMEGA0_MAX = 1e5
+"""Sine frequency factors above this alias on any grid fieldlab fits (audio uses 3000) and overflow the
+initialisation, which scales by 1/ω₀: the fit writes NaN instead of a field."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +49,11 @@ class FieldConfig:
     batched: ClassVar[bool] = True
     """Whether the field has the FieldStack batched path (False for a field grown by its own trainer;
     the registry's batched-fit test skips it, saying so)."""
+    maxima: ClassVar[dict[str, float]] = {"num_layers": LIMITS.layers, "omega0": OMEGA0_MAX,
+                                          "first_omega0": OMEGA0_MAX}
+    """Upper bounds of options by name. Unnamed, a whole-number option (a width, a count) is at most
+    `LIMITS.width` and each number of a tuple option at most `LIMITS.samples`; the parameter count is at
+    most `LIMITS.params`. A subclass extends it: `maxima = {**FieldConfig.maxima, "table_size": ...}`."""
 
     def build(self) -> nn.Module:
         raise NotImplementedError
@@ -70,21 +80,33 @@ class FieldConfig:
         coerced = {k: _coerce(k, v, hints[k]) for k, v in options.items()}
         config = cls(**coerced)
         config.validate()
+        config.check_size()
         return config
 
     def validate(self) -> None:
-        """Raise `UserError` for impossible values; subclasses extend it."""
+        """Raise `UserError` for impossible or absurd values (`maxima`); subclasses extend it. `from_options`
+        and `replace` then check the parameter count (`check_size`)."""
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if hints[f.name] not in (int, float):
-                continue
-            zero = f.name in self.may_be_zero
-            if not math.isfinite(value) or value < 0 or value == 0 and not zero:
-                raise UserError(f"--{f.name.replace('_', '-')} must be {'non-negative' if zero else 'positive'}, "
-                                f"got {value}")
+            value, flag = getattr(self, f.name), "--" + f.name.replace("_", "-")
+            if hints[f.name] in (int, float):
+                zero = f.name in self.may_be_zero
+                if not math.isfinite(value) or value < 0 or value == 0 and not zero:
+                    raise UserError(f"{flag} must be {'non-negative' if zero else 'positive'}, got {value}")
+                top = self.maxima.get(f.name, LIMITS.width if hints[f.name] is int else None)
+                if top is not None and value > top:
+                    raise UserError(f"{flag} must be at most {_number(top)}, got {_number(value)}")
+            elif typing.get_origin(hints[f.name]) is tuple:
+                _check_sizes(value, flag, self.maxima.get(f.name, LIMITS.samples))
         if self.in_dim > 8:
             raise UserError(f"--in-dim {self.in_dim} is not supported (at most 8 coordinate dimensions)")
+
+    def check_size(self) -> None:
+        """Raise `UserError` when the field would have more than `LIMITS.params` parameters: counted without
+        allocating, and only after `validate` has bounded every option, so the count itself stays quick."""
+        params = self.num_params()
+        if params > LIMITS.params:
+            raise UserError(f"{self.name} with these options has {params:,} parameters (at most {LIMITS.params:,})")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -96,6 +118,7 @@ class FieldConfig:
     def replace(self, **changes) -> FieldConfig:
         config = dataclasses.replace(self, **changes)
         config.validate()
+        config.check_size()
         return config
 
     def adapt(self, shape: tuple[int, ...]) -> FieldConfig:
@@ -128,6 +151,19 @@ class FieldConfig:
             lo, hi = (mid, hi) if count(mid) < target else (lo, mid)
         best = min((lo, hi), key=lambda k: abs(count(k) - target))
         return self.replace(**{knob: best})
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
+def _check_sizes(values: Any, flag: str, top: float) -> None:
+    """Every whole number in a (possibly nested) tuple option is at most `top` (-1 marks a removed cell)."""
+    for value in values:
+        if isinstance(value, tuple):
+            _check_sizes(value, flag, top)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and not -1 <= value <= top:
+            raise UserError(f"{flag} holds {_number(value)}; each number must be between 0 and {_number(top)}")
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:

@@ -8,6 +8,7 @@ import dataclasses
 import torch
 import torch.nn as nn
 
+from fieldlab._validate import LIMITS
 from fieldlab.encodings import HashGridEncoding
 from fieldlab.fields._config import FieldConfig
 from fieldlab.fields._mlp import ReluMLP
@@ -48,6 +49,10 @@ class HashGridConfig(FieldConfig):
     """Activated layers of the MLP."""
 
     size_knob = "table_size"
+    # The table is hashed, so its size is bounded by the parameter count alone; a resolution may reach a
+    # signal's sample count along one axis.
+    maxima = {**FieldConfig.maxima, "num_levels": LIMITS.layers, "table_size": LIMITS.params,
+              "base_resolution": LIMITS.samples, "max_resolution": LIMITS.samples}
     may_be_zero = ("max_resolution",)
     lr = 2e-2
     adam_eps = 1e-15

@@ -31,6 +31,7 @@ import torch.nn as nn
 
 from fieldlab._errors import UserError
 from fieldlab._precision import exact_linear, full
+from fieldlab._validate import LIMITS
 from fieldlab.fields._config import FieldConfig
 from fieldlab.fields._partitioned import (Box, balanced_edges, canonical_edges, cell_boxes, cell_index, grow_edges,
                                           tile_layout, tile_size)
@@ -260,6 +261,7 @@ class LocalGlobalConfig(FieldConfig):
     lr = 1e-3
     size_knob = "hidden_dim"
     resolved = ("span", "edges", "cells")
+    maxima = {**FieldConfig.maxima, "partitions": LIMITS.width}
 
     # -- options ------------------------------------------------------------------------------------
     def validate(self) -> None:

@@ -26,6 +26,7 @@ import torch.nn as nn
 
 from fieldlab._errors import UserError
 from fieldlab._precision import exact_linear, full
+from fieldlab._validate import check_shape
 from fieldlab.fields._config import FieldConfig
 from fieldlab.fields._registry import register_field
 
@@ -282,6 +283,7 @@ class MinerConfig(FieldConfig):
     resolved = ("shape", "blocks")
     trainer: ClassVar[str] = "fieldlab.fit.miner"
     batched: ClassVar[bool] = False
+    maxima = {**FieldConfig.maxima, "scales": MAX_SCALES, "device_budget": float(2**60)}
 
     def resolved_block_size(self) -> int:
         return self.block_size or (16 if self.in_dim >= 3 else 32)
@@ -296,6 +298,8 @@ class MinerConfig(FieldConfig):
             raise UserError(f"--scales must be at most {MAX_SCALES}, got {self.scales}")
         if self.shape and (len(self.shape) != self.in_dim or min(self.shape) < 1):
             raise UserError(f"--shape needs {self.in_dim} positive sizes, got {self.shape}")
+        if self.shape:  # the pyramid has a block per cell of the grid: bounded before any is counted
+            check_shape(self.shape, "--shape")
         if min(self.prune_mse, self.stop_mse) < 0:
             raise UserError("--prune-mse and --stop-mse must be non-negative")
         if self.device_budget < 0:
