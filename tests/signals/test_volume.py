@@ -151,8 +151,8 @@ def test_pickles_are_refused_and_never_run(tmp_path):
 
 @pytest.mark.parametrize("array, message", [
     (np.zeros((0, 4, 4)), "empty"), (np.zeros((4, 4)), "expected a volume"), (np.zeros((2, 2, 2, 2, 2)), "expected"),
-    (np.zeros((2, 3, 4, 5)), r"C≤4\), got \(2, 3, 4, 5\)"), (np.full((2, 2, 2), np.nan), "NaN or infinite"),
-    (np.array([[[0.0, np.inf]]]), "NaN or infinite"), (np.zeros((2, 2, 2), np.complex64), "numbers or booleans"),
+    (np.zeros((2, 3, 4, 5)), r"C≤4\), got \(2, 3, 4, 5\)"), (np.full((2, 2, 2), np.nan), "holds NaN at slice 0"),
+    (np.array([[[0.0, np.inf]]]), "infinite value at slice 0, row 0, column 1"), (np.zeros((2, 2, 2), np.complex64), "numbers or booleans"),
 ])
 def test_bad_volumes_are_user_errors(tmp_path, array, message):
     with pytest.raises(UserError, match=message):
@@ -162,7 +162,7 @@ def test_bad_volumes_are_user_errors(tmp_path, array, message):
 def test_truncated_npy_and_bad_output_suffix(tmp_path):
     data = _save(tmp_path / "v.npy", np.zeros((8, 8, 8))).read_bytes()
     (tmp_path / "cut.npy").write_bytes(data[:300])
-    with pytest.raises(UserError, match="cannot read .*cut.npy as a .npy array"):
+    with pytest.raises(UserError, match="cut.npy is truncated: its header declares 8x8x8"):
         read_volume(tmp_path / "cut.npy")
     signal = volume_signal(np.zeros((2, 2, 2), np.uint8), source="memory")
     with pytest.raises(UserError, match="cannot write a volume as '.raw'"):

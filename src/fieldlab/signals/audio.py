@@ -18,10 +18,12 @@ on the usual full-scale convention, field = raw / 2^(bits-1), so silence is exac
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
 
+from fieldlab import _validate
 from fieldlab._errors import UserError, missing_extra
 from fieldlab.signals._signal import Normalization, Signal, SignalInfo
 
@@ -31,6 +33,8 @@ PCM_BITS = {"PCM_U8": 8, "PCM_S8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}
 """Bits per sample of the integer PCM subtypes, which are read (and written) exactly."""
 FLOAT_NORMALIZATION = Normalization("float32", -1.0, 2.0)
 """field = raw: float audio's full scale is already [-1, 1]."""
+MAX_CHANNELS = 8
+"""7.1 surround is the widest layout players know; a header declaring more is far likelier damaged than real."""
 
 
 def _soundfile():
@@ -54,17 +58,54 @@ def read_audio(path: Path) -> Signal:
         with sf.SoundFile(path) as f:
             bits = PCM_BITS.get(f.subtype)
             dtype = "float32" if bits is None else "int16" if bits <= 16 else "int32"
+            _check_header(path, f.samplerate, f.channels, f.frames, np.dtype(dtype).itemsize)
             raw = f.read(dtype=dtype, always_2d=True)  # (n, c)
+            declared = f.frames
             extra = {"sample_rate": int(f.samplerate), "subtype": f.subtype, "format": f.format}
     except (RuntimeError, OSError) as error:  # soundfile's LibsndfileError is a RuntimeError
         reason = getattr(error, "error_string", "") or str(error) or type(error).__name__
         raise UserError(f"cannot read {path} as audio ({reason.strip().rstrip('.')})") from None
+    if extra["format"] == "WAV":  # libsndfile quietly shrinks a cut WAV's frame count to the bytes it holds
+        declared = max(declared, _wav_declared_frames(path) or 0)
+    if raw.shape[0] < declared:
+        raise UserError(f"{path} is truncated: its header says {declared:,} samples, the file holds {raw.shape[0]:,}")
     if raw.shape[0] == 0:
         raise UserError(f"{path} holds no samples")
-    if bits is None and not np.isfinite(raw).all():
-        raise UserError(f"{path} holds NaN or infinite samples")
+    _validate.require_finite(raw, str(path), axes=("sample", "channel"))
     normalization = FLOAT_NORMALIZATION if bits is None else pcm_normalization(dtype)
     return Signal.from_array(raw, kind="audio", source=str(path), normalization=normalization, extra=extra)
+
+
+def _check_header(path: Path, sample_rate: int, channels: int, frames: int, itemsize: int) -> None:
+    """Refuse a header whose rate, channels or length make no sense, before its samples are read."""
+    if sample_rate <= 0:
+        raise UserError(f"{path} declares a sample rate of {sample_rate} Hz; audio needs a positive rate")
+    if not 0 < channels <= MAX_CHANNELS:
+        raise UserError(f"{path} declares {channels} channels; fieldlab reads 1 to {MAX_CHANNELS}")
+    if frames * channels > _validate.LIMITS.samples:
+        raise UserError(f"{path} declares {frames:,} samples of {channels} channels, more than the limit of "
+                        f"{_validate.LIMITS.samples:,} values")
+    _validate.check_memory(frames * channels * itemsize, f"the {frames:,} samples of {path}")
+
+
+def _wav_declared_frames(path: Path) -> int | None:
+    """The frame count a RIFF WAV's data chunk declares (None where it does not say: a streamed WAV, RF64)."""
+    with open(path, "rb") as f:
+        if f.read(4) != b"RIFF" or len(f.read(4)) != 4 or f.read(4) != b"WAVE":
+            return None
+        frame_bytes = None
+        while len(head := f.read(8)) == 8:
+            chunk, size = head[:4], struct.unpack("<I", head[4:])[0]
+            if chunk == b"fmt " and size >= 14:
+                frame_bytes = struct.unpack("<H", f.read(14)[12:14])[0]  # the fmt chunk's block align
+                f.seek(size - 14 + size % 2, 1)
+            elif chunk == b"data":
+                if not frame_bytes or size in (0, 0xFFFFFFFF):  # writers that never went back to fill it in
+                    return None
+                return size // frame_bytes
+            else:
+                f.seek(size + size % 2, 1)  # RIFF pads chunks to even sizes
+    return None
 
 
 def _output_subtype(sf, file_format: str, source_subtype: str) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fieldlab import _validate
 from fieldlab._errors import UserError, missing_extra
 from fieldlab.signals._signal import Normalization, Signal, SignalInfo
 
@@ -38,27 +39,23 @@ def volume_signal(raw: np.ndarray, *, source: str) -> Signal:
         raise UserError(f"{source}: expected a volume of shape (D, H, W) or (D, H, W, C≤4), got {raw.shape}")
     if raw.size == 0:
         raise UserError(f"{source}: the volume is empty, of shape {raw.shape}")
-    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
-        raise UserError(f"{source}: the volume holds NaN or infinite values")
+    _validate.require_finite(raw, source, axes=("slice", "row", "column", "channel"))
     extra = {"channel_axis": raw.ndim == 4}  # so a (D, H, W) volume is written back without one
     return Signal.from_array(raw if raw.ndim == 4 else raw[..., None], kind="volume", source=source,
                              normalization=_normalization(raw), extra=extra)
 
 
 def read_volume(path: Path) -> Signal:
-    """A volume from a `.npy` array (D, H, W) or (D, H, W, C≤4), loaded without pickle."""
+    """A volume from a `.npy` array (D, H, W) or (D, H, W, C≤4), loaded without pickle. The header's shape
+    is checked against the limits and the file's size first, so a crafted or cut file allocates nothing."""
     with open(path, "rb") as f:
-        magic = f.read(6)
-    if magic != b"\x93NUMPY":  # np.load would take a zip (.npz) too, and call anything else a pickle
-        raise UserError(f"{path} is not a .npy array; save one with np.save (fieldlab never loads pickles)")
+        if f.read(6) != b"\x93NUMPY":  # np.load would take a zip (.npz) too, and call anything else a pickle
+            raise UserError(f"{path} is not a .npy array; save one with np.save (fieldlab never loads pickles)")
+        f.seek(0)
+        _validate.npy_header(f, str(path), path.stat().st_size)
     try:
         raw = np.load(path, allow_pickle=False)
-    except ValueError as error:
-        if "allow_pickle" in str(error):  # an array of Python objects, stored as a pickle
-            raise UserError(f"{path} holds Python objects, which fieldlab never unpickles; "
-                            "save a numeric array") from None
-        raise UserError(f"cannot read {path} as a .npy array ({error})") from None
-    except (OSError, EOFError) as error:
+    except (ValueError, OSError, EOFError) as error:
         raise UserError(f"cannot read {path} as a .npy array ({error or type(error).__name__})") from None
     return volume_signal(raw, source=str(path))
 
