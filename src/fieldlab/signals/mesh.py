@@ -19,6 +19,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
+from fieldlab import _validate
 from fieldlab._errors import UserError, missing_extra
 from fieldlab.signals._signal import Normalization, SignalInfo
 
@@ -57,8 +58,7 @@ class Mesh:
             raise UserError(f"{name} has no faces (a point cloud or an empty file cannot be fitted as a shape)")
         if not np.issubdtype(faces.dtype, np.integer) or faces.min() < 0 or faces.max() >= len(vertices):
             raise UserError(f"{name} has faces that point at vertices it does not have")
-        if not np.isfinite(vertices).all():
-            raise UserError(f"{name} has vertices that are not finite numbers")
+        _validate.require_finite(vertices, f"{name}'s vertex list", axes=("vertex", "coordinate"))
         low, high = vertices.min(axis=0), vertices.max(axis=0)
         extent = float((high - low).max())
         if extent <= 0 or _total_area(vertices, faces) <= 0:
@@ -115,7 +115,8 @@ def read_mesh(path: Path) -> Mesh:
     if path.suffix.lower() not in MESH_SUFFIXES:
         raise UserError(f"unsupported mesh type {path.suffix or '(none)'!r} for {path}; meshes: {', '.join(MESH_SUFFIXES)}")
     try:
-        loaded = trimesh.load(path, file_type=path.suffix.lower().lstrip("."))
+        # Unprocessed: processing drops non-finite vertices with their faces, hiding a damaged file.
+        loaded = trimesh.load(path, file_type=path.suffix.lower().lstrip("."), process=False)
     except Exception as error:  # trimesh raises many types for a bad file; all mean the same to a user
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if isinstance(error, ImportError):  # an optional text-encoding guesser trimesh tries on binary junk
@@ -126,6 +127,8 @@ def read_mesh(path: Path) -> Mesh:
         loaded = trimesh.util.concatenate(parts) if parts else None
     if not isinstance(loaded, trimesh.Trimesh):
         raise UserError(f"{path} has no faces (a point cloud or an empty file cannot be fitted as a shape)")
+    Mesh.from_arrays(loaded.vertices, loaded.faces, source=str(path))  # refuses what processing would hide
+    loaded.process()  # merges duplicate vertices, as loading does by default
     return Mesh.from_arrays(loaded.vertices, loaded.faces, source=str(path))
 
 
