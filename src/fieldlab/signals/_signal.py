@@ -82,7 +82,12 @@ class SignalInfo:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SignalInfo:
+    def from_dict(cls, data: dict[str, Any], where: object = "the signal's description") -> SignalInfo:
+        """The info `to_dict` wrote; a damaged or crafted one (a wrong type, kind, shape, dtype, a missing
+        sample rate) is a UserError naming `where`."""
+        from fieldlab.signals._info_schema import check_info
+
+        check_info(data, where)
         return cls(
             kind=data["kind"], shape=tuple(data["shape"]), channels=int(data["channels"]),
             normalization=Normalization(**data["normalization"]),

@@ -96,7 +96,11 @@ def write_field(folder: Path, module: nn.Module, config: FieldConfig, signal: Si
     """Write weights, field.json and metrics.json into `folder` (which must exist)."""
     from safetensors.torch import save_file
 
+    from fieldlab._validate import require_finite
+
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    for name, tensor in state.items():  # the backstop behind every trainer's own check: NaN is never stored
+        require_finite(tensor, f"the fitted field's weight {name}")
     save_file(state, folder / "field.safetensors", metadata={"format": FORMAT})
     description = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -112,18 +116,16 @@ def load_field(path: str | Path, device: str | torch.device = "cpu") -> StoredFi
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from fieldlab._validate import check_memory, require_finite
+    from fieldlab.store._schema import read_description, read_metrics
+
     path = Path(path)
     description_path = path / "field.json"
     if not description_path.is_file():
         raise UserError(f"{path} is not a field folder (no field.json)")
-    try:
-        description = json.loads(description_path.read_text())
-        if description.get("format") != FORMAT:
-            raise UserError(f"{description_path} is not a fieldlab field (format {description.get('format')!r})")
-        config = get_config_class(description["field"]["name"]).from_dict(description["field"]["config"])
-        signal = SignalInfo.from_dict(description["signal"])
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise UserError(f"{description_path} is damaged ({type(error).__name__}: {error})") from None
+    config, signal = read_description(description_path, FORMAT, FORMAT_VERSION)
+    # The module, and the weights read beside it, in fp32: said in one line rather than swapped or killed.
+    check_memory(8 * config.num_params(), f"the {config.name} field in {path}")
     module = config.build()
     try:
         state = load_file(path / "field.safetensors", device=str(device))
@@ -133,6 +135,7 @@ def load_field(path: str | Path, device: str | torch.device = "cpu") -> StoredFi
         module.load_state_dict(state)
     except RuntimeError as error:
         raise UserError(f"the weights in {path} do not match field.json ({str(error).splitlines()[0]})") from None
-    metrics_path = path / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    for name, tensor in state.items():  # a NaN weight renders NaN everywhere: refused where it is
+        require_finite(tensor, f"the weight {name} in {path / 'field.safetensors'}")
+    metrics = read_metrics(path / "metrics.json")
     return StoredField(module.to(device).eval(), config, signal, metrics, path)

@@ -1,0 +1,49 @@
+"""What a field DIR's JSON must hold before anything is rebuilt from it: field.json's schema (format,
+architecture and config within `LIMITS`, the signal's info, dims that agree) and metrics.json's.
+
+A damaged, foreign or crafted file is one UserError naming it, never a traceback or a module built from
+sizes nobody checked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fieldlab._errors import UserError
+from fieldlab._validate import bounded_int, check_keys, read_json
+from fieldlab.fields import FieldConfig, get_config_class
+from fieldlab.signals import SignalInfo
+
+
+def read_description(path: Path, format: str, version: int) -> tuple[FieldConfig, SignalInfo]:
+    """The config and signal info in `path` (a field.json of `format`, at most `version`)."""
+    data = read_json(path)
+    check_keys(data, {"format": str, "field": dict, "signal": dict}, path, optional={"format_version": int})
+    if data["format"] != format:
+        raise UserError(f"{path} is not a fieldlab field (format {data['format']!r})")
+    if bounded_int(data.get("format_version", 1), "format_version", 1, where=path) > version:
+        raise UserError(f"{path} was written by a newer fieldlab (format version {data['format_version']}); "
+                        "upgrade fieldlab to read it")
+    field = check_keys(data["field"], {"name": str, "config": dict}, path)
+    try:
+        config = get_config_class(field["name"]).from_dict(field["config"])
+    except UserError as error:  # the config's own sentence names the option; this names the file
+        raise UserError(f"{path}: {error}") from None
+    signal = SignalInfo.from_dict(data["signal"], path)
+    if (config.in_dim, config.out_dim) != (signal.in_dim, signal.channels):
+        raise UserError(f"{path}: the field maps {config.in_dim} coordinates to {config.out_dim} channels, but its "
+                        f"signal has {signal.in_dim} axes and {signal.channels} channels")
+    return config, signal
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """metrics.json as a mapping of names to numbers, words, flags or lists of them (empty when there is
+    none)."""
+    if not path.is_file():
+        return {}
+    metrics = read_json(path)
+    for key, value in metrics.items():
+        if isinstance(value, dict) or isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+            raise UserError(f"{path}: the metric {key!r} must be a number, a word or a list of them")
+    return metrics
