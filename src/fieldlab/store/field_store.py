@@ -13,6 +13,7 @@ Layout (a zarr v3 group; every per-field array has N rows cut into chunks of `ch
     STORE/source_index       int64 (N,)           the item of the source this row was fitted to
     STORE/psnr, STORE/steps  float32, int32 (N,)  per-field quality and the steps it took
     STORE/done               bool (N,)            the completion mask
+    STORE/checksums          uint64 (chunks, A)   per chunk, crc32 of each array's rows (see store._integrity)
 
 Writer (one process, or one per torchrun rank writing disjoint chunks)::
 
@@ -28,7 +29,9 @@ file atomically (temporary file + rename), so a process killed at any point leav
 or one whose mask is unset, which `--resume` fits again: at most the chunk in flight is lost, and a
 reader never sees a zero row that was not fitted (`FieldStore.rows()` lists completed rows only).
 `create` builds the store under a temporary name and renames it, so a store either has its full schema or
-does not exist.
+does not exist. Between a chunk's arrays and its mask, `write_chunk` records their checksums; every read
+checks the chunks it touches (`store info --verify` all of them) and `--resume` refits a complete chunk
+whose values no longer match (`fieldlab.store._integrity`). Non-finite parameters are never written.
 
 Reader::
 
@@ -53,9 +56,12 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from fieldlab import _validate as v
 from fieldlab._errors import UserError, missing_extra
-from fieldlab.fields import FieldConfig, FieldStack, get_config_class
+from fieldlab.fields import FieldConfig, FieldStack
 from fieldlab.signals import SignalInfo
+from fieldlab.store._integrity import (CHECKSUM, UNREADABLE, checked_attrs, checked_config, checked_signal,
+                                       checksum, chunk_file, damage, read_records)
 from fieldlab.store.field_dir import check_out_dir
 
 FORMAT = "fieldlab.fieldstore"
@@ -87,7 +93,7 @@ def _open_group(path: Path, mode: str):
         raise UserError(f"{path} is not a field store ({type(error).__name__})") from None
     if group.attrs.get("format") != FORMAT:
         raise UserError(f"{path} is not a fieldlab field store (format {group.attrs.get('format')!r})")
-    if int(group.attrs.get("format_version", 0)) > FORMAT_VERSION:
+    if v.bounded_int(group.attrs.get("format_version", 0), "format_version", 0, where=path) > FORMAT_VERSION:
         raise UserError(f"{path} was written by a newer fieldlab (format {group.attrs.get('format_version')})")
     return group
 
@@ -98,7 +104,7 @@ class FieldStoreWriter:
     def __init__(self, path: Path, group):
         self.path = Path(path)
         self.group = group
-        self.attrs = dict(group.attrs)
+        self.attrs = checked_attrs(group, self.path, list(ROW_ARRAYS))
         self.num_fields = int(self.attrs["num_fields"])
         self.chunk_fields = int(self.attrs["chunk_fields"])
         self.per_field = {k: tuple(v) for k, v in self.attrs["per_field"].items()}
@@ -126,12 +132,17 @@ class FieldStoreWriter:
             for name, (dtype, fill) in ROW_ARRAYS.items():
                 group.full(name=name, shape=(num_fields,), chunks=(chunk_fields,), dtype=dtype, fill_value=fill)
             group.full(name="done", shape=(num_fields,), chunks=(chunk_fields,), dtype="bool", fill_value=False)
+            summed = [f"params/{name}" for name in per_field] + list(ROW_ARRAYS)
+            group.full(name="checksums", shape=(math.ceil(num_fields / chunk_fields), len(summed)),
+                       chunks=(1, len(summed)), dtype="uint64", fill_value=0)  # one chunk file per store chunk
             group.attrs.update({
                 "format": FORMAT, "format_version": FORMAT_VERSION,
                 "field": {"name": config.name, "config": config.to_dict()}, "signal": signal.to_dict(),
                 "num_fields": int(num_fields), "chunk_fields": int(chunk_fields),
                 "per_field": {k: list(v) for k, v in per_field.items()}, "shared": sorted(shared or {}),
                 "label_names": list(label_names), "split_names": list(split_names), "versions": _versions(),
+                "checksums": {"algorithm": CHECKSUM, "arrays": summed,
+                              "shared": {k: checksum(t.detach().cpu().float().numpy()) for k, t in (shared or {}).items()}},
                 **(attrs or {}),
             })
             if path.exists():
@@ -164,9 +175,10 @@ class FieldStoreWriter:
         return range(chunk * self.chunk_fields, min((chunk + 1) * self.chunk_fields, self.num_fields))
 
     def pending_chunks(self) -> list[int]:
-        """Chunks not yet complete, in order."""
+        """Chunks not yet complete, in order; a complete one whose values fail their checksum is fitted again."""
         done = _read_done(self.group, self.num_fields, self.chunk_fields)
-        return [c for c in range(self.num_chunks) if not done[self.chunk_rows(c).start:self.chunk_rows(c).stop].all()]
+        pending = [c for c in range(self.num_chunks) if not done[self.chunk_rows(c).start:self.chunk_rows(c).stop].all()]
+        return sorted(set(pending) | set(FieldStore(self.path).damaged_chunks()))
 
     def write_shared(self, shared: dict[str, torch.Tensor]) -> None:
         """(Re)write the shared tensors (one process only, before any chunk that depends on them)."""
@@ -176,6 +188,11 @@ class FieldStoreWriter:
                 _shared_array(self.group, name, array.shape)
             self.group[f"shared/{name}"][...] = array
         self.group.attrs["shared"] = sorted(set(self.group.attrs.get("shared", [])) | set(shared))
+        if "checksums" in self.attrs:
+            sums = dict(self.group.attrs["checksums"])
+            sums["shared"] = {**sums.get("shared", {}),
+                              **{k: checksum(t.detach().cpu().float().numpy()) for k, t in shared.items()}}
+            self.group.attrs["checksums"] = sums
 
     def write_chunk(self, chunk: int, *, params: dict[str, torch.Tensor], psnr, labels=None, split=None,
                     augment=None, source_index=None, steps=None) -> None:
@@ -184,19 +201,40 @@ class FieldStoreWriter:
         n = len(rows)
         if set(params) != set(self.per_field):
             raise ValueError(f"chunk {chunk} has tensors {sorted(params)}, the store holds {sorted(self.per_field)}")
+        arrays = {}
         for name, tensor in params.items():
             array = tensor.detach().cpu().float().numpy()
             if array.shape != (n, *self.per_field[name]):
                 raise ValueError(f"{name}: expected {(n, *self.per_field[name])}, got {array.shape}")
-            self.group[f"params/{name}"][rows.start:rows.stop] = array
+            arrays[f"params/{name}"] = array
+        self._refuse_non_finite(chunk, rows, arrays)
         given = {"labels": labels, "split": split, "augment": augment, "source_index": source_index,
                  "psnr": psnr, "steps": steps}
+        kept = {name for name, values in given.items() if values is None}
         for name, values in given.items():
-            if values is not None:
-                dtype = ROW_ARRAYS[name][0]
-                values = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values).astype(dtype)
-                self.group[name][rows.start:rows.stop] = values.reshape(n)
+            dtype, fill = ROW_ARRAYS[name]
+            if values is None:  # left as the fill value, which is what a read returns (and what is summed)
+                values = np.full(n, fill, dtype=dtype)
+            values = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values).astype(dtype)
+            arrays[name] = values.reshape(n)
+        for name, array in arrays.items():
+            if name not in kept:
+                self.group[name][rows.start:rows.stop] = array
+        if "checksums" in self.attrs:  # before the mask: a done chunk always has its record
+            summed = self.attrs["checksums"]["arrays"]
+            self.group["checksums"][chunk] = np.array([checksum(arrays[name]) for name in summed], dtype=np.uint64)
         self.group["done"][rows.start:rows.stop] = np.ones(n, dtype=bool)  # last: marks the chunk complete
+
+    def _refuse_non_finite(self, chunk: int, rows: range, arrays: dict[str, np.ndarray]) -> None:
+        """A store holds finite fields only: a NaN field would be read, trained on and counted complete."""
+        bad = np.zeros(len(rows), dtype=bool)
+        for array in arrays.values():
+            bad |= ~np.isfinite(array.reshape(len(rows), -1)).all(axis=1)
+        if bad.any():
+            ids = [rows.start + int(i) for i in np.flatnonzero(bad)]
+            listed = ", ".join(map(str, ids[:8])) + (", …" if len(ids) > 8 else "")
+            raise UserError(f"{self.path}: the fitted fields of rows {listed} ({len(ids)} of chunk {chunk}) have "
+                            "non-finite parameters; nothing of the chunk was written")
 
 
 def _first_difference(a: Any, b: Any, where: str) -> tuple[str, Any, Any]:
@@ -245,18 +283,18 @@ class FieldStore:
         if not self.path.is_dir():
             raise UserError(f"no field store at {path}")
         self.group = _open_group(self.path, "r")
-        self.attrs = dict(self.group.attrs)
-        try:
-            self.config = get_config_class(self.attrs["field"]["name"]).from_dict(self.attrs["field"]["config"])
-            self.signal = SignalInfo.from_dict(self.attrs["signal"])
-            self.num_fields = int(self.attrs["num_fields"])
-            self.chunk_fields = int(self.attrs["chunk_fields"])
-            self.per_field = {k: tuple(v) for k, v in self.attrs["per_field"].items()}
-        except (KeyError, TypeError) as error:
-            raise UserError(f"{path} is a damaged field store ({type(error).__name__}: {error})") from None
+        self.attrs = checked_attrs(self.group, self.path, list(ROW_ARRAYS))
+        self.config = checked_config(self.attrs, self.path)
+        self.signal = checked_signal(self.attrs, self.path)
+        self.num_fields = int(self.attrs["num_fields"])
+        self.chunk_fields = int(self.attrs["chunk_fields"])
+        self.per_field = {k: tuple(v) for k, v in self.attrs["per_field"].items()}
+        self.num_chunks = math.ceil(self.num_fields / self.chunk_fields)
         self.label_names: list[str] = list(self.attrs.get("label_names", []))
         self.split_names: list[str] = list(self.attrs.get("split_names", ["train"]))
         self.done = _read_done(self.group, self.num_fields, self.chunk_fields)
+        self._records: np.ndarray | None = None
+        self._checked_columns: set[str] = set()
 
     def require_complete(self) -> None:
         """Refuse a store that an interrupted `fit-dataset` left with rows unfitted: learning from the rows
@@ -267,8 +305,19 @@ class FieldStore:
                             "are fitted; finish it with the same fit-dataset command and --resume")
 
     def column(self, name: str) -> np.ndarray:
-        """A whole row array (labels, split, augment, source_index, psnr, steps) of all N rows."""
-        return np.asarray(self.group[name][:])
+        """A whole row array (labels, split, augment, source_index, psnr, steps) of all N rows, checked."""
+        try:
+            values = np.asarray(self.group[name][:])
+        except Exception:  # a chunk that zarr cannot decode: read chunk by chunk to name it
+            return np.concatenate([self._chunk(name, chunk) for chunk in range(self.num_chunks)])
+        if name not in self._checked_columns:
+            for chunk in range(self.num_chunks):
+                rows = self._chunk_rows(chunk)
+                problem = self._mismatch(name, chunk, values[rows.start:rows.stop])
+                if problem:
+                    raise damage(self.path, name, chunk, problem)
+            self._checked_columns.add(name)
+        return values
 
     def rows(self, split: str | None = None) -> np.ndarray:
         """Ids of the completed rows (of one split), ascending."""
@@ -280,21 +329,96 @@ class FieldStore:
         return np.flatnonzero(mask)
 
     def read(self, rows: Sequence[int] | np.ndarray | slice) -> dict[str, torch.Tensor]:
-        """Per-field tensors of `rows`: {name: (len(rows), *shape)}; contiguous rows are one slice read."""
+        """Per-field tensors of `rows`: {name: (len(rows), *shape)}, read a whole chunk at a time (as zarr
+        decodes them) so that every chunk touched is checked against its checksum."""
         if isinstance(rows, slice):
-            return {name: torch.from_numpy(np.asarray(self.group[f"params/{name}"][rows])) for name in self.per_field}
+            span = range(self.num_fields)[rows]
+            rows = np.arange(span.start, span.stop, span.step, dtype=np.int64)
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if len(rows) and (rows.min() < 0 or rows.max() >= self.num_fields):
             raise IndexError(f"rows {rows[(rows < 0) | (rows >= self.num_fields)][:5].tolist()} are outside "
                              f"{self.path}'s {self.num_fields} fields")
-        if len(rows) and np.all(np.diff(rows) == 1):
-            return self.read(slice(int(rows[0]), int(rows[-1]) + 1))
-        return {name: torch.from_numpy(np.asarray(self.group[f"params/{name}"].get_orthogonal_selection(rows)))
-                for name in self.per_field}
+        out = {name: np.empty((len(rows), *shape), dtype=np.float32) for name, shape in self.per_field.items()}
+        chunk_of = rows // self.chunk_fields
+        for chunk in np.unique(chunk_of):
+            at = np.flatnonzero(chunk_of == chunk)
+            for name in out:
+                out[name][at] = self._chunk(f"params/{name}", int(chunk))[rows[at] - chunk * self.chunk_fields]
+        return {name: torch.from_numpy(values) for name, values in out.items()}
 
     def shared(self) -> dict[str, torch.Tensor]:
-        return {name: torch.from_numpy(np.asarray(self.group[f"shared/{name}"][...]))
-                for name in self.attrs.get("shared", [])}
+        sums = self.attrs.get("checksums", {}).get("shared", {})
+        out = {}
+        for name in self.attrs.get("shared", []):
+            try:
+                values = np.asarray(self.group[f"shared/{name}"][...])
+            except Exception as error:  # zarr and numcodecs raise many kinds of error on a garbage chunk
+                raise self._shared_damage(name, f"unreadable: {type(error).__name__}") from None
+            if name in sums and sums[name] != checksum(values):
+                raise self._shared_damage(name, "checksum mismatch")
+            out[name] = torch.from_numpy(values)
+        return out
+
+    def _shared_damage(self, name: str, reason: str) -> UserError:
+        return UserError(f"{self.path}: the shared tensor {name} is damaged ({reason}); every field depends on it: "
+                         "fit the store again")
+
+    # -- integrity ------------------------------------------------------------------------------------
+    def _chunk_rows(self, chunk: int) -> range:
+        return range(chunk * self.chunk_fields, min((chunk + 1) * self.chunk_fields, self.num_fields))
+
+    def _chunk(self, name: str, chunk: int) -> np.ndarray:
+        """Array `name`'s rows of `chunk`, decoded and checked (the read boundary: one line, never a traceback)."""
+        rows = self._chunk_rows(chunk)
+        try:
+            values = np.asarray(self.group[name][rows.start:rows.stop])
+        except Exception as error:  # zarr and numcodecs raise many kinds of error on a garbage chunk
+            raise damage(self.path, name, chunk, f"unreadable: {type(error).__name__}") from None
+        problem = self._mismatch(name, chunk, values)
+        if problem:
+            raise damage(self.path, name, chunk, problem)
+        return values
+
+    def _mismatch(self, name: str, chunk: int, values: np.ndarray) -> str | None:
+        """Why the values of a complete chunk differ from its record (None: they match, or nothing is recorded
+        because the chunk is incomplete or the store predates checksums)."""
+        rows = self._chunk_rows(chunk)
+        if "checksums" not in self.attrs or not self.done[rows.start:rows.stop].all():
+            return None
+        if self._records is None:
+            self._records = read_records(self.group, self.num_chunks)
+        recorded = int(self._records[chunk, self.attrs["checksums"]["arrays"].index(name)])
+        if recorded == 0:
+            return "no checksum was recorded"
+        if recorded == UNREADABLE:
+            return "its checksum record is unreadable"
+        if recorded == checksum(values):
+            return None
+        file = chunk_file(self.path, self.group, name, chunk)  # a deleted chunk file reads back as zeros
+        return "missing" if file is not None and not file.exists() else "checksum mismatch"
+
+    def problems(self) -> list[tuple[int, str]]:
+        """(chunk, one line) for every chunk of every array that cannot be decoded or fails its checksum."""
+        found = []
+        names = [f"params/{name}" for name in self.per_field] + list(ROW_ARRAYS)
+        for chunk in range(self.num_chunks):
+            rows = self._chunk_rows(chunk)
+            try:
+                self.group["done"][rows.start:rows.stop]
+            except Exception as error:
+                found.append((chunk, f"{self.path}: chunk {chunk} of done is damaged (unreadable: "
+                                     f"{type(error).__name__}), so its fields count as not fitted; run fit-dataset "
+                                     "with --resume to refit it"))
+            for name in names:
+                try:
+                    self._chunk(name, chunk)
+                except UserError as error:
+                    found.append((chunk, str(error)))
+        return found
+
+    def damaged_chunks(self) -> list[int]:
+        """Chunks that `--resume` must fit again although their mask says done."""
+        return sorted({chunk for chunk, _ in self.problems()})
 
     def stack(self, rows, device: str | torch.device = "cpu") -> FieldStack:
         """Fields `rows` as a `FieldStack` (shared tensors held once)."""
@@ -318,6 +442,7 @@ class FieldStore:
         labels = self.column("labels")[done]
         split = self.column("split")[done]
         finite = psnr[np.isfinite(psnr)]
+        nan_psnr = int(np.isnan(psnr).sum())  # a diverged fit in a store written before write_chunk refused them
         stats = {k: round(float(f(finite)), 3) for k, f in
                  (("mean", np.mean), ("min", np.min), ("median", np.median), ("max", np.max))} if len(finite) else {}
         return {
@@ -332,6 +457,7 @@ class FieldStore:
             "psnr": stats, "signal": self.attrs["signal"], "source": self.attrs.get("source", {}),
             "fit": self.attrs.get("fit", {}), "meta": self.attrs.get("meta", {}), "label_names": self.label_names,
             "seed": self.attrs.get("seed"), "versions": self.attrs.get("versions", {}),
+            "nan_psnr": nan_psnr, "checksums": CHECKSUM if "checksums" in self.attrs else None,
         }
 
 
