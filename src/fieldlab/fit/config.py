@@ -6,7 +6,12 @@ import dataclasses
 import numbers
 from typing import Literal
 
+from fieldlab import _validate as v
 from fieldlab._errors import UserError
+
+MAX_STEPS = 10**8
+MAX_SECONDS = 10**8
+"""Over three years of fitting: a larger --max-seconds is a typo, not a plan."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,34 +52,27 @@ class FitConfig:
     """Points per chunk when evaluating the whole signal."""
 
     def validate(self) -> None:
-        def bad(flag: str, why: str):
-            raise UserError(f"{flag} {why}")
-
+        """Every option typed and within a range that a fit can use: one UserError naming the flag."""
         for name in ("steps", "warmup", "batch_size", "seed", "log_every", "eval_chunk"):
-            value = getattr(self, name)
+            value = getattr(self, name)  # 2.0 steps is a typo that range() would fail on later
             if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-                bad(f"--{name.replace('_', '-')}", f"must be a whole number, got {value!r}")
-        if self.steps <= 0 or self.steps > 10**8:
-            bad("--steps", f"must be between 1 and 100000000, got {self.steps}")
-        if self.lr is not None and not (0 < self.lr < 10):
-            bad("--lr", f"must be in (0, 10), got {self.lr}")
-        if not (0 < self.lr_final <= 1):
-            bad("--lr-final", f"must be in (0, 1], got {self.lr_final}")
-        if self.warmup < 0:
-            bad("--warmup", f"must be non-negative, got {self.warmup}")
-        if not (0 <= self.sample_fraction <= 1):
-            bad("--sample-fraction", f"must be in [0, 1], got {self.sample_fraction}")
+                raise UserError(f"--{name.replace('_', '-')} must be a whole number, got {value!r}")
+        v.bounded_int(self.steps, "--steps", 1, MAX_STEPS)
+        v.bounded_int(self.warmup, "--warmup", 0, MAX_STEPS)
+        v.bounded_int(self.batch_size, "--batch-size", 0, v.LIMITS.samples)
+        v.bounded_int(self.seed, "--seed", 0, v.LIMITS.seed)
+        v.bounded_int(self.log_every, "--log-every", 1, MAX_STEPS)
+        v.bounded_int(self.eval_chunk, "--eval-chunk", 1, 2**31)
+        if self.lr is not None and not 0 < v.bounded_float(self.lr, "--lr", 0, 10) < 10:
+            raise UserError(f"--lr must be in (0, 10), got {self.lr}")
+        if not 0 < v.bounded_float(self.lr_final, "--lr-final", 0, 1):
+            raise UserError(f"--lr-final must be in (0, 1], got {self.lr_final}")
+        v.bounded_float(self.sample_fraction, "--sample-fraction", 0, 1)
         if self.batch_size and self.sample_fraction:
-            bad("--batch-size", "and --sample-fraction choose the same thing: give one")
-        if self.batch_size < 0:
-            bad("--batch-size", f"must be non-negative, got {self.batch_size}")
-        if self.max_seconds < 0:
-            bad("--max-seconds", f"must be non-negative, got {self.max_seconds}")
-        if not (0 <= self.target_psnr <= 200):
-            bad("--target-psnr", f"must be between 0 and 200 dB, got {self.target_psnr}")
-        if self.log_every <= 0 or self.eval_chunk <= 0:
-            bad("--log-every", "and --eval-chunk must be positive")
+            raise UserError("--batch-size and --sample-fraction choose the same thing: give one")
+        v.bounded_float(self.max_seconds, "--max-seconds", 0, MAX_SECONDS)
+        v.bounded_float(self.target_psnr, "--target-psnr", 0, 200)
         if self.precision not in ("fp32", "tf32", "bf16"):
-            bad("--precision", f"must be fp32, tf32 or bf16, got {self.precision!r}")
+            raise UserError(f"--precision must be fp32, tf32 or bf16, got {self.precision!r}")
         if self.kernel not in ("auto", "fused", "reference"):
-            bad("--kernel", f"must be auto, fused or reference, got {self.kernel!r}")
+            raise UserError(f"--kernel must be auto, fused or reference, got {self.kernel!r}")
