@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -50,21 +49,26 @@ def parse_extra(words: list[str]) -> dict[str, str]:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """Options from a JSON (or TOML) file whose keys are option names (dashes or underscores)."""
+    """Options from a JSON (or TOML) file whose keys are option names (dashes or underscores); a binary,
+    damaged or oversized file is one UserError naming it."""
+    from fieldlab._validate import LIMITS, read_json
+
     if not path.is_file():
         raise UserError(f"no such config file: {path}")
-    text = path.read_text()
-    try:
-        if path.suffix == ".toml":
-            import tomllib
+    if path.suffix != ".toml":
+        data = read_json(path, f"config file {path}")
+    else:
+        import tomllib
 
-            data = tomllib.loads(text)
-        else:
-            data = json.loads(text)
-    except Exception as error:
-        raise UserError(f"cannot parse config file {path} ({type(error).__name__}: {error})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a mapping of option names to values")
+        if path.stat().st_size > LIMITS.json_bytes:
+            raise UserError(f"config file {path} is too large to be a fieldlab config")
+        try:
+            data = tomllib.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError:
+            raise UserError(f"config file {path} is damaged: not UTF-8 text") from None
+        except (tomllib.TOMLDecodeError, RecursionError) as error:
+            raise UserError(f"config file {path} is damaged: not valid TOML ({' '.join(str(error).split())[:120]})") \
+                from None
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 

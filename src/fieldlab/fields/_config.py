@@ -132,6 +132,14 @@ class FieldConfig:
             module = self.build()
         return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
+    def fit_bytes(self, points: int) -> int:
+        """About the memory a fit of this field needs with `points` points per step, counted without
+        allocating: fp32 weights, gradients and Adam's two moments, and per point and layer the activations
+        autograd keeps (pre-activation, activation, its gradient) at the field's widest hidden size."""
+        width = max([self.out_dim] + [getattr(self, k) for k in ("hidden_dim", "global_dim")
+                                      if isinstance(getattr(self, k, None), int)])
+        return 16 * self.num_params() + 12 * points * width * getattr(self, "num_layers", 1)
+
     def with_params(self, target: int) -> FieldConfig:
         """The config whose size knob gives the parameter count closest to `target`."""
         if target <= 0:
@@ -150,6 +158,7 @@ class FieldConfig:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if count(mid) < target else (lo, mid)
         best = min((lo, hi), key=lambda k: abs(count(k) - target))
+        best = lo if count(best) > LIMITS.params else best  # the closest may be just past the limit
         return self.replace(**{knob: best})
 
 

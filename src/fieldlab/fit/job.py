@@ -11,15 +11,17 @@ from typing import Any
 
 from fieldlab import _json
 from fieldlab._errors import UserError
+from fieldlab._validate import LIMITS, bounded_int, check_memory
 from fieldlab.fields import FieldConfig, get_config_class
 from fieldlab.fields._config import _coerce
 from fieldlab.fit.config import FitConfig
+from fieldlab.fit._fused_single import points_per_step
 from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device
 from fieldlab.signals import DIMS, kind_of, load_signal, parse_span, reconstruction_name, write_signal
 from fieldlab.store import FieldDirWriter, check_out_dir, write_field
 
 log = logging.getLogger("fieldlab")
-MAX_PARAMS = 10**9
+MAX_PARAMS = LIMITS.params
 DERIVED = ("in_dim", "out_dim")
 
 
@@ -69,8 +71,7 @@ def resolve_field_config(name: str, options: dict[str, Any], *, kind: str, in_di
     config = get_config_class(name).from_options(
         {"in_dim": in_dim, "out_dim": out_dim, **defaults, **options}).adapt(shape)
     if params is not None:
-        if params > MAX_PARAMS:
-            raise UserError(f"--params {params} is absurd (at most {MAX_PARAMS})")
+        params = bounded_int(params, "--params", 1, MAX_PARAMS)  # checked, never allocated
         sized = config.with_params(params)
         if sized.num_params() > 2 * params:  # the knob at its least is still far above the budget
             raise UserError(f"--params {params:,} is below the smallest {name} field with these options "
@@ -91,6 +92,22 @@ def resolve_field_config(name: str, options: dict[str, Any], *, kind: str, in_di
     if config.num_params() > MAX_PARAMS:
         raise UserError(f"these options give {config.num_params():,} parameters (at most {MAX_PARAMS:,})")
     return config
+
+
+def check_fit_memory(config: FieldConfig, points: int, device: str) -> None:
+    """One line, before the field is built, when fitting it with `points` points per step would need more
+    memory than the device (CUDA) or the machine has free: a too-large but legal --params is not a hang."""
+    import torch
+
+    need = config.fit_bytes(points)
+    what = f"fitting a {config.name} field of {config.num_params():,} parameters on {points:,} points per step"
+    target = resolve_device(device)
+    if target.type != "cuda":
+        check_memory(need, what)
+        return
+    free = torch.cuda.mem_get_info(target)[0]
+    if need > free:
+        raise UserError(f"{what} needs about {need / 2**30:.1f} GB; {target} has {free / 2**30:.1f} GB free")
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -128,6 +145,7 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     config = resolve_field_config(job.field, job.field_options, kind=signal.info.kind, in_dim=signal.info.in_dim,
                                   out_dim=signal.info.channels, shape=signal.shape, params=job.params,
                                   max_params=signal.values.numel())
+    check_fit_memory(config, points_per_step(job.fit, signal.values[..., 0].numel()), job.fit.device)
     kind_lr = KIND_LR.get(signal.info.kind, {}).get(job.field)
     if job.fit.lr is None and kind_lr:
         job = dataclasses.replace(job, fit=dataclasses.replace(job.fit, lr=kind_lr))
@@ -170,6 +188,7 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool, resume
     mesh = read_mesh(check_file(job.input))
     config = resolve_field_config(job.field, job.field_options, kind="mesh", in_dim=3, out_dim=1,
                                   shape=(occupancy.resolution,) * 3, params=job.params)
+    check_fit_memory(config, points_per_step(job.fit, occupancy.points), job.fit.device)
     with FieldDirWriter(out, force) as folder:
         result = own_trainer(config, "fit_mesh", fit_mesh)(mesh, config, job.fit, occupancy,
                                                         log_path=folder / "log.jsonl", progress=progress)
