@@ -17,7 +17,7 @@ from fieldlab.fields._config import _coerce
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit._fused_single import points_per_step
 from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device
-from fieldlab.signals import DIMS, kind_of, load_signal, parse_span, reconstruction_name, write_signal
+from fieldlab.signals import DIMS, kind_of, load_signal, parse_span, reconstruction_name, write_reconstruction
 from fieldlab.store import FieldDirWriter, check_out_dir, write_field
 
 log = logging.getLogger("fieldlab")
@@ -157,9 +157,13 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
                      tensorboard_dir=folder / "tensorboard" if tensorboard else None, progress=progress,
                      checkpoint=checkpoint, resume=resume, identity=identity)
         config = result.config  # a field's own trainer may resolve more of its config (e.g. MINER's blocks)
+        if signal.info.extra.get("format") in ("exr", "hdr"):  # linear values: say what the PSNR is relative to
+            result.metrics["psnr_peak"] = signal.info.normalization.scale
+            log.info("PSNR is on the linear values, relative to a peak of %g (the image's max - min)",
+                     signal.info.normalization.scale)
         write_field(folder, result.field, config, signal.info, result.metrics)
         raw = signal.info.normalization.decode(result.prediction)
-        write_signal(folder / reconstruction_name(signal.info), raw, signal.info)
+        write_reconstruction(folder, raw, signal.info)
         _write_run_files(result, folder, job, config)
     checkpoint.unlink(missing_ok=True)  # the field is written: nothing is left to resume
     return result

@@ -20,7 +20,7 @@ from fieldlab.signals.samples import list_samples, sample_array
 __all__ = [
     "DIMS", "IMAGE_SUFFIXES", "KINDS", "Normalization", "Signal", "SignalInfo", "detect_kind", "grid_coords",
     "image_signal", "kind_of",
-    "check_file", "list_samples", "load_signal", "parse_span", "take_span", "read_image", "reconstruction_name", "sample_array", "write_image", "write_signal",
+    "check_file", "list_samples", "load_signal", "parse_span", "take_span", "read_image", "reconstruction_name", "sample_array", "write_image", "write_reconstruction", "write_signal",
 ]
 
 from fieldlab.signals.audio import AUDIO_SUFFIXES  # noqa: E402  (readers import their libraries on use)
@@ -170,6 +170,8 @@ def reconstruction_name(info: SignalInfo) -> str:
     images, MP4 for video but GIF)."""
     if info.kind == "video":
         return "reconstruction.gif" if info.extra.get("format") == "gif" else "reconstruction.mp4"
+    if info.kind == "image" and info.extra.get("format") in ("exr", "hdr"):  # by content, whatever the suffix
+        return f"reconstruction.{info.extra['format']}"
     suffix = Path(info.source).suffix.lower()
     own = {"image": (".tif", ".tiff"), "audio": AUDIO_SUFFIXES, "volume": (".npy", ".tif", ".tiff"),
            "mesh": SUFFIXES["mesh"]}
@@ -177,6 +179,17 @@ def reconstruction_name(info: SignalInfo) -> str:
         return f"reconstruction{suffix}"
     return {"image": "reconstruction.png", "audio": "reconstruction.wav", "volume": "reconstruction.npy",
             "mesh": "reconstruction.obj"}[info.kind]
+
+
+def write_reconstruction(folder: Path, raw: np.ndarray, info: SignalInfo) -> None:
+    """The reconstruction, named by `reconstruction_name`; an EXR or HDR one gets a tone-mapped
+    reconstruction.png beside it to look at (`signals.hdr.tone_map`)."""
+    name = reconstruction_name(info)
+    write_signal(folder / name, raw, info)
+    if name.endswith((".exr", ".hdr")):
+        from fieldlab.signals.hdr import tone_map
+
+        write_signal(folder / "reconstruction.png", tone_map(raw), info)
 
 
 OUTPUT_SUFFIXES = {

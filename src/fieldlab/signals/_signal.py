@@ -8,6 +8,7 @@ field's range [-1, 1]; `Normalization` maps them to and from the file's raw valu
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -29,8 +30,17 @@ class Normalization:
         if np.issubdtype(raw.dtype, np.integer):
             info = np.iinfo(raw.dtype)
             return cls(raw.dtype.name, float(info.min), float(info.max) - float(info.min))
-        low, high = float(np.min(raw)), float(np.max(raw))
-        return cls(raw.dtype.name, low, (high - low) or 1.0)
+        return cls.for_range(raw.dtype.name, float(np.min(raw)), float(np.max(raw)))
+
+    @classmethod
+    def for_range(cls, dtype: str, low: float, high: float) -> Normalization:
+        """[low, high] onto [-1, 1]. A constant (low == high) maps to 0, the centre of a field's output
+        range, where a network starts and is most precise; at -1, the edge, a SIREN fits it poorly."""
+        if high > low or not math.isfinite(2 * low):
+            return cls(dtype, low, (high - low) or 1.0)
+        # Scale 2|low| and offset low - |low| (0 or 2 low) make encode and decode exact in binary floating
+        # point: both steps compute a value that is representable.
+        return cls(dtype, low - abs(low), 2 * abs(low)) if low else cls(dtype, -0.5, 1.0)
 
     def encode(self, raw: np.ndarray) -> torch.Tensor:
         """Raw values → float32 field values in [-1, 1]."""

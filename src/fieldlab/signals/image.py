@@ -1,28 +1,42 @@
-"""Images: PNG, JPEG, TIFF (8- or 16-bit; gray, RGB or RGBA) through imageio.
+"""Images: PNG, JPEG, TIFF (8- or 16-bit; gray, RGB or RGBA) through imageio, and float EXR and Radiance
+HDR through `signals.hdr` (the `hdr` extra).
 
 Pillow (imageio's PNG backend) reduces 16-bit colour PNGs to 8 bits, so those go through pypng, which
 reads and writes every PNG bit depth exactly.
+
+Before any pixel is decoded, the header's size is checked against `LIMITS.pixels` and the memory left, so a
+small file that declares a huge image (a decompression bomb) is refused. With `--max-size` far below the
+image, it is first shrunk by whole blocks (mean of k x k pixels) while it is decoded, which keeps memory
+near the decoded file and time near decoding; the anti-aliased resize then does the rest.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
+from fieldlab import _validate
 from fieldlab._errors import UserError
 from fieldlab.signals._signal import Normalization, Signal
+from fieldlab.signals.hdr import HDR_SUFFIXES, hdr_format, hdr_size, read_hdr_image, write_hdr_image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", *HDR_SUFFIXES)
+AXES = ("row", "column", "channel")
 
 
-def image_signal(raw: np.ndarray, *, source: str, max_size: int | None = None) -> Signal:
-    """An image signal from an array (H, W) or (H, W, C), downsampled with anti-aliasing to `max_size`."""
+def image_signal(raw: np.ndarray, *, source: str, max_size: int | None = None,
+                 normalization: Normalization | None = None, extra: dict | None = None) -> Signal:
+    """An image signal from an array (H, W) or (H, W, C), downsampled with anti-aliasing to `max_size`.
+    `normalization` is the original file's when `raw` was already shrunk (so a reconstruction keeps its
+    dtype)."""
     if raw.ndim == 2:
         raw = raw[..., None]
     if raw.ndim != 3 or raw.shape[-1] not in (1, 2, 3, 4) or min(raw.shape[:2]) < 1:
         raise UserError(f"{source}: expected an image of shape (H, W) or (H, W, C≤4), got {raw.shape}")
-    normalization = Normalization.for_array(raw)
+    _validate.require_finite(raw, source, AXES)
+    normalization = normalization or Normalization.for_array(raw)
     if max_size and max(raw.shape[:2]) > max_size:
         from skimage.transform import resize
 
@@ -31,7 +45,34 @@ def image_signal(raw: np.ndarray, *, source: str, max_size: int | None = None) -
         unit = (raw.astype(np.float64) - normalization.offset) / normalization.scale
         small = resize(unit, shape, order=1, anti_aliasing=True, preserve_range=True)
         raw = small * normalization.scale + normalization.offset  # stays float: no rounding before fitting
-    return Signal.from_array(raw, kind="image", source=source, normalization=normalization)
+    return Signal.from_array(raw, kind="image", source=source, normalization=normalization, extra=extra)
+
+
+def block_factor(size: tuple[int, int], max_size: int | None) -> int:
+    """The whole factor k by which an image of `size` (H, W) is first shrunk for `max_size`: the largest
+    that leaves at least twice `max_size`, so the anti-aliased resize still has a factor ≥ 2 to smooth."""
+    return max(1, max(size) // (2 * max_size)) if max_size else 1
+
+
+def block_mean(rows: Iterable[np.ndarray], k: int) -> np.ndarray:
+    """Means of k x k blocks (partial blocks at the edges averaged over what they hold) of an image given
+    as rows (W, C), holding k rows in memory at a time: float64 (ceil(H / k), ceil(W / k), C)."""
+    out, chunk = [], []
+    for row in rows:
+        chunk.append(np.asarray(row, dtype=np.float64))
+        if len(chunk) == k:
+            out.append(_chunk_mean(chunk, k))
+            chunk = []
+    if chunk:
+        out.append(_chunk_mean(chunk, k))
+    return np.stack(out)
+
+
+def _chunk_mean(chunk: list[np.ndarray], k: int) -> np.ndarray:
+    total = np.sum(chunk, axis=0)  # (W, C)
+    starts = np.arange(0, total.shape[0], k)
+    counts = np.diff(np.append(starts, total.shape[0]))
+    return np.add.reduceat(total, starts, axis=0) / (counts[:, None] * len(chunk))
 
 
 def _is_deep_colour_png(path: Path) -> bool:
@@ -41,33 +82,122 @@ def _is_deep_colour_png(path: Path) -> bool:
     return header[:8] == b"\x89PNG\r\n\x1a\n" and len(header) == 26 and header[24] == 16 and header[25] in (2, 4, 6)
 
 
-def _read_png_exact(path: Path) -> np.ndarray:
+def _png_reader(path: Path):
     import png
 
-    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+    return png.Reader(filename=str(path))
+
+
+def _read_png_exact(path: Path, k: int = 1) -> np.ndarray:
+    """A PNG of any bit depth through pypng, row by row; with k > 1 its k x k block means (float64)."""
+    width, height, rows, info = _png_reader(path).asDirect()
     dtype = np.uint16 if info["bitdepth"] > 8 else np.uint8
-    return np.vstack([np.asarray(row, dtype=dtype) for row in rows]).reshape(height, width, info["planes"])
+    planes = info["planes"]
+    rows = (np.asarray(row, dtype=dtype).reshape(width, planes) for row in rows)
+    return block_mean(rows, k) if k > 1 else np.stack(list(rows))
+
+
+def _header(path: Path) -> tuple[int, int, int, int] | None:
+    """(H, W, C, bytes per sample) from the header alone, or None when no reader tells it cheaply."""
+    if _is_deep_colour_png(path):
+        reader = _png_reader(path)
+        reader.preamble()
+        return reader.height, reader.width, reader.planes, 2
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            channels, mode = len(image.getbands()), image.mode
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None  # imageio may still read it (a float RGB TIFF); it then says what is wrong
+    return height, width, channels, {"I;16": 2, "I;16B": 2, "I": 4, "F": 4}.get(mode, 1)
+
+
+def check_image_size(path: Path, height: int, width: int, channels: int, itemsize: int) -> None:
+    """Refuse, before decoding, an image over `LIMITS.pixels` or one whose decoding would not fit in memory."""
+    pixels = height * width
+    if pixels > _validate.LIMITS.pixels:
+        raise UserError(f"{path} declares a {width}x{height} image ({pixels:,} pixels; at most "
+                        f"{_validate.LIMITS.pixels:,}), refused before decoding")
+    _validate.check_memory(pixels * channels * itemsize, f"decoding the {width}x{height} image in {path}")
 
 
 def read_image(path: Path, *, max_size: int | None = None) -> Signal:
-    import imageio.v3 as iio
-
+    fmt = hdr_format(path)
+    if fmt is not None:
+        height, width, channels = hdr_size(path, fmt)
+        check_image_size(path, height, width, channels, 4)
+        return image_signal(read_hdr_image(path, fmt), source=str(path), max_size=max_size, extra={"format": fmt})
+    header = _header(path)
+    if header is not None:
+        check_image_size(path, *header)
+        k = block_factor(header[:2], max_size)
+        if k > 1:
+            return _read_shrunk(path, k, max_size)
     try:
-        raw = _read_png_exact(path) if _is_deep_colour_png(path) else np.asarray(iio.imread(path))
+        raw = _read_png_exact(path) if _is_deep_colour_png(path) else np.asarray(_imread(path))
     except Exception as error:  # imageio raises many types for a bad file; all mean the same to a user
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot read {path} as an image ({reason})") from None
+        raise _unreadable(path, error) from None
     if raw.shape[:1] == (1,) and (raw.ndim == 4 or raw.ndim == 3 and raw.shape[-1] > 4):  # one page (1, H, W[, C])
         raw = raw[0]
     return image_signal(raw, source=str(path), max_size=max_size)
 
 
+def _imread(path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    return iio.imread(path)
+
+
+def _unreadable(path: Path, error: BaseException) -> UserError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return UserError(f"cannot read {path} as an image ({reason})")
+
+
+def _read_shrunk(path: Path, k: int, max_size: int) -> Signal:
+    """The image first shrunk k times by block means while decoding (pypng row by row for a 16-bit colour
+    PNG; else Pillow, whose JPEG decoder can skip detail itself), then resized to `max_size`."""
+    from PIL import Image
+
+    try:
+        if _is_deep_colour_png(path):
+            dtype = np.uint16
+            small = _read_png_exact(path, k)
+        else:
+            with Image.open(path) as image:
+                image.draft(image.mode, (image.width // k, image.height // k))  # JPEG: decode at 1/2..1/8
+                small, dtype = _pillow_block_mean(image, max_size)
+    except UserError:
+        raise
+    except Exception as error:
+        raise _unreadable(path, error) from None
+    # The file's dtype, not the means', decides the normalization, so a reconstruction keeps its bit depth.
+    normalization = Normalization.for_array(small) if np.issubdtype(dtype, np.floating) else \
+        Normalization.for_array(np.zeros(1, dtype))
+    return image_signal(small, source=str(path), max_size=max_size, normalization=normalization)
+
+
+def _pillow_block_mean(image, max_size: int) -> tuple[np.ndarray, np.dtype]:
+    """Block means of a Pillow image, by the factor that remains after `draft` decoded it smaller."""
+    if image.mode in ("1", "P"):  # as imageio reads them: bilevel as 8-bit gray, a palette as its colours
+        image = image.convert("L" if image.mode == "1" else "RGBA" if "transparency" in image.info else "RGB")
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    return block_mean(iter(array), block_factor(array.shape[:2], max_size)), array.dtype
+
+
 def write_image(path: Path, raw: np.ndarray) -> None:
     """Write (H, W, C) raw values; JPEG gets 8 bits, PNG and TIFF keep 16, TIFF keeps floats as float32.
     Floats go to PNG and JPEG as 8 bits: [0, 1] scaled by 255, [0, 255] as they are, any other range
-    stretched from its min to its max (a view of the image, not its values)."""
+    stretched from its min to its max (a view of the image, not its values). EXR and Radiance HDR get
+    floats (`signals.hdr.write_hdr_image`)."""
     import imageio.v3 as iio
 
+    if path.suffix.lower() in HDR_SUFFIXES:
+        write_hdr_image(path, raw)
+        return
     if raw.shape[-1] == 1:
         raw = raw[..., 0]
     tiff = path.suffix.lower() in (".tif", ".tiff")
