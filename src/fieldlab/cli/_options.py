@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from fieldlab._errors import UserError
+from fieldlab._validate import LIMITS, check_shape, read_json
 
 MULTI_VALUE = ("--size",)
 
@@ -51,8 +52,6 @@ def parse_extra(words: list[str]) -> dict[str, str]:
 def read_config_file(path: Path) -> dict[str, Any]:
     """Options from a JSON (or TOML) file whose keys are option names (dashes or underscores); a binary,
     damaged or oversized file is one UserError naming it."""
-    from fieldlab._validate import LIMITS, read_json
-
     if not path.is_file():
         raise UserError(f"no such config file: {path}")
     if path.suffix != ".toml":
@@ -79,6 +78,7 @@ def parse_size(text: str | None) -> list[int] | None:
         parts = text.replace("x", ",").split(",")
         if not all(part.strip() for part in parts):  # "100x", "64,,64": a missing number
             raise ValueError
-        return [int(v) for v in parts]
+        values = [int(v) for v in parts]
     except ValueError:
         raise UserError(f"--size needs whole numbers, one per axis (e.g. --size 256 256), got {text!r}") from None
+    return list(check_shape(values, "--size"))  # positive, and checked before a grid of that size is made

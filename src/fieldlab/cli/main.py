@@ -13,6 +13,7 @@ from typing import Any, Optional
 import typer
 
 from fieldlab._errors import UserError
+from fieldlab._validate import LIMITS, check_memory, check_shape
 from fieldlab.cli._options import join_multi_values, parse_extra, parse_size, read_config_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -98,10 +99,10 @@ def fit_command(
     hints = typing.get_type_hints(FitConfig)
     fit_config = FitConfig(**{k: _coerce(k, v, hints[k]) for k, v in fit_options.items()})
     job = FitJob(input=str(options.pop("input")), field=str(options.pop("field", "siren")),
-                 max_size=_int_or_none(options.pop("max_size", None), "--max-size"),
-                 max_frames=_int_or_none(options.pop("max_frames", None), "--max-frames"),
+                 max_size=_int_or_none(options.pop("max_size", None), "--max-size", LIMITS.width),
+                 max_frames=_int_or_none(options.pop("max_frames", None), "--max-frames", LIMITS.samples),
                  modality=options.pop("modality", None), span=options.pop("span", None),
-                 params=_int_or_none(options.pop("params", None), "--params"),
+                 params=_int_or_none(options.pop("params", None), "--params", LIMITS.params),
                  fit=fit_config, field_options=options, mesh_options=mesh_options)
     result = run_fit_job(job, out, force=force, progress=not quiet, tensorboard=tensorboard, resume=resume)
     m = result.metrics
@@ -114,13 +115,11 @@ def fit_command(
 QUALITY = ("psnr", "ssim", "snr", "psnr_frame_mean", "psnr_frame_min", "iou", "chamfer")
 
 
-def _int_or_none(value: Any, flag: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{flag} must be a whole number, got {value!r}") from None
+def _int_or_none(value: Any, flag: str, most: int) -> int | None:
+    """A positive whole number of at most `most` (checked, never allocated), or None when not given."""
+    from fieldlab._validate import bounded_int
+
+    return None if value is None else bounded_int(value, flag, 1, most)
 
 
 @app.command("render")
@@ -149,13 +148,15 @@ def render_command(
         from fieldlab.edit.mesh_export import render_mesh, write_mesh
 
         cube = parse_size(size)
-        cube = cube * 3 if cube and len(cube) == 1 else cube
+        cube = list(check_shape(cube * 3 if len(cube) == 1 else cube, "--size")) if cube else None
         bounds = parse_region(region, 3) if region else None
         vertices, faces = render_mesh(stored, size=cube, region=bounds, device=target)
         write_mesh(out, vertices, faces)
         print(f"rendered the surface at {'x'.join(map(str, cube or stored.signal.shape))}: {len(faces):,} faces -> {out}")
         return
     grid = render_grid(stored, size=parse_size(size), region=parse_region(region, stored.signal.in_dim) if region else None)
+    # The rendered values in fp32 and their decoded copy in float64, said in one line when they cannot fit.
+    check_memory(12 * math.prod(grid[0]) * stored.signal.channels, f"rendering {'x'.join(map(str, grid[0]))} samples")
     values = render(stored, size=grid[0], region=grid[1], device=target)
     write_signal(out, stored.signal.normalization.decode(values), rendered_info(stored.signal, grid[0], grid[1]))
     print(f"rendered {'x'.join(map(str, grid[0]))} over {','.join(f'{lo:g}:{hi:g}' for lo, hi in grid[1])} -> {out}")

@@ -305,6 +305,7 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
         done_steps[index.numpy()] = step
 
     def result(times) -> BatchResult:
+        refuse_diverged(out, psnr, rows, lr)
         return BatchResult(out, psnr, done_steps, *times, kernel=steps.name)
 
     def index_of(step: int) -> torch.Tensor:
@@ -338,6 +339,20 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
         times = timer.done()
         record(active, torch.arange(len(active), device=device), measure(), fit.steps)
     return result(times)
+
+
+def refuse_diverged(params: dict[str, torch.Tensor], psnr: np.ndarray, rows, lr: float) -> None:
+    """One line naming the rows whose fields went NaN or infinite, before any of the batch is stored: the
+    others of the batch are fine, but a store holds a batch whole or not at all."""
+    f = len(psnr)
+    bad = ~np.isfinite(psnr)
+    for tensor in params.values():
+        bad |= ~torch.isfinite(tensor.reshape(f, -1)).all(dim=1).numpy()
+    if bad.any():
+        names = ", ".join(str(int(r)) for r in np.asarray(rows)[bad][:10]) + (", …" if bad.sum() > 10 else "")
+        raise UserError(f"the fits of {int(bad.sum())} of {f} fields diverged (rows {names}: their weights are not "
+                        f"finite); nothing of this batch was stored. Try a lower --lr (this one's was {lr:g}) or "
+                        "smaller frequency options (--omega0, --sigma)")
 
 
 class _Timer:

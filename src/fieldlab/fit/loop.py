@@ -340,6 +340,12 @@ def own_trainer(config: FieldConfig, name: str, standard):
     return function
 
 
+def diverged(step: int, what: str, lr: float) -> UserError:
+    """The one line for a fit whose loss or weights went NaN or infinite: it stops, and nothing is written."""
+    return UserError(f"the fit diverged at step {step:,} ({what}); no field was written. Try a lower --lr "
+                     f"(this fit's peak was {lr:g}) or smaller frequency options (--omega0, --first-omega0, --sigma)")
+
+
 CHECKPOINT_SECONDS = 60.0
 """Fitting time between two checkpoints of a fit that keeps them."""
 
@@ -401,6 +407,8 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
             step = fitter.step_count
             if step % every == 0 or step == fit_config.steps:
                 loss_value = float(loss)
+                if not math.isfinite(loss_value):  # checked where the loss is read anyway: no extra sync
+                    raise diverged(step, f"loss is {loss_value}", lr)
                 if fit_config.target_psnr and psnr_from_mse(loss_value) >= fit_config.target_psnr:
                     # A mini-batch's PSNR is noisy: confirm the target on the whole signal.
                     sampled = fit_config.batch_size or fit_config.sample_fraction
@@ -413,6 +421,8 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
                     saved = fitter.seconds
         seconds = fitter.elapsed()
         prediction = fitter.predict(signal.coords()).cpu()
+        if not bool(torch.isfinite(prediction).all()):  # a fit stopped between two checks of the loss
+            raise diverged(fitter.step_count, "the field's values are not finite", lr)
         image = prediction.reshape(*signal.shape, -1)
         if signal.info.kind == "image":
             log.image("reconstruction", image, fitter.step_count)
