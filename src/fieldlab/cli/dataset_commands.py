@@ -77,14 +77,53 @@ app.add_typer(store_app, name="store")
 def store_info_command(
     store: Path = typer.Argument(..., help="FieldStore folder."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    verify: bool = typer.Option(False, help="Read every chunk and check it against its checksum; exit 2 on damage."),
 ) -> None:
     """Counts, labels, splits, PSNR statistics and the config of a FieldStore."""
     from fieldlab.store.field_store import FieldStore
 
-    s = FieldStore(store).summary()
-    if as_json:
-        print(json.dumps(s, indent=2))
-        return
+    opened = FieldStore(store)
+    problems = _problems(opened) if verify else []
+    s = opened.summary() if not problems else None
+    if as_json and s is not None:
+        print(json.dumps({**s, **({"verified": True} if verify else {})}, indent=2))
+    elif s is not None:
+        _print_store(s)
+    if verify:
+        _report_verify(opened, problems, quiet=as_json)
+
+
+def _problems(store) -> list[tuple[int | None, str]]:
+    """(chunk, line) for every damaged chunk, and (None, line) for damaged shared tensors."""
+    from fieldlab._errors import UserError
+
+    found: list[tuple[int | None, str]] = list(store.problems())
+    try:
+        store.shared()
+    except UserError as error:
+        found.append((None, str(error)))
+    return found
+
+
+def _report_verify(store, problems: list[tuple[int | None, str]], quiet: bool) -> None:
+    """One line per damaged or missing chunk, then one error line; or one line saying all is well."""
+    from fieldlab._errors import UserError
+
+    if problems:
+        for _, line in problems:
+            print(f"damaged   {line}")
+        chunks = {chunk for chunk, _ in problems if chunk is not None}
+        if not chunks:
+            raise UserError(f"{store.path}: its shared tensors are damaged; fit the store again")
+        raise UserError(f"{store.path}: {len(chunks):,} of {store.num_chunks:,} chunks are damaged or missing; run "
+                        "fit-dataset with --resume to refit them")
+    if not quiet:
+        checked = "match their checksums" if "checksums" in store.attrs else \
+            "decode (this older store recorded no checksums)"
+        print(f"verify    OK: all {store.num_chunks:,} chunks of every array {checked}")
+
+
+def _print_store(s: dict) -> None:
     p = s["psnr"]
     signal = s["signal"]
     print(f"store     {s['path']}")
@@ -98,6 +137,8 @@ def store_info_command(
               f"from the source; splits {splits}")
     if p:
         print(f"psnr      mean {p['mean']:.2f} dB, min {p['min']:.2f}, median {p['median']:.2f}, max {p['max']:.2f}")
+    if s["nan_psnr"]:
+        print(f"warning   {s['nan_psnr']:,} complete fields have a NaN PSNR (their fits diverged); fit the store again")
     print(f"field     {s['field']}: {s['params_per_field']:,} params per field, {s['shared_params']:,} shared")
     print("config    " + ", ".join(f"{k}={v}" for k, v in s["config"].items()))
     print(f"signal    {signal['kind']} {'x'.join(map(str, signal['shape']))}x{signal['channels']} "
@@ -110,3 +151,5 @@ def store_info_command(
     else:
         fit = s["fit"]
     print("fit       " + ", ".join(f"{k}={v}" for k, v in fit.items() if v is not None))
+    print(f"checksums {s['checksums']} per chunk and array" if s["checksums"] else
+          "checksums none (an older store: chunks are read unchecked; --verify checks that they decode)")

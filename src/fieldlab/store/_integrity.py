@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from fieldlab import _validate as v
 from fieldlab._errors import UserError
@@ -124,16 +125,26 @@ def _shape(group, path: Path, name: str) -> tuple[tuple[int, ...], int]:
 
 
 def checked_config(attrs: dict, path: Path) -> FieldConfig:
-    """The stored field config, validated and its parameter count bounded, before anything is built."""
+    """The stored field config, validated and its parameter count bounded, and the module it builds (on the
+    meta device: nothing is allocated) holding the per-field tensors the store holds, so that reading the
+    fields builds nothing larger than the arrays on disk."""
     where = f"{path}/zarr.json field"
     field = v.check_keys(attrs["field"], {"name": str, "config": dict}, where)
     cls = get_config_class(field["name"])
     try:
         config = cls.from_dict(field["config"])
-        count = config.num_params()
+        v.bounded_int(config.num_params(), "the field's parameter count", 1, v.LIMITS.params, where=where)
+        with torch.device("meta"):
+            module = config.build()
+    except UserError as error:
+        raise UserError(f"{where}: {error}") from None
     except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as error:
         raise UserError(f"{where}: the {field['name']} config cannot be built ({type(error).__name__})") from None
-    v.bounded_int(count, "the field's parameter count", 1, v.LIMITS.params, where=where)
+    built = {name: tuple(t.shape) for name, t in [*module.named_parameters(), *module.named_buffers()]}
+    for name, shape in attrs["per_field"].items():
+        if name in built and built[name] != tuple(shape):  # a meta-learned latent is not in the module
+            raise UserError(f"{where}: its config builds {name} of shape {list(built[name])}, the store holds "
+                            f"{list(shape)}")
     return config
 
 

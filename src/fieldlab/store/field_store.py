@@ -210,16 +210,14 @@ class FieldStoreWriter:
         self._refuse_non_finite(chunk, rows, arrays)
         given = {"labels": labels, "split": split, "augment": augment, "source_index": source_index,
                  "psnr": psnr, "steps": steps}
-        kept = {name for name, values in given.items() if values is None}
         for name, values in given.items():
             dtype, fill = ROW_ARRAYS[name]
-            if values is None:  # left as the fill value, which is what a read returns (and what is summed)
+            if values is None:  # written too: a refitted chunk must not keep an earlier fit's values
                 values = np.full(n, fill, dtype=dtype)
             values = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values).astype(dtype)
             arrays[name] = values.reshape(n)
         for name, array in arrays.items():
-            if name not in kept:
-                self.group[name][rows.start:rows.stop] = array
+            self.group[name][rows.start:rows.stop] = array
         if "checksums" in self.attrs:  # before the mask: a done chunk always has its record
             summed = self.attrs["checksums"]["arrays"]
             self.group["checksums"][chunk] = np.array([checksum(arrays[name]) for name in summed], dtype=np.uint64)
