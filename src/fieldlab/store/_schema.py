@@ -47,3 +47,24 @@ def read_metrics(path: Path) -> dict[str, Any]:
         if isinstance(value, dict) or isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
             raise UserError(f"{path}: the metric {key!r} must be a number, a word or a list of them")
     return metrics
+
+
+def check_weights(path: Path, config: FieldConfig) -> None:
+    """The tensors in the safetensors file `path` are the ones `config` builds, name for name and shape for
+    shape: read from the file's header and a module on the meta device, so nothing is allocated."""
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt") as weights:
+            found = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    except (FileNotFoundError, SafetensorError, OSError, ValueError) as error:
+        raise UserError(f"cannot read the weights in {path.parent} ({' '.join(str(error).split())[:120]})") from None
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in config.build().state_dict().items()}
+    for name in sorted(set(expected) | set(found)):
+        if expected.get(name) != found.get(name):
+            what = (f"lacks {name}" if name not in found else f"holds {name}, which field.json does not declare"
+                    if name not in expected else f"holds {name} of shape {list(found[name])}, field.json declares "
+                    f"{list(expected[name])}")
+            raise UserError(f"the weights in {path.parent} do not match field.json: the file {what}")

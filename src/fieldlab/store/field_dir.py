@@ -117,7 +117,7 @@ def load_field(path: str | Path, device: str | torch.device = "cpu") -> StoredFi
     from safetensors.torch import load_file
 
     from fieldlab._validate import check_memory, require_finite
-    from fieldlab.store._schema import read_description, read_metrics
+    from fieldlab.store._schema import check_weights, read_description, read_metrics
 
     path = Path(path)
     description_path = path / "field.json"
@@ -126,6 +126,7 @@ def load_field(path: str | Path, device: str | torch.device = "cpu") -> StoredFi
     config, signal = read_description(description_path, FORMAT, FORMAT_VERSION)
     # The module, and the weights read beside it, in fp32: said in one line rather than swapped or killed.
     check_memory(8 * config.num_params(), f"the {config.name} field in {path}")
+    check_weights(path / "field.safetensors", config)
     module = config.build()
     try:
         state = load_file(path / "field.safetensors", device=str(device))
