@@ -31,7 +31,7 @@ def crop_command(
 
     if (keep is None) == (remove is None):
         raise UserError("give exactly one of --keep REGION and --remove PARTITIONS")
-    check_out_dir(out, force)
+    check_out_dir(out, force, inputs=[dir])
     stored = load_field(dir)
     box = parse_box(keep, stored.signal.shape) if keep is not None else None
     parts = parse_parts(remove) if remove is not None else None
@@ -69,7 +69,7 @@ def extend_command(
     from fieldlab.signals import load_signal, parse_span
     from fieldlab.store import check_out_dir, load_field
 
-    check_out_dir(out, force)
+    check_out_dir(out, force, inputs=[dir, input])
     fit_config = FitConfig(steps=steps, lr=lr, device=device, seed=seed)
     fit_config.validate()
     resolve_device(device)

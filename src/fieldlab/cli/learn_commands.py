@@ -121,7 +121,7 @@ def train_sdf_command(
     from fieldlab.learn.sdf import SDFConfig, train_sdf
     from fieldlab.store.field_dir import check_out_dir
 
-    check_out_dir(out, force)
+    check_out_dir(out, force, inputs=[store])
     given = {"scenes": scenes, "num_points": num_points, "num_queries": num_queries, "steps": steps,
              "batch_size": batch_size, "lr": lr}
     config = SDFConfig(store=None if store is None else str(store), points=points, mix=mix, seed=seed,

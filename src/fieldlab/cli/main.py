@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import signal
 import sys
+import threading
 import typing
 from pathlib import Path
 from typing import Any, Optional
@@ -137,10 +140,9 @@ def render_command(
     from fieldlab.signals import check_output, write_signal
     from fieldlab.store import load_field
 
-    if out.exists() and not force:
-        raise UserError(f"--out {out} exists; pass --force to overwrite it")
-    if not out.resolve().parent.is_dir():
-        raise UserError(f"the folder of --out {out} does not exist")
+    from fieldlab._safety import check_output_file
+
+    check_output_file(out, force=force, inputs=[dir])
     target = resolve_device(device)
     stored = load_field(dir, device=target)
     check_output(out, stored.signal)
@@ -200,15 +202,20 @@ RESUMABLE = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors print one line and exit 2; an interrupt exits 130."""
+    """Entry point: user errors print one line and exit 2; an interrupt exits 130 (SIGINT) or 143 (SIGTERM)."""
     argv = join_multi_values(list(sys.argv[1:] if argv is None else argv))
     _log_notes_to_stderr()
+    with _sigterm_as_interrupt() as received:
+        _run(argv, received)
+
+
+def _run(argv: list[str], received: list[int]) -> None:
     try:
         result = app(args=argv, prog_name="fieldlab", standalone_mode=False)
     except UserError as error:
         _fail(str(error), 2)
     except (typer.Abort, KeyboardInterrupt):
-        _interrupted(argv)
+        _interrupted(argv, received)
     except typer.Exit as error:
         sys.exit(error.exit_code)
     except Exception as error:
@@ -218,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
             _fail(message, 2) if message else sys.exit(2)  # no message: help was already shown
         raise
     if result == 130:  # typer turns an interrupt into this exit code, returned outside standalone mode
-        _interrupted(argv)
+        _interrupted(argv, received)
     if isinstance(result, int) and result:  # click returns an exit code for --help and the like
         sys.exit(result)
 
@@ -247,9 +254,30 @@ def _log_notes_to_stderr() -> None:
         logger.setLevel(logging.INFO)
 
 
-def _interrupted(argv: list[str]) -> None:
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (from `timeout`, schedulers, container stops) takes SIGINT's path: temporary folders removed,
+    checkpoints kept, one line. Yields a list that holds the signal's number once one arrived."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield received
+        return
+
+    def interrupt(number, frame):
+        received.append(number)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(argv: list[str], received: list[int] = ()) -> None:
     command = next((a for a in argv if not a.startswith("-")), "")
-    _fail("interrupted; " + RESUMABLE.get(command, "nothing was written"), 130)
+    status = 128 + received[0] if received else 130  # the shell's convention: 128 + the signal's number
+    _fail("interrupted; " + RESUMABLE.get(command, "nothing was written"), status)
 
 
 def _fail(message: str, status: int) -> None:

@@ -88,7 +88,15 @@ def test_items(count: int, fraction: float, seed: int) -> np.ndarray:
 
 def run_dataset_job(job: DatasetJob, out: Path, *, resume: bool = False, force: bool = False,
                     progress: bool = True) -> dict[str, Any] | None:
-    """Fit the job's fields into the store `out`; returns the store's summary on rank 0 (None elsewhere)."""
+    """Fit the job's fields into the store `out`; returns the store's summary on rank 0 (None elsewhere).
+    Rank 0 locks `out` for the whole job, so a second job writing it stops with one line."""
+    from fieldlab._safety import lock_output
+
+    with lock_output(out):
+        return _run_dataset_job(job, out, resume=resume, force=force, progress=progress)
+
+
+def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, progress: bool) -> dict[str, Any] | None:
     from fieldlab.store.field_store import FieldStore, FieldStoreWriter, check_store_path, is_store
 
     job.fit.validate()
@@ -98,7 +106,7 @@ def run_dataset_job(job: DatasetJob, out: Path, *, resume: bool = False, force: 
         raise UserError(f"--test-fraction must be in [0, 1), got {job.test_fraction}")
     if job.limit is not None and job.limit < 1:
         raise UserError(f"--limit must be positive, got {job.limit}")
-    check_store_path(out, force=force, resume=resume)
+    check_store_path(out, force=force, resume=resume, inputs=[job.source])
     source = open_source(job.source, image_size=job.image_size)
     items = min(len(source), job.limit or len(source))
     rows_of = Augmented(source, copies=job.copies, seed=job.fit.seed)

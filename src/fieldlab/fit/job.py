@@ -123,7 +123,7 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
                 tensorboard: bool = False, resume: bool = False) -> FitResult:
     """Check everything, fit, and write the field DIR `out` (replaced only when the fit succeeds). A fit
     of the standard loop keeps a checkpoint beside `out` while it runs; `resume` continues from it."""
-    check_out_dir(out, force)
+    check_out_dir(out, force, inputs=[job.input])
     job.fit.validate()
     resolve_device(job.fit.device)
     kind = kind_of(job.input, job.modality)

@@ -23,6 +23,7 @@ step by a `PointSampler` (randomized QMC by default; `--points` as in classifica
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -147,7 +148,15 @@ def sdf_mae(net: nn.Module, scenes: Scenes, index: torch.Tensor, points: PointSe
 
 
 def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print) -> dict[str, Any]:
-    """Train the `sdf` network on ball scenes; metrics {test_mae, baseline_mae, …} (and RUN files if `out`)."""
+    """Train the `sdf` network on ball scenes; metrics {test_mae, baseline_mae, …} (and RUN files if `out`,
+    locked against a second writer while this runs)."""
+    from fieldlab._safety import lock_output
+
+    with lock_output(Path(out)) if out is not None else contextlib.nullcontext():
+        return _train_sdf(config, out, progress)
+
+
+def _train_sdf(config: SDFConfig, out: str | Path | None, progress) -> dict[str, Any]:
     from fieldlab.learn.train import _write_json, lr_at
 
     config.validate()
@@ -184,11 +193,13 @@ def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print) 
     if out is not None:
         from safetensors.torch import save_file
 
+        from fieldlab._safety import replace_file, write_marker
+
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "net.safetensors.tmp"
-        save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp))
-        tmp.replace(out / "net.safetensors")
+        write_marker(out, "run")
+        state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+        replace_file(out / "net.safetensors", lambda tmp: save_file(state, str(tmp)))
         train = dataclasses.asdict(config)
         if config.store is not None:
             train["store"] = str(Path(config.store).resolve())

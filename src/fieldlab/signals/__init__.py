@@ -211,9 +211,9 @@ def write_signal(path: Path, raw: np.ndarray, info: SignalInfo) -> None:
     check_output(path, info)
     if info.kind not in SUFFIXES or info.kind == "mesh":
         raise UserError(f"cannot write signals of kind {info.kind!r}")
-    path = Path(path)
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")  # the suffix still picks the format
-    try:
+    from fieldlab._safety import replace_file
+
+    def write(partial: Path) -> None:  # a new file of an unpredictable name beside `path`, with its suffix
         if info.kind == "image":
             write_image(partial, raw)
         elif info.kind == "audio":
@@ -228,6 +228,5 @@ def write_signal(path: Path, raw: np.ndarray, info: SignalInfo) -> None:
             from fieldlab.signals.volume import write_volume
 
             write_volume(partial, raw, info)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+
+    replace_file(Path(path), write)
