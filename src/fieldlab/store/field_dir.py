@@ -13,20 +13,21 @@ run never leaves a half-written field, and an existing DIR is replaced only afte
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 import torch.nn as nn
 
 from fieldlab import _json
 from fieldlab._errors import UserError
-from fieldlab.fields import FieldConfig, get_config_class
+from fieldlab._safety import (OutputLock, check_output_folder, replace_file, user_write_errors, write_error,
+                              write_marker)
+from fieldlab.fields import FieldConfig
 from fieldlab.signals import SignalInfo
 
 FORMAT = "fieldlab.field"
@@ -53,42 +54,67 @@ class StoredField:
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """`torch.save` a training state to `path` whole or not at all: written beside it, then renamed over it,
     so an interrupt never leaves half a checkpoint (read back with `torch.load(..., weights_only=True)`)."""
-    partial = path.with_name(path.name + ".partial")
-    torch.save(state, partial)
-    os.replace(partial, path)
+    replace_file(path, lambda partial: torch.save(state, partial))
 
 
-def check_out_dir(out: Path, force: bool, *, resumable: bool = False) -> None:
-    """Refuse a non-empty `out` unless `force`, before any work is done (`resumable`: say --resume too)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        how = "pass --resume to continue it or --force to replace it" if resumable else "pass --force to replace it"
-        raise UserError(f"--out {out} is not empty; {how}")
-    parent = out.resolve().parent
-    if not parent.exists():
-        raise UserError(f"the parent folder of --out {out} does not exist")
+def check_out_dir(out: Path, force: bool, *, resumable: bool = False, resume: bool = False,
+                  inputs: Iterable = ()) -> None:
+    """Refuse, before any work is done, an `out` that is not ours to write: a non-empty folder unless
+    `force` (or `resume`) and fieldlab wrote it, an input of the command (`inputs`), the current folder or
+    one above it (`resumable`: the command has --resume; see `fieldlab._safety.check_output_folder`)."""
+    check_output_folder(Path(out), force=force, resume=resume, resumable=resumable, inputs=inputs)
 
 
 class FieldDirWriter:
-    """Context manager that yields a temporary folder beside `out` and moves it into place on success."""
+    """Context manager that locks `out`, yields a temporary folder beside it (marked as a field) and moves it
+    into place on success; an existing `out` is moved aside first and removed only once the new one is in."""
 
-    def __init__(self, out: Path, force: bool = False):
-        check_out_dir(out, force)
-        self.out = out
+    def __init__(self, out: Path, force: bool = False, inputs: Iterable = ()):
+        check_out_dir(out, force, inputs=inputs)
+        self.out = Path(out)
+        self.force = force
+        self.lock = OutputLock(self.out)
 
     def __enter__(self) -> Path:
-        parent = self.out.resolve().parent
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=parent))
+        self.lock.acquire()
+        try:
+            check_out_dir(self.out, self.force)  # again under the lock: another writer may have finished meanwhile
+            with user_write_errors(self.out):
+                self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp",
+                                                 dir=self.out.absolute().parent))
+                write_marker(self.tmp, "field")
+        except BaseException:
+            self.lock.release()
+            raise
         return self.tmp
 
     def __exit__(self, kind, error, trace) -> None:
-        if kind is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            if kind is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                if isinstance(error, OSError) and write_error(error, self.out) is not error:
+                    raise UserError(f"cannot write {self.out}: {error.strerror}") from None
+                return
+            try:
+                self._move_into_place()
+            except OSError as failure:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                raise write_error(failure, self.out) from None
+        finally:
+            self.lock.release()
+
+    def _move_into_place(self) -> None:
+        if not self.out.exists():
+            os.replace(self.tmp, self.out)
             return
-        if self.out.exists():
-            shutil.rmtree(self.out)
-        os.replace(self.tmp, self.out)
+        old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".old", dir=self.out.absolute().parent))
+        os.replace(self.out, old)
+        try:
+            os.replace(self.tmp, self.out)
+        except OSError:
+            os.replace(old, self.out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_field(folder: Path, module: nn.Module, config: FieldConfig, signal: SignalInfo,

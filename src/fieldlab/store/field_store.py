@@ -58,6 +58,7 @@ import torch
 
 from fieldlab import _validate as v
 from fieldlab._errors import UserError, missing_extra
+from fieldlab._safety import refuse_links_inside, write_marker
 from fieldlab.fields import FieldConfig, FieldStack
 from fieldlab.signals import SignalInfo
 from fieldlab.store._integrity import (CHECKSUM, UNREADABLE, checked_attrs, checked_config, checked_signal,
@@ -123,6 +124,7 @@ class FieldStoreWriter:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent))
         try:
             group = zarr.open_group(str(tmp), mode="w")
+            write_marker(tmp, "store")
             for name, shape in per_field.items():
                 group.full(name=f"params/{name}", shape=(num_fields, *shape), chunks=(chunk_fields, *shape),
                            dtype="float32", fill_value=0.0)
@@ -157,6 +159,7 @@ class FieldStoreWriter:
     def open(cls, path: str | Path, *, expect: dict[str, Any] | None = None) -> FieldStoreWriter:
         """Reopen a store to resume it (or to join as another rank); `expect` attrs must match exactly."""
         path = Path(path)
+        refuse_links_inside(path, "the store")  # zarr would write a chunk through a link, outside the store
         group = _open_group(path, "r+")
         for key, value in (expect or {}).items():
             stored = json.loads(json.dumps(group.attrs.get(key)))
@@ -254,9 +257,10 @@ def is_store(path: Path) -> bool:
     return (path / "zarr.json").is_file() or (path / ".zgroup").is_file()
 
 
-def check_store_path(path: Path, *, force: bool, resume: bool) -> None:
-    """Refuse to overwrite a non-empty `path` unless forced or resumed, before any work is done."""
-    check_out_dir(path, force or resume, resumable=True)
+def check_store_path(path: Path, *, force: bool, resume: bool, inputs: Sequence = ()) -> None:
+    """Refuse to overwrite a non-empty `path` unless forced or resumed and fieldlab's own, or one holding an
+    input (`inputs`), before any work is done."""
+    check_out_dir(path, force, resume=resume, resumable=True, inputs=inputs)
 
 
 def _read_done(group, num_fields: int, chunk_fields: int) -> np.ndarray:
