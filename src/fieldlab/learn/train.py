@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from fieldlab._errors import UserError
+from fieldlab._safety import lock_output, replace_file, write_marker
 from fieldlab.learn.field_batch import FieldEvaluator
 from fieldlab.learn.layers import Discretized
 from fieldlab.learn.nets import NetConfig, flat_size, net_config
@@ -203,12 +204,18 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
     """Train `config.net` on the store; returns the final metrics (also in RUN/run.json).
 
     `stop_at` ends this process after that step with a checkpoint (as an interruption would), for a
-    later `resume=True` to continue exactly where it stopped."""
+    later `resume=True` to continue exactly where it stopped. RUN is locked while it is written (by rank 0
+    under torchrun), so a second `train` into it stops with one line."""
+    with lock_output(Path(out)):
+        return _train(store_path, Path(out), config, resume=resume, force=force, progress=progress, stop_at=stop_at)
+
+
+def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bool, force: bool, progress,
+           stop_at: int | None) -> dict[str, Any]:
     from fieldlab.store.field_store import FieldStore
 
     config.validate()
-    out = Path(out)
-    _check_run_dir(out, resume=resume, force=force)
+    _check_run_dir(out, resume=resume, force=force, inputs=[store_path])
     store = FieldStore(store_path)
     device = resolve_device(config.device)
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:
@@ -246,6 +253,7 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
     start = 0
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        write_marker(out, "run")
         _write_json(out / "config.json", {"store": str(store_path), **config.to_dict()})
     if resume and (out / "checkpoint.pt").exists():
         state = torch.load(out / "checkpoint.pt", map_location=device, weights_only=True)
@@ -350,17 +358,16 @@ def score(net: nn.Module, cfg: NetConfig, evaluator: FieldEvaluator, split: Spli
 
 
 # -- files -----------------------------------------------------------------------------------------------
-def _check_run_dir(out: Path, *, resume: bool, force: bool) -> None:
-    check_out_dir(out, force=resume or force, resumable=True)
+def _check_run_dir(out: Path, *, resume: bool, force: bool, inputs=()) -> None:
+    check_out_dir(out, force, resume=resume, resumable=True, inputs=inputs)
     if force and not resume and out.is_dir():
         for name in ("checkpoint.pt", "net.safetensors", "run.json"):
             (out / name).unlink(missing_ok=True)
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2, default=str)
+    replace_file(path, lambda tmp: tmp.write_text(text))
 
 
 def _save_run(out: Path, net, cfg: NetConfig, config: TrainConfig, store, classes: int, how: str, metrics) -> None:
@@ -368,9 +375,8 @@ def _save_run(out: Path, net, cfg: NetConfig, config: TrainConfig, store, classe
 
     from fieldlab.store.field_dir import versions
 
-    tmp = out / "net.safetensors.tmp"
-    save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, str(tmp))
-    os.replace(tmp, out / "net.safetensors")
+    state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    replace_file(out / "net.safetensors", lambda tmp: save_file(state, str(tmp)))
     _write_json(out / "run.json", {
         "format": FORMAT, "net": cfg.name, "net_options": cfg.to_dict(), "classes": classes,
         "label_names": store.label_names, "field": store.config.name, "in_channels": store.signal.channels,
