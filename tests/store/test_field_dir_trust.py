@@ -110,8 +110,8 @@ def test_a_damaged_field_dir_is_one_line_on_info_and_render(field_dir, tmp_path,
     folder = copy_of(field_dir, tmp_path)
     damage(folder)
     assert message in refused(capsys, "info", folder)
-    assert message in refused(capsys, "render", folder, "--out", tmp_path / "out.npy")
-    assert not (tmp_path / "out.npy").exists()
+    assert message in refused(capsys, "render", folder, "--out", tmp_path / "out.png")
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_weights_holding_nan_are_refused_with_their_name(field_dir, tmp_path, capsys):
