@@ -153,3 +153,69 @@ def test_crafted_store_attributes_are_refused_in_one_line(tmp_path, cli, changes
     with pytest.raises(UserError, match=match.replace("(", "\\(").replace(".", "\\.")):
         FieldStore(tmp_path / "S")
     expect_one_line(cli, ["store", "info", tmp_path / "S"])
+
+
+# -- run folders -----------------------------------------------------------------------------------------
+TINY = dict(net="mlp", net_options={"hidden": 8}, steps=2, num_points=16, batch_size=4, log_every=1000)
+
+
+@pytest.fixture
+def run(tmp_path):
+    """A finished 2-step run of an MLP on the weights of a 10-field store (tmp_path/S), and that store."""
+    from fieldlab.learn.train import TrainConfig, train
+
+    make_store(tmp_path / "S")
+    train(tmp_path / "S", tmp_path / "run", TrainConfig(**TINY), progress=lambda *_: None)
+    return tmp_path / "run", tmp_path / "S"
+
+
+def test_a_garbage_net_safetensors_is_refused_in_one_line(run, cli):
+    folder, store = run
+    (folder / "net.safetensors").write_bytes(b"\xff" * 16 + np.random.default_rng(1).bytes(300))
+    expect_one_line(cli, ["eval", folder, store, "--points", "qmc"], "net.safetensors is damaged")
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00binary", "run.json is damaged"),
+    (b"[1, 2]", "holds a list, not a dict"),
+    ({"classes": "2"}, "'classes' must be a int"),
+    ({"classes": 10**12}, "classes must be between 1"),
+    ({"in_channels": 1.5}, "'in_channels' must be a int"),
+    ({"net_options": {"hidden": 10**9}}, "parameter count must be between 1 and 1,000,000,000"),
+    ({"net_options": {"hidden": 30_000}}, "does not fit the fields"),
+    ({"train": []}, "'train' must be a dict"),
+])
+def test_a_crafted_run_json_is_refused_in_one_line(run, cli, content, match):
+    folder, store = run
+    if isinstance(content, dict):
+        content = json.dumps({**json.loads((folder / "run.json").read_text()), **content}).encode()
+    (folder / "run.json").write_bytes(content)
+    expect_one_line(cli, ["eval", folder, store, "--points", "qmc"], match)
+
+
+def crafted_checkpoints(real):
+    wrong_shape = {**real, "net": {k: torch.zeros(3) for k in real["net"]}}
+    with_nan = {**real, "net": {k: t.clone().fill_(float("nan")) if t.is_floating_point() else t
+                                for k, t in real["net"].items()}}
+    moments = {**real["optimizer"], "state": {0: {"step": torch.tensor(1.0), "exp_avg": torch.zeros(7)}}}
+    return {"garbage": b"PK\x03\x04 not a zip", "a list": [1, 2], "no step": {**real, "step": None},
+            "a step past --steps": {**real, "step": 10**9}, "another network": {**real, "net": {"w": torch.zeros(2)}},
+            "wrong shapes": wrong_shape, "NaN weights": with_nan, "wrong moments": {**real, "optimizer": moments}}
+
+
+@pytest.mark.parametrize("case", list(crafted_checkpoints({"net": {}, "optimizer": {"state": {}}})))
+def test_resume_on_a_crafted_checkpoint_is_refused_before_the_run_is_written(tmp_path, cli, case):
+    from fieldlab.learn.train import TrainConfig, train
+
+    make_store(tmp_path / "S")
+    folder = tmp_path / "run"
+    train(tmp_path / "S", folder, TrainConfig(**TINY), progress=lambda *_: None, stop_at=1)
+    crafted = crafted_checkpoints(torch.load(folder / "checkpoint.pt", weights_only=True))[case]
+    if isinstance(crafted, bytes):
+        (folder / "checkpoint.pt").write_bytes(crafted)
+    else:
+        torch.save(crafted, folder / "checkpoint.pt")
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()}
+    expect_one_line(cli, ["train", tmp_path / "S", "--out", folder, "--net", "mlp", "--hidden", "8", "--steps", "2",
+                          "--num-points", "16", "--batch-size", "4", "--lr", "0.01", "--resume"], "checkpoint.pt")
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()} == before

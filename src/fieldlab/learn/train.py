@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from fieldlab._errors import UserError
 from fieldlab._safety import lock_output, replace_file, write_marker
+from fieldlab.learn._run_files import build_bounded, check_run_info, load_checkpoint, load_weights, read_run_json
 from fieldlab.learn.field_batch import FieldEvaluator
 from fieldlab.learn.layers import Discretized
 from fieldlab.learn.nets import NetConfig, flat_size, net_config
@@ -251,15 +252,12 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
         model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start = 0
+    if resume and (out / "checkpoint.pt").exists():  # checked and loaded before RUN is written
+        start = load_checkpoint(out / "checkpoint.pt", net, optimizer, device, config.steps)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_marker(out, "run")
         _write_json(out / "config.json", {"store": str(store_path), **config.to_dict()})
-    if resume and (out / "checkpoint.pt").exists():
-        state = torch.load(out / "checkpoint.pt", map_location=device, weights_only=True)
-        net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = int(state["step"])
 
     began = time.time()
     local = config.batch_size // world
@@ -387,20 +385,16 @@ def _save_run(out: Path, net, cfg: NetConfig, config: TrainConfig, store, classe
 
 def read_run(run: str | Path) -> dict:
     """RUN's run.json (a `train` or a `train-sdf` run; its "format" says which)."""
-    try:
-        return json.loads((Path(run) / "run.json").read_text())
-    except (OSError, ValueError):
-        raise UserError(f"{run} is not a finished training run (no readable run.json)") from None
+    return read_run_json(Path(run))
 
 
 def load_run(run: str | Path, store) -> tuple[nn.Module, NetConfig, dict]:
     """The trained network of RUN (rebuilt from run.json, weights from net.safetensors), in eval mode."""
-    from safetensors.torch import load_file
-
     run = Path(run)
     info = read_run(run)
     if info.get("format") != FORMAT:
         raise UserError(f"{run}/run.json is not a fieldlab run")
+    check_run_info(info, run)
     cfg = net_config(info["net"], **info["net_options"])
     if store.config.name != info["field"] or store.signal.channels != info["in_channels"] or \
             store.signal.in_dim != info.get("dim", store.signal.in_dim):
@@ -408,12 +402,15 @@ def load_run(run: str | Path, store) -> tuple[nn.Module, NetConfig, dict]:
                         f"{_count(info['in_channels'], 'channel')}; {store.path} holds {store.signal.in_dim}-D "
                         f"{store.config.name} fields with {_count(store.signal.channels, 'channel')}")
     _check_classes(run, info, store, cfg.task == "segment")
-    net = build_net(cfg, store, info["classes"])
-    weights = load_file(str(run / "net.safetensors"))
-    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    if expected != {k: tuple(v.shape) for k, v in weights.items()}:  # a net that reads the weights themselves
-        raise UserError(f"{run} does not fit the fields of {store.path}: its {cfg.name} network was built for "
-                        f"{info['field']} fields of another size (options {store.config.to_dict()} here)")
+    weights = load_weights(run / "net.safetensors", str(run))
+
+    def fits(shape_only: nn.Module) -> None:  # checked before the network is allocated
+        expected = {k: tuple(v.shape) for k, v in shape_only.state_dict().items()}
+        if expected != {k: tuple(v.shape) for k, v in weights.items()}:  # a net that reads the weights themselves
+            raise UserError(f"{run} does not fit the fields of {store.path}: its {cfg.name} network was built for "
+                            f"{info['field']} fields of another size (options {store.config.to_dict()} here)")
+
+    net = build_bounded(lambda: build_net(cfg, store, info["classes"]), f"{run}/run.json's {cfg.name} network", fits)
     net.load_state_dict(weights)
     return net.eval(), cfg, info
 
