@@ -131,7 +131,7 @@ BAD_FITS = [
     (lambda t: ["fit", "sample:camera", "--params", "1000000000000"], "--params"),
     (lambda t: ["fit", "sample:camera", "--lr", "-1"], "--lr"),
     (lambda t: ["fit", "sample:camera", "--hidden-dim", "0"], "--hidden-dim"),
-    (lambda t: ["fit", "sample:camera", "--hidden-dim", "100000000"], "parameters"),
+    (lambda t: ["fit", "sample:camera", "--hidden-dim", "100000000"], "--hidden-dim must be at most"),
     (lambda t: ["fit", "sample:camera", "--scales", "3"], "does not take --scales"),
     (lambda t: ["fit", "sample:camera", "--precision", "fp8"], "--precision"),
     (lambda t: ["fit", "sample:camera", "--steps", "many"], "steps"),
