@@ -75,7 +75,7 @@ def eval_command(
         sides = [int(s) for s in (resolutions or "").replace(" ", ",").split(",") if s]
     except ValueError:
         raise UserError(f"--resolutions takes grid sides like 8,16,32, got {resolutions!r}") from None
-    rows = evaluate(run, store, points=kinds, resolutions=sides, device=device, draws=draws)
+    rows = evaluate(run, store, points=kinds, resolutions=sides, device=device, draws=draws, progress=True)
     metric = rows[0].get("metric") if rows else None
     if metric == "miou":
         print("metric: mIoU (%)")

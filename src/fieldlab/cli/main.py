@@ -152,14 +152,14 @@ def render_command(
         cube = parse_size(size)
         cube = list(check_shape(cube * 3 if len(cube) == 1 else cube, "--size")) if cube else None
         bounds = parse_region(region, 3) if region else None
-        vertices, faces = render_mesh(stored, size=cube, region=bounds, device=target)
+        vertices, faces = render_mesh(stored, size=cube, region=bounds, device=target, progress=True)
         write_mesh(out, vertices, faces)
         print(f"rendered the surface at {'x'.join(map(str, cube or stored.signal.shape))}: {len(faces):,} faces -> {out}")
         return
     grid = render_grid(stored, size=parse_size(size), region=parse_region(region, stored.signal.in_dim) if region else None)
     # The rendered values in fp32 and their decoded copy in float64, said in one line when they cannot fit.
     check_memory(12 * math.prod(grid[0]) * stored.signal.channels, f"rendering {'x'.join(map(str, grid[0]))} samples")
-    values = render(stored, size=grid[0], region=grid[1], device=target)
+    values = render(stored, size=grid[0], region=grid[1], device=target, progress=True)
     write_signal(out, stored.signal.normalization.decode(values), rendered_info(stored.signal, grid[0], grid[1]))
     print(f"rendered {'x'.join(map(str, grid[0]))} over {','.join(f'{lo:g}:{hi:g}' for lo, hi in grid[1])} -> {out}")
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from fieldlab._errors import UserError, missing_extra
+from fieldlab._progress import in_pieces, phase
 from fieldlab.signals.mesh import MESH_SUFFIXES, sample_surface
 
 Bounds = Sequence[tuple[float, float]]
@@ -39,11 +40,11 @@ def _resolution3(resolution: int | Sequence[int]) -> tuple[int, int, int]:
 
 @torch.no_grad()
 def field_grid(field: nn.Module, resolution: int | Sequence[int], *, bounds: Bounds = CUBE, chunk: int = 2**18,
-               device: str | torch.device = "cpu") -> np.ndarray:
+               device: str | torch.device = "cpu", progress: bool = False) -> np.ndarray:
     """The field's first output channel on a grid of sample centres, (rx, ry, rz) float32 on the host.
 
     Coordinates are made per chunk from flat indices, so no more than `chunk` points are ever on the
-    device; the first axis varies slowest, like `grid_coords`.
+    device; the first axis varies slowest, like `grid_coords`. `progress`: a bar (else a log line).
     """
     size = _resolution3(resolution)
     lo = torch.tensor([b[0] for b in bounds], dtype=torch.float64, device=device)
@@ -52,8 +53,9 @@ def field_grid(field: nn.Module, resolution: int | Sequence[int], *, bounds: Bou
     dims = torch.tensor(size, device=device)
     total = math.prod(size)
     grid = np.empty(total, dtype=np.float32)
-    for start in range(0, total, chunk):
-        flat = torch.arange(start, min(start + chunk, total), device=device)
+    name = "x".join(map(str, size))
+    for start, stop in in_pieces(f"evaluating the field on the {name} grid", total, chunk, unit="point", bar=progress):
+        flat = torch.arange(start, stop, device=device)
         index = (flat[:, None] // strides) % dims  # (n, 3) grid index of each point
         coords = (lo + (index + 0.5) * step).float()
         grid[start:start + len(flat)] = field(coords)[:, 0].float().cpu().numpy()
@@ -62,19 +64,20 @@ def field_grid(field: nn.Module, resolution: int | Sequence[int], *, bounds: Bou
 
 def extract_mesh(field: nn.Module, resolution: int | Sequence[int], *, chunk: int = 2**18,
                  device: str | torch.device = "cpu", level: float = 0.0,
-                 bounds: Bounds = CUBE) -> tuple[np.ndarray, np.ndarray]:
+                 bounds: Bounds = CUBE, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Vertices (v, 3) float64 in the field's canonical coordinates and faces (f, 3) int64 of its surface.
 
     The `level` set of the field's logit on a `resolution`³ grid of sample centres over `bounds`, by
     scikit-image's marching cubes; faces are oriented with outward normals (inside is where the logit
     exceeds `level`). A field that never crosses `level` gives an empty mesh (0 vertices, 0 faces).
-    `field` must already be on `device`.
+    `field` must already be on `device`; `progress`: bars (else log lines).
     """
-    grid = field_grid(field, resolution, bounds=bounds, chunk=chunk, device=device)
-    return grid_surface(grid, level=level, bounds=bounds)
+    grid = field_grid(field, resolution, bounds=bounds, chunk=chunk, device=device, progress=progress)
+    return grid_surface(grid, level=level, bounds=bounds, progress=progress)
 
 
-def grid_surface(grid: np.ndarray, *, level: float = 0.0, bounds: Bounds = CUBE) -> tuple[np.ndarray, np.ndarray]:
+def grid_surface(grid: np.ndarray, *, level: float = 0.0, bounds: Bounds = CUBE,
+                 progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """`extract_mesh` of a grid already evaluated by `field_grid` (so a caller that also scores the grid
     evaluates the field once); `grid` may be modified in place."""
     from skimage import measure
@@ -84,7 +87,9 @@ def grid_surface(grid: np.ndarray, *, level: float = 0.0, bounds: Bounds = CUBE)
     if not (grid.min() < level < grid.max()):
         return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
     step = np.array([(b[1] - b[0]) / r for b, r in zip(bounds, grid.shape)])
-    vertices, faces, _, _ = measure.marching_cubes(grid, level=level, spacing=tuple(step), allow_degenerate=False)
+    with phase("marching cubes", 1, unit="grid", bar=progress) as advance:  # one call: it cannot advance
+        vertices, faces, _, _ = measure.marching_cubes(grid, level=level, spacing=tuple(step), allow_degenerate=False)
+        advance(1)
     lo = np.array([b[0] for b in bounds])
     # scikit-image winds faces clockwise seen from the larger values (our inside): reverse them to
     # face outward, as mesh files and the winding number expect.
@@ -135,7 +140,7 @@ def write_mesh(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
 
 
 def render_mesh(stored, *, size: Sequence[int] | None = None, region: Bounds | None = None, chunk: int = 2**18,
-                device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                device: str | torch.device = "cpu", progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The surface of a stored occupancy field (kind "mesh"), in the source mesh's units.
 
     `size`: samples per axis, one number for a cube (default: the field's `signal.shape`); `region`:
@@ -154,7 +159,8 @@ def render_mesh(stored, *, size: Sequence[int] | None = None, region: Bounds | N
         return 2 * (x - lo) / (hi - lo) - 1
 
     bounds = [(canonical(lo, k), canonical(hi, k)) for k, (lo, hi) in enumerate(region)]
-    vertices, faces = extract_mesh(stored.module.to(device), size, chunk=chunk, device=device, bounds=bounds)
+    vertices, faces = extract_mesh(stored.module.to(device), size, chunk=chunk, device=device, bounds=bounds,
+                                   progress=progress)
     lo = np.array([d[0] for d in info.domain])
     width = np.array([d[1] - d[0] for d in info.domain])
     return lo + (vertices + 1) / 2 * width, faces

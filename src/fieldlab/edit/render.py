@@ -9,6 +9,7 @@ import math
 import torch
 
 from fieldlab._errors import UserError
+from fieldlab._progress import in_pieces
 from fieldlab.signals import SignalInfo, grid_coords
 from fieldlab.store import StoredField
 
@@ -57,8 +58,9 @@ def render_grid(stored: StoredField, *, size: list[int] | None = None,
 
 @torch.no_grad()
 def render(stored: StoredField, *, size: list[int] | None = None, region: list[tuple[float, float]] | None = None,
-           chunk: int = 2**18, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Field values (*size, c) in the field range on a `size` grid of sample centres covering `region`."""
+           chunk: int = 2**18, device: str | torch.device = "cpu", progress: bool = False) -> torch.Tensor:
+    """Field values (*size, c) in the field range on a `size` grid of sample centres covering `region`
+    (`progress`: a bar over the chunks, else a log line)."""
     size, region = render_grid(stored, size=size, region=region)
     shape = stored.signal.shape
     if any(lo < 0 or hi > n for (lo, hi), n in zip(region, shape)):
@@ -66,7 +68,8 @@ def render(stored: StoredField, *, size: list[int] | None = None, region: list[t
                     ",".join(f"{lo:g}:{hi:g}" for lo, hi in region), ",".join(f"0:{n}" for n in shape))
     module = stored.module.to(device)
     coords = grid_coords(stored.signal.domain, region, size)
-    parts = [module(coords[i:i + chunk].to(device)).float().cpu() for i in range(0, coords.shape[0], chunk)]
+    pieces = in_pieces(f"rendering {'x'.join(map(str, size))}", coords.shape[0], chunk, unit="sample", bar=progress)
+    parts = [module(coords[i:stop].to(device)).float().cpu() for i, stop in pieces]
     return torch.cat(parts).reshape(*size, -1)
 
 

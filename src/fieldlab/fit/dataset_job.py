@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from fieldlab import dist
 from fieldlab._errors import UserError
+from fieldlab._progress import in_pieces, phase
 from fieldlab.fields import FieldConfig, get_config_class
 from fieldlab.fit.batched import DATASET_FIELD_DEFAULTS, BatchedFitConfig
 from fieldlab.fit.loop import resolve_device
@@ -151,17 +153,33 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
         log.info("%s: %s fields of %s in %d chunks (%d done), %d process(es), %s on %s; steps by %s", job.source,
                  f"{num_fields:,}", config.name, writer.num_chunks, done, dist.world_size(),
                  f"{config.num_params():,} params each", resolve_device(fit.device), steps_by)
-    for count, chunk in enumerate(mine, start=1):
-        start = time.perf_counter()
-        rows = np.asarray(writer.chunk_rows(chunk))
-        result = fitter.fit(coords, rows_of.values(rows), rows)
-        columns = rows_of.columns(rows)
-        writer.write_chunk(chunk, params=result.params, psnr=result.psnr, steps=result.steps,
-                           split=is_test[columns["source_index"]].astype(np.int8), **columns)
-        if progress:
-            log.info("rank %d: chunk %d (%d/%d): %d fields, mean PSNR %.2f dB, %.1f s", dist.rank(), chunk, count,
-                     len(mine), len(rows), float(np.mean(result.psnr)), time.perf_counter() - start)
+    _fit_chunks(mine, writer, fitter, rows_of, coords, is_test, progress)
     dist.barrier()
     summary = FieldStore(out).summary() if dist.is_main() else None
     dist.finish()
     return summary
+
+
+def _fit_chunks(mine: list[int], writer, fitter, rows_of: Augmented, coords, is_test: np.ndarray,
+                progress: bool) -> None:
+    """Read, fit and write this rank's chunks, as phases (`fieldlab._progress`): rank 0 shows bars (all its
+    fields, each chunk's reading and writing) and a line per chunk; else a log line per long phase."""
+    bar = progress and dist.is_main()
+    total = sum(len(writer.chunk_rows(chunk)) for chunk in mine)
+    with phase(f"fitting {total:,} fields", total, unit="field", bar=bar) as advance:
+        for count, chunk in enumerate(mine, start=1):
+            start = time.perf_counter()
+            rows = np.asarray(writer.chunk_rows(chunk))
+            # a folder's images are decoded here: read in pieces, so the bar moves while they are
+            values = torch.cat([rows_of.values(rows[a:b]) for a, b in in_pieces(
+                f"reading chunk {chunk}", len(rows), 16, unit="item", bar=bar, seconds=0.25)])
+            result = fitter.fit(coords, values, rows)
+            columns = rows_of.columns(rows)
+            with phase(f"writing chunk {chunk}", 1, unit="chunk", bar=bar) as wrote:
+                writer.write_chunk(chunk, params=result.params, psnr=result.psnr, steps=result.steps,
+                                   split=is_test[columns["source_index"]].astype(np.int8), **columns)
+                wrote(1)
+            advance(len(rows))
+            if progress:
+                log.info("rank %d: chunk %d (%d/%d): %d fields, mean PSNR %.2f dB, %.1f s", dist.rank(), chunk, count,
+                         len(mine), len(rows), float(np.mean(result.psnr)), time.perf_counter() - start)

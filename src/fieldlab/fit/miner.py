@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from fieldlab._errors import UserError
+from fieldlab._progress import in_pieces, phase
 from fieldlab.fields.miner import BlockNet, Miner, MinerConfig
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.loop import FitResult, RunLog, _matmul_precision, autocast_for, resolve_device
@@ -149,18 +150,18 @@ def coarse_sum(model: Miner, scale: int, first: int, count: int, device,
 
 
 @torch.no_grad()
-def residual_blocks(model: Miner, target: torch.Tensor, scale: int, place: Placement):
+def residual_blocks(model: Miner, target: torch.Tensor, scale: int, place: Placement, progress: bool = False):
     """Scale `scale`'s target (c, *n) minus the coarser scales, as blocks (N, m, c) in `place.storage`, with
     every block's mean square residual and mean square target on a [0, 1] range (N,) on the device; at most
-    `place.max_blocks` blocks are on the device at once."""
+    `place.max_blocks` blocks are on the device at once (`progress`: a bar over them, else a log line)."""
     blocks = to_blocks(target, model.block_size)
     count = blocks.shape[0]
     chunk = min(count, place.max_blocks)
     error = torch.empty(count, device=place.device)
     reference = torch.empty(count, device=place.device)
     parts = []
-    for i in range(0, count, chunk):
-        y = place.load(blocks[i:i + chunk])
+    for i, stop in in_pieces(f"residuals of scale {scale}", count, chunk, unit="block", bar=progress):
+        y = place.load(blocks[i:stop])
         reference[i:i + len(y)] = ((y + 1) / 2).square().mean(dim=(1, 2))
         residual = coarse_sum(model, scale, i, len(y), place.device, place.points).neg_().add_(y)
         error[i:i + len(y)] = residual.square().mean(dim=(1, 2))  # field range: 4× the MSE on a [0, 1] range
@@ -363,12 +364,14 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
     log = RunLog(log_path, None, progress, sum(steps))
     start = time.perf_counter()
     try:
-        targets = [place.keep(t) for t in pyramid(values.to(place.storage, torch.float32), model.padded, J)]
+        with phase("building the pyramid", 1, bar=progress) as advance:  # a few poolings: too few to count
+            targets = [place.keep(t) for t in pyramid(values.to(place.storage, torch.float32), model.padded, J)]
+            advance(1)
         stats.pyramid_bytes = sum(t.numel() * t.element_size() for t in targets)
         for s in range(J):
             # the residual pass: no parameters yet; a resident fit holds this scale's blocks and residual too
             place.plan(model, channels, 0, _held(place, targets, 2 * scale_bytes(model, channels, s)), training=False)
-            blocks, error, reference = residual_blocks(model, targets[s], s, place)  # (N, m, c) in storage
+            blocks, error, reference = residual_blocks(model, targets[s], s, place, progress)  # (N, m, c) in storage
             targets[s] = None  # this scale's samples are not needed again: free them before training
             reference = reference if relative else 1.0
             index = torch.nonzero(error > 4 * config.prune_mse * reference).squeeze(1)

@@ -17,15 +17,16 @@ from fieldlab.fit.loop import resolve_device
 
 @torch.no_grad()
 def occupancy_grid(mesh, resolution: int, *, device="cpu", chunk: int = 2**20, backend="auto",
-                   coarsest: int = 32) -> torch.Tensor:
+                   coarsest: int = 32, progress: bool = False) -> torch.Tensor:
     """Inside (bool (r, r, r)) at the centres of a `resolution`³ grid over the canonical cube.
 
     Generalized winding numbers (`signals.mesh.winding_number`) at every centre would cost r³ × faces;
     instead the grid is refined from `coarsest`³: a cell that no triangle's bounding box touches lies on
     one side of the surface, so its children inherit its winding number; only cells touched by the
     surface, or whose winding number is ambiguous (open meshes), are evaluated again at the next level.
+    Each level is a phase of its own (`progress`: a bar, else a log line).
     """
-    from fieldlab.signals.mesh import mesh_tensors, winding_number
+    from fieldlab.signals.mesh import mesh_tensors
 
     vertices, faces = mesh_tensors(mesh, device)
     triangles = vertices[faces]
@@ -33,7 +34,7 @@ def occupancy_grid(mesh, resolution: int, *, device="cpu", chunk: int = 2**20, b
     while r > coarsest and r % 2 == 0:
         r //= 2
     index = torch.stack(torch.meshgrid(*[torch.arange(r, device=device)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    number = _winding_at(index, r, vertices, faces, chunk, backend, winding_number).reshape(r, r, r)
+    number = _winding_at(index, r, vertices, faces, chunk, backend, progress).reshape(r, r, r)
     while r < resolution:
         unsure = _touched(triangles, r) | ((number - 0.5).abs() < 0.25)
         unsure = F.max_pool3d(unsure[None, None].float(), 3, 1, 1)[0, 0] > 0  # a cell of margin
@@ -41,15 +42,16 @@ def occupancy_grid(mesh, resolution: int, *, device="cpu", chunk: int = 2**20, b
         r *= 2
         children = unsure.repeat_interleave(2, 0).repeat_interleave(2, 1).repeat_interleave(2, 2)
         index = torch.nonzero(children)
-        number[children] = _winding_at(index, r, vertices, faces, chunk, backend, winding_number)
+        number[children] = _winding_at(index, r, vertices, faces, chunk, backend, progress)
     return number > 0.5
 
 
-def _winding_at(index, r, vertices, faces, chunk, backend, winding_number) -> torch.Tensor:
+def _winding_at(index, r, vertices, faces, chunk, backend, progress) -> torch.Tensor:
+    from fieldlab.signals.mesh import label_points
+
     centres = (index.float() + 0.5) * (2 / r) - 1
-    parts = [winding_number(centres[i:i + 2**18], vertices, faces, chunk=chunk, backend=backend)
-             for i in range(0, len(centres), 2**18)]
-    return torch.cat(parts) if parts else centres.new_zeros(0)
+    return label_points(centres, vertices, faces, chunk=chunk, backend=backend, progress=progress,
+                        desc=f"labelling the {r}³ grid inside/outside the mesh")
 
 
 def _touched(triangles: torch.Tensor, r: int) -> torch.Tensor:
@@ -91,7 +93,8 @@ def fit_mesh(mesh, config: MinerConfig, fit_config: FitConfig = FitConfig(), occ
     resolution = occupancy.resolution
     tick = time.perf_counter()
     if inside is None:
-        inside = occupancy_grid(mesh, resolution, device=device, chunk=occupancy.chunk, backend=occupancy.backend)
+        inside = occupancy_grid(mesh, resolution, device=device, chunk=occupancy.chunk, backend=occupancy.backend,
+                                progress=progress)
     elif tuple(inside.shape) != (resolution,) * 3:
         raise ValueError(f"inside has shape {tuple(inside.shape)}, not the {resolution}³ grid")
     inside = inside.to(device)
@@ -102,12 +105,12 @@ def fit_mesh(mesh, config: MinerConfig, fit_config: FitConfig = FitConfig(), occ
     del values
     config = config.adapt((resolution,) * 3).replace(blocks=tuple(len(level) for level in model.levels))
     # One evaluation of the grid serves both the IoU over every cell and marching cubes.
-    grid = field_grid(model, resolution, chunk=fit_config.eval_chunk, device=device)
+    grid = field_grid(model, resolution, chunk=fit_config.eval_chunk, device=device, progress=progress)
     predicted = grid > 0
     iou_grid = int((predicted & inside).sum()) / max(int((predicted | inside).sum()), 1)
     del predicted, inside
-    points, held = held_out(mesh, occupancy, device)
-    vertices, faces = grid_surface(grid)
+    points, held = held_out(mesh, occupancy, device, progress=progress)
+    vertices, faces = grid_surface(grid, progress=progress)
     metrics, reconstruction = surface_scores(mesh, occupancy, predict(model, points), held.cpu(), vertices, faces)
     metrics.update({"iou_grid": round(iou_grid, 6), "label_seconds": round(label_seconds, 3)})
     metrics.update(field_metrics(model, config, stats, device))

@@ -131,8 +131,8 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
     device = resolve_device(fit_config.device)
 
     tick = time.perf_counter()
-    points, values = _sample(mesh, occupancy, occupancy.points, fit_config.seed, device)
-    held_points, held_values = held_out(mesh, occupancy, device)
+    points, values = _sample(mesh, occupancy, occupancy.points, fit_config.seed, device, progress)
+    held_points, held_values = held_out(mesh, occupancy, device, progress=progress)
     sample_seconds = time.perf_counter() - tick
 
     torch.manual_seed(fit_config.seed)
@@ -142,7 +142,8 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
     seconds = fitter.elapsed()
 
     logits = fitter.predict(held_points)
-    vertices, faces = extract_mesh(fitter.field, occupancy.resolution, chunk=fit_config.eval_chunk, device=device)
+    vertices, faces = extract_mesh(fitter.field, occupancy.resolution, chunk=fit_config.eval_chunk, device=device,
+                                   progress=progress)
     metrics, reconstruction = surface_scores(mesh, occupancy, logits, held_values, vertices, faces)
     metrics.update({
         "params": config.num_params(), "steps": fitter.step_count, "seconds": round(seconds, 3),
@@ -153,9 +154,10 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
     return MeshFitResult(field=fitter.field.cpu(), config=config, metrics=metrics, reconstruction=reconstruction)
 
 
-def held_out(mesh: Mesh, occupancy: OccupancyConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def held_out(mesh: Mesh, occupancy: OccupancyConfig, device: torch.device, *,
+             progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The held-out points (eval_points, 3) and their occupancies every mesh fit is scored on."""
-    return _sample(mesh, occupancy, occupancy.eval_points, occupancy.eval_seed, device)
+    return _sample(mesh, occupancy, occupancy.eval_points, occupancy.eval_seed, device, progress)
 
 
 def surface_scores(mesh: Mesh, occupancy: OccupancyConfig, logits: torch.Tensor, held_values: torch.Tensor,
@@ -175,11 +177,11 @@ def surface_scores(mesh: Mesh, occupancy: OccupancyConfig, logits: torch.Tensor,
     return metrics, reconstruction
 
 
-def _sample(mesh: Mesh, occupancy: OccupancyConfig, total: int, seed: int,
-            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _sample(mesh: Mesh, occupancy: OccupancyConfig, total: int, seed: int, device: torch.device,
+            progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     near, uniform = occupancy.split(total)
     return sample_occupancy(mesh, n_surface=near, n_uniform=uniform, sigma=occupancy.surface_sigma, seed=seed,
-                            device=device, chunk=occupancy.chunk, backend=occupancy.backend)
+                            device=device, chunk=occupancy.chunk, backend=occupancy.backend, progress=progress)
 
 
 def _train(fitter: OccupancyFitter, log_path: Path | None, progress: bool) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fieldlab._errors import UserError
+from fieldlab._progress import phase
 from fieldlab.learn.field_batch import FieldEvaluator
 from fieldlab.learn.points import KINDS, PointSampler
 from fieldlab.fit.loop import resolve_device
@@ -37,11 +38,12 @@ def scoring_samplers(kind: str, n: int, dim: int, *, seed: int, draws: int,
 
 def evaluate(run: str | Path, store_path: str | Path | None, *, points: Sequence[str],
              resolutions: Sequence[int] | None = None, device: str = "auto", seed: int = 1,
-             draws: int = DRAWS) -> list[dict]:
+             draws: int = DRAWS, progress: bool = False) -> list[dict]:
     """Rows {train, test, resolution, points, accuracy, metric, draws} (accuracy None where a net cannot see
     a point set; for an SDF run (`train-sdf`) it holds the mean absolute SDF error, metric "sdf_mae").
     A randomized point set (rqmc, random, shrunk) is scored as the mean over `draws` independent draws: one
-    draw for a small test set moves the score by many points."""
+    draw for a small test set moves the score by many points. `progress`: a bar over the scorings (one
+    pass over the test set each), else a log line."""
     from fieldlab.learn.sdf import FORMAT as SDF_FORMAT, evaluate_sdf
     from fieldlab.store.field_store import FieldStore
 
@@ -70,21 +72,28 @@ def evaluate(run: str | Path, store_path: str | Path | None, *, points: Sequence
     test = load_split(store, test_rows, dev, masks=cfg.task == "segment")
     metric = "miou" if cfg.task == "segment" else "accuracy"
     evaluator = FieldEvaluator.from_store(store)
+    # segmenters answer at any points (FCNs query their logit image, hypernetworks are fields);
+    # a grid CNN classifier sees only grids, and a classifier of weights sees no points at all
+    seen = [kind for kind in points if cfg.takes == "points" or cfg.task == "segment" or
+            (cfg.takes == "grid" and kind == "grid") or (cfg.takes == "params" and kind == points[0])]
+    total = len(resolutions) * sum(draws if kind in RANDOMIZED else 1 for kind in seen)
     rows = []
-    for side in resolutions:
-        for kind in points:
-            acc, samplers = None, []
-            # segmenters answer at any points (FCNs query their logit image, hypernetworks are fields);
-            # a grid CNN classifier sees only grids, and a classifier of weights sees no points at all
-            if cfg.takes == "points" or cfg.task == "segment" or (cfg.takes == "grid" and kind == "grid") or \
-                    (cfg.takes == "params" and kind == points[0]):
-                samplers = scoring_samplers(kind, side ** dim, dim, seed=seed, draws=draws,
-                                            sequence=train_cfg["sequence"])
-                acc = sum(score(net, cfg, evaluator, test, s, info["classes"]) for s in samplers) / len(samplers)
-            trained = "weights" if cfg.takes == "params" else f"{train_cfg['points']}@{train_cfg['num_points']}"
-            rows.append({"train": trained, "test": kind,
-                         "resolution": side, "points": side ** dim, "accuracy": acc, "metric": metric,
-                         "draws": len(samplers)})
+    with phase(f"scoring {len(test_rows):,} test fields", total, unit="scoring", bar=progress) as advance:
+        for side in resolutions:
+            for kind in points:
+                acc, samplers = None, []
+                if kind in seen:
+                    samplers = scoring_samplers(kind, side ** dim, dim, seed=seed, draws=draws,
+                                                sequence=train_cfg["sequence"])
+                    scores = []
+                    for sampler in samplers:
+                        scores.append(score(net, cfg, evaluator, test, sampler, info["classes"]))
+                        advance(1)
+                    acc = sum(scores) / len(scores)
+                trained = "weights" if cfg.takes == "params" else f"{train_cfg['points']}@{train_cfg['num_points']}"
+                rows.append({"train": trained, "test": kind,
+                             "resolution": side, "points": side ** dim, "accuracy": acc, "metric": metric,
+                             "draws": len(samplers)})
     return rows
 
 

@@ -231,14 +231,14 @@ def sample_surface(vertices: torch.Tensor, faces: torch.Tensor, n: int, *,
 
 def sample_occupancy(mesh: Mesh, *, n_surface: int, n_uniform: int, sigma: float | Sequence[float] = (0.01, 0.05),
                      seed: int = 0, device: str | torch.device = "cpu", chunk: int = 2**20,
-                     backend: Backend = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+                     backend: Backend = "auto", progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Canonical points (n, 3) float32 and their occupancy (n, 1) float32 in {0, 1}, on `device`.
 
     `n_surface` points are drawn on the surface and moved by Gaussian noise of standard deviation
     `sigma` (canonical units; several values share the points equally, as in occupancy-network and
     SDF papers), then `n_uniform` points uniformly in [-1, 1]^3; all are clipped to the cube and
-    labelled by the winding number (`winding_number`'s `chunk` and `backend`). The same `seed` and
-    device give the same points.
+    labelled by the winding number (`winding_number`'s `chunk` and `backend`; `label_points`' `progress`).
+    The same `seed` and device give the same points.
     """
     sigmas = (sigma,) if isinstance(sigma, (int, float)) else tuple(sigma)
     if n_surface < 0 or n_uniform < 0 or n_surface + n_uniform == 0:
@@ -253,8 +253,26 @@ def sample_occupancy(mesh: Mesh, *, n_surface: int, n_uniform: int, sigma: float
         near = near + std * torch.randn(near.shape, device=device, generator=generator)
     uniform = 2 * torch.rand(n_uniform, 3, device=device, generator=generator) - 1
     points = torch.cat([near, uniform]).clamp(-1, 1)
-    occupancy = winding_number(points, vertices, faces, chunk=chunk, backend=backend) > 0.5
+    occupancy = label_points(points, vertices, faces, chunk=chunk, backend=backend, progress=progress) > 0.5
     return points, occupancy.float()[:, None]
+
+
+LABEL_PAIRS = 2**20
+"""Point-face pairs of the first piece of `label_points` (well under a second even for PyTorch on a CPU);
+later pieces are sized to take about a quarter of a second."""
+
+
+def label_points(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor, *, chunk: int = 2**20,
+                 backend: Backend = "auto", progress: bool = False,
+                 desc: str = "labelling points inside/outside the mesh") -> torch.Tensor:
+    """`winding_number` (n,) of points (n, 3), in pieces so that a long labelling shows a bar that advances
+    (a log line instead when `progress` is False); each point's number does not depend on the pieces."""
+    from fieldlab._progress import in_pieces
+
+    size = max(1, LABEL_PAIRS // max(1, len(faces)))
+    parts = [winding_number(points[start:stop], vertices, faces, chunk=chunk, backend=backend) for start, stop in
+             in_pieces(desc, len(points), size, unit="point", bar=progress, seconds=0.25)]
+    return torch.cat(parts) if parts else points.new_zeros(0)
 
 
 def _shares(n: int, k: int) -> list[int]:
