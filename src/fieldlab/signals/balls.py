@@ -48,9 +48,10 @@ def occupancy(centres, radii, coords) -> torch.Tensor:
     return torch.tanh(-scene_sdf(centres, radii, coords) / EDGE)[..., None]
 
 
-def ball_images(count: int, size: int = BALLS_SIZE, seed: int = BALLS_SEED) -> np.ndarray:
-    """(count, size, size) float32: 2-D scenes' occupancy at the pixel centres (row, column order)."""
+def ball_images(count: int, size: int = BALLS_SIZE, seed: int = BALLS_SEED, index=None) -> np.ndarray:
+    """(count, size, size) float32: 2-D scenes' occupancy at the pixel centres (row, column order), of scenes
+    0 … count-1 or of the scene numbers `index` (then count = len(index))."""
     axis = (torch.arange(size, dtype=torch.float32) + 0.5) * 2 / size - 1
     coords = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
-    centres, radii = ball_scenes(count, seed, dim=2)
-    return occupancy(centres, radii, coords)[..., 0].reshape(count, size, size).numpy()
+    centres, radii = ball_scenes(count, seed, dim=2, index=index)
+    return occupancy(centres, radii, coords)[..., 0].reshape(len(centres), size, size).numpy()

@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from fieldlab import _validate
 from fieldlab._errors import UserError, missing_extra
 from fieldlab.signals._signal import Normalization, SignalInfo
 
@@ -64,26 +68,72 @@ class ImageSource:
                           domain=tuple((0.0, float(n)) for n in self.shape), source=self.spec)
 
 
-def _array_source(spec: str, images: np.ndarray, labels: np.ndarray | None, label_names, normalization=None,
+def _array_source(spec: str, images: np.ndarray, labels: np.ndarray | None, label_names=None, normalization=None,
                   extra: dict | None = None) -> ImageSource:
+    """A source over an array of images; `label_names` None names the classes 0 … max label."""
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 2, 3, 4) or len(images) == 0:
         raise UserError(f"{spec}: expected images shaped (N, H, W) or (N, H, W, C≤4), got {images.shape}")
-    if labels is None:
-        labels = np.full(len(images), -1, dtype=np.int64)
-    labels = np.asarray(labels)
-    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-        raise UserError(f"{spec}: labels must be {len(images)} integers, got shape {labels.shape} of {labels.dtype}")
-    normalization = normalization or Normalization.for_array(images)
-    identity = {"spec": spec, "count": len(images), "shape": list(images.shape[1:]),
+    if images.dtype.kind not in "biuf":
+        raise UserError(f"{spec}: images must hold numbers, not {images.dtype}")
+    # Checked once here: one NaN would make the whole source's normalization, and so every field, NaN.
+    _validate.require_finite(images, f"{spec}: images", axes=("item", "row", "column", "channel"))
+    labels, label_names = _labels(spec, labels, label_names, len(images))
+    return _lazy_source(spec, len(images), images.shape[1:], lambda i: images[i], labels, label_names,
+                        normalization or Normalization.for_array(images), extra)
+
+
+def _lazy_source(spec: str, count: int, shape: tuple[int, ...], raw: Callable[[int], np.ndarray],
+                 labels: np.ndarray, label_names, normalization: Normalization, extra: dict | None = None) -> ImageSource:
+    """A source of `count` images of `shape` (H, W, C), item i made by `raw(i)` only when asked for."""
+    identity = {"spec": spec, "count": count, "shape": list(shape),
                 "labels_sha1": hashlib.sha1(labels.astype(np.int64).tobytes()).hexdigest(), **(extra or {})}
-    return ImageSource(spec, tuple(images.shape[1:3]), images.shape[3], normalization, labels.astype(np.int64),
-                       [str(n) for n in label_names], lambda i: images[i], identity)
+    return ImageSource(spec, tuple(shape[:2]), shape[2], normalization, labels.astype(np.int64),
+                       [str(n) for n in label_names], raw, identity)
+
+
+def _labels(spec: str, labels, names, count: int) -> tuple[np.ndarray, list[str]]:
+    """(labels (count,) int64, class names): integer labels are class indices ≥ 0 or -1 for none; string
+    labels become indices into `names`, or into their sorted distinct values when no names are given."""
+    if labels is None:
+        return np.full(count, -1, dtype=np.int64), list(names or [])
+    labels = np.asarray(labels)
+    if labels.shape != (count,):
+        raise UserError(f"{spec}: labels must be {count} values, one per image, got shape {labels.shape}")
+    if labels.dtype.kind in "US":
+        labels = labels.astype(str)
+        names = [str(n) for n in names] if names is not None else sorted(set(labels.tolist()))
+        index = {name: i for i, name in enumerate(names)}
+        unknown = next((i for i, label in enumerate(labels.tolist()) if label not in index), None)
+        if unknown is not None:
+            raise UserError(f"{spec}: the label {labels[unknown]!r} of item {unknown} is not in label_names")
+        return np.array([index[label] for label in labels.tolist()], dtype=np.int64), names
+    if labels.dtype.kind not in "iu":
+        raise UserError(f"{spec}: labels must be integers (class indices, -1 for none) or strings, "
+                        f"got {labels.dtype}")
+    bad = np.flatnonzero((labels < -1) | (labels > _validate.LIMITS.label))
+    if bad.size:
+        raise UserError(f"{spec}: the label {labels[bad[0]]} of item {bad[0]} is not a class index from 0 to "
+                        f"{_validate.LIMITS.label:,} (or -1 for none)")
+    return labels.astype(np.int64), _default_names(spec, labels, names, "labels")
+
+
+def _default_names(spec: str, classes: np.ndarray, names, what: str) -> list[str]:
+    """`names`, or "0" … "K-1" for classes up to K-1 (bounded: a store keeps every name)."""
+    if names is not None:
+        return [str(n) for n in names]
+    top = int(classes.max()) + 1 if classes.size else 0
+    if top > _validate.LIMITS.classes:
+        raise UserError(f"{spec}: {what} reach {top - 1:,}, more than {_validate.LIMITS.classes:,} classes; "
+                        "number the classes from 0 or give label_names")
+    return [str(k) for k in range(top)]
 
 
 def open_source(spec: str, *, image_size: int | None = None) -> ImageSource:
     """The dataset `spec` names (see the module docstring); `image_size` resizes a folder's images."""
+    if image_size is not None:
+        _validate.bounded_int(image_size, "--image-size", 1, math.isqrt(_validate.LIMITS.pixels))
     if spec.startswith("sample:"):
         return _sample_source(spec)
     path = Path(spec)
@@ -114,21 +164,22 @@ def _sample_source(spec: str) -> ImageSource:
         labels = np.repeat(np.arange(2), 100)
         return _array_source(spec, faces, labels, ["face", "non-face"], Normalization("float64", 0.0, 1.0))
     if name == "patches":
-        return _patch_source(spec, _sample_count(spec, name, count, DEFAULT_PATCHES, 10**7))
+        return _patch_source(spec, _sample_count(spec, name, count, DEFAULT_PATCHES, 10**6))
+    # Scenes are drawn one by one when asked for, so `--limit 4` of a million draws 4.
     if name == "shapes":
-        from fieldlab.signals.shapes import DEFAULT_SCENES, SHAPE_CLASSES, shapes_scenes
+        from fieldlab.signals.shapes import DEFAULT_SCENES, DEFAULT_SIZE, SHAPE_CLASSES, shapes_scene
 
         n = _sample_count(spec, name, count, DEFAULT_SCENES, 10**6)
-        images, masks = shapes_scenes(n)
-        source = _array_source(spec, images, np.full(n, -1), SHAPE_CLASSES, Normalization("float32", 0.0, 1.0),
-                               {"masks_sha1": hashlib.sha1(masks.tobytes()).hexdigest()})
-        source.masks = lambda i: masks[i]
+        source = _lazy_source(spec, n, (DEFAULT_SIZE, DEFAULT_SIZE, 1), lambda i: shapes_scene(i)[0][..., None],
+                              np.full(n, -1), SHAPE_CLASSES, Normalization("float32", 0.0, 1.0))
+        source.masks = lambda i: shapes_scene(i)[1]
         return source
     if name == "balls":
-        from fieldlab.signals.balls import DEFAULT_BALL_SCENES, ball_images
+        from fieldlab.signals.balls import BALLS_SIZE, DEFAULT_BALL_SCENES, ball_images
 
         n = _sample_count(spec, name, count, DEFAULT_BALL_SCENES, 10**6)
-        return _array_source(spec, ball_images(n), np.full(n, -1), [], Normalization("float32", -1.0, 1.0))
+        return _lazy_source(spec, n, (BALLS_SIZE, BALLS_SIZE, 1), lambda i: ball_images(1, index=[i])[0][..., None],
+                            np.full(n, -1), [], Normalization("float32", -1.0, 1.0))
     raise UserError(f"unknown dataset sample {name!r}; built-in datasets: "
                     + ", ".join(f"sample:{s}" for s in DATASET_SAMPLES))
 
@@ -145,46 +196,83 @@ def _sample_count(spec: str, name: str, count: str, default: int, most: int) -> 
 
 
 def _patch_source(spec: str, count: int, seed: int = 0) -> ImageSource:
-    """`count` PATCH_SIZE² crops at seeded positions of scikit-image's colour photos (label = photo)."""
+    """`count` PATCH_SIZE² crops at seeded positions of scikit-image's colour photos (label = photo); only
+    the positions are drawn up front, a crop is cut when asked for."""
     import skimage.data
 
     photos = [np.asarray(getattr(skimage.data, name)())[..., :3] for name in PATCH_PHOTOS]
     rng = np.random.default_rng(seed)
     labels = rng.integers(len(photos), size=count)
-    tops = [rng.integers(photos[k].shape[0] - PATCH_SIZE + 1) for k in labels]
-    lefts = [rng.integers(photos[k].shape[1] - PATCH_SIZE + 1) for k in labels]
-    images = np.stack([photos[k][t:t + PATCH_SIZE, s:s + PATCH_SIZE] for k, t, s in zip(labels, tops, lefts)])
-    return _array_source(spec, images, labels, PATCH_PHOTOS, Normalization("uint8", 0.0, 255.0), {"seed": seed})
+    tops = np.array([rng.integers(photos[k].shape[0] - PATCH_SIZE + 1) for k in labels], dtype=np.int64)
+    lefts = np.array([rng.integers(photos[k].shape[1] - PATCH_SIZE + 1) for k in labels], dtype=np.int64)
+
+    def crop(i: int) -> np.ndarray:
+        top, left = tops[i], lefts[i]
+        return photos[labels[i]][top:top + PATCH_SIZE, left:left + PATCH_SIZE]
+
+    return _lazy_source(spec, count, (PATCH_SIZE, PATCH_SIZE, 3), crop, labels, PATCH_PHOTOS,
+                        Normalization("uint8", 0.0, 255.0), {"seed": seed})
 
 
 def _numpy_source(path: Path) -> ImageSource:
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as error:
-        raise UserError(f"cannot read {path} as a NumPy file ({error})") from None
-    if isinstance(data, np.ndarray):
-        return _array_source(str(path), data, None, [])
-    with data:
-        keys = set(data.files)
-        image_key = next((k for k in ("images", "x", "X", "data") if k in keys), None)
-        if image_key is None:
-            raise UserError(f"{path} has no array named images (it has {', '.join(sorted(keys)) or 'none'})")
-        label_key = next((k for k in ("labels", "y", "targets") if k in keys), None)
-        images = np.asarray(data[image_key])
-        labels = np.asarray(data[label_key]) if label_key else None
-        names = [str(n) for n in data["label_names"]] if "label_names" in keys else \
-            ([str(k) for k in range(int(labels.max()) + 1)] if labels is not None and len(labels) else [])
-        masks = np.asarray(data["masks"]) if "masks" in keys else None
+    if path.suffix.lower() == ".npy":
+        with open(path, "rb") as f:
+            _validate.npy_header(f, str(path), path.stat().st_size)
+        return _array_source(str(path), _load(path, lambda: np.load(path, allow_pickle=False)), None)
+    arrays = _read_npz(path)
+    images, labels, names, masks = (arrays.get(k) for k in ("images", "labels", "label_names", "masks"))
+    if names is not None:
+        if names.ndim != 1 or names.dtype.kind not in "USiu":
+            raise UserError(f"{path}: label_names must be a list of names, got {names.shape} of {names.dtype}")
+        names = [str(n) for n in names.tolist()]
     if masks is None:
         return _array_source(str(path), images, labels, names)
     if masks.shape != images.shape[:3] or not np.issubdtype(masks.dtype, np.integer) or masks.min() < 0:
         raise UserError(f"{path}: masks must be non-negative integers shaped {images.shape[:3]}, "
                         f"got {masks.shape} of {masks.dtype}")
-    if "label_names" not in keys:
-        names = [str(k) for k in range(int(masks.max()) + 1)]
+    names = _default_names(str(path), masks, names, "mask classes")
     source = _array_source(str(path), images, labels, names, extra={"masks_sha1": hashlib.sha1(masks.tobytes()).hexdigest()})
     source.masks = lambda i: masks[i]
     return source
+
+
+_NPZ_KEYS = {"images": ("images", "x", "X", "data"), "labels": ("labels", "y", "targets"),
+             "label_names": ("label_names",), "masks": ("masks",)}
+"""The arrays an .npz source reads, each under the first of its names that the file has."""
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of `_NPZ_KEYS` in an .npz; each member's header is checked against its size and the limits
+    before it is read, and a damaged zip or member is one `UserError`."""
+    def read() -> dict[str, np.ndarray]:
+        with zipfile.ZipFile(path) as archive:
+            members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+            found = {key: next((m for m in names if m in members), None) for key, names in _NPZ_KEYS.items()}
+            if found["images"] is None:
+                raise UserError(f"{path} has no array named images (it has {', '.join(sorted(members)) or 'none'})")
+            arrays = {}
+            for key, member in found.items():
+                if member is None:
+                    continue
+                info = archive.getinfo(members[member])
+                with archive.open(info) as f:
+                    _validate.npy_header(f, f"{path}: {member}", info.file_size)
+                with archive.open(info) as f:
+                    arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
+            return arrays
+
+    return _load(path, read)
+
+
+def _load(path: Path, read: Callable[[], Any]) -> Any:
+    """`read()`, with any way a NumPy file can be damaged (a cut zip, a bad member, a short read) as one line."""
+    try:
+        return read()
+    except UserError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError) as error:
+        reason = " ".join(str(error).split())[:160] or type(error).__name__
+        raise UserError(f"cannot read {path} as a NumPy file ({reason})") from None
 
 
 def _folder_source(root: Path, image_size: int | None) -> ImageSource:
