@@ -5,6 +5,8 @@ import torch
 from fieldlab.cli import main
 from fieldlab.signals import load_signal
 
+import _fixtures
+
 
 @pytest.fixture(autouse=True)
 def _seed():
@@ -21,6 +23,24 @@ def camera32():
 @pytest.fixture(scope="session")
 def astronaut32():
     return load_signal("sample:astronaut", max_size=32)
+
+
+@pytest.fixture(scope="session")
+def chord_wav(tmp_path_factory):
+    """A 1 s mono 16-bit WAV at 44.1 kHz standing in for a music clip (tests/_fixtures.py)."""
+    return _fixtures.write_chord_wav(tmp_path_factory.mktemp("audio") / "chord.wav")
+
+
+@pytest.fixture(scope="session")
+def bumpy_mesh(tmp_path_factory):
+    """An open bumpy-sphere OBJ standing in for a scanned mesh, with the triangles its hole lacks."""
+    return _fixtures.write_bumpy_mesh(tmp_path_factory.mktemp("mesh") / "bumpy.obj")
+
+
+@pytest.fixture(scope="session")
+def turntable_mp4(tmp_path_factory):
+    """A 60-frame 128×128 H.264 MP4 at 60 fps standing in for a rendered turntable video."""
+    return _fixtures.write_turntable_mp4(tmp_path_factory.mktemp("video") / "turntable.mp4")
 
 
 @pytest.fixture

@@ -1,23 +1,20 @@
 """Every modality through the same commands: fit, render, info; the reconstruction in the input's format."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-BACH = SHARED / "audio" / "bach.wav"
-
-
-def test_audio_span_fits_and_writes_a_wav_of_the_same_length_and_rate(tmp_path, cli):
-    out = tmp_path / "bach"
-    status, stdout, stderr = cli(["fit", BACH, "--span", "0.5:0.6", "--steps", "150", "--params", "3000",
+def test_audio_span_fits_and_writes_a_wav_of_the_same_length_and_rate(tmp_path, cli, chord_wav, one_thread):
+    out = tmp_path / "chord"
+    status, stdout, stderr = cli(["fit", chord_wav, "--span", "0.5:0.6", "--steps", "150", "--params", "3000",
                                   "--out", out, "--device", "cpu", "--quiet"])
     assert status == 0, stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["psnr"] >= 30 and "snr" in metrics
+    # Measured 32.6 dB and 7.7 dB. SNR > 3 dB: the error has under half the clip's power, far from the
+    # 0 dB of a field that learnt silence (PSNR alone says little about a quiet clip).
+    assert metrics["psnr"] >= 30 and metrics["snr"] > 3, metrics
     info = sf.info(out / "reconstruction.wav")
     assert info.samplerate == 44100 and info.frames == 4410
     status, _, stderr = cli(["render", out, "--size", "8820", "--out", tmp_path / "up.wav"])
@@ -41,7 +38,7 @@ def test_volume_fits_and_writes_npy(tmp_path, cli):
     assert status == 0 and np.load(tmp_path / "small.npy").shape == (6, 6, 6)
 
 
-def test_bad_modality_input(tmp_path, cli):
+def test_bad_modality_input(tmp_path, cli, chord_wav):
     bad_wav = tmp_path / "bad.wav"
     bad_wav.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     empty = tmp_path / "empty.npy"
@@ -49,8 +46,8 @@ def test_bad_modality_input(tmp_path, cli):
     cases = [
         (["fit", bad_wav], "cannot read"),
         (["fit", empty], "empty"),
-        (["fit", BACH, "--span", "5:1"], "--span"),
-        (["fit", BACH, "--span", "100:101"], "outside"),
+        (["fit", chord_wav, "--span", "5:1"], "--span"),
+        (["fit", chord_wav, "--span", "100:101"], "outside"),
         (["fit", "sample:camera", "--span", "0:1"], "--span applies"),
         (["fit", "sample:camera", "--modality", "smell"], "--modality"),
         (["fit", "sample:camera", "--modality", "audio"], "--modality audio does not apply"),
@@ -85,20 +82,22 @@ def test_bad_video_input(tmp_path, cli):
     assert not (tmp_path / "o").exists()
 
 
-BUNNY = SHARED / "meshes" / "bunny.obj"
-
-
-def test_bunny_fits_at_low_resolution_and_writes_a_mesh_trimesh_loads(tmp_path, cli):
+def test_a_scanned_mesh_fits_at_low_resolution_and_writes_a_mesh_trimesh_loads(tmp_path, cli, bumpy_mesh,
+                                                                              one_thread):
     import trimesh
 
-    out = tmp_path / "bunny"
-    status, stdout, stderr = cli(["fit", BUNNY, "--steps", "600", "--params", "20000", "--points", "30000",
+    from fieldlab.signals.mesh import MARGIN
+
+    out = tmp_path / "scan"
+    status, stdout, stderr = cli(["fit", bumpy_mesh.path, "--steps", "200", "--params", "5000", "--points", "10000",
                                   "--eval-points", "20000", "--resolution", "48", "--chamfer-points", "5000",
                                   "--out", out, "--device", "cpu", "--quiet"])
     assert status == 0, stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["iou"] >= 0.9, metrics  # held-out points, 80% of them near the surface
-    assert "IOU" in stdout and metrics["chamfer"] < 0.01
+    assert metrics["iou"] >= 0.9, metrics  # held-out points, 80% of them near the surface (measured 0.95)
+    # The 48³ grid spans the canonical cube [-1, 1]³; in the mesh's units one voxel is 2/48 of a cube side.
+    voxel = np.ptp(bumpy_mesh.vertices, axis=0).max() / (2 * MARGIN) * 2 / 48
+    assert "IOU" in stdout and metrics["chamfer"] < voxel, (metrics, voxel)  # measured 0.6 voxel
     mesh = trimesh.load(out / "reconstruction.obj")
     assert len(mesh.faces) == metrics["reconstruction_faces"] > 1000
     status, _, stderr = cli(["render", out, "--size", "24", "--out", tmp_path / "small.ply"])
@@ -106,13 +105,14 @@ def test_bunny_fits_at_low_resolution_and_writes_a_mesh_trimesh_loads(tmp_path, 
     assert len(trimesh.load(tmp_path / "small.ply").faces) > 100
 
 
-def test_mesh_bad_input(tmp_path, cli):
+def test_mesh_bad_input(tmp_path, cli, bumpy_mesh):
     no_faces = tmp_path / "points.ply"
     no_faces.write_text("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
                         "property float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n")
     (tmp_path / "junk.obj").write_bytes(b"\x00\x01garbage")
     cases = [(["fit", no_faces], "mesh"), (["fit", tmp_path / "junk.obj"], "mesh"),
-             (["fit", BUNNY, "--max-size", "64"], "--max-size"), (["fit", BUNNY, "--points", "-3"], "--points")]
+             (["fit", bumpy_mesh.path, "--max-size", "64"], "--max-size"),
+             (["fit", bumpy_mesh.path, "--points", "-3"], "--points")]
     for args, message in cases:
         status, _, stderr = cli(args + ["--out", tmp_path / "o", "--quiet"])
         assert status == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, (args, stderr)
