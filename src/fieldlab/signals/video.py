@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fieldlab import _validate
 from fieldlab._errors import UserError, missing_extra
 from fieldlab.signals._signal import Normalization, Signal, SignalInfo, span_samples
 
@@ -122,6 +123,9 @@ def _decode(path: Path, source: _Source, *, max_frames: int | None, max_size: in
             max_values: int, skip: int = 0, stop: int | None = None) -> tuple[list[np.ndarray], np.ndarray | None]:
     """The kept frames (each (h, w, 3), uint8 or shrunk to float32) and the first frame as decoded; frames
     before `skip` are decoded and dropped, decoding ends at frame `stop`."""
+    if source.height * source.width > _validate.LIMITS.pixels:  # a damaged or hostile header: refuse before decoding
+        raise UserError(f"{path} declares frames of {source.height}×{source.width} pixels, more than the limit "
+                        f"of {_validate.LIMITS.pixels:,}")
     height, width = _shrunk_size(source.height, source.width, max_size)
     frame_values = height * width * 3
     guess = source.frames_guess
@@ -137,6 +141,9 @@ def _decode(path: Path, source: _Source, *, max_frames: int | None, max_size: in
             first = frame
             height, width = _shrunk_size(*frame.shape[:2], max_size)  # the frames, not the header, decide
             frame_values = height * width * 3
+        elif frame.shape != first.shape:  # shrinking to the first frame's size would distort the others
+            raise UserError(f"{path} changes frame size: frame {index} is {frame.shape[1]}×{frame.shape[0]}, "
+                            f"the first is {first.shape[1]}×{first.shape[0]}")
         if stop is not None and index >= stop:
             break
         if index < skip:
