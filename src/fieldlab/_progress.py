@@ -48,11 +48,13 @@ def phase(desc: str, total: int, *, unit: str = "step", bar: bool = True) -> Ite
 
 
 def in_pieces(desc: str, total: int, size: int, *, unit: str = "step", bar: bool = True,
-              seconds: float | None = None) -> Iterator[tuple[int, int]]:
+              seconds: float | None = None, multiple: int = 1) -> Iterator[tuple[int, int]]:
     """(start, stop) of consecutive pieces of range(total), as one phase that advances by each piece once
     the caller asks for the next. Pieces hold `size` units; with `seconds` the first does, and later ones
-    are resized to take about that long (only for work whose result does not depend on how it is split)."""
-    size = max(1, size)
+    are resized to take about that long, in whole `multiple`s (the blocks the work is computed in, so that
+    its result does not depend on the pieces)."""
+    multiple = max(1, multiple)
+    size = max(multiple, size // multiple * multiple)
     with phase(desc, total, unit=unit, bar=bar) as advance:
         start = 0
         while start < total:
@@ -62,5 +64,5 @@ def in_pieces(desc: str, total: int, size: int, *, unit: str = "step", bar: bool
             advance(stop - start)
             if seconds:
                 ratio = seconds / max(time.perf_counter() - tick, 1e-6)
-                size = max(1, int(size * min(4.0, max(0.25, ratio))))
+                size = max(multiple, int(size * min(4.0, max(0.25, ratio))) // multiple * multiple)
             start = stop

@@ -266,12 +266,14 @@ def label_points(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tens
                  backend: Backend = "auto", progress: bool = False,
                  desc: str = "labelling points inside/outside the mesh") -> torch.Tensor:
     """`winding_number` (n,) of points (n, 3), in pieces so that a long labelling shows a bar that advances
-    (a log line instead when `progress` is False); each point's number does not depend on the pieces."""
+    (a log line instead when `progress` is False); pieces are whole blocks of `winding_number`'s, so each
+    point's number is the one a single call gives."""
     from fieldlab._progress import in_pieces
 
+    block = max(1, chunk // max(1, min(len(faces), chunk)))  # winding_number's points per block
     size = max(1, LABEL_PAIRS // max(1, len(faces)))
     parts = [winding_number(points[start:stop], vertices, faces, chunk=chunk, backend=backend) for start, stop in
-             in_pieces(desc, len(points), size, unit="point", bar=progress, seconds=0.25)]
+             in_pieces(desc, len(points), size, unit="point", bar=progress, seconds=0.25, multiple=block)]
     return torch.cat(parts) if parts else points.new_zeros(0)
 
 
