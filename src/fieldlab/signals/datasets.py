@@ -105,10 +105,11 @@ def _labels(spec: str, labels, names, count: int) -> tuple[np.ndarray, list[str]
         labels = labels.astype(str)
         names = [str(n) for n in names] if names is not None else sorted(set(labels.tolist()))
         index = {name: i for i, name in enumerate(names)}
-        unknown = next((i for i, label in enumerate(labels.tolist()) if label not in index), None)
+        strings = labels.tolist()
+        unknown = next((i for i, label in enumerate(strings) if label not in index), None)
         if unknown is not None:
-            raise UserError(f"{spec}: the label {labels[unknown]!r} of item {unknown} is not in label_names")
-        return np.array([index[label] for label in labels.tolist()], dtype=np.int64), names
+            raise UserError(f"{spec}: the label {strings[unknown]!r} of item {unknown} is not in label_names")
+        return np.array([index[label] for label in strings], dtype=np.int64), names
     if labels.dtype.kind not in "iu":
         raise UserError(f"{spec}: labels must be integers (class indices, -1 for none) or strings, "
                         f"got {labels.dtype}")
