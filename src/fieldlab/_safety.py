@@ -97,7 +97,8 @@ def check_output_folder(out: Path, *, force: bool = False, resume: bool = False,
                             "folders: choose a new folder")
     if not out.absolute().parent.is_dir():
         raise UserError(f"the parent folder of {flag} {out} does not exist")
-    if OutputLock(out, flag).path not in _HELD:  # fail now, not after reading a large input
+    # Fail now, not after reading a large input (other torchrun ranks write what rank 0 holds).
+    if is_main_process() and OutputLock(out, flag).path not in _HELD:
         OutputLock(out, flag).acquire().release()
 
 
