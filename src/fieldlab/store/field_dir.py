@@ -77,13 +77,16 @@ class FieldDirWriter:
 
     def __enter__(self) -> Path:
         self.lock.acquire()
+        self.tmp = None
         try:
             check_out_dir(self.out, self.force)  # again under the lock: another writer may have finished meanwhile
             with user_write_errors(self.out):
                 self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp",
                                                  dir=self.out.absolute().parent))
                 write_marker(self.tmp, "field")
-        except BaseException:
+        except BaseException:  # an interrupt may come between making the folder and returning it
+            if self.tmp is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
             self.lock.release()
             raise
         return self.tmp
