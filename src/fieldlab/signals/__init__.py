@@ -7,6 +7,7 @@ A signal's kind is detected from its file (suffix; a multi-page TIFF is a volume
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from pathlib import Path
 
@@ -22,6 +23,11 @@ __all__ = [
     "image_signal", "kind_of",
     "check_file", "list_samples", "load_signal", "parse_span", "take_span", "read_image", "reconstruction_name", "sample_array", "write_image", "write_reconstruction", "write_signal",
 ]
+
+# tifffile logs a warning per damaged tag; with no logging set up, Python's last-resort handler prints them
+# before fieldlab's one-line error. A NullHandler keeps them out of the terminal; a program that configures
+# logging still sees them.
+logging.getLogger("tifffile").addHandler(logging.NullHandler())
 
 from fieldlab.signals.audio import AUDIO_SUFFIXES  # noqa: E402  (readers import their libraries on use)
 from fieldlab.signals.video import GIF_SAMPLE, H264_SUFFIXES, VIDEO_SUFFIXES  # noqa: E402
@@ -71,6 +77,8 @@ def check_file(spec: str) -> Path:
 
 def parse_span(text: str) -> tuple[float, float]:
     """`START:STOP` in seconds (either side may be empty: `:1.5`, `2:`)."""
+    if not isinstance(text, str):  # a config file may hold any JSON/TOML value
+        raise UserError(f"--span must be START:STOP in seconds, got {text!r}")
     try:
         start, stop = (part.strip() for part in text.split(":"))
         span = (float(start) if start else 0.0, float(stop) if stop else float("inf"))

@@ -46,6 +46,9 @@ def check_info(data: Any, where: object) -> dict[str, Any]:
 
 def _check_normalization(data: dict, where: object) -> None:
     check_keys(data, {"dtype": str, "offset": float, "scale": float}, where)
+    unknown = sorted(set(data) - {"dtype", "offset", "scale"})
+    if unknown:
+        raise UserError(f"{where}: the normalization has unknown keys {', '.join(map(repr, unknown))}")
     if data["dtype"] != "bool":
         try:
             dtype = np.dtype(data["dtype"])

@@ -10,7 +10,10 @@ Shape letters: H height, W width, C channels (1 gray, 2 gray + alpha, 3 RGB, 4 R
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,25 @@ def _openexr():
     return OpenEXR
 
 
+@contextlib.contextmanager
+def _native_stderr_muted():
+    """OpenEXR's C core prints its own errors straight to file descriptor 2, beside the one line fieldlab
+    says for the same damaged file; while it reads, descriptor 2 points at the null device."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 (a daemon): nothing to mute
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _imagecodecs():
     try:
         import imagecodecs
@@ -51,7 +73,7 @@ def hdr_size(path: Path, fmt: str) -> tuple[int, int, int]:
     """(H, W, C) from the file's header alone, before any pixel is decoded."""
     if fmt == "exr":
         try:
-            with _openexr().File(str(path), header_only=True) as f:  # the header is emptied on closing
+            with _native_stderr_muted(), _openexr().File(str(path), header_only=True) as f:  # the header is emptied on closing
                 header = f.header()
                 (x0, y0), (x1, y1) = header["dataWindow"]
                 size = int(y1) - int(y0) + 1, int(x1) - int(x0) + 1, len(header["channels"])
@@ -78,7 +100,7 @@ def read_hdr_image(path: Path, fmt: str) -> np.ndarray:
         except Exception as error:
             raise UserError(f"cannot read {path} as a Radiance HDR image ({_reason(error)})") from None
     try:
-        with _openexr().File(str(path), separate_channels=True) as f:
+        with _native_stderr_muted(), _openexr().File(str(path), separate_channels=True) as f:
             channels = {name: np.asarray(c.pixels) for name, c in f.channels().items()}
     except UserError:
         raise

@@ -100,8 +100,13 @@ def _read_png_exact(path: Path, k: int = 1) -> np.ndarray:
 def _header(path: Path) -> tuple[int, int, int, int] | None:
     """(H, W, C, bytes per sample) from the header alone, or None when no reader tells it cheaply."""
     if _is_deep_colour_png(path):
+        import png
+
         reader = _png_reader(path)
-        reader.preamble()
+        try:
+            reader.preamble()
+        except (png.Error, OSError, ValueError, EOFError) as error:
+            raise UserError(f"cannot read {path} as a PNG ({' '.join(str(error).split())[:120]})") from None
         return reader.height, reader.width, reader.planes, 2
     from PIL import Image, UnidentifiedImageError
 

@@ -88,9 +88,12 @@ def _versions() -> dict[str, str]:
 
 def _open_group(path: Path, mode: str):
     zarr = _zarr()
+    if (path / "zarr.json").is_file():  # zarr trusts its own metadata's shape; a crafted one must not reach it
+        v.check_keys(v.read_json(path / "zarr.json", f"{path}/zarr.json"), {"attributes": dict},
+                     f"{path}/zarr.json")
     try:
         group = zarr.open_group(str(path), mode=mode)
-    except (FileNotFoundError, ValueError, KeyError, OSError) as error:
+    except (FileNotFoundError, ValueError, KeyError, OSError, TypeError, AttributeError) as error:
         raise UserError(f"{path} is not a field store ({type(error).__name__})") from None
     if group.attrs.get("format") != FORMAT:
         raise UserError(f"{path} is not a fieldlab field store (format {group.attrs.get('format')!r})")
