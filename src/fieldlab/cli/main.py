@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -264,6 +265,10 @@ def _sigterm_as_interrupt():
         return
 
     def interrupt(number, frame):
+        if _importing(frame):  # raised inside an import, it would leave a half-made module (torch imports
+            # lazily, mid-fit) and come out as another error; deliver it again once the import is done
+            threading.Timer(0.05, os.kill, (os.getpid(), number)).start()
+            return
         received.append(number)
         raise KeyboardInterrupt
 
@@ -272,6 +277,14 @@ def _sigterm_as_interrupt():
         yield received
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _importing(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _interrupted(argv: list[str], received: list[int] = ()) -> None:
