@@ -101,12 +101,12 @@ def bounded_float(value: Any, name: str, lo: float | None = None, hi: float | No
 
 
 def check_shape(shape: Any, name: str, *, where: object = "", max_values: int | None = None,
-                ndim: int | Sequence[int] | None = None) -> tuple[int, ...]:
-    """A declared shape: a list of positive whole numbers whose product stays under `max_values`
-    (default `LIMITS.samples`)."""
+                ndim: int | Sequence[int] | None = None, min_size: int = 1) -> tuple[int, ...]:
+    """A declared shape: a list of whole numbers of at least `min_size` (0 for a tensor that may be empty)
+    whose product stays under `max_values` (default `LIMITS.samples`)."""
     if not isinstance(shape, (list, tuple)) or not shape:
         raise UserError(f"{_where(where)}{name} must be a non-empty list of sizes, got {shape!r}")
-    sizes = tuple(bounded_int(s, name, 1, None, where=where) for s in shape)
+    sizes = tuple(bounded_int(s, name, min_size, None, where=where) for s in shape)
     if ndim is not None and len(sizes) not in ((ndim,) if isinstance(ndim, int) else tuple(ndim)):
         raise UserError(f"{_where(where)}{name} must have {ndim} axes, got {list(sizes)}")
     limit = LIMITS.samples if max_values is None else max_values

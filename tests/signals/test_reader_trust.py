@@ -48,7 +48,7 @@ def test_a_wav_declaring_200_channels_is_refused(cli, tmp_path):
     data = bytearray(_wav(tmp_path / "a.wav", np.zeros(400, np.int16)).read_bytes())
     data[22:24] = struct.pack("<H", 200)  # the fmt chunk's channel count
     (tmp_path / "wide.wav").write_bytes(bytes(data))
-    refused(cli, tmp_path, tmp_path / "wide.wav", "declares 200 channels; fieldlab reads 1 to 8")
+    refused(cli, tmp_path, tmp_path / "wide.wav", "declares 200 channels; fieldlab reads 1 to 64")
 
 
 def test_a_wav_with_a_zero_sample_rate_is_refused(cli, tmp_path):

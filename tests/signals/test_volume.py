@@ -54,10 +54,12 @@ def test_random_float64_volume_is_close(tmp_path):
     np.testing.assert_allclose(_decoded(signal)[..., 0], raw, rtol=0, atol=1e-6 * scale)
 
 
-def test_a_constant_volume_does_not_divide_by_zero(tmp_path):
-    signal = read_volume(_save(tmp_path / "v.npy", np.full((2, 3, 4), 7, np.int16)))
-    assert (signal.values == -1).all()
-    np.testing.assert_array_equal(_decoded(signal), 7)
+@pytest.mark.parametrize("value", [7, -3, 0])
+def test_a_constant_integer_volume_sits_at_the_centre_and_decodes_exactly(tmp_path, value):
+    """As a constant image: at 0, where a network starts, not at -1, the edge of its range."""
+    signal = read_volume(_save(tmp_path / "v.npy", np.full((2, 3, 4), value, np.int16)))
+    assert (signal.values == 0).all()
+    np.testing.assert_array_equal(_decoded(signal), value)
 
 
 @pytest.mark.parametrize("shape", [(4, 5, 6), (4, 5, 6, 1), (3, 5, 6, 2)])

@@ -110,7 +110,7 @@ def write_cropped(stored: StoredField, out: Path, *, keep: Box | None = None, re
                   force: bool = False, reconstruction: bool = True) -> StoredField:
     """Crop `stored` and write the result as a field DIR at `out` (atomically); returns the new field."""
     from fieldlab.edit.render import render
-    from fieldlab.signals import reconstruction_name, write_signal
+    from fieldlab.signals import write_reconstruction
     from fieldlab.store import FieldDirWriter, check_out_dir, write_field
 
     check_out_dir(out, force)
@@ -123,11 +123,11 @@ def write_cropped(stored: StoredField, out: Path, *, keep: Box | None = None, re
     metrics.update(params=after, params_before_crop=before,
                    crop={"keep": [list(b) for b in keep]} if keep is not None else {"remove": list(remove)})
     if "psnr" in stored.metrics:
-        metrics["psnr_before_crop"] = stored.metrics["psnr"]  # of the whole signal; the kept box is unmeasured
+        metrics["psnr_before_crop"] = stored.metrics.get("psnr")  # of the whole signal; the kept box is unmeasured
     result = StoredField(module.eval(), config, info, metrics, out)
     with FieldDirWriter(out, force) as folder:
         write_field(folder, module, config, info, metrics)
         if reconstruction and info.kind != "mesh":
             raw = info.normalization.decode(render(result))
-            write_signal(folder / reconstruction_name(info), raw, info)
+            write_reconstruction(folder, raw, info)
     return result

@@ -128,7 +128,7 @@ def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig) -> 
 def write_extended(stored: StoredField, signal: Signal, out: Path, fit_config: FitConfig, *,
                    force: bool = False) -> Extended:
     """Extend `stored` to `signal` and write the field DIR `out` (atomically, only on success)."""
-    from fieldlab.signals import reconstruction_name, write_signal
+    from fieldlab.signals import write_reconstruction
     from fieldlab.store import FieldDirWriter, check_out_dir, write_field
 
     check_out_dir(out, force)
@@ -137,6 +137,6 @@ def write_extended(stored: StoredField, signal: Signal, out: Path, fit_config: F
     with FieldDirWriter(out, force) as folder:
         write_field(folder, field.module, field.config, field.signal, field.metrics)
         raw = field.signal.normalization.decode(result.prediction)
-        write_signal(folder / reconstruction_name(field.signal), raw, field.signal)
+        write_reconstruction(folder, raw, field.signal)
     field.path = out
     return result

@@ -136,13 +136,16 @@ def format_table(rows: list[dict]) -> str:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["train", "test", "resolution", "points", "accuracy", "metric", "draws"],
-                                restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    from fieldlab._safety import replace_file
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["train", "test", "resolution", "points", "accuracy", "metric",
+                                                   "draws"], restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    replace_file(path, write)
 
 
 def write_plot(rows: list[dict], path: Path) -> bool:

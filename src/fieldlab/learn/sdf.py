@@ -216,8 +216,8 @@ def evaluate_sdf(info: dict, run: Path, store_path: str | Path | None, *, points
     held-out scenes (or on the test split of `store_path`, for a run trained on stored fields). `points` and
     `resolutions` (and `device`) are checked by `fieldlab.learn.evaluate.evaluate`, the one caller, whose
     randomized point sets are averaged over `draws` draws here too."""
+    from fieldlab.learn._run_files import build_bounded, load_weights
     from fieldlab.learn.evaluate import scoring_samplers
-    from safetensors.torch import load_file
 
     train = dict(info["train"])
     if store_path is not None:
@@ -227,8 +227,16 @@ def evaluate_sdf(info: dict, run: Path, store_path: str | Path | None, *, points
     config = SDFConfig(**{k: v for k, v in train.items() if k in {f.name for f in dataclasses.fields(SDFConfig)}})
     scenes = open_scenes(config).to(device)
     dim = scenes.dim
-    net = net_config("sdf", **info["net_options"]).build(1, 1, dim)
-    net.load_state_dict(load_file(str(run / "net.safetensors")))
+    weights = load_weights(run / "net.safetensors", str(run))
+
+    def fits(shape_only) -> None:  # checked before the network is allocated
+        expected = {k: tuple(t.shape) for k, t in shape_only.state_dict().items()}
+        if expected != {k: tuple(t.shape) for k, t in weights.items()}:
+            raise UserError(f"{run}/net.safetensors does not match the network run.json describes")
+
+    net = build_bounded(lambda: net_config("sdf", **info["net_options"]).build(1, 1, dim),
+                        f"{run}/run.json's SDF network", fits)
+    net.load_state_dict(weights)
     net.to(device)
     if not resolutions:
         resolutions = [round(config.num_points ** (1 / dim))]

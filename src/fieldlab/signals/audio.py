@@ -33,7 +33,7 @@ PCM_BITS = {"PCM_U8": 8, "PCM_S8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}
 """Bits per sample of the integer PCM subtypes, which are read (and written) exactly."""
 FLOAT_NORMALIZATION = Normalization("float32", -1.0, 2.0)
 """field = raw: float audio's full scale is already [-1, 1]."""
-MAX_CHANNELS = 8
+MAX_CHANNELS = 64  # third-order ambisonics has 16, a 22.2 layout 24; more is a damaged header
 """7.1 surround is the widest layout players know; a header declaring more is far likelier damaged than real."""
 
 

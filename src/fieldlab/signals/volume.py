@@ -27,7 +27,7 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 def _normalization(raw: np.ndarray) -> Normalization:
     if np.issubdtype(raw.dtype, np.integer):
         low, high = int(raw.min()), int(raw.max())
-        return Normalization(raw.dtype.name, float(low), float(high - low) or 1.0)
+        return Normalization.for_range(raw.dtype.name, float(low), float(high))
     return Normalization.for_array(raw)  # bool: fixed [0, 1]; floats: their data range
 
 

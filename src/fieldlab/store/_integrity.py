@@ -76,7 +76,8 @@ def checked_attrs(group, path: Path, row_arrays: list[str]) -> dict[str, Any]:
     for name, shape in attrs["per_field"].items():
         v.safe_name(name, "the per-field array", where=where)
         if shape != []:  # [] is a scalar per field
-            v.check_shape(shape, f"per_field {name!r}", where=where, max_values=v.LIMITS.params)
+            # min_size 0: a field may hold an empty tensor (a Local-Global field with no inner edges on an axis)
+            v.check_shape(shape, f"per_field {name!r}", where=where, max_values=v.LIMITS.params, min_size=0)
     for name in attrs.get("shared", []):
         v.safe_name(name, "the shared array", where=where)
     splits = attrs.get("split_names", ["train"])

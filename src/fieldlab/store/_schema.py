@@ -37,16 +37,32 @@ def read_description(path: Path, format: str, version: int) -> tuple[FieldConfig
     return config, signal
 
 
+NUMERIC_METRICS = ("psnr", "ssim", "snr", "iou", "chamfer", "params", "steps", "seconds", "psnr_peak")
+"""Metrics that code reads as numbers: each is a number or null (NaN written by an older fieldlab)."""
+METRICS_DEPTH = 4
+
+
 def read_metrics(path: Path) -> dict[str, Any]:
-    """metrics.json as a mapping of names to numbers, words, flags or lists of them (empty when there is
-    none)."""
+    """metrics.json as a mapping of names to JSON values no deeper than `METRICS_DEPTH` (a crop's region, a
+    MINER's blocks per scale), whose `NUMERIC_METRICS` are numbers (empty when there is none)."""
     if not path.is_file():
         return {}
     metrics = read_json(path)
     for key, value in metrics.items():
-        if isinstance(value, dict) or isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
-            raise UserError(f"{path}: the metric {key!r} must be a number, a word or a list of them")
+        if key in NUMERIC_METRICS and value is not None and (isinstance(value, bool) or
+                                                             not isinstance(value, (int, float))):
+            raise UserError(f"{path}: the metric {key!r} must be a number, got {value!r:.60}")
+        if _depth(value) > METRICS_DEPTH:
+            raise UserError(f"{path}: the metric {key!r} is nested more than {METRICS_DEPTH} levels deep")
     return metrics
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
 
 
 def check_weights(path: Path, config: FieldConfig) -> None:
