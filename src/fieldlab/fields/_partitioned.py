@@ -62,10 +62,10 @@ def tile_layout(slot: torch.Tensor, num_parts: int, tile: int) -> tuple[torch.Te
     rows = (n + num_parts * (tile - 1) + tile - 1) // tile
     order = torch.argsort(slot, stable=True)
     ordered = slot[order]
-    parts = torch.arange(num_parts, device=slot.device)
-    ordered = ordered.contiguous()
-    start = torch.searchsorted(ordered, parts)  # first sorted point of each slot
-    count = torch.diff(start, append=start.new_full((1,), n))
+    # Counts by scatter-add and tile slots by a cumulative sum rather than searchsorted: under vmap (a
+    # batch of fields, each with its own slots) searchsorted would copy an expanded query per field.
+    count = torch.zeros(num_parts, dtype=slot.dtype, device=slot.device).scatter_add(0, slot, torch.ones_like(slot))
+    start = torch.cumsum(count, 0) - count  # first sorted point of each slot
     tiles = (count + tile - 1) // tile
     tile_end = torch.cumsum(tiles, 0)
     first_tile = tile_end - tiles
@@ -73,7 +73,9 @@ def tile_layout(slot: torch.Tensor, num_parts: int, tile: int) -> tuple[torch.Te
     pos_ordered = first_tile[ordered] * tile + rank
     pos = torch.empty_like(slot).scatter(0, order, pos_ordered)
     src = torch.full((rows * tile,), n, dtype=slot.dtype, device=slot.device).scatter(0, pos_ordered, order)
-    tile_slot = torch.searchsorted(tile_end, torch.arange(rows, device=slot.device), right=True)
+    ends = torch.zeros(rows + 1, dtype=slot.dtype, device=slot.device)
+    ends = ends.scatter_add(0, tile_end.clamp(max=rows), torch.ones_like(tile_end))
+    tile_slot = torch.cumsum(ends, 0)[:rows]  # tiles of slots that end at or before each tile
     return src, pos, tile_slot.clamp(max=num_parts - 1)
 
 

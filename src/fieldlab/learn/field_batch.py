@@ -41,9 +41,10 @@ class FieldEvaluator(torch.nn.Module):
 
     def _field_buffers(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The fields' buffers (b, ...). A store keeps some per field (a Fourier field's random frequencies):
-        those win over the template's."""
+        those win over the template's, back in the template's dtype, since a store holds every tensor as
+        float32 (a Local-Global field's partition slots are integer indices)."""
         one = next(iter(params.values()))
-        return {k: params[k] if k in params else v.to(one.device).expand(one.shape[0], *v.shape)
+        return {k: params[k].to(v.dtype) if k in params else v.to(one.device).expand(one.shape[0], *v.shape)
                 for k, v in self._buffers_one.items()}
 
     def values(self, params: dict[str, torch.Tensor], coords: torch.Tensor) -> torch.Tensor:
