@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -25,6 +25,8 @@ def train_command(
     num_points: int = typer.Option(256, help="Points per field per step."),
     sequence: str = typer.Option("sobol", help="QMC sequence: sobol or halton."),
     mix: str = typer.Option("grid,qmc,shrunk", help="With --points mixed: the point sets to draw from, one per step."),
+    resolutions: str = typer.Option("", help="Resolution augmentation: grid sides (e.g. 12,16,24), one drawn per step, "
+                                             "each giving side^d points; supports stay sized for --num-points."),
     steps: int = typer.Option(600, help="Optimizer steps."),
     batch_size: int = typer.Option(64, help="Fields per step (global, over all processes)."),
     lr: float = typer.Option(2e-3, help="Peak AdamW learning rate (warm-up, then cosine)."),
@@ -40,7 +42,7 @@ def train_command(
     from fieldlab.learn.train import TrainConfig, train
 
     config = TrainConfig(net=net, net_options=parse_extra(ctx.args), points=points, num_points=num_points,
-                         sequence=sequence, mix=mix, steps=steps, batch_size=batch_size, lr=lr,
+                         sequence=sequence, mix=mix, resolutions=resolutions, steps=steps, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, jitter=jitter, noise=noise, flip=flip, seed=seed, device=device)
     metrics = train(store, out, config, resume=resume, force=force)
     if "test_accuracy" in metrics:
@@ -53,20 +55,24 @@ def train_command(
 @app.command("eval")
 def eval_command(
     run: Path = typer.Argument(..., help="A run folder written by train."),
-    store: Optional[Path] = typer.Argument(None, help="The FieldStore to test on (an SDF run needs none: its "
-                                                     "scenes, or the store it trained on, are recorded)."),
+    stores: Optional[List[Path]] = typer.Argument(None, help="FieldStores to test on: one, or several of the same "
+                                                             "signals fitted as other fields (a row block each); an "
+                                                             "SDF run needs none: its scenes, or the store it trained "
+                                                             "on, are recorded."),
     points: str = typer.Option("grid,qmc,rqmc,random,shrunk", help="Test point sets, comma-separated."),
     resolutions: Optional[str] = typer.Option(None, help="Grid sides, comma-separated (each set gets side^d points); "
                                                         "default: the training resolution."),
-    out: Optional[Path] = typer.Option(None, help="Where to write eval.csv and eval.png (default RUN)."),
+    out: Optional[Path] = typer.Option(None, help="Where to write eval.csv, eval.json and eval.png (default RUN)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     draws: int = typer.Option(5, help="Draws of each randomized point set (rqmc, random, shrunk) whose scores are "
                                       "averaged."),
 ) -> None:
-    """Accuracy (mIoU for segmenters, SDF error for train-sdf runs) of RUN for every test point set and
-    resolution: a table, eval.csv and eval.png."""
+    """Accuracy (mIoU for segmenters, SDF error for train-sdf runs) of RUN for every store, test point set and
+    resolution, each cell's drop from the training cell, and the invariance gaps across point sets and across
+    resolutions: a table, eval.csv, eval.json and eval.png."""
     from fieldlab._errors import UserError
-    from fieldlab.learn.evaluate import evaluate, format_table, invariance_gap, write_csv, write_plot
+    from fieldlab.learn.evaluate import (evaluate_table, format_summary, format_table, legend, summarize, write_csv,
+                                         write_json, write_plot)
 
     kinds = [k for k in points.replace(" ", ",").split(",") if k]
     if not kinds:
@@ -75,26 +81,19 @@ def eval_command(
         sides = [int(s) for s in (resolutions or "").replace(" ", ",").split(",") if s]
     except ValueError:
         raise UserError(f"--resolutions takes grid sides like 8,16,32, got {resolutions!r}") from None
-    rows = evaluate(run, store, points=kinds, resolutions=sides, device=device, draws=draws, progress=True)
-    metric = rows[0].get("metric") if rows else None
-    if metric == "miou":
-        print("metric: mIoU (%)")
-    elif metric == "sdf_mae":
-        print("metric: mean absolute SDF error of the held-out scenes (lower is better)")
-    print(format_table(rows))
-    gap = invariance_gap(rows, rows[0]["train"].split("@")[0]) if rows else None
-    if gap is not None and metric == "sdf_mae":
-        print(f"invariance gap: {gap:+.4f} (largest error rise over the training point set)")
-    elif gap is not None:
-        print(f"invariance gap: {gap:.1f} points")
-    elif rows and rows[0]["train"] != "weights" and rows[0]["train"].split("@")[0] not in {r["test"] for r in rows}:
-        trained = rows[0]["train"].split("@")[0]
-        print(f"invariance gap: not measured (the training point set, {trained}, is not among --points)")
+    rows, cell = evaluate_table(run, stores or None, points=kinds, resolutions=sides, device=device, draws=draws,
+                                progress=True)
+    summary = summarize(rows, cell)
+    print(legend(rows, cell))
+    print(format_table(rows, cell))
+    print(format_summary(rows, cell, summary))
     folder = out or run
     folder.mkdir(parents=True, exist_ok=True)
     write_csv(rows, folder / "eval.csv")
-    plotted = write_plot(rows, folder / "eval.png")
-    print(f"wrote {folder / 'eval.csv'}" + (f" and {folder / 'eval.png'}" if plotted else " (install matplotlib for eval.png)"))
+    write_json(rows, summary, folder / "eval.json")
+    plotted = write_plot(rows, cell, summary, folder / "eval.png")
+    print(f"wrote {folder / 'eval.csv'}, {folder / 'eval.json'}" +
+          (f" and {folder / 'eval.png'}" if plotted else " (install matplotlib for eval.png)"))
 
 
 @app.command("train-sdf", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

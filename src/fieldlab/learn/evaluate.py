@@ -1,26 +1,35 @@
-"""`fieldlab eval RUN STORE`: accuracy (mIoU, SDF error) for every test discretization and resolution.
+"""`fieldlab eval RUN STORE [STORE ...]`: accuracy (mIoU, SDF error) for every store, test discretization and
+resolution, measured against the training cell (`fieldlab.learn._eval_report`).
 
 Resolutions are grid sides: at side s every point set gets s^d points, so a grid and a QMC set at one
 resolution hold the same number of points. The table's first column names the run's training point set,
 so tables of several runs (trained on grid, QMC, shrunk, …) read as train → test, as in DI-Net's.
 For a segmenter the number in the `accuracy` column is the mIoU over the test set, for an SDF run (`fieldlab
 train-sdf`, no STORE needed) the mean absolute SDF error of the held-out scenes (`metric` says which).
-The invariance gap is the largest drop from the training point set's accuracy to any other point set's
-at the same resolution.
+Several stores of the same signals (fitted as other field types, or with other seeds) give a block of rows
+each; drops are measured from the training cell of the store RUN trained on (else the first STORE).
 """
 
 from __future__ import annotations
 
-import csv
+import math
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
+from fieldlab import _validate as v
 from fieldlab._errors import UserError
 from fieldlab._progress import phase
 from fieldlab.learn.field_batch import FieldEvaluator
 from fieldlab.learn.points import KINDS, PointSampler
 from fieldlab.fit.loop import resolve_device
+from fieldlab.learn._eval_report import (TrainingCell, add_drops, format_summary, format_table, invariance_gap,
+                                        legend, metric_of, summarize, write_csv, write_json, write_plot)
 from fieldlab.learn.train import load_run, load_split, read_run, score, split_rows
+
+__all__ = ["evaluate", "evaluate_table", "format_summary", "format_table", "invariance_gap", "legend", "metric_of",
+           "scoring_samplers", "summarize", "training_cell", "write_csv", "write_json", "write_plot"]
 
 
 RANDOMIZED = ("rqmc", "random", "shrunk")
@@ -36,16 +45,25 @@ def scoring_samplers(kind: str, n: int, dim: int, *, seed: int, draws: int,
     return [PointSampler(kind=kind, n=n, dim=dim, sequence=sequence, seed=seed + 7919 * k) for k in range(count)]
 
 
-def evaluate(run: str | Path, store_path: str | Path | None, *, points: Sequence[str],
+def evaluate(run: str | Path, store_path: str | Path | Sequence[str | Path] | None, *, points: Sequence[str],
              resolutions: Sequence[int] | None = None, device: str = "auto", seed: int = 1,
              draws: int = DRAWS, progress: bool = False) -> list[dict]:
-    """Rows {train, test, resolution, points, accuracy, metric, draws} (accuracy None where a net cannot see
-    a point set; for an SDF run (`train-sdf`) it holds the mean absolute SDF error, metric "sdf_mae").
+    """Rows {store, field, train, test, resolution, points, accuracy, metric, draws, drop} (accuracy None where
+    a net cannot see a point set; for an SDF run (`train-sdf`) it holds the mean absolute SDF error, metric
+    "sdf_mae"; drop: how much worse than the training cell, see `fieldlab.learn._eval_report`).
+    `store_path`: one store or several stores of the same signals (a block of rows each).
     A randomized point set (rqmc, random, shrunk) is scored as the mean over `draws` independent draws: one
     draw for a small test set moves the score by many points. `progress`: a bar over the scorings (one
     pass over the test set each), else a log line."""
-    from fieldlab.learn.sdf import FORMAT as SDF_FORMAT, evaluate_sdf
-    from fieldlab.store.field_store import FieldStore
+    return evaluate_table(run, store_path, points=points, resolutions=resolutions, device=device, seed=seed,
+                          draws=draws, progress=progress)[0]
+
+
+def evaluate_table(run: str | Path, store_path: str | Path | Sequence[str | Path] | None, *, points: Sequence[str],
+                   resolutions: Sequence[int] | None = None, device: str = "auto", seed: int = 1,
+                   draws: int = DRAWS, progress: bool = False) -> tuple[list[dict], TrainingCell]:
+    """`evaluate`'s rows with their drops, and the training cell they are measured against."""
+    from fieldlab.learn.sdf import FORMAT as SDF_FORMAT
 
     for kind in points:
         if kind not in KINDS or kind == "mixed":
@@ -54,121 +72,147 @@ def evaluate(run: str | Path, store_path: str | Path | None, *, points: Sequence
         raise UserError(f"--draws must be positive, got {draws}")
     if resolutions and any(r < 2 for r in resolutions):
         raise UserError(f"--resolutions are grid sides of at least 2, got {list(resolutions)}")
+    stores = [] if store_path is None else [store_path] if isinstance(store_path, (str, Path)) else list(store_path)
     dev = resolve_device(device)
     info = read_run(run)
+    v.check_keys(info.get("train"), {"points": str, "num_points": int}, f"{run}/run.json train",
+                 optional={"mix": str, "sequence": str})
     if info.get("format") == SDF_FORMAT:
-        return evaluate_sdf(info, Path(run), store_path, points=points, resolutions=resolutions, device=dev,
-                            seed=seed, draws=draws)
-    if store_path is None:
-        raise UserError(f"eval of {run} needs the STORE to test on")
-    store = FieldStore(store_path)
-    net, cfg, info = load_run(run, store)
-    dim = store.signal.in_dim
+        rows, dim, trained_on = _evaluate_sdf(info, Path(run), stores, points, resolutions, dev, seed, draws)
+    else:
+        if not stores:
+            raise UserError(f"eval of {run} needs the STORE to test on")
+        rows, dim, trained_on = _evaluate_stores(Path(run), stores, points, resolutions, dev, seed, draws, progress)
+    cell = training_cell(info, Path(run), rows, points, dim, trained_on)
+    add_drops(rows, cell)
+    return rows, cell
+
+
+def training_cell(info: dict, run: Path, rows: list[dict], points: Sequence[str], dim: int,
+                  trained_on: str | None) -> TrainingCell:
+    """The cell every drop is measured from: the run's training point set (a mixed run's first mix member
+    among `points`; a network of weights: the one point set it is scored at) at the grid side whose side^d
+    points are nearest the training count, on the store RUN trained on (else the first STORE)."""
+    train = info["train"]
+    kind = train["points"]
+    if kind == "mixed":
+        mix = train.get("mix", "").split(",")
+        kind = next((k for k in mix if k in points), mix[0])
+    if rows and rows[0]["train"] == "weights":
+        kind = points[0]
+    stores = list(dict.fromkeys(r["store"] for r in rows))
+    store = trained_on if trained_on in stores else stores[0]
+    return TrainingCell(points=kind, resolution=round(train["num_points"] ** (1 / dim)), count=train["num_points"],
+                        dim=dim, store=store, trained_on_store=store == trained_on)
+
+
+def _evaluate_stores(run: Path, paths: list, points: Sequence[str], resolutions: Sequence[int] | None, dev,
+                     seed: int, draws: int, progress: bool) -> tuple[list[dict], int, str | None]:
+    """Rows of a classifier or segmenter on every store; every store is opened and checked before any
+    scoring."""
+    from fieldlab.store.field_store import FieldStore
+
+    opened = []
+    for path in paths:
+        store = FieldStore(path)
+        net, cfg, info = load_run(run, store)
+        _, test_rows, _ = split_rows(store)
+        if opened:
+            _same_signals(opened[0][0], opened[0][1], store, test_rows)
+        opened.append((store, test_rows, net, cfg))
+    dim = opened[0][0].signal.in_dim
     train_cfg = info["train"]
     if not resolutions:
         resolutions = [round(train_cfg["num_points"] ** (1 / dim))]
-    net = net.to(dev)
-    _, test_rows, _ = split_rows(store)
-    test = load_split(store, test_rows, dev, masks=cfg.task == "segment")
-    metric = "miou" if cfg.task == "segment" else "accuracy"
-    evaluator = FieldEvaluator.from_store(store)
+    cfg = opened[0][3]
     # segmenters answer at any points (FCNs query their logit image, hypernetworks are fields);
     # a grid CNN classifier sees only grids, and a classifier of weights sees no points at all
     seen = [kind for kind in points if cfg.takes == "points" or cfg.task == "segment" or
             (cfg.takes == "grid" and kind == "grid") or (cfg.takes == "params" and kind == points[0])]
-    total = len(resolutions) * sum(draws if kind in RANDOMIZED else 1 for kind in seen)
+    total = len(opened) * len(resolutions) * sum(draws if kind in RANDOMIZED else 1 for kind in seen)
+    fields = sum(len(test_rows) for _, test_rows, _, _ in opened)
+    what = f"scoring {fields:,} test fields" + (f" of {len(opened)} stores" if len(opened) > 1 else "")
+    trained = "weights" if cfg.takes == "params" else f"{train_cfg['points']}@{train_cfg['num_points']}"
+    labels = _store_labels([store for store, *_ in opened])
     rows = []
-    with phase(f"scoring {len(test_rows):,} test fields", total, unit="scoring", bar=progress) as advance:
-        for side in resolutions:
-            for kind in points:
-                acc, samplers = None, []
-                if kind in seen:
-                    samplers = scoring_samplers(kind, side ** dim, dim, seed=seed, draws=draws,
-                                                sequence=train_cfg["sequence"])
-                    scores = []
-                    for sampler in samplers:
-                        scores.append(score(net, cfg, evaluator, test, sampler, info["classes"]))
-                        advance(1)
-                    acc = sum(scores) / len(scores)
-                trained = "weights" if cfg.takes == "params" else f"{train_cfg['points']}@{train_cfg['num_points']}"
-                rows.append({"train": trained, "test": kind,
-                             "resolution": side, "points": side ** dim, "accuracy": acc, "metric": metric,
-                             "draws": len(samplers)})
-    return rows
+    with phase(what, total, unit="scoring", bar=progress) as advance:
+        for (store, test_rows, net, cfg), label in zip(opened, labels):
+            net = net.to(dev)
+            test = load_split(store, test_rows, dev, masks=cfg.task == "segment")
+            evaluator = FieldEvaluator.from_store(store)
+            metric = "miou" if cfg.task == "segment" else "accuracy"
+            for side in resolutions:
+                for kind in points:
+                    acc, samplers = None, []
+                    if kind in seen:
+                        samplers = scoring_samplers(kind, side ** dim, dim, seed=seed, draws=draws,
+                                                    sequence=train_cfg.get("sequence", "sobol"))
+                        scores = []
+                        for sampler in samplers:
+                            scores.append(score(net, cfg, evaluator, test, sampler, info["classes"]))
+                            advance(1)
+                        acc = sum(scores) / len(scores)
+                    rows.append({"store": label, "field": store.config.name, "train": trained, "test": kind,
+                                 "resolution": side, "points": side ** dim, "accuracy": acc, "metric": metric,
+                                 "draws": len(samplers)})
+    trained_on = _trained_store(run)
+    match = [label for (store, *_), label in zip(opened, labels) if trained_on and _same_path(store.path, trained_on)]
+    return rows, dim, match[0] if match else None
 
 
-def metric_of(rows: list[dict]) -> str:
-    """What the rows' `accuracy` column holds: accuracy, miou or sdf_mae (one metric per table)."""
-    return rows[0].get("metric", "accuracy") if rows else "accuracy"
+def _evaluate_sdf(info: dict, run: Path, paths: list, points, resolutions, dev, seed: int,
+                  draws: int) -> tuple[list[dict], int, str | None]:
+    """Rows of an SDF run: on its recorded scenes (no STORE) or on each STORE."""
+    from fieldlab.learn.sdf import evaluate_sdf
+
+    recorded = (info.get("train") or {}).get("store")
+    rows = []
+    for path in paths or [None]:
+        label = str(path if path is not None else recorded or "procedural scenes")
+        for row in evaluate_sdf(info, run, path, points=points, resolutions=resolutions, device=dev, seed=seed,
+                                draws=draws):
+            rows.append({"store": label, "field": "", **row})
+    dim = round(math.log(rows[0]["points"]) / math.log(rows[0]["resolution"]))  # points = side^d
+    trained_on = next((r["store"] for r in rows if recorded and _same_path(r["store"], recorded)), None)
+    return rows, dim, trained_on or (rows[0]["store"] if not paths else None)
 
 
-def invariance_gap(rows: list[dict], train_kind: str) -> float | None:
-    """Largest accuracy drop (points) from the training point set to any other, at equal resolution; for
-    SDF rows, the largest rise of the error (in SDF units)."""
-    lower_better = metric_of(rows) == "sdf_mae"
-    gaps = []
-    for side in {r["resolution"] for r in rows}:
-        same = {r["test"]: r["accuracy"] for r in rows if r["resolution"] == side and r["accuracy"] is not None}
-        if train_kind in same:
-            gaps += [acc - same[train_kind] if lower_better else 100 * (same[train_kind] - acc) for acc in same.values()]
-    return max(gaps) if gaps else None
+def _store_labels(stores: list) -> list[str]:
+    """Each store's name in the table: its folder name, its path where two folders share a name."""
+    names = [store.path.name for store in stores]
+    return [store.path.name if names.count(store.path.name) == 1 else str(store.path) for store in stores]
 
 
-def _cell(value: float | None, metric: str) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.4f}" if metric == "sdf_mae" else f"{100 * value:.1f}%"
+def _trained_store(run: Path) -> str | None:
+    """The store RUN trained on, as its config.json records it (None when it does not)."""
+    path = run / "config.json"
+    if not path.is_file():
+        return None
+    store = v.read_json(path, f"{run}/config.json").get("store")
+    return store if isinstance(store, str) else None
 
 
-def format_table(rows: list[dict]) -> str:
-    kinds = list(dict.fromkeys(r["test"] for r in rows))
-    sides = list(dict.fromkeys(r["resolution"] for r in rows))
-    lookup = {(r["test"], r["resolution"]): r["accuracy"] for r in rows}
-    train = rows[0]["train"] if rows else ""
-    counts = {r["resolution"]: r["points"] for r in rows}
-    metric = metric_of(rows)
-    head = f"{'train → test':<22}" + "".join(f"{f'{counts[s]} pts':>12}" for s in sides)
-    lines = [head]
-    for kind in kinds:
-        cells = [_cell(lookup[(kind, s)], metric) for s in sides]
-        lines.append(f"{f'{train} → {kind}':<22}" + "".join(f"{c:>12}" for c in cells))
-    return "\n".join(lines)
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    from fieldlab._safety import replace_file
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["train", "test", "resolution", "points", "accuracy", "metric",
-                                                   "draws"], restval="")
-            writer.writeheader()
-            writer.writerows(rows)
-
-    replace_file(path, write)
-
-
-def write_plot(rows: list[dict], path: Path) -> bool:
-    """Accuracy against resolution, one line per test point set; False when matplotlib is missing."""
+def _same_path(a, b) -> bool:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError, ValueError):
         return False
-    metric = metric_of(rows)
-    scale = 1 if metric == "sdf_mae" else 100
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for kind in dict.fromkeys(r["test"] for r in rows):
-        pts = [(r["resolution"], scale * r["accuracy"]) for r in rows if r["test"] == kind and r["accuracy"] is not None]
-        if pts:
-            ax.plot(*zip(*pts), marker="o", label=kind)
-    ax.set_xlabel("resolution (grid side)")
-    ax.set_ylabel({"sdf_mae": "test SDF mean absolute error", "miou": "test mIoU (%)"}.get(metric, "test accuracy (%)"))
-    ax.set_title(f"trained on {rows[0]['train']}" if rows else "")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+
+
+def _same_signals(reference, reference_rows: np.ndarray, store, test_rows: np.ndarray) -> None:
+    """Refuse a STORE that does not hold the reference STORE's signals: the same signal shape and channels,
+    label names and test fields with the same labels (fields of another architecture are fine)."""
+    a, b = reference.signal, store.signal
+    differs = None
+    if tuple(a.shape) != tuple(b.shape) or a.channels != b.channels:
+        differs = (f"{'x'.join(map(str, b.shape))} signals with {b.channels} channel(s), not "
+                   f"{'x'.join(map(str, a.shape))} with {a.channels}")
+    elif list(reference.label_names or []) != list(store.label_names or []):
+        differs = "other label names"
+    elif len(reference_rows) != len(test_rows):
+        differs = f"{len(test_rows):,} test fields, not {len(reference_rows):,}"
+    elif not np.array_equal(reference.column("labels")[reference_rows], store.column("labels")[test_rows]):
+        differs = "test fields with other labels"
+    if differs:
+        raise UserError(f"{store.path} holds other signals than {reference.path} ({differs}); eval compares "
+                        "stores of the same signals")

@@ -1,0 +1,313 @@
+"""The invariance table of `fieldlab eval`: every (store × point set × resolution) cell's drop from the training
+cell, the two gap summaries, and their text, eval.csv, eval.json and eval.png.
+
+A row is a dict {store, field, train, test, resolution, points, accuracy, metric, draws} (`evaluate.py`);
+`accuracy` holds the metric named in `metric` (accuracy, miou or sdf_mae) and is None where the network
+cannot read the point set. A *drop* is how much worse a cell is than the training cell: in points
+(100 × the fraction) for accuracy and mIoU, in SDF units for sdf_mae, whose error rising is a drop.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+CSV_COLUMNS = ["store", "field", "train", "test", "resolution", "points", "accuracy", "metric", "draws", "drop"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingCell:
+    """Where the run was trained: the point set as scored (a mixed run's first mix member among the test
+    point sets), the resolution (grid side) whose side^d points are nearest the training count, and the
+    store whose block every drop is measured against."""
+
+    points: str
+    resolution: int
+    count: int
+    """Points per field in training (`--num-points`)."""
+    dim: int
+    store: str
+    trained_on_store: bool
+    """Whether `store` is the store RUN trained on (else it is the first STORE given)."""
+
+
+def metric_of(rows: list[dict]) -> str:
+    """What the rows' `accuracy` column holds: accuracy, miou or sdf_mae (one metric per table)."""
+    return rows[0].get("metric", "accuracy") if rows else "accuracy"
+
+
+def lower_is_better(rows: list[dict]) -> bool:
+    return metric_of(rows) == "sdf_mae"
+
+
+def drop(value: float, reference: float, lower_better: bool) -> float:
+    """How much worse `value` is than `reference`: points of accuracy lost, or SDF error gained."""
+    return value - reference if lower_better else 100 * (reference - value)
+
+
+def _value(rows: list[dict], store: str, kind: str, side: int) -> float | None:
+    return next((r["accuracy"] for r in rows if (r["store"], r["test"], r["resolution"]) == (store, kind, side)), None)
+
+
+def add_drops(rows: list[dict], cell: TrainingCell) -> None:
+    """Set every row's `drop` against the training cell (None where either is unmeasured)."""
+    reference = _value(rows, cell.store, cell.points, cell.resolution)
+    lower = lower_is_better(rows)
+    for r in rows:
+        r["drop"] = None if reference is None or r["accuracy"] is None else drop(r["accuracy"], reference, lower)
+
+
+def _largest(candidates: list[tuple[float, dict]]) -> tuple[float, dict] | None:
+    return max(candidates, key=lambda c: c[0]) if candidates else None
+
+
+def point_set_gap(rows: list[dict], cell: TrainingCell) -> dict[str, Any]:
+    """Largest drop from the training point set to any other point set at the training resolution, on the
+    training store's fields: {value, from, to, resolution}, or {value: None, why}."""
+    missing = _missing_cell(rows, cell)
+    if missing:
+        return {"value": None, "why": missing}
+    reference = _value(rows, cell.store, cell.points, cell.resolution)
+    lower = lower_is_better(rows)
+    others = [(drop(r["accuracy"], reference, lower), r) for r in rows if r["store"] == cell.store and
+              r["resolution"] == cell.resolution and r["test"] != cell.points and r["accuracy"] is not None]
+    best = _largest(others)
+    if best is None:
+        return {"value": None, "why": f"the network reads only {cell.points} among --points"}
+    return {"value": best[0], "from": cell.points, "to": best[1]["test"], "resolution": cell.resolution}
+
+
+def resolution_gap(rows: list[dict], cell: TrainingCell, kinds: list[str] | None = None) -> dict[str, Any]:
+    """Largest drop from the training resolution to any other resolution, for each point set of `kinds`
+    (default: the training point set) measured against that point set's own cell at the training resolution:
+    {value, points, from, to} or {value: None, why}. With every point set the network reads, a grid CNN's
+    collapse at other resolutions shows even when it was trained on another point set."""
+    missing = _missing_cell(rows, cell)
+    if missing:
+        return {"value": None, "why": missing}
+    lower = lower_is_better(rows)
+    mine = [r for r in rows if r["store"] == cell.store and r["accuracy"] is not None]
+    candidates = []
+    for kind in kinds or [cell.points]:
+        base = _value(mine, cell.store, kind, cell.resolution)
+        if base is not None:
+            candidates += [(drop(r["accuracy"], base, lower), r) for r in mine
+                           if r["test"] == kind and r["resolution"] != cell.resolution]
+    best = _largest(candidates)
+    if best is None:
+        return {"value": None, "why": "one resolution only; give --resolutions with others beside "
+                                      f"{cell.resolution}"}
+    return {"value": best[0], "points": best[1]["test"], "from": cell.resolution, "to": best[1]["resolution"]}
+
+
+def _missing_cell(rows: list[dict], cell: TrainingCell) -> str | None:
+    """Why the training cell has no score, or None when it has one."""
+    if cell.points not in {r["test"] for r in rows}:
+        return f"the training point set, {cell.points}, is not among --points"
+    if cell.resolution not in {r["resolution"] for r in rows}:
+        return f"the training resolution, {cell.resolution}, is not among --resolutions"
+    return None
+
+
+def store_summary(rows: list[dict], cell: TrainingCell) -> list[dict[str, Any]]:
+    """Per store: its score at the training cell, the drop from the training store's, and its largest drop
+    over every cell: "train on X fields → test on Y fields"."""
+    out = []
+    for store in dict.fromkeys(r["store"] for r in rows):
+        block = [r for r in rows if r["store"] == store]
+        drops = [r["drop"] for r in block if r["drop"] is not None]
+        at_cell = next((r for r in block if (r["test"], r["resolution"]) == (cell.points, cell.resolution)), None)
+        out.append({"store": store, "field": block[0]["field"], "value": at_cell and at_cell["accuracy"],
+                    "drop": at_cell and at_cell["drop"], "largest_drop": max(drops) if drops else None})
+    return out
+
+
+def summarize(rows: list[dict], cell: TrainingCell) -> dict[str, Any]:
+    """Everything eval.json holds beside the cells: the training cell, both gaps, the per-store summary."""
+    read = list(dict.fromkeys(r["test"] for r in rows if r["store"] == cell.store and r["accuracy"] is not None))
+    return {
+        "metric": metric_of(rows), "lower_is_better": lower_is_better(rows), "unit": _unit(rows),
+        "training_cell": {**dataclasses.asdict(cell), "value": _value(rows, cell.store, cell.points, cell.resolution)},
+        "point_set_gap": point_set_gap(rows, cell),
+        "resolution_gap": resolution_gap(rows, cell),
+        "resolution_gap_any_point_set": resolution_gap(rows, cell, read),
+        "stores": store_summary(rows, cell),
+    }
+
+
+def invariance_gap(rows: list[dict], train_kind: str) -> float | None:
+    """The point-set gap at every resolution at once (largest drop from `train_kind` to another point set at
+    the same resolution, 0 when none is worse); kept for callers of the one-number summary."""
+    lower = lower_is_better(rows)
+    gaps = []
+    for store, side in {(r.get("store"), r["resolution"]) for r in rows}:
+        same = {r["test"]: r["accuracy"] for r in rows
+                if (r.get("store"), r["resolution"]) == (store, side) and r["accuracy"] is not None}
+        if train_kind in same:
+            gaps += [drop(acc, same[train_kind], lower) for acc in same.values()]
+    return max(gaps) if gaps else None
+
+
+# -- text ----------------------------------------------------------------------------------------------
+def _unit(rows: list[dict]) -> str:
+    return "SDF units" if lower_is_better(rows) else "points"
+
+
+def _number(value: float, rows: list[dict]) -> str:
+    return f"{value:.4f}" if lower_is_better(rows) else f"{value:.1f}"
+
+
+def _cell(row: dict, cell: TrainingCell) -> str:
+    value = row["accuracy"]
+    if value is None:
+        return "n/a"
+    shown = f"{value:.4f}" if row["metric"] == "sdf_mae" else f"{100 * value:.1f}%"
+    if (row["store"], row["test"], row["resolution"]) == (cell.store, cell.points, cell.resolution):
+        return f"{shown} *"
+    if row["drop"] is None:
+        return shown
+    change = (row["drop"] if row["metric"] == "sdf_mae" else -row["drop"]) + 0.0  # the metric's direction; no -0.0
+    return f"{shown} ({change:+.4f})" if row["metric"] == "sdf_mae" else f"{shown} ({change:+.1f})"
+
+
+def store_label(row: dict) -> str:
+    return f"{row['field']} fields of {row['store']}" if row.get("field") else str(row["store"])
+
+
+def legend(rows: list[dict], cell: TrainingCell) -> str:
+    name = {"miou": "mIoU (%)", "sdf_mae": "mean absolute SDF error of the held-out scenes (lower is better)"}
+    return (f"metric: {name.get(metric_of(rows), 'accuracy (%)')}; * marks the training cell, brackets the "
+            f"change from it ({_unit(rows)})")
+
+
+def format_table(rows: list[dict], cell: TrainingCell) -> str:
+    """One block of rows per store (train → test point set), one column per resolution."""
+    if not rows:
+        return ""
+    sides = list(dict.fromkeys(r["resolution"] for r in rows))
+    counts = {r["resolution"]: r["points"] for r in rows}
+    lookup = {(r["store"], r["test"], r["resolution"]): r for r in rows}
+    lines = [f"{'train → test':<24}" + "".join(f"{f'{counts[s]} pts':>17}" for s in sides)]
+    for store in dict.fromkeys(r["store"] for r in rows):
+        block = [r for r in rows if r["store"] == store]
+        trained = " (the store RUN trained on)" if store == cell.store and cell.trained_on_store else ""
+        lines.append(f"[{store_label(block[0])}{trained}]")
+        for kind in dict.fromkeys(r["test"] for r in block):
+            cells = [_cell(lookup[(store, kind, s)], cell) for s in sides]
+            label = f"{block[0]['train']} → {kind}"
+            lines.append(f"{label:<24}" + "".join(f"{c:>17}" for c in cells))
+    return "\n".join(lines)
+
+
+def format_summary(rows: list[dict], cell: TrainingCell, summary: dict[str, Any]) -> str:
+    """The lines printed under the table: the training cell, both gaps, and (several stores) train → test."""
+    unit = summary["unit"]
+    gap = summary["point_set_gap"]
+    lines = [_gap_line(f"invariance gap across point sets at {cell.resolution ** cell.dim} pts", gap, rows, unit,
+                       lambda g: f"{g['from']} → {g['to']}")]
+    for key, what in (("resolution_gap", f"{cell.points}"), ("resolution_gap_any_point_set", "any point set read")):
+        lines.append(_gap_line(f"invariance gap across resolutions, {what}", summary[key], rows, unit,
+                               lambda g: f"{g['points']}, {g['from'] ** cell.dim} → {g['to'] ** cell.dim} pts"))
+    stores = summary["stores"]
+    if len(stores) > 1:
+        reference = next(s for s in stores if s["store"] == cell.store)
+        for s in stores:
+            head = f"train on {reference['field']} fields ({reference['store']}) → test on {s['field']} fields ({s['store']})"
+            if s["value"] is None:
+                lines.append(f"{head}: not measured at the training cell")
+                continue
+            shown = f"{s['value']:.4f}" if lower_is_better(rows) else f"{100 * s['value']:.1f}%"
+            worst = "" if s["largest_drop"] is None else f"; largest drop over its cells {_number(s['largest_drop'], rows)}"
+            lines.append(f"{head}: {shown} at the training cell, drop {_number(s['drop'] + 0.0, rows)} {unit}{worst}")
+    return "\n".join(lines)
+
+
+def _gap_line(head: str, gap: dict, rows: list[dict], unit: str, where) -> str:
+    if gap["value"] is None:
+        return f"{head}: not measured ({gap['why']})"
+    return f"{head}: {_number(gap['value'], rows)} {unit} ({where(gap)})"
+
+
+# -- files ---------------------------------------------------------------------------------------------
+def write_csv(rows: list[dict], path: Path) -> None:
+    from fieldlab._safety import replace_file
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, restval="", extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    replace_file(path, write)
+
+
+def write_json(rows: list[dict], summary: dict[str, Any], path: Path) -> None:
+    """eval.json: {"cells": every row with its drop, **summary}."""
+    from fieldlab._safety import replace_file
+
+    text = json.dumps({"cells": [{k: r.get(k) for k in CSV_COLUMNS} for r in rows], **summary}, indent=2)
+    replace_file(path, lambda tmp: tmp.write_text(text))
+
+
+def write_plot(rows: list[dict], cell: TrainingCell, summary: dict[str, Any], path: Path) -> bool:
+    """A heat map of the metric per store (point sets × resolutions), each cell annotated with its change from
+    the training cell (framed), both gaps in the title; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    import numpy as np
+
+    stores = list(dict.fromkeys(r["store"] for r in rows))
+    kinds = list(dict.fromkeys(r["test"] for r in rows))
+    sides = list(dict.fromkeys(r["resolution"] for r in rows))
+    lower, scale = lower_is_better(rows), 1 if lower_is_better(rows) else 100
+    lookup = {(r["store"], r["test"], r["resolution"]): r for r in rows}
+    values = [scale * r["accuracy"] for r in rows if r["accuracy"] is not None]
+    fig, axes = plt.subplots(len(stores), 1, figsize=(1.6 * len(sides) + 3, 0.5 * len(kinds) * len(stores) + 1.6),
+                             squeeze=False)
+    for ax, store in zip(axes[:, 0], stores):
+        grid = np.array([[np.nan if lookup[(store, k, s)]["accuracy"] is None else scale * lookup[(store, k, s)]["accuracy"]
+                          for s in sides] for k in kinds])
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis_r" if lower else "viridis", aspect="auto",
+                          vmin=min(values, default=0), vmax=max(values, default=1))
+        for i, kind in enumerate(kinds):
+            for j, side in enumerate(sides):
+                ax.text(j, i, _plot_label(lookup[(store, kind, side)], cell), ha="center", va="center", fontsize=7,
+                        color="0.35" if np.isnan(grid[i, j]) else "black",
+                        bbox=None if np.isnan(grid[i, j]) else dict(boxstyle="round", fc="white", alpha=0.6, lw=0))
+        if store == cell.store and cell.points in kinds and cell.resolution in sides:
+            ax.add_patch(plt.Rectangle((sides.index(cell.resolution) - 0.5, kinds.index(cell.points) - 0.5), 1, 1,
+                                       fill=False, edgecolor="red", lw=2))
+        ax.set_xticks(range(len(sides)), [f"{s}^{cell.dim} = {s ** cell.dim}" for s in sides])
+        ax.set_yticks(range(len(kinds)), [f"{rows[0]['train']} → {k}" for k in kinds])
+        ax.set_title(store_label(lookup[(store, kinds[0], sides[0])]), fontsize=9)
+        ax.set_facecolor("0.85")
+        fig.colorbar(image, ax=ax, label={"sdf_mae": "SDF MAE", "miou": "mIoU (%)"}.get(metric_of(rows), "accuracy (%)"))
+    axes[-1, 0].set_xlabel("resolution (points per field)")
+    fig.suptitle(f"trained on {rows[0]['train']}: {_plot_title(summary)}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _plot_label(row: dict, cell: TrainingCell) -> str:
+    text = _cell(row, cell)
+    return text.replace(" (", "\n(").replace(" *", "\n(train)")
+
+
+def _plot_title(summary: dict[str, Any]) -> str:
+    unit = summary["unit"]
+
+    def show(gap: dict) -> str:
+        return "n/a" if gap["value"] is None else f"{gap['value']:.4g} {unit}"
+
+    return (f"point-set gap {show(summary['point_set_gap'])} · resolution gap {show(summary['resolution_gap'])} "
+            f"(training set), {show(summary['resolution_gap_any_point_set'])} (any set read)")
