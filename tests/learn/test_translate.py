@@ -97,3 +97,40 @@ def test_the_translation_keeps_the_cnns_mode_and_shapes_are_checked():
     assert translate(cnn.train(), (8, 8)).training and not translate(cnn.eval(), (8, 8)).training
     with pytest.raises(UserError, match="needs values"):
         Discretized(torch.randn(3, 100, 1), P.qmc(256, 2))  # 100 values for 256 points
+
+
+@pytest.mark.parametrize("name", ["cnn2", "cnn4"])
+def test_fieldlabs_own_grid_cnns_translate_exactly_on_their_grid_without_torchvision(name):
+    import sys
+
+    from fieldlab.learn.nets import net_config
+
+    torch.manual_seed(0)
+    cnn = _randomize_norms(net_config(name, channels=4).build(2, 5))
+    pts = P.grid((12, 12))
+    x = Discretized(torch.randn(3, len(pts), 2), pts)
+    di = translate(cnn, (12, 12))
+    assert (di(x) - cnn(x)).abs().max() < 1e-5
+    assert "torchvision" not in sys.modules
+
+
+def _smooth(coords):  # a few plane waves, smooth at 32² (as a fitted digit is at 16²)
+    g = torch.Generator().manual_seed(1)
+    freq, phase = (torch.rand(12, 2, generator=g) * 2 - 1) * 6, torch.rand(12, generator=g) * 6
+    return torch.sin(coords @ freq.T + phase).sum(-1)[None, :, None]
+
+
+def test_a_translated_conv_on_qmc_points_reads_the_field_its_taps_fall_on():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+    pts, pitch = P.qmc(32 * 32, 2), 2 / 32
+    reference = torch.zeros(1, len(pts), 4)  # the CNN's filter applied to the field itself at every point
+    for i in range(3):
+        for j in range(3):
+            at = pts.coords + torch.tensor([i - 1.0, j - 1.0]) * pitch
+            reference += _smooth(at) * (at.abs() <= 1).all(-1)[None, :, None] * conv.weight[:, 0, i, j].detach()
+    x = Discretized(_smooth(pts.coords), pts)
+    with torch.no_grad():
+        error = {q: float((translate(nn.Sequential(conv), (32, 32), quadrature=q)(x).values - reference).norm()
+                          / reference.norm()) for q in ("tap", "plain")}
+    assert error["tap"] < 0.1 and error["plain"] > 0.25  # 3% and 35%: the plain sum over one pixel's tent

@@ -1,29 +1,37 @@
 """Translate a trained 2-D CNN into a DI network that keeps its weights.
 
-Each k×k `Conv2d` becomes a `DIConv` with a `TapKernel` whose taps sit at the conv's offsets
+Each k×k `Conv2d` becomes a `TapConv`: a `DIConv` with a `TapKernel` whose taps sit at the conv's offsets
 (j·dilation − padding) times the pixel pitch of the grid it was trained on, and whose weights are the
 conv's divided by the quadrature weight of one pixel (its area). On that grid — coarse-to-fine
 ordered, so a stride-s conv keeps the sub-grid a CNN keeps — the translated network reproduces the CNN
-(tested to 1e-5); on any other point set it is the continuous convolution the taps interpolate.
+(tested to 1e-5); on any other point set each tap reads a tent-weighted local mean of the field around it
+(`TapConv`), so the CNN's filters see the field they were trained on whatever the points.
 
 Carried over: Conv2d (groups, dilation, stride), BatchNorm2d, LayerNorm / LayerNorm2d, elementwise
 activations, Dropout, Max/AvgPool2d, AdaptiveAvgPool2d (the hand-off to a plain head), Sequential,
-torchvision's ResNet BasicBlock/Bottleneck, SqueezeExcitation, MBConv/FusedMBConv (EfficientNet) and
-CNBlock (ConvNeXt). torchvision is only needed to build those models (`fieldlab[learn]`).
+fieldlab's own grid CNNs (`cnn2`, `cnn4`: a `GridCNN` becomes a `DIClassifier`), torchvision's ResNet
+BasicBlock/Bottleneck, SqueezeExcitation, MBConv/FusedMBConv (EfficientNet) and CNBlock (ConvNeXt).
+torchvision is only needed to build those models (`fieldlab[learn]`), never to translate.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+from typing import Literal
 
 import torch
 import torch.nn as nn
 
 from fieldlab._errors import UserError, missing_extra
+from fieldlab.learn._aggregate import pair_sum
 from fieldlab.learn._neighbors import Support
 from fieldlab.learn.layers import (AdaptivePool, DIConv, DINorm, DIPool, Discretized, Pointwise, Residual,
-                                   TapKernel, global_pool)
+                                   TapKernel, global_pool, neighbours)
+from fieldlab.learn.nets import DIClassifier, GridCNN, _ResBlock
+from fieldlab.learn.points import PointSet
+
+Quadrature = Literal["tap", "plain"]
 
 ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid,
                nn.LeakyReLU, nn.ELU, nn.Mish, nn.Identity, nn.Dropout)
@@ -31,10 +39,12 @@ ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hard
 
 @dataclasses.dataclass(frozen=True)
 class _Grid:
-    """The grid a module sees: its sample counts and pixel pitch in canonical units."""
+    """The grid a module sees: its sample counts and pixel pitch in canonical units, and how its
+    convolutions sum over other point sets."""
 
     shape: tuple[int, int]
     pitch: tuple[float, float]
+    quadrature: Quadrature = "tap"
 
     @property
     def cell_weight(self) -> float:
@@ -43,17 +53,21 @@ class _Grid:
 
     def strided(self, stride: tuple[int, int]) -> _Grid:
         return _Grid(tuple(-(-n // s) for n, s in zip(self.shape, stride)),
-                     tuple(p * s for p, s in zip(self.pitch, stride)))
+                     tuple(p * s for p, s in zip(self.pitch, stride)), self.quadrature)
 
 
-def translate(cnn: nn.Module, input_shape: tuple[int, int]) -> nn.Module:
+def translate(cnn: nn.Module, input_shape: tuple[int, int], *, quadrature: Quadrature = "tap") -> nn.Module:
     """A DI network equal to `cnn` on the `input_shape` grid (`points.grid(input_shape)`), in `cnn`'s mode
     (train or eval: an eval CNN gives an eval DI-Net, whose normalization uses the CNN's running statistics).
 
     The result takes a `Discretized` and returns what the CNN's last module returns: a `Discretized`
-    for a feature extractor, or a tensor once an adaptive pool hands over to a plain head.
+    for a feature extractor, or a tensor once an adaptive pool (or a grid CNN's mean) hands over to a
+    plain head. `quadrature="plain"` gives DI-Net's plain sum Σ w K f in every convolution instead of
+    `TapConv`'s per-tap correction: the same on the grid, far from the CNN on other points.
     """
-    grid = _Grid(tuple(input_shape), tuple(2.0 / n for n in input_shape))
+    if quadrature not in ("tap", "plain"):
+        raise UserError(f"quadrature must be tap or plain, got {quadrature!r}")
+    grid = _Grid(tuple(input_shape), tuple(2.0 / n for n in input_shape), quadrature)
     module, _ = _translate(copy.deepcopy(cnn).eval(), grid)
     return module.train(cnn.training)  # in training mode, normalization uses (and updates) batch statistics
 
@@ -74,6 +88,11 @@ def _translate(m: nn.Module, grid: _Grid):
             out.append(mapped)
             tensor_head = isinstance(mapped, AdaptivePool)
         return nn.Sequential(*out), grid
+    if isinstance(m, GridCNN):  # fieldlab's cnn2 / cnn4: the mean over the feature map becomes ∫ f / |Ω|
+        encoder, out_grid = _translate(m.layers, grid)
+        return DIClassifier(encoder, PooledHead(m.head)), out_grid
+    if isinstance(m, _ResBlock):
+        return Residual(_translate(m.body, grid)[0], post=Pointwise(nn.ReLU())), grid
     if isinstance(m, nn.Conv2d):
         return _conv(m, grid)
     if isinstance(m, nn.BatchNorm2d):
@@ -119,10 +138,13 @@ def _conv(m: nn.Conv2d, grid: _Grid):
     if stride[0] != stride[1]:
         raise UserError(f"only equal strides per axis translate, got {stride}")
     offsets = [[j * d - p for j in range(kk)] for kk, p, d in zip(k, pad, dil)]
-    kernel = TapKernel(offsets, grid.pitch)
-    conv = DIConv(m.in_channels, m.out_channels, TapKernel.support(offsets, grid.pitch), kernel=kernel,
-                  normalization="integral", stride=stride[0], groups=m.groups, bias=m.bias is not None)
     area = grid.cell_weight
+    kernel = TapKernel(offsets, grid.pitch)
+    options = dict(kernel=kernel, normalization="integral", stride=stride[0], groups=m.groups, bias=m.bias is not None)
+    if grid.quadrature == "tap":
+        options["cell"] = area
+    conv = (TapConv if grid.quadrature == "tap" else DIConv)(
+        m.in_channels, m.out_channels, TapKernel.support(offsets, grid.pitch), **options)
     with torch.no_grad():
         conv.weight.copy_(m.weight.reshape(m.out_channels, m.in_channels // m.groups, -1) / area)
         if m.bias is not None:
@@ -165,6 +187,55 @@ def _resnet_block(m, grid: _Grid):
     body, out_grid = _translate(nn.Sequential(*parts), grid)
     shortcut = _translate(m.downsample, grid)[0] if m.downsample is not None else None
     return Residual(body, shortcut, post=Pointwise(nn.ReLU())), out_grid
+
+
+class TapConv(DIConv):
+    """A translated Conv2d: a `DIConv` on a `TapKernel` whose quadrature is corrected tap by tap.
+
+    The plain sum Σ_x w_x φ_t(x − q) f(x) estimates ∫ φ_t(δ) f(q + δ) dδ from the few points a tent of one
+    pixel holds (about four on a QMC set of the CNN's count), so its error is of the size of the value
+    itself. Each tap's sum is divided by the same quadrature of the tent alone, Σ_x w_x φ_t(x − q), and
+    multiplied by the tent's exact integral (one pixel; zero where the tap falls outside [-1, 1]^2, the
+    CNN's zero padding): the tap reads a tent-weighted local mean of f around it. On the CNN's grid a tent
+    holds exactly its own point, so the layer is still the CNN's conv there.
+    """
+
+    def __init__(self, *args, cell: float, **options):
+        super().__init__(*args, **options)
+        self.cell = cell  # a pixel's quadrature weight on the CNN's grid: the tent's exact integral
+
+    def forward(self, x: Discretized, out_points: PointSet | None = None) -> Discretized:
+        points = x.points
+        queries = out_points if out_points is not None else points.downsample(self.stride)
+        qi, si = neighbours(queries, points, self.support)
+        basis = self.kernel(points.coords[si] - queries.coords[qi]) * points.weights[si][:, None]  # (p, h)
+        m, h = len(queries), basis.shape[1]
+        scale = self._tap_scale(queries.coords, basis.new_zeros(m, h).index_add_(0, qi, basis))
+        acc = pair_sum(basis * scale[qi], x.values, qi, si, m)  # (m, h, b, c_in)
+        b, c, g = acc.shape[2], acc.shape[3], self.groups
+        out = torch.einsum("mhbgi,goih->bmgo", acc.view(m, h, b, g, c // g),
+                           self.weight.view(g, -1, c // g, h)).reshape(b, m, -1)
+        return Discretized(out if self.bias is None else out + self.bias, queries)
+
+    def _tap_scale(self, queries: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
+        """(m, h) exact tent integral / quadrature of the tent; 0 for taps outside the domain or with no points."""
+        pitch = self.kernel.pitch
+        centres = queries[:, None, :] + self.kernel.taps * pitch  # (m, h, d)
+        tol = 1e-4 * pitch
+        inside = ((centres >= -1 - tol) & (centres <= 1 + tol)).all(-1)
+        seen = inside & (mass > 1e-6 * self.cell)  # a tent no point falls in reads nothing, as padding does
+        return torch.where(seen, self.cell / mass.clamp_min(1e-12), torch.zeros_like(mass))
+
+
+class PooledHead(nn.Module):
+    """A grid CNN's head on the quadrature-weighted mean of the features (∫ f / |Ω|, its mean over pixels)."""
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.head = head
+
+    def forward(self, x: Discretized) -> torch.Tensor:
+        return self.head(global_pool(x, "avg"))
 
 
 class SqueezeExcite(nn.Module):
