@@ -63,8 +63,8 @@ def test_translated_classifier_with_adaptive_pool_head():
 
 def test_translated_weights_are_the_cnn_weights_and_trainable():
     cnn = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1))
-    di = translate(cnn, (8, 8))
-    conv = di[0]
+    assert torch.equal(translate(cnn, (8, 8))[0].weight, cnn[0].weight.reshape(3, 2, 9))
+    conv = translate(cnn, (8, 8), quadrature="plain")[0]  # DI-Net's Σ w K f: a pixel's area comes out
     pitch_area = (2 / 8) ** 2
     assert torch.allclose(conv.weight * pitch_area, cnn[0].weight.reshape(3, 2, 9))
     assert conv.weight.requires_grad

@@ -2,7 +2,7 @@
 
 Each k×k `Conv2d` becomes a `TapConv`: a `DIConv` with a `TapKernel` whose taps sit at the conv's offsets
 (j·dilation − padding) times the pixel pitch of the grid it was trained on, and whose weights are the
-conv's divided by the quadrature weight of one pixel (its area). On that grid — coarse-to-fine
+conv's (`quadrature="plain"`: DI-Net's `DIConv`, weights divided by one pixel's area). On that grid — coarse-to-fine
 ordered, so a stride-s conv keeps the sub-grid a CNN keeps — the translated network reproduces the CNN
 (tested to 1e-5); on any other point set each tap reads a tent-weighted local mean of the field around it
 (`TapConv`), so the CNN's filters see the field they were trained on whatever the points.
@@ -146,7 +146,8 @@ def _conv(m: nn.Conv2d, grid: _Grid):
     conv = (TapConv if grid.quadrature == "tap" else DIConv)(
         m.in_channels, m.out_channels, TapKernel.support(offsets, grid.pitch), **options)
     with torch.no_grad():
-        conv.weight.copy_(m.weight.reshape(m.out_channels, m.in_channels // m.groups, -1) / area)
+        conv.weight.copy_(m.weight.reshape(m.out_channels, m.in_channels // m.groups, -1) / (
+            1.0 if grid.quadrature == "tap" else area))
         if m.bias is not None:
             conv.bias.copy_(m.bias)
     return conv, grid.strided(stride)
@@ -194,15 +195,15 @@ class TapConv(DIConv):
 
     The plain sum Σ_x w_x φ_t(x − q) f(x) estimates ∫ φ_t(δ) f(q + δ) dδ from the few points a tent of one
     pixel holds (about four on a QMC set of the CNN's count), so its error is of the size of the value
-    itself. Each tap's sum is divided by the same quadrature of the tent alone, Σ_x w_x φ_t(x − q), and
-    multiplied by the tent's exact integral (one pixel; zero where the tap falls outside [-1, 1]^2, the
-    CNN's zero padding): the tap reads a tent-weighted local mean of f around it. On the CNN's grid a tent
-    holds exactly its own point, so the layer is still the CNN's conv there.
+    itself. Here each tap's sum is divided by the same quadrature of the tent alone, Σ_x w_x φ_t(x − q) (and
+    is zero where the tap falls outside [-1, 1]^2, the CNN's zero padding): the tap reads a tent-weighted
+    local mean of f around it, and `weight` (out, in/groups, taps) is the Conv2d's own, so fine-tuning moves
+    it at the CNN's scale. On the CNN's grid a tent holds exactly its own point: the layer is the conv there.
     """
 
     def __init__(self, *args, cell: float, **options):
         super().__init__(*args, **options)
-        self.cell = cell  # a pixel's quadrature weight on the CNN's grid: the tent's exact integral
+        self.cell = cell  # a pixel's quadrature weight on the CNN's grid: what a tent holds there
 
     def forward(self, x: Discretized, out_points: PointSet | None = None) -> Discretized:
         points = x.points
@@ -218,13 +219,13 @@ class TapConv(DIConv):
         return Discretized(out if self.bias is None else out + self.bias, queries)
 
     def _tap_scale(self, queries: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
-        """(m, h) exact tent integral / quadrature of the tent; 0 for taps outside the domain or with no points."""
+        """(m, h) 1 / quadrature of each tap's tent; 0 for taps outside the domain or with no points."""
         pitch = self.kernel.pitch
         centres = queries[:, None, :] + self.kernel.taps * pitch  # (m, h, d)
         tol = 1e-4 * pitch
         inside = ((centres >= -1 - tol) & (centres <= 1 + tol)).all(-1)
         seen = inside & (mass > 1e-6 * self.cell)  # a tent no point falls in reads nothing, as padding does
-        return torch.where(seen, self.cell / mass.clamp_min(1e-12), torch.zeros_like(mass))
+        return torch.where(seen, 1 / mass.clamp_min(1e-12), torch.zeros_like(mass))
 
 
 class PooledHead(nn.Module):
