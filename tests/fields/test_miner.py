@@ -68,4 +68,4 @@ def test_bad_options_are_user_errors():
 def test_config_round_trips_with_its_blocks():
     config = small(blocks=(2, 7))
     assert type(config).from_dict(config.to_dict()) == config
-    assert type(config).batched is False and type(config).trainer == "fieldlab.fit.miner"
+    assert type(config).batched is True and type(config).trainer == "fieldlab.fit.miner"

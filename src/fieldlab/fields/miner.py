@@ -28,6 +28,7 @@ from fieldlab._errors import UserError
 from fieldlab._precision import exact_linear, full
 from fieldlab._validate import check_shape
 from fieldlab.fields._config import FieldConfig
+from fieldlab.fields._partitioned import tile_layout, tile_size
 from fieldlab.fields._registry import register_field
 
 MAX_SCALES = 12
@@ -145,8 +146,13 @@ class MinerScale(nn.Module):
     def slots(self) -> torch.Tensor:
         """Flat block index → slot in the parameters, -1 where a block has no network."""
         table = torch.full((self.total_blocks,), -1, dtype=torch.int64, device=self.index.device)
-        table[self.index] = torch.arange(len(self), device=self.index.device)
-        return table
+        # out of place, so a stack of fields (each with its own index) can vmap it
+        return table.scatter(0, self.index, torch.arange(len(self), device=self.index.device))
+
+    @property
+    def full(self) -> bool:
+        """Whether every block of the scale has a network (so routing never leaves a point out)."""
+        return len(self) == self.total_blocks
 
 
 class Miner(nn.Module):
@@ -191,13 +197,18 @@ class Miner(nn.Module):
 
     def evaluate(self, coords: torch.Tensor, scales) -> torch.Tensor:
         """The sum of the given scales at canonical coords (…, d): blocks are grouped by sorting points,
-        so each group of points runs through its own block's weights in one batched matmul."""
+        so each group of points runs through its own block's weights in one batched matmul. A scale whose
+        blocks all have networks takes the tiled layout instead, whose shapes depend only on the number
+        of points: that is the batched path (`FieldStack`'s vmap) of a store of unpruned fields."""
         lead = coords.shape[:-1]
         x = coords.reshape(-1, coords.shape[-1])
         out = x.new_zeros(x.shape[0], self.net.out_dim)
         for s in scales:
             level = self.levels[s]
             if not len(level):
+                continue
+            if level.full:
+                out = out + self._tiled(x, s).to(out.dtype)
                 continue
             flat, local = self.locate(x, s)
             slot = level.slots()[flat]
@@ -217,6 +228,17 @@ class Miner(nn.Module):
             values = self.net(params, packed)
             out = out.index_add(0, points, values[group, rank].to(out.dtype))
         return out.reshape(*lead, -1)
+
+    def _tiled(self, x: torch.Tensor, scale: int) -> torch.Tensor:
+        """Values (n, c) of a full scale at points x (n, d): tiles of t points of one block each, so one
+        batched matmul with shapes fixed by n and the block count (r tiles; see `_partitioned`)."""
+        level = self.levels[scale]
+        flat, local = self.locate(x, scale)
+        tile = tile_size(x.shape[0], len(level))
+        src, pos, tile_slot = tile_layout(level.slots()[flat], len(level), tile)
+        padded = torch.cat([local, local.new_zeros(1, local.shape[1])])[src].view(-1, tile, local.shape[1])  # (r, t, d)
+        values = self.net({k: v[tile_slot] for k, v in level.tensors().items()}, padded)  # (r, t, c)
+        return values.reshape(-1, values.shape[-1])[pos]
 
     # -- description ----------------------------------------------------------------------------
     def block_counts(self) -> list[tuple[int, int]]:
@@ -282,7 +304,9 @@ class MinerConfig(FieldConfig):
     may_be_zero = ("block_size", "frequencies", "prune_mse", "stop_mse", "device_budget")
     resolved = ("shape", "blocks")
     trainer: ClassVar[str] = "fieldlab.fit.miner"
-    batched: ClassVar[bool] = False
+    # One signal is grown (and pruned) by `trainer`; a dataset's fields keep every block, so they share one
+    # layout, stack, and fit and evaluate through the batched path like any other field.
+    batched: ClassVar[bool] = True
     maxima = {**FieldConfig.maxima, "scales": MAX_SCALES, "device_budget": float(2**60)}
 
     def resolved_block_size(self) -> int:
@@ -324,6 +348,13 @@ class MinerConfig(FieldConfig):
 
     def adapt(self, shape: tuple[int, ...]) -> MinerConfig:
         return self.replace(shape=tuple(shape))
+
+    def for_items(self, shape: tuple[int, ...]) -> MinerConfig:
+        """For a dataset of small items of grid `shape`: unless --block-size is given, blocks sized so that
+        one coarsest block covers an item (the whole-photo default of 32 samples would pad a digit 64-fold)."""
+        if self.block_size:
+            return self
+        return self.replace(block_size=max(1, -(-max(shape) // 2 ** (self.scales - 1))))
 
     def with_params(self, target: int) -> MinerConfig:
         """Solve `hidden_dim`; a pyramid of many blocks moves in coarse steps at small widths, so when the

@@ -71,7 +71,10 @@ def resolve_dataset_config(name: str, options: dict[str, Any], source: ImageSour
         raise UserError(f"field {name!r} is grown by its own trainer for one large signal and has no batched "
                         "path; pick another field for a dataset")
     defaults = {k: v for k, v in DATASET_FIELD_DEFAULTS.get(name, {}).items() if k not in options}
-    config = cls.from_options({"in_dim": 2, "out_dim": source.channels, **defaults, **options}).adapt(source.shape)
+    config = cls.from_options({"in_dim": 2, "out_dim": source.channels, **defaults, **options})
+    if hasattr(config, "for_items"):  # a field whose geometry defaults are made for one large signal (MINER)
+        config = config.for_items(source.shape)
+    config = config.adapt(source.shape)
     if name not in DATASET_FIELD_DEFAULTS and config.size_knob not in options and not hasattr(config, "latent_shape"):
         # Unasked, a field of a dataset gets about as many parameters as one item has values (at least
         # MIN_DATASET_PARAMS): a whole-image default of 200k parameters per 32² item would be absurd.
