@@ -35,6 +35,8 @@ def train_command(
     noise: float = typer.Option(0.01, help="Intensity noise."),
     flip: bool = typer.Option(False, help="Random horizontal flips."),
     seed: int = typer.Option(0, help="Random seed."),
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="A finished run of cnn2 or cnn4 (trained "
+                                            "on grids): its CNN, translated, starts the DI-Net (--net dinet)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     resume: bool = typer.Option(False, help="Continue RUN from its checkpoint."),
     force: bool = typer.Option(False, help="Replace a non-empty RUN."),
@@ -43,7 +45,8 @@ def train_command(
 
     config = TrainConfig(net=net, net_options=parse_extra(ctx.args), points=points, num_points=num_points,
                          sequence=sequence, mix=mix, resolutions=resolutions, steps=steps, batch_size=batch_size, lr=lr,
-                         weight_decay=weight_decay, jitter=jitter, noise=noise, flip=flip, seed=seed, device=device)
+                         weight_decay=weight_decay, jitter=jitter, noise=noise, flip=flip, seed=seed, device=device,
+                         init_from=init_from or "")
     metrics = train(store, out, config, resume=resume, force=force)
     if "test_accuracy" in metrics:
         print(f"test accuracy {100 * metrics['test_accuracy']:.1f}% on {metrics['test_fields']} fields; wrote {out}")

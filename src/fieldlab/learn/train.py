@@ -61,6 +61,9 @@ class TrainConfig:
     """Standard deviation of additive intensity noise."""
     flip: bool = False
     """Random horizontal flips (not for digits)."""
+    init_from: str = ""
+    """A finished `train` run of a grid CNN (cnn2, cnn4) whose translation (`fieldlab.learn.translate`) is
+    the DI-Net's starting point; empty: a fresh network."""
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 200
@@ -171,7 +174,11 @@ def segment_logits(model: nn.Module, cfg: NetConfig, x, points) -> torch.Tensor:
     return model(x, points).values
 
 
-def build_net(cfg: NetConfig, store, classes: int) -> nn.Module:
+def build_net(cfg: NetConfig, store, classes: int, init: dict | None = None) -> nn.Module:
+    if init is not None:  # a translated grid CNN (`train --init-from`): run.json's `init` describes it
+        from fieldlab.learn.translate import twin_network
+
+        return twin_network(init, store.signal.channels, classes)
     if hasattr(cfg, "build_for_store"):  # networks that need the field architecture itself (seg_hyper)
         return cfg.build_for_store(store, classes)
     if cfg.takes == "params":
@@ -245,8 +252,14 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
         weights = class_weights(data.masks, classes)
     evaluator = FieldEvaluator.from_store(store)
 
+    init = None
+    if config.init_from:  # a trained grid CNN, translated: checked before RUN is written
+        from fieldlab.learn.translate import init_record, trained_twin
+
+        twin, init = init_record(config.init_from, config.net, config.net_options, store, classes)
+        cfg = net_config(twin, channels=init["net_options"]["channels"])
     torch.manual_seed(config.seed)
-    net = build_net(cfg, store, classes).to(device)
+    net = (trained_twin(init, store) if init else build_net(cfg, store, classes)).to(device)
     model = net
     if world > 1:
         model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
@@ -308,7 +321,7 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
         else:
             metrics["test_accuracy"] = accuracy(net, cfg, evaluator, test, config.sampler(store.signal.in_dim))
         metrics["train_fields"], metrics["test_fields"] = len(train_rows), len(test_rows)
-        _save_run(out, net, cfg, config, store, classes, how, metrics)
+        _save_run(out, net, cfg, config, store, classes, how, metrics, init=init)
     if world > 1:
         import torch.distributed as dist
 
@@ -368,7 +381,8 @@ def _write_json(path: Path, data: dict) -> None:
     replace_file(path, lambda tmp: tmp.write_text(text))
 
 
-def _save_run(out: Path, net, cfg: NetConfig, config: TrainConfig, store, classes: int, how: str, metrics) -> None:
+def _save_run(out: Path, net, cfg: NetConfig, config: TrainConfig, store, classes: int, how: str, metrics,
+              init: dict | None = None) -> None:
     from safetensors.torch import save_file
 
     from fieldlab.store.field_dir import versions
@@ -377,6 +391,7 @@ def _save_run(out: Path, net, cfg: NetConfig, config: TrainConfig, store, classe
     replace_file(out / "net.safetensors", lambda tmp: save_file(state, str(tmp)))
     _write_json(out / "run.json", {
         "format": FORMAT, "net": cfg.name, "net_options": cfg.to_dict(), "classes": classes,
+        **({"init": init} if init else {}),
         "label_names": store.label_names, "field": store.config.name, "in_channels": store.signal.channels,
         "dim": store.signal.in_dim, "train": config.to_dict(), "split": how, "metrics": metrics,
         "versions": versions(),
@@ -410,7 +425,8 @@ def load_run(run: str | Path, store) -> tuple[nn.Module, NetConfig, dict]:
             raise UserError(f"{run} does not fit the fields of {store.path}: its {cfg.name} network was built for "
                             f"{info['field']} fields of another size (options {store.config.to_dict()} here)")
 
-    net = build_bounded(lambda: build_net(cfg, store, info["classes"]), f"{run}/run.json's {cfg.name} network", fits)
+    net = build_bounded(lambda: build_net(cfg, store, info["classes"], info.get("init")),
+                        f"{run}/run.json's {cfg.name} network", fits)
     net.load_state_dict(weights)
     return net.eval(), cfg, info
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -270,6 +271,76 @@ def _as_linear(conv: nn.Conv2d) -> nn.Linear:
         if conv.bias is not None:
             linear.bias.copy_(conv.bias)
     return linear
+
+
+# -- a DI-Net started from a trained grid CNN (`fieldlab train STORE --net dinet --init-from RUN`) ----------
+TWINS = {"cnn2": "dinet2", "cnn4": "dinet4"}
+"""The DI-Net each of fieldlab's grid CNNs translates into, layer for layer."""
+
+
+def init_record(run: str | Path, net: str, options: dict, store, classes: int) -> tuple[str, dict]:
+    """(the DI-Net's name, the `init` entry of run.json) for `train --net NET --init-from RUN`, after checking
+    that RUN is a finished grid CNN run of these signals (labels, channels) and `options` agree with it."""
+    from fieldlab.learn._run_files import check_run_info, read_run_json
+    from fieldlab.learn.nets import net_config
+    from fieldlab.learn.train import FORMAT, load_run
+
+    where = f"--init-from {run}"
+    if not Path(run).is_dir():
+        raise UserError(f"{where}: no such run folder (give a folder written by `fieldlab train --net cnn4`)")
+    info = read_run_json(Path(run))
+    if info.get("format") != FORMAT:
+        raise UserError(f"{where}: not a classifier run of `fieldlab train`")
+    check_run_info(info, Path(run))
+    if info["net"] not in TWINS:
+        raise UserError(f"{where}: its {info['net']} network has no DI twin; runs of {', '.join(TWINS)} translate")
+    twin = TWINS[info["net"]]
+    if net not in ("dinet", twin):
+        raise UserError(f"{where}: a {info['net']} run translates into --net {twin} (or dinet), not --net {net}")
+    cnn_options = net_config(info["net"], **info["net_options"]).to_dict()
+    for key, value in options.items():
+        if key != "channels":
+            raise UserError(f"{where}: --{key.replace('_', '-')} does not apply to a translated CNN, whose "
+                            f"kernels are its 3×3 filters")
+        if int(value) != cnn_options["channels"]:
+            raise UserError(f"{where}: --channels {value} differs from the run's {cnn_options['channels']}")
+    load_run(run, store)  # refuses a store of other signals (channels, labels) in one line
+    if info["classes"] != classes:
+        raise UserError(f"{where}: the run predicts {info['classes']} classes; {store.path} has {classes}")
+    grid = _training_grid(info, where)
+    return twin, {"run": str(run), "net": info["net"], "net_options": cnn_options, "grid": list(grid),
+                  "quadrature": "tap", "test_accuracy": info.get("metrics", {}).get("test_accuracy")}
+
+
+def _training_grid(info: dict, where: str) -> tuple[int, int]:
+    from fieldlab.learn.points import PointSampler
+
+    if info.get("dim", 2) != 2 or info["train"].get("points", "grid") != "grid":
+        raise UserError(f"{where}: a grid CNN run trained on 2-D grids translates, this one is not")
+    return PointSampler(kind="grid", n=info["train"]["num_points"], dim=2).grid_shape()
+
+
+def twin_network(init: dict, in_channels: int, classes: int, where: str = "run.json init") -> nn.Module:
+    """The translated network an `init` record describes, with the CNN's initial (untrained) weights."""
+    from fieldlab import _validate as v
+    from fieldlab.learn.nets import net_config
+
+    v.check_keys(init, {"net": str, "net_options": dict, "grid": list}, where, optional={"quadrature": str})
+    if init["net"] not in TWINS:
+        raise UserError(f"{where}: {init['net']!r} has no DI twin; runs of {', '.join(TWINS)} translate")
+    if len(init["grid"]) != 2:
+        raise UserError(f"{where}: grid must be two sizes, got {len(init['grid'])}")
+    grid = tuple(v.bounded_int(n, "grid size", 1, v.LIMITS.samples, where=where) for n in init["grid"])
+    cnn = net_config(init["net"], **init["net_options"]).build(in_channels, classes)
+    return translate(cnn, grid, quadrature=init.get("quadrature", "tap"))
+
+
+def trained_twin(init: dict, store) -> nn.Module:
+    """The translated network of `init_record`, with the trained CNN's weights (in training mode)."""
+    from fieldlab.learn.train import load_run
+
+    cnn, _, _ = load_run(init["run"], store)
+    return translate(cnn, tuple(init["grid"]), quadrature=init["quadrature"]).train()
 
 
 # -- torchvision stems (optional extra) ------------------------------------------------------------
