@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from fieldlab._errors import UserError
 from fieldlab._safety import lock_output, replace_file, write_marker
+from fieldlab._validate import check_shape
 from fieldlab.learn._run_files import build_bounded, check_run_info, load_checkpoint, load_weights, read_run_json
 from fieldlab.learn.field_batch import FieldEvaluator
 from fieldlab.learn.layers import Discretized
@@ -393,8 +394,8 @@ def _save_run(out: Path, net, cfg: NetConfig, config: TrainConfig, store, classe
         "format": FORMAT, "net": cfg.name, "net_options": cfg.to_dict(), "classes": classes,
         **({"init": init} if init else {}),
         "label_names": store.label_names, "field": store.config.name, "in_channels": store.signal.channels,
-        "dim": store.signal.in_dim, "train": config.to_dict(), "split": how, "metrics": metrics,
-        "versions": versions(),
+        "dim": store.signal.in_dim, "shape": list(store.signal.shape), "train": config.to_dict(), "split": how,
+        "metrics": metrics, "versions": versions(),
     })
 
 
@@ -411,11 +412,7 @@ def load_run(run: str | Path, store) -> tuple[nn.Module, NetConfig, dict]:
         raise UserError(f"{run}/run.json is not a fieldlab run")
     check_run_info(info, run)
     cfg = net_config(info["net"], **info["net_options"])
-    if store.config.name != info["field"] or store.signal.channels != info["in_channels"] or \
-            store.signal.in_dim != info.get("dim", store.signal.in_dim):
-        raise UserError(f"{run} was trained on {info.get('dim', '?')}-D {info['field']} fields with "
-                        f"{_count(info['in_channels'], 'channel')}; {store.path} holds {store.signal.in_dim}-D "
-                        f"{store.config.name} fields with {_count(store.signal.channels, 'channel')}")
+    _check_same_signals(run, info, cfg, store)
     _check_classes(run, info, store, cfg.task == "segment")
     weights = load_weights(run / "net.safetensors", str(run))
 
@@ -429,6 +426,24 @@ def load_run(run: str | Path, store) -> tuple[nn.Module, NetConfig, dict]:
                         f"{run}/run.json's {cfg.name} network", fits)
     net.load_state_dict(weights)
     return net.eval(), cfg, info
+
+
+def _check_same_signals(run: Path, info: dict, cfg: NetConfig, store) -> None:
+    """Refuse a store of other signals (dimensions, channels, grid shape). A network that reads fields at
+    points takes fields of any architecture; one that reads the stored tensors needs RUN's field type."""
+    if store.signal.channels != info["in_channels"] or store.signal.in_dim != info.get("dim", store.signal.in_dim):
+        raise UserError(f"{run} was trained on {info.get('dim', '?')}-D {info['field']} fields with "
+                        f"{_count(info['in_channels'], 'channel')}; {store.path} holds {store.signal.in_dim}-D "
+                        f"{store.config.name} fields with {_count(store.signal.channels, 'channel')}")
+    if "shape" in info:  # runs written before the shape was recorded are not checked for it
+        trained = check_shape(info["shape"], "shape", where=f"{run}/run.json", ndim=store.signal.in_dim)
+        if trained != tuple(store.signal.shape):
+            raise UserError(f"{run} was trained on {'x'.join(map(str, trained))} signals; {store.path} holds "
+                            f"{'x'.join(map(str, store.signal.shape))} signals")
+    if store.config.name != info["field"] and cfg.takes == "params":
+        raise UserError(f"{run}'s {cfg.name} network reads the stored weights of {info['field']} fields, not "
+                        f"the {store.config.name} fields of {store.path}; a network that reads fields at points "
+                        "(dinet, nuft, cnn4) takes any field type")
 
 
 def _count(n: int, noun: str) -> str:
