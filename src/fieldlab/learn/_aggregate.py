@@ -2,11 +2,21 @@
 
 acc[q, h, b, c] = Σ_{p: query(p)=q} basis[p, h] · x[b, source(p), c]
 
+or, on values laid out points-first as rows (n, k) in any order of (batch, channel), acc[q, h, :] =
+Σ_p basis[p, h] · rows[source(p)] (`PairPlan.sum_rows`: a layer picks the layout its next product wants).
+
 Every basis function h gives one sparse (queries × sources) matrix with the pair pattern; the h matrices are
 stacked row-interleaved into one (queries·h × sources) CSR matrix, so the sum is a single CSR × dense product
 on values laid out points-first (n, b·c) whose result is already laid out (m, h, b, c). The backward pass
 uses the transposed product and, for the basis gradient, a sampled dense-dense product on the same pattern.
 Nothing of size (pairs, h, b·c) is ever built; the stacked pattern (pairs·h indices) is kept for the backward.
+
+`PairPlan` is the fast path a layer takes: built once per pair list (once per point set, reused across the
+batch, the layers that share a support, and the steps while the set is fixed), it keeps the index layout
+of either product and picks one. When the pairs fill a good part of the (queries × sources) matrix (small
+sets: 16² points and a support of 32 neighbours fill a third of it), the basis is scattered into that dense
+matrix and the sum is one dense matmul, whose backward is two more: a sparse product reads h rows of x per
+stored value and is bound by memory, a dense one is not.
 """
 
 from __future__ import annotations
@@ -45,40 +55,107 @@ def _stacked(basis: torch.Tensor, qi: torch.Tensor, si: torch.Tensor, m: int):
     return ptr, cols, values, where
 
 
+def _transposed(qi: torch.Tensor, si: torch.Tensor, n: int, h: int):
+    """(order, ptr, cols) of Sᵀ: the pairs re-sorted by source; pair p gives columns q_p·h + k."""
+    order = torch.argsort(si, stable=True)
+    ptr_t = _csr(si[order], n) * h
+    cols_t = (qi[order, None] * h + torch.arange(h, device=qi.device)).reshape(-1)
+    return order, ptr_t, cols_t
+
+
 class _PairSum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, basis, x, qi, si, m):
-        b, n, c = x.shape
+    def forward(ctx, basis, rows, qi, si, m, layout=None):
+        n, k = rows.shape
         h = basis.shape[1]
-        rows = x.permute(1, 0, 2).reshape(n, b * c).contiguous()  # (n, bc)
+        rows = rows.contiguous()
         # One product with the h basis matrices stacked: (m·h × n) @ (n, bc) is acc laid out (m, h, b, c).
-        ptr, cols, values, where = _stacked(basis, qi, si, m)
+        if layout is None:
+            ptr, cols, values, where = _stacked(basis, qi, si, m)
+        else:  # the pattern is the plan's; only the values are this call's
+            ptr, cols, where = layout.ptr, layout.cols, layout.where
+            values = basis.new_empty(len(cols)).index_copy_(0, where.reshape(-1), basis.reshape(-1))
         acc = _spmm(ptr, cols, values, (m * h, n), rows)
         ctx.save_for_backward(basis, rows, qi, si, ptr, cols, where)
-        ctx.shape = (b, n, c)
-        return acc.reshape(m, h, b, c)
+        ctx.layout = layout
+        return acc.reshape(m, h, k)
 
     @staticmethod
     def backward(ctx, grad):
         basis, rows, qi, si, ptr, cols, where = ctx.saved_tensors
-        b, n, c = ctx.shape
+        n, k = rows.shape
         m, h = grad.shape[0], grad.shape[1]
-        g_rows = grad.reshape(m * h, b * c).contiguous()
+        g_rows = grad.reshape(m * h, k).contiguous()
         grad_basis = grad_x = None
         if ctx.needs_input_grad[0]:
             # grad_basis[p, k] = <g[q_p, k], rows[s_p]>: a sampled dense-dense product on the stacked pattern
             pattern = torch.sparse_csr_tensor(ptr, cols, basis.new_zeros(len(cols)), (m * h, n), check_invariants=False)
             sampled = torch.sparse.sampled_addmm(pattern, g_rows, rows.t(), beta=0.0).values()
             grad_basis = sampled[where.reshape(-1)].view_as(basis)
-        if ctx.needs_input_grad[1]:  # Sᵀ g with the pairs re-sorted by source; pair p gives columns q_p·h + k
-            order = torch.argsort(si, stable=True)
-            ptr_t = _csr(si[order], n) * h
-            cols_t = (qi[order, None] * h + torch.arange(h, device=qi.device)).reshape(-1)
-            grad_rows = _spmm(ptr_t, cols_t, basis[order].reshape(-1).contiguous(), (n, m * h), g_rows)
-            grad_x = grad_rows.reshape(n, b, c).permute(1, 0, 2)
-        return grad_basis, grad_x, None, None, None
+        if ctx.needs_input_grad[1]:
+            layout = ctx.layout
+            order, ptr_t, cols_t = _transposed(qi, si, n, h) if layout is None else layout.transposed
+            grad_x = _spmm(ptr_t, cols_t, basis[order].reshape(-1).contiguous(), (n, m * h), g_rows)
+        return grad_basis, grad_x, None, None, None, None
 
 
 def pair_sum(basis: torch.Tensor, x: torch.Tensor, qi: torch.Tensor, si: torch.Tensor, m: int) -> torch.Tensor:
-    """basis (p, h), x (b, n, c), pair indices (p,) sorted by query → (m, h, b, c)."""
-    return _PairSum.apply(basis, x, qi, si, m)
+    """basis (p, h), x (b, n, c), pair indices (p,) sorted by query → (m, h, b, c). The plain path: every
+    call rebuilds the sparse pattern (a layer reuses one through `PairPlan`)."""
+    b, n, c = x.shape
+    rows = x.permute(1, 0, 2).reshape(n, b * c)
+    return _PairSum.apply(basis, rows, qi, si, m).view(m, -1, b, c)
+
+
+DENSE_FILL = 1 / 16
+"""The dense product is taken when the pairs fill at least this share of the (queries × sources) matrix
+(dense work is 1/fill times the pairs' work, at well over that many times the speed on CPU and GPU)."""
+DENSE_ENTRIES = 2 ** 23
+"""...and the dense (queries·h × sources) matrix holds at most this many values (32 MiB in float32)."""
+
+
+class _Layout:
+    """The CSR pattern of the stacked matrix for one h, and its transpose (for the backward)."""
+
+    def __init__(self, qi: torch.Tensor, si: torch.Tensor, m: int, n: int, h: int):
+        ptr, cols, _, where = _stacked(qi.new_zeros(len(qi), h, dtype=torch.float32), qi, si, m)
+        self.ptr, self.cols, self.where = ptr, cols, where
+        self.transposed = _transposed(qi, si, n, h)
+
+
+class PairPlan:
+    """The sum over one (query, source) pair list, with its index layouts built once and reused.
+
+    `plan.sum(basis, x)` equals `pair_sum(basis, x, qi, si, m)`: basis (p, h), x (b, n, c) → (m, h, b, c).
+    """
+
+    def __init__(self, qi: torch.Tensor, si: torch.Tensor, m: int, n: int):
+        self.qi, self.si, self.m, self.n = qi, si, m, n
+        self._layouts: dict[int, _Layout] = {}
+        self._flat: dict[int, torch.Tensor] = {}
+
+    def dense(self, h: int) -> bool:
+        cells = self.m * self.n
+        return len(self.qi) >= DENSE_FILL * cells and cells * h <= DENSE_ENTRIES
+
+    def sum(self, basis: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        return self.sum_rows(basis, x.permute(1, 0, 2).reshape(n, b * c)).view(self.m, -1, b, c)
+
+    def sum_rows(self, basis: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """basis (p, h), rows (n, k) → (m, h, k)."""
+        h = basis.shape[1]
+        if self.dense(h):
+            return self._dense_sum(basis, rows)
+        if h not in self._layouts:
+            self._layouts[h] = _Layout(self.qi, self.si, self.m, self.n, h)
+        return _PairSum.apply(basis, rows, self.qi, self.si, self.m, self._layouts[h])
+
+    def _dense_sum(self, basis: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        m, h, n = self.m, basis.shape[1], self.n
+        if h not in self._flat:  # where value (p, k) lands in the flattened (m·h, n) matrix: row q_p·h + k
+            k = torch.arange(h, device=self.qi.device)
+            self._flat[h] = ((self.qi[:, None] * h + k) * n + self.si[:, None]).reshape(-1)
+        # scatter (not index_put) so the backward is a gather of the matrix's gradient at the pairs
+        matrix = basis.new_zeros(m * h * n).scatter(0, self._flat[h], basis.reshape(-1)).view(m * h, n)
+        return (matrix @ rows).view(m, h, -1)

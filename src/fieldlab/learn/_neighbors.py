@@ -3,7 +3,8 @@
 Sources are hashed into a grid of cells at least as wide as the support, sorted by cell key, and each
 query looks up the 3^d cells around it with `searchsorted`; candidates are then tested exactly. Work
 and memory grow with the number of pairs, never with n·m, and queries are processed in chunks.
-Pairs come back sorted by query, i.e. in CSR order.
+Pairs come back sorted by query, i.e. in CSR order. Small problems (a few hundred points a side, where
+hashing costs more than it saves) test every (query, source) pair directly, in a handful of tensor ops.
 """
 
 from __future__ import annotations
@@ -66,12 +67,20 @@ def _per_axis(value, dim: int) -> tuple[float, ...]:
     return values
 
 
+ALL_PAIRS = 2 ** 18
+"""Up to this many (query, source) pairs, every pair is tested (one (m, n) mask) instead of hashing."""
+
+
 def radius_pairs(queries: torch.Tensor, sources: torch.Tensor, support: Support, *,
                  chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """(query index, source index) for every pair with sources[s] − queries[q] in `support`, by query."""
     d = sources.shape[1]
     if support.dim != d:
         raise UserError(f"a {support.dim}-D support cannot be used on {d}-D points")
+    if queries.shape[0] * sources.shape[0] <= ALL_PAIRS:
+        # the same test as the hashed path's on the same displacements, so the same pairs
+        qi, si = support.contains(sources[None] - queries[:, None]).nonzero(as_tuple=True)
+        return qi, si
     lo = sources.new_tensor(support.lo, dtype=torch.float64)
     hi = sources.new_tensor(support.hi, dtype=torch.float64)
     # Cells as wide as the support (but few enough per axis that the int64 key cannot overflow).

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from fieldlab._errors import UserError
-from fieldlab.learn._aggregate import pair_sum
+from fieldlab.learn._aggregate import PairPlan
 from fieldlab.learn._neighbors import Support, nearest, radius_pairs
 from fieldlab.learn.points import PointSet
 
@@ -48,12 +48,41 @@ class Discretized:
         return Discretized(values, self.points)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Neighbourhood:
+    """What a layer needs of one (queries, sources, support) that its weights do not change: built once per
+    point set pair and shared by the batch, by every layer on that support, and by every step while the
+    point set is fixed (grid, qmc); a set redrawn each step (rqmc) builds it once for that step.
+    p pairs sorted by query; m queries."""
+
+    qi: torch.Tensor
+    si: torch.Tensor
+    delta: torch.Tensor
+    """(p, d) displacement source − query."""
+    weights: torch.Tensor
+    """(p,) the source's quadrature weight."""
+    mass: torch.Tensor
+    """(m,) Σ of the weights per query: a local mean's divisor."""
+    plan: PairPlan
+
+
+def neighbourhood(queries: PointSet, sources: PointSet, support: Support) -> Neighbourhood:
+    """The cached `Neighbourhood` of queries in sources: each point set pair is searched once per support."""
+    key = ("pairs", id(queries), support)
+    if key not in sources.cache:  # the queries are kept with it, so their id cannot be reused
+        qi, si = radius_pairs(queries.coords, sources.coords, support)
+        w = sources.weights[si]
+        mass = torch.zeros(len(queries), device=w.device, dtype=w.dtype).index_add_(0, qi, w)
+        plan = PairPlan(qi, si, len(queries), len(sources))
+        found = Neighbourhood(qi, si, sources.coords[si] - queries.coords[qi], w, mass, plan)
+        sources.cache[key] = (queries, found)
+    return sources.cache[key][1]
+
+
 def neighbours(queries: PointSet, sources: PointSet, support: Support) -> tuple[torch.Tensor, torch.Tensor]:
     """Cached (query, source) pairs: each point set pair is searched once per support."""
-    key = ("pairs", id(queries), support)
-    if key not in sources.cache:
-        sources.cache[key] = (queries, radius_pairs(queries.coords, sources.coords, support))
-    return sources.cache[key][1]
+    found = neighbourhood(queries, sources, support)
+    return found.qi, found.si
 
 
 # -- kernels ---------------------------------------------------------------------------------------
@@ -142,22 +171,20 @@ class DIConv(nn.Module):
     def forward(self, x: Discretized, out_points: PointSet | None = None) -> Discretized:
         points = x.points
         queries = out_points if out_points is not None else points.downsample(self.stride)
-        qi, si = neighbours(queries, points, self.support)
-        delta = points.coords[si] - queries.coords[qi]
-        w = points.weights[si]
-        basis = self.kernel(delta) * w[:, None]  # (p, h)
-        acc = pair_sum(basis, x.values, qi, si, len(queries))  # (m, h, b, c_in)
-        m, h, b, c = acc.shape
-        g = self.groups
-        if g == 1:  # one matmul: (m·b, h·c_in) @ (h·c_in, c_out)
-            flat = acc.permute(0, 2, 1, 3).reshape(m * b, h * c)
-            out = (flat @ self.weight.permute(2, 1, 0).reshape(h * c, -1)).view(m, b, -1).transpose(0, 1)
+        found = neighbourhood(queries, points, self.support)
+        basis = self.kernel(found.delta) * found.weights[:, None]  # (p, h)
+        b, n, c = x.values.shape
+        m, h, g = len(queries), basis.shape[1], self.groups
+        # Channels before batch in the rows, so acc (m, h·c_in, b) meets the weights without a transpose.
+        acc = found.plan.sum_rows(basis, x.values.permute(1, 2, 0).reshape(n, c * b))  # (m, h, c_in·b)
+        if g == 1:  # per query: (c_out, h·c_in) @ (h·c_in, b)
+            weight = self.weight.permute(0, 2, 1).reshape(-1, h * c)
+            out = torch.bmm(weight.expand(m, -1, -1), acc.view(m, h * c, b)).permute(2, 0, 1)  # (b, m, c_out)
         else:
-            out = torch.einsum("mhbgi,goih->bmgo", acc.view(m, h, b, g, c // g),
+            out = torch.einsum("mhgib,goih->bmgo", acc.view(m, h, g, c // g, b),
                                self.weight.view(g, -1, c // g, h)).reshape(b, m, -1)
         if self.normalization == "mean":
-            mass = torch.zeros(m, device=w.device, dtype=w.dtype).index_add_(0, qi, w)
-            out = out / mass.clamp_min(1e-12)[:, None]
+            out = out / found.mass.clamp_min(1e-12)[:, None]
         if self.bias is not None:
             out = out + self.bias
         return Discretized(out, queries)
@@ -277,18 +304,18 @@ class DIPool(nn.Module):
 
     def forward(self, x: Discretized, out_points: PointSet | None = None) -> Discretized:
         queries = out_points if out_points is not None else x.points.downsample(self.stride)
-        qi, si = neighbours(queries, x.points, self.support)
+        found = neighbourhood(queries, x.points, self.support)
         b, _, c = x.values.shape
         m = len(queries)
         if self.mode == "max":
             out = x.values.new_full((b, m, c), -torch.inf)
-            index = qi[None, :, None].expand(b, -1, c)
-            out = out.scatter_reduce(1, index, x.values[:, si], reduce="amax", include_self=True)
+            index = found.qi[None, :, None].expand(b, -1, c)
+            out = out.scatter_reduce(1, index, x.values[:, found.si], reduce="amax", include_self=True)
             return Discretized(out, queries)
-        w = x.points.weights[si]
-        out = pair_sum(w[:, None], x.values, qi, si, m)[:, 0].transpose(0, 1)  # (b, m, c)
+        w = found.weights
+        out = found.plan.sum(w[:, None], x.values)[:, 0].transpose(0, 1)  # (b, m, c)
         if self.normalization == "mean":
-            denom = torch.zeros(m, device=w.device, dtype=w.dtype).index_add_(0, qi, w)
+            denom = found.mass
         else:
             denom = torch.full((m,), self.volume, device=w.device, dtype=w.dtype)
         return Discretized(out / denom.clamp_min(1e-12)[:, None], queries)

@@ -1,0 +1,150 @@
+"""The fast DI path (neighbourhoods built once per point set, dense or cached-CSR sums) against plain references:
+a brute-force search, the per-call `pair_sum`, and layers written out pair by pair."""
+
+import pytest
+import torch
+
+from fieldlab.learn import _aggregate, _neighbors
+from fieldlab.learn import points as P
+from fieldlab.learn._aggregate import PairPlan, pair_sum
+from fieldlab.learn._neighbors import Support, radius_pairs
+from fieldlab.learn.layers import DIConv, DINorm, DIPool, Discretized, Upsample
+from fieldlab.learn.nets import net_config
+
+
+@pytest.fixture(params=["dense", "sparse"])
+def path(request, monkeypatch):
+    """Run a test once with every sum and search dense, once with every one sparse (CSR, cell hashing)."""
+    dense = request.param == "dense"
+    monkeypatch.setattr(_aggregate, "DENSE_FILL", 0.0 if dense else 2.0)
+    monkeypatch.setattr(_neighbors, "ALL_PAIRS", 10 ** 9 if dense else 0)
+    return request.param
+
+
+def _pairs(m=30, n=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    qi = torch.randint(0, m, (200,), generator=g).sort().values
+    si = torch.randint(0, n, (200,), generator=g)
+    keep = torch.unique(qi * n + si)  # no pair twice, sorted by query
+    return keep // n, keep % n
+
+
+@pytest.mark.parametrize("support", [Support((-0.05, -0.2), (0.15, 0.1)), Support.sphere(0.3, 2)])
+def test_both_searches_find_the_same_pairs_in_query_order(support, path):
+    src = P.qmc(200, 2, scramble=True, seed=1).coords
+    qry = P.uniform(90, 2, seed=2).coords
+    qi, si = radius_pairs(qry, src, support, chunk=17)
+    assert (qi.diff() >= 0).all()
+    inside = support.contains(src[None] - qry[:, None])
+    assert set(zip(qi.tolist(), si.tolist())) == set(map(tuple, inside.nonzero().tolist()))
+
+
+def test_a_plan_sums_and_differentiates_like_the_plain_pair_sum(path):
+    qi, si = _pairs()
+    basis = torch.randn(len(qi), 5, dtype=torch.double, requires_grad=True)
+    x = torch.randn(3, 50, 4, dtype=torch.double, requires_grad=True)
+    plan = PairPlan(qi, si, 30, 50)
+    for _ in range(2):  # the second call reuses the plan's cached layout
+        fast, plain = plan.sum(basis, x), pair_sum(basis, x, qi, si, 30)
+        assert torch.allclose(fast, plain)
+        g = torch.randn_like(fast)
+        assert all(torch.allclose(a, b) for a, b in zip(torch.autograd.grad(fast, (basis, x), g),
+                                                          torch.autograd.grad(plain, (basis, x), g)))
+
+
+def _setting(seed=0, channels=3):
+    torch.manual_seed(seed)
+    points = P.qmc(96, 2, scramble=True, seed=seed)
+    return points, Discretized(torch.randn(2, len(points), channels), points)
+
+
+def _inside(support, queries, points):
+    return support.contains(points.coords[None] - queries.coords[:, None])  # (m, n)
+
+
+@pytest.mark.parametrize("normalization,groups,stride", [("integral", 1, 1), ("mean", 1, 2), ("integral", 3, 1)])
+def test_di_conv_equals_its_integral_written_out_pair_by_pair(normalization, groups, stride, path):
+    points, x = _setting(channels=3)
+    conv = DIConv(3, 6, Support.box(0.3, 2), normalization=normalization, stride=stride, groups=groups)
+    with torch.no_grad():
+        conv.bias.normal_()
+    queries = points.downsample(stride)
+    inside = _inside(conv.support, queries, points)
+    delta = points.coords[None] - queries.coords[:, None]  # (m, n, d)
+    phi = conv.kernel(delta.reshape(-1, 2)).view(len(queries), len(points), -1) * inside[..., None]
+    phi = phi * points.weights[None, :, None]  # (m, n, h)
+    c, o = 3 // groups, 6 // groups
+    ref = torch.cat([torch.einsum("mnh,oih,bni->bmo", phi, conv.weight[k * o:(k + 1) * o], x.values[..., k * c:(k + 1) * c])
+                     for k in range(groups)], -1)
+    if normalization == "mean":
+        ref = ref / (inside * points.weights).sum(1)[None, :, None]
+    out = conv(x)
+    assert out.points is queries
+    assert torch.allclose(out.values, ref + conv.bias, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode,normalization", [("avg", "mean"), ("avg", "integral"), ("max", "mean")])
+def test_di_pool_equals_its_sum_written_out(mode, normalization, path):
+    points, x = _setting(1)
+    pool = DIPool(Support.box(0.25, 2), mode=mode, stride=2, normalization=normalization)
+    queries = points.downsample(2)
+    inside = _inside(pool.support, queries, points)  # (m, n)
+    if mode == "max":
+        ref = x.values[:, None].masked_fill(~inside[None, :, :, None], -torch.inf).amax(2)
+    else:
+        w = inside * points.weights
+        ref = torch.einsum("mn,bnc->bmc", w, x.values)
+        ref = ref / (w.sum(1)[None, :, None] if normalization == "mean" else pool.volume)
+    assert torch.allclose(pool(x).values, ref, atol=1e-5)
+
+
+def test_di_norm_uses_quadrature_weighted_batch_moments():
+    points, x = _setting(2)
+    norm = DINorm(3)
+    w = (points.weights / points.weights.sum())[None, :, None]
+    mean = (w * x.values).sum((0, 1)) / 2
+    var = (w * (x.values - mean).square()).sum((0, 1)) / 2
+    assert torch.allclose(norm(x).values, (x.values - mean) / torch.sqrt(var + 1e-5), atol=1e-5)
+
+
+def test_upsample_takes_the_nearest_points_values():
+    points, x = _setting(3)
+    fine = P.grid((12, 12))
+    nearest = torch.cdist(fine.coords, points.coords).argmin(1)
+    assert torch.equal(Upsample(k=1)(x, fine).values, x.values[:, nearest])
+
+
+def test_a_fixed_point_set_is_searched_once_for_every_layer_batch_and_step(monkeypatch):
+    calls = []
+    search = _neighbors.radius_pairs
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr("fieldlab.learn.layers.radius_pairs", counted)
+    net = net_config("dinet").for_points(64, 2).build(1, 4, 2)
+    points = P.grid((8, 8))
+    for batch in (2, 5):
+        net(Discretized(torch.randn(batch, 64, 1), points)).sum().backward()
+    # three supports meet: first layer; strided layer into the sub-grid; the residual block's two convs share one
+    assert len(calls) == 3
+
+
+def test_a_dinet_step_is_the_same_on_both_paths(monkeypatch):
+    """The whole network on the fast dense path and on the sparse path, forward and gradients."""
+    points = P.qmc(128, 2, scramble=True, seed=4)
+    x = Discretized(torch.randn(3, 128, 1), points)
+
+    def run(dense: bool):
+        monkeypatch.setattr(_aggregate, "DENSE_FILL", 0.0 if dense else 2.0)
+        points.cache.clear()
+        torch.manual_seed(0)
+        net = net_config("dinet", channels=4).for_points(128, 2).build(1, 3, 2)
+        out = net(x)
+        out.sum().backward()
+        return out, [p.grad for p in net.parameters()]
+
+    (a, ga), (b, gb) = run(True), run(False)
+    assert torch.allclose(a, b, atol=1e-4)
+    assert all(torch.allclose(u, v, atol=1e-3, rtol=1e-3) for u, v in zip(ga, gb))
