@@ -83,15 +83,16 @@ def point_set_gap(rows: list[dict], cell: TrainingCell) -> dict[str, Any]:
 def resolution_gap(rows: list[dict], cell: TrainingCell, kinds: list[str] | None = None) -> dict[str, Any]:
     """Largest drop from the training resolution to any other resolution, for each point set of `kinds`
     (default: the training point set) measured against that point set's own cell at the training resolution:
-    {value, points, from, to} or {value: None, why}. With every point set the network reads, a grid CNN's
-    collapse at other resolutions shows even when it was trained on another point set."""
-    missing = _missing_cell(rows, cell)
+    {value, points, from, to} or {value: None, why}. Over every point set the network reads, a set that
+    collapses at other resolutions (grids, for a grid CNN or a DI-Net that learnt their spacing) shows even when
+    the training point set holds up."""
+    missing = _missing_cell(rows, cell) if kinds is None else _missing_resolution(rows, cell)
     if missing:
         return {"value": None, "why": missing}
     lower = lower_is_better(rows)
     mine = [r for r in rows if r["store"] == cell.store and r["accuracy"] is not None]
     candidates = []
-    for kind in kinds or [cell.points]:
+    for kind in [cell.points] if kinds is None else kinds:
         base = _value(mine, cell.store, kind, cell.resolution)
         if base is not None:
             candidates += [(drop(r["accuracy"], base, lower), r) for r in mine
@@ -103,12 +104,20 @@ def resolution_gap(rows: list[dict], cell: TrainingCell, kinds: list[str] | None
     return {"value": best[0], "points": best[1]["test"], "from": cell.resolution, "to": best[1]["resolution"]}
 
 
+def _missing_resolution(rows: list[dict], cell: TrainingCell) -> str | None:
+    if cell.resolution not in {r["resolution"] for r in rows}:
+        return f"the training resolution, {cell.resolution}, is not among --resolutions"
+    return None
+
+
 def _missing_cell(rows: list[dict], cell: TrainingCell) -> str | None:
     """Why the training cell has no score, or None when it has one."""
     if cell.points not in {r["test"] for r in rows}:
         return f"the training point set, {cell.points}, is not among --points"
-    if cell.resolution not in {r["resolution"] for r in rows}:
-        return f"the training resolution, {cell.resolution}, is not among --resolutions"
+    if _missing_resolution(rows, cell):
+        return _missing_resolution(rows, cell)
+    if _value(rows, cell.store, cell.points, cell.resolution) is None:
+        return f"the network cannot read the training point set, {cell.points}"
     return None
 
 
@@ -193,7 +202,7 @@ def format_table(rows: list[dict], cell: TrainingCell) -> str:
     lines = [f"{'train → test':<24}" + "".join(f"{f'{counts[s]} pts':>17}" for s in sides)]
     for store in dict.fromkeys(r["store"] for r in rows):
         block = [r for r in rows if r["store"] == store]
-        trained = " (the store RUN trained on)" if store == cell.store and cell.trained_on_store else ""
+        trained = " (RUN trained on these)" if store == cell.store and cell.trained_on_store else ""
         lines.append(f"[{store_label(block[0])}{trained}]")
         for kind in dict.fromkeys(r["test"] for r in block):
             cells = [_cell(lookup[(store, kind, s)], cell) for s in sides]
@@ -214,15 +223,17 @@ def format_summary(rows: list[dict], cell: TrainingCell, summary: dict[str, Any]
     stores = summary["stores"]
     if len(stores) > 1:
         reference = next(s for s in stores if s["store"] == cell.store)
-        for s in stores:
-            head = f"train on {reference['field']} fields ({reference['store']}) → test on {s['field']} fields ({s['store']})"
-            if s["value"] is None:
-                lines.append(f"{head}: not measured at the training cell")
-                continue
-            shown = f"{s['value']:.4f}" if lower_is_better(rows) else f"{100 * s['value']:.1f}%"
-            worst = "" if s["largest_drop"] is None else f"; largest drop over its cells {_number(s['largest_drop'], rows)}"
-            lines.append(f"{head}: {shown} at the training cell, drop {_number(s['drop'] + 0.0, rows)} {unit}{worst}")
+        lines += [_store_line(reference, s, rows, unit) for s in stores]
     return "\n".join(lines)
+
+
+def _store_line(reference: dict, s: dict, rows: list[dict], unit: str) -> str:
+    head = f"train on {reference['field']} fields ({reference['store']}) → test on {s['field']} fields ({s['store']})"
+    if s["value"] is None or s["drop"] is None:
+        return f"{head}: not measured at the training cell"
+    shown = f"{s['value']:.4f}" if lower_is_better(rows) else f"{100 * s['value']:.1f}%"
+    worst = "" if s["largest_drop"] is None else f"; largest drop over its cells {_number(s['largest_drop'], rows)}"
+    return f"{head}: {shown} at the training cell, drop {_number(s['drop'] + 0.0, rows)} {unit}{worst}"
 
 
 def _gap_line(head: str, gap: dict, rows: list[dict], unit: str, where) -> str:
@@ -273,8 +284,8 @@ def write_plot(rows: list[dict], cell: TrainingCell, summary: dict[str, Any], pa
     fig, axes = plt.subplots(len(stores), 1, figsize=(1.6 * len(sides) + 3, 0.5 * len(kinds) * len(stores) + 1.6),
                              squeeze=False)
     for ax, store in zip(axes[:, 0], stores):
-        grid = np.array([[np.nan if lookup[(store, k, s)]["accuracy"] is None else scale * lookup[(store, k, s)]["accuracy"]
-                          for s in sides] for k in kinds])
+        cells = [[lookup[(store, k, s)]["accuracy"] for s in sides] for k in kinds]
+        grid = np.array([[np.nan if a is None else scale * a for a in row] for row in cells])
         image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis_r" if lower else "viridis", aspect="auto",
                           vmin=min(values, default=0), vmax=max(values, default=1))
         for i, kind in enumerate(kinds):
@@ -289,7 +300,8 @@ def write_plot(rows: list[dict], cell: TrainingCell, summary: dict[str, Any], pa
         ax.set_yticks(range(len(kinds)), [f"{rows[0]['train']} → {k}" for k in kinds])
         ax.set_title(store_label(lookup[(store, kinds[0], sides[0])]), fontsize=9)
         ax.set_facecolor("0.85")
-        fig.colorbar(image, ax=ax, label={"sdf_mae": "SDF MAE", "miou": "mIoU (%)"}.get(metric_of(rows), "accuracy (%)"))
+        label = {"sdf_mae": "SDF MAE", "miou": "mIoU (%)"}.get(metric_of(rows), "accuracy (%)")
+        fig.colorbar(image, ax=ax, label=label)
     axes[-1, 0].set_xlabel("resolution (points per field)")
     fig.suptitle(f"trained on {rows[0]['train']}: {_plot_title(summary)}", fontsize=8)
     fig.tight_layout()
