@@ -155,3 +155,13 @@ def test_eval_refuses_a_folder_that_is_no_run(cli, blob_store, tmp_path):
     (tmp_path / "notarun").mkdir()
     refusal(cli, ["eval", tmp_path / "notarun", blob_store], "not a finished training run", tmp_path / "out")
     refusal(cli, ["eval", blob_store, blob_store], "not a finished training run", tmp_path / "out")
+
+
+def test_eval_refuses_a_run_json_whose_training_point_set_is_no_name(cli, cnn_run, blob_store, tmp_path):
+    import shutil
+
+    run = shutil.copytree(cnn_run, tmp_path / "run")
+    info = json.loads((run / "run.json").read_text())
+    info["train"]["points"] = 5
+    (run / "run.json").write_text(json.dumps(info))
+    refusal(cli, ["eval", run, blob_store], "run.json train: 'points' must be a str", tmp_path / "out")

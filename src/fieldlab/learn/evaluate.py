@@ -75,7 +75,8 @@ def evaluate_table(run: str | Path, store_path: str | Path | Sequence[str | Path
     stores = [] if store_path is None else [store_path] if isinstance(store_path, (str, Path)) else list(store_path)
     dev = resolve_device(device)
     info = read_run(run)
-    v.check_keys(info.get("train"), {"points": str, "num_points": int}, f"{run}/run.json train",
+    v.check_keys(info, {"train": dict}, f"{run}/run.json")
+    v.check_keys(info["train"], {"points": str, "num_points": int}, f"{run}/run.json train",
                  optional={"mix": str, "sequence": str})
     if info.get("format") == SDF_FORMAT:
         rows, dim, trained_on = _evaluate_sdf(info, Path(run), stores, points, resolutions, dev, seed, draws)
