@@ -80,10 +80,16 @@ class DINetConfig(NetConfig):
     """Quadrature sum (∫ K f) or weighted local mean in every convolution."""
     num_basis: int = 16
     """Sine features of each MLP kernel."""
+    quadrature: Literal["given", "cells"] = "given"
+    """Quadrature weights the layers sum with: the point set's own ("given", its sampler's density) or
+    each point's Voronoi cell volume ("cells", `PointSet.with_cell_weights`), which follows the clumps
+    and holes of the points actually drawn."""
 
     def __post_init__(self):
         if self.channels < 1 or self.support < 0 or self.num_basis < 1 or self.neighbours <= 0:
             raise UserError("--channels, --num-basis and --neighbours must be positive, --support non-negative")
+        if self.quadrature not in ("given", "cells"):
+            raise UserError(f"--quadrature must be given or cells, got {self.quadrature!r}")
 
     def for_points(self, n: int, dim: int) -> DINetConfig:
         """This config with `support` resolved for n training points in [-1, 1]^dim: a support that
@@ -112,6 +118,11 @@ class DINetConfig(NetConfig):
         return nn.Sequential(self.conv(c_in, c_out, dim, scale, stride, bias=False), DINorm(c_out), Pointwise(nn.ReLU()))
 
 
+def weighed(x: Discretized, quadrature: str) -> Discretized:
+    """`x` on its points weighted as `quadrature` says (cell weights are cached on the point set)."""
+    return Discretized(x.values, x.points.with_cell_weights()) if quadrature == "cells" else x
+
+
 class ClassifierHead(nn.Module):
     """Global quadrature-weighted mean (∫ f / |Ω|), then Linear–ReLU–Linear.
 
@@ -128,12 +139,12 @@ class ClassifierHead(nn.Module):
 
 
 class DIClassifier(nn.Module):
-    def __init__(self, encoder: nn.Module, head: nn.Module):
+    def __init__(self, encoder: nn.Module, head: nn.Module, quadrature: str = "given"):
         super().__init__()
-        self.encoder, self.head = encoder, head
+        self.encoder, self.head, self.quadrature = encoder, head, quadrature
 
     def forward(self, x: Discretized) -> torch.Tensor:
-        return self.head(self.encoder(x))
+        return self.head(self.encoder(weighed(x, self.quadrature)))
 
 
 @register_net("dinet2")
@@ -144,7 +155,7 @@ class DINet2Config(DINetConfig):
     def build(self, in_channels, out_channels, dim=2):
         c = self.channels
         encoder = nn.Sequential(self.block(in_channels, c, dim), self.block(c, 2 * c, dim, 2.0, stride=2))
-        return DIClassifier(encoder, ClassifierHead(2 * c, out_channels))
+        return DIClassifier(encoder, ClassifierHead(2 * c, out_channels), self.quadrature)
 
 
 @register_net("dinet4")
@@ -157,7 +168,7 @@ class DINet4Config(DINetConfig):
         body = nn.Sequential(self.block(2 * c, 2 * c, dim, 2.0), self.conv(2 * c, 2 * c, dim, 2.0, bias=False), DINorm(2 * c))
         encoder = nn.Sequential(self.block(in_channels, c, dim), self.block(c, 2 * c, dim, 2.0, stride=2),
                                 Residual(body, post=Pointwise(nn.ReLU())))
-        return DIClassifier(encoder, ClassifierHead(2 * c, out_channels))
+        return DIClassifier(encoder, ClassifierHead(2 * c, out_channels), self.quadrature)
 
 
 @register_net("dinet")
@@ -169,13 +180,13 @@ class DINetDefaultConfig(DINet4Config):
 class DISegmenter(nn.Module):
     """Per-point logits; with `down`, a strided branch is brought back by up-sampling and added (a U)."""
 
-    def __init__(self, stem: nn.Module, head: nn.Module, down: nn.Module | None = None):
+    def __init__(self, stem: nn.Module, head: nn.Module, down: nn.Module | None = None, quadrature: str = "given"):
         super().__init__()
-        self.stem, self.down, self.head = stem, down, head
+        self.stem, self.down, self.head, self.quadrature = stem, down, head, quadrature
         self.up = Upsample(k=3)
 
     def forward(self, x: Discretized) -> Discretized:
-        y = self.stem(x)
+        y = self.stem(weighed(x, self.quadrature))
         if self.down is not None:
             low = self.down(y)
             y = Discretized(y.values + self.up(low, y.points).values, y.points)
@@ -192,7 +203,7 @@ class DINet3Config(DINetConfig):
     def build(self, in_channels, out_channels, dim=2):
         c = self.channels
         stem = nn.Sequential(self.block(in_channels, c, dim), self.block(c, c, dim, 2.0))
-        return DISegmenter(stem, Pointwise(nn.Linear(c, out_channels)))
+        return DISegmenter(stem, Pointwise(nn.Linear(c, out_channels)), quadrature=self.quadrature)
 
 
 @register_net("dinet5")
@@ -207,7 +218,7 @@ class DINet5Config(DINetConfig):
         stem = self.block(in_channels, c, dim)
         down = nn.Sequential(self.block(c, 2 * c, dim, 2.0, stride=2), self.conv(2 * c, c, dim, 4.0))
         head = nn.Sequential(self.block(c, c, dim, 2.0), Pointwise(nn.Linear(c, out_channels)))
-        return DISegmenter(stem, head, down)
+        return DISegmenter(stem, head, down, self.quadrature)
 
 
 class DIFieldMap(nn.Module):

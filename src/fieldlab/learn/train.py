@@ -28,11 +28,12 @@ import torch.nn as nn
 from fieldlab._errors import UserError
 from fieldlab._safety import lock_output, replace_file, write_marker
 from fieldlab._validate import check_shape
+from fieldlab._validate import bounded_int
 from fieldlab.learn._run_files import build_bounded, check_run_info, load_checkpoint, load_weights, read_run_json
 from fieldlab.learn.field_batch import FieldEvaluator
 from fieldlab.learn.layers import Discretized
 from fieldlab.learn.nets import NetConfig, flat_size, net_config
-from fieldlab.learn.points import PointSampler
+from fieldlab.learn.points import PointSampler, _step_seed
 from fieldlab.fit.loop import resolve_device
 from fieldlab.store.field_dir import check_out_dir, save_checkpoint
 
@@ -50,6 +51,9 @@ class TrainConfig:
     sequence: str = "sobol"
     mix: str = "grid,qmc,shrunk"
     """With points mixed: the point sets drawn from, one per step (comma-separated)."""
+    resolutions: str = ""
+    """Resolution augmentation: grid sides (comma-separated, e.g. "12,16,24"), one drawn per step, each
+    giving side^d points; empty: always `num_points`. Supports stay sized for `num_points`."""
     steps: int = 600
     batch_size: int = 64
     lr: float = 2e-3
@@ -76,12 +80,24 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.lr <= 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
-        self.sampler(2)
+        self.samplers(2)
         net_config(self.net, **self.net_options)
 
     def sampler(self, dim: int) -> PointSampler:
         return PointSampler(kind=self.points, n=self.num_points, dim=dim, sequence=self.sequence, seed=self.seed,
                             mix=tuple(self.mix.split(",")))
+
+    def samplers(self, dim: int) -> list[PointSampler]:
+        """One sampler per training resolution (`resolutions`, else just `num_points`)."""
+        if not self.resolutions:
+            return [self.sampler(dim)]
+        sides = [bounded_int(side, "--resolutions", 2, 4096) for side in self.resolutions.split(",")]
+        return [dataclasses.replace(self.sampler(dim), n=side ** dim) for side in sides]
+
+    def step_points(self, samplers: list[PointSampler], step: int):
+        """The point set of `step`: one resolution drawn per step (seeded), then its sampler's set."""
+        pick = _step_seed(self.seed, step, "resolution") % len(samplers) if len(samplers) > 1 else 0
+        return samplers[pick](step)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -240,6 +256,7 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
         raise UserError(f"train fits classifiers and segmenters on stores; {config.net!r} is a {cfg.task} network")
     segment = cfg.task == "segment"
     sampler = config.sampler(store.signal.in_dim)
+    samplers = config.samplers(store.signal.in_dim)
     input_points(cfg, sampler(0))  # an FCN's grid must exist before RUN is written
     drawn = sampler.mix if sampler.kind == "mixed" else (sampler.kind,)
     if cfg.takes == "grid" and not segment and any(kind != "grid" for kind in drawn):
@@ -283,7 +300,7 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
         flips = None
         if config.flip and cfg.takes != "params":  # a field's weights are not flipped
             flips = (torch.rand(config.batch_size, generator=g) < 0.5)[rank * local:(rank + 1) * local]
-        points = sampler(step).to(device)
+        points = config.step_points(samplers, step).to(device)
         params = {k: v[pick] for k, v in data.params.items()}
         noise = None
         if config.noise and cfg.takes != "params":  # drawn for the global batch, so every rank slices the same draw

@@ -1,0 +1,217 @@
+"""DI-Net sweep (issue 20): choose DI-Net's defaults on a validation split, then score them on the test split.
+
+    python benchmarks/dinet_sweep.py --export STORE --data DIR          # once, where zarr is installed
+    python benchmarks/dinet_sweep.py --data DIR --out results.json      # on the GPU
+
+The store's train split (`split_rows`: every 5th digit held out for test) is cut again: every 5th train
+field is the VALIDATION split. Each trial trains DI-Net-4 on the rest for `--steps` steps and is scored on
+validation at grid, qmc, rqmc, random and shrunk points at 16² and at 32² (randomized sets: the mean of
+`--draws` draws); its score is the mean over those cells, so a config wins by being accurate everywhere,
+not at its training set alone. The sweep is greedy, one option group at a time (quadrature weights and
+normalization, training point mix, resolution augmentation, neighbours, channels, learning rate, support
+shape), keeping a change only if it raises the validation score. The test split is touched once, at the
+end: the chosen config, `cnn4` (grid) and `nuft` (rqmc) are trained on the whole train split with the
+same steps, batch and seed, and scored on every point set at 8², 16² and 32².
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from learn import export, load  # noqa: E402  (benchmarks/learn.py: the store as safetensors, no zarr needed)
+
+from fieldlab.learn.nets import net_config  # noqa: E402
+from fieldlab.learn.points import PointSampler  # noqa: E402
+from fieldlab.learn.train import Split, TrainConfig, accuracy, lr_at, make_input  # noqa: E402
+
+KINDS = ("grid", "qmc", "rqmc", "random", "shrunk")
+RANDOMIZED = ("rqmc", "random", "shrunk")
+NET_OPTIONS = ("channels", "neighbours", "normalization", "quadrature", "shape", "num_basis", "backend")
+
+BASE = {"net": "dinet", "points": "rqmc", "mix": "grid,qmc,shrunk", "resolutions": "", "lr": 2e-3,
+        "channels": 32, "neighbours": 32.0, "normalization": "integral", "quadrature": "given", "shape": "box"}
+STAGES = [
+    ("quadrature", [{"quadrature": "cells"}, {"normalization": "mean"}, {"quadrature": "cells", "normalization": "mean"}]),
+    ("point mix", [{"points": "mixed", "mix": "rqmc,random,shrunk"}, {"points": "mixed", "mix": "grid,rqmc,random,shrunk"}]),
+    ("resolutions", [{"resolutions": "12,16,24"}, {"resolutions": "16,24,32"}]),
+    ("neighbours", [{"neighbours": 16.0}, {"neighbours": 64.0}]),
+    ("channels", [{"channels": 16}, {"channels": 48}]),
+    ("lr", [{"lr": 4e-3}, {"lr": 1e-3}]),
+    ("shape", [{"shape": "ball"}]),
+]
+
+
+def validation_cut(train: Split) -> tuple[Split, Split]:
+    """(fit, validation): every 5th field of the train split is held out for choosing."""
+    held = np.arange(len(train.rows)) % 5 == 4
+
+    def take(mask):
+        index = torch.from_numpy(np.flatnonzero(mask)).to(train.labels.device)
+        return Split(train.rows[mask], {k: v[index] for k, v in train.params.items()}, train.labels[index])
+
+    return take(~held), take(held)
+
+
+def train_one(options: dict, data: Split, evaluator, info, device, steps: int, batch: int, num_points: int):
+    """A network trained as `fieldlab train` trains it (same sampler, noise, schedule); (net, cfg, seconds)."""
+    config = TrainConfig(net=options["net"], points=options["points"], mix=options["mix"], num_points=num_points,
+                         resolutions=options["resolutions"], steps=steps, batch_size=batch, lr=options["lr"])
+    cfg = net_config(options["net"], **{k: options[k] for k in NET_OPTIONS if k in options})
+    if hasattr(cfg, "for_points"):
+        cfg = cfg.for_points(num_points, info["dim"])
+    torch.manual_seed(0)
+    net = cfg.build(info["channels"], info["classes"], info["dim"]).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    samplers = config.samplers(info["dim"])
+    began = time.time()
+    for step in range(steps):
+        net.train()
+        g = torch.Generator().manual_seed(step)
+        pick = torch.randint(len(data.rows), (batch,), generator=g).to(device)
+        points = config.step_points(samplers, step).to(device)
+        noise = config.noise * torch.randn(batch, len(points), info["channels"], generator=g)
+        x = make_input(cfg, evaluator, {k: v[pick] for k, v in data.params.items()}, points, noise=noise)
+        loss = torch.nn.functional.cross_entropy(net(x), data.labels[pick])
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config.lr, config.warmup, steps)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return net, cfg, time.time() - began
+
+
+def table(net, cfg, evaluator, split: Split, info, sides, draws: int, kinds=KINDS) -> dict[str, float]:
+    """Accuracy (%) per 'kind@side' cell; randomized sets averaged over `draws` draws."""
+    cells = {}
+    for side in sides:
+        for kind in kinds:
+            if cfg.takes == "grid" and kind != "grid":
+                continue
+            runs = [accuracy(net, cfg, evaluator, split, PointSampler(kind=kind, n=side ** info["dim"], dim=info["dim"],
+                                                                      seed=1 + d))
+                    for d in range(draws if kind in RANDOMIZED else 1)]
+            cells[f"{kind}@{side}"] = round(100 * float(np.mean(runs)), 2)
+    return cells
+
+
+def trial(options, fit, val, evaluator, info, device, args) -> dict:
+    net, cfg, seconds = train_one(options, fit, evaluator, info, device, args.steps, args.batch, args.num_points)
+    cells = table(net, cfg, evaluator, val, info, (16, 32), args.draws)
+    score = float(np.mean(list(cells.values())))
+    row = {"options": options, "val": cells, "score": round(score, 2), "worst": min(cells.values()),
+           "train_seconds": round(seconds, 1)}
+    print(f"{score:6.2f} (worst {row['worst']:5.1f}, {seconds:5.1f}s)  "
+          f"{ {k: v for k, v in options.items() if BASE.get(k) != v} }", flush=True)
+    return row
+
+
+def sweep(fit, val, evaluator, info, device, args) -> tuple[dict, list]:
+    """Greedy over STAGES on the validation split; (chosen options, every trial)."""
+    best = dict(BASE)
+    rows = [trial(best, fit, val, evaluator, info, device, args)]
+    best_score = rows[0]["score"]
+    began = time.time()
+    for name, changes in STAGES:
+        per_trial = (time.time() - began) / max(1, len(rows) - 1) if len(rows) > 1 else rows[0]["train_seconds"] * 1.5
+        if time.time() - began + per_trial * len(changes) > args.budget:
+            print(f"stage {name}: skipped (time budget)", flush=True)
+            continue
+        print(f"stage {name}", flush=True)
+        stage_best = None
+        for change in changes:
+            try:
+                row = trial({**best, **change}, fit, val, evaluator, info, device, args)
+            except Exception as error:  # a failed trial is a row, not the end of the sweep
+                print(f"trial {change} failed: {error!r}", flush=True)
+                rows.append({"options": {**best, **change}, "error": repr(error), "stage": name})
+                continue
+            row["stage"] = name
+            rows.append(row)
+            if args.out:
+                args.out.write_text(json.dumps({"trials": rows}, indent=1))
+            if row["score"] > best_score + args.margin and (stage_best is None or row["score"] > stage_best["score"]):
+                stage_best = row
+        if stage_best is not None:
+            best, best_score = dict(stage_best["options"]), stage_best["score"]
+    return best, rows
+
+
+def final(best, train, test, evaluator, info, device, args) -> dict:
+    """The chosen DI-Net and the baselines, trained on the whole train split, on the test table."""
+    out = {}
+    loop = {k: BASE[k] for k in ("mix", "resolutions", "lr")}
+    # the exact NUDFT: the GPU image has no torchkbnufft, and exact is the better transform anyway
+    contenders = {"dinet": best, "cnn4": {**loop, "net": "cnn4", "points": "grid"},
+                  "nuft": {**loop, "net": "nuft", "points": "rqmc", "backend": "exact"}}
+    for name, options in contenders.items():
+        net, cfg, seconds = train_one(options, train, evaluator, info, device, args.steps, args.batch, args.num_points)
+        cells = table(net, cfg, evaluator, test, info, (8, 16, 32), args.test_draws)
+        out[name] = {"options": options, "test": cells, "train_seconds": round(seconds, 1)}
+        print(name, json.dumps(cells), flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--export", help="a digits FieldStore to export to --data (needs zarr)")
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--num-points", type=int, default=256)
+    parser.add_argument("--draws", type=int, default=2, help="draws of randomized sets on validation")
+    parser.add_argument("--test-draws", type=int, default=5)
+    parser.add_argument("--budget", type=float, default=360, help="seconds for the sweep stages")
+    parser.add_argument("--margin", type=float, default=0.3, help="validation points a change must gain")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    if args.export:
+        export(args.export, args.data)
+        return
+    device = torch.device(args.device)
+    info, evaluator, train, test = load(args.data, device)
+    evaluator = checked_evaluator(evaluator, train, device)
+    fit, val = validation_cut(train)
+    print(f"{len(fit.rows)} fit / {len(val.rows)} validation / {len(test.rows)} test fields on {device}", flush=True)
+    best, rows = sweep(fit, val, evaluator, info, device, args)
+    print("chosen:", json.dumps(best), flush=True)
+    result = {"args": {k: str(v) for k, v in vars(args).items()}, "device": _device_name(device), "info": info,
+              "chosen": best, "trials": rows, "final": final(best, train, test, evaluator, info, device, args)}
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
+
+
+def checked_evaluator(evaluator, train: Split, device):
+    """The evaluator, or the vmapped reference path where the fused forward kernel disagrees with it."""
+    if device.type != "cuda":
+        return evaluator
+    from fieldlab.learn.field_batch import FieldEvaluator
+    from fieldlab.learn.points import grid
+
+    reference = FieldEvaluator(evaluator.config, kernel="reference")
+    params, points = {k: v[:64] for k, v in train.params.items()}, grid((16, 16)).to(device)
+    fused, exact = evaluator(params, points).values, reference(params, points).values
+    error = float((fused - exact).norm() / exact.norm())
+    print(f"fused forward vs reference: relative error {error:.2e}", flush=True)
+    return evaluator if error < 1e-3 else reference
+
+
+def _device_name(device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+if __name__ == "__main__":
+    main()
