@@ -47,9 +47,9 @@ def fields_at(points, batch: int, seed: int) -> torch.Tensor:
 class Runner:
     """One network, its optimizer and its point sampler; `step(i)` runs train step i."""
 
-    def __init__(self, net: str, kind: str, side: int, batch: int, device: torch.device):
+    def __init__(self, net: str, kind: str, side: int, batch: int, device: torch.device, **options):
         n = side * side
-        cfg = net_config(net)
+        cfg = net_config(net, **options)
         if hasattr(cfg, "for_points"):
             cfg = cfg.for_points(n, 2)
         torch.manual_seed(0)
@@ -57,7 +57,7 @@ class Runner:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
         self.sampler = PointSampler(kind=kind, n=n, dim=2)
         self.batch, self.device = batch, device
-        self.name = f"{net} {kind}"
+        self.name = f"{net} {kind}" + "".join(f" {k}={v}" for k, v in options.items())
 
     def step(self, i: int) -> None:
         points = self.sampler(i).to(self.device)
@@ -101,6 +101,8 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--num-basis", type=int, default=0,
+                        help="also time DI-Net on RQMC with this many basis functions (its default is 16)")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     if args.threads:
@@ -110,17 +112,19 @@ def main(argv=None) -> None:
                f"cpu ({torch.get_num_threads()} threads)", "torch": torch.__version__, "batch": args.batch,
                "rows": []}
     print(f"{results['device']}, torch {torch.__version__}, batch {args.batch}")
-    print(f"{'points':>8}  {'network':<14} {'steps/s':>8} {'samples/s':>10} {'× cnn4':>7}")
+    print(f"{'points':>8}  {'network':<26} {'steps/s':>8} {'samples/s':>10} {'× cnn4':>7}")
     for side in (int(s) for s in args.sides.split(",")):
         runners = [Runner("cnn4", "grid", side, args.batch, device), Runner("dinet", "grid", side, args.batch, device),
                    Runner("dinet", "rqmc", side, args.batch, device)]
+        if args.num_basis:
+            runners.append(Runner("dinet", "rqmc", side, args.batch, device, num_basis=args.num_basis))
         rates = measure(runners, args.steps, args.rounds, args.warmup)
         base = rates["cnn4 grid"]
         for name, rate in rates.items():
             row = {"points": side * side, "network": name, "steps_per_s": round(rate, 3),
                    "samples_per_s": round(rate * args.batch, 1), "ratio_to_cnn4": round(rate / base, 3)}
             results["rows"].append(row)
-            print(f"{side}²={side * side:<5} {name:<14} {rate:8.2f} {rate * args.batch:10.1f} {rate / base:7.2f}")
+            print(f"{side}²={side * side:<5} {name:<26} {rate:8.2f} {rate * args.batch:10.1f} {rate / base:7.2f}")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
 
