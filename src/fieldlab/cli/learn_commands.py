@@ -21,13 +21,15 @@ def train_command(
     store: Path = typer.Argument(..., help="A FieldStore written by fit-dataset."),
     out: Path = typer.Option(..., "--out", help="Run folder to write."),
     net: str = typer.Option("dinet", help="Network name."),
-    points: str = typer.Option("rqmc", help="Training point set: grid, qmc, rqmc (redrawn each step), random, shrunk, mixed."),
+    points: str = typer.Option("auto", help="Training point set: grid, qmc, rqmc (redrawn each step), random, shrunk, "
+                                            "mixed, or auto (the network's own: mixed for dinet, else rqmc)."),
     num_points: int = typer.Option(256, help="Points per field per step."),
     sequence: str = typer.Option("sobol", help="QMC sequence: sobol or halton."),
-    mix: str = typer.Option("grid,qmc,shrunk", help="With --points mixed: the point sets to draw from, one per step."),
+    mix: str = typer.Option("rqmc,grid,random,shrunk", help="With --points mixed: the point sets to draw from, one per "
+                                                            "step (the first is eval's training cell)."),
     resolutions: str = typer.Option("", help="Resolution augmentation: grid sides (e.g. 12,16,24), one drawn per step, "
                                              "each giving side^d points; supports stay sized for --num-points."),
-    steps: int = typer.Option(600, help="Optimizer steps."),
+    steps: int = typer.Option(300, help="Optimizer steps."),
     batch_size: int = typer.Option(64, help="Fields per step (global, over all processes)."),
     lr: float = typer.Option(2e-3, help="Peak AdamW learning rate (warm-up, then cosine)."),
     weight_decay: float = typer.Option(1e-3, help="AdamW weight decay."),

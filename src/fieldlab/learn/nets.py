@@ -57,6 +57,8 @@ class NetConfig:
     name: ClassVar[str] = ""
     takes: ClassVar[str] = "points"
     task: ClassVar[str] = "classify"
+    train_points: ClassVar[str] = "rqmc"
+    """The training point set `train --points auto` (the default) gives this network."""
 
     def build(self, in_channels: int, out_channels: int, dim: int = 2) -> nn.Module:
         raise NotImplementedError
@@ -161,7 +163,14 @@ class DINet2Config(DINetConfig):
 @register_net("dinet4")
 @dataclasses.dataclass(frozen=True)
 class DINet4Config(DINetConfig):
-    """DI-Net-4: conv, strided conv, a pure residual block of two convs, global pooling, MLP head."""
+    """DI-Net-4: conv, strided conv, a pure residual block of two convs, global pooling, MLP head.
+
+    Its defaults (48 channels, Voronoi cell weights, trained on a mix of point sets) were chosen on a
+    validation split of digits by `benchmarks/dinet_sweep.py` (BENCHMARKS.md, issue 20)."""
+
+    train_points: ClassVar[str] = "mixed"
+    channels: int = 48
+    quadrature: Literal["given", "cells"] = "cells"
 
     def build(self, in_channels, out_channels, dim=2):
         c = self.channels

@@ -44,17 +44,19 @@ FORMAT = "fieldlab.run"
 class TrainConfig:
     net: str = "dinet"
     net_options: dict = dataclasses.field(default_factory=dict)
-    points: str = "rqmc"
-    """Training point set: grid, qmc, rqmc, random, shrunk or mixed. The default redraws a scrambled
-    Sobol set every step, so the network never sees one fixed set of points to overfit."""
+    points: str = "auto"
+    """Training point set: grid, qmc, rqmc, random, shrunk, mixed, or auto: the network's own
+    (`NetConfig.train_points`): mixed for DI-Net-4 (`dinet`), else rqmc, a scrambled Sobol set
+    redrawn every step, so the network never sees one fixed set of points to overfit."""
     num_points: int = 256
     sequence: str = "sobol"
-    mix: str = "grid,qmc,shrunk"
-    """With points mixed: the point sets drawn from, one per step (comma-separated)."""
+    mix: str = "rqmc,grid,random,shrunk"
+    """With points mixed: the point sets drawn from, one per step (comma-separated); the first is the
+    training cell `eval` measures drops from."""
     resolutions: str = ""
     """Resolution augmentation: grid sides (comma-separated, e.g. "12,16,24"), one drawn per step, each
     giving side^d points; empty: always `num_points`. Supports stay sized for `num_points`."""
-    steps: int = 600
+    steps: int = 300
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-3
@@ -74,14 +76,27 @@ class TrainConfig:
     checkpoint_every: int = 200
     log_every: int = 50
 
+    def resolved(self, dim: int = 2) -> TrainConfig:
+        """This config with `points="auto"` replaced by the network's choice (a mix without grids where
+        the count is no d-th power), as run.json records it."""
+        if self.points != "auto":
+            return self
+        kind = net_config(self.net, **self.net_options).train_points
+        mix = self.mix
+        if kind == "mixed" and "grid" in mix.split(","):
+            side = round(self.num_points ** (1 / dim))
+            if side ** dim != self.num_points:
+                mix = ",".join(k for k in mix.split(",") if k != "grid") or "rqmc"
+        return dataclasses.replace(self, points=kind, mix=mix)
+
     def validate(self) -> None:
         for name in ("num_points", "steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.lr <= 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
-        self.samplers(2)
         net_config(self.net, **self.net_options)
+        self.resolved().samplers(2)
 
     def sampler(self, dim: int) -> PointSampler:
         return PointSampler(kind=self.points, n=self.num_points, dim=dim, sequence=self.sequence, seed=self.seed,
@@ -249,6 +264,7 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
     if config.batch_size % world:
         raise UserError(f"--batch-size {config.batch_size} must be divisible by the {world} processes")
     train_rows, test_rows, how = split_rows(store)
+    config = config.resolved(store.signal.in_dim)
     cfg = net_config(config.net, **config.net_options)
     if hasattr(cfg, "for_points"):
         cfg = cfg.for_points(config.num_points, store.signal.in_dim)
