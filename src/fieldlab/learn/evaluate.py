@@ -113,6 +113,7 @@ def _evaluate_stores(run: Path, paths: list, points: Sequence[str], resolutions:
     scoring."""
     from fieldlab.store.field_store import FieldStore
 
+    trained_on = _trained_store(run)
     opened = []
     for path in paths:
         store = FieldStore(path)
@@ -156,7 +157,6 @@ def _evaluate_stores(run: Path, paths: list, points: Sequence[str], resolutions:
                     rows.append({"store": label, "field": store.config.name, "train": trained, "test": kind,
                                  "resolution": side, "points": side ** dim, "accuracy": acc, "metric": metric,
                                  "draws": len(samplers)})
-    trained_on = _trained_store(run)
     match = [label for (store, *_), label in zip(opened, labels) if trained_on and _same_path(store.path, trained_on)]
     return rows, dim, match[0] if match else None
 
@@ -166,7 +166,8 @@ def _evaluate_sdf(info: dict, run: Path, paths: list, points, resolutions, dev, 
     """Rows of an SDF run: on its recorded scenes (no STORE) or on each STORE."""
     from fieldlab.learn.sdf import evaluate_sdf
 
-    recorded = (info.get("train") or {}).get("store")
+    recorded = info["train"].get("store")
+    recorded = recorded if isinstance(recorded, str) else None
     rows = []
     for path in paths or [None]:
         label = str(path if path is not None else recorded or "procedural scenes")
