@@ -319,7 +319,9 @@ def _plot_title(summary: dict[str, Any]) -> str:
     unit = summary["unit"]
 
     def show(gap: dict) -> str:
-        return "n/a" if gap["value"] is None else f"{gap['value']:.4g} {unit}"
+        if gap["value"] is None:
+            return "not measured"
+        return f"{gap['value']:.4f} {unit}" if summary["lower_is_better"] else f"{gap['value']:.1f} {unit}"
 
     return (f"point-set gap {show(summary['point_set_gap'])} · resolution gap {show(summary['resolution_gap'])} "
             f"(training set), {show(summary['resolution_gap_any_point_set'])} (any set read)")
