@@ -125,7 +125,8 @@ def test_eval_prints_and_saves_both_gaps_for_two_stores(cli, cnn_run, blob_store
     assert "[siren fields of store (RUN trained on these)]" in text and "[siren fields of refit]" in text
     assert "train on siren fields (store) → test on siren fields (refit): " in text
     assert [s["store"] for s in saved["stores"]] == ["store", "refit"]
-    assert (out / "eval.csv").read_text().startswith("store,field,train,test,resolution,points,accuracy,metric,draws,drop")
+    header = (out / "eval.csv").read_text().splitlines()[0]
+    assert header == "store,field,train,test,resolution,points,accuracy,metric,draws,drop"
 
 
 def refusal(cli, args, message, out):
@@ -137,7 +138,8 @@ def refusal(cli, args, message, out):
 def test_eval_refuses_stores_of_other_signals_in_one_line(cli, cnn_run, blob_store, tmp_path):
     from fieldlab.store.field_store import FieldStore
 
-    relabelled = copy_store(blob_store, tmp_path / "relabelled", labels=np.roll(FieldStore(blob_store).column("labels"), 1))
+    shifted = np.roll(FieldStore(blob_store).column("labels"), 1)
+    relabelled = copy_store(blob_store, tmp_path / "relabelled", labels=shifted)
     refusal(cli, ["eval", cnn_run, blob_store, relabelled], "relabelled holds other signals than", tmp_path / "out")
     wider = copy_store(blob_store, tmp_path / "wider", shape=(16, 20))
     refusal(cli, ["eval", cnn_run, blob_store, wider], "16x20", tmp_path / "out")
