@@ -39,16 +39,19 @@ KINDS = ("grid", "qmc", "rqmc", "random", "shrunk")
 RANDOMIZED = ("rqmc", "random", "shrunk")
 NET_OPTIONS = ("channels", "neighbours", "normalization", "quadrature", "shape", "num_basis", "backend")
 
-BASE = {"net": "dinet", "points": "rqmc", "mix": "grid,qmc,shrunk", "resolutions": "", "lr": 2e-3,
+BASE = {"net": "dinet", "steps": 300, "points": "rqmc", "mix": "grid,qmc,shrunk", "resolutions": "", "lr": 2e-3,
         "channels": 32, "neighbours": 32.0, "normalization": "integral", "quadrature": "given", "shape": "box"}
 STAGES = [
-    ("quadrature", [{"quadrature": "cells"}, {"normalization": "mean"}, {"quadrature": "cells", "normalization": "mean"}]),
-    ("point mix", [{"points": "mixed", "mix": "rqmc,random,shrunk"}, {"points": "mixed", "mix": "grid,rqmc,random,shrunk"}]),
+    ("quadrature", [{"quadrature": "cells"}, {"normalization": "mean"},
+                    {"quadrature": "cells", "normalization": "mean"}]),
+    ("point mix", [{"points": "mixed", "mix": "rqmc,random,shrunk"},
+                   {"points": "mixed", "mix": "grid,rqmc,random,shrunk"}]),
     ("resolutions", [{"resolutions": "12,16,24"}, {"resolutions": "16,24,32"}]),
     ("neighbours", [{"neighbours": 16.0}, {"neighbours": 64.0}]),
     ("channels", [{"channels": 16}, {"channels": 48}]),
     ("lr", [{"lr": 4e-3}, {"lr": 1e-3}]),
     ("shape", [{"shape": "ball"}]),
+    ("steps", [{"steps": 600}]),
 ]
 
 
@@ -63,8 +66,9 @@ def validation_cut(train: Split) -> tuple[Split, Split]:
     return take(~held), take(held)
 
 
-def train_one(options: dict, data: Split, evaluator, info, device, steps: int, batch: int, num_points: int):
+def train_one(options: dict, data: Split, evaluator, info, device, batch: int, num_points: int):
     """A network trained as `fieldlab train` trains it (same sampler, noise, schedule); (net, cfg, seconds)."""
+    steps = options["steps"]
     config = TrainConfig(net=options["net"], points=options["points"], mix=options["mix"], num_points=num_points,
                          resolutions=options["resolutions"], steps=steps, batch_size=batch, lr=options["lr"])
     cfg = net_config(options["net"], **{k: options[k] for k in NET_OPTIONS if k in options})
@@ -108,7 +112,7 @@ def table(net, cfg, evaluator, split: Split, info, sides, draws: int, kinds=KIND
 
 
 def trial(options, fit, val, evaluator, info, device, args) -> dict:
-    net, cfg, seconds = train_one(options, fit, evaluator, info, device, args.steps, args.batch, args.num_points)
+    net, cfg, seconds = train_one(options, fit, evaluator, info, device, args.batch, args.num_points)
     cells = table(net, cfg, evaluator, val, info, (16, 32), args.draws)
     score = float(np.mean(list(cells.values())))
     row = {"options": options, "val": cells, "score": round(score, 2), "worst": min(cells.values()),
@@ -120,11 +124,12 @@ def trial(options, fit, val, evaluator, info, device, args) -> dict:
 
 def sweep(fit, val, evaluator, info, device, args) -> tuple[dict, list]:
     """Greedy over STAGES on the validation split; (chosen options, every trial)."""
-    best = dict(BASE)
+    best = {**BASE, "steps": args.steps, **json.loads(args.start)}
+    stages = [(name, changes) for name, changes in STAGES if not args.stages or name in args.stages.split(",")]
     rows = [trial(best, fit, val, evaluator, info, device, args)]
     best_score = rows[0]["score"]
     began = time.time()
-    for name, changes in STAGES:
+    for name, changes in stages:
         per_trial = (time.time() - began) / max(1, len(rows) - 1) if len(rows) > 1 else rows[0]["train_seconds"] * 1.5
         if time.time() - began + per_trial * len(changes) > args.budget:
             print(f"stage {name}: skipped (time budget)", flush=True)
@@ -152,12 +157,12 @@ def sweep(fit, val, evaluator, info, device, args) -> tuple[dict, list]:
 def final(best, train, test, evaluator, info, device, args) -> dict:
     """The chosen DI-Net and the baselines, trained on the whole train split, on the test table."""
     out = {}
-    loop = {k: BASE[k] for k in ("mix", "resolutions", "lr")}
+    loop = {"mix": BASE["mix"], "resolutions": "", "lr": BASE["lr"], "steps": best["steps"]}  # the same steps for all
     # the exact NUDFT: the GPU image has no torchkbnufft, and exact is the better transform anyway
     contenders = {"dinet": best, "cnn4": {**loop, "net": "cnn4", "points": "grid"},
                   "nuft": {**loop, "net": "nuft", "points": "rqmc", "backend": "exact"}}
     for name, options in contenders.items():
-        net, cfg, seconds = train_one(options, train, evaluator, info, device, args.steps, args.batch, args.num_points)
+        net, cfg, seconds = train_one(options, train, evaluator, info, device, args.batch, args.num_points)
         cells = table(net, cfg, evaluator, test, info, (8, 16, 32), args.test_draws)
         out[name] = {"options": options, "test": cells, "train_seconds": round(seconds, 1)}
         print(name, json.dumps(cells), flush=True)
@@ -169,7 +174,9 @@ def main() -> None:
     parser.add_argument("--export", help="a digits FieldStore to export to --data (needs zarr)")
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=300, help="steps of every trial (the steps stage tries 600)")
+    parser.add_argument("--start", default="{}", help="JSON options to start from instead of the old defaults")
+    parser.add_argument("--stages", default="", help="comma-separated stages to run (default: all)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--num-points", type=int, default=256)
     parser.add_argument("--draws", type=int, default=2, help="draws of randomized sets on validation")

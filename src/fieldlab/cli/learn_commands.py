@@ -29,7 +29,7 @@ def train_command(
                                                             "step (the first is eval's training cell)."),
     resolutions: str = typer.Option("", help="Resolution augmentation: grid sides (e.g. 12,16,24), one drawn per step, "
                                              "each giving side^d points; supports stay sized for --num-points."),
-    steps: int = typer.Option(300, help="Optimizer steps."),
+    steps: int = typer.Option(600, help="Optimizer steps."),
     batch_size: int = typer.Option(64, help="Fields per step (global, over all processes)."),
     lr: float = typer.Option(2e-3, help="Peak AdamW learning rate (warm-up, then cosine)."),
     weight_decay: float = typer.Option(1e-3, help="AdamW weight decay."),

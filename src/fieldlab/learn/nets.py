@@ -165,7 +165,7 @@ class DINet2Config(DINetConfig):
 class DINet4Config(DINetConfig):
     """DI-Net-4: conv, strided conv, a pure residual block of two convs, global pooling, MLP head.
 
-    Its defaults (48 channels, Voronoi cell weights, trained on a mix of point sets) were chosen on a
+    Its defaults (48 channels, Voronoi cell weights, 600 steps on a mix of point sets) were chosen on a
     validation split of digits by `benchmarks/dinet_sweep.py` (BENCHMARKS.md, issue 20)."""
 
     train_points: ClassVar[str] = "mixed"

@@ -56,7 +56,7 @@ class TrainConfig:
     resolutions: str = ""
     """Resolution augmentation: grid sides (comma-separated, e.g. "12,16,24"), one drawn per step, each
     giving side^d points; empty: always `num_points`. Supports stay sized for `num_points`."""
-    steps: int = 300
+    steps: int = 600
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-3
