@@ -77,3 +77,19 @@ def test_bad_training_resolutions_are_one_line_and_write_nothing(cli, blob_store
     status, out, err = cli(["train", blob_store, "--net", "dinet", "--out", tmp_path / "run", "--resolutions", sides])
     assert status == 2 and err.startswith("fieldlab: error:") and len(err.strip().splitlines()) == 1
     assert "--resolutions" in err and not (tmp_path / "run").exists()
+
+
+def test_a_dinet_run_from_before_cell_weights_is_rebuilt_with_its_own_weights(blob_store, tmp_path):
+    import json
+
+    from fieldlab.learn.train import load_run, train
+    from fieldlab.store.field_store import FieldStore
+
+    run = tmp_path / "run"
+    train(blob_store, run, TrainConfig(net="dinet", net_options={"channels": 4}, num_points=64, steps=2,
+                                       batch_size=8, log_every=1000), progress=lambda *_: None)
+    info = json.loads((run / "run.json").read_text())
+    assert info["net_options"]["quadrature"] == "cells" and info["train"]["points"] == "mixed"
+    del info["net_options"]["quadrature"]  # as run.json was written before the option
+    (run / "run.json").write_text(json.dumps(info))
+    assert load_run(run, FieldStore(blob_store))[1].quadrature == "given"

@@ -444,7 +444,10 @@ def load_run(run: str | Path, store) -> tuple[nn.Module, NetConfig, dict]:
     if info.get("format") != FORMAT:
         raise UserError(f"{run}/run.json is not a fieldlab run")
     check_run_info(info, run)
-    cfg = net_config(info["net"], **info["net_options"])
+    options = dict(info["net_options"])
+    if "support" in options and "quadrature" not in options:  # a DI-Net trained before cell weights existed
+        options["quadrature"] = "given"
+    cfg = net_config(info["net"], **options)
     _check_same_signals(run, info, cfg, store)
     _check_classes(run, info, store, cfg.task == "segment")
     weights = load_weights(run / "net.safetensors", str(run))
