@@ -45,13 +45,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split-points", type=int, default=1 << 20,
                         help="points per step of the one large field of the split kernel (a 1024² image)")
     parser.add_argument("--arch", type=int, default=90, help="compute capability ×10 (90: H100, H200)")
-    parser.add_argument("--first-layer", default="default", choices=["default", "tile"],
-                        help="tile: 2-D coordinates through a 16-column tile, as before NARROW_DIMS")
+    parser.add_argument("--first-layer", default="default", choices=["default", "tile", "narrow"],
+                        help="tile: every dimension through a 16-column tile (the default while NARROW_DIMS is "
+                             "empty); narrow: 2-D coordinates as broadcast products")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     sm = dataclasses.replace(HOPPER, arch=args.arch, name=f"sm_{args.arch}")
-    if args.first_layer == "tile":
-        _fused_mlp.NARROW_DIMS = ()
+    if args.first_layer != "default":
+        _fused_mlp.NARROW_DIMS = () if args.first_layer == "tile" else (2,)
 
     print(f"| field | precision | kernel | registers | spilled (stores / loads, B) | shared (KB) | warps "
           f"| programs per SM (registers / shared) | occupancy | limit | instructions |\n|{'---|' * 11}")

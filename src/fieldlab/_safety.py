@@ -212,6 +212,8 @@ class OutputLock:
         except OSError as error:
             if error.errno == errno.ELOOP:
                 raise UserError(f"the lock file {self.path} is a symbolic link; remove it") from None
+            if error.errno == errno.ENOENT:
+                raise UserError(f"the folder of {self.flag} {self.target} does not exist") from None
             raise UserError(f"cannot lock {self.flag} {self.target}: cannot create {self.path} "
                             f"({error.strerror})") from None
 

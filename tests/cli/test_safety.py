@@ -224,3 +224,11 @@ def test_sigterm_is_handled_like_sigint(tmp_path):
     assert process.returncode == 143, stderr
     assert "fieldlab: error: interrupted;" in stderr and "Traceback" not in stderr
     assert not list(tmp_path.glob(".X.*.tmp")) and not out.exists()
+
+
+def test_an_out_whose_folder_is_missing_says_so_for_every_writer(tmp_path, cli):
+    _image(tmp_path / "in.png")
+    for args in (["fit", tmp_path / "in.png", "--max-size", "16", "--steps", "2"],
+                 ["fit-dataset", "sample:digits", "--limit", "2", "--steps", "1"]):
+        _one_line(cli([*args, "--out", tmp_path / "missing" / "out"]), "does not exist")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]

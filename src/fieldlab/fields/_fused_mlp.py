@@ -248,13 +248,18 @@ def _pow2(n: int) -> int:
     return max(16, 1 << (n - 1).bit_length())
 
 
-NARROW_DIMS = (2,)
+NARROW_DIMS = ()
 """Coordinate dimensions whose first layer (in fields without an encoding) the kernel computes as broadcast
 products instead of a tensor-core tile padded to 16 columns: that layer is fp32, on the CUDA cores, and the
 tile made it 8× the products for 2-D coordinates. Compiled for sm_90 (benchmarks/kernel_resources.py), SIREN
 2×32 bf16 took a fifth fewer instructions and 238 registers instead of 255, and 3×64 11% fewer instructions
 and fewer spills. At 1 and 3 dimensions the instructions fell too but the spills grew, so those keep the
-tile until a GPU has timed both (benchmarks/fit_dataset.py --tune, grid suffix `w`: the tile)."""
+tile until a GPU has timed both (benchmarks/fit_dataset.py --tune, grid suffix `w`: the tile).
+
+Empty for now: compiled on an H100 the narrow path gave wrong values where Triton's interpreter gives the
+right ones (tests/gpu/check_field_evaluator.py, 2026-12-05: relative error 0.6-1.3 for 2-D SIREN and
+Gaussian fields through `FieldEvaluator`, 5e-7 with the tile), so every dimension takes the tile until the
+narrow path passes that check. `--first-layer narrow` of that check and of kernel_resources.py try it."""
 
 
 def _coordinate_width(spec: FusedSpec) -> int:
