@@ -54,9 +54,17 @@ class Outcome:
         return where if not ours or ours[-1] is frames[-1] else f"{where} via {_frame(ours[-1])}"
 
 
+TESTS = Path(__file__).resolve().parents[1]
+
+
 def _frame(frame: traceback.FrameSummary) -> str:
-    parts = Path(frame.filename).parts
-    short = "/".join(parts[parts.index("fieldlab"):] if "fieldlab" in parts else parts[-2:])
+    path = Path(frame.filename).resolve()
+    if path.is_relative_to(TESTS):  # a test's own frame, wherever the clone lies (CI copies it elsewhere)
+        short = str(path.relative_to(TESTS.parent))
+    else:  # the package's last `fieldlab` folder: src/fieldlab/… or site-packages/fieldlab/…
+        parts = path.parts
+        last = len(parts) - 1 - parts[::-1].index("fieldlab") if "fieldlab" in parts else len(parts) - 2
+        short = "/".join(parts[last:])
     return f"{short}:{frame.lineno} in {frame.name}"
 
 
