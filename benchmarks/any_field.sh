@@ -5,6 +5,7 @@
 #
 #   bash benchmarks/any_field.sh OUT [NET] [LIMIT] [FIT_STEPS]     # e.g. OUT=/tmp/anyfield dinet 1797 300
 #
+# FIELDS="siren fourier" limits the architectures (siren first: it is trained on).
 # Writes OUT/digits-<field> stores, OUT/run-<net>, OUT/eval.txt (the printed table) and OUT/eval.json.
 # On the GPU image zarr travels as wheels (.whl/, see the device tool's README). No data outside the repo.
 set -euo pipefail
@@ -13,7 +14,7 @@ net=${2:-dinet}
 limit=${3:-1797}
 steps=${4:-300}
 mkdir -p "$out"
-fields=(siren fourier gauss wire finer hashgrid local-global miner functa spatial-functa)
+fields=(${FIELDS:-siren fourier gauss wire finer hashgrid local-global miner functa spatial-functa})
 for field in "${fields[@]}"; do
     start=$(date +%s.%N)
     case $field in  # meta-learned fields take their steps as meta-learning steps

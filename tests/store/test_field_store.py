@@ -110,3 +110,21 @@ def test_dataset_and_chunk_sampler(tmp_path, stack):
     assert len(epochs) > 1
     batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=3, sampler=ChunkSampler(dataset, shuffle=False))))
     assert batch["params"]["layers.0.weight"].shape == (3, 6, 2) and batch["row"].tolist() == [0, 1, 2]
+
+
+def test_integer_buffers_a_float32_store_cannot_hold_come_back_from_the_config():
+    """A store keeps per-field tensors as float32: a hash grid's primes (about 2.6e9) come back wrong from
+    that copy and the hashing with them, so they are taken from the config; small integers (a Local-Global
+    field's partition slots) come back from the store, in their own dtype."""
+    from fieldlab.fields import get_config_class, restore_buffer
+
+    grid = get_config_class("hashgrid").from_options({"in_dim": 2, "out_dim": 1, "table_size": 64, "num_levels": 4,
+                                                      "base_resolution": 2, "max_resolution": 32, "hidden_dim": 8})
+    primes = dict(grid.build().named_buffers())["encoding.primes"]
+    assert primes.abs().max() >= 2**24 and not primes.is_floating_point()
+    stored = primes.float().expand(3, *primes.shape)
+    assert not torch.equal(stored[0].long(), primes)  # what a plain cast would give back
+    assert torch.equal(restore_buffer(stored, primes), primes.expand(3, *primes.shape))
+    slots = torch.arange(6).reshape(2, 3)
+    back = restore_buffer(slots.float().expand(2, 2, 3), slots)
+    assert back.dtype == slots.dtype and torch.equal(back[1], slots)

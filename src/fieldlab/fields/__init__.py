@@ -1,6 +1,6 @@
 """Field architectures: one file each, a registry, and the batched path."""
 
-from fieldlab.fields._batched import FieldStack
+from fieldlab.fields._batched import FieldStack, restore_buffer
 from fieldlab.fields._config import FieldConfig
 from fieldlab.fields._registry import create_field, get_config_class, list_fields, make_config, register_field
 from fieldlab.fields.finer import Finer, FinerConfig
@@ -15,7 +15,7 @@ from fieldlab.fields.spatial_functa import SpatialFuncta, SpatialFunctaConfig
 from fieldlab.fields.wire import Wire, WireConfig
 
 __all__ = [
-    "FieldConfig", "FieldStack", "Finer", "FinerConfig", "FourierConfig", "FourierMLP", "Gauss", "GaussConfig",
+    "FieldConfig", "FieldStack", "restore_buffer", "Finer", "FinerConfig", "FourierConfig", "FourierMLP", "Gauss", "GaussConfig",
     "Functa", "FunctaConfig", "HashGrid", "HashGridConfig", "LocalGlobal", "LocalGlobalConfig", "Miner", "MinerConfig", "Siren", "SirenConfig", "SpatialFuncta",
     "SpatialFunctaConfig", "Wire", "WireConfig",
     "create_field", "get_config_class", "list_fields", "make_config", "register_field",

@@ -22,6 +22,21 @@ def _key(name: str) -> str:  # ParameterDict keys may not contain dots
     return name.replace(".", "__")
 
 
+FLOAT32_EXACT = 2**24
+"""Integers up to this size survive a float32 copy exactly."""
+
+
+def restore_buffer(stored: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
+    """A per-field buffer read back from a store (which holds every tensor as float32), in the template's
+    dtype. An integer buffer whose values a float32 copy cannot hold exactly (a hash grid's primes, about
+    2.6e9) is derived from the config, not fitted: the template's value is the true one for every field."""
+    if template.is_floating_point() or template.is_complex():
+        return stored.to(template.dtype)
+    if stored.abs().max() >= FLOAT32_EXACT if stored.numel() else False:
+        return template.to(stored.device).expand(stored.shape[0], *template.shape).clone()
+    return stored.to(template.dtype)
+
+
 class FieldStack(nn.Module):
     """f independent fields with stacked parameters; `forward(coords (f, n, d)) -> (f, n, c)`.
 

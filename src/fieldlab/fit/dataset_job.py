@@ -75,7 +75,8 @@ def resolve_dataset_config(name: str, options: dict[str, Any], source: ImageSour
     if hasattr(config, "for_items"):  # a field whose geometry defaults are made for one large signal (MINER)
         config = config.for_items(source.shape)
     config = config.adapt(source.shape)
-    if name not in DATASET_FIELD_DEFAULTS and config.size_knob not in options and not hasattr(config, "latent_shape"):
+    if config.size_knob not in {**DATASET_FIELD_DEFAULTS.get(name, {}), **options} and \
+            not hasattr(config, "latent_shape"):
         # Unasked, a field of a dataset gets about as many parameters as one item has values (at least
         # MIN_DATASET_PARAMS): a whole-image default of 200k parameters per 32² item would be absurd.
         budget = max(MIN_DATASET_PARAMS, math.prod(source.shape) * source.channels)

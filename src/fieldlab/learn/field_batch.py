@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from fieldlab.fields import FieldConfig, FieldStack
+from fieldlab.fields import FieldConfig, FieldStack, restore_buffer
 from fieldlab.learn.layers import Discretized
 from fieldlab.learn.points import PointSet
 
@@ -44,8 +44,8 @@ class FieldEvaluator(torch.nn.Module):
         those win over the template's, back in the template's dtype, since a store holds every tensor as
         float32 (a Local-Global field's partition slots are integer indices)."""
         one = next(iter(params.values()))
-        return {k: params[k].to(v.dtype) if k in params else v.to(one.device).expand(one.shape[0], *v.shape)
-                for k, v in self._buffers_one.items()}
+        return {k: restore_buffer(params[k], v.to(one.device)) if k in params
+                else v.to(one.device).expand(one.shape[0], *v.shape) for k, v in self._buffers_one.items()}
 
     def values(self, params: dict[str, torch.Tensor], coords: torch.Tensor) -> torch.Tensor:
         """Values (b, n, c) at `coords` (n, d) by the vmapped path, differentiable in `params` (a

@@ -59,7 +59,7 @@ import torch
 from fieldlab import _validate as v
 from fieldlab._errors import UserError, missing_extra
 from fieldlab._safety import refuse_links_inside
-from fieldlab.fields import FieldConfig, FieldStack
+from fieldlab.fields import FieldConfig, FieldStack, restore_buffer
 from fieldlab.signals import SignalInfo
 from fieldlab.store._integrity import (CHECKSUM, UNREADABLE, checked_attrs, checked_config, checked_signal,
                                        checksum, chunk_file, damage, read_records)
@@ -432,7 +432,8 @@ class FieldStore:
         buffers = {}
         for name, value in template.named_buffers():  # per-field buffers are stored; others are rebuilt
             stored = tensors.pop(name, None)
-            buffers[name] = (stored.to(value.dtype) if stored is not None else value.expand(f, *value.shape).clone()).to(device)
+            buffers[name] = (restore_buffer(stored, value) if stored is not None
+                             else value.expand(f, *value.shape).clone()).to(device)
         params = {k: v.to(device) for k, v in tensors.items()}
         shared = {k: v.to(device) for k, v in self.shared().items()}
         if shared:
