@@ -29,12 +29,14 @@ FLOAT32_EXACT = 2**24
 def restore_buffer(stored: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
     """A per-field buffer read back from a store (which holds every tensor as float32), in the template's
     dtype. An integer buffer whose values a float32 copy cannot hold exactly (a hash grid's primes, about
-    2.6e9) is derived from the config, not fitted: the template's value is the true one for every field."""
-    if template.is_floating_point() or template.is_complex():
+    2.6e9) is derived from the config, not fitted: the template's value is the true one for every field.
+    Decided on the template (small, usually on the CPU), so evaluating stored fields never waits on a
+    reduction of the stored tensors."""
+    exact = template.is_floating_point() or template.is_complex() or template.dtype == torch.bool or \
+        template.numel() == 0 or int(template.abs().max()) < FLOAT32_EXACT
+    if exact:
         return stored.to(template.dtype)
-    if stored.abs().max() >= FLOAT32_EXACT if stored.numel() else False:
-        return template.to(stored.device).expand(stored.shape[0], *template.shape).clone()
-    return stored.to(template.dtype)
+    return template.to(stored.device).expand(stored.shape[0], *template.shape).clone()
 
 
 class FieldStack(nn.Module):

@@ -44,8 +44,8 @@ class FieldEvaluator(torch.nn.Module):
         those win over the template's, back in the template's dtype, since a store holds every tensor as
         float32 (a Local-Global field's partition slots are integer indices)."""
         one = next(iter(params.values()))
-        return {k: restore_buffer(params[k], v.to(one.device)) if k in params
-                else v.to(one.device).expand(one.shape[0], *v.shape) for k, v in self._buffers_one.items()}
+        return {k: restore_buffer(params[k], v) if k in params else v.to(one.device).expand(one.shape[0], *v.shape)
+                for k, v in self._buffers_one.items()}
 
     def values(self, params: dict[str, torch.Tensor], coords: torch.Tensor) -> torch.Tensor:
         """Values (b, n, c) at `coords` (n, d) by the vmapped path, differentiable in `params` (a
