@@ -125,6 +125,11 @@ class FieldConfig:
         """Resolve options that depend on the signal's sample grid (`shape`); most fields need none."""
         return self
 
+    def for_items(self, shape: tuple[int, ...]) -> FieldConfig:
+        """Defaults made for one large signal, resized for a dataset of small items of grid `shape` (before
+        `adapt`); most fields need none."""
+        return self
+
     # -- size -----------------------------------------------------------------------------------
     def num_params(self) -> int:
         """Number of trainable scalars, counted on the meta device (nothing is allocated)."""

@@ -317,9 +317,7 @@ class MinerConfig(FieldConfig):
         return self.shape or (self.resolved_block_size() * 2 ** (self.scales - 1),) * self.in_dim
 
     def validate(self) -> None:
-        super().validate()
-        if self.scales > MAX_SCALES:
-            raise UserError(f"--scales must be at most {MAX_SCALES}, got {self.scales}")
+        super().validate()  # maxima bound --scales by MAX_SCALES
         if self.shape and (len(self.shape) != self.in_dim or min(self.shape) < 1):
             raise UserError(f"--shape needs {self.in_dim} positive sizes, got {self.shape}")
         if self.shape:  # the pyramid has a block per cell of the grid: bounded before any is counted

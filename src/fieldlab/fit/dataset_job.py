@@ -72,9 +72,7 @@ def resolve_dataset_config(name: str, options: dict[str, Any], source: ImageSour
                         "path; pick another field for a dataset")
     defaults = {k: v for k, v in DATASET_FIELD_DEFAULTS.get(name, {}).items() if k not in options}
     config = cls.from_options({"in_dim": 2, "out_dim": source.channels, **defaults, **options})
-    if hasattr(config, "for_items"):  # a field whose geometry defaults are made for one large signal (MINER)
-        config = config.for_items(source.shape)
-    config = config.adapt(source.shape)
+    config = config.for_items(source.shape).adapt(source.shape)
     if config.size_knob not in {**DATASET_FIELD_DEFAULTS.get(name, {}), **options} and \
             not hasattr(config, "latent_shape"):
         # Unasked, a field of a dataset gets about as many parameters as one item has values (at least

@@ -21,7 +21,6 @@ from fieldlab.signals import DIMS, kind_of, load_signal, parse_span, reconstruct
 from fieldlab.store import FieldDirWriter, check_out_dir, write_field
 
 log = logging.getLogger("fieldlab")
-MAX_PARAMS = LIMITS.params
 DERIVED = ("in_dim", "out_dim")
 
 
@@ -71,7 +70,7 @@ def resolve_field_config(name: str, options: dict[str, Any], *, kind: str, in_di
     config = get_config_class(name).from_options(
         {"in_dim": in_dim, "out_dim": out_dim, **defaults, **options}).adapt(shape)
     if params is not None:
-        params = bounded_int(params, "--params", 1, MAX_PARAMS)  # checked, never allocated
+        params = bounded_int(params, "--params", 1, LIMITS.params)  # checked, never allocated
         sized = config.with_params(params)
         if sized.num_params() > 2 * params:  # the knob at its least is still far above the budget
             raise UserError(f"--params {params:,} is below the smallest {name} field with these options "
@@ -89,9 +88,7 @@ def resolve_field_config(name: str, options: dict[str, Any], *, kind: str, in_di
         else:  # even its smallest size is larger than the signal: a degenerate field helps nobody
             log.info("%s keeps its default size (%s parameters): its smallest is above the signal's %s values",
                      name, f"{config.num_params():,}", f"{max_params:,}")
-    if config.num_params() > MAX_PARAMS:
-        raise UserError(f"these options give {config.num_params():,} parameters (at most {MAX_PARAMS:,})")
-    return config
+    return config  # every config was built through from_options/replace, which bound num_params by LIMITS
 
 
 def check_fit_memory(config: FieldConfig, points: int, device: str) -> None:

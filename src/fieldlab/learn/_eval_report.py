@@ -147,20 +147,6 @@ def summarize(rows: list[dict], cell: TrainingCell) -> dict[str, Any]:
     }
 
 
-def invariance_gap(rows: list[dict], train_kind: str) -> float | None:
-    """The point-set gap at every resolution at once (largest drop from `train_kind` to another point set at
-    the same resolution, 0 when none is worse); kept for callers of the one-number summary."""
-    lower = lower_is_better(rows)
-    gaps = []
-    for store, side in {(r.get("store"), r["resolution"]) for r in rows}:
-        same = {r["test"]: r["accuracy"] for r in rows
-                if (r.get("store"), r["resolution"]) == (store, side) and r["accuracy"] is not None}
-        if train_kind in same:
-            gaps += [drop(acc, same[train_kind], lower) for acc in same.values()]
-    return max(gaps) if gaps else None
-
-
-# -- text ----------------------------------------------------------------------------------------------
 def _unit(rows: list[dict]) -> str:
     return "SDF units" if lower_is_better(rows) else "points"
 

@@ -24,11 +24,11 @@ from fieldlab._progress import phase
 from fieldlab.learn.field_batch import FieldEvaluator
 from fieldlab.learn.points import KINDS, PointSampler
 from fieldlab.fit.loop import resolve_device
-from fieldlab.learn._eval_report import (TrainingCell, add_drops, format_summary, format_table, invariance_gap,
+from fieldlab.learn._eval_report import (TrainingCell, add_drops, format_summary, format_table,
                                         legend, metric_of, summarize, write_csv, write_json, write_plot)
 from fieldlab.learn.train import load_run, load_split, read_run, score, split_rows
 
-__all__ = ["evaluate", "evaluate_table", "format_summary", "format_table", "invariance_gap", "legend", "metric_of",
+__all__ = ["evaluate", "evaluate_table", "format_summary", "format_table", "legend", "metric_of",
            "scoring_samplers", "summarize", "training_cell", "write_csv", "write_json", "write_plot"]
 
 

@@ -21,8 +21,9 @@ import torch
 
 from fieldlab import _validate as v
 from fieldlab._errors import UserError
-from fieldlab.fields import FieldConfig, get_config_class
+from fieldlab.fields import FieldConfig
 from fieldlab.signals import SignalInfo
+from fieldlab.store._schema import read_field_config
 
 CHECKSUM = "crc32"
 UNREADABLE = 1
@@ -130,17 +131,14 @@ def checked_config(attrs: dict, path: Path) -> FieldConfig:
     meta device: nothing is allocated) holding the per-field tensors the store holds, so that reading the
     fields builds nothing larger than the arrays on disk."""
     where = f"{path}/zarr.json field"
-    field = v.check_keys(attrs["field"], {"name": str, "config": dict}, where)
-    cls = get_config_class(field["name"])
+    config = read_field_config(attrs["field"], where)  # from_dict bounds the parameter count too
     try:
-        config = cls.from_dict(field["config"])
-        v.bounded_int(config.num_params(), "the field's parameter count", 1, v.LIMITS.params, where=where)
         with torch.device("meta"):
             module = config.build()
     except UserError as error:
         raise UserError(f"{where}: {error}") from None
     except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as error:
-        raise UserError(f"{where}: the {field['name']} config cannot be built ({type(error).__name__})") from None
+        raise UserError(f"{where}: the {config.name} config cannot be built ({type(error).__name__})") from None
     built = {name: tuple(t.shape) for name, t in [*module.named_parameters(), *module.named_buffers()]}
     for name, shape in attrs["per_field"].items():
         if name in built and built[name] != tuple(shape):  # a meta-learned latent is not in the module
@@ -150,11 +148,4 @@ def checked_config(attrs: dict, path: Path) -> FieldConfig:
 
 
 def checked_signal(attrs: dict, path: Path) -> SignalInfo:
-    where = f"{path}/zarr.json signal"
-    try:
-        info = SignalInfo.from_dict(attrs["signal"])
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise UserError(f"{where} is damaged ({type(error).__name__}: {v._short(error)})") from None
-    v.check_shape(list(info.shape), "shape", where=where)
-    v.bounded_int(info.channels, "channels", 1, v.LIMITS.width, where=where)
-    return info
+    return SignalInfo.from_dict(attrs["signal"], f"{path}/zarr.json: the signal is damaged")  # _info_schema checks

@@ -16,6 +16,15 @@ from fieldlab.fields import FieldConfig, get_config_class
 from fieldlab.signals import SignalInfo
 
 
+def read_field_config(field: object, where: object) -> FieldConfig:
+    """A stored {"name", "config"} (field.json's or a store's) as its validated config, within LIMITS."""
+    check_keys(field, {"name": str, "config": dict}, where)
+    try:
+        return get_config_class(field["name"]).from_dict(field["config"])
+    except UserError as error:  # the config's own sentence names the option; this names the file
+        raise UserError(f"{where}: {error}") from None
+
+
 def read_description(path: Path, format: str, version: int) -> tuple[FieldConfig, SignalInfo]:
     """The config and signal info in `path` (a field.json of `format`, at most `version`)."""
     data = read_json(path)
@@ -25,11 +34,7 @@ def read_description(path: Path, format: str, version: int) -> tuple[FieldConfig
     if bounded_int(data.get("format_version", 1), "format_version", 1, where=path) > version:
         raise UserError(f"{path} was written by a newer fieldlab (format version {data['format_version']}); "
                         "upgrade fieldlab to read it")
-    field = check_keys(data["field"], {"name": str, "config": dict}, path)
-    try:
-        config = get_config_class(field["name"]).from_dict(field["config"])
-    except UserError as error:  # the config's own sentence names the option; this names the file
-        raise UserError(f"{path}: {error}") from None
+    config = read_field_config(data["field"], path)
     signal = SignalInfo.from_dict(data["signal"], path)
     if (config.in_dim, config.out_dim) != (signal.in_dim, signal.channels):
         raise UserError(f"{path}: the field maps {config.in_dim} coordinates to {config.out_dim} channels, but its "
