@@ -148,16 +148,13 @@ def winding_number(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Te
     orders of magnitude faster than eager PyTorch there); `"auto"` takes it for CPU points when libigl
     is installed, and PyTorch otherwise.
     """
-    if backend == "auto":
-        backend = "igl" if points.device.type == "cpu" and _has_igl() else "torch"
+    backend = _resolve_backend(backend, points)
     if backend == "igl":
         return _igl_winding_number(points, vertices, faces)
-    if backend != "torch":
-        raise UserError(f"winding-number backend must be auto, torch or igl, got {backend!r}")
     vertices = vertices.to(device=points.device, dtype=points.dtype)
     triangles = vertices[faces.to(points.device)]  # (f, 3 corners, 3)
     face_block = max(1, min(len(triangles), chunk))
-    point_block = max(1, chunk // face_block)
+    point_block = _point_block(len(triangles), chunk)
     result = torch.empty(len(points), dtype=points.dtype, device=points.device)
     for i in range(0, len(points), point_block):
         p = points[i:i + point_block]
@@ -166,6 +163,20 @@ def winding_number(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Te
             total += _solid_angles(p, triangles[j:j + face_block]).sum(dim=1)
         result[i:i + point_block] = total / (4 * math.pi)
     return result
+
+
+def _resolve_backend(backend: Backend, points: torch.Tensor) -> str:
+    """auto → libigl for CPU points when it is installed, else PyTorch."""
+    if backend == "auto":
+        return "igl" if points.device.type == "cpu" and _has_igl() else "torch"
+    if backend not in ("igl", "torch"):
+        raise UserError(f"winding-number backend must be auto, torch or igl, got {backend!r}")
+    return backend
+
+
+def _point_block(num_faces: int, chunk: int) -> int:
+    """Points per block of the PyTorch winding number: `chunk` point-face pairs at most."""
+    return max(1, chunk // max(1, min(num_faces, chunk)))
 
 
 def _has_igl() -> bool:
@@ -260,6 +271,9 @@ def sample_occupancy(mesh: Mesh, *, n_surface: int, n_uniform: int, sigma: float
 LABEL_PAIRS = 2**20
 """Point-face pairs of the first piece of `label_points` (well under a second even for PyTorch on a CPU);
 later pieces are sized to take about a quarter of a second."""
+IGL_PIECE = 2**18
+"""Points per piece with libigl, whose every call first builds a tree over all faces (0.2 s at 80k faces):
+pieces sized by time would stay a few points long and take the labelling from seconds to an hour."""
 
 
 def label_points(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor, *, chunk: int = 2**20,
@@ -270,10 +284,15 @@ def label_points(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tens
     point's number is the one a single call gives."""
     from fieldlab._progress import in_pieces
 
-    block = max(1, chunk // max(1, min(len(faces), chunk)))  # winding_number's points per block
-    size = max(1, LABEL_PAIRS // max(1, len(faces)))
-    parts = [winding_number(points[start:stop], vertices, faces, chunk=chunk, backend=backend) for start, stop in
-             in_pieces(desc, len(points), size, unit="point", bar=progress, seconds=0.25, multiple=block)]
+    backend = _resolve_backend(backend, points)
+    if backend == "igl":  # exact per point, whatever the pieces
+        pieces = in_pieces(desc, len(points), IGL_PIECE, unit="point", bar=progress)
+    else:  # whole blocks of winding_number's, sized by time
+        size = max(1, LABEL_PAIRS // max(1, len(faces)))
+        pieces = in_pieces(desc, len(points), size, unit="point", bar=progress, seconds=0.25,
+                           multiple=_point_block(len(faces), chunk))
+    parts = [winding_number(points[start:stop], vertices, faces, chunk=chunk, backend=backend)
+             for start, stop in pieces]
     return torch.cat(parts) if parts else points.new_zeros(0)
 
 
