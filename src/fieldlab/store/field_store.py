@@ -182,8 +182,10 @@ class FieldStoreWriter:
     def pending_chunks(self) -> list[int]:
         """Chunks not yet complete, in order; a complete one whose values fail their checksum is fitted again."""
         done = _read_done(self.group, self.num_fields, self.chunk_fields)
-        pending = [c for c in range(self.num_chunks) if not done[self.chunk_rows(c).start:self.chunk_rows(c).stop].all()]
-        return sorted(set(pending) | set(FieldStore(self.path).damaged_chunks()))
+        complete = [c for c in range(self.num_chunks) if done[self.chunk_rows(c).start:self.chunk_rows(c).stop].all()]
+        pending = sorted(set(range(self.num_chunks)) - set(complete))
+        # only complete chunks can fail a checksum: a new store's resume decodes nothing
+        return sorted(set(pending) | set(FieldStore(self.path).damaged_chunks(complete) if complete else ()))
 
     def write_shared(self, shared: dict[str, torch.Tensor]) -> None:
         """(Re)write the shared tensors (one process only, before any chunk that depends on them)."""
@@ -405,11 +407,12 @@ class FieldStore:
         file = chunk_file(self.path, self.group, name, chunk)  # a deleted chunk file reads back as zeros
         return "missing" if file is not None and not file.exists() else "checksum mismatch"
 
-    def problems(self) -> list[tuple[int, str]]:
-        """(chunk, one line) for every chunk of every array that cannot be decoded or fails its checksum."""
+    def problems(self, chunks: Sequence[int] | None = None) -> list[tuple[int, str]]:
+        """(chunk, one line) for every chunk (of `chunks`, default all) of every array that cannot be decoded
+        or fails its checksum."""
         found = []
         names = [f"params/{name}" for name in self.per_field] + list(ROW_ARRAYS)
-        for chunk in range(self.num_chunks):
+        for chunk in range(self.num_chunks) if chunks is None else chunks:
             rows = self._chunk_rows(chunk)
             try:
                 self.group["done"][rows.start:rows.stop]
@@ -424,9 +427,9 @@ class FieldStore:
                     found.append((chunk, str(error)))
         return found
 
-    def damaged_chunks(self) -> list[int]:
-        """Chunks that `--resume` must fit again although their mask says done."""
-        return sorted({chunk for chunk, _ in self.problems()})
+    def damaged_chunks(self, chunks: Sequence[int] | None = None) -> list[int]:
+        """Chunks (of `chunks`, default all) that `--resume` must fit again although their mask says done."""
+        return sorted({chunk for chunk, _ in self.problems(chunks)})
 
     def stack(self, rows, device: str | torch.device = "cpu") -> FieldStack:
         """Fields `rows` as a `FieldStack` (shared tensors held once)."""
