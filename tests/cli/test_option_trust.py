@@ -62,6 +62,7 @@ def test_a_legal_params_budget_beyond_free_memory_is_one_line_not_a_hang(gray_pn
     import fieldlab._validate
 
     monkeypatch.setattr(fieldlab._validate, "available_memory", lambda: 2**20)
+    monkeypatch.setattr(fieldlab._validate, "SMALL_BYTES", 0)
     err = refused(capsys, tmp_path, *fit_args(gray_png, tmp_path, "--params", "1000000"))
     assert "of memory; this machine has 1.0 MB free" in err
 

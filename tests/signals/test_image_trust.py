@@ -78,6 +78,7 @@ def test_image_whose_decoding_would_not_fit_in_memory_is_refused_before_decoding
                                                                                    monkeypatch):
     monkeypatch.setattr(_validate, "LIMITS", dataclasses.replace(_validate.LIMITS, pixels=10**6))
     monkeypatch.setattr(_validate, "available_memory", lambda: 1000)
+    monkeypatch.setattr(_validate, "SMALL_BYTES", 0)  # a test image is small: check it as a large one
     write_image(tmp_path / "big.png", np.zeros((20, 30, 3), np.uint16))
     status, _, stderr = cli(["fit", tmp_path / "big.png", "--out", tmp_path / "out", "--steps", "2", "--quiet"])
     assert status == 2
