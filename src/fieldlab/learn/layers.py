@@ -79,12 +79,6 @@ def neighbourhood(queries: PointSet, sources: PointSet, support: Support) -> Nei
     return sources.cache[key][1]
 
 
-def neighbours(queries: PointSet, sources: PointSet, support: Support) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cached (query, source) pairs: each point set pair is searched once per support."""
-    found = neighbourhood(queries, sources, support)
-    return found.qi, found.si
-
-
 # -- kernels ---------------------------------------------------------------------------------------
 class MLPKernel(nn.Module):
     """φ(δ) = window(δ̂) · [sin(ω W δ̂ + b), 1] with δ̂ the displacement scaled to [-1, 1] over the support.
@@ -172,7 +166,7 @@ class DIConv(nn.Module):
         points = x.points
         queries = out_points if out_points is not None else points.downsample(self.stride)
         found = neighbourhood(queries, points, self.support)
-        basis = self.kernel(found.delta) * found.weights[:, None]  # (p, h)
+        basis = self._basis(found, queries)  # (p, h)
         b, n, c = x.values.shape
         m, h, g = len(queries), basis.shape[1], self.groups
         # Channels before batch in the rows, so acc (m, h·c_in, b) meets the weights without a transpose.
@@ -188,6 +182,11 @@ class DIConv(nn.Module):
         if self.bias is not None:
             out = out + self.bias
         return Discretized(out, queries)
+
+    def _basis(self, found: Neighbourhood, queries: PointSet) -> torch.Tensor:
+        """(p, h) each pair's kernel basis times its source's quadrature weight (a translated conv corrects
+        it tap by tap: `translate.TapConv`)."""
+        return self.kernel(found.delta) * found.weights[:, None]
 
 
 class Pointwise(nn.Module):

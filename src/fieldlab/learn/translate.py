@@ -25,10 +25,9 @@ import torch
 import torch.nn as nn
 
 from fieldlab._errors import UserError, missing_extra
-from fieldlab.learn._aggregate import pair_sum
 from fieldlab.learn._neighbors import Support
 from fieldlab.learn.layers import (AdaptivePool, DIConv, DINorm, DIPool, Discretized, Pointwise, Residual,
-                                   TapKernel, global_pool, neighbours)
+                                   TapKernel, global_pool)
 from fieldlab.learn.nets import DIClassifier, GridCNN, _ResBlock
 from fieldlab.learn.points import PointSet
 
@@ -206,18 +205,12 @@ class TapConv(DIConv):
         super().__init__(*args, **options)
         self.cell = cell  # a pixel's quadrature weight on the CNN's grid: what a tent holds there
 
-    def forward(self, x: Discretized, out_points: PointSet | None = None) -> Discretized:
-        points = x.points
-        queries = out_points if out_points is not None else points.downsample(self.stride)
-        qi, si = neighbours(queries, points, self.support)
-        basis = self.kernel(points.coords[si] - queries.coords[qi]) * points.weights[si][:, None]  # (p, h)
-        m, h = len(queries), basis.shape[1]
-        scale = self._tap_scale(queries.coords, basis.new_zeros(m, h).index_add_(0, qi, basis))
-        acc = pair_sum(basis * scale[qi], x.values, qi, si, m)  # (m, h, b, c_in)
-        b, c, g = acc.shape[2], acc.shape[3], self.groups
-        out = torch.einsum("mhbgi,goih->bmgo", acc.view(m, h, b, g, c // g),
-                           self.weight.view(g, -1, c // g, h)).reshape(b, m, -1)
-        return Discretized(out if self.bias is None else out + self.bias, queries)
+    def _basis(self, found, queries: PointSet) -> torch.Tensor:
+        """DIConv's basis with each tap's sum divided by the quadrature of its tent (the rest of the layer,
+        its cached neighbourhood and fast sums included, is DIConv's)."""
+        basis = super()._basis(found, queries)  # (p, h)
+        mass = basis.new_zeros(len(queries), basis.shape[1]).index_add_(0, found.qi, basis)
+        return basis * self._tap_scale(queries.coords, mass)[found.qi]
 
     def _tap_scale(self, queries: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
         """(m, h) 1 / quadrature of each tap's tent; 0 for taps outside the domain or with no points."""
