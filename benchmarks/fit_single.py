@@ -32,9 +32,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from fieldlab.fields import make_config  # noqa: E402
-from fieldlab.fields._fused_mlp import fused_spec  # noqa: E402
+from fieldlab.kernels import fused_spec  # noqa: E402
 from fieldlab.fit import FitConfig, Fitter  # noqa: E402
-from fieldlab.fit._fused_single import points_per_step  # noqa: E402
+from fieldlab.fit.config import points_per_step  # noqa: E402
 from fieldlab.signals.image import image_signal  # noqa: E402
 
 torch._dynamo.config.cache_size_limit = 64  # several compiled fits in one process

@@ -10,7 +10,7 @@
 # (see the device tool's README: zarr, numcodecs, donfig, google-crc32c for the machine's Python).
 #
 # What to do with the results:
-# - tune: `32x2` (the 2-D first layer as broadcast products, `_fused_mlp.NARROW_DIMS`) against `32x2w` (the
+# - tune: `32x2` (the 2-D first layer as broadcast products, `kernels.fused.NARROW_DIMS`) against `32x2w` (the
 #   padded tile it replaced); if the tile wins, set NARROW_DIMS = (). `32x2m200` / `32x2m168` cap the
 #   registers (the 2x32 kernel then compiles without spills, 5 programs per SM); if a cap wins, make it
 #   the 2x32 default. Then the benchmark rows, for BENCHMARKS.md.

@@ -6,7 +6,7 @@ programs per multiprocessor (occupancy) those allow.
 
 Triton compiles each kernel for the architecture (`--arch`, 90: Hopper) with the launch constants that
 `fit_batch` and `fused_forward` use, and the ptxas that Triton ships reports what it needs
-(fields/_fused_resources.py). No GPU and no CUDA driver are needed; it runs on any machine with Triton's
+(kernels/resources.py). No GPU and no CUDA driver are needed; it runs on any machine with Triton's
 NVIDIA backend. The occupancy is what the limits allow, not a measurement: set it beside Nsight Compute's
 where there is one (BENCHMARKS.md). A kernel that does not fit (shared memory beyond the per-program
 limit) prints `does not fit`: that is what `choose_kernel` refuses.
@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 os.environ.pop("TRITON_INTERPRET", None)  # compiled kernels, not the interpreter
 
 from fieldlab.fields import make_config  # noqa: E402
-from fieldlab.fields import _fused_mlp  # noqa: E402
-from fieldlab.fields._fused_mlp import fused_spec  # noqa: E402
-from fieldlab.fields._fused_resources import HOPPER, forward_resources, step_resources  # noqa: E402
+from fieldlab.kernels import fused as kernel_fused  # noqa: E402
+from fieldlab.kernels import fused_spec  # noqa: E402
+from fieldlab.kernels.resources import HOPPER, forward_resources, step_resources  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sm = dataclasses.replace(HOPPER, arch=args.arch, name=f"sm_{args.arch}")
     if args.first_layer != "default":
-        _fused_mlp.NARROW_DIMS = () if args.first_layer == "tile" else (2,)
+        kernel_fused.NARROW_DIMS = () if args.first_layer == "tile" else (2,)
 
     print(f"| field | precision | kernel | registers | spilled (stores / loads, B) | shared (KB) | warps "
           f"| programs per SM (registers / shared) | occupancy | limit | instructions |\n|{'---|' * 11}")

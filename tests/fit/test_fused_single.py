@@ -1,5 +1,5 @@
 """A single field fitted by the fused Triton kernel (`Fitter(..., fused_spec=...)`, `fit --kernel`) against
-the reference path, with the kernel run through Triton's interpreter on the CPU (as tests/fields/test_fused.py)."""
+the reference path, with the kernel run through Triton's interpreter on the CPU (as tests/kernels/test_fused.py)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from fieldlab._errors import UserError
 from fieldlab.fields import make_config
 from fieldlab.fields._mlp import ReluMLP
 from fieldlab.fit import FitConfig, Fitter
-from fieldlab.fit._fused_single import AUTO_MIN_POINTS, single_kernel
+from fieldlab.fit.config import AUTO_MIN_POINTS, single_kernel
 
 
-from fieldlab.fields import _fused_mlp as fused  # noqa: E402
+from fieldlab.kernels import fused  # noqa: E402
 fused.use_interpreter()  # before anything imports the kernels compiled
 SIREN = make_config("siren", in_dim=2, out_dim=2, hidden_dim=16, num_layers=2)
 FOURIER = {encoding: make_config("fourier", in_dim=2, out_dim=2, hidden_dim=16, num_layers=2, encoding=encoding,

@@ -6,7 +6,7 @@ CUDA; its values must equal the vmapped reference path's (run on a CUDA machine,
 For 2-D and 3-D SIREN, Gaussian and Fourier-feature fields of the widths the kernel takes, at several point
 counts (not multiples of the kernel's block), it compares the kernel's values with `kernel="reference"` on
 the same random stacked fields: max |Δ| / max |reference| ≤ 1e-4. `--first-layer tile` runs 2-D fields through
-the tensor-core tile instead of the narrow broadcast products (`_fused_mlp.NARROW_DIMS`), to tell the two apart;
+the tensor-core tile instead of the narrow broadcast products (`kernels.fused.NARROW_DIMS`), to tell the two apart;
 on an H100 (2026-12-05) narrow failed for 2-D SIREN and Gaussian fields (0.6-1.3) and tile passed (≤ 1.2e-6).
 """
 
@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from fieldlab.fields import get_config_class  # noqa: E402
-from fieldlab.fields import _fused_mlp  # noqa: E402
+from fieldlab.kernels import fused as kernel_fused  # noqa: E402
 from fieldlab.fit.batched import init_params  # noqa: E402
 from fieldlab.learn.field_batch import FieldEvaluator  # noqa: E402
 from fieldlab.learn.points import PointSampler  # noqa: E402
@@ -45,7 +45,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--first-layer", choices=("narrow", "tile"), default="narrow")
     args = parser.parse_args()
-    _fused_mlp.NARROW_DIMS = () if args.first_layer == "tile" else (2,)
+    kernel_fused.NARROW_DIMS = () if args.first_layer == "tile" else (2,)
     failed = 0
     for name, dim, options in CASES:
         for points in (64, 256, 1000):

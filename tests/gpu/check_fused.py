@@ -28,7 +28,7 @@ to nearest TF32 or bf16 and keeps every product's result, the pre-activations, i
 rounds the results to bf16, and SIREN's ω₀-scaled phases suffer (3×64: 2.6 dB lower than the kernel's);
 cuBLAS's TF32 kernels differ again (3×64 on an H200: +0.24 ± 0.05 dB over the emulation near 64 dB). The
 PSNR comparison at tf32 and bf16 is therefore against the reference path in fp32 with the kernel's
-rounding emulated (`_fused_rounding.rounded_operands`): every product after the first layer takes rounded
+rounding emulated (`kernels.rounded_operands`): every product after the first layer takes rounded
 operands — activations, weights, and in the backward pass the incoming gradient — and accumulates in fp32;
 the torch-TF32 reference is printed beside it for information. Both fits' end parameters are then
 evaluated alike, by `FieldStack` in fp32: near 60 dB a forward pass with bf16 operands is itself 0.3 dB
@@ -51,11 +51,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from fieldlab.fields import FieldStack, make_config  # noqa: E402
-from fieldlab.fields import _fused_mlp  # noqa: E402
+from fieldlab.kernels import fused as kernel_fused  # noqa: E402
 from fieldlab._errors import UserError  # noqa: E402
-from fieldlab.fields._fused_mlp import FusedStack, choose_kernel, fused_spec, pack  # noqa: E402
-from fieldlab.fields._fused_rounding import rounded_operands  # noqa: E402
-from fieldlab.fields._fused_resources import Multiprocessor  # noqa: E402
+from fieldlab.kernels import FusedStack, choose_kernel, fused_spec, pack  # noqa: E402
+from fieldlab.kernels import rounded_operands  # noqa: E402
+from fieldlab.kernels.resources import Multiprocessor  # noqa: E402
 from fieldlab.fit.batched import BatchedFitConfig, fit_batch, init_params  # noqa: E402
 from fieldlab.signals import grid_coords  # noqa: E402
 from fieldlab.signals.datasets import Augmented, open_source  # noqa: E402
@@ -148,10 +148,10 @@ def main() -> int:
                              "runs end to end (tests/gpu/test_smoke.py); its PSNR means little.")
     args = parser.parse_args()
     if args.exact_trig:
-        _fused_mlp.FAST_TRIG = False
+        kernel_fused.FAST_TRIG = False
     steps, graph_steps = (4, 3) if args.smoke else (500, 120)
     if args.smoke:
-        _fused_mlp.use_interpreter()
+        kernel_fused.use_interpreter()
         device = torch.device("cpu")
         print(f"smoke run on the CPU, torch {torch.__version__}")
     else:
@@ -248,7 +248,7 @@ def main() -> int:
                 control, control_error = _mean_and_error(results["torch-tf32"] - results["reference"])
                 print(f"     for information, the reference at torch's TF32 (cuBLAS rounding): {psnr['torch-tf32']:.3f} dB "
                       f"(Δ against the emulated reference {control:+.3f} ± {control_error:.3f} s.e.)", flush=True)
-            if precision == "bf16" and _fused_mlp.FAST_TRIG:
+            if precision == "bf16" and kernel_fused.FAST_TRIG:
                 print("     (bf16 and tf32 kernels use fast sine/cosine; --exact-trig checks them without)")
     for row in unresolved:
         print(f"unresolved: the {steps}-step PSNR of {row}: every other criterion of the row passed")

@@ -9,8 +9,8 @@ initialisation and schedule: the parameters after 5 fp32 steps (max |Δ| / max |
 kernel sums partial gradients atomically, in no fixed order), the end PSNR of a 500-step fit per
 precision, full batch and with 16,384 random points per step (|Δ| ≤ 0.1 dB), and that `fit` with
 `--kernel auto` at tf32 takes the kernel from AUTO_MIN_POINTS points per step and not below (at fp32 it
-takes the reference path for fields wider than 32, `_fused_mlp.FP32_AUTO_MAX_WIDTH`). At tf32 and
-bf16 the reference runs in fp32 with the kernel's rounding emulated (`_fused_rounding.rounded_operands`;
+takes the reference path for fields wider than 32, `kernels.fused.FP32_AUTO_MAX_WIDTH`). At tf32 and
+bf16 the reference runs in fp32 with the kernel's rounding emulated (`kernels.rounded_operands`;
 autocast would also round the pre-activations, which the kernel keeps in fp32, and cuBLAS's TF32 rounds
 differently: tests/gpu/check_fused.py).
 """
@@ -29,11 +29,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from fieldlab.fields import make_config  # noqa: E402
-from fieldlab.fields import _fused_mlp  # noqa: E402
-from fieldlab.fields._fused_mlp import fused_spec  # noqa: E402
-from fieldlab.fields._fused_rounding import rounded_operands  # noqa: E402
+from fieldlab.kernels import fused as kernel_fused  # noqa: E402
+from fieldlab.kernels import fused_spec  # noqa: E402
+from fieldlab.kernels import rounded_operands  # noqa: E402
 from fieldlab.fit import FitConfig, Fitter, fit  # noqa: E402
-from fieldlab.fit._fused_single import AUTO_MIN_POINTS  # noqa: E402
+from fieldlab.fit.config import AUTO_MIN_POINTS  # noqa: E402
 from fieldlab.signals import load_signal  # noqa: E402
 
 PARAM_TOL, PSNR_TOL = 1e-4, 0.1
@@ -60,7 +60,7 @@ def main() -> int:
                              "check runs end to end (tests/gpu/test_smoke.py); `auto` is not checked.")
     args = parser.parse_args()
     if args.smoke:
-        _fused_mlp.use_interpreter()
+        kernel_fused.use_interpreter()
         device, size, steps, subset = "cpu", 32, 3, 256
     else:
         assert torch.cuda.is_available(), "this check needs a CUDA device"

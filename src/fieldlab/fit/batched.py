@@ -208,7 +208,7 @@ class _FusedSteps:
 
     def __init__(self, config: FieldConfig, spec, params: dict, buffers: dict, fit: BatchedFitConfig,
                  steps_lr: list[float]):
-        from fieldlab.fields._fused_mlp import FusedStack
+        from fieldlab.kernels import FusedStack
 
         self.stack = FusedStack(spec, params, buffers=buffers, precision=fit.precision, betas=config.adam_betas,
                                 eps=config.adam_eps)
@@ -274,7 +274,7 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
     The fused kernel does the steps where it covers the field and device (`fit.kernel`), the reference
     path (`FieldStack`) elsewhere; `BatchResult.kernel` says which ran.
     """
-    from fieldlab.fields._fused_mlp import choose_kernel
+    from fieldlab.kernels import choose_kernel
 
     fit.validate()
     device = resolve_device(fit.device)
@@ -417,7 +417,7 @@ class DatasetFitter:
 
     def describe(self) -> str:
         """Which path fits the fields, for the log."""
-        from fieldlab.fields._fused_mlp import describe
+        from fieldlab.kernels import describe
 
         return describe(self.config, resolve_device(self.fit_config.device), self.fit_config.kernel,
                         self.fit_config.precision)

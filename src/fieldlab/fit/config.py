@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from fieldlab import _validate as v
 from fieldlab._errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from fieldlab.fields import FieldConfig
+    from fieldlab.kernels import FusedSpec
 
 MAX_STEPS = 10**8
 MAX_SECONDS = 10**8
@@ -44,7 +50,7 @@ class FitConfig:
     """Compile the field's forward and backward with torch.compile."""
     kernel: Literal["auto", "fused", "reference"] = "auto"
     """auto: the fused Triton kernel on CUDA for SIREN, Gaussian and Fourier-feature MLPs up to 64 wide on
-    large signals (`fit._fused_single.AUTO_MIN_POINTS` points per step), the reference path (autograd and
+    large signals (`AUTO_MIN_POINTS` points per step), the reference path (autograd and
     torch's Adam) elsewhere; fused or reference force one."""
     log_every: int = 10
     """Write a log line (and refresh the progress bar) every this many steps."""
@@ -76,3 +82,33 @@ class FitConfig:
             raise UserError(f"--precision must be fp32, tf32 or bf16, got {self.precision!r}")
         if self.kernel not in ("auto", "fused", "reference"):
             raise UserError(f"--kernel must be auto, fused or reference, got {self.kernel!r}")
+
+
+AUTO_MIN_POINTS = 16_384
+"""`--kernel auto` fits one field with the fused kernel only from this many points per step; fewer take
+the reference path. Measured on an H100 (benchmarks/fit_single.py, SIREN 3×64 bf16, BENCHMARKS.md): the
+kernel is 15.9× the reference at 16,384 points, 7.1× at 65,536, 10× at 262,144; smaller signals were
+not measured, and fit in a fraction of a second either way."""
+
+
+def points_per_step(config: FitConfig, n: int) -> int:
+    """How many of `n` points one step of a single fit uses (`batch_size`, `sample_fraction` or all)."""
+    size = config.batch_size or round(config.sample_fraction * n)
+    return n if not size or size >= n else size
+
+
+def single_kernel(config: FieldConfig, fit_config: FitConfig, device: torch.device, points: int) -> FusedSpec | None:
+    """The fused kernel's `FusedSpec` to fit one field of `config` on `device` with `points` points per
+    step, or None for the reference path. `fit_config.kernel`: auto takes the kernel on CUDA for the fields
+    and widths it covers (see `kernels.choose_kernel`), from AUTO_MIN_POINTS points per step and without
+    `compile`; fused forces it (a clear `UserError` where it cannot run); reference never takes it."""
+    from fieldlab.kernels import choose_kernel
+
+    spec = choose_kernel(config, device, fit_config.kernel, fit_config.precision)
+    if spec is None:
+        return None
+    if fit_config.kernel == "fused":
+        if fit_config.compile:
+            raise UserError("--compile compiles the reference path; drop it or use --kernel reference")
+        return spec
+    return spec if not fit_config.compile and points >= AUTO_MIN_POINTS else None

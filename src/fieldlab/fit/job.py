@@ -14,8 +14,7 @@ from fieldlab._errors import UserError
 from fieldlab._validate import LIMITS, bounded_int, check_memory
 from fieldlab.fields import FieldConfig, get_config_class
 from fieldlab.fields._config import _coerce
-from fieldlab.fit.config import FitConfig
-from fieldlab.fit._fused_single import points_per_step
+from fieldlab.fit.config import FitConfig, points_per_step
 from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device
 from fieldlab.signals import DIMS, kind_of, load_signal, parse_span, reconstruction_name, write_reconstruction
 from fieldlab.store import FieldDirWriter, check_out_dir, write_field

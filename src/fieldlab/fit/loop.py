@@ -21,14 +21,14 @@ import torch.nn as nn
 from fieldlab import _json
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig
-from fieldlab.fit._fused_single import FusedSingle, points_per_step, single_kernel
-from fieldlab.fit.config import FitConfig
+from fieldlab.fit.config import FitConfig, points_per_step, single_kernel
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
+from fieldlab.kernels import FusedSingle
 from fieldlab.signals import Signal
 from fieldlab.store.field_dir import save_checkpoint
 
 if TYPE_CHECKING:
-    from fieldlab.fields._fused_mlp import FusedSpec
+    from fieldlab.kernels import FusedSpec
 
 logger = logging.getLogger("fieldlab")
 
@@ -386,7 +386,7 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
     device, points = resolve_device(fit_config.device), points_per_step(fit_config, coords.shape[-2])
     spec = single_kernel(config, fit_config, device, points)
     if spec is not None:
-        from fieldlab.fields._fused_mlp import describe
+        from fieldlab.kernels import describe
 
         logger.info("steps by %s, %s points per step", describe(config, device, "fused", fit_config.precision),
                     f"{points:,}")

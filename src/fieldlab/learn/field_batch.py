@@ -3,7 +3,7 @@
 Per-field tensors (a SIREN's whole parameter set, or a functa latent) arrive stacked (b, ...) and are
 handed to one `FieldStack` as overrides, so b fields are evaluated by one vmapped call — no Python loop
 over fields — with shared tensors (functa's network) held once. On CUDA, SIREN, Gaussian and Fourier-feature
-MLP fields go through the fused forward kernel instead (`fields._fused_mlp`, `kernel="auto"`), which keeps the
+MLP fields go through the fused forward kernel instead (`fieldlab.kernels`, `kernel="auto"`), which keeps the
 activations in registers; `kernel="reference"` forces the vmapped path.
 """
 
@@ -58,7 +58,7 @@ class FieldEvaluator(torch.nn.Module):
     def forward(self, params: dict[str, torch.Tensor], points: PointSet,
                 coords: torch.Tensor | None = None) -> Discretized:
         """Values (b, n, c) of the fields at `points` (or at `coords` (n, d), e.g. jittered, labelled as `points`)."""
-        from fieldlab.fields._fused_mlp import choose_kernel, encoding_matrix, fused_forward, pack
+        from fieldlab.kernels import choose_kernel, encoding_matrix, fused_forward, pack
 
         device = next(iter(params.values())).device
         x = (points.coords if coords is None else coords).to(device)

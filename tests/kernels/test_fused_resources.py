@@ -1,5 +1,5 @@
 """The fused kernels against the GPUs' limits, found without a GPU: Triton compiles them for a named
-architecture and its ptxas reports registers and spills (fields/_fused_resources.py). `choose_kernel`
+architecture and its ptxas reports registers and spills (kernels/resources.py). `choose_kernel`
 must never hand a launch a kernel that asks more shared memory than the GPU allows (Triton would raise
 at the first step, after the output is made): `auto` falls back to the reference path, `--kernel fused`
 refuses in one line."""
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fieldlab.fields._fused_resources import HOPPER, KernelResources
+from fieldlab.kernels.resources import HOPPER, KernelResources
 
 AUTO_CORNERS = [  # the widest fields that auto takes at each precision: they must fit an H100
     dict(field="siren", options=dict(hidden_dim=32, num_layers=4), in_dim=8, out_dim=16, precision="fp32"),

@@ -1,4 +1,4 @@
-"""Triton kernels of the fused MLP path (imported only where Triton is installed; see `_fused_mlp`).
+"""Triton kernels of the fused MLP path (imported only where Triton is installed; see `kernels.fused`).
 
 One program fits one field: it keeps the field's weights in registers, walks its points in chunks of
 `BN`, runs the forward pass, the squared error and the backward pass of each chunk without writing an
@@ -16,7 +16,7 @@ kernel from a per-field matrix A (F, D) (`ENC` 1: γ = [cos(s·xAᵀ), sin(s·xA
 with s = 2π; `ENC` 2: γ = [x, cos(xAᵀ), sin(xAᵀ)], NeRF's positional encoding); its weight's rows follow γ's
 order, the first `DI` of them for x (D, or 0 for ENC 1), then F for the cosines, then F for the sines.
 Padded sizes `FP`, `HP`, `CP` are powers of two ≥ 16 (tensor-core tiles), and so is `DP` where the
-coordinates enter a tile; a `DP` below 16 (2-D fields without an encoding, `_fused_mlp.NARROW_DIMS`) takes
+coordinates enter a tile; a `DP` below 16 (2-D fields without an encoding, `kernels.fused.NARROW_DIMS`) takes
 the first layer as broadcast products instead (`_mm_coords`). Padding is masked on load.
 Activations: 0 sine sin(w z); 1 Gaussian exp(−(w z)²); 2 ReLU.
 Matrix precision `MM`: 0 fp32 (IEEE, on the CUDA cores), 1 TF32 (operands rounded to nearest), 2 bf16 operands,

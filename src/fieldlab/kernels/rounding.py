@@ -1,4 +1,4 @@
-"""The fused kernel's arithmetic written in torch, for checks (tests/fields/test_fused.py, tests/gpu): inside
+"""The fused kernel's arithmetic written in torch, for checks (tests/kernels/test_fused.py, tests/gpu): inside
 `rounded_operands`, the reference path's products round their operands as the kernel does at tf32 or bf16
 and accumulate in fp32, so that the two paths can be compared at equal arithmetic."""
 

@@ -17,8 +17,8 @@ from fieldlab.fields import FieldStack, make_config
 from fieldlab.fit.batched import BatchedFitConfig, fit_batch, init_params
 
 
-from fieldlab.fields import _fused_mlp as fused  # noqa: E402
-from fieldlab.fields import _fused_rounding as rounding  # noqa: E402
+from fieldlab.kernels import fused  # noqa: E402
+from fieldlab.kernels import rounding  # noqa: E402
 fused.use_interpreter()  # before anything imports the kernels compiled
 
 

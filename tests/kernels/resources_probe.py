@@ -12,9 +12,9 @@ import torch
 
 from fieldlab._errors import UserError
 from fieldlab.fields import make_config
-from fieldlab.fields import _fused_mlp
-from fieldlab.fields import _fused_resources as resources
-from fieldlab.fields._fused_mlp import choose_kernel, describe, fused_spec
+from fieldlab.kernels import fused
+from fieldlab.kernels import resources
+from fieldlab.kernels import choose_kernel, describe, fused_spec
 
 GPUS = {
     "hopper": resources.HOPPER,
@@ -35,7 +35,7 @@ def main(questions: list[dict]) -> list[dict]:
     for question in questions:
         gpu = GPUS.get(question["gpu"])
         resources.Multiprocessor.of = classmethod(lambda cls, device, gpu=gpu: gpu if gpu else _unreadable())
-        _fused_mlp._resource_problem.cache_clear()  # one process plays several GPUs
+        fused._resource_problem.cache_clear()  # one process plays several GPUs
         config = make_config(question["field"], in_dim=question.get("in_dim", 2), out_dim=question.get("out_dim", 3),
                              **question["options"])
         answer = dict(question)

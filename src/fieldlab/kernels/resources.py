@@ -8,7 +8,7 @@ is reported is what those launches run, up to Triton's specialisation of the run
 module sets as a launch over `points` points would.
 
 A GPU check catches a kernel that asks for more shared memory than a multiprocessor has (the 128-wide
-TF32 kernel did, on an H100); this module catches it on a CPU (`tests/fields/test_fused_resources.py`),
+TF32 kernel did, on an H100); this module catches it on a CPU (`tests/kernels/test_fused_resources.py`),
 and `benchmarks/kernel_resources.py` prints the table that explains the kernel's rates (BENCHMARKS.md).
 
 Needs Triton with its NVIDIA backend, and the kernels compiled rather than interpreted: run it in a
@@ -26,7 +26,7 @@ import tempfile
 
 import torch
 
-from fieldlab.fields._fused_mlp import FusedSpec, _cdiv, forward_constants, interpreted, launch_constants
+from fieldlab.kernels.fused import FusedSpec, _cdiv, forward_constants, interpreted, launch_constants
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +135,7 @@ def step_resources(spec: FusedSpec, precision: str, *, points: int = 1024, split
     one program per field, or `split` (one large field), with a per-field point `index` or all points.
     `tuning`: `launch_constants`' block, warps, reload, stages, max_registers, recompute. Without `report`,
     only the shared memory is read (registers, spills and instructions are left 0: no tool is run)."""
-    from fieldlab.fields import _fused_triton
+    from fieldlab.kernels import triton as triton_kernels
 
     constants, split_constants = launch_constants(spec, precision, **tuning)
     block = constants["BN"]
@@ -146,19 +146,19 @@ def step_resources(spec: FusedSpec, precision: str, *, points: int = 1024, split
     types = {**{name: "*fp32" for name in fields}, "IDX": "*i32", "ROWS": "*i32", "K": "i32", "N": "i32",
              "loss_scale": "fp32", "enc_stride": "i32"}
     aligned = [*fields, "IDX", "ROWS"] + (["K", "N"] if points % 16 == 0 else []) + ["enc_stride"]
-    return _compile(_fused_triton.fused_mlp_step, types, aligned, constants, sm, report)
+    return _compile(triton_kernels.fused_mlp_step, types, aligned, constants, sm, report)
 
 
 def forward_resources(spec: FusedSpec, precision: str, *, points: int = 1024, per_field: bool = False,
                       sm: Multiprocessor = HOPPER, report: bool = True) -> KernelResources:
     """The forward kernel (`fused_mlp_forward`) as `fused_forward` launches it."""
-    from fieldlab.fields import _fused_triton
+    from fieldlab.kernels import triton as triton_kernels
 
     constants = dict(forward_constants(spec, precision), X_PER_FIELD=per_field)
     pointers = ("PRM", "X", "IDX", "Y", "ENCP")
     types = {**{name: "*fp32" for name in pointers}, "K": "i32", "enc_stride": "i32"}
     aligned = [*pointers] + (["K"] if points % 16 == 0 else []) + ["enc_stride"]
-    return _compile(_fused_triton.fused_mlp_forward, types, aligned, constants, sm, report)
+    return _compile(triton_kernels.fused_mlp_forward, types, aligned, constants, sm, report)
 
 
 def _compile(kernel, types: dict[str, str], aligned: list[str], constants: dict, sm: Multiprocessor,

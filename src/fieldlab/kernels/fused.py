@@ -3,7 +3,7 @@
 `FieldStack` (vmap over the module) is the reference path and runs everywhere. For the plain MLP
 fields that datasets use — SIREN, Gaussian, ReLU on Fourier features (random or positional, at most 128
 frequencies, encoded in the kernel) — with widths up to 128, up to 4 activated layers, at most
-16 input and 16 output channels, a Triton kernel (`_fused_triton`) does forward, squared error,
+16 input and 16 output channels, a Triton kernel (`kernels.triton`) does forward, squared error,
 backward and Adam of every field in one launch, with activations kept in registers instead of memory.
 `fused_spec(config)` says whether a config qualifies; `FusedStack` holds the packed parameters and Adam
 moments of f fields and steps them. `auto` uses it on CUDA only; on a CPU the kernels run (slowly)
@@ -18,11 +18,14 @@ import importlib.util
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import torch
 
 from fieldlab._errors import UserError
-from fieldlab.fields._config import FieldConfig
+
+if TYPE_CHECKING:  # fields/ imports kernels (FusedSpec): at run time kernels never imports fields
+    from fieldlab.fields import FieldConfig
 
 MAX_WIDTH, MAX_LAYERS, MAX_CHANNELS, MAX_FREQUENCIES = 128, 4, 16, 128
 AUTO_MAX_WIDTH = 64
@@ -44,7 +47,7 @@ FAST_TRIG = True
 is below the products' rounding; False evaluates them exactly (for checks: tests/gpu/check_fused.py)."""
 _ACTIVATIONS = {"sine": 0, "gauss": 1, "relu": 2}
 _ENCODINGS = {"none": 0, "gaussian": 1, "positional": 2}
-_PRECISIONS = {"fp32": 4, "tf32": 1, "bf16": 2}  # MM codes of _fused_triton (fp32: tf32x3)
+_PRECISIONS = {"fp32": 4, "tf32": 1, "bf16": 2}  # MM codes of kernels.triton (fp32: tf32x3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +125,7 @@ def encoding_matrix(spec: FusedSpec, tensors: dict[str, torch.Tensor], fields: i
 
 def interpreted() -> bool:
     """Whether the kernels run through Triton's interpreter (TRITON_INTERPRET=1 when they were imported)."""
-    module = sys.modules.get("fieldlab.fields._fused_triton")
+    module = sys.modules.get("fieldlab.kernels.triton")
     return module.INTERPRETED if module is not None else os.environ.get("TRITON_INTERPRET") == "1"
 
 
@@ -131,9 +134,9 @@ def use_interpreter() -> None:
     for the process (Triton reads it again in lazy imports while interpreting; `auto` ignores it on a CPU)
     and must come before the kernels are first imported: compiled ones cannot be swapped."""
     os.environ["TRITON_INTERPRET"] = "1"
-    import fieldlab.fields._fused_triton as kernels
+    import fieldlab.kernels.triton as triton_kernels
 
-    if not kernels.INTERPRETED:
+    if not triton_kernels.INTERPRETED:
         raise RuntimeError("the fused kernels were imported compiled already; interpret them in a process of their own")
 
 
@@ -196,11 +199,11 @@ def _auto_choice(spec: FusedSpec | None, precision: str, device: torch.device,
 def _resource_problem(spec: FusedSpec, precision: str, device: torch.device, forward: bool) -> str | None:
     """Why the kernel would not launch on CUDA `device` (too much shared memory), or None (also off CUDA
     and under the interpreter, where there is no such limit). Compiles the kernel for the device's
-    architecture and reads its limits once per process and question (`_fused_resources`): evaluation asks
+    architecture and reads its limits once per process and question (`kernels.resources`): evaluation asks
     at every batch."""
     if device.type != "cuda" or interpreted():
         return None
-    from fieldlab.fields._fused_resources import Multiprocessor, refusal
+    from fieldlab.kernels.resources import Multiprocessor, refusal
 
     try:
         return refusal(spec, precision, Multiprocessor.of(device), forward=forward)
@@ -329,9 +332,9 @@ class FusedStack:
                  precision: str = "fp32", betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  block: int | None = None, warps: int | None = None, reload: bool | None = None,
                  stages: int | None = None, max_registers: int | None = None, recompute: int = 0):
-        from fieldlab.fields import _fused_triton  # Triton only where the fused path runs
+        from fieldlab.kernels import triton as triton_kernels  # Triton only where the fused path runs
 
-        self.kernels = _fused_triton
+        self.kernels = triton_kernels
         self.spec, self.precision, self.betas, self.eps = spec, precision, betas, eps
         self.flat = pack(params, spec)
         if spec.encoding != "none" and buffers is None:
@@ -444,7 +447,7 @@ def fused_forward(spec: FusedSpec, flat: torch.Tensor, coords: torch.Tensor, *, 
                   block: int = 64, encoding: torch.Tensor | None = None) -> torch.Tensor:
     """Values (f, n, c) of the packed fields `flat` (f, P) at coords (n, d) or (f, n, d); `encoding` the
     fields' encoding matrices (`encoding_matrix`) for Fourier fields."""
-    from fieldlab.fields import _fused_triton
+    from fieldlab.kernels import triton as triton_kernels
 
     f = flat.shape[0]
     if (encoding is None) != (spec.encoding == "none"):
@@ -455,7 +458,7 @@ def fused_forward(spec: FusedSpec, flat: torch.Tensor, coords: torch.Tensor, *, 
     coords = coords.float().contiguous()
     flat = flat.float().contiguous()
     encoding, enc_stride = _encoding_arguments(encoding, flat)
-    _fused_triton.fused_mlp_forward[(f, _cdiv(n, block))](
+    triton_kernels.fused_mlp_forward[(f, _cdiv(n, block))](
         flat, coords, coords, out, encoding, n, enc_stride, **forward_constants(spec, precision, block),
         X_PER_FIELD=per_field)
     return out
