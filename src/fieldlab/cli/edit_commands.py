@@ -27,6 +27,7 @@ def crop_command(
     """Delete the weights of partitions outside a box (or the listed ones): a smaller field that renders
     the kept region exactly as before."""
     from fieldlab.edit.crop import parse_box, parse_parts, write_cropped
+    from fieldlab.fields import Partitioned
     from fieldlab.store import check_out_dir, load_field
 
     if (keep is None) == (remove is None):
@@ -39,7 +40,7 @@ def crop_command(
     before, after = result.metrics["params_before_crop"], result.metrics["params"]
     local_before, local_after = _local_share(stored.module), _local_share(result.module)
     parts_note = ""
-    if hasattr(stored.config, "num_parts"):
+    if isinstance(stored.config, Partitioned):
         noun = getattr(stored.config, "part_noun", "partitions")
         parts_note = f"{result.config.num_parts} of {stored.config.num_parts} {noun}, "
     local_note = f" (local {local_after:,} of {local_before:,}: {local_after / local_before:.1%})" if local_before else ""

@@ -35,7 +35,7 @@ from typing import Sequence
 import torch
 
 from fieldlab._errors import UserError
-from fieldlab.fields import FieldConfig
+from fieldlab.fields import Croppable, FieldConfig, Partitioned
 from fieldlab.signals import SignalInfo
 from fieldlab.store import StoredField
 
@@ -90,11 +90,11 @@ def crop_field(stored: StoredField, *, keep: Box | None = None,
         raise UserError("give exactly one of --keep REGION and --remove PARTITIONS")
     state = {k: v.detach() for k, v in stored.module.state_dict().items()}
     if remove is not None:
-        if not hasattr(config, "without_parts"):
+        if not isinstance(config, Partitioned):
             raise UserError(f"field {config.name!r} has no partitions to remove")
         new_config, new_state = config.without_parts(state, list(remove))
         return new_config, new_state, dataclasses.replace(info, extra={**info.extra, "removed_parts": list(remove)})
-    if not hasattr(config, "cropped"):
+    if not isinstance(config, Croppable):
         raise UserError(f"field {config.name!r} cannot be cropped (it is not partitioned)")
     origin = _frame_origin(info)
     frame_box = tuple((lo + o, hi + o) for (lo, hi), o in zip(keep, origin))
@@ -110,7 +110,7 @@ def write_cropped(stored: StoredField, out: Path, *, keep: Box | None = None, re
                   force: bool = False, reconstruction: bool = True) -> StoredField:
     """Crop `stored` and write the result as a field DIR at `out` (atomically); returns the new field."""
     from fieldlab.edit.render import render
-    from fieldlab.signals import write_reconstruction
+    from fieldlab.signals import get_modality, write_reconstruction
     from fieldlab.store import FieldDirWriter, check_out_dir, write_field
 
     check_out_dir(out, force)
@@ -127,7 +127,7 @@ def write_cropped(stored: StoredField, out: Path, *, keep: Box | None = None, re
     result = StoredField(module.eval(), config, info, metrics, out)
     with FieldDirWriter(out, force) as folder:
         write_field(folder, module, config, info, metrics)
-        if reconstruction and info.kind != "mesh":
+        if reconstruction and get_modality(info.kind).write is not None:  # a mesh's surface is `render`'s
             raw = info.normalization.decode(render(result))
             write_reconstruction(folder, raw, info)
     return result

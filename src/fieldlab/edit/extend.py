@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from fieldlab._errors import UserError
+from fieldlab.fields import Extendable
 from fieldlab.fit import FitConfig, Fitter, metrics_for, psnr_from_mse
 from fieldlab.signals import Signal, SignalInfo, grid_coords
 from fieldlab.store import StoredField
@@ -54,7 +55,7 @@ def _renormalized(signal: Signal, old: SignalInfo) -> torch.Tensor:
 def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig) -> Extended:
     """Grow `stored` to cover `signal` (which holds the old signal at its origin) and fit the new parts."""
     config, old = stored.config, stored.signal
-    if not hasattr(config, "extended"):
+    if not isinstance(config, Extendable):
         raise UserError(f"field {config.name!r} cannot be extended (it is not partitioned)")
     if len(signal.shape) != len(old.shape):
         raise UserError(f"INPUT has {len(signal.shape)} axes; the field has {len(old.shape)}")

@@ -2,6 +2,7 @@
 
 from fieldlab.fields._batched import FieldStack, restore_buffer
 from fieldlab.fields._config import FieldConfig
+from fieldlab.fields.abilities import Croppable, Extendable, Latent, Partitioned, TrainsOnOwnPoints
 from fieldlab.fields._registry import create_field, get_config_class, list_fields, make_config, register_field
 from fieldlab.fields.finer import Finer, FinerConfig
 from fieldlab.fields.fourier import FourierConfig, FourierMLP
@@ -18,5 +19,6 @@ __all__ = [
     "FieldConfig", "FieldStack", "restore_buffer", "Finer", "FinerConfig", "FourierConfig", "FourierMLP", "Gauss", "GaussConfig",
     "Functa", "FunctaConfig", "HashGrid", "HashGridConfig", "LocalGlobal", "LocalGlobalConfig", "Miner", "MinerConfig", "Siren", "SirenConfig", "SpatialFuncta",
     "SpatialFunctaConfig", "Wire", "WireConfig",
+    "Croppable", "Extendable", "Latent", "Partitioned", "TrainsOnOwnPoints",
     "create_field", "get_config_class", "list_fields", "make_config", "register_field",
 ]

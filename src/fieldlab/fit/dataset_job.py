@@ -19,7 +19,7 @@ import torch
 from fieldlab import dist
 from fieldlab._errors import UserError
 from fieldlab._progress import in_pieces, phase
-from fieldlab.fields import FieldConfig, get_config_class
+from fieldlab.fields import FieldConfig, Latent, get_config_class
 from fieldlab.fit.batched import DATASET_FIELD_DEFAULTS, BatchedFitConfig
 from fieldlab.fit.loop import resolve_device
 from fieldlab.fit.meta import make_dataset_fitter
@@ -74,7 +74,7 @@ def resolve_dataset_config(name: str, options: dict[str, Any], source: ImageSour
     config = cls.from_options({"in_dim": 2, "out_dim": source.channels, **defaults, **options})
     config = config.for_items(source.shape).adapt(source.shape)
     if config.size_knob not in {**DATASET_FIELD_DEFAULTS.get(name, {}), **options} and \
-            not hasattr(config, "latent_shape"):
+            not isinstance(config, Latent):
         # Unasked, a field of a dataset gets about as many parameters as one item has values (at least
         # MIN_DATASET_PARAMS): a whole-image default of 200k parameters per 32² item would be absurd.
         budget = max(MIN_DATASET_PARAMS, math.prod(source.shape) * source.channels)

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from fieldlab import _json
 from fieldlab._errors import UserError
-from fieldlab.fields import FieldConfig
+from fieldlab.fields import FieldConfig, TrainsOnOwnPoints
 from fieldlab.fit.config import FitConfig, points_per_step, single_kernel
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
 from fieldlab.kernels import FusedSingle
@@ -380,9 +380,8 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
     lr = fit_config.lr or type(config).lr
     coords, values = signal.coords(), signal.flat_values()
     # A field may train on other points than it renders (partitions fitting their neighbours' margins).
-    training_points = getattr(field, "training_points", None)
-    if training_points is not None:
-        coords, values = training_points(coords, values, signal.shape)
+    if isinstance(field, TrainsOnOwnPoints):
+        coords, values = field.training_points(coords, values, signal.shape)
     device, points = resolve_device(fit_config.device), points_per_step(fit_config, coords.shape[-2])
     spec = single_kernel(config, fit_config, device, points)
     if spec is not None:

@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 
 from fieldlab._errors import UserError
-from fieldlab.fields import FieldConfig, FieldStack
+from fieldlab.fields import FieldConfig, FieldStack, Latent
 from fieldlab.fields._config import _coerce
 from fieldlab.fields.functa import LATENT
 from fieldlab.fit.batched import BatchedFitConfig, BatchResult, DatasetFitter, register_dataset_fitter
@@ -93,7 +93,7 @@ class MetaConfig:
 
 def check_latent_field(config: FieldConfig) -> None:
     """Meta-learning needs a field with a per-field `latent` (functa, spatial functa)."""
-    if not hasattr(config, "latent_shape"):
+    if not isinstance(config, Latent):
         raise UserError(f"field {config.name!r} has no latent to meta-learn; use functa or spatial_functa")
 
 
@@ -374,7 +374,7 @@ def make_dataset_fitter(config: FieldConfig, fit: BatchedFitConfig, meta_options
     """The fitter `fit-dataset` uses: meta-learning for latent fields, the registered one otherwise."""
     from fieldlab.fit.batched import dataset_fitter
 
-    if hasattr(config, "latent_shape"):
+    if isinstance(config, Latent):
         return MetaDatasetFitter(config, fit, meta_options)
     if meta_options:
         raise UserError(f"--{next(iter(meta_options)).replace('_', '-')} applies to functa and spatial_functa only")

@@ -29,6 +29,7 @@ from fieldlab._errors import UserError
 from fieldlab._safety import lock_output, replace_file, write_marker
 from fieldlab._validate import check_shape
 from fieldlab._validate import bounded_int
+from fieldlab.learn.abilities import BuiltForStore, SizedByPoints
 from fieldlab.learn._run_files import build_bounded, check_run_info, load_checkpoint, load_weights, read_run_json
 from fieldlab.learn.field_batch import FieldEvaluator
 from fieldlab.learn.layers import Discretized
@@ -211,7 +212,7 @@ def build_net(cfg: NetConfig, store, classes: int, init: dict | None = None) -> 
         from fieldlab.learn.translate import twin_network
 
         return twin_network(init, store.signal.channels, classes)
-    if hasattr(cfg, "build_for_store"):  # networks that need the field architecture itself (seg_hyper)
+    if isinstance(cfg, BuiltForStore):  # networks that need the field architecture itself (seg_hyper)
         return cfg.build_for_store(store, classes)
     if cfg.takes == "params":
         return cfg.build(flat_size(store.per_field), classes)
@@ -266,7 +267,7 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
     train_rows, test_rows, how = split_rows(store)
     config = config.resolved(store.signal.in_dim)
     cfg = net_config(config.net, **config.net_options)
-    if hasattr(cfg, "for_points"):
+    if isinstance(cfg, SizedByPoints):
         cfg = cfg.for_points(config.num_points, store.signal.in_dim)
     if cfg.task not in ("classify", "segment"):
         raise UserError(f"train fits classifiers and segmenters on stores; {config.net!r} is a {cfg.task} network")
