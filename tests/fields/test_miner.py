@@ -6,6 +6,7 @@ import torch
 from fieldlab import UserError
 from fieldlab.fields import make_config
 from fieldlab.fields.miner import Miner
+from fieldlab.fit.engines import engine_for
 
 
 def small(**options):
@@ -68,4 +69,4 @@ def test_bad_options_are_user_errors():
 def test_config_round_trips_with_its_blocks():
     config = small(blocks=(2, 7))
     assert type(config).from_dict(config.to_dict()) == config
-    assert type(config).batched is True and type(config).trainer == "fieldlab.fit.miner"
+    assert type(config).batched is True and engine_for(config) is not None

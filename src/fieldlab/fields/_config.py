@@ -41,8 +41,6 @@ class FieldConfig:
     """Numeric options for which 0 is meaningful (all others must be positive; none may be negative)."""
     adam_eps: ClassVar[float] = 1e-8
     adam_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
-    trainer: ClassVar[str] = ""
-    """A module whose `fit` (and `fit_mesh`) replace `fieldlab.fit`'s for this field; empty: the standard loop."""
     resolved: ClassVar[tuple[str, ...]] = ()
     """Options set from the signal or by fitting, not chosen: kept in field.json (they rebuild the module),
     left out of a run's config.json (which repeats what was chosen, on the same or another signal)."""

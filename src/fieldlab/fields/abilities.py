@@ -11,8 +11,8 @@ list, no registration.
     Latent             config.latent_shape                   a per-field latent over shared weights (meta-learning)
     TrainsOnOwnPoints  field.training_points(...)            trains on other points than it renders
 
-Whether a field has its own training engine is `fit`'s to say (`fieldlab.fit.engines.engine_for`), since
-`fields/` names nothing above it.
+Whether a field has its own training engine is for `fit/` to say (its engine registry, keyed by config
+class), since `fields/` names nothing above it.
 """
 
 from __future__ import annotations

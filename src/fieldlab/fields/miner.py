@@ -303,9 +303,9 @@ class MinerConfig(FieldConfig):
     lr = 2e-3
     may_be_zero = ("block_size", "frequencies", "prune_mse", "stop_mse", "device_budget")
     resolved = ("shape", "blocks")
-    trainer: ClassVar[str] = "fieldlab.fit.miner"
-    # One signal is grown (and pruned) by `trainer`; a dataset's fields keep every block, so they share one
-    # layout, stack, and fit and evaluate through the batched path like any other field.
+    # One signal is grown (and pruned) by its own engine (registered in fit/); a dataset's fields keep
+    # every block, so they share one layout, stack, and fit and evaluate through the batched path like any
+    # other field.
     batched: ClassVar[bool] = True
     maxima = {**FieldConfig.maxima, "scales": MAX_SCALES, "device_budget": float(2**60)}
 

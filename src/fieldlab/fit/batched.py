@@ -22,6 +22,7 @@ import torch
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, FieldStack
 from fieldlab.fit.config import FitConfig
+from fieldlab.fit.engines import ByConfigClass
 from fieldlab.fit.loop import _matmul_precision, autocast_for, resolve_device
 
 GRAPH_STEPS = 50
@@ -423,15 +424,13 @@ class DatasetFitter:
                         self.fit_config.precision)
 
 
-_DATASET_FITTERS: dict[str, type[DatasetFitter]] = {}
+_DATASET_FITTERS: ByConfigClass[type[DatasetFitter]] = ByConfigClass("dataset fitter")
 
 
-def register_dataset_fitter(field: str, fitter: type[DatasetFitter]) -> None:
-    """Use `fitter` for datasets of field `field` (a duplicate name raises)."""
-    if field in _DATASET_FITTERS:
-        raise ValueError(f"a dataset fitter for {field!r} is already registered")
-    _DATASET_FITTERS[field] = fitter
+def register_dataset_fitter(config_class: type[FieldConfig], fitter: type[DatasetFitter]) -> None:
+    """Use `fitter` for datasets of fields of `config_class` (and its subclasses; a duplicate raises)."""
+    _DATASET_FITTERS.register(config_class, fitter)
 
 
 def dataset_fitter(config: FieldConfig, fit: BatchedFitConfig) -> DatasetFitter:
-    return _DATASET_FITTERS.get(config.name, DatasetFitter)(config, fit)
+    return (_DATASET_FITTERS.get(config) or DatasetFitter)(config, fit)

@@ -22,6 +22,7 @@ from fieldlab import _json
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, TrainsOnOwnPoints
 from fieldlab.fit.config import FitConfig, points_per_step, single_kernel
+from fieldlab.fit.engines import engine_for
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
 from fieldlab.kernels import FusedSingle
 from fieldlab.signals import Signal
@@ -327,14 +328,12 @@ def _restore(fitter: Fitter, log: RunLog, state: dict, path: Path) -> None:
 
 
 def own_trainer(config: FieldConfig, name: str, standard):
-    """The field's own trainer function `name` when its config names a trainer module (MINER grows its
-    pyramid block by block), else `standard`."""
-    module = type(config).trainer
-    if not module:
+    """The function `name` ("fit" or "fit_mesh") of the field's own engine when one is registered for it
+    (MINER grows its pyramid block by block; `fit.engines`), else `standard`."""
+    engine = engine_for(config)
+    if engine is None:
         return standard
-    import importlib
-
-    function = getattr(importlib.import_module(module), name, None)
+    function = engine.fit if name == "fit" else engine.fit_mesh
     if function is None:
         raise UserError(f"field {config.name!r} cannot be fitted to this kind of input (its trainer has no {name})")
     return function
@@ -365,7 +364,7 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
     is continued, so the resumed fit ends as the uninterrupted one would have. Fields with their own
     trainer (MINER) and the fused kernel, which holds Adam's state itself, keep no checkpoint.
     """
-    if type(config).trainer:
+    if engine_for(config) is not None:
         if resume:
             raise UserError(f"--resume: {config.name} fits (their own trainer) keep no checkpoint")
         return own_trainer(config, "fit", None)(signal, config, fit_config, log_path=log_path,

@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 
 from fieldlab._errors import UserError
-from fieldlab.fields import FieldConfig, FieldStack, Latent
+from fieldlab.fields import FieldConfig, FieldStack, FunctaConfig, Latent, SpatialFunctaConfig
 from fieldlab.fields._config import _coerce
 from fieldlab.fields.functa import LATENT
 from fieldlab.fit.batched import BatchedFitConfig, BatchResult, DatasetFitter, register_dataset_fitter
@@ -366,8 +366,8 @@ class MetaDatasetFitter(DatasetFitter):
         return BatchResult({LATENT: latents}, psnr.float().numpy(), steps)
 
 
-register_dataset_fitter("functa", MetaDatasetFitter)
-register_dataset_fitter("spatial_functa", MetaDatasetFitter)
+register_dataset_fitter(FunctaConfig, MetaDatasetFitter)
+register_dataset_fitter(SpatialFunctaConfig, MetaDatasetFitter)
 
 
 def make_dataset_fitter(config: FieldConfig, fit: BatchedFitConfig, meta_options: dict | None = None) -> DatasetFitter:

@@ -42,7 +42,8 @@ from fieldlab.fields.miner import BlockNet, Miner, MinerConfig
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.loop import FitResult, RunLog, _matmul_precision, autocast_for, resolve_device
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
-from fieldlab.fit.miner_mesh import fit_mesh, occupancy_grid  # noqa: F401  (the job finds fit_mesh here)
+from fieldlab.fit.engines import Engine, register_engine
+from fieldlab.fit.miner_mesh import fit_mesh
 from fieldlab.fit.miner_place import POINTS_PER_CHUNK, Placement, placement, scale_bytes
 from fieldlab.signals import Signal
 
@@ -508,4 +509,7 @@ def write_block_picture(path: Path, model: Miner, background: torch.Tensor | Non
     import imageio.v3 as iio
 
     iio.imwrite(path, block_picture(model, background))
+
+
+register_engine(MinerConfig, Engine(fit=fit, fit_mesh=fit_mesh))
 

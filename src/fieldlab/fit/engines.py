@@ -1,0 +1,63 @@
+"""What trains a field, registered in `fit/` by config class, so `fields/` never names `fit/`.
+
+A field fitted by the standard loop registers nothing. A field with its own engine (MINER grows its pyramid
+block by block) registers it where the engine lives:
+
+    register_engine(MinerConfig, Engine(fit=fit, fit_mesh=fit_mesh))      # fit/miner.py
+
+and `engine_for(config)` answers it (None: the standard loop). Datasets of fields are fitted by a
+`DatasetFitter`, registered the same way (`fit.batched.register_dataset_fitter(FunctaConfig, ...)`).
+A lookup walks the config's class hierarchy, so a subclass inherits its base's entry unless it has its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Generic, TypeVar
+
+V = TypeVar("V")
+
+
+class ByConfigClass(Generic[V]):
+    """Values filed under config classes; registering a class twice raises."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.entries: dict[type, V] = {}
+
+    def register(self, config_class: type, value: V) -> None:
+        if config_class in self.entries:
+            raise ValueError(f"a {self.kind} for {config_class.__qualname__} is already registered")
+        self.entries[config_class] = value
+
+    def get(self, config: object) -> V | None:
+        """The value registered for `config`'s class or its nearest base, else None."""
+        for cls in type(config).__mro__:
+            if cls in self.entries:
+                return self.entries[cls]
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    """A field's own training, in place of `fit.loop.fit` (and `fit.occupancy.fit_mesh` for meshes; None:
+    the field cannot be fitted to a mesh). Both take the standard functions' arguments."""
+
+    fit: Callable
+    fit_mesh: Callable | None = None
+
+
+_ENGINES: ByConfigClass[Engine] = ByConfigClass("training engine")
+
+
+def register_engine(config_class: type, engine: Engine) -> None:
+    """Fit fields of `config_class` (and its subclasses) with `engine` (a duplicate raises)."""
+    _ENGINES.register(config_class, engine)
+
+
+def engine_for(config: object) -> Engine | None:
+    """The engine registered for `config`'s field, or None for the standard loop."""
+    return _ENGINES.get(config)
+
+
+__all__ = ["ByConfigClass", "Engine", "engine_for", "register_engine"]
