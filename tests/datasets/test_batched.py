@@ -6,7 +6,8 @@ import torch
 
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldStack, make_config
-from fieldlab.fit.batched import BatchedFitConfig, fit_batch, init_params, pixel_subset
+from fieldlab.fit.batched import BatchedFitConfig, fit_batch, init_params
+from fieldlab.fit.points import distinct_subset as pixel_subset
 from fieldlab.signals import grid_coords
 from fieldlab.signals.datasets import Augmented, open_source
 

@@ -105,7 +105,7 @@ def test_a_non_finite_gradient_is_skipped(digits):
 
 def test_warmup_ramps_the_outer_learning_rate():
     learner = MetaLearner(_config("functa"), GRID8, MetaConfig(device="cpu", steps=100, warmup=10, lr=1e-3))
-    rates = [learner._schedule(s) for s in range(100)]
+    rates = [learner.schedule.factor(s) for s in range(100)]
     assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
     assert rates[-1] == pytest.approx(0.1, abs=0.01) and max(rates) == pytest.approx(1.0)
 

@@ -13,7 +13,6 @@ Shapes: f fields, n points, d coordinate dims, c channels, k points per step.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Literal
 
 import numpy as np
@@ -24,6 +23,9 @@ from fieldlab.fields import FieldConfig, FieldStack
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.engines import ByConfigClass
 from fieldlab.fit.loop import _matmul_precision, autocast_for, resolve_device
+from fieldlab.fit.metrics import field_psnrs
+from fieldlab.fit.points import distinct_subset, subset_size
+from fieldlab.fit.schedule import Schedule
 
 GRAPH_STEPS = 50
 """Steps per CUDA graph of the fused path when no PSNR checks cut the run into segments."""
@@ -128,20 +130,6 @@ def init_params(config: FieldConfig, rows, init: str, seed: int) -> tuple[torch.
     buffers = {k: torch.stack([dict(m.named_buffers())[k] for m in modules]).expand(f, *v.shape).clone()
                for k, v in modules[0].named_buffers()}
     return modules[0], params, buffers
-
-
-def pixel_subset(rows: torch.Tensor, step: int, n: int, k: int, seed: int) -> torch.Tensor:
-    """(f, k) distinct indices into n samples per field, from a hash of (seed, row, step, sample).
-
-    A counter-based draw: the subset of a field does not depend on which other fields share its batch.
-    """
-    mask = 0xFFFFFFFF
-    x = (rows[:, None] * 0x9E3779B1 + torch.arange(n, device=rows.device)[None] * 0x85EBCA77
-         + ((step * 0xC2B2AE3D + seed * 0x27D4EB2F) & mask)) & mask
-    for shift, multiplier in ((16, 0x7FEB352D), (15, 0x846CA68B)):  # an avalanching integer mix
-        x = ((x ^ (x >> shift)) * multiplier) & mask
-    x = x ^ (x >> 16)
-    return x.topk(k, dim=1, largest=False).indices
 
 
 class _ReferenceSteps:
@@ -285,16 +273,14 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
     params = {k: v.to(device) for k, v in params.items()}
     coords, values = coords.to(device), values.to(device)
     lr = fit.lr or config.lr
-    decay = math.log(fit.lr_final) / fit.steps
-    steps_lr = [lr * math.exp(decay * step) for step in range(fit.steps)]
+    steps_lr = Schedule(lr, fit.steps, "exponential", final=fit.lr_final).lrs()
     spec = choose_kernel(config, device, fit.kernel, fit.precision)
     device_buffers = {k: v.to(device) for k, v in buffers.items()}
     if spec is not None:
         steps = _FusedSteps(config, spec, params, device_buffers, fit, steps_lr)
     else:
         steps = _ReferenceSteps(config, template, params, device_buffers, fit, device, steps_lr)
-    k = round(fit.sample_fraction * n) if fit.sample_fraction else n
-    k = max(1, min(k, n))
+    k = subset_size(fit.sample_fraction, n)
     active = torch.arange(f, device=device)  # positions (in the batch) of the fields still fitting
     out = {name: torch.empty_like(v, device="cpu") for name, v in params.items()}
     out.update({name: v.float() for name, v in buffers.items()})  # fixed per field (e.g. random features)
@@ -302,8 +288,7 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
     done_steps = np.zeros(f, dtype=np.int64)
 
     def measure() -> torch.Tensor:
-        mse = (steps.predict(coords) - values[active]).square().mean(dim=(1, 2)).double()
-        return 10 * torch.log10(4.0 / mse.clamp_min(1e-30))
+        return field_psnrs((steps.predict(coords) - values[active]).square().mean(dim=(1, 2)))
 
     def record(positions: torch.Tensor, where: torch.Tensor, quality: torch.Tensor, step: int) -> None:
         state = steps.params()
@@ -318,7 +303,7 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
         return BatchResult(out, psnr, done_steps, *times, kernel=steps.name)
 
     def index_of(step: int) -> torch.Tensor:
-        return pixel_subset(rows_t[active], step, n, k, fit.seed)
+        return distinct_subset(rows_t[active], step, n, k, fit.seed)
 
     # Steps run in segments that end at the PSNR checks (or every GRAPH_STEPS steps): a fused segment is one
     # CUDA graph. The first step runs alone, so compilation stays out of the others' time.

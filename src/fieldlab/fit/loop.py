@@ -24,6 +24,8 @@ from fieldlab.fields import FieldConfig, TrainsOnOwnPoints
 from fieldlab.fit.config import FitConfig, points_per_step, single_kernel
 from fieldlab.fit.engines import engine_for
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
+from fieldlab.fit.points import generator, step_points
+from fieldlab.fit.schedule import Schedule
 from fieldlab.kernels import FusedSingle
 from fieldlab.signals import Signal
 from fieldlab.store.field_dir import save_checkpoint
@@ -77,20 +79,14 @@ class Fitter:
         self.num_points = coords.shape[-2]
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.Adam(self.field.parameters(), lr=lr, betas=betas, eps=eps, fused=fused)
-        decay = math.log(config.lr_final) / config.steps
-
-        def schedule(step: int) -> float:
-            warm = min(1.0, (step + 1) / config.warmup) if config.warmup else 1.0
-            return warm * math.exp(decay * step)
-
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
-        self._lr_at = lambda step: lr * schedule(step)
+        self.schedule = Schedule(lr, config.steps, "exponential", final=config.lr_final, warmup=config.warmup)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule.factor)
         if fused_spec is not None:
             if self.stacked or config.compile or type(self).loss is not Fitter.loss:
                 raise ValueError("the fused kernel fits one field, uncompiled, on the mean squared error")
             self._fused = FusedSingle(self._field, fused_spec, self.values, precision=config.precision, betas=betas,
-                                      eps=eps, lr_at=self._lr_at)
-        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+                                      eps=eps, lr_at=self.schedule.lr)
+        self.generator = generator(config.seed, self.device)
         # Forward and loss are compiled together so the loss's elementwise work fuses into the graph.
         self._batch_loss = torch.compile(self._loss_at) if config.compile else self._loss_at
         self.step_count = 0
@@ -113,7 +109,7 @@ class Fitter:
     @property
     def last_lr(self) -> float:
         """The learning rate of the schedule after the steps so far (torch's `get_last_lr`), on either path."""
-        return self._lr_at(self.step_count)
+        return self.schedule.lr(self.step_count)
 
     @property
     def kernel(self) -> str:
@@ -124,9 +120,7 @@ class Fitter:
     def _index(self) -> torch.Tensor | None:
         """The points (k,) of this step, drawn with replacement; None for every point."""
         size = points_per_step(self.config, self.num_points)
-        if size == self.num_points:
-            return None
-        return torch.randint(self.num_points, (size,), device=self.device, generator=self.generator)
+        return step_points(self.num_points, size, self.generator, self.device)
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         index = self._index()

@@ -43,6 +43,9 @@ from fieldlab.fields._config import _coerce
 from fieldlab.fields.functa import LATENT
 from fieldlab.fit.batched import BatchedFitConfig, BatchResult, DatasetFitter, register_dataset_fitter
 from fieldlab.fit.loop import _matmul_precision, resolve_device
+from fieldlab.fit.metrics import field_psnrs
+from fieldlab.fit.points import generator, with_replacement
+from fieldlab.fit.schedule import Schedule
 
 log = logging.getLogger("fieldlab")
 
@@ -129,22 +132,16 @@ class MetaLearner:
         self.coords = coords.to(self.device)
         self.parameters = [*self.fields.shared.parameters(), self.rates]
         self.optimizer = torch.optim.Adam(self.parameters, lr=meta.lr)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._schedule)
+        self.schedule = Schedule(meta.lr, meta.steps, "cosine", final=meta.lr_final, warmup=meta.warmup)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule.factor)
         if meta.batch_size % self.world:
             raise UserError(f"the meta batch size {meta.batch_size} must be a multiple of the {self.world} processes")
-        self.generator = torch.Generator().manual_seed(meta.seed)  # the same draws on every rank
+        self.generator = generator(meta.seed)  # the same draws on every rank
         self.step_count = 0
         self.skipped = 0
         self._broadcast()
 
     # -- the inner loop -------------------------------------------------------------------------
-    def _schedule(self, step: int) -> float:
-        meta = self.meta
-        if meta.warmup and step < meta.warmup:
-            return (step + 1) / meta.warmup
-        progress = (step - meta.warmup) / max(1, meta.steps - meta.warmup)
-        return meta.lr_final + (1 - meta.lr_final) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
     def field_errors(self, latents: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Per-field mean squared error (f,) of the fields with `latents` (f, …) against `values` (f, n, c)."""
         coords = self.coords.expand(len(latents), -1, -1)
@@ -178,7 +175,7 @@ class MetaLearner:
         Every rank draws the same global batch and takes every world-th row, so the all-reduced mean
         gradient is the gradient of the whole batch: N processes train exactly as one.
         """
-        index = torch.randint(count, (self.meta.batch_size,), generator=self.generator)
+        index = with_replacement(count, self.meta.batch_size, self.generator)
         return index[self.rank::self.world]
 
     def sample(self, values: torch.Tensor) -> torch.Tensor:
@@ -199,7 +196,7 @@ class MetaLearner:
         else:  # a non-finite gradient would poison Adam's moments: drop the step
             self.skipped += 1
         self.step_count += 1
-        return float(_psnr(errors.detach()).mean())
+        return float(field_psnrs(errors.detach()).mean())
 
     def _reduce_and_clip(self) -> bool:
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.parameters]
@@ -247,7 +244,7 @@ class MetaLearner:
             with torch.no_grad():
                 errors = self.field_errors(fitted, batch)
             latents.append(fitted.cpu())
-            psnrs.append(_psnr(errors).cpu())
+            psnrs.append(field_psnrs(errors).cpu())
         return torch.cat(latents), torch.cat(psnrs)
 
     def stack(self, latents: torch.Tensor) -> FieldStack:
@@ -272,11 +269,6 @@ class MetaLearner:
                     raise UserError(f"shared weight {name} has shape {tuple(state[name].shape)}, expected {tuple(p.shape)}")
                 p.copy_(state[name])
             self.rates.copy_(state["meta_rates"])
-
-
-def _psnr(errors: torch.Tensor) -> torch.Tensor:
-    """`psnr_from_mse` of each error, on the device (no synchronisation per field)."""
-    return 10 * torch.log10(4.0 / errors.double().clamp_min(1e-30))
 
 
 # -- fit-dataset ---------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""Reconstruction metrics. Values are in the field range [-1, 1] (peak-to-peak 2)."""
+"""Reconstruction metrics. Values are in the field range [-1, 1]: PSNR's peak is its span, `PEAK` = 2.
+
+`psnr_from_mse` is the one PSNR of a mean squared error (a float), `field_psnrs` the same per field of a
+stack, on the device; every path measures with one of the two.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,22 @@ import numpy as np
 import torch
 
 
+PEAK = 2.0
+"""Peak-to-peak of the field range [-1, 1], the peak of every PSNR here (so PSNR equals PSNR on [0, 1])."""
+_PEAK_SQUARED = PEAK**2
+
+
 def psnr_from_mse(mse: float) -> float:
     """PSNR in dB of a mean squared error measured in the field range [-1, 1]; equal to PSNR on [0, 1]."""
-    return math.inf if mse <= 0 else 10 * math.log10(4.0 / mse)
+    return math.inf if mse <= 0 else 10 * math.log10(_PEAK_SQUARED / mse)
+
+
+def field_psnrs(mse: torch.Tensor) -> torch.Tensor:
+    """`psnr_from_mse` of each field's error (f,), in float64 on the device (no synchronisation per field).
+
+    An exact fit reads about 306 dB rather than inf: stores take a non-finite PSNR for a diverged fit.
+    """
+    return 10 * torch.log10(_PEAK_SQUARED / mse.double().clamp_min(1e-30))
 
 
 def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:

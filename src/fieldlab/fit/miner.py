@@ -45,6 +45,8 @@ from fieldlab.fit.metrics import metrics_for, psnr_from_mse
 from fieldlab.fit.engines import Engine, register_engine
 from fieldlab.fit.miner_mesh import fit_mesh
 from fieldlab.fit.miner_place import POINTS_PER_CHUNK, Placement, placement, scale_bytes
+from fieldlab.fit.points import generator, step_points
+from fieldlab.fit.schedule import Schedule
 from fieldlab.signals import Signal
 
 DEFAULT_POSITIONS = 256
@@ -317,7 +319,7 @@ class PyramidStats:
     precision: str = "fp32"
 
 
-def _schedule(fit_config: FitConfig, scales: int) -> list[int]:
+def _scale_steps(fit_config: FitConfig, scales: int) -> list[int]:
     shares = [1] * (scales - 1) + [STEP_SHARES_FINEST]
     return [max(1, round(fit_config.steps * k / sum(shares))) for k in shares]
 
@@ -356,12 +358,12 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
     batch = batch if batch < samples else 0  # 0: every sample of every block
     lr = fit_config.lr or type(config).lr
     relative = config.threshold == "relative"
-    generator = torch.Generator(device=device).manual_seed(fit_config.seed)
+    draws = generator(fit_config.seed, device)
     channels = values.shape[-1]
     place = placement(config, model, channels, device)
     stats = PyramidStats(streaming=place.streaming, precision=fit_config.precision,
                          device_budget_bytes=None if math.isinf(place.budget) else int(place.budget))
-    steps = _schedule(fit_config, J)
+    steps = _scale_steps(fit_config, J)
     log = RunLog(log_path, None, progress, sum(steps))
     start = time.perf_counter()
     try:
@@ -390,12 +392,13 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
             del blocks, error, target
             deadline = fit_config.max_seconds * sum(steps[:s + 1]) / sum(steps) if fit_config.max_seconds else math.inf
             retired = 0
+            # each scale decays from lr by its own cosine
+            schedule = Schedule(lr, steps[s], "cosine", final=fit_config.lr_final, angle_first=True)
             for k in range(steps[s]):
                 if not len(trainer) or time.perf_counter() - start >= deadline:
                     break
-                cosine = 0.5 * (1 + math.cos(math.pi * k / steps[s]))
-                step_lr = lr * (fit_config.lr_final + (1 - fit_config.lr_final) * cosine)
-                positions = torch.randint(samples, (batch,), device=device, generator=generator) if batch else None
+                step_lr = schedule.lr(k)
+                positions = step_points(samples, batch, draws, device)
                 loss = trainer.step(positions, step_lr)
                 stats.steps += 1
                 if (k + 1) % config.check_every and k + 1 != steps[s]:

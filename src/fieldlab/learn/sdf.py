@@ -17,7 +17,7 @@ input points, uniform over the domain. Error: mean absolute SDF error at fresh q
 scenes (every 5th scene, or the store's test split), beside the trivial baseline of the training scenes'
 mean SDF, a constant.
 
-Training: AdamW with `fieldlab.learn.train.lr_at`'s warm-up and cosine; the input point set is drawn every
+Training: AdamW with `fieldlab.learn.train.schedule_of`'s warm-up and cosine; the input point set is drawn every
 step by a `PointSampler` (randomized QMC by default; `--points` as in classification).
 """
 
@@ -157,7 +157,8 @@ def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print) 
 
 
 def _train_sdf(config: SDFConfig, out: str | Path | None, progress) -> dict[str, Any]:
-    from fieldlab.learn.train import _write_json, lr_at
+    from fieldlab.fit.points import step_generator, with_replacement
+    from fieldlab.learn.train import _write_json, schedule_of
 
     config.validate()
     scenes = open_scenes(config)
@@ -168,16 +169,17 @@ def _train_sdf(config: SDFConfig, out: str | Path | None, progress) -> dict[str,
     net = cfg.build(1, 1, dim)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     began = time.time()
+    schedule = schedule_of(config)
     for step in range(config.steps):
         net.train()
-        g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        pick = scenes.train[torch.randint(len(scenes.train), (config.batch_size,), generator=g)]
+        g = step_generator(config.seed, step)
+        pick = scenes.train[with_replacement(len(scenes.train), config.batch_size, g)]
         points = sampler(step)
         queries = PointSampler(kind="random", n=config.num_queries, dim=dim, seed=config.seed + 1)(step)
         pred = net(Discretized(scenes.inputs(pick, points), points), queries).values[..., 0]
         loss = nn.functional.mse_loss(pred, scenes.sdf(pick, queries.coords))
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config.lr, config.warmup, config.steps)
+            group["lr"] = schedule.lr(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

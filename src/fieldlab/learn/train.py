@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -36,6 +35,8 @@ from fieldlab.learn.layers import Discretized
 from fieldlab.learn.nets import NetConfig, flat_size, net_config
 from fieldlab.learn.points import PointSampler, _step_seed
 from fieldlab.fit.loop import resolve_device
+from fieldlab.fit.points import step_generator, with_replacement
+from fieldlab.fit.schedule import Schedule
 from fieldlab.store.field_dir import check_out_dir, save_checkpoint
 
 FORMAT = "fieldlab.run"
@@ -232,12 +233,10 @@ def _dist_setup(device: torch.device) -> tuple[int, int]:
 
 
 # -- the loop ------------------------------------------------------------------------------------------
-def lr_at(step: int, lr: float, warmup: int, steps: int) -> float:
-    """Learning rate at `step`: linear warm-up to `lr` over `warmup` steps, then cosine decay to 0 at `steps`."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+def schedule_of(config) -> Schedule:
+    """A learn loop's learning rates: linear warm-up to `config.lr` over `config.warmup` steps, then a cosine
+    decay to 0 at `config.steps`."""
+    return Schedule(config.lr, config.steps, "cosine", final=0.0, warmup=config.warmup)
 
 
 def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resume: bool = False,
@@ -308,12 +307,13 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
         _write_json(out / "config.json", {"store": str(store_path), **config.to_dict()})
 
     began = time.time()
+    schedule = schedule_of(config)
     local = config.batch_size // world
     end = config.steps if stop_at is None else min(stop_at, config.steps)
     for step in range(start, end):
         model.train()
-        g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        pick = torch.randint(len(train_rows), (config.batch_size,), generator=g)[rank * local:(rank + 1) * local].to(device)
+        g = step_generator(config.seed, step)
+        pick = with_replacement(len(train_rows), config.batch_size, g)[rank * local:(rank + 1) * local].to(device)
         flips = None
         if config.flip and cfg.takes != "params":  # a field's weights are not flipped
             flips = (torch.rand(config.batch_size, generator=g) < 0.5)[rank * local:(rank + 1) * local]
@@ -337,7 +337,7 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
         else:
             loss = nn.functional.cross_entropy(model(x), data.labels[pick])
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config.lr, config.warmup, config.steps)
+            group["lr"] = schedule.lr(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
