@@ -18,6 +18,9 @@ import torch.nn as nn
 from fieldlab._errors import UserError
 from fieldlab._validate import LIMITS
 
+if typing.TYPE_CHECKING:
+    from fieldlab.kernels import FusedSpec
+
 OMEGA0_MAX = 1e5
 """Sine frequency factors above this alias on any grid fieldlab fits (audio uses 3000) and overflow the
 initialisation, which scales by 1/ω₀: the fit writes NaN instead of a field."""
@@ -118,6 +121,11 @@ class FieldConfig:
         config.validate()
         config.check_size()
         return config
+
+    def fused_spec(self) -> FusedSpec | None:
+        """What the fused kernel (`fieldlab.kernels`) needs to know of this field, or None where the field is not
+        an MLP it runs; the kernel itself also turns away specs past its limits (`kernels.fused_spec`)."""
+        return None
 
     def adapt(self, shape: tuple[int, ...]) -> FieldConfig:
         """Resolve options that depend on the signal's sample grid (`shape`); most fields need none."""

@@ -14,6 +14,7 @@ from fieldlab.encodings import GaussianFourierFeatures, PositionalEncoding
 from fieldlab.fields._config import FieldConfig
 from fieldlab.fields._mlp import ReluMLP
 from fieldlab.fields._registry import register_field
+from fieldlab.kernels import FusedSpec
 
 
 class FourierMLP(nn.Module):
@@ -64,3 +65,8 @@ class FourierConfig(FieldConfig):
         else:
             encoding = PositionalEncoding(in_dim=self.in_dim, num_frequencies=self.frequencies)
         return FourierMLP(encoding=encoding, out_dim=self.out_dim, hidden_dim=self.hidden_dim, num_layers=self.num_layers)
+
+    def fused_spec(self) -> FusedSpec:
+        rows = self.frequencies * (1 if self.encoding == "gaussian" else self.in_dim)  # octaves per coordinate
+        return FusedSpec(self.in_dim, self.hidden_dim, self.out_dim, self.num_layers, "relu", 1.0, 1.0,
+                         encoding=self.encoding, frequencies=rows, prefix="mlp.")

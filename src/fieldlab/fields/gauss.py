@@ -10,6 +10,7 @@ import torch
 from fieldlab.fields._config import FieldConfig
 from fieldlab.fields._mlp import MLP
 from fieldlab.fields._registry import register_field
+from fieldlab.kernels import FusedSpec
 from fieldlab._precision import full
 
 
@@ -41,3 +42,7 @@ class GaussConfig(FieldConfig):
     def build(self) -> Gauss:
         return Gauss(in_dim=self.in_dim, out_dim=self.out_dim, hidden_dim=self.hidden_dim,
                      num_layers=self.num_layers, scale=self.scale)
+
+    def fused_spec(self) -> FusedSpec:
+        return FusedSpec(self.in_dim, self.hidden_dim, self.out_dim, self.num_layers, "gauss",
+                         float(self.scale), float(self.scale))

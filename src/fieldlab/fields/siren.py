@@ -10,6 +10,7 @@ import torch
 from fieldlab.fields._config import FieldConfig
 from fieldlab.fields._mlp import MLP, sine_init_
 from fieldlab.fields._registry import register_field
+from fieldlab.kernels import FusedSpec
 from fieldlab._precision import full
 
 
@@ -45,3 +46,7 @@ class SirenConfig(FieldConfig):
     def build(self) -> Siren:
         return Siren(in_dim=self.in_dim, out_dim=self.out_dim, hidden_dim=self.hidden_dim,
                      num_layers=self.num_layers, omega0=self.omega0, first_omega0=self.first_omega0)
+
+    def fused_spec(self) -> FusedSpec:
+        return FusedSpec(self.in_dim, self.hidden_dim, self.out_dim, self.num_layers, "sine",
+                         float(self.first_omega0), float(self.omega0))

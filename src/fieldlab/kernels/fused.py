@@ -5,8 +5,8 @@ fields that datasets use — SIREN, Gaussian, ReLU on Fourier features (random o
 frequencies, encoded in the kernel) — with widths up to 128, up to 4 activated layers, at most
 16 input and 16 output channels, a Triton kernel (`kernels.triton`) does forward, squared error,
 backward and Adam of every field in one launch, with activations kept in registers instead of memory.
-`fused_spec(config)` says whether a config qualifies; `FusedStack` holds the packed parameters and Adam
-moments of f fields and steps them. `auto` uses it on CUDA only; on a CPU the kernels run (slowly)
+Each field config describes itself (`FieldConfig.fused_spec()`); `fused_spec(config)` says whether the
+kernel covers it; `FusedStack` holds the packed parameters and Adam moments of f fields and steps them. `auto` uses it on CUDA only; on a CPU the kernels run (slowly)
 through Triton's interpreter when `TRITON_INTERPRET=1` was set as they were imported, which the tests do.
 """
 
@@ -89,19 +89,10 @@ class FusedSpec:
 
 
 def fused_spec(config: FieldConfig) -> FusedSpec | None:
-    """The fused description of `config`, or None when the fused kernel does not cover it."""
-    name = config.name
-    if name == "siren":
-        spec = FusedSpec(config.in_dim, config.hidden_dim, config.out_dim, config.num_layers, "sine",
-                         float(config.first_omega0), float(config.omega0))
-    elif name == "gauss":
-        spec = FusedSpec(config.in_dim, config.hidden_dim, config.out_dim, config.num_layers, "gauss",
-                         float(config.scale), float(config.scale))
-    elif name == "fourier":
-        rows = config.frequencies * (1 if config.encoding == "gaussian" else config.in_dim)  # octaves per coordinate
-        spec = FusedSpec(config.in_dim, config.hidden_dim, config.out_dim, config.num_layers, "relu", 1.0, 1.0,
-                         encoding=config.encoding, frequencies=rows, prefix="mlp.")
-    else:
+    """The fused description of `config` (its own `fused_spec()`), or None when the kernel does not cover
+    it: the field is no MLP the kernel runs, or it is past the kernel's limits."""
+    spec = config.fused_spec()
+    if spec is None:
         return None
     if not (spec.hidden_dim <= MAX_WIDTH and 1 <= spec.num_layers <= MAX_LAYERS and spec.in_dim <= MAX_CHANNELS
             and spec.out_dim <= MAX_CHANNELS and spec.frequencies <= MAX_FREQUENCIES):
