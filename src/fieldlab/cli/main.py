@@ -138,7 +138,7 @@ def render_command(
     """Render a field at any resolution over any sub-region of its domain."""
     from fieldlab.edit import parse_region, render, render_grid, rendered_info
     from fieldlab.fit import resolve_device
-    from fieldlab.signals import check_output, write_signal
+    from fieldlab.signals import check_output, get_modality, write_signal
     from fieldlab.store import load_field
 
     from fieldlab._safety import check_output_file
@@ -147,7 +147,7 @@ def render_command(
     target = resolve_device(device)
     stored = load_field(dir, device=target)
     check_output(out, stored.signal)
-    if stored.signal.kind == "mesh":
+    if get_modality(stored.signal.kind).occupancy:  # rendered as its surface, the field's zero level set
         from fieldlab.edit.mesh_export import render_mesh, write_mesh
 
         cube = parse_size(size)

@@ -127,7 +127,7 @@ def write_cropped(stored: StoredField, out: Path, *, keep: Box | None = None, re
     result = StoredField(module.eval(), config, info, metrics, out)
     with FieldDirWriter(out, force) as folder:
         write_field(folder, module, config, info, metrics)
-        if reconstruction and get_modality(info.kind).write is not None:  # a mesh's surface is `render`'s
+        if reconstruction and get_modality(info.kind).write is not None:  # a mesh field has no values to write
             raw = info.normalization.decode(render(result))
             write_reconstruction(folder, raw, info)
     return result

@@ -10,7 +10,7 @@ import torch
 
 from fieldlab._errors import UserError
 from fieldlab._progress import in_pieces
-from fieldlab.signals import SignalInfo, grid_coords
+from fieldlab.signals import SignalInfo, get_modality, grid_coords
 from fieldlab.store import StoredField
 
 log = logging.getLogger("fieldlab")
@@ -76,11 +76,8 @@ def render(stored: StoredField, *, size: list[int] | None = None, region: list[t
 def rendered_info(info: SignalInfo, size: list[int], region: list[tuple[float, float]]) -> SignalInfo:
     """The signal info of a render: rates scale with the samples per unit (a 2× audio render plays at 2×
     the sample rate, so it lasts as long; a video's frame rate scales with frames per source frame)."""
-    rates = {"audio": ("sample_rate", 0), "video": ("fps", 0)}
-    if info.kind not in rates:
-        return info
-    key, axis = rates[info.kind]
-    if key not in info.extra:
+    key, axis = get_modality(info.kind).rate, 0  # a rate is along the first axis, time
+    if key is None or key not in info.extra:
         return info
     lo, hi = region[axis]
     factor = size[axis] / (hi - lo)

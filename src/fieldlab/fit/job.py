@@ -16,7 +16,8 @@ from fieldlab.fields import FieldConfig, get_config_class
 from fieldlab.fields._config import _coerce
 from fieldlab.fit.config import FitConfig, points_per_step
 from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device
-from fieldlab.signals import DIMS, kind_of, load_signal, parse_span, reconstruction_name, write_reconstruction
+from fieldlab.signals import (get_modality, kind_of, load_signal, parse_span, reconstruction_name,
+                              write_reconstruction)
 from fieldlab.store import FieldDirWriter, check_out_dir, write_field
 
 log = logging.getLogger("fieldlab")
@@ -46,26 +47,15 @@ class FitJob:
                 "params": self.params, **self.mesh_options}
 
 
-# Defaults that depend on the kind of signal as well as the architecture: a 1D clip of 10⁵ samples needs
-# a far higher first-layer frequency than a 512² image (SIREN's audio experiments use ω₀ = 3000).
-KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "audio": {"siren": {"first_omega0": 3000.0}, "local-global": {"first_omega0": 3000.0}},
-    # Occupancy is a smooth indicator known at scattered points: ω₀ = 30 leaves floaters between them.
-    "mesh": {"siren": {"first_omega0": 10.0, "omega0": 10.0}},
-}
-# Learning rates that depend on the kind as well: with ω₀ = 3000 a 200k-parameter SIREN diverges at its
-# image rate 1e-3 on a full clip (stuck at SNR 0 from step 250 on an H100) and reaches 55.6 dB at 3e-4.
-KIND_LR: dict[str, dict[str, float]] = {"audio": {"siren": 3e-4}}
-
-
 def resolve_field_config(name: str, options: dict[str, Any], *, kind: str, in_dim: int, out_dim: int,
                          shape: tuple[int, ...], params: int | None, max_params: int | None = None) -> FieldConfig:
     """The field's config for a signal of `kind` sampled on `shape`: its dims, the kind's defaults, options
-    that depend on the grid, and the size budget (`params`, else at most `max_params` when given)."""
+    that depend on the grid, and the size budget (`params`, else at most `max_params` when given). The
+    kind's defaults are its modality's presets for the architecture (`Modality.field_defaults`)."""
     derived = sorted(set(options) & set(DERIVED))
     if derived:
         raise UserError(f"--{derived[0].replace('_', '-')} is set from the signal and cannot be given")
-    defaults = KIND_DEFAULTS.get(kind, {}).get(name, {})
+    defaults = get_modality(kind).field_defaults.get(name, {})
     config = get_config_class(name).from_options(
         {"in_dim": in_dim, "out_dim": out_dim, **defaults, **options}).adapt(shape)
     if params is not None:
@@ -129,8 +119,8 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     if job.modality is None and Path(job.input).suffix.lower() in (".tif", ".tiff"):
         get_config_class(job.field).check_option_names(options)
     else:
-        get_config_class(job.field).from_options({**options, "in_dim": DIMS[kind]})
-    if kind == "mesh":
+        get_config_class(job.field).from_options({**options, "in_dim": get_modality(kind).dims})
+    if get_modality(kind).occupancy:
         return _run_mesh_job(job, out, force=force, progress=progress, resume=resume)
     if job.mesh_options:
         raise UserError(f"--{next(iter(job.mesh_options)).replace('_', '-')} applies to meshes only")
@@ -142,7 +132,7 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
                                   out_dim=signal.info.channels, shape=signal.shape, params=job.params,
                                   max_params=signal.values.numel())
     check_fit_memory(config, points_per_step(job.fit, signal.values[..., 0].numel()), job.fit.device)
-    kind_lr = KIND_LR.get(signal.info.kind, {}).get(job.field)
+    kind_lr = get_modality(signal.info.kind).field_lr.get(job.field)
     if job.fit.lr is None and kind_lr:
         job = dataclasses.replace(job, fit=dataclasses.replace(job.fit, lr=kind_lr))
     checkpoint = checkpoint_path(out)

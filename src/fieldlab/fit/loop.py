@@ -27,7 +27,7 @@ from fieldlab.fit.metrics import metrics_for, psnr_from_mse
 from fieldlab.fit.points import generator, step_points
 from fieldlab.fit.schedule import Schedule
 from fieldlab.kernels import FusedSingle
-from fieldlab.signals import Signal
+from fieldlab.signals import Signal, get_modality
 from fieldlab.store.field_dir import save_checkpoint
 
 if TYPE_CHECKING:
@@ -416,7 +416,7 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
         if not bool(torch.isfinite(prediction).all()):  # a fit stopped between two checks of the loss
             raise diverged(fitter.step_count, "the field's values are not finite", lr)
         image = prediction.reshape(*signal.shape, -1)
-        if signal.info.kind == "image":
+        if get_modality(signal.info.kind).log_image:
             log.image("reconstruction", image, fitter.step_count)
     finally:
         log.close()

@@ -59,14 +59,23 @@ def frame_psnrs(prediction: torch.Tensor, target: torch.Tensor) -> list[float]:
     return [psnr_from_mse(float(e)) for e in error]
 
 
+def _frame_psnr(prediction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    frames = frame_psnrs(prediction, target)
+    return {"psnr_frame_mean": float(np.mean(frames)), "psnr_frame_min": float(np.min(frames))}
+
+
+MEASURES = {
+    "psnr": lambda p, t: {"psnr": psnr(p, t)}, "ssim": lambda p, t: {"ssim": ssim(p, t)},
+    "snr": lambda p, t: {"snr": snr(p, t)}, "frame_psnr": _frame_psnr,
+}
+"""The measures a modality names in `Modality.metrics`: (prediction, target) → the values it reports."""
+
+
 def metrics_for(kind: str, prediction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    """The metrics reported for a signal of `kind` (prediction and target shaped (*shape, c))."""
-    result = {"psnr": psnr(prediction, target)}
-    if kind == "image":
-        result["ssim"] = ssim(prediction, target)
-    elif kind == "audio":
-        result["snr"] = snr(prediction, target)
-    elif kind == "video":
-        frames = frame_psnrs(prediction, target)
-        result.update(psnr_frame_mean=float(np.mean(frames)), psnr_frame_min=float(np.min(frames)))
+    """The metrics the modality `kind` reports (its `Modality.metrics`; prediction and target (*shape, c))."""
+    from fieldlab.signals import get_modality
+
+    result = {}
+    for name in get_modality(kind).metrics:
+        result.update(MEASURES[name](prediction, target))
     return {k: float(np.round(v, 4)) for k, v in result.items()}

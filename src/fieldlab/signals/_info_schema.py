@@ -11,20 +11,17 @@ import numpy as np
 from fieldlab._errors import UserError
 from fieldlab._validate import LIMITS, bounded_float, bounded_int, check_keys, check_shape
 
-RATES = {"audio": ("sample_rate", True), "video": ("fps", False)}
-"""The rate each kind keeps in `extra`, and whether it must be there (a video's writer has a default)."""
-
-
 def check_info(data: Any, where: object) -> dict[str, Any]:
     """`data` if it describes a signal fieldlab can rebuild; else a UserError naming `where` and the key."""
-    from fieldlab.signals import DIMS, KINDS
+    from fieldlab.signals._modality import get_modality, modality_names
 
     check_keys(data, {"kind": str, "shape": list, "channels": int, "normalization": dict, "domain": list}, where,
                optional={"source": str, "extra": dict})
     kind = data["kind"]
-    if kind not in KINDS:
-        raise UserError(f"{where}: the signal kind {kind!r} is not one of {', '.join(KINDS)}")
-    shape = check_shape(data["shape"], "the signal's shape", where=where, ndim=DIMS[kind])
+    if kind not in modality_names():
+        raise UserError(f"{where}: the signal kind {kind!r} is not one of {', '.join(modality_names())}")
+    modality = get_modality(kind)
+    shape = check_shape(data["shape"], "the signal's shape", where=where, ndim=modality.dims)
     bounded_int(data["channels"], "the signal's channels", 1, LIMITS.width, where=where)
     _check_normalization(data["normalization"], where)
     domain = data["domain"]
@@ -34,10 +31,10 @@ def check_info(data: Any, where: object) -> dict[str, Any]:
         lo, hi = (bounded_float(v, "a domain bound", where=where) for v in (lo, hi))
         if not lo < hi:
             raise UserError(f"{where}: a domain axis must have lo < hi, got [{lo:g}, {hi:g}]")
-    if kind in RATES:
-        key, required = RATES[kind]
+    if modality.rate is not None:  # a video's writer has a default frame rate; audio needs its own
+        key = modality.rate
         rate = data.get("extra", {}).get(key)
-        if rate is None and required:
+        if rate is None and modality.rate_required:
             raise UserError(f"{where}: an {kind} signal needs its {key.replace('_', ' ')} (extra.{key})")
         if rate is not None:
             bounded_float(rate, f"extra.{key}", 1e-6, 1e9, where=where)

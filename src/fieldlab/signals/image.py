@@ -19,8 +19,10 @@ import numpy as np
 
 from fieldlab import _validate
 from fieldlab._errors import UserError
-from fieldlab.signals._signal import Normalization, Signal
-from fieldlab.signals.hdr import HDR_SUFFIXES, hdr_format, hdr_size, read_hdr_image, write_hdr_image
+from fieldlab.signals._modality import Modality, ReadRequest, refuse_limits, register_modality
+from fieldlab.signals._signal import Normalization, Signal, SignalInfo
+from fieldlab.signals.hdr import HDR_SUFFIXES, hdr_format, hdr_size, read_hdr_image, tone_map, write_hdr_image
+from fieldlab.signals.samples import IMAGE_SAMPLES, sample_array
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", *HDR_SUFFIXES)
 AXES = ("row", "column", "channel")
@@ -228,3 +230,44 @@ def write_image(path: Path, raw: np.ndarray) -> None:
     if raw.dtype not in (np.uint8, np.uint16, np.float32):
         raw = (raw.astype(np.float64) / np.iinfo(raw.dtype).max * 65535).round().astype(np.uint16)
     iio.imwrite(path, raw)
+
+
+def _read(path: Path, request: ReadRequest) -> Signal:
+    """An image file; a multi-page TIFF is a volume, unless --modality image says to read its first page."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        from fieldlab.signals.volume import read_tiff_stack, volume_signal
+
+        stack = read_tiff_stack(path)
+        if stack is not None and not request.forced:
+            refuse_limits("volume", max_size=request.max_size, max_frames=request.max_frames)
+            return volume_signal(stack, source=str(path))
+    return read_image(path, max_size=request.max_size)
+
+
+def _read_sample(name: str, request: ReadRequest) -> Signal:
+    _, raw = sample_array(name)
+    return image_signal(raw, source=request.spec, max_size=request.max_size)
+
+
+def _content_suffix(info: SignalInfo) -> str | None:
+    """EXR and Radiance HDR by content, whatever the input's suffix: their linear floats stay floats."""
+    fmt = info.extra.get("format")
+    return f".{fmt}" if fmt in ("exr", "hdr") else None
+
+
+def _preview(name: str, raw: np.ndarray) -> tuple[str, np.ndarray] | None:
+    """A tone-mapped PNG beside an EXR or HDR reconstruction, to look at (`signals.hdr.tone_map`)."""
+    return ("reconstruction.png", tone_map(raw)) if name.endswith(HDR_SUFFIXES) else None
+
+
+def _example() -> tuple[np.ndarray, SignalInfo]:
+    raw = (np.arange(5 * 6 * 3).reshape(5, 6, 3) * 4).astype(np.uint8)  # (H, W, C)
+    return raw, Signal.from_array(raw, kind="image", source="example.png").info
+
+
+register_modality(Modality(
+    name="image", dims=2, suffixes=IMAGE_SUFFIXES, read=_read, write=lambda path, raw, info: write_image(path, raw),
+    output_suffixes=IMAGE_SUFFIXES, kept_suffixes=(".tif", ".tiff"), reconstruction_suffix=".png",
+    content_suffix=_content_suffix, preview=_preview, limits=("--max-size",), metrics=("psnr", "ssim"),
+    samples=IMAGE_SAMPLES, read_sample=_read_sample, log_image=True, example=_example,
+))

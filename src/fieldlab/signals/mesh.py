@@ -21,6 +21,7 @@ import torch
 
 from fieldlab import _validate
 from fieldlab._errors import UserError, missing_extra
+from fieldlab.signals._modality import Modality, register_modality
 from fieldlab.signals._signal import Normalization, SignalInfo
 
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb")
@@ -299,3 +300,13 @@ def label_points(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tens
 def _shares(n: int, k: int) -> list[int]:
     """n split into k near-equal whole parts."""
     return [n // k + (i < n % k) for i in range(k)]
+
+
+register_modality(Modality(
+    name="mesh", dims=3, suffixes=MESH_SUFFIXES, read=None, output_suffixes=MESH_SUFFIXES,
+    kept_suffixes=MESH_SUFFIXES, reconstruction_suffix=".obj",
+    metrics=(),  # a mesh fit is scored on held-out points by fit/occupancy (iou, iou_uniform, chamfer)
+    # Occupancy is a smooth indicator known at scattered points: ω₀ = 30 leaves floaters between them.
+    field_defaults={"siren": {"first_omega0": 10.0, "omega0": 10.0}}, occupancy=True,
+    not_read="meshes are fitted as occupancy fields, not read as signals",
+))

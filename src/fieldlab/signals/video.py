@@ -31,6 +31,7 @@ import numpy as np
 
 from fieldlab import _validate
 from fieldlab._errors import UserError, missing_extra
+from fieldlab.signals._modality import Modality, ReadRequest, register_modality
 from fieldlab.signals._signal import Normalization, Signal, SignalInfo, span_samples
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif")
@@ -301,3 +302,34 @@ def sample_video_path(name: str) -> Path:
     if not path.is_file():
         raise UserError(f"sample:{name} needs {path.name}, which this scikit-image install lacks")
     return path
+
+
+def _read(path: Path, request: ReadRequest) -> Signal:
+    return read_video(path, max_frames=request.max_frames, max_size=request.max_size, span=request.span)
+
+
+def _read_sample(name: str, request: ReadRequest) -> Signal:
+    signal = _read(sample_video_path(name), request)
+    return dataclasses.replace(signal, info=dataclasses.replace(signal.info, source=request.spec))
+
+
+def _content_suffix(info: SignalInfo) -> str:
+    """A GIF stays a GIF (its palette holds the colours exactly); every other video becomes H.264 MP4."""
+    return ".gif" if info.extra.get("format") == "gif" else ".mp4"
+
+
+def _example() -> tuple[np.ndarray, SignalInfo]:
+    raw = np.zeros((3, 6, 8, 3), np.uint8)  # (t, h, w, c): a white square moving right on black
+    for t in range(3):
+        raw[t, 2:4, 2 * t:2 * t + 2] = 255
+    info = Signal.from_array(raw, kind="video", source="example.gif",
+                             extra={"fps": 10.0, "format": "gif", "frames_total": 3}).info
+    return raw, info
+
+
+register_modality(Modality(
+    name="video", dims=3, suffixes=VIDEO_SUFFIXES, read=_read, write=write_video,
+    output_suffixes=(*H264_SUFFIXES, ".gif"), reconstruction_suffix=".mp4", content_suffix=_content_suffix,
+    limits=("--max-size", "--max-frames"), rate="fps", metrics=("psnr", "frame_psnr"),
+    samples=(GIF_SAMPLE,), read_sample=_read_sample, example=_example,
+))

@@ -18,6 +18,7 @@ import numpy as np
 
 from fieldlab import _validate
 from fieldlab._errors import UserError, missing_extra
+from fieldlab.signals._modality import Modality, ReadRequest, refuse_limits, register_modality
 from fieldlab.signals._signal import Normalization, Signal, SignalInfo
 
 VOLUME_SUFFIXES = (".npy",)
@@ -114,3 +115,31 @@ def write_volume(path: Path, raw: np.ndarray, info: SignalInfo) -> None:
                          planarconfig="contig" if raw.ndim == 4 else None)
     else:
         raise UserError(f"cannot write a volume as {suffix or '(none)'!r}; use .npy, .tif or .tiff")
+
+
+def _is_npy(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(6) == b"\x93NUMPY"
+
+
+def _read(path: Path, request: ReadRequest) -> Signal:
+    """A `.npy` array, else a multi-page TIFF stack (a single page is an image, refused here)."""
+    if _is_npy(path):
+        return read_volume(path)
+    stack = read_tiff_stack(path)
+    if stack is None:
+        raise UserError(f"{request.spec} is a single-page TIFF: an image, not a volume")
+    refuse_limits("volume", max_size=request.max_size, max_frames=request.max_frames)
+    return volume_signal(stack, source=str(path))
+
+
+def _example() -> tuple[np.ndarray, SignalInfo]:
+    raw = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5) * 7  # (D, H, W)
+    return raw[..., None], volume_signal(raw, source="example.npy").info
+
+
+ALL_SUFFIXES = VOLUME_SUFFIXES + TIFF_SUFFIXES
+register_modality(Modality(
+    name="volume", dims=3, suffixes=ALL_SUFFIXES, read=_read, write=write_volume, output_suffixes=ALL_SUFFIXES,
+    kept_suffixes=ALL_SUFFIXES, reconstruction_suffix=".npy", example=_example,
+))
