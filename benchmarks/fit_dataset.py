@@ -42,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from fieldlab.fields import make_config  # noqa: E402
-from fieldlab.kernels import fused as kernel_fused  # noqa: E402
+from fieldlab.kernels import fused as fused_module  # noqa: E402
 from fieldlab.kernels import fused_spec  # noqa: E402
 from fieldlab.fit.batched import BatchedFitConfig, fit_batch, init_params  # noqa: E402
 from fieldlab.signals import grid_coords  # noqa: E402
@@ -113,7 +113,7 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
     """Fused steps per second for every (points per chunk, warps): the kernel's defaults come from here."""
     from fieldlab.kernels import FusedStack
 
-    narrow = kernel_fused.NARROW_DIMS
+    narrow = fused_module.NARROW_DIMS
     f = values.shape[0]
     rows = torch.arange(f, device=DEVICE)
     coords = coords.to(DEVICE)
@@ -133,8 +133,8 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
                 block, warps = int(match[1]), int(match[2])
                 reload = {"r": True, "k": False}.get(match[3])
                 stages, registers = (int(match[6]) if match[6] else None), (int(match[7]) if match[7] else None)
-                kernel_fused.FAST_TRIG = not match[4]  # e: exact sine and cosine
-                kernel_fused.NARROW_DIMS = () if match[5] else narrow
+                fused_module.FAST_TRIG = not match[4]  # e: exact sine and cosine
+                fused_module.NARROW_DIMS = () if match[5] else narrow
                 try:
                     stack = FusedStack(fused_spec(config), params, precision=precision, block=block, warps=warps,
                                        reload=reload, stages=stages, max_registers=registers,

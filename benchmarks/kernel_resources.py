@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 os.environ.pop("TRITON_INTERPRET", None)  # compiled kernels, not the interpreter
 
 from fieldlab.fields import make_config  # noqa: E402
-from fieldlab.kernels import fused as kernel_fused  # noqa: E402
+from fieldlab.kernels import fused as fused_module  # noqa: E402
 from fieldlab.kernels import fused_spec  # noqa: E402
 from fieldlab.kernels.resources import HOPPER, forward_resources, step_resources  # noqa: E402
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sm = dataclasses.replace(HOPPER, arch=args.arch, name=f"sm_{args.arch}")
     if args.first_layer != "default":
-        kernel_fused.NARROW_DIMS = () if args.first_layer == "tile" else (2,)
+        fused_module.NARROW_DIMS = () if args.first_layer == "tile" else (2,)
 
     print(f"| field | precision | kernel | registers | spilled (stores / loads, B) | shared (KB) | warps "
           f"| programs per SM (registers / shared) | occupancy | limit | instructions |\n|{'---|' * 11}")

@@ -9,7 +9,7 @@ import trimesh
 import torch.nn.functional as F
 
 from fieldlab import UserError
-from fieldlab.edit.mesh_export import render_mesh, write_mesh
+from fieldlab.signals.mesh_export import render_mesh, write_mesh
 from fieldlab.fields import make_config
 from fieldlab.fit import FitConfig
 from fieldlab.fit import occupancy as occupancy_module

@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from fieldlab.fields import get_config_class  # noqa: E402
-from fieldlab.kernels import fused as kernel_fused  # noqa: E402
+from fieldlab.kernels import fused as fused_module  # noqa: E402
 from fieldlab.fit.batched import init_params  # noqa: E402
 from fieldlab.learn.field_batch import FieldEvaluator  # noqa: E402
 from fieldlab.learn.points import PointSampler  # noqa: E402
@@ -45,7 +45,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--first-layer", choices=("narrow", "tile"), default="narrow")
     args = parser.parse_args()
-    kernel_fused.NARROW_DIMS = () if args.first_layer == "tile" else (2,)
+    fused_module.NARROW_DIMS = () if args.first_layer == "tile" else (2,)
     failed = 0
     for name, dim, options in CASES:
         for points in (64, 256, 1000):

@@ -51,7 +51,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from fieldlab.fields import FieldStack, make_config  # noqa: E402
-from fieldlab.kernels import fused as kernel_fused  # noqa: E402
+from fieldlab.kernels import fused as fused_module  # noqa: E402
 from fieldlab._errors import UserError  # noqa: E402
 from fieldlab.kernels import FusedStack, choose_kernel, fused_spec, pack  # noqa: E402
 from fieldlab.kernels import rounded_operands  # noqa: E402
@@ -148,10 +148,10 @@ def main() -> int:
                              "runs end to end (tests/gpu/test_smoke.py); its PSNR means little.")
     args = parser.parse_args()
     if args.exact_trig:
-        kernel_fused.FAST_TRIG = False
+        fused_module.FAST_TRIG = False
     steps, graph_steps = (4, 3) if args.smoke else (500, 120)
     if args.smoke:
-        kernel_fused.use_interpreter()
+        fused_module.use_interpreter()
         device = torch.device("cpu")
         print(f"smoke run on the CPU, torch {torch.__version__}")
     else:
@@ -248,7 +248,7 @@ def main() -> int:
                 control, control_error = _mean_and_error(results["torch-tf32"] - results["reference"])
                 print(f"     for information, the reference at torch's TF32 (cuBLAS rounding): {psnr['torch-tf32']:.3f} dB "
                       f"(Δ against the emulated reference {control:+.3f} ± {control_error:.3f} s.e.)", flush=True)
-            if precision == "bf16" and kernel_fused.FAST_TRIG:
+            if precision == "bf16" and fused_module.FAST_TRIG:
                 print("     (bf16 and tf32 kernels use fast sine/cosine; --exact-trig checks them without)")
     for row in unresolved:
         print(f"unresolved: the {steps}-step PSNR of {row}: every other criterion of the row passed")

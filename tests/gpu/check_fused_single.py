@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from fieldlab.fields import make_config  # noqa: E402
-from fieldlab.kernels import fused as kernel_fused  # noqa: E402
+from fieldlab.kernels import fused as fused_module  # noqa: E402
 from fieldlab.kernels import fused_spec  # noqa: E402
 from fieldlab.kernels import rounded_operands  # noqa: E402
 from fieldlab.fit import FitConfig, Fitter, fit  # noqa: E402
@@ -60,7 +60,7 @@ def main() -> int:
                              "check runs end to end (tests/gpu/test_smoke.py); `auto` is not checked.")
     args = parser.parse_args()
     if args.smoke:
-        kernel_fused.use_interpreter()
+        fused_module.use_interpreter()
         device, size, steps, subset = "cpu", 32, 3, 256
     else:
         assert torch.cuda.is_available(), "this check needs a CUDA device"

@@ -28,7 +28,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 def fields_command(name: Optional[str] = typer.Argument(None, help="Show the options of this field.")) -> None:
     """List the registered field architectures, or one field's options."""
     from fieldlab.fields import get_config_class, list_fields
-    from fieldlab.fields._config import option_docs
+    from fieldlab.fields import option_docs
 
     if name is None:
         width = max(map(len, list_fields()))
@@ -82,7 +82,7 @@ def fit_command(
                                             "(saved every minute of fitting; MINER, meshes and the fused kernel "
                                             "keep none)."),
 ) -> None:
-    from fieldlab.fields._config import _coerce
+    from fieldlab.fields import coerce_option
     from fieldlab.fit import FitConfig
     from fieldlab.fit.job import FitJob, run_fit_job
     from fieldlab.fit.occupancy import OccupancyConfig
@@ -101,7 +101,7 @@ def fit_command(
     mesh_names = {f.name for f in dataclasses.fields(OccupancyConfig)}
     mesh_options = {k: options.pop(k) for k in list(options) if k in mesh_names}
     hints = typing.get_type_hints(FitConfig)
-    fit_config = FitConfig(**{k: _coerce(k, v, hints[k]) for k, v in fit_options.items()})
+    fit_config = FitConfig(**{k: coerce_option(k, v, hints[k]) for k, v in fit_options.items()})
     job = FitJob(input=str(options.pop("input")), field=str(options.pop("field", "siren")),
                  max_size=_int_or_none(options.pop("max_size", None), "--max-size", LIMITS.width),
                  max_frames=_int_or_none(options.pop("max_frames", None), "--max-frames", LIMITS.samples),
@@ -148,7 +148,7 @@ def render_command(
     stored = load_field(dir, device=target)
     check_output(out, stored.signal)
     if get_modality(stored.signal.kind).occupancy:  # rendered as its surface, the field's zero level set
-        from fieldlab.edit.mesh_export import render_mesh, write_mesh
+        from fieldlab.signals.mesh_export import render_mesh, write_mesh
 
         cube = parse_size(size)
         cube = list(check_shape(cube * 3 if len(cube) == 1 else cube, "--size")) if cube else None

@@ -1,7 +1,7 @@
 """Field architectures: one file each, a registry, and the batched path."""
 
 from fieldlab.fields._batched import FieldStack, restore_buffer
-from fieldlab.fields._config import FieldConfig
+from fieldlab.fields._config import FieldConfig, coerce_option, option_docs
 from fieldlab.fields.abilities import Croppable, Extendable, Latent, Partitioned, TrainsOnOwnPoints
 from fieldlab.fields._registry import create_field, get_config_class, list_fields, make_config, register_field
 from fieldlab.fields.finer import Finer, FinerConfig
@@ -20,5 +20,5 @@ __all__ = [
     "Functa", "FunctaConfig", "HashGrid", "HashGridConfig", "LocalGlobal", "LocalGlobalConfig", "Miner", "MinerConfig", "Siren", "SirenConfig", "SpatialFuncta",
     "SpatialFunctaConfig", "Wire", "WireConfig",
     "Croppable", "Extendable", "Latent", "Partitioned", "TrainsOnOwnPoints",
-    "create_field", "get_config_class", "list_fields", "make_config", "register_field",
+    "coerce_option", "create_field", "get_config_class", "list_fields", "make_config", "option_docs", "register_field",
 ]

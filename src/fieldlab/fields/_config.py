@@ -78,7 +78,7 @@ class FieldConfig:
         """A config from keyword options; an option the field does not take is a `UserError`."""
         cls.check_option_names(options)
         hints = typing.get_type_hints(cls)
-        coerced = {k: _coerce(k, v, hints[k]) for k, v in options.items()}
+        coerced = {k: coerce_option(k, v, hints[k]) for k, v in options.items()}
         config = cls(**coerced)
         config.validate()
         config.check_size()
@@ -186,8 +186,9 @@ def _check_sizes(values: Any, flag: str, top: float) -> None:
             raise UserError(f"{flag} holds {_number(value)}; each number must be between 0 and {_number(top)}")
 
 
-def _coerce(name: str, value: Any, hint: Any) -> Any:
-    """Turn a CLI string or JSON value into the option's declared type."""
+def coerce_option(name: str, value: Any, hint: Any) -> Any:
+    """Turn a CLI string or JSON value into the option's declared type (any dataclass's options: fit's,
+    meta-learning's and networks' too); a value it cannot take is a `UserError` naming `--name`."""
     flag = "--" + name.replace("_", "-")
     origin = typing.get_origin(hint)
     try:
@@ -195,7 +196,7 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             if value is None:
                 return None
             options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-            return _coerce(name, value, options[0]) if len(options) == 1 else value
+            return coerce_option(name, value, options[0]) if len(options) == 1 else value
         if origin is typing.Literal:
             choices = typing.get_args(hint)
             if value not in choices:
@@ -205,7 +206,7 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             item = typing.get_args(hint)[0]
             if isinstance(value, str):
                 value = [v for v in value.replace(" ", ",").split(",") if v]
-            return tuple(_coerce(name, v, item) for v in value)
+            return tuple(coerce_option(name, v, item) for v in value)
         if hint is bool:
             if isinstance(value, str):
                 if value.lower() not in ("true", "false", "1", "0", "yes", "no"):

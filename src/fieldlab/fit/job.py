@@ -12,8 +12,7 @@ from typing import Any
 from fieldlab import _json
 from fieldlab._errors import UserError
 from fieldlab._validate import LIMITS, bounded_int, check_memory
-from fieldlab.fields import FieldConfig, get_config_class
-from fieldlab.fields._config import _coerce
+from fieldlab.fields import FieldConfig, coerce_option, get_config_class
 from fieldlab.fit.config import FitConfig, points_per_step
 from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device
 from fieldlab.signals import (get_modality, kind_of, load_signal, parse_span, reconstruction_name,
@@ -157,7 +156,7 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
 
 def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool, resume: bool = False):
     """A mesh is fitted as an occupancy field; its reconstruction is the field's zero level set."""
-    from fieldlab.edit.mesh_export import write_mesh
+    from fieldlab.signals.mesh_export import write_mesh
     from fieldlab.fit.occupancy import OccupancyConfig, fit_mesh, refuse_fused_kernel
     from fieldlab.signals import check_file
     from fieldlab.signals.mesh import read_mesh
@@ -173,7 +172,7 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool, resume
     if unknown:
         raise UserError(f"--{unknown[0].replace('_', '-')} is not a mesh option")
     hints = typing.get_type_hints(OccupancyConfig)
-    occupancy = OccupancyConfig(**{k: _coerce(k, v, hints[k]) for k, v in job.mesh_options.items()})
+    occupancy = OccupancyConfig(**{k: coerce_option(k, v, hints[k]) for k, v in job.mesh_options.items()})
     occupancy.validate()
     mesh = read_mesh(check_file(job.input))
     config = resolve_field_config(job.field, job.field_options, kind="mesh", in_dim=3, out_dim=1,

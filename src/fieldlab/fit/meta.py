@@ -38,8 +38,7 @@ import torch
 import torch.nn as nn
 
 from fieldlab._errors import UserError
-from fieldlab.fields import FieldConfig, FieldStack, FunctaConfig, Latent, SpatialFunctaConfig
-from fieldlab.fields._config import _coerce
+from fieldlab.fields import FieldConfig, FieldStack, FunctaConfig, Latent, SpatialFunctaConfig, coerce_option
 from fieldlab.fields.functa import LATENT
 from fieldlab.fit.batched import BatchedFitConfig, BatchResult, DatasetFitter, register_dataset_fitter
 from fieldlab.fit.loop import _matmul_precision, resolve_device
@@ -285,7 +284,7 @@ def meta_config_from_options(options: dict, *, seed: int = 0, device: str = "aut
     unknown = sorted(set(options) - set(META_OPTIONS))
     if unknown:
         raise UserError(f"--{unknown[0].replace('_', '-')} is not a meta-learning option")
-    meta = MetaConfig(**{META_OPTIONS[k]: _coerce(k, v, hints[META_OPTIONS[k]]) for k, v in options.items()},
+    meta = MetaConfig(**{META_OPTIONS[k]: coerce_option(k, v, hints[META_OPTIONS[k]]) for k, v in options.items()},
                       seed=seed, device=device)
     try:
         meta.validate()

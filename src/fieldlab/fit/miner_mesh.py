@@ -83,7 +83,7 @@ def fit_mesh(mesh, config: MinerConfig, fit_config: FitConfig = FitConfig(), occ
     occupancy field. Scored like `fit_mesh` (held-out points) and on every grid cell (`iou_grid`).
     `inside`: the grid's labels (`occupancy_grid`) when the caller has them already (one mesh fitted
     several ways); `label_seconds` is then 0."""
-    from fieldlab.edit.mesh_export import field_grid, grid_surface
+    from fieldlab.signals.mesh_export import field_grid, grid_surface
     from fieldlab.fit.miner import field_metrics, fit_pyramid, predict, write_block_picture  # miner imports this module
     from fieldlab.fit.occupancy import OccupancyConfig, held_out, surface_scores
 

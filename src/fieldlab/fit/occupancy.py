@@ -22,11 +22,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fieldlab._errors import UserError
-from fieldlab.edit.mesh_export import extract_mesh, mesh_chamfer
 from fieldlab.fields import FieldConfig
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.loop import Fitter, RunLog, resolve_device
 from fieldlab.signals.mesh import Backend, Mesh, sample_occupancy
+from fieldlab.signals.mesh_export import extract_mesh, mesh_chamfer
 
 log = logging.getLogger("fieldlab")
 DEFAULT_BATCH_SIZE = 2**16

@@ -41,7 +41,7 @@ def list_nets() -> list[str]:
 def net_config(name: str, **options) -> NetConfig:
     """The config of network `name`, with `options` checked against its fields and coerced to their types."""
     cls = _NETS.get(name)
-    from fieldlab.fields._config import _coerce
+    from fieldlab.fields import coerce_option
 
     import typing
 
@@ -49,7 +49,7 @@ def net_config(name: str, **options) -> NetConfig:
     unknown = sorted(set(options) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
         raise UserError(f"network {name!r} does not take {', '.join('--' + k.replace('_', '-') for k in unknown)}")
-    return cls(**{k: _coerce(k, v, hints[k]) for k, v in options.items()})
+    return cls(**{k: coerce_option(k, v, hints[k]) for k, v in options.items()})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,9 @@ An occupancy field outputs one logit per point; its surface is the logit's 0 lev
 0.5). Grids use sample centres, as everywhere in fieldlab: sample i of r along an axis covering
 [lo, hi) sits at lo + (i + 0.5) (hi - lo) / r, so surfaces extracted at different resolutions line up.
 
+It lives beside the mesh reader (`signals/mesh.py`) because fitting scores a field by it and the render
+stage writes with it: `fit/` cannot import `edit/`, which drives `fit/` (`extend`).
+
 Shape letters: n points, v vertices, f faces.
 """
 

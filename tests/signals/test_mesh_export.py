@@ -9,7 +9,7 @@ import trimesh
 import torch.nn as nn
 
 from fieldlab import UserError
-from fieldlab.edit.mesh_export import chamfer_distance, extract_mesh, field_grid, mesh_chamfer, write_mesh
+from fieldlab.signals.mesh_export import chamfer_distance, extract_mesh, field_grid, mesh_chamfer, write_mesh
 from fieldlab.signals.mesh import Mesh, mesh_tensors, read_mesh, winding_number
 
 
