@@ -29,7 +29,8 @@ def test_a_positional_fourier_field_counts_its_octaves_per_coordinate():
 
 
 def test_the_kernel_asks_the_config_and_turns_away_specs_past_its_limits():
-    assert fused_spec(make_config("siren", hidden_dim=MAX_WIDTH)) == make_config("siren", hidden_dim=MAX_WIDTH).fused_spec()
+    widest = make_config("siren", hidden_dim=MAX_WIDTH)
+    assert fused_spec(widest) == widest.fused_spec()
     assert fused_spec(make_config("siren", hidden_dim=MAX_WIDTH + 1)) is None  # the config still describes itself
     assert make_config("siren", hidden_dim=MAX_WIDTH + 1).fused_spec() is not None
     assert fused_spec(make_config("wire")) is None and FieldConfig().fused_spec() is None

@@ -6,8 +6,9 @@ frequencies, encoded in the kernel) — with widths up to 128, up to 4 activated
 16 input and 16 output channels, a Triton kernel (`kernels.triton`) does forward, squared error,
 backward and Adam of every field in one launch, with activations kept in registers instead of memory.
 Each field config describes itself (`FieldConfig.fused_spec()`); `fused_spec(config)` says whether the
-kernel covers it; `FusedStack` holds the packed parameters and Adam moments of f fields and steps them. `auto` uses it on CUDA only; on a CPU the kernels run (slowly)
-through Triton's interpreter when `TRITON_INTERPRET=1` was set as they were imported, which the tests do.
+kernel covers it; `FusedStack` holds the packed parameters and Adam moments of f fields and steps them.
+`auto` uses it on CUDA only; on a CPU the kernels run (slowly) through Triton's interpreter when
+`TRITON_INTERPRET=1` was set as they were imported, which the tests do.
 """
 
 from __future__ import annotations
