@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from fieldlab import distributed
 from fieldlab._errors import UserError
 
 MARKER = ".fieldlab"
@@ -98,7 +99,7 @@ def check_output_folder(out: Path, *, force: bool = False, resume: bool = False,
     if not out.absolute().parent.is_dir():
         raise UserError(f"the parent folder of {flag} {out} does not exist")
     # Fail now, not after reading a large input (other torchrun ranks write what rank 0 holds).
-    if is_main_process() and OutputLock(out, flag).path not in _HELD:
+    if distributed.is_main() and OutputLock(out, flag).path not in _HELD:
         OutputLock(out, flag).acquire().release()
 
 
@@ -236,16 +237,10 @@ class OutputLock:
         self.release()
 
 
-def is_main_process() -> bool:
-    """Rank 0 of a torchrun job (read from its environment, before any process group exists), or a lone
-    process: the one that locks a shared output."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 def lock_output(target: Path, flag: str = "--out"):
     """A context manager locking `target` in the main process (other torchrun ranks write disjoint parts
     of what rank 0 holds)."""
-    return OutputLock(target, flag) if is_main_process() else contextlib.nullcontext()
+    return OutputLock(target, flag) if distributed.is_main() else contextlib.nullcontext()
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from fieldlab import dist
+from fieldlab import distributed as dist
 from fieldlab._errors import UserError
 from fieldlab._progress import in_pieces, phase
 from fieldlab.fields import FieldConfig, Latent, get_config_class

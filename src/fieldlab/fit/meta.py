@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from fieldlab import distributed
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, FieldStack, FunctaConfig, Latent, SpatialFunctaConfig, coerce_option
 from fieldlab.fields.functa import LATENT
@@ -99,15 +100,6 @@ def check_latent_field(config: FieldConfig) -> None:
         raise UserError(f"field {config.name!r} has no latent to meta-learn; use functa or spatial_functa")
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) of an initialised torch.distributed group, else (0, 1)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 class MetaLearner:
     """The shared network θ and the Meta-SGD rates α of one latent-modulated architecture; see the
     module docstring for the lifecycle. `coords` (n, d) is the sample grid every datum shares."""
@@ -117,7 +109,7 @@ class MetaLearner:
         meta.validate()
         self.config, self.meta = config, meta
         self.device = resolve_device(meta.device)
-        self.rank, self.world = _distributed()
+        self.rank, self.world = distributed.rank(), distributed.world_size()
         torch.manual_seed(meta.seed)  # every rank builds the same θ and α
         template = config.build().to(self.device)
         # Copies: the stack turns its template into a meta-device skeleton.
@@ -200,10 +192,7 @@ class MetaLearner:
     def _reduce_and_clip(self) -> bool:
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.parameters]
         if self.world > 1:
-            import torch.distributed as dist
-
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            dist.all_reduce(flat)
+            flat = distributed.all_reduce_(torch.cat([g.reshape(-1) for g in grads]))
             flat /= self.world
             offset = 0
             for p, g in zip(self.parameters, grads):
@@ -215,11 +204,9 @@ class MetaLearner:
     def _broadcast(self) -> None:
         """Start every rank from rank 0's θ and α (they are seeded alike; this makes it certain)."""
         if self.world > 1:
-            import torch.distributed as dist
-
             with torch.no_grad():
                 for p in self.parameters:
-                    dist.broadcast(p.data, src=0)
+                    distributed.broadcast_(p.data)
 
     def train(self, values: torch.Tensor, *, steps: int | None = None, log=None) -> list[float]:
         """Outer steps on random batches of `values` (N, n, c); returns the PSNR history.

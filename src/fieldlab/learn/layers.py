@@ -23,6 +23,7 @@ from typing import Literal, Sequence
 import torch
 import torch.nn as nn
 
+from fieldlab import distributed
 from fieldlab._errors import UserError
 from fieldlab.learn._aggregate import PairPlan
 from fieldlab.learn._neighbors import Support, nearest, radius_pairs
@@ -241,9 +242,9 @@ class DINorm(nn.Module):
         else:
             dims = (0, 1) if self.mode == "batch" else (1,)
             scale = v.shape[0] if self.mode == "batch" else 1
-            world = _world_size() if self.mode == "batch" and self.training else 1
+            world = distributed.world_size() if self.mode == "batch" and self.training else 1
             if world > 1:  # moments over every rank's fields, so N ranks normalize as one process
-                moments = _AllReduceSum.apply(torch.stack([(w * v).sum(dims), (w * v.square()).sum(dims)]))
+                moments = distributed.sum_over_ranks(torch.stack([(w * v).sum(dims), (w * v.square()).sum(dims)]))
                 mean = (moments[0] / (scale * world)).reshape(1, 1, -1)
                 var = (moments[1] / (scale * world)).reshape(1, 1, -1) - mean.square()
             else:
@@ -259,32 +260,6 @@ class DINorm(nn.Module):
         if self.weight is not None:
             out = out * self.weight + self.bias
         return x.with_values(out)
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over ranks; the gradient of a sum over ranks is the sum of the ranks' gradients."""
-
-    @staticmethod
-    def forward(ctx, x):
-        import torch.distributed as dist
-
-        out = x.clone()
-        dist.all_reduce(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        import torch.distributed as dist
-
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
-
-
-def _world_size() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 # -- pooling, resampling ---------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from fieldlab import distributed
 from fieldlab._errors import UserError
 from fieldlab._safety import lock_output, replace_file, write_marker
 from fieldlab._validate import check_shape
@@ -220,18 +220,6 @@ def build_net(cfg: NetConfig, store, classes: int, init: dict | None = None) -> 
     return cfg.build(store.signal.channels, classes, store.signal.in_dim)
 
 
-# -- distributed ---------------------------------------------------------------------------------------
-def _dist_setup(device: torch.device) -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), world
-
-
 # -- the loop ------------------------------------------------------------------------------------------
 def schedule_of(config) -> Schedule:
     """A learn loop's learning rates: linear warm-up to `config.lr` over `config.warmup` steps, then a cosine
@@ -258,9 +246,9 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
     _check_run_dir(out, resume=resume, force=force, inputs=[store_path])
     store = FieldStore(store_path)
     device = resolve_device(config.device)
-    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    rank, world = _dist_setup(device)
+    device = distributed.device_for(device)  # this rank's own GPU under torchrun
+    distributed.init(device)
+    rank, world = distributed.rank(), distributed.world_size()
     if config.batch_size % world:
         raise UserError(f"--batch-size {config.batch_size} must be divisible by the {world} processes")
     train_rows, test_rows, how = split_rows(store)
@@ -357,10 +345,7 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
             metrics["test_accuracy"] = accuracy(net, cfg, evaluator, test, config.sampler(store.signal.in_dim))
         metrics["train_fields"], metrics["test_fields"] = len(train_rows), len(test_rows)
         _save_run(out, net, cfg, config, store, classes, how, metrics, init=init)
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
+    distributed.barrier()
     return metrics
 
 
