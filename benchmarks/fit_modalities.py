@@ -27,9 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from fieldlab.fields import make_config  # noqa: E402
 from fieldlab.fit import FitConfig, Fitter, metrics_for  # noqa: E402
-from fieldlab.fit.job import KIND_DEFAULTS, KIND_LR  # noqa: E402
 from fieldlab.fit.occupancy import OccupancyConfig, fit_mesh  # noqa: E402
-from fieldlab.signals import Signal  # noqa: E402
+from fieldlab.signals import Signal, get_modality  # noqa: E402
 from fieldlab.signals.audio import FLOAT_NORMALIZATION  # noqa: E402
 from fieldlab.signals.mesh import Mesh  # noqa: E402
 
@@ -55,7 +54,7 @@ def fit_signal(name: str, signal: Signal, params: int, fit_config: FitConfig, **
     config = make_config(name, in_dim=signal.info.in_dim, out_dim=signal.info.channels, **options)
     config = config.adapt(signal.shape).with_params(params)
     torch.manual_seed(0)
-    lr = KIND_LR.get(signal.info.kind, {}).get(name, type(config).lr)  # what `fieldlab fit` uses
+    lr = get_modality(signal.info.kind).field_lr.get(name, type(config).lr)  # what `fieldlab fit` uses
     fitter = Fitter(config.build(), signal.coords(), signal.flat_values(), fit_config, lr=lr,
                     betas=type(config).adam_betas, eps=type(config).adam_eps)
     if DEVICE == "cuda":
@@ -162,7 +161,7 @@ def main() -> None:
         occupancy = OccupancyConfig(points=int(2**21 * min(1, args.scale * 4)), eval_points=2**18,
                                     resolution=args.mesh_resolution)
         for name, seconds in (("hashgrid", 75), ("siren", 45)):
-            defaults = KIND_DEFAULTS["mesh"].get(name, {})  # what `fieldlab fit` uses for a mesh
+            defaults = get_modality("mesh").field_defaults.get(name, {})  # what `fieldlab fit` uses for a mesh
             config = make_config(name, in_dim=3, out_dim=1, **defaults).adapt((256, 256, 256)).with_params(200_000)
             fc = FitConfig(steps=4000, max_seconds=budget(seconds), device=DEVICE, precision="bf16", compile=True,
                            batch_size=2**18)
