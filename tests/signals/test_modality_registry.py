@@ -6,8 +6,8 @@ import pytest
 from fieldlab import UserError
 from fieldlab.cli.main import main
 from fieldlab.fit.metrics import MEASURES
-from fieldlab.signals import (Modality, get_modality, load_signal, modalities, modality_names, reconstruction_name,
-                              register_modality, write_reconstruction, write_signal)
+from fieldlab.signals import (Modality, get_modality, kind_is_known, load_signal, modalities, modality_names,
+                              reconstruction_name, register_modality, write_reconstruction, write_signal)
 
 WRITTEN = [m for m in modalities() if m.write is not None]
 # What fieldlab read before the registry, in this order: the unknown-suffix error lists these first.
@@ -100,6 +100,12 @@ def test_an_unknown_modality_gives_the_old_error(tmp_path):
         load_signal("sample:camera", modality="smell")
     assert str(error.value) == f"--modality must be one of {', '.join(modality_names())}, got 'smell'"
     assert str(error.value).startswith("--modality must be one of image, audio, video, volume, mesh")
+
+
+def test_a_suffix_two_modalities_claim_leaves_the_kind_to_reading():
+    """A .tif is an image or a volume's page stack: fit checks only option names until it is read."""
+    assert not kind_is_known("scan.TIF") and kind_is_known("scan.tif", "volume")
+    assert kind_is_known("photo.png") and kind_is_known("sample:camera")
 
 
 def test_registering_a_modality_twice_raises():

@@ -15,8 +15,8 @@ from fieldlab._validate import LIMITS, bounded_int, check_memory
 from fieldlab.fields import FieldConfig, coerce_option, get_config_class
 from fieldlab.fit.config import FitConfig, points_per_step
 from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device
-from fieldlab.signals import (get_modality, kind_of, load_signal, parse_span, reconstruction_name,
-                              write_reconstruction)
+from fieldlab.signals import (get_modality, kind_is_known, kind_of, load_signal, parse_span,
+                              reconstruction_name, write_reconstruction)
 from fieldlab.store import FieldDirWriter, check_out_dir, write_field
 
 log = logging.getLogger("fieldlab")
@@ -115,7 +115,7 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     # The options are checked before the signal is read, in the dimension of its kind; a TIFF may be an
     # image or a stack (a volume), which only reading tells, so there only their names are checked.
     options = {k: v for k, v in job.field_options.items() if k not in DERIVED}
-    if job.modality is None and Path(job.input).suffix.lower() in (".tif", ".tiff"):
+    if not kind_is_known(job.input, job.modality):
         get_config_class(job.field).check_option_names(options)
     else:
         get_config_class(job.field).from_options({**options, "in_dim": get_modality(kind).dims})

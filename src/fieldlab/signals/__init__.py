@@ -23,7 +23,7 @@ from fieldlab.signals.samples import list_samples, sample_array
 
 __all__ = [
     "IMAGE_SUFFIXES", "Modality", "Normalization", "ReadRequest", "Signal", "SignalInfo", "detect_kind",
-    "get_modality", "grid_coords", "image_signal", "kind_of", "modalities", "modality_names", "register_modality",
+    "get_modality", "grid_coords", "image_signal", "kind_is_known", "kind_of", "modalities", "modality_names", "register_modality",
     "check_file", "list_samples", "load_signal", "parse_span", "take_span", "read_image", "reconstruction_name", "sample_array", "write_image", "write_reconstruction", "write_signal",
 ]
 
@@ -57,6 +57,13 @@ def detect_kind(spec: str) -> str:
             return modality.name
     known = ", ".join(s for modality in modalities() for s in modality.suffixes)
     raise UserError(f"unsupported file type {suffix or '(none)'!r} for {spec}; known: {known}")
+
+
+def kind_is_known(spec: str, modality: str | None = None) -> bool:
+    """Whether the kind of `spec` is settled before it is read: forced by `modality`, or its suffix belongs
+    to one modality only (a `.tif` may be an image or a volume's stack of pages)."""
+    suffix = Path(spec).suffix.lower()
+    return modality is not None or sum(suffix in m.suffixes for m in modalities()) < 2
 
 
 def _sample_kind(name: str) -> str:
