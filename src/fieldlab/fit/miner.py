@@ -515,4 +515,3 @@ def write_block_picture(path: Path, model: Miner, background: torch.Tensor | Non
 
 
 register_engine(MinerConfig, Engine(fit=fit, fit_mesh=fit_mesh))
-
