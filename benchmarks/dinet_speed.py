@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from fieldlab.learn.layers import Discretized  # noqa: E402
+from fieldlab.learn.abilities import SizedByPoints  # noqa: E402
 from fieldlab.learn.nets import net_config  # noqa: E402
 from fieldlab.learn.points import PointSampler  # noqa: E402
 
@@ -50,7 +51,7 @@ class Runner:
     def __init__(self, net: str, kind: str, side: int, batch: int, device: torch.device, **options):
         n = side * side
         cfg = net_config(net, **options)
-        if hasattr(cfg, "for_points"):
+        if isinstance(cfg, SizedByPoints):
             cfg = cfg.for_points(n, 2)
         torch.manual_seed(0)
         self.model = cfg.build(1, CLASSES, 2).to(device)

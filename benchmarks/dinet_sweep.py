@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from learn import export, load  # noqa: E402  (benchmarks/learn.py: the store as safetensors, no zarr needed)
 
+from fieldlab.learn.abilities import SizedByPoints  # noqa: E402
 from fieldlab.learn.nets import net_config  # noqa: E402
 from fieldlab.learn.points import PointSampler  # noqa: E402
 from fieldlab.learn.train import Split, TrainConfig, accuracy, lr_at, make_input  # noqa: E402
@@ -72,7 +73,7 @@ def train_one(options: dict, data: Split, evaluator, info, device, batch: int, n
     config = TrainConfig(net=options["net"], points=options["points"], mix=options["mix"], num_points=num_points,
                          resolutions=options["resolutions"], steps=steps, batch_size=batch, lr=options["lr"])
     cfg = net_config(options["net"], **{k: options[k] for k in NET_OPTIONS if k in options})
-    if hasattr(cfg, "for_points"):
+    if isinstance(cfg, SizedByPoints):
         cfg = cfg.for_points(num_points, info["dim"])
     torch.manual_seed(0)
     net = cfg.build(info["channels"], info["classes"], info["dim"]).to(device)

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from fieldlab.fields import get_config_class  # noqa: E402
 from fieldlab.learn.field_batch import FieldEvaluator  # noqa: E402
+from fieldlab.learn.abilities import SizedByPoints  # noqa: E402
 from fieldlab.learn.nets import net_config  # noqa: E402
 from fieldlab.learn.points import PointSampler  # noqa: E402
 from fieldlab.learn.train import Split, TrainConfig, accuracy, lr_at, make_input  # noqa: E402
@@ -72,7 +73,7 @@ def load(data: Path, device):
 
 def build(name: str, info, num_points: int, device):
     cfg = net_config(name)
-    if hasattr(cfg, "for_points"):
+    if isinstance(cfg, SizedByPoints):
         cfg = cfg.for_points(num_points, info["dim"])
     torch.manual_seed(0)
     return cfg, cfg.build(info["channels"], info["classes"], info["dim"]).to(device)
