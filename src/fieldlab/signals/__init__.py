@@ -22,9 +22,10 @@ from fieldlab.signals.image import IMAGE_SUFFIXES, image_signal, read_image, wri
 from fieldlab.signals.samples import list_samples, sample_array
 
 __all__ = [
-    "IMAGE_SUFFIXES", "Modality", "Normalization", "ReadRequest", "Signal", "SignalInfo", "detect_kind",
-    "get_modality", "grid_coords", "image_signal", "kind_is_known", "kind_of", "modalities", "modality_names", "register_modality",
-    "check_file", "list_samples", "load_signal", "parse_span", "take_span", "read_image", "reconstruction_name", "sample_array", "write_image", "write_reconstruction", "write_signal",
+    "IMAGE_SUFFIXES", "Modality", "Normalization", "ReadRequest", "Signal", "SignalInfo", "check_file",
+    "detect_kind", "get_modality", "grid_coords", "image_signal", "kind_is_known", "kind_of", "list_samples",
+    "load_signal", "modalities", "modality_names", "parse_span", "read_image", "reconstruction_name",
+    "register_modality", "sample_array", "take_span", "write_image", "write_reconstruction", "write_signal",
 ]
 
 # tifffile logs a warning per damaged tag; with no logging set up, Python's last-resort handler prints them
