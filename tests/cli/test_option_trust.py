@@ -104,14 +104,15 @@ def test_a_fit_stopped_between_loss_checks_with_nan_values_writes_no_field(gray_
 
 def test_a_dataset_batch_with_one_diverging_field_names_its_row_and_returns_nothing(monkeypatch):
     from fieldlab.fields import make_config
-    from fieldlab.fit.batched import BatchedFitConfig, _ReferenceSteps, fit_batch
+    from fieldlab.fit.batched import BatchedFitConfig, fit_batch
+    from fieldlab.fit.engine import StackEngine
 
     def loss(self, stack, x, y):  # the field in position 1 gets a NaN loss; the others stay finite
         weights = torch.ones(len(y))
         weights[1] = torch.nan
         return ((stack(x).float() - y).square().mean(dim=(1, 2)) * weights).sum()
 
-    monkeypatch.setattr(_ReferenceSteps, "_loss", loss)
+    monkeypatch.setattr(StackEngine, "_loss", loss)
     config = make_config("siren", in_dim=2, out_dim=1, hidden_dim=4, num_layers=1)
     coords = torch.rand(16, 2) * 2 - 1
     values = torch.rand(3, 16, 1)

@@ -21,8 +21,9 @@ import torch
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, FieldStack
 from fieldlab.fit.config import FitConfig
+from fieldlab.fit.engine import FusedEngine, StackEngine
 from fieldlab.fit.engines import ByConfigClass
-from fieldlab.fit.loop import _matmul_precision, autocast_for, resolve_device
+from fieldlab.fit.loop import _matmul_precision, resolve_device
 from fieldlab.fit.metrics import field_psnrs
 from fieldlab.fit.points import distinct_subset, subset_size
 from fieldlab.fit.schedule import Schedule
@@ -132,129 +133,6 @@ def init_params(config: FieldConfig, rows, init: str, seed: int) -> tuple[torch.
     return modules[0], params, buffers
 
 
-class _ReferenceSteps:
-    """Steps of the reference path: `FieldStack` (vmap) with one torch Adam over the stack."""
-
-    name = "reference"
-
-    def __init__(self, config: FieldConfig, template, params: dict, buffers: dict, fit: BatchedFitConfig,
-                 device: torch.device, steps_lr: list[float]):
-        self.stack = FieldStack(template, params, buffers)
-        self.steps_lr = steps_lr
-        self.optimizer = torch.optim.Adam(self.stack.parameters(), lr=steps_lr[0], betas=config.adam_betas,
-                                          eps=config.adam_eps, fused=device.type == "cuda")
-        self.autocast = lambda: autocast_for(fit.precision, device)
-        self.loss_fn = torch.compile(self._loss) if fit.compile else self._loss
-
-    def _loss(self, stack: FieldStack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with self.autocast():
-            prediction = stack(x)
-        return (prediction.float() - y).square().mean(dim=(1, 2)).sum()
-
-    def run(self, coords, values, active, first: int, end: int, index_of) -> None:
-        """Steps first … end − 1; `index_of(step)` gives the points of that step, or is None for all."""
-        for step in range(first, end):
-            self.step(coords, values, active, index_of(step) if index_of else None, self.steps_lr[step])
-
-    def step(self, coords, values, active, index, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        if index is not None:
-            x, y = coords[index], values[active[:, None], index]
-        else:
-            x, y = coords.expand(len(active), *coords.shape), values[active]
-        loss = self.loss_fn(self.stack, x, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-
-    def predict(self, coords: torch.Tensor) -> torch.Tensor:
-        """Values of every field at coords, in fp32 whatever the fit's precision."""
-        with torch.no_grad(), _matmul_precision("fp32"):
-            return self.stack(coords.expand(len(self.stack), *coords.shape))
-
-    def params(self) -> dict[str, torch.Tensor]:
-        return {name: value.detach() for name, value in self.stack.state()[0].items()}
-
-    def select(self, keep: torch.Tensor) -> None:
-        """Keep the fields `keep`, with their Adam moments."""
-        old_stack, old_optimizer = self.stack, self.optimizer
-        self.stack = old_stack.select(keep)
-        self.optimizer = torch.optim.Adam(self.stack.parameters(), lr=old_optimizer.defaults["lr"],
-                                          betas=old_optimizer.defaults["betas"], eps=old_optimizer.defaults["eps"],
-                                          fused=old_optimizer.defaults.get("fused"))
-        for old_p, new_p in zip(old_stack.state()[0].values(), self.stack.state()[0].values()):
-            state = old_optimizer.state.get(old_p)
-            if state:
-                self.optimizer.state[new_p] = {k: v[keep].clone() if k != "step" else v.clone()
-                                               for k, v in state.items()}
-
-
-class _FusedSteps:
-    """Steps of the fused path: one Triton launch per step does forward, backward and Adam of every field."""
-
-    name = "fused"
-
-    def __init__(self, config: FieldConfig, spec, params: dict, buffers: dict, fit: BatchedFitConfig,
-                 steps_lr: list[float]):
-        from fieldlab.kernels import FusedStack
-
-        self.stack = FusedStack(spec, params, buffers=buffers, precision=fit.precision, betas=config.adam_betas,
-                                eps=config.adam_eps)
-        self.hyper = self.stack.hyper(steps_lr)  # every step's Adam scalars made once: a step is one launch
-        self._rows = self._rows_of = None
-        self.graphs = fit.cuda_graphs and self.stack.flat.device.type == "cuda"
-        self._graph_below = (4 * torch.cuda.get_device_properties(self.stack.flat.device).multi_processor_count
-                             if self.graphs else 0)
-        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # steps → (graph, its hyper rows)
-
-    def run(self, coords, values, active, first: int, end: int, index_of) -> None:
-        """Steps first … end − 1 (their learning rates are in the hyper-parameter table). Full-batch runs of
-        several steps on CUDA replay a captured CUDA graph of that many launches; the graph reads its Adam rows
-        from a window that is refilled before each replay, and is captured again when fields leave the batch."""
-        if self._rows_of is not active:  # the kernel's int32 row map, made again only when fields leave
-            self._rows, self._rows_of = active.to(torch.int32), active
-            self._graphs.clear()
-        count = end - first
-        # Graphs pay only while a step is too short to hide its launch: fewer fields than about 4 programs
-        # per multiprocessor (H100, 2×32: 1,175 vs 942 fields/s at 100 fields, 7,783 vs 8,392 at 1,000).
-        if not self.graphs or index_of is not None or count < 2 or len(active) >= self._graph_below:
-            for step in range(first, end):
-                self.stack.step(coords, values, self._rows, self.hyper[step],
-                                index=index_of(step) if index_of else None)
-            return
-        if count not in self._graphs:
-            window = self.hyper[first:end].clone()
-            graph = torch.cuda.CUDAGraph()
-            # Captured on a side stream by hand: `torch.cuda.graph` would also synchronise, collect garbage
-            # and empty the allocator's cache at every capture, which costs more than the launches it saves.
-            side = torch.cuda.Stream(device=window.device)
-            side.wait_stream(torch.cuda.current_stream(window.device))
-            with torch.cuda.stream(side):
-                graph.capture_begin()
-                try:
-                    for i in range(count):
-                        self.stack.step(coords, values, self._rows, window[i])
-                finally:
-                    graph.capture_end()
-            torch.cuda.current_stream(window.device).wait_stream(side)
-            self._graphs[count] = (graph, window)
-        graph, window = self._graphs[count]
-        window.copy_(self.hyper[first:end])
-        graph.replay()
-
-    def predict(self, coords: torch.Tensor) -> torch.Tensor:
-        """Values of every field at coords, in fp32 whatever the fit's precision."""
-        return self.stack.forward(coords, precision="fp32")
-
-    def params(self) -> dict[str, torch.Tensor]:
-        return self.stack.params()
-
-    def select(self, keep: torch.Tensor) -> None:
-        self.stack.select(keep)
-        self._graphs.clear()  # they hold the old tensors
-
-
 def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, rows, fit: BatchedFitConfig,
               *, progress=None) -> BatchResult:
     """Fit one field per signal: `coords` (n, d) shared, `values` (f, n, c) in [-1, 1], `rows` (f,) the
@@ -273,25 +151,32 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
     params = {k: v.to(device) for k, v in params.items()}
     coords, values = coords.to(device), values.to(device)
     lr = fit.lr or config.lr
-    steps_lr = Schedule(lr, fit.steps, "exponential", final=fit.lr_final).lrs()
+    lrs = Schedule(lr, fit.steps, "exponential", final=fit.lr_final).lrs()
     spec = choose_kernel(config, device, fit.kernel, fit.precision)
     device_buffers = {k: v.to(device) for k, v in buffers.items()}
-    if spec is not None:
-        steps = _FusedSteps(config, spec, params, device_buffers, fit, steps_lr)
-    else:
-        steps = _ReferenceSteps(config, template, params, device_buffers, fit, device, steps_lr)
     k = subset_size(fit.sample_fraction, n)
-    active = torch.arange(f, device=device)  # positions (in the batch) of the fields still fitting
+
+    def points(step: int, active: torch.Tensor) -> torch.Tensor:
+        return distinct_subset(rows_t[active], step, n, k, fit.seed)
+
+    options = dict(betas=config.adam_betas, eps=config.adam_eps, precision=fit.precision,
+                   points=points if k < n else None)
+    if spec is not None:
+        engine = FusedEngine(spec, params, device_buffers, coords, values, lrs, cuda_graphs=fit.cuda_graphs,
+                             **options)
+    else:
+        engine = StackEngine(FieldStack(template, params, device_buffers), coords, values, lrs,
+                             compile=fit.compile, **options)
     out = {name: torch.empty_like(v, device="cpu") for name, v in params.items()}
     out.update({name: v.float() for name, v in buffers.items()})  # fixed per field (e.g. random features)
     psnr = np.full(f, np.nan)
     done_steps = np.zeros(f, dtype=np.int64)
 
     def measure() -> torch.Tensor:
-        return field_psnrs((steps.predict(coords) - values[active]).square().mean(dim=(1, 2)))
+        return field_psnrs((engine.predict(coords) - values[engine.active]).square().mean(dim=(1, 2)))
 
     def record(positions: torch.Tensor, where: torch.Tensor, quality: torch.Tensor, step: int) -> None:
-        state = steps.params()
+        state = engine.parameters()
         index = positions.cpu()
         for name in state:
             out[name][index] = state[name][where].float().cpu()
@@ -300,10 +185,7 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
 
     def result(times) -> BatchResult:
         refuse_diverged(out, psnr, rows, lr)
-        return BatchResult(out, psnr, done_steps, *times, kernel=steps.name)
-
-    def index_of(step: int) -> torch.Tensor:
-        return distinct_subset(rows_t[active], step, n, k, fit.seed)
+        return BatchResult(out, psnr, done_steps, *times, kernel=engine.name)
 
     # Steps run in segments that end at the PSNR checks (or every GRAPH_STEPS steps): a fused segment is one
     # CUDA graph. The first step runs alone, so compilation stays out of the others' time.
@@ -313,7 +195,7 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
         step = 0
         while step < fit.steps:
             end = 1 if step == 0 else min(fit.steps, (step // segment + 1) * segment)
-            steps.run(coords, values, active, step, end, index_of if k < n else None)
+            engine.run(step, end)
             if step == 0:
                 timer.lap()
             step = end
@@ -322,15 +204,15 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
                 reached = quality >= fit.target_psnr
                 if bool(reached.any()):
                     where = reached.nonzero()[:, 0]
-                    record(active[where], where, quality[where], step)
+                    record(engine.active[where], where, quality[where], step)
                     keep = (~reached).nonzero()[:, 0]
                     if len(keep) == 0:
                         return result(timer.done())
-                    steps.select(keep)
-                    active = active[keep]
+                    engine.select(keep)
                 if progress:
-                    progress(step, len(active))
+                    progress(step, len(engine.active))
         times = timer.done()
+        active = engine.active
         record(active, torch.arange(len(active), device=device), measure(), fit.steps)
     return result(times)
 

@@ -64,6 +64,9 @@ class Fitter:
     `fused_spec`, the `FusedSpec` of a single field (from `single_kernel`), steps it with the fused Triton
     kernel instead of autograd and torch's Adam: the kernel then holds the parameters and Adam's moments,
     and `field` is brought up to date whenever it is read.
+
+    A Fitter is an engine of `fit.engine.Stepper`'s contract, except that it keeps its fields to the end
+    (no `select`), and that the fused kernel's state is not saved (`state_dict` is the reference path's).
     """
 
     def __init__(self, field: nn.Module, coords: torch.Tensor, values: torch.Tensor, config: FitConfig, *,
@@ -115,6 +118,11 @@ class Fitter:
     def kernel(self) -> str:
         """Which path does the steps: fused (the Triton kernel) or reference (autograd and torch's Adam)."""
         return "reference" if self._fused is None else "fused"
+
+    @property
+    def name(self) -> str:
+        """`kernel`, under the name the engine contract (`fit.engine.Stepper`) asks for."""
+        return self.kernel
 
     # -- one step -------------------------------------------------------------------------------
     def _index(self) -> torch.Tensor | None:
@@ -186,6 +194,40 @@ class Fitter:
             self._sync()
             if self._tick is not None:
                 self._tick = time.perf_counter()
+
+    # -- the engine contract (`fit.engine.Stepper`) --------------------------------------------------
+    def run(self, first: int, end: int) -> None:
+        """Steps first … end − 1; a fit steps on from where it is, so `first` is `step_count`."""
+        if first != self.step_count:
+            raise ValueError(f"this fit has done {self.step_count} steps; it cannot run from step {first}")
+        while self.step_count < end:
+            self.step()
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        """The field's parameters by module name (stacked (f, …) for a `FieldStack`)."""
+        from fieldlab.fields import FieldStack
+
+        field = self.field
+        named = field.state()[0].items() if isinstance(field, FieldStack) else field.named_parameters()
+        return {name: value.detach() for name, value in named}
+
+    def state_dict(self) -> dict:
+        """Step, field, Adam, schedule and sampling generator: a resumed fit steps on as this one would."""
+        if self._fused is not None:
+            raise ValueError("the fused kernel holds Adam's state itself; its fits keep no state_dict")
+        return {"step": self.step_count, "field": self.field.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"},
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.field.load_state_dict(state["field"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(self.optimizer.param_groups)})
+        self.generator.set_state(state["generator"].cpu())
+        self.step_count = state["step"]
+
+    def select(self, rows: torch.Tensor) -> None:
+        raise ValueError("a Fitter fits its fields to the end; fit_batch's engines let fields leave")
 
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -284,12 +326,10 @@ class RunLog:
 
 def _save(fitter: Fitter, log: RunLog, path: Path, identity: str) -> None:
     """The fit's state so far, in `path`."""
+    engine = fitter.state_dict()
     state = {
-        "identity": identity, "step": fitter.step_count, "seconds": fitter.seconds, "last_psnr": fitter.last_psnr,
-        "field": fitter.field.state_dict(), "optimizer": fitter.optimizer.state_dict(),
-        "scheduler": {k: v for k, v in fitter.scheduler.state_dict().items() if k != "lr_lambdas"},
-        "generator": fitter.generator.get_state(),
-        "log": log.log_path.read_text() if log.log_path and log.log_path.exists() else "",
+        "identity": identity, "step": engine.pop("step"), "seconds": fitter.seconds, "last_psnr": fitter.last_psnr,
+        **engine, "log": log.log_path.read_text() if log.log_path and log.log_path.exists() else "",
     }
     save_checkpoint(state, path)
 
@@ -310,11 +350,8 @@ def _read_checkpoint(path: Path, identity: str) -> dict:
 
 def _restore(fitter: Fitter, log: RunLog, state: dict, path: Path) -> None:
     """Continue from a checkpoint's `state`: parameters, Adam, schedule, generator, time and log."""
-    fitter.field.load_state_dict(state["field"])
-    fitter.optimizer.load_state_dict(state["optimizer"])
-    fitter.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(fitter.optimizer.param_groups)})
-    fitter.generator.set_state(state["generator"].cpu())
-    fitter.step_count, fitter.seconds, fitter.last_psnr = state["step"], state["seconds"], state["last_psnr"]
+    fitter.load_state_dict(state)
+    fitter.seconds, fitter.last_psnr = state["seconds"], state["last_psnr"]
     if log.file:
         log.file.write(state["log"])
         log.file.flush()

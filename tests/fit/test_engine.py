@@ -1,0 +1,63 @@
+"""The stepper contract: every engine keeps it, and an engine's state carries a fit across an interruption."""
+
+import torch
+
+from fieldlab.fields import FieldStack, make_config
+from fieldlab.fit import FitConfig, Fitter
+from fieldlab.fit.batched import init_params
+from fieldlab.fit.engine import FusedEngine, StackEngine, Stepper
+from fieldlab.fit.points import distinct_subset
+from fieldlab.fit.schedule import Schedule
+
+CONFIG = make_config("siren", in_dim=2, out_dim=1, hidden_dim=8, num_layers=1)
+COORDS = torch.rand(32, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
+VALUES = torch.rand(4, 32, 1, generator=torch.Generator().manual_seed(1)) * 2 - 1
+ROWS = torch.arange(4)
+
+
+def _engine(steps=8) -> StackEngine:
+    template, params, buffers = init_params(CONFIG, ROWS.numpy(), "random", 0)
+    return StackEngine(FieldStack(template, params, buffers), COORDS, VALUES,
+                       Schedule(1e-2, steps, "exponential", final=0.1).lrs(), betas=(0.9, 0.999), eps=1e-8,
+                       precision="fp32", points=lambda step, active: distinct_subset(ROWS[active], step, 32, 12, 0))
+
+
+def test_every_engine_keeps_the_stepper_contract():
+    fitter = Fitter(CONFIG.build(), COORDS, VALUES[0], FitConfig(steps=3, device="cpu"), lr=1e-3)
+    assert isinstance(_engine(), Stepper) and isinstance(fitter, Stepper)
+    members = [m for m in dir(Stepper) if not m.startswith("_")] + ["name"]
+    assert all(hasattr(FusedEngine, m) for m in members if m != "step_count")
+
+
+def test_a_stack_engine_resumed_from_its_state_steps_on_as_the_uninterrupted_one():
+    whole = _engine()
+    whole.run(0, 3)
+    whole.select(torch.tensor([0, 2, 3]))
+    whole.run(3, 8)
+    first = _engine()
+    first.run(0, 3)
+    first.select(torch.tensor([0, 2, 3]))
+    first.run(3, 5)
+    resumed = _engine()  # all four fields: the state says which stay
+    resumed.load_state_dict(first.state_dict())
+    resumed.run(5, 8)
+    assert torch.equal(resumed.active, torch.tensor([0, 2, 3]))
+    assert all(torch.equal(resumed.parameters()[k], v) for k, v in whole.parameters().items())
+
+
+def test_a_fitter_runs_on_from_where_it_is_as_its_steps_would():
+    def fitter():
+        torch.manual_seed(0)
+        return Fitter(CONFIG.build(), COORDS, VALUES[0], FitConfig(steps=6, batch_size=8, device="cpu"), lr=1e-2)
+
+    stepped, run = fitter(), fitter()
+    for _ in range(5):
+        stepped.step()
+    run.run(0, 2)
+    run.run(2, 5)
+    assert all(torch.equal(run.parameters()[k], v) for k, v in stepped.parameters().items())
+    resumed = fitter()
+    resumed.load_state_dict(run.state_dict())
+    resumed.step()
+    stepped.step()
+    assert all(torch.equal(resumed.parameters()[k], v) for k, v in stepped.parameters().items())
