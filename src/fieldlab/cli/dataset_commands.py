@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
-
 import typer
 
+from fieldlab.cli._dataclass_options import config_command, options_of, write_resolved
 from fieldlab.cli._options import parse_extra
 from fieldlab.cli.main import app
 
@@ -18,55 +17,60 @@ FIT_DATASET_HELP = ("Fit one field per item of SOURCE (an ImageFolder-style fold
                     "--meta-steps, --meta-batch-size, --meta-lr, --inner-steps, --warmup, --clip-norm, --first-order.")
 
 
+def _fit_dataset_options():
+    from fieldlab.fit.batched import BatchedFitConfig
+    from fieldlab.fit.dataset_job import DatasetJob
+
+    job = options_of(DatasetJob, skip=("source", "field_options", "fit", "meta_options"),
+                     helps={"field": "Architecture (see `fieldlab fields`)."})
+    return job + options_of(BatchedFitConfig)
+
+
+FIT_DATASET_OPTIONS = _fit_dataset_options()
+
+
 @app.command("fit-dataset", help=FIT_DATASET_HELP,
              context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@config_command(FIT_DATASET_OPTIONS, positional={"source": "SOURCE"}, extras=True)
 def fit_dataset_command(
     ctx: typer.Context,
     source: str = typer.Argument(..., help="Dataset: folder of class folders, .npz/.npy, or sample:NAME."),
     out: Path = typer.Option(..., "--out", help="FieldStore (a zarr folder) to write."),
-    field: str = typer.Option("siren", help="Architecture (see `fieldlab fields`)."),
-    limit: Optional[int] = typer.Option(None, help="Fit only the first N items."),
     resume: bool = typer.Option(False, help="Continue an interrupted run into the same --out."),
     force: bool = typer.Option(False, help="Replace a non-empty --out."),
-    copies: int = typer.Option(1, help="Fitted copies per item: the first as is, the others flipped and cropped."),
-    chunk_fields: Optional[int] = typer.Option(None, help="Fields per chunk and per batch (4096 on a GPU, 256 on CPU)."),
-    test_fraction: float = typer.Option(0.0, help="Seeded fraction of the items marked split 'test'."),
-    image_size: Optional[int] = typer.Option(None, help="Resize a folder's images to this square size."),
-    steps: Optional[int] = typer.Option(None, help="Adam steps per field (default 500)."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the field's tuned one)."),
-    lr_final: Optional[float] = typer.Option(None, help="Final learning rate as a fraction of --lr."),
-    init: Optional[str] = typer.Option(None, help="shared (one draw for all fields, default) or random."),
-    target_psnr: Optional[float] = typer.Option(None, help="A field stops at this PSNR (default 40 dB; 0: never)."),
-    check_every: Optional[int] = typer.Option(None, help="Steps between PSNR checks for --target-psnr."),
-    sample_fraction: Optional[float] = typer.Option(None, help="Random fraction of each signal's samples per step."),
-    seed: Optional[int] = typer.Option(None, help="Seed of initialisation, pixel subsets and augmentation."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
-    precision: Optional[str] = typer.Option(None, help="fp32, tf32 or bf16."),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Use torch.compile."),
-    kernel: Optional[str] = typer.Option(None, help="auto (the fused Triton kernel on CUDA for SIREN, Gaussian "
-                                         "and Fourier-feature MLPs up to 64 wide, 32 at fp32, else the reference "
-                                         "path), fused (up to 128 wide at bf16) or reference."),
     quiet: bool = typer.Option(False, help="No progress lines."),
+    options: dict = None,
 ) -> None:
+    import dataclasses
+
     from fieldlab.fit.batched import BatchedFitConfig
     from fieldlab.fit.dataset_job import DatasetJob, run_dataset_job
     from fieldlab.fit.meta import META_OPTIONS
 
-    given = {"steps": steps, "lr": lr, "lr_final": lr_final, "init": init, "target_psnr": target_psnr,
-             "check_every": check_every, "sample_fraction": sample_fraction, "seed": seed, "device": device,
-             "precision": precision, "compile": compile, "kernel": kernel}
-    fit = BatchedFitConfig(**{k: v for k, v in given.items() if v is not None})
-    extra = parse_extra(ctx.args)
+    fit_names = {f.name for f in dataclasses.fields(BatchedFitConfig)}
+    job_names = {o.name for o in FIT_DATASET_OPTIONS} - fit_names
+    fit = BatchedFitConfig(**{k: options.pop(k) for k in list(options) if k in fit_names})
+    job_options = {k: options.pop(k) for k in list(options) if k in job_names}
+    source = options.pop("source")
+    extra = {**options, **parse_extra(ctx.args)}  # a file's other keys, then the command line's
     meta_options = {k: extra.pop(k) for k in list(extra) if k in META_OPTIONS}  # functa's meta-learning
-    job = DatasetJob(source=source, field=field, field_options=extra, fit=fit, limit=limit, copies=copies,
-                     chunk_fields=chunk_fields, test_fraction=test_fraction, image_size=image_size,
-                     meta_options=meta_options)
+    job = DatasetJob(source=source, field_options=extra, fit=fit, meta_options=meta_options, **job_options)
     summary = run_dataset_job(job, out, resume=resume, force=force, progress=not quiet)
     if summary is not None:
+        write_resolved(out / "config.json", _resolved_dataset(job))
         psnr = summary["psnr"]
         print(f"{summary['complete']:,} of {summary['num_fields']:,} {summary['field']} fields "
               f"({summary['params_per_field']:,} params each), mean PSNR {psnr.get('mean', float('nan')):.2f} dB "
               f"(min {psnr.get('min', float('nan')):.2f}) -> {out}")
+
+
+def _resolved_dataset(job) -> dict:
+    """fit-dataset's options after defaults, keyed as its flags: `--config STORE/config.json` repeats it."""
+    import dataclasses
+
+    fit = dataclasses.asdict(job.fit)
+    own = {o.name: getattr(job, o.name) for o in FIT_DATASET_OPTIONS if o.name not in fit}
+    return {"source": job.source, **own, **fit, **job.field_options, **job.meta_options}
 
 
 store_app = typer.Typer(no_args_is_help=True, help="Inspect FieldStores (datasets of fields).")

@@ -18,7 +18,8 @@ import typer
 
 from fieldlab._errors import UserError
 from fieldlab._validate import LIMITS, check_memory, check_shape
-from fieldlab.cli._options import join_multi_values, parse_extra, parse_size, read_config_file
+from fieldlab.cli._dataclass_options import config_command, options_of
+from fieldlab.cli._options import join_multi_values, parse_extra, parse_size
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="fieldlab: neural fields as data. Fit signals as fields, render and inspect them.")
@@ -50,50 +51,34 @@ FIT_HELP = ("Fit a field to INPUT (a file or sample:NAME) and write the field DI
             "--name VALUE (see `fieldlab fields NAME`).")
 
 
+def _fit_options():
+    from fieldlab.fit import FitConfig
+    from fieldlab.fit.job import FitJob
+
+    return options_of(FitJob, only=("field", "max_size", "max_frames", "modality", "span", "params")) + \
+        options_of(FitConfig)
+
+
 @app.command("fit", help=FIT_HELP, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@config_command(_fit_options(), positional={"input": "INPUT"}, extras=True)
 def fit_command(
     ctx: typer.Context,
     input: Optional[str] = typer.Argument(None, help="Signal file or sample:NAME (sample:camera, …)."),
     out: Path = typer.Option(..., "--out", help="Field DIR to write."),
-    field: Optional[str] = typer.Option(None, help="Architecture (see `fieldlab fields`); default siren."),
-    steps: Optional[int] = typer.Option(None, help="Adam steps (default 2000)."),
-    max_seconds: Optional[float] = typer.Option(None, help="Stop after this many seconds of fitting."),
-    target_psnr: Optional[float] = typer.Option(None, help="Stop at this PSNR (dB) on the whole signal."),
-    max_size: Optional[int] = typer.Option(None, help="Downsample (anti-aliased) so no spatial axis exceeds this."),
-    max_frames: Optional[int] = typer.Option(None, help="Read at most this many frames of a video."),
-    modality: Optional[str] = typer.Option(None, help="Force the kind: image, audio, video, volume or mesh."),
-    span: Optional[str] = typer.Option(None, help="START:STOP in seconds: fit part of a clip or video."),
-    params: Optional[int] = typer.Option(None, help="Size the field to about this many parameters."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the field's tuned one)."),
-    batch_size: Optional[int] = typer.Option(None, help="Random samples per step; 0 = full batch."),
-    sample_fraction: Optional[float] = typer.Option(None, help="Random fraction of the samples per step (videos)."),
-    precision: Optional[str] = typer.Option(None, help="fp32, tf32 or bf16."),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Use torch.compile."),
-    kernel: Optional[str] = typer.Option(None, help="auto (the fused Triton kernel on CUDA for SIREN, Gaussian "
-                                         "and Fourier-feature MLPs up to 64 wide, 32 at fp32, on large signals, "
-                                         "else the reference path), fused or reference."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
-    seed: Optional[int] = typer.Option(None, help="Random seed."),
-    config: Optional[Path] = typer.Option(None, help="JSON/TOML file of options (a DIR's config.json repeats a run)."),
     tensorboard: bool = typer.Option(False, help="Also log to DIR/tensorboard (needs fieldlab[tensorboard])."),
     quiet: bool = typer.Option(False, help="No progress bar."),
     force: bool = typer.Option(False, help="Replace a non-empty --out."),
     resume: bool = typer.Option(False, help="Continue an interrupted fit from the checkpoint it keeps beside --out "
                                             "(saved every minute of fitting; MINER, meshes and the fused kernel "
                                             "keep none)."),
+    options: dict = None,
 ) -> None:
     from fieldlab.fields import coerce_option
     from fieldlab.fit import FitConfig
     from fieldlab.fit.job import FitJob, run_fit_job
     from fieldlab.fit.occupancy import OccupancyConfig
 
-    given = {"input": input, "field": field, "steps": steps, "max_seconds": max_seconds,
-             "target_psnr": target_psnr, "max_size": max_size, "max_frames": max_frames, "modality": modality, "span": span,
-             "params": params, "lr": lr, "batch_size": batch_size, "sample_fraction": sample_fraction, "precision": precision,
-             "compile": compile, "kernel": kernel, "device": device, "seed": seed}
-    options: dict[str, Any] = read_config_file(config) if config else {}
-    options.update(parse_extra(ctx.args))
-    options.update({k: v for k, v in given.items() if v is not None})
+    options = {**options, **parse_extra(ctx.args)}  # free names (field and mesh options) never match a flag
     if not options.get("input"):
         raise UserError("fit needs an INPUT (a file or sample:NAME)")
     fit_names = {f.name for f in dataclasses.fields(FitConfig)}

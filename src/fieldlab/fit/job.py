@@ -28,14 +28,21 @@ class FitJob:
     """Everything `fieldlab fit` needs; `to_dict()` is the resolved config written beside the field."""
 
     input: str
+    """Signal file or sample:NAME (sample:camera, …)."""
     field: str = "siren"
+    """Architecture (see `fieldlab fields`)."""
     field_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     fit: FitConfig = FitConfig()
     max_size: int | None = None
+    """Downsample (anti-aliased) so no spatial axis exceeds this."""
     max_frames: int | None = None
+    """Read at most this many frames of a video."""
     modality: str | None = None
+    """Force the kind: image, audio, video, volume or mesh."""
     span: str | None = None
+    """START:STOP in seconds: fit part of a clip or video."""
     params: int | None = None
+    """Size the field to about this many parameters."""
     mesh_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Options of `OccupancyConfig` (points, resolution, …) for a mesh input."""
 
