@@ -182,7 +182,7 @@ def test_a_full_disk_or_a_read_only_target_is_one_line_and_leaves_nothing(tmp_pa
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
     assert _fit(cli, tmp_path / "in.png", tmp_path / "field")[0] == 0
-    monkeypatch.setattr(fieldlab.signals, "write_image", full)
+    monkeypatch.setattr(sys.modules["fieldlab.signals.image"], "write_image", full)  # what the image modality calls
     _one_line(cli(["render", tmp_path / "field", "--out", tmp_path / "r.png"]), "r.png", "No space left")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["field", "in.png"]
 
