@@ -116,6 +116,8 @@ def train_sdf_command(
     batch_size: Optional[int] = typer.Option(None, help="Scenes per step (default 16)."),
     lr: Optional[float] = typer.Option(None, help="Peak AdamW learning rate (default 1e-2)."),
     seed: int = typer.Option(0, help="Random seed (scenes and training)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    max_seconds: float = typer.Option(0.0, help="Stop training after this many seconds; 0: no time limit."),
     force: bool = typer.Option(False, help="Replace a non-empty RUN."),
 ) -> None:
     """DI-Net's SDF task: ball-scene occupancy field in (exact, or fitted fields with --store), SDF out at
@@ -129,7 +131,9 @@ def train_sdf_command(
     given = {"scenes": scenes, "num_points": num_points, "num_queries": num_queries, "steps": steps,
              "batch_size": batch_size, "lr": lr}
     config = SDFConfig(store=None if store is None else str(store), points=points, mix=mix, seed=seed,
-                       net_options=parse_extra(ctx.args), **{k: v for k, v in given.items() if v is not None})
+                       device=device, max_seconds=max_seconds, net_options=parse_extra(ctx.args),
+                       **{k: v for k, v in given.items() if v is not None})
+    config.validate()  # before anything is written
     metrics = train_sdf(config, out)
     print(f"test SDF mean absolute error {metrics['test_mae']:.4f} on {metrics['test_scenes']} scenes "
           f"(constant baseline {metrics['baseline_mae']:.4f}); wrote {out}")

@@ -64,6 +64,10 @@ class SDFConfig:
     weight_decay: float = 1e-4
     warmup: int = 20
     seed: int = 0
+    device: str = "auto"
+    """auto (CUDA when available), cpu, cuda or cuda:N."""
+    max_seconds: float = 0.0
+    """Stop training after this many seconds (then score what was learnt); 0 means no time limit."""
     net_options: dict = dataclasses.field(default_factory=dict)
 
     def validate(self) -> None:
@@ -74,6 +78,12 @@ class SDFConfig:
             raise UserError(f"--scenes must be at least 5 (every 5th scene is held out), got {self.scenes}")
         if self.lr <= 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
+        from fieldlab._validate import bounded_float
+        from fieldlab.fit.config import MAX_SECONDS
+        from fieldlab.fit.loop import resolve_device
+
+        bounded_float(self.max_seconds, "--max-seconds", 0, MAX_SECONDS)
+        resolve_device(self.device)
 
     def sampler(self, dim: int) -> PointSampler:
         return PointSampler(kind=self.points, n=self.num_points, dim=dim, seed=self.seed, mix=tuple(self.mix.split(",")))
@@ -157,25 +167,28 @@ def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print) 
 
 
 def _train_sdf(config: SDFConfig, out: str | Path | None, progress) -> dict[str, Any]:
+    from fieldlab.fit.loop import resolve_device
     from fieldlab.fit.points import step_generator, with_replacement
     from fieldlab.learn.train import _write_json, schedule_of
 
     config.validate()
-    scenes = open_scenes(config)
+    device = resolve_device(config.device)
+    scenes = open_scenes(config).to(device)
     dim = scenes.dim
     sampler = config.sampler(dim)
     cfg = net_config("sdf", **config.net_options).for_points(config.num_points, dim)
     torch.manual_seed(config.seed)
-    net = cfg.build(1, 1, dim)
+    net = cfg.build(1, 1, dim).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     began = time.time()
     schedule = schedule_of(config)
+    steps = 0
     for step in range(config.steps):
         net.train()
         g = step_generator(config.seed, step)
         pick = scenes.train[with_replacement(len(scenes.train), config.batch_size, g)]
-        points = sampler(step)
-        queries = PointSampler(kind="random", n=config.num_queries, dim=dim, seed=config.seed + 1)(step)
+        points = sampler(step).to(device)
+        queries = PointSampler(kind="random", n=config.num_queries, dim=dim, seed=config.seed + 1)(step).to(device)
         pred = net(Discretized(scenes.inputs(pick, points), points), queries).values[..., 0]
         loss = nn.functional.mse_loss(pred, scenes.sdf(pick, queries.coords))
         for group in optimizer.param_groups:
@@ -183,15 +196,19 @@ def _train_sdf(config: SDFConfig, out: str | Path | None, progress) -> dict[str,
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        steps = step + 1
         if (step + 1) % 100 == 0 or step + 1 == config.steps:
             progress(f"step {step + 1}/{config.steps}  loss {loss.item():.5f}  {time.time() - began:.0f}s")
+        if config.max_seconds and time.time() - began >= config.max_seconds:  # at least one step is taken
+            progress(f"stopped by --max-seconds after step {steps}/{config.steps}")
+            break
 
-    queries = PointSampler(kind="random", n=config.num_queries, dim=dim, seed=config.seed + 2)(0)
+    queries = PointSampler(kind="random", n=config.num_queries, dim=dim, seed=config.seed + 2)(0).to(device)
     constant = scenes.sdf(scenes.train, queries.coords).mean()
-    metrics = {"test_mae": sdf_mae(net, scenes, scenes.test, sampler(10_000), queries),
+    metrics = {"test_mae": sdf_mae(net, scenes, scenes.test, sampler(10_000).to(device), queries),
                "baseline_mae": float((scenes.sdf(scenes.test, queries.coords) - constant).abs().mean()),
                "test_scenes": len(scenes.test), "train_scenes": len(scenes.train),
-               "seconds": round(time.time() - began, 2)}
+               "seconds": round(time.time() - began, 2), "steps": steps, "device": str(device)}
     if out is not None:
         from safetensors.torch import save_file
 
@@ -200,7 +217,7 @@ def _train_sdf(config: SDFConfig, out: str | Path | None, progress) -> dict[str,
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         write_marker(out, "run")
-        state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
         replace_file(out / "net.safetensors", lambda tmp: save_file(state, str(tmp)))
         train = dataclasses.asdict(config)
         if config.store is not None:
