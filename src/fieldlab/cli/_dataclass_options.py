@@ -90,13 +90,14 @@ def config_command(*groups: list[Option], positional: dict[str, str] | None = No
             given = {n: kwargs.pop(n) for n in list(kwargs) if n in generated and n not in taken}
             given = {n: v for n, v in given.items() if v is not None}
             for name in positional:
-                if kwargs.get(name) is not None:
-                    given[name] = kwargs.pop(name)
-                else:
-                    kwargs.pop(name, None)
+                value = kwargs.pop(name, None)
+                if value not in (None, [], ()):
+                    given[name] = value
             options = {**(read_options(path, generated, positional, extras) if path else {}), **given}
             for name, metavar in positional.items():
-                if options.get(name) is None and own.parameters[name].default is ...:
+                if options.get(name) is not None:
+                    options[name] = _argument(name, options[name], own.parameters[name].annotation)
+                elif _required(own.parameters[name]):
                     raise UserError(f"Missing argument '{metavar}'.")
             return fn(**kwargs, options=options)
 
@@ -112,6 +113,27 @@ def config_command(*groups: list[Option], positional: dict[str, str] | None = No
         return command
 
     return decorate
+
+
+def _required(parameter: inspect.Parameter) -> bool:
+    info = parameter.default
+    return isinstance(info, typer.models.ArgumentInfo) and info.default is ...
+
+
+def _argument(name: str, value: Any, annotation: Any) -> Any:
+    """An argument's value from a config file as the command's type: a path or a string (or a list of them)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    hint = args[0] if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1 \
+        else annotation
+    if typing.get_origin(hint) in (list, typing.List):
+        if not isinstance(value, list):
+            value = [value]
+        return [_argument(name, v, typing.get_args(hint)[0]) for v in value]
+    if isinstance(value, Path):
+        return value
+    if not isinstance(value, str):
+        raise UserError(f"{name.upper()} expects a path or name, got {value!r}")
+    return Path(value) if hint is Path else value
 
 
 def _ordered(parameters: list[inspect.Parameter]) -> list[inspect.Parameter]:

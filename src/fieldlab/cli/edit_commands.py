@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
-
 import typer
 
 from fieldlab._errors import UserError
+from fieldlab.cli._dataclass_options import config_command, options_of, resolved, write_resolved
 from fieldlab.cli.main import app
+from fieldlab.edit.options import CropConfig
+from fieldlab.fit.config import FitConfig
+from fieldlab.fit.job import FitJob
 
 
 def _local_share(module) -> int:
@@ -16,13 +18,12 @@ def _local_share(module) -> int:
 
 
 @app.command("crop")
+@config_command(options_of(CropConfig), positional={"dir": "DIR"})
 def crop_command(
     dir: Path = typer.Argument(..., help="Field DIR of a partitioned field."),
     out: Path = typer.Option(..., "--out", help="Field DIR to write."),
-    keep: Optional[str] = typer.Option(None, help="Box to keep, START:STOP per axis in samples, e.g. 0:128,0:96."),
-    remove: Optional[str] = typer.Option(None, help="Partition indices to delete, e.g. 0,5,6."),
-    reconstruction: bool = typer.Option(True, help="Also render the cropped field into DIR2."),
     force: bool = typer.Option(False, help="Replace a non-empty --out."),
+    options: dict = None,
 ) -> None:
     """Delete the weights of partitions outside a box (or the listed ones): a smaller field that renders
     the kept region exactly as before."""
@@ -30,13 +31,16 @@ def crop_command(
     from fieldlab.fields import Partitioned
     from fieldlab.store import check_out_dir, load_field
 
+    config = CropConfig(**{k: v for k, v in options.items() if k != "dir"})
+    dir, keep, remove = options["dir"], config.keep, config.remove
     if (keep is None) == (remove is None):
         raise UserError("give exactly one of --keep REGION and --remove PARTITIONS")
     check_out_dir(out, force, inputs=[dir])
     stored = load_field(dir)
     box = parse_box(keep, stored.signal.shape) if keep is not None else None
     parts = parse_parts(remove) if remove is not None else None
-    result = write_cropped(stored, out, keep=box, remove=parts, force=force, reconstruction=reconstruction)
+    result = write_cropped(stored, out, keep=box, remove=parts, force=force, reconstruction=config.reconstruction)
+    write_resolved(out / "config.json", resolved(options, crop_command.generated, dir=str(dir)))
     before, after = result.metrics["params_before_crop"], result.metrics["params"]
     local_before, local_after = _local_share(stored.module), _local_share(result.module)
     parts_note = ""
@@ -49,35 +53,34 @@ def crop_command(
 
 
 @app.command("extend")
+@config_command(options_of(FitConfig, only=("steps", "lr", "device", "seed")),
+                options_of(FitJob, only=("max_size", "max_frames", "span", "modality")),
+                positional={"dir": "DIR", "input": "INPUT"})
 def extend_command(
     dir: Path = typer.Argument(..., help="Field DIR of a partitioned field."),
     input: str = typer.Argument(..., help="The larger signal (file or sample:NAME) holding the old one at its origin."),
     out: Path = typer.Option(..., "--out", help="Field DIR to write."),
-    steps: int = typer.Option(2000, help="Adam steps for the new partitions."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the field's tuned one)."),
-    max_size: Optional[int] = typer.Option(None, help="Downsample INPUT so no spatial axis exceeds this."),
-    max_frames: Optional[int] = typer.Option(None, help="Read at most this many frames of a video."),
-    span: Optional[str] = typer.Option(None, help="START:STOP in seconds of a clip or video."),
-    modality: Optional[str] = typer.Option(None, help="Force the kind of INPUT."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    seed: int = typer.Option(0, help="Random seed of the new partitions and the batches."),
     force: bool = typer.Option(False, help="Replace a non-empty --out."),
+    options: dict = None,
 ) -> None:
     """Grow a field to a larger signal: new partitions are added and trained against the frozen global
     branch, so the old region renders exactly as before."""
     from fieldlab.edit.extend import write_extended
-    from fieldlab.fit import FitConfig, resolve_device
+    from fieldlab.fit import resolve_device
     from fieldlab.signals import load_signal, parse_span
     from fieldlab.store import check_out_dir, load_field
 
+    dir, input = options.pop("dir"), options.pop("input")
     check_out_dir(out, force, inputs=[dir, input])
-    fit_config = FitConfig(steps=steps, lr=lr, device=device, seed=seed)
+    fit_config = FitConfig(**{k: options[k] for k in ("steps", "lr", "device", "seed") if k in options})
     fit_config.validate()
-    resolve_device(device)
+    resolve_device(fit_config.device)
     stored = load_field(dir)
-    signal = load_signal(input, max_size=max_size, max_frames=max_frames, modality=modality,
-                         span=parse_span(span) if span else None)
+    span = options.get("span")
+    signal = load_signal(input, max_size=options.get("max_size"), max_frames=options.get("max_frames"),
+                         modality=options.get("modality"), span=parse_span(span) if span else None)
     result = write_extended(stored, signal, out, fit_config, force=force)
+    write_resolved(out / "config.json", resolved(options, extend_command.generated, dir=str(dir), input=input))
     m = result.field.metrics
     print(f"extended {'x'.join(map(str, stored.signal.shape))} -> {'x'.join(map(str, signal.shape))}: "
           f"{m['new_partitions']} new partitions, {m['params_before_extend']:,} -> {m['params']:,} parameters; "

@@ -18,7 +18,8 @@ import typer
 
 from fieldlab._errors import UserError
 from fieldlab._validate import LIMITS, check_memory, check_shape
-from fieldlab.cli._dataclass_options import config_command, options_of
+from fieldlab.cli._dataclass_options import config_command, options_of, resolved, write_resolved
+from fieldlab.edit.options import RenderConfig
 from fieldlab.cli._options import join_multi_values, parse_extra, parse_size
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -112,13 +113,12 @@ def _int_or_none(value: Any, flag: str, most: int) -> int | None:
 
 
 @app.command("render")
+@config_command(options_of(RenderConfig), positional={"dir": "DIR"})
 def render_command(
     dir: Path = typer.Argument(..., help="Field DIR."),
     out: Path = typer.Option(..., "--out", help="Output file; its suffix picks the format (.png, .wav, .mp4, .npy, …)."),
-    size: Optional[str] = typer.Option(None, help="Samples per axis, e.g. --size 512 512 (a mesh: one number, the grid)."),
-    region: Optional[str] = typer.Option(None, help="START:STOP per axis in sample units (frames, samples, pixels), e.g. 0:128,0:96."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     force: bool = typer.Option(False, help="Overwrite an existing --out."),
+    options: dict = None,
 ) -> None:
     """Render a field at any resolution over any sub-region of its domain."""
     from fieldlab.edit import parse_region, render, render_grid, rendered_info
@@ -128,8 +128,10 @@ def render_command(
 
     from fieldlab._safety import check_output_file
 
+    config = RenderConfig(**{k: v for k, v in options.items() if k != "dir"})
+    dir, size, region = options["dir"], config.size, config.region
     check_output_file(out, force=force, inputs=[dir])
-    target = resolve_device(device)
+    target = resolve_device(config.device)
     stored = load_field(dir, device=target)
     check_output(out, stored.signal)
     if get_modality(stored.signal.kind).occupancy:  # rendered as its surface, the field's zero level set
@@ -140,6 +142,7 @@ def render_command(
         bounds = parse_region(region, 3) if region else None
         vertices, faces = render_mesh(stored, size=cube, region=bounds, device=target, progress=True)
         write_mesh(out, vertices, faces)
+        _write_render_config(out, options)
         print(f"rendered the surface at {'x'.join(map(str, cube or stored.signal.shape))}: {len(faces):,} faces -> {out}")
         return
     grid = render_grid(stored, size=parse_size(size), region=parse_region(region, stored.signal.in_dim) if region else None)
@@ -147,7 +150,14 @@ def render_command(
     check_memory(12 * math.prod(grid[0]) * stored.signal.channels, f"rendering {'x'.join(map(str, grid[0]))} samples")
     values = render(stored, size=grid[0], region=grid[1], device=target, progress=True)
     write_signal(out, stored.signal.normalization.decode(values), rendered_info(stored.signal, grid[0], grid[1]))
+    _write_render_config(out, options)
     print(f"rendered {'x'.join(map(str, grid[0]))} over {','.join(f'{lo:g}:{hi:g}' for lo, hi in grid[1])} -> {out}")
+
+
+def _write_render_config(out: Path, options: dict) -> None:
+    """OUT.config.json beside the rendered file: `render --config` reads it back to render again."""
+    fixed = {"dir": str(options["dir"])}
+    write_resolved(out.with_name(out.name + ".config.json"), resolved(options, render_command.generated, **fixed))
 
 
 @app.command("info")
