@@ -58,12 +58,17 @@ class SDFConfig:
     num_queries: int = 512
     """Query points per scene per step (and per test batch)."""
     steps: int = 300
+    """Optimizer steps."""
     batch_size: int = 16
+    """Scenes per step."""
     lr: float = 1e-2
     """Peak AdamW learning rate (warm-up, then cosine)."""
     weight_decay: float = 1e-4
+    """AdamW weight decay."""
     warmup: int = 20
+    """Steps of linear learning-rate warm-up."""
     seed: int = 0
+    """Random seed (scenes and training)."""
     device: str = "auto"
     """auto (CUDA when available), cpu, cuda or cuda:N."""
     max_seconds: float = 0.0

@@ -45,13 +45,16 @@ FORMAT = "fieldlab.run"
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     net: str = "dinet"
+    """Network name."""
     net_options: dict = dataclasses.field(default_factory=dict)
     points: str = "auto"
     """Training point set: grid, qmc, rqmc, random, shrunk, mixed, or auto: the network's own
     (`NetConfig.train_points`): mixed for DI-Net-4 (`dinet`), else rqmc, a scrambled Sobol set
     redrawn every step, so the network never sees one fixed set of points to overfit."""
     num_points: int = 256
+    """Points per field per step."""
     sequence: str = "sobol"
+    """QMC sequence: sobol or halton."""
     mix: str = "rqmc,grid,random,shrunk"
     """With points mixed: the point sets drawn from, one per step (comma-separated); the first is the
     training cell `eval` measures drops from."""
@@ -59,10 +62,15 @@ class TrainConfig:
     """Resolution augmentation: grid sides (comma-separated, e.g. "12,16,24"), one drawn per step, each
     giving side^d points; empty: always `num_points`. Supports stay sized for `num_points`."""
     steps: int = 600
+    """Optimizer steps."""
     batch_size: int = 64
+    """Fields per step (global, over all processes)."""
     lr: float = 2e-3
+    """Peak AdamW learning rate (warm-up, then cosine)."""
     weight_decay: float = 1e-3
+    """AdamW weight decay."""
     warmup: int = 30
+    """Steps of linear learning-rate warm-up."""
     jitter: float = 0.0
     """Standard deviation of the coordinate jitter, in canonical units (the network still sees the
     nominal points: it learns to tolerate a sampling offset)."""
@@ -74,9 +82,13 @@ class TrainConfig:
     """A finished `train` run of a grid CNN (cnn2, cnn4) whose translation (`fieldlab.learn.translate`) is
     the DI-Net's starting point; empty: a fresh network."""
     seed: int = 0
+    """Random seed."""
     device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
     checkpoint_every: int = 200
+    """Steps between checkpoints (what --resume continues from)."""
     log_every: int = 50
+    """Steps between log lines."""
 
     def resolved(self, dim: int = 2) -> TrainConfig:
         """This config with `points="auto"` replaced by the network's choice (a mix without grids where
