@@ -7,5 +7,5 @@ from fieldlab.fit.metrics import field_psnrs, metrics_for, psnr, psnr_from_mse, 
 from fieldlab.fit.schedule import Schedule
 from fieldlab.fit import miner  # noqa: F401,E402  (registers MINER's engine)
 
-__all__ = ["FitConfig", "FitResult", "Fitter", "FusedEngine", "Schedule", "StackEngine", "Stepper", "field_psnrs", "fit",
-           "metrics_for", "psnr", "psnr_from_mse", "resolve_device", "ssim"]
+__all__ = ["FitConfig", "FitResult", "Fitter", "FusedEngine", "Schedule", "StackEngine", "Stepper", "field_psnrs",
+           "fit", "metrics_for", "psnr", "psnr_from_mse", "resolve_device", "ssim"]
