@@ -190,3 +190,24 @@ def test_incode_sines_train_the_harmonizer():
     assert module.harmonizer_latent.grad.abs().sum() > 0
     assert all(p.grad.abs().sum() > 0 for p in module.harmonizer.parameters())
     assert lg((8, 8), partitions=(2, 2), incode=True).num_params() == sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("partitions", [(2, 2), (4, 4), (8, 8)])
+def test_partition_count_keeps_the_parameter_budget(partitions):
+    from fieldlab.fit.job import resolve_field_config
+
+    default = LocalGlobalConfig(out_dim=3).num_params()  # what `fieldlab fields` shows
+
+    def size(params):
+        return resolve_field_config("local-global", {"partitions": partitions}, kind="image", in_dim=2, out_dim=3,
+                                    shape=(128, 128), params=params).num_params()
+
+    assert abs(size(None) - default) <= 0.05 * default
+    assert abs(size(60_000) - 60_000) <= 0.05 * 60_000
+
+
+def test_given_widths_are_kept_and_the_other_is_solved_for_the_budget():
+    config = make_config("local-global", in_dim=2, out_dim=3, partitions=(4, 4), hidden_dim=14).adapt((128, 128))
+    assert config.hidden_dim == 14 and abs(config.num_params() - 206_610) <= 0.05 * 206_610
+    stored = LocalGlobalConfig.from_dict(config.to_dict())  # a stored field holds its solved widths
+    assert (stored.hidden_dim, stored.global_dim) == (config.hidden_dim, config.global_dim)

@@ -23,6 +23,7 @@ Letters: n points, d coordinate dims, c channels, p partitions, r tiles, t point
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import Literal
 
@@ -43,6 +44,12 @@ image and, near enough, video settings)..."""
 DEFAULT_MIN_SIZE = {1: 1024, 2: 32, 3: 8}
 """...but no fewer samples per partition than this, so small signals get few partitions."""
 HARMONIZER_LATENT, HARMONIZER_HIDDEN, GROUPS = 16, 32, ("local", "global", "fusion")
+REFERENCE_WIDTHS = (14, 84)
+"""Local and global widths of the paper's image setting (16×16 partitions, 206,610 parameters): with the
+default partition counts they set the default parameter budget of each dimension, which unset widths keep
+whatever the partition count (`LocalGlobalConfig.default_budget`)."""
+
+log = logging.getLogger(__name__)
 
 
 class LocalGlobal(nn.Module):
@@ -219,6 +226,19 @@ class LocalGlobal(nn.Module):
         return boxes
 
 
+def _closest(f, target: int, name: str, lo: int = 1) -> int:
+    """The integer k ≥ lo whose increasing f(k) is closest to `target` (the smaller on a tie)."""
+    hi = lo
+    while f(hi) < target:
+        lo, hi = hi, hi * 2
+        if hi > 2**24:
+            raise UserError(f"--params {target} is too large for field {name!r}")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if f(mid) < target else (lo, mid)
+    return min((lo, hi), key=lambda k: (abs(f(k) - target), k))
+
+
 def _broadcast(values: tuple[int, ...], in_dim: int) -> tuple[int, ...]:
     return tuple(values) * in_dim if len(values) == 1 else tuple(values)
 
@@ -235,10 +255,11 @@ class LocalGlobalConfig(FieldConfig):
     fewer where partitions would hold under 1024 (1D), 32 (2D) or 8 (3D) samples per axis."""
     partition_size: tuple[int, ...] = ()
     """Samples per partition along each axis (instead of --partitions); the last may be shorter."""
-    hidden_dim: int = 14
-    """Width of each partition's local MLP."""
-    global_dim: int = 84
-    """Width of the global MLP (local-global mode)."""
+    hidden_dim: int = 0
+    """Width of each partition's local MLP; 0: solved, with --global-dim, for the default parameter budget
+    (206,610 in 2D, what 14 and 84 give 16×16 partitions), so the partition count does not change the size."""
+    global_dim: int = 0
+    """Width of the global MLP (local-global mode); 0: solved for the default budget as --hidden-dim is."""
     num_layers: int = 4
     """Sine layers in each branch (the fusion follows each); a linear head per partition follows."""
     omega0: float = 30.0
@@ -260,6 +281,7 @@ class LocalGlobalConfig(FieldConfig):
 
     lr = 1e-3
     size_knob = "hidden_dim"
+    may_be_zero = ("hidden_dim", "global_dim")
     resolved = ("span", "edges", "cells")
     maxima = {**FieldConfig.maxima, "partitions": LIMITS.width}
 
@@ -307,7 +329,14 @@ class LocalGlobalConfig(FieldConfig):
         if self.span == shape and self.edges:
             return self
         edges = tuple(balanced_edges(0, n, k) for n, k in zip(shape, self._counts(shape)))
-        return self.replace(span=shape, edges=edges, cells=())
+        adapted = self.replace(span=shape, edges=edges, cells=())
+        sized = adapted.sized()
+        if sized is not adapted and adapted.num_parts != DEFAULT_COUNTS.get(self.in_dim, 4) ** self.in_dim:
+            log.info("local-global: widths %d (local) and %d (global) for %s partitions keep the default budget "
+                     "of %s parameters (--params, --hidden-dim or --global-dim choose another size)",
+                     sized.hidden_dim, sized.global_dim, "x".join(str(len(e) - 1) for e in edges),
+                     f"{sized.num_params():,}")
+        return sized
 
     def _resolved(self) -> LocalGlobalConfig:
         """Before `adapt`, a uniform grid of the asked-for (or default) partition counts over [-1, 1]."""
@@ -335,34 +364,57 @@ class LocalGlobalConfig(FieldConfig):
                 (HARMONIZER_HIDDEN + 1) * 4 * len(GROUPS)
         return local, shared
 
+    def default_budget(self) -> int:
+        """The parameters of `REFERENCE_WIDTHS` at this dimension's default partition counts."""
+        parts = DEFAULT_COUNTS.get(self.in_dim, 4) ** self.in_dim
+        reference = dataclasses.replace(self, mode="local-global")  # one budget for both modes (the paper's LC)
+        return sum(reference._param_counts(*REFERENCE_WIDTHS, parts))
+
+    def widths(self) -> tuple[int, int]:
+        """(local, global) widths: those given, and any left at 0 solved for the default budget."""
+        if self.hidden_dim and (self.global_dim or self.mode == "local"):
+            return self.hidden_dim, self.global_dim
+        parts = self.num_parts
+        if parts == DEFAULT_COUNTS.get(self.in_dim, 4) ** self.in_dim and self.mode == "local-global" \
+                and not (self.hidden_dim or self.global_dim):
+            return REFERENCE_WIDTHS  # the budget's own widths (the solver's share rule would pick others in 1D)
+        return self._solve_widths(self.default_budget(), parts, self.hidden_dim, self.global_dim)
+
+    def sized(self) -> LocalGlobalConfig:
+        """The config with its widths set (`widths`), as a stored field holds it."""
+        hidden, width = self.widths()
+        return self if (hidden, width) == (self.hidden_dim, self.global_dim) else \
+            self.replace(hidden_dim=hidden, global_dim=width)
+
     def num_params(self) -> int:
-        return sum(self._param_counts(self.hidden_dim, self.global_dim, self.num_parts))
+        return sum(self._param_counts(*self.widths(), self.num_parts))
 
     def with_params(self, target: int) -> LocalGlobalConfig:
-        """Solve the widths for `target` parameters exactly, by integer search (the counts are monotone):
-        for each local width h the global width g closest to the budget's remainder is found by
-        bisection, h is the one whose shared share is closest to `global_share`, and finally h is
-        re-chosen for that g so no neighbouring width is closer to `target`."""
+        """Both widths solved for `target` parameters (`_solve_widths`), whatever they were."""
         if target <= 0:
             raise UserError(f"--params must be positive, got {target}")
-        parts = self.num_parts
+        hidden, width = self._solve_widths(target, self.num_parts)
+        return self.replace(hidden_dim=hidden, global_dim=width)
+
+    def _solve_widths(self, target: int, parts: int, hidden: int = 0, width: int = 0) -> tuple[int, int]:
+        """The widths for `target` parameters exactly, by integer search (the counts are monotone), keeping
+        a width that is given (non-zero): for each local width h the global width g closest to the
+        budget's remainder is found by bisection, h is the one whose shared share is closest to
+        `global_share`, and finally h is re-chosen for that g so no neighbouring width is closer to
+        `target`. Pure arithmetic (no config is built), so `num_params` may call it."""
 
         def total(h: int, g: int) -> int:
             return sum(self._param_counts(h, g, parts))
 
-        def closest(f, lo: int = 1) -> int:  # the integer k ≥ lo whose increasing f(k) is closest to target
-            hi = lo
-            while f(hi) < target:
-                lo, hi = hi, hi * 2
-                if hi > 2**24:
-                    raise UserError(f"--params {target} is too large for field {self.name!r}")
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                lo, hi = (mid, hi) if f(mid) < target else (lo, mid)
-            return min((lo, hi), key=lambda k: (abs(f(k) - target), k))
+        def closest(f) -> int:
+            return _closest(f, target, self.name)
 
         if self.mode == "local":
-            return self.replace(hidden_dim=closest(lambda h: total(h, 1)))
+            return hidden or closest(lambda h: total(h, 1)), width
+        if hidden:
+            return hidden, width or closest(lambda g: total(hidden, g))
+        if width:
+            return closest(lambda h: total(h, width)), width
         best = None
         h = 1
         while total(h, 1) <= target or h == 1:
@@ -373,15 +425,15 @@ class LocalGlobalConfig(FieldConfig):
                 best = (score, h, g)
             h += 1
         _, h, g = best
-        h = closest(lambda k: total(k, g))
-        return self.replace(hidden_dim=h, global_dim=g)
+        return closest(lambda k: total(k, g)), g
 
     # -- building -------------------------------------------------------------------------------------
     def build(self) -> LocalGlobal:
         config = self._resolved()
         cells = config.cells or tuple(range(math.prod(len(e) - 1 for e in config.edges)))
-        return LocalGlobal(in_dim=self.in_dim, out_dim=self.out_dim, hidden_dim=self.hidden_dim,
-                           global_dim=self.global_dim, num_layers=self.num_layers, omega0=self.omega0,
+        hidden, width = self.widths()
+        return LocalGlobal(in_dim=self.in_dim, out_dim=self.out_dim, hidden_dim=hidden,
+                           global_dim=width, num_layers=self.num_layers, omega0=self.omega0,
                            first_omega0=self.first_omega0, span=config.span, edges=config.edges, cells=cells,
                            use_global=self.mode == "local-global", incode=self.incode, overlap=self.overlap)
 
