@@ -211,3 +211,46 @@ def test_given_widths_are_kept_and_the_other_is_solved_for_the_budget():
     assert config.hidden_dim == 14 and abs(config.num_params() - 206_610) <= 0.05 * 206_610
     stored = LocalGlobalConfig.from_dict(config.to_dict())  # a stored field holds its solved widths
     assert (stored.hidden_dim, stored.global_dim) == (config.hidden_dim, config.global_dim)
+
+
+def _grid(rows, cols):
+    return torch.stack(torch.meshgrid(torch.linspace(-1, 1, rows), torch.linspace(-1, 1, cols), indexing="ij"), -1)
+
+
+def test_blend_cross_fades_partitions_so_values_are_continuous_at_borders():
+    torch.manual_seed(0)
+    blended = lg((16, 10), partitions=(2, 2), blend=(2,))
+    module = blended.build()
+    plain = blended.replace(blend=()).build()
+    plain.load_state_dict(module.state_dict())
+    x = _grid(160, 100)
+    with torch.no_grad():
+        y, y0 = module(x)[..., 0], plain(x)[..., 0]
+
+    def jump(v):
+        return max(float((v[1:] - v[:-1]).abs().max()), float((v[:, 1:] - v[:, :-1]).abs().max()))
+
+    assert jump(y) < 0.2 * jump(y0)  # fine sampling: only a seam jumps
+    far = (x[..., 0].abs() > 0.3) & (x[..., 1].abs() > 0.45)  # over 2 samples from the edges (row 8, column 5)
+    assert torch.equal(y[far], y0[far])  # away from every border a point reads its own partition only
+    assert module.training_points(*_flat(16, 10), (16, 10))[0].shape[0] == 4 * 10 * 7  # margins train the fades
+
+
+def _flat(rows, cols):
+    return _grid(rows, cols).reshape(-1, 2), torch.zeros(rows * cols, 1)
+
+
+def test_blended_stack_runs_under_vmap_and_a_cropped_neighbour_drops_out():
+    from torch.func import functional_call, vmap
+
+    config = lg((12, 10), partitions=(3, 2), blend=(2,))
+    module = config.build()
+    params = dict(module.named_parameters())
+    x = _grid(30, 25).reshape(-1, 2)
+    both = vmap(lambda p, xx: functional_call(module, p, (xx,)))({k: torch.stack([v, v]) for k, v in params.items()},
+                                                                 torch.stack([x, x]))
+    torch.testing.assert_close(both[1], module(x))
+    cropped, state = config.without_parts(module.state_dict(), [1])
+    left = cropped.build()
+    left.load_state_dict(state)
+    assert torch.isfinite(left(x)).all() and left(torch.tensor([[-0.9, 0.5]])).abs().sum() == 0  # removed: 0

@@ -61,7 +61,8 @@ class LocalGlobal(nn.Module):
 
     def __init__(self, *, in_dim: int, out_dim: int, hidden_dim: int, global_dim: int, num_layers: int,
                  omega0: float, first_omega0: float, span: tuple[int, ...], edges: tuple[tuple[int, ...], ...],
-                 cells: tuple[int, ...], use_global: bool, incode: bool, overlap: tuple[int, ...] = ()):
+                 cells: tuple[int, ...], use_global: bool, incode: bool, overlap: tuple[int, ...] = (),
+                 blend: tuple[int, ...] = ()):
         super().__init__()
         self.in_dim, self.out_dim, self.num_layers = in_dim, out_dim, num_layers
         self.omega0, self.first_omega0 = omega0, first_omega0
@@ -71,6 +72,8 @@ class LocalGlobal(nn.Module):
         self.has_void = min(cells) < 0
         self.use_global = use_global
         self.overlap = overlap
+        self.blend_samples = _broadcast(blend or (0,), in_dim)
+        self.blend = _fade_widths(self.blend_samples, span, edges)
         p, h, g = self.num_parts, hidden_dim, global_dim
         dims = [in_dim] + [h] * num_layers + [out_dim]
         self.local_weights = nn.ParameterList(nn.Parameter(torch.empty(p, a, b)) for a, b in zip(dims[:-1], dims[1:]))
@@ -139,15 +142,68 @@ class LocalGlobal(nn.Module):
             x = x[:, :-1]
         else:
             slot, void = self.route(x)
-        n = x.shape[0]
-        tile = tile_size(n, self.num_parts)
-        src, pos, tile_slot = tile_layout(slot, self.num_parts, tile)
-        padded = torch.cat([x, x.new_zeros(1, x.shape[1])])[src].view(-1, tile, x.shape[1])  # (r, t, d)
-        y = self._tiles(padded, tile_slot)
-        y = y.reshape(-1, y.shape[-1])[pos]  # (n, c), back in the points' order
+        y = self._at_slots(x, slot)
+        if void is not None and any(self.blend):
+            y = self._blended(x, y)
         if void is not None and self.has_void:
             y = y.masked_fill(void[:, None], 0.0)  # cropped-away cells render as 0
         return y.reshape(*lead, y.shape[-1])
+
+    def _at_slots(self, x: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        """Values (n, c) of points x (n, d), point i through partition slot[i]."""
+        tile = tile_size(x.shape[0], self.num_parts)
+        src, pos, tile_slot = tile_layout(slot, self.num_parts, tile)
+        padded = torch.cat([x, x.new_zeros(1, x.shape[1])])[src].view(-1, tile, x.shape[1])  # (r, t, d)
+        y = self._tiles(padded, tile_slot)
+        return y.reshape(-1, y.shape[-1])[pos]  # (n, c), back in the points' order
+
+    # -- blending -----------------------------------------------------------------------------------
+    def _fades(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per point and axis (n, d): its cell index, the cell across its nearer inner edge, and that
+        neighbour's weight σ (1/2 on the edge, falling smoothly to 0 at the fade width; the own cell
+        has 1 - σ). On each axis the weights of two cells sum to 1: a partition of unity."""
+        own, other, sigma = [], [], []
+        for a, k in enumerate(self.counts):
+            inner = getattr(self, f"inner_edges_{a}")
+            u = x[:, a].contiguous().to(inner.dtype)
+            i = torch.searchsorted(inner, u, right=True)
+            far = torch.full_like(u, math.inf)
+            below = torch.where(i > 0, u - inner[(i - 1).clamp(min=0)], far) if k > 1 else far
+            above = torch.where(i < k - 1, inner[i.clamp(max=k - 2)] - u, far) if k > 1 else far
+            up = above < below
+            t = (torch.minimum(above, below) / max(self.blend[a], 1e-12)).clamp(max=1.0)
+            own.append(i)
+            other.append(torch.where(up, i + 1, i - 1).clamp(0, k - 1))
+            sigma.append(0.5 * (1 - t * t * (3 - 2 * t)) if self.blend[a] > 0 else torch.zeros_like(u))
+        return torch.stack(own, 1), torch.stack(other, 1), torch.stack(sigma, 1)
+
+    def _blended(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Points within the fade width of an inner edge take the weighted sum of their own partition's
+        value (y) and the neighbours' (every combination of own and across-the-edge cells per axis);
+        cells cropped away drop out and the weights are renormalised over the rest."""
+        own, other, sigma = self._fades(x)
+        if _is_batched(x):  # under vmap every point takes part, so the shapes stay fixed
+            near = torch.arange(x.shape[0], device=x.device)
+        else:
+            near = torch.nonzero((sigma > 0).any(1)).squeeze(1)
+        own, other, sigma, points = own[near], other[near], sigma[near], x[near]
+        combos = [c for c in range(1, 2 ** self.in_dim)]
+        weights, slots = [], []
+        for combo in combos:
+            bits = torch.tensor([(combo >> (self.in_dim - 1 - a)) & 1 for a in range(self.in_dim)],
+                                dtype=torch.bool, device=x.device)
+            index = torch.where(bits, other, own)
+            cell = torch.zeros_like(index[:, 0])
+            for a, k in enumerate(self.counts):
+                cell = cell * k + index[:, a]
+            slot = self.cell_slots[cell]
+            weights.append(torch.where(bits, sigma, 1 - sigma).prod(1) * (slot >= 0))
+            slots.append(slot.clamp(min=0))
+        values = self._at_slots(points.repeat(len(combos), 1), torch.cat(slots)).view(len(combos), -1, y.shape[-1])
+        weight = torch.stack(weights)[..., None].to(values.dtype)  # (combos, m, 1)
+        own_weight = (1 - sigma).prod(1)[:, None].to(values.dtype)
+        mixed = (own_weight * y[near] + (weight * values).sum(0)) / (own_weight + weight.sum(0))
+        return y.index_copy(0, near, mixed.to(y.dtype))
 
     def _coefficients(self):
         """Per group (local, global, fusion): INCODE's (a, b, c, d) for a·sin(b·ωz + c) + d."""
@@ -200,7 +256,8 @@ class LocalGlobal(nn.Module):
         to the grid), each tagged with its slot, so a margin sample trains both neighbours. `coords`
         and `values` are a (*shape) grid, flattened, whose sample 0 lies at `origin` in the field's
         frame (default 0). Without overlap and without a `slots` subset they come back unchanged."""
-        overlap = _broadcast(self.overlap or (0,), self.in_dim)
+        # the fades read a neighbour up to `blend` samples past its box: it trains there too
+        overlap = tuple(max(m, b) for m, b in zip(_broadcast(self.overlap or (0,), self.in_dim), self.blend_samples))
         if not any(overlap) and slots is None:
             return coords, values
         boxes = self.part_boxes()
@@ -239,6 +296,21 @@ def _closest(f, target: int, name: str, lo: int = 1) -> int:
     return min((lo, hi), key=lambda k: (abs(f(k) - target), k))
 
 
+def _fade_widths(blend: tuple[int, ...], span: tuple[int, ...], edges: tuple[tuple[int, ...], ...]) -> list[float]:
+    """Each axis's fade width in canonical units: `blend` samples, at most half the narrowest partition (a
+    point then lies within the width of one edge at most, so the fades meet continuously)."""
+    widths = []
+    for b, n, axis in zip(blend, span, edges):
+        narrowest = min(hi - lo for lo, hi in zip(axis[:-1], axis[1:]))
+        widths.append(2.0 * min(b, narrowest / 2) / n)
+    return widths
+
+
+def _is_batched(x: torch.Tensor) -> bool:
+    """Whether x is a tensor that `torch.func.vmap` batches (its points differ per field of a stack)."""
+    return torch._C._functorch.is_batchedtensor(x)
+
+
 def _broadcast(values: tuple[int, ...], in_dim: int) -> tuple[int, ...]:
     return tuple(values) * in_dim if len(values) == 1 else tuple(values)
 
@@ -268,6 +340,10 @@ class LocalGlobalConfig(FieldConfig):
     """Frequency factor of the first layers."""
     overlap: tuple[int, ...] = ()
     """Training margin: each partition also fits this many of its neighbours' samples per side (per axis)."""
+    blend: tuple[int, ...] = ()
+    """Cross-fade width in samples (per axis): within it of a partition border a value is the smooth blend of
+    both partitions' (a partition of unity), so tiles meet without seams; each partition trains on at least
+    this margin. Empty or 0: each point reads its own partition only (a field.json without it)."""
     global_share: float = 0.1
     """With --params: the share of the budget given to the shared weights (global MLP and fusion)."""
     incode: bool = False
@@ -291,7 +367,7 @@ class LocalGlobalConfig(FieldConfig):
         if self.partitions and self.partition_size:
             raise UserError("give --partitions or --partition-size, not both")
         for flag, values, low in (("--partitions", self.partitions, 1), ("--partition-size", self.partition_size, 1),
-                                  ("--overlap", self.overlap, 0)):
+                                  ("--overlap", self.overlap, 0), ("--blend", self.blend, 0)):
             if len(values) not in (0, 1, self.in_dim):
                 raise UserError(f"{flag} needs one number or {self.in_dim} (one per axis), got {len(values)}")
             if any(v < low for v in values):
@@ -435,7 +511,8 @@ class LocalGlobalConfig(FieldConfig):
         return LocalGlobal(in_dim=self.in_dim, out_dim=self.out_dim, hidden_dim=hidden,
                            global_dim=width, num_layers=self.num_layers, omega0=self.omega0,
                            first_omega0=self.first_omega0, span=config.span, edges=config.edges, cells=cells,
-                           use_global=self.mode == "local-global", incode=self.incode, overlap=self.overlap)
+                           use_global=self.mode == "local-global", incode=self.incode, overlap=self.overlap,
+                           blend=self.blend)
 
     # -- the crop protocol (edit/crop.py) ---------------------------------------------------------------
     def _cells(self) -> tuple[int, ...]:
