@@ -1,0 +1,81 @@
+"""The pictures beside a fit and a render: training.png, error.png, a mesh's preview, MINER's blocks.png
+with its legend; none of them (and one note) without matplotlib."""
+
+import builtins
+
+import imageio.v3 as iio
+import pytest
+
+from fieldlab import plots
+
+FIT = ["--steps", 20, "--hidden-dim", 8, "--device", "cpu", "--quiet"]
+MESH = ["--steps", 2, "--params", 500, "--points", 600, "--eval-points", 200, "--chamfer-points", 100,
+        "--resolution", 12, "--quiet"]
+
+
+@pytest.fixture
+def no_matplotlib(monkeypatch):
+    real = builtins.__import__
+
+    def refuse(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError(f"No module named {name!r}")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", refuse)
+    monkeypatch.setattr(plots, "_noted", set())
+
+
+def test_an_image_fit_writes_its_training_curve_and_error_map(cli, tmp_path, one_thread):
+    pytest.importorskip("matplotlib")
+    status, _, err = cli(["fit", "sample:camera", "--max-size", 24, *FIT, "--out", tmp_path / "f"])
+    assert status == 0, err
+    assert iio.imread(tmp_path / "f" / "training.png").shape == (500, 600, 4)  # 6 × 5 in at 100 dpi
+    error = iio.imread(tmp_path / "f" / "error.png")
+    assert error.ndim == 3 and min(error.shape[:2]) >= 300
+
+
+def test_an_audio_fit_writes_its_spectrogram_difference(cli, tmp_path, chord_wav, one_thread):
+    pytest.importorskip("matplotlib")
+    status, _, err = cli(["fit", chord_wav, "--span", "0:0.05", *FIT, "--out", tmp_path / "a"])
+    assert status == 0, err
+    assert iio.imread(tmp_path / "a" / "error.png").shape == (350, 700, 4)
+    assert (tmp_path / "a" / "training.png").is_file()
+
+
+def test_a_mesh_fit_and_a_mesh_render_write_a_preview(cli, tmp_path, bumpy_mesh, one_thread):
+    pytest.importorskip("matplotlib")
+    status, _, err = cli(["fit", bumpy_mesh.path, *MESH, "--out", tmp_path / "m"])
+    assert status == 0, err
+    assert iio.imread(tmp_path / "m" / "preview.png").shape == (400, 800, 4)
+    assert (tmp_path / "m" / "training.png").is_file() and not (tmp_path / "m" / "error.png").exists()
+    status, _, err = cli(["render", tmp_path / "m", "--size", 10, "--out", tmp_path / "surface.obj"])
+    assert status == 0, err
+    assert iio.imread(tmp_path / "surface.obj.preview.png").shape == (400, 800, 4)
+
+
+def test_miner_blocks_picture_has_a_legend_per_scale(tmp_path):
+    pytest.importorskip("matplotlib")
+    import numpy as np
+
+    picture = np.zeros((32, 68, 3), dtype=np.uint8)
+    assert plots.write_blocks_figure(picture, [[230, 25, 75], [60, 180, 75]], [(4, 4), (7, 16)],
+                                     tmp_path / "blocks.png", title="blocks")
+    assert iio.imread(tmp_path / "blocks.png").ndim == 3
+
+
+def test_without_matplotlib_no_picture_is_written_and_one_note_says_so(cli, tmp_path, no_matplotlib, one_thread):
+    status, _, err = cli(["fit", "sample:camera", "--max-size", 24, *FIT, "--out", tmp_path / "f"])
+    assert status == 0, err
+    assert not (tmp_path / "f" / "training.png").exists() and not (tmp_path / "f" / "error.png").exists()
+    notes = [line for line in err.splitlines() if "install matplotlib" in line]
+    assert notes == ["fieldlab: no error.png: install matplotlib (pip install 'fieldlab[all]') for fieldlab's pictures"]
+    assert (tmp_path / "f" / "reconstruction.png").is_file()
+
+
+def test_miner_blocks_png_stays_a_bare_picture_without_matplotlib(cli, tmp_path, no_matplotlib, one_thread):
+    status, _, err = cli(["fit", "sample:camera", "--max-size", 32, "--field", "miner", "--scales", 2,
+                          "--block-size", 8, "--hidden-dim", 10, "--steps", 10, "--device", "cpu", "--quiet",
+                          "--out", tmp_path / "m"])
+    assert status == 0, err
+    assert iio.imread(tmp_path / "m" / "blocks.png").shape[2] == 3  # RGB from the picture itself
