@@ -26,6 +26,29 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="fieldlab: neural fields as data. Fit signals as fields, render and inspect them.")
 
 
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fieldlab")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from fieldlab import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"fieldlab {_package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print fieldlab's version and exit.")) -> None:
+    pass
+
+
 @app.command("fields")
 def fields_command(name: Optional[str] = typer.Argument(None, help="Show the options of this field.")) -> None:
     """List the registered field architectures, or one field's options."""
@@ -143,6 +166,9 @@ def render_command(
         vertices, faces = render_mesh(stored, size=cube, region=bounds, device=target, progress=True)
         write_mesh(out, vertices, faces)
         _write_render_config(out, options)
+        from fieldlab.plots import write_mesh_preview
+
+        write_mesh_preview(vertices, faces, out.with_name(out.name + ".preview.png"), title=f"{len(faces):,} faces of {out.name}")
         print(f"rendered the surface at {'x'.join(map(str, cube or stored.signal.shape))}: {len(faces):,} faces -> {out}")
         return
     grid = render_grid(stored, size=parse_size(size), region=parse_region(region, stored.signal.in_dim) if region else None)
@@ -195,6 +221,12 @@ RESUMABLE = {
     "fit-dataset": "the finished chunks are kept: run the same command with --resume to go on",
     "train": "the last checkpoint is kept: run the same command with --resume to go on",
 }
+
+
+@app.command("version")
+def version_command() -> None:
+    """Print fieldlab's version."""
+    print(f"fieldlab {_package_version()}")
 
 
 def main(argv: list[str] | None = None) -> None:

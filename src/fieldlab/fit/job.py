@@ -9,7 +9,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from fieldlab import _json
+from fieldlab import _json, plots
 from fieldlab._errors import UserError
 from fieldlab._validate import LIMITS, bounded_int, check_memory
 from fieldlab.fields import FieldConfig, coerce_option, get_config_class
@@ -157,6 +157,9 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
         raw = signal.info.normalization.decode(result.prediction)
         write_reconstruction(folder, raw, signal.info)
         _write_run_files(result, folder, job, config)
+        plots.write_error_map(signal.values, result.prediction, signal.info.kind, folder / "error.png",
+                              metrics=result.metrics, sample_rate=signal.info.extra.get("sample_rate"))
+        plots.write_training_plot(folder / "log.jsonl", folder / "training.png")
     checkpoint.unlink(missing_ok=True)  # the field is written: nothing is left to resume
     return result
 
@@ -193,6 +196,9 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool, resume
         write_field(folder, result.field, config, info, result.metrics)
         write_mesh(folder / reconstruction_name(info), result.reconstruction.vertices, result.reconstruction.faces)
         _write_run_files(result, folder, job, config)
+        plots.write_mesh_preview(result.reconstruction.vertices, result.reconstruction.faces, folder / "preview.png",
+                                 title=f"{len(result.reconstruction.faces):,} faces of {reconstruction_name(info)}")
+        plots.write_training_plot(folder / "log.jsonl", folder / "training.png")
     return result
 
 
