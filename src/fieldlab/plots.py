@@ -5,7 +5,7 @@
                             for audio, the spectrogram difference in dB (`fit`)
     DIR/preview.png         the extracted surface of a mesh fit from two angles (`fit`); `render` of a
     OUT.preview.png         mesh field writes one beside OUT
-    DIR/blocks.png          MINER's blocks per scale with a legend (scale → colour, blocks kept)
+    DIR/blocks.png          MINER's blocks per scale with a legend (scale → colour, blocks active)
 
 Every writer returns False and writes nothing when matplotlib is missing (one note in the log says so);
 the data files never depend on these pictures.
@@ -181,6 +181,7 @@ def write_mesh_preview(vertices: np.ndarray, faces: np.ndarray, path: Path, *, t
         for axis, c in zip("xyz", centre):
             getattr(ax, f"set_{axis}lim")(c - half, c + half)
         ax.view_init(elevation, azimuth)
+        ax.set_box_aspect((1, 1, 1), zoom=1.4)  # the default leaves the surface small in a wide margin
         ax.set_axis_off()
     fig.suptitle(shown, fontsize=9)
     fig.subplots_adjust(0, 0, 1, 0.93, 0, 0)
@@ -192,7 +193,7 @@ def write_mesh_preview(vertices: np.ndarray, faces: np.ndarray, path: Path, *, t
 def write_blocks_figure(picture: np.ndarray, colours: Sequence[Sequence[int]], kept: Sequence[tuple[int, int]],
                         path: Path, *, title: str) -> bool:
     """MINER's block picture (one panel per scale, coarsest left) with a legend (scale → colour, blocks
-    kept of all) and a title; False when matplotlib is missing."""
+    active of all) and a title; False when matplotlib is missing."""
     plt = pyplot("the legend on blocks.png")
     if plt is None:
         return False
@@ -204,7 +205,7 @@ def write_blocks_figure(picture: np.ndarray, colours: Sequence[Sequence[int]], k
     ax.imshow(picture, interpolation="nearest")
     ax.set_axis_off()
     handles = [Patch(color=np.asarray(colours[s % len(colours)]) / 255,
-                     label=f"scale {s}{' (coarsest)' if s == 0 else ''}: {active:,} of {total:,} blocks")
+                     label=f"scale {s}{' (coarsest)' if s == 0 else ''}: {active:,} of {total:,} blocks active")
                for s, (active, total) in enumerate(kept)]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=min(4, len(handles)),
               fontsize=8, frameon=False)

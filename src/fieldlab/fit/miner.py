@@ -509,7 +509,7 @@ def block_picture(model: Miner, background: torch.Tensor | None = None, max_side
 
 
 def write_block_picture(path: Path, model: Miner, background: torch.Tensor | None = None) -> None:
-    """blocks.png: the block picture with a legend (scale → colour, blocks kept) and a title; the bare
+    """blocks.png: the block picture with a legend (scale → colour, blocks active) and a title; the bare
     picture when matplotlib is missing."""
     import imageio.v3 as iio
 
@@ -517,8 +517,7 @@ def write_block_picture(path: Path, model: Miner, background: torch.Tensor | Non
 
     picture = block_picture(model, background)
     kept = [(len(level), math.prod(model.blocks_per_axis(s))) for s, level in enumerate(model.levels)]
-    title = (f"MINER's blocks per scale, coarsest left: {sum(a for a, _ in kept):,} of {sum(t for _, t in kept):,} "
-             "kept (the others were retired)")
+    title = f"MINER's blocks per scale, coarsest left: {sum(a for a, _ in kept):,} of {sum(t for _, t in kept):,} active"
     if not write_blocks_figure(picture, PALETTE.tolist(), kept, path, title=title):
         iio.imwrite(path, picture)
 
