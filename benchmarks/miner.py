@@ -22,6 +22,7 @@ large images are smooth at the pixel scale, like the MINER_pl Pluto table they a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -63,15 +64,19 @@ def psnr_in_slabs(model: torch.nn.Module, signal: Signal, rows: int = 0) -> floa
 
 
 def run_memory(signal: Signal, scales: int, seconds: float, device: str, **options) -> dict:
-    """MINER alone: train seconds, peak device memory, PSNR (in slabs), blocks; `options` are MinerConfig's."""
+    """MINER alone: train seconds, peak device memory, PSNR (in slabs), blocks; `options` are MinerConfig's
+    or MinerTrainConfig's."""
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     precision = options.pop("precision", "fp32")
-    config = make_config("miner", in_dim=2, out_dim=3, scales=scales, prune_mse=5e-5, stop_mse=3e-5, **options)
+    names = {f.name for f in dataclasses.fields(M.MinerTrainConfig)}
+    train = M.MinerTrainConfig(prune_mse=5e-5, stop_mse=3e-5, **{k: v for k, v in options.items() if k in names})
+    config = make_config("miner", in_dim=2, out_dim=3, scales=scales,
+                         **{k: v for k, v in options.items() if k not in names})
     model, stats = M.fit_pyramid(signal.values, config, FitConfig(steps=2000, max_seconds=seconds, device=device,
-                                                                   precision=precision))
+                                                                   precision=precision), train=train)
     tick = time.perf_counter()
     quality = psnr_in_slabs(model, signal)
     return {"psnr": round(quality, 3), "seconds": round(stats.seconds, 2), "eval_seconds": round(time.perf_counter() - tick, 1),
@@ -145,10 +150,10 @@ def run_mesh(path: Path, seconds: float, steps: int = 600, hidden: str = "8", ba
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
-            config = make_config("miner", in_dim=3, out_dim=1, scales=3, hidden_dim=h, num_layers=2,
-                                 prune_mse=1e-3, stop_mse=stop).adapt((resolution,) * 3)
+            config = make_config("miner", in_dim=3, out_dim=1, scales=3, hidden_dim=h, num_layers=2
+                                 ).adapt((resolution,) * 3)
             result = M.fit_mesh(mesh, config, FitConfig(steps=steps, max_seconds=seconds, device=device), occupancy,
-                                inside=inside)
+                                train=M.MinerTrainConfig(prune_mse=1e-3, stop_mse=stop), inside=inside)
             m = result.metrics
             rows.append({"field": "miner", "mesh": f"bunny@{resolution}", "iou": m["iou"], "iou_grid": m["iou_grid"],
                          "seconds": m["seconds"], "label_seconds": label_seconds, "params": m["params"],

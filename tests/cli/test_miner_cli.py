@@ -56,3 +56,36 @@ def test_crop_renders_the_kept_region_byte_for_byte(tmp_path, cli):
     info = json.loads(out)
     assert status == 0 and info["signal"]["shape"] == [33, 48]
     assert 0 < info["params"] < info["metrics"]["params_before_crop"]
+
+
+def test_training_options_are_fit_flags_kept_out_of_the_field_config(tmp_path, cli):
+    folder, _ = fit(cli, tmp_path, "sample:camera", "cam", "--max-size", "32", "--steps", "20", "--prune-mse", "1e-2",
+                    "--check-every", "10", "--streaming", "off")
+    field = json.loads((folder / "field.json").read_text())["field"]["config"]
+    assert "prune_mse" not in field and "streaming" not in field  # how it was trained is not the field
+    resolved = json.loads((folder / "config.json").read_text())
+    assert resolved["prune_mse"] == 0.01 and resolved["check_every"] == 10 and resolved["streaming"] == "off"
+    status, _, stderr = cli(["fit", "--config", folder / "config.json", "--out", tmp_path / "again", "--quiet"])
+    assert status == 0, stderr
+    assert json.loads((tmp_path / "again" / "config.json").read_text()) == resolved
+
+
+def test_a_bad_training_option_is_one_line_and_writes_nothing(tmp_path, cli):
+    for args, message in [(["--field", "miner", "--streaming", "sometimes"], "--streaming must be one of auto, on, off"),
+                          (["--field", "miner", "--prune-mse", "-1"], "--prune-mse must be non-negative"),
+                          (["--field", "miner", "--check-every", "0"], "--check-every must be positive"),
+                          (["--field", "siren", "--prune-mse", "1e-3"], "field 'siren' does not take --prune-mse")]:
+        status, _, stderr = cli(["fit", "sample:camera", *args, "--out", tmp_path / "x"])
+        assert status == 2 and message in stderr and stderr.count("\n") == 1, stderr
+        assert not (tmp_path / "x").exists()
+
+
+def test_a_field_json_that_still_holds_training_options_is_read(tmp_path, cli):
+    folder, _ = fit(cli, tmp_path, "sample:camera", "cam", "--max-size", "32", "--steps", "10")
+    data = json.loads((folder / "field.json").read_text())
+    data["field"]["config"].update(threshold="absolute", prune_mse=4e-4, stop_mse=1e-4, check_every=50,
+                                   streaming="auto", device_budget=0)  # as fieldlab wrote it before they moved
+    (folder / "field.json").write_text(json.dumps(data))
+    status, info, stderr = cli(["info", folder, "--json"])
+    assert status == 0, stderr
+    assert "prune_mse" not in json.loads(info)["config"]

@@ -1,5 +1,7 @@
 """MINER's trainer: pyramid, block layout, pruning, retirement, parent initialisation, occupancy grids."""
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -28,10 +30,10 @@ def test_pyramid_is_area_downsampling_of_the_padded_signal():
     assert torch.allclose(levels[0][0, 0, 0], values[:2, :2].mean())
 
 
-def fit_small(image, steps=150, **options):
-    config = make_config("miner", in_dim=2, out_dim=1, scales=2, block_size=8, hidden_dim=12, **options)
+def fit_small(image, steps=150, **train):
+    config = make_config("miner", in_dim=2, out_dim=1, scales=2, block_size=8, hidden_dim=12)
     return M.fit(Signal.from_array(image, kind="image", channel_axis=False), config,
-                 FitConfig(steps=steps, device="cpu", batch_size=64, lr=5e-3))
+                 FitConfig(steps=steps, device="cpu", batch_size=64, lr=5e-3), train=M.MinerTrainConfig(**train))
 
 
 def test_fit_reaches_a_floor_and_prediction_is_the_stored_field(camera32):
@@ -100,9 +102,10 @@ def test_occupancy_grid_equals_winding_numbers_at_every_centre():
 
 def fit_tiny(image, **options):
     """A 3-scale fit of 4×4 blocks (32×48: 6, 24 and 96 blocks), 60 steps on the CPU."""
-    config = make_config("miner", in_dim=2, out_dim=1, scales=3, block_size=4, hidden_dim=8, check_every=20, **options)
+    config = make_config("miner", in_dim=2, out_dim=1, scales=3, block_size=4, hidden_dim=8)
     return M.fit(Signal.from_array(image, kind="image", channel_axis=False), config,
-                 FitConfig(steps=60, device="cpu", batch_size=8, lr=5e-3, seed=1))
+                 FitConfig(steps=60, device="cpu", batch_size=8, lr=5e-3, seed=1),
+                 train=M.MinerTrainConfig(check_every=20, **options))
 
 
 def budget_for(blocks: int, shape=(32, 48)) -> float:
@@ -156,19 +159,19 @@ def test_a_streaming_plan_fits_the_budget_scale_by_scale():
 
 def test_streaming_keeps_fewer_blocks_on_the_device_than_a_resident_fit():
     image = (np.random.default_rng(1).random((64, 96, 3)) * 255).astype(np.uint8)
-    config = make_config("miner", in_dim=2, out_dim=3, scales=3, block_size=8, hidden_dim=8, streaming="on",
-                         prune_mse=0)
+    config = make_config("miner", in_dim=2, out_dim=3, scales=3, block_size=8, hidden_dim=8)
+    train = M.MinerTrainConfig(streaming="on", prune_mse=0)
     model = rgb_model()
     stored = 30 * model.net.params_per_block() * 4
     budget = P.parameter_bytes(model, 96) + stored + 5 * P.streamed_block_bytes(model, 3)
-    place = P.placement(config.replace(device_budget=budget), model, 3, torch.device("cpu"))
+    place = P.placement(dataclasses.replace(train, device_budget=budget), model, 3, torch.device("cpu"))
     assert place.streaming and place.max_blocks == 5 + stored // P.streamed_block_bytes(model, 3)
     signal = Signal.from_array(image, kind="image")
     fit = FitConfig(steps=20, device="cpu", batch_size=8, lr=5e-3)
-    streamed = M.fit(signal, config.replace(device_budget=budget), fit)
+    streamed = M.fit(signal, config, fit, train=dataclasses.replace(train, device_budget=budget))
     assert streamed.metrics["blocks_per_scale"] == [6, 24, 96]  # every block trains
     assert 5 <= streamed.metrics["max_target_blocks_on_device"] < 96  # 96 finest blocks, never all at once
-    resident = M.fit(signal, config.replace(streaming="off"), fit)
+    resident = M.fit(signal, config, fit, train=dataclasses.replace(train, streaming="off"))
     assert resident.metrics["max_target_blocks_on_device"] == 96
 
 
@@ -176,8 +179,7 @@ def test_a_resident_fit_under_a_budget_only_changes_the_chunks(monkeypatch):
     monkeypatch.setattr(P, "MIN_POINTS_PER_CHUNK", 16)
     model = blank_model()
     tight = P.data_bytes(model, 1) + P.parameter_bytes(model, 96) + P.activation_bytes(model, 64)
-    place = P.placement(make_config("miner", in_dim=2, out_dim=1, streaming="off", device_budget=tight), model, 1,
-                        torch.device("cpu"))
+    place = P.placement(M.MinerTrainConfig(streaming="off", device_budget=tight), model, 1, torch.device("cpu"))
     assert not place.streaming and place.points == 64
     image = (np.random.default_rng(2).random((32, 48)) * 255).astype(np.uint8)
     free, budgeted = (fit_tiny(image, streaming="off", device_budget=budget, stop_mse=2e-3) for budget in (0, tight))
@@ -189,10 +191,10 @@ def test_a_resident_fit_under_a_budget_only_changes_the_chunks(monkeypatch):
 def test_auto_streams_only_when_even_small_chunks_exceed_the_budget():
     config = make_config("miner", in_dim=2, out_dim=1, scales=3, block_size=4, hidden_dim=8).adapt((32, 48))
     model = config.build()
-    assert not P.placement(config, model, 1, torch.device("cpu")).streaming  # unlimited on the CPU
-    tight = P.placement(config.replace(device_budget=budget_for(5)), model, 1, torch.device("cpu"))
+    assert not P.placement(M.MinerTrainConfig(), model, 1, torch.device("cpu")).streaming  # unlimited on the CPU
+    tight = P.placement(M.MinerTrainConfig(device_budget=budget_for(5)), model, 1, torch.device("cpu"))
     assert tight.streaming
-    roomy = config.replace(device_budget=P.resident_bytes(model, 1, P.MIN_POINTS_PER_CHUNK) + 1)
+    roomy = M.MinerTrainConfig(device_budget=P.resident_bytes(model, 1, P.MIN_POINTS_PER_CHUNK) + 1)
     assert not P.placement(roomy, model, 1, torch.device("cpu")).streaming
 
 

@@ -54,6 +54,7 @@ def fields_command(name: Optional[str] = typer.Argument(None, help="Show the opt
     """List the registered field architectures, or one field's options."""
     from fieldlab.fields import get_config_class, list_fields
     from fieldlab.fields import option_docs
+    from fieldlab.fit.engines import engine_options
 
     if name is None:
         width = max(map(len, list_fields()))
@@ -69,6 +70,12 @@ def fields_command(name: Optional[str] = typer.Argument(None, help="Show the opt
         if f.name in ("in_dim", "out_dim"):
             continue
         print(f"  --{f.name.replace('_', '-'):<20} {str(f.default):<10} {docs.get(f.name, '')}")
+    train = engine_options(cls)
+    if train is not None:  # its own engine's options are fit flags too
+        print(f"training ({train.__name__}):")
+        docs = option_docs(train)
+        for f in dataclasses.fields(train):
+            print(f"  --{f.name.replace('_', '-'):<20} {str(f.default):<10} {docs.get(f.name, '')}")
 
 
 FIT_HELP = ("Fit a field to INPUT (a file or sample:NAME) and write the field DIR. Field options follow as "

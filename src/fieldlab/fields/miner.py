@@ -279,35 +279,28 @@ class MinerConfig(FieldConfig):
     parent_init: bool = False
     """Start each new block from its parent's hidden layers, re-parameterised to the child's coordinates,
     with a zero head (the official code's weight sharing, made exact)."""
-    threshold: Literal["absolute", "relative"] = "absolute"
-    """How --prune-mse and --stop-mse are read: as MSEs (MINER_pl) or as fractions of each block's mean
-    square target (the official code)."""
-    prune_mse: float = 4e-4
-    """Training: a block whose target at a new scale has a smaller MSE (on a [0, 1] value range) gets no
-    network (4e-4 ≈ 34 dB: only blocks that are already nearly right are left without one)."""
-    stop_mse: float = 1e-4
-    """Training: a block whose error falls below this MSE (on a [0, 1] range) stops training."""
-    check_every: int = 50
-    """Training: steps between the checks that retire converged blocks."""
-    streaming: Literal["auto", "on", "off"] = "auto"
-    """Training: keep the pyramid and residuals in host memory and move only the blocks being trained to the
-    device (on: always; auto: when a resident fit would exceed --device-budget even in its smallest chunks)."""
-    device_budget: float = 0
-    """Training: device bytes the trainer plans its chunks of blocks for, scale by scale; 0: 80% of the free
-    CUDA memory, unlimited on the CPU."""
     shape: tuple[int, ...] = ()
     """The signal's sample grid (set from the signal)."""
     blocks: tuple[int, ...] = ()
     """Active blocks per scale, coarsest first (set by fitting); empty: every block."""
 
     lr = 2e-3
-    may_be_zero = ("block_size", "frequencies", "prune_mse", "stop_mse", "device_budget")
+    may_be_zero = ("block_size", "frequencies")
     resolved = ("shape", "blocks")
     # One signal is grown (and pruned) by its own engine (registered in fit/); a dataset's fields keep
     # every block, so they share one layout, stack, and fit and evaluate through the batched path like any
     # other field.
     batched: ClassVar[bool] = True
-    maxima = {**FieldConfig.maxima, "scales": MAX_SCALES, "device_budget": float(2**60)}
+    maxima = {**FieldConfig.maxima, "scales": MAX_SCALES}
+    former_options: ClassVar[tuple[str, ...]] = ("threshold", "prune_mse", "stop_mse", "check_every", "streaming",
+                                                 "device_budget")
+    """Training options (pruning, retirement, memory) that this config held before they moved to its engine's
+    training config in fit/: an older field.json holds them; reading it ignores them (they do not change the
+    field)."""
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MinerConfig:
+        return super().from_dict({k: v for k, v in data.items() if k not in cls.former_options})
 
     def resolved_block_size(self) -> int:
         return self.block_size or (16 if self.in_dim >= 3 else 32)
@@ -322,10 +315,6 @@ class MinerConfig(FieldConfig):
             raise UserError(f"--shape needs {self.in_dim} positive sizes, got {self.shape}")
         if self.shape:  # the pyramid has a block per cell of the grid: bounded before any is counted
             check_shape(self.shape, "--shape")
-        if min(self.prune_mse, self.stop_mse) < 0:
-            raise UserError("--prune-mse and --stop-mse must be non-negative")
-        if self.device_budget < 0:
-            raise UserError(f"--device-budget must be non-negative bytes, got {self.device_budget}")
         if self.omega0 <= 0:
             raise UserError(f"--omega0 must be positive, got {self.omega0}")
         if self.blocks and len(self.blocks) != self.scales:

@@ -3,7 +3,7 @@
 A field fitted by the standard loop registers nothing. A field with its own engine (MINER grows its pyramid
 block by block) registers it where the engine lives:
 
-    register_engine(MinerConfig, Engine(fit=fit, fit_mesh=fit_mesh))      # fit/miner.py
+    register_engine(MinerConfig, Engine(fit=fit, fit_mesh=fit_mesh, options=MinerTrainConfig))  # fit/miner.py
 
 and `engine_for(config)` answers it (None: the standard loop). Datasets of fields are fitted by a
 `DatasetFitter`, registered the same way (`fit.batched.register_dataset_fitter(FunctaConfig, ...)`).
@@ -45,6 +45,9 @@ class Engine:
 
     fit: Callable
     fit_mesh: Callable | None = None
+    options: type | None = None
+    """The engine's own training config (a frozen dataclass, e.g. MINER's `MinerTrainConfig`): its fields
+    are `fit` options of the field, and its instance reaches `fit` and `fit_mesh` as `train=`."""
 
 
 _ENGINES: ByConfigClass[Engine] = ByConfigClass("training engine")
@@ -60,4 +63,10 @@ def engine_for(config: object) -> Engine | None:
     return _ENGINES.get(config)
 
 
-__all__ = ["ByConfigClass", "Engine", "engine_for", "register_engine"]
+def engine_options(config_class: type) -> type | None:
+    """The training config class of the engine registered for fields of `config_class`, or None."""
+    engine = next((_ENGINES.entries[c] for c in config_class.__mro__ if c in _ENGINES.entries), None)
+    return engine.options if engine is not None else None
+
+
+__all__ = ["ByConfigClass", "Engine", "engine_for", "engine_options", "register_engine"]

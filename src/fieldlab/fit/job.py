@@ -14,6 +14,7 @@ from fieldlab._errors import UserError
 from fieldlab._validate import LIMITS, bounded_int, check_memory
 from fieldlab.fields import FieldConfig, coerce_option, get_config_class
 from fieldlab.fit.config import FitConfig, points_per_step
+from fieldlab.fit.engines import engine_options
 from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device
 from fieldlab.signals import (get_modality, kind_is_known, kind_of, load_signal, parse_span,
                               reconstruction_name, write_reconstruction)
@@ -45,10 +46,13 @@ class FitJob:
     """Size the field to about this many parameters."""
     mesh_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Options of `OccupancyConfig` (points, resolution, …) for a mesh input."""
+    train_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Options of the field's own engine (`Engine.options`: MINER's pruning, retirement and memory budget);
+    `run_fit_job` also takes them from `field_options`, where the command line gives them."""
 
     def to_dict(self) -> dict[str, Any]:
         fit_options = dataclasses.asdict(self.fit)
-        return {"input": self.input, "field": self.field, **self.field_options, **fit_options,
+        return {"input": self.input, "field": self.field, **self.field_options, **self.train_options, **fit_options,
                 "max_size": self.max_size, "max_frames": self.max_frames, "modality": self.modality, "span": self.span,
                 "params": self.params, **self.mesh_options}
 
@@ -102,6 +106,24 @@ def check_fit_memory(config: FieldConfig, points: int, device: str) -> None:
         raise UserError(f"{what} needs about {need / 2**30:.1f} GB; {target} has {free / 2**30:.1f} GB free")
 
 
+def engine_training(job: FitJob) -> tuple[FitJob, Any]:
+    """The job with its engine's options moved from `field_options` to `train_options`, and the engine's
+    training config built from them (checked: one UserError naming the flag), or None for the standard loop."""
+    options_class = engine_options(get_config_class(job.field))
+    if options_class is None:
+        if job.train_options:
+            get_config_class(job.field).check_option_names(job.train_options)  # names them as the field's
+        return job, None
+    names = {f.name for f in dataclasses.fields(options_class)}
+    moved = {k: v for k, v in job.field_options.items() if k in names}
+    job = dataclasses.replace(job, field_options={k: v for k, v in job.field_options.items() if k not in names},
+                              train_options={**job.train_options, **moved})
+    hints = typing.get_type_hints(options_class)
+    train = options_class(**{k: coerce_option(k, v, hints[k]) for k, v in job.train_options.items()})
+    train.validate()
+    return dataclasses.replace(job, train_options=dataclasses.asdict(train)), train  # resolved, as config.json says
+
+
 def checkpoint_path(out: Path) -> Path:
     """Where a fit into `out` keeps its checkpoint until the folder is written: a hidden file beside it."""
     return out.parent / f".{out.name}.checkpoint.pt"
@@ -118,6 +140,7 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     check_out_dir(out, force, inputs=[job.input])
     job.fit.validate()
     resolve_device(job.fit.device)
+    job, train = engine_training(job)
     kind = kind_of(job.input, job.modality)
     # The options are checked before the signal is read, in the dimension of its kind; a TIFF may be an
     # image or a stack (a volume), which only reading tells, so there only their names are checked.
@@ -127,7 +150,7 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     else:
         get_config_class(job.field).from_options({**options, "in_dim": get_modality(kind).dims})
     if get_modality(kind).occupancy:
-        return _run_mesh_job(job, out, force=force, progress=progress, resume=resume)
+        return _run_mesh_job(job, out, force=force, progress=progress, resume=resume, train=train)
     if job.mesh_options:
         raise UserError(f"--{next(iter(job.mesh_options)).replace('_', '-')} applies to meshes only")
     span = parse_span(job.span) if job.span else None
@@ -147,7 +170,7 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     with FieldDirWriter(out, force) as folder:
         result = fit(signal, config, job.fit, log_path=folder / "log.jsonl",
                      tensorboard_dir=folder / "tensorboard" if tensorboard else None, progress=progress,
-                     checkpoint=checkpoint, resume=resume, identity=identity)
+                     checkpoint=checkpoint, resume=resume, identity=identity, train=train)
         config = result.config  # a field's own trainer may resolve more of its config (e.g. MINER's blocks)
         if signal.info.extra.get("format") in ("exr", "hdr"):  # linear values: say what the PSNR is relative to
             result.metrics["psnr_peak"] = signal.info.normalization.scale
@@ -164,7 +187,7 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     return result
 
 
-def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool, resume: bool = False):
+def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool, resume: bool = False, train=None):
     """A mesh is fitted as an occupancy field; its reconstruction is the field's zero level set."""
     from fieldlab.signals.mesh_export import write_mesh
     from fieldlab.fit.occupancy import OccupancyConfig, fit_mesh, refuse_fused_kernel
@@ -190,7 +213,8 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool, resume
     check_fit_memory(config, points_per_step(job.fit, occupancy.points), job.fit.device)
     with FieldDirWriter(out, force) as folder:
         result = own_trainer(config, "fit_mesh", fit_mesh)(mesh, config, job.fit, occupancy,
-                                                        log_path=folder / "log.jsonl", progress=progress)
+                                                        log_path=folder / "log.jsonl", progress=progress,
+                                                        **({"train": train} if train is not None else {}))
         config = result.config
         info = mesh.info(occupancy.resolution)
         write_field(folder, result.field, config, info, result.metrics)

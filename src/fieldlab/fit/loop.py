@@ -382,7 +382,7 @@ CHECKPOINT_SECONDS = 60.0
 
 def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig(), *, log_path: Path | None = None,
         tensorboard_dir: Path | None = None, progress: bool = False, checkpoint: Path | None = None,
-        resume: bool = False, identity: str = "") -> FitResult:
+        resume: bool = False, identity: str = "", train: object | None = None) -> FitResult:
     """Build a field from `config` (seeded) and fit it to `signal`.
 
     Returns the trained field (on the CPU), the metrics on the whole signal and the reconstruction. The
@@ -393,13 +393,15 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
     generator, time and log so far) every `CHECKPOINT_SECONDS` of fitting (not at an interrupt, which may
     fall inside an update). With `resume`, a checkpoint there with the same `identity` (the run's options)
     is continued, so the resumed fit ends as the uninterrupted one would have. Fields with their own
-    trainer (MINER) and the fused kernel, which holds Adam's state itself, keep no checkpoint.
+    trainer (MINER) and the fused kernel, which holds Adam's state itself, keep no checkpoint. `train`: the
+    options of a field's own engine (`Engine.options`), passed to it.
     """
     if engine_for(config) is not None:
         if resume:
             raise UserError(f"--resume: {config.name} fits (their own trainer) keep no checkpoint")
         return own_trainer(config, "fit", None)(signal, config, fit_config, log_path=log_path,
-                                                tensorboard_dir=tensorboard_dir, progress=progress)
+                                                tensorboard_dir=tensorboard_dir, progress=progress,
+                                                **({"train": train} if train is not None else {}))
     fit_config.validate()
     if (config.in_dim, config.out_dim) != (signal.info.in_dim, signal.info.channels):
         raise UserError(f"a {signal.info.kind} of {signal.info.in_dim} coordinates and {signal.info.channels} "

@@ -30,7 +30,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from fieldlab._errors import UserError
 from fieldlab._progress import in_pieces, phase
+from fieldlab._validate import LIMITS, bounded_int
 from fieldlab.fields.miner import BlockNet, Miner, MinerConfig
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.loop import FitResult, RunLog, _matmul_precision, autocast_for, resolve_device
@@ -54,6 +55,44 @@ DEFAULT_POSITIONS = 256
 --sample-fraction says otherwise; a --batch-size of at least the block's samples trains on whole blocks."""
 STEP_SHARES_FINEST = 3
 """The finest scale gets this many shares of --steps, every other scale one (MINER_pl: 50/50/50/200 epochs)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MinerTrainConfig:
+    """How MINER's engine trains its blocks: pruning, retirement and device memory (`fit` flags of a miner
+    field, beside FitConfig's; registered with the engine, so they are no part of the field's config)."""
+
+    threshold: Literal["absolute", "relative"] = "absolute"
+    """How --prune-mse and --stop-mse are read: as MSEs (MINER_pl) or as fractions of each block's mean
+    square target (the official code)."""
+    prune_mse: float = 4e-4
+    """A block whose target at a new scale has a smaller MSE (on a [0, 1] value range) gets no network
+    (4e-4 ≈ 34 dB: only blocks that are already nearly right are left without one)."""
+    stop_mse: float = 1e-4
+    """A block whose error falls below this MSE (on a [0, 1] range) stops training."""
+    check_every: int = 50
+    """Steps between the checks that retire converged blocks."""
+    streaming: Literal["auto", "on", "off"] = "auto"
+    """Keep the pyramid and residuals in host memory and move only the blocks being trained to the device
+    (on: always; auto: when a resident fit would exceed --device-budget even in its smallest chunks)."""
+    device_budget: float = 0
+    """Device bytes the trainer plans its chunks of blocks for, scale by scale; 0: 80% of the free CUDA
+    memory, unlimited on the CPU."""
+
+    def validate(self) -> None:
+        """Each option typed and in range: one UserError naming its flag (the messages the field gave)."""
+        for name in ("prune_mse", "stop_mse", "device_budget"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise UserError(f"--{name.replace('_', '-')} must be non-negative, got {value}")
+        if self.device_budget > 2**60:
+            raise UserError(f"--device-budget must be at most {2**60:g}, got {self.device_budget:g}")
+        if self.check_every < 1:
+            raise UserError(f"--check-every must be positive, got {self.check_every}")
+        bounded_int(self.check_every, "--check-every", 1, LIMITS.width)
+        for name, choices in (("threshold", ("absolute", "relative")), ("streaming", ("auto", "on", "off"))):
+            if getattr(self, name) not in choices:
+                raise UserError(f"--{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
 
 
 @dataclasses.dataclass
@@ -330,11 +369,13 @@ def _held(place: Placement, targets: list[torch.Tensor | None], extra: int) -> i
     return 0 if place.streaming else sum(t.numel() * t.element_size() for t in targets if t is not None) + extra
 
 
-def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig, *, log_path: Path | None = None,
+def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig, *,
+                train: MinerTrainConfig = MinerTrainConfig(), log_path: Path | None = None,
                 progress: bool = False) -> tuple[Miner, PyramidStats]:
     """Fit a MINER field to `values` (*shape, c) in the field range; the module returned holds only the
     blocks that got a network, and lives on the fitting device."""
     fit_config.validate()
+    train.validate()
     shape = tuple(values.shape[:-1])
     if config.shape and tuple(config.shape) != shape:
         raise UserError(f"the field was configured for a {config.shape} grid, but the signal is {shape}")
@@ -357,10 +398,10 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
     batch = fit_config.batch_size or round(fit_config.sample_fraction * samples) or DEFAULT_POSITIONS
     batch = batch if batch < samples else 0  # 0: every sample of every block
     lr = fit_config.lr or type(config).lr
-    relative = config.threshold == "relative"
+    relative = train.threshold == "relative"
     draws = generator(fit_config.seed, device)
     channels = values.shape[-1]
-    place = placement(config, model, channels, device)
+    place = placement(train, model, channels, device)
     stats = PyramidStats(streaming=place.streaming, precision=fit_config.precision,
                          device_budget_bytes=None if math.isinf(place.budget) else int(place.budget))
     steps = _scale_steps(fit_config, J)
@@ -377,8 +418,8 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
             blocks, error, reference = residual_blocks(model, targets[s], s, place, progress)  # (N, m, c) in storage
             targets[s] = None  # this scale's samples are not needed again: free them before training
             reference = reference if relative else 1.0
-            index = torch.nonzero(error > 4 * config.prune_mse * reference).squeeze(1)
-            stop = 4 * config.stop_mse * (reference[index] if relative else torch.ones_like(index, dtype=torch.float32))
+            index = torch.nonzero(error > 4 * train.prune_mse * reference).squeeze(1)
+            stop = 4 * train.stop_mse * (reference[index] if relative else torch.ones_like(index, dtype=torch.float32))
             fresh = net.init(len(index), scale=s, device=device)
             if config.parent_init and s:
                 fresh = parent_params(model, s, index, fresh)
@@ -401,7 +442,7 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
                 positions = step_points(samples, batch, draws, device)
                 loss = trainer.step(positions, step_lr)
                 stats.steps += 1
-                if (k + 1) % config.check_every and k + 1 != steps[s]:
+                if (k + 1) % train.check_every and k + 1 != steps[s]:
                     continue
                 errors = trainer.block_errors()
                 total = untrained + float(errors.sum() + trainer.retired_error)
@@ -452,12 +493,15 @@ def field_metrics(model: Miner, config: MinerConfig, stats: PyramidStats, device
     }
 
 
-def fit(signal: Signal, config: MinerConfig, fit_config: FitConfig = FitConfig(), *, log_path: Path | None = None,
+def fit(signal: Signal, config: MinerConfig, fit_config: FitConfig = FitConfig(), *,
+        train: MinerTrainConfig = MinerTrainConfig(), log_path: Path | None = None,
         tensorboard_dir: Path | None = None, progress: bool = False) -> MinerFitResult:
-    """`fieldlab.fit.fit` for MINER: same arguments and result, plus the active-blocks picture."""
+    """`fieldlab.fit.fit` for MINER: same arguments and result, plus the active-blocks picture; `train`: how
+    the blocks are pruned, retired and placed in memory."""
     if tensorboard_dir is not None:
         raise UserError("--tensorboard is not supported by the miner trainer (its log.jsonl has every check)")
-    model, stats = fit_pyramid(signal.values, config, fit_config, log_path=log_path, progress=progress)
+    model, stats = fit_pyramid(signal.values, config, fit_config, train=train, log_path=log_path,
+                               progress=progress)
     config = config.adapt(signal.shape).replace(blocks=tuple(len(level) for level in model.levels))
     prediction = predict(model, signal.coords()).reshape(*signal.shape, -1)
     metrics = metrics_for(signal.info.kind, prediction, signal.values)
@@ -522,4 +566,4 @@ def write_block_picture(path: Path, model: Miner, background: torch.Tensor | Non
         iio.imwrite(path, picture)
 
 
-register_engine(MinerConfig, Engine(fit=fit, fit_mesh=fit_mesh))
+register_engine(MinerConfig, Engine(fit=fit, fit_mesh=fit_mesh, options=MinerTrainConfig))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,9 @@ import torch.nn.functional as F
 from fieldlab.fields.miner import MinerConfig
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.loop import resolve_device
+
+if TYPE_CHECKING:
+    from fieldlab.fit.miner import MinerTrainConfig
 
 
 @torch.no_grad()
@@ -76,15 +79,16 @@ class MinerMeshFitResult:
 
 
 def fit_mesh(mesh, config: MinerConfig, fit_config: FitConfig = FitConfig(), occupancy=None, *,
-             log_path: Path | None = None, progress: bool = False, inside: torch.Tensor | None = None
-             ) -> MinerMeshFitResult:
+             train: MinerTrainConfig | None = None, log_path: Path | None = None, progress: bool = False,
+             inside: torch.Tensor | None = None) -> MinerMeshFitResult:
     """`fit.occupancy.fit_mesh` for MINER: the mesh's occupancy on the `resolution`³ grid (±1) is fitted
     as a volume with the MSE loss (the official code's choice); inside ⇔ value > 0, as for every
     occupancy field. Scored like `fit_mesh` (held-out points) and on every grid cell (`iou_grid`).
     `inside`: the grid's labels (`occupancy_grid`) when the caller has them already (one mesh fitted
     several ways); `label_seconds` is then 0."""
     from fieldlab.signals.mesh_export import field_grid, grid_surface
-    from fieldlab.fit.miner import field_metrics, fit_pyramid, predict, write_block_picture  # miner imports this module
+    from fieldlab.fit.miner import (MinerTrainConfig, field_metrics, fit_pyramid, predict,  # miner imports this module
+                                    write_block_picture)
     from fieldlab.fit.occupancy import OccupancyConfig, held_out, surface_scores
 
     occupancy = occupancy or OccupancyConfig()
@@ -101,7 +105,8 @@ def fit_mesh(mesh, config: MinerConfig, fit_config: FitConfig = FitConfig(), occ
     label_seconds = time.perf_counter() - tick
     values = inside.float()[..., None] * 2 - 1
     inside = inside.cpu().numpy()
-    model, stats = fit_pyramid(values, config, fit_config, log_path=log_path, progress=progress)
+    model, stats = fit_pyramid(values, config, fit_config, train=train or MinerTrainConfig(), log_path=log_path,
+                               progress=progress)
     del values
     config = config.adapt((resolution,) * 3).replace(blocks=tuple(len(level) for level in model.levels))
     # One evaluation of the grid serves both the IoU over every cell and marching cubes.

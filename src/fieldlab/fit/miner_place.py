@@ -14,10 +14,14 @@ Estimates are meant as upper bounds in fp32 bytes (checked on an H100 against
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
-from fieldlab.fields.miner import Miner, MinerConfig
+from fieldlab.fields.miner import Miner
+
+if TYPE_CHECKING:
+    from fieldlab.fit.miner import MinerTrainConfig
 
 POINTS_PER_CHUNK = 2**21
 """Block samples per forward/backward chunk when the budget allows it (fastest on an H100)."""
@@ -131,11 +135,11 @@ def streamed_block_bytes(model: Miner, channels: int) -> int:
     return 2 * samples * channels * 4 + activation_bytes(model, samples)
 
 
-def placement(config: MinerConfig, model: Miner, channels: int, device: torch.device) -> Placement:
+def placement(train: MinerTrainConfig, model: Miner, channels: int, device: torch.device) -> Placement:
     """Stream when asked to, or (auto) when even the smallest chunk of a resident fit would exceed the budget
     (--device-budget, or 80% of the free CUDA memory; unlimited on the CPU)."""
-    streaming, budget = config.streaming, config.device_budget or math.inf
-    if not config.device_budget and device.type == "cuda":
+    streaming, budget = train.streaming, train.device_budget or math.inf
+    if not train.device_budget and device.type == "cuda":
         budget = BUDGET_FRACTION * torch.cuda.mem_get_info(device)[0]
     fits = resident_bytes(model, channels, MIN_POINTS_PER_CHUNK) <= budget
     place = Placement(device, streaming=streaming == "on" or (streaming == "auto" and not fits), budget=budget)
