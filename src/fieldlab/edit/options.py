@@ -24,6 +24,7 @@ class CropConfig:
     keep: str | None = None
     """Box to keep, START:STOP per axis in samples, e.g. 0:128,0:96."""
     remove: str | None = None
-    """Partition indices to delete, e.g. 0,5,6."""
+    """Partition indices to delete, e.g. 0,5,6: their weights go, but the field keeps its extent and renders
+    0 there (a mid-grey hole in an image); for a smaller field give --keep with the box that remains."""
     reconstruction: bool = True
     """Also render the cropped field into DIR2."""

@@ -343,7 +343,8 @@ class LocalGlobalConfig(FieldConfig):
     blend: tuple[int, ...] = ()
     """Cross-fade width in samples (per axis): within it of a partition border a value is the smooth blend of
     both partitions' (a partition of unity), so tiles meet without seams; each partition trains on at least
-    this margin. Empty or 0: each point reads its own partition only (a field.json without it)."""
+    this margin; cropping a partition away changes the values within this width of the cut (its share drops
+    out). Empty or 0: each point reads its own partition only (a field.json without it)."""
     global_share: float = 0.1
     """With --params: the share of the budget given to the shared weights (global MLP and fusion)."""
     incode: bool = False
