@@ -12,6 +12,8 @@ command applies before it writes a folder:
 `OutputLock` holds an exclusive `flock` on `.NAME.lock` beside the target while it is written, so a second
 writer stops with one line; the kernel drops it when the process dies, so kill -9 leaves no stale lock.
 `replace_file` writes a file under an unpredictable name beside its target and renames it into place.
+An interrupt (SIGINT, or SIGTERM, which the CLI turns into one) removes what is half-written on its way out;
+what a harder kill leaves (`leftovers`) is removed by the next writer of the same target as it takes the lock.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import errno
 import fcntl
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -205,6 +209,7 @@ class OutputLock:
             os.pwrite(fd, str(os.getpid()).encode(), 0)
             self.fd = fd
             _HELD.add(self.path)
+            remove_leftovers(self.target)  # no other writer of the target runs now: what is there is a kill's
         return self
 
     def _open(self) -> int:
@@ -235,6 +240,44 @@ class OutputLock:
 
     def __del__(self) -> None:
         self.release()
+
+
+_RANDOM = r"[a-z0-9_]{8}"  # the part tempfile.mkstemp and mkdtemp draw
+
+
+def leftovers(target: Path) -> list[Path]:
+    """What a killed writer of `target` can leave: its temporary folder or file (`.NAME.XXXXXXXX.tmp`), the
+    old copy it had moved aside (`.NAME.XXXXXXXX.old`), a checkpoint's partial write beside it, and
+    `replace_file`'s partial files inside it when it is a folder of ours."""
+    target = Path(target).absolute()
+    name = re.escape(target.name)
+    beside = re.compile(rf"\.{name}\.{_RANDOM}\.(tmp|old)|\.\.{name}\.checkpoint\.{_RANDOM}\.partial\.pt")
+    found = [p for p in _listing(target.parent) if beside.fullmatch(p.name)]
+    if target.is_dir() and not target.is_symlink() and owner_kind(target) is not None:
+        inside = re.compile(rf"\..+\.{_RANDOM}\.partial(\.[^.]+)?")
+        found += [p for p in _listing(target) if inside.fullmatch(p.name) and not p.is_dir()]
+    return sorted(found)
+
+
+def remove_leftovers(target: Path) -> None:
+    """Remove what a killed writer of `target` left (see `leftovers`); call it holding the target's lock.
+    An old copy is removed only when the new one is in place; else it is put back, being the only copy."""
+    target = Path(target).absolute()
+    for path in leftovers(target):
+        with contextlib.suppress(OSError):
+            if path.name.endswith(".old") and not os.path.lexists(target):
+                os.replace(path, target)
+            elif path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
+def _listing(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
 
 
 def lock_output(target: Path, flag: str = "--out"):
