@@ -36,6 +36,9 @@ class Option:
     hint: Any
     default: Any
     help: str
+    as_text: bool = False
+    """The flag takes text that the command's config coerces and checks itself (with its own messages);
+    a config file's value is still coerced to `hint`."""
 
     @property
     def flag(self) -> str:
@@ -150,7 +153,7 @@ def _optional(annotation: Any) -> Any:
 def _parameter(option: Option) -> inspect.Parameter:
     """The typer parameter of one option: None by default (so a given flag is told from the default), with
     the dataclass's default shown in the help."""
-    base = _base(option.hint)
+    base = str if option.as_text else _base(option.hint)
     decls = [f"{option.flag}/--no-{option.flag[2:]}"] if base is bool else [option.flag]
     choices = _choices(option.hint)
     shown = option.default if option.default not in ("", None, ()) else None

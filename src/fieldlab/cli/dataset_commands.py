@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
+
 import typer
 
-from fieldlab.cli._dataclass_options import config_command, options_of, write_resolved
+from fieldlab.cli._dataclass_options import Option, config_command, options_of, write_resolved
 from fieldlab.cli._options import parse_extra
 from fieldlab.cli.main import app
 
@@ -23,7 +25,18 @@ def _fit_dataset_options():
 
     job = options_of(DatasetJob, skip=("source", "field_options", "fit", "meta_options"),
                      helps={"field": "Architecture (see `fieldlab fields`)."})
-    return job + options_of(BatchedFitConfig)
+    return job + options_of(BatchedFitConfig) + _meta_options()
+
+
+def _meta_options() -> list[Option]:
+    """Meta-learning's flags (--meta-steps, …: `META_OPTIONS`) from MetaConfig's fields, for functa and spatial
+    functa. They reach `meta_config_from_options` as given (--first-order true included), which coerces and
+    checks them with the messages it always gave."""
+    from fieldlab.fit.meta import META_OPTIONS, MetaConfig
+
+    meta = {o.name: o for o in options_of(MetaConfig)}
+    return [Option(flag, meta[name].hint, meta[name].default, f"{meta[name].help} (functa and spatial_functa)",
+                   as_text=True) for flag, name in META_OPTIONS.items()]
 
 
 FIT_DATASET_OPTIONS = _fit_dataset_options()
@@ -48,7 +61,7 @@ def fit_dataset_command(
     from fieldlab.fit.meta import META_OPTIONS
 
     fit_names = {f.name for f in dataclasses.fields(BatchedFitConfig)}
-    job_names = {o.name for o in FIT_DATASET_OPTIONS} - fit_names
+    job_names = {f.name for f in dataclasses.fields(DatasetJob)} - {"source", "field_options", "fit", "meta_options"}
     fit = BatchedFitConfig(**{k: options.pop(k) for k in list(options) if k in fit_names})
     job_options = {k: options.pop(k) for k in list(options) if k in job_names}
     source = options.pop("source")
@@ -68,9 +81,15 @@ def _resolved_dataset(job) -> dict:
     """fit-dataset's options after defaults, keyed as its flags: `--config STORE/config.json` repeats it."""
     import dataclasses
 
+    from fieldlab.fields import coerce_option
+    from fieldlab.fit.meta import META_OPTIONS, MetaConfig
+
     fit = dataclasses.asdict(job.fit)
-    own = {o.name: getattr(job, o.name) for o in FIT_DATASET_OPTIONS if o.name not in fit}
-    return {"source": job.source, **own, **fit, **job.field_options, **job.meta_options}
+    own = {f.name: getattr(job, f.name) for f in dataclasses.fields(job)
+           if f.name not in ("source", "field_options", "fit", "meta_options")}
+    hints = typing.get_type_hints(MetaConfig)
+    meta = {k: coerce_option(k, v, hints[META_OPTIONS[k]]) for k, v in job.meta_options.items()}
+    return {"source": job.source, **own, **fit, **job.field_options, **meta}
 
 
 store_app = typer.Typer(no_args_is_help=True, help="Inspect FieldStores (datasets of fields).")
