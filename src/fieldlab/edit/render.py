@@ -56,12 +56,26 @@ def render_grid(stored: StoredField, *, size: list[int] | None = None,
     return size, region
 
 
+def _note_stretch(kind: str, size: list[int], region: list[tuple[float, float]]) -> None:
+    """One note when the spatial axes get different samples per unit (a video's time axis is its own), so
+    the render is stretched; rounding within a sample is no stretch."""
+    spatial = list(range(len(size)))[1:] if kind == "video" else list(range(len(size)))
+    if len(spatial) < 2 or kind == "audio":
+        return
+    scales = [size[i] / (region[i][1] - region[i][0]) for i in spatial]
+    if max(scales) / min(scales) > 1 + 1 / min(size[i] for i in spatial):
+        log.info("--size %s changes the aspect ratio of %s to %s: the render is stretched",
+                 "x".join(str(size[i]) for i in spatial), ":".join(f"{region[i][1] - region[i][0]:g}" for i in spatial),
+                 ":".join(str(size[i]) for i in spatial))
+
+
 @torch.no_grad()
 def render(stored: StoredField, *, size: list[int] | None = None, region: list[tuple[float, float]] | None = None,
            chunk: int = 2**18, device: str | torch.device = "cpu", progress: bool = False) -> torch.Tensor:
     """Field values (*size, c) in the field range on a `size` grid of sample centres covering `region`
     (`progress`: a bar over the chunks, else a log line)."""
     size, region = render_grid(stored, size=size, region=region)
+    _note_stretch(stored.signal.kind, size, region)
     shape = stored.signal.shape
     if any(lo < 0 or hi > n for (lo, hi), n in zip(region, shape)):
         log.warning("the region %s reaches past the signal (%s): the field is extrapolated there",
