@@ -53,7 +53,7 @@ def crop_command(
 
 
 @app.command("extend")
-@config_command(options_of(FitConfig, only=("steps", "lr", "device", "seed")),
+@config_command(options_of(FitConfig, only=("steps", "lr", "device", "seed", "max_seconds", "precision")),
                 options_of(FitJob, only=("max_size", "max_frames", "span", "modality")),
                 positional={"dir": "DIR", "input": "INPUT"})
 def extend_command(
@@ -61,6 +61,7 @@ def extend_command(
     input: str = typer.Argument(..., help="The larger signal (file or sample:NAME) holding the old one at its origin."),
     out: Path = typer.Option(..., "--out", help="Field DIR to write."),
     force: bool = typer.Option(False, help="Replace a non-empty --out."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
     options: dict = None,
 ) -> None:
     """Grow a field to a larger signal: new partitions are added and trained against the frozen global
@@ -72,14 +73,15 @@ def extend_command(
 
     dir, input = options.pop("dir"), options.pop("input")
     check_out_dir(out, force, inputs=[dir, input])
-    fit_config = FitConfig(**{k: options[k] for k in ("steps", "lr", "device", "seed") if k in options})
+    fit_config = FitConfig(**{k: options[k] for k in ("steps", "lr", "device", "seed", "max_seconds", "precision")
+                              if k in options})
     fit_config.validate()
     resolve_device(fit_config.device)
     stored = load_field(dir)
     span = options.get("span")
     signal = load_signal(input, max_size=options.get("max_size"), max_frames=options.get("max_frames"),
                          modality=options.get("modality"), span=parse_span(span) if span else None)
-    result = write_extended(stored, signal, out, fit_config, force=force)
+    result = write_extended(stored, signal, out, fit_config, force=force, progress=not quiet)
     write_resolved(out / "config.json", resolved(options, extend_command.generated, dir=str(dir), input=input))
     m = result.field.metrics
     print(f"extended {'x'.join(map(str, stored.signal.shape))} -> {'x'.join(map(str, signal.shape))}: "

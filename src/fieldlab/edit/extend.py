@@ -52,8 +52,9 @@ def _renormalized(signal: Signal, old: SignalInfo) -> torch.Tensor:
     return old.normalization.encode(raw)
 
 
-def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig) -> Extended:
-    """Grow `stored` to cover `signal` (which holds the old signal at its origin) and fit the new parts."""
+def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig, *, progress: bool = False) -> Extended:
+    """Grow `stored` to cover `signal` (which holds the old signal at its origin) and fit the new parts;
+    `progress` shows a bar (ETA, the batch PSNR of the new parts) as `fit` does."""
     config, old = stored.config, stored.signal
     if not isinstance(config, Extendable):
         raise UserError(f"field {config.name!r} cannot be extended (it is not partitioned)")
@@ -105,8 +106,7 @@ def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig) -> 
     torch.manual_seed(fit_config.seed)
     fitter = Fitter(module, train_coords, train_values, fit_config, lr=fit_config.lr or type(new_config).lr,
                     betas=type(new_config).adam_betas, eps=type(new_config).adam_eps)
-    while not fitter.should_stop():
-        fitter.step()
+    _run(fitter, progress)
     seconds = fitter.elapsed()
     prediction = fitter.predict(coords).cpu().reshape(*signal.shape, -1)
     module = fitter.field.cpu().eval()
@@ -126,14 +126,30 @@ def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig) -> 
     return Extended(StoredField(module, new_config, info, metrics), prediction)
 
 
+def _run(fitter: Fitter, progress: bool) -> None:
+    """Step `fitter` to its stop, the bar updated every `log_every` steps (logging draws no random numbers)."""
+    from fieldlab.fit.loop import RunLog
+
+    log = RunLog(None, None, progress, fitter.config.steps)
+    try:
+        while not fitter.should_stop():
+            loss = fitter.step()
+            if progress and (fitter.step_count % fitter.config.log_every == 0 or fitter.should_stop()):
+                with fitter.paused():
+                    log.record(fitter.step_count, fitter.last_lr, fitter.elapsed(), loss=float(loss),
+                               psnr=psnr_from_mse(float(loss)))
+    finally:
+        log.close()
+
+
 def write_extended(stored: StoredField, signal: Signal, out: Path, fit_config: FitConfig, *,
-                   force: bool = False) -> Extended:
+                   force: bool = False, progress: bool = False) -> Extended:
     """Extend `stored` to `signal` and write the field DIR `out` (atomically, only on success)."""
     from fieldlab.signals import write_reconstruction
     from fieldlab.store import FieldDirWriter, check_out_dir, write_field
 
     check_out_dir(out, force)
-    result = extend_field(stored, signal, fit_config)
+    result = extend_field(stored, signal, fit_config, progress=progress)
     field = result.field
     with FieldDirWriter(out, force) as folder:
         write_field(folder, field.module, field.config, field.signal, field.metrics)

@@ -150,6 +150,8 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     else:
         get_config_class(job.field).from_options({**options, "in_dim": get_modality(kind).dims})
     if get_modality(kind).occupancy:
+        if tensorboard:  # refused rather than silently dropped
+            raise UserError("--tensorboard: mesh fits log to log.jsonl only")
         return _run_mesh_job(job, out, force=force, progress=progress, resume=resume, train=train)
     if job.mesh_options:
         raise UserError(f"--{next(iter(job.mesh_options)).replace('_', '-')} applies to meshes only")
