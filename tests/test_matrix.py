@@ -1,0 +1,526 @@
+"""The cross-cutting matrix of `fieldlab.capabilities`: built from the field and modality registries, full
+(every cell holds or is declared with a reason), and each cell that holds tested here on tiny signals.
+
+Grouping (CI has two cores): one row of cells, (command, field, modality), is a few runs of a few steps
+that check all its properties together. Resume after SIGINT runs on every row that holds it (a real
+SIGINT, sent by the process to itself between checkpoints); after SIGKILL on one row per engine, since a
+kill only removes what an interrupt would have done after the last checkpoint (the other rows of that
+engine save the same checkpoint, and `test_the_sigkill_rows_share_the_engine_of_their_representative`
+says so). Resumed results are compared bit for bit: on the CPU every path here is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import _fixtures
+from fieldlab.capabilities import ANY, COMMANDS, NOT_APPLICABLE, NOT_YET, PROPERTIES, Cell, cell, matrix
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CELLS = matrix()
+FIELD_OPTIONS = {"miner": ["--scales", "1"]}
+"""Options a field needs on an 8-sample signal (MINER's default scales pad it past its size)."""
+MESH_OPTIONS = ["--points", "512", "--eval-points", "512", "--resolution", "8", "--chamfer-points", "256"]
+LIVE = r"(psnr|bce)="
+"""The live metric on the bar: a batch PSNR, or a mesh's binary cross-entropy."""
+
+
+def rows(command: str, prop: str | None = None) -> list[tuple[str, str]]:
+    """(field, modality) rows of `command` where some cell (or the cell of `prop`) holds."""
+    return sorted({(c.field, c.modality) for c in CELLS
+                   if c.command == command and c.holds and prop in (None, c.property)})
+
+
+def holds(command: str, field: str, modality: str, prop: str) -> bool:
+    return cell(command, field, modality, prop).holds
+
+
+# -- fullness ---------------------------------------------------------------------------------------------
+def test_the_matrix_is_the_full_product_of_the_registries():
+    from fieldlab.fields import list_fields
+    from fieldlab.signals import modality_names
+
+    product = {(command, field, modality, prop) for command in COMMANDS
+               for field, modality in ([(ANY, ANY)] if command in ("train", "train-sdf") else
+                                       [(f, m) for f in list_fields() for m in modality_names()])
+               for prop in PROPERTIES}
+    assert {(c.command, c.field, c.modality, c.property) for c in CELLS} == product
+    assert len(CELLS) == len(product)
+
+
+def test_every_cell_holds_or_is_declared_with_a_one_line_reason():
+    for c in CELLS:
+        if c.holds:
+            assert not c.reason, c
+        else:
+            assert c.declared in (NOT_APPLICABLE, NOT_YET), c
+            assert c.reason.strip() and "\n" not in c.reason and len(c.reason) < 160, c
+
+
+TESTED = {
+    "fit": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress", "resume_sigint",
+            "resume_sigkill"},
+    "fit-dataset": {"precision", "device", "seed", "config", "progress", "resume_sigint", "resume_sigkill"},
+    "extend": {"max_seconds", "precision", "device", "config", "progress"},
+    "train": {"device", "seed", "config", "resume_sigint", "resume_sigkill"},
+    "train-sdf": {"max_seconds", "device", "seed", "config"},
+}
+"""Which properties the tests below check, per command; each runs over every row that holds it."""
+
+
+def test_every_cell_that_holds_is_tested():
+    untested = [c for c in CELLS if c.holds and c.property not in TESTED[c.command]]
+    assert not untested, f"{len(untested)} cells hold but no test checks them, e.g. {untested[0]}"
+    declared_but_tested = [(command, prop) for command, props in TESTED.items() for prop in props
+                           if not any(c.holds for c in CELLS if (c.command, c.property) == (command, prop))]
+    assert not declared_but_tested
+
+
+def test_fieldlab_capabilities_prints_the_matrix(cli):
+    status, out, err = cli(["capabilities", "train-sdf"])
+    assert status == 0, err
+    assert "max_seconds" in out and "device" in out and "precision (not yet)" in out
+    status, out, _ = cli(["capabilities", "fit", "--field", "miner", "--modality", "image"])
+    assert "resume_sigint (not yet): miner's own engine keeps no checkpoint" in out
+    status, _, err = cli(["capabilities", "fits"])
+    assert status == 2 and err.startswith("fieldlab: error:") and len(err.strip().splitlines()) == 1
+
+
+# -- tiny inputs -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, list[str]]:
+    """INPUT words of fit per modality: each signal a few hundred values."""
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("matrix")
+    t = np.linspace(0, 30, 300, dtype=np.float32)
+    sf.write(root / "a.wav", 0.5 * np.sin(t[:200]), 400, subtype="FLOAT")
+    np.save(root / "v.npy", np.random.default_rng(0).random((6, 6, 6)).astype(np.float32))
+    _fixtures.write_bumpy_mesh(root / "m.obj")
+    return {"image": ["sample:camera", "--max-size", "8"], "audio": [str(root / "a.wav")],
+            "video": ["sample:gif", "--max-size", "8", "--max-frames", "3"], "volume": [str(root / "v.npy")],
+            "mesh": [str(root / "m.obj"), *MESH_OPTIONS]}
+
+
+@pytest.fixture
+def tensorboard(monkeypatch):
+    """A stand-in for torch.utils.tensorboard (an optional extra, not installed for the tests): it records
+    what the run logs, which is what --tensorboard promises."""
+    logged: list[tuple[str, float, int]] = []
+
+    class SummaryWriter:
+        def __init__(self, folder):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+
+        def add_scalar(self, name, value, step):
+            logged.append((name, float(value), int(step)))
+
+        def add_image(self, *args, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=SummaryWriter))
+    return logged
+
+
+def weights(folder: Path, name: str = "field.safetensors") -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / name))
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def ok(result) -> tuple[str, str]:
+    status, out, err = result
+    assert status == 0, err
+    return out, err
+
+
+def refused(result, *words: str) -> None:
+    """Exit 2 with one `fieldlab: error:` line naming `words`."""
+    status, _, err = result
+    lines = err.strip().splitlines()
+    assert status == 2 and lines and lines[-1].startswith("fieldlab: error:"), err
+    assert all(w in lines[-1] for w in words), err
+
+
+# -- fit ---------------------------------------------------------------------------------------------------
+def fit_args(inputs, field: str, modality: str) -> list[str]:
+    return ["fit", *inputs[modality], "--field", field, *FIELD_OPTIONS.get(field, []), "--device", "cpu"]
+
+
+@pytest.mark.parametrize("field,modality", rows("fit"))
+def test_fit_row(field, modality, inputs, tensorboard, cli, tmp_path):
+    """--config, --seed, --precision, --device, TensorBoard and the bar in one run; --seed again and
+    with another seed; --max-seconds."""
+    held = lambda prop: holds("fit", field, modality, prop)  # noqa: E731
+    (tmp_path / "options.json").write_text(json.dumps({"seed": 1, "steps": 3, "log_every": 1}))
+    base = fit_args(inputs, field, modality) + ["--precision", "bf16"]
+    flags = ["--config", tmp_path / "options.json"] + (["--tensorboard"] if held("tensorboard") else [])
+    _, err = ok(cli(base + flags + ["--out", tmp_path / "A"]))
+    resolved = json.loads((tmp_path / "A" / "config.json").read_text())
+    metrics = json.loads((tmp_path / "A" / "metrics.json").read_text())
+    assert (resolved["seed"], resolved["steps"], metrics["steps"] >= 3) == (1, 3, True)  # from --config
+    assert resolved["precision"] == "bf16" and metrics["device"] == "cpu"
+    import re
+
+    assert re.search(r"\[\S+<\S+, [^\]]*" + LIVE, err), err[-400:]  # elapsed<ETA, the live metric
+    if held("tensorboard"):
+        assert {step for name, _, step in tensorboard if name in ("psnr", "bce")} == {1, 2, 3}
+    else:
+        refused(cli(base + ["--tensorboard", "--quiet", "--steps", "1", "--out", tmp_path / "T"]), "--tensorboard")
+    ok(cli(base + ["--seed", "1", "--steps", "3", "--quiet", "--out", tmp_path / "A2"]))
+    ok(cli(base + ["--seed", "2", "--steps", "3", "--quiet", "--out", tmp_path / "B"]))
+    assert same(weights(tmp_path / "A"), weights(tmp_path / "A2"))
+    assert not same(weights(tmp_path / "A"), weights(tmp_path / "B"))
+    ok(cli(base + ["--steps", "100000", "--max-seconds", "1e-9", "--quiet", "--out", tmp_path / "M"]))
+    assert json.loads((tmp_path / "M" / "metrics.json").read_text())["steps"] < 100000
+    if not held("resume_sigint"):
+        refused(cli(base + ["--resume", "--quiet", "--out", tmp_path / "R"]), "--resume")
+
+
+def interrupt_at(step: int, how: int):
+    """Fitter.step that sends this process `how` once `step` steps are done (after their checkpoints)."""
+    from fieldlab.fit.loop import Fitter
+
+    original = Fitter.step
+
+    def step_then_signal(self):
+        if self.step_count == step:
+            os.kill(os.getpid(), how)
+        return original(self)
+
+    return original, step_then_signal
+
+
+@pytest.mark.parametrize("field,modality", rows("fit", "resume_sigint"))
+def test_fit_resumes_after_sigint_to_the_uninterrupted_field(field, modality, inputs, cli, tmp_path, monkeypatch):
+    import importlib
+
+    loop = importlib.import_module("fieldlab.fit.loop")
+    monkeypatch.setattr(loop, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint at every logged step
+    args = fit_args(inputs, field, modality) + ["--steps", "5", "--log-every", "1", "--seed", "3", "--quiet"]
+    ok(cli(args + ["--out", tmp_path / "A"]))
+    original, interrupted = interrupt_at(3, signal.SIGINT)
+    monkeypatch.setattr(loop.Fitter, "step", interrupted)
+    status, _, err = cli(args + ["--out", tmp_path / "B"])
+    assert status == 130 and (tmp_path / ".B.checkpoint.pt").is_file(), err
+    monkeypatch.setattr(loop.Fitter, "step", original)
+    ok(cli(args + ["--out", tmp_path / "B", "--resume"]))
+    assert same(weights(tmp_path / "A"), weights(tmp_path / "B"))
+
+
+SIGKILL_ROWS = {("fit", "siren", "image")}
+"""One row per engine that keeps a checkpoint: the reference (autograd) Fitter."""
+
+
+def test_the_sigkill_rows_share_the_engine_of_their_representative():
+    from fieldlab.capabilities import _occupancy, _own_engine
+
+    for field, modality in rows("fit", "resume_sigkill"):  # the Fitter's checkpoint, saved the same way
+        assert not _own_engine(field) and not _occupancy(modality) and holds("fit", field, modality, "resume_sigint")
+    assert all(holds(*row, "resume_sigkill") for row in SIGKILL_ROWS)
+
+
+def test_fit_resumes_after_sigkill_to_the_uninterrupted_field(inputs, cli, tmp_path):
+    args = [str(a) for a in fit_args(inputs, "siren", "image")] + ["--steps", "6", "--log-every", "1", "--seed", "3",
+                                                                   "--quiet"]
+    script = ("import importlib, os, signal\n"
+              "loop = importlib.import_module('fieldlab.fit.loop')\n"
+              "loop.CHECKPOINT_SECONDS = 0.0\n"
+              "step = loop.Fitter.step\n"
+              "def killed(self):\n"
+              "    if self.step_count == 4:\n"
+              "        os.kill(os.getpid(), signal.SIGKILL)\n"
+              "    return step(self)\n"
+              "loop.Fitter.step = killed\n"
+              "from fieldlab.cli import main\n"
+              f"main({args + ['--out', str(tmp_path / 'B')]!r})\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert process.returncode == -signal.SIGKILL, process.stderr[-500:]
+    assert (tmp_path / ".B.checkpoint.pt").is_file() and not (tmp_path / "B").exists()
+    ok(cli(args + ["--out", tmp_path / "B", "--resume"]))
+    ok(cli(args + ["--out", tmp_path / "A"]))
+    assert same(weights(tmp_path / "A"), weights(tmp_path / "B"))
+
+
+def test_fit_cells_that_cannot_apply_are_refused(inputs, cli, tmp_path):
+    for c in CELLS:
+        if c.command == "fit" and c.declared == NOT_APPLICABLE and c.property == "seed":  # one run per row
+            refused(cli(fit_args(inputs, c.field, c.modality) + ["--quiet", "--out", tmp_path / "N"]))
+            assert not (tmp_path / "N").exists()
+
+
+# -- fit-dataset -----------------------------------------------------------------------------------------
+DATASET = ["fit-dataset", "sample:digits", "--limit", "4", "--chunk-fields", "2", "--steps", "2", "--device", "cpu"]
+META = ["fit-dataset", "sample:digits", "--limit", "4", "--chunk-fields", "2", "--meta-steps", "2", "--inner-steps",
+        "1", "--meta-batch-size", "2", "--device", "cpu"]
+"""Meta-learned fields (functa, spatial functa) take meta-learning's steps instead of --steps."""
+
+
+def dataset_args(field: str) -> list[str]:
+    from fieldlab.fields import Latent, get_config_class
+
+    return (META if isinstance(get_config_class(field)(), Latent) else DATASET) + ["--field", field]
+
+
+@pytest.mark.parametrize("field,modality", rows("fit-dataset"))
+def test_fit_dataset_row(field, modality, cli, tmp_path, monkeypatch):
+    """--config, --seed, --precision, --device and the bar in one run; --seed again and with another seed;
+    --resume after a SIGINT between chunks."""
+    import re
+
+    from fieldlab.store.field_store import FieldStore
+
+    precision = "tf32" if cell("fit-dataset", field, modality, "precision").note else "bf16"
+    args = dataset_args(field) + ["--precision", precision]
+    (tmp_path / "options.json").write_text(json.dumps({"seed": 1}))
+    _, err = ok(cli(args + ["--config", tmp_path / "options.json", "--out", tmp_path / "A"]))
+    assert re.search(r"fields: .*\[\S+<\S+", err) and re.search(r"mean PSNR \d", err), err[-400:]
+    store = FieldStore(tmp_path / "A")
+    assert store.attrs["fit"]["seed"] == 1 and store.attrs["fit"]["precision"] == precision
+    if precision != "bf16":  # the cell's note: refused in one line, before anything is written
+        refused(cli(args[:-1] + ["bf16", "--quiet", "--out", tmp_path / "P"]), "bf16")
+        assert not (tmp_path / "P").exists()
+    assert re.search(r"params each on cpu", err), err[-400:]  # the store records no device: it may move
+    ok(cli(args + ["--seed", "1", "--quiet", "--out", tmp_path / "A2"]))
+    ok(cli(args + ["--seed", "2", "--quiet", "--out", tmp_path / "B"]))
+    read = lambda name: FieldStore(tmp_path / name).read(slice(0, 4))  # noqa: E731
+    assert same(read("A"), read("A2")) and not same(read("A"), read("B"))
+
+    from fieldlab.store.field_store import FieldStoreWriter as writer_class
+
+    write_chunk = writer_class.write_chunk
+
+    def write_then_interrupt(self, chunk, **columns):
+        write_chunk(self, chunk, **columns)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(writer_class, "write_chunk", write_then_interrupt)
+    status, _, err = cli(args + ["--seed", "1", "--quiet", "--out", tmp_path / "R"])
+    assert status == 130 and "--resume" in err, err
+    monkeypatch.setattr(writer_class, "write_chunk", write_chunk)
+    assert 0 < len(FieldStore(tmp_path / "R").rows()) < 4
+    ok(cli(args + ["--seed", "1", "--quiet", "--resume", "--out", tmp_path / "R"]))
+    assert same(read("A"), read("R"))
+
+
+def test_fit_dataset_sigkill_is_tested_beside_its_engines():
+    """A killed fit-dataset keeps whole chunks (written atomically) and --resume fits the rest: the batched
+    engine in tests/cli/test_dataset_cli.py, the meta-learned one (functa, spatial functa) in
+    tests/fit/test_meta.py."""
+    import importlib.util
+
+    here = Path(__file__).parent
+    for path, name in (("cli/test_dataset_cli.py", "test_kill_9_then_resume_loses_nothing"),
+                       ("fit/test_meta.py", "test_fit_dataset_meta_learns_and_resumes")):
+        assert f"def {name}(" in (here / path).read_text()
+    assert importlib.util.find_spec("fieldlab.fit.dataset_job")
+    assert rows("fit-dataset", "resume_sigkill") == rows("fit-dataset", "resume_sigint")
+
+
+# -- extend ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> dict[str, tuple[list[str], list[str]]]:
+    """(small, large) INPUT words per modality: the large signal holds the small one at its origin."""
+    import soundfile as sf
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("extend")
+    rng = np.random.default_rng(0)
+    image = (rng.random((8, 12, 3)) * 255).astype(np.uint8)
+    Image.fromarray(image[:, :8]).save(root / "small.png")
+    Image.fromarray(image).save(root / "large.png")
+    clip = (0.5 * np.sin(np.linspace(0, 30, 300))).astype(np.float32)
+    sf.write(root / "small.wav", clip[:200], 400, subtype="FLOAT")
+    sf.write(root / "large.wav", clip, 400, subtype="FLOAT")
+    volume = rng.random((6, 6, 9)).astype(np.float32)
+    np.save(root / "small.npy", volume[..., :6])
+    np.save(root / "large.npy", volume)
+    gif = ["sample:gif", "--max-size", "8", "--max-frames"]
+    return {"image": ([root / "small.png"], [root / "large.png"]),
+            "audio": ([root / "small.wav"], [root / "large.wav"]),
+            "video": (gif + ["3"], gif + ["5"]), "volume": ([root / "small.npy"], [root / "large.npy"])}
+
+
+@pytest.mark.parametrize("field,modality", rows("extend"))
+def test_extend_row(field, modality, pairs, cli, tmp_path):
+    import re
+
+    small, large = pairs[modality]
+    ok(cli(["fit", *small, "--field", field, "--steps", "2", "--device", "cpu", "--quiet", "--out", tmp_path / "F"]))
+    args = ["extend", tmp_path / "F", *large, "--steps", "3", "--device", "cpu", "--precision", "bf16"]
+    (tmp_path / "options.json").write_text(json.dumps({"seed": 1}))
+    torch.manual_seed(0)
+    _, err = ok(cli(args + ["--config", tmp_path / "options.json", "--out", tmp_path / "A"]))
+    assert re.search(r"\[\S+<\S+, [^\]]*" + LIVE, err), err[-400:]
+    metrics = json.loads((tmp_path / "A" / "metrics.json").read_text())
+    assert metrics["device"] == "cpu" and metrics["steps"] == 3
+    assert json.loads((tmp_path / "A" / "config.json").read_text())["seed"] == 1
+    torch.manual_seed(0)  # as in a fresh process: the global RNG draws the new parts (the declared seed cell)
+    ok(cli(args + ["--seed", "2", "--quiet", "--out", tmp_path / "B"]))
+    assert same(weights(tmp_path / "A"), weights(tmp_path / "B")), "extend's --seed works now: the cell holds"
+    ok(cli(args + ["--steps", "100000", "--max-seconds", "1e-9", "--quiet", "--out", tmp_path / "M"]))
+    assert json.loads((tmp_path / "M" / "metrics.json").read_text())["steps"] < 100000
+    refused(cli(args + ["--precision", "fp8", "--quiet", "--out", tmp_path / "P"]), "--precision")
+
+
+def test_extend_bf16_differs_from_fp32(pairs, cli, tmp_path):
+    """--precision reaches extend's steps (not only its options)."""
+    small, large = pairs["image"]
+    ok(cli(["fit", *small, "--field", "local-global", "--steps", "2", "--device", "cpu", "--quiet", "--out",
+            tmp_path / "F"]))
+    for precision in ("fp32", "bf16"):
+        ok(cli(["extend", tmp_path / "F", *large, "--steps", "3", "--device", "cpu", "--quiet", "--precision",
+                precision, "--out", tmp_path / precision]))
+    assert not same(weights(tmp_path / "fp32"), weights(tmp_path / "bf16"))
+
+
+# -- train and train-sdf -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits_store(tmp_path_factory):
+    from fieldlab.cli import main
+
+    out = tmp_path_factory.mktemp("train") / "S"
+    try:
+        main(DATASET[:3] + ["10"] + DATASET[4:] + ["--quiet", "--out", str(out)])
+    except SystemExit as exit_:
+        assert not exit_.code
+    return out
+
+
+TRAIN = ["--net", "dinet2", "--channels", "4", "--steps", "4", "--batch-size", "4", "--num-points", "16",
+         "--device", "cpu"]
+
+
+def test_train_row(digits_store, cli, tmp_path):
+    (tmp_path / "options.json").write_text(json.dumps({"seed": 1}))
+    ok(cli(["train", digits_store, "--out", tmp_path / "A", "--config", tmp_path / "options.json", *TRAIN]))
+    for name, seed in (("A2", "1"), ("B", "2")):
+        ok(cli(["train", digits_store, "--out", tmp_path / name, "--seed", seed, *TRAIN]))
+    train = json.loads((tmp_path / "A" / "run.json").read_text())["train"]
+    assert train["device"] == "cpu" and train["seed"] == 1
+    assert same(weights(tmp_path / "A", "net.safetensors"), weights(tmp_path / "A2", "net.safetensors"))
+    assert not same(weights(tmp_path / "A", "net.safetensors"), weights(tmp_path / "B", "net.safetensors"))
+    refused(cli(["train", digits_store, "--out", tmp_path / "D", *TRAIN[:-1], "quantum"]), "--device")
+
+
+def test_train_resumes_after_sigint_to_the_uninterrupted_network(digits_store, tmp_path):
+    from fieldlab.learn.train import TrainConfig, train
+
+    config = TrainConfig(net="dinet2", net_options={"channels": 4}, steps=6, batch_size=4, num_points=16,
+                         checkpoint_every=2, log_every=1, device="cpu", seed=1)
+    train(digits_store, tmp_path / "A", config, progress=lambda line: None)
+
+    def interrupt(line):
+        if line.startswith("step 3/"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(digits_store, tmp_path / "B", config, progress=interrupt)
+    assert not (tmp_path / "B" / "run.json").exists()
+    train(digits_store, tmp_path / "B", config, resume=True, progress=lambda line: None)
+    assert same(weights(tmp_path / "A", "net.safetensors"), weights(tmp_path / "B", "net.safetensors"))
+
+
+def test_train_resumes_after_sigkill_to_the_uninterrupted_network(digits_store, tmp_path):
+    from fieldlab.learn.train import TrainConfig, train
+
+    options = dict(net="dinet2", net_options={"channels": 4}, steps=6, batch_size=4, num_points=16,
+                   checkpoint_every=2, log_every=1, device="cpu", seed=1)
+    script = ("import os, signal\n"
+              "from fieldlab.learn.train import TrainConfig, train\n"
+              "def kill(line):\n"
+              "    if line.startswith('step 3/'):\n"
+              "        os.kill(os.getpid(), signal.SIGKILL)\n"
+              f"train({str(digits_store)!r}, {str(tmp_path / 'B')!r}, TrainConfig(**{options!r}), progress=kill)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert process.returncode == -signal.SIGKILL, process.stderr[-500:]
+    assert not (tmp_path / "B" / "run.json").exists()
+    config = TrainConfig(**options)
+    train(digits_store, tmp_path / "B", config, resume=True, progress=lambda line: None)
+    train(digits_store, tmp_path / "A", config, progress=lambda line: None)
+    assert same(weights(tmp_path / "A", "net.safetensors"), weights(tmp_path / "B", "net.safetensors"))
+
+
+SDF = ["train-sdf", "--scenes", "10", "--steps", "3", "--num-points", "27", "--num-queries", "16", "--batch-size", "4",
+       "--channels", "4"]
+
+
+def test_train_sdf_row(cli, tmp_path):
+    (tmp_path / "options.json").write_text(json.dumps({"seed": 1}))
+    ok(cli(SDF + ["--device", "cpu", "--config", tmp_path / "options.json", "--out", tmp_path / "A"]))
+    for name, seed in (("A2", "1"), ("B", "2")):
+        ok(cli(SDF + ["--device", "cpu", "--seed", seed, "--out", tmp_path / name]))
+    run = json.loads((tmp_path / "A" / "run.json").read_text())
+    assert run["metrics"]["device"] == "cpu" and run["metrics"]["steps"] == 3 and run["train"]["seed"] == 1
+    assert same(weights(tmp_path / "A", "net.safetensors"), weights(tmp_path / "A2", "net.safetensors"))
+    assert not same(weights(tmp_path / "A", "net.safetensors"), weights(tmp_path / "B", "net.safetensors"))
+    ok(cli(SDF[:4] + ["100000"] + SDF[5:] + ["--max-seconds", "1e-9", "--device", "cpu", "--out", tmp_path / "M"]))
+    assert json.loads((tmp_path / "M" / "run.json").read_text())["metrics"]["steps"] == 1
+    refused(cli(SDF + ["--device", "quantum", "--out", tmp_path / "D"]), "--device")
+    assert not (tmp_path / "D").exists()
+
+
+# -- declared cells ----------------------------------------------------------------------------------------
+FLAGS = {"max_seconds": ["--max-seconds", "1"], "resume_sigint": ["--resume"], "resume_sigkill": ["--resume"],
+         "precision": ["--precision", "bf16"], "tensorboard": ["--tensorboard"]}
+"""How a declared property would be asked for; a command that lacks it refuses the flag."""
+
+
+def test_declared_flags_are_refused_by_the_networks_commands(digits_store, cli, tmp_path):
+    commands = {"train": ["train", digits_store, *TRAIN], "train-sdf": SDF}
+    for c in CELLS:
+        if c.command in commands and c.declared == NOT_YET and c.property in FLAGS:
+            refused(cli(commands[c.command] + FLAGS[c.property] + ["--out", tmp_path / "X"]))
+            assert not (tmp_path / "X").exists(), c
+
+
+def test_declared_flags_are_refused_by_extend_and_fit_dataset(pairs, cli, tmp_path):
+    small, large = pairs["image"]
+    ok(cli(["fit", *small, "--field", "local-global", "--steps", "2", "--device", "cpu", "--quiet", "--out",
+            tmp_path / "F"]))
+    commands = {"extend": ["extend", tmp_path / "F", *large, "--steps", "2", "--device", "cpu"],
+                "fit-dataset": DATASET}
+    asked = set()
+    for c in CELLS:
+        if c.command in commands and c.declared == NOT_YET and c.property in FLAGS:
+            asked.add((c.command, c.property))
+    assert asked
+    for command, prop in sorted(asked):
+        refused(cli(commands[command] + FLAGS[prop] + ["--out", tmp_path / "X"]))
+        assert not (tmp_path / "X").exists(), (command, prop)
+
+
+def test_fields_that_cannot_be_extended_are_refused(inputs, cli, tmp_path, pairs):
+    small, large = pairs["image"]
+    for field in sorted({c.field for c in CELLS if c.command == "extend" and c.declared == NOT_APPLICABLE
+                         and c.modality == "image"}):
+        ok(cli(["fit", *small, "--field", field, *FIELD_OPTIONS.get(field, []), "--steps", "1", "--device", "cpu",
+                "--quiet", "--force", "--out", tmp_path / "F"]))
+        refused(cli(["extend", tmp_path / "F", *large, "--steps", "1", "--out", tmp_path / "X"]), "cannot be extended")
+
+
+def test_a_cell_is_a_plain_record():
+    c = cell("fit", "siren", "image", "seed")
+    assert isinstance(c, Cell) and c.holds and c.command == "fit"
+    with pytest.raises(KeyError):
+        cell("fit", "siren", "image", "colour")
