@@ -20,3 +20,25 @@ def test_a_render_size_that_changes_the_aspect_ratio_logs_one_note(cli, tmp_path
     assert status == 0, err
     assert [line for line in err.splitlines() if "aspect" in line] == [
         "fieldlab: --size 16x40 changes the aspect ratio of 16:16 to 16:40: the render is stretched"]
+
+
+@pytest.mark.parametrize("name", ["linear.exr", "linear.dat"])
+def test_a_float_exr_forced_as_an_image_keeps_its_floats(name, cli, tmp_path, one_thread):
+    pytest.importorskip("OpenEXR")
+    import json
+
+    import numpy as np
+
+    from fieldlab.signals import load_signal
+    from fieldlab.signals.hdr import write_hdr_image
+
+    raw = np.linspace(0, 4, 8 * 8 * 3, dtype=np.float32).reshape(8, 8, 3)  # past 1.0: no 8-bit image holds it
+    write_hdr_image(tmp_path / "linear.exr", raw)
+    (tmp_path / name).write_bytes((tmp_path / "linear.exr").read_bytes())
+    status, _, err = cli(["fit", tmp_path / name, "--modality", "image", "--steps", 2, "--hidden-dim", 8, "--quiet",
+                          "--out", tmp_path / "f"])
+    assert status == 0, err
+    signal = json.loads((tmp_path / "f" / "field.json").read_text())["signal"]
+    assert signal["normalization"]["dtype"] == "float32" and signal["extra"] == {"format": "exr"}
+    back = load_signal(str(tmp_path / "f" / "reconstruction.exr"))
+    assert back.info.normalization.dtype == "float32"
