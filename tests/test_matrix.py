@@ -323,9 +323,9 @@ def test_fit_dataset_row(field, modality, cli, tmp_path, monkeypatch):
 
 
 def test_fit_dataset_sigkill_is_tested_beside_its_engines():
-    """A killed fit-dataset keeps whole chunks (written atomically) and --resume fits the rest: the batched
-    engine in tests/cli/test_dataset_cli.py, the meta-learned one (functa, spatial functa) in
-    tests/fit/test_meta.py."""
+    """A killed fit-dataset keeps whole chunks (each written atomically, whatever engine fitted it) and
+    --resume fits the rest, as after SIGINT (tested per row above): a real kill -9 in
+    tests/cli/test_dataset_cli.py, a lost last chunk of a meta-learned store in tests/fit/test_meta.py."""
     import importlib.util
 
     here = Path(__file__).parent

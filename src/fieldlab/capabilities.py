@@ -125,8 +125,6 @@ def _fit(field: str, modality: str, prop: str) -> tuple[str, str]:
 def _fit_dataset(field: str, modality: str, prop: str) -> tuple[str, str]:
     if modality != "image":
         return NOT_APPLICABLE, "fit-dataset reads datasets of images (folders, .npz/.npy, samples)"
-    if _own_engine(field):
-        return NOT_APPLICABLE, f"{field} fits one signal at a time with its own engine; it has no dataset fitter"
     if prop == "max_seconds":
         return NOT_YET, "a dataset stops per field (--steps, --target-psnr); a time budget would split chunks"
     if prop == "tensorboard":
