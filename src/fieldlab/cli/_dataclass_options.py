@@ -158,8 +158,10 @@ def _parameter(option: Option) -> inspect.Parameter:
     choices = _choices(option.hint)
     shown = option.default if option.default not in ("", None, ()) else None
     text = " ".join(filter(None, [option.help, f"(default {_show(shown)})" if shown is not None else ""]))
-    info = typer.Option(None, *decls, help=text or None, show_default=False,
-                        metavar="[" + "|".join(map(str, choices)) + "]" if choices else None)
+    metavar = "[" + "|".join(map(str, choices)) + "]" if choices else None
+    if option.as_text and not choices:  # the type it will be coerced to, not the text click reads
+        metavar = "<" + ("list" if typing.get_origin(option.hint) is tuple else _base(option.hint).__name__) + ">"
+    info = typer.Option(None, *decls, help=text or None, show_default=False, metavar=metavar)
     return inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[base], default=info)
 
 

@@ -83,11 +83,18 @@ FIT_HELP = ("Fit a field to INPUT (a file or sample:NAME) and write the field DI
 
 
 def _fit_options():
+    """FitJob's and FitConfig's options, then those of a mesh input (OccupancyConfig) and of MINER's engine
+    (MinerTrainConfig): the last two take text that their configs check with their own messages, as when
+    they were free --name VALUE options."""
     from fieldlab.fit import FitConfig
     from fieldlab.fit.job import FitJob
+    from fieldlab.fit.miner import MinerTrainConfig
+    from fieldlab.fit.occupancy import OccupancyConfig
 
+    text = [dataclasses.replace(o, as_text=True, help=f"{o.help} ({what})") for cls, what in
+            ((OccupancyConfig, "meshes"), (MinerTrainConfig, "miner")) for o in options_of(cls)]
     return options_of(FitJob, only=("field", "max_size", "max_frames", "modality", "span", "params")) + \
-        options_of(FitConfig)
+        options_of(FitConfig) + text
 
 
 @app.command("fit", help=FIT_HELP, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -115,7 +122,8 @@ def fit_command(
     fit_names = {f.name for f in dataclasses.fields(FitConfig)}
     fit_options = {k: options.pop(k) for k in list(options) if k in fit_names}
     mesh_names = {f.name for f in dataclasses.fields(OccupancyConfig)}
-    mesh_options = {k: options.pop(k) for k in list(options) if k in mesh_names}
+    mesh_hints = typing.get_type_hints(OccupancyConfig)  # typed, so config.json holds numbers, not text
+    mesh_options = {k: coerce_option(k, options.pop(k), mesh_hints[k]) for k in list(options) if k in mesh_names}
     hints = typing.get_type_hints(FitConfig)
     fit_config = FitConfig(**{k: coerce_option(k, v, hints[k]) for k, v in fit_options.items()})
     job = FitJob(input=str(options.pop("input")), field=str(options.pop("field", "siren")),
