@@ -105,3 +105,14 @@ def test_every_generated_option_shows_its_dataclass_default_in_help(cli):
     status, out, _ = cli(["fit-dataset", "--help"])
     assert status == 0
     assert "(default 500)" in " ".join(out.split()) and "--cuda-graphs" in out
+
+
+def test_every_generated_option_has_its_dataclass_docstring_as_help():
+    from fieldlab.cli import app
+
+    commands = [c for c in app.registered_commands if hasattr(c.callback, "generated")]
+    assert {c.name for c in commands} >= {"fit", "fit-dataset", "extend", "crop", "render", "train", "train-sdf",
+                                          "eval"}
+    for command in commands:
+        undocumented = [name for name, option in command.callback.generated.items() if not option.help]
+        assert not undocumented, f"{command.name}: {undocumented} need an attribute docstring in their dataclass"
