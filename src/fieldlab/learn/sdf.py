@@ -162,19 +162,19 @@ def sdf_mae(net: nn.Module, scenes: Scenes, index: torch.Tensor, points: PointSe
     return total / (len(index) * len(queries))
 
 
-def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print) -> dict[str, Any]:
+def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print, bar: bool = False) -> dict[str, Any]:
     """Train the `sdf` network on ball scenes; metrics {test_mae, baseline_mae, …} (and RUN files if `out`,
-    locked against a second writer while this runs)."""
+    locked against a second writer while this runs). `progress` takes a line every 100 steps; `bar` also
+    shows a progress bar with ETA and the loss on stderr."""
     from fieldlab._safety import lock_output
 
     with lock_output(Path(out)) if out is not None else contextlib.nullcontext():
-        return _train_sdf(config, out, progress)
+        return _train_sdf(config, out, progress, bar)
 
 
-def _train_sdf(config: SDFConfig, out: str | Path | None, progress) -> dict[str, Any]:
-    from fieldlab.fit.loop import resolve_device
-    from fieldlab.fit.points import step_generator, with_replacement
-    from fieldlab.learn.train import _write_json, schedule_of
+def _train_sdf(config: SDFConfig, out: str | Path | None, progress, bar: bool = False) -> dict[str, Any]:
+    from fieldlab.fit.loop import RunLog, resolve_device
+    from fieldlab.learn.train import _write_json
 
     config.validate()
     device = resolve_device(config.device)
@@ -184,29 +184,12 @@ def _train_sdf(config: SDFConfig, out: str | Path | None, progress) -> dict[str,
     cfg = net_config("sdf", **config.net_options).for_points(config.num_points, dim)
     torch.manual_seed(config.seed)
     net = cfg.build(1, 1, dim).to(device)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     began = time.time()
-    schedule = schedule_of(config)
-    steps = 0
-    for step in range(config.steps):
-        net.train()
-        g = step_generator(config.seed, step)
-        pick = scenes.train[with_replacement(len(scenes.train), config.batch_size, g)]
-        points = sampler(step).to(device)
-        queries = PointSampler(kind="random", n=config.num_queries, dim=dim, seed=config.seed + 1)(step).to(device)
-        pred = net(Discretized(scenes.inputs(pick, points), points), queries).values[..., 0]
-        loss = nn.functional.mse_loss(pred, scenes.sdf(pick, queries.coords))
-        for group in optimizer.param_groups:
-            group["lr"] = schedule.lr(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        steps = step + 1
-        if (step + 1) % 100 == 0 or step + 1 == config.steps:
-            progress(f"step {step + 1}/{config.steps}  loss {loss.item():.5f}  {time.time() - began:.0f}s")
-        if config.max_seconds and time.time() - began >= config.max_seconds:  # at least one step is taken
-            progress(f"stopped by --max-seconds after step {steps}/{config.steps}")
-            break
+    log = RunLog(None, None, bar, config.steps)
+    try:
+        steps = _train_steps(config, net, scenes, sampler, device, began, progress, log if bar else None)
+    finally:
+        log.close()
 
     queries = PointSampler(kind="random", n=config.num_queries, dim=dim, seed=config.seed + 2)(0).to(device)
     constant = scenes.sdf(scenes.train, queries.coords).mean()
@@ -231,6 +214,44 @@ def _train_sdf(config: SDFConfig, out: str | Path | None, progress) -> dict[str,
                                        "input": "exact" if config.store is None else "store",
                                        "train": train, "metrics": metrics})
     return metrics
+
+
+BAR_EVERY = 10
+"""Steps between updates of train-sdf's bar (each reads the loss back from the device)."""
+
+
+def _train_steps(config: SDFConfig, net: nn.Module, scenes: Scenes, sampler: PointSampler, device: torch.device,
+                 began: float, progress, log) -> int:
+    """AdamW steps on the training scenes until `config.steps` or `config.max_seconds`; the steps taken."""
+    from fieldlab.fit.points import step_generator, with_replacement
+    from fieldlab.learn.train import schedule_of
+
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = schedule_of(config)
+    dim = scenes.dim
+    steps = 0
+    for step in range(config.steps):
+        net.train()
+        g = step_generator(config.seed, step)
+        pick = scenes.train[with_replacement(len(scenes.train), config.batch_size, g)]
+        points = sampler(step).to(device)
+        queries = PointSampler(kind="random", n=config.num_queries, dim=dim, seed=config.seed + 1)(step).to(device)
+        pred = net(Discretized(scenes.inputs(pick, points), points), queries).values[..., 0]
+        loss = nn.functional.mse_loss(pred, scenes.sdf(pick, queries.coords))
+        for group in optimizer.param_groups:
+            group["lr"] = schedule.lr(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        steps = step + 1
+        if (step + 1) % 100 == 0 or step + 1 == config.steps:
+            progress(f"step {step + 1}/{config.steps}  loss {loss.item():.5f}  {time.time() - began:.0f}s")
+        if log is not None and (steps % BAR_EVERY == 0 or steps == config.steps):
+            log.record(steps, schedule.lr(step), time.time() - began, loss=float(loss))
+        if config.max_seconds and time.time() - began >= config.max_seconds:  # at least one step is taken
+            progress(f"stopped by --max-seconds after step {steps}/{config.steps}")
+            break
+    return steps
 
 
 def evaluate_sdf(info: dict, run: Path, store_path: str | Path | None, *, points: Sequence[str],
