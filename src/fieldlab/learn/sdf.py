@@ -247,7 +247,7 @@ def _train_steps(config: SDFConfig, net: nn.Module, scenes: Scenes, sampler: Poi
         if (step + 1) % 100 == 0 or step + 1 == config.steps:
             progress(f"step {step + 1}/{config.steps}  loss {loss.item():.5f}  {time.time() - began:.0f}s")
         if log is not None and (steps % BAR_EVERY == 0 or steps == config.steps):
-            log.record(steps, schedule.lr(step), time.time() - began, loss=float(loss))
+            log.record(steps, schedule.lr(step), time.time() - began, loss=loss.item())
         if config.max_seconds and time.time() - began >= config.max_seconds:  # at least one step is taken
             progress(f"stopped by --max-seconds after step {steps}/{config.steps}")
             break
