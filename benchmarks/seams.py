@@ -43,11 +43,12 @@ def methods(signal, args) -> dict:
                                  **extra).adapt(shape)
             name = f"local-global {'x'.join(map(str, args.partitions))} overlap {overlap} blend {blend}"
             found[name] = (config, tuple(e[1:-1] for e in config.edges))
+    if args.lg_only:
+        return found
     lg_config, lg_edges = next(iter(found.values()))
     found["siren (LG's count)"] = (make_config("siren", in_dim=d, out_dim=c).with_params(lg_config.num_params()),
                                    lg_edges)
-    miner = make_config("miner", in_dim=d, out_dim=c, **({"blend": args.miner_blend} if args.miner_blend else {}))
-    miner = miner.adapt(shape)
+    miner = make_config("miner", in_dim=d, out_dim=c).adapt(shape)
     found["miner"] = (miner, inner_edges(shape, miner.resolved_block_size()))
     return found
 
@@ -98,7 +99,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, nargs="+", default=[4, 4])
     parser.add_argument("--overlaps", type=int, nargs="+", default=[0])
     parser.add_argument("--blends", type=int, nargs="+", default=[0])
-    parser.add_argument("--miner-blend", type=int, default=0)
+    parser.add_argument("--lg-only", action="store_true", help="only the Local-Global variants")
     parser.add_argument("--append", type=Path, help="append the table to this markdown file (BENCHMARKS.md)")
     args = parser.parse_args()
     if args.prepare:
