@@ -409,10 +409,10 @@ class LocalGlobalConfig(FieldConfig):
         adapted = self.replace(span=shape, edges=edges, cells=())
         sized = adapted.sized()
         if sized is not adapted and adapted.num_parts != DEFAULT_COUNTS.get(self.in_dim, 4) ** self.in_dim:
-            log.info("local-global: widths %d (local) and %d (global) for %s partitions keep the default budget "
-                     "of %s parameters (--params, --hidden-dim or --global-dim choose another size)",
-                     sized.hidden_dim, sized.global_dim, "x".join(str(len(e) - 1) for e in edges),
-                     f"{sized.num_params():,}")
+            log.info("local-global: widths %d (local) and %d (global) for %s partitions give %s parameters, the "
+                     "closest to the default budget of %s (--params, --hidden-dim or --global-dim choose another "
+                     "size)", sized.hidden_dim, sized.global_dim, "x".join(str(len(e) - 1) for e in edges),
+                     f"{sized.num_params():,}", f"{self.default_budget():,}")
         return sized
 
     def _resolved(self) -> LocalGlobalConfig:
