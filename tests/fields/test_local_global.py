@@ -254,3 +254,12 @@ def test_blended_stack_runs_under_vmap_and_a_cropped_neighbour_drops_out():
     left = cropped.build()
     left.load_state_dict(state)
     assert torch.isfinite(left(x)).all() and left(torch.tensor([[-0.9, 0.5]])).abs().sum() == 0  # removed: 0
+
+
+def test_a_field_json_from_before_keeps_its_widths_and_reads_without_blending():
+    old = make_config("local-global", in_dim=2, out_dim=3, hidden_dim=14, global_dim=84,
+                      partitions=(4, 4)).adapt((128, 128)).to_dict()
+    del old["blend"]  # written before the option existed
+    config = LocalGlobalConfig.from_dict(old)
+    assert config.num_params() == 34_530 and config.blend == ()
+    assert not any(config.build().blend)
