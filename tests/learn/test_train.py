@@ -91,6 +91,13 @@ def test_a_grid_cnn_with_other_points_is_refused_before_the_run_is_written(cli, 
     assert status == 0, err  # the corrected command runs into the same folder
 
 
+def test_a_grid_cnn_at_its_default_points_trains_on_grids(cli, blob_store, tmp_path):
+    status, out, err = cli(["train", blob_store, "--net", "cnn4", "--num-points", 64, "--steps", 2,
+                            "--out", tmp_path / "run"])
+    assert status == 0, err
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["train"]["points"] == "grid"
+
+
 def test_eval_refuses_a_store_the_run_does_not_fit_and_keeps_its_table(cli, blob_store, make_blob_store, tmp_path):
     run = tmp_path / "run"
     train(blob_store, run, TrainConfig(net="mlp", steps=3, **SMALL))  # an MLP on the weights themselves

@@ -131,10 +131,17 @@ class FieldConfig:
         """Resolve options that depend on the signal's sample grid (`shape`); most fields need none."""
         return self
 
-    def for_items(self, shape: tuple[int, ...]) -> FieldConfig:
-        """Defaults made for one large signal, resized for a dataset of small items of grid `shape` (before
-        `adapt`); most fields need none."""
-        return self
+    linked: ClassVar[tuple[tuple[str, ...], ...]] = (("omega0", "first_omega0"),)
+    """Options that `item_defaults` sets together: a user who gives one of a group keeps the class defaults
+    of the others (`--omega0 30` on a dataset means the whole-signal SIREN, not ω₀ 30 behind a first layer
+    of 5)."""
+
+    def item_defaults(self, shape: tuple[int, ...]) -> dict[str, Any]:
+        """Option defaults for a dataset of small items of grid `shape`, read on the config of the user's
+        own options (which win over them). The class's own defaults are made for one large signal: a dataset's field gets a
+        small network, and a bandwidth for the item's few samples, so that it is a sensible function between
+        them too (chosen on other images than the ones scored: benchmarks/bandwidth_sweep.py)."""
+        return {}
 
     # -- size -----------------------------------------------------------------------------------
     def num_params(self) -> int:
@@ -184,6 +191,12 @@ def _check_sizes(values: Any, flag: str, top: float) -> None:
             _check_sizes(value, flag, top)
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and not -1 <= value <= top:
             raise UserError(f"{flag} holds {_number(value)}; each number must be between 0 and {_number(top)}")
+
+
+def per_item_side(value_at_8: float, shape: tuple[int, ...], most: float) -> float:
+    """A bandwidth chosen for 8-sample items, scaled with the item's longest side (a bandwidth is a
+    frequency, so it follows the samples per unit length) and capped at the whole-signal default `most`."""
+    return min(most, value_at_8 * max(shape) / 8)
 
 
 def coerce_option(name: str, value: Any, hint: Any) -> Any:

@@ -4,14 +4,15 @@ https://arxiv.org/abs/2006.10739) or deterministic positional encoding (NeRF, Mi
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+import math
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
 
 from fieldlab._errors import UserError
 from fieldlab.encodings import GaussianFourierFeatures, PositionalEncoding
-from fieldlab.fields._config import FieldConfig
+from fieldlab.fields._config import FieldConfig, per_item_side
 from fieldlab.fields._mlp import ReluMLP
 from fieldlab.fields._registry import register_field
 from fieldlab.kernels import FusedSpec
@@ -58,6 +59,16 @@ class FourierConfig(FieldConfig):
     def frequencies(self) -> int:
         """`num_frequencies`, or its default when 0: 256 random frequencies, or 10 octaves."""
         return self.num_frequencies or (256 if self.encoding == "gaussian" else 10)
+
+    def item_defaults(self, shape: tuple[int, ...]) -> dict[str, Any]:
+        # Sized by its width alone, a Fourier field kept 256 frequencies behind a width of 2 and stayed at
+        # ~9 dB on 8×8 digits. σ 0.25 cycles per unit per 8 samples: on 8×8 validation photos σ 10 is noise
+        # between the centres (14.8 dB against the 32×32 photo), σ 0.25 gives 23.7 dB at a 47.9 dB fit
+        # (benchmarks/bandwidth_sweep.py). Positional octaves stop at the item's Nyquist frequency.
+        if self.encoding == "positional":
+            return {"num_frequencies": max(1, math.ceil(math.log2(max(shape)))), "hidden_dim": 32, "num_layers": 2}
+        return {"num_frequencies": 16, "hidden_dim": 32, "num_layers": 2,
+                "sigma": per_item_side(0.25, shape, type(self).sigma)}
 
     def build(self) -> FourierMLP:
         if self.encoding == "gaussian":

@@ -12,13 +12,14 @@ are everything else (`fieldlab.fit.meta` meta-learns them and fits the latents).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from fieldlab._errors import UserError
 from fieldlab._precision import exact_linear, full
-from fieldlab.fields._config import FieldConfig
+from fieldlab.fields._config import FieldConfig, per_item_side
 from fieldlab.fields._registry import register_field
 from fieldlab.fields.siren import Siren
 
@@ -92,6 +93,14 @@ class FunctaConfig(FieldConfig):
     def latent_rate_scale(self) -> float:
         """Meta-SGD rates are this multiple of their clipped [0, 1] value (1: functa's own scale)."""
         return 1.0
+
+    def item_defaults(self, shape: tuple[int, ...]) -> dict[str, Any]:
+        # ω₀ 20 per 8 samples, 30 (functa's own) from 12 samples on: on 8×8 validation photos after 300
+        # meta-steps, ω₀ 8 is the best between the centres (21.1 dB against the 32×32 photo, bicubic 26.1)
+        # but fits the centres to 30 dB only; ω₀ 20 is the lowest to fit them to 40 dB (46.4), at 15.9 dB
+        # between them (benchmarks/bandwidth_sweep.py; spatial functa's own ω₀ 10 won its sweep).
+        omega = per_item_side(20.0, shape, type(self).omega0)
+        return {"omega0": omega, "first_omega0": omega}
 
     def build(self) -> Functa:
         return Functa(in_dim=self.in_dim, out_dim=self.out_dim, hidden_dim=self.hidden_dim,

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from typing import Any
+
 import torch
 
-from fieldlab.fields._config import FieldConfig
+from fieldlab.fields._config import FieldConfig, per_item_side
 from fieldlab.fields._mlp import MLP, sine_init_
 from fieldlab.fields._registry import register_field
 from fieldlab.kernels import FusedSpec
@@ -42,6 +44,13 @@ class SirenConfig(FieldConfig):
     """Frequency factor of the first layer (raise it for signals with many samples per axis)."""
 
     lr = 1e-3
+
+    def item_defaults(self, shape: tuple[int, ...]) -> dict[str, Any]:
+        # ω₀ 5 per 8 samples: on 8×8 validation photos ω₀ 30 fits the centres to 120 dB but is noise between
+        # them (17.0 dB against the 32×32 photo; bicubic 26.1), ω₀ 5 gives 23.9 dB at a 40.7 dB fit
+        # (benchmarks/bandwidth_sweep.py).
+        omega = per_item_side(5.0, shape, type(self).omega0)
+        return {"hidden_dim": 32, "num_layers": 2, "omega0": omega, "first_omega0": omega}
 
     def build(self) -> Siren:
         return Siren(in_dim=self.in_dim, out_dim=self.out_dim, hidden_dim=self.hidden_dim,

@@ -32,17 +32,6 @@ GRAPH_STEPS = 50
 """Steps per CUDA graph of the fused path when no PSNR checks cut the run into segments."""
 
 # Defaults for datasets of small signals (fit-a-nef's benchmark SIREN): a field per datum stays small.
-DATASET_FIELD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "siren": {"hidden_dim": 32, "num_layers": 2},
-    # Sized for small items by their width alone, a Fourier field kept 256 frequencies behind a width of 2 and
-    # a hash grid 16 levels at one resolution sharing one table entry: on 8x8 digits both stayed at their
-    # initial ~9 dB (on 25x25 faces: 19.7 and 15.2 dB). With these, in 300 steps: 139 and 116 dB on 16 digits,
-    # 54.6 and 36.9 dB on 16 faces; the hash grid's tables are still sized to the item's budget.
-    "fourier": {"num_frequencies": 16, "hidden_dim": 32, "num_layers": 2},
-    "hashgrid": {"num_levels": 4, "base_resolution": 2, "hidden_dim": 16},
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class BatchedFitConfig:
     """How to fit a batch of fields (one per signal of a dataset)."""

@@ -20,7 +20,7 @@ from fieldlab import distributed as dist
 from fieldlab._errors import UserError
 from fieldlab._progress import in_pieces, phase
 from fieldlab.fields import FieldConfig, Latent, get_config_class
-from fieldlab.fit.batched import DATASET_FIELD_DEFAULTS, BatchedFitConfig
+from fieldlab.fit.batched import BatchedFitConfig
 from fieldlab.fit.loop import resolve_device
 from fieldlab.fit.meta import make_dataset_fitter
 from fieldlab.signals import grid_coords
@@ -70,10 +70,11 @@ def resolve_dataset_config(name: str, options: dict[str, Any], source: ImageSour
     if not cls.batched:
         raise UserError(f"field {name!r} is grown by its own trainer for one large signal and has no batched "
                         "path; pick another field for a dataset")
-    defaults = {k: v for k, v in DATASET_FIELD_DEFAULTS.get(name, {}).items() if k not in options}
-    config = cls.from_options({"in_dim": 2, "out_dim": source.channels, **defaults, **options})
-    config = config.for_items(source.shape).adapt(source.shape)
-    if config.size_knob not in {**DATASET_FIELD_DEFAULTS.get(name, {}), **options} and \
+    asked = cls.from_options({"in_dim": 2, "out_dim": source.channels, **options})
+    given = set(options).union(*(group for group in cls.linked if set(group) & set(options)))
+    presets = {k: v for k, v in asked.item_defaults(source.shape).items() if k not in given}
+    config = asked.replace(**presets).adapt(source.shape)
+    if config.size_knob not in {**presets, **options} and \
             not isinstance(config, Latent):
         # Unasked, a field of a dataset gets about as many parameters as one item has values (at least
         # MIN_DATASET_PARAMS): a whole-image default of 200k parameters per 32² item would be absurd.

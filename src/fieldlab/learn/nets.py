@@ -297,6 +297,7 @@ class CNN2Config(NetConfig):
     """CNN-2 baseline: two 3×3 conv-BN-ReLU layers on the rendered grid, global pool, MLP."""
 
     takes: ClassVar[str] = "grid"
+    train_points: ClassVar[str] = "grid"  # all it can read: `train --net cnn4` at its defaults trains on grids
     res_blocks: ClassVar[int] = 0
     channels: int = 32
 
