@@ -29,7 +29,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "fieldlab"
 FIELDS_MUST_NOT_IMPORT = ("fit", "learn", "signals", "cli")
 KNOWN_EXCEPTIONS: set[tuple[str, str]] = set()
 """(importing module, imported module) pairs let through, each with a comment naming the change that removes
-it. Empty: the last one, MINER's `trainer = "fieldlab.fit.miner"` string, went with fit/engines.py."""
+it. Empty: the last one, MINER's `trainer = "fieldlab.fit.miner"` string, went with fit/own_engines.py."""
 _MODULE_STRING = re.compile(r"fieldlab(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
@@ -267,3 +267,94 @@ def test_no_package_folder_is_ignored_by_an_unanchored_gitignore_line():
     ignored = [f"{folder.relative_to(PACKAGE.parent)} matches {pattern!r}" for folder in sorted(folders)
                for pattern in patterns if fnmatch.fnmatch(folder.name, pattern)]
     assert not ignored, "\n".join(ignored)
+
+
+# -- one step implementation per engine ---------------------------------------------------------------------
+STEP_METHODS = ("step", "run")
+
+
+def _steppers_declared() -> dict[str, str | None]:
+    """fit/engine.py's STEPPERS, read as a literal (nothing is imported)."""
+    tree = ast.parse(MODULES["fieldlab.fit.engine"].read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "STEPPERS":
+            return ast.literal_eval(node.value)
+    raise AssertionError("fit/engine.py declares no STEPPERS")
+
+
+def _is_protocol(node: ast.ClassDef) -> bool:
+    return any(getattr(base, "id", getattr(base, "attr", None)) == "Protocol" for base in node.bases)
+
+
+def _methods(node: ast.ClassDef) -> set[str]:
+    return {item.name for item in node.body if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def _step_classes(module: str, tree: ast.Module) -> dict[str, ast.ClassDef]:
+    """Classes of `module` (a Protocol aside) that define a step or run method, by qualified name."""
+    return {f"{module}.{node.name}": node for node in ast.walk(tree)
+            if isinstance(node, ast.ClassDef) and not _is_protocol(node) and _methods(node) & set(STEP_METHODS)}
+
+
+def _loose_steps(module: str, tree: ast.Module, allowed: set[str]) -> list[str]:
+    """Gradient and optimizer steps (`.backward()`, `torch.autograd.grad`, `<optimizer>.step()`) outside the
+    classes in `allowed`: a step written again in a helper function rather than in an engine."""
+    inside = {id(n) for node in ast.walk(tree) if isinstance(node, ast.ClassDef) and f"{module}.{node.name}" in allowed
+              for n in ast.walk(node)}
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute) or id(node) in inside:
+            continue
+        receiver = ast.unparse(node.func.value)
+        if (node.func.attr == "backward" or (node.func.attr == "grad" and receiver.endswith("autograd"))
+                or (node.func.attr == "step" and "optimizer" in receiver)):
+            found.append(f"{module}:{node.lineno} {ast.unparse(node.func)}()")
+    return found
+
+
+def _fit_trees() -> dict[str, ast.Module]:
+    return {module: ast.parse(path.read_text(encoding="utf-8")) for module, path in MODULES.items()
+            if unit(module) == "fit"}
+
+
+def test_fit_holds_one_step_implementation_per_engine():
+    """Every class in fit/ defining `step` or `run` is a declared engine (fit/engine.py's STEPPERS), and no
+    gradient or optimizer step is taken outside them: a second copy of a step fails here."""
+    declared = _steppers_declared()
+    found = {name for module, tree in _fit_trees().items() for name in _step_classes(module, tree)}
+    assert found == set(declared), (f"step implementations not declared in fit/engine.py's STEPPERS: "
+                                    f"{sorted(found - set(declared))}; declared but gone: {sorted(set(declared) - found)}")
+    loose = [where for module, tree in _fit_trees().items() for where in _loose_steps(module, tree, set(declared))]
+    assert not loose, "steps outside the engines:\n" + "\n".join(loose)
+
+
+def test_the_declared_steppers_keep_the_contract_or_say_why_not():
+    """A STEPPERS entry without a reason defines every member of `Stepper` (methods, `name`, `step_count`)."""
+    trees = _fit_trees()
+    protocol = next(n for n in ast.walk(trees["fieldlab.fit.engine"]) if isinstance(n, ast.ClassDef) and n.name == "Stepper")
+    attributes = {item.target.id for item in protocol.body if isinstance(item, ast.AnnAssign)}
+    wanted = _methods(protocol) | attributes
+    assert {"step", "run", "select", "predict", "name", "step_count"} <= wanted
+    for name, reason in _steppers_declared().items():
+        if reason is not None:
+            assert len(reason) > 40, f"{name}: say why it is not a Stepper"
+            continue
+        module, cls = name.rsplit(".", 1)
+        node = _step_classes(module, trees[module])[name]
+        assigned = {t.attr for n in ast.walk(node) for t in getattr(n, "targets", [getattr(n, "target", None)])
+                    if isinstance(t, ast.Attribute) and getattr(t.value, "id", "") == "self"}
+        class_level = {t.id for item in node.body if isinstance(item, ast.Assign) for t in item.targets
+                       if isinstance(t, ast.Name)}
+        missing = wanted - _methods(node) - assigned - class_level
+        assert not missing, f"{name} is declared a Stepper but lacks {sorted(missing)}"
+
+
+def test_a_second_copy_of_a_step_is_found():
+    """The check is only as good as its reader: a new trainer class and a helper stepping an optimizer both
+    show."""
+    tree = ast.parse("class Trainer:\n    def step(self):\n        self.optimizer.step()\n"
+                     "def helper(loss, optimizer):\n    loss.backward()\n    optimizer.step()\n"
+                     "def inner(loss, z):\n    return torch.autograd.grad(loss, z)\n")
+    assert set(_step_classes("fieldlab.fit.x", tree)) == {"fieldlab.fit.x.Trainer"}
+    loose = _loose_steps("fieldlab.fit.x", tree, {"fieldlab.fit.x.Trainer"})
+    assert [where.split(" ")[1] for where in loose] == ["loss.backward()", "optimizer.step()", "torch.autograd.grad()"]

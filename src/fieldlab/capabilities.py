@@ -90,7 +90,7 @@ def _extendable(field: str) -> bool:
 
 def _own_engine(field: str) -> bool:
     from fieldlab.fields import get_config_class
-    from fieldlab.fit.engines import engine_for
+    from fieldlab.fit.own_engines import engine_for
 
     return engine_for(get_config_class(field)()) is not None
 

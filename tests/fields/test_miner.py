@@ -6,7 +6,7 @@ import torch
 from fieldlab import UserError
 from fieldlab.fields import make_config
 from fieldlab.fields.miner import Miner
-from fieldlab.fit.engines import engine_for
+from fieldlab.fit.own_engines import engine_for
 
 
 def small(**options):

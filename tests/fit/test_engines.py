@@ -7,7 +7,7 @@ import pytest
 from fieldlab._errors import UserError
 from fieldlab.fields import FunctaConfig, MinerConfig, SirenConfig, SpatialFunctaConfig, make_config
 from fieldlab.fit.batched import BatchedFitConfig, DatasetFitter, dataset_fitter
-from fieldlab.fit.engines import ByConfigClass, Engine, engine_for, register_engine
+from fieldlab.fit.own_engines import ByConfigClass, OwnEngine, engine_for, register_engine
 from fieldlab.fit.loop import fit, own_trainer
 from fieldlab.fit.meta import MetaDatasetFitter
 
@@ -16,7 +16,7 @@ def test_miner_registers_its_engine_and_other_fields_take_the_standard_loop():
     from fieldlab.fit import miner, miner_mesh
 
     engine = engine_for(make_config("miner"))
-    assert engine == Engine(fit=miner.fit, fit_mesh=miner_mesh.fit_mesh)
+    assert engine == OwnEngine(fit=miner.fit, fit_mesh=miner_mesh.fit_mesh, options=miner.MinerTrainConfig)
     assert engine_for(make_config("siren")) is None and engine_for(make_config("local_global")) is None
     assert own_trainer(make_config("siren"), "fit", fit) is fit
 
@@ -39,7 +39,7 @@ def test_an_engine_without_a_mesh_fit_refuses_meshes_in_one_line():
     class StandIn(SirenConfig):
         pass
 
-    register_engine(StandIn, Engine(fit=lambda *a, **k: None))
+    register_engine(StandIn, OwnEngine(fit=lambda *a, **k: None))
     with pytest.raises(UserError, match=r"^field 'siren' cannot be fitted to this kind of input \(its trainer has "
                                         r"no fit_mesh\)$"):
         own_trainer(StandIn(), "fit_mesh", None)

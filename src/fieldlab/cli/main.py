@@ -54,7 +54,7 @@ def fields_command(name: Optional[str] = typer.Argument(None, help="Show the opt
     """List the registered field architectures, or one field's options."""
     from fieldlab.fields import get_config_class, list_fields
     from fieldlab.fields import option_docs
-    from fieldlab.fit.engines import engine_options
+    from fieldlab.fit.own_engines import engine_options
 
     if name is None:
         width = max(map(len, list_fields()))

@@ -22,7 +22,7 @@ from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, FieldStack
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.engine import FusedEngine, StackEngine
-from fieldlab.fit.engines import ByConfigClass
+from fieldlab.fit.own_engines import ByConfigClass
 from fieldlab.fit.loop import _matmul_precision, resolve_device
 from fieldlab.fit.metrics import field_psnrs
 from fieldlab.fit.points import distinct_subset, subset_size

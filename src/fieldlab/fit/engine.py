@@ -228,6 +228,25 @@ class FusedEngine:
         self._graphs.clear()  # they hold the old tensors
 
 
+STEPPERS: dict[str, str | None] = {
+    "fieldlab.fit.engine.StackEngine": None,  # stacks of fields, autograd and torch's Adam (fit_batch's reference)
+    "fieldlab.fit.engine.FusedEngine": None,  # stacks of fields, the fused Triton kernel (fit_batch's fused path)
+    "fieldlab.fit.loop.Fitter": None,  # one field: fit, extend, and meshes through its OccupancyFitter subclass
+    "fieldlab.fit.miner.ScaleTrainer":
+        "MINER's pyramid driver (fit_pyramid) owns each scale's schedule and point draws and hands every step "
+        "its positions and learning rate (step(positions, lr)); blocks leave by their own error (retire), not "
+        "by a driver's rows, and a MINER fit keeps no checkpoint, so run/select/state_dict would go unused",
+    "fieldlab.fit.meta.MetaLearner":
+        "an outer step takes its batch of signals (step(values)) and adapts their latents in an inner loop of "
+        "functional SGD steps (adapt); its shared weights are torch's optimizer's list (`parameters`), and it "
+        "is never shrunk or read by rows: fit_latents hands the fitted stack to the driver",
+}
+"""Every class in `fit/` that does training steps (defines `step` or `run`), by qualified name: one step
+implementation per engine. None: it is a `Stepper`; else why it keeps its own interface. `tests/test_imports.py`
+checks that no other class in `fit/` defines a step, so a new copy fails until it is listed here (better: use
+one of these)."""
+
+
 def _shrink_to(engine: StackEngine | FusedEngine, active: torch.Tensor) -> None:
     """Select the fields of `engine` that a saved state's `active` positions still hold."""
     active = active.to(engine.active.device)

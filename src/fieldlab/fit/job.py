@@ -14,7 +14,7 @@ from fieldlab._errors import UserError
 from fieldlab._validate import LIMITS, bounded_int, check_memory
 from fieldlab.fields import FieldConfig, coerce_option, get_config_class
 from fieldlab.fit.config import FitConfig, points_per_step
-from fieldlab.fit.engines import engine_options
+from fieldlab.fit.own_engines import engine_options
 from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device
 from fieldlab.signals import (get_modality, kind_is_known, kind_of, load_signal, parse_span,
                               reconstruction_name, write_reconstruction)
@@ -47,7 +47,7 @@ class FitJob:
     mesh_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Options of `OccupancyConfig` (points, resolution, …) for a mesh input."""
     train_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """Options of the field's own engine (`Engine.options`: MINER's pruning, retirement and memory budget);
+    """Options of the field's own engine (`OwnEngine.options`: MINER's pruning, retirement and memory budget);
     `run_fit_job` also takes them from `field_options`, where the command line gives them."""
 
     def to_dict(self) -> dict[str, Any]:

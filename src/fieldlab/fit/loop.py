@@ -22,7 +22,7 @@ from fieldlab import _json
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, TrainsOnOwnPoints
 from fieldlab.fit.config import FitConfig, points_per_step, single_kernel
-from fieldlab.fit.engines import engine_for
+from fieldlab.fit.own_engines import engine_for
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
 from fieldlab.fit.points import generator, step_points
 from fieldlab.fit.schedule import Schedule
@@ -360,7 +360,7 @@ def _restore(fitter: Fitter, log: RunLog, state: dict, path: Path) -> None:
 
 def own_trainer(config: FieldConfig, name: str, standard):
     """The function `name` ("fit" or "fit_mesh") of the field's own engine when one is registered for it
-    (MINER grows its pyramid block by block; `fit.engines`), else `standard`."""
+    (MINER grows its pyramid block by block; `fit.own_engines`), else `standard`."""
     engine = engine_for(config)
     if engine is None:
         return standard
@@ -394,7 +394,7 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
     fall inside an update). With `resume`, a checkpoint there with the same `identity` (the run's options)
     is continued, so the resumed fit ends as the uninterrupted one would have. Fields with their own
     trainer (MINER) and the fused kernel, which holds Adam's state itself, keep no checkpoint. `train`: the
-    options of a field's own engine (`Engine.options`), passed to it.
+    options of a field's own engine (`OwnEngine.options`), passed to it.
     """
     if engine_for(config) is not None:
         if resume:

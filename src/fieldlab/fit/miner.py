@@ -43,7 +43,7 @@ from fieldlab.fields.miner import BlockNet, Miner, MinerConfig
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.loop import FitResult, RunLog, _matmul_precision, autocast_for, resolve_device
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
-from fieldlab.fit.engines import Engine, register_engine
+from fieldlab.fit.own_engines import OwnEngine, register_engine
 from fieldlab.fit.miner_mesh import fit_mesh
 from fieldlab.fit.miner_place import POINTS_PER_CHUNK, Placement, placement, scale_bytes
 from fieldlab.fit.points import generator, step_points
@@ -566,4 +566,4 @@ def write_block_picture(path: Path, model: Miner, background: torch.Tensor | Non
         iio.imwrite(path, picture)
 
 
-register_engine(MinerConfig, Engine(fit=fit, fit_mesh=fit_mesh, options=MinerTrainConfig))
+register_engine(MinerConfig, OwnEngine(fit=fit, fit_mesh=fit_mesh, options=MinerTrainConfig))

@@ -1,9 +1,13 @@
-"""What trains a field, registered in `fit/` by config class, so `fields/` never names `fit/`.
+"""A field's own training, registered in `fit/` by config class, so `fields/` never names `fit/`.
 
-A field fitted by the standard loop registers nothing. A field with its own engine (MINER grows its pyramid
-block by block) registers it where the engine lives:
+A field fitted by the standard loop registers nothing. A field with its own training (MINER grows its pyramid
+block by block) registers it where that training lives:
 
-    register_engine(MinerConfig, Engine(fit=fit, fit_mesh=fit_mesh, options=MinerTrainConfig))  # fit/miner.py
+    register_engine(MinerConfig, OwnEngine(fit=fit, fit_mesh=fit_mesh, options=MinerTrainConfig))  # fit/miner.py
+
+An `OwnEngine` is a record of entry points (what `fit` calls instead of its loop), not a stepper: the classes
+that do the steps (`StackEngine`, `FusedEngine`, `Fitter`, MINER's `ScaleTrainer`, …) are listed in
+`fit/engine.py` (`STEPPERS`).
 
 and `engine_for(config)` answers it (None: the standard loop). Datasets of fields are fitted by a
 `DatasetFitter`, registered the same way (`fit.batched.register_dataset_fitter(FunctaConfig, ...)`).
@@ -39,7 +43,7 @@ class ByConfigClass(Generic[V]):
 
 
 @dataclasses.dataclass(frozen=True)
-class Engine:
+class OwnEngine:
     """A field's own training, in place of `fit.loop.fit` (and `fit.occupancy.fit_mesh` for meshes; None:
     the field cannot be fitted to a mesh). Both take the standard functions' arguments."""
 
@@ -50,15 +54,15 @@ class Engine:
     are `fit` options of the field, and its instance reaches `fit` and `fit_mesh` as `train=`."""
 
 
-_ENGINES: ByConfigClass[Engine] = ByConfigClass("training engine")
+_ENGINES: ByConfigClass[OwnEngine] = ByConfigClass("training engine")
 
 
-def register_engine(config_class: type, engine: Engine) -> None:
+def register_engine(config_class: type, engine: OwnEngine) -> None:
     """Fit fields of `config_class` (and its subclasses) with `engine` (a duplicate raises)."""
     _ENGINES.register(config_class, engine)
 
 
-def engine_for(config: object) -> Engine | None:
+def engine_for(config: object) -> OwnEngine | None:
     """The engine registered for `config`'s field, or None for the standard loop."""
     return _ENGINES.get(config)
 
@@ -69,4 +73,4 @@ def engine_options(config_class: type) -> type | None:
     return engine.options if engine is not None else None
 
 
-__all__ = ["ByConfigClass", "Engine", "engine_for", "engine_options", "register_engine"]
+__all__ = ["ByConfigClass", "OwnEngine", "engine_for", "engine_options", "register_engine"]
