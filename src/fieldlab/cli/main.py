@@ -248,7 +248,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line and exit 2; an interrupt exits 130 (SIGINT) or 143 (SIGTERM)."""
     argv = join_multi_values(list(sys.argv[1:] if argv is None else argv))
     _log_notes_to_stderr()
-    with _sigterm_as_interrupt() as received:
+    from fieldlab._deadline import command_started
+
+    with _sigterm_as_interrupt() as received, command_started():  # --max-seconds counts from here
         _run(argv, received)
 
 

@@ -9,11 +9,12 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from fieldlab import _json, plots
+from fieldlab import _deadline, _json, plots
 from fieldlab._errors import UserError
 from fieldlab._validate import LIMITS, bounded_int, check_memory
 from fieldlab.fields import FieldConfig, coerce_option, get_config_class
 from fieldlab.fit.config import FitConfig, points_per_step
+from fieldlab.fit.device_defaults import resolve_fit_config
 from fieldlab.fit.own_engines import engine_options
 from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device
 from fieldlab.signals import (get_modality, kind_is_known, kind_of, load_signal, parse_span,
@@ -136,10 +137,18 @@ NOT_IDENTITY = ("device", "max_seconds", "target_psnr", "log_every", "eval_chunk
 def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool = True,
                 tensorboard: bool = False, resume: bool = False) -> FitResult:
     """Check everything, fit, and write the field DIR `out` (replaced only when the fit succeeds). A fit
-    of the standard loop keeps a checkpoint beside `out` while it runs; `resume` continues from it."""
+    of the standard loop keeps a checkpoint beside `out` while it runs; `resume` continues from it.
+    `--max-seconds` bounds all of it: the fit stops early enough to leave time for the rest."""
+    with _deadline.limit(job.fit.max_seconds):
+        return _run_fit_job(job, out, force=force, progress=progress, tensorboard=tensorboard, resume=resume)
+
+
+def _run_fit_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensorboard: bool,
+                 resume: bool) -> FitResult:
     check_out_dir(out, force, inputs=[job.input])
     job.fit.validate()
-    resolve_device(job.fit.device)
+    # The time limit is the device's unless given, and config.json and the command's deadline say which.
+    job = dataclasses.replace(job, fit=resolve_fit_config(job.fit, resolve_device(job.fit.device)))
     job, train = engine_training(job)
     kind = kind_of(job.input, job.modality)
     # The options are checked before the signal is read, in the dimension of its kind; a TIFF may be an

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from fieldlab import _json
+from fieldlab import _deadline, _json
 from fieldlab._errors import UserError
+from fieldlab._progress import QUIET_AFTER
 from fieldlab.fields import FieldConfig, TrainsOnOwnPoints
 from fieldlab.fit.config import FitConfig, points_per_step, single_kernel
+from fieldlab.fit.device_defaults import resolve_fit_config
 from fieldlab.fit.own_engines import engine_for
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
 from fieldlab.fit.points import generator, step_points
@@ -73,8 +75,10 @@ class Fitter:
                  lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  fused_spec: FusedSpec | None = None):
         config.validate()
-        self.config = config
         self.device = resolve_device(config.device)
+        # An unset time limit or batch size becomes the device's (`fit.device_defaults`).
+        self.config = config = resolve_fit_config(config, self.device, points=coords.shape[-2],
+                                                  params=sum(p.numel() for p in field.parameters()))
         self._field, self._fused = field.to(self.device), None
         self.coords = coords.to(self.device)
         self.values = values.to(self.device)
@@ -97,6 +101,9 @@ class Fitter:
         self.compile_seconds = 0.0
         self.last_psnr = -math.inf
         self._tick = None
+        # The command's --max-seconds (which leaves time for what follows the fit), else this fit's.
+        self.deadline = _deadline.active().bounded_by(config.max_seconds)
+        self.step_seconds = 0.0
 
     @property
     def field(self) -> nn.Module:
@@ -153,6 +160,7 @@ class Fitter:
         """One Adam step on a batch; returns the batch loss (not synchronised with the device)."""
         if self._tick is None:
             self._tick = time.perf_counter()
+        began = time.perf_counter()
         if self._fused is not None:  # the kernel takes its learning rates from the schedule itself
             loss = self._fused.step(self.coords, self._index())
         else:
@@ -164,6 +172,7 @@ class Fitter:
             self.optimizer.step()
             self.scheduler.step()
         self.step_count += 1
+        self.step_seconds = time.perf_counter() - began
         if self.step_count == 1 and (self.config.compile or self._fused is not None):
             # Compilation (torch.compile's or Triton's) is kept out of the fitting time.
             self._sync()
@@ -250,8 +259,21 @@ class Fitter:
         if c.max_seconds and self._tick is not None:
             # Host time without a device sync: at most a few queued steps ahead of the device.
             if self.seconds + time.perf_counter() - self._tick >= c.max_seconds:
+                self.deadline.cut(f"fitting stopped after {self.step_count:,} of {c.steps:,} steps")
                 return True
+        if self.step_count and self.deadline.out_of_time(self.keep_seconds()):
+            self.deadline.cut(f"fitting stopped after {self.step_count:,} of {c.steps:,} steps, leaving time for "
+                              "the final evaluation and writing")
+            return True
         return bool(c.target_psnr) and self.last_psnr >= c.target_psnr
+
+    def keep_seconds(self) -> float:
+        """Seconds of the command's limit that the next step and what follows the fit need: the final
+        evaluation, estimated from a step (a forward pass is about a third of a step, per point), and a share
+        of the limit for writing."""
+        points = max(1, points_per_step(self.config, self.num_points))
+        evaluation = self.step_seconds * self.num_points / points / 3
+        return self.step_seconds + self.deadline.reserve(after=evaluation)
 
 
 def autocast_for(precision: str, device: torch.device):
@@ -280,6 +302,10 @@ class FitResult:
     """The reconstruction, (*shape, c), in the field range."""
 
 
+REFRESH_SECONDS = 0.5
+"""A fit's bar is redrawn at least this often (every step that ends after it)."""
+
+
 class RunLog:
     """JSON-lines log, optional TensorBoard, optional progress bar."""
 
@@ -295,11 +321,33 @@ class RunLog:
 
                 raise missing_extra("tensorboard", "tensorboard") from None
             self.writer = SummaryWriter(str(tensorboard_dir))
-        self.bar = None
+        self.bar, self.total, self.last_step = None, total, 0
+        self._began = self._since = time.perf_counter()
+        self._shown, self._first = 0.0, None
         if progress:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, leave=False)
+
+    def advance(self, step: int, keep: float = 0.0, deadline: _deadline.Deadline | None = None) -> None:
+        """Every step: the bar moves at least once a second (not only at log lines), and its total (so its
+        ETA) is the steps that the command's --max-seconds leaves room for when that binds first (`keep`:
+        the seconds that must follow the fit)."""
+        self.last_step = step
+        now = time.perf_counter()
+        if self._first is None:
+            self._first, self._since = step, now
+        if not self.bar or now - self._shown < REFRESH_SECONDS:
+            return
+        self._shown = now
+        deadline = deadline or _deadline.active()
+        if deadline.bounded and step > self._first:
+            per_step = (now - self._since) / (step - self._first)
+            reachable = step + int(max(0.0, deadline.left() - keep) / per_step) + 1
+            total = min(self.total, reachable)
+            if total != self.bar.total:
+                self.bar.total = total
+        self.bar.update(step - self.bar.n)
 
     def record(self, step: int, lr: float, seconds: float, **scalars: float) -> None:
         """One log line of `scalars` (loss, psnr, bce, …); the bar shows all but the loss when there are others."""
@@ -309,8 +357,11 @@ class RunLog:
         if self.writer:
             for name, value in {**scalars, "lr": lr}.items():
                 self.writer.add_scalar(name, value, step)
+        self.last_step = step
         if self.bar:
             shown = {k: v for k, v in scalars.items() if k != "loss"} or scalars
+            if step > self.bar.total:  # a total shortened by the time limit is never passed
+                self.bar.total = step
             self.bar.update(step - self.bar.n)
             self.bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()})
 
@@ -322,6 +373,9 @@ class RunLog:
         for closable in (self.file, self.writer, self.bar):
             if closable:
                 closable.close()
+        seconds = time.perf_counter() - self._began
+        if self.bar is None and self.last_step and seconds >= QUIET_AFTER:  # --quiet: one line for the phase
+            logger.info("fitting: %s step(s) in %.1f s", f"{self.last_step:,}", seconds)
 
 
 def _save(fitter: Fitter, log: RunLog, path: Path, identity: str) -> None:
@@ -436,6 +490,7 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
         while not fitter.should_stop():
             loss = fitter.step()
             step = fitter.step_count
+            log.advance(step, fitter.keep_seconds(), fitter.deadline)
             if step % every == 0 or step == fit_config.steps:
                 loss_value = float(loss)
                 if not math.isfinite(loss_value):  # checked where the loss is read anyway: no extra sync
@@ -464,5 +519,5 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
     metrics = metrics_for(signal.info.kind, image, signal.values)
     metrics.update(params=config.num_params(), steps=fitter.step_count, seconds=round(seconds, 3),
                    compile_seconds=round(fitter.compile_seconds, 3), device=str(fitter.device),
-                   precision=fit_config.precision, kernel=fitter.kernel)
+                   precision=fit_config.precision, kernel=fitter.kernel, **fitter.deadline.report())
     return FitResult(field=fitter.field.cpu(), config=config, metrics=metrics, prediction=image)

@@ -1,0 +1,44 @@
+"""--max-seconds S bounds the whole command (reading, fitting, final evaluation, writing): each command,
+made slow with many steps, ends within S·1.1 + 5 s, exits 0, writes its outputs and marks them as stopped
+by the time limit (issue 22)."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from fieldlab import _deadline
+
+S = 3.0
+
+
+def within_limit(cli, args):
+    began = time.perf_counter()
+    status, out, err = cli(args + ["--max-seconds", str(S)])
+    seconds = time.perf_counter() - began
+    assert status == 0, err
+    assert seconds <= S * 1.1 + 5, f"{seconds:.1f} s under --max-seconds {S}"
+    return out, err
+
+
+def test_a_deadline_counts_from_the_command_start_and_records_what_it_cut():
+    with _deadline.command_started():
+        time.sleep(0.05)
+        with _deadline.limit(1.0) as deadline:
+            assert 0.9 < deadline.left() < 0.96 and _deadline.active() is deadline
+            with _deadline.limit(5.0) as inner:  # the command's limit stays in force
+                assert inner is deadline
+            deadline.cut("fitting stopped")
+            assert deadline.report() == {"max_seconds": 1.0, "stopped_by_time_limit": True,
+                                         "time_limit_cuts": ["fitting stopped"]}
+    assert not _deadline.active().bounded and _deadline.active().report() == {}
+
+
+def test_fit_with_max_seconds_writes_its_field_within_the_limit(cli, tmp_path):
+    out, err = within_limit(cli, ["fit", "sample:camera", "--max-size", "96", "--steps", "1000000", "--device", "cpu",
+                                  "--quiet", "--out", tmp_path / "F"])
+    metrics = json.loads((tmp_path / "F" / "metrics.json").read_text())
+    assert metrics["stopped_by_time_limit"] and metrics["max_seconds"] == S and metrics["steps"] < 1000000
+    assert "--max-seconds 3: fitting stopped" in err
+    assert (tmp_path / "F" / "config.json").is_file()
