@@ -32,12 +32,14 @@ class FitConfig:
     """Learning rate at the last step, as a fraction of `lr` (exponential decay)."""
     warmup: int = 0
     """Steps of linear learning-rate warm-up."""
-    batch_size: int = 0
-    """Random coordinates per step; 0 uses every sample (full batch)."""
+    batch_size: int | None = None
+    """Random coordinates per step; 0 uses every sample (full batch); unset: every sample on a GPU, and on a
+    CPU mini-batches where a full step would be slow (`fit.device_defaults`)."""
     sample_fraction: float = 0.0
     """Random fraction of the samples per step (for videos and volumes); 0 defers to `batch_size`."""
-    max_seconds: float = 0.0
-    """Stop after this many seconds of fitting; 0 means no time limit."""
+    max_seconds: float | None = None
+    """Stop after this many seconds of fitting; 0 means no time limit; unset: none on a GPU, 120 on a CPU
+    (`fit.device_defaults`)."""
     target_psnr: float = 0.0
     """Stop once the PSNR on the full signal reaches this many dB; 0 means no target."""
     seed: int = 0
@@ -61,11 +63,13 @@ class FitConfig:
         """Every option typed and within a range that a fit can use: one UserError naming the flag."""
         for name in ("steps", "warmup", "batch_size", "seed", "log_every", "eval_chunk"):
             value = getattr(self, name)  # 2.0 steps is a typo that range() would fail on later
+            if value is None and name == "batch_size":  # unset: the device's default
+                continue
             if not isinstance(value, numbers.Integral) or isinstance(value, bool):
                 raise UserError(f"--{name.replace('_', '-')} must be a whole number, got {value!r}")
         v.bounded_int(self.steps, "--steps", 1, MAX_STEPS)
         v.bounded_int(self.warmup, "--warmup", 0, MAX_STEPS)
-        v.bounded_int(self.batch_size, "--batch-size", 0, v.LIMITS.samples)
+        v.bounded_int(self.batch_size or 0, "--batch-size", 0, v.LIMITS.samples)
         v.bounded_int(self.seed, "--seed", 0, v.LIMITS.seed)
         v.bounded_int(self.log_every, "--log-every", 1, MAX_STEPS)
         v.bounded_int(self.eval_chunk, "--eval-chunk", 1, 2**31)
@@ -76,7 +80,7 @@ class FitConfig:
         v.bounded_float(self.sample_fraction, "--sample-fraction", 0, 1)
         if self.batch_size and self.sample_fraction:
             raise UserError("--batch-size and --sample-fraction choose the same thing: give one")
-        v.bounded_float(self.max_seconds, "--max-seconds", 0, MAX_SECONDS)
+        v.bounded_float(self.max_seconds or 0.0, "--max-seconds", 0, MAX_SECONDS)
         v.bounded_float(self.target_psnr, "--target-psnr", 0, 200)
         if self.precision not in ("fp32", "tf32", "bf16"):
             raise UserError(f"--precision must be fp32, tf32 or bf16, got {self.precision!r}")

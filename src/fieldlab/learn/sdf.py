@@ -71,8 +71,9 @@ class SDFConfig:
     """Random seed (scenes and training)."""
     device: str = "auto"
     """auto (CUDA when available), cpu, cuda or cuda:N."""
-    max_seconds: float = 0.0
-    """Stop training after this many seconds (then score what was learnt); 0 means no time limit."""
+    max_seconds: float | None = None
+    """Stop training after this many seconds (then score what was learnt); 0 means no time limit; unset:
+    none on a GPU, 120 on a CPU (`fit.device_defaults`)."""
     net_options: dict = dataclasses.field(default_factory=dict)
 
     def validate(self) -> None:
@@ -87,7 +88,7 @@ class SDFConfig:
         from fieldlab.fit.config import MAX_SECONDS
         from fieldlab.fit.loop import resolve_device
 
-        bounded_float(self.max_seconds, "--max-seconds", 0, MAX_SECONDS)
+        bounded_float(self.max_seconds or 0.0, "--max-seconds", 0, MAX_SECONDS)
         resolve_device(self.device)
 
     def sampler(self, dim: int) -> PointSampler:
@@ -176,8 +177,11 @@ def _train_sdf(config: SDFConfig, out: str | Path | None, progress, bar: bool = 
     from fieldlab.fit.loop import RunLog, resolve_device
     from fieldlab.learn.train import _write_json
 
+    from fieldlab.fit.device_defaults import resolve_max_seconds
+
     config.validate()
     device = resolve_device(config.device)
+    config = dataclasses.replace(config, max_seconds=resolve_max_seconds(config.max_seconds, device))
     scenes = open_scenes(config).to(device)
     dim = scenes.dim
     sampler = config.sampler(dim)

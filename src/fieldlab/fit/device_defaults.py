@@ -1,0 +1,90 @@
+"""Defaults chosen for the device a command runs on, so that the README's examples end in minutes on a CPU.
+
+A GPU keeps the defaults the benchmarks were run with (every sample per step, no time limit). On a CPU an
+option left unset (None) is resolved here, once, for every command that fits or trains:
+
+- a time budget (`CPU_MAX_SECONDS`), stated in the log with the flag that lifts it;
+- mini-batches of points instead of the full batch when a full step of the field over the whole signal
+  would cost more than `CPU_STEP_BUDGET` (points × parameters), so a large photo takes many cheap steps in
+  that budget rather than a handful of full ones.
+
+An option given explicitly, `--max-seconds 0` and `--batch-size 0` included, is kept as given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import torch
+
+log = logging.getLogger("fieldlab")
+
+CPU_MAX_SECONDS = 120.0
+"""Seconds of fitting or training on a CPU when --max-seconds is not given: about two minutes, so that a
+README command (reading, fitting, evaluating, writing) ends within three on a loaded 2-core machine."""
+
+CPU_STEP_BUDGET = 2**30
+"""Points × parameters of one CPU step at most (about 6 GFLOP forward and backward for an MLP): camera at
+128² with a 16k-parameter SIREN (2.7e8) keeps its full batch, a 512² photo with a 200k-parameter field
+takes 4,096 points per step instead of 262,144 (27 s per full step on 2 loaded cores)."""
+
+CPU_MIN_POINTS = 4096
+"""Fewest points per CPU mini-batch: below it a step's gradient is too noisy to be worth its overhead."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceDefaults:
+    """What an unset option becomes on one device."""
+
+    max_seconds: float
+    """Time budget of a fit or a training run; 0: none."""
+    step_budget: int
+    """Points × parameters of one fitting step at most; 0: every sample (the full batch)."""
+
+    def points_per_step(self, points: int, params: int) -> int:
+        """Points of one step of a field of `params` parameters over `points` samples; 0: every sample."""
+        if not self.step_budget or points * params <= self.step_budget:
+            return 0
+        fitting = max(CPU_MIN_POINTS, self.step_budget // max(params, 1))
+        size = 1 << (fitting.bit_length() - 1)  # a power of two, for steady kernels and a readable log
+        return 0 if size >= points else size
+
+
+def device_defaults(device: torch.device | str) -> DeviceDefaults:
+    """The defaults for `device` (a resolved device, or its name): today's on a GPU, bounded on a CPU."""
+    if torch.device(device).type == "cuda":
+        return DeviceDefaults(max_seconds=0.0, step_budget=0)
+    return DeviceDefaults(max_seconds=CPU_MAX_SECONDS, step_budget=CPU_STEP_BUDGET)
+
+
+def resolve_max_seconds(value: float | None, device: torch.device | str, flag: str = "--max-seconds") -> float:
+    """`value` if given, else the device's time budget, which the log states once with how to lift it."""
+    if value is not None:
+        return value
+    seconds = device_defaults(device).max_seconds
+    if seconds:
+        log.info("%s: stopping after %g s; %s 0 for no limit", _name(device), seconds, flag)
+    return seconds
+
+
+def resolve_fit_config(config: Any, device: torch.device | str, *, points: int | None = None,
+                       params: int | None = None) -> Any:
+    """`config` (a `FitConfig`) with its unset `max_seconds` and, given the signal's `points` and the
+    field's `params`, its unset `batch_size` resolved for `device`. An unset batch size stays None where
+    the points are not known (a field's own trainer chooses its batches)."""
+    changes: dict[str, Any] = {}
+    if config.max_seconds is None:
+        changes["max_seconds"] = resolve_max_seconds(None, device)
+    if config.batch_size is None and points is not None and params is not None:
+        size = 0 if config.sample_fraction else device_defaults(device).points_per_step(points, params)
+        if size:
+            log.info("%s: %s of %s points per step; --batch-size 0 for every point", _name(device),
+                     f"{size:,}", f"{points:,}")
+        changes["batch_size"] = size
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def _name(device: torch.device | str) -> str:
+    return torch.device(device).type.upper()

@@ -1,0 +1,76 @@
+"""Device-aware defaults (issue 22): on a CPU an unset time limit and batch size are chosen for the device and
+said in the log; on a GPU they stay today's (no limit, every sample); a given value is always kept."""
+
+import json
+
+import pytest
+import torch
+
+from fieldlab.fit import FitConfig
+from fieldlab.fit.device_defaults import CPU_MAX_SECONDS, device_defaults, resolve_fit_config, resolve_max_seconds
+
+
+def test_a_cpu_gets_a_time_budget_and_a_gpu_keeps_none():
+    assert device_defaults("cpu").max_seconds == CPU_MAX_SECONDS == 120
+    assert device_defaults(torch.device("cuda")).max_seconds == 0
+    assert device_defaults("cuda:1").points_per_step(10**7, 10**6) == 0  # a GPU: the full batch
+
+
+def test_a_large_fit_on_a_cpu_takes_mini_batches_and_a_small_one_its_full_batch(caplog):
+    # The README's photo: 512² with a 200k-parameter field; camera at 128² with a 16k-parameter SIREN.
+    with caplog.at_level("INFO", logger="fieldlab"):
+        photo = resolve_fit_config(FitConfig(), "cpu", points=512 * 512, params=200_000)
+    assert photo.batch_size == 4096 and photo.max_seconds == 120
+    assert "4,096 of 262,144 points per step; --batch-size 0 for every point" in caplog.text
+    assert resolve_fit_config(FitConfig(), "cpu", points=128 * 128, params=16_057).batch_size == 0
+    assert resolve_fit_config(FitConfig(), "cuda", points=512 * 512, params=200_000).batch_size == 0
+
+
+def test_given_values_are_kept_on_a_cpu_zero_included():
+    given = FitConfig(max_seconds=0.0, batch_size=0)
+    assert resolve_fit_config(given, "cpu", points=512 * 512, params=200_000) == given
+    fraction = resolve_fit_config(FitConfig(sample_fraction=0.05), "cpu", points=10**7, params=10**6)
+    assert fraction.batch_size == 0 and fraction.sample_fraction == 0.05
+    assert resolve_max_seconds(30.0, "cpu") == 30.0
+
+
+def test_an_unset_batch_size_stays_unset_where_the_points_are_not_known():
+    # A field's own trainer (MINER) chooses its batches: only the time limit is resolved for it.
+    resolved = resolve_fit_config(FitConfig(), "cpu")
+    assert resolved.batch_size is None and resolved.max_seconds == 120
+
+
+def test_fit_on_a_cpu_states_its_time_budget_and_records_it(tmp_path, cli):
+    status, _, stderr = cli(["fit", "sample:camera", "--max-size", "16", "--steps", "5", "--device", "cpu",
+                             "--quiet", "--out", tmp_path / "cam"])
+    assert status == 0, stderr
+    assert "CPU: stopping after 120 s; --max-seconds 0 for no limit" in stderr
+    assert json.loads((tmp_path / "cam" / "config.json").read_text())["max_seconds"] == 120
+
+
+def test_fit_with_max_seconds_zero_has_no_limit_on_a_cpu(tmp_path, cli):
+    status, _, stderr = cli(["fit", "sample:camera", "--max-size", "16", "--steps", "5", "--device", "cpu",
+                             "--quiet", "--max-seconds", "0", "--out", tmp_path / "cam"])
+    assert status == 0, stderr
+    assert "stopping after" not in stderr
+    assert json.loads((tmp_path / "cam" / "config.json").read_text())["max_seconds"] == 0
+
+
+def test_the_library_fit_bounds_an_unset_time_limit_on_a_cpu(caplog):
+    import fieldlab
+
+    signal = fieldlab.load_signal("sample:camera", max_size=16)
+    config = fieldlab.make_config("siren", in_dim=2, out_dim=1, hidden_dim=8)
+    with caplog.at_level("INFO", logger="fieldlab"):
+        result = fieldlab.fit(signal, config, FitConfig(steps=3, device="cpu"))
+    assert result.metrics["steps"] == 3
+    assert "CPU: stopping after 120 s" in caplog.text
+
+
+@pytest.mark.parametrize("seconds, expected", [(None, 120.0), (0.0, 0.0), (7.0, 7.0)])
+def test_train_sdf_takes_the_cpu_time_budget_unless_given(seconds, expected):
+    from fieldlab.learn.sdf import SDFConfig
+
+    config = SDFConfig() if seconds is None else SDFConfig(max_seconds=seconds)
+    config.validate()
+    assert resolve_max_seconds(config.max_seconds, "cpu") == expected
