@@ -74,3 +74,18 @@ def test_train_sdf_takes_the_cpu_time_budget_unless_given(seconds, expected):
     config = SDFConfig() if seconds is None else SDFConfig(max_seconds=seconds)
     config.validate()
     assert resolve_max_seconds(config.max_seconds, "cpu") == expected
+
+
+def test_the_cpu_time_budget_bounds_the_whole_fit_command(tmp_path, cli, monkeypatch):
+    import time
+
+    from fieldlab.fit import device_defaults
+
+    monkeypatch.setattr(device_defaults, "CPU_MAX_SECONDS", 3.0)  # the default budget, shortened for the suite
+    began = time.perf_counter()
+    status, _, stderr = cli(["fit", "sample:camera", "--max-size", "32", "--steps", "1000000", "--device", "cpu",
+                             "--quiet", "--out", tmp_path / "cam"])
+    assert status == 0, stderr
+    assert time.perf_counter() - began < 3.0 * 1.1 + 5
+    metrics = json.loads((tmp_path / "cam" / "metrics.json").read_text())
+    assert metrics["max_seconds"] == 3.0 and metrics["steps"] < 1000000

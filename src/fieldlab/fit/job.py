@@ -139,6 +139,8 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     """Check everything, fit, and write the field DIR `out` (replaced only when the fit succeeds). A fit
     of the standard loop keeps a checkpoint beside `out` while it runs; `resume` continues from it.
     `--max-seconds` bounds all of it: the fit stops early enough to leave time for the rest."""
+    # The time limit is the device's unless given, and config.json and the command's deadline say which.
+    job = dataclasses.replace(job, fit=resolve_fit_config(job.fit, resolve_device(job.fit.device)))
     with _deadline.limit(job.fit.max_seconds):
         return _run_fit_job(job, out, force=force, progress=progress, tensorboard=tensorboard, resume=resume)
 
@@ -147,8 +149,6 @@ def _run_fit_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensorb
                  resume: bool) -> FitResult:
     check_out_dir(out, force, inputs=[job.input])
     job.fit.validate()
-    # The time limit is the device's unless given, and config.json and the command's deadline say which.
-    job = dataclasses.replace(job, fit=resolve_fit_config(job.fit, resolve_device(job.fit.device)))
     job, train = engine_training(job)
     kind = kind_of(job.input, job.modality)
     # The options are checked before the signal is read, in the dimension of its kind; a TIFF may be an
