@@ -1,0 +1,133 @@
+"""Issue 21's speed check: every training path of the code before the engine refactor (91de15a) against
+this checkout, in the same run, on the CPU.
+
+    python3 benchmarks/refactor_speed.py                  # a few minutes on a loaded 2-core CPU
+    python3 benchmarks/refactor_speed.py --repeats 5 --only fit,fit-minibatch
+
+The old sources come from `git archive OLD src` into a temporary folder; each run is one subprocess with
+PYTHONPATH on the old or the new `src`, so both import their own fieldlab (the editable install is
+shadowed). A run times only `fieldlab.cli.main.main(argv)` (not Python's and torch's start-up), with its
+output thrown away. Each version builds its own inputs first (a store of fitted digits for `train`, a
+Local-Global field for `extend`), untimed. Runs are interleaved (path by path, old and new alternating in
+order each repeat) and the minimum of the repeats is kept: the least disturbed run of a shared machine.
+Printed: the load (uptime) before and after, and a markdown table of each path's old and new seconds and
+their ratio new/old (the issue's target: none above 1.05).
+
+Sizes are tiny on purpose: this checks that the refactor added no overhead per step, not how fast a
+real fit is. Paths whose defaults changed between the two commits for other reasons (issue 20's dataset
+bandwidths) run the same command, so a ratio includes those changes too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RUNNER = """
+import json, sys, time
+from fieldlab.cli.main import main
+argv = json.loads(sys.argv[1])
+start = time.perf_counter()
+try:
+    main(argv)
+except SystemExit as e:
+    if e.code not in (0, None):
+        raise
+open(sys.argv[2], "w").write(str(time.perf_counter() - start))
+"""
+IMAGE = ["sample:camera", "--max-size", "64"]
+DIGITS = ["sample:digits", "--limit", "64"]
+SETUP = {
+    "store": ["fit-dataset", *DIGITS, "--field", "siren", "--steps", "30", "--test-fraction", "0.25", "--quiet",
+              "--out", "{work}/store"],
+    "lg": ["fit", "sample:camera", "--max-size", "32", "--field", "local-global", "--partitions", "2,2",
+           "--steps", "10", "--quiet", "--out", "{work}/lg"],
+}
+PATHS = {
+    "fit": ["fit", *IMAGE, "--field", "siren", "--steps", "200", "--quiet", "--out", "{out}"],
+    "fit-minibatch": ["fit", *IMAGE, "--field", "siren", "--steps", "200", "--batch-size", "512", "--quiet",
+                      "--out", "{out}"],
+    "fit-dataset": ["fit-dataset", *DIGITS, "--field", "siren", "--steps", "100", "--kernel", "reference",
+                    "--quiet", "--out", "{out}"],
+    "functa": ["fit-dataset", *DIGITS, "--field", "functa", "--meta-steps", "10", "--meta-batch-size", "16",
+               "--inner-steps", "2", "--quiet", "--out", "{out}"],
+    "miner": ["fit", *IMAGE, "--field", "miner", "--steps", "100", "--quiet", "--out", "{out}"],
+    "extend": ["extend", "{work}/lg", "sample:camera", "--max-size", "40", "--steps", "10", "--out", "{out}"],
+    "train-dinet": ["train", "{work}/store", "--net", "dinet", "--steps", "5", "--batch-size", "16", "--out", "{out}"],
+    "train-cnn4": ["train", "{work}/store", "--net", "cnn4", "--points", "grid", "--steps", "5", "--batch-size", "16",
+                   "--out", "{out}"],
+    "train-sdf": ["train-sdf", "--scenes", "20", "--steps", "5", "--batch-size", "4", "--num-points", "128",
+                  "--num-queries", "128", "--out", "{out}"],
+}
+
+
+def old_sources(commit: str, into: Path) -> Path:
+    """`src/` of `commit`, unpacked under `into`."""
+    archive = into / "old.tar"
+    subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", "-o", str(archive), commit, "src"], check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into / "old", filter="data")
+    return into / "old" / "src"
+
+
+def run(src: Path, argv: list[str], work: Path, out: Path) -> float:
+    """Seconds `main(argv)` took with fieldlab imported from `src`."""
+    argv = [a.format(work=work, out=out) for a in argv]
+    clock = out.with_suffix(".seconds")
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    done = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(argv), str(clock)], env=env, cwd=work,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed with {src}:\n{done.stderr[-2000:]}")
+    return float(clock.read_text())
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--old", default="91de15a", help="the commit before the refactor")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default="", help="comma-separated paths (default: all)")
+    args = parser.parse_args()
+    paths = {k: v for k, v in PATHS.items() if not args.only or k in args.only.split(",")}
+    with tempfile.TemporaryDirectory(prefix="refactor_speed.") as tmp:
+        tmp = Path(tmp)
+        versions = {"old": old_sources(args.old, tmp), "new": REPO / "src"}
+        works = {name: tmp / f"work-{name}" for name in versions}
+        for name, src in versions.items():
+            works[name].mkdir()
+            for key, argv in SETUP.items():
+                run(src, argv, works[name], works[name] / f"setup-{key}")
+        print(f"load before: {uptime()}", flush=True)
+        times: dict[tuple[str, str], list[float]] = {}
+        for repeat in range(args.repeats):
+            for i, (path, argv) in enumerate(paths.items()):
+                order = ["old", "new"] if (repeat + i) % 2 == 0 else ["new", "old"]
+                for name in order:
+                    out = works[name] / f"{path}-{repeat}"
+                    times.setdefault((path, name), []).append(run(versions[name], argv, works[name], out))
+                print(f"repeat {repeat + 1}/{args.repeats} {path}: old {times[path, 'old'][-1]:.2f} s, "
+                      f"new {times[path, 'new'][-1]:.2f} s", flush=True)
+        print(f"load after: {uptime()}\n")
+    print(f"min of {args.repeats} runs, seconds in main(); {time.strftime('%Y-%m-%d')}, CPU "
+          f"({os.cpu_count()} cores), torch threads default\n")
+    print("| path | command | old s | new s | new/old |\n|---|---|---|---|---|")
+    for path, argv in paths.items():
+        old, new = min(times[path, "old"]), min(times[path, "new"])
+        command = " ".join(argv).replace("{work}/", "").replace(" --out {out}", "")
+        print(f"| {path} | `{command}` | {old:.2f} | {new:.2f} | {new / old:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
