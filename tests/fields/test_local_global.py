@@ -233,7 +233,7 @@ def test_blend_cross_fades_partitions_so_values_are_continuous_at_borders():
     assert jump(y) < 0.2 * jump(y0)  # fine sampling: only a seam jumps
     far = (x[..., 0].abs() > 0.3) & (x[..., 1].abs() > 0.45)  # over 2 samples from the edges (row 8, column 5)
     assert torch.equal(y[far], y0[far])  # away from every border a point reads its own partition only
-    assert module.training_points(*_flat(16, 10), (16, 10))[0].shape[0] == 4 * 10 * 7  # margins train the fades
+    assert module.training_points(*_flat(16, 10), (16, 10))[0].shape[0] == 4 * 12 * 9  # margins of 2 x 2 samples
 
 
 def _flat(rows, cols):

@@ -187,7 +187,7 @@ class LocalGlobal(nn.Module):
         else:
             near = torch.nonzero((sigma > 0).any(1)).squeeze(1)
         own, other, sigma, points = own[near], other[near], sigma[near], x[near]
-        combos = [c for c in range(1, 2 ** self.in_dim)]
+        combos = range(1, 2 ** self.in_dim)  # every choice of own or neighbouring cell per axis but all-own
         weights, slots = [], []
         for combo in combos:
             bits = torch.tensor([(combo >> (self.in_dim - 1 - a)) & 1 for a in range(self.in_dim)],
@@ -256,8 +256,10 @@ class LocalGlobal(nn.Module):
         to the grid), each tagged with its slot, so a margin sample trains both neighbours. `coords`
         and `values` are a (*shape) grid, flattened, whose sample 0 lies at `origin` in the field's
         frame (default 0). Without overlap and without a `slots` subset they come back unchanged."""
-        # the fades read a neighbour up to `blend` samples past its box: it trains there too
-        overlap = tuple(max(m, b) for m, b in zip(_broadcast(self.overlap or (0,), self.in_dim), self.blend_samples))
+        # The fades read a neighbour up to `blend` samples past its box; it trains twice as far, so it is not
+        # read at the edge of what it fitted (a margin of just `blend` left 2.3 dB seams, BENCHMARKS.md "Seams").
+        overlap = tuple(max(m, 2 * b) for m, b in zip(_broadcast(self.overlap or (0,), self.in_dim),
+                                                      self.blend_samples))
         if not any(overlap) and slots is None:
             return coords, values
         boxes = self.part_boxes()
@@ -342,9 +344,9 @@ class LocalGlobalConfig(FieldConfig):
     """Training margin: each partition also fits this many of its neighbours' samples per side (per axis)."""
     blend: tuple[int, ...] = ()
     """Cross-fade width in samples (per axis): within it of a partition border a value is the smooth blend of
-    both partitions' (a partition of unity), so tiles meet without seams; each partition trains on at least
-    this margin; cropping a partition away changes the values within this width of the cut (its share drops
-    out). Empty or 0: each point reads its own partition only (a field.json without it)."""
+    both partitions' (a partition of unity), so tiles meet without seams; each partition trains on a margin of
+    at least twice this width; cropping a partition away changes the values within this width of the cut (its
+    share drops out). Empty or 0: each point reads its own partition only (a field.json without it)."""
     global_share: float = 0.1
     """With --params: the share of the budget given to the shared weights (global MLP and fusion)."""
     incode: bool = False
