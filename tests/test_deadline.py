@@ -42,3 +42,27 @@ def test_fit_with_max_seconds_writes_its_field_within_the_limit(cli, tmp_path):
     assert metrics["stopped_by_time_limit"] and metrics["max_seconds"] == S and metrics["steps"] < 1000000
     assert "--max-seconds 3: fitting stopped" in err
     assert (tmp_path / "F" / "config.json").is_file()
+
+
+def test_extend_with_max_seconds_writes_its_field_within_the_limit(cli, tmp_path):
+    from fieldlab.signals import load_signal, write_image
+
+    assert cli(["fit", "sample:camera", "--max-size", "32", "--field", "local-global", "--partitions", "2,2", "--steps", "2",
+                "--hidden-dim", "4", "--global-dim", "8", "--device", "cpu",
+                "--quiet", "--out", tmp_path / "A"])[0] == 0
+    raw = load_signal("sample:camera", max_size=32)
+    pixels = raw.info.normalization.decode(raw.values)[..., 0]
+    write_image(tmp_path / "wide.png", np.concatenate([pixels, pixels[:, ::-1]], axis=1)[..., None])
+    within_limit(cli, ["extend", tmp_path / "A", tmp_path / "wide.png", "--steps", "1000000", "--device", "cpu",
+                       "--quiet", "--out", tmp_path / "C"])
+    metrics = json.loads((tmp_path / "C" / "metrics.json").read_text())
+    assert metrics["stopped_by_time_limit"] and metrics["steps"] < 1000000
+
+
+def test_train_sdf_with_max_seconds_writes_its_run_within_the_limit(cli, tmp_path):
+    out, err = within_limit(cli, ["train-sdf", "--scenes", "10", "--steps", "1000000", "--num-points", "27",
+                                  "--num-queries", "16", "--batch-size", "4", "--channels", "4", "--device", "cpu",
+                                  "--out", tmp_path / "R"])
+    metrics = json.loads((tmp_path / "R" / "run.json").read_text())["metrics"]
+    assert metrics["stopped_by_time_limit"] and metrics["steps"] < 1000000
+    assert "--max-seconds 3: training stopped" in err

@@ -60,8 +60,8 @@ class Deadline:
         them (a limit chosen after the command began, e.g. a device's default), or a new one from now."""
         if self.bounded or not seconds:
             return self
-        if self is UNBOUNDED:
-            return Deadline(seconds)
+        if self is UNBOUNDED:  # no limit opened: from the command's start where a command runs
+            return Deadline(seconds, command_start())
         self.seconds = float(seconds)
         return self
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from fieldlab import _deadline
 from fieldlab._errors import UserError
 from fieldlab.fields import Extendable
 from fieldlab.fit import FitConfig, Fitter, metrics_for, psnr_from_mse
@@ -76,6 +77,7 @@ def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig, *, 
     origin = tuple(-int(lo) for lo, _ in old.domain)
     frame_shape = tuple(o + n for o, n in zip(origin, signal.shape))
     state = {k: v.detach().cpu() for k, v in stored.module.state_dict().items()}
+    torch.manual_seed(fit_config.seed)  # the new parts' initial weights: --seed draws them
     new_config, new_state, new_parts = config.extended(state, frame_shape)
     module = new_config.build()
     module.load_state_dict(new_state)
@@ -122,7 +124,7 @@ def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig, *, 
                    params=sum(p.numel() for p in module.parameters()),
                    params_before_extend=sum(p.numel() for p in stored.module.parameters()),
                    new_partitions=len(new_parts), steps=fitter.step_count, seconds=round(seconds, 3),
-                   device=str(fitter.device))
+                   device=str(fitter.device), **fitter.deadline.report())
     return Extended(StoredField(module, new_config, info, metrics), prediction)
 
 
@@ -134,6 +136,7 @@ def _run(fitter: Fitter, progress: bool) -> None:
     try:
         while not fitter.should_stop():
             loss = fitter.step()
+            log.advance(fitter.step_count, fitter.keep_seconds(), fitter.deadline)
             if progress and (fitter.step_count % fitter.config.log_every == 0 or fitter.should_stop()):
                 with fitter.paused():
                     log.record(fitter.step_count, fitter.last_lr, fitter.elapsed(), loss=float(loss),
@@ -149,7 +152,8 @@ def write_extended(stored: StoredField, signal: Signal, out: Path, fit_config: F
     from fieldlab.store import FieldDirWriter, check_out_dir, write_field
 
     check_out_dir(out, force)
-    result = extend_field(stored, signal, fit_config, progress=progress)
+    with _deadline.limit(fit_config.max_seconds):  # from the command's start: fitting leaves time to write
+        result = extend_field(stored, signal, fit_config, progress=progress)
     field = result.field
     with FieldDirWriter(out, force) as folder:
         write_field(folder, field.module, field.config, field.signal, field.metrics)

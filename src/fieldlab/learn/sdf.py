@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
+from fieldlab import _deadline
 from fieldlab._errors import UserError
 from fieldlab.learn.layers import Discretized
 from fieldlab.learn.nets import net_config
@@ -189,9 +190,11 @@ def _train_sdf(config: SDFConfig, out: str | Path | None, progress, bar: bool = 
     torch.manual_seed(config.seed)
     net = cfg.build(1, 1, dim).to(device)
     began = time.time()
+    deadline = _deadline.active().bounded_by(config.max_seconds)  # the whole command's, from its start
     log = RunLog(None, None, bar, config.steps)
     try:
-        steps = _train_steps(config, net, scenes, sampler, device, began, progress, log if bar else None)
+        steps = _train_steps(config, net, scenes, sampler, device, began, progress, log if bar else None,
+                             deadline=deadline)
     finally:
         log.close()
 
@@ -200,7 +203,8 @@ def _train_sdf(config: SDFConfig, out: str | Path | None, progress, bar: bool = 
     metrics = {"test_mae": sdf_mae(net, scenes, scenes.test, sampler(10_000).to(device), queries),
                "baseline_mae": float((scenes.sdf(scenes.test, queries.coords) - constant).abs().mean()),
                "test_scenes": len(scenes.test), "train_scenes": len(scenes.train),
-               "seconds": round(time.time() - began, 2), "steps": steps, "device": str(device)}
+               "seconds": round(time.time() - began, 2), "steps": steps, "device": str(device),
+               **deadline.report()}
     if out is not None:
         from safetensors.torch import save_file
 
@@ -225,7 +229,7 @@ BAR_EVERY = 10
 
 
 def _train_steps(config: SDFConfig, net: nn.Module, scenes: Scenes, sampler: PointSampler, device: torch.device,
-                 began: float, progress, log) -> int:
+                 began: float, progress, log, deadline: _deadline.Deadline = _deadline.UNBOUNDED) -> int:
     """AdamW steps on the training scenes until `config.steps` or `config.max_seconds`; the steps taken."""
     from fieldlab.fit.points import step_generator, with_replacement
     from fieldlab.learn.train import schedule_of
@@ -235,6 +239,7 @@ def _train_steps(config: SDFConfig, net: nn.Module, scenes: Scenes, sampler: Poi
     dim = scenes.dim
     steps = 0
     for step in range(config.steps):
+        tick = time.perf_counter()
         net.train()
         g = step_generator(config.seed, step)
         pick = scenes.train[with_replacement(len(scenes.train), config.batch_size, g)]
@@ -252,7 +257,12 @@ def _train_steps(config: SDFConfig, net: nn.Module, scenes: Scenes, sampler: Poi
             progress(f"step {step + 1}/{config.steps}  loss {loss.item():.5f}  {time.time() - began:.0f}s")
         if log is not None and (steps % BAR_EVERY == 0 or steps == config.steps):
             log.record(steps, schedule.lr(step), time.time() - began, loss=loss.item())
-        if config.max_seconds and time.time() - began >= config.max_seconds:  # at least one step is taken
+        if log is not None:
+            log.advance(steps)
+        last = time.perf_counter() - tick
+        # At least one step is taken; the next, the test scoring (a few steps' worth) and writing must fit.
+        if deadline.out_of_time(last + deadline.reserve(after=3 * last)):
+            deadline.cut(f"training stopped after step {steps:,} of {config.steps:,}")
             progress(f"stopped by --max-seconds after step {steps}/{config.steps}")
             break
     return steps
