@@ -77,7 +77,6 @@ def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig, *, 
     origin = tuple(-int(lo) for lo, _ in old.domain)
     frame_shape = tuple(o + n for o, n in zip(origin, signal.shape))
     state = {k: v.detach().cpu() for k, v in stored.module.state_dict().items()}
-    torch.manual_seed(fit_config.seed)  # the new parts' initial weights: --seed draws them
     new_config, new_state, new_parts = config.extended(state, frame_shape)
     module = new_config.build()
     module.load_state_dict(new_state)
