@@ -46,20 +46,20 @@ open(sys.argv[2], "w").write(str(time.perf_counter() - start))
 IMAGE = ["sample:camera", "--max-size", "64"]
 DIGITS = ["sample:digits", "--limit", "64"]
 SETUP = {
-    "store": ["fit-dataset", *DIGITS, "--field", "siren", "--steps", "30", "--test-fraction", "0.25", "--quiet",
+    "store": ["fit-dataset", *DIGITS, "--field", "siren", "--steps", "10", "--test-fraction", "0.25", "--quiet",
               "--out", "{work}/store"],
     "lg": ["fit", "sample:camera", "--max-size", "32", "--field", "local-global", "--partitions", "2,2",
            "--steps", "10", "--quiet", "--out", "{work}/lg"],
 }
 PATHS = {
-    "fit": ["fit", *IMAGE, "--field", "siren", "--steps", "200", "--quiet", "--out", "{out}"],
-    "fit-minibatch": ["fit", *IMAGE, "--field", "siren", "--steps", "200", "--batch-size", "512", "--quiet",
-                      "--out", "{out}"],
-    "fit-dataset": ["fit-dataset", *DIGITS, "--field", "siren", "--steps", "100", "--kernel", "reference",
+    "fit": ["fit", *IMAGE, "--field", "siren", "--hidden-dim", "32", "--steps", "200", "--quiet", "--out", "{out}"],
+    "fit-minibatch": ["fit", *IMAGE, "--field", "siren", "--hidden-dim", "32", "--steps", "200", "--batch-size",
+                      "512", "--quiet", "--out", "{out}"],
+    "fit-dataset": ["fit-dataset", *DIGITS, "--field", "siren", "--steps", "50", "--kernel", "reference",
                     "--quiet", "--out", "{out}"],
     "functa": ["fit-dataset", *DIGITS, "--field", "functa", "--meta-steps", "10", "--meta-batch-size", "16",
                "--inner-steps", "2", "--quiet", "--out", "{out}"],
-    "miner": ["fit", *IMAGE, "--field", "miner", "--steps", "100", "--quiet", "--out", "{out}"],
+    "miner": ["fit", *IMAGE, "--field", "miner", "--steps", "50", "--quiet", "--out", "{out}"],
     "extend": ["extend", "{work}/lg", "sample:camera", "--max-size", "40", "--steps", "10", "--out", "{out}"],
     "train-dinet": ["train", "{work}/store", "--net", "dinet", "--steps", "5", "--batch-size", "16", "--out", "{out}"],
     "train-cnn4": ["train", "{work}/store", "--net", "cnn4", "--points", "grid", "--steps", "5", "--batch-size", "16",
@@ -97,7 +97,7 @@ def uptime() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", default="91de15a", help="the commit before the refactor")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--only", default="", help="comma-separated paths (default: all)")
     args = parser.parse_args()
     paths = {k: v for k, v in PATHS.items() if not args.only or k in args.only.split(",")}

@@ -299,8 +299,8 @@ def _step_classes(module: str, tree: ast.Module) -> dict[str, ast.ClassDef]:
 def _loose_steps(module: str, tree: ast.Module, allowed: set[str]) -> list[str]:
     """Gradient and optimizer steps (`.backward()`, `torch.autograd.grad`, `<optimizer>.step()`) outside the
     classes in `allowed`: a step written again in a helper function rather than in an engine."""
-    inside = {id(n) for node in ast.walk(tree) if isinstance(node, ast.ClassDef) and f"{module}.{node.name}" in allowed
-              for n in ast.walk(node)}
+    inside = {id(n) for node in ast.walk(tree)
+              if isinstance(node, ast.ClassDef) and f"{module}.{node.name}" in allowed for n in ast.walk(node)}
     found = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute) or id(node) in inside:
@@ -323,7 +323,8 @@ def test_fit_holds_one_step_implementation_per_engine():
     declared = _steppers_declared()
     found = {name for module, tree in _fit_trees().items() for name in _step_classes(module, tree)}
     assert found == set(declared), (f"step implementations not declared in fit/engine.py's STEPPERS: "
-                                    f"{sorted(found - set(declared))}; declared but gone: {sorted(set(declared) - found)}")
+                                    f"{sorted(found - set(declared))}; declared but gone: "
+                                    f"{sorted(set(declared) - found)}")
     loose = [where for module, tree in _fit_trees().items() for where in _loose_steps(module, tree, set(declared))]
     assert not loose, "steps outside the engines:\n" + "\n".join(loose)
 
@@ -331,7 +332,8 @@ def test_fit_holds_one_step_implementation_per_engine():
 def test_the_declared_steppers_keep_the_contract_or_say_why_not():
     """A STEPPERS entry without a reason defines every member of `Stepper` (methods, `name`, `step_count`)."""
     trees = _fit_trees()
-    protocol = next(n for n in ast.walk(trees["fieldlab.fit.engine"]) if isinstance(n, ast.ClassDef) and n.name == "Stepper")
+    protocol = next(n for n in ast.walk(trees["fieldlab.fit.engine"])
+                    if isinstance(n, ast.ClassDef) and n.name == "Stepper")
     attributes = {item.target.id for item in protocol.body if isinstance(item, ast.AnnAssign)}
     wanted = _methods(protocol) | attributes
     assert {"step", "run", "select", "predict", "name", "step_count"} <= wanted
@@ -339,7 +341,7 @@ def test_the_declared_steppers_keep_the_contract_or_say_why_not():
         if reason is not None:
             assert len(reason) > 40, f"{name}: say why it is not a Stepper"
             continue
-        module, cls = name.rsplit(".", 1)
+        module = name.rsplit(".", 1)[0]
         node = _step_classes(module, trees[module])[name]
         assigned = {t.attr for n in ast.walk(node) for t in getattr(n, "targets", [getattr(n, "target", None)])
                     if isinstance(t, ast.Attribute) and getattr(t.value, "id", "") == "self"}
