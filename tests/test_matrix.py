@@ -72,7 +72,7 @@ TESTED = {
     "fit": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress", "resume_sigint",
             "resume_sigkill"},
     "fit-dataset": {"precision", "device", "seed", "config", "progress", "resume_sigint", "resume_sigkill"},
-    "extend": {"max_seconds", "precision", "device", "config", "progress"},
+    "extend": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress"},
     "train": {"device", "seed", "config", "resume_sigint", "resume_sigkill"},
     "train-sdf": {"max_seconds", "device", "seed", "config", "progress"},
 }
@@ -361,22 +361,26 @@ def pairs(tmp_path_factory) -> dict[str, tuple[list[str], list[str]]]:
 
 
 @pytest.mark.parametrize("field,modality", rows("extend"))
-def test_extend_row(field, modality, pairs, cli, tmp_path):
+def test_extend_row(field, modality, pairs, tensorboard, cli, tmp_path):
+    """--config, --seed, --precision, --device, TensorBoard and the bar in one run; --seed again (after
+    other draws of the global RNG) and with another seed; --max-seconds."""
     import re
 
     small, large = pairs[modality]
     ok(cli(["fit", *small, "--field", field, "--steps", "2", "--device", "cpu", "--quiet", "--out", tmp_path / "F"]))
     args = ["extend", tmp_path / "F", *large, "--steps", "3", "--device", "cpu", "--precision", "bf16"]
     (tmp_path / "options.json").write_text(json.dumps({"seed": 1}))
-    torch.manual_seed(0)
-    _, err = ok(cli(args + ["--config", tmp_path / "options.json", "--out", tmp_path / "A"]))
+    _, err = ok(cli(args + ["--config", tmp_path / "options.json", "--tensorboard", "--out", tmp_path / "A"]))
     assert re.search(r"\[\S+<\S+, [^\]]*" + LIVE, err), err[-400:]
+    assert 3 in {step for name, _, step in tensorboard if name == "psnr"}  # every --log-every steps and the last
     metrics = json.loads((tmp_path / "A" / "metrics.json").read_text())
     assert metrics["device"] == "cpu" and metrics["steps"] == 3
     assert json.loads((tmp_path / "A" / "config.json").read_text())["seed"] == 1
-    torch.manual_seed(0)  # as in a fresh process: the global RNG draws the new parts (the declared seed cell)
+    torch.rand(7)  # the global RNG elsewhere: --seed alone draws the new parts
+    ok(cli(args + ["--seed", "1", "--quiet", "--out", tmp_path / "A2"]))
     ok(cli(args + ["--seed", "2", "--quiet", "--out", tmp_path / "B"]))
-    assert same(weights(tmp_path / "A"), weights(tmp_path / "B")), "extend's --seed works now: the cell holds"
+    assert same(weights(tmp_path / "A"), weights(tmp_path / "A2"))
+    assert not same(weights(tmp_path / "A"), weights(tmp_path / "B"))
     ok(cli(args + ["--steps", "100000", "--max-seconds", "1e-9", "--quiet", "--out", tmp_path / "M"]))
     assert json.loads((tmp_path / "M" / "metrics.json").read_text())["steps"] < 100000
     refused(cli(args + ["--precision", "fp8", "--quiet", "--out", tmp_path / "P"]), "--precision")

@@ -139,11 +139,6 @@ def _extend(field: str, modality: str, prop: str) -> tuple[str, str]:
         return NOT_APPLICABLE, "a mesh is fitted as occupancy of a fixed cube; there is no larger signal to grow to"
     if prop.startswith("resume"):
         return NOT_YET, "extend keeps no checkpoint: an interrupted extend is run again"
-    if prop == "tensorboard":
-        return NOT_YET, "extend writes no log"
-    if prop == "seed":
-        return NOT_YET, ("--seed draws nothing: extend fits full-batch, and the new parts' initial weights come from "
-                         "the global RNG")
     return "", ""
 
 

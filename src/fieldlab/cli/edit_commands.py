@@ -62,6 +62,7 @@ def extend_command(
     out: Path = typer.Option(..., "--out", help="Field DIR to write."),
     force: bool = typer.Option(False, help="Replace a non-empty --out."),
     quiet: bool = typer.Option(False, help="No progress bar."),
+    tensorboard: bool = typer.Option(False, help="Also log to OUT/tensorboard (needs fieldlab[tensorboard])."),
     options: dict = None,
 ) -> None:
     """Grow a field to a larger signal: new partitions are added and trained against the frozen global
@@ -81,7 +82,7 @@ def extend_command(
     span = options.get("span")
     signal = load_signal(input, max_size=options.get("max_size"), max_frames=options.get("max_frames"),
                          modality=options.get("modality"), span=parse_span(span) if span else None)
-    result = write_extended(stored, signal, out, fit_config, force=force, progress=not quiet)
+    result = write_extended(stored, signal, out, fit_config, force=force, progress=not quiet, tensorboard=tensorboard)
     write_resolved(out / "config.json", resolved(options, extend_command.generated, dir=str(dir), input=input))
     m = result.field.metrics
     print(f"extended {'x'.join(map(str, stored.signal.shape))} -> {'x'.join(map(str, signal.shape))}: "

@@ -53,9 +53,11 @@ def _renormalized(signal: Signal, old: SignalInfo) -> torch.Tensor:
     return old.normalization.encode(raw)
 
 
-def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig, *, progress: bool = False) -> Extended:
+def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig, *, progress: bool = False,
+                 tensorboard_dir: Path | None = None) -> Extended:
     """Grow `stored` to cover `signal` (which holds the old signal at its origin) and fit the new parts;
-    `progress` shows a bar (ETA, the batch PSNR of the new parts) as `fit` does."""
+    `progress` shows a bar (ETA, the batch PSNR of the new parts) as `fit` does, and `tensorboard_dir`
+    gets a TensorBoard log of the same metrics."""
     config, old = stored.config, stored.signal
     if not isinstance(config, Extendable):
         raise UserError(f"field {config.name!r} cannot be extended (it is not partitioned)")
@@ -77,6 +79,7 @@ def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig, *, 
     origin = tuple(-int(lo) for lo, _ in old.domain)
     frame_shape = tuple(o + n for o, n in zip(origin, signal.shape))
     state = {k: v.detach().cpu() for k, v in stored.module.state_dict().items()}
+    torch.manual_seed(fit_config.seed)  # the new parts' initial weights: --seed draws them
     new_config, new_state, new_parts = config.extended(state, frame_shape)
     module = new_config.build()
     module.load_state_dict(new_state)
@@ -107,7 +110,7 @@ def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig, *, 
     torch.manual_seed(fit_config.seed)
     fitter = Fitter(module, train_coords, train_values, fit_config, lr=fit_config.lr or type(new_config).lr,
                     betas=type(new_config).adam_betas, eps=type(new_config).adam_eps)
-    _run(fitter, progress)
+    _run(fitter, progress, tensorboard_dir)
     seconds = fitter.elapsed()
     prediction = fitter.predict(coords).cpu().reshape(*signal.shape, -1)
     module = fitter.field.cpu().eval()
@@ -127,11 +130,13 @@ def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig, *, 
     return Extended(StoredField(module, new_config, info, metrics), prediction)
 
 
-def _run(fitter: Fitter, progress: bool) -> None:
-    """Step `fitter` to its stop, the bar updated every `log_every` steps (logging draws no random numbers)."""
+def _run(fitter: Fitter, progress: bool, tensorboard_dir: Path | None = None) -> None:
+    """Step `fitter` to its stop, the bar and TensorBoard updated every `log_every` steps (logging draws
+    no random numbers)."""
     from fieldlab.fit.loop import RunLog
 
-    log = RunLog(None, None, progress, fitter.config.steps)
+    log = RunLog(None, tensorboard_dir, progress, fitter.config.steps)
+    progress = progress or tensorboard_dir is not None  # either reads the loss
     try:
         while not fitter.should_stop():
             loss = fitter.step()
@@ -145,16 +150,18 @@ def _run(fitter: Fitter, progress: bool) -> None:
 
 
 def write_extended(stored: StoredField, signal: Signal, out: Path, fit_config: FitConfig, *,
-                   force: bool = False, progress: bool = False) -> Extended:
-    """Extend `stored` to `signal` and write the field DIR `out` (atomically, only on success)."""
+                   force: bool = False, progress: bool = False, tensorboard: bool = False) -> Extended:
+    """Extend `stored` to `signal` and write the field DIR `out` (atomically, only on success);
+    `tensorboard` also logs to `out`/tensorboard."""
     from fieldlab.signals import write_reconstruction
     from fieldlab.store import FieldDirWriter, check_out_dir, write_field
 
     check_out_dir(out, force)
-    with _deadline.limit(fit_config.max_seconds):  # from the command's start: fitting leaves time to write
-        result = extend_field(stored, signal, fit_config, progress=progress)
-    field = result.field
-    with FieldDirWriter(out, force) as folder:
+    with FieldDirWriter(out, force) as folder:  # opened first: the TensorBoard log is written inside it
+        with _deadline.limit(fit_config.max_seconds):  # from the command's start: fitting leaves time to write
+            result = extend_field(stored, signal, fit_config, progress=progress,
+                                  tensorboard_dir=folder / "tensorboard" if tensorboard else None)
+        field = result.field
         write_field(folder, field.module, field.config, field.signal, field.metrics)
         raw = field.signal.normalization.decode(result.prediction)
         write_reconstruction(folder, raw, field.signal)
