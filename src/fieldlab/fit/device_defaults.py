@@ -59,24 +59,31 @@ def device_defaults(device: torch.device | str) -> DeviceDefaults:
     return DeviceDefaults(max_seconds=CPU_MAX_SECONDS, step_budget=CPU_STEP_BUDGET)
 
 
-def resolve_max_seconds(value: float | None, device: torch.device | str, flag: str = "--max-seconds") -> float:
-    """`value` if given, else the device's time budget, which the log states once with how to lift it."""
+def resolve_max_seconds(value: float | None, device: torch.device | str, flag: str = "--max-seconds", *,
+                        say: bool = True) -> float:
+    """`value` if given, else the device's time budget, which the log states once with how to lift it
+    (`say=False`: the caller says it with `say_time_limit` once its input is checked)."""
     if value is not None:
         return value
     seconds = device_defaults(device).max_seconds
-    if seconds:
-        log.info("%s: stopping after %g s; %s 0 for no limit", _name(device), seconds, flag)
+    if say:
+        say_time_limit(seconds, device, flag)
     return seconds
 
 
+def say_time_limit(seconds: float, device: torch.device | str, flag: str = "--max-seconds") -> None:
+    if seconds:
+        log.info("%s: stopping after %g s; %s 0 for no limit", _name(device), seconds, flag)
+
+
 def resolve_fit_config(config: Any, device: torch.device | str, *, points: int | None = None,
-                       params: int | None = None) -> Any:
+                       params: int | None = None, say: bool = True) -> Any:
     """`config` (a `FitConfig`) with its unset `max_seconds` and, given the signal's `points` and the
     field's `params`, its unset `batch_size` resolved for `device`. An unset batch size stays None where
     the points are not known (a field's own trainer chooses its batches)."""
     changes: dict[str, Any] = {}
     if config.max_seconds is None:
-        changes["max_seconds"] = resolve_max_seconds(None, device)
+        changes["max_seconds"] = resolve_max_seconds(None, device, say=say)
     if config.batch_size is None and points is not None and params is not None:
         size = 0 if config.sample_fraction else device_defaults(device).points_per_step(points, params)
         if size:

@@ -14,7 +14,7 @@ from fieldlab._errors import UserError
 from fieldlab._validate import LIMITS, bounded_int, check_memory
 from fieldlab.fields import FieldConfig, coerce_option, get_config_class
 from fieldlab.fit.config import FitConfig, points_per_step
-from fieldlab.fit.device_defaults import resolve_fit_config
+from fieldlab.fit.device_defaults import resolve_fit_config, say_time_limit
 from fieldlab.fit.own_engines import engine_options
 from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device
 from fieldlab.signals import (get_modality, kind_is_known, kind_of, load_signal, parse_span,
@@ -140,13 +140,15 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     of the standard loop keeps a checkpoint beside `out` while it runs; `resume` continues from it.
     `--max-seconds` bounds all of it: the fit stops early enough to leave time for the rest."""
     # The time limit is the device's unless given, and config.json and the command's deadline say which.
-    job = dataclasses.replace(job, fit=resolve_fit_config(job.fit, resolve_device(job.fit.device)))
+    unset, device = job.fit.max_seconds is None, resolve_device(job.fit.device)
+    job = dataclasses.replace(job, fit=resolve_fit_config(job.fit, device, say=False))  # said once checked
     with _deadline.limit(job.fit.max_seconds):
-        return _run_fit_job(job, out, force=force, progress=progress, tensorboard=tensorboard, resume=resume)
+        return _run_fit_job(job, out, force=force, progress=progress, tensorboard=tensorboard, resume=resume,
+                            say_limit=(lambda: say_time_limit(job.fit.max_seconds, device)) if unset else None)
 
 
 def _run_fit_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensorboard: bool,
-                 resume: bool) -> FitResult:
+                 resume: bool, say_limit=None) -> FitResult:
     check_out_dir(out, force, inputs=[job.input])
     job.fit.validate()
     job, train = engine_training(job)
@@ -175,6 +177,8 @@ def _run_fit_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensorb
     kind_lr = get_modality(signal.info.kind).field_lr.get(job.field)
     if job.fit.lr is None and kind_lr:
         job = dataclasses.replace(job, fit=dataclasses.replace(job.fit, lr=kind_lr))
+    if say_limit:  # now that the input is checked: a user error stays one line
+        say_limit()
     checkpoint = checkpoint_path(out)
     identity = _json.dumps({"job": {k: v for k, v in job.to_dict().items() if k not in NOT_IDENTITY},
                             "config": config.to_dict()}, sort_keys=True, default=list)

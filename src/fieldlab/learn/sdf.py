@@ -182,13 +182,14 @@ def _train_sdf(config: SDFConfig, out: str | Path | None, progress, bar: bool = 
 
     config.validate()
     device = resolve_device(config.device)
-    config = dataclasses.replace(config, max_seconds=resolve_max_seconds(config.max_seconds, device))
     scenes = open_scenes(config).to(device)
     dim = scenes.dim
     sampler = config.sampler(dim)
     cfg = net_config("sdf", **config.net_options).for_points(config.num_points, dim)
     torch.manual_seed(config.seed)
     net = cfg.build(1, 1, dim).to(device)
+    # Said after the options and scenes are checked, so that a user error stays one line.
+    config = dataclasses.replace(config, max_seconds=resolve_max_seconds(config.max_seconds, device))
     began = time.time()
     deadline = _deadline.active().bounded_by(config.max_seconds)  # the whole command's, from its start
     log = RunLog(None, None, bar, config.steps)
