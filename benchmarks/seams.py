@@ -67,7 +67,9 @@ def run(args) -> list[dict]:
 
 def score(name, signal, config, edges, args) -> dict:
     start = time.perf_counter()
-    result = fit(signal, config, FitConfig(steps=args.steps, device=args.device, seed=0))
+    # every step on every sample: no CPU time limit, no mini-batches (the device defaults would pick them)
+    result = fit(signal, config, FitConfig(steps=args.steps, device=args.device, seed=0, max_seconds=0,
+                                           batch_size=0))
     seconds = time.perf_counter() - start
     prediction = result.prediction.reshape(signal.values.shape).float()
     row = {"method": name, "params": sum(p.numel() for p in result.field.parameters()),
