@@ -74,7 +74,7 @@ TESTED = {
     "fit-dataset": {"precision", "device", "seed", "config", "progress", "resume_sigint", "resume_sigkill"},
     "extend": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress"},
     "train": {"device", "seed", "config", "resume_sigint", "resume_sigkill"},
-    "train-sdf": {"max_seconds", "device", "seed", "config", "progress"},
+    "train-sdf": {"max_seconds", "device", "seed", "config", "tensorboard", "progress"},
 }
 """Which properties the tests below check, per command; each runs over every row that holds it."""
 
@@ -469,12 +469,14 @@ SDF = ["train-sdf", "--scenes", "10", "--steps", "3", "--num-points", "27", "--n
        "--channels", "4"]
 
 
-def test_train_sdf_row(cli, tmp_path):
+def test_train_sdf_row(cli, tensorboard, tmp_path):
     (tmp_path / "options.json").write_text(json.dumps({"seed": 1}))
-    _, err = ok(cli(SDF + ["--device", "cpu", "--config", tmp_path / "options.json", "--out", tmp_path / "A"]))
+    _, err = ok(cli(SDF + ["--device", "cpu", "--config", tmp_path / "options.json", "--tensorboard", "--out",
+                           tmp_path / "A"]))
     import re
 
     assert re.search(r"\[\S+<\S+, [^\]]*loss=", err), err[-400:]  # elapsed<ETA, the live loss
+    assert 3 in {step for name, _, step in tensorboard if name == "loss"}  # the last step's loss
     for name, seed in (("A2", "1"), ("B", "2")):
         ok(cli(SDF + ["--device", "cpu", "--seed", seed, "--quiet", "--out", tmp_path / name]))
     run = json.loads((tmp_path / "A" / "run.json").read_text())

@@ -157,7 +157,6 @@ def _train_sdf(field: str, modality: str, prop: str) -> tuple[str, str]:
         "resume_sigint": "train-sdf keeps no checkpoint: an interrupted run is run again",
         "resume_sigkill": "train-sdf keeps no checkpoint: an interrupted run is run again",
         "precision": "the SDF network trains in fp32",
-        "tensorboard": "train-sdf prints a line every 100 steps; there is no TensorBoard log",
     }
     return (NOT_YET, gaps[prop]) if prop in gaps else ("", "")
 

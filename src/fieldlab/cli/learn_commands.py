@@ -106,6 +106,7 @@ def train_sdf_command(
     out: Path = typer.Option(..., "--out", help="Run folder to write (net.safetensors, run.json)."),
     force: bool = typer.Option(False, help="Replace a non-empty RUN."),
     quiet: bool = typer.Option(False, help="No progress bar."),
+    tensorboard: bool = typer.Option(False, help="Also log to RUN/tensorboard (needs fieldlab[tensorboard])."),
     options: dict = None,
 ) -> None:
     """DI-Net's SDF task: ball-scene occupancy field in (exact, or fitted fields with --store), SDF out at
@@ -119,7 +120,7 @@ def train_sdf_command(
     check_out_dir(out, force, inputs=[None if store is None else Path(store)])
     config = SDFConfig(net_options=_net_options(options, ctx.args, train_sdf_command.generated), **options)
     config.validate()  # before anything is written
-    metrics = train_sdf(config, out, bar=not quiet)
+    metrics = train_sdf(config, out, bar=not quiet, tensorboard=tensorboard)
     write_resolved(out / "config.json", {**dataclasses.asdict(config)})
     print(f"test SDF mean absolute error {metrics['test_mae']:.4f} on {metrics['test_scenes']} scenes "
           f"(constant baseline {metrics['baseline_mae']:.4f}); wrote {out}")

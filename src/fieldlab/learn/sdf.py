@@ -164,17 +164,19 @@ def sdf_mae(net: nn.Module, scenes: Scenes, index: torch.Tensor, points: PointSe
     return total / (len(index) * len(queries))
 
 
-def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print, bar: bool = False) -> dict[str, Any]:
+def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print, bar: bool = False,
+              tensorboard: bool = False) -> dict[str, Any]:
     """Train the `sdf` network on ball scenes; metrics {test_mae, baseline_mae, …} (and RUN files if `out`,
     locked against a second writer while this runs). `progress` takes a line every 100 steps; `bar` also
-    shows a progress bar with ETA and the loss on stderr."""
+    shows a progress bar with ETA and the loss on stderr; `tensorboard` logs the loss to `out`/tensorboard."""
     from fieldlab._safety import lock_output
 
     with lock_output(Path(out)) if out is not None else contextlib.nullcontext():
-        return _train_sdf(config, out, progress, bar)
+        return _train_sdf(config, out, progress, bar, tensorboard and out is not None)
 
 
-def _train_sdf(config: SDFConfig, out: str | Path | None, progress, bar: bool = False) -> dict[str, Any]:
+def _train_sdf(config: SDFConfig, out: str | Path | None, progress, bar: bool = False,
+               tensorboard: bool = False) -> dict[str, Any]:
     from fieldlab.fit.loop import RunLog, resolve_device
     from fieldlab.learn.train import _write_json
 
@@ -192,9 +194,9 @@ def _train_sdf(config: SDFConfig, out: str | Path | None, progress, bar: bool = 
     config = dataclasses.replace(config, max_seconds=resolve_max_seconds(config.max_seconds, device))
     began = time.time()
     deadline = _deadline.active().bounded_by(config.max_seconds)  # the whole command's, from its start
-    log = RunLog(None, None, bar, config.steps)
+    log = RunLog(None, Path(out) / "tensorboard" if tensorboard else None, bar, config.steps)
     try:
-        steps = _train_steps(config, net, scenes, sampler, device, began, progress, log if bar else None,
+        steps = _train_steps(config, net, scenes, sampler, device, began, progress, log if bar or tensorboard else None,
                              deadline=deadline)
     finally:
         log.close()
