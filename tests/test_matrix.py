@@ -73,7 +73,7 @@ TESTED = {
             "resume_sigkill"},
     "fit-dataset": {"precision", "device", "seed", "config", "progress", "resume_sigint", "resume_sigkill"},
     "extend": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress"},
-    "train": {"device", "seed", "config", "resume_sigint", "resume_sigkill"},
+    "train": {"device", "seed", "config", "tensorboard", "resume_sigint", "resume_sigkill"},
     "train-sdf": {"max_seconds", "device", "seed", "config", "tensorboard", "progress"},
 }
 """Which properties the tests below check, per command; each runs over every row that holds it."""
@@ -414,9 +414,11 @@ TRAIN = ["--net", "dinet2", "--channels", "4", "--steps", "4", "--batch-size", "
          "--device", "cpu"]
 
 
-def test_train_row(digits_store, cli, tmp_path):
-    (tmp_path / "options.json").write_text(json.dumps({"seed": 1}))
-    ok(cli(["train", digits_store, "--out", tmp_path / "A", "--config", tmp_path / "options.json", *TRAIN]))
+def test_train_row(digits_store, cli, tensorboard, tmp_path):
+    (tmp_path / "options.json").write_text(json.dumps({"seed": 1, "log_every": 2}))
+    ok(cli(["train", digits_store, "--out", tmp_path / "A", "--config", tmp_path / "options.json", "--tensorboard",
+            *TRAIN]))
+    assert {step for name, _, step in tensorboard if name == "loss"} == {2, 4}
     for name, seed in (("A2", "1"), ("B", "2")):
         ok(cli(["train", digits_store, "--out", tmp_path / name, "--seed", seed, *TRAIN]))
     train = json.loads((tmp_path / "A" / "run.json").read_text())["train"]

@@ -240,18 +240,22 @@ def schedule_of(config) -> Schedule:
 
 
 def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resume: bool = False,
-          force: bool = False, progress=print, stop_at: int | None = None) -> dict[str, Any]:
-    """Train `config.net` on the store; returns the final metrics (also in RUN/run.json).
+          force: bool = False, progress=print, stop_at: int | None = None, tensorboard: bool = False) -> dict[str, Any]:
+    """Train `config.net` on the store; returns the final metrics (also in RUN/run.json). `tensorboard`
+    logs the loss and lr at every logged step to RUN/tensorboard.
 
     `stop_at` ends this process after that step with a checkpoint (as an interruption would), for a
     later `resume=True` to continue exactly where it stopped. RUN is locked while it is written (by rank 0
     under torchrun), so a second `train` into it stops with one line."""
     with lock_output(Path(out)):
-        return _train(store_path, Path(out), config, resume=resume, force=force, progress=progress, stop_at=stop_at)
+        return _train(store_path, Path(out), config, resume=resume, force=force, progress=progress, stop_at=stop_at,
+                      tensorboard=tensorboard)
 
 
 def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bool, force: bool, progress,
-           stop_at: int | None) -> dict[str, Any]:
+           stop_at: int | None, tensorboard: bool = False) -> dict[str, Any]:
+    from fieldlab.fit.loop import RunLog
+
     from fieldlab.store.field_store import FieldStore
 
     config.validate()
@@ -307,6 +311,7 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
         _write_json(out / "config.json", {"store": str(store_path), **config.to_dict()})
 
     began = time.time()
+    log = RunLog(None, out / "tensorboard" if tensorboard and rank == 0 else None, False, config.steps)
     schedule = schedule_of(config)
     local = config.batch_size // world
     end = config.steps if stop_at is None else min(stop_at, config.steps)
@@ -344,9 +349,11 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
         done = step + 1
         if rank == 0 and (done % config.log_every == 0 or done == config.steps):
             progress(f"step {done}/{config.steps}  loss {loss.item():.4f}  {time.time() - began:.0f}s")
+            log.record(done, schedule.lr(step), time.time() - began, loss=loss.item())
         if rank == 0 and (done % config.checkpoint_every == 0 or done == end):
             save_checkpoint({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "step": done},
                             out / "checkpoint.pt")
+    log.close()
     metrics: dict[str, Any] = {"steps": end, "seconds": round(time.time() - began, 2)}
     if rank == 0 and end == config.steps:
         test = load_split(store, test_rows, device, masks=segment)
