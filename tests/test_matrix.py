@@ -73,7 +73,7 @@ TESTED = {
             "resume_sigkill"},
     "fit-dataset": {"precision", "device", "seed", "config", "progress", "resume_sigint", "resume_sigkill"},
     "extend": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress"},
-    "train": {"device", "seed", "config", "tensorboard", "resume_sigint", "resume_sigkill"},
+    "train": {"precision", "device", "seed", "config", "tensorboard", "progress", "resume_sigint", "resume_sigkill"},
     "train-sdf": {"max_seconds", "device", "seed", "config", "tensorboard", "progress"},
 }
 """Which properties the tests below check, per command; each runs over every row that holds it."""
@@ -415,16 +415,25 @@ TRAIN = ["--net", "dinet2", "--channels", "4", "--steps", "4", "--batch-size", "
 
 
 def test_train_row(digits_store, cli, tensorboard, tmp_path):
-    (tmp_path / "options.json").write_text(json.dumps({"seed": 1, "log_every": 2}))
-    ok(cli(["train", digits_store, "--out", tmp_path / "A", "--config", tmp_path / "options.json", "--tensorboard",
-            *TRAIN]))
+    """--config, --seed, --precision, --device, TensorBoard and the bar in one run; --seed again (quiet: no
+    bar) and with another seed; fp32 against bf16."""
+    import re
+
+    (tmp_path / "options.json").write_text(json.dumps({"seed": 1, "log_every": 2, "precision": "bf16"}))
+    _, err = ok(cli(["train", digits_store, "--out", tmp_path / "A", "--config", tmp_path / "options.json",
+                     "--tensorboard", *TRAIN]))
+    assert re.search(r"\[\S+<\S+, [^\]]*loss=", err), err[-400:]  # elapsed<ETA, the live loss
     assert {step for name, _, step in tensorboard if name == "loss"} == {2, 4}
-    for name, seed in (("A2", "1"), ("B", "2")):
-        ok(cli(["train", digits_store, "--out", tmp_path / name, "--seed", seed, *TRAIN]))
+    for name, seed, precision in (("A2", "1", "bf16"), ("B", "2", "bf16"), ("F", "1", "fp32")):
+        _, err = ok(cli(["train", digits_store, "--out", tmp_path / name, "--seed", seed, "--precision", precision,
+                         "--quiet", *TRAIN]))
+        assert "<" not in err, err[-400:]
     train = json.loads((tmp_path / "A" / "run.json").read_text())["train"]
-    assert train["device"] == "cpu" and train["seed"] == 1
-    assert same(weights(tmp_path / "A", "net.safetensors"), weights(tmp_path / "A2", "net.safetensors"))
-    assert not same(weights(tmp_path / "A", "net.safetensors"), weights(tmp_path / "B", "net.safetensors"))
+    assert train["device"] == "cpu" and train["seed"] == 1 and train["precision"] == "bf16"
+    net = lambda name: weights(tmp_path / name, "net.safetensors")  # noqa: E731
+    assert same(net("A"), net("A2")) and not same(net("A"), net("B")) and not same(net("A"), net("F"))
+    refused(cli(["train", digits_store, "--out", tmp_path / "P", *TRAIN, "--precision", "fp8"]), "--precision")
+    assert not (tmp_path / "P").exists()
     refused(cli(["train", digits_store, "--out", tmp_path / "D", *TRAIN[:-1], "quantum"]), "--device")
 
 

@@ -145,8 +145,6 @@ def _extend(field: str, modality: str, prop: str) -> tuple[str, str]:
 def _train(field: str, modality: str, prop: str) -> tuple[str, str]:
     gaps = {
         "max_seconds": "train runs --steps; no time budget yet",
-        "precision": "networks train in fp32 (DI-Net's normalisation moments are all-reduced in fp32)",
-        "progress": "train prints step, loss and seconds every --log-every steps; no bar with ETA",
     }
     return (NOT_YET, gaps[prop]) if prop in gaps else ("", "")
 

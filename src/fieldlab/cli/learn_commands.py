@@ -40,6 +40,7 @@ def train_command(
     out: Path = typer.Option(..., "--out", help="Run folder to write."),
     resume: bool = typer.Option(False, help="Continue RUN from its checkpoint."),
     force: bool = typer.Option(False, help="Replace a non-empty RUN."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
     tensorboard: bool = typer.Option(False, help="Also log to RUN/tensorboard (needs fieldlab[tensorboard])."),
     options: dict = None,
 ) -> None:
@@ -47,7 +48,7 @@ def train_command(
 
     store = options.pop("store")
     config = TrainConfig(net_options=_net_options(options, ctx.args, train_command.generated), **options)
-    metrics = train(store, out, config, resume=resume, force=force, tensorboard=tensorboard)
+    metrics = train(store, out, config, resume=resume, force=force, tensorboard=tensorboard, bar=not quiet)
     if "test_accuracy" in metrics:
         print(f"test accuracy {100 * metrics['test_accuracy']:.1f}% on {metrics['test_fields']} fields; wrote {out}")
     elif "test_miou" in metrics:

@@ -293,6 +293,10 @@ def _matmul_precision(precision: str):
         torch.set_float32_matmul_precision(previous)
 
 
+matmul_precision = _matmul_precision
+"""The matmul precision of `--precision` (tf32: "high") for the loops outside fit/ (train, train-sdf)."""
+
+
 @dataclasses.dataclass
 class FitResult:
     field: nn.Module

@@ -13,11 +13,12 @@ read back with weights_only=True; replaced atomically), and at the end net.safet
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from fieldlab.learn.field_batch import FieldEvaluator
 from fieldlab.learn.layers import Discretized
 from fieldlab.learn.nets import NetConfig, flat_size, net_config
 from fieldlab.learn.points import PointSampler, _step_seed
-from fieldlab.fit.loop import resolve_device
+from fieldlab.fit.loop import autocast_for, matmul_precision, resolve_device
 from fieldlab.fit.points import step_generator, with_replacement
 from fieldlab.fit.schedule import Schedule
 from fieldlab.store.field_dir import check_out_dir, save_checkpoint
@@ -85,6 +86,9 @@ class TrainConfig:
     """Random seed."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
+    """The training steps' precision, as fit's: fp32; tf32 matmuls; bf16 autocast of the forward pass and
+    loss (weights, AdamW and the test scores stay fp32)."""
     checkpoint_every: int = 200
     """Steps between checkpoints (what --resume continues from)."""
     log_every: int = 50
@@ -109,6 +113,8 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.lr <= 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
+        if self.precision not in ("fp32", "tf32", "bf16"):
+            raise UserError(f"--precision must be fp32, tf32 or bf16, got {self.precision!r}")
         net_config(self.net, **self.net_options)
         self.resolved().samplers(2)
 
@@ -240,20 +246,22 @@ def schedule_of(config) -> Schedule:
 
 
 def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resume: bool = False,
-          force: bool = False, progress=print, stop_at: int | None = None, tensorboard: bool = False) -> dict[str, Any]:
-    """Train `config.net` on the store; returns the final metrics (also in RUN/run.json). `tensorboard`
-    logs the loss and lr at every logged step to RUN/tensorboard.
+          force: bool = False, progress=print, stop_at: int | None = None, tensorboard: bool = False,
+          bar: bool = False) -> dict[str, Any]:
+    """Train `config.net` on the store; returns the final metrics (also in RUN/run.json). `progress` takes a
+    line every `config.log_every` steps; `bar` also shows a progress bar with ETA and the loss on stderr (as
+    train-sdf's: fit's RunLog); `tensorboard` logs the loss and lr at every logged step to RUN/tensorboard.
 
     `stop_at` ends this process after that step with a checkpoint (as an interruption would), for a
     later `resume=True` to continue exactly where it stopped. RUN is locked while it is written (by rank 0
     under torchrun), so a second `train` into it stops with one line."""
     with lock_output(Path(out)):
         return _train(store_path, Path(out), config, resume=resume, force=force, progress=progress, stop_at=stop_at,
-                      tensorboard=tensorboard)
+                      tensorboard=tensorboard, bar=bar)
 
 
 def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bool, force: bool, progress,
-           stop_at: int | None, tensorboard: bool = False) -> dict[str, Any]:
+           stop_at: int | None, tensorboard: bool = False, bar: bool = False) -> dict[str, Any]:
     from fieldlab.fit.loop import RunLog
 
     from fieldlab.store.field_store import FieldStore
@@ -285,7 +293,7 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
     data = load_split(store, train_rows, device, masks=segment)
     weights = None
     if segment:
-        from fieldlab.learn.segment import class_weights, labels_at
+        from fieldlab.learn.segment import class_weights
 
         weights = class_weights(data.masks, classes)
     evaluator = FieldEvaluator.from_store(store)
@@ -311,49 +319,43 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
         _write_json(out / "config.json", {"store": str(store_path), **config.to_dict()})
 
     began = time.time()
-    log = RunLog(None, out / "tensorboard" if tensorboard and rank == 0 else None, False, config.steps)
+    log = RunLog(None, out / "tensorboard" if tensorboard and rank == 0 else None, bar and rank == 0,
+                 config.steps)
     schedule = schedule_of(config)
     local = config.batch_size // world
     end = config.steps if stop_at is None else min(stop_at, config.steps)
-    for step in range(start, end):
-        model.train()
-        g = step_generator(config.seed, step)
-        pick = with_replacement(len(train_rows), config.batch_size, g)[rank * local:(rank + 1) * local].to(device)
-        flips = None
-        if config.flip and cfg.takes != "params":  # a field's weights are not flipped
-            flips = (torch.rand(config.batch_size, generator=g) < 0.5)[rank * local:(rank + 1) * local]
-        points = config.step_points(samplers, step).to(device)
-        params = {k: v[pick] for k, v in data.params.items()}
-        noise = None
-        if config.noise and cfg.takes != "params":  # drawn for the global batch, so every rank slices the same draw
-            noise = config.noise * torch.randn(config.batch_size, len(points), store.signal.channels,
-                                               generator=g)[rank * local:(rank + 1) * local]
-        x = make_input(cfg, evaluator, params, input_points(cfg, points), jitter=config.jitter, noise=noise,
-                       flip=flips, generator=g)
-        if segment:  # per-point labels at the step's points (mirrored where the input was flipped)
-            masks = data.masks[pick]
-            target = labels_at(masks, points.coords)
-            if flips is not None and flips.any():
-                mirrored = points.coords.clone()
-                mirrored[:, -1] = -mirrored[:, -1]
-                target = torch.where(flips.to(device)[:, None], labels_at(masks, mirrored), target)
-            logits = segment_logits(model, cfg, x, points)
-            loss = nn.functional.cross_entropy(logits.reshape(-1, classes), target.flatten(), weight=weights)
-        else:
-            loss = nn.functional.cross_entropy(model(x), data.labels[pick])
-        for group in optimizer.param_groups:
-            group["lr"] = schedule.lr(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        done = step + 1
-        if rank == 0 and (done % config.log_every == 0 or done == config.steps):
-            progress(f"step {done}/{config.steps}  loss {loss.item():.4f}  {time.time() - began:.0f}s")
-            log.record(done, schedule.lr(step), time.time() - began, loss=loss.item())
-        if rank == 0 and (done % config.checkpoint_every == 0 or done == end):
-            save_checkpoint({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "step": done},
-                            out / "checkpoint.pt")
-    log.close()
+    with contextlib.closing(log), matmul_precision(config.precision):  # tf32 matmuls, as fit's steps
+        for step in range(start, end):
+            model.train()
+            g = step_generator(config.seed, step)
+            pick = with_replacement(len(train_rows), config.batch_size, g)[rank * local:(rank + 1) * local].to(device)
+            flips = None
+            if config.flip and cfg.takes != "params":  # a field's weights are not flipped
+                flips = (torch.rand(config.batch_size, generator=g) < 0.5)[rank * local:(rank + 1) * local]
+            points = config.step_points(samplers, step).to(device)
+            params = {k: v[pick] for k, v in data.params.items()}
+            noise = None
+            if config.noise and cfg.takes != "params":  # drawn for the global batch, so every rank slices the same draw
+                noise = config.noise * torch.randn(config.batch_size, len(points), store.signal.channels,
+                                                   generator=g)[rank * local:(rank + 1) * local]
+            with autocast_for(config.precision, device):  # the forward pass and loss, as fit's steps
+                x = make_input(cfg, evaluator, params, input_points(cfg, points), jitter=config.jitter, noise=noise,
+                               flip=flips, generator=g)
+                loss = _loss(model, cfg, x, points, data, pick, flips, segment, classes, weights)
+            for group in optimizer.param_groups:
+                group["lr"] = schedule.lr(step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            done = step + 1
+            if rank == 0 and (done % config.log_every == 0 or done == config.steps):
+                progress(f"step {done}/{config.steps}  loss {loss.item():.4f}  {time.time() - began:.0f}s")
+                log.record(done, schedule.lr(step), time.time() - began, loss=loss.item())
+            if rank == 0:
+                log.advance(done)
+            if rank == 0 and (done % config.checkpoint_every == 0 or done == end):
+                save_checkpoint({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "step": done},
+                                out / "checkpoint.pt")
     metrics: dict[str, Any] = {"steps": end, "seconds": round(time.time() - began, 2)}
     if rank == 0 and end == config.steps:
         test = load_split(store, test_rows, device, masks=segment)
@@ -366,6 +368,24 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
         _save_run(out, net, cfg, config, store, classes, how, metrics, init=init)
     distributed.barrier()
     return metrics
+
+
+def _loss(model: nn.Module, cfg: NetConfig, x, points, data: Split, pick: torch.Tensor, flips, segment: bool,
+          classes: int, weights) -> torch.Tensor:
+    """The step's cross-entropy: per field (a classifier), or per point at the step's points (a segmenter,
+    its labels mirrored where the input was flipped)."""
+    if not segment:
+        return nn.functional.cross_entropy(model(x), data.labels[pick])
+    from fieldlab.learn.segment import labels_at
+
+    masks = data.masks[pick]
+    target = labels_at(masks, points.coords)
+    if flips is not None and flips.any():
+        mirrored = points.coords.clone()
+        mirrored[:, -1] = -mirrored[:, -1]
+        target = torch.where(flips.to(masks.device)[:, None], labels_at(masks, mirrored), target)
+    logits = segment_logits(model, cfg, x, points)
+    return nn.functional.cross_entropy(logits.reshape(-1, classes), target.flatten(), weight=weights)
 
 
 @torch.no_grad()
