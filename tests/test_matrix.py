@@ -71,7 +71,8 @@ def test_every_cell_holds_or_is_declared_with_a_one_line_reason():
 TESTED = {
     "fit": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress", "resume_sigint",
             "resume_sigkill"},
-    "fit-dataset": {"precision", "device", "seed", "config", "progress", "resume_sigint", "resume_sigkill"},
+    "fit-dataset": {"precision", "device", "seed", "config", "tensorboard", "progress", "resume_sigint",
+                    "resume_sigkill"},
     "extend": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress"},
     "train": {"precision", "device", "seed", "config", "tensorboard", "progress", "resume_sigint", "resume_sigkill"},
     "train-sdf": {"max_seconds", "device", "seed", "config", "tensorboard", "progress"},
@@ -282,9 +283,9 @@ def dataset_args(field: str) -> list[str]:
 
 
 @pytest.mark.parametrize("field,modality", rows("fit-dataset"))
-def test_fit_dataset_row(field, modality, cli, tmp_path, monkeypatch):
-    """--config, --seed, --precision, --device and the bar in one run; --seed again and with another seed;
-    --resume after a SIGINT between chunks."""
+def test_fit_dataset_row(field, modality, cli, tensorboard, tmp_path, monkeypatch):
+    """--config, --seed, --precision, --device, TensorBoard and the bar in one run; --seed again and with
+    another seed; --resume after a SIGINT between chunks."""
     import re
 
     from fieldlab.store.field_store import FieldStore
@@ -292,8 +293,10 @@ def test_fit_dataset_row(field, modality, cli, tmp_path, monkeypatch):
     precision = "tf32" if cell("fit-dataset", field, modality, "precision").note else "bf16"
     args = dataset_args(field) + ["--precision", precision]
     (tmp_path / "options.json").write_text(json.dumps({"seed": 1}))
-    _, err = ok(cli(args + ["--config", tmp_path / "options.json", "--out", tmp_path / "A"]))
+    _, err = ok(cli(args + ["--config", tmp_path / "options.json", "--tensorboard", "--out", tmp_path / "A"]))
     assert re.search(r"fields: .*\[\S+<\S+", err) and re.search(r"mean PSNR \d", err), err[-400:]
+    for name in ("psnr", "steps", "fields_per_second"):  # one point per chunk, at its number
+        assert sorted(step for logged, _, step in tensorboard if logged == name) == [1, 2], tensorboard
     store = FieldStore(tmp_path / "A")
     assert store.attrs["fit"]["seed"] == 1 and store.attrs["fit"]["precision"] == precision
     if precision != "bf16":  # the cell's note: refused in one line, before anything is written
@@ -320,6 +323,12 @@ def test_fit_dataset_row(field, modality, cli, tmp_path, monkeypatch):
     assert 0 < len(FieldStore(tmp_path / "R").rows()) < 4
     ok(cli(args + ["--seed", "1", "--quiet", "--resume", "--out", tmp_path / "R"]))
     assert same(read("A"), read("R"))
+
+
+def test_fit_dataset_tensorboard_without_its_extra_is_refused_before_the_store(cli, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # its import fails, as when not installed
+    refused(cli(DATASET + ["--tensorboard", "--out", tmp_path / "X"]), "tensorboard")
+    assert not (tmp_path / "X").exists()
 
 
 def test_fit_dataset_sigkill_is_tested_beside_its_engines():

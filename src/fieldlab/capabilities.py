@@ -127,8 +127,6 @@ def _fit_dataset(field: str, modality: str, prop: str) -> tuple[str, str]:
         return NOT_APPLICABLE, "fit-dataset reads datasets of images (folders, .npz/.npy, samples)"
     if prop == "max_seconds":
         return NOT_YET, "a dataset stops per field (--steps, --target-psnr); a time budget would split chunks"
-    if prop == "tensorboard":
-        return NOT_YET, "each chunk's mean PSNR is a log line; there is no TensorBoard log"
     return "", ""
 
 

@@ -52,6 +52,8 @@ def fit_dataset_command(
     resume: bool = typer.Option(False, help="Continue an interrupted run into the same --out."),
     force: bool = typer.Option(False, help="Replace a non-empty --out."),
     quiet: bool = typer.Option(False, help="No progress lines."),
+    tensorboard: bool = typer.Option(False, help="Also log each chunk's mean PSNR, steps and fields/s to "
+                                                 "OUT/tensorboard (needs fieldlab[tensorboard])."),
     options: dict = None,
 ) -> None:
     import dataclasses
@@ -68,7 +70,7 @@ def fit_dataset_command(
     extra = {**options, **parse_extra(ctx.args)}  # a file's other keys, then the command line's
     meta_options = {k: extra.pop(k) for k in list(extra) if k in META_OPTIONS}  # functa's meta-learning
     job = DatasetJob(source=source, field_options=extra, fit=fit, meta_options=meta_options, **job_options)
-    summary = run_dataset_job(job, out, resume=resume, force=force, progress=not quiet)
+    summary = run_dataset_job(job, out, resume=resume, force=force, progress=not quiet, tensorboard=tensorboard)
     if summary is not None:
         write_resolved(out / "config.json", _resolved_dataset(job))
         psnr = summary["psnr"]

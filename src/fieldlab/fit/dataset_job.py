@@ -92,19 +92,25 @@ def test_items(count: int, fraction: float, seed: int) -> np.ndarray:
 
 
 def run_dataset_job(job: DatasetJob, out: Path, *, resume: bool = False, force: bool = False,
-                    progress: bool = True) -> dict[str, Any] | None:
+                    progress: bool = True, tensorboard: bool = False) -> dict[str, Any] | None:
     """Fit the job's fields into the store `out`; returns the store's summary on rank 0 (None elsewhere).
-    Rank 0 locks `out` for the whole job, so a second job writing it stops with one line."""
+    Rank 0 locks `out` for the whole job, so a second job writing it stops with one line. `tensorboard`
+    logs each of rank 0's chunks (its mean PSNR, mean steps and fields/s, at the chunk's number) to
+    `out`/tensorboard through fit's RunLog."""
     from fieldlab._safety import lock_output
 
     with lock_output(out):
-        return _run_dataset_job(job, out, resume=resume, force=force, progress=progress)
+        return _run_dataset_job(job, out, resume=resume, force=force, progress=progress, tensorboard=tensorboard)
 
 
-def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, progress: bool) -> dict[str, Any] | None:
+def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, progress: bool,
+                     tensorboard: bool = False) -> dict[str, Any] | None:
+    from fieldlab.fit.loop import RunLog
     from fieldlab.store.field_store import FieldStore, FieldStoreWriter, check_store_path, is_store
 
     job.fit.validate()
+    if tensorboard:
+        _require_tensorboard()  # before the store is made
     if resume and force:
         raise UserError("--resume and --force contradict each other: give one")
     if not 0 <= job.test_fraction < 1:
@@ -156,15 +162,28 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
         log.info("%s: %s fields of %s in %d chunks (%d done), %d process(es), %s on %s; steps by %s", job.source,
                  f"{num_fields:,}", config.name, writer.num_chunks, done, dist.world_size(),
                  f"{config.num_params():,} params each", resolve_device(fit.device), steps_by)
-    _fit_chunks(mine, writer, fitter, rows_of, coords, is_test, progress)
+    board = RunLog(None, out / "tensorboard" if tensorboard and dist.is_main() else None, False, writer.num_chunks)
+    try:
+        _fit_chunks(mine, writer, fitter, rows_of, coords, is_test, progress, board.writer)
+    finally:
+        board.close()
     dist.barrier()
     summary = FieldStore(out).summary() if dist.is_main() else None
     dist.finish()
     return summary
 
 
+def _require_tensorboard() -> None:
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        from fieldlab._errors import missing_extra
+
+        raise missing_extra("tensorboard", "tensorboard") from None
+
+
 def _fit_chunks(mine: list[int], writer, fitter, rows_of: Augmented, coords, is_test: np.ndarray,
-                progress: bool) -> None:
+                progress: bool, board=None) -> None:
     """Read, fit and write this rank's chunks, as phases (`fieldlab._progress`): rank 0 shows bars (all its
     fields, each chunk's reading and writing) and a line per chunk; else a log line per long phase."""
     bar = progress and dist.is_main()
@@ -183,6 +202,11 @@ def _fit_chunks(mine: list[int], writer, fitter, rows_of: Augmented, coords, is_
                                    split=is_test[columns["source_index"]].astype(np.int8), **columns)
                 wrote(1)
             advance(len(rows))
+            seconds = time.perf_counter() - start
+            if board is not None:  # a SummaryWriter: one point per chunk, at its number (stable across --resume)
+                for name, value in (("psnr", np.mean(result.psnr)), ("steps", np.mean(result.steps)),
+                                    ("fields_per_second", len(rows) / max(seconds, 1e-9))):
+                    board.add_scalar(name, float(value), chunk + 1)
             if progress:
                 log.info("rank %d: chunk %d (%d/%d): %d fields, mean PSNR %.2f dB, %.1f s", dist.rank(), chunk, count,
                          len(mine), len(rows), float(np.mean(result.psnr)), time.perf_counter() - start)
