@@ -75,7 +75,7 @@ TESTED = {
                     "resume_sigkill"},
     "extend": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress"},
     "train": {"precision", "device", "seed", "config", "tensorboard", "progress", "resume_sigint", "resume_sigkill"},
-    "train-sdf": {"max_seconds", "device", "seed", "config", "tensorboard", "progress"},
+    "train-sdf": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress"},
 }
 """Which properties the tests below check, per command; each runs over every row that holds it."""
 
@@ -91,7 +91,7 @@ def test_every_cell_that_holds_is_tested():
 def test_fieldlab_capabilities_prints_the_matrix(cli):
     status, out, err = cli(["capabilities", "train-sdf"])
     assert status == 0, err
-    assert "max_seconds" in out and "device" in out and "precision (not yet)" in out
+    assert "max_seconds" in out and "precision" in out and "resume_sigint (not yet)" in out
     status, out, _ = cli(["capabilities", "fit", "--field", "miner", "--modality", "image"])
     assert "resume_sigint (not yet): miner's own engine keeps no checkpoint" in out
     status, _, err = cli(["capabilities", "fits"])
@@ -490,19 +490,23 @@ SDF = ["train-sdf", "--scenes", "10", "--steps", "3", "--num-points", "27", "--n
 
 
 def test_train_sdf_row(cli, tensorboard, tmp_path):
-    (tmp_path / "options.json").write_text(json.dumps({"seed": 1}))
+    (tmp_path / "options.json").write_text(json.dumps({"seed": 1, "precision": "bf16"}))
     _, err = ok(cli(SDF + ["--device", "cpu", "--config", tmp_path / "options.json", "--tensorboard", "--out",
                            tmp_path / "A"]))
     import re
 
     assert re.search(r"\[\S+<\S+, [^\]]*loss=", err), err[-400:]  # elapsed<ETA, the live loss
     assert 3 in {step for name, _, step in tensorboard if name == "loss"}  # the last step's loss
-    for name, seed in (("A2", "1"), ("B", "2")):
-        ok(cli(SDF + ["--device", "cpu", "--seed", seed, "--quiet", "--out", tmp_path / name]))
+    for name, seed, precision in (("A2", "1", "bf16"), ("B", "2", "bf16"), ("F", "1", "fp32")):
+        ok(cli(SDF + ["--device", "cpu", "--seed", seed, "--precision", precision, "--quiet", "--out",
+                      tmp_path / name]))
     run = json.loads((tmp_path / "A" / "run.json").read_text())
     assert run["metrics"]["device"] == "cpu" and run["metrics"]["steps"] == 3 and run["train"]["seed"] == 1
-    assert same(weights(tmp_path / "A", "net.safetensors"), weights(tmp_path / "A2", "net.safetensors"))
-    assert not same(weights(tmp_path / "A", "net.safetensors"), weights(tmp_path / "B", "net.safetensors"))
+    assert run["train"]["precision"] == "bf16"
+    net = lambda name: weights(tmp_path / name, "net.safetensors")  # noqa: E731
+    assert same(net("A"), net("A2")) and not same(net("A"), net("B")) and not same(net("A"), net("F"))
+    refused(cli(SDF + ["--precision", "fp8", "--out", tmp_path / "P"]), "--precision")
+    assert not (tmp_path / "P").exists()
     ok(cli(SDF[:4] + ["100000"] + SDF[5:] + ["--max-seconds", "1e-9", "--device", "cpu", "--out", tmp_path / "M"]))
     assert json.loads((tmp_path / "M" / "run.json").read_text())["metrics"]["steps"] == 1
     refused(cli(SDF + ["--device", "quantum", "--out", tmp_path / "D"]), "--device")

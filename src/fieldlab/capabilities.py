@@ -151,7 +151,6 @@ def _train_sdf(field: str, modality: str, prop: str) -> tuple[str, str]:
     gaps = {
         "resume_sigint": "train-sdf keeps no checkpoint: an interrupted run is run again",
         "resume_sigkill": "train-sdf keeps no checkpoint: an interrupted run is run again",
-        "precision": "the SDF network trains in fp32",
     }
     return (NOT_YET, gaps[prop]) if prop in gaps else ("", "")
 

@@ -27,7 +27,7 @@ import contextlib
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn as nn
@@ -72,6 +72,9 @@ class SDFConfig:
     """Random seed (scenes and training)."""
     device: str = "auto"
     """auto (CUDA when available), cpu, cuda or cuda:N."""
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
+    """The training steps' precision, as fit's: fp32; tf32 matmuls; bf16 autocast of the forward pass and
+    loss (weights, AdamW and the test error stay fp32)."""
     max_seconds: float | None = None
     """Stop training after this many seconds (then score what was learnt); 0 means no time limit; unset:
     none on a GPU, 120 on a CPU (`fit.device_defaults`)."""
@@ -85,6 +88,8 @@ class SDFConfig:
             raise UserError(f"--scenes must be at least 5 (every 5th scene is held out), got {self.scenes}")
         if self.lr <= 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
+        if self.precision not in ("fp32", "tf32", "bf16"):
+            raise UserError(f"--precision must be fp32, tf32 or bf16, got {self.precision!r}")
         from fieldlab._validate import bounded_float
         from fieldlab.fit.config import MAX_SECONDS
         from fieldlab.fit.loop import resolve_device
@@ -195,9 +200,12 @@ def _train_sdf(config: SDFConfig, out: str | Path | None, progress, bar: bool = 
     began = time.time()
     deadline = _deadline.active().bounded_by(config.max_seconds)  # the whole command's, from its start
     log = RunLog(None, Path(out) / "tensorboard" if tensorboard else None, bar, config.steps)
+    from fieldlab.fit.loop import matmul_precision
+
     try:
-        steps = _train_steps(config, net, scenes, sampler, device, began, progress, log if bar or tensorboard else None,
-                             deadline=deadline)
+        with matmul_precision(config.precision):  # tf32 matmuls, as fit's steps
+            steps = _train_steps(config, net, scenes, sampler, device, began, progress,
+                                 log if bar or tensorboard else None, deadline=deadline)
     finally:
         log.close()
 
@@ -234,6 +242,7 @@ BAR_EVERY = 10
 def _train_steps(config: SDFConfig, net: nn.Module, scenes: Scenes, sampler: PointSampler, device: torch.device,
                  began: float, progress, log, deadline: _deadline.Deadline = _deadline.UNBOUNDED) -> int:
     """AdamW steps on the training scenes until `config.steps` or `config.max_seconds`; the steps taken."""
+    from fieldlab.fit.loop import autocast_for
     from fieldlab.fit.points import step_generator, with_replacement
     from fieldlab.learn.train import schedule_of
 
@@ -248,8 +257,9 @@ def _train_steps(config: SDFConfig, net: nn.Module, scenes: Scenes, sampler: Poi
         pick = scenes.train[with_replacement(len(scenes.train), config.batch_size, g)]
         points = sampler(step).to(device)
         queries = PointSampler(kind="random", n=config.num_queries, dim=dim, seed=config.seed + 1)(step).to(device)
-        pred = net(Discretized(scenes.inputs(pick, points), points), queries).values[..., 0]
-        loss = nn.functional.mse_loss(pred, scenes.sdf(pick, queries.coords))
+        with autocast_for(config.precision, device):  # the forward pass and loss, as fit's steps
+            pred = net(Discretized(scenes.inputs(pick, points), points), queries).values[..., 0]
+            loss = nn.functional.mse_loss(pred.float(), scenes.sdf(pick, queries.coords))
         for group in optimizer.param_groups:
             group["lr"] = schedule.lr(step)
         optimizer.zero_grad(set_to_none=True)
