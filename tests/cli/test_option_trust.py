@@ -84,12 +84,26 @@ def _nan_loss(self, prediction, target):
     return (prediction.to(target.dtype) - target).square().mean() * torch.nan
 
 
+def diverged(capsys, tmp_path, *args) -> str:
+    """Runs `fieldlab ARGS`, which must stop with a one-line error found while fitting, write nothing in
+    tmp_path, and return that line. The input was accepted, so the log's notes (the CPU time budget) may
+    come first."""
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(SystemExit) as exit_:
+        main([str(a) for a in args])
+    lines = capsys.readouterr().err.splitlines()
+    assert exit_.value.code == 2 and lines[-1].startswith("fieldlab: error:"), lines
+    assert all(line.startswith("fieldlab: ") for line in lines), lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    return lines[-1]
+
+
 def test_a_fit_whose_loss_goes_nan_stops_in_one_line_and_writes_no_field(gray_png, tmp_path, capsys, monkeypatch):
     from fieldlab.fit.loop import Fitter
 
     monkeypatch.setattr(Fitter, "loss", _nan_loss)
-    err = refused(capsys, tmp_path, *fit_args(gray_png, tmp_path, "--log-every", "1", "--kernel", "reference",
-                                                         "--hidden-dim", "4"))
+    err = diverged(capsys, tmp_path, *fit_args(gray_png, tmp_path, "--log-every", "1", "--kernel", "reference",
+                                                          "--hidden-dim", "4"))
     assert "the fit diverged at step 1 (loss is nan)" in err and "--lr" in err
 
 
@@ -97,8 +111,8 @@ def test_a_fit_stopped_between_loss_checks_with_nan_values_writes_no_field(gray_
     from fieldlab.fit.loop import Fitter
 
     monkeypatch.setattr(Fitter, "loss", _nan_loss)
-    err = refused(capsys, tmp_path, *fit_args(gray_png, tmp_path, "--log-every", "1000", "--steps", "3",
-                                                         "--hidden-dim", "4"))
+    err = diverged(capsys, tmp_path, *fit_args(gray_png, tmp_path, "--log-every", "1000", "--steps", "3",
+                                                          "--hidden-dim", "4"))
     assert "the fit diverged at step 3" in err
 
 
