@@ -78,8 +78,10 @@ def old_sources(commit: str, into: Path) -> Path:
     return into / "old" / "src"
 
 
-def run(src: Path, argv: list[str], work: Path, out: Path) -> float:
-    """Seconds `main(argv)` took with fieldlab imported from `src`."""
+def run(src: Path, argv: list[str], work: Path, out: Path) -> tuple[float, float | None]:
+    """Seconds `main(argv)` took with fieldlab imported from `src`, and the training seconds the command
+    wrote in OUT/metrics.json (`seconds`: the steps alone, without reading, evaluation, writing or the
+    pictures the new code draws), where it writes one."""
     argv = [a.format(work=work, out=out) for a in argv]
     clock = out.with_suffix(".seconds")
     env = {**os.environ, "PYTHONPATH": str(src)}
@@ -87,7 +89,9 @@ def run(src: Path, argv: list[str], work: Path, out: Path) -> float:
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed with {src}:\n{done.stderr[-2000:]}")
-    return float(clock.read_text())
+    metrics = out / "metrics.json"
+    steps = json.loads(metrics.read_text()).get("seconds") if metrics.is_file() else None
+    return float(clock.read_text()), steps
 
 
 def uptime() -> str:
@@ -108,25 +112,36 @@ def main() -> None:
         for name, src in versions.items():
             works[name].mkdir()
             for key, argv in SETUP.items():
-                run(src, argv, works[name], works[name] / f"setup-{key}")
+                run(src, argv, works[name], works[name] / f"setup-{key}")[0]
         print(f"load before: {uptime()}", flush=True)
         times: dict[tuple[str, str], list[float]] = {}
+        steps: dict[tuple[str, str], list[float]] = {}
         for repeat in range(args.repeats):
             for i, (path, argv) in enumerate(paths.items()):
                 order = ["old", "new"] if (repeat + i) % 2 == 0 else ["new", "old"]
                 for name in order:
                     out = works[name] / f"{path}-{repeat}"
-                    times.setdefault((path, name), []).append(run(versions[name], argv, works[name], out))
+                    total, trained = run(versions[name], argv, works[name], out)
+                    times.setdefault((path, name), []).append(total)
+                    if trained is not None:
+                        steps.setdefault((path, name), []).append(trained)
                 print(f"repeat {repeat + 1}/{args.repeats} {path}: old {times[path, 'old'][-1]:.2f} s, "
                       f"new {times[path, 'new'][-1]:.2f} s", flush=True)
         print(f"load after: {uptime()}\n")
     print(f"min of {args.repeats} runs, seconds in main(); {time.strftime('%Y-%m-%d')}, CPU "
           f"({os.cpu_count()} cores), torch threads default\n")
-    print("| path | command | old s | new s | new/old |\n|---|---|---|---|---|")
+    print("| path | command | old s | new s | new/old | steps old s | steps new s | steps new/old |\n"
+          "|---|---|---|---|---|---|---|---|")
     for path, argv in paths.items():
         old, new = min(times[path, "old"]), min(times[path, "new"])
         command = " ".join(argv).replace("{work}/", "").replace(" --out {out}", "")
-        print(f"| {path} | `{command}` | {old:.2f} | {new:.2f} | {new / old:.3f} |")
+        row = f"| {path} | `{command}` | {old:.2f} | {new:.2f} | {new / old:.3f} |"
+        if steps.get((path, "old")) and steps.get((path, "new")):
+            a, b = min(steps[path, "old"]), min(steps[path, "new"])
+            row += f" {a:.2f} | {b:.2f} | {b / a:.3f} |"
+        else:
+            row += " – | – | – |"
+        print(row)
 
 
 if __name__ == "__main__":
