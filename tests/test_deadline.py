@@ -66,3 +66,15 @@ def test_train_sdf_with_max_seconds_writes_its_run_within_the_limit(cli, tmp_pat
     metrics = json.loads((tmp_path / "R" / "run.json").read_text())["metrics"]
     assert metrics["stopped_by_time_limit"] and metrics["steps"] < 1000000
     assert "--max-seconds 3: training stopped" in err
+
+
+def test_train_with_max_seconds_writes_its_run_within_the_limit(cli, tmp_path):
+    assert cli(["fit-dataset", "sample:digits", "--limit", "10", "--chunk-fields", "10", "--steps", "2", "--device", "cpu",
+                "--quiet", "--out", tmp_path / "S"])[0] == 0
+    out, err = within_limit(cli, ["train", tmp_path / "S", "--net", "dinet2", "--channels", "4", "--steps", "1000000",
+                                  "--batch-size", "4", "--num-points", "16", "--device", "cpu", "--quiet",
+                                  "--out", tmp_path / "R"])
+    metrics = json.loads((tmp_path / "R" / "run.json").read_text())["metrics"]
+    assert metrics["stopped_by_time_limit"] and metrics["max_seconds"] == S and metrics["steps"] < 1000000
+    assert "test_accuracy" in metrics and (tmp_path / "R" / "checkpoint.pt").is_file()
+    assert "--max-seconds 3: training stopped" in err

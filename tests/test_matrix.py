@@ -74,7 +74,7 @@ TESTED = {
     "fit-dataset": {"precision", "device", "seed", "config", "tensorboard", "progress", "resume_sigint",
                     "resume_sigkill"},
     "extend": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress"},
-    "train": {"precision", "device", "seed", "config", "tensorboard", "progress", "resume_sigint", "resume_sigkill"},
+    "train": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress", "resume_sigint", "resume_sigkill"},
     "train-sdf": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress"},
 }
 """Which properties the tests below check, per command; each runs over every row that holds it."""

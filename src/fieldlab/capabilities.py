@@ -141,10 +141,7 @@ def _extend(field: str, modality: str, prop: str) -> tuple[str, str]:
 
 
 def _train(field: str, modality: str, prop: str) -> tuple[str, str]:
-    gaps = {
-        "max_seconds": "train runs --steps; no time budget yet",
-    }
-    return (NOT_YET, gaps[prop]) if prop in gaps else ("", "")
+    return "", ""
 
 
 def _train_sdf(field: str, modality: str, prop: str) -> tuple[str, str]:

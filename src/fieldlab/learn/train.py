@@ -29,6 +29,8 @@ from fieldlab._errors import UserError
 from fieldlab._safety import lock_output, replace_file, write_marker
 from fieldlab._validate import check_shape
 from fieldlab._validate import bounded_int
+from fieldlab._validate import bounded_float
+from fieldlab import _deadline
 from fieldlab.learn.abilities import BuiltForStore, SizedByPoints
 from fieldlab.learn._run_files import build_bounded, check_run_info, load_checkpoint, load_weights, read_run_json
 from fieldlab.learn.field_batch import FieldEvaluator
@@ -93,6 +95,9 @@ class TrainConfig:
     """Steps between checkpoints (what --resume continues from)."""
     log_every: int = 50
     """Steps between log lines."""
+    max_seconds: float = 0.0
+    """Time limit for the whole command, in seconds (0: none): training stops early enough to leave time
+    for the test scoring and writing the run, and run.json's metrics say the limit stopped it."""
 
     def resolved(self, dim: int = 2) -> TrainConfig:
         """This config with `points="auto"` replaced by the network's choice (a mix without grids where
@@ -113,6 +118,9 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.lr <= 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
+        from fieldlab.fit.config import MAX_SECONDS
+
+        bounded_float(self.max_seconds or 0.0, "--max-seconds", 0, MAX_SECONDS)
         if self.precision not in ("fp32", "tf32", "bf16"):
             raise UserError(f"--precision must be fp32, tf32 or bf16, got {self.precision!r}")
         net_config(self.net, **self.net_options)
@@ -255,7 +263,7 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
     `stop_at` ends this process after that step with a checkpoint (as an interruption would), for a
     later `resume=True` to continue exactly where it stopped. RUN is locked while it is written (by rank 0
     under torchrun), so a second `train` into it stops with one line."""
-    with lock_output(Path(out)):
+    with lock_output(Path(out)), _deadline.limit(config.max_seconds):  # from the command's start
         return _train(store_path, Path(out), config, resume=resume, force=force, progress=progress, stop_at=stop_at,
                       tensorboard=tensorboard, bar=bar)
 
@@ -324,8 +332,11 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
     schedule = schedule_of(config)
     local = config.batch_size // world
     end = config.steps if stop_at is None else min(stop_at, config.steps)
+    deadline = _deadline.active()
+    test_fields = len(test_rows)
     with contextlib.closing(log), matmul_precision(config.precision):  # tf32 matmuls, as fit's steps
         for step in range(start, end):
+            tick = time.perf_counter()
             model.train()
             g = step_generator(config.seed, step)
             pick = with_replacement(len(train_rows), config.batch_size, g)[rank * local:(rank + 1) * local].to(device)
@@ -353,11 +364,19 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
                 log.record(done, schedule.lr(step), time.time() - began, loss=loss.item())
             if rank == 0:
                 log.advance(done)
+            if deadline.bounded and done < end and _out_of_time(deadline, time.perf_counter() - tick, test_fields,
+                                                                 config.batch_size):
+                deadline.cut(f"training stopped after step {done:,} of {config.steps:,}")
+                if rank == 0:
+                    progress(f"stopped by --max-seconds after step {done}/{config.steps}")
+                end = done
             if rank == 0 and (done % config.checkpoint_every == 0 or done == end):
                 save_checkpoint({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "step": done},
                                 out / "checkpoint.pt")
+            if done == end:
+                break
     metrics: dict[str, Any] = {"steps": end, "seconds": round(time.time() - began, 2)}
-    if rank == 0 and end == config.steps:
+    if rank == 0 and (end == config.steps or deadline.cuts):
         test = load_split(store, test_rows, device, masks=segment)
         if segment:
             metrics["test_miou"], metrics["test_pixel_accuracy"] = segment_scores(
@@ -365,9 +384,18 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
         else:
             metrics["test_accuracy"] = accuracy(net, cfg, evaluator, test, config.sampler(store.signal.in_dim))
         metrics["train_fields"], metrics["test_fields"] = len(train_rows), len(test_rows)
+        metrics.update(deadline.report())
         _save_run(out, net, cfg, config, store, classes, how, metrics, init=init)
     distributed.barrier()
     return metrics
+
+
+def _out_of_time(deadline: _deadline.Deadline, last: float, test_fields: int, batch_size: int) -> bool:
+    """Whether the next step (`last` seconds, as the one just taken), the test scoring (a forward pass over
+    the test fields, costed as a third of a step per batch of them) and writing would pass the deadline; every
+    rank stops together."""
+    scoring = last / 3 * max(1, -(-test_fields // batch_size))
+    return not distributed.all_ok(not deadline.out_of_time(last + deadline.reserve(after=scoring + last)))
 
 
 def _loss(model: nn.Module, cfg: NetConfig, x, points, data: Split, pick: torch.Tensor, flips, segment: bool,
