@@ -81,6 +81,8 @@ def write_training_plot(log_path: Path, path: Path) -> bool:
     for ax, key in zip(axes[1:], measures):
         _curve(ax, steps, records, key, label={"psnr": "PSNR (dB)", "iou": "IoU"}[key])
     axes[-1].set_xlabel("step")
+    if len(steps) == 1:  # one logged step: a range around it (matplotlib warns on an empty one)
+        axes[-1].set_xlim(steps[0] - 1, steps[0] + 1)
     seconds = np.array([r.get("seconds", np.nan) for r in records], dtype=float)
     if len(steps) > 1 and np.all(np.isfinite(seconds)) and np.all(np.diff(seconds) > 0) and np.all(np.diff(steps) > 0):
         top = axes[0].secondary_xaxis("top", functions=(lambda s: np.interp(s, steps, seconds),
