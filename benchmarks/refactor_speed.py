@@ -48,8 +48,10 @@ DIGITS = ["sample:digits", "--limit", "64"]
 SETUP = {
     "store": ["fit-dataset", *DIGITS, "--field", "siren", "--steps", "10", "--test-fraction", "0.25", "--quiet",
               "--out", "{work}/store"],
+    # Widths given: since issue 22 an unsized Local-Global field solves its widths for the default budget
+    # at any --partitions, which would compare two different fields.
     "lg": ["fit", "sample:camera", "--max-size", "32", "--field", "local-global", "--partitions", "2,2",
-           "--steps", "10", "--quiet", "--out", "{work}/lg"],
+           "--hidden-dim", "14", "--global-dim", "84", "--steps", "10", "--quiet", "--out", "{work}/lg"],
 }
 PATHS = {
     "fit": ["fit", *IMAGE, "--field", "siren", "--hidden-dim", "32", "--steps", "200", "--quiet", "--out", "{out}"],
