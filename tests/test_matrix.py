@@ -73,9 +73,11 @@ TESTED = {
             "resume_sigkill"},
     "fit-dataset": {"precision", "device", "seed", "config", "tensorboard", "progress", "resume_sigint",
                     "resume_sigkill"},
-    "extend": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress"},
+    "extend": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress", "resume_sigint",
+               "resume_sigkill"},
     "train": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress", "resume_sigint", "resume_sigkill"},
-    "train-sdf": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress"},
+    "train-sdf": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress", "resume_sigint",
+                  "resume_sigkill"},
 }
 """Which properties the tests below check, per command; each runs over every row that holds it."""
 
@@ -91,7 +93,7 @@ def test_every_cell_that_holds_is_tested():
 def test_fieldlab_capabilities_prints_the_matrix(cli):
     status, out, err = cli(["capabilities", "train-sdf"])
     assert status == 0, err
-    assert "max_seconds" in out and "precision" in out and "resume_sigint (not yet)" in out
+    assert "max_seconds" in out and "precision" in out and "resume_sigint" in out
     status, out, _ = cli(["capabilities", "fit", "--field", "miner", "--modality", "image"])
     assert "resume_sigint (not yet): miner's own engine keeps no checkpoint" in out
     status, _, err = cli(["capabilities", "fits"])
@@ -395,6 +397,56 @@ def test_extend_row(field, modality, pairs, tensorboard, cli, tmp_path):
     refused(cli(args + ["--precision", "fp8", "--quiet", "--out", tmp_path / "P"]), "--precision")
 
 
+@pytest.mark.parametrize("field,modality", rows("extend", "resume_sigint"))
+def test_extend_resumes_after_sigint_to_the_uninterrupted_field(field, modality, pairs, cli, tmp_path, monkeypatch):
+    import importlib
+
+    loop = importlib.import_module("fieldlab.fit.loop")
+    small, large = pairs[modality]
+    ok(cli(["fit", *small, "--field", field, "--steps", "2", "--device", "cpu", "--quiet", "--out", tmp_path / "F"]))
+    args = ["extend", tmp_path / "F", *large, "--steps", "4", "--device", "cpu", "--seed", "3", "--quiet"]
+    monkeypatch.setattr(loop, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint after every step
+    ok(cli(args + ["--out", tmp_path / "A"]))
+    assert not (tmp_path / ".A.checkpoint.pt").exists()  # removed once the field is written
+    original, interrupted = interrupt_at(2, signal.SIGINT)
+    monkeypatch.setattr(loop.Fitter, "step", interrupted)
+    status, _, err = cli(args + ["--out", tmp_path / "B"])
+    assert status == 130 and "--resume" in err and (tmp_path / ".B.checkpoint.pt").is_file(), err
+    assert not (tmp_path / "B").exists()
+    monkeypatch.setattr(loop.Fitter, "step", original)
+    refused(cli(args[:-2] + ["7", "--quiet", "--out", tmp_path / "B", "--resume"]), "--resume", "other options")
+    ok(cli(args + ["--out", tmp_path / "B", "--resume"]))
+    assert same(weights(tmp_path / "A"), weights(tmp_path / "B"))
+    assert json.loads((tmp_path / "B" / "metrics.json").read_text())["steps"] == 4
+
+
+def test_extend_resumes_after_sigkill_to_the_uninterrupted_field(pairs, cli, tmp_path):
+    """One row: every extend row steps the same Fitter, saved by fit's helpers (its SIGKILL row's engine)."""
+    small, large = pairs["image"]
+    ok(cli(["fit", *small, "--field", "local-global", "--steps", "2", "--device", "cpu", "--quiet", "--out",
+            tmp_path / "F"]))
+    args = [str(a) for a in ["extend", tmp_path / "F", *large, "--steps", "4", "--device", "cpu", "--seed", "3",
+                             "--quiet"]]
+    script = ("import importlib, os, signal\n"
+              "loop = importlib.import_module('fieldlab.fit.loop')\n"
+              "loop.CHECKPOINT_SECONDS = 0.0\n"
+              "step = loop.Fitter.step\n"
+              "def killed(self):\n"
+              "    if self.step_count == 3:\n"
+              "        os.kill(os.getpid(), signal.SIGKILL)\n"
+              "    return step(self)\n"
+              "loop.Fitter.step = killed\n"
+              "from fieldlab.cli import main\n"
+              f"main({args + ['--out', str(tmp_path / 'B')]!r})\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert process.returncode == -signal.SIGKILL, process.stderr[-500:]
+    assert (tmp_path / ".B.checkpoint.pt").is_file() and not (tmp_path / "B").exists()
+    ok(cli(args + ["--out", tmp_path / "B", "--resume"]))
+    ok(cli(args + ["--out", tmp_path / "A"]))
+    assert same(weights(tmp_path / "A"), weights(tmp_path / "B"))
+
+
 def test_extend_bf16_differs_from_fp32(pairs, cli, tmp_path):
     """--precision reaches extend's steps (not only its options)."""
     small, large = pairs["image"]
@@ -511,6 +563,57 @@ def test_train_sdf_row(cli, tensorboard, tmp_path):
     assert json.loads((tmp_path / "M" / "run.json").read_text())["metrics"]["steps"] == 1
     refused(cli(SDF + ["--device", "quantum", "--out", tmp_path / "D"]), "--device")
     assert not (tmp_path / "D").exists()
+
+
+def test_train_sdf_resumes_after_sigint_to_the_uninterrupted_network(cli, tmp_path, monkeypatch):
+    import importlib
+
+    from fieldlab.learn import sdf
+
+    loop = importlib.import_module("fieldlab.fit.loop")
+    monkeypatch.setattr(loop, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint after every step
+    args = SDF[:4] + ["4"] + SDF[5:] + ["--device", "cpu", "--seed", "3", "--quiet"]
+    ok(cli(args + ["--out", tmp_path / "A"]))
+    assert not (tmp_path / "A" / "checkpoint.pt").exists()  # removed once the run is written
+    save = sdf._save_state
+
+    def save_then_interrupt(run, net, optimizer, step, identity):
+        save(run, net, optimizer, step, identity)
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(sdf, "_save_state", save_then_interrupt)
+    status, _, err = cli(args + ["--out", tmp_path / "B"])
+    assert status == 130 and "--resume" in err and (tmp_path / "B" / "checkpoint.pt").is_file(), err
+    assert not (tmp_path / "B" / "run.json").exists()
+    monkeypatch.setattr(sdf, "_save_state", save)
+    refused(cli(args[:-2] + ["7", "--quiet", "--out", tmp_path / "B", "--resume"]), "--resume", "other options")
+    out, _ = ok(cli(args + ["--out", tmp_path / "B", "--resume"]))
+    assert "resuming from step 2/4" in out
+    assert same(weights(tmp_path / "A", "net.safetensors"), weights(tmp_path / "B", "net.safetensors"))
+
+
+def test_train_sdf_resumes_after_sigkill_to_the_uninterrupted_network(cli, tmp_path):
+    args = [str(a) for a in SDF[:4] + ["4"] + SDF[5:] + ["--device", "cpu", "--seed", "3", "--quiet"]]
+    script = ("import importlib, os, signal\n"
+              "loop = importlib.import_module('fieldlab.fit.loop')\n"
+              "loop.CHECKPOINT_SECONDS = 0.0\n"
+              "from fieldlab.learn import sdf\n"
+              "save = sdf._save_state\n"
+              "def killed(run, net, optimizer, step, identity):\n"
+              "    save(run, net, optimizer, step, identity)\n"
+              "    if step == 3:\n"
+              "        os.kill(os.getpid(), signal.SIGKILL)\n"
+              "sdf._save_state = killed\n"
+              "from fieldlab.cli import main\n"
+              f"main({args + ['--out', str(tmp_path / 'B')]!r})\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert process.returncode == -signal.SIGKILL, process.stderr[-500:]
+    assert (tmp_path / "B" / "checkpoint.pt").is_file() and not (tmp_path / "B" / "run.json").exists()
+    ok(cli(args + ["--out", tmp_path / "B", "--resume"]))
+    ok(cli(args + ["--out", tmp_path / "A"]))
+    assert same(weights(tmp_path / "A", "net.safetensors"), weights(tmp_path / "B", "net.safetensors"))
 
 
 # -- declared cells ----------------------------------------------------------------------------------------

@@ -135,8 +135,6 @@ def _extend(field: str, modality: str, prop: str) -> tuple[str, str]:
         return NOT_APPLICABLE, f"{field} is not partitioned: it cannot grow new parts"
     if _occupancy(modality):
         return NOT_APPLICABLE, "a mesh is fitted as occupancy of a fixed cube; there is no larger signal to grow to"
-    if prop.startswith("resume"):
-        return NOT_YET, "extend keeps no checkpoint: an interrupted extend is run again"
     return "", ""
 
 
@@ -145,11 +143,7 @@ def _train(field: str, modality: str, prop: str) -> tuple[str, str]:
 
 
 def _train_sdf(field: str, modality: str, prop: str) -> tuple[str, str]:
-    gaps = {
-        "resume_sigint": "train-sdf keeps no checkpoint: an interrupted run is run again",
-        "resume_sigkill": "train-sdf keeps no checkpoint: an interrupted run is run again",
-    }
-    return (NOT_YET, gaps[prop]) if prop in gaps else ("", "")
+    return "", ""
 
 
 def cell(command: str, field: str, modality: str, prop: str) -> Cell:

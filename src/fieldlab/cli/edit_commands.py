@@ -63,6 +63,8 @@ def extend_command(
     force: bool = typer.Option(False, help="Replace a non-empty --out."),
     quiet: bool = typer.Option(False, help="No progress bar."),
     tensorboard: bool = typer.Option(False, help="Also log to OUT/tensorboard (needs fieldlab[tensorboard])."),
+    resume: bool = typer.Option(False, help="Continue an interrupted extend from the checkpoint it keeps beside --out "
+                                "(the same command and options)."),
     options: dict = None,
 ) -> None:
     """Grow a field to a larger signal: new partitions are added and trained against the frozen global
@@ -82,7 +84,8 @@ def extend_command(
     span = options.get("span")
     signal = load_signal(input, max_size=options.get("max_size"), max_frames=options.get("max_frames"),
                          modality=options.get("modality"), span=parse_span(span) if span else None)
-    result = write_extended(stored, signal, out, fit_config, force=force, progress=not quiet, tensorboard=tensorboard)
+    result = write_extended(stored, signal, out, fit_config, force=force, progress=not quiet, tensorboard=tensorboard,
+                            resume=resume)
     write_resolved(out / "config.json", resolved(options, extend_command.generated, dir=str(dir), input=input))
     m = result.field.metrics
     print(f"extended {'x'.join(map(str, stored.signal.shape))} -> {'x'.join(map(str, signal.shape))}: "

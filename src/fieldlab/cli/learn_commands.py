@@ -109,6 +109,7 @@ def train_sdf_command(
     force: bool = typer.Option(False, help="Replace a non-empty RUN."),
     quiet: bool = typer.Option(False, help="No progress bar."),
     tensorboard: bool = typer.Option(False, help="Also log to RUN/tensorboard (needs fieldlab[tensorboard])."),
+    resume: bool = typer.Option(False, help="Continue RUN from its checkpoint (the same command and options)."),
     options: dict = None,
 ) -> None:
     """DI-Net's SDF task: ball-scene occupancy field in (exact, or fitted fields with --store), SDF out at
@@ -119,10 +120,10 @@ def train_sdf_command(
     from fieldlab.store.field_dir import check_out_dir
 
     store = options.get("store")
-    check_out_dir(out, force, inputs=[None if store is None else Path(store)])
+    check_out_dir(out, force, resume=resume, resumable=True, inputs=[None if store is None else Path(store)])
     config = SDFConfig(net_options=_net_options(options, ctx.args, train_sdf_command.generated), **options)
     config.validate()  # before anything is written
-    metrics = train_sdf(config, out, bar=not quiet, tensorboard=tensorboard)
+    metrics = train_sdf(config, out, bar=not quiet, tensorboard=tensorboard, resume=resume)
     write_resolved(out / "config.json", {**dataclasses.asdict(config)})
     print(f"test SDF mean absolute error {metrics['test_mae']:.4f} on {metrics['test_scenes']} scenes "
           f"(constant baseline {metrics['baseline_mae']:.4f}); wrote {out}")

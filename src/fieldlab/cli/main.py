@@ -235,6 +235,8 @@ RESUMABLE = {
            "none): run the same command with --resume to go on",
     "fit-dataset": "the finished chunks are kept: run the same command with --resume to go on",
     "train": "the last checkpoint is kept: run the same command with --resume to go on",
+    "extend": "an extend keeps its last minute's checkpoint beside --out: run the same command with --resume to go on",
+    "train-sdf": "the last minute's checkpoint is kept in RUN: run the same command with --resume to go on",
 }
 
 

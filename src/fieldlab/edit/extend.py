@@ -18,6 +18,7 @@ the float rounding of differently tiled batches, within 1e-7).
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import torch
@@ -54,10 +55,12 @@ def _renormalized(signal: Signal, old: SignalInfo) -> torch.Tensor:
 
 
 def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig, *, progress: bool = False,
-                 tensorboard_dir: Path | None = None) -> Extended:
+                 tensorboard_dir: Path | None = None, checkpoint: Path | None = None, resume: bool = False,
+                 identity: str = "") -> Extended:
     """Grow `stored` to cover `signal` (which holds the old signal at its origin) and fit the new parts;
     `progress` shows a bar (ETA, the batch PSNR of the new parts) as `fit` does, and `tensorboard_dir`
-    gets a TensorBoard log of the same metrics."""
+    gets a TensorBoard log of the same metrics. `checkpoint`, `resume` and `identity` are `fit`'s: the
+    Fitter's state is saved there every `CHECKPOINT_SECONDS`, and a resumed extend ends as an uninterrupted one."""
     config, old = stored.config, stored.signal
     if not isinstance(config, Extendable):
         raise UserError(f"field {config.name!r} cannot be extended (it is not partitioned)")
@@ -110,7 +113,7 @@ def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig, *, 
     torch.manual_seed(fit_config.seed)
     fitter = Fitter(module, train_coords, train_values, fit_config, lr=fit_config.lr or type(new_config).lr,
                     betas=type(new_config).adam_betas, eps=type(new_config).adam_eps)
-    _run(fitter, progress, tensorboard_dir)
+    _run(fitter, progress, tensorboard_dir, checkpoint=checkpoint, resume=resume, identity=identity)
     seconds = fitter.elapsed()
     prediction = fitter.predict(coords).cpu().reshape(*signal.shape, -1)
     module = fitter.field.cpu().eval()
@@ -130,12 +133,17 @@ def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig, *, 
     return Extended(StoredField(module, new_config, info, metrics), prediction)
 
 
-def _run(fitter: Fitter, progress: bool, tensorboard_dir: Path | None = None) -> None:
+def _run(fitter: Fitter, progress: bool, tensorboard_dir: Path | None = None, *, checkpoint: Path | None = None,
+         resume: bool = False, identity: str = "") -> None:
     """Step `fitter` to its stop, the bar and TensorBoard updated every `log_every` steps (logging draws
-    no random numbers)."""
-    from fieldlab.fit.loop import RunLog
+    no random numbers); with `checkpoint`, saved there as `fit` saves (its helpers, so the file is the same)."""
+    from fieldlab.fit import loop
 
-    log = RunLog(None, tensorboard_dir, progress, fitter.config.steps)
+    state = loop._read_checkpoint(checkpoint, identity) if resume else None  # checked before the progress bar
+    log = loop.RunLog(None, tensorboard_dir, progress, fitter.config.steps)
+    if state is not None:
+        loop._restore(fitter, log, state, checkpoint)
+    saved = time.perf_counter()
     progress = progress or tensorboard_dir is not None  # either reads the loss
     try:
         while not fitter.should_stop():
@@ -145,25 +153,55 @@ def _run(fitter: Fitter, progress: bool, tensorboard_dir: Path | None = None) ->
                 with fitter.paused():
                     log.record(fitter.step_count, fitter.last_lr, fitter.elapsed(), loss=float(loss),
                                psnr=psnr_from_mse(float(loss)))
+            # Host time, read without a device sync (extend logs its loss only for the bar).
+            if (checkpoint is not None and time.perf_counter() - saved >= loop.CHECKPOINT_SECONDS
+                    and not fitter.should_stop()):
+                with fitter.paused():
+                    loop._save(fitter, log, checkpoint, identity)
+                saved = time.perf_counter()
     finally:
         log.close()
 
 
 def write_extended(stored: StoredField, signal: Signal, out: Path, fit_config: FitConfig, *,
-                   force: bool = False, progress: bool = False, tensorboard: bool = False) -> Extended:
+                   force: bool = False, progress: bool = False, tensorboard: bool = False,
+                   resume: bool = False) -> Extended:
     """Extend `stored` to `signal` and write the field DIR `out` (atomically, only on success);
-    `tensorboard` also logs to `out`/tensorboard."""
+    `tensorboard` also logs to `out`/tensorboard. The fit keeps `fit`'s checkpoint beside `out` while it
+    runs; `resume` continues from it."""
+    from fieldlab.fit.job import checkpoint_path
     from fieldlab.signals import write_reconstruction
     from fieldlab.store import FieldDirWriter, check_out_dir, write_field
 
     check_out_dir(out, force)
+    checkpoint = checkpoint_path(out)
     with FieldDirWriter(out, force) as folder:  # opened first: the TensorBoard log is written inside it
         with _deadline.limit(fit_config.max_seconds):  # from the command's start: fitting leaves time to write
             result = extend_field(stored, signal, fit_config, progress=progress,
-                                  tensorboard_dir=folder / "tensorboard" if tensorboard else None)
+                                  tensorboard_dir=folder / "tensorboard" if tensorboard else None,
+                                  checkpoint=checkpoint, resume=resume, identity=_identity(stored, signal, fit_config))
         field = result.field
         write_field(folder, field.module, field.config, field.signal, field.metrics)
         raw = field.signal.normalization.decode(result.prediction)
         write_reconstruction(folder, raw, field.signal)
+    checkpoint.unlink(missing_ok=True)  # the field is written: nothing is left to resume
     field.path = out
     return result
+
+
+def _identity(stored: StoredField, signal: Signal, fit_config: FitConfig) -> str:
+    """What a checkpoint of this extend must have been saved by: the options that shape the fit (as
+    `fit`'s, less those a resumed run may change), the old field's config and weights and the new signal."""
+    import hashlib
+
+    from fieldlab import _json
+    from fieldlab.fit.job import NOT_IDENTITY
+
+    digest = hashlib.sha256()
+    tensors = [*sorted(stored.module.state_dict().items()), ("signal", signal.values)]
+    for name, tensor in tensors:
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    options = {k: v for k, v in dataclasses.asdict(fit_config).items() if k not in NOT_IDENTITY}
+    return _json.dumps({"fit": options, "config": stored.config.to_dict(), "shape": list(signal.shape),
+                        "data": digest.hexdigest()}, sort_keys=True, default=list)

@@ -170,18 +170,20 @@ def sdf_mae(net: nn.Module, scenes: Scenes, index: torch.Tensor, points: PointSe
 
 
 def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print, bar: bool = False,
-              tensorboard: bool = False) -> dict[str, Any]:
+              tensorboard: bool = False, resume: bool = False) -> dict[str, Any]:
     """Train the `sdf` network on ball scenes; metrics {test_mae, baseline_mae, …} (and RUN files if `out`,
     locked against a second writer while this runs). `progress` takes a line every 100 steps; `bar` also
-    shows a progress bar with ETA and the loss on stderr; `tensorboard` logs the loss to `out`/tensorboard."""
+    shows a progress bar with ETA and the loss on stderr; `tensorboard` logs the loss to `out`/tensorboard.
+    With `out`, RUN/checkpoint.pt keeps the network, AdamW, step and RNG every `CHECKPOINT_SECONDS` of
+    training (as `fit`'s); `resume` continues from it, to the network an uninterrupted run would have."""
     from fieldlab._safety import lock_output
 
     with lock_output(Path(out)) if out is not None else contextlib.nullcontext():
-        return _train_sdf(config, out, progress, bar, tensorboard and out is not None)
+        return _train_sdf(config, out, progress, bar, tensorboard and out is not None, resume=resume)
 
 
 def _train_sdf(config: SDFConfig, out: str | Path | None, progress, bar: bool = False,
-               tensorboard: bool = False) -> dict[str, Any]:
+               tensorboard: bool = False, resume: bool = False) -> dict[str, Any]:
     from fieldlab.fit.loop import RunLog, resolve_device
     from fieldlab.learn.train import _write_json
 
@@ -205,7 +207,8 @@ def _train_sdf(config: SDFConfig, out: str | Path | None, progress, bar: bool = 
     try:
         with matmul_precision(config.precision):  # tf32 matmuls, as fit's steps
             steps = _train_steps(config, net, scenes, sampler, device, began, progress,
-                                 log if bar or tensorboard else None, deadline=deadline)
+                                 log if bar or tensorboard else None, deadline=deadline,
+                                 run=Path(out) if out is not None else None, resume=resume)
     finally:
         log.close()
 
@@ -232,6 +235,7 @@ def _train_sdf(config: SDFConfig, out: str | Path | None, progress, bar: bool = 
         _write_json(out / "run.json", {"format": FORMAT, "net": "sdf", "net_options": cfg.to_dict(), "dim": dim,
                                        "input": "exact" if config.store is None else "store",
                                        "train": train, "metrics": metrics})
+        (out / "checkpoint.pt").unlink(missing_ok=True)  # the run is written: nothing is left to resume
     return metrics
 
 
@@ -239,9 +243,49 @@ BAR_EVERY = 10
 """Steps between updates of train-sdf's bar (each reads the loss back from the device)."""
 
 
+def _identity(config: SDFConfig) -> str:
+    """What a checkpoint of this run must have been saved by: its options, less those a resumed run may change."""
+    from fieldlab import _json
+
+    options = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("device", "max_seconds")}
+    return _json.dumps(options, sort_keys=True, default=str)
+
+
+def _save_state(run: Path, net: nn.Module, optimizer: torch.optim.Optimizer, step: int, identity: str) -> None:
+    """RUN/checkpoint.pt (whole or not at all): `train`'s checkpoint plus the run's identity and RNG state."""
+    from fieldlab._safety import write_marker
+    from fieldlab.store.field_dir import save_checkpoint
+
+    run.mkdir(parents=True, exist_ok=True)
+    write_marker(run, "run")  # a RUN that --resume (or --force) may reopen
+    save_checkpoint({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                     "identity": identity, "rng": torch.get_rng_state()}, run / "checkpoint.pt")
+
+
+def _load_state(run: Path, net: nn.Module, optimizer: torch.optim.Optimizer, device, config: SDFConfig) -> int:
+    """The step of RUN/checkpoint.pt, loaded into `net` and `optimizer` (checked by `train`'s reader); 0
+    without one, as `train --resume`."""
+    from fieldlab.learn._run_files import load_checkpoint
+
+    path = run / "checkpoint.pt"
+    if not path.is_file():
+        return 0
+    step = load_checkpoint(path, net, optimizer, device, config.steps)
+    state = torch.load(path, map_location="cpu", weights_only=True)  # read whole above: it loads
+    if state.get("identity") != _identity(config):
+        raise UserError(f"--resume: {path} was saved by a run with other options; run without --resume to start again")
+    rng = state.get("rng")
+    if isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8:
+        torch.set_rng_state(rng)
+    return step
+
+
 def _train_steps(config: SDFConfig, net: nn.Module, scenes: Scenes, sampler: PointSampler, device: torch.device,
-                 began: float, progress, log, deadline: _deadline.Deadline = _deadline.UNBOUNDED) -> int:
-    """AdamW steps on the training scenes until `config.steps` or `config.max_seconds`; the steps taken."""
+                 began: float, progress, log, deadline: _deadline.Deadline = _deadline.UNBOUNDED,
+                 run: Path | None = None, resume: bool = False) -> int:
+    """AdamW steps on the training scenes until `config.steps` or `config.max_seconds`; the steps taken
+    (with those of a resumed checkpoint). With `run`, a checkpoint every `CHECKPOINT_SECONDS` in it."""
+    from fieldlab.fit import loop
     from fieldlab.fit.loop import autocast_for
     from fieldlab.fit.points import step_generator, with_replacement
     from fieldlab.learn.train import schedule_of
@@ -249,8 +293,11 @@ def _train_steps(config: SDFConfig, net: nn.Module, scenes: Scenes, sampler: Poi
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = schedule_of(config)
     dim = scenes.dim
-    steps = 0
-    for step in range(config.steps):
+    steps = _load_state(run, net, optimizer, device, config) if resume and run is not None else 0
+    if steps:
+        progress(f"resuming from step {steps}/{config.steps}")
+    identity, saved = _identity(config), time.perf_counter()
+    for step in range(steps, config.steps):
         tick = time.perf_counter()
         net.train()
         g = step_generator(config.seed, step)
@@ -272,6 +319,10 @@ def _train_steps(config: SDFConfig, net: nn.Module, scenes: Scenes, sampler: Poi
             log.record(steps, schedule.lr(step), time.time() - began, loss=loss.item())
         if log is not None:
             log.advance(steps)
+        # Between steps (every draw is keyed by the step), so a resumed run takes the same ones.
+        if run is not None and steps < config.steps and time.perf_counter() - saved >= loop.CHECKPOINT_SECONDS:
+            _save_state(run, net, optimizer, steps, identity)
+            saved = time.perf_counter()
         last = time.perf_counter() - tick
         # At least one step is taken; the next, the test scoring (a few steps' worth) and writing must fit.
         if deadline.out_of_time(last + deadline.reserve(after=3 * last)):
