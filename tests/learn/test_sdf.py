@@ -31,7 +31,7 @@ def test_sdf_net_beats_constant_baseline(tmp_path):
 def test_train_sdf_command_refusals(cli, tmp_path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("keep")
-    for args, message in [(["--out", tmp_path / "full"], "is not empty; pass --force"),
+    for args, message in [(["--out", tmp_path / "full"], "is not empty; pass --resume to continue it or --force"),
                           (["--out", tmp_path / "r", "--steps", 0], "--steps must be positive"),
                           (["--out", tmp_path / "r", "--scenes", 3], "--scenes must be at least 5")]:
         status, out, err = cli(["train-sdf", *args])
