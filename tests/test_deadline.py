@@ -78,3 +78,17 @@ def test_train_with_max_seconds_writes_its_run_within_the_limit(cli, tmp_path):
     assert metrics["stopped_by_time_limit"] and metrics["max_seconds"] == S and metrics["steps"] < 1000000
     assert "test_accuracy" in metrics and (tmp_path / "R" / "checkpoint.pt").is_file()
     assert "--max-seconds 3: training stopped" in err
+
+
+def test_fit_dataset_with_max_seconds_begins_no_chunk_it_cannot_finish_and_resumes(cli, tmp_path):
+    from fieldlab.store.field_store import FieldStore
+
+    args = ["fit-dataset", "sample:digits", "--limit", "400", "--chunk-fields", "8", "--steps", "100", "--target-psnr",
+            "0", "--device", "cpu", "--quiet", "--out", tmp_path / "S"]
+    out, err = within_limit(cli, args)
+    summary = FieldStore(tmp_path / "S").summary()
+    assert 0 < summary["complete"] < 400 and summary["complete"] % 8 == 0  # whole chunks only
+    assert "the store is incomplete (--resume fits the rest)" in err
+    status, _, err = cli(args + ["--resume", "--max-seconds", "1"])
+    assert status == 0, err
+    assert FieldStore(tmp_path / "S").summary()["complete"] > summary["complete"]  # at least one more chunk

@@ -71,7 +71,7 @@ def test_every_cell_holds_or_is_declared_with_a_one_line_reason():
 TESTED = {
     "fit": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress", "resume_sigint",
             "resume_sigkill"},
-    "fit-dataset": {"precision", "device", "seed", "config", "tensorboard", "progress", "resume_sigint",
+    "fit-dataset": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress", "resume_sigint",
                     "resume_sigkill"},
     "extend": {"max_seconds", "precision", "device", "seed", "config", "tensorboard", "progress", "resume_sigint",
                "resume_sigkill"},

@@ -125,8 +125,6 @@ def _fit(field: str, modality: str, prop: str) -> tuple[str, str]:
 def _fit_dataset(field: str, modality: str, prop: str) -> tuple[str, str]:
     if modality != "image":
         return NOT_APPLICABLE, "fit-dataset reads datasets of images (folders, .npz/.npy, samples)"
-    if prop == "max_seconds":
-        return NOT_YET, "a dataset stops per field (--steps, --target-psnr); a time budget would split chunks"
     return "", ""
 
 

@@ -70,11 +70,16 @@ class BatchedFitConfig:
     """auto: the fused Triton kernel on CUDA where it covers the field and pays (SIREN, Gaussian, or ReLU on
     Fourier features, MLPs up to 64 wide, 32 at fp32, and 4 layers), the reference path (FieldStack)
     elsewhere; fused (up to 128 wide, above 64 at bf16 only) or reference force one."""
+    max_seconds: float = 0.0
+    """Time limit for the whole command, in seconds (0: none): no chunk is begun that would not finish
+    within it (estimated from the first chunk's time; a chunk begun is never cut), so the store is left
+    incomplete and `--resume` fits the rest."""
 
     def validate(self) -> None:
         # The options shared with a single fit are checked by FitConfig, so both commands agree.
         FitConfig(steps=self.steps, lr=self.lr, lr_final=self.lr_final, target_psnr=self.target_psnr,
-                  sample_fraction=self.sample_fraction, precision=self.precision, kernel=self.kernel).validate()
+                  sample_fraction=self.sample_fraction, precision=self.precision, kernel=self.kernel,
+                  max_seconds=self.max_seconds).validate()
         if self.init not in ("shared", "random"):
             raise UserError(f"--init must be shared or random, got {self.init!r}")
         if self.check_every < 1:

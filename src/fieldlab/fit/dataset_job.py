@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from fieldlab import _deadline
 from fieldlab import distributed as dist
 from fieldlab._errors import UserError
 from fieldlab._progress import in_pieces, phase
@@ -54,7 +55,7 @@ class DatasetJob:
     def identity(self, config: FieldConfig, source: ImageSource, num_fields: int) -> dict[str, Any]:
         """What a resumed run must share with the store it continues."""
         fit = dataclasses.asdict(self.fit)
-        for key in ("device", "compile", "kernel"):  # how, not what
+        for key in ("device", "compile", "kernel", "max_seconds"):  # how, not what
             fit.pop(key)
         return {"field": {"name": config.name, "config": config.to_dict()}, "fit": fit, "seed": self.fit.seed,
                 "source": {**source.identity, "limit": self.limit, "copies": self.copies,
@@ -164,7 +165,8 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
                  f"{config.num_params():,} params each", resolve_device(fit.device), steps_by)
     board = RunLog(None, out / "tensorboard" if tensorboard and dist.is_main() else None, False, writer.num_chunks)
     try:
-        _fit_chunks(mine, writer, fitter, rows_of, coords, is_test, progress, board.writer)
+        with _deadline.limit(job.fit.max_seconds) as deadline:  # from the command's start
+            _fit_chunks(mine, writer, fitter, rows_of, coords, is_test, progress, board.writer, deadline)
     finally:
         board.close()
     dist.barrier()
@@ -183,15 +185,21 @@ def _require_tensorboard() -> None:
 
 
 def _fit_chunks(mine: list[int], writer, fitter, rows_of: Augmented, coords, is_test: np.ndarray,
-                progress: bool, board=None) -> None:
+                progress: bool, board=None, deadline: _deadline.Deadline = _deadline.UNBOUNDED) -> None:
     """Read, fit and write this rank's chunks, as phases (`fieldlab._progress`): rank 0 shows bars (all its
-    fields, each chunk's reading and writing) and a line per chunk; else a log line per long phase."""
+    fields, each chunk's reading and writing) and a line per chunk; else a log line per long phase. A chunk
+    is begun only if the deadline leaves the time it would take (the first one's, per field)."""
     bar = progress and dist.is_main()
+    per_field = 0.0
     total = sum(len(writer.chunk_rows(chunk)) for chunk in mine)
     with phase(f"fitting {total:,} fields", total, unit="field", bar=bar) as advance:
         for count, chunk in enumerate(mine, start=1):
             start = time.perf_counter()
             rows = np.asarray(writer.chunk_rows(chunk))
+            if per_field and deadline.out_of_time(1.1 * per_field * len(rows)):
+                deadline.cut(f"stopped after {count - 1} of {len(mine)} chunks; the store is incomplete "
+                             f"(--resume fits the rest)")
+                break
             # a folder's images are decoded here: read in pieces, so the bar moves while they are
             values = torch.cat([rows_of.values(rows[a:b]) for a, b in in_pieces(
                 f"reading chunk {chunk}", len(rows), 16, unit="item", bar=bar, seconds=0.25)])
@@ -203,6 +211,7 @@ def _fit_chunks(mine: list[int], writer, fitter, rows_of: Augmented, coords, is_
                 wrote(1)
             advance(len(rows))
             seconds = time.perf_counter() - start
+            per_field = per_field or seconds / len(rows)
             if board is not None:  # a SummaryWriter: one point per chunk, at its number (stable across --resume)
                 for name, value in (("psnr", np.mean(result.psnr)), ("steps", np.mean(result.steps)),
                                     ("fields_per_second", len(rows) / max(seconds, 1e-9))):
