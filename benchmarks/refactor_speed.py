@@ -33,8 +33,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = """
 import json, sys, time
+import torch
 from fieldlab.cli.main import main
 argv = json.loads(sys.argv[1])
+if int(sys.argv[3]):
+    torch.set_num_threads(int(sys.argv[3]))
 start = time.perf_counter()
 try:
     main(argv)
@@ -62,6 +65,8 @@ PATHS = {
     "functa": ["fit-dataset", *DIGITS, "--field", "functa", "--meta-steps", "10", "--meta-batch-size", "16",
                "--inner-steps", "2", "--quiet", "--out", "{out}"],
     "miner": ["fit", *IMAGE, "--field", "miner", "--steps", "50", "--quiet", "--out", "{out}"],
+    "fit-lg": ["fit", "sample:camera", "--max-size", "40", "--field", "local-global", "--partitions", "2,2",
+               "--hidden-dim", "14", "--global-dim", "84", "--steps", "50", "--quiet", "--out", "{out}"],
     "extend": ["extend", "{work}/lg", "sample:camera", "--max-size", "40", "--steps", "10", "--out", "{out}"],
     "train-dinet": ["train", "{work}/store", "--net", "dinet", "--steps", "5", "--batch-size", "16", "--out", "{out}"],
     "train-cnn4": ["train", "{work}/store", "--net", "cnn4", "--points", "grid", "--steps", "5", "--batch-size", "16",
@@ -80,14 +85,14 @@ def old_sources(commit: str, into: Path) -> Path:
     return into / "old" / "src"
 
 
-def run(src: Path, argv: list[str], work: Path, out: Path) -> tuple[float, float | None]:
+def run(src: Path, argv: list[str], work: Path, out: Path, threads: int = 0) -> tuple[float, float | None]:
     """Seconds `main(argv)` took with fieldlab imported from `src`, and the training seconds the command
     wrote in OUT/metrics.json (`seconds`: the steps alone, without reading, evaluation, writing or the
     pictures the new code draws), where it writes one."""
     argv = [a.format(work=work, out=out) for a in argv]
     clock = out.with_suffix(".seconds")
     env = {**os.environ, "PYTHONPATH": str(src)}
-    done = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(argv), str(clock)], env=env, cwd=work,
+    done = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(argv), str(clock), str(threads)], env=env, cwd=work,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed with {src}:\n{done.stderr[-2000:]}")
@@ -105,6 +110,9 @@ def main() -> None:
     parser.add_argument("--old", default="91de15a", help="the commit before the refactor")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--only", default="", help="comma-separated paths (default: all)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch's CPU threads per run (0: torch's default; on a shared 2-core machine two "
+                             "threads of one run fight the other jobs and a step's time varies 20-fold)")
     args = parser.parse_args()
     paths = {k: v for k, v in PATHS.items() if not args.only or k in args.only.split(",")}
     with tempfile.TemporaryDirectory(prefix="refactor_speed.") as tmp:
@@ -123,7 +131,7 @@ def main() -> None:
                 order = ["old", "new"] if (repeat + i) % 2 == 0 else ["new", "old"]
                 for name in order:
                     out = works[name] / f"{path}-{repeat}"
-                    total, trained = run(versions[name], argv, works[name], out)
+                    total, trained = run(versions[name], argv, works[name], out, args.threads)
                     times.setdefault((path, name), []).append(total)
                     if trained is not None:
                         steps.setdefault((path, name), []).append(trained)
@@ -131,7 +139,7 @@ def main() -> None:
                       f"new {times[path, 'new'][-1]:.2f} s", flush=True)
         print(f"load after: {uptime()}\n")
     print(f"min of {args.repeats} runs, seconds in main(); {time.strftime('%Y-%m-%d')}, CPU "
-          f"({os.cpu_count()} cores), torch threads default\n")
+          f"({os.cpu_count()} cores), torch threads {args.threads or 'default'}\n")
     print("| path | command | old s | new s | new/old | steps old s | steps new s | steps new/old |\n"
           "|---|---|---|---|---|---|---|---|")
     for path, argv in paths.items():
