@@ -42,10 +42,15 @@ def test_an_unset_batch_size_stays_unset_where_the_points_are_not_known():
 
 def test_fit_on_a_cpu_states_its_time_budget_and_records_it(tmp_path, cli):
     status, _, stderr = cli(["fit", "sample:camera", "--max-size", "16", "--steps", "5", "--device", "cpu",
-                             "--quiet", "--out", tmp_path / "cam"])
+                             "--out", tmp_path / "cam"])
     assert status == 0, stderr
     assert "CPU: stopping after 120 s; --max-seconds 0 for no limit" in stderr
     assert json.loads((tmp_path / "cam" / "config.json").read_text())["max_seconds"] == 120
+    # --quiet keeps its one line per phase: the budget is in config.json (and said if it stops the fit)
+    status, _, stderr = cli(["fit", "sample:camera", "--max-size", "16", "--steps", "5", "--device", "cpu",
+                             "--quiet", "--out", tmp_path / "quiet"])
+    assert status == 0 and "stopping after" not in stderr, stderr
+    assert json.loads((tmp_path / "quiet" / "config.json").read_text())["max_seconds"] == 120
 
 
 def test_fit_with_max_seconds_zero_has_no_limit_on_a_cpu(tmp_path, cli):

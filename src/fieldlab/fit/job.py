@@ -144,7 +144,9 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     job = dataclasses.replace(job, fit=resolve_fit_config(job.fit, device, say=False))  # said once checked
     with _deadline.limit(job.fit.max_seconds):
         return _run_fit_job(job, out, force=force, progress=progress, tensorboard=tensorboard, resume=resume,
-                            say_limit=(lambda: say_time_limit(job.fit.max_seconds, device)) if unset else None)
+                            # --quiet leaves it to the line that says the limit stopped the fit, if it does
+                            say_limit=(lambda: say_time_limit(job.fit.max_seconds, device)) if unset and progress
+                            else None)
 
 
 def _run_fit_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensorboard: bool,
