@@ -24,11 +24,23 @@ import pytest
 import torch
 
 import _fixtures
+
 from fieldlab.capabilities import ANY, COMMANDS, NOT_APPLICABLE, NOT_YET, PROPERTIES, Cell, cell, matrix
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CELLS = matrix()
+
+
+@pytest.fixture(autouse=True)
+def sigint_raises_keyboard_interrupt():
+    """The in-process SIGINT cells send a real SIGINT to this process; Python's own handler turns it into
+    KeyboardInterrupt, which the CLI turns into exit 130. After the whole suite ran in one process (CI),
+    these cells saw exit 0 where they pass alone: the handler is set here for each test, so a SIGINT is
+    what a user's Ctrl-C is, whatever an earlier test left behind."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 FIELD_OPTIONS = {"miner": ["--scales", "1"]}
 """Options a field needs on an 8-sample signal (MINER's default scales pad it past its size)."""
 MESH_OPTIONS = ["--points", "512", "--eval-points", "512", "--resolution", "8", "--chamfer-points", "256"]
