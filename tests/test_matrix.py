@@ -41,6 +41,8 @@ def sigint_raises_keyboard_interrupt():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
+
+
 FIELD_OPTIONS = {"miner": ["--scales", "1"]}
 """Options a field needs on an 8-sample signal (MINER's default scales pad it past its size)."""
 MESH_OPTIONS = ["--points", "512", "--eval-points", "512", "--resolution", "8", "--chamfer-points", "256"]
