@@ -255,23 +255,32 @@ def test_the_sigkill_rows_share_the_engine_of_their_representative():
     assert all(holds(*row, "resume_sigkill") for row in SIGKILL_ROWS)
 
 
+def killed(script: str) -> None:
+    """Runs `script` in a fresh Python process, which must end killed by SIGKILL (kill -9 mid-run)."""
+    process = subprocess.run([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             capture_output=True, text=True, timeout=120)
+    assert process.returncode == -signal.SIGKILL, process.stderr[-500:]
+
+
+def fitter_killed_at(step: int, argv: list[str]) -> str:
+    """A script running `fieldlab ARGV` that checkpoints after every step and is killed at `step`."""
+    return ("import importlib, os, signal\n"
+            "loop = importlib.import_module('fieldlab.fit.loop')\n"
+            "loop.CHECKPOINT_SECONDS = 0.0\n"
+            "step = loop.Fitter.step\n"
+            "def killed(self):\n"
+            f"    if self.step_count == {step}:\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n"
+            "    return step(self)\n"
+            "loop.Fitter.step = killed\n"
+            "from fieldlab.cli import main\n"
+            f"main({argv!r})\n")
+
+
 def test_fit_resumes_after_sigkill_to_the_uninterrupted_field(inputs, cli, tmp_path):
     args = [str(a) for a in fit_args(inputs, "siren", "image")] + ["--steps", "6", "--log-every", "1", "--seed", "3",
                                                                    "--quiet"]
-    script = ("import importlib, os, signal\n"
-              "loop = importlib.import_module('fieldlab.fit.loop')\n"
-              "loop.CHECKPOINT_SECONDS = 0.0\n"
-              "step = loop.Fitter.step\n"
-              "def killed(self):\n"
-              "    if self.step_count == 4:\n"
-              "        os.kill(os.getpid(), signal.SIGKILL)\n"
-              "    return step(self)\n"
-              "loop.Fitter.step = killed\n"
-              "from fieldlab.cli import main\n"
-              f"main({args + ['--out', str(tmp_path / 'B')]!r})\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
-    assert process.returncode == -signal.SIGKILL, process.stderr[-500:]
+    killed(fitter_killed_at(4, args + ["--out", str(tmp_path / "B")]))
     assert (tmp_path / ".B.checkpoint.pt").is_file() and not (tmp_path / "B").exists()
     ok(cli(args + ["--out", tmp_path / "B", "--resume"]))
     ok(cli(args + ["--out", tmp_path / "A"]))
@@ -441,20 +450,7 @@ def test_extend_resumes_after_sigkill_to_the_uninterrupted_field(pairs, cli, tmp
             tmp_path / "F"]))
     args = [str(a) for a in ["extend", tmp_path / "F", *large, "--steps", "4", "--device", "cpu", "--seed", "3",
                              "--quiet"]]
-    script = ("import importlib, os, signal\n"
-              "loop = importlib.import_module('fieldlab.fit.loop')\n"
-              "loop.CHECKPOINT_SECONDS = 0.0\n"
-              "step = loop.Fitter.step\n"
-              "def killed(self):\n"
-              "    if self.step_count == 3:\n"
-              "        os.kill(os.getpid(), signal.SIGKILL)\n"
-              "    return step(self)\n"
-              "loop.Fitter.step = killed\n"
-              "from fieldlab.cli import main\n"
-              f"main({args + ['--out', str(tmp_path / 'B')]!r})\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
-    assert process.returncode == -signal.SIGKILL, process.stderr[-500:]
+    killed(fitter_killed_at(3, args + ["--out", str(tmp_path / "B")]))
     assert (tmp_path / ".B.checkpoint.pt").is_file() and not (tmp_path / "B").exists()
     ok(cli(args + ["--out", tmp_path / "B", "--resume"]))
     ok(cli(args + ["--out", tmp_path / "A"]))
@@ -541,9 +537,7 @@ def test_train_resumes_after_sigkill_to_the_uninterrupted_network(digits_store, 
               "    if line.startswith('step 3/'):\n"
               "        os.kill(os.getpid(), signal.SIGKILL)\n"
               f"train({str(digits_store)!r}, {str(tmp_path / 'B')!r}, TrainConfig(**{options!r}), progress=kill)\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
-    assert process.returncode == -signal.SIGKILL, process.stderr[-500:]
+    killed(script)
     assert not (tmp_path / "B" / "run.json").exists()
     config = TrainConfig(**options)
     train(digits_store, tmp_path / "B", config, resume=True, progress=lambda line: None)
@@ -621,9 +615,7 @@ def test_train_sdf_resumes_after_sigkill_to_the_uninterrupted_network(cli, tmp_p
               "sdf._save_state = killed\n"
               "from fieldlab.cli import main\n"
               f"main({args + ['--out', str(tmp_path / 'B')]!r})\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
-    assert process.returncode == -signal.SIGKILL, process.stderr[-500:]
+    killed(script)
     assert (tmp_path / "B" / "checkpoint.pt").is_file() and not (tmp_path / "B" / "run.json").exists()
     ok(cli(args + ["--out", tmp_path / "B", "--resume"]))
     ok(cli(args + ["--out", tmp_path / "A"]))
