@@ -66,6 +66,13 @@ def test_train_sdf_with_max_seconds_writes_its_run_within_the_limit(cli, tmp_pat
     metrics = json.loads((tmp_path / "R" / "run.json").read_text())["metrics"]
     assert metrics["stopped_by_time_limit"] and metrics["steps"] < 1000000
     assert "--max-seconds 3: training stopped" in err
+    # A run the limit cut keeps its checkpoint at the cut, so --resume goes on from there (as train's does).
+    assert (tmp_path / "R" / "checkpoint.pt").is_file()
+    out, err = within_limit(cli, ["train-sdf", "--scenes", "10", "--steps", "1000000", "--num-points", "27",
+                                  "--num-queries", "16", "--batch-size", "4", "--channels", "4", "--device", "cpu",
+                                  "--out", tmp_path / "R", "--resume"])
+    assert f"resuming from step {metrics['steps']}/" in out + err
+    assert json.loads((tmp_path / "R" / "run.json").read_text())["metrics"]["steps"] > metrics["steps"]
 
 
 def test_train_with_max_seconds_writes_its_run_within_the_limit(cli, tmp_path):

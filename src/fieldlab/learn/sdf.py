@@ -200,12 +200,12 @@ def _train_sdf(config: SDFConfig, out: str | Path | None, progress, bar: bool = 
     # Said after the options and scenes are checked, so that a user error stays one line.
     config = dataclasses.replace(config, max_seconds=resolve_max_seconds(config.max_seconds, device))
     began = time.time()
-    deadline = _deadline.active().bounded_by(config.max_seconds)  # the whole command's, from its start
     log = RunLog(None, Path(out) / "tensorboard" if tensorboard else None, bar, config.steps)
     from fieldlab.fit.loop import matmul_precision
 
+    # The whole command's deadline, from its start, made the active one so the bar's ETA follows it too.
     try:
-        with matmul_precision(config.precision):  # tf32 matmuls, as fit's steps
+        with _deadline.limit(config.max_seconds) as deadline, matmul_precision(config.precision):
             steps = _train_steps(config, net, scenes, sampler, device, began, progress,
                                  log if bar or tensorboard else None, deadline=deadline,
                                  run=Path(out) if out is not None else None, resume=resume)
@@ -235,7 +235,8 @@ def _train_sdf(config: SDFConfig, out: str | Path | None, progress, bar: bool = 
         _write_json(out / "run.json", {"format": FORMAT, "net": "sdf", "net_options": cfg.to_dict(), "dim": dim,
                                        "input": "exact" if config.store is None else "store",
                                        "train": train, "metrics": metrics})
-        (out / "checkpoint.pt").unlink(missing_ok=True)  # the run is written: nothing is left to resume
+        if steps == config.steps:  # finished: nothing is left to resume (a run the time limit cut keeps it)
+            (out / "checkpoint.pt").unlink(missing_ok=True)
     return metrics
 
 
@@ -325,9 +326,11 @@ def _train_steps(config: SDFConfig, net: nn.Module, scenes: Scenes, sampler: Poi
             saved = time.perf_counter()
         last = time.perf_counter() - tick
         # At least one step is taken; the next, the test scoring (a few steps' worth) and writing must fit.
-        if deadline.out_of_time(last + deadline.reserve(after=3 * last)):
+        if steps < config.steps and deadline.out_of_time(last + deadline.reserve(after=3 * last)):
             deadline.cut(f"training stopped after step {steps:,} of {config.steps:,}")
             progress(f"stopped by --max-seconds after step {steps}/{config.steps}")
+            if run is not None:  # so that --resume goes on from here
+                _save_state(run, net, optimizer, steps, identity)
             break
     return steps
 
