@@ -623,33 +623,11 @@ def test_train_sdf_resumes_after_sigkill_to_the_uninterrupted_network(cli, tmp_p
 
 
 # -- declared cells ----------------------------------------------------------------------------------------
-FLAGS = {"max_seconds": ["--max-seconds", "1"], "resume_sigint": ["--resume"], "resume_sigkill": ["--resume"],
-         "precision": ["--precision", "bf16"], "tensorboard": ["--tensorboard"]}
-"""How a declared property would be asked for; a command that lacks it refuses the flag."""
-
-
-def test_declared_flags_are_refused_by_the_networks_commands(digits_store, cli, tmp_path):
-    commands = {"train": ["train", digits_store, *TRAIN], "train-sdf": SDF}
-    for c in CELLS:
-        if c.command in commands and c.declared == NOT_YET and c.property in FLAGS:
-            refused(cli(commands[c.command] + FLAGS[c.property] + ["--out", tmp_path / "X"]))
-            assert not (tmp_path / "X").exists(), c
-
-
-def test_declared_flags_are_refused_by_extend_and_fit_dataset(pairs, cli, tmp_path):
-    small, large = pairs["image"]
-    ok(cli(["fit", *small, "--field", "local-global", "--steps", "2", "--device", "cpu", "--quiet", "--out",
-            tmp_path / "F"]))
-    commands = {"extend": ["extend", tmp_path / "F", *large, "--steps", "2", "--device", "cpu"],
-                "fit-dataset": DATASET}
-    asked = set()
-    for c in CELLS:
-        if c.command in commands and c.declared == NOT_YET and c.property in FLAGS:
-            asked.add((c.command, c.property))
-    # empty once every such cell holds (fit-dataset's max_seconds was the last): nothing left to refuse
-    for command, prop in sorted(asked):
-        refused(cli(commands[command] + FLAGS[prop] + ["--out", tmp_path / "X"]))
-        assert not (tmp_path / "X").exists(), (command, prop)
+def test_only_fit_has_cells_not_built_yet():
+    """fit's declared cells are refused in `test_fit_row`; every other command's cells all hold (two tests
+    that refused their declared flags ran a fit to check nothing once the last of them was built). A new
+    "not yet" cell of another command needs its refusal tested here."""
+    assert not [c for c in CELLS if c.command != "fit" and c.declared == NOT_YET]
 
 
 def test_fields_that_cannot_be_extended_are_refused(inputs, cli, tmp_path, pairs):
