@@ -23,7 +23,7 @@ from fieldlab.fields import FieldConfig, FieldStack
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.engine import FusedEngine, StackEngine
 from fieldlab.fit.own_engines import ByConfigClass
-from fieldlab.fit.loop import _matmul_precision, resolve_device
+from fieldlab.fit.loop import matmul_precision, resolve_device
 from fieldlab.fit.metrics import field_psnrs
 from fieldlab.fit.points import distinct_subset, subset_size
 from fieldlab.fit.schedule import Schedule
@@ -185,7 +185,7 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
     # CUDA graph. The first step runs alone, so compilation stays out of the others' time.
     segment = fit.check_every if fit.target_psnr else GRAPH_STEPS
     timer = _Timer(device)
-    with _matmul_precision(fit.precision):
+    with matmul_precision(fit.precision):
         step = 0
         while step < fit.steps:
             end = 1 if step == 0 else min(fit.steps, (step // segment + 1) * segment)

@@ -24,7 +24,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import torch
 
 from fieldlab.fields import FieldStack
-from fieldlab.fit.loop import _matmul_precision, autocast_for
+from fieldlab.fit.loop import autocast_for, matmul_precision
 
 Points = Callable[[int, torch.Tensor], torch.Tensor]
 """(step, active positions (f,)) → the points (f, k) each field trains on at that step."""
@@ -106,7 +106,7 @@ class StackEngine:
         return loss.detach()
 
     def predict(self, coords: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), _matmul_precision("fp32"):
+        with torch.no_grad(), matmul_precision("fp32"):
             return self.stack(coords.expand(len(self.stack), *coords.shape))
 
     def parameters(self) -> dict[str, torch.Tensor]:

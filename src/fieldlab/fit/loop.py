@@ -165,7 +165,7 @@ class Fitter:
             loss = self._fused.step(self.coords, self._index())
         else:
             coords, target = self._batch()
-            with _matmul_precision(self.config.precision):
+            with matmul_precision(self.config.precision):
                 loss = self._batch_loss(coords, target)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -284,17 +284,15 @@ def autocast_for(precision: str, device: torch.device):
 
 
 @contextlib.contextmanager
-def _matmul_precision(precision: str):
+def matmul_precision(precision: str):
+    """The float32 matmul precision of `--precision` (tf32: "high", else "highest") inside the block, for
+    every loop that steps (fit's, the engines', train's and train-sdf's)."""
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
     try:
         yield
     finally:
         torch.set_float32_matmul_precision(previous)
-
-
-matmul_precision = _matmul_precision
-"""The matmul precision of `--precision` (tf32: "high") for the loops outside fit/ (train, train-sdf)."""
 
 
 @dataclasses.dataclass

@@ -42,7 +42,7 @@ from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, FieldStack, FunctaConfig, Latent, SpatialFunctaConfig, coerce_option
 from fieldlab.fields.functa import LATENT
 from fieldlab.fit.batched import BatchedFitConfig, BatchResult, DatasetFitter, register_dataset_fitter
-from fieldlab.fit.loop import _matmul_precision, resolve_device
+from fieldlab.fit.loop import matmul_precision, resolve_device
 from fieldlab.fit.metrics import field_psnrs
 from fieldlab.fit.points import generator, with_replacement
 from fieldlab.fit.schedule import Schedule
@@ -320,7 +320,7 @@ class MetaDatasetFitter(DatasetFitter):
         learner = self._learner(coords)
         rows = np.asarray(rows)
         every = max(1, self.meta.steps // 10)
-        with _matmul_precision(self.fit_config.precision):
+        with matmul_precision(self.fit_config.precision):
             for step in range(1, self.meta.steps + 1):
                 psnr = learner.step(values_of(rows[learner.sample_rows(len(rows)).numpy()]))
                 if step % every == 0 and learner.rank == 0:
@@ -338,7 +338,7 @@ class MetaDatasetFitter(DatasetFitter):
 
     def fit(self, coords: torch.Tensor, values: torch.Tensor, rows, progress=None) -> BatchResult:
         learner = self._learner(coords)
-        with _matmul_precision(self.fit_config.precision):
+        with matmul_precision(self.fit_config.precision):
             latents, psnr = learner.fit_latents(values)
         steps = np.full(len(latents), self.meta.inner_steps, dtype=np.int32)
         return BatchResult({LATENT: latents}, psnr.float().numpy(), steps)

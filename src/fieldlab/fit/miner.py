@@ -41,7 +41,7 @@ from fieldlab._progress import in_pieces, phase
 from fieldlab._validate import LIMITS, bounded_int
 from fieldlab.fields.miner import BlockNet, Miner, MinerConfig
 from fieldlab.fit.config import FitConfig
-from fieldlab.fit.loop import FitResult, RunLog, _matmul_precision, autocast_for, resolve_device
+from fieldlab.fit.loop import FitResult, RunLog, autocast_for, matmul_precision, resolve_device
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
 from fieldlab.fit.own_engines import OwnEngine, register_engine
 from fieldlab.fit.miner_mesh import fit_mesh
@@ -294,7 +294,7 @@ class ScaleTrainer:
     @contextlib.contextmanager
     def _precision(self):
         """--precision for the block networks: TF32 matmuls, or bf16 autocast of the hidden layers."""
-        with _matmul_precision(self.precision), autocast_for(self.precision, self.x.device):
+        with matmul_precision(self.precision), autocast_for(self.precision, self.x.device):
             yield
 
     @torch.no_grad()
