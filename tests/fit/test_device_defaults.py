@@ -94,3 +94,17 @@ def test_the_cpu_time_budget_bounds_the_whole_fit_command(tmp_path, cli, monkeyp
     assert time.perf_counter() - began < 3.0 * 1.1 + 5
     metrics = json.loads((tmp_path / "cam" / "metrics.json").read_text())
     assert metrics["max_seconds"] == 3.0 and metrics["steps"] < 1000000
+
+
+def test_the_memory_check_counts_the_cpu_mini_batch_not_the_full_signal(tmp_path, cli, monkeypatch):
+    """A photo too large for one full step was refused by the memory check before the CPU's mini-batch was
+    chosen (a 6000x4000 PNG: 274.7 GB asked for 24M points per step, where 4,096 fit in 51 MB)."""
+    import importlib
+
+    job = importlib.import_module("fieldlab.fit.job")
+    asked = []
+    monkeypatch.setattr(job, "check_fit_memory", lambda config, points, device: asked.append(points))
+    status, _, stderr = cli(["fit", "sample:camera", "--max-size", "128", "--params", "100000", "--steps", "1",
+                             "--device", "cpu", "--quiet", "--out", tmp_path / "cam"])
+    assert status == 0, stderr
+    assert asked and asked[0] < 128 * 128, asked

@@ -14,7 +14,7 @@ from fieldlab._errors import UserError
 from fieldlab._validate import LIMITS, bounded_int, check_memory
 from fieldlab.fields import FieldConfig, coerce_option, get_config_class
 from fieldlab.fit.config import FitConfig, points_per_step
-from fieldlab.fit.device_defaults import resolve_fit_config, say_time_limit
+from fieldlab.fit.device_defaults import device_defaults, resolve_fit_config, say_time_limit
 from fieldlab.fit.own_engines import engine_options
 from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device
 from fieldlab.signals import (get_modality, kind_is_known, kind_of, load_signal, parse_span,
@@ -175,7 +175,12 @@ def _run_fit_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensorb
     config = resolve_field_config(job.field, job.field_options, kind=signal.info.kind, in_dim=signal.info.in_dim,
                                   out_dim=signal.info.channels, shape=signal.shape, params=job.params,
                                   max_params=signal.values.numel())
-    check_fit_memory(config, points_per_step(job.fit, signal.values[..., 0].numel()), job.fit.device)
+    points = signal.values[..., 0].numel()
+    per_step = points_per_step(job.fit, points)
+    if job.fit.batch_size is None and not job.fit.sample_fraction:  # the device's choice, as the Fitter makes it
+        device = resolve_device(job.fit.device)
+        per_step = device_defaults(device).points_per_step(points, config.num_params()) or per_step
+    check_fit_memory(config, per_step, job.fit.device)
     kind_lr = get_modality(signal.info.kind).field_lr.get(job.field)
     if job.fit.lr is None and kind_lr:
         job = dataclasses.replace(job, fit=dataclasses.replace(job.fit, lr=kind_lr))
