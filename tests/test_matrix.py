@@ -112,6 +112,11 @@ def test_fieldlab_capabilities_prints_the_matrix(cli):
     assert "resume_sigint (not yet): miner's own engine keeps no checkpoint" in out
     status, _, err = cli(["capabilities", "fits"])
     assert status == 2 and err.startswith("fieldlab: error:") and len(err.strip().splitlines()) == 1
+    # train's rows serve every field: a field filter keeps them, and an unknown field is named
+    status, out, err = cli(["capabilities", "train", "--field", "siren"])
+    assert status == 0 and out.startswith("train"), err
+    status, _, err = cli(["capabilities", "--field", "nope"])
+    assert status == 2 and "unknown field 'nope'" in err
 
 
 # -- tiny inputs -----------------------------------------------------------------------------------------

@@ -25,8 +25,17 @@ def capabilities_command(
 
     if command is not None and command not in COMMANDS:
         raise UserError(f"capabilities knows the commands {', '.join(COMMANDS)}, not {command!r}")
-    cells = [c for c in matrix() if command in (None, c.command) and field in (None, c.field, ANY)
-             and modality in (None, c.modality, ANY)]
+    if field is not None:
+        from fieldlab.fields import get_config_class
+
+        get_config_class(field)  # an unknown name is one line listing the known ones
+    if modality is not None:
+        from fieldlab.signals import get_modality
+
+        get_modality(modality)
+    # A command whose rows serve any field or modality (train, train-sdf: ANY) matches every filter.
+    cells = [c for c in matrix() if command in (None, c.command) and (field is None or c.field in (field, ANY))
+             and (modality is None or c.modality in (modality, ANY))]
     if not cells:
         raise UserError("no cell of the matrix matches these filters (see `fieldlab fields` and the modalities)")
     for line in format_matrix(cells):
