@@ -79,3 +79,19 @@ def test_miner_blocks_png_stays_a_bare_picture_without_matplotlib(cli, tmp_path,
                           "--out", tmp_path / "m"])
     assert status == 0, err
     assert iio.imread(tmp_path / "m" / "blocks.png").shape[2] == 3  # RGB from the picture itself
+
+
+def test_a_mesh_fits_curve_draws_its_bce_loss(tmp_path):
+    """An occupancy fit logs bce, not loss: its training.png was an empty axis (matplotlib warned that
+    the range was empty)."""
+    import json
+    import warnings
+
+    from fieldlab.plots import write_training_plot
+
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps({"step": s, "bce": 1 / s, "seconds": 0.1 * s}) + "\n"
+                                                for s in (10, 20, 30)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert write_training_plot(tmp_path / "log.jsonl", tmp_path / "training.png")
+    assert not [w for w in caught if "xlims" in str(w.message) or "ylims" in str(w.message)], caught

@@ -77,7 +77,9 @@ def write_training_plot(log_path: Path, path: Path) -> bool:
     measures = [k for k in ("psnr", "iou") if any(isinstance(r.get(k), (int, float)) for r in records)]
     fig, axes = plt.subplots(1 + len(measures[:1]), 1, figsize=(6, 5 if measures else 3), sharex=True, squeeze=False)
     axes = axes[:, 0]
-    _curve(axes[0], steps, records, "loss", log_scale=True)
+    # A mesh's occupancy fit logs its loss as bce (binary cross-entropy), the others as loss.
+    loss = next((k for k in ("loss", "bce") if any(isinstance(r.get(k), (int, float)) for r in records)), "loss")
+    _curve(axes[0], steps, records, loss, log_scale=True)
     for ax, key in zip(axes[1:], measures):
         _curve(ax, steps, records, key, label={"psnr": "PSNR (dB)", "iou": "IoU"}[key])
     axes[-1].set_xlabel("step")
