@@ -61,3 +61,17 @@ def test_a_fitter_runs_on_from_where_it_is_as_its_steps_would():
     resumed.step()
     stepped.step()
     assert all(torch.equal(resumed.parameters()[k], v) for k, v in stepped.parameters().items())
+
+
+def test_a_compiling_first_step_is_not_taken_as_a_steps_cost():
+    """The time limit estimates the final evaluation from a step's cost; a first step that compiled
+    (--compile, or the fused kernel's first launch) made that estimate exceed the limit, and the fit stopped
+    after one step."""
+    import dataclasses
+
+    fitter = Fitter(CONFIG.build(), COORDS, VALUES[0], FitConfig(steps=3, device="cpu"), lr=1e-3)
+    fitter.config = dataclasses.replace(fitter.config, compile=True)  # the first step takes the compile path
+    fitter.step()
+    assert fitter.step_seconds == 0.0 and fitter.compile_seconds > 0
+    fitter.step()
+    assert fitter.step_seconds > 0

@@ -178,6 +178,9 @@ class Fitter:
             self._sync()
             self.compile_seconds = time.perf_counter() - self._tick
             self._tick = time.perf_counter()
+            # Nor is it a step's cost: timed with compilation, the first step made the time limit's estimate
+            # of the final evaluation exceed what was left (--compile --max-seconds 100 stopped after 1 step).
+            self.step_seconds = 0.0
         return loss.detach()
 
     def _sync(self) -> None:
@@ -261,7 +264,7 @@ class Fitter:
             if self.seconds + time.perf_counter() - self._tick >= c.max_seconds:
                 self.deadline.cut(f"fitting stopped after {self.step_count:,} of {c.steps:,} steps")
                 return True
-        if self.step_count and self.deadline.out_of_time(self.keep_seconds()):
+        if self.step_count and self.deadline.bounded and self.deadline.out_of_time(self.keep_seconds()):
             self.deadline.cut(f"fitting stopped after {self.step_count:,} of {c.steps:,} steps, leaving time for "
                               "the final evaluation and writing")
             return True
