@@ -116,3 +116,14 @@ def test_every_generated_option_has_its_dataclass_docstring_as_help():
     for command in commands:
         undocumented = [name for name, option in command.callback.generated.items() if not option.help]
         assert not undocumented, f"{command.name}: {undocumented} need an attribute docstring in their dataclass"
+
+
+def test_a_resolved_config_never_writes_through_a_link(tmp_path):
+    """render writes OUT.config.json beside its output: a link of that name had its target overwritten."""
+    from fieldlab.cli._dataclass_options import write_resolved
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    (tmp_path / "s.png.config.json").symlink_to(victim)
+    write_resolved(tmp_path / "s.png.config.json", {"size": [8, 8]})
+    assert victim.read_text() == "mine" and not (tmp_path / "s.png.config.json").is_symlink()

@@ -221,5 +221,9 @@ def resolved(options: dict[str, Any], generated: dict[str, Option], **fixed: Any
 
 
 def write_resolved(path: Path, config: dict[str, Any]) -> None:
-    """The resolved config as JSON (paths as strings)."""
-    path.write_text(json.dumps(config, indent=2, default=str) + "\n")
+    """The resolved config as JSON (paths as strings), written whole and never through a link (beside a
+    render's OUT, a link named OUT.config.json would otherwise have its target overwritten)."""
+    from fieldlab._safety import replace_file
+
+    text = json.dumps(config, indent=2, default=str) + "\n"
+    replace_file(path, lambda tmp: tmp.write_text(text))
