@@ -128,3 +128,16 @@ def test_render_shows_a_bar_over_its_chunks(capsys, tmp_path):
     values = render(stored, size=[8, 8], chunk=16, progress=True)
     assert draws(capsys.readouterr().err, "rendering 8x8") > 2  # 64 samples in pieces of 16
     assert torch.equal(values, render(stored, size=[8, 8], chunk=64))
+
+
+def test_a_quiet_phase_logs_what_was_done_not_its_planned_total(caplog, monkeypatch):
+    """fit-dataset cut by --max-seconds after 50 of 400 fields logged '400 field(s)' under --quiet."""
+    import logging
+
+    from fieldlab import _progress
+
+    monkeypatch.setattr(_progress, "QUIET_AFTER", 0.0)
+    with caplog.at_level(logging.INFO, logger="fieldlab"):
+        with _progress.phase("fitting", 400, unit="field", bar=False) as advance:
+            advance(50)
+    assert "fitting: 50 of 400 field(s)" in caplog.text

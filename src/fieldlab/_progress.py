@@ -41,10 +41,16 @@ def phase(desc: str, total: int, *, unit: str = "step", bar: bool = True) -> Ite
         finally:
             shown.close()
         return
-    yield lambda n=1: None
+    done = [0]
+
+    def advance(n: int = 1) -> None:
+        done[0] += n
+
+    yield advance
     seconds = time.perf_counter() - start
-    if seconds >= QUIET_AFTER:
-        log.info("%s: %s %s(s) in %.1f s", desc, f"{total:,}", unit, seconds)
+    if seconds >= QUIET_AFTER:  # what was done: a phase a time limit cut says so
+        count = f"{done[0]:,}" + (f" of {total:,}" if done[0] < total else "")
+        log.info("%s: %s %s(s) in %.1f s", desc, count, unit, seconds)
 
 
 def in_pieces(desc: str, total: int, size: int, *, unit: str = "step", bar: bool = True,

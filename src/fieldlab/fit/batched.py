@@ -31,7 +31,6 @@ from fieldlab.fit.schedule import Schedule
 GRAPH_STEPS = 50
 """Steps per CUDA graph of the fused path when no PSNR checks cut the run into segments."""
 
-# Defaults for datasets of small signals (fit-a-nef's benchmark SIREN): a field per datum stays small.
 @dataclasses.dataclass(frozen=True)
 class BatchedFitConfig:
     """How to fit a batch of fields (one per signal of a dataset)."""
