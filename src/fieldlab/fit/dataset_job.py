@@ -92,6 +92,15 @@ def test_items(count: int, fraction: float, seed: int) -> np.ndarray:
     return chosen
 
 
+def source_test_items(source: ImageSource, fraction: float, seed: int) -> np.ndarray:
+    """The items of the source's own test split (e.g. ROOT/test/ of an ImageFolder), else `test_items`."""
+    if source.split is None:
+        return test_items(len(source), fraction, seed)
+    if fraction:
+        raise UserError(f"{source.spec} has its own test split; --test-fraction cannot be given with it")
+    return source.split
+
+
 def run_dataset_job(job: DatasetJob, out: Path, *, resume: bool = False, force: bool = False,
                     progress: bool = True, tensorboard: bool = False) -> dict[str, Any] | None:
     """Fit the job's fields into the store `out`; returns the store's summary on rank 0 (None elsewhere).
@@ -141,11 +150,11 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
     else:
         # What the fields share is learned from the training rows only (a no-op for independent fields).
         item_of_row = rows_of.columns(np.arange(num_fields))["source_index"]
-        train = ~test_items(len(source), job.test_fraction, job.fit.seed)[item_of_row]
+        train = ~source_test_items(source, job.test_fraction, job.fit.seed)[item_of_row]
         fitter.prepare(np.flatnonzero(train), rows_of.values, coords)
         if dist.is_main():
             chunk = job.chunk_fields or (4096 if resolve_device(fit.device).type == "cuda" else 256)
-            split_names = ("train", "test") if job.test_fraction else ("train",)
+            split_names = ("train", "test") if job.test_fraction or source.split is not None else ("train",)
             attrs = {k: v for k, v in identity.items() if k not in ("field", "num_fields")}
             FieldStoreWriter.create(out, config=config, signal=info, num_fields=num_fields, chunk_fields=chunk,
                                     per_field=fitter.per_field_shapes(), shared=fitter.shared(), attrs=attrs,
@@ -157,7 +166,7 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
     pending = writer.pending_chunks()
     dist.barrier()  # every rank has listed the pending chunks before any is written
     mine = dist.shard(pending)
-    is_test = test_items(len(source), job.test_fraction, job.fit.seed)
+    is_test = source_test_items(source, job.test_fraction, job.fit.seed)
     if dist.is_main() and progress:
         done = writer.num_chunks - len(pending)
         log.info("%s: %s fields of %s in %d chunks (%d done), %d process(es), %s on %s; steps by %s", job.source,

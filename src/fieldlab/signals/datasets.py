@@ -58,6 +58,9 @@ class ImageSource:
     """What makes the source itself: spec, size, and a digest of the labels (checked on --resume)."""
     masks: Callable[[int], np.ndarray] | None = None
     """Per-pixel classes (H, W) int64 of item i (indexing `label_names`), for segmentation sources."""
+    split: np.ndarray | None = None
+    """(N,) bool, True for the items of the source's own test split (a train/ and test/ layout); None when
+    the source has none and `--test-fraction` chooses."""
 
     def __len__(self) -> int:
         return len(self.labels)
