@@ -47,7 +47,8 @@ class ImageSource:
     """N images of one shape (H, W, C); `raw(i)` is item i in the source's own dtype."""
 
     spec: str
-    shape: tuple[int, int]
+    shape: tuple[int, ...]
+    """(H, W) of an image; (T,) of an audio clip; (D, H, W) of a volume or a mesh's occupancy grid."""
     channels: int
     normalization: Normalization
     labels: np.ndarray
@@ -61,14 +62,21 @@ class ImageSource:
     split: np.ndarray | None = None
     """(N,) bool, True for the items of the source's own test split (a train/ and test/ layout); None when
     the source has none and `--test-fraction` chooses."""
+    kind: str = "image"
+    """The modality of every item (`signals/_modality.py`); sources of other kinds: `signals/modal_sources.py`."""
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Kind-specific facts every item shares (an audio source's sample rate), as `SignalInfo.extra`."""
+    domain: tuple[tuple[float, float], ...] | None = None
+    """The items' domain (`SignalInfo.domain`); None: the sample grid, [0, n) per axis."""
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def info(self) -> SignalInfo:
         """The `SignalInfo` that every item shares."""
-        return SignalInfo(kind="image", shape=self.shape, channels=self.channels, normalization=self.normalization,
-                          domain=tuple((0.0, float(n)) for n in self.shape), source=self.spec)
+        return SignalInfo(kind=self.kind, shape=self.shape, channels=self.channels, normalization=self.normalization,
+                          domain=self.domain or tuple((0.0, float(n)) for n in self.shape), source=self.spec,
+                          extra=dict(self.extra))
 
 
 def _array_source(spec: str, images: np.ndarray, labels: np.ndarray | None, label_names=None, normalization=None,
