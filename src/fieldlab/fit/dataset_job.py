@@ -25,7 +25,8 @@ from fieldlab.fit.batched import BatchedFitConfig
 from fieldlab.fit.loop import resolve_device
 from fieldlab.fit.meta import make_dataset_fitter
 from fieldlab.signals import grid_coords
-from fieldlab.signals.datasets import Augmented, ImageSource, open_source
+from fieldlab.signals.datasets import Augmented, ImageSource
+from fieldlab.signals.modal_sources import open_dataset
 
 log = logging.getLogger("fieldlab")
 MIN_DATASET_PARAMS = 1024
@@ -49,6 +50,13 @@ class DatasetJob:
     """Fraction of the items (seeded choice) whose rows are marked split `test`."""
     image_size: int | None = None
     """Resize a folder's images to this square size."""
+    clip_seconds: float | None = None
+    """Length of every item of a folder of audio clips, in seconds (longer clips are cut, shorter ones end in
+    silence); None: the shortest clip's."""
+    mono: bool = False
+    """Mix every clip of a folder of audio clips down to one channel (else mixed channel counts are refused)."""
+    mesh_resolution: int | None = None
+    """Samples per axis of the grid a folder's meshes are labelled inside/outside on (None: 32)."""
     meta_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Meta-learning options of functa and spatial functa (`fieldlab.fit.meta.META_OPTIONS`)."""
 
@@ -71,7 +79,7 @@ def resolve_dataset_config(name: str, options: dict[str, Any], source: ImageSour
     if not cls.batched:
         raise UserError(f"field {name!r} is grown by its own trainer for one large signal and has no batched "
                         "path; pick another field for a dataset")
-    asked = cls.from_options({"in_dim": 2, "out_dim": source.channels, **options})
+    asked = cls.from_options({"in_dim": len(source.shape), "out_dim": source.channels, **options})
     given = set(options).union(*(group for group in cls.linked if set(group) & set(options)))
     presets = {k: v for k, v in asked.item_defaults(source.shape).items() if k not in given}
     config = asked.replace(**presets).adapt(source.shape)
@@ -128,7 +136,10 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
     if job.limit is not None and job.limit < 1:
         raise UserError(f"--limit must be positive, got {job.limit}")
     check_store_path(out, force=force, resume=resume, inputs=[job.source])
-    source = open_source(job.source, image_size=job.image_size)
+    source = open_dataset(job.source, image_size=job.image_size, clip_seconds=job.clip_seconds, mono=job.mono,
+                          mesh_resolution=job.mesh_resolution)
+    if job.copies > 1 and source.kind != "image":  # an augmentation flips and crops an image
+        raise UserError(f"--copies augments images; {job.source} holds {source.kind} items: give --copies 1")
     items = min(len(source), job.limit or len(source))
     rows_of = Augmented(source, copies=job.copies, seed=job.fit.seed)
     num_fields = items * job.copies
