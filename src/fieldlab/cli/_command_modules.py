@@ -5,3 +5,4 @@ from fieldlab.cli import edit_commands  # noqa: F401,E402
 from fieldlab.cli import dataset_commands  # noqa: F401,E402
 from fieldlab.cli import learn_commands  # noqa: F401,E402
 from fieldlab.cli import capability_commands  # noqa: F401,E402
+from fieldlab.cli import view_commands  # noqa: F401,E402

@@ -1,7 +1,7 @@
 """`fieldlab view`: a field DIR, a field store or a training run in a browser (gradio, the `view` extra,
-imported only here). Image fields are seen through deep-zoom tiles rendered on demand (`view.tiles`)."""
+imported only by `view.server`). Image fields are seen through deep-zoom tiles rendered on demand
+(`fieldlab.view.tiles`); the package's import stays light, as the CLI imports it for its options."""
 
 from fieldlab.view.options import ViewConfig
-from fieldlab.view.tiles import TILE, TileSpec, native_level, tile_spec
 
-__all__ = ["TILE", "TileSpec", "ViewConfig", "native_level", "tile_spec"]
+__all__ = ["ViewConfig"]
