@@ -195,9 +195,10 @@ def _histogram(values: np.ndarray):
 
 
 def _run_page(gr, path: Path):
-    from fieldlab.learn._run_files import read_run_json
+    from fieldlab._validate import check_keys, read_json
 
-    info = read_run_json(path)
+    info = check_keys(read_json(path / "run.json", f"{path}/run.json"), {"format": str}, f"{path}/run.json",
+                      optional={"metrics": dict})
     records = read_log(path / "log.jsonl")
     evals = find_evals(path)
     with gr.Blocks(title=f"fieldlab view {path.name}", analytics_enabled=False) as blocks:
