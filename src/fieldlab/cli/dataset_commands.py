@@ -168,6 +168,9 @@ def _print_store(s: dict) -> None:
     print("config    " + ", ".join(f"{k}={v}" for k, v in s["config"].items()))
     print(f"signal    {signal['kind']} {'x'.join(map(str, signal['shape']))}x{signal['channels']} "
           f"from {s['source'].get('spec', signal.get('source', ''))}")
+    from fieldlab.signals.datasets import describe_source
+
+    print(f"source    {describe_source(s['source'], s['label_names'])}")
     if s["shared_params"]:  # a meta-learned family: per-field fit options do not apply
         from fieldlab.fit.meta import PER_FIELD_FIT
 
