@@ -148,14 +148,61 @@ def open_source(spec: str, *, image_size: int | None = None) -> ImageSource:
         _validate.bounded_int(image_size, "--image-size", 1, math.isqrt(_validate.LIMITS.pixels))
     if spec.startswith("sample:"):
         return _sample_source(spec)
-    path = Path(spec)
+    where, options = spec_options(spec)
+    path = Path(where)
     if not path.exists():
-        raise UserError(f"no such dataset: {spec}")
+        raise UserError(f"no such dataset: {where}")
+    formatted = _format_source(spec, path, options)
+    if formatted is not None:
+        if image_size is not None:
+            raise UserError(f"--image-size resizes the images of a folder of class folders, not of {spec}")
+        return formatted
+    if options:
+        raise UserError(f"{spec}: options after ':' apply to CIFAR and Hugging Face sources, not to {where}")
     if path.is_dir():
         return _folder_source(path, image_size)
     if path.suffix.lower() in (".npz", ".npy"):
         return _numpy_source(path)
     raise UserError(f"{spec} is not a dataset: give a folder of class folders, a .npz/.npy file or sample:NAME")
+
+
+def describe_source(identity: dict[str, Any], label_names: list[str]) -> str:
+    """One line naming a store's source from its recorded identity: 'cifar-10 binary, 60,000 items,
+    10 classes, PATH'."""
+    spec = str(identity.get("spec", "an unrecorded source"))
+    kind = identity.get("format") or ("built-in sample" if spec.startswith("sample:") else
+                                      "NumPy file" if spec.lower().endswith((".npz", ".npy")) else "image folder")
+    if "splits" in identity:
+        kind += " (" + "/".join(map(str, identity["splits"])) + ")"
+    count = identity.get("count")
+    items = f"{count:,} items" if isinstance(count, int) else "items"
+    classes = f"{len(label_names):,} classes" if label_names else "unlabelled"
+    return f"{kind}, {items}, {classes}, {spec}"
+
+
+def spec_options(spec: str) -> tuple[str, dict[str, str]]:
+    """(path, options) of `PATH:key=value,key=value` (a path that exists as written has no options)."""
+    head, colon, tail = spec.rpartition(":")
+    if not colon or Path(spec).exists() or not all("=" in part for part in tail.split(",")):
+        return spec, {}
+    options = dict(part.split("=", 1) for part in tail.split(","))
+    for key in options:
+        if not key.isidentifier():
+            raise UserError(f"{spec}: {key!r} is not an option name (options are PATH:key=value,key=value)")
+    return head, options
+
+
+def _format_source(spec: str, path: Path, options: dict[str, str]) -> ImageSource | None:
+    """The source of `path` if one of the formats of signals/sources_*.py recognizes it (CIFAR binary,
+    Hugging Face arrow/parquet, an images/ + masks/ folder), else None."""
+    from fieldlab.signals import sources_cifar, sources_hf, sources_segmentation
+
+    for recognizes, opener in ((sources_cifar.recognizes, sources_cifar.open_cifar),
+                               (sources_hf.recognizes, sources_hf.open_hf),
+                               (sources_segmentation.recognizes, sources_segmentation.open_segmentation)):
+        if recognizes(path):
+            return opener(spec, path, dict(options))
+    return None
 
 
 def _sample_source(spec: str) -> ImageSource:
@@ -290,12 +337,15 @@ def _load(path: Path, read: Callable[[], Any]) -> Any:
 def _folder_source(root: Path, image_size: int | None) -> ImageSource:
     from fieldlab.signals.image import IMAGE_SUFFIXES, read_image
 
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files, labels = [], []
-    for label, name in enumerate(classes):
-        found = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        files += found
-        labels += [label] * len(found)
+    parts = _split_folders(root)
+    classes = sorted({p.name for folder, _ in parts for p in _subfolders(folder)})
+    files, labels, test = [], [], []
+    for folder, is_test in parts:
+        for label, name in enumerate(classes):
+            found = sorted(p for p in (folder / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            files += found
+            labels += [label] * len(found)
+            test += [is_test] * len(found)
     if not files:
         raise UserError(f"{root} has no images in class folders (expected {root}/<class>/<image>.png)")
 
@@ -325,8 +375,25 @@ def _folder_source(root: Path, image_size: int | None) -> ImageSource:
 
     identity = {"spec": str(root), "count": len(files), "shape": list(first.shape), "classes": classes,
                 "files_sha1": hashlib.sha1("\n".join(str(f.relative_to(root)) for f in files).encode()).hexdigest()}
+    split = None
+    if len(parts) > 1:
+        identity["splits"] = [folder.name for folder, _ in parts]
+        split = np.asarray(test, dtype=bool)
     return ImageSource(str(root), tuple(shape), channels, Normalization.for_array(first),
-                       np.asarray(labels, dtype=np.int64), classes, raw, identity)
+                       np.asarray(labels, dtype=np.int64), classes, raw, identity, split=split)
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+
+def _split_folders(root: Path) -> list[tuple[Path, bool]]:
+    """[(folder of class folders, holds test items)]: ROOT/train and ROOT/test (or ROOT/val) when ROOT holds
+    just those two and both hold class folders (torchvision's layout), else [(ROOT, False)]."""
+    names = {p.name for p in _subfolders(root)}
+    if names in ({"train", "test"}, {"train", "val"}) and all(_subfolders(root / n) for n in names):
+        return [(root / "train", False), (root / (names - {"train"}).pop(), True)]
+    return [(root, False)]
 
 
 @dataclasses.dataclass
