@@ -10,7 +10,9 @@ Input field, one of:
   (2-D scenes rendered as 32×32 images), read through the batched path (`FieldEvaluator`) at the input
   point set, as DI-Net fed SIRENs of its rendered scenes. The task is then 2-D: the network predicts the
   2-D scene's SDF. The scene of a row is regenerated from its source item (augmented rows are refused:
-  a flip or crop would move the geometry).
+  a flip or crop would move the geometry);
+- or a FieldStore of occupancy fields of a folder of meshes (`fieldlab fit-dataset MESHES`): 3-D, the
+  target each mesh's SDF on the store's grid, recomputed from the meshes (`learn/_sdf_store.py`).
 
 Target: the SDF clipped to [-1, 1] (the net's tanh range), at query points drawn independently of the
 input points, uniform over the domain. Error: mean absolute SDF error at fresh query points of the held-out
@@ -49,7 +51,7 @@ class SDFConfig:
     scenes: int = 200
     """Procedural 3-D scenes (ignored with `store`)."""
     store: str | None = None
-    """A FieldStore of `sample:balls` fields to read the input from, instead of the exact field."""
+    """A FieldStore to read the input from, instead of the exact field: of `sample:balls` or of a folder of meshes."""
     points: str = "rqmc"
     """Input point set: grid, qmc, rqmc, random, shrunk or mixed."""
     mix: str = "grid,qmc,shrunk"
@@ -104,10 +106,13 @@ class SDFConfig:
 class Scenes:
     """The scenes of a run: geometry (centres, radii), train / test indices, and the input field."""
 
-    def __init__(self, centres, radii, train: torch.Tensor, test: torch.Tensor, params=None, evaluator=None):
+    def __init__(self, centres, radii, train: torch.Tensor, test: torch.Tensor, params=None, evaluator=None,
+                 grids: torch.Tensor | None = None):
         self.centres, self.radii, self.train, self.test = centres, radii, train, test
         self.params, self.evaluator = params, evaluator
-        self.dim = centres.shape[-1]
+        self.grids = grids
+        """SDF on a grid (scenes, R, R, R) where the scenes are meshes (centres and radii are then None)."""
+        self.dim = centres.shape[-1] if grids is None else grids.dim() - 1
 
     @classmethod
     def procedural(cls, count: int, seed: int) -> Scenes:
@@ -121,25 +126,33 @@ class Scenes:
         from fieldlab.learn.train import split_rows
         from fieldlab.store.field_store import FieldStore
 
+        from fieldlab.learn._sdf_store import is_mesh_store, mesh_store_targets
+
         store = FieldStore(path)
         spec = str(store.attrs.get("source", {}).get("spec", ""))
-        if not spec.startswith("sample:balls") or store.signal.in_dim != 2 or store.signal.channels != 1:
-            raise UserError(f"{path} holds fields of {spec or 'an unknown source'}; --store needs a store fitted "
-                            "by fit-dataset sample:balls")
+        balls = spec.startswith("sample:balls") and store.signal.in_dim == 2 and store.signal.channels == 1
+        if not balls and not is_mesh_store(store):
+            raise UserError(f"{path} holds fields of {spec or 'an unknown source'}; --store needs a store of shapes "
+                            "with an SDF: fit-dataset sample:balls, or fit-dataset of a folder of meshes")
         store.require_complete()
         rows = store.rows()
         if (store.column("augment")[rows] > 0).any():
             raise UserError(f"{path} holds augmented rows; the SDF task needs the scenes as drawn (fit without --augment)")
-        centres, radii = ball_scenes(len(rows), BALLS_SEED, dim=2, index=store.column("source_index")[rows])
         train_rows, test_rows, _ = split_rows(store)
         position = {int(r): i for i, r in enumerate(rows)}
         pick = lambda chosen: torch.tensor([position[int(r)] for r in chosen], dtype=torch.long)  # noqa: E731
-        return cls(centres, radii, pick(train_rows), pick(test_rows), store.read(rows), FieldEvaluator.from_store(store))
+        fields = (pick(train_rows), pick(test_rows), store.read(rows), FieldEvaluator.from_store(store))
+        if not balls:
+            return cls(None, None, *fields, grids=mesh_store_targets(store, rows))
+        centres, radii = ball_scenes(len(rows), BALLS_SEED, dim=2, index=store.column("source_index")[rows])
+        return cls(centres, radii, *fields)
 
     def to(self, device: torch.device | str) -> Scenes:
         """The scenes with their geometry and stored fields on `device` (indices stay on the CPU)."""
         params = None if self.params is None else {k: v.to(device) for k, v in self.params.items()}
-        return Scenes(self.centres.to(device), self.radii.to(device), self.train, self.test, params, self.evaluator)
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Scenes(move(self.centres), move(self.radii), self.train, self.test, params, self.evaluator,
+                      move(self.grids))
 
     def inputs(self, index: torch.Tensor, points: PointSet) -> torch.Tensor:
         """The input field (b, n, 1) of scenes `index` at `points`."""
@@ -149,6 +162,10 @@ class Scenes:
 
     def sdf(self, index: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         """The clipped target SDF (b, n)."""
+        if self.grids is not None:
+            from fieldlab.learn._sdf_store import sdf_at
+
+            return sdf_at(self.grids[index], coords).clamp(-1, 1)
         return scene_sdf(self.centres[index], self.radii[index], coords).clamp(-1, 1)
 
 
