@@ -99,3 +99,18 @@ def test_fit_dataset_with_max_seconds_begins_no_chunk_it_cannot_finish_and_resum
     status, _, err = cli(args + ["--resume", "--max-seconds", "1"])
     assert status == 0, err
     assert FieldStore(tmp_path / "S").summary()["complete"] > summary["complete"]  # at least one more chunk
+
+
+def test_eval_with_max_seconds_writes_a_partial_table_that_marks_what_it_did_not_measure(cli, tmp_path):
+    assert cli(["fit-dataset", "sample:digits", "--limit", "10", "--chunk-fields", "10", "--steps", "2", "--device", "cpu",
+                "--quiet", "--out", tmp_path / "S"])[0] == 0
+    assert cli(["train", tmp_path / "S", "--net", "dinet2", "--channels", "4", "--steps", "2", "--batch-size", "4",
+                "--num-points", "16", "--device", "cpu", "--quiet", "--out", tmp_path / "R"])[0] == 0
+    out, err = within_limit(cli, ["eval", tmp_path / "R", tmp_path / "S", "--resolutions", "4,8,16,32,64",
+                                  "--draws", "100000", "--device", "cpu"])
+    assert "--max-seconds 3: eval stopped:" in err and "time limit" in out
+    cells = json.loads((tmp_path / "R" / "eval.json").read_text())["cells"]
+    trained = next(c for c in cells if (c["test"], c["resolution"]) == ("rqmc", 4))  # scored first, and kept
+    assert 0 < trained["draws"] < 100000 and trained["accuracy"] is not None
+    assert any(c["accuracy"] is None and c["resolution"] == 64 for c in cells)
+    assert json.loads((tmp_path / "R" / "eval.config.json").read_text())["max_seconds"] == S

@@ -84,7 +84,7 @@ def eval_command(
     except ValueError:
         raise UserError(f"--resolutions takes grid sides like 8,16,32, got {resolutions!r}") from None
     rows, cell = evaluate_table(run, stores or None, points=kinds, resolutions=sides, device=config.device,
-                                draws=config.draws,
+                                draws=config.draws, max_seconds=config.max_seconds,
                                 progress=True)
     summary = summarize(rows, cell)
     print(legend(rows, cell))

@@ -98,6 +98,8 @@ def resolution_gap(rows: list[dict], cell: TrainingCell, kinds: list[str] | None
             candidates += [(drop(r["accuracy"], base, lower), r) for r in mine
                            if r["test"] == kind and r["resolution"] != cell.resolution]
     best = _largest(candidates)
+    if best is None and any(r.get("time_limit") for r in rows):
+        return {"value": None, "why": "the other resolutions were not measured within --max-seconds"}
     if best is None:
         return {"value": None, "why": "one resolution only; give --resolutions with others beside "
                                       f"{cell.resolution}"}
@@ -158,7 +160,7 @@ def _number(value: float, rows: list[dict]) -> str:
 def _cell(row: dict, cell: TrainingCell) -> str:
     value = row["accuracy"]
     if value is None:
-        return "n/a"
+        return "time limit" if row.get("time_limit") else "n/a"
     shown = f"{value:.4f}" if row["metric"] == "sdf_mae" else f"{100 * value:.1f}%"
     if (row["store"], row["test"], row["resolution"]) == (cell.store, cell.points, cell.resolution):
         return f"{shown} *"
@@ -174,8 +176,9 @@ def store_label(row: dict) -> str:
 
 def legend(rows: list[dict], cell: TrainingCell) -> str:
     name = {"miou": "mIoU (%)", "sdf_mae": "mean absolute SDF error of the held-out scenes (lower is better)"}
+    cut = "; 'time limit': not measured within --max-seconds" if any(r.get("time_limit") for r in rows) else ""
     return (f"metric: {name.get(metric_of(rows), 'accuracy (%)')}; * marks the training cell, brackets the "
-            f"change from it ({_unit(rows)})")
+            f"change from it ({_unit(rows)}){cut}")
 
 
 def format_table(rows: list[dict], cell: TrainingCell) -> str:

@@ -17,3 +17,7 @@ class EvalConfig:
     """auto, cpu, cuda or cuda:N."""
     draws: int = 5
     """Draws of each randomized point set (rqmc, random, shrunk) whose scores are averaged."""
+    max_seconds: float = 0.0
+    """Time limit for the whole command, in seconds (0: none): the cells at the training resolution are
+    scored first, and those the limit leaves are marked "time limit" in the table (a randomized set may be
+    averaged over fewer draws, as its draws column says)."""

@@ -12,12 +12,15 @@ each; drops are measured from the training cell of the store RUN trained on (els
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
+from fieldlab import _deadline
 from fieldlab import _validate as v
 from fieldlab._errors import UserError
 from fieldlab._progress import phase
@@ -41,28 +44,52 @@ def scoring_samplers(kind: str, n: int, dim: int, *, seed: int, draws: int,
                      sequence: str = "sobol") -> list[PointSampler]:
     """The samplers a test point set is scored over: `draws` independently seeded ones for a randomized
     set, the one fixed set otherwise."""
-    count = draws if kind in RANDOMIZED else 1
-    return [PointSampler(kind=kind, n=n, dim=dim, sequence=sequence, seed=seed + 7919 * k) for k in range(count)]
+    return list(_draws(kind, n, dim, seed=seed, draws=draws, sequence=sequence))
+
+
+def _draws(kind: str, n: int, dim: int, *, seed: int, draws: int, sequence: str = "sobol") -> Iterator[PointSampler]:
+    """`scoring_samplers`, one at a time (a time limit may stop a large --draws long before its end)."""
+    for k in range(draws if kind in RANDOMIZED else 1):
+        yield PointSampler(kind=kind, n=n, dim=dim, sequence=sequence, seed=seed + 7919 * k)
 
 
 def evaluate(run: str | Path, store_path: str | Path | Sequence[str | Path] | None, *, points: Sequence[str],
              resolutions: Sequence[int] | None = None, device: str = "auto", seed: int = 1,
-             draws: int = DRAWS, progress: bool = False) -> list[dict]:
+             draws: int = DRAWS, progress: bool = False, max_seconds: float = 0.0) -> list[dict]:
     """Rows {store, field, train, test, resolution, points, accuracy, metric, draws, drop} (accuracy None where
     a net cannot see a point set; for an SDF run (`train-sdf`) it holds the mean absolute SDF error, metric
     "sdf_mae"; drop: how much worse than the training cell, see `fieldlab.learn._eval_report`).
     `store_path`: one store or several stores of the same signals (a block of rows each).
     A randomized point set (rqmc, random, shrunk) is scored as the mean over `draws` independent draws: one
     draw for a small test set moves the score by many points. `progress`: a bar over the scorings (one
-    pass over the test set each), else a log line."""
+    pass over the test set each), else a log line. `max_seconds` (0: none) bounds the command (from its
+    start, leaving the limit's reserve for writing the tables): the training resolution is scored first, a
+    cell the limit leaves unscored has accuracy None and `time_limit` True, and a randomized set may be
+    averaged over fewer draws (its `draws`)."""
     return evaluate_table(run, store_path, points=points, resolutions=resolutions, device=device, seed=seed,
-                          draws=draws, progress=progress)[0]
+                          draws=draws, progress=progress, max_seconds=max_seconds)[0]
 
 
 def evaluate_table(run: str | Path, store_path: str | Path | Sequence[str | Path] | None, *, points: Sequence[str],
                    resolutions: Sequence[int] | None = None, device: str = "auto", seed: int = 1,
-                   draws: int = DRAWS, progress: bool = False) -> tuple[list[dict], TrainingCell]:
+                   draws: int = DRAWS, progress: bool = False,
+                   max_seconds: float = 0.0) -> tuple[list[dict], TrainingCell]:
     """`evaluate`'s rows with their drops, and the training cell they are measured against."""
+    from fieldlab.fit.config import MAX_SECONDS
+
+    v.bounded_float(max_seconds or 0.0, "--max-seconds", 0, MAX_SECONDS)
+    with _deadline.limit(max_seconds) as deadline:  # from the command's start
+        rows, cell = _evaluate_table(run, store_path, points, resolutions, device, seed, draws, progress)
+        skipped = sum(1 for r in rows if r.get("time_limit"))
+        fewer = sum(1 for r in rows if r["test"] in RANDOMIZED and 0 < r["draws"] < draws)
+        if skipped or fewer:
+            deadline.cut(f"eval stopped: {skipped} of {len(rows)} cells not measured (marked 'time limit' in the "
+                         f"table)" + (f", {fewer} averaged over fewer than {draws} draws" if fewer else ""))
+        return rows, cell
+
+
+def _evaluate_table(run, store_path, points: Sequence[str], resolutions: Sequence[int] | None, device: str,
+                    seed: int, draws: int, progress: bool) -> tuple[list[dict], TrainingCell]:
     from fieldlab.learn.sdf import FORMAT as SDF_FORMAT
 
     for kind in points:
@@ -79,7 +106,8 @@ def evaluate_table(run: str | Path, store_path: str | Path | Sequence[str | Path
     v.check_keys(info["train"], {"points": str, "num_points": int}, f"{run}/run.json train",
                  optional={"mix": str, "sequence": str})
     if info.get("format") == SDF_FORMAT:
-        rows, dim, trained_on = _evaluate_sdf(info, Path(run), stores, points, resolutions, dev, seed, draws)
+        rows, dim, trained_on = _evaluate_sdf(info, Path(run), stores, points, resolutions, dev, seed, draws,
+                                              progress)
     else:
         if not stores:
             raise UserError(f"eval of {run} needs the STORE to test on")
@@ -137,46 +165,103 @@ def _evaluate_stores(run: Path, paths: list, points: Sequence[str], resolutions:
     trained = "weights" if cfg.takes == "params" else f"{train_cfg['points']}@{train_cfg['num_points']}"
     labels = _store_labels([store for store, *_ in opened])
     rows = []
+    budget = _Budget(_deadline.active())
     with phase(what, total, unit="scoring", bar=progress) as advance:
         for (store, test_rows, net, cfg), label in zip(opened, labels):
             net = net.to(dev)
             test = load_split(store, test_rows, dev, masks=cfg.task == "segment")
             evaluator = FieldEvaluator.from_store(store)
             metric = "miou" if cfg.task == "segment" else "accuracy"
-            for side in resolutions:
-                for kind in points:
-                    acc, samplers = None, []
+            cells = {}
+            trained_kinds = {train_cfg["points"], *train_cfg.get("mix", "").split(",")}
+            for side in _scoring_order(resolutions, round(train_cfg["num_points"] ** (1 / dim))):
+                for kind in sorted(points, key=lambda k: k not in trained_kinds):  # the training cell first
+                    acc, scores = None, []
                     if kind in seen:
-                        samplers = scoring_samplers(kind, side ** dim, dim, seed=seed, draws=draws,
-                                                    sequence=train_cfg.get("sequence", "sobol"))
-                        scores = []
-                        for sampler in samplers:
-                            scores.append(score(net, cfg, evaluator, test, sampler, info["classes"]))
+                        for sampler in _draws(kind, side ** dim, dim, seed=seed, draws=draws,
+                                              sequence=train_cfg.get("sequence", "sobol")):
+                            if not budget.allows(side ** dim):
+                                break
+                            with budget.timing(side ** dim):
+                                scores.append(score(net, cfg, evaluator, test, sampler, info["classes"]))
                             advance(1)
-                        acc = sum(scores) / len(scores)
-                    rows.append({"store": label, "field": store.config.name, "train": trained, "test": kind,
-                                 "resolution": side, "points": side ** dim, "accuracy": acc, "metric": metric,
-                                 "draws": len(samplers)})
+                        acc = sum(scores) / len(scores) if scores else None
+                    cells[side, kind] = {"accuracy": acc, "draws": len(scores),
+                                         **({"time_limit": True} if kind in seen and not scores else {})}
+            rows += [{"store": label, "field": store.config.name, "train": trained, "test": kind, "resolution": side,
+                      "points": side ** dim, "metric": metric, **cells[side, kind]}
+                     for side in resolutions for kind in points]
     match = [label for (store, *_), label in zip(opened, labels) if trained_on and _same_path(store.path, trained_on)]
     return rows, dim, match[0] if match else None
 
 
 def _evaluate_sdf(info: dict, run: Path, paths: list, points, resolutions, dev, seed: int,
-                  draws: int) -> tuple[list[dict], int, str | None]:
-    """Rows of an SDF run: on its recorded scenes (no STORE) or on each STORE."""
+                  draws: int, progress: bool = False) -> tuple[list[dict], int, str | None]:
+    """Rows of an SDF run: on its recorded scenes (no STORE) or on each STORE, cell by cell (a cell's draws
+    together) so that a time limit leaves whole cells unmeasured, the training resolution first."""
     from fieldlab.learn.sdf import evaluate_sdf
 
     recorded = info["train"].get("store")
     recorded = recorded if isinstance(recorded, str) else None
-    rows = []
-    for path in paths or [None]:
-        label = str(path if path is not None else recorded or "procedural scenes")
-        for row in evaluate_sdf(info, run, path, points=points, resolutions=resolutions, device=dev, seed=seed,
-                                draws=draws):
-            rows.append({"store": label, "field": "", **row})
-    dim = round(math.log(rows[0]["points"]) / math.log(rows[0]["resolution"]))  # points = side^d
+
+    def cell(path, side: int | None, kind: str) -> dict:
+        return evaluate_sdf(info, run, path, points=[kind], resolutions=[side] if side else None, device=dev,
+                            seed=seed, draws=draws)[0]
+
+    paths = paths or [None]
+    rows, budget = [], _Budget(_deadline.active())
+    total = len(paths) * len(resolutions or [0]) * len(points)
+    with phase("scoring the SDF test scenes", total, unit="cell", bar=progress) as advance:
+        # the first cell is always scored: it tells the dimension (and, without --resolutions, the training one)
+        reference = cell(paths[0], resolutions[0] if resolutions else None, points[0])
+        dim = round(math.log(reference["points"]) / math.log(reference["resolution"]))  # points = side^d
+        sides = list(resolutions or [reference["resolution"]])
+        trained = round(info["train"]["num_points"] ** (1 / dim))
+        for path in paths:
+            label = str(path if path is not None else recorded or "procedural scenes")
+            measured = {}
+            for side in _scoring_order(sides, trained):
+                for kind in points:
+                    cost = (draws if kind in RANDOMIZED else 1) * side ** dim
+                    if path is paths[0] and (side, kind) == (reference["resolution"], points[0]):
+                        measured[side, kind] = reference
+                    elif budget.allows(cost):
+                        with budget.timing(cost):
+                            measured[side, kind] = cell(path, side, kind)
+                    else:
+                        continue
+                    advance(1)
+            for side in sides:
+                for kind in points:
+                    row = measured.get((side, kind)) or {
+                        "train": reference["train"], "test": kind, "resolution": side, "points": side ** dim,
+                        "accuracy": None, "metric": "sdf_mae", "draws": 0, "time_limit": True}
+                    rows.append({"store": label, "field": "", **row})
     trained_on = next((r["store"] for r in rows if recorded and _same_path(r["store"], recorded)), None)
-    return rows, dim, trained_on or (rows[0]["store"] if not paths else None)
+    return rows, dim, trained_on or (rows[0]["store"] if not paths[0] else None)
+
+
+def _scoring_order(sides: Sequence[int], trained: int) -> list[int]:
+    """The resolutions in the order they are scored: the training resolution first (the cell every drop is
+    measured from, and its point-set gap, are what a table cut by a time limit should still hold)."""
+    return sorted(sides, key=lambda side: side != trained)
+
+
+class _Budget:
+    """Whether the command's time limit leaves room for one more scoring of `points` points (per field, or
+    per scene): each is costed from the last one, per point, and writing the tables keeps the limit's reserve."""
+
+    def __init__(self, deadline: _deadline.Deadline):
+        self.deadline, self.per_point = deadline, 0.0
+
+    def allows(self, points: int) -> bool:
+        return not self.deadline.out_of_time(1.2 * self.per_point * points + self.deadline.reserve())
+
+    @contextlib.contextmanager
+    def timing(self, points: int) -> Iterator[None]:
+        tick = time.perf_counter()
+        yield
+        self.per_point = (time.perf_counter() - tick) / max(points, 1)
 
 
 def _store_labels(stores: list) -> list[str]:
