@@ -276,6 +276,8 @@ def decode(cell: Any, where: str) -> np.ndarray:
             if image.mode not in ("L", "LA", "RGB", "RGBA", "I;16", "I", "F"):
                 image = image.convert("RGBA" if "transparency" in image.info or "A" in image.mode else "RGB")
             array = np.asarray(image)
+    except UserError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         reason = " ".join(str(error).split())[:120] or type(error).__name__
         raise UserError(f"{where}: cannot decode its image ({reason})") from None

@@ -50,7 +50,7 @@ def open_segmentation(spec: str, path: Path, options: dict[str, str]):
                                 f"{size[1]}x{size[0]}; the images and masks of a dataset must all be one size")
         mask = read_mask(masks[key])
         digest.update(mask.tobytes())
-        top = max(top, int(mask[mask != IGNORE].max(initial=-1)))
+        top = max(top, int(mask[mask != IGNORE].max(initial=0)))
     names = _class_names(path)
     if names is not None and top >= len(names):
         raise UserError(f"{_largest(masks, keys, top)} holds the class id {top}, but {_names_file(path).name} names "
@@ -125,12 +125,14 @@ def read_mask(file: Path) -> np.ndarray:
 
     try:
         with Image.open(file) as image:
-            if image.mode not in ("L", "P", "I;16", "I;16B", "I"):
-                raise UserError(f"{file} is a {image.mode} image; a mask holds one class id per pixel (grey or "
-                                "palette PNG), not colours")
+            if image.mode not in ("1", "L", "P", "I;16", "I;16B", "I"):
+                raise UserError(f"{file} is an image of mode {image.mode}; a mask holds one integer class id per "
+                                "pixel (a grey or palette PNG), not colours")
             if image.size[0] * image.size[1] > _validate.LIMITS.pixels:
                 raise UserError(f"{file} is more than {_validate.LIMITS.pixels:,} pixels")
-            ids = np.asarray(image)
+            ids = np.asarray(image).astype(np.uint8) if image.mode == "1" else np.asarray(image)
+    except UserError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise UserError(f"cannot read {file} as a mask ({' '.join(str(error).split())[:120]})") from None
     if ids.min(initial=0) < 0:
