@@ -12,7 +12,8 @@ from fieldlab.cli._dataclass_options import Option, config_command, options_of, 
 from fieldlab.cli._options import parse_extra
 from fieldlab.cli.main import app
 
-FIT_DATASET_HELP = ("Fit one field per item of SOURCE (an ImageFolder-style folder, a .npz/.npy file, or "
+FIT_DATASET_HELP = ("Fit one field per item of SOURCE (an ImageFolder-style folder of images, audio clips, "
+                    ".npy volumes or meshes, a .npz/.npy file, or "
                     "sample:digits, sample:lfw, sample:patches[:N], sample:shapes[:N], sample:balls[:N]) into the "
                     "FieldStore --out. Field options follow as --name VALUE (see `fieldlab fields NAME`); functa "
                     "and spatial_functa also take "
@@ -166,7 +167,10 @@ def _print_store(s: dict) -> None:
         print(f"warning   {s['nan_psnr']:,} complete fields have a NaN PSNR (their fits diverged); fit the store again")
     print(f"field     {s['field']}: {s['params_per_field']:,} params per field, {s['shared_params']:,} shared")
     print("config    " + ", ".join(f"{k}={v}" for k, v in s["config"].items()))
-    print(f"signal    {signal['kind']} {'x'.join(map(str, signal['shape']))}x{signal['channels']} "
+    extra = signal.get("extra", {})
+    facts = " (occupancy)" if extra.get("occupancy") else \
+        f" at {extra['sample_rate']:,} Hz" if isinstance(extra.get("sample_rate"), int) else ""
+    print(f"signal    {signal['kind']} {'x'.join(map(str, signal['shape']))}x{signal['channels']}{facts} "
           f"from {s['source'].get('spec', signal.get('source', ''))}")
     from fieldlab.signals.datasets import describe_source
 
