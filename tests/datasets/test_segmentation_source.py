@@ -58,7 +58,7 @@ def test_a_class_id_that_classes_txt_does_not_name_is_refused(tmp_path, cli):
 def test_a_colour_mask_is_refused(tmp_path, cli):
     write_segmentation(tmp_path / "seg")
     write_png(tmp_path / "seg" / "masks" / "a.png", np.zeros((8, 8, 3), dtype=np.uint8))
-    refused(cli, tmp_path / "seg", "is an image of mode RGB; a mask holds one class id per pixel", tmp_path / "S")
+    refused(cli, tmp_path / "seg", "is an image of mode RGB; a mask holds one integer class id per pixel", tmp_path / "S")
 
 
 def image_folder(root, layout):
