@@ -1,6 +1,8 @@
 """Cityscapes-style images/ + masks/ folders (signals/sources_segmentation.py) and ImageFolder's train/ + test/
 layout as fit-dataset sources."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -85,3 +87,14 @@ def test_a_folder_whose_classes_are_named_train_and_test_stays_a_plain_image_fol
     image_folder(tmp_path / "f", {"train": {".": 2}, "test": {".": 1}})
     source = open_source(str(tmp_path / "f"))
     assert source.label_names == ["test", "train"] and source.split is None
+
+
+def test_a_segmenter_trains_and_scores_on_masks_with_ignored_pixels(tmp_path, cli):
+    write_segmentation(tmp_path / "seg", names=("train/a", "train/b", "train/c", "test/d"))
+    status, _, err = cli(["fit-dataset", tmp_path / "seg", *FIT, "--copies", "2", "--out", tmp_path / "S"])
+    assert status == 0, err
+    status, out, err = cli(["train", tmp_path / "S", "--net", "dinet3", "--channels", "4", "--steps", "3",
+                            "--batch-size", "2", "--num-points", "16", "--device", "cpu", "--out", tmp_path / "R"])
+    assert status == 0, err
+    metrics = json.loads((tmp_path / "R" / "run.json").read_text())["metrics"]
+    assert 0 <= metrics["test_miou"] <= 1 and metrics["test_fields"] == 2, metrics  # test/d and its copy

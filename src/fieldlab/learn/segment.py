@@ -4,7 +4,8 @@ A store keeps no masks: a segmentation source (`ImageSource.masks`, e.g. `sample
 them from the spec in the store's attrs, and an augmented row (copy a > 0) gets the same flip / upscale /
 crop as its image (`datasets.augment` on the one-hot mask, then argmax), so labels follow the pixels.
 A point's label is that of the pixel it falls in: pixel i covers [i, i + 1) in sample units, i.e.
-canonical [-1 + 2i/n, -1 + 2(i+1)/n).
+canonical [-1 + 2i/n, -1 + 2(i+1)/n). A mask's -1 marks a pixel of no class (Cityscapes' 255, "ignore"):
+the loss, the class weights and the scores skip it.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ def store_masks(store, rows: np.ndarray) -> torch.Tensor:
     out = []
     for i, a in zip(index, copy):
         mask = torch.from_numpy(np.asarray(source.masks(int(i)))).long()
-        if a > 0:
-            onehot = torch.nn.functional.one_hot(mask, classes).float()
+        if a > 0:  # ignored pixels (-1) ride along as one more class, so they move with the rest
+            onehot = torch.nn.functional.one_hot(torch.where(mask < 0, classes, mask), classes + 1).float()
             mask = augment(onehot, int(a), (seed, int(i))).argmax(-1)
+            mask[mask == classes] = -1
         out.append(mask)
     return torch.stack(out)
 
@@ -50,14 +52,16 @@ def labels_at(masks: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
 def class_weights(masks: torch.Tensor, classes: int) -> torch.Tensor:
     """Inverse-frequency class weights (mean 1 over present classes), as DI-Net's segmentation loss; rare
     shapes would otherwise be drowned by the background."""
-    counts = torch.bincount(masks.flatten(), minlength=classes).float()
+    counts = torch.bincount(masks[masks >= 0], minlength=classes).float()
     weights = torch.where(counts > 0, counts.sum() / counts.clamp_min(1), torch.zeros_like(counts))
     return weights / weights[counts > 0].mean()
 
 
 def confusion(pred: torch.Tensor, target: torch.Tensor, classes: int) -> torch.Tensor:
-    """Confusion counts (classes, classes): rows are the truth."""
-    return torch.bincount(target.flatten() * classes + pred.flatten(), minlength=classes * classes).reshape(classes, classes)
+    """Confusion counts (classes, classes): rows are the truth; ignored points (truth -1) are not counted."""
+    keep = target.flatten() >= 0
+    cells = target.flatten()[keep] * classes + pred.flatten()[keep]
+    return torch.bincount(cells, minlength=classes * classes).reshape(classes, classes)
 
 
 def miou(matrix: torch.Tensor) -> float:

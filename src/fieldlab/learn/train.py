@@ -413,7 +413,7 @@ def _loss(model: nn.Module, cfg: NetConfig, x, points, data: Split, pick: torch.
         mirrored[:, -1] = -mirrored[:, -1]
         target = torch.where(flips.to(masks.device)[:, None], labels_at(masks, mirrored), target)
     logits = segment_logits(model, cfg, x, points)
-    return nn.functional.cross_entropy(logits.reshape(-1, classes), target.flatten(), weight=weights)
+    return nn.functional.cross_entropy(logits.reshape(-1, classes), target.flatten(), weight=weights, ignore_index=-1)
 
 
 @torch.no_grad()
