@@ -63,3 +63,25 @@ def test_image_protocols_without_their_images_say_where_and_exit_2(tmp_path):
         assert done.returncode == 2, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and "not found at data/" in done.stderr
         assert not (tmp_path / script).exists()
+
+
+def test_photo_patches_makes_an_imagefolder_whose_test_crops_come_from_a_held_out_band(tmp_path):
+    from PIL import Image
+
+    import numpy as np
+
+    rows = np.arange(128, dtype=np.uint8)[:, None, None].repeat(64, 1).repeat(3, 2)  # a pixel's value is its row
+    for name in ("a", "b"):
+        Image.fromarray(rows).save(tmp_path / f"{name}.png")
+    done = run("photo_patches", "--images", str(tmp_path / "*.png"), "--train-per-photo", "6",
+               "--test-per-photo", "3", "--out", str(tmp_path / "patches"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for split, count in (("train", 6), ("test", 3)):
+        classes = sorted(p.name for p in (tmp_path / "patches" / split).iterdir())
+        assert classes == ["00-" + tmp_path.name + "-a", "01-" + tmp_path.name + "-b"]
+        crops = [np.asarray(Image.open(f)) for f in sorted((tmp_path / "patches" / split / classes[0]).iterdir())]
+        assert len(crops) == count and all(c.shape == (32, 32, 3) for c in crops)
+        if split == "train":
+            assert max(int(c.max()) for c in crops) < 96  # no training pixel from the test band (rows 96-127)
+        else:
+            assert min(int(c.min()) for c in crops) >= 96
