@@ -13,7 +13,8 @@ from fieldlab.cli._options import parse_extra
 from fieldlab.cli.main import app
 
 FIT_DATASET_HELP = ("Fit one field per item of SOURCE (an ImageFolder-style folder of images, audio clips, "
-                    ".npy volumes or meshes, a .npz/.npy file, or "
+                    ".npy volumes or meshes, CIFAR's binary version, a Hugging Face arrow/parquet dataset, an "
+                    "images/ + masks/ folder, a .npz/.npy file, or "
                     "sample:digits, sample:lfw, sample:patches[:N], sample:shapes[:N], sample:balls[:N]) into the "
                     "FieldStore --out. Field options follow as --name VALUE (see `fieldlab fields NAME`); functa "
                     "and spatial_functa also take "
@@ -48,7 +49,8 @@ FIT_DATASET_OPTIONS = _fit_dataset_options()
 @config_command(FIT_DATASET_OPTIONS, positional={"source": "SOURCE"}, extras=True)
 def fit_dataset_command(
     ctx: typer.Context,
-    source: str = typer.Argument(..., help="Dataset: folder of class folders, .npz/.npy, or sample:NAME."),
+    source: str = typer.Argument(..., help="Dataset: a folder (class folders, train/ + test/, CIFAR .bin, "
+                                 "Hugging Face arrow/parquet, images/ + masks/), .npz/.npy/.parquet, or sample:NAME."),
     out: Path = typer.Option(..., "--out", help="FieldStore (a zarr folder) to write."),
     resume: bool = typer.Option(False, help="Continue an interrupted run into the same --out."),
     force: bool = typer.Option(False, help="Replace a non-empty --out."),

@@ -2,7 +2,13 @@
 
 Sources (`open_source(spec)`):
 
-- a folder in ImageFolder layout: `ROOT/<class>/<image>` (classes sorted by name give the labels);
+- a folder in ImageFolder layout: `ROOT/<class>/<image>` (classes sorted by name give the labels), or in
+  torchvision's split layout `ROOT/train/<class>/…` + `ROOT/test/<class>/…` (or `val/`), whose test items
+  are the source's own test split (`ImageSource.split`);
+- CIFAR-10/100's binary version, a folder or one `.bin` file (`signals/sources_cifar.py`);
+- a Hugging Face dataset: a `save_to_disk` folder, `.arrow`/`.parquet` files or a folder of them
+  (`signals/sources_hf.py`, pyarrow);
+- a segmentation folder `ROOT/images/…` + `ROOT/masks/…` (`signals/sources_segmentation.py`);
 - `.npz` with `images` (N, H, W[, C]) and optional `labels` (N,), `label_names` and `masks` (N, H, W) of
   per-pixel classes (a segmentation source; `label_names` then name the mask classes); `.npy` images alone;
 - `sample:digits` (scikit-learn's 1,797 labelled 8×8 digits), `sample:lfw` (scikit-image's 200 25×25
@@ -17,6 +23,10 @@ Sources (`open_source(spec)`):
 a random horizontal flip and a 1.25× upscale cropped back to size, drawn from a generator seeded by
 (seed, item, a) alone, so any process computes the same augmentation for a row (no per-worker RNG state).
 Values are in the field range [-1, 1] through one `Normalization` for the whole source.
+
+A spec may end in options, `PATH:key=value,key=value` (CIFAR-100's `label=coarse`, a Hugging Face
+dataset's `image=COLUMN,label=COLUMN`); they are part of the spec a store records. The sources of
+`sources_*.py` are tried in turn (`_format_source`) before the ImageFolder and NumPy readers here.
 """
 
 from __future__ import annotations
@@ -163,7 +173,8 @@ def open_source(spec: str, *, image_size: int | None = None) -> ImageSource:
         return _folder_source(path, image_size)
     if path.suffix.lower() in (".npz", ".npy"):
         return _numpy_source(path)
-    raise UserError(f"{spec} is not a dataset: give a folder of class folders, a .npz/.npy file or sample:NAME")
+    raise UserError(f"{spec} is not a dataset: give a folder (of class folders, CIFAR .bin files, Hugging Face "
+                    "arrow/parquet files, or images/ and masks/), a .npz/.npy/.parquet file or sample:NAME")
 
 
 def describe_source(identity: dict[str, Any], label_names: list[str]) -> str:
