@@ -154,6 +154,8 @@ def _store_page(gr, store, sources: Sources):
         row = shown[event.index]
         return f"row-{row}", f"### row {row}: PSNR {psnr[row]:.2f} dB, label {label_of(row)}"
 
+    pick.__annotations__["event"] = gr.SelectData  # gradio finds the event by its class, not by a string
+
     finite = psnr[done][np.isfinite(psnr[done])]
     summary = store.summary()
     with gr.Blocks(title=f"fieldlab view {store.path.name}", analytics_enabled=False) as blocks:
@@ -171,9 +173,10 @@ def _store_page(gr, store, sources: Sources):
         chosen = gr.Markdown("click a field to see it", elem_id="chosen")
         zoom = _zoom(gr, "")
         outputs = [gallery, number, status, shown]
-        for trigger in (sort.change, label.change, number.submit, blocks.load):
+        for trigger in (sort.change, label.change):  # a new order starts at its first page
+            trigger(lambda s, lab: page(s, lab, 1), [sort, label], outputs)
+        for trigger in (number.submit, blocks.load):
             trigger(page, [sort, label, number], outputs)
-        sort.change(lambda: 1, None, number)
         back.click(lambda s, lab, n: page(s, lab, (n or 1) - 1), [sort, label, number], outputs)
         forward.click(lambda s, lab, n: page(s, lab, (n or 1) + 1), [sort, label, number], outputs)
         gallery.select(pick, [shown], [zoom, chosen])
