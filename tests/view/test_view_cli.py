@@ -1,0 +1,56 @@
+"""fieldlab view's refusals (one line, exit 2, nothing served) and the tile geometry; no browser needed."""
+
+import socket
+import sys
+
+import pytest
+
+from fieldlab.cli.main import main
+from fieldlab.view.tiles import TILE, native_level, tile_spec
+
+
+def refused(capsys, args) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main([str(a) for a in args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("fieldlab: error:"), err
+    return err
+
+
+def test_a_path_that_is_no_field_store_or_run_is_refused(capsys, tmp_path):
+    (tmp_path / "photo.png").write_bytes(b"not a field")
+    assert "is no field DIR" in refused(capsys, ["view", tmp_path])
+    assert "does not exist" in refused(capsys, ["view", tmp_path / "missing"])
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(capsys, image_field):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert f"cannot listen on 127.0.0.1:{port}" in refused(capsys, ["view", image_field, "--port", port])
+
+
+def test_a_missing_view_extra_names_it(capsys, image_field, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio raises ImportError
+    assert "pip install 'fieldlab[view]'" in refused(capsys, ["view", image_field])
+
+
+def test_tiles_cover_the_image_and_zoom_past_its_resolution():
+    shape = (1000, 600)
+    native = native_level(shape)
+    assert native == 2 and tile_spec(shape, 0, 0, 0).size == (250, 150)  # level 0: the whole image in a tile
+    spec = tile_spec(shape, native, 2, 3)  # one sample per pixel; the last row of tiles is clipped
+    assert spec.region == ((768.0, 1000.0), (512.0, 600.0)) and spec.size == (232, 88)
+    deep = tile_spec(shape, native + 3, 0, 0)  # 8 pixels per sample
+    assert deep.region == ((0.0, TILE / 8), (0.0, TILE / 8)) and deep.size == (TILE, TILE)
+    assert deep.cli_region == "0:32,0:32"
+
+
+def test_a_tile_outside_the_image_is_a_user_error():
+    from fieldlab._errors import UserError
+
+    with pytest.raises(UserError, match="x must be between 0 and 2"):
+        tile_spec((1000, 600), 2, 3, 0)
+    with pytest.raises(UserError, match="z must be"):
+        tile_spec((1000, 600), 6, 0, 0)
