@@ -13,12 +13,12 @@ from fieldlab import _deadline
 S = 3.0
 
 
-def within_limit(cli, args):
+def within_limit(cli, args, limit=S):
     began = time.perf_counter()
-    status, out, err = cli(args + ["--max-seconds", str(S)])
+    status, out, err = cli(args + ["--max-seconds", str(limit)])
     seconds = time.perf_counter() - began
     assert status == 0, err
-    assert seconds <= S * 1.1 + 5, f"{seconds:.1f} s under --max-seconds {S}"
+    assert seconds <= limit * 1.1 + 5, f"{seconds:.1f} s under --max-seconds {limit}"
     return out, err
 
 
@@ -114,3 +114,23 @@ def test_eval_with_max_seconds_writes_a_partial_table_that_marks_what_it_did_not
     assert 0 < trained["draws"] < 100000 and trained["accuracy"] is not None
     assert any(c["accuracy"] is None and c["resolution"] == 64 for c in cells)
     assert json.loads((tmp_path / "R" / "eval.config.json").read_text())["max_seconds"] == S
+
+
+def test_a_miner_fit_with_max_seconds_stops_its_scales_in_time_and_says_so(cli, tmp_path):
+    out, err = within_limit(cli, ["fit", "sample:camera", "--max-size", "128", "--field", "miner", "--steps", "1000000",
+                                  "--device", "cpu", "--quiet", "--out", tmp_path / "F"])
+    metrics = json.loads((tmp_path / "F" / "metrics.json").read_text())
+    assert metrics["stopped_by_time_limit"] and metrics["max_seconds"] == S and metrics["steps"] < 1000000
+    assert "--max-seconds 3: fitting stopped" in err and (tmp_path / "F" / "blocks.png").is_file()
+
+
+def test_a_mesh_fit_with_max_seconds_leaves_time_for_its_surface(cli, tmp_path, bumpy_mesh):
+    # the final evaluation (held-out points, the marching-cubes grid) is what the fit must leave time for
+    for field, size in (("siren", ["--hidden-dim", "16"]), ("miner", ["--hidden-dim", "8", "--scales", "2"])):
+        out, err = within_limit(cli, ["fit", bumpy_mesh.path, "--field", field, *size, "--steps", "1000000",
+                                      "--points", "4096", "--eval-points", "4096", "--resolution", "64",
+                                      "--chamfer-points", "2000", "--device", "cpu", "--quiet", "--out", tmp_path / field],
+                                limit=5)
+        metrics = json.loads((tmp_path / field / "metrics.json").read_text())
+        assert metrics["stopped_by_time_limit"] and 0 < metrics["steps"] < 1000000, field
+        assert "--max-seconds 5: fitting stopped" in err

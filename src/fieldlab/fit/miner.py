@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fieldlab import _deadline
 from fieldlab._errors import UserError
 from fieldlab._progress import in_pieces, phase
 from fieldlab._validate import LIMITS, bounded_int
@@ -356,6 +357,8 @@ class PyramidStats:
     max_target_blocks_on_device: int = 0
     pyramid_bytes: int = 0
     precision: str = "fp32"
+    time_limit: dict = dataclasses.field(default_factory=dict)
+    """The command's time limit and what it cut (`Deadline.report`)."""
 
 
 def _scale_steps(fit_config: FitConfig, scales: int) -> list[int]:
@@ -407,15 +410,27 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
     steps = _scale_steps(fit_config, J)
     log = RunLog(log_path, None, progress, sum(steps))
     start = time.perf_counter()
+    # The command's --max-seconds (leaving time for the evaluation and writing that follow), else this fit's.
+    deadline = _deadline.active().bounded_by(fit_config.max_seconds or 0.0)
+    clock = _ScaleClock(deadline, model)
     try:
         with phase("building the pyramid", 1, bar=progress) as advance:  # a few poolings: too few to count
             targets = [place.keep(t) for t in pyramid(values.to(place.storage, torch.float32), model.padded, J)]
             advance(1)
         stats.pyramid_bytes = sum(t.numel() * t.element_size() for t in targets)
         for s in range(J):
+            if not clock.has_time_for(s):  # the finer scales stay without blocks: the field is the coarser sum
+                deadline.cut(f"fitting stopped before scale {s + 1} of {J}, leaving time for the final evaluation "
+                             "and writing")
+                for t in range(s, J):
+                    stats.blocks_per_scale.append(0)
+                    stats.pruned_per_scale.append(model.levels[t].total_blocks)
+                    stats.retired_per_scale.append(0)
+                break
             # the residual pass: no parameters yet; a resident fit holds this scale's blocks and residual too
             place.plan(model, channels, 0, _held(place, targets, 2 * scale_bytes(model, channels, s)), training=False)
-            blocks, error, reference = residual_blocks(model, targets[s], s, place, progress)  # (N, m, c) in storage
+            with clock.evaluating(clock.residual_samples(s)):
+                blocks, error, reference = residual_blocks(model, targets[s], s, place, progress)  # (N, m, c)
             targets[s] = None  # this scale's samples are not needed again: free them before training
             reference = reference if relative else 1.0
             index = torch.nonzero(error > 4 * train.prune_mse * reference).squeeze(1)
@@ -431,20 +446,28 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
                                    precision=fit_config.precision)
             untrained = float(error.sum() - error[index].sum())  # pruned blocks' residual stays as error
             del blocks, error, target
-            deadline = fit_config.max_seconds * sum(steps[:s + 1]) / sum(steps) if fit_config.max_seconds else math.inf
             retired = 0
             # each scale decays from lr by its own cosine
             schedule = Schedule(lr, steps[s], "cosine", final=fit_config.lr_final, angle_first=True)
+            ends = clock.scale_ends(s, steps)
             for k in range(steps[s]):
-                if not len(trainer) or time.perf_counter() - start >= deadline:
+                if not len(trainer):
                     break
+                if clock.past(ends):
+                    deadline.cut(f"fitting stopped scale {s + 1} of {J} after {k:,} of {steps[s]:,} steps, leaving "
+                                 "time for the finer scales, the final evaluation and writing")
+                    break
+                tick = time.perf_counter()
                 step_lr = schedule.lr(k)
                 positions = step_points(samples, batch, draws, device)
                 loss = trainer.step(positions, step_lr)
                 stats.steps += 1
+                clock.step_seconds = time.perf_counter() - tick
+                log.advance(stats.steps, 0.0, deadline)  # the bar moves each second, not only at the checks
                 if (k + 1) % train.check_every and k + 1 != steps[s]:
                     continue
-                errors = trainer.block_errors()
+                with clock.evaluating(len(trainer) * samples):
+                    errors = trainer.block_errors()
                 total = untrained + float(errors.sum() + trainer.retired_error)
                 retired += trainer.retire(errors)
                 estimate = psnr_from_mse(total / model.levels[s].total_blocks)  # mean over all blocks
@@ -463,9 +486,57 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
             stats.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
         stats.seconds = time.perf_counter() - start
         stats.max_target_blocks_on_device = place.peak_blocks
+        stats.time_limit = deadline.report()
     finally:
         log.close()
     return model.eval(), stats
+
+
+class _ScaleClock:
+    """MINER under the command's time limit: how long each scale may train so that the finer scales and what
+    follows the fit (the final prediction at every sample, writing) still fit in it. Evaluations are costed
+    per block sample and scale, as the residual passes and retirement checks measure them."""
+
+    def __init__(self, deadline: _deadline.Deadline, model: Miner):
+        self.deadline, self.model = deadline, model
+        self.samples = [level.total_blocks * model.block_size ** model.net.in_dim for level in model.levels]
+        self.per_sample = 0.0
+        """Seconds per block sample evaluated at one scale (0 until measured)."""
+        self.step_seconds = 0.0
+
+    def residual_samples(self, s: int) -> int:
+        """Block samples × scales the residual pass of scale `s` evaluates (the coarser scales at its samples)."""
+        return self.samples[s] * s
+
+    def after(self, s: int) -> float:
+        """Seconds estimated for the evaluations that follow scale `s`'s training: the finer scales' residual
+        passes and the final prediction (every scale at every sample)."""
+        J = len(self.samples)
+        return self.per_sample * (sum(self.residual_samples(t) for t in range(s + 1, J)) + self.samples[-1] * J)
+
+    def has_time_for(self, s: int) -> bool:
+        """Whether scale `s` may begin: its residual pass and a step fit before what must follow."""
+        cost = self.per_sample * self.residual_samples(s) + self.step_seconds
+        return not self.deadline.out_of_time(cost + self.deadline.reserve(after=self.after(s)))
+
+    def scale_ends(self, s: int, steps: list[int]) -> float:
+        """When scale `s`'s training must end (a `perf_counter` reading): its share by steps of the time left
+        for the training of this scale and the finer ones."""
+        if not self.deadline.bounded:
+            return math.inf
+        left = self.deadline.left() - self.deadline.reserve(after=self.after(s))
+        return time.perf_counter() + max(0.0, left) * steps[s] / sum(steps[s:])
+
+    def past(self, ends: float) -> bool:
+        return time.perf_counter() + self.step_seconds >= ends
+
+    @contextlib.contextmanager
+    def evaluating(self, samples: int):
+        """Times an evaluation of `samples` block samples × scales (nothing to learn from an empty one)."""
+        tick = time.perf_counter()
+        yield
+        if samples:
+            self.per_sample = (time.perf_counter() - tick) / samples
 
 
 @torch.no_grad()
@@ -490,6 +561,7 @@ def field_metrics(model: Miner, config: MinerConfig, stats: PyramidStats, device
         "streaming": stats.streaming, "device_budget_bytes": stats.device_budget_bytes,
         "max_target_blocks_on_device": stats.max_target_blocks_on_device,
         "pyramid_bytes": stats.pyramid_bytes, "pyramid_host_bytes": stats.pyramid_bytes if stats.streaming else 0,
+        **stats.time_limit,
     }
 
 

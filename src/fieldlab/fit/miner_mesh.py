@@ -103,6 +103,8 @@ def fit_mesh(mesh, config: MinerConfig, fit_config: FitConfig = FitConfig(), occ
         raise ValueError(f"inside has shape {tuple(inside.shape)}, not the {resolution}³ grid")
     inside = inside.to(device)
     label_seconds = time.perf_counter() - tick
+    # labelled before the fit, so that what follows it under --max-seconds is the grid, surface and writing
+    points, held = held_out(mesh, occupancy, device, progress=progress)
     values = inside.float()[..., None] * 2 - 1
     inside = inside.cpu().numpy()
     model, stats = fit_pyramid(values, config, fit_config, train=train or MinerTrainConfig(), log_path=log_path,
@@ -114,7 +116,6 @@ def fit_mesh(mesh, config: MinerConfig, fit_config: FitConfig = FitConfig(), occ
     predicted = grid > 0
     iou_grid = int((predicted & inside).sum()) / max(int((predicted | inside).sum()), 1)
     del predicted, inside
-    points, held = held_out(mesh, occupancy, device, progress=progress)
     vertices, faces = grid_surface(grid, progress=progress)
     metrics, reconstruction = surface_scores(mesh, occupancy, predict(model, points), held.cpu(), vertices, faces)
     metrics.update({"iou_grid": round(iou_grid, 6), "label_seconds": round(label_seconds, 3)})

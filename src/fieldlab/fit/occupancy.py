@@ -74,11 +74,24 @@ class OccupancyConfig:
 
 class OccupancyFitter(Fitter):
     """A `Fitter` whose values are occupancies in {0, 1} and whose field outputs logits: binary
-    cross-entropy with logits, summed over fields for a stack (each field gets its own gradient)."""
+    cross-entropy with logits, summed over fields for a stack (each field gets its own gradient).
+    `final_points`: the points evaluated after the fit (held-out points and the marching-cubes grid), which
+    a time limit keeps time for; None: the training points, as a `Fitter`."""
+
+    final_points: int | None = None
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         error = F.binary_cross_entropy_with_logits(prediction.float(), target.float(), reduction="none")
         return error.mean(dim=(-2, -1)).sum() if self.stacked else error.mean()
+
+    def keep_seconds(self) -> float:
+        if self.final_points is None:
+            return super().keep_seconds()
+        from fieldlab.fit.config import points_per_step
+
+        # a forward pass is about a third of a step per point, as the Fitter reckons for its own points
+        per_point = self.step_seconds / max(1, points_per_step(self.config, self.num_points)) / 3
+        return self.step_seconds + self.deadline.reserve(after=per_point * self.final_points)
 
 
 def occupancy_iou(logits: torch.Tensor, occupancy: torch.Tensor) -> float:
@@ -138,6 +151,7 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
     torch.manual_seed(fit_config.seed)
     fitter = OccupancyFitter(config.build(), points, values, fit_config, lr=fit_config.lr or type(config).lr,
                              betas=type(config).adam_betas, eps=type(config).adam_eps)
+    fitter.final_points = occupancy.eval_points + occupancy.resolution ** 3
     _train(fitter, log_path, progress)
     seconds = fitter.elapsed()
 
@@ -149,7 +163,7 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
         "params": config.num_params(), "steps": fitter.step_count, "seconds": round(seconds, 3),
         "compile_seconds": round(fitter.compile_seconds, 3), "sample_seconds": round(sample_seconds, 3),
         "points": occupancy.points, "batch_size": fit_config.batch_size, "device": str(device),
-        "precision": fit_config.precision,
+        "precision": fit_config.precision, **fitter.deadline.report(),
     })
     return MeshFitResult(field=fitter.field.cpu(), config=config, metrics=metrics, reconstruction=reconstruction)
 
@@ -192,6 +206,7 @@ def _train(fitter: OccupancyFitter, log_path: Path | None, progress: bool) -> No
         while not fitter.should_stop():
             loss = fitter.step()
             step = fitter.step_count
+            log.advance(step, fitter.keep_seconds(), fitter.deadline)  # the bar each second, its ETA from the limit
             if step % every == 0 or step == fitter.config.steps:
                 log.record(step, fitter.last_lr, fitter.elapsed(), bce=float(loss))
     finally:
