@@ -187,7 +187,7 @@ def describe_source(identity: dict[str, Any], label_names: list[str]) -> str:
         kind += " (" + "/".join(map(str, identity["splits"])) + ")"
     count = identity.get("count")
     items = f"{count:,} items" if isinstance(count, int) else "items"
-    classes = f"{len(label_names):,} classes" if label_names else "unlabelled"
+    classes = f"{len(label_names):,} class{'es' if len(label_names) > 1 else ''}" if label_names else "unlabelled"
     return f"{kind}, {items}, {classes}, {spec}"
 
 

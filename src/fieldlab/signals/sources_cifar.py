@@ -144,9 +144,9 @@ def _pickled_variant(folder: Path) -> Variant | None:
 
 
 def _pickled(path: Path, variant: Variant) -> UserError:
-    first, last = (variant.train[0], variant.test)
+    train = f"{variant.train[0]} … {variant.train[-1]}" if len(variant.train) > 1 else variant.train[0]
     return UserError(f"{path} is CIFAR's pickled python version, which fieldlab never unpickles; download the "
-                     f"binary version ({variant.archive}, holding {first} … {last}) and give its folder")
+                     f"binary version ({variant.archive}, holding {train} and {variant.test}) and give its folder")
 
 
 def _refuse_pickle(path: Path, variant: Variant) -> None:
