@@ -18,7 +18,8 @@ PROTOCOLS = Path(__file__).resolve().parents[1] / "benchmarks" / "protocols"
 SMOKE = {
     "functa_cifar10": (3, ("value", "paper", "latent", "count", "meta_steps")),
     "spatial_functa_cifar10": (3, ("value", "paper", "latent", "count", "meta_steps")),
-    "dinet_classification": (22, ("value", "resolution", "points", "steps")),  # dinet, nuft: 5 sets × 2; cnn4: grid × 2
+    # dinet and nuft: 5 point sets × 2 resolutions; cnn4: grid × 2
+    "dinet_classification": (22, ("value", "resolution", "points", "steps")),
     "dinet_segmentation": (18, ("value", "resolution", "points", "steps")),  # 3 segmenters × 3 sets × 2
     "local_global_parity": (6, ("psnr_db", "ssim", "params", "steps", "seconds")),  # 3 methods + their means
     "miner_images": (6, ("psnr_db", "ssim", "params", "steps", "seconds")),

@@ -23,7 +23,8 @@ META_SHARE, CLASSIFIER_SHARE = 0.70, 0.15
 
 
 def add_options(p, *, classifier: str) -> None:
-    p.add_argument("--source", default=None, help=f"a fit-dataset source (default {DEFAULT_SOURCE}; smoke: sample:patches:48)")
+    p.add_argument("--source", default=None,
+                   help=f"a fit-dataset source (default {DEFAULT_SOURCE}; smoke: sample:patches:48)")
     p.add_argument("--seconds", type=float, default=900, help="budget of the whole protocol (GPU: ~15 min)")
     p.add_argument("--meta-steps", type=int, default=0, help="outer steps (0: as many as 70%% of --seconds buys)")
     p.add_argument("--meta-batch-size", type=int, default=64)
@@ -131,7 +132,9 @@ def calibrate(proto, args, field, field_options, source, cuda) -> int:
     proto.say(f"calibration: {per_step * 1000:.1f} ms per outer step -> --meta-steps {steps}")
     proto.note(f"--meta-steps {steps}: {META_SHARE:.0%} of --seconds {args.seconds:g} at {per_step * 1000:.1f} ms "
                "per outer step, timed on this device before the run")
-    del learner
+    del learner, values
+    if cuda:
+        torch.cuda.empty_cache()  # the run that follows starts with the device's memory free
     return steps
 
 

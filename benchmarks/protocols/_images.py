@@ -63,7 +63,8 @@ def plot(proto, rows, device, title) -> None:
     """PSNR per image, a bar per method."""
     plt = proto.figure()
     per_image = [r for r in rows if not r["image"].startswith("mean")]
-    images_, methods = list(dict.fromkeys(r["image"] for r in per_image)), list(dict.fromkeys(r["method"] for r in rows))
+    images_ = list(dict.fromkeys(r["image"] for r in per_image))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
     fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(images_) * len(methods)), 3.2))
     width = 0.8 / len(methods)
     for k, method in enumerate(methods):

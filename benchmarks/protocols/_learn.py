@@ -52,7 +52,8 @@ def fit_store(proto, args) -> str:
     if args.store:
         P.require_path(args.store, "the store", "give a folder written by fieldlab fit-dataset")
         return args.store
-    P.require_path(args.source, "the dataset", "give a fit-dataset source (a folder of class folders, .npz, sample:NAME)")
+    P.require_path(args.source, "the dataset",
+                   "give a fit-dataset source (a folder of class folders, .npz, sample:NAME)")
     store = proto.out / "store"
     fit = ["fit-dataset", args.source, "--field", args.field, "--steps", args.fit_steps, "--seed", args.seed,
            "--device", args.device, "--out", store, "--force"]
@@ -81,7 +82,8 @@ def train_and_eval(proto, args, store: str, nets: list[Net], extra_train: tuple 
                 rows.append({"net": net.name, "train": cell["train"], "test": cell["test"],
                              "resolution": int(cell["resolution"]), "points": int(cell["points"]),
                              "metric": cell["metric"], "value": P.rounded(100 * float(cell["accuracy"])),
-                             "drop": P.rounded(100 * float(cell["drop"])) if cell["drop"] else "", "draws": int(cell["draws"]),
+                             "drop": P.rounded(100 * float(cell["drop"])) if cell["drop"] else "",
+                             "draws": int(cell["draws"]),
                              "steps": args.steps, "device": P.device_name(args.device)})
     return rows
 

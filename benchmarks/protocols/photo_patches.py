@@ -1,9 +1,10 @@
-"""A CIFAR-10-style dataset made from real photos, for the functa protocols where CIFAR-10 is not on the
+r"""A CIFAR-10-style dataset made from real photos, for the functa protocols where CIFAR-10 is not on the
 machine: seeded 32×32 crops of every photo given, labelled by photo, written as an ImageFolder with its own
 split (OUT/train/<photo>/*.png, OUT/test/<photo>/*.png). Test crops come from the bottom quarter of each
 photo and training crops from the rest, so no test pixel is ever seen in training.
 
-    python benchmarks/protocols/photo_patches.py --images '../shared/data/images/natural512/*.png,../shared/data/images/text512/*.png' --out patches
+    python benchmarks/protocols/photo_patches.py --out patches \
+        --images '../shared/data/images/natural512/*.png,../shared/data/images/text512/*.png'
     python benchmarks/protocols/functa_cifar10.py --source patches --out OUT
 
 With the 16 natural and 16 text photos of ../shared/data (512×512 each): 32 classes, 40,000 training and
