@@ -19,6 +19,7 @@ import torch
 from fieldlab import _deadline
 from fieldlab import distributed as dist
 from fieldlab._errors import UserError
+from fieldlab._pipeline import WriteBehind, read_ahead
 from fieldlab._progress import in_pieces, phase
 from fieldlab.fields import FieldConfig, Latent, get_config_class
 from fieldlab.fit.batched import BatchedFitConfig
@@ -207,31 +208,40 @@ def _require_tensorboard() -> None:
 def _fit_chunks(mine: list[int], writer, fitter, rows_of: Augmented, coords, is_test: np.ndarray,
                 progress: bool, board=None, deadline: _deadline.Deadline = _deadline.UNBOUNDED) -> None:
     """Read, fit and write this rank's chunks, as phases (`fieldlab._progress`): rank 0 shows bars (all its
-    fields, each chunk's reading and writing) and a line per chunk; else a log line per long phase. A chunk
-    is begun only if the deadline leaves the time it would take (the first one's, per field)."""
+    fields, each chunk's reading and writing) and a line per chunk; else a log line per long phase. The next
+    chunk is read and the last one written on worker threads while a chunk fits (`fieldlab._pipeline`), so
+    a GPU does not wait on decoding or zarr. A chunk is begun only if the deadline leaves the time it would
+    take (the first one's, per field)."""
     bar = progress and dist.is_main()
-    per_field = 0.0
+    per_field, fitted, spent = 0.0, 0, 0.0
     total = sum(len(writer.chunk_rows(chunk)) for chunk in mine)
-    with phase(f"fitting {total:,} fields", total, unit="field", bar=bar) as advance:
-        for count, chunk in enumerate(mine, start=1):
+
+    def read(chunk: int) -> tuple[np.ndarray, torch.Tensor]:
+        rows = np.asarray(writer.chunk_rows(chunk))
+        # a folder's images are decoded here, in pieces under a bar (tqdm stacks the bars of the threads)
+        pieces = in_pieces(f"reading chunk {chunk}", len(rows), 16, unit="item", bar=bar, seconds=0.25)
+        return rows, torch.cat([rows_of.values(rows[a:b]) for a, b in pieces])
+
+    def write(chunk: int, rows: np.ndarray, result) -> None:
+        columns = rows_of.columns(rows)
+        with phase(f"writing chunk {chunk}", 1, unit="chunk", bar=bar) as wrote:
+            writer.write_chunk(chunk, params=result.params, psnr=result.psnr, steps=result.steps,
+                               split=is_test[columns["source_index"]].astype(np.int8), **columns)
+            wrote(1)
+
+    with phase(f"fitting {total:,} fields", total, unit="field", bar=bar) as advance, WriteBehind() as behind:
+        for count, (chunk, (rows, values)) in enumerate(read_ahead(mine, read), start=1):
             start = time.perf_counter()
-            rows = np.asarray(writer.chunk_rows(chunk))
             if per_field and deadline.out_of_time(1.1 * per_field * len(rows)):
                 deadline.cut(f"stopped after {count - 1} of {len(mine)} chunks; the store is incomplete "
                              f"(--resume fits the rest)")
                 break
-            # a folder's images are decoded here: read in pieces, so the bar moves while they are
-            values = torch.cat([rows_of.values(rows[a:b]) for a, b in in_pieces(
-                f"reading chunk {chunk}", len(rows), 16, unit="item", bar=bar, seconds=0.25)])
             result = fitter.fit(coords, values, rows)
-            columns = rows_of.columns(rows)
-            with phase(f"writing chunk {chunk}", 1, unit="chunk", bar=bar) as wrote:
-                writer.write_chunk(chunk, params=result.params, psnr=result.psnr, steps=result.steps,
-                                   split=is_test[columns["source_index"]].astype(np.int8), **columns)
-                wrote(1)
+            behind.submit(write, chunk, rows, result)  # waits for the chunk before it: one write in flight
             advance(len(rows))
             seconds = time.perf_counter() - start
-            per_field = per_field or seconds / len(rows)
+            fitted, spent = fitted + len(rows), spent + seconds
+            per_field = max(spent / fitted, seconds / len(rows))
             if board is not None:  # a SummaryWriter: one point per chunk, at its number (stable across --resume)
                 for name, value in (("psnr", np.mean(result.psnr)), ("steps", np.mean(result.steps)),
                                     ("fields_per_second", len(rows) / max(seconds, 1e-9))):
