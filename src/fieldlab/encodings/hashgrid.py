@@ -42,7 +42,8 @@ class HashGridEncoding(nn.Module):
         self.register_buffer("hashed", torch.tensor(hashed), persistent=False)
         corners = torch.tensor([[(c >> i) & 1 for i in range(in_dim)] for c in range(2**in_dim)])
         self.register_buffer("corners", corners, persistent=False)  # (k, d)
-        strides = torch.stack([(torch.tensor(resolutions) + 1) ** i for i in range(in_dim)], dim=-1)
+        # in Python ints: arithmetic on tensors of the meta device (num_params) would import torch._dynamo (~2 s)
+        strides = torch.tensor([[(r + 1) ** i for i in range(in_dim)] for r in resolutions])
         self.register_buffer("strides", strides, persistent=False)  # (l, d)
         self.register_buffer("primes", torch.tensor(_PRIMES[:in_dim]), persistent=False)
 
