@@ -211,7 +211,7 @@ def _fit_chunks(mine: list[int], writer, fitter, rows_of: Augmented, coords, is_
     fields, each chunk's reading and writing) and a line per chunk; else a log line per long phase. The next
     chunk is read and the last one written on worker threads while a chunk fits (`fieldlab._pipeline`), so
     a GPU does not wait on decoding or zarr. A chunk is begun only if the deadline leaves the time it would
-    take (the first one's, per field)."""
+    take (per field: the mean so far, or the last chunk's where slower)."""
     bar = progress and dist.is_main()
     per_field, fitted, spent = 0.0, 0, 0.0
     total = sum(len(writer.chunk_rows(chunk)) for chunk in mine)
@@ -241,6 +241,7 @@ def _fit_chunks(mine: list[int], writer, fitter, rows_of: Augmented, coords, is_
             advance(len(rows))
             seconds = time.perf_counter() - start
             fitted, spent = fitted + len(rows), spent + seconds
+            # the mean so far, or the last chunk's where slower: a later chunk may be harder than the first
             per_field = max(spent / fitted, seconds / len(rows))
             if board is not None:  # a SummaryWriter: one point per chunk, at its number (stable across --resume)
                 for name, value in (("psnr", np.mean(result.psnr)), ("steps", np.mean(result.steps)),
