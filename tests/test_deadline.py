@@ -134,3 +134,31 @@ def test_a_mesh_fit_with_max_seconds_leaves_time_for_its_surface(cli, tmp_path, 
         metrics = json.loads((tmp_path / field / "metrics.json").read_text())
         assert metrics["stopped_by_time_limit"] and 0 < metrics["steps"] < 1000000, field
         assert "--max-seconds 5: fitting stopped" in err
+
+
+def test_fit_dataset_costs_a_chunk_from_the_chunks_so_far_not_the_first_alone():
+    from types import SimpleNamespace
+
+    import torch
+
+    from fieldlab.fit.dataset_job import _fit_chunks
+
+    seconds = [0.05] + [0.4] * 9  # the first chunk is quick, the later ones are slower
+
+    class Writer:
+        def chunk_rows(self, chunk):
+            return list(range(4 * chunk, 4 * chunk + 4))
+
+        def write_chunk(self, chunk, **columns):
+            pass
+
+    class Fitter:
+        def fit(self, coords, values, rows):
+            time.sleep(seconds[rows[0] // 4])
+            return SimpleNamespace(params={}, psnr=[30.0] * len(rows), steps=[1] * len(rows))
+
+    rows_of = SimpleNamespace(values=lambda rows: torch.zeros(len(rows), 1),
+                              columns=lambda rows: {"source_index": np.asarray(rows)})
+    deadline = _deadline.Deadline(1.0)
+    _fit_chunks(list(range(10)), Writer(), Fitter(), rows_of, None, np.zeros(40, bool), False, deadline=deadline)
+    assert deadline.cuts and deadline.elapsed() < 1.0  # the first chunk's cost alone began one at 0.85 s
