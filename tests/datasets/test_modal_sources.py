@@ -98,6 +98,17 @@ def test_a_folder_of_wav_clips_makes_a_store_of_1d_fields_that_resumes(clips, tm
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
+def test_a_network_trains_and_evaluates_on_a_store_of_1d_fields(clips, tmp_path, cli):
+    assert cli(["fit-dataset", clips, "--steps", "5", "--out", tmp_path / "A", *FAST])[0] == 0
+    run = tmp_path / "run"
+    status, out, err = cli(["train", tmp_path / "A", "--net", "dinet", "--steps", "2", "--num-points", "32",
+                            "--channels", "8", "--out", run, *FAST])
+    assert status == 0, err
+    status, out, err = cli(["eval", run, tmp_path / "A", "--points", "grid,qmc", "--resolutions", "16",
+                            "--draws", "1", "--device", "cpu"])
+    assert status == 0 and (run / "eval.json").is_file(), err
+
+
 def test_clips_are_cut_or_padded_to_clip_seconds_and_mixed_down_with_mono(tmp_path):
     from fieldlab.signals.modal_sources import open_dataset
 
@@ -115,6 +126,7 @@ def test_clips_are_cut_or_padded_to_clip_seconds_and_mixed_down_with_mono(tmp_pa
     ("rates", ("16,000 Hz", "resample")),
     ("channels", ("channel", "--mono")),
     ("unreadable", ("cannot read", "as audio")),
+    ("truncated", ("z.wav is truncated",)),
     ("empty", ("no images",)),
     ("option", ("--mesh-resolution", "audio")),
 ])
@@ -126,6 +138,9 @@ def test_a_bad_folder_of_clips_is_one_line_and_writes_nothing(damage, words, cli
         write_wav(clips / "low" / "z.wav", np.stack([tone(400, 300)] * 2, axis=1))
     elif damage == "unreadable":
         (clips / "low" / "z.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk")
+    elif damage == "truncated":
+        whole = write_wav(clips / "low" / "z.wav", tone(400, 300)).read_bytes()
+        (clips / "low" / "z.wav").write_bytes(whole[:-200])
     elif damage == "empty":
         clips = tmp_path / "nothing"
         clips.mkdir()

@@ -6,9 +6,9 @@ flat, `ROOT/<file>` (every item unlabelled, -1). Its modality is that of its fil
 files are images is an image folder (`signals/datasets.py`).
 
 - **audio clips** (.wav, .flac, .ogg; `signals/audio.py`'s reader): items of shape (T,) with C channels at
-  one sample rate. Every clip's header is read first, so mixed sample rates (fieldlab does not resample),
-  mixed channel counts (unless `mono`: every clip mixed down to one channel) and unreadable clips stop the
-  job before anything is written. T is `clip_seconds` of samples, by default the shortest clip's length:
+  one sample rate. Every clip is read once first (one at a time), so mixed sample rates (fieldlab does not
+  resample), mixed channel counts (unless `mono`: every clip mixed down to one channel) and unreadable or
+  truncated clips stop the job before anything is written. T is `clip_seconds` of samples, by default the shortest clip's length:
   longer clips are cut after T samples, shorter ones end in silence. Values are full-scale samples
   (field = raw, as float audio), whatever each file's sample format.
 - **volumes** (.npy of (D, H, W) or (D, H, W, C≤4); `signals/volume.py`'s reader): every volume is read
@@ -117,7 +117,7 @@ def _source(root: Path, kind: str, files: list[Path], labels: np.ndarray, classe
 def _audio_source(root: Path, files, labels, classes, clip_seconds: float | None, mono: bool) -> ImageSource:
     from fieldlab.signals.audio import FLOAT_NORMALIZATION, read_audio
 
-    heads = [_audio_header(f) for f in files]  # (sample rate, channels, frames)
+    heads = [_audio_facts(read_audio(f)) for f in files]  # (sample rate, channels, frames)
     for f, (rate, channels, frames) in zip(files, heads):
         if rate != heads[0][0]:
             raise UserError(f"{f} is at {rate:,} Hz but {files[0]} at {heads[0][0]:,} Hz; the clips of a dataset "
@@ -139,7 +139,7 @@ def _audio_source(root: Path, files, labels, classes, clip_seconds: float | None
     def raw(i: int) -> np.ndarray:
         """Clip i's full-scale samples (length, channels), cut or padded with silence."""
         signal = read_audio(files[i])
-        if signal.info.extra["sample_rate"] != rate:  # the file changed since its header was read
+        if signal.info.extra["sample_rate"] != rate:  # the file changed since it was first read
             raise UserError(f"{files[i]} is no longer at {rate:,} Hz")
         samples = signal.values.numpy()  # full scale: field values are the samples
         if mono:
@@ -155,19 +155,8 @@ def _audio_source(root: Path, files, labels, classes, clip_seconds: float | None
     return _source(root, "audio", files, labels, classes, (length, channels), raw, FLOAT_NORMALIZATION, extra)
 
 
-def _audio_header(path: Path) -> tuple[int, int, int]:
-    """(sample rate, channels, frames) from a clip's header, read without its samples."""
-    from fieldlab.signals.audio import MAX_CHANNELS, _soundfile
-
-    try:
-        info = _soundfile().info(str(path))
-    except (RuntimeError, OSError) as error:  # soundfile's LibsndfileError is a RuntimeError
-        reason = getattr(error, "error_string", "") or str(error) or type(error).__name__
-        raise UserError(f"cannot read {path} as audio ({reason.strip().rstrip('.')})") from None
-    if info.samplerate <= 0 or not 0 < info.channels <= MAX_CHANNELS or info.frames <= 0:
-        raise UserError(f"{path} declares {info.frames:,} samples of {info.channels} channel(s) at "
-                        f"{info.samplerate} Hz; a clip needs samples, 1 to {MAX_CHANNELS} channels and a positive rate")
-    return int(info.samplerate), int(info.channels), int(info.frames)
+def _audio_facts(clip) -> tuple[int, int, int]:
+    return int(clip.info.extra["sample_rate"]), clip.info.channels, clip.shape[0]
 
 
 # -- volumes --------------------------------------------------------------------------------------------
