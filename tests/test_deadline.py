@@ -44,7 +44,8 @@ def test_fit_with_max_seconds_writes_its_field_within_the_limit(cli, tmp_path):
     assert (tmp_path / "F" / "config.json").is_file()
 
 
-def test_extend_with_max_seconds_writes_its_field_within_the_limit(cli, tmp_path):
+def extendable(cli, tmp_path):
+    """A small partitioned field DIR and a signal twice as wide that holds its own: (DIR, INPUT)."""
     from fieldlab.signals import load_signal, write_image
 
     assert cli(["fit", "sample:camera", "--max-size", "32", "--field", "local-global", "--partitions", "2,2", "--steps", "2",
@@ -53,7 +54,11 @@ def test_extend_with_max_seconds_writes_its_field_within_the_limit(cli, tmp_path
     raw = load_signal("sample:camera", max_size=32)
     pixels = raw.info.normalization.decode(raw.values)[..., 0]
     write_image(tmp_path / "wide.png", np.concatenate([pixels, pixels[:, ::-1]], axis=1)[..., None])
-    within_limit(cli, ["extend", tmp_path / "A", tmp_path / "wide.png", "--steps", "1000000", "--device", "cpu",
+    return tmp_path / "A", tmp_path / "wide.png"
+
+
+def test_extend_with_max_seconds_writes_its_field_within_the_limit(cli, tmp_path):
+    within_limit(cli, ["extend", *extendable(cli, tmp_path), "--steps", "1000000", "--device", "cpu",
                        "--quiet", "--out", tmp_path / "C"])
     metrics = json.loads((tmp_path / "C" / "metrics.json").read_text())
     assert metrics["stopped_by_time_limit"] and metrics["steps"] < 1000000
@@ -162,3 +167,18 @@ def test_fit_dataset_costs_a_chunk_from_the_chunks_so_far_not_the_first_alone():
     deadline = _deadline.Deadline(1.0)
     _fit_chunks(list(range(10)), Writer(), Fitter(), rows_of, None, np.zeros(40, bool), False, deadline=deadline)
     assert deadline.cuts and deadline.elapsed() < 1.0  # the first chunk's cost alone began one at 0.85 s
+
+
+def test_the_cpu_budget_is_recorded_where_it_applies_and_quiet_or_a_user_error_do_not_print_it(cli, tmp_path):
+    from fieldlab.fit.device_defaults import CPU_MAX_SECONDS
+
+    field, wide = extendable(cli, tmp_path)
+    status, out, err = cli(["extend", field, wide, "--steps", "2", "--device", "cpu", "--quiet", "--out", tmp_path / "C"])
+    assert status == 0 and "CPU" not in err, err
+    assert json.loads((tmp_path / "C" / "config.json").read_text())["max_seconds"] == CPU_MAX_SECONDS
+    status, out, err = cli(["extend", field, wide, "--steps", "2", "--device", "cpu", "--resume", "--out", tmp_path / "D"])
+    assert status == 2 and err.startswith("fieldlab: error: --resume") and len(err.splitlines()) == 1, err
+    status, out, err = cli(["train-sdf", "--scenes", "10", "--steps", "2", "--num-points", "27", "--num-queries", "16",
+                            "--batch-size", "4", "--channels", "4", "--device", "cpu", "--quiet", "--out", tmp_path / "R"])
+    assert status == 0 and "CPU" not in err, err
+    assert json.loads((tmp_path / "R" / "config.json").read_text())["max_seconds"] == CPU_MAX_SECONDS

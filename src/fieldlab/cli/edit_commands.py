@@ -69,8 +69,11 @@ def extend_command(
 ) -> None:
     """Grow a field to a larger signal: new partitions are added and trained against the frozen global
     branch, so the old region renders exactly as before."""
+    import dataclasses
+
     from fieldlab.edit.extend import write_extended
     from fieldlab.fit import resolve_device
+    from fieldlab.fit.device_defaults import time_limit
     from fieldlab.signals import load_signal, parse_span
     from fieldlab.store import check_out_dir, load_field
 
@@ -79,13 +82,16 @@ def extend_command(
     fit_config = FitConfig(**{k: options[k] for k in ("steps", "lr", "device", "seed", "max_seconds", "precision")
                               if k in options})
     fit_config.validate()
-    resolve_device(fit_config.device)
+    # the budget actually used goes into config.json; the note that states it waits until the input is checked
+    limit = time_limit(fit_config.max_seconds, resolve_device(fit_config.device), quiet=quiet)
+    fit_config = dataclasses.replace(fit_config, max_seconds=limit.seconds)
+    options["max_seconds"] = limit.seconds
     stored = load_field(dir)
     span = options.get("span")
     signal = load_signal(input, max_size=options.get("max_size"), max_frames=options.get("max_frames"),
                          modality=options.get("modality"), span=parse_span(span) if span else None)
     result = write_extended(stored, signal, out, fit_config, force=force, progress=not quiet, tensorboard=tensorboard,
-                            resume=resume)
+                            resume=resume, say_limit=limit.say)
     write_resolved(out / "config.json", resolved(options, extend_command.generated, dir=str(dir), input=input))
     m = result.field.metrics
     print(f"extended {'x'.join(map(str, stored.signal.shape))} -> {'x'.join(map(str, signal.shape))}: "

@@ -116,6 +116,8 @@ def train_sdf_command(
     arbitrary query points; prints the held-out mean absolute SDF error beside a constant baseline.
     `fieldlab eval RUN` then tabulates the error per test point set and resolution. Network options
     follow as --name VALUE."""
+    from fieldlab.fit.device_defaults import time_limit
+    from fieldlab.fit.loop import resolve_device
     from fieldlab.learn.sdf import train_sdf
     from fieldlab.store.field_dir import check_out_dir
 
@@ -124,6 +126,8 @@ def train_sdf_command(
     config = SDFConfig(net_options=_net_options(options, ctx.args, train_sdf_command.generated), **options)
     config.validate()  # before anything is written
     metrics = train_sdf(config, out, bar=not quiet, tensorboard=tensorboard, resume=resume)
-    write_resolved(out / "config.json", {**dataclasses.asdict(config)})
+    # the time limit actually used (the device's, when unset), as train_sdf resolved it
+    used = time_limit(config.max_seconds, resolve_device(config.device)).seconds
+    write_resolved(out / "config.json", {**dataclasses.asdict(config), "max_seconds": used})
     print(f"test SDF mean absolute error {metrics['test_mae']:.4f} on {metrics['test_scenes']} scenes "
           f"(constant baseline {metrics['baseline_mae']:.4f}); wrote {out}")

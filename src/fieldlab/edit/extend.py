@@ -56,11 +56,12 @@ def _renormalized(signal: Signal, old: SignalInfo) -> torch.Tensor:
 
 def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig, *, progress: bool = False,
                  tensorboard_dir: Path | None = None, checkpoint: Path | None = None, resume: bool = False,
-                 identity: str = "") -> Extended:
+                 identity: str = "", say_limit=None) -> Extended:
     """Grow `stored` to cover `signal` (which holds the old signal at its origin) and fit the new parts;
     `progress` shows a bar (ETA, the batch PSNR of the new parts) as `fit` does, and `tensorboard_dir`
     gets a TensorBoard log of the same metrics. `checkpoint`, `resume` and `identity` are `fit`'s: the
-    Fitter's state is saved there every `CHECKPOINT_SECONDS`, and a resumed extend ends as an uninterrupted one."""
+    Fitter's state is saved there every `CHECKPOINT_SECONDS`, and a resumed extend ends as an uninterrupted one.
+    `say_limit`: states the device's time budget once everything is checked (`fit.device_defaults.TimeLimit`)."""
     config, old = stored.config, stored.signal
     if not isinstance(config, Extendable):
         raise UserError(f"field {config.name!r} cannot be extended (it is not partitioned)")
@@ -113,7 +114,8 @@ def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig, *, 
     torch.manual_seed(fit_config.seed)
     fitter = Fitter(module, train_coords, train_values, fit_config, lr=fit_config.lr or type(new_config).lr,
                     betas=type(new_config).adam_betas, eps=type(new_config).adam_eps)
-    _run(fitter, progress, tensorboard_dir, checkpoint=checkpoint, resume=resume, identity=identity)
+    _run(fitter, progress, tensorboard_dir, checkpoint=checkpoint, resume=resume, identity=identity,
+         say_limit=say_limit)
     seconds = fitter.elapsed()
     prediction = fitter.predict(coords).cpu().reshape(*signal.shape, -1)
     module = fitter.field.cpu().eval()
@@ -134,12 +136,14 @@ def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig, *, 
 
 
 def _run(fitter: Fitter, progress: bool, tensorboard_dir: Path | None = None, *, checkpoint: Path | None = None,
-         resume: bool = False, identity: str = "") -> None:
+         resume: bool = False, identity: str = "", say_limit=None) -> None:
     """Step `fitter` to its stop, the bar and TensorBoard updated every `log_every` steps (logging draws
     no random numbers); with `checkpoint`, saved there as `fit` saves (its helpers, so the file is the same)."""
     from fieldlab.fit import loop
 
     state = loop._read_checkpoint(checkpoint, identity) if resume else None  # checked before the progress bar
+    if say_limit:
+        say_limit()
     log = loop.RunLog(None, tensorboard_dir, progress, fitter.config.steps)
     if state is not None:
         loop._restore(fitter, log, state, checkpoint)
@@ -165,7 +169,7 @@ def _run(fitter: Fitter, progress: bool, tensorboard_dir: Path | None = None, *,
 
 def write_extended(stored: StoredField, signal: Signal, out: Path, fit_config: FitConfig, *,
                    force: bool = False, progress: bool = False, tensorboard: bool = False,
-                   resume: bool = False) -> Extended:
+                   resume: bool = False, say_limit=None) -> Extended:
     """Extend `stored` to `signal` and write the field DIR `out` (atomically, only on success);
     `tensorboard` also logs to `out`/tensorboard. The fit keeps `fit`'s checkpoint beside `out` while it
     runs; `resume` continues from it."""
@@ -179,7 +183,8 @@ def write_extended(stored: StoredField, signal: Signal, out: Path, fit_config: F
         with _deadline.limit(fit_config.max_seconds):  # from the command's start: fitting leaves time to write
             result = extend_field(stored, signal, fit_config, progress=progress,
                                   tensorboard_dir=folder / "tensorboard" if tensorboard else None,
-                                  checkpoint=checkpoint, resume=resume, identity=_identity(stored, signal, fit_config))
+                                  checkpoint=checkpoint, resume=resume, identity=_identity(stored, signal, fit_config),
+                                  say_limit=say_limit)
         field = result.field
         write_field(folder, field.module, field.config, field.signal, field.metrics)
         raw = field.signal.normalization.decode(result.prediction)

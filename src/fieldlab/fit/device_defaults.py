@@ -71,6 +71,31 @@ def resolve_max_seconds(value: float | None, device: torch.device | str, flag: s
     return seconds
 
 
+@dataclasses.dataclass(frozen=True)
+class TimeLimit:
+    """A command's `--max-seconds` as resolved for its device, in one place for every command: `seconds` go
+    into its config and its written config.json (the budget actually used, not null), and `say()` states a
+    budget the device chose, to be called once the input is checked (a user error stays one line); under
+    --quiet it says nothing (the line that says the limit stopped the run says it then)."""
+
+    seconds: float
+    device: str
+    chosen: bool
+    """Whether the device chose `seconds` (the option was left unset)."""
+    quiet: bool = False
+    flag: str = "--max-seconds"
+
+    def say(self) -> None:
+        if self.chosen and not self.quiet:
+            say_time_limit(self.seconds, self.device, self.flag)
+
+
+def time_limit(value: float | None, device: torch.device | str, *, quiet: bool = False,
+               flag: str = "--max-seconds") -> TimeLimit:
+    """`value` if given, else the device's time budget, with the note that states it (`TimeLimit.say`)."""
+    return TimeLimit(resolve_max_seconds(value, device, flag, say=False), str(device), value is None, quiet, flag)
+
+
 def say_time_limit(seconds: float, device: torch.device | str, flag: str = "--max-seconds") -> None:
     if seconds:
         log.info("%s: stopping after %g s; %s 0 for no limit", _name(device), seconds, flag)

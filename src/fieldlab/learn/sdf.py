@@ -215,7 +215,7 @@ def _train_sdf(config: SDFConfig, out: str | Path | None, progress, bar: bool = 
     torch.manual_seed(config.seed)
     net = cfg.build(1, 1, dim).to(device)
     # Said after the options and scenes are checked, so that a user error stays one line.
-    config = dataclasses.replace(config, max_seconds=resolve_max_seconds(config.max_seconds, device))
+    config = dataclasses.replace(config, max_seconds=resolve_max_seconds(config.max_seconds, device, say=bar))
     began = time.time()
     log = RunLog(None, Path(out) / "tensorboard" if tensorboard else None, bar, config.steps)
     from fieldlab.fit.loop import matmul_precision
