@@ -14,7 +14,7 @@ from fieldlab._errors import UserError
 from fieldlab._validate import LIMITS, bounded_int, check_memory
 from fieldlab.fields import FieldConfig, coerce_option, get_config_class
 from fieldlab.fit.config import FitConfig, points_per_step
-from fieldlab.fit.device_defaults import device_defaults, resolve_fit_config, say_time_limit
+from fieldlab.fit.device_defaults import device_defaults, time_limit
 from fieldlab.fit.own_engines import engine_options
 from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device
 from fieldlab.signals import (get_modality, kind_is_known, kind_of, load_signal, parse_span,
@@ -140,13 +140,11 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     of the standard loop keeps a checkpoint beside `out` while it runs; `resume` continues from it.
     `--max-seconds` bounds all of it: the fit stops early enough to leave time for the rest."""
     # The time limit is the device's unless given, and config.json and the command's deadline say which.
-    unset, device = job.fit.max_seconds is None, resolve_device(job.fit.device)
-    job = dataclasses.replace(job, fit=resolve_fit_config(job.fit, device, say=False))  # said once checked
+    limit = time_limit(job.fit.max_seconds, resolve_device(job.fit.device), quiet=not progress)
+    job = dataclasses.replace(job, fit=dataclasses.replace(job.fit, max_seconds=limit.seconds))
     with _deadline.limit(job.fit.max_seconds):
         return _run_fit_job(job, out, force=force, progress=progress, tensorboard=tensorboard, resume=resume,
-                            # --quiet leaves it to the line that says the limit stopped the fit, if it does
-                            say_limit=(lambda: say_time_limit(job.fit.max_seconds, device)) if unset and progress
-                            else None)
+                            say_limit=limit.say)  # said once the input is checked
 
 
 def _run_fit_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensorboard: bool,
