@@ -327,7 +327,8 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
         _write_json(out / "config.json", {"store": str(store_path), **config.to_dict()})
 
     began = time.time()
-    log = RunLog(None, out / "tensorboard" if tensorboard and rank == 0 else None, bar and rank == 0,
+    log = RunLog(out / "log.jsonl" if rank == 0 else None,  # the loss curve that `fieldlab view RUN` draws
+                 out / "tensorboard" if tensorboard and rank == 0 else None, bar and rank == 0,
                  config.steps)
     schedule = schedule_of(config)
     local = config.batch_size // world
