@@ -103,7 +103,8 @@ async function start(name) {
   const reply = await fetch(`/fieldlab/info?src=${encodeURIComponent(src)}`);
   if (!reply.ok) { box.querySelector('.fl-status').textContent = await reply.text(); return; }
   info = await reply.json();
-  box.querySelector('.fl-cap-err').textContent = info.original ? `|field - original| x${info.error_gain}` : 'no original to compare';
+  box.querySelector('.fl-cap-err').textContent = `|field - original| x${info.error_gain}`;
+  errCanvas.parentElement.style.display = info.original ? '' : 'none';  // a store row has no original here
   fit();
 }
 

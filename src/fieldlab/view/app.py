@@ -210,7 +210,7 @@ def _run_page(gr, path: Path):
             gr.Dataframe(_metrics_table(info.get("metrics", {})), headers=["metric", "value"], label="run",
                          elem_id="metrics")
             if records:
-                gr.LinePlot(_curve_frame(records, ("loss", "accuracy", "lr")), x="step", y="value",
+                gr.LinePlot(_curve_frame(records, ("loss", "accuracy")), x="step", y="value",
                             color="metric", label="training curve", elem_id="curve")
             else:
                 gr.Markdown("no log.jsonl in this run: its curve was not recorded")

@@ -17,6 +17,8 @@ FIRST_PORT = 7860
 def check_port(host: str, port: int) -> None:
     """Refuse a port that another program holds (or that this host cannot have), in one line."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # as uvicorn binds: a port a closed server left in TIME_WAIT is free, one that a program listens on is not
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:
