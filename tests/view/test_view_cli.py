@@ -54,3 +54,25 @@ def test_a_tile_outside_the_image_is_a_user_error():
         tile_spec((1000, 600), 2, 3, 0)
     with pytest.raises(UserError, match="z must be"):
         tile_spec((1000, 600), 6, 0, 0)
+
+
+def test_view_takes_its_options_from_a_config_file(capsys, image_field, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (tmp_path / "view.json").write_text(f'{{"port": {port}}}')
+        assert f"127.0.0.1:{port}" in refused(capsys, ["view", image_field, "--config", tmp_path / "view.json"])
+
+
+def test_the_tile_route_answers_a_tile_outside_the_image_with_404(image_field, serve):
+    import urllib.error
+    import urllib.request
+
+    server = serve(image_field)
+    with urllib.request.urlopen(server.url + "fieldlab/tile?src=field&z=3&x=0&y=0") as reply:
+        assert reply.headers["content-type"] == "image/png"
+    for query in ("z=3&x=9&y=0", "z=9&x=0&y=0", "z=1&x=0&y=0&layer=nothing"):
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(server.url + "fieldlab/tile?src=field&" + query)
+        assert error.value.code == 404
