@@ -13,7 +13,11 @@ import torch
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+         "--disable-component-update", "--disable-sync", "--no-first-run",
+         "--enable-unsafe-swiftshader", "--use-angle=swiftshader"]  # WebGL in software, for the 3-D view
+# Babylon.js (gradio's Model3D) first asks for WebGPU, which a headless browser without a GPU has not, logs
+# this as an error and goes on with WebGL: the one console error that is the browser's, not the page's.
+BROWSER_ONLY = "A fatal error occurred during WebGPU creation/initialization"
 
 
 def pytest_configure(config):
@@ -117,7 +121,44 @@ def page(chromium):
     context = chromium.new_context(viewport={"width": 1100, "height": 900})
     page = context.new_page()
     page.errors = []
-    page.on("console", lambda m: m.type == "error" and page.errors.append(m.text))
+    page.on("console", lambda m: m.type == "error" and BROWSER_ONLY not in m.text and page.errors.append(m.text))
     page.on("pageerror", lambda e: page.errors.append(str(e)))
     yield page
     context.close()
+
+
+def write_untrained_field(folder: Path, signal, out_dim: int) -> Path:
+    """A field DIR of an untrained SIREN for `signal` (a SignalInfo): what the view shows of a modality does
+    not depend on the weights, and no fit is needed."""
+    from fieldlab.fields import make_config
+    from fieldlab.store.field_dir import write_field
+
+    torch.manual_seed(0)
+    config = make_config("siren", in_dim=len(signal.shape), out_dim=out_dim, hidden_dim=16, num_layers=2,
+                         first_omega0=5.0)
+    folder.mkdir(parents=True)
+    write_field(folder, config.build(), config, signal, {"psnr": 10.0, "params": config.num_params(), "steps": 0,
+                                                          "seconds": 0.0})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def modality_fields(tmp_path_factory, chord_wav):
+    """Field DIRs of an audio clip (its original: the chord WAV), a video, a volume and a mesh."""
+    from fieldlab.signals import Normalization, SignalInfo, load_signal
+
+    root = tmp_path_factory.mktemp("modalities")
+    audio = load_signal(chord_wav).info
+
+    def info(kind, shape, channels, normalization, **extra):
+        return SignalInfo(kind=kind, shape=shape, channels=channels, normalization=normalization,
+                          domain=tuple((0.0, float(n)) for n in shape), extra=extra)
+
+    return {
+        "audio": write_untrained_field(root / "audio", audio, audio.channels),
+        "video": write_untrained_field(root / "video", info("video", (6, 24, 32), 3, Normalization("uint8", 0, 255),
+                                                            fps=6.0), 3),
+        "volume": write_untrained_field(root / "volume", info("volume", (10, 12, 16), 1,
+                                                              Normalization("float32", 0.0, 1.0)), 1),
+        "mesh": write_untrained_field(root / "mesh", info("mesh", (32, 32, 32), 1, Normalization("bool", 0.0, 1.0)), 1),
+    }

@@ -78,3 +78,15 @@ def test_the_run_page_shows_its_curve_and_heat_map(learn_run, serve, page, tmp_p
     page.wait_for_selector("#curve")
     page.screenshot(path=tmp_path / "run.png", full_page=True)
     assert not page.errors, page.errors
+
+
+@pytest.mark.parametrize("kind, selector", [("audio", "#spectrogram"), ("video", "#video-frame img"),
+                                            ("volume", "#volume-column img"), ("mesh", "#model3d canvas")])
+def test_the_page_of_each_modality_loads_without_console_errors(kind, selector, modality_fields, serve, page,
+                                                                 tmp_path):
+    server = serve(modality_fields[kind])
+    page.goto(server.url)
+    page.wait_for_selector(selector, timeout=20000)
+    page.wait_for_timeout(500)
+    page.screenshot(path=tmp_path / f"{kind}.png", full_page=True)
+    assert not page.errors, page.errors

@@ -30,7 +30,7 @@ def build_app(target: Target, device: str = "cpu"):
 
         stored = load_field(target.path, device=device)
         sources = Sources(field=stored, device=device)
-        blocks = _field_page(gr, target.path, stored)
+        blocks = _field_page(gr, target.path, stored, device)
     elif target.kind == "store":
         from fieldlab.store import FieldStore
 
@@ -83,9 +83,7 @@ def _metrics_table(metrics: dict):
     return [[k, f"{v:.4g}" if isinstance(v, float) else str(v)] for k, v in metrics.items()]
 
 
-def _field_page(gr, path: Path, stored):
-    from fieldlab.signals import reconstruction_name
-
+def _field_page(gr, path: Path, stored, device: str):
     s = stored.signal
     params = sum(p.numel() for p in stored.module.parameters())
     metrics = read_metrics(path / "metrics.json") or stored.metrics
@@ -93,10 +91,7 @@ def _field_page(gr, path: Path, stored):
     with gr.Blocks(title=f"fieldlab view {path.name}", analytics_enabled=False) as blocks:
         gr.Markdown(f"## {path.name}: {stored.config.name}, {params:,} parameters, "
                     f"{s.kind} {'x'.join(map(str, s.shape))}x{s.channels}")
-        if s.kind == "image":
-            _zoom(gr, "field")
-        else:
-            _reconstruction(gr, path / reconstruction_name(s), s.kind)
+        _signal_part(gr, path, stored, device)
         with gr.Row():
             gr.Dataframe(_metrics_table(metrics), headers=["metric", "value"], label="metrics", elem_id="metrics")
             if records:
@@ -104,6 +99,26 @@ def _field_page(gr, path: Path, stored):
                 gr.LinePlot(_curve_frame(records, keys), x="step", y="value", color="metric",
                             label="training curve", elem_id="curve")
     return blocks
+
+
+def _signal_part(gr, path: Path, stored, device: str) -> None:
+    """What the field's signal looks like, by kind."""
+    from fieldlab.signals import reconstruction_name
+    from fieldlab.view import modalities
+
+    kind = stored.signal.kind
+    if kind == "image":
+        _zoom(gr, "field")
+    elif kind == "audio":
+        modalities.audio_part(gr, stored, device)
+    elif kind == "video":
+        modalities.video_part(gr, stored, path / reconstruction_name(stored.signal), device)
+    elif kind == "volume":
+        modalities.volume_part(gr, stored, device)
+    elif kind == "mesh":
+        modalities.mesh_part(gr, stored, device)
+    else:
+        _reconstruction(gr, path / reconstruction_name(stored.signal), kind)
 
 
 def _reconstruction(gr, file: Path, kind: str) -> None:
