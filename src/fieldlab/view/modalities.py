@@ -15,7 +15,7 @@ from fieldlab.store import StoredField
 
 AUDIO_SECONDS = 60
 """At most this much of a clip is rendered for the players and plots."""
-SLICE = 384
+SLICE = 320
 """A slice's or a frame's longer side on screen, in pixels."""
 
 
@@ -32,7 +32,9 @@ def _display(values: np.ndarray) -> np.ndarray:
 
 
 def _screen(shape) -> list[int]:
-    scale = min(1.0, SLICE / max(shape))
+    """A slice's size on screen: its longer side SLICE pixels, the field rendered between its samples when
+    the signal is smaller."""
+    scale = SLICE / max(shape)
     return [max(1, round(n * scale)) for n in shape]
 
 
@@ -122,7 +124,7 @@ def volume_part(gr, stored: StoredField, device: str) -> None:
             with gr.Column():
                 slider = gr.Slider(0, shape[axis] - 1, value=shape[axis] // 2, step=1, label=f"{name} slice",
                                    elem_id=f"slice-{name}")
-                image = gr.Image(slice_of(axis, shape[axis] // 2), label=f"across {name}s",
+                image = gr.Image(slice_of(axis, shape[axis] // 2), label=f"across {name}s", height=SLICE,
                                  elem_id=f"volume-{name}")
                 slider.change(lambda i, axis=axis: slice_of(axis, i), slider, image)
 
