@@ -170,13 +170,15 @@ class DIConv(nn.Module):
         basis = self._basis(found, queries)  # (p, h)
         b, n, c = x.values.shape
         m, h, g = len(queries), basis.shape[1], self.groups
-        # Channels before batch in the rows, so acc (m, h·c_in, b) meets the weights without a transpose.
-        acc = found.plan.sum_rows(basis, x.values.permute(1, 2, 0).reshape(n, c * b))  # (m, h, c_in·b)
-        if g == 1:  # per query: (c_out, h·c_in) @ (h·c_in, b)
-            weight = self.weight.permute(0, 2, 1).reshape(-1, h * c)
-            out = torch.bmm(weight.expand(m, -1, -1), acc.view(m, h * c, b)).permute(2, 0, 1)  # (b, m, c_out)
+        # Rows (n, b·c_in) are free when the values are laid out points-first, as this layer's output is.
+        acc = found.plan.sum_rows(basis, x.values.transpose(0, 1).reshape(n, b * c))  # (m, h, b·c_in)
+        if g == 1:
+            # One (m·b, h·c_in) @ (h·c_in, c_out) GEMM: its weight gradient is one GEMM too, where a per-query
+            # bmm against an expanded weight made m gradients and summed them.
+            rows = acc.view(m, h, b, c).transpose(1, 2).reshape(m * b, h * c)
+            out = (rows @ self.weight.permute(2, 1, 0).reshape(h * c, -1)).view(m, b, -1).transpose(0, 1)
         else:
-            out = torch.einsum("mhgib,goih->bmgo", acc.view(m, h, g, c // g, b),
+            out = torch.einsum("mhbgi,goih->bmgo", acc.view(m, h, b, g, c // g),
                                self.weight.view(g, -1, c // g, h)).reshape(b, m, -1)
         if self.normalization == "mean":
             out = out / found.mass.clamp_min(1e-12)[:, None]
