@@ -6,7 +6,9 @@ that check all its properties together. Resume after SIGINT runs on every row th
 SIGINT, sent by the process to itself between checkpoints); after SIGKILL on one row per engine, since a
 kill only removes what an interrupt would have done after the last checkpoint (the other rows of that
 engine save the same checkpoint, and `test_the_sigkill_rows_share_the_engine_of_their_representative`
-says so). Resumed results are compared bit for bit: on the CPU every path here is deterministic.
+says so). Resumed results are compared bit for bit: on the CPU every path here is deterministic (MINER's
+too: a resumed scale is rebuilt from its residual pass and the saved generators, then given the saved blocks
+and Adam state).
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ def sigint_raises_keyboard_interrupt():
     signal.signal(signal.SIGINT, previous)
 
 
-FIELD_OPTIONS = {"miner": ["--scales", "1"]}
-"""Options a field needs on an 8-sample signal (MINER's default scales pad it past its size)."""
+FIELD_OPTIONS = {"miner": ["--scales", "1", "--check-every", "1"]}
+"""Options a field needs on an 8-sample signal (MINER's default scales pad it past its size; a check, its log
+line and checkpoint, after every step)."""
 MESH_OPTIONS = ["--points", "512", "--eval-points", "512", "--resolution", "8", "--chamfer-points", "256"]
 LIVE = r"(psnr|bce)="
 """The live metric on the bar: a batch PSNR, or a mesh's binary cross-entropy."""
@@ -108,8 +111,8 @@ def test_fieldlab_capabilities_prints_the_matrix(cli):
     status, out, err = cli(["capabilities", "train-sdf"])
     assert status == 0, err
     assert "max_seconds" in out and "precision" in out and "resume_sigint" in out
-    status, out, _ = cli(["capabilities", "fit", "--field", "miner", "--modality", "image"])
-    assert "resume_sigint (not yet): miner's own engine keeps no checkpoint" in out
+    status, out, _ = cli(["capabilities", "fit", "--field", "miner", "--modality", "mesh"])
+    assert "resume_sigint resume_sigkill" in out and "tensorboard" in out and "not yet" not in out
     status, _, err = cli(["capabilities", "fits"])
     assert status == 2 and err.startswith("fieldlab: error:") and len(err.strip().splitlines()) == 1
     # train's rows serve every field: a field filter keeps them, and an unknown field is named
@@ -231,6 +234,34 @@ def interrupt_at(step: int, how: int):
     return original, step_then_signal
 
 
+def stepper(field: str) -> type:
+    """The class whose `step` a fit of `field` calls once per step: MINER's ScaleTrainer, else the Fitter
+    (an OccupancyFitter's step is the Fitter's)."""
+    from fieldlab.capabilities import _own_engine
+
+    if _own_engine(field):
+        from fieldlab.fit.miner import ScaleTrainer
+
+        return ScaleTrainer
+    from fieldlab.fit.loop import Fitter
+
+    return Fitter
+
+
+def signal_at_call(owner: type, call: int, how: int):
+    """`owner.step` that sends this process `how` at its `call`-th call (the steps before it are done and,
+    with a checkpoint after every step, saved)."""
+    original, calls = owner.step, []
+
+    def step_then_signal(self, *args):
+        calls.append(1)
+        if len(calls) == call:
+            os.kill(os.getpid(), how)
+        return original(self, *args)
+
+    return original, step_then_signal
+
+
 @pytest.mark.parametrize("field,modality", rows("fit", "resume_sigint"))
 def test_fit_resumes_after_sigint_to_the_uninterrupted_field(field, modality, inputs, cli, tmp_path, monkeypatch):
     import importlib
@@ -239,24 +270,33 @@ def test_fit_resumes_after_sigint_to_the_uninterrupted_field(field, modality, in
     monkeypatch.setattr(loop, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint at every logged step
     args = fit_args(inputs, field, modality) + ["--steps", "5", "--log-every", "1", "--seed", "3", "--quiet"]
     ok(cli(args + ["--out", tmp_path / "A"]))
-    original, interrupted = interrupt_at(3, signal.SIGINT)
-    monkeypatch.setattr(loop.Fitter, "step", interrupted)
+    owner = stepper(field)
+    original, interrupted = signal_at_call(owner, 4, signal.SIGINT)
+    monkeypatch.setattr(owner, "step", interrupted)
     status, _, err = cli(args + ["--out", tmp_path / "B"])
     assert status == 130 and (tmp_path / ".B.checkpoint.pt").is_file(), err
-    monkeypatch.setattr(loop.Fitter, "step", original)
+    monkeypatch.setattr(owner, "step", original)
     ok(cli(args + ["--out", tmp_path / "B", "--resume"]))
     assert same(weights(tmp_path / "A"), weights(tmp_path / "B"))
+    assert not (tmp_path / ".B.checkpoint.pt").exists()  # removed once the field is written
+    assert json.loads((tmp_path / "B" / "metrics.json").read_text())["steps"] == 5
 
 
-SIGKILL_ROWS = {("fit", "siren", "image")}
-"""One row per engine that keeps a checkpoint: the reference (autograd) Fitter."""
+SIGKILL_ROWS = {("fit", "siren", "image"), ("fit", "siren", "mesh"), ("fit", "miner", "image")}
+"""One row per engine and driver that keeps a checkpoint: the reference (autograd) Fitter of the loop, the
+OccupancyFitter of a mesh fit (fit.occupancy's driver) and MINER's pyramid (fit.miner_resume)."""
+
+
+def engine_of(field: str, modality: str) -> str:
+    from fieldlab.capabilities import _occupancy, _own_engine
+
+    return "miner" if _own_engine(field) else "occupancy" if _occupancy(modality) else "fitter"
 
 
 def test_the_sigkill_rows_share_the_engine_of_their_representative():
-    from fieldlab.capabilities import _occupancy, _own_engine
-
-    for field, modality in rows("fit", "resume_sigkill"):  # the Fitter's checkpoint, saved the same way
-        assert not _own_engine(field) and not _occupancy(modality) and holds("fit", field, modality, "resume_sigint")
+    represented = {engine_of(field, modality) for _, field, modality in SIGKILL_ROWS}
+    for field, modality in rows("fit", "resume_sigkill"):  # each engine's checkpoint, saved the same way
+        assert engine_of(field, modality) in represented and holds("fit", field, modality, "resume_sigint")
     assert all(holds(*row, "resume_sigkill") for row in SIGKILL_ROWS)
 
 
@@ -282,10 +322,30 @@ def fitter_killed_at(step: int, argv: list[str]) -> str:
             f"main({argv!r})\n")
 
 
-def test_fit_resumes_after_sigkill_to_the_uninterrupted_field(inputs, cli, tmp_path):
-    args = [str(a) for a in fit_args(inputs, "siren", "image")] + ["--steps", "6", "--log-every", "1", "--seed", "3",
-                                                                   "--quiet"]
-    killed(fitter_killed_at(4, args + ["--out", str(tmp_path / "B")]))
+def killed_at_call(field: str, call: int, argv: list[str]) -> str:
+    """A script running `fieldlab ARGV` that checkpoints after every step and is killed at the `call`-th step
+    of the row's engine (`stepper`)."""
+    owner = stepper(field)
+    return ("import importlib, os, signal\n"
+            "loop = importlib.import_module('fieldlab.fit.loop')\n"
+            "loop.CHECKPOINT_SECONDS = 0.0\n"
+            f"owner = getattr(importlib.import_module({owner.__module__!r}), {owner.__name__!r})\n"
+            "step, calls = owner.step, []\n"
+            "def killed(self, *args):\n"
+            "    calls.append(1)\n"
+            f"    if len(calls) == {call}:\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n"
+            "    return step(self, *args)\n"
+            "owner.step = killed\n"
+            "from fieldlab.cli import main\n"
+            f"main({argv!r})\n")
+
+
+@pytest.mark.parametrize("field,modality", sorted((f, m) for _, f, m in SIGKILL_ROWS))
+def test_fit_resumes_after_sigkill_to_the_uninterrupted_field(field, modality, inputs, cli, tmp_path):
+    args = [str(a) for a in fit_args(inputs, field, modality)] + ["--steps", "6", "--log-every", "1", "--seed", "3",
+                                                                  "--quiet"]
+    killed(killed_at_call(field, 5, args + ["--out", str(tmp_path / "B")]))
     assert (tmp_path / ".B.checkpoint.pt").is_file() and not (tmp_path / "B").exists()
     ok(cli(args + ["--out", tmp_path / "B", "--resume"]))
     ok(cli(args + ["--out", tmp_path / "A"]))

@@ -110,22 +110,11 @@ def _declare(command: str, field: str, modality: str, prop: str) -> tuple[str, s
 
 
 def _fit(field: str, modality: str, prop: str) -> tuple[str, str]:
-    resume = prop.startswith("resume")
-    if resume and _own_engine(field):
-        return NOT_YET, f"{field}'s own engine keeps no checkpoint: --resume is refused"
-    if resume and _occupancy(modality):
-        return NOT_YET, "mesh (occupancy) fits keep no checkpoint: --resume is refused"
-    if prop == "tensorboard" and _own_engine(field):
-        return NOT_YET, f"{field}'s own engine logs to log.jsonl only: --tensorboard is refused"
-    if prop == "tensorboard" and _occupancy(modality):
-        return NOT_YET, "mesh (occupancy) fits log to log.jsonl only: --tensorboard is refused"
     return "", ""
 
 
 def _fit_dataset(field: str, modality: str, prop: str) -> tuple[str, str]:
-    if modality != "image":
-        return NOT_APPLICABLE, "fit-dataset reads datasets of images (folders, .npz/.npy, samples)"
-    return "", ""
+    return "", ""  # folders of images, WAV clips, .npy volumes and meshes (`signals/modal_sources.py`)
 
 
 def _extend(field: str, modality: str, prop: str) -> tuple[str, str]:

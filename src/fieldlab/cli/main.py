@@ -107,8 +107,8 @@ def fit_command(
     quiet: bool = typer.Option(False, help="No progress bar."),
     force: bool = typer.Option(False, help="Replace a non-empty --out."),
     resume: bool = typer.Option(False, help="Continue an interrupted fit from the checkpoint it keeps beside --out "
-                                            "(saved every minute of fitting; MINER, meshes and the fused kernel "
-                                            "keep none)."),
+                                            "(saved every minute of fitting, and at each of MINER's scales; the "
+                                            "fused kernel keeps none)."),
     options: dict = None,
 ) -> None:
     from fieldlab.fields import coerce_option
@@ -231,8 +231,8 @@ from fieldlab.cli import _command_modules  # noqa: E402,F401
 
 # What an interrupt leaves behind, for the commands that keep finished work.
 RESUMABLE = {
-    "fit": "a fit keeps its last minute's checkpoint beside --out (MINER, meshes and the fused kernel keep "
-           "none): run the same command with --resume to go on",
+    "fit": "a fit keeps its last minute's checkpoint beside --out (the fused kernel keeps none): run the same "
+           "command with --resume to go on",
     "fit-dataset": "the finished chunks are kept: run the same command with --resume to go on",
     "train": "the last checkpoint is kept: run the same command with --resume to go on",
     "extend": "an extend keeps its last minute's checkpoint beside --out: run the same command with --resume to go on",

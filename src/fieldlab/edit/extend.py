@@ -139,14 +139,14 @@ def _run(fitter: Fitter, progress: bool, tensorboard_dir: Path | None = None, *,
          resume: bool = False, identity: str = "", say_limit=None) -> None:
     """Step `fitter` to its stop, the bar and TensorBoard updated every `log_every` steps (logging draws
     no random numbers); with `checkpoint`, saved there as `fit` saves (its helpers, so the file is the same)."""
-    from fieldlab.fit import loop
+    from fieldlab.fit import checkpoint as checkpoints, loop
 
-    state = loop._read_checkpoint(checkpoint, identity) if resume else None  # checked before the progress bar
+    state = checkpoints.read_checkpoint(checkpoint, identity) if resume else None  # checked before the progress bar
     if say_limit:
         say_limit()
     log = loop.RunLog(None, tensorboard_dir, progress, fitter.config.steps)
     if state is not None:
-        loop._restore(fitter, log, state, checkpoint)
+        checkpoints.restore_fitter(fitter, log, state, checkpoint)
     saved = time.perf_counter()
     progress = progress or tensorboard_dir is not None  # either reads the loss
     try:
@@ -161,7 +161,7 @@ def _run(fitter: Fitter, progress: bool, tensorboard_dir: Path | None = None, *,
             if (checkpoint is not None and time.perf_counter() - saved >= loop.CHECKPOINT_SECONDS
                     and not fitter.should_stop()):
                 with fitter.paused():
-                    loop._save(fitter, log, checkpoint, identity)
+                    checkpoints.save_fitter(fitter, log, checkpoint, identity)
                 saved = time.perf_counter()
     finally:
         log.close()

@@ -235,7 +235,8 @@ STEPPERS: dict[str, str | None] = {
     "fieldlab.fit.miner.ScaleTrainer":
         "MINER's pyramid driver (fit_pyramid) owns each scale's schedule and point draws and hands every step "
         "its positions and learning rate (step(positions, lr)); blocks leave by their own error (retire), not "
-        "by a driver's rows, and a MINER fit keeps no checkpoint, so run/select/state_dict would go unused",
+        "by a driver's rows, and its state_dict is a part of the pyramid's checkpoint (fit.miner_resume), so "
+        "run/select would go unused",
     "fieldlab.fit.meta.MetaLearner":
         "an outer step takes its batch of signals (step(values)) and adapts their latents in an inner loop of "
         "functional SGD steps (adapt); its shared weights are torch's optimizer's list (`parameters`), and it "

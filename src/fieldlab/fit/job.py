@@ -161,9 +161,8 @@ def _run_fit_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensorb
     else:
         get_config_class(job.field).from_options({**options, "in_dim": get_modality(kind).dims})
     if get_modality(kind).occupancy:
-        if tensorboard:  # refused rather than silently dropped
-            raise UserError("--tensorboard: mesh fits log to log.jsonl only")
-        return _run_mesh_job(job, out, force=force, progress=progress, resume=resume, train=train)
+        return _run_mesh_job(job, out, force=force, progress=progress, tensorboard=tensorboard, resume=resume,
+                             train=train)
     if job.mesh_options:
         raise UserError(f"--{next(iter(job.mesh_options)).replace('_', '-')} applies to meshes only")
     span = parse_span(job.span) if job.span else None
@@ -185,8 +184,7 @@ def _run_fit_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensorb
     if say_limit:  # now that the input is checked: a user error stays one line
         say_limit()
     checkpoint = checkpoint_path(out)
-    identity = _json.dumps({"job": {k: v for k, v in job.to_dict().items() if k not in NOT_IDENTITY},
-                            "config": config.to_dict()}, sort_keys=True, default=list)
+    identity = run_identity(job, config)
     with FieldDirWriter(out, force) as folder:
         result = fit(signal, config, job.fit, log_path=folder / "log.jsonl",
                      tensorboard_dir=folder / "tensorboard" if tensorboard else None, progress=progress,
@@ -207,7 +205,14 @@ def _run_fit_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensorb
     return result
 
 
-def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool, resume: bool = False, train=None):
+def run_identity(job: FitJob, config: FieldConfig) -> str:
+    """What a checkpoint must have been saved by for --resume to continue it: the options and the field."""
+    return _json.dumps({"job": {k: v for k, v in job.to_dict().items() if k not in NOT_IDENTITY},
+                        "config": config.to_dict()}, sort_keys=True, default=list)
+
+
+def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensorboard: bool = False,
+                  resume: bool = False, train=None):
     """A mesh is fitted as an occupancy field; its reconstruction is the field's zero level set."""
     from fieldlab.signals.mesh_export import write_mesh
     from fieldlab.fit.occupancy import OccupancyConfig, fit_mesh, refuse_fused_kernel
@@ -217,8 +222,6 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool, resume
     for flag, value in (("--span", job.span), ("--max-frames", job.max_frames), ("--max-size", job.max_size)):
         if value is not None:
             raise UserError(f"{flag} does not apply to meshes")
-    if resume:
-        raise UserError("--resume: mesh fits keep no checkpoint")
     refuse_fused_kernel(job.fit)  # before the mesh is read
     names = {f.name for f in dataclasses.fields(OccupancyConfig)}
     unknown = sorted(set(job.mesh_options) - names)
@@ -231,10 +234,13 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool, resume
     config = resolve_field_config(job.field, job.field_options, kind="mesh", in_dim=3, out_dim=1,
                                   shape=(occupancy.resolution,) * 3, params=job.params)
     check_fit_memory(config, points_per_step(job.fit, occupancy.points), job.fit.device)
+    checkpoint = checkpoint_path(out)
     with FieldDirWriter(out, force) as folder:
-        result = own_trainer(config, "fit_mesh", fit_mesh)(mesh, config, job.fit, occupancy,
-                                                        log_path=folder / "log.jsonl", progress=progress,
-                                                        **({"train": train} if train is not None else {}))
+        result = own_trainer(config, "fit_mesh", fit_mesh)(
+            mesh, config, job.fit, occupancy, log_path=folder / "log.jsonl",
+            tensorboard_dir=folder / "tensorboard" if tensorboard else None, progress=progress,
+            checkpoint=checkpoint, resume=resume, identity=run_identity(job, config),
+            **({"train": train} if train is not None else {}))
         config = result.config
         info = mesh.info(occupancy.resolution)
         write_field(folder, result.field, config, info, result.metrics)
@@ -243,6 +249,7 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool, resume
         plots.write_mesh_preview(result.reconstruction.vertices, result.reconstruction.faces, folder / "preview.png",
                                  title=f"{len(result.reconstruction.faces):,} faces of {reconstruction_name(info)}")
         plots.write_training_plot(folder / "log.jsonl", folder / "training.png")
+    checkpoint.unlink(missing_ok=True)  # the field is written: nothing is left to resume
     return result
 
 

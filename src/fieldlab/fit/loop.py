@@ -22,6 +22,7 @@ from fieldlab import _deadline, _json
 from fieldlab._errors import UserError
 from fieldlab._progress import QUIET_AFTER
 from fieldlab.fields import FieldConfig, TrainsOnOwnPoints
+from fieldlab.fit.checkpoint import read_checkpoint, restore_fitter, save_fitter
 from fieldlab.fit.config import FitConfig, points_per_step, single_kernel
 from fieldlab.fit.device_defaults import resolve_fit_config
 from fieldlab.fit.own_engines import engine_for
@@ -30,7 +31,6 @@ from fieldlab.fit.points import generator, step_points
 from fieldlab.fit.schedule import Schedule
 from fieldlab.kernels import FusedSingle
 from fieldlab.signals import Signal, get_modality
-from fieldlab.store.field_dir import save_checkpoint
 
 if TYPE_CHECKING:
     from fieldlab.kernels import FusedSpec
@@ -370,6 +370,11 @@ class RunLog:
             self.bar.update(step - self.bar.n)
             self.bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()})
 
+    def scalar(self, name: str, value: float, step: int) -> None:
+        """A TensorBoard scalar only (one that costs an evaluation, so log.jsonl does without it)."""
+        if self.writer:
+            self.writer.add_scalar(name, value, step)
+
     def image(self, name: str, image: torch.Tensor, step: int) -> None:
         if self.writer:
             self.writer.add_image(name, ((image.clamp(-1, 1) + 1) / 2).cpu(), step, dataformats="HWC")
@@ -381,40 +386,6 @@ class RunLog:
         seconds = time.perf_counter() - self._began
         if self.bar is None and self.last_step and seconds >= QUIET_AFTER:  # --quiet: one line for the phase
             logger.info("fitting: %s step(s) in %.1f s", f"{self.last_step:,}", seconds)
-
-
-def _save(fitter: Fitter, log: RunLog, path: Path, identity: str) -> None:
-    """The fit's state so far, in `path`."""
-    engine = fitter.state_dict()
-    state = {
-        "identity": identity, "step": engine.pop("step"), "seconds": fitter.seconds, "last_psnr": fitter.last_psnr,
-        **engine, "log": log.log_path.read_text() if log.log_path and log.log_path.exists() else "",
-    }
-    save_checkpoint(state, path)
-
-
-def _read_checkpoint(path: Path, identity: str) -> dict:
-    """The checkpoint `path` (weights_only: no pickle runs), which must be this run's (`identity`)."""
-    if not path.is_file():
-        raise UserError(f"--resume: no checkpoint of an interrupted fit at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a damaged or foreign file: say so rather than guess
-        raise UserError(f"--resume: {path} is not a readable checkpoint ({type(error).__name__})") from None
-    if state.get("identity") != identity:
-        raise UserError(f"--resume: {path} was saved by a fit with other options or input; run without --resume "
-                        "to start again")
-    return state
-
-
-def _restore(fitter: Fitter, log: RunLog, state: dict, path: Path) -> None:
-    """Continue from a checkpoint's `state`: parameters, Adam, schedule, generator, time and log."""
-    fitter.load_state_dict(state)
-    fitter.seconds, fitter.last_psnr = state["seconds"], state["last_psnr"]
-    if log.file:
-        log.file.write(state["log"])
-        log.file.flush()
-    logger.info("resuming from step %s of %s (%s)", f"{fitter.step_count:,}", f"{fitter.config.steps:,}", path)
 
 
 def own_trainer(config: FieldConfig, name: str, standard):
@@ -452,14 +423,13 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
     generator, time and log so far) every `CHECKPOINT_SECONDS` of fitting (not at an interrupt, which may
     fall inside an update). With `resume`, a checkpoint there with the same `identity` (the run's options)
     is continued, so the resumed fit ends as the uninterrupted one would have. Fields with their own
-    trainer (MINER) and the fused kernel, which holds Adam's state itself, keep no checkpoint. `train`: the
+    trainer (MINER) keep theirs; the fused kernel, which holds Adam's state itself, keeps none. `train`: the
     options of a field's own engine (`OwnEngine.options`), passed to it.
     """
-    if engine_for(config) is not None:
-        if resume:
-            raise UserError(f"--resume: {config.name} fits (their own trainer) keep no checkpoint")
+    if engine_for(config) is not None:  # it keeps its own checkpoint (`fit.checkpoint`'s format) in `checkpoint`
         return own_trainer(config, "fit", None)(signal, config, fit_config, log_path=log_path,
                                                 tensorboard_dir=tensorboard_dir, progress=progress,
+                                                checkpoint=checkpoint, resume=resume, identity=identity,
                                                 **({"train": train} if train is not None else {}))
     fit_config.validate()
     if (config.in_dim, config.out_dim) != (signal.info.in_dim, signal.info.channels):
@@ -485,11 +455,11 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
     keeps = checkpoint is not None and fitter.kernel == "reference"
     if resume and not keeps:
         raise UserError("--resume: fits by the fused kernel keep no checkpoint (--kernel reference keeps them)")
-    state = _read_checkpoint(checkpoint, identity) if resume else None  # checked before the progress bar
+    state = read_checkpoint(checkpoint, identity) if resume else None  # checked before the progress bar
     log = RunLog(log_path, tensorboard_dir, progress, fit_config.steps)
     every = fit_config.log_every
     if state is not None:
-        _restore(fitter, log, state, checkpoint)
+        restore_fitter(fitter, log, state, checkpoint)
     saved = fitter.seconds
     try:
         while not fitter.should_stop():
@@ -510,7 +480,7 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
                            psnr=round(psnr_from_mse(loss_value), 4))
                 if keeps and fitter.seconds - saved >= CHECKPOINT_SECONDS and not fitter.should_stop():
                     with fitter.paused():  # after the log line, so a resumed log has it once
-                        _save(fitter, log, checkpoint, identity)
+                        save_fitter(fitter, log, checkpoint, identity)
                     saved = fitter.seconds
         seconds = fitter.elapsed()
         prediction = fitter.predict(signal.coords()).cpu()

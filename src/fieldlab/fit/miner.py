@@ -46,7 +46,9 @@ from fieldlab.fit.loop import FitResult, RunLog, autocast_for, matmul_precision,
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
 from fieldlab.fit.own_engines import OwnEngine, register_engine
 from fieldlab.fit.miner_mesh import fit_mesh
+from fieldlab.fit.checkpoint import read_checkpoint, rng_state as checkpoint_rng
 from fieldlab.fit.miner_place import POINTS_PER_CHUNK, Placement, placement, scale_bytes
+from fieldlab.fit.miner_resume import PyramidCheckpoints
 from fieldlab.fit.points import generator, step_points
 from fieldlab.fit.schedule import Schedule
 from fieldlab.signals import Signal
@@ -333,6 +335,24 @@ class ScaleTrainer:
         target = self.target[keep.to(self.target.device)]
         self.target = target if target.device == self.place.device else self.place.keep(target)
 
+    def state_dict(self) -> dict:
+        """The blocks still training (index, thresholds, parameters, Adam) and the retired ones."""
+        return {"index": self.index, "stop": self.stop, "params": {k: v.detach() for k, v in self.params.items()},
+                "optimizer": self.optimizer.state_dict(), "retired_error": self.retired_error,
+                "retired": [{"index": i, "params": p, "errors": e} for i, p, e in self.retired]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()` of a trainer built for the same scale (the same blocks and targets)."""
+        device = self.index.device
+        self._keep(torch.isin(self.index, state["index"].to(device)))  # the targets of the blocks still training
+        self.params = {k: v.to(device).clone().requires_grad_(True) for k, v in state["params"].items()}
+        self.optimizer = torch.optim.Adam(list(self.params.values()), lr=self.lr, fused=self.fused)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.stop = state["stop"].to(device)
+        self.retired = [(r["index"].to(device), {k: v.to(device) for k, v in r["params"].items()},
+                         r["errors"].to(device)) for r in state["retired"]]
+        self.retired_error = state["retired_error"].to(self.place.device)
+
     def finish(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """Every block of the scale, sorted by index: (index, parameters, final MSE)."""
         errors = self.block_errors()
@@ -374,9 +394,12 @@ def _held(place: Placement, targets: list[torch.Tensor | None], extra: int) -> i
 
 def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig, *,
                 train: MinerTrainConfig = MinerTrainConfig(), log_path: Path | None = None,
-                progress: bool = False) -> tuple[Miner, PyramidStats]:
+                progress: bool = False, tensorboard_dir: Path | None = None,
+                checkpoints: PyramidCheckpoints | None = None) -> tuple[Miner, PyramidStats]:
     """Fit a MINER field to `values` (*shape, c) in the field range; the module returned holds only the
-    blocks that got a network, and lives on the fitting device."""
+    blocks that got a network, and lives on the fitting device. `tensorboard_dir`: the log's scalars (loss,
+    PSNR estimate, training blocks at each check) and each scale's blocks alive; `checkpoints`: where the fit
+    is saved as it goes, and the state it resumes from (`fit.miner_resume`)."""
     fit_config.validate()
     train.validate()
     shape = tuple(values.shape[:-1])
@@ -408,8 +431,9 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
     stats = PyramidStats(streaming=place.streaming, precision=fit_config.precision,
                          device_budget_bytes=None if math.isinf(place.budget) else int(place.budget))
     steps = _scale_steps(fit_config, J)
-    log = RunLog(log_path, None, progress, sum(steps))
-    start = time.perf_counter()
+    saves = checkpoints or PyramidCheckpoints(None, "")
+    log = RunLog(log_path, tensorboard_dir, progress, sum(steps))
+    start = time.perf_counter() - saves.restore_levels(model, log, stats, draws)
     # The command's --max-seconds (leaving time for the evaluation and writing that follow), else this fit's.
     deadline = _deadline.active().bounded_by(fit_config.max_seconds or 0.0)
     clock = _ScaleClock(deadline, model)
@@ -419,6 +443,10 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
             advance(1)
         stats.pyramid_bytes = sum(t.numel() * t.element_size() for t in targets)
         for s in range(J):
+            if s < saves.resumed_scale:  # restored from the checkpoint
+                targets[s] = None
+                continue
+            rng = saves.scale_rng(s, device)
             if not clock.has_time_for(s):  # the finer scales stay without blocks: the field is the coarser sum
                 deadline.cut(f"fitting stopped before scale {s + 1} of {J}, leaving time for the final evaluation "
                              "and writing")
@@ -446,11 +474,11 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
                                    precision=fit_config.precision)
             untrained = float(error.sum() - error[index].sum())  # pruned blocks' residual stays as error
             del blocks, error, target
-            retired = 0
+            done, retired = saves.restore_scale(s, trainer)
             # each scale decays from lr by its own cosine
             schedule = Schedule(lr, steps[s], "cosine", final=fit_config.lr_final, angle_first=True)
             ends = clock.scale_ends(s, steps)
-            for k in range(steps[s]):
+            for k in range(done, steps[s]):
                 if not len(trainer):
                     break
                 if clock.past(ends):
@@ -475,12 +503,19 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
                            psnr=round(estimate, 4), training_blocks=len(trainer))
                 if s == J - 1 and fit_config.target_psnr and estimate >= fit_config.target_psnr:
                     break
+                if k + 1 < steps[s] and saves.due():
+                    start += saves.save(log, model=model, scale=s, scale_step=k + 1, trainer=trainer, retired=retired,
+                                        stats=stats, draws=draws, rng=rng, seconds=time.perf_counter() - start)
             index, params, _ = trainer.finish()
             model.levels[s].assign(index, params)
             stats.blocks_per_scale.append(len(index))
             stats.pruned_per_scale.append(model.levels[s].total_blocks - len(index))
             stats.retired_per_scale.append(retired)
+            log.scalar("blocks_alive", len(index), s)  # TensorBoard: blocks with a network, against the scale
             del trainer
+            if s + 1 < J:  # every scale's end: its residual pass and training are kept
+                start += saves.save(log, model=model, scale=s + 1, scale_step=0, trainer=None, retired=0, stats=stats,
+                                    draws=draws, rng=checkpoint_rng(device), seconds=time.perf_counter() - start)
         if cuda:
             torch.cuda.synchronize(device)
             stats.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
@@ -567,13 +602,14 @@ def field_metrics(model: Miner, config: MinerConfig, stats: PyramidStats, device
 
 def fit(signal: Signal, config: MinerConfig, fit_config: FitConfig = FitConfig(), *,
         train: MinerTrainConfig = MinerTrainConfig(), log_path: Path | None = None,
-        tensorboard_dir: Path | None = None, progress: bool = False) -> MinerFitResult:
+        tensorboard_dir: Path | None = None, progress: bool = False, checkpoint: Path | None = None,
+        resume: bool = False, identity: str = "") -> MinerFitResult:
     """`fieldlab.fit.fit` for MINER: same arguments and result, plus the active-blocks picture; `train`: how
-    the blocks are pruned, retired and placed in memory."""
-    if tensorboard_dir is not None:
-        raise UserError("--tensorboard is not supported by the miner trainer (its log.jsonl has every check)")
+    the blocks are pruned, retired and placed in memory. `checkpoint`, `resume`, `identity`: as `fit`'s
+    (`fit.miner_resume` says what is kept and when)."""
+    saves = PyramidCheckpoints(checkpoint, identity, read_checkpoint(checkpoint, identity) if resume else None)
     model, stats = fit_pyramid(signal.values, config, fit_config, train=train, log_path=log_path,
-                               progress=progress)
+                               progress=progress, tensorboard_dir=tensorboard_dir, checkpoints=saves)
     config = config.adapt(signal.shape).replace(blocks=tuple(len(level) for level in model.levels))
     prediction = predict(model, signal.coords()).reshape(*signal.shape, -1)
     metrics = metrics_for(signal.info.kind, prediction, signal.values)

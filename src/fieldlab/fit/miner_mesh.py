@@ -85,20 +85,25 @@ class MinerMeshFitResult:
 
 def fit_mesh(mesh, config: MinerConfig, fit_config: FitConfig = FitConfig(), occupancy=None, *,
              train: MinerTrainConfig | None = None, log_path: Path | None = None, progress: bool = False,
-             inside: torch.Tensor | None = None) -> MinerMeshFitResult:
+             inside: torch.Tensor | None = None, tensorboard_dir: Path | None = None, checkpoint: Path | None = None,
+             resume: bool = False, identity: str = "") -> MinerMeshFitResult:
     """`fit.occupancy.fit_mesh` for MINER: the mesh's occupancy on the `resolution`³ grid (±1) is fitted
     as a volume with the MSE loss (the official code's choice); inside ⇔ value > 0, as for every
     occupancy field. Scored like `fit_mesh` (held-out points) and on every grid cell (`iou_grid`).
     `inside`: the grid's labels (`occupancy_grid`) when the caller has them already (one mesh fitted
-    several ways); `label_seconds` is then 0."""
+    several ways); `label_seconds` is then 0. `tensorboard_dir`, `checkpoint`, `resume`, `identity`: as
+    `fit.miner.fit`'s (the grid is labelled again on resume: it is a function of the mesh)."""
     from fieldlab.signals.mesh_export import field_grid, grid_surface
     from fieldlab.fit.miner import (MinerTrainConfig, field_metrics, fit_pyramid, predict,  # miner imports this module
                                     write_block_picture)
+    from fieldlab.fit.checkpoint import read_checkpoint
+    from fieldlab.fit.miner_resume import PyramidCheckpoints
     from fieldlab.fit.occupancy import OccupancyConfig, held_out, surface_scores
 
     occupancy = occupancy or OccupancyConfig()
     occupancy.validate()
     device = resolve_device(fit_config.device)
+    saves = PyramidCheckpoints(checkpoint, identity, read_checkpoint(checkpoint, identity) if resume else None)
     resolution = occupancy.resolution
     tick = time.perf_counter()
     if inside is None:
@@ -113,7 +118,7 @@ def fit_mesh(mesh, config: MinerConfig, fit_config: FitConfig = FitConfig(), occ
     values = inside.float()[..., None] * 2 - 1
     inside = inside.cpu().numpy()
     model, stats = fit_pyramid(values, config, fit_config, train=train or MinerTrainConfig(), log_path=log_path,
-                               progress=progress)
+                               progress=progress, tensorboard_dir=tensorboard_dir, checkpoints=saves)
     del values
     config = config.adapt((resolution,) * 3).replace(blocks=tuple(len(level) for level in model.levels))
     # One evaluation of the grid serves both the IoU over every cell and marching cubes.

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig
+from fieldlab.fit import loop
+from fieldlab.fit.checkpoint import read_checkpoint, restore_fitter, save_fitter
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.loop import Fitter, RunLog, resolve_device
 from fieldlab.signals.mesh import Backend, Mesh, sample_occupancy
@@ -121,8 +123,14 @@ def refuse_fused_kernel(fit_config: FitConfig) -> None:
 
 def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(),
              occupancy: OccupancyConfig = OccupancyConfig(), *, log_path: Path | None = None,
-             progress: bool = False) -> MeshFitResult:
+             tensorboard_dir: Path | None = None, progress: bool = False, checkpoint: Path | None = None,
+             resume: bool = False, identity: str = "") -> MeshFitResult:
     """Build a field from `config` (in_dim 3, out_dim 1; seeded) and fit its logit to `mesh`'s occupancy.
+
+    `tensorboard_dir`: the loss (bce) at every logged step and the held-out points' IoU. `checkpoint`,
+    `resume` and `identity` are `fit.loop.fit`'s: the Fitter's state is saved in `checkpoint` every
+    `CHECKPOINT_SECONDS` of fitting; the points are drawn again from their seeds, so a resumed fit ends as
+    the uninterrupted one.
 
     >>> config = make_config("siren", in_dim=3, out_dim=1, hidden_dim=64)
     >>> result = fit_mesh(read_mesh(Path("bunny.obj")), config, FitConfig(steps=2000, batch_size=2**16))
@@ -142,6 +150,7 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
         if batch < occupancy.points:
             log.info("meshes are fitted in mini-batches: %s points per step (--batch-size chooses)", f"{batch:,}")
     device = resolve_device(fit_config.device)
+    state = read_checkpoint(checkpoint, identity) if resume else None  # before the points are sampled
 
     tick = time.perf_counter()
     points, values = _sample(mesh, occupancy, occupancy.points, fit_config.seed, device, progress)
@@ -152,7 +161,8 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
     fitter = OccupancyFitter(config.build(), points, values, fit_config, lr=fit_config.lr or type(config).lr,
                              betas=type(config).adam_betas, eps=type(config).adam_eps)
     fitter.final_points = occupancy.eval_points + occupancy.resolution ** 3
-    _train(fitter, log_path, progress)
+    saves = _Saves(checkpoint, identity, state)
+    _train(fitter, RunLog(log_path, tensorboard_dir, progress, fit_config.steps), saves, held_points, held_values)
     seconds = fitter.elapsed()
 
     logits = fitter.predict(held_points)
@@ -198,16 +208,49 @@ def _sample(mesh: Mesh, occupancy: OccupancyConfig, total: int, seed: int, devic
                             device=device, chunk=occupancy.chunk, backend=occupancy.backend, progress=progress)
 
 
-def _train(fitter: OccupancyFitter, log_path: Path | None, progress: bool) -> None:
-    """Step until the fitter stops, logging the loss (binary cross-entropy) every `log_every` steps."""
+@dataclasses.dataclass
+class _Saves:
+    """Where and when a mesh fit keeps its checkpoint (None: it keeps none), and the state it resumes from."""
+
+    path: Path | None
+    identity: str
+    state: dict | None = None
+    saved: float = 0.0
+    """Fitting seconds at the last checkpoint."""
+
+    def restore(self, fitter: OccupancyFitter, log: RunLog) -> None:
+        if self.state is not None:
+            restore_fitter(fitter, log, self.state, self.path)
+        self.saved = fitter.seconds
+
+    def maybe_save(self, fitter: OccupancyFitter, log: RunLog) -> None:
+        """After a log line, every `CHECKPOINT_SECONDS` of fitting, unless the fit stops now anyway."""
+        if self.path is None or fitter.seconds - self.saved < loop.CHECKPOINT_SECONDS or fitter.should_stop():
+            return
+        with fitter.paused():
+            save_fitter(fitter, log, self.path, self.identity)
+        self.saved = fitter.seconds
+
+
+def _train(fitter: OccupancyFitter, log: RunLog, saves: _Saves, held_points: torch.Tensor,
+           held_values: torch.Tensor) -> None:
+    """Step until the fitter stops, logging the loss (binary cross-entropy) every `log_every` steps, and
+    TensorBoard the held-out IoU (an evaluation, outside the fitting time)."""
     every = fitter.config.log_every
-    log = RunLog(log_path, None, progress, fitter.config.steps)
     try:
+        saves.restore(fitter, log)
         while not fitter.should_stop():
             loss = fitter.step()
             step = fitter.step_count
             log.advance(step, fitter.keep_seconds(), fitter.deadline)  # the bar each second, its ETA from the limit
             if step % every == 0 or step == fitter.config.steps:
-                log.record(step, fitter.last_lr, fitter.elapsed(), bce=float(loss))
+                loss_value = float(loss)
+                if not math.isfinite(loss_value):
+                    raise loop.diverged(step, f"loss is {loss_value}", fitter.schedule.peak)
+                log.record(step, fitter.last_lr, fitter.elapsed(), bce=loss_value)
+                if log.writer:
+                    with fitter.paused():
+                        log.scalar("iou", occupancy_iou(fitter.predict(held_points), held_values), step)
+                saves.maybe_save(fitter, log)
     finally:
         log.close()
