@@ -162,3 +162,11 @@ def modality_fields(tmp_path_factory, chord_wav):
                                                               Normalization("float32", 0.0, 1.0)), 1),
         "mesh": write_untrained_field(root / "mesh", info("mesh", (32, 32, 32), 1, Normalization("bool", 0.0, 1.0)), 1),
     }
+
+
+@pytest.fixture(scope="session")
+def local_global_field(tmp_path_factory):
+    out = tmp_path_factory.mktemp("view") / "local_global"
+    run_cli(["fit", "sample:camera", "--max-size", "32", "--field", "local_global", "--partitions", "2",
+             "--steps", "5", "--device", "cpu", "--quiet", "--out", out])
+    return out

@@ -90,3 +90,15 @@ def test_the_page_of_each_modality_loads_without_console_errors(kind, selector, 
     page.wait_for_timeout(500)
     page.screenshot(path=tmp_path / f"{kind}.png", full_page=True)
     assert not page.errors, page.errors
+
+
+def test_the_partitions_of_a_local_global_field_are_drawn_over_it(local_global_field, serve, page, tmp_path):
+    server = serve(local_global_field)
+    page.goto(server.url)
+    page.wait_for_selector(".fl-overlay:visible")
+    page.select_option(".fl-overlay", "partitions")
+    page.wait_for_function("document.querySelector('.fl-zoom').dataset.overlay == '4'")
+    page.mouse.move(*(lambda b: (b["x"] + 10, b["y"] + 10))(page.locator(".fl-main").bounding_box()))
+    page.wait_for_function("document.querySelector('.fl-status').textContent.startsWith('block 0: ')")
+    page.screenshot(path=tmp_path / "partitions.png", full_page=True)
+    assert not page.errors, page.errors

@@ -9,6 +9,7 @@ ZOOM_HTML = """
     <button class="fl-in" title="zoom in">+</button><button class="fl-out" title="zoom out">&minus;</button>
     <button class="fl-fit" title="fit">fit</button>
     <label>original <input class="fl-blend" type="range" min="0" max="1" step="0.05" value="0"></label>
+    <select class="fl-overlay" style="display: none"><option value="">no overlay</option></select>
     <span class="fl-status"></span>
   </div>
   <div class="fl-panes">
@@ -29,6 +30,7 @@ ZOOM_CSS = """
 
 ZOOM_JS = r"""
 const box = element;
+let overlay = null, pointer = null;
 let mainCanvas = null, errCanvas = null, src = null, info = null, scale = 1, cy = 0, cx = 0;
 const images = new Map();
 
@@ -78,9 +80,50 @@ function draw() {
     if (blend < 1 || !info.original) drawLayer(ctx, layers[0], 1);
     if (layers.length > 1 && info.original && blend > 0) drawLayer(ctx, layers[1], blend);
   }
+  if (overlay) for (const canvas of [mainCanvas, errCanvas]) drawOverlay(canvas.getContext('2d'));
   const status = box.querySelector('.fl-status');
-  status.textContent = `level ${level()} of ${info.max}, ${scale >= 1 ? scale.toFixed(2) + ' px per sample' : (1 / scale).toFixed(2) + ' samples per px'}`;
-  box.dataset.level = level();
+  status.textContent = blockText() + `level ${level()} of ${info.max}, ${scale >= 1 ? scale.toFixed(2) + ' px per sample' : (1 / scale).toFixed(2) + ' samples per px'}`;
+  (box.querySelector('.fl-zoom') || box).dataset.level = level();
+}
+
+function psnrColour(db, alpha) {
+  // red at 15 dB and below, green at 45 dB and above
+  const t = Math.max(0, Math.min(1, (db - 15) / 30));
+  return `rgba(${Math.round(255 * (1 - t))}, ${Math.round(200 * t)}, 60, ${alpha})`;
+}
+
+function drawOverlay(ctx) {
+  const w = ctx.canvas.width, h = ctx.canvas.height;
+  const top = cy - h / 2 / scale, left = cx - w / 2 / scale;
+  overlay.boxes.forEach(([r0, r1, c0, c1], k) => {
+    const x = (c0 - left) * scale, y = (r0 - top) * scale, bw = (c1 - c0) * scale, bh = (r1 - r0) * scale;
+    if (x > w || y > h || x + bw < 0 || y + bh < 0) return;
+    const db = overlay.psnr[k];
+    if (db !== null) { ctx.fillStyle = psnrColour(db, 0.3); ctx.fillRect(x, y, bw, bh); }
+    ctx.setLineDash(overlay.active[k] ? [] : [4, 4]);  // dashed: a pruned block, without a network
+    ctx.strokeStyle = overlay.active[k] ? 'rgba(255,255,255,0.9)' : 'rgba(160,160,160,0.9)';
+    ctx.strokeRect(x + 0.5, y + 0.5, bw - 1, bh - 1);
+  });
+  ctx.setLineDash([]);
+}
+
+function blockText() {
+  if (!overlay || !pointer) return '';
+  const row = cy + (pointer[1] - mainCanvas.height / 2) / scale, col = cx + (pointer[0] - mainCanvas.width / 2) / scale;
+  const k = overlay.boxes.findIndex(([r0, r1, c0, c1]) => row >= r0 && row < r1 && col >= c0 && col < c1);
+  if (k < 0) return '';
+  const db = overlay.psnr[k];
+  return `block ${k}${overlay.active[k] ? '' : ' (pruned)'}${db === null ? '' : ': ' + db.toFixed(2) + ' dB'} · `;
+}
+
+async function showOverlay(name) {
+  overlay = null;
+  if (name) {
+    const reply = await fetch(`/fieldlab/overlay?src=${encodeURIComponent(src)}&name=${encodeURIComponent(name)}`);
+    if (reply.ok) overlay = await reply.json();
+  }
+  (box.querySelector('.fl-zoom') || box).dataset.overlay = overlay ? overlay.boxes.length : 0;
+  draw();
 }
 
 function fit() {
@@ -105,6 +148,10 @@ async function start(name) {
   info = await reply.json();
   box.querySelector('.fl-cap-err').textContent = `|field - original| x${info.error_gain}`;
   errCanvas.parentElement.style.display = info.original ? '' : 'none';  // a store row has no original here
+  const select = box.querySelector('.fl-overlay');
+  select.innerHTML = '<option value="">no overlay</option>' + (info.overlays || []).map((n) => `<option value="${n}">${n}</option>`).join('');
+  select.style.display = (info.overlays || []).length ? '' : 'none';
+  overlay = null;
   fit();
 }
 
@@ -124,6 +171,10 @@ function bind() {
   box.querySelector('.fl-out').addEventListener('click', () => info && zoomAt(0.5, mainCanvas.width / 2, mainCanvas.height / 2));
   box.querySelector('.fl-fit').addEventListener('click', () => info && fit());
   box.querySelector('.fl-blend').addEventListener('input', draw);
+  box.querySelector('.fl-overlay').addEventListener('change', (e) => showOverlay(e.target.value));
+  for (const canvas of [mainCanvas, errCanvas]) {
+    canvas.addEventListener('mousemove', (e) => { pointer = [e.offsetX, e.offsetY]; if (overlay) draw(); });
+  }
 }
 
 // The value (the tile source) changes when a store row is clicked: the template re-renders, so poll it.

@@ -58,6 +58,13 @@ def _add_routes(api, sources: Sources) -> None:
         except UserError as error:
             return PlainTextResponse(str(error), status_code=404)
 
+    @api.get("/fieldlab/overlay")
+    def overlay(src: str = Query(...), name: str = Query(...)):
+        try:
+            return JSONResponse(sources.get(src).overlay(name))
+        except UserError as error:
+            return PlainTextResponse(str(error), status_code=404)
+
     @api.get("/fieldlab/tile")
     def tile(src: str = Query(...), layer: str = "field", z: str = "0", x: str = "0", y: str = "0"):
         try:

@@ -21,6 +21,7 @@ import numpy as np
 from fieldlab._errors import UserError
 from fieldlab._validate import bounded_int
 from fieldlab.store import StoredField
+from fieldlab.view.overlays import overlay, overlay_names
 
 TILE = 256
 EXTRA_LEVELS = 3
@@ -109,7 +110,13 @@ class ImageTiles:
     def levels(self) -> dict:
         native = native_level(self.shape)
         return {"tile": TILE, "native": native, "max": native + EXTRA_LEVELS, "height": self.shape[0],
-                "width": self.shape[1], "original": self.has_original(), "error_gain": ERROR_GAIN}
+                "width": self.shape[1], "original": self.has_original(), "error_gain": ERROR_GAIN,
+                "overlays": overlay_names(self.stored)}
+
+    def overlay(self, name: str) -> dict:
+        """Overlay `name` (partitions or blocks with their PSNR), measured once."""
+        return self.cache.get((self.key, "overlay", name),
+                              lambda: overlay(self.stored, self.original(), name, self.device))
 
     def has_original(self) -> bool:
         """Whether the source is there to read: checked without reading it, so that a large field opens at
