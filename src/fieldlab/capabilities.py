@@ -114,7 +114,11 @@ def _fit(field: str, modality: str, prop: str) -> tuple[str, str]:
 
 
 def _fit_dataset(field: str, modality: str, prop: str) -> tuple[str, str]:
-    return "", ""  # folders of images, WAV clips, .npy volumes and meshes (`signals/modal_sources.py`)
+    from fieldlab.signals.modal_sources import MODAL_KINDS  # the modalities of a folder besides images
+
+    if modality != "image" and modality not in MODAL_KINDS:
+        return NOT_APPLICABLE, "fit-dataset reads folders of images, audio clips, volumes or meshes, not of videos"
+    return "", ""
 
 
 def _extend(field: str, modality: str, prop: str) -> tuple[str, str]:
