@@ -8,8 +8,9 @@ The commands are read from the README's ```bash blocks (and its Python snippet),
 example is timed as soon as it is documented. Inputs the README names but the repository does not hold are
 made in a scratch folder: `photo.png` (astronaut at 512², a photo-sized RGB image), `wider.png` (camera at
 128×160: wider than `cam-lg`), and the test suite's stand-ins for `bach.wav`, `clip.mp4` and `bunny.obj`
-(tests/_fixtures.py). Commands run one after another in that folder (a render needs the fit before it);
-`pip install` and `pytest` are skipped. Prints one Markdown row per command: wall seconds, exit status and
+(tests/_fixtures.py), and small `clips/`, `volumes/` and `meshes/` folders. Commands run one after another in that folder (a render needs the fit before it);
+`pip install` and `pytest` are skipped; a
+`fieldlab view` is timed until its page answers, then stopped. Prints one Markdown row per command: wall seconds, exit status and
 the quality its output's metrics.json (or eval.json, run.json) reports. `uptime` is printed first: on a
 shared machine the load changes the times.
 """
@@ -68,6 +69,42 @@ def make_inputs(folder: Path) -> None:
     write_chord_wav(folder / "bach.wav")
     write_turntable_mp4(folder / "clip.mp4")
     write_bumpy_mesh(folder / "bunny.obj")
+    make_dataset_folders(folder)
+
+
+def make_dataset_folders(folder: Path) -> None:
+    """`clips/` (24 one-second chords at 8 kHz, two classes), `volumes/` (12 smooth 16³ volumes) and `meshes/`
+    (20 boxes, spheres and cylinders): the folders the README's fit-dataset lines of other modalities read."""
+    import wave
+
+    import numpy as np
+    import trimesh
+
+    rng = np.random.default_rng(0)
+    t = np.arange(8000) / 8000
+    for i in range(24):
+        path = folder / "clips" / ("high" if i % 2 else "low") / f"{i}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        base = (220 if i % 2 == 0 else 660) * (1 + 0.05 * rng.standard_normal())
+        samples = 0.3 * (np.sin(2 * np.pi * base * t) + 0.5 * np.sin(2 * np.pi * 1.5 * base * t))
+        with wave.open(str(path), "wb") as f:
+            f.setnchannels(1), f.setsampwidth(2), f.setframerate(8000)
+            f.writeframes(np.rint(samples * 32767).astype("<i2").tobytes())
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, 16)] * 3, indexing="ij"), axis=-1)
+    for i in range(12):
+        path = folder / "volumes" / ("ball" if i % 2 else "slab") / f"{i}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        centre = rng.uniform(-0.3, 0.3, 3)
+        distance = np.linalg.norm(grid - centre, axis=-1) if i % 2 else np.abs(grid[..., 2] - centre[2])
+        np.save(path, np.exp(-4 * distance**2).astype(np.float32))
+    for i in range(20):
+        kind = ("box", "sphere", "cylinder")[i % 3]
+        mesh = {"box": lambda: trimesh.creation.box(extents=rng.uniform(0.3, 1.0, 3)),
+                "sphere": lambda: trimesh.creation.icosphere(subdivisions=2, radius=rng.uniform(0.3, 1.0)),
+                "cylinder": lambda: trimesh.creation.cylinder(radius=rng.uniform(0.2, 0.5),
+                                                              height=rng.uniform(0.5, 1.5), sections=16)}[kind]()
+        (folder / "meshes" / kind).mkdir(parents=True, exist_ok=True)
+        mesh.export(folder / "meshes" / kind / f"{i}.obj")
 
 
 def quality(command: str, folder: Path) -> str:
@@ -92,10 +129,41 @@ def quality(command: str, folder: Path) -> str:
             found = [f"{k} {data[k]:.4g}" for k in keys if isinstance(data.get(k), (int, float))]
             if found:
                 return ", ".join(found)
+    if (path / "zarr.json").is_file():  # a FieldStore
+        sys.path.insert(0, str(ROOT / "src"))
+        from fieldlab.store.field_store import FieldStore
+
+        summary = FieldStore(path).summary()
+        return f"{summary['complete']:,} fields, mean PSNR {summary['psnr']['mean']:.2f} dB"
     return "written" if path.exists() else "nothing written"
 
 
+def serve(command: str, folder: Path, timeout: float) -> tuple[float, str]:
+    """`fieldlab view`: seconds until the page it prints answers, then the server is stopped (it serves until
+    Ctrl-C)."""
+    import signal
+    import urllib.request
+
+    began = time.perf_counter()
+    server = subprocess.Popen(command, shell=True, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, start_new_session=True)
+    try:
+        for line in server.stdout:
+            url = re.search(r"http://[\w.:]+/?", line)
+            if url:
+                urllib.request.urlopen(url.group(0), timeout=timeout).read()
+                return time.perf_counter() - began, "ok (page served)"
+            if time.perf_counter() - began > timeout:
+                return time.perf_counter() - began, f"> {timeout:g} s"
+        return time.perf_counter() - began, f"{server.wait()}: no URL printed"
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        server.wait()
+
+
 def run(command: str, folder: Path, timeout: float) -> tuple[float, str]:
+    if command.startswith("fieldlab view"):
+        return serve(command, folder, timeout)
     began = time.perf_counter()
     try:
         done = subprocess.run(command, shell=True, cwd=folder, timeout=timeout, capture_output=True, text=True,
