@@ -13,6 +13,12 @@ Rows: `cnn4` on the grid; `dinet` on the grid (a fixed set: its neighbourhoods a
 every step) and on RQMC points (the training default: a new set each step, so its neighbourhoods are built
 once per step, shared by the batch). Networks run in turn round by round, so a load that comes and goes on
 the machine hits all of them; the median round is reported. `--threads` pins torch's CPU threads.
+`--plain` adds `dinet grid` with the channel mix written the plain way (a per-query bmm against an expanded
+weight, as before issue 20's fast path), so a before/after ratio comes from the same run.
+
+Each row also gives the step's floating-point work (GFLOP per step, forward and backward, counted by
+torch.utils.flop_counter on one step: matmuls and convolutions) and its ratio to cnn4's: steps/s can only
+come near cnn4's where the work does, and a loaded machine changes the rates but not the work.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from fieldlab.learn import layers  # noqa: E402
 from fieldlab.learn.layers import Discretized  # noqa: E402
 from fieldlab.learn.abilities import SizedByPoints  # noqa: E402
 from fieldlab.learn.nets import net_config  # noqa: E402
@@ -45,10 +52,29 @@ def fields_at(points, batch: int, seed: int) -> torch.Tensor:
     return waves.mean(1)[..., None]
 
 
+def plain_conv_forward(self, x, out_points=None):
+    """DIConv.forward as it was before the one-GEMM channel mix (a reference for `--plain`, not the library's)."""
+    points = x.points
+    queries = out_points if out_points is not None else points.downsample(self.stride)
+    found = layers.neighbourhood(queries, points, self.support)
+    basis = self._basis(found, queries)
+    b, n, c = x.values.shape
+    m, h = len(queries), basis.shape[1]
+    acc = found.plan.sum_rows(basis, x.values.permute(1, 2, 0).reshape(n, c * b))  # (m, h, c_in·b)
+    weight = self.weight.permute(0, 2, 1).reshape(-1, h * c)
+    out = torch.bmm(weight.expand(m, -1, -1), acc.view(m, h * c, b)).permute(2, 0, 1)
+    if self.normalization == "mean":
+        out = out / found.mass.clamp_min(1e-12)[:, None]
+    if self.bias is not None:
+        out = out + self.bias
+    return Discretized(out, queries)
+
+
 class Runner:
     """One network, its optimizer and its point sampler; `step(i)` runs train step i."""
 
-    def __init__(self, net: str, kind: str, side: int, batch: int, device: torch.device, **options):
+    def __init__(self, net: str, kind: str, side: int, batch: int, device: torch.device, plain: bool = False,
+                 **options):
         n = side * side
         cfg = net_config(net, **options)
         if isinstance(cfg, SizedByPoints):
@@ -58,9 +84,28 @@ class Runner:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
         self.sampler = PointSampler(kind=kind, n=n, dim=2)
         self.batch, self.device = batch, device
-        self.name = f"{net} {kind}" + "".join(f" {k}={v}" for k, v in options.items())
+        self.name = f"{net} {kind}" + "".join(f" {k}={v}" for k, v in options.items()) + (" (plain)" if plain else "")
+        self.plain = plain
 
     def step(self, i: int) -> None:
+        if not self.plain:
+            return self._step(i)
+        fast = layers.DIConv.forward
+        layers.DIConv.forward = plain_conv_forward
+        try:
+            self._step(i)
+        finally:
+            layers.DIConv.forward = fast
+
+    def gflop(self, i: int) -> float:
+        """Floating-point work of train step i (matmuls and convolutions, forward and backward), in GFLOP."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            self.step(i)
+        return counter.get_total_flops() / 1e9
+
+    def _step(self, i: int) -> None:
         points = self.sampler(i).to(self.device)
         x = Discretized(fields_at(points, self.batch, i), points)
         labels = torch.arange(self.batch, device=self.device) % CLASSES
@@ -81,16 +126,17 @@ def measure(runners: list[Runner], steps: int, rounds: int, warmup: int) -> dict
     for r in runners:
         for i in range(warmup):
             r.step(i)
+        r.work = r.gflop(warmup)  # after the warm-up, so a fixed set's neighbourhoods are already built
     sync(device)
     rates: dict[str, list[float]] = {r.name: [] for r in runners}
     for k in range(rounds):
         for r in runners:
             begin = time.perf_counter()
             for i in range(steps):
-                r.step(warmup + k * steps + i)
+                r.step(warmup + 1 + k * steps + i)
             sync(device)
             rates[r.name].append(steps / (time.perf_counter() - begin))
-    return {name: statistics.median(v) for name, v in rates.items()}
+    return {name: statistics.median(v) for name, v in rates.items()}, {r.name: r.work for r in runners}
 
 
 def main(argv=None) -> None:
@@ -104,6 +150,10 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--num-basis", type=int, default=0,
                         help="also time DI-Net on RQMC with this many basis functions (its default is 16)")
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE,...",
+                        help="also time DI-Net on RQMC with these options (e.g. channels=32,num_basis=8); repeatable")
+    parser.add_argument("--plain", action="store_true",
+                        help="also time DI-Net on the grid with the plain (per-query bmm) channel mix")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     if args.threads:
@@ -113,19 +163,27 @@ def main(argv=None) -> None:
                f"cpu ({torch.get_num_threads()} threads)", "torch": torch.__version__, "batch": args.batch,
                "rows": []}
     print(f"{results['device']}, torch {torch.__version__}, batch {args.batch}")
-    print(f"{'points':>8}  {'network':<26} {'steps/s':>8} {'samples/s':>10} {'× cnn4':>7}")
+    print(f"{'points':>8}  {'network':<40} {'steps/s':>8} {'samples/s':>10} {'× cnn4':>7} {'GFLOP/step':>11} "
+          f"{'FLOP × cnn4':>11}")
     for side in (int(s) for s in args.sides.split(",")):
         runners = [Runner("cnn4", "grid", side, args.batch, device), Runner("dinet", "grid", side, args.batch, device),
                    Runner("dinet", "rqmc", side, args.batch, device)]
         if args.num_basis:
             runners.append(Runner("dinet", "rqmc", side, args.batch, device, num_basis=args.num_basis))
-        rates = measure(runners, args.steps, args.rounds, args.warmup)
-        base = rates["cnn4 grid"]
+        for variant in args.variant:
+            options = dict(item.split("=", 1) for item in variant.split(","))
+            runners.append(Runner("dinet", "rqmc", side, args.batch, device, **options))
+        if args.plain:
+            runners.append(Runner("dinet", "grid", side, args.batch, device, plain=True))
+        rates, work = measure(runners, args.steps, args.rounds, args.warmup)
+        base, base_work = rates["cnn4 grid"], work["cnn4 grid"]
         for name, rate in rates.items():
             row = {"points": side * side, "network": name, "steps_per_s": round(rate, 3),
-                   "samples_per_s": round(rate * args.batch, 1), "ratio_to_cnn4": round(rate / base, 3)}
+                   "samples_per_s": round(rate * args.batch, 1), "ratio_to_cnn4": round(rate / base, 3),
+                   "gflop_per_step": round(work[name], 2), "flop_ratio_to_cnn4": round(work[name] / base_work, 2)}
             results["rows"].append(row)
-            print(f"{side}²={side * side:<5} {name:<26} {rate:8.2f} {rate * args.batch:10.1f} {rate / base:7.2f}")
+            print(f"{side}²={side * side:<5} {name:<40} {rate:8.2f} {rate * args.batch:10.1f} {rate / base:7.2f} "
+                  f"{work[name]:11.2f} {work[name] / base_work:11.2f}")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
 
