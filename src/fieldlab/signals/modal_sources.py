@@ -15,7 +15,8 @@ files are images is an image folder (`signals/datasets.py`).
   once before fitting, to check shapes and dtypes agree and to normalize all of them over their joint range.
 - **meshes** (.obj, .ply, .stl, .off, .glb; `signals/mesh.py`): each mesh is placed in the canonical cube
   as `fit` places one (`Mesh`: its bounding box centred, longest side on [-0.9, 0.9]) and labelled inside
-  or outside by the winding number at the centres of an R³ grid over [-1, 1]³ (R = `mesh_resolution`);
+  or outside by the winding number at the centres of an R³ grid over [-1, 1]³ (R = `mesh_resolution`),
+  counted by ray crossings (`signals/mesh_grid.py`);
   items are these occupancy grids, stored as kind mesh with values ±1 (bool normalization: inside ⇔ value
   ≥ 0, as a fitted mesh field's logit). Open (non-watertight) meshes need no repair: the generalized
   winding number degrades gracefully on holes. Meshes are read when their chunk is fitted; the first is
@@ -191,8 +192,13 @@ def _mesh_source(root: Path, files, labels, classes, resolution: int | None) -> 
     def raw(i: int) -> np.ndarray:
         """Mesh i's occupancy (R, R, R, 1) bool at the grid's sample centres."""
         from fieldlab.signals.mesh import inside, read_mesh
+        from fieldlab.signals.mesh_grid import label_grid
 
-        return inside(read_mesh(files[i]), coords).reshape(side, side, side, 1).numpy()
+        mesh = read_mesh(files[i])
+        labels = label_grid(mesh, side)  # None for a triangle soup
+        if labels is None:
+            labels = inside(mesh, coords)
+        return labels.reshape(side, side, side, 1).numpy()
 
     raw(0)  # a folder of unreadable meshes stops here, before the store is made
     extra = {"occupancy": True, "resolution": side}
