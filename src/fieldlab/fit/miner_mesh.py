@@ -27,15 +27,16 @@ def occupancy_grid(mesh, resolution: int, *, device="cpu", chunk: int = 2**20, b
     instead the grid is refined from `coarsest`³: a cell that no triangle's bounding box touches lies on
     one side of the surface, so its children inherit its winding number; only cells touched by the
     surface, or whose winding number is ambiguous (open meshes), are evaluated again at the next level.
-    Each level is a phase of its own (`progress`: a bar, else a log line). A closed mesh is labelled by ray
-    crossings instead (`signals.mesh_grid`): the same labels, in time linear in cells + faces.
+    Each level is a phase of its own (`progress`: a bar, else a log line). The refinement is left to meshes
+    that are mostly boundary (triangle soups); others are labelled by ray crossings (`signals.mesh_grid`): the
+    same labels, in time linear in cells + faces.
     """
     from fieldlab.signals.mesh import mesh_tensors
-    from fieldlab.signals.mesh_grid import label_closed_grid
+    from fieldlab.signals.mesh_grid import label_grid
 
-    closed = label_closed_grid(mesh, resolution, device=device, progress=progress)  # None for an open mesh
-    if closed is not None:
-        return closed
+    labels = label_grid(mesh, resolution, device=device, progress=progress)  # None for a triangle soup
+    if labels is not None:
+        return labels
     vertices, faces = mesh_tensors(mesh, device)
     triangles = vertices[faces]
     r = resolution
