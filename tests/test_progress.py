@@ -80,14 +80,15 @@ def test_quiet_turns_each_long_phase_into_one_log_line(monkeypatch, cli, bumpy_m
     assert "%|" not in err and "\r" not in err  # no bar
 
 
-def test_miner_grid_labelling_shows_one_bar_per_level(capsys, bumpy_mesh):
+def test_miner_grid_labelling_shows_a_bar_per_phase(capsys, bumpy_mesh):
     from fieldlab.fit.miner_mesh import occupancy_grid
 
-    mesh = mesh_module.read_mesh(bumpy_mesh.path)
+    mesh = mesh_module.read_mesh(bumpy_mesh.path)  # open: its hole's cells are a phase of their own
     grid = occupancy_grid(mesh, 8, coarsest=4, backend="torch", progress=True)
     err = capsys.readouterr().err
-    assert "labelling the 4³ grid inside/outside the mesh:" in err
     assert "labelling the 8³ grid inside/outside the mesh:" in err
+    assert "summing the crossings along the grid's columns:" in err
+    assert "labelling the cells near the mesh's holes:" in err
     assert torch.equal(grid, occupancy_grid(mesh, 8, coarsest=4, backend="torch"))
 
 
