@@ -17,8 +17,10 @@ the machine hits all of them; the median round is reported. `--threads` pins tor
 weight, as before issue 20's fast path), so a before/after ratio comes from the same run.
 
 Each row also gives the step's floating-point work (GFLOP per step, forward and backward, counted by
-torch.utils.flop_counter on one step: matmuls and convolutions) and its ratio to cnn4's: steps/s can only
-come near cnn4's where the work does, and a loaded machine changes the rates but not the work.
+torch.utils.flop_counter on one step: dense matmuls and convolutions; the sparse CSR products of
+neighbourhoods too sparse for a dense sum, e.g. the first layer at 32², are not counted) and its ratio to
+cnn4's: steps/s can only come near cnn4's where the work does, and a loaded machine changes the rates but not
+the work.
 """
 
 from __future__ import annotations
