@@ -263,3 +263,13 @@ def test_a_field_json_from_before_keeps_its_widths_and_reads_without_blending():
     config = LocalGlobalConfig.from_dict(old)
     assert config.num_params() == 34_530 and config.blend == ()
     assert not any(config.build().blend)
+
+
+def test_a_new_field_trains_on_a_margin_of_its_neighbours_unless_overlap_0_is_given():
+    config = lg((64, 40), partitions=(2, 2))
+    assert config.overlap == (2, 1)  # 1/16 of the narrowest partition per axis (32 and 20 samples)
+    assert lg((64, 40), partitions=(1, 2)).overlap == (0, 1)  # one partition: no border to agree on
+    assert lg((64, 40), partitions=(2, 2), overlap=(0,)).overlap == (0,)
+    coords, values = torch.rand(64 * 40, 2), torch.rand(64 * 40, 1)
+    train_coords, _ = config.build().training_points(coords, values, (64, 40))
+    assert train_coords.shape == ((32 + 2) * (20 + 1) * 4, 3)  # each box grown inward by its margin

@@ -43,6 +43,12 @@ DEFAULT_COUNTS = {1: 32, 2: 16, 3: 8}
 image and, near enough, video settings)..."""
 DEFAULT_MIN_SIZE = {1: 1024, 2: 32, 3: 8}
 """...but no fewer samples per partition than this, so small signals get few partitions."""
+OVERLAP_FRACTION = 16
+"""A new field's training margin per axis, unless --overlap is given: its narrowest partition over this (2
+samples of a 32-sample partition), none on an axis of one partition. On 128 px photos (4×4 partitions, the
+README's example; BENCHMARKS.md "Local-Global at the README's size") the borders were 2.6 dB worse than the
+interior without it and within 1.2 dB of it with it (a SIREN's are 1 dB worse there too); it changes only the
+training points, so crops and extensions stay exact."""
 HARMONIZER_LATENT, HARMONIZER_HIDDEN, GROUPS = 16, 32, ("local", "global", "fusion")
 REFERENCE_WIDTHS = (14, 84)
 """Local and global widths of the paper's image setting (16×16 partitions, 206,610 parameters): with the
@@ -308,6 +314,12 @@ def _fade_widths(blend: tuple[int, ...], span: tuple[int, ...], edges: tuple[tup
     return widths
 
 
+def default_overlap(edges: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
+    """The training margin per axis that a new field gets unless --overlap is given (`OVERLAP_FRACTION`)."""
+    return tuple(0 if len(axis) < 3 else min(b - a for a, b in zip(axis[:-1], axis[1:])) // OVERLAP_FRACTION
+                 for axis in edges)
+
+
 def _is_batched(x: torch.Tensor) -> bool:
     """Whether x is a tensor that `torch.func.vmap` batches (its points differ per field of a stack)."""
     return torch._C._functorch.is_batchedtensor(x)
@@ -341,7 +353,9 @@ class LocalGlobalConfig(FieldConfig):
     first_omega0: float = 30.0
     """Frequency factor of the first layers."""
     overlap: tuple[int, ...] = ()
-    """Training margin: each partition also fits this many of its neighbours' samples per side (per axis)."""
+    """Training margin: each partition also fits this many of its neighbours' samples per side (per axis), so
+    neighbours agree at their border; renders still read each point's own partition only. Empty: 1/16 of
+    the narrowest partition (2 samples of a 32-sample one), 0 on an axis of one partition; 0: none."""
     blend: tuple[int, ...] = ()
     """Cross-fade width in samples (per axis): within it of a partition border a value is the smooth blend of
     both partitions' (a partition of unity), so tiles meet without seams; each partition trains on a margin of
@@ -358,7 +372,10 @@ class LocalGlobalConfig(FieldConfig):
     cells: tuple[int, ...] = ()
     """Resolved: each grid cell's partition (row-major), -1 where cropped away; empty means all, in order."""
 
-    lr = 1e-3
+    # 2e-3, not SIREN's 1e-3: each partition's net sees few samples and small gradients; at 300 steps on 128 px
+    # photos 1e-3 left Local-Global 2 dB below a SIREN of its count, 2e-3 and 3e-3 put it above, 5e-3 diverged
+    # (BENCHMARKS.md "Local-Global at the README's size", chosen on astronaut and natural512/03, not camera).
+    lr = 2e-3
     size_knob = "hidden_dim"
     may_be_zero = ("hidden_dim", "global_dim")
     resolved = ("span", "edges", "cells")
@@ -408,7 +425,7 @@ class LocalGlobalConfig(FieldConfig):
         if self.span == shape and self.edges:
             return self
         edges = tuple(balanced_edges(0, n, k) for n, k in zip(shape, self._counts(shape)))
-        adapted = self.replace(span=shape, edges=edges, cells=())
+        adapted = self.replace(span=shape, edges=edges, cells=(), overlap=self.overlap or default_overlap(edges))
         sized = adapted.sized()
         if sized is not adapted and adapted.num_parts != DEFAULT_COUNTS.get(self.in_dim, 4) ** self.in_dim:
             log.info("local-global: widths %d (local) and %d (global) for %s partitions give %s parameters, the "
