@@ -37,7 +37,7 @@ def methods(signal, args) -> dict:
     found = {}
     for overlap in args.overlaps:
         for blend in args.blends:
-            extra = {"overlap": (overlap,)} if overlap else {}
+            extra = {"overlap": (overlap,)}  # 0 is no margin, not the default one
             extra.update({"blend": (blend,)} if blend else {})
             config = make_config("local-global", in_dim=d, out_dim=c, partitions=tuple(args.partitions),
                                  **extra).adapt(shape)
