@@ -5,6 +5,7 @@ grid, same run. Prints one JSON line per resolution: seconds of each, their rati
 on. Open meshes (scans, the Stanford bunny: 4 holes) are labelled by rays too, their holes patched.
 
     python benchmarks/mesh_labels.py [--mesh PATH] [--resolution 128,256] [--device cpu|cuda] [--no-baseline]
+                                     [--threads N] [--progress]
 
     python benchmarks/mesh_labels.py --device cuda --resolution 512 --mesh bunny.obj   # issue 25's row
 
@@ -76,10 +77,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-baseline", action="store_true", help="time the ray crossings alone")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="torch's CPU threads (0: its default); on a "
+                        "machine shared with other work, 1 avoids threads waiting on each other between small ops")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     mesh = load(args.mesh)
     vertices, faces = mesh_tensors(mesh, args.device, torch.float64)
-    grid_inside(vertices, faces, 16)  # one-off costs (CUDA context, kernels, lazy imports) out of the timings
+    grid_inside(vertices, faces, 64)  # one-off costs (CUDA context, kernels, lazy imports) out of the timings
     for resolution in (int(r) for r in args.resolution.split(",")):
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
