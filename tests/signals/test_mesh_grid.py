@@ -102,6 +102,11 @@ def test_a_grid_over_part_of_the_cube_has_its_own_centres():
     assert torch.equal(labels, winding_labels(mesh, 12, -0.5, 0.9)) and labels.any()
 
 
+def test_a_grid_beside_an_open_mesh_s_holes_is_labelled_too():
+    mesh = two_holed_sphere()  # rims at z = ±0.7, far from a grid over [-0.15, 0.15]³
+    assert torch.equal(grid_inside(*mesh_tensors(mesh), 6, -0.15, 0.15), winding_labels(mesh, 6, -0.15, 0.15))
+
+
 def test_a_column_whose_crossings_do_not_cancel_is_labelled_by_winding_numbers(monkeypatch):
     mesh = CLOSED["icosphere"]()
     real = mesh_grid._crossings

@@ -168,11 +168,12 @@ def _remove_patches(inside, winding, patches, balls, r: int, lo: float, step: fl
     reach = balls[:, 3] / (1 - (1 - 1 / h) ** 2) ** 0.5 + step  # share 1/(2h) at D = reach
     cells = torch.unique(torch.cat([_cells_in_ball(centre, radius, r, lo, step)
                                     for centre, radius in zip(balls[:, :3], reach)]))
+    if len(cells) == 0:  # the holes lie off the grid
+        return
     index = torch.stack([cells // (r * r), cells // r % r, cells % r], dim=1)
     centres = (index.to(torch.float64) + 0.5) * step + lo
-    distance = (centres[:, None] - balls[None, :, :3]).norm(dim=-1)  # (c, h)
-    ratio = (balls[None, :, 3] / distance).clamp(max=1)
-    near = ((1 - (1 - ratio**2).sqrt()) / 2).sum(1) >= 0.5
+    near = torch.cat([_shares(centres[start:start + 2**22 // h], balls) >= 0.5
+                      for start in range(0, len(centres), 2**22 // h)])
     cells, centres = cells[near], centres[near]
     columns, which = torch.unique(cells // r, return_inverse=True)
     above = winding.view(r * r, r)[columns].flip(1).cumsum(1, dtype=torch.int16).flip(1)  # (columns, r)
@@ -181,6 +182,13 @@ def _remove_patches(inside, winding, patches, balls, r: int, lo: float, step: fl
     own = label_points(centres, corners, torch.arange(len(corners), device=corners.device).reshape(-1, 3),
                        progress=progress, desc="labelling the cells near the mesh's holes")
     inside.view(-1)[cells] = (count - own) > 0.5
+
+
+def _shares(points: torch.Tensor, balls: torch.Tensor) -> torch.Tensor:
+    """The most (n,) that the patches inside the balls (h, 4) can add to the winding number at points (n, 3)."""
+    distance = (points[:, None] - balls[None, :, :3]).norm(dim=-1)  # (n, h)
+    ratio = (balls[None, :, 3] / distance).clamp(max=1)
+    return ((1 - (1 - ratio**2).sqrt()) / 2).sum(1)
 
 
 def _cells_in_ball(centre: torch.Tensor, radius: float, r: int, lo: float, step: float) -> torch.Tensor:
