@@ -24,7 +24,7 @@ its labels equal those of the held-out points a fit is scored on. (Rays alone wo
 column through a hole; a vote of rays along several axes errs where two of them pass holes, and agrees with
 no winding number.) A mesh that is mostly boundary (a triangle soup) is left to winding numbers (`label_grid`).
 
-Shape letters: v vertices, f faces, p (triangle, column) pairs, r the grid's resolution.
+Shape letters: v vertices, f faces, p (triangle, column) pairs, r the grid's resolution, b boundary edges, h holes.
 """
 
 from __future__ import annotations
