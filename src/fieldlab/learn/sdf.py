@@ -19,8 +19,9 @@ input points, uniform over the domain. Error: mean absolute SDF error at fresh q
 scenes (every 5th scene, or the store's test split), beside the trivial baseline of the training scenes'
 mean SDF, a constant.
 
-Training: AdamW with `fieldlab.learn.train.schedule_of`'s warm-up and cosine; the input point set is drawn every
-step by a `PointSampler` (randomized QMC by default; `--points` as in classification).
+Training: `SDFTask` (this file) on the one learn loop (`fieldlab.learn.loop.train_loop`: AdamW, warm-up and
+cosine, checkpoints, time limit, progress); the input point set is drawn every step by a `PointSampler`
+(randomized QMC by default; `--points` as in classification).
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ from fieldlab._errors import UserError
 from fieldlab.learn.layers import Discretized
 from fieldlab.learn.nets import net_config
 from fieldlab.learn.points import PointSampler, PointSet
+from fieldlab.learn.task import Metric, Task
 from fieldlab.signals.balls import BALLS_SEED, EDGE, ball_scenes, occupancy, scene_sdf
 
-__all__ = ["EDGE", "SDFConfig", "Scenes", "ball_scenes", "evaluate_sdf", "occupancy", "scene_sdf", "train_sdf"]
+__all__ = ["EDGE", "SDFConfig", "SDFTask", "Scenes", "ball_scenes", "evaluate_sdf", "occupancy", "scene_sdf", "train_sdf"]
 
 FORMAT = "fieldlab.sdf-run"
 
@@ -186,6 +188,50 @@ def sdf_mae(net: nn.Module, scenes: Scenes, index: torch.Tensor, points: PointSe
     return total / (len(index) * len(queries))
 
 
+class SDFTask(Task):
+    """A scene's field in, its clipped SDF at query points out: mean squared error in training, the mean
+    absolute error of the held-out scenes as the score, beside the training scenes' mean SDF as the baseline."""
+
+    metric = Metric("sdf_mae", "test_mae", higher_is_better=False)
+
+    def __init__(self, scenes: Scenes, config: SDFConfig, device: torch.device, queries: PointSet):
+        self.scenes, self.config, self.device = scenes, config, device
+        self.queries = queries
+        """The held-out scenes' query points (fixed, drawn apart from every training step's)."""
+        self.sampler = config.sampler(scenes.dim)
+
+    def loss(self, model: nn.Module, step: int) -> torch.Tensor:
+        from fieldlab.fit.points import step_generator, with_replacement
+
+        config, scenes = self.config, self.scenes
+        g = step_generator(config.seed, step)
+        pick = scenes.train[with_replacement(len(scenes.train), config.batch_size, g)]
+        points = self.sampler(step).to(self.device)
+        queries = PointSampler(kind="random", n=config.num_queries, dim=scenes.dim,
+                               seed=config.seed + 1)(step).to(self.device)
+        pred = model(Discretized(scenes.inputs(pick, points), points), queries).values[..., 0]
+        return nn.functional.mse_loss(pred.float(), scenes.sdf(pick, queries.coords))
+
+    def score(self, net: nn.Module, sampler: PointSampler) -> float:
+        return sdf_mae(net, self.scenes, self.scenes.test, sampler(10_000).to(self.device), self.queries)
+
+    def test_sampler(self) -> PointSampler:
+        return self.sampler
+
+    def baseline(self) -> dict[str, float]:
+        constant = self.scenes.sdf(self.scenes.train, self.queries.coords).mean()
+        return {"baseline_mae": float((self.scenes.sdf(self.scenes.test, self.queries.coords) - constant).abs().mean())}
+
+    def test_metrics(self, net: nn.Module) -> dict[str, float]:
+        return {**super().test_metrics(net), **self.baseline()}
+
+
+def test_queries(config: SDFConfig, dim: int, device, seed: int | None = None) -> PointSet:
+    """The fixed query points the held-out scenes are scored at (`seed`: eval's, else the run's)."""
+    seed = config.seed if seed is None else seed
+    return PointSampler(kind="random", n=config.num_queries, dim=dim, seed=seed + 2)(0).to(device)
+
+
 def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print, bar: bool = False,
               tensorboard: bool = False, resume: bool = False) -> dict[str, Any]:
     """Train the `sdf` network on ball scenes; metrics {test_mae, baseline_mae, …} (and RUN files if `out`,
@@ -201,60 +247,57 @@ def train_sdf(config: SDFConfig, out: str | Path | None = None, progress=print, 
 
 def _train_sdf(config: SDFConfig, out: str | Path | None, progress, bar: bool = False,
                tensorboard: bool = False, resume: bool = False) -> dict[str, Any]:
-    from fieldlab.fit.loop import RunLog, resolve_device
-    from fieldlab.learn.train import _write_json
-
     from fieldlab.fit.device_defaults import resolve_max_seconds
+    from fieldlab.fit.loop import resolve_device
+    from fieldlab.learn.loop import LoopOptions, train_loop
 
     config.validate()
     device = resolve_device(config.device)
     scenes = open_scenes(config).to(device)
     dim = scenes.dim
-    sampler = config.sampler(dim)
     cfg = net_config("sdf", **config.net_options).for_points(config.num_points, dim)
     torch.manual_seed(config.seed)
     net = cfg.build(1, 1, dim).to(device)
     # Said after the options and scenes are checked, so that a user error stays one line.
     config = dataclasses.replace(config, max_seconds=resolve_max_seconds(config.max_seconds, device, say=bar))
     began = time.time()
-    log = RunLog(None, Path(out) / "tensorboard" if tensorboard else None, bar, config.steps)
-    from fieldlab.fit.loop import matmul_precision
-
+    task = SDFTask(scenes, config, device, test_queries(config, dim, device))
+    options = LoopOptions.of(config, print_every=100, record_every=BAR_EVERY, loss_format=".5f",
+                             identity=_identity(config))
+    run = Path(out) if out is not None else None
     # The whole command's deadline, from its start, made the active one so the bar's ETA follows it too.
-    try:
-        with _deadline.limit(config.max_seconds) as deadline, matmul_precision(config.precision):
-            steps = _train_steps(config, net, scenes, sampler, device, began, progress,
-                                 log if bar or tensorboard else None, deadline=deadline,
-                                 run=Path(out) if out is not None else None, resume=resume)
-    finally:
-        log.close()
-
-    queries = PointSampler(kind="random", n=config.num_queries, dim=dim, seed=config.seed + 2)(0).to(device)
-    constant = scenes.sdf(scenes.train, queries.coords).mean()
-    metrics = {"test_mae": sdf_mae(net, scenes, scenes.test, sampler(10_000).to(device), queries),
-               "baseline_mae": float((scenes.sdf(scenes.test, queries.coords) - constant).abs().mean()),
-               "test_scenes": len(scenes.test), "train_scenes": len(scenes.train),
+    with _deadline.limit(config.max_seconds) as deadline:
+        # `_save_state` is looked up at each save, so that a test may wrap it.
+        steps = train_loop(task, net, options, device=device, run=run, resume=resume, progress=progress,
+                           tensorboard=tensorboard, bar=bar, save=lambda *state: _save_state(*state)).steps
+    metrics = {**task.test_metrics(net), "test_scenes": len(scenes.test), "train_scenes": len(scenes.train),
                "seconds": round(time.time() - began, 2), "steps": steps, "device": str(device),
                **deadline.report()}
-    if out is not None:
-        from safetensors.torch import save_file
-
-        from fieldlab._safety import replace_file, write_marker
-
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_marker(out, "run")
-        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-        replace_file(out / "net.safetensors", lambda tmp: save_file(state, str(tmp)))
-        train = dataclasses.asdict(config)
-        if config.store is not None:
-            train["store"] = str(Path(config.store).resolve())
-        _write_json(out / "run.json", {"format": FORMAT, "net": "sdf", "net_options": cfg.to_dict(), "dim": dim,
-                                       "input": "exact" if config.store is None else "store",
-                                       "train": train, "metrics": metrics})
-        if steps == config.steps:  # finished: nothing is left to resume (a run the time limit cut keeps it)
-            (out / "checkpoint.pt").unlink(missing_ok=True)
+    if run is not None:
+        _save_run(run, net, cfg.to_dict(), dim, config, metrics)
     return metrics
+
+
+def _save_run(out: Path, net: nn.Module, net_options: dict, dim: int, config: SDFConfig, metrics: dict) -> None:
+    """RUN/net.safetensors and RUN/run.json; a finished run's checkpoint is removed (nothing is left to
+    resume), one the time limit cut is kept."""
+    from safetensors.torch import save_file
+
+    from fieldlab._safety import replace_file, write_marker
+    from fieldlab.learn.train import _write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, "run")
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    replace_file(out / "net.safetensors", lambda tmp: save_file(state, str(tmp)))
+    train = dataclasses.asdict(config)
+    if config.store is not None:
+        train["store"] = str(Path(config.store).resolve())
+    _write_json(out / "run.json", {"format": FORMAT, "net": "sdf", "net_options": net_options, "dim": dim,
+                                   "input": "exact" if config.store is None else "store",
+                                   "train": train, "metrics": metrics})
+    if metrics["steps"] == config.steps:
+        (out / "checkpoint.pt").unlink(missing_ok=True)
 
 
 BAR_EVERY = 10
@@ -270,86 +313,10 @@ def _identity(config: SDFConfig) -> str:
 
 
 def _save_state(run: Path, net: nn.Module, optimizer: torch.optim.Optimizer, step: int, identity: str) -> None:
-    """RUN/checkpoint.pt (whole or not at all): `train`'s checkpoint plus the run's identity and RNG state."""
-    from fieldlab._safety import write_marker
-    from fieldlab.store.field_dir import save_checkpoint
+    """RUN/checkpoint.pt: the loop's checkpoint (`fieldlab.learn.loop.save_state`)."""
+    from fieldlab.learn.loop import save_state
 
-    run.mkdir(parents=True, exist_ok=True)
-    write_marker(run, "run")  # a RUN that --resume (or --force) may reopen
-    save_checkpoint({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                     "identity": identity, "rng": torch.get_rng_state()}, run / "checkpoint.pt")
-
-
-def _load_state(run: Path, net: nn.Module, optimizer: torch.optim.Optimizer, device, config: SDFConfig) -> int:
-    """The step of RUN/checkpoint.pt, loaded into `net` and `optimizer` (checked by `train`'s reader); 0
-    without one, as `train --resume`."""
-    from fieldlab.learn._run_files import load_checkpoint
-
-    path = run / "checkpoint.pt"
-    if not path.is_file():
-        return 0
-    step = load_checkpoint(path, net, optimizer, device, config.steps)
-    state = torch.load(path, map_location="cpu", weights_only=True)  # read whole above: it loads
-    if state.get("identity") != _identity(config):
-        raise UserError(f"--resume: {path} was saved by a run with other options; run without --resume to start again")
-    rng = state.get("rng")
-    if isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8:
-        torch.set_rng_state(rng)
-    return step
-
-
-def _train_steps(config: SDFConfig, net: nn.Module, scenes: Scenes, sampler: PointSampler, device: torch.device,
-                 began: float, progress, log, deadline: _deadline.Deadline = _deadline.UNBOUNDED,
-                 run: Path | None = None, resume: bool = False) -> int:
-    """AdamW steps on the training scenes until `config.steps` or `config.max_seconds`; the steps taken
-    (with those of a resumed checkpoint). With `run`, a checkpoint every `CHECKPOINT_SECONDS` in it."""
-    from fieldlab.fit import loop
-    from fieldlab.fit.loop import autocast_for
-    from fieldlab.fit.points import step_generator, with_replacement
-    from fieldlab.learn.train import schedule_of
-
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = schedule_of(config)
-    dim = scenes.dim
-    steps = _load_state(run, net, optimizer, device, config) if resume and run is not None else 0
-    if steps:
-        progress(f"resuming from step {steps}/{config.steps}")
-    identity, saved = _identity(config), time.perf_counter()
-    for step in range(steps, config.steps):
-        tick = time.perf_counter()
-        net.train()
-        g = step_generator(config.seed, step)
-        pick = scenes.train[with_replacement(len(scenes.train), config.batch_size, g)]
-        points = sampler(step).to(device)
-        queries = PointSampler(kind="random", n=config.num_queries, dim=dim, seed=config.seed + 1)(step).to(device)
-        with autocast_for(config.precision, device):  # the forward pass and loss, as fit's steps
-            pred = net(Discretized(scenes.inputs(pick, points), points), queries).values[..., 0]
-            loss = nn.functional.mse_loss(pred.float(), scenes.sdf(pick, queries.coords))
-        for group in optimizer.param_groups:
-            group["lr"] = schedule.lr(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        steps = step + 1
-        if (step + 1) % 100 == 0 or step + 1 == config.steps:
-            progress(f"step {step + 1}/{config.steps}  loss {loss.item():.5f}  {time.time() - began:.0f}s")
-        if log is not None and (steps % BAR_EVERY == 0 or steps == config.steps):
-            log.record(steps, schedule.lr(step), time.time() - began, loss=loss.item())
-        if log is not None:
-            log.advance(steps)
-        # Between steps (every draw is keyed by the step), so a resumed run takes the same ones.
-        if run is not None and steps < config.steps and time.perf_counter() - saved >= loop.CHECKPOINT_SECONDS:
-            _save_state(run, net, optimizer, steps, identity)
-            saved = time.perf_counter()
-        last = time.perf_counter() - tick
-        # At least one step is taken; the next, the test scoring (a few steps' worth) and writing must fit.
-        if steps < config.steps and deadline.out_of_time(last + deadline.reserve(after=3 * last)):
-            deadline.cut(f"training stopped after step {steps:,} of {config.steps:,}")
-            progress(f"stopped by --max-seconds after step {steps}/{config.steps}")
-            if run is not None:  # so that --resume goes on from here
-                _save_state(run, net, optimizer, steps, identity)
-            break
-    return steps
+    save_state(run, net, optimizer, step, identity)
 
 
 def evaluate_sdf(info: dict, run: Path, store_path: str | Path | None, *, points: Sequence[str],
@@ -383,12 +350,12 @@ def evaluate_sdf(info: dict, run: Path, store_path: str | Path | None, *, points
     net.to(device)
     if not resolutions:
         resolutions = [round(config.num_points ** (1 / dim))]
-    queries = PointSampler(kind="random", n=config.num_queries, dim=dim, seed=seed + 2)(0).to(device)
+    task = SDFTask(scenes, config, device, test_queries(config, dim, device, seed=seed))
     rows = []
     for side in resolutions:
         for kind in points:
             samplers = scoring_samplers(kind, side ** dim, dim, seed=seed, draws=draws)
-            errors = [sdf_mae(net, scenes, scenes.test, s(10_000).to(device), queries) for s in samplers]
+            errors = [task.score(net, s) for s in samplers]
             error = sum(errors) / len(errors)
             rows.append({"train": f"{config.points}@{config.num_points}", "test": kind, "resolution": side,
                          "points": side ** dim, "accuracy": error, "metric": "sdf_mae", "draws": len(samplers)})
