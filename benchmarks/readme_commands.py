@@ -11,8 +11,8 @@ made in a scratch folder: `photo.png` (astronaut at 512², a photo-sized RGB ima
 (tests/_fixtures.py), and small `clips/`, `volumes/` and `meshes/` folders. Commands run one after another in that folder (a render needs the fit before it);
 `pip install` and `pytest` are skipped; a
 `fieldlab view` is timed until its page answers, then stopped. Prints one Markdown row per command: wall seconds, exit status and
-the quality its output's metrics.json (or eval.json, run.json) reports. `uptime` is printed first: on a
-shared machine the load changes the times.
+the quality its output's metrics.json (or eval.json, run.json) reports, and the 1-minute load average as it
+started. `uptime` is printed first: on a shared machine the load changes the times.
 """
 
 from __future__ import annotations
@@ -138,6 +138,13 @@ def quality(command: str, folder: Path) -> str:
     return "written" if path.exists() else "nothing written"
 
 
+def command_env() -> dict[str, str]:
+    """CPU only, and this Python's environment first on PATH: `fieldlab`, `torchrun` and `python` are the ones
+    this script runs in, whether or not its virtual environment was activated."""
+    path = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PATH": path}
+
+
 def serve(command: str, folder: Path, timeout: float) -> tuple[float, str]:
     """`fieldlab view`: seconds until the page it prints answers, then the server is stopped (it serves until
     Ctrl-C)."""
@@ -146,7 +153,7 @@ def serve(command: str, folder: Path, timeout: float) -> tuple[float, str]:
 
     began = time.perf_counter()
     server = subprocess.Popen(command, shell=True, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, start_new_session=True)
+                              text=True, env=command_env(), start_new_session=True)
     try:
         for line in server.stdout:
             url = re.search(r"http://[\w.:]+/?", line)
@@ -157,7 +164,8 @@ def serve(command: str, folder: Path, timeout: float) -> tuple[float, str]:
                 return time.perf_counter() - began, f"> {timeout:g} s"
         return time.perf_counter() - began, f"{server.wait()}: no URL printed"
     finally:
-        os.killpg(server.pid, signal.SIGINT)
+        if server.poll() is None:  # a server that failed has already exited
+            os.killpg(server.pid, signal.SIGINT)
         server.wait()
 
 
@@ -167,8 +175,10 @@ def run(command: str, folder: Path, timeout: float) -> tuple[float, str]:
     began = time.perf_counter()
     try:
         done = subprocess.run(command, shell=True, cwd=folder, timeout=timeout, capture_output=True, text=True,
-                              env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+                              env=command_env())
         status = str(done.returncode) if done.returncode else "ok"
+        if command.startswith("python -c") and not done.returncode:  # the snippet prints its PSNR
+            status += ": printed " + (done.stdout.strip().splitlines() or [""])[-1][:40]
         if done.returncode:
             status += ": " + (done.stderr.strip().splitlines() or [""])[-1][:80]
     except subprocess.TimeoutExpired:
@@ -186,13 +196,15 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     make_inputs(folder)
     print(f"machine: {os.cpu_count()} cores; {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
-    print("| command | seconds | status | quality |\n|---|---|---|---|", flush=True)
+    print("| command | seconds | status | quality | load |\n|---|---|---|---|---|", flush=True)
     for command in readme_commands():
         if args.only and not any(text in command for text in args.only):
             continue
+        load = os.getloadavg()[0]  # the machine is shared: the 1-minute load average as the command starts
         seconds, status = run(command, folder, args.timeout)
-        shown = command if len(command) < 100 else command[:97] + "…"
-        print(f"| `{shown}` | {seconds:.0f} | {status} | {quality(command, folder)} |", flush=True)
+        shown = command.replace("\n", "; ")  # the Python snippet on one table row
+        shown = shown if len(shown) < 100 else shown[:97] + "…"
+        print(f"| `{shown}` | {seconds:.0f} | {status} | {quality(command, folder)} | {load:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
