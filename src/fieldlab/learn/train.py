@@ -1,26 +1,23 @@
 """Training networks on a FieldStore: `fieldlab train STORE --net NAME --out RUN`.
 
-One step: draw a global batch of rows (seeded by step), draw the step's point set (`PointSampler`),
-evaluate the batch's fields there through the batched path (`FieldEvaluator`), augment (coordinate
-jitter, intensity noise, flips), then AdamW with linear warm-up and cosine decay. Under `torchrun`
-every rank takes its slice of the same global batch and DistributedDataParallel averages gradients;
-DI normalization all-reduces its moments, so N ranks compute what one process computes.
+The options (`TrainConfig`), the network (`build_net`) and the run files; the steps are the one learn loop's
+(`fieldlab.learn.loop.train_loop`: AdamW with linear warm-up and cosine decay, checkpoints, time limit,
+progress) over the store's task (`fieldlab.learn.store_tasks`: the batch of rows and points, the fields
+evaluated there, augmentation, the loss and the held-out score). Under `torchrun` every rank takes its slice
+of the same global batch and DistributedDataParallel averages gradients; DI normalization all-reduces its
+moments, so N ranks compute what one process computes.
 
-RUN holds config.json (the resolved options), checkpoint.pt (model, optimizer, step; tensors only,
-read back with weights_only=True; replaced atomically), and at the end net.safetensors + run.json
-(net, channels, data split, metrics).
-"""
+RUN holds config.json (the resolved options), checkpoint.pt (model, optimizer, step, RNG; tensors only,
+read back with weights_only=True; replaced atomically), log.jsonl, and at the end net.safetensors + run.json
+(net, channels, data split, metrics)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import time
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -32,15 +29,20 @@ from fieldlab._validate import bounded_int
 from fieldlab._validate import bounded_float
 from fieldlab import _deadline
 from fieldlab.learn.abilities import BuiltForStore, SizedByPoints
-from fieldlab.learn._run_files import build_bounded, check_run_info, load_checkpoint, load_weights, read_run_json
+from fieldlab.learn._run_files import build_bounded, check_run_info, load_weights, read_run_json
 from fieldlab.learn.field_batch import FieldEvaluator
-from fieldlab.learn.layers import Discretized
+from fieldlab.learn.loop import LoopOptions, train_loop
 from fieldlab.learn.nets import NetConfig, flat_size, net_config
 from fieldlab.learn.points import PointSampler, _step_seed
-from fieldlab.fit.loop import autocast_for, matmul_precision, resolve_device
-from fieldlab.fit.points import step_generator, with_replacement
+from fieldlab.learn.store_tasks import (Split, accuracy, input_points, load_split, make_input, num_classes, score,
+                                        segment_logits, segment_scores, split_rows, store_task)
+from fieldlab.fit.loop import resolve_device
 from fieldlab.fit.schedule import Schedule
-from fieldlab.store.field_dir import check_out_dir, save_checkpoint
+from fieldlab.store.field_dir import check_out_dir
+
+__all__ = ["FORMAT", "Split", "TrainConfig", "accuracy", "build_net", "input_points", "load_run", "load_split",
+           "make_input", "num_classes", "read_run", "schedule_of", "score", "segment_logits", "segment_scores",
+           "split_rows", "train"]
 
 FORMAT = "fieldlab.run"
 
@@ -146,94 +148,6 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-# -- data --------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Split:
-    """Rows of a store held in memory: per-field tensors and labels."""
-
-    rows: np.ndarray
-    params: dict[str, torch.Tensor]
-    labels: torch.Tensor
-    masks: torch.Tensor | None = None
-    """(rows, H, W) per-pixel classes, for segmentation (`fieldlab.learn.segment`)."""
-
-
-def split_rows(store) -> tuple[np.ndarray, np.ndarray, str]:
-    """(train rows, test rows, how): the store's own test/val split, else every 5th source item held out
-    (by source item, so augmented copies of a test item never reach training). An incomplete store is refused."""
-    store.require_complete()
-    for test in ("test", "val", "validation"):
-        if test in store.split_names and len(store.rows(test)):
-            train = np.concatenate([store.rows(s) for s in store.split_names if s != test])
-            return np.sort(train), store.rows(test), f"split {test!r}"
-    rows = store.rows()
-    source = store.column("source_index")[rows]
-    source = np.where(source >= 0, source, rows)
-    held = source % 5 == 4
-    return rows[~held], rows[held], "every 5th source item held out"
-
-
-def load_split(store, rows: np.ndarray, device, masks: bool = False) -> Split:
-    labels = torch.from_numpy(store.column("labels")[rows]).long()
-    params = {k: v.to(device) for k, v in store.read(rows).items()}
-    if masks:
-        from fieldlab.learn.segment import store_masks
-
-        return Split(rows, params, labels.to(device), store_masks(store, rows).to(device))
-    return Split(rows, params, labels.to(device))
-
-
-def num_classes(store, segment: bool = False) -> int:
-    if segment:  # a segmentation store's label_names name the mask classes
-        if not store.label_names:
-            raise UserError(f"{store.path} names no mask classes; segmentation needs a source with masks (sample:shapes)")
-        return len(store.label_names)
-    labels = store.column("labels")[store.rows()]
-    labels = labels[labels >= 0]
-    if not len(labels):
-        raise UserError(f"{store.path} has no labels; a classifier needs a labelled store (e.g. sample:digits)")
-    return max(len(store.label_names), int(labels.max()) + 1)
-
-
-# -- inputs -------------------------------------------------------------------------------------------
-def make_input(cfg: NetConfig, evaluator: FieldEvaluator, params: dict[str, torch.Tensor], points,
-               *, jitter: float = 0.0, noise: float | torch.Tensor = 0.0, flip: torch.Tensor | None = None,
-               generator: torch.Generator | None = None):
-    """What the network eats for this batch: the per-field tensors, or the fields sampled at `points`."""
-    if cfg.takes == "params":
-        return params
-    coords = points.coords
-    if jitter:
-        coords = coords + jitter * torch.randn(coords.shape, generator=generator).to(coords.device)
-    x = evaluator(params, points, coords)
-    values = x.values
-    if flip is not None and flip.any():  # mirror the image: sample at (y, -x) instead of (y, x)
-        mirrored = coords.clone()
-        mirrored[:, -1] = -mirrored[:, -1]
-        values = torch.where(flip.to(values.device)[:, None, None], evaluator(params, points, mirrored).values, values)
-    if isinstance(noise, torch.Tensor):
-        values = values + noise.to(values.device)
-    elif noise:
-        values = values + noise * torch.randn(values.shape, generator=generator).to(values.device)
-    return Discretized(values, points)
-
-
-def input_points(cfg: NetConfig, points):
-    """Where the fields are sampled for the network: `points` itself, except for a grid segmenter (FCN),
-    which reads a grid of as many points and answers at `points`."""
-    if cfg.takes == "grid" and cfg.task == "segment" and not points.is_grid:
-        return PointSampler(kind="grid", n=len(points), dim=points.dim)().to(points.coords.device)
-    return points
-
-
-def segment_logits(model: nn.Module, cfg: NetConfig, x, points) -> torch.Tensor:
-    """Per-point logits (b, n, classes) of a segmenter at `points`: DI segmenters answer at their input
-    points; FCNs and hypernetworks are queried there."""
-    if cfg.takes == "points":
-        return model(x).values
-    return model(x, points).values
-
-
 def build_net(cfg: NetConfig, store, classes: int, init: dict | None = None) -> nn.Module:
     if init is not None:  # a translated grid CNN (`train --init-from`): run.json's `init` describes it
         from fieldlab.learn.translate import twin_network
@@ -270,8 +184,6 @@ def train(store_path: str | Path, out: str | Path, config: TrainConfig, *, resum
 
 def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bool, force: bool, progress,
            stop_at: int | None, tensorboard: bool = False, bar: bool = False) -> dict[str, Any]:
-    from fieldlab.fit.loop import RunLog
-
     from fieldlab.store.field_store import FieldStore
 
     config.validate()
@@ -292,18 +204,12 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
         raise UserError(f"train fits classifiers and segmenters on stores; {config.net!r} is a {cfg.task} network")
     segment = cfg.task == "segment"
     sampler = config.sampler(store.signal.in_dim)
-    samplers = config.samplers(store.signal.in_dim)
     input_points(cfg, sampler(0))  # an FCN's grid must exist before RUN is written
     drawn = sampler.mix if sampler.kind == "mixed" else (sampler.kind,)
     if cfg.takes == "grid" and not segment and any(kind != "grid" for kind in drawn):
         raise UserError(f"a grid CNN ({config.net}) sees only grid point sets; use --points grid")
     classes = num_classes(store, segment)
     data = load_split(store, train_rows, device, masks=segment)
-    weights = None
-    if segment:
-        from fieldlab.learn.segment import class_weights
-
-        weights = class_weights(data.masks, classes)
     evaluator = FieldEvaluator.from_store(store)
 
     init = None
@@ -314,146 +220,28 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
         cfg = net_config(twin, channels=init["net_options"]["channels"])
     torch.manual_seed(config.seed)
     net = (trained_twin(init, store) if init else build_net(cfg, store, classes)).to(device)
-    model = net
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    start = 0
-    if resume and (out / "checkpoint.pt").exists():  # checked and loaded before RUN is written
-        start = load_checkpoint(out / "checkpoint.pt", net, optimizer, device, config.steps)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        write_marker(out, "run")
-        _write_json(out / "config.json", {"store": str(store_path), **config.to_dict()})
+    task = store_task(cfg, evaluator, classes, lambda: load_split(store, test_rows, device, masks=segment),
+                      config=config, train=data, test_fields=len(test_rows), signal=store.signal)
 
-    began = time.time()
-    log = RunLog(out / "log.jsonl" if rank == 0 else None,  # the loss curve that `fieldlab view RUN` draws
-                 out / "tensorboard" if tensorboard and rank == 0 else None, bar and rank == 0,
-                 config.steps)
-    schedule = schedule_of(config)
-    local = config.batch_size // world
-    end = config.steps if stop_at is None else min(stop_at, config.steps)
+    def begin() -> None:  # once a checkpoint to resume is read: RUN is written from here on
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            write_marker(out, "run")
+            _write_json(out / "config.json", {"store": str(store_path), **config.to_dict()})
+
+    options = LoopOptions.of(config, print_every=config.log_every, record_every=config.log_every,
+                             checkpoint_steps=config.checkpoint_every)
+    trained = train_loop(task, net, options, device=device, run=out, resume=resume, progress=progress,
+                         log_file=True, tensorboard=tensorboard, bar=bar, stop_at=stop_at, begin=begin)
+    metrics: dict[str, Any] = {"steps": trained.steps, "seconds": trained.seconds}
     deadline = _deadline.active()
-    test_fields = len(test_rows)
-    with contextlib.closing(log), matmul_precision(config.precision):  # tf32 matmuls, as fit's steps
-        for step in range(start, end):
-            tick = time.perf_counter()
-            model.train()
-            g = step_generator(config.seed, step)
-            pick = with_replacement(len(train_rows), config.batch_size, g)[rank * local:(rank + 1) * local].to(device)
-            flips = None
-            if config.flip and cfg.takes != "params":  # a field's weights are not flipped
-                flips = (torch.rand(config.batch_size, generator=g) < 0.5)[rank * local:(rank + 1) * local]
-            points = config.step_points(samplers, step).to(device)
-            params = {k: v[pick] for k, v in data.params.items()}
-            noise = None
-            if config.noise and cfg.takes != "params":  # drawn for the global batch, so every rank slices the same draw
-                noise = config.noise * torch.randn(config.batch_size, len(points), store.signal.channels,
-                                                   generator=g)[rank * local:(rank + 1) * local]
-            with autocast_for(config.precision, device):  # the forward pass and loss, as fit's steps
-                x = make_input(cfg, evaluator, params, input_points(cfg, points), jitter=config.jitter, noise=noise,
-                               flip=flips, generator=g)
-                loss = _loss(model, cfg, x, points, data, pick, flips, segment, classes, weights)
-            for group in optimizer.param_groups:
-                group["lr"] = schedule.lr(step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            done = step + 1
-            if rank == 0 and (done % config.log_every == 0 or done == config.steps):
-                progress(f"step {done}/{config.steps}  loss {loss.item():.4f}  {time.time() - began:.0f}s")
-                log.record(done, schedule.lr(step), time.time() - began, loss=loss.item())
-            if rank == 0:
-                log.advance(done)
-            if deadline.bounded and done < end and _out_of_time(deadline, time.perf_counter() - tick, test_fields,
-                                                                 config.batch_size):
-                deadline.cut(f"training stopped after step {done:,} of {config.steps:,}")
-                if rank == 0:
-                    progress(f"stopped by --max-seconds after step {done}/{config.steps}")
-                end = done
-            if rank == 0 and (done % config.checkpoint_every == 0 or done == end):
-                save_checkpoint({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "step": done},
-                                out / "checkpoint.pt")
-            if done == end:
-                break
-    metrics: dict[str, Any] = {"steps": end, "seconds": round(time.time() - began, 2)}
-    if rank == 0 and (end == config.steps or deadline.cuts):
-        test = load_split(store, test_rows, device, masks=segment)
-        if segment:
-            metrics["test_miou"], metrics["test_pixel_accuracy"] = segment_scores(
-                net, cfg, evaluator, test, config.sampler(store.signal.in_dim), classes)
-        else:
-            metrics["test_accuracy"] = accuracy(net, cfg, evaluator, test, config.sampler(store.signal.in_dim))
+    if rank == 0 and (trained.steps == config.steps or deadline.cuts):
+        metrics.update(task.test_metrics(net))
         metrics["train_fields"], metrics["test_fields"] = len(train_rows), len(test_rows)
         metrics.update(deadline.report())
         _save_run(out, net, cfg, config, store, classes, how, metrics, init=init)
     distributed.barrier()
     return metrics
-
-
-def _out_of_time(deadline: _deadline.Deadline, last: float, test_fields: int, batch_size: int) -> bool:
-    """Whether the next step (`last` seconds, as the one just taken), the test scoring (a forward pass over
-    the test fields, costed as a third of a step per batch of them) and writing would pass the deadline; every
-    rank stops together."""
-    scoring = last / 3 * max(1, -(-test_fields // batch_size))
-    return not distributed.all_ok(not deadline.out_of_time(last + deadline.reserve(after=scoring + last)))
-
-
-def _loss(model: nn.Module, cfg: NetConfig, x, points, data: Split, pick: torch.Tensor, flips, segment: bool,
-          classes: int, weights) -> torch.Tensor:
-    """The step's cross-entropy: per field (a classifier), or per point at the step's points (a segmenter,
-    its labels mirrored where the input was flipped)."""
-    if not segment:
-        return nn.functional.cross_entropy(model(x), data.labels[pick])
-    from fieldlab.learn.segment import labels_at
-
-    masks = data.masks[pick]
-    target = labels_at(masks, points.coords)
-    if flips is not None and flips.any():
-        mirrored = points.coords.clone()
-        mirrored[:, -1] = -mirrored[:, -1]
-        target = torch.where(flips.to(masks.device)[:, None], labels_at(masks, mirrored), target)
-    logits = segment_logits(model, cfg, x, points)
-    return nn.functional.cross_entropy(logits.reshape(-1, classes), target.flatten(), weight=weights, ignore_index=-1)
-
-
-@torch.no_grad()
-def accuracy(net: nn.Module, cfg: NetConfig, evaluator: FieldEvaluator, split: Split, sampler: PointSampler,
-             batch_size: int = 256) -> float:
-    """Top-1 accuracy on `split`; randomized point sets are redrawn for every batch."""
-    net.eval()
-    correct = 0
-    for i, start in enumerate(range(0, len(split.rows), batch_size)):
-        sl = slice(start, start + batch_size)
-        device = split.labels.device
-        x = make_input(cfg, evaluator, {k: v[sl] for k, v in split.params.items()}, sampler(10_000 + i).to(device))
-        correct += int((net(x).argmax(-1) == split.labels[sl]).sum())
-    return correct / max(1, len(split.rows))
-
-
-@torch.no_grad()
-def segment_scores(net: nn.Module, cfg: NetConfig, evaluator: FieldEvaluator, split: Split, sampler: PointSampler,
-                   classes: int, batch_size: int = 256) -> tuple[float, float]:
-    """(mIoU, pixel accuracy) of per-point predictions on `split`, accumulated over all its points."""
-    from fieldlab.learn.segment import confusion, labels_at, miou
-
-    net.eval()
-    matrix = torch.zeros(classes, classes, dtype=torch.long, device=split.masks.device)
-    for i, start in enumerate(range(0, len(split.rows), batch_size)):
-        sl = slice(start, start + batch_size)
-        points = sampler(10_000 + i).to(split.masks.device)
-        x = make_input(cfg, evaluator, {k: v[sl] for k, v in split.params.items()}, input_points(cfg, points))
-        pred = segment_logits(net, cfg, x, points).argmax(-1)
-        matrix += confusion(pred, labels_at(split.masks[sl], points.coords), classes)
-    return miou(matrix), float(matrix.diag().sum() / matrix.sum().clamp_min(1))
-
-
-def score(net: nn.Module, cfg: NetConfig, evaluator: FieldEvaluator, split: Split, sampler: PointSampler,
-          classes: int) -> float:
-    """The task's headline metric: mIoU for segmenters, top-1 accuracy for classifiers."""
-    if cfg.task == "segment":
-        return segment_scores(net, cfg, evaluator, split, sampler, classes)[0]
-    return accuracy(net, cfg, evaluator, split, sampler)
 
 
 # -- files -----------------------------------------------------------------------------------------------
