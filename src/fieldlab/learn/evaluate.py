@@ -29,7 +29,8 @@ from fieldlab.learn.points import KINDS, PointSampler
 from fieldlab.fit.loop import resolve_device
 from fieldlab.learn._eval_report import (TrainingCell, add_drops, format_summary, format_table,
                                         legend, metric_of, summarize, write_csv, write_json, write_plot)
-from fieldlab.learn.train import load_run, load_split, read_run, score, split_rows
+from fieldlab.learn.store_tasks import load_split, split_rows, store_task
+from fieldlab.learn.train import load_run, read_run
 
 __all__ = ["evaluate", "evaluate_table", "format_summary", "format_table", "legend", "metric_of",
            "scoring_samplers", "summarize", "training_cell", "write_csv", "write_json", "write_plot"]
@@ -170,8 +171,8 @@ def _evaluate_stores(run: Path, paths: list, points: Sequence[str], resolutions:
         for (store, test_rows, net, cfg), label in zip(opened, labels):
             net = net.to(dev)
             test = load_split(store, test_rows, dev, masks=cfg.task == "segment")
-            evaluator = FieldEvaluator.from_store(store)
-            metric = "miou" if cfg.task == "segment" else "accuracy"
+            task = store_task(cfg, FieldEvaluator.from_store(store), info["classes"], test)
+            metric = task.metric.name
             cells = {}
             trained_kinds = {train_cfg["points"], *train_cfg.get("mix", "").split(",")}
             for side in _scoring_order(resolutions, round(train_cfg["num_points"] ** (1 / dim))):
@@ -183,7 +184,7 @@ def _evaluate_stores(run: Path, paths: list, points: Sequence[str], resolutions:
                             if not budget.allows(side ** dim):
                                 break
                             with budget.timing(side ** dim):
-                                scores.append(score(net, cfg, evaluator, test, sampler, info["classes"]))
+                                scores.append(task.score(net, sampler))
                             advance(1)
                         acc = sum(scores) / len(scores) if scores else None
                     cells[side, kind] = {"accuracy": acc, "draws": len(scores),
@@ -199,7 +200,7 @@ def _evaluate_sdf(info: dict, run: Path, paths: list, points, resolutions, dev, 
                   draws: int, progress: bool = False) -> tuple[list[dict], int, str | None]:
     """Rows of an SDF run: on its recorded scenes (no STORE) or on each STORE, cell by cell (a cell's draws
     together) so that a time limit leaves whole cells unmeasured, the training resolution first."""
-    from fieldlab.learn.sdf import evaluate_sdf
+    from fieldlab.learn.sdf import SDFTask, evaluate_sdf
 
     recorded = info["train"].get("store")
     recorded = recorded if isinstance(recorded, str) else None
@@ -235,7 +236,7 @@ def _evaluate_sdf(info: dict, run: Path, paths: list, points, resolutions, dev, 
                 for kind in points:
                     row = measured.get((side, kind)) or {
                         "train": reference["train"], "test": kind, "resolution": side, "points": side ** dim,
-                        "accuracy": None, "metric": "sdf_mae", "draws": 0, "time_limit": True}
+                        "accuracy": None, "metric": SDFTask.metric.name, "draws": 0, "time_limit": True}
                     rows.append({"store": label, "field": "", **row})
     trained_on = next((r["store"] for r in rows if recorded and _same_path(r["store"], recorded)), None)
     return rows, dim, trained_on or (rows[0]["store"] if not paths[0] else None)

@@ -96,6 +96,8 @@ def train_loop(task: Task, net: nn.Module, options: LoopOptions, *, device: torc
             progress(f"resuming from step {start}/{options.steps}")
     if begin is not None:
         begin()
+    if log_file and main and run is not None:
+        _made(run)
     log = RunLog(run / "log.jsonl" if log_file and main and run else None,
                  run / "tensorboard" if tensorboard and main and run else None, bar and main, options.steps)
     schedule, deadline = options.schedule(), _deadline.active()
@@ -142,15 +144,20 @@ def train_loop(task: Task, net: nn.Module, options: LoopOptions, *, device: torc
 def save_state(run: Path, net: nn.Module, optimizer: torch.optim.Optimizer, step: int, identity: str | None) -> None:
     """RUN/checkpoint.pt, whole or not at all: the network, AdamW, the step, the run's identity and RNG state
     (tensors and plain values only, read back with weights_only=True)."""
-    from fieldlab._safety import write_marker
     from fieldlab.store.field_dir import save_checkpoint
 
-    run.mkdir(parents=True, exist_ok=True)
-    write_marker(run, "run")  # a RUN that --resume (or --force) may reopen
+    _made(run)
     state = {"net": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "rng": torch.get_rng_state()}
     if identity is not None:
         state["identity"] = identity
     save_checkpoint(state, run / "checkpoint.pt")
+
+
+def _made(run: Path) -> None:
+    from fieldlab._safety import write_marker
+
+    run.mkdir(parents=True, exist_ok=True)
+    write_marker(run, "run")  # a RUN that --resume (or --force) may reopen
 
 
 def load_state(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, device, steps: int,

@@ -358,5 +358,6 @@ def evaluate_sdf(info: dict, run: Path, store_path: str | Path | None, *, points
             errors = [task.score(net, s) for s in samplers]
             error = sum(errors) / len(errors)
             rows.append({"train": f"{config.points}@{config.num_points}", "test": kind, "resolution": side,
-                         "points": side ** dim, "accuracy": error, "metric": "sdf_mae", "draws": len(samplers)})
+                         "points": side ** dim, "accuracy": error, "metric": task.metric.name,
+                         "draws": len(samplers)})
     return rows
