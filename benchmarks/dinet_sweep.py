@@ -34,7 +34,8 @@ from learn import export, load  # noqa: E402  (benchmarks/learn.py: the store as
 from fieldlab.learn.abilities import SizedByPoints  # noqa: E402
 from fieldlab.learn.nets import net_config  # noqa: E402
 from fieldlab.learn.points import PointSampler  # noqa: E402
-from fieldlab.learn.train import Split, TrainConfig, accuracy, lr_at, make_input  # noqa: E402
+from fieldlab.fit.schedule import Schedule  # noqa: E402
+from fieldlab.learn.train import Split, TrainConfig, accuracy, make_input  # noqa: E402
 
 KINDS = ("grid", "qmc", "rqmc", "random", "shrunk")
 RANDOMIZED = ("rqmc", "random", "shrunk")
@@ -89,7 +90,7 @@ def train_one(options: dict, data: Split, evaluator, info, device, batch: int, n
         x = make_input(cfg, evaluator, {k: v[pick] for k, v in data.params.items()}, points, noise=noise)
         loss = torch.nn.functional.cross_entropy(net(x), data.labels[pick])
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config.lr, config.warmup, steps)
+            group["lr"] = Schedule(config.lr, steps, "cosine", final=0.0, warmup=config.warmup).lr(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -32,7 +32,8 @@ from fieldlab.learn.field_batch import FieldEvaluator  # noqa: E402
 from fieldlab.learn.abilities import SizedByPoints  # noqa: E402
 from fieldlab.learn.nets import net_config  # noqa: E402
 from fieldlab.learn.points import PointSampler  # noqa: E402
-from fieldlab.learn.train import Split, TrainConfig, accuracy, lr_at, make_input  # noqa: E402
+from fieldlab.fit.schedule import Schedule  # noqa: E402
+from fieldlab.learn.train import Split, TrainConfig, accuracy, make_input  # noqa: E402
 
 KINDS = ("grid", "qmc", "rqmc", "random", "shrunk")
 
@@ -94,7 +95,7 @@ def train_steps(cfg, net, evaluator, data: Split, sampler, config: TrainConfig, 
                        generator=g)
         loss = torch.nn.functional.cross_entropy(net(x), data.labels[pick])
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config.lr, config.warmup, config.steps)
+            group["lr"] = Schedule(config.lr, config.steps, "cosine", final=0.0, warmup=config.warmup).lr(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
