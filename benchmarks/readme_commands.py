@@ -6,8 +6,8 @@
 
 The commands are read from the README's ```bash blocks (and its Python snippet), not copied here, so a new
 example is timed as soon as it is documented. Inputs the README names but the repository does not hold are
-made in a scratch folder: `photo.png` (astronaut at 512², a photo-sized RGB image), `wider.png` (camera at
-128×160: wider than `cam-lg`), and the test suite's stand-ins for `bach.wav`, `clip.mp4` and `bunny.obj`
+made in a scratch folder: `photo.png` (astronaut at 512², a photo-sized RGB image), `wider.png` (the 128-px camera
+that `cam-lg` fits, 32 columns wider), and the test suite's stand-ins for `bach.wav`, `clip.mp4` and `bunny.obj`
 (tests/_fixtures.py), and small `clips/`, `volumes/` and `meshes/` folders. Commands run one after another in that folder (a render needs the fit before it);
 `pip install` and `pytest` are skipped; a
 `fieldlab view` is timed until its page answers, then stopped. Prints one Markdown row per command: wall seconds, exit status and
@@ -56,20 +56,32 @@ def readme_commands(readme: Path = ROOT / "README.md") -> list[str]:
 
 def make_inputs(folder: Path) -> None:
     """The files the README's commands read, made from scikit-image's samples and the tests' stand-ins."""
-    import numpy as np
     from PIL import Image
-    from skimage import data, transform
+    from skimage import data
 
     sys.path.insert(0, str(ROOT / "tests"))
     from _fixtures import write_bumpy_mesh, write_chord_wav, write_turntable_mp4
 
     Image.fromarray(data.astronaut()).save(folder / "photo.png")
-    wide = transform.resize(data.camera(), (128, 160), anti_aliasing=True)
-    Image.fromarray(np.rint(wide * 255).astype(np.uint8)).save(folder / "wider.png")
+    Image.fromarray(wider_camera()).save(folder / "wider.png")
     write_chord_wav(folder / "bach.wav")
     write_turntable_mp4(folder / "clip.mp4")
     write_bumpy_mesh(folder / "bunny.obj")
     make_dataset_folders(folder)
+
+
+def wider_camera():
+    """Camera at 128 px as `fit sample:camera --max-size 128` reads it, 32 columns wider on the right (its
+    last 32 columns mirrored): an image `extend cam-lg` can continue, whose first 128 columns are the ones
+    cam-lg was fitted to, so the extended field's PSNR over the whole image means something."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "src"))
+    import fieldlab
+
+    signal = fieldlab.load_signal("sample:camera", max_size=128)
+    camera = np.asarray(signal.info.normalization.decode(signal.values))[..., 0]  # (128, 128) uint8
+    return np.concatenate([camera, camera[:, :-33:-1]], axis=1)
 
 
 def make_dataset_folders(folder: Path) -> None:
@@ -116,16 +128,21 @@ def quality(command: str, folder: Path) -> str:
     if out is None:
         return ""
     path = folder / out
-    for name, keys in (("metrics.json", ("psnr", "snr", "iou", "accuracy", "test_mae")),
-                       ("run.json", ("accuracy", "miou", "test_mae")),
-                       ("eval.json", ())):
+    files = (("metrics.json", ("psnr", "snr", "iou", "accuracy", "test_mae")),
+             ("run.json", ("test_accuracy", "test_miou", "test_mae")))
+    for name, keys in (("eval.json", ()),) if words[1] == "eval" else files:  # eval writes into its run
         file = path / name
         if file.is_file():
             data = json.loads(file.read_text())
             data = data.get("metrics", data)
             if name == "eval.json":
                 cell = data.get("training_cell") or {}
-                return f"training cell {cell.get('accuracy', cell)}" if isinstance(cell, dict) else str(cell)
+                value = cell.get("value") if isinstance(cell, dict) else cell
+                if value is None:
+                    return "training cell not among --points"
+                gap = (data.get("point_set_gap") or {}).get("value")
+                gap = f"{gap:.3g}" if isinstance(gap, (int, float)) else "not measured"
+                return f"{data.get('metric', '')} {value:.4g} at the training cell, point-set gap {gap}"
             found = [f"{k} {data[k]:.4g}" for k in keys if isinstance(data.get(k), (int, float))]
             if found:
                 return ", ".join(found)
