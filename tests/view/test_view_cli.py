@@ -39,21 +39,27 @@ def test_a_missing_view_extra_names_it(capsys, image_field, monkeypatch):
 def test_tiles_cover_the_image_and_zoom_past_its_resolution():
     shape = (1000, 600)
     native = native_level(shape)
-    assert native == 2 and tile_spec(shape, 0, 0, 0).size == (250, 150)  # level 0: the whole image in a tile
-    spec = tile_spec(shape, native, 2, 3)  # one sample per pixel; the last row of tiles is clipped
-    assert spec.region == ((768.0, 1000.0), (512.0, 600.0)) and spec.size == (232, 88)
+    assert TILE * 2 ** (native - 1) < 1000 <= TILE * 2**native  # the native level holds the image, one below not
+    scale = 2.0**-native
+    assert tile_spec(shape, 0, 0, 0).size == (round(1000 * scale), round(600 * scale))  # the whole image in a tile
+    last_y, last_x = (1000 - 1) // TILE, (600 - 1) // TILE
+    spec = tile_spec(shape, native, last_x, last_y)  # one sample per pixel; the last row and column are clipped
+    assert spec.region == ((last_y * TILE, 1000.0), (last_x * TILE, 600.0))
+    assert spec.size == (1000 - last_y * TILE, 600 - last_x * TILE)
     deep = tile_spec(shape, native + 3, 0, 0)  # 8 pixels per sample
     assert deep.region == ((0.0, TILE / 8), (0.0, TILE / 8)) and deep.size == (TILE, TILE)
-    assert deep.cli_region == "0:32,0:32"
+    assert deep.cli_region == f"0:{TILE // 8},0:{TILE // 8}"
 
 
 def test_a_tile_outside_the_image_is_a_user_error():
     from fieldlab._errors import UserError
 
-    with pytest.raises(UserError, match="x must be between 0 and 2"):
-        tile_spec((1000, 600), 2, 3, 0)
+    native = native_level((1000, 600))
+    columns = -(-600 // TILE)  # at the native level
+    with pytest.raises(UserError, match=f"x must be between 0 and {columns - 1}"):
+        tile_spec((1000, 600), native, columns, 0)
     with pytest.raises(UserError, match="z must be"):
-        tile_spec((1000, 600), 6, 0, 0)
+        tile_spec((1000, 600), native + 4, 0, 0)
 
 
 def test_view_takes_its_options_from_a_config_file(capsys, image_field, tmp_path):

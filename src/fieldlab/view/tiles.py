@@ -23,7 +23,9 @@ from fieldlab._validate import bounded_int
 from fieldlab.store import StoredField
 from fieldlab.view.overlays import overlay, overlay_names
 
-TILE = 256
+TILE = 128
+"""Pixels per tile side. A tile renders TILE² points through the field: 128² (16,384) keeps a 200k-parameter
+SIREN's tile near 0.1 s on a 2-core CPU, where 256² took about 0.5 s (benchmarks/view_speed.py)."""
 EXTRA_LEVELS = 3
 """Levels past the signal's own resolution: up to 8 screen pixels per sample."""
 ERROR_GAIN = 4
