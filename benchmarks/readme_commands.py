@@ -166,7 +166,6 @@ def serve(command: str, folder: Path, timeout: float) -> tuple[float, str]:
     """`fieldlab view`: seconds until the page it prints answers, then the server is stopped (it serves until
     Ctrl-C)."""
     import signal
-    import urllib.request
 
     began = time.perf_counter()
     server = subprocess.Popen(command, shell=True, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -175,8 +174,7 @@ def serve(command: str, folder: Path, timeout: float) -> tuple[float, str]:
         for line in server.stdout:
             url = re.search(r"http://[\w.:]+/?", line)
             if url:
-                urllib.request.urlopen(url.group(0), timeout=timeout).read()
-                return time.perf_counter() - began, "ok (page served)"
+                return answered(url.group(0), began, timeout)
             if time.perf_counter() - began > timeout:
                 return time.perf_counter() - began, f"> {timeout:g} s"
         return time.perf_counter() - began, f"{server.wait()}: no URL printed"
@@ -184,6 +182,21 @@ def serve(command: str, folder: Path, timeout: float) -> tuple[float, str]:
         if server.poll() is None:  # a server that failed has already exited
             os.killpg(server.pid, signal.SIGINT)
         server.wait()
+
+
+def answered(url: str, began: float, timeout: float) -> tuple[float, str]:
+    """Seconds since `began` until `url` answers: a server may print its address just before it listens."""
+    import urllib.error
+    import urllib.request
+
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=timeout).read()
+            return time.perf_counter() - began, "ok (page served)"
+        except urllib.error.URLError:
+            if time.perf_counter() - began > timeout:
+                return time.perf_counter() - began, f"> {timeout:g} s (no answer at {url})"
+            time.sleep(0.2)
 
 
 def run(command: str, folder: Path, timeout: float) -> tuple[float, str]:
