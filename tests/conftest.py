@@ -1,3 +1,5 @@
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -66,3 +68,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def sigint_raises_keyboard_interrupt():
+    """Tests that send this process a real SIGINT expect Python's own handler, which turns it into the
+    KeyboardInterrupt the CLI turns into exit 130. After the whole suite ran in one process (CI), such tests
+    saw exit 0 where they pass alone (tests/test_matrix.py's SIGINT cells, then test_modal_sources' resume):
+    an earlier test's library had left a handler of its own. Set here for every test, so a SIGINT is what a
+    user's Ctrl-C is, whatever an earlier test left behind."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -34,17 +34,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 CELLS = matrix()
 
 
-@pytest.fixture(autouse=True)
-def sigint_raises_keyboard_interrupt():
-    """The in-process SIGINT cells send a real SIGINT to this process; Python's own handler turns it into
-    KeyboardInterrupt, which the CLI turns into exit 130. After the whole suite ran in one process (CI),
-    these cells saw exit 0 where they pass alone: the handler is set here for each test, so a SIGINT is
-    what a user's Ctrl-C is, whatever an earlier test left behind."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 FIELD_OPTIONS = {"miner": ["--scales", "1", "--check-every", "1"]}
 """Options a field needs on an 8-sample signal (MINER's default scales pad it past its size; a check, its log
 line and checkpoint, after every step)."""

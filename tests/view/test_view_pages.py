@@ -37,7 +37,8 @@ def test_a_zoomed_tile_of_a_field_equals_render_of_its_region(image_field, serve
     assert zoomed, [r.url for r in tiles]
     query = {k: v[0] for k, v in parse_qs(urlparse(zoomed[-1].url).query).items()}
     spec = tile_spec((40, 40), query["z"], query["x"], query["y"])
-    assert spec.size[0] > 40  # past the signal's own resolution
+    (r0, r1), _ = spec.region
+    assert spec.size[0] / (r1 - r0) == 4  # past the signal's own resolution: 4 pixels per sample
     run_cli(["render", image_field, "--out", tmp_path / "tile.png", "--region", spec.cli_region,
              "--size", "x".join(map(str, spec.size)), "--device", "cpu"])
     # Exactly equal: the tile is the same render, decoded and written by the same PNG writer.
