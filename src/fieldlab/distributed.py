@@ -45,6 +45,9 @@ def init(device: str | torch.device = "auto") -> None:
 
 def finish() -> None:
     if joined():
+        # all ranks leave together: a rank that tears its group down while a peer is still at work (rank 0
+        # writing a summary) made that peer's gloo abort ('terminate called without an active exception')
+        dist.barrier()
         dist.destroy_process_group()
 
 

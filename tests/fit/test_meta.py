@@ -143,6 +143,7 @@ def _ddp_worker(rank, rendezvous, world, values, result_path):
         if rank == 0:
             same = all(torch.equal(states[0][k], s[k]) for s in states for k in states[0])
             torch.save({**states[0], "ranks_agree": torch.tensor(same)}, result_path)
+        dist.barrier()  # rank 1 must not tear the group down while rank 0 still writes (gloo aborts rank 0)
     finally:
         dist.destroy_process_group()
 
