@@ -64,14 +64,21 @@ def fit_store(proto, args) -> str:
     return str(store)
 
 
-def train_and_eval(proto, args, store: str, nets: list[Net], extra_train: tuple = ()) -> list[dict]:
+def run_table(proto, args, store: str, nets: list[Net], title: str, ylabel: str) -> None:
+    """The protocol's whole table: every net trained and evaluated alike, then its CSV and plot."""
+    rows = train_and_eval(proto, args, store, nets)
+    proto.table(rows, COLUMNS)
+    plot(proto, rows, args.device, title, ylabel)
+
+
+def train_and_eval(proto, args, store: str, nets: list[Net]) -> list[dict]:
     """Train every net alike, eval each on the same store; their eval.csv rows, labelled by net."""
     rows = []
     for net in nets:
         run = proto.out / f"run-{net.name}-{net.points}"
         train = ["train", store, "--net", net.name, *net.options, "--points", net.points,
                  "--num-points", args.num_points, "--steps", args.steps, "--batch-size", args.batch_size,
-                 "--seed", args.seed, "--device", args.device, "--out", run, "--force", "--quiet", *extra_train]
+                 "--seed", args.seed, "--device", args.device, "--out", run, "--force", "--quiet"]
         proto.fieldlab(*train)
         proto.fieldlab("eval", run, store, "--points", net.test_points, "--resolutions", args.resolutions,
                        "--draws", args.draws, "--device", args.device)

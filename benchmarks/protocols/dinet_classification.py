@@ -41,10 +41,8 @@ def main() -> None:
             nets.append(L.Net("nuft", first, ("--backend", "exact", *small)))
         else:  # a grid CNN reads grids only
             nets.append(L.Net(base, "grid", tuple(small), test_points="grid"))
-    rows = L.train_and_eval(proto, args, store, nets)
-    proto.table(rows, L.COLUMNS)
-    L.plot(proto, rows, args.device, "DI-Net classification: test accuracy by point set and resolution",
-           "test accuracy (%)")
+    L.run_table(proto, args, store, nets, "DI-Net classification: test accuracy by point set and resolution",
+                "test accuracy (%)")
 
 
 if __name__ == "__main__":

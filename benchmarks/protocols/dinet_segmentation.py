@@ -35,10 +35,8 @@ def main() -> None:
     for name in args.nets.split(","):
         options = (*small, "--backend", "exact") if name == "nuft_seg" else tuple(small)
         nets.append(L.Net(name, args.train_points, options, test_points=args.test_points))
-    rows = L.train_and_eval(proto, args, store, nets)
-    proto.table(rows, L.COLUMNS)
-    L.plot(proto, rows, args.device, "segmentation of sample:shapes: test mIoU by point set and resolution",
-           "test mIoU (%)")
+    L.run_table(proto, args, store, nets, "segmentation of sample:shapes: test mIoU by point set and resolution",
+                "test mIoU (%)")
 
 
 if __name__ == "__main__":
