@@ -114,6 +114,18 @@ def _lazy_source(spec: str, count: int, shape: tuple[int, ...], raw: Callable[[i
                        [str(n) for n in label_names], raw, identity)
 
 
+def _like_first(read: Callable[[int], np.ndarray], first: np.ndarray, name: Callable[[int], Any],
+                what: str = "images", hint: str = "") -> Callable[[int], np.ndarray]:
+    """`read`, refusing an item whose shape or dtype is not `first`'s (item 0's); `name(i)` names item i."""
+    def checked(i: int) -> np.ndarray:
+        item = read(i)
+        if item.shape != first.shape or item.dtype != first.dtype:
+            raise UserError(f"{name(i)} is {item.shape} {item.dtype}, but {name(0)} is {first.shape} {first.dtype}; "
+                            f"{what} of a dataset must match{hint}")
+        return item
+    return checked
+
+
 def _labels(spec: str, labels, names, count: int) -> tuple[np.ndarray, list[str]]:
     """(labels (count,) int64, class names): integer labels are class indices ≥ 0 or -1 for none; string
     labels become indices into `names`, or into their sorted distinct values when no names are given."""
@@ -375,14 +387,8 @@ def _folder_source(root: Path, image_size: int | None) -> ImageSource:
         return raw
 
     first = load(0)
-    shape, channels, dtype = first.shape[:2], first.shape[2], first.dtype
-
-    def raw(i: int) -> np.ndarray:
-        image = load(i)
-        if image.shape != first.shape or image.dtype != dtype:
-            raise UserError(f"{files[i]} is {image.shape} {image.dtype}, but {files[0]} is {first.shape} {dtype}; "
-                            "images of a dataset must match (--image-size N resizes them)")
-        return image
+    shape, channels = first.shape[:2], first.shape[2]
+    raw = _like_first(load, first, files.__getitem__, hint=" (--image-size N resizes them)")
 
     identity = {"spec": str(root), "count": len(files), "shape": list(first.shape), "classes": classes,
                 "files_sha1": hashlib.sha1("\n".join(str(f.relative_to(root)) for f in files).encode()).hexdigest()}

@@ -35,7 +35,7 @@ from fieldlab import _validate
 from fieldlab._errors import UserError
 from fieldlab.signals._modality import get_modality, modalities
 from fieldlab.signals._signal import Normalization, grid_coords
-from fieldlab.signals.datasets import ImageSource, open_source
+from fieldlab.signals.datasets import ImageSource, _like_first, open_source
 
 MODAL_KINDS = ("audio", "volume", "mesh")
 """The modalities a folder of this module holds (images: `signals/datasets.py`)."""
@@ -170,11 +170,9 @@ def _volume_source(root: Path, files, labels, classes) -> ImageSource:
 
     first = read(0)
     low, high = float(first.min()), float(first.max())
+    checked = _like_first(read, first, files.__getitem__, "the volumes")
     for i in range(1, len(files)):  # one at a time: the joint range, and every file checked before the store
-        volume = read(i)
-        if volume.shape != first.shape or volume.dtype != first.dtype:
-            raise UserError(f"{files[i]} is {volume.shape} {volume.dtype}, but {files[0]} is {first.shape} "
-                            f"{first.dtype}; the volumes of a dataset must match")
+        volume = checked(i)
         low, high = min(low, float(volume.min())), max(high, float(volume.max()))
     normalization = Normalization("bool", 0.0, 1.0) if first.dtype == np.bool_ else \
         Normalization.for_range(first.dtype.name, low, high)

@@ -45,7 +45,7 @@ def recognizes(path: Path) -> bool:
 
 def open_hf(spec: str, path: Path, options: dict[str, str]):
     """The source of the Hugging Face dataset at `path` (see the module docstring)."""
-    from fieldlab.signals.datasets import _labels, _lazy_source
+    from fieldlab.signals.datasets import _labels, _lazy_source, _like_first
 
     try:
         import pyarrow  # noqa: F401
@@ -85,17 +85,10 @@ def open_hf(spec: str, path: Path, options: dict[str, str]):
 
     first = raw(0)
 
-    def checked(i: int) -> np.ndarray:
-        image = raw(i)
-        if image.shape != first.shape or image.dtype != first.dtype:
-            raise UserError(f"{spec}: the image of row {i} is {image.shape} {image.dtype}, but row 0's is "
-                            f"{first.shape} {first.dtype}; images of a dataset must match")
-        return image
-
     kind = "arrow" if all(f.suffix == ".arrow" for f, _ in files) else "parquet"
     extra = {"format": f"hugging face {kind}", "image_column": image_column, "label_column": label_column,
              "files": [[str(f.relative_to(path)) if f != path else f.name, f.stat().st_size] for f, _ in files]}
-    source = _lazy_source(spec, int(starts[-1]), first.shape, checked, labels, names,
+    source = _lazy_source(spec, int(starts[-1]), first.shape, _like_first(raw, first, lambda i: f"{spec}: the image of row {i}"), labels, names,
                           Normalization.for_array(first), extra)
     split = np.repeat([test for _, test in files], [part.count for part in parts])
     source.split = split if len({test for _, test in files}) > 1 else None

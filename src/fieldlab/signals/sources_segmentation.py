@@ -32,7 +32,7 @@ def recognizes(path: Path) -> bool:
 
 def open_segmentation(spec: str, path: Path, options: dict[str, str]):
     """The segmentation source of the folder `path` (see the module docstring)."""
-    from fieldlab.signals.datasets import _default_names, _lazy_source
+    from fieldlab.signals.datasets import _default_names, _lazy_source, _like_first
     from fieldlab.signals._signal import Normalization
     from fieldlab.signals.image import read_image
 
@@ -73,7 +73,8 @@ def open_segmentation(spec: str, path: Path, options: dict[str, str]):
     first = raw(0)
     extra = {"format": "image+mask folder", "masks_sha1": digest.hexdigest(),
              "files_sha1": hashlib.sha1("\n".join(keys).encode()).hexdigest()}
-    source = _lazy_source(spec, len(keys), first.shape, _same_as(first, raw, images, keys), np.full(len(keys), -1),
+    checked = _like_first(raw, first, lambda i: images[keys[i]])
+    source = _lazy_source(spec, len(keys), first.shape, checked, np.full(len(keys), -1),
                           names, Normalization.for_array(first), extra)
     source.masks = mask
     source.split = _split(keys)
@@ -164,16 +165,6 @@ def _names_file(root: Path) -> Path | None:
 
 def _largest(masks: dict[str, Path], keys: list[str], top: int) -> Path:
     return next(masks[k] for k in keys if (read_mask(masks[k]) == top).any())
-
-
-def _same_as(first: np.ndarray, raw, images: dict[str, Path], keys: list[str]):
-    def read(i: int) -> np.ndarray:
-        image = raw(i)
-        if image.shape != first.shape or image.dtype != first.dtype:
-            raise UserError(f"{images[keys[i]]} is {image.shape} {image.dtype}, but {images[keys[0]]} is "
-                            f"{first.shape} {first.dtype}; images of a dataset must match")
-        return image
-    return read
 
 
 def _split(keys: list[str]) -> np.ndarray | None:
