@@ -14,6 +14,7 @@ and its engine's state (`Fitter.state_dict`, or MINER's scale, blocks, Adam and 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,33 @@ def restore_fitter(fitter: Fitter, log: RunLog, state: dict, path: Path) -> None
     logger.info("resuming from step %s of %s (%s)", f"{fitter.step_count:,}", f"{fitter.config.steps:,}", path)
 
 
+@dataclasses.dataclass
+class FitterCheckpoints:
+    """Where and when a `Fitter`'s fit keeps its checkpoint (`path` None: it keeps none), and the state it
+    resumes from: saved after a log line (so a resumed log has it once) every `CHECKPOINT_SECONDS` of
+    fitting, unless the fit stops then anyway."""
+
+    path: Path | None
+    identity: str
+    state: dict | None = None
+    saved: float = 0.0
+    """Fitting seconds at the last checkpoint."""
+
+    def restore(self, fitter: Fitter, log: RunLog) -> None:
+        if self.state is not None:
+            restore_fitter(fitter, log, self.state, self.path)
+        self.saved = fitter.seconds
+
+    def maybe_save(self, fitter: Fitter, log: RunLog) -> None:
+        from fieldlab.fit import loop  # which imports this module
+
+        if self.path is None or fitter.seconds - self.saved < loop.CHECKPOINT_SECONDS or fitter.should_stop():
+            return
+        with fitter.paused():
+            save_fitter(fitter, log, self.path, self.identity)
+        self.saved = fitter.seconds
+
+
 def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
     """torch's global generators (the CPU's, and `device`'s on CUDA), which some engines draw from."""
     state = {"cpu": torch.get_rng_state()}
@@ -85,4 +113,4 @@ def set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-__all__ = ["read_checkpoint", "restore_fitter", "restore_log", "rng_state", "save", "save_fitter", "set_rng_state"]
+__all__ = ["FitterCheckpoints", "read_checkpoint", "restore_fitter", "restore_log", "rng_state", "save", "save_fitter", "set_rng_state"]

@@ -22,7 +22,7 @@ from fieldlab import _deadline, _json
 from fieldlab._errors import UserError
 from fieldlab._progress import QUIET_AFTER
 from fieldlab.fields import FieldConfig, TrainsOnOwnPoints
-from fieldlab.fit.checkpoint import read_checkpoint, restore_fitter, save_fitter
+from fieldlab.fit.checkpoint import FitterCheckpoints, read_checkpoint
 from fieldlab.fit.config import FitConfig, points_per_step, single_kernel
 from fieldlab.fit.device_defaults import resolve_fit_config
 from fieldlab.fit.own_engines import engine_for
@@ -458,9 +458,8 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
     state = read_checkpoint(checkpoint, identity) if resume else None  # checked before the progress bar
     log = RunLog(log_path, tensorboard_dir, progress, fit_config.steps)
     every = fit_config.log_every
-    if state is not None:
-        restore_fitter(fitter, log, state, checkpoint)
-    saved = fitter.seconds
+    saves = FitterCheckpoints(checkpoint if keeps else None, identity, state)
+    saves.restore(fitter, log)
     try:
         while not fitter.should_stop():
             loss = fitter.step()
@@ -478,10 +477,7 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
                     fitter.last_psnr = fitter.full_psnr()
                 log.record(step, fitter.last_lr, fitter.elapsed(), loss=loss_value,
                            psnr=round(psnr_from_mse(loss_value), 4))
-                if keeps and fitter.seconds - saved >= CHECKPOINT_SECONDS and not fitter.should_stop():
-                    with fitter.paused():  # after the log line, so a resumed log has it once
-                        save_fitter(fitter, log, checkpoint, identity)
-                    saved = fitter.seconds
+                saves.maybe_save(fitter, log)  # after the log line, so a resumed log has it once
         seconds = fitter.elapsed()
         prediction = fitter.predict(signal.coords()).cpu()
         if not bool(torch.isfinite(prediction).all()):  # a fit stopped between two checks of the loss

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig
 from fieldlab.fit import loop
-from fieldlab.fit.checkpoint import read_checkpoint, restore_fitter, save_fitter
+from fieldlab.fit.checkpoint import FitterCheckpoints, read_checkpoint
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.loop import Fitter, RunLog, resolve_device
 from fieldlab.signals.mesh import Backend, Mesh, sample_occupancy
@@ -161,7 +161,7 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
     fitter = OccupancyFitter(config.build(), points, values, fit_config, lr=fit_config.lr or type(config).lr,
                              betas=type(config).adam_betas, eps=type(config).adam_eps)
     fitter.final_points = occupancy.eval_points + occupancy.resolution ** 3
-    saves = _Saves(checkpoint, identity, state)
+    saves = FitterCheckpoints(checkpoint, identity, state)
     _train(fitter, RunLog(log_path, tensorboard_dir, progress, fit_config.steps), saves, held_points, held_values)
     seconds = fitter.elapsed()
 
@@ -208,31 +208,7 @@ def _sample(mesh: Mesh, occupancy: OccupancyConfig, total: int, seed: int, devic
                             device=device, chunk=occupancy.chunk, backend=occupancy.backend, progress=progress)
 
 
-@dataclasses.dataclass
-class _Saves:
-    """Where and when a mesh fit keeps its checkpoint (None: it keeps none), and the state it resumes from."""
-
-    path: Path | None
-    identity: str
-    state: dict | None = None
-    saved: float = 0.0
-    """Fitting seconds at the last checkpoint."""
-
-    def restore(self, fitter: OccupancyFitter, log: RunLog) -> None:
-        if self.state is not None:
-            restore_fitter(fitter, log, self.state, self.path)
-        self.saved = fitter.seconds
-
-    def maybe_save(self, fitter: OccupancyFitter, log: RunLog) -> None:
-        """After a log line, every `CHECKPOINT_SECONDS` of fitting, unless the fit stops now anyway."""
-        if self.path is None or fitter.seconds - self.saved < loop.CHECKPOINT_SECONDS or fitter.should_stop():
-            return
-        with fitter.paused():
-            save_fitter(fitter, log, self.path, self.identity)
-        self.saved = fitter.seconds
-
-
-def _train(fitter: OccupancyFitter, log: RunLog, saves: _Saves, held_points: torch.Tensor,
+def _train(fitter: OccupancyFitter, log: RunLog, saves: FitterCheckpoints, held_points: torch.Tensor,
            held_values: torch.Tensor) -> None:
     """Step until the fitter stops, logging the loss (binary cross-entropy) every `log_every` steps, and
     TensorBoard the held-out IoU (an evaluation, outside the fitting time)."""
