@@ -199,6 +199,8 @@ class SDFTask(Task):
         self.queries = queries
         """The held-out scenes' query points (fixed, drawn apart from every training step's)."""
         self.sampler = config.sampler(scenes.dim)
+        self.query_sampler = PointSampler(kind="random", n=config.num_queries, dim=scenes.dim, seed=config.seed + 1)
+        """A training step's query points (drawn by step)."""
 
     def loss(self, model: nn.Module, step: int) -> torch.Tensor:
         from fieldlab.fit.points import step_generator, with_replacement
@@ -207,8 +209,7 @@ class SDFTask(Task):
         g = step_generator(config.seed, step)
         pick = scenes.train[with_replacement(len(scenes.train), config.batch_size, g)]
         points = self.sampler(step).to(self.device)
-        queries = PointSampler(kind="random", n=config.num_queries, dim=scenes.dim,
-                               seed=config.seed + 1)(step).to(self.device)
+        queries = self.query_sampler(step).to(self.device)
         pred = model(Discretized(scenes.inputs(pick, points), points), queries).values[..., 0]
         return nn.functional.mse_loss(pred.float(), scenes.sdf(pick, queries.coords))
 
