@@ -46,7 +46,7 @@ from fieldlab.fit.loop import FitResult, RunLog, autocast_for, matmul_precision,
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
 from fieldlab.fit.own_engines import OwnEngine, register_engine
 from fieldlab.fit.miner_mesh import fit_mesh
-from fieldlab.fit.checkpoint import read_checkpoint, rng_state as checkpoint_rng
+from fieldlab.fit.checkpoint import rng_state as checkpoint_rng
 from fieldlab.fit.miner_place import POINTS_PER_CHUNK, Placement, placement, scale_bytes
 from fieldlab.fit.miner_resume import PyramidCheckpoints
 from fieldlab.fit.points import generator, step_points
@@ -607,7 +607,7 @@ def fit(signal: Signal, config: MinerConfig, fit_config: FitConfig = FitConfig()
     """`fieldlab.fit.fit` for MINER: same arguments and result, plus the active-blocks picture; `train`: how
     the blocks are pruned, retired and placed in memory. `checkpoint`, `resume`, `identity`: as `fit`'s
     (`fit.miner_resume` says what is kept and when)."""
-    saves = PyramidCheckpoints(checkpoint, identity, read_checkpoint(checkpoint, identity) if resume else None)
+    saves = PyramidCheckpoints.open(checkpoint, identity, resume)
     model, stats = fit_pyramid(signal.values, config, fit_config, train=train, log_path=log_path,
                                progress=progress, tensorboard_dir=tensorboard_dir, checkpoints=saves)
     config = config.adapt(signal.shape).replace(blocks=tuple(len(level) for level in model.levels))

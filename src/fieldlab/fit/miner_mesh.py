@@ -97,14 +97,13 @@ def fit_mesh(mesh, config: MinerConfig, fit_config: FitConfig = FitConfig(), occ
     from fieldlab.signals.mesh_export import field_grid, grid_surface
     from fieldlab.fit.miner import (MinerTrainConfig, field_metrics, fit_pyramid, predict,  # miner imports this module
                                     write_block_picture)
-    from fieldlab.fit.checkpoint import read_checkpoint
     from fieldlab.fit.miner_resume import PyramidCheckpoints
     from fieldlab.fit.occupancy import OccupancyConfig, held_out, surface_scores
 
     occupancy = occupancy or OccupancyConfig()
     occupancy.validate()
     device = resolve_device(fit_config.device)
-    saves = PyramidCheckpoints(checkpoint, identity, read_checkpoint(checkpoint, identity) if resume else None)
+    saves = PyramidCheckpoints.open(checkpoint, identity, resume)
     resolution = occupancy.resolution
     tick = time.perf_counter()
     if inside is None:

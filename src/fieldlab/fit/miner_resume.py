@@ -47,6 +47,11 @@ class PyramidCheckpoints:
     """The checkpoint resumed from, until its scale is rebuilt."""
     saved: float = dataclasses.field(default_factory=time.perf_counter)
 
+    @classmethod
+    def open(cls, path: Path | None, identity: str, resume: bool) -> PyramidCheckpoints:
+        """A fit's checkpoints in `path`; with `resume`, the one there (which must be this run's) to go on from."""
+        return cls(path, identity, checkpoints.read_checkpoint(path, identity) if resume else None)
+
     @property
     def resumed_scale(self) -> int:
         """The scale a resumed fit goes on from (0 for a new fit)."""
