@@ -71,6 +71,10 @@ class Fitter:
     (no `select`), and that the fused kernel's state is not saved (`state_dict` is the reference path's).
     """
 
+    final_points: int | None = None
+    """The points evaluated after the fit, which a time limit keeps time for (None: the training points;
+    a mesh's are its held-out points and marching-cubes grid)."""
+
     def __init__(self, field: nn.Module, coords: torch.Tensor, values: torch.Tensor, config: FitConfig, *,
                  lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  fused_spec: FusedSpec | None = None):
@@ -275,7 +279,8 @@ class Fitter:
         evaluation, estimated from a step (a forward pass is about a third of a step, per point), and a share
         of the limit for writing."""
         points = max(1, points_per_step(self.config, self.num_points))
-        evaluation = self.step_seconds * self.num_points / points / 3
+        final = self.num_points if self.final_points is None else self.final_points
+        evaluation = self.step_seconds * final / points / 3
         return self.step_seconds + self.deadline.reserve(after=evaluation)
 
 

@@ -76,24 +76,11 @@ class OccupancyConfig:
 
 class OccupancyFitter(Fitter):
     """A `Fitter` whose values are occupancies in {0, 1} and whose field outputs logits: binary
-    cross-entropy with logits, summed over fields for a stack (each field gets its own gradient).
-    `final_points`: the points evaluated after the fit (held-out points and the marching-cubes grid), which
-    a time limit keeps time for; None: the training points, as a `Fitter`."""
-
-    final_points: int | None = None
+    cross-entropy with logits, summed over fields for a stack (each field gets its own gradient)."""
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         error = F.binary_cross_entropy_with_logits(prediction.float(), target.float(), reduction="none")
         return error.mean(dim=(-2, -1)).sum() if self.stacked else error.mean()
-
-    def keep_seconds(self) -> float:
-        if self.final_points is None:
-            return super().keep_seconds()
-        from fieldlab.fit.config import points_per_step
-
-        # a forward pass is about a third of a step per point, as the Fitter reckons for its own points
-        per_point = self.step_seconds / max(1, points_per_step(self.config, self.num_points)) / 3
-        return self.step_seconds + self.deadline.reserve(after=per_point * self.final_points)
 
 
 def occupancy_iou(logits: torch.Tensor, occupancy: torch.Tensor) -> float:
