@@ -4,6 +4,7 @@ trained network out.
     train_loop(task, net, options, device=..., run=RUN, resume=...)
       resume     RUN/checkpoint.pt -> network, AdamW, step, RNG (refused when saved by a run of other options)
       begin()    the caller writes what RUN holds before training (config.json), after the checkpoint is read
+                 (and RUN made, with `log_file`)
       each step  task.loss(model, step) under the precision's autocast; AdamW at the schedule's rate
                  (linear warm-up, cosine decay: fit/schedule.py)
       progress   a line every `print_every` steps; RunLog: log.jsonl, TensorBoard, a bar with ETA and the loss
@@ -78,7 +79,7 @@ def train_loop(task: Task, net: nn.Module, options: LoopOptions, *, device: torc
     (`fieldlab._deadline`); checkpoints in `run` (none without it). `resume` continues from RUN/checkpoint.pt.
     `log_file`: RUN/log.jsonl (what `fieldlab view RUN` draws); `tensorboard`: RUN/tensorboard; `bar`: a
     progress bar on stderr. `stop_at` ends after that step with a checkpoint, as an interruption would.
-    `begin` runs once the checkpoint is read, before anything else is written; `save(run, net, optimizer,
+    `begin` runs once the checkpoint is read (and, with `log_file`, RUN made), before anything else is written; `save(run, net, optimizer,
     step, identity)` replaces `save_state`."""
     from fieldlab.fit import loop as fit_loop
     from fieldlab.fit.loop import RunLog, autocast_for, matmul_precision
@@ -94,10 +95,10 @@ def train_loop(task: Task, net: nn.Module, options: LoopOptions, *, device: torc
         start = load_state(run / "checkpoint.pt", net, optimizer, device, options.steps, options.identity)
         if main:
             progress(f"resuming from step {start}/{options.steps}")
-    if begin is not None:
-        begin()
     if log_file and main and run is not None:
         _made(run)
+    if begin is not None:
+        begin()
     log = RunLog(run / "log.jsonl" if log_file and main and run else None,
                  run / "tensorboard" if tensorboard and main and run else None, bar and main, options.steps)
     schedule, deadline = options.schedule(), _deadline.active()

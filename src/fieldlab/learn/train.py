@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from fieldlab import distributed
 from fieldlab._errors import UserError
-from fieldlab._safety import lock_output, replace_file, write_marker
+from fieldlab._safety import lock_output, replace_file
 from fieldlab._validate import check_shape
 from fieldlab._validate import bounded_int
 from fieldlab._validate import bounded_float
@@ -223,10 +223,8 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
     task = store_task(cfg, evaluator, classes, lambda: load_split(store, test_rows, device, masks=segment),
                       config=config, train=data, test_fields=len(test_rows), signal=store.signal)
 
-    def begin() -> None:  # once a checkpoint to resume is read: RUN is written from here on
+    def begin() -> None:  # once a checkpoint to resume is read and RUN made (the loop's log_file)
         if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            write_marker(out, "run")
             _write_json(out / "config.json", {"store": str(store_path), **config.to_dict()})
 
     options = LoopOptions.of(config, print_every=config.log_every, record_every=config.log_every,
