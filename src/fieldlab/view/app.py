@@ -4,7 +4,6 @@ that also answers /fieldlab/info and /fieldlab/tile (deep-zoom tiles rendered on
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np

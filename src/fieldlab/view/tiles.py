@@ -9,7 +9,6 @@ rendered at the clipped region's size times the scale: exactly `fieldlab render 
 
 from __future__ import annotations
 
-import io
 import math
 import threading
 from collections import OrderedDict
