@@ -152,6 +152,7 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
     info = source.info()
     coords = grid_coords(info.domain, info.domain, info.shape)
     identity = job.identity(config, source, num_fields)
+    is_test = source_test_items(source, job.test_fraction, job.fit.seed)  # per item
     existing = dist.broadcast(resume and is_store(out))  # rank 0's view: it may create the store any moment
     if resume and not existing and out.is_dir() and any(out.iterdir()):
         raise UserError(f"--resume: {out} is not a field store; give a new --out")
@@ -162,7 +163,7 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
     else:
         # What the fields share is learned from the training rows only (a no-op for independent fields).
         item_of_row = rows_of.columns(np.arange(num_fields))["source_index"]
-        train = ~source_test_items(source, job.test_fraction, job.fit.seed)[item_of_row]
+        train = ~is_test[item_of_row]
         fitter.prepare(np.flatnonzero(train), rows_of.values, coords)
         if dist.is_main():
             chunk = job.chunk_fields or (4096 if resolve_device(fit.device).type == "cuda" else 256)
@@ -178,7 +179,6 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
     pending = writer.pending_chunks()
     dist.barrier()  # every rank has listed the pending chunks before any is written
     mine = dist.shard(pending)
-    is_test = source_test_items(source, job.test_fraction, job.fit.seed)
     if dist.is_main() and progress:
         done = writer.num_chunks - len(pending)
         log.info("%s: %s fields of %s in %d chunks (%d done), %d process(es), %s on %s; steps by %s", job.source,
