@@ -92,14 +92,20 @@ def make_input(cfg: NetConfig, evaluator: FieldEvaluator, params: dict[str, torc
     x = evaluator(params, points, coords)
     values = x.values
     if flip is not None and flip.any():  # mirror the image: sample at (y, -x) instead of (y, x)
-        mirrored = coords.clone()
-        mirrored[:, -1] = -mirrored[:, -1]
-        values = torch.where(flip.to(values.device)[:, None, None], evaluator(params, points, mirrored).values, values)
+        values = torch.where(flip.to(values.device)[:, None, None], evaluator(params, points, mirror(coords)).values,
+                             values)
     if isinstance(noise, torch.Tensor):
         values = values + noise.to(values.device)
     elif noise:
         values = values + noise * torch.randn(values.shape, generator=generator).to(values.device)
     return Discretized(values, points)
+
+
+def mirror(coords: torch.Tensor) -> torch.Tensor:
+    """`coords` (y, x) mirrored to (y, -x): where a flipped image is sampled, and its labels read."""
+    mirrored = coords.clone()
+    mirrored[:, -1] = -mirrored[:, -1]
+    return mirrored
 
 
 def input_points(cfg: NetConfig, points):
@@ -249,9 +255,7 @@ class SegmentTask(StoreTask):
         masks = self.train.masks[pick]
         target = labels_at(masks, points.coords)
         if flips is not None and flips.any():
-            mirrored = points.coords.clone()
-            mirrored[:, -1] = -mirrored[:, -1]
-            target = torch.where(flips.to(masks.device)[:, None], labels_at(masks, mirrored), target)
+            target = torch.where(flips.to(masks.device)[:, None], labels_at(masks, mirror(points.coords)), target)
         logits = segment_logits(model, self.cfg, x, points)
         return nn.functional.cross_entropy(logits.reshape(-1, self.classes), target.flatten(), weight=self.weights,
                                            ignore_index=-1)
