@@ -5,7 +5,10 @@ the loss separates, so every field follows the path it would follow alone (fit-a
 a field's result depend on nothing but (seed, row): its initialisation (`init="shared"`: one draw from
 `seed` for all; `"random"`: a draw seeded by (seed, row)) and its random pixel subsets, which come from a
 counter-based hash of (seed, row, step, pixel) rather than a generator shared by the batch. Fields that
-reach `target_psnr` keep the parameters they had at that check and leave the batch (the stack shrinks).
+reach their target keep the parameters they had at that check and leave the batch (the stack shrinks). The
+target is the items' modality's `StopMeasure`: PSNR (`target_psnr`), or for occupancy grids (a mesh folder's
+±1 items) the share of samples whose sign is right (`target_accuracy`), since their PSNR stays low however
+right the inside is.
 
 Shapes: f fields, n points, d coordinate dims, c channels, k points per step.
 """
@@ -13,18 +16,19 @@ Shapes: f fields, n points, d coordinate dims, c channels, k points per step.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
 
+from fieldlab import _validate as v
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig, FieldStack
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.engine import FusedEngine, StackEngine
 from fieldlab.fit.own_engines import ByConfigClass
 from fieldlab.fit.loop import matmul_precision, resolve_device
-from fieldlab.fit.metrics import field_psnrs
+from fieldlab.fit.metrics import field_psnrs, field_sign_accuracies
 from fieldlab.fit.points import distinct_subset, subset_size
 from fieldlab.fit.schedule import Schedule
 
@@ -47,8 +51,12 @@ class BatchedFitConfig:
     target_psnr: float = 40.0
     """A field stops once its PSNR on all its samples reaches this many dB (checked every `check_every`
     steps); 0 means no target. 40 dB is past what an 8-bit image shows, and saves the steps beyond it."""
+    target_accuracy: float = 0.995
+    """An occupancy field (a mesh folder's items, ±1) stops once this share of its samples has the right sign
+    (checked every `check_every` steps, in place of `target_psnr`); 0 means no target. At 99.5 % of a 32³
+    grid the errors are a thin shell of cells at the surface (BENCHMARKS.md, occupancy stopping rule)."""
     check_every: int = 50
-    """Measure every field's PSNR this often (for `target_psnr`)."""
+    """Measure every field's quality this often (for `target_psnr` or `target_accuracy`)."""
     sample_fraction: float = 0.0
     """Random fraction of each signal's samples per step; 0 uses every sample."""
     seed: int = 0
@@ -79,6 +87,7 @@ class BatchedFitConfig:
         FitConfig(steps=self.steps, lr=self.lr, lr_final=self.lr_final, target_psnr=self.target_psnr,
                   sample_fraction=self.sample_fraction, precision=self.precision, kernel=self.kernel,
                   max_seconds=self.max_seconds).validate()
+        v.bounded_float(self.target_accuracy, "--target-accuracy", 0, 1)
         if self.init not in ("shared", "random"):
             raise UserError(f"--init must be shared or random, got {self.init!r}")
         if self.check_every < 1:
@@ -99,6 +108,33 @@ class BatchResult:
     """Wall time of the first step alone (compilation, when `compile`)."""
     kernel: str = "reference"
     """Which path did the steps: fused (the Triton kernel) or reference (FieldStack)."""
+    quality: np.ndarray | None = None
+    """Each field's stopping measure (`measure`) where it stopped; its PSNR where that is the measure."""
+    measure: str = "psnr"
+
+
+@dataclasses.dataclass(frozen=True)
+class StopMeasure:
+    """What `fit_batch` checks a field's fit by: a per-field quality (higher is better) and its target."""
+
+    name: str
+    """Its name in logs and results (`BatchResult.measure`)."""
+    measure: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    """(prediction, target), both (f, n, c) → (f,) on the device."""
+    target: Callable[[BatchedFitConfig], float]
+    """The option that holds its target (0: no target)."""
+
+
+PSNR = StopMeasure("psnr", lambda p, t: field_psnrs((p - t).square().mean(dim=(1, 2))), lambda fit: fit.target_psnr)
+SIGN_ACCURACY = StopMeasure("sign_accuracy", field_sign_accuracies, lambda fit: fit.target_accuracy)
+
+
+def stop_measure(kind: str) -> StopMeasure:
+    """The measure fields of items of modality `kind` stop by: occupancy grids (±1) the share of samples
+    whose sign is right, every other modality PSNR."""
+    from fieldlab.signals import get_modality
+
+    return SIGN_ACCURACY if get_modality(kind).occupancy else PSNR
 
 
 def row_seed(seed: int, row: int) -> int:
@@ -127,9 +163,10 @@ def init_params(config: FieldConfig, rows, init: str, seed: int) -> tuple[torch.
 
 
 def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, rows, fit: BatchedFitConfig,
-              *, progress=None) -> BatchResult:
+              *, progress=None, measure: StopMeasure = PSNR) -> BatchResult:
     """Fit one field per signal: `coords` (n, d) shared, `values` (f, n, c) in [-1, 1], `rows` (f,) the
-    fields' global ids (they seed what is random). `progress(step, active)` is called every check.
+    fields' global ids (they seed what is random). `progress(step, active)` is called every check; a field
+    leaves once `measure` reaches its target (`stop_measure(kind)` of the items' modality).
 
     The fused kernel does the steps where it covers the field and device (`fit.kernel`), the reference
     path (`FieldStack`) elsewhere; `BatchResult.kernel` says which ran.
@@ -162,27 +199,33 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
                              compile=fit.compile, **options)
     out = {name: torch.empty_like(v, device="cpu") for name, v in params.items()}
     out.update({name: v.float() for name, v in buffers.items()})  # fixed per field (e.g. random features)
-    psnr = np.full(f, np.nan)
+    psnr, quality = np.full(f, np.nan), np.full(f, np.nan)
     done_steps = np.zeros(f, dtype=np.int64)
+    target = measure.target(fit)
 
-    def measure() -> torch.Tensor:
-        return field_psnrs((engine.predict(coords) - values[engine.active]).square().mean(dim=(1, 2)))
+    def check() -> tuple[torch.Tensor, torch.Tensor]:
+        """(the stopping measure, PSNR) of the fields still fitting, from one prediction."""
+        prediction, expected = engine.predict(coords), values[engine.active]
+        psnrs = PSNR.measure(prediction, expected)
+        return (psnrs if measure is PSNR else measure.measure(prediction, expected)), psnrs
 
-    def record(positions: torch.Tensor, where: torch.Tensor, quality: torch.Tensor, step: int) -> None:
+    def record(positions: torch.Tensor, where: torch.Tensor, measured: tuple[torch.Tensor, torch.Tensor],
+               step: int) -> None:
         state = engine.parameters()
         index = positions.cpu()
         for name in state:
             out[name][index] = state[name][where].float().cpu()
-        psnr[index.numpy()] = quality.cpu().numpy()
+        quality[index.numpy()] = measured[0][where].cpu().numpy()
+        psnr[index.numpy()] = measured[1][where].cpu().numpy()
         done_steps[index.numpy()] = step
 
     def result(times) -> BatchResult:
         refuse_diverged(out, psnr, rows, lr)
-        return BatchResult(out, psnr, done_steps, *times, kernel=engine.name)
+        return BatchResult(out, psnr, done_steps, *times, kernel=engine.name, quality=quality, measure=measure.name)
 
     # Steps run in segments that end at the PSNR checks (or every GRAPH_STEPS steps): a fused segment is one
     # CUDA graph. The first step runs alone, so compilation stays out of the others' time.
-    segment = fit.check_every if fit.target_psnr else GRAPH_STEPS
+    segment = fit.check_every if target else GRAPH_STEPS
     timer = _Timer(device)
     with matmul_precision(fit.precision):
         step = 0
@@ -192,12 +235,12 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
             if step == 0:
                 timer.lap()
             step = end
-            if fit.target_psnr and step % fit.check_every == 0 and step < fit.steps:
-                quality = measure()
-                reached = quality >= fit.target_psnr
+            if target and step % fit.check_every == 0 and step < fit.steps:
+                measured = check()
+                reached = measured[0] >= target
                 if bool(reached.any()):
                     where = reached.nonzero()[:, 0]
-                    record(engine.active[where], where, quality[where], step)
+                    record(engine.active[where], where, measured, step)
                     keep = (~reached).nonzero()[:, 0]
                     if len(keep) == 0:
                         return result(timer.done())
@@ -206,7 +249,7 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
                     progress(step, len(engine.active))
         times = timer.done()
         active = engine.active
-        record(active, torch.arange(len(active), device=device), measure(), fit.steps)
+        record(active, torch.arange(len(active), device=device), check(), fit.steps)
     return result(times)
 
 
@@ -255,6 +298,9 @@ class DatasetFitter:
     per row, and `fit` returns the per-field tensors of a batch.
     """
 
+    kind = "image"
+    """The items' modality, which chooses the measure fields stop by (`stop_measure`); the job sets it."""
+
     def __init__(self, config: FieldConfig, fit: BatchedFitConfig):
         self.config, self.fit_config = config, fit
 
@@ -274,7 +320,8 @@ class DatasetFitter:
         return {name: tuple(t.shape) for name, t in [*module.named_parameters(), *module.named_buffers()]}
 
     def fit(self, coords: torch.Tensor, values: torch.Tensor, rows, progress=None) -> BatchResult:
-        return fit_batch(self.config, coords, values, rows, self.fit_config, progress=progress)
+        return fit_batch(self.config, coords, values, rows, self.fit_config, progress=progress,
+                         measure=stop_measure(self.kind))
 
     def describe(self) -> str:
         """Which path fits the fields, for the log."""

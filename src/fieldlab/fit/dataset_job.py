@@ -148,6 +148,7 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
     dist.init(job.fit.device)
     fit = dataclasses.replace(job.fit, device=dist.device_for(job.fit.device))
     fitter = make_dataset_fitter(config, fit, job.meta_options)
+    fitter.kind = source.kind  # chooses the measure its fields stop by (fit.batched.stop_measure)
     steps_by = fitter.describe()  # also refuses a --kernel that cannot run here, before the store is made
     info = source.info()
     coords = grid_coords(info.domain, info.domain, info.shape)
@@ -248,5 +249,13 @@ def _fit_chunks(mine: list[int], writer, fitter, rows_of: Augmented, coords, is_
                                     ("fields_per_second", len(rows) / max(seconds, 1e-9))):
                     board.add_scalar(name, float(value), chunk + 1)
             if progress:
-                log.info("rank %d: chunk %d (%d/%d): %d fields, mean PSNR %.2f dB, %.1f s", dist.rank(), chunk, count,
-                         len(mine), len(rows), float(np.mean(result.psnr)), time.perf_counter() - start)
+                log.info("rank %d: chunk %d (%d/%d): %d fields, mean PSNR %.2f dB%s, %.1f s", dist.rank(), chunk, count,
+                         len(mine), len(rows), float(np.mean(result.psnr)), _stop_quality(result),
+                         time.perf_counter() - start)
+
+
+def _stop_quality(result) -> str:
+    """The chunk's mean sign accuracy for its log line where its fields stop by it (occupancy), else ''."""
+    if getattr(result, "measure", "psnr") != "sign_accuracy":
+        return ""
+    return f", mean sign accuracy {100 * float(np.mean(result.quality)):.2f} %"

@@ -30,6 +30,13 @@ def field_psnrs(mse: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(_PEAK_SQUARED / mse.double().clamp_min(1e-30))
 
 
+def field_sign_accuracies(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per field of a stack (f, n, c), the share of samples whose sign is right (prediction ≥ 0 ⇔ target ≥ 0),
+    in float64 on the device: the quality of an occupancy field (±1, inside ⇔ value ≥ 0), which its PSNR
+    misreads (a field that is right everywhere but soft at the surface scores 20-25 dB)."""
+    return ((prediction >= 0) == (target >= 0)).double().mean(dim=(1, 2))
+
+
 def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
     return psnr_from_mse(float(torch.mean((prediction.double() - target.double()) ** 2)))
 

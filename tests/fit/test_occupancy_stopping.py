@@ -1,0 +1,41 @@
+"""Occupancy fields stop when their inside is right (issue 22): a mesh folder's ±1 items stop on the share of
+samples whose sign is right (`target_accuracy`), not on a PSNR that ±1 values never reach; a mesh fit on a
+CPU takes the device's mini-batches."""
+
+import numpy as np
+import pytest
+import torch
+
+from fieldlab.fields import make_config
+from fieldlab.fit.batched import PSNR, SIGN_ACCURACY, BatchedFitConfig, fit_batch, stop_measure
+from fieldlab.fit.metrics import field_sign_accuracies
+from fieldlab.signals import grid_coords
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def balls(radii, side=10):
+    """±1 occupancy grids (f, side³, 1) of centred balls, and their coordinates (side³, 3)."""
+    coords = grid_coords(((-1.0, 1.0),) * 3, ((-1.0, 1.0),) * 3, (side,) * 3)
+    inside = coords.norm(dim=-1) <= torch.tensor(radii)[:, None]
+    return coords, torch.where(inside, 1.0, -1.0)[..., None]
+
+
+def test_sign_accuracy_counts_the_samples_on_the_right_side_of_zero():
+    target = torch.tensor([[[1.0], [-1.0], [1.0], [-1.0]]])
+    assert field_sign_accuracies(torch.tensor([[[0.2], [-0.1], [-0.3], [-2.0]]]), target).tolist() == [0.75]
+    assert stop_measure("mesh") is SIGN_ACCURACY and stop_measure("image") is PSNR and stop_measure("volume") is PSNR
+
+
+def test_an_occupancy_field_of_an_easy_shape_stops_at_its_sign_accuracy_and_records_it():
+    coords, values = balls([0.5, 0.7])
+    config = make_config("siren", in_dim=3, out_dim=1, hidden_dim=16, num_layers=2, omega0=10.0, first_omega0=10.0)
+    fit = BatchedFitConfig(device="cpu", steps=150, check_every=10, target_accuracy=0.99)
+    result = fit_batch(config, coords, values, [0, 1], fit, measure=SIGN_ACCURACY)
+    assert result.measure == "sign_accuracy"
+    assert (result.steps < 150).all() and (result.quality >= 0.99).all()
+    # PSNR is still measured (the store's psnr column), far below the 40 dB a ±1 grid would need to stop on it
+    assert np.isfinite(result.psnr).all() and (result.psnr < 40).all()
+    again = fit_batch(config, coords, values, [0, 1], fit, measure=PSNR)  # the same fit stopped by PSNR runs on
+    assert (again.steps == 150).all() and again.measure == "psnr"
+    np.testing.assert_array_equal(again.quality, again.psnr)
