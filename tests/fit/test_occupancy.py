@@ -13,7 +13,8 @@ from fieldlab.signals.mesh_export import render_mesh, write_mesh
 from fieldlab.fields import make_config
 from fieldlab.fit import FitConfig
 from fieldlab.fit import occupancy as occupancy_module
-from fieldlab.fit.occupancy import DEFAULT_BATCH_SIZE, OccupancyConfig, OccupancyFitter, fit_mesh, occupancy_iou
+from fieldlab.fit.device_defaults import OCCUPANCY_POINTS
+from fieldlab.fit.occupancy import OccupancyConfig, OccupancyFitter, fit_mesh, occupancy_iou
 from fieldlab.signals.mesh import Mesh, read_mesh
 from fieldlab.store import load_field, write_field
 
@@ -107,7 +108,7 @@ def test_an_empty_surface_is_reported_not_fatal(sphere, monkeypatch):
     result = fit_mesh(sphere, config, FitConfig(steps=2, device="cpu"), small)
     assert result.metrics["chamfer"] is None and result.metrics["reconstruction_faces"] == 0
     assert result.reconstruction.num_faces == 0 and 0 <= result.metrics["iou"] <= 1
-    assert result.metrics["batch_size"] == min(DEFAULT_BATCH_SIZE, small.points)  # never more than there are
+    assert result.metrics["batch_size"] == min(OCCUPANCY_POINTS, small.points)  # never more than there are
 
 
 @pytest.mark.parametrize("fit_options, occupancy_options, field_dims, message", [

@@ -39,3 +39,30 @@ def test_an_occupancy_field_of_an_easy_shape_stops_at_its_sign_accuracy_and_reco
     again = fit_batch(config, coords, values, [0, 1], fit, measure=PSNR)  # the same fit stopped by PSNR runs on
     assert (again.steps == 150).all() and again.measure == "psnr"
     np.testing.assert_array_equal(again.quality, again.psnr)
+
+
+def test_a_mesh_fit_on_a_cpu_takes_the_step_budgets_mini_batches_and_a_gpu_65536_points():
+    from fieldlab.fit.device_defaults import occupancy_points_per_step
+
+    # The README's `fit bunny.obj`: 2^20 points, the 198,657-parameter SIREN of a mesh.
+    assert occupancy_points_per_step("cpu", 2**20, 198_657) == 4096
+    assert occupancy_points_per_step("cuda", 2**20, 198_657) == 65536
+    assert occupancy_points_per_step("cpu", 2000, 100) == 2000  # a small fit: all its points, as before
+
+
+def test_an_unset_batch_size_of_a_mesh_fit_is_the_devices_and_a_given_one_is_kept(caplog):
+    import trimesh
+
+    from fieldlab.fit import FitConfig
+    from fieldlab.fit.occupancy import OccupancyConfig, fit_mesh
+    from fieldlab.signals.mesh import Mesh
+
+    ball = trimesh.creation.icosphere(subdivisions=1, radius=0.6)
+    mesh = Mesh.from_arrays(ball.vertices, ball.faces)
+    config = make_config("siren", in_dim=3, out_dim=1, hidden_dim=128, num_layers=4)  # 50k parameters
+    small = OccupancyConfig(points=2**15, eval_points=512, resolution=6, chamfer_points=100)
+    with caplog.at_level("INFO", logger="fieldlab"):
+        unset = fit_mesh(mesh, config, FitConfig(steps=1, device="cpu", max_seconds=0), small)
+    assert unset.metrics["batch_size"] == 16384 and "16,384 points per step" in caplog.text
+    given = fit_mesh(mesh, config, FitConfig(steps=1, device="cpu", max_seconds=0, batch_size=0), small)
+    assert given.metrics["batch_size"] == 2**15  # --batch-size 0: every point, as before

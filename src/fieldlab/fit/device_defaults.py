@@ -52,6 +52,19 @@ class DeviceDefaults:
         return 0 if size >= points else size
 
 
+OCCUPANCY_POINTS = 2**16
+"""Points per step of a mesh's occupancy fit on a GPU (and at most on a CPU)."""
+
+
+def occupancy_points_per_step(device: torch.device | str, points: int, params: int) -> int:
+    """Points per step of a mesh's occupancy fit whose batch size is unset: `OCCUPANCY_POINTS` on a GPU; on
+    a CPU the step budget's mini-batch where it is smaller (4,096 for the 199k-parameter default SIREN), so
+    the time budget buys many cheap steps rather than a few dozen slow ones."""
+    full = min(OCCUPANCY_POINTS, points)
+    budget = device_defaults(device).points_per_step(points, params)
+    return min(full, budget) if budget else full
+
+
 def device_defaults(device: torch.device | str) -> DeviceDefaults:
     """The defaults for `device` (a resolved device, or its name): today's on a GPU, bounded on a CPU."""
     if torch.device(device).type == "cuda":

@@ -26,13 +26,12 @@ from fieldlab.fields import FieldConfig
 from fieldlab.fit import loop
 from fieldlab.fit.checkpoint import FitterCheckpoints, read_checkpoint
 from fieldlab.fit.config import FitConfig
+from fieldlab.fit.device_defaults import OCCUPANCY_POINTS, occupancy_points_per_step
 from fieldlab.fit.loop import Fitter, RunLog, resolve_device
 from fieldlab.signals.mesh import Backend, Mesh, sample_occupancy
 from fieldlab.signals.mesh_export import extract_mesh, mesh_chamfer
 
 log = logging.getLogger("fieldlab")
-DEFAULT_BATCH_SIZE = 2**16
-"""Points per step when the FitConfig asks for neither a batch size nor a sample fraction."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,12 +130,14 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
     refuse_fused_kernel(fit_config)
     if occupancy.eval_seed == fit_config.seed:
         raise UserError(f"--seed {fit_config.seed} is the held-out points' seed; pick another")
+    device = resolve_device(fit_config.device)
     if not fit_config.batch_size and not fit_config.sample_fraction:
-        batch = min(DEFAULT_BATCH_SIZE, occupancy.points)
+        batch = min(OCCUPANCY_POINTS, occupancy.points)
+        if fit_config.batch_size is None:  # unset: the device's choice (a CPU's is smaller)
+            batch = occupancy_points_per_step(device, occupancy.points, config.num_params())
         fit_config = dataclasses.replace(fit_config, batch_size=batch)
         if batch < occupancy.points:
             log.info("meshes are fitted in mini-batches: %s points per step (--batch-size chooses)", f"{batch:,}")
-    device = resolve_device(fit_config.device)
     state = read_checkpoint(checkpoint, identity) if resume else None  # before the points are sampled
 
     tick = time.perf_counter()
