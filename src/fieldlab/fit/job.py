@@ -235,8 +235,9 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensor
                                   shape=(occupancy.resolution,) * 3, params=job.params)
     check_fit_memory(config, points_per_step(job.fit, occupancy.points), job.fit.device)
     checkpoint = checkpoint_path(out)
+    trainer = own_trainer(config, "fit_mesh", fit_mesh, job.fit.precision)
     with FieldDirWriter(out, force) as folder:
-        result = own_trainer(config, "fit_mesh", fit_mesh)(
+        result = trainer(
             mesh, config, job.fit, occupancy, log_path=folder / "log.jsonl",
             tensorboard_dir=folder / "tensorboard" if tensorboard else None, progress=progress,
             checkpoint=checkpoint, resume=resume, identity=run_identity(job, config),

@@ -97,6 +97,9 @@ class Fitter:
                 raise ValueError("the fused kernel fits one field, uncompiled, on the mean squared error")
             self._fused = FusedSingle(self._field, fused_spec, self.values, precision=config.precision, betas=betas,
                                       eps=eps, lr_at=self.schedule.lr)
+        # fp16's 5 exponent bits would flush a mean squared error's small gradients to zero: the loss is scaled
+        # up (dynamically, halved on an overflow, whose step is skipped) and Adam unscales the gradients.
+        self.scaler = torch.amp.GradScaler(self.device.type) if config.precision == "fp16" else None
         self.generator = generator(config.seed, self.device)
         # Forward and loss are compiled together so the loss's elementwise work fuses into the graph.
         self._batch_loss = torch.compile(self._loss_at) if config.compile else self._loss_at
@@ -172,8 +175,12 @@ class Fitter:
             with matmul_precision(self.config.precision):
                 loss = self._batch_loss(coords, target)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            self.optimizer.step()
+                (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+            if self.scaler is None:
+                self.optimizer.step()
+            else:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
             self.scheduler.step()
         self.step_count += 1
         self.step_seconds = time.perf_counter() - began
@@ -233,9 +240,12 @@ class Fitter:
             raise ValueError("the fused kernel holds Adam's state itself; its fits keep no state_dict")
         return {"step": self.step_count, "field": self.field.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"},
-                "generator": self.generator.get_state()}
+                "generator": self.generator.get_state(),
+                **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {})}
 
     def load_state_dict(self, state: dict) -> None:
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.field.load_state_dict(state["field"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(self.optimizer.param_groups)})
@@ -285,9 +295,9 @@ class Fitter:
 
 
 def autocast_for(precision: str, device: torch.device):
-    """The forward pass's context for `precision`: bf16 autocast on `device`, or nothing (fp32, tf32)."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+    """The forward pass's context for `precision`: bf16 or fp16 autocast on `device`, or nothing (fp32, tf32)."""
+    if precision in ("bf16", "fp16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
     return contextlib.nullcontext()
 
 
@@ -393,12 +403,16 @@ class RunLog:
             logger.info("fitting: %s step(s) in %.1f s", f"{self.last_step:,}", seconds)
 
 
-def own_trainer(config: FieldConfig, name: str, standard):
+def own_trainer(config: FieldConfig, name: str, standard, precision: str = "fp32"):
     """The function `name` ("fit" or "fit_mesh") of the field's own engine when one is registered for it
-    (MINER grows its pyramid block by block; `fit.own_engines`), else `standard`."""
+    (MINER grows its pyramid block by block; `fit.own_engines`), else `standard`. `precision`: the fit's,
+    refused in one line where the engine does not run it."""
     engine = engine_for(config)
     if engine is None:
         return standard
+    if precision not in engine.precisions:
+        raise UserError(f"--precision {precision} is not supported for {config.name}; use "
+                        f"{', '.join(engine.precisions[:-1])} or {engine.precisions[-1]}")
     function = engine.fit if name == "fit" else engine.fit_mesh
     if function is None:
         raise UserError(f"field {config.name!r} cannot be fitted to this kind of input (its trainer has no {name})")
@@ -432,7 +446,7 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
     options of a field's own engine (`OwnEngine.options`), passed to it.
     """
     if engine_for(config) is not None:  # it keeps its own checkpoint (`fit.checkpoint`'s format) in `checkpoint`
-        return own_trainer(config, "fit", None)(signal, config, fit_config, log_path=log_path,
+        return own_trainer(config, "fit", None, fit_config.precision)(signal, config, fit_config, log_path=log_path,
                                                 tensorboard_dir=tensorboard_dir, progress=progress,
                                                 checkpoint=checkpoint, resume=resume, identity=identity,
                                                 **({"train": train} if train is not None else {}))

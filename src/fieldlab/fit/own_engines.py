@@ -52,6 +52,8 @@ class OwnEngine:
     options: type | None = None
     """The engine's own training config (a frozen dataclass, e.g. MINER's `MinerTrainConfig`): its fields
     are `fit` options of the field, and its instance reaches `fit` and `fit_mesh` as `train=`."""
+    precisions: tuple[str, ...] = ("fp32", "tf32", "bf16")
+    """The `--precision` values the engine runs (fp16 needs a loss scale, which only the standard loop keeps)."""
 
 
 _ENGINES: ByConfigClass[OwnEngine] = ByConfigClass("training engine")

@@ -151,6 +151,10 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precis
     """
     if kernel == "reference":
         return None
+    if precision not in _PRECISIONS:  # fp16 needs a loss scale, which the reference path keeps
+        if kernel == "fused":
+            raise UserError(f"--kernel fused runs fp32, tf32 or bf16, not {precision}; use --kernel auto or reference")
+        return None
     spec = fused_spec(config)
     if kernel == "fused":
         if spec is None:
