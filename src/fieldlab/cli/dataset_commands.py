@@ -165,6 +165,9 @@ def _print_store(s: dict) -> None:
               f"from the source; splits {splits}")
     if p:
         print(f"psnr      mean {p['mean']:.2f} dB, min {p['min']:.2f}, median {p['median']:.2f}, max {p['max']:.2f}")
+        if signal.get("extra", {}).get("occupancy") and s["fit"].get("target_accuracy"):  # ±1: PSNR says little
+            print(f"stopping  each field once {100 * s['fit']['target_accuracy']:.1f} % of its grid samples had the "
+                  "right sign (--target-accuracy), or at --steps")
     if s["nan_psnr"]:
         print(f"warning   {s['nan_psnr']:,} complete fields have a NaN PSNR (their fits diverged); fit the store again")
     print(f"field     {s['field']}: {s['params_per_field']:,} params per field, {s['shared_params']:,} shared")
