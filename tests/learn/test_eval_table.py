@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from fieldlab.learn._eval_report import TrainingCell, add_drops, format_summary, summarize
+from fieldlab.learn._eval_report import TrainingCell, add_drops, format_summary, format_table, legend, summarize
+from fieldlab.learn.sdf import SDFTask
+from fieldlab.learn.store_tasks import ClassifyTask, SegmentTask
+from fieldlab.learn.task import Metric
 from fieldlab.learn.train import TrainConfig, train
 
 KINDS = ("grid", "qmc", "rqmc", "random", "shrunk")
@@ -21,8 +24,14 @@ def table(values: dict, *, store="a", field="siren", train="grid@64", metric="ac
              "accuracy": values.get((kind, side)), "metric": metric, "draws": 1} for side in sides for kind in kinds]
 
 
-def summary_of(rows, points, side, count, dim=2, store="a"):
-    cell = TrainingCell(points=points, resolution=side, count=count, dim=dim, store=store, trained_on_store=True)
+TASK_METRICS = {task.metric.name: task.metric for task in (ClassifyTask, SegmentTask, SDFTask)}
+
+
+def summary_of(rows, points, side, count, dim=2, store="a", metric=None):
+    """The training cell (scored by `metric`, default: the task metric the rows name) and the summary."""
+    metric = metric or TASK_METRICS[rows[0]["metric"]]
+    cell = TrainingCell(points=points, resolution=side, count=count, dim=dim, store=store, trained_on_store=True,
+                        metric=metric)
     add_drops(rows, cell)
     return cell, summarize(rows, cell)
 
@@ -59,6 +68,23 @@ def test_an_sdf_error_that_rises_is_a_drop():
     assert summary["point_set_gap"]["value"] == pytest.approx(0.03) and summary["point_set_gap"]["to"] == "qmc"
     assert summary["resolution_gap"]["value"] == pytest.approx(0.01)
     assert summary["resolution_gap_any_point_set"]["value"] == pytest.approx(0.01)  # qmc's error fell: no drop
+
+
+def test_a_metrics_direction_and_unit_come_from_its_task_not_its_name():
+    # a task of a new metric: an error (lower is better) that no name table knows, and a score in dB
+    chamfer = Metric("chamfer", "test_chamfer", higher_is_better=False, fraction=False, unit="mm", label="Chamfer")
+    rows = table({("grid", 8): 0.5, ("qmc", 8): 0.75, ("grid", 16): 0.25}, metric="chamfer")
+    cell, summary = summary_of(rows, "grid", 8, 64, metric=chamfer)
+    assert summary["lower_is_better"] and summary["unit"] == "mm"
+    assert summary["point_set_gap"]["value"] == pytest.approx(0.25)  # the error rose by 0.25 mm: a drop
+    assert summary["resolution_gap"]["value"] == pytest.approx(-0.25)  # it fell at 16²: a gain
+    assert "0.7500 (+0.2500)" in format_table(rows, cell) and "metric: Chamfer;" in legend(rows, cell)
+    assert "0.2500 mm (grid → qmc)" in format_summary(rows, cell, summary)
+    psnr = Metric("psnr", "test_psnr", higher_is_better=True, fraction=False, unit="dB")
+    rows = table({("grid", 8): 30.0, ("qmc", 8): 28.0}, metric="psnr", kinds=("grid", "qmc"))
+    cell, summary = summary_of(rows, "grid", 8, 64, metric=psnr)
+    assert not summary["lower_is_better"] and summary["point_set_gap"]["value"] == pytest.approx(2.0)  # dB, not ×100
+    assert "28.0000 (-2.0000)" in format_table(rows, cell)
 
 
 def test_gaps_without_the_training_cell_say_why():

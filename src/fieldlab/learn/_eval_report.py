@@ -3,8 +3,9 @@ cell, the two gap summaries, and their text, eval.csv, eval.json and eval.png.
 
 A row is a dict {store, field, train, test, resolution, points, accuracy, metric, draws} (`evaluate.py`);
 `accuracy` holds the metric named in `metric` (accuracy, miou or sdf_mae) and is None where the network
-cannot read the point set. A *drop* is how much worse a cell is than the training cell: in points
-(100 × the fraction) for accuracy and mIoU, in SDF units for sdf_mae, whose error rising is a drop.
+cannot read the point set. A *drop* is how much worse a cell is than the training cell, in the direction and
+unit the task's `Metric` declares (`fieldlab.learn.task`, carried by the `TrainingCell`): in points (100 × the
+fraction) for accuracy and mIoU, in SDF units for sdf_mae, whose error rising is a drop.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import dataclasses
 import json
 from pathlib import Path
 from typing import Any
+
+from fieldlab.learn.task import Metric
 
 CSV_COLUMNS = ["store", "field", "train", "test", "resolution", "points", "accuracy", "metric", "draws", "drop"]
 
@@ -32,20 +35,20 @@ class TrainingCell:
     store: str
     trained_on_store: bool
     """Whether `store` is the store RUN trained on (else it is the first STORE given)."""
+    metric: Metric
+    """What the rows' `accuracy` column holds, as the run's task declares it (its direction and unit)."""
 
 
 def metric_of(rows: list[dict]) -> str:
-    """What the rows' `accuracy` column holds: accuracy, miou or sdf_mae (one metric per table)."""
+    """The name of what the rows' `accuracy` column holds: accuracy, miou or sdf_mae (one metric per table)."""
     return rows[0].get("metric", "accuracy") if rows else "accuracy"
 
 
-def lower_is_better(rows: list[dict]) -> bool:
-    return metric_of(rows) == "sdf_mae"
-
-
-def drop(value: float, reference: float, lower_better: bool) -> float:
-    """How much worse `value` is than `reference`: points of accuracy lost, or SDF error gained."""
-    return value - reference if lower_better else 100 * (reference - value)
+def drop(value: float, reference: float, metric: Metric) -> float:
+    """How much worse `value` is than `reference` by `metric`'s direction: points of a fraction lost (or
+    gained, for one where lower is better), or the value's own units."""
+    worse = reference - value if metric.higher_is_better else value - reference
+    return 100 * worse if metric.fraction else worse
 
 
 def _value(rows: list[dict], store: str, kind: str, side: int) -> float | None:
@@ -55,9 +58,8 @@ def _value(rows: list[dict], store: str, kind: str, side: int) -> float | None:
 def add_drops(rows: list[dict], cell: TrainingCell) -> None:
     """Set every row's `drop` against the training cell (None where either is unmeasured)."""
     reference = _value(rows, cell.store, cell.points, cell.resolution)
-    lower = lower_is_better(rows)
     for r in rows:
-        r["drop"] = None if reference is None or r["accuracy"] is None else drop(r["accuracy"], reference, lower)
+        r["drop"] = None if reference is None or r["accuracy"] is None else drop(r["accuracy"], reference, cell.metric)
 
 
 def _largest(candidates: list[tuple[float, dict]]) -> tuple[float, dict] | None:
@@ -71,8 +73,7 @@ def point_set_gap(rows: list[dict], cell: TrainingCell) -> dict[str, Any]:
     if missing:
         return {"value": None, "why": missing}
     reference = _value(rows, cell.store, cell.points, cell.resolution)
-    lower = lower_is_better(rows)
-    others = [(drop(r["accuracy"], reference, lower), r) for r in rows if r["store"] == cell.store and
+    others = [(drop(r["accuracy"], reference, cell.metric), r) for r in rows if r["store"] == cell.store and
               r["resolution"] == cell.resolution and r["test"] != cell.points and r["accuracy"] is not None]
     best = _largest(others)
     if best is None:
@@ -89,13 +90,12 @@ def resolution_gap(rows: list[dict], cell: TrainingCell, kinds: list[str] | None
     missing = _missing_cell(rows, cell) if kinds is None else _missing_resolution(rows, cell)
     if missing:
         return {"value": None, "why": missing}
-    lower = lower_is_better(rows)
     mine = [r for r in rows if r["store"] == cell.store and r["accuracy"] is not None]
     candidates = []
     for kind in [cell.points] if kinds is None else kinds:
         base = _value(mine, cell.store, kind, cell.resolution)
         if base is not None:
-            candidates += [(drop(r["accuracy"], base, lower), r) for r in mine
+            candidates += [(drop(r["accuracy"], base, cell.metric), r) for r in mine
                            if r["test"] == kind and r["resolution"] != cell.resolution]
     best = _largest(candidates)
     if best is None and any(r.get("time_limit") for r in rows):
@@ -140,8 +140,8 @@ def summarize(rows: list[dict], cell: TrainingCell) -> dict[str, Any]:
     """Everything eval.json holds beside the cells: the training cell, both gaps, the per-store summary."""
     read = list(dict.fromkeys(r["test"] for r in rows if r["store"] == cell.store and r["accuracy"] is not None))
     return {
-        "metric": metric_of(rows), "lower_is_better": lower_is_better(rows), "unit": _unit(rows),
-        "training_cell": {**dataclasses.asdict(cell), "value": _value(rows, cell.store, cell.points, cell.resolution)},
+        "metric": cell.metric.name, "lower_is_better": not cell.metric.higher_is_better, "unit": cell.metric.unit,
+        "training_cell": {**_where(cell), "value": _value(rows, cell.store, cell.points, cell.resolution)},
         "point_set_gap": point_set_gap(rows, cell),
         "resolution_gap": resolution_gap(rows, cell),
         "resolution_gap_any_point_set": resolution_gap(rows, cell, read),
@@ -149,25 +149,32 @@ def summarize(rows: list[dict], cell: TrainingCell) -> dict[str, Any]:
     }
 
 
-def _unit(rows: list[dict]) -> str:
-    return "SDF units" if lower_is_better(rows) else "points"
+def _where(cell: TrainingCell) -> dict[str, Any]:
+    """The cell's place (eval.json's training_cell; the metric is given beside it)."""
+    return {f.name: getattr(cell, f.name) for f in dataclasses.fields(cell) if f.name != "metric"}
 
 
-def _number(value: float, rows: list[dict]) -> str:
-    return f"{value:.4f}" if lower_is_better(rows) else f"{value:.1f}"
+def _number(value: float, metric: Metric) -> str:
+    """A drop (or a value) of `metric`: points to one decimal, else its own units to four."""
+    return f"{value:.1f}" if metric.fraction else f"{value:.4f}"
+
+
+def _shown(value: float, metric: Metric) -> str:
+    return f"{100 * value:.1f}%" if metric.fraction else f"{value:.4f}"
 
 
 def _cell(row: dict, cell: TrainingCell) -> str:
-    value = row["accuracy"]
+    value, metric = row["accuracy"], cell.metric
     if value is None:
         return "time limit" if row.get("time_limit") else "n/a"
-    shown = f"{value:.4f}" if row["metric"] == "sdf_mae" else f"{100 * value:.1f}%"
+    shown = _shown(value, metric)
     if (row["store"], row["test"], row["resolution"]) == (cell.store, cell.points, cell.resolution):
         return f"{shown} *"
     if row["drop"] is None:
         return shown
-    change = (row["drop"] if row["metric"] == "sdf_mae" else -row["drop"]) + 0.0  # the metric's direction; no -0.0
-    return f"{shown} ({change:+.4f})" if row["metric"] == "sdf_mae" else f"{shown} ({change:+.1f})"
+    # the change in the metric's own direction (an error that rises shows +); + 0.0: no -0.0
+    change = (-row["drop"] if metric.higher_is_better else row["drop"]) + 0.0
+    return f"{shown} ({'+' if change >= 0 else '-'}{_number(abs(change), metric)})"
 
 
 def store_label(row: dict) -> str:
@@ -175,10 +182,9 @@ def store_label(row: dict) -> str:
 
 
 def legend(rows: list[dict], cell: TrainingCell) -> str:
-    name = {"miou": "mIoU (%)", "sdf_mae": "mean absolute SDF error of the held-out scenes (lower is better)"}
     cut = "; 'time limit': not measured within --max-seconds" if any(r.get("time_limit") for r in rows) else ""
-    return (f"metric: {name.get(metric_of(rows), 'accuracy (%)')}; * marks the training cell, brackets the "
-            f"change from it ({_unit(rows)}){cut}")
+    return (f"metric: {cell.metric.describe()}; * marks the training cell, brackets the "
+            f"change from it ({cell.metric.unit}){cut}")
 
 
 def format_table(rows: list[dict], cell: TrainingCell) -> str:
@@ -202,33 +208,32 @@ def format_table(rows: list[dict], cell: TrainingCell) -> str:
 
 def format_summary(rows: list[dict], cell: TrainingCell, summary: dict[str, Any]) -> str:
     """The lines printed under the table: the training cell, both gaps, and (several stores) train → test."""
-    unit = summary["unit"]
     gap = summary["point_set_gap"]
-    lines = [_gap_line(f"invariance gap across point sets at {cell.resolution ** cell.dim} pts", gap, rows, unit,
+    lines = [_gap_line(f"invariance gap across point sets at {cell.resolution ** cell.dim} pts", gap, cell.metric,
                        lambda g: f"{g['from']} → {g['to']}")]
     for key, what in (("resolution_gap", f"{cell.points}"), ("resolution_gap_any_point_set", "any point set read")):
-        lines.append(_gap_line(f"invariance gap across resolutions, {what}", summary[key], rows, unit,
+        lines.append(_gap_line(f"invariance gap across resolutions, {what}", summary[key], cell.metric,
                                lambda g: f"{g['points']}, {g['from'] ** cell.dim} → {g['to'] ** cell.dim} pts"))
     stores = summary["stores"]
     if len(stores) > 1:
         reference = next(s for s in stores if s["store"] == cell.store)
-        lines += [_store_line(reference, s, rows, unit) for s in stores]
+        lines += [_store_line(reference, s, cell.metric) for s in stores]
     return "\n".join(lines)
 
 
-def _store_line(reference: dict, s: dict, rows: list[dict], unit: str) -> str:
+def _store_line(reference: dict, s: dict, metric: Metric) -> str:
     head = f"train on {reference['field']} fields ({reference['store']}) → test on {s['field']} fields ({s['store']})"
     if s["value"] is None or s["drop"] is None:
         return f"{head}: not measured at the training cell"
-    shown = f"{s['value']:.4f}" if lower_is_better(rows) else f"{100 * s['value']:.1f}%"
-    worst = "" if s["largest_drop"] is None else f"; largest drop over its cells {_number(s['largest_drop'], rows)}"
-    return f"{head}: {shown} at the training cell, drop {_number(s['drop'] + 0.0, rows)} {unit}{worst}"
+    worst = "" if s["largest_drop"] is None else f"; largest drop over its cells {_number(s['largest_drop'], metric)}"
+    return (f"{head}: {_shown(s['value'], metric)} at the training cell, drop {_number(s['drop'] + 0.0, metric)} "
+            f"{metric.unit}{worst}")
 
 
-def _gap_line(head: str, gap: dict, rows: list[dict], unit: str, where) -> str:
+def _gap_line(head: str, gap: dict, metric: Metric, where) -> str:
     if gap["value"] is None:
         return f"{head}: not measured ({gap['why']})"
-    return f"{head}: {_number(gap['value'], rows)} {unit} ({where(gap)})"
+    return f"{head}: {_number(gap['value'], metric)} {metric.unit} ({where(gap)})"
 
 
 # -- files ---------------------------------------------------------------------------------------------
@@ -267,7 +272,7 @@ def write_plot(rows: list[dict], cell: TrainingCell, summary: dict[str, Any], pa
     stores = list(dict.fromkeys(r["store"] for r in rows))
     kinds = list(dict.fromkeys(r["test"] for r in rows))
     sides = list(dict.fromkeys(r["resolution"] for r in rows))
-    lower, scale = lower_is_better(rows), 1 if lower_is_better(rows) else 100
+    lower, scale = not cell.metric.higher_is_better, 100 if cell.metric.fraction else 1
     lookup = {(r["store"], r["test"], r["resolution"]): r for r in rows}
     values = [scale * r["accuracy"] for r in rows if r["accuracy"] is not None]
     fig, axes = plt.subplots(len(stores), 1, figsize=(1.6 * len(sides) + 3, 0.5 * len(kinds) * len(stores) + 1.6),
@@ -289,10 +294,9 @@ def write_plot(rows: list[dict], cell: TrainingCell, summary: dict[str, Any], pa
         ax.set_yticks(range(len(kinds)), [f"{rows[0]['train']} → {k}" for k in kinds])
         ax.set_title(store_label(lookup[(store, kinds[0], sides[0])]), fontsize=9)
         ax.set_facecolor("0.85")
-        label = {"sdf_mae": "SDF MAE", "miou": "mIoU (%)"}.get(metric_of(rows), "accuracy (%)")
-        fig.colorbar(image, ax=ax, label=label)
+        fig.colorbar(image, ax=ax, label=cell.metric.axis())
     axes[-1, 0].set_xlabel("resolution (points per field)")
-    fig.suptitle(f"trained on {rows[0]['train']}: {_plot_title(summary)}", fontsize=8)
+    fig.suptitle(f"trained on {rows[0]['train']}: {_plot_title(summary, cell.metric)}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -304,13 +308,9 @@ def _plot_label(row: dict, cell: TrainingCell) -> str:
     return text.replace(" (", "\n(").replace(" *", "\n(train)")
 
 
-def _plot_title(summary: dict[str, Any]) -> str:
-    unit = summary["unit"]
-
+def _plot_title(summary: dict[str, Any], metric: Metric) -> str:
     def show(gap: dict) -> str:
-        if gap["value"] is None:
-            return "not measured"
-        return f"{gap['value']:.4f} {unit}" if summary["lower_is_better"] else f"{gap['value']:.1f} {unit}"
+        return "not measured" if gap["value"] is None else f"{_number(gap['value'], metric)} {metric.unit}"
 
     return (f"point-set gap {show(summary['point_set_gap'])} · resolution gap {show(summary['resolution_gap'])} "
             f"(training set), {show(summary['resolution_gap_any_point_set'])} (any set read)")

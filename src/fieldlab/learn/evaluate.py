@@ -30,6 +30,7 @@ from fieldlab.fit.loop import resolve_device
 from fieldlab.learn._eval_report import (TrainingCell, add_drops, format_summary, format_table,
                                         legend, metric_of, summarize, write_csv, write_json, write_plot)
 from fieldlab.learn.store_tasks import load_split, split_rows, store_task
+from fieldlab.learn.task import Metric
 from fieldlab.learn.train import load_run, read_run
 
 __all__ = ["evaluate", "evaluate_table", "format_summary", "format_table", "legend", "metric_of",
@@ -91,7 +92,7 @@ def evaluate_table(run: str | Path, store_path: str | Path | Sequence[str | Path
 
 def _evaluate_table(run, store_path, points: Sequence[str], resolutions: Sequence[int] | None, device: str,
                     seed: int, draws: int, progress: bool) -> tuple[list[dict], TrainingCell]:
-    from fieldlab.learn.sdf import FORMAT as SDF_FORMAT
+    from fieldlab.learn.sdf import FORMAT as SDF_FORMAT, SDFTask
 
     for kind in points:
         if kind not in KINDS or kind == "mixed":
@@ -109,17 +110,19 @@ def _evaluate_table(run, store_path, points: Sequence[str], resolutions: Sequenc
     if info.get("format") == SDF_FORMAT:
         rows, dim, trained_on = _evaluate_sdf(info, Path(run), stores, points, resolutions, dev, seed, draws,
                                               progress)
+        metric = SDFTask.metric
     else:
         if not stores:
             raise UserError(f"eval of {run} needs the STORE to test on")
-        rows, dim, trained_on = _evaluate_stores(Path(run), stores, points, resolutions, dev, seed, draws, progress)
-    cell = training_cell(info, Path(run), rows, points, dim, trained_on)
+        rows, dim, trained_on, metric = _evaluate_stores(Path(run), stores, points, resolutions, dev, seed, draws,
+                                                         progress)
+    cell = training_cell(info, Path(run), rows, points, dim, trained_on, metric)
     add_drops(rows, cell)
     return rows, cell
 
 
 def training_cell(info: dict, run: Path, rows: list[dict], points: Sequence[str], dim: int,
-                  trained_on: str | None) -> TrainingCell:
+                  trained_on: str | None, metric: Metric) -> TrainingCell:
     """The cell every drop is measured from: the run's training point set (a mixed run's first mix member
     among `points`; a network of weights: the one point set it is scored at) at the grid side whose side^d
     points are nearest the training count, on the store RUN trained on (else the first STORE)."""
@@ -133,13 +136,13 @@ def training_cell(info: dict, run: Path, rows: list[dict], points: Sequence[str]
     stores = list(dict.fromkeys(r["store"] for r in rows))
     store = trained_on if trained_on in stores else stores[0]
     return TrainingCell(points=kind, resolution=round(train["num_points"] ** (1 / dim)), count=train["num_points"],
-                        dim=dim, store=store, trained_on_store=store == trained_on)
+                        dim=dim, store=store, trained_on_store=store == trained_on, metric=metric)
 
 
 def _evaluate_stores(run: Path, paths: list, points: Sequence[str], resolutions: Sequence[int] | None, dev,
-                     seed: int, draws: int, progress: bool) -> tuple[list[dict], int, str | None]:
-    """Rows of a classifier or segmenter on every store; every store is opened and checked before any
-    scoring."""
+                     seed: int, draws: int, progress: bool) -> tuple[list[dict], int, str | None, Metric]:
+    """Rows of a classifier or segmenter on every store, and the metric its task scores them by; every store
+    is opened and checked before any scoring."""
     from fieldlab.store.field_store import FieldStore
 
     trained_on = _trained_store(run)
@@ -172,7 +175,7 @@ def _evaluate_stores(run: Path, paths: list, points: Sequence[str], resolutions:
             net = net.to(dev)
             test = load_split(store, test_rows, dev, masks=cfg.task == "segment")
             task = store_task(cfg, FieldEvaluator.from_store(store), info["classes"], test)
-            metric = task.metric.name
+            metric = task.metric
             cells = {}
             trained_kinds = {train_cfg["points"], *train_cfg.get("mix", "").split(",")}
             for side in _scoring_order(resolutions, round(train_cfg["num_points"] ** (1 / dim))):
@@ -190,10 +193,10 @@ def _evaluate_stores(run: Path, paths: list, points: Sequence[str], resolutions:
                     cells[side, kind] = {"accuracy": acc, "draws": len(scores),
                                          **({"time_limit": True} if kind in seen and not scores else {})}
             rows += [{"store": label, "field": store.config.name, "train": trained, "test": kind, "resolution": side,
-                      "points": side ** dim, "metric": metric, **cells[side, kind]}
+                      "points": side ** dim, "metric": metric.name, **cells[side, kind]}
                      for side in resolutions for kind in points]
     match = [label for (store, *_), label in zip(opened, labels) if trained_on and _same_path(store.path, trained_on)]
-    return rows, dim, match[0] if match else None
+    return rows, dim, match[0] if match else None, metric
 
 
 def _evaluate_sdf(info: dict, run: Path, paths: list, points, resolutions, dev, seed: int,

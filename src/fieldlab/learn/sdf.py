@@ -192,7 +192,8 @@ class SDFTask(Task):
     """A scene's field in, its clipped SDF at query points out: mean squared error in training, the mean
     absolute error of the held-out scenes as the score, beside the training scenes' mean SDF as the baseline."""
 
-    metric = Metric("sdf_mae", "test_mae", higher_is_better=False)
+    metric = Metric("sdf_mae", "test_mae", higher_is_better=False, fraction=False, unit="SDF units",
+                    label="mean absolute SDF error of the held-out scenes (lower is better)", short="SDF MAE")
 
     def __init__(self, scenes: Scenes, config: SDFConfig, device: torch.device, queries: PointSet):
         self.scenes, self.config, self.device = scenes, config, device

@@ -226,7 +226,7 @@ class StoreTask(Task):
 class ClassifyTask(StoreTask):
     """A label per field: cross-entropy of the network's logits; top-1 accuracy on the held-out fields."""
 
-    metric = Metric("accuracy", "test_accuracy", higher_is_better=True)
+    metric = Metric("accuracy", "test_accuracy", higher_is_better=True, label="accuracy (%)")
 
     def cross_entropy(self, model, x, points, pick, flips):
         return nn.functional.cross_entropy(model(x), self.train.labels[pick])
@@ -239,7 +239,7 @@ class SegmentTask(StoreTask):
     """A class per point (the store's masks): class-weighted cross-entropy at the step's points; mIoU and
     pixel accuracy over every held-out point."""
 
-    metric = Metric("miou", "test_miou", higher_is_better=True)
+    metric = Metric("miou", "test_miou", higher_is_better=True, label="mIoU (%)")
 
     def __post_init__(self):
         super().__post_init__()

@@ -34,6 +34,21 @@ class Metric:
     key: str
     """Its key in run.json's metrics: test_accuracy, test_miou or test_mae."""
     higher_is_better: bool
+    """Its direction: eval's drops (how much worse a cell is than the training cell) follow it."""
+    fraction: bool = True
+    """A fraction shown in percent, its drops in points; else the value itself, its drops in `unit`."""
+    unit: str = "points"
+    """What eval's drops of it are counted in."""
+    label: str = ""
+    """What eval's table legend calls it (default: the name)."""
+    short: str = ""
+    """What eval's plot calls it (default: the label)."""
+
+    def describe(self) -> str:
+        return self.label or self.name
+
+    def axis(self) -> str:
+        return self.short or self.describe()
 
 
 class Task(abc.ABC):
