@@ -60,6 +60,15 @@ def test_a_checkpoint_of_a_run_with_other_options_is_refused_on_resume(tmp_path)
         trained(tmp_path / "A", resume=True, options=dataclasses.replace(OPTIONS, identity="another"))
 
 
+def test_a_resume_reads_the_checkpoint_once(tmp_path, monkeypatch):
+    trained(tmp_path / "A", stop_at=2)
+    reads = []
+    load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: reads.append(args[0]) or load(*args, **kwargs))
+    _, done = trained(tmp_path / "A", resume=True)
+    assert done.steps == 6 and reads == [tmp_path / "A" / "checkpoint.pt"]
+
+
 def test_the_time_limit_stops_the_loop_after_a_step_with_a_checkpoint_to_resume(tmp_path):
     with _deadline.limit(1e-9) as deadline:
         _, done = trained(tmp_path / "A")
@@ -67,10 +76,15 @@ def test_the_time_limit_stops_the_loop_after_a_step_with_a_checkpoint_to_resume(
 
 
 def test_every_task_names_its_metric_as_eval_reports_it():
-    from fieldlab.learn._eval_report import lower_is_better
+    from fieldlab.learn._eval_report import TrainingCell, add_drops, summarize
     from fieldlab.learn.sdf import SDFTask
     from fieldlab.learn.store_tasks import ClassifyTask, SegmentTask
 
     for task, name in ((ClassifyTask, "accuracy"), (SegmentTask, "miou"), (SDFTask, "sdf_mae")):
         assert task.metric.name == name
-        assert lower_is_better([{"metric": name}]) == (not task.metric.higher_is_better)
+        cell = TrainingCell("grid", 4, 16, 2, "a", True, task.metric)
+        rows = [{"store": "a", "field": "", "train": "grid@16", "test": "grid", "resolution": 4, "points": 16,
+                 "accuracy": 0.5, "metric": name, "draws": 1}]
+        add_drops(rows, cell)
+        summary = summarize(rows, cell)
+        assert summary["metric"] == name and summary["lower_is_better"] == (not task.metric.higher_is_better)

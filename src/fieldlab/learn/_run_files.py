@@ -71,15 +71,16 @@ def load_weights(path: Path, what: str) -> dict[str, torch.Tensor]:
     return weights
 
 
-def load_checkpoint(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, device, steps: int) -> int:
-    """Load RUN/checkpoint.pt into `net` and `optimizer` (in memory only) and return its step; a damaged or
+def load_checkpoint(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, device, steps: int) -> dict:
+    """Load RUN/checkpoint.pt into `net` and `optimizer` (in memory only) and return what the file holds (its
+    `step` checked, and what else the caller keeps in it: identity, RNG state), read once; a damaged or
     foreign checkpoint is one line, before the run folder is touched."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # a cut file, a planted pickle, another format: torch, zip and pickle raise many kinds
         raise UserError(f"{path} is damaged ({type(error).__name__}); train again with --force") from None
     v.check_keys(state, {"net": dict, "optimizer": dict, "step": int}, path)
-    step = v.bounded_int(state["step"], "step", 0, steps, where=path)
+    v.bounded_int(state["step"], "step", 0, steps, where=path)
     _match_tensors(state["net"], net.state_dict(), path)
     params = list(net.parameters())
     moments = v.check_keys(state["optimizer"], {"state": dict, "param_groups": list}, f"{path} optimizer")["state"]
@@ -99,7 +100,7 @@ def load_checkpoint(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer
         raise UserError(f"{path} does not fit this network ({type(error).__name__}); train again with --force") from None
     for group, options in zip(optimizer.param_groups, fresh):  # options come from this run's config, not the file
         group.update(options)
-    return step
+    return state
 
 
 def _match_tensors(stored: Any, expected: dict[str, torch.Tensor], path: Path) -> None:

@@ -164,18 +164,17 @@ def _made(run: Path) -> None:
 def load_state(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, device, steps: int,
                identity: str | None) -> int:
     """The step of the checkpoint at `path`, loaded into `net` and `optimizer` (checked by
-    `_run_files.load_checkpoint`) with its RNG state; refused when `identity` is given and it was saved by
-    a run of another."""
+    `_run_files.load_checkpoint`, which reads the file once) with its RNG state; refused when `identity` is
+    given and it was saved by a run of another."""
     from fieldlab.learn._run_files import load_checkpoint
 
-    step = load_checkpoint(path, net, optimizer, device, steps)
-    state = torch.load(path, map_location="cpu", weights_only=True)  # read whole above: it loads
+    state = load_checkpoint(path, net, optimizer, device, steps)
     if identity is not None and state.get("identity") != identity:
         raise UserError(f"--resume: {path} was saved by a run with other options; run without --resume to start again")
     rng = state.get("rng")
     if isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8:
-        torch.set_rng_state(rng)
-    return step
+        torch.set_rng_state(rng.cpu())  # read onto `device`; the CPU generator takes a CPU tensor
+    return state["step"]
 
 
 __all__ = ["LoopOptions", "Trained", "load_state", "save_state", "train_loop"]
