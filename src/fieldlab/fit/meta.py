@@ -72,6 +72,11 @@ class MetaConfig:
     """Drop the second-order terms of the outer gradient (cheaper, usually a little worse)."""
     rate_init: tuple[float, float] = (0.005, 0.1)
     """Meta-SGD rates start uniform in this range (functa's), before the field's rate scale."""
+    jitter: float = 1.0
+    """Half of the outer loss scores each field at points moved off the sample centres by up to this fraction
+    of a sample spacing (uniform, a new draw per step), against the multilinear interpolation of the datum, and
+    half at the centres: the shared network learns fields that are smooth between the samples. 0 scores the
+    centres only (functa's). The inner loop always fits the centres, in training and when fitting a dataset."""
     fit_batch_size: int = 256
     """Data per batch when fitting a dataset's latents."""
     seed: int = 0
@@ -87,6 +92,8 @@ class MetaConfig:
             raise UserError(f"--lr must be in (0, 1), got {self.lr}")
         if not (0 < self.lr_final <= 1):
             raise UserError(f"--lr-final must be in (0, 1], got {self.lr_final}")
+        if not (0 <= self.jitter <= 1):
+            raise UserError(f"--jitter must be in [0, 1] (a fraction of a sample spacing), got {self.jitter}")
         if self.warmup < 0 or self.clip_norm < 0:
             raise UserError("--warmup and --clip-norm must be non-negative")
         low, high = self.rate_init
@@ -98,6 +105,34 @@ def check_latent_field(config: FieldConfig) -> None:
     """Meta-learning needs a field with a per-field `latent` (functa, spatial functa)."""
     if not isinstance(config, Latent):
         raise UserError(f"field {config.name!r} has no latent to meta-learn; use functa or spatial_functa")
+
+
+def grid_shape(coords: torch.Tensor) -> tuple[int, ...] | None:
+    """Samples per axis of `coords` (n, d) when they are a full row-major grid of centres (`grid_coords`)."""
+    shape = tuple(len(torch.unique(coords[:, a])) for a in range(coords.shape[1]))
+    return shape if math.prod(shape) == len(coords) else None
+
+
+def interpolate(values: torch.Tensor, shape: tuple[int, ...], points: torch.Tensor) -> torch.Tensor:
+    """Multilinear interpolation (f, m, c) of grid `values` (f, n, c) of `shape` at `points` (f, m, d) in
+    [-1, 1]; beyond the outermost centres the nearest value holds (as `grid_sample`'s border padding)."""
+    strides = [math.prod(shape[a + 1:]) for a in range(len(shape))]
+    lows, fracs = [], []
+    for a, size in enumerate(shape):
+        t = ((points[..., a] + 1) / 2 * size - 0.5).clamp(0, size - 1)  # centres sit at integer t
+        low = t.floor().clamp(max=max(size - 2, 0))
+        lows.append(low.long())
+        fracs.append(t - low)
+    result = 0
+    for corner in range(2 ** len(shape)):
+        index, weight = 0, 1
+        for a, size in enumerate(shape):
+            up = (corner >> a) & 1
+            index = index + (lows[a] + up).clamp(max=size - 1) * strides[a]
+            weight = weight * (fracs[a] if up else 1 - fracs[a])
+        gathered = values.gather(1, index[..., None].expand(-1, -1, values.shape[-1]))  # (f, m, c)
+        result = result + weight[..., None] * gathered
+    return result
 
 
 class MetaLearner:
@@ -121,6 +156,10 @@ class MetaLearner:
         empty = torch.zeros((0, *self.latent_shape), device=self.device)
         self.fields = FieldStack(template, {LATENT: empty}, {}, shared=shared)
         self.coords = coords.to(self.device)
+        self.grid = grid_shape(self.coords) if meta.jitter else None
+        if meta.jitter and self.grid is None:
+            raise ValueError("jitter needs the coordinates of a full grid of sample centres (grid_coords)")
+        self.jitter_generator = generator(meta.seed + 1)  # the same draws on every rank
         self.parameters = [*self.fields.shared.parameters(), self.rates]
         self.optimizer = torch.optim.Adam(self.parameters, lr=meta.lr)
         self.schedule = Schedule(meta.lr, meta.steps, "cosine", final=meta.lr_final, warmup=meta.warmup)
@@ -133,11 +172,28 @@ class MetaLearner:
         self._broadcast()
 
     # -- the inner loop -------------------------------------------------------------------------
-    def field_errors(self, latents: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """Per-field mean squared error (f,) of the fields with `latents` (f, …) against `values` (f, n, c)."""
-        coords = self.coords.expand(len(latents), -1, -1)
-        prediction = self.fields(coords, {LATENT: latents})
+    def field_errors(self, latents: torch.Tensor, values: torch.Tensor,
+                     points: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-field mean squared error (f,) of the fields with `latents` (f, …) against `values` (f, n, c),
+        at the sample centres, or at `points` (f, m, d) against the values' interpolation there."""
+        if points is None:
+            points = self.coords.expand(len(latents), -1, -1)
+        else:
+            values = interpolate(values, self.grid, points)
+        prediction = self.fields(points, {LATENT: latents})
         return (prediction - values).square().mean(dim=(-2, -1))
+
+    def off_centre(self, count: int) -> torch.Tensor | None:
+        """This rank's share of `count` · world jittered copies (count, n, d) of the centres (None without jitter).
+
+        Every rank draws the points of the whole batch, so N processes train exactly as one."""
+        if not self.meta.jitter:
+            return None
+        n, d = self.coords.shape
+        spacing = torch.tensor([2 / size for size in self.grid])
+        offsets = (torch.rand(count * self.world, n, d, generator=self.jitter_generator) - 0.5) * spacing
+        offsets = offsets[self.rank::self.world].to(self.device, self.coords.dtype)
+        return (self.coords + self.meta.jitter * offsets).clamp(-1, 1)
 
     def inner_rates(self) -> torch.Tensor:
         return self.rates.clamp(0, 1) * self.rate_scale
@@ -178,8 +234,12 @@ class MetaLearner:
         values = values.to(self.device)
         latents = self.adapt(values, create_graph=not self.meta.first_order)
         errors = self.field_errors(latents, values)
+        loss = errors.mean()
+        between = self.off_centre(len(values))
+        if between is not None:  # half the outer loss reads the adapted fields between the centres (`jitter`)
+            loss = (loss + self.field_errors(latents, values, between).mean()) / 2
         self.optimizer.zero_grad(set_to_none=True)
-        errors.mean().backward()
+        loss.backward()
         finite = self._reduce_and_clip()
         if finite:
             self.optimizer.step()
@@ -259,7 +319,7 @@ class MetaLearner:
 
 # -- fit-dataset ---------------------------------------------------------------------------------
 META_OPTIONS = {"meta_steps": "steps", "meta_batch_size": "batch_size", "meta_lr": "lr", "inner_steps": "inner_steps",
-                "warmup": "warmup", "clip_norm": "clip_norm", "first_order": "first_order"}
+                "warmup": "warmup", "clip_norm": "clip_norm", "first_order": "first_order", "jitter": "jitter"}
 """`fieldlab fit-dataset` flags (as --meta-steps …) → `MetaConfig` fields."""
 PER_FIELD_FIT = ("steps", "lr", "lr_final", "init", "target_psnr", "check_every", "sample_fraction")
 """`BatchedFitConfig` options that describe independent fits, meaningless for a meta-learned family."""
@@ -295,7 +355,8 @@ class MetaDatasetFitter(DatasetFitter):
         changed = [k for k in PER_FIELD_FIT if getattr(fit, k) != getattr(default, k)]
         if changed:
             raise UserError(f"--{changed[0].replace('_', '-')} does not apply to {config.name}; give --meta-steps, "
-                            "--meta-batch-size, --meta-lr, --inner-steps, --warmup, --clip-norm or --first-order")
+                            "--meta-batch-size, --meta-lr, --inner-steps, --warmup, --clip-norm, --first-order "
+                            "or --jitter")
         if fit.precision == "bf16":
             raise UserError(f"--precision bf16 is not supported for {config.name}; use fp32 or tf32")
         if fit.kernel == "fused":

@@ -1,0 +1,135 @@
+"""Functa between its samples (issue 20): is a meta-learned field smooth between the centres it was fitted to?
+
+A network that reads fields at arbitrary points (DI-Net, NUFT) and was trained on SIREN fields reads a functa
+store between its pixel centres too; there a functa fitted only at the centres is free to be noise. This
+benchmark meta-learns functa (`fieldlab.fit.meta.MetaLearner`, the dataset defaults `fit-dataset` resolves for
+8×8 items) with the outer loss at the sample centres (`--jitter 0`, functa's own) and at jittered points
+against the item's bilinear interpolation (`--jitter 1`), and reports for held-out items:
+
+- fit: PSNR at the item's own 8×8 centres (what a store records);
+- vs bilinear: PSNR of the field at the 32×32 centres of the same domain against bilinear interpolation of the
+  field's own 8×8 centre values (`between_vs_bilinear`; needs no ground truth, so it runs on digits);
+- vs photo (photos only): PSNR at the 32×32 centres against the 32×32 photo the item was averaged from;
+- meta-learning seconds, with a same-run interleaved ratio of the two settings' step times.
+
+Data: `sample:patches` grey photos area-averaged to 8×8 (never the scored digits) and `sample:digits`.
+
+    python benchmarks/functa_between.py [--field functa] [--steps 300] [--train 512] [--test 64] [--jitters 0,1]
+        [--data photos,digits] [--out F.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bandwidth_sweep import TRUTH, area, centres, grey_patches  # noqa: E402
+
+
+def psnr01(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over items of the PSNR of (f, …) values in [-1, 1], on a [0, 1] range (as the bandwidth sweep)."""
+    mse = ((a - b) / 2).square().reshape(len(a), -1).mean(dim=1)
+    return float((10 * torch.log10(1 / mse.clamp_min(1e-12))).mean())
+
+
+def between_vs_bilinear(evaluate, n: int, fine: int = TRUTH) -> float:
+    """PSNR of fields at the `fine`² centres against bilinear interpolation of their own `n`² centre values.
+
+    `evaluate(points (m, 2)) -> (f, m)` reads every field at the points (values in [-1, 1])."""
+    own = evaluate(centres(n)).reshape(-1, 1, n, n)
+    smooth = torch.nn.functional.interpolate(own, size=(fine, fine), mode="bilinear", align_corners=False)
+    return psnr01(evaluate(centres(fine)).reshape(-1, fine, fine), smooth[:, 0])
+
+
+def config_for(field: str, shape: tuple[int, int]):
+    """The config `fit-dataset` resolves for grey items of `shape` (the field's item defaults)."""
+    from fieldlab.fields import make_config
+
+    config = make_config(field, in_dim=2, out_dim=1)
+    return config.replace(**config.item_defaults(shape)).adapt(shape)
+
+
+def learn(train: torch.Tensor, jitter: float, steps: int, field: str = "functa", seed: int = 0):
+    from fieldlab.fit.meta import MetaConfig, MetaLearner
+
+    meta = MetaConfig(steps=steps, jitter=jitter, seed=seed, device="cpu")
+    learner = MetaLearner(config_for(field, (8, 8)), centres(8), meta)
+    start = time.perf_counter()
+    learner.train(train)
+    return learner, time.perf_counter() - start
+
+
+def scores(learner, items: torch.Tensor, truth: torch.Tensor | None) -> dict:
+    """fit / vs bilinear / vs photo PSNRs of the held-out `items` (f, 64, 1) fitted by the inner loop."""
+    latents, fit = learner.fit_latents(items)
+    stack = learner.stack(latents)
+
+    def evaluate(points):
+        with torch.no_grad():
+            return stack(points.expand(len(latents), -1, -1))[..., 0]
+
+    row = {"fit_db": float(fit.mean()), "vs_bilinear_db": between_vs_bilinear(evaluate, 8)}
+    if truth is not None:
+        row["vs_photo_db"] = psnr01(evaluate(centres(TRUTH)).clamp(-1, 1), truth.reshape(len(truth), -1))
+    return row
+
+
+def step_ratio(train: torch.Tensor, jitters: list[float], field: str, rounds: int = 4, steps: int = 5) -> dict:
+    """Seconds per outer step of each jitter, measured interleaved (A B A B …) in this run."""
+    learners = {j: learn(train, j, 1, field)[0] for j in jitters}
+    seconds = {j: 0.0 for j in jitters}
+    for _ in range(rounds):
+        for j in jitters:
+            start = time.perf_counter()
+            learners[j].train(train, steps=steps)
+            seconds[j] += time.perf_counter() - start
+    return {str(j): seconds[j] / (rounds * steps) for j in jitters}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--train", type=int, default=512)
+    parser.add_argument("--test", type=int, default=64)
+    parser.add_argument("--jitters", default="0,1")
+    parser.add_argument("--data", default="photos,digits")
+    parser.add_argument("--field", default="functa", choices=("functa", "spatial_functa"))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steady on a shared CPU)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    jitters = [float(j) for j in args.jitters.split(",")]
+    results: dict = {"steps": args.steps, "rows": []}
+    data = {}
+    if "photos" in args.data:
+        photos = grey_patches(args.train + args.test)
+        items = torch.from_numpy(area(photos, 8) * 2 - 1).float().reshape(len(photos), 64, 1)
+        truth = torch.from_numpy(photos[args.train:] * 2 - 1).float()
+        data["photos"] = (items[:args.train], items[args.train:], truth)
+    if "digits" in args.data:
+        from sklearn.datasets import load_digits
+
+        digits = torch.from_numpy(load_digits().images / 16 * 2 - 1).float().reshape(-1, 64, 1)
+        data["digits"] = (digits[:-args.test], digits[-args.test:], None)
+    for name, (train, test, truth) in data.items():
+        for jitter in jitters:
+            learner, seconds = learn(train, jitter, args.steps, args.field)
+            row = {"field": args.field, "data": name, "jitter": jitter, "meta_seconds": round(seconds, 1), **scores(learner, test, truth)}
+            results["rows"].append(row)
+            print(json.dumps(row), flush=True)
+    # Against functa's own (jitter 0) in the same run, whatever rows were asked for.
+    results["seconds_per_step"] = step_ratio(data[next(iter(data))][0], sorted({0.0, *jitters}), args.field)
+    print(json.dumps(results["seconds_per_step"]), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
