@@ -38,6 +38,8 @@ import json, sys, time
 import torch
 from fieldlab.cli.main import main
 argv = json.loads(sys.argv[1])
+if int(sys.argv[4]):  # no matplotlib: the pictures are skipped, as where it is not installed
+    sys.modules["matplotlib"] = None
 if int(sys.argv[3]):
     torch.set_num_threads(int(sys.argv[3]))
 start, cpu = time.perf_counter(), time.process_time()
@@ -87,7 +89,8 @@ def sources(commit: str, into: Path) -> Path:
     return into / commit / "src"
 
 
-def run(src: Path, argv: list[str], work: Path, out: Path, threads: int = 0) -> tuple[float, float, float | None]:
+def run(src: Path, argv: list[str], work: Path, out: Path, threads: int = 0,
+        pictures: bool = True) -> tuple[float, float, float | None]:
     """Seconds `main(argv)` took with fieldlab imported from `src`, the CPU seconds of its process in them
     (every thread's; what other jobs on a loaded machine disturb least), and the training seconds the command
     wrote in OUT/metrics.json (`seconds`: the steps alone, without reading, evaluation, writing or the
@@ -95,7 +98,8 @@ def run(src: Path, argv: list[str], work: Path, out: Path, threads: int = 0) -> 
     argv = [a.format(work=work, out=out) for a in argv]
     clock = out.with_suffix(".seconds")
     env = {**os.environ, "PYTHONPATH": str(src)}
-    done = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(argv), str(clock), str(threads)], env=env, cwd=work,
+    done = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(argv), str(clock), str(threads),
+                           str(int(not pictures))], env=env, cwd=work,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed with {src}:\n{done.stderr[-2000:]}")
@@ -120,6 +124,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch's CPU threads per run (0: torch's default; on a shared 2-core machine two "
                              "threads of one run fight the other jobs and a step's time varies 20-fold)")
+    parser.add_argument("--no-pictures", action="store_true",
+                        help="hide matplotlib from both versions, so the new code skips the pictures the old one "
+                             "did not draw (training.png, error.png, blocks.png): the steps and the bookkeeping alone")
     args = parser.parse_args()
     paths = {k: v for k, v in PATHS.items() if not args.only or k in args.only.split(",")}
     with tempfile.TemporaryDirectory(prefix="refactor_speed.") as tmp:
@@ -139,7 +146,8 @@ def main() -> None:
                 order = ["old", "new"] if (repeat + i) % 2 == 0 else ["new", "old"]
                 for name in order:
                     out = works[name] / f"{path}-{repeat}"
-                    total, cpu, trained = run(versions[name], argv, works[name], out, args.threads)
+                    total, cpu, trained = run(versions[name], argv, works[name], out, args.threads,
+                                              pictures=not args.no_pictures)
                     times.setdefault((path, name), []).append(total)
                     cpus.setdefault((path, name), []).append(cpu)
                     if trained is not None:
@@ -148,7 +156,8 @@ def main() -> None:
                       f"(CPU {cpus[path, 'old'][-1]:.2f} s), new {times[path, 'new'][-1]:.2f} s "
                       f"(CPU {cpus[path, 'new'][-1]:.2f} s)", flush=True)
         print(f"load after: {uptime()}\n")
-    print(f"old {args.old}, new {args.new or 'working tree'}; min of {args.repeats} runs, seconds in main(); "
+    print(f"old {args.old}, new {args.new or 'working tree'}{', no pictures' if args.no_pictures else ''}; "
+          f"min of {args.repeats} runs, seconds in main(); "
           f"{time.strftime('%Y-%m-%d')}, CPU "
           f"({os.cpu_count()} cores), torch threads {args.threads or 'default'}\n")
     print("| path | command | old s | new s | new/old | CPU old s | CPU new s | CPU new/old | steps old s | "
