@@ -6,7 +6,8 @@ option left unset (None) is resolved here, once, for every command that fits or 
 - a time budget (`CPU_MAX_SECONDS`), stated in the log with the flag that lifts it;
 - mini-batches of points instead of the full batch when a full step of the field over the whole signal
   would cost more than `CPU_STEP_BUDGET` (points × parameters), so a large photo takes many cheap steps in
-  that budget rather than a handful of full ones.
+  that budget rather than a handful of full ones; a mesh's occupancy fit takes that mini-batch too where it
+  is smaller than a GPU's 65,536 points (`occupancy_points_per_step`).
 
 An option given explicitly, `--max-seconds 0` and `--batch-size 0` included, is kept as given.
 """
