@@ -22,7 +22,11 @@ from fieldlab._errors import UserError
 
 def is_mesh_store(store) -> bool:
     """Whether `store` holds occupancy fields of a folder of meshes."""
-    return store.signal.kind == "mesh" and bool(store.signal.extra.get("occupancy")) and store.signal.channels == 1
+    from fieldlab.signals import get_modality, modality_names
+
+    kind = store.signal.kind  # a modality fitted as occupancy fields (meshes), declared on the modality
+    occupancy = kind in modality_names() and get_modality(kind).occupancy
+    return occupancy and bool(store.signal.extra.get("occupancy")) and store.signal.channels == 1
 
 
 def mesh_store_targets(store, rows: np.ndarray) -> torch.Tensor:
