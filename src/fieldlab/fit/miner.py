@@ -4,7 +4,8 @@
     for scale s = 0 (coarsest) … J-1:
         residual_s = pyramid_s − Σ_{t<s} scale t evaluated at scale s's sample centres
         blocks whose residual MSE ≤ prune-mse get no network
-        train the rest (one batched matmul per layer, in chunks of blocks); every check-every steps,
+        train the rest, each on its samples and a margin of its neighbours' residual (--margin), one batched
+        matmul per layer, in chunks of blocks; every check-every steps,
         blocks whose MSE < stop-mse retire: their parameters and optimizer state leave the training set
     prediction = the stored field evaluated at every sample (the same code that renders it)
 
@@ -16,6 +17,14 @@ scale (fit/miner_place.py), with or without streaming.
 Precision (--precision tf32|bf16) applies to training the blocks (steps and retirement checks): TF32
 matmuls, or bf16 autocast of the hidden layers (BlockNet keeps its first layer, activations and head in
 fp32); loss, parameters and Adam are fp32, and residuals and the final prediction are computed in fp32.
+
+A block of every scale but the finest renders only its own samples but trains on a band of `--margin`
+samples of its neighbours' residual beyond each side too (Local-Global's training margin, `--overlap`), so
+its edge samples are inside what it fitted and the coarse scales carry the borders continuously: without
+one, the coarsest blocks' borders (where every scale has a border) came out 1.1-1.5 dB worse than their
+interiors at 512 px (BENCHMARKS.md, "MINER seams (issue 22)"). The finest blocks, which hold the detail,
+keep their own samples: a margin there cost 1.5-2 dB of PSNR and did not mend the coarse borders. The
+margin changes only the training points, so renders, crops and extensions stay exact.
 
 Coarser scales are evaluated at the finer samples directly (they are functions of continuous
 coordinates), not up-sampled, so the field sums exactly to what was trained at any resolution.
@@ -58,6 +67,8 @@ DEFAULT_POSITIONS = 256
 --sample-fraction says otherwise; a --batch-size of at least the block's samples trains on whole blocks."""
 STEP_SHARES_FINEST = 3
 """The finest scale gets this many shares of --steps, every other scale one (MINER_pl: 50/50/50/200 epochs)."""
+MARGIN_FRACTION = 16
+"""A block's default training margin is its side over this (Local-Global's `OVERLAP_FRACTION`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +92,13 @@ class MinerTrainConfig:
     device_budget: float = 0
     """Device bytes the trainer plans its chunks of blocks for, scale by scale; 0: 80% of the free CUDA
     memory, unlimited on the CPU."""
+    margin: int | None = None
+    """Samples of its neighbours' residual (at its own scale) that each block of every scale but the finest
+    also trains on beyond every side, while it renders only its own; unset: 1/16 of the block's side (2 of
+    32), at least 1; 0: none."""
+
+    def resolved_margin(self, block_size: int) -> int:
+        return max(1, block_size // MARGIN_FRACTION) if self.margin is None else self.margin
 
     def validate(self) -> None:
         """Each option typed and in range: one UserError naming its flag (the messages the field gave)."""
@@ -93,6 +111,8 @@ class MinerTrainConfig:
         if self.check_every < 1:
             raise UserError(f"--check-every must be positive, got {self.check_every}")
         bounded_int(self.check_every, "--check-every", 1, LIMITS.width)
+        if self.margin is not None:
+            bounded_int(self.margin, "--margin", 0, LIMITS.width)
         for name, choices in (("threshold", ("absolute", "relative")), ("streaming", ("auto", "on", "off"))):
             if getattr(self, name) not in choices:
                 raise UserError(f"--{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
@@ -123,10 +143,37 @@ def from_blocks(blocks: torch.Tensor, size: int, shape: tuple[int, ...]) -> torc
     return split.permute(order).reshape(c, *shape)
 
 
-def local_grid(size: int, d: int, device=None) -> torch.Tensor:
-    """Local coordinates (size^d, d) of the sample centres of a block, in the order of `to_blocks`."""
-    axis = (torch.arange(size, device=device, dtype=torch.float32) + 0.5) * 2 / size - 1
+def local_grid(size: int, d: int, device=None, margin: int = 0) -> torch.Tensor:
+    """Local coordinates ((size + 2 margin)^d, d) of the sample centres of a block and of `margin` samples
+    beyond each of its sides (past [-1, 1]), in the order of `to_blocks`."""
+    axis = (torch.arange(-margin, size + margin, device=device, dtype=torch.float32) + 0.5) * 2 / size - 1
     return torch.stack(torch.meshgrid(*[axis] * d, indexing="ij"), -1).reshape(-1, d)
+
+
+def inside(size: int, d: int, margin: int, device=None) -> torch.Tensor | None:
+    """Positions (size^d,) of a block's own samples among those of `local_grid(size, d, margin=margin)`
+    (None without a margin: all of them)."""
+    if not margin:
+        return None
+    axis = torch.arange(margin, size + margin, device=device)
+    grid = torch.stack(torch.meshgrid(*[axis] * d, indexing="ij"), -1).reshape(-1, d)
+    return ravel(grid, (size + 2 * margin,) * d)
+
+
+def with_margin(blocks: torch.Tensor, index: torch.Tensor, per_axis: tuple[int, ...], margin: int) -> torch.Tensor:
+    """The blocks `index` (p,) of a scale's residual blocks (N, m, c), each widened by `margin` samples of its
+    neighbours per side: (p, (size + 2 margin)^d, c). Past the padded grid's ends the residual is replicated
+    (as the pyramid pads the signal)."""
+    size = round(blocks.shape[1] ** (1 / len(per_axis)))
+    if not margin:
+        return blocks[index.to(blocks.device)]
+    grid = from_blocks(blocks, size, tuple(n * size for n in per_axis))  # (c, *n)
+    grid = F.pad(grid[None], [margin] * 2 * len(per_axis), mode="replicate")[0]
+    for axis in range(1, grid.ndim):  # windows of size + 2 margin every size samples: (c, *per_axis, *window)
+        grid = grid.unfold(axis, size + 2 * margin, size)
+    position = unravel(index.to(grid.device), per_axis)
+    windows = grid.movedim(0, -1)[tuple(position.T)]  # (p, *window, c): only the kept blocks are copied
+    return windows.reshape(len(index), (size + 2 * margin) ** len(per_axis), grid.shape[0])
 
 
 @torch.no_grad()
@@ -260,7 +307,7 @@ class ScaleTrainer:
 
     def __init__(self, net: BlockNet, index: torch.Tensor, params: dict[str, torch.Tensor], target: torch.Tensor,
                  stop: torch.Tensor, *, lr: float, fused: bool, place: Placement | None = None,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", margin: int = 0):
         self.net, self.lr, self.fused, self.precision = net, lr, fused, precision
         # targets live in place.storage or, when they all fit the budget, on its device; the rest on its device
         self.place = place or Placement(target.device)
@@ -269,7 +316,10 @@ class ScaleTrainer:
         self.optimizer = torch.optim.Adam(list(self.params.values()), lr=lr, fused=fused)
         self.retired: list[tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]] = []
         self.retired_error = torch.zeros((), device=self.place.device)  # Σ final MSE of the retired blocks
-        self.x = local_grid(round(target.shape[1] ** (1 / net.in_dim)), net.in_dim, self.place.device)
+        # target (p, m, c) holds each block's samples and its margin; retirement looks at its own (`self.inside`)
+        size = round(target.shape[1] ** (1 / net.in_dim)) - 2 * margin
+        self.x = local_grid(size, net.in_dim, self.place.device, margin)
+        self.inside = inside(size, net.in_dim, margin, self.place.device)
 
     def __len__(self) -> int:
         return self.index.numel()
@@ -302,11 +352,16 @@ class ScaleTrainer:
 
     @torch.no_grad()
     def block_errors(self) -> torch.Tensor:
-        """MSE (p,) of every training block on all its samples."""
+        """MSE (p,) of every training block on all its own samples (not its margin: what it renders)."""
         n = min(256, self.place.max_blocks)
+        x = self.x if self.inside is None else self.x[self.inside]
+        errors = []
         with self._precision():  # the stopping rule sees what training sees
-            errors = [(run_blocks(self.net, {k: v[i:i + n] for k, v in self.params.items()}, self.x, self.place.points)
-                       - self.place.load(self.target[i:i + n])).square().mean(dim=(1, 2)) for i in range(0, len(self), n)]
+            for i in range(0, len(self), n):
+                y = self.place.load(self.target[i:i + n])
+                y = y if self.inside is None else y[:, self.inside]
+                values = run_blocks(self.net, {k: v[i:i + n] for k, v in self.params.items()}, x, self.place.points)
+                errors.append((values - y).square().mean(dim=(1, 2)))
         return torch.cat(errors) if errors else self.x.new_zeros(0)
 
     @torch.no_grad()
@@ -421,8 +476,10 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
     model = config.adapt(shape).replace(blocks=(0,) * J).build().to(device)
     net, size, d = model.net, model.block_size, len(shape)
     samples = size**d
-    batch = fit_config.batch_size or round(fit_config.sample_fraction * samples) or DEFAULT_POSITIONS
-    batch = batch if batch < samples else 0  # 0: every sample of every block
+    margin = train.resolved_margin(size)
+    if margin > size:
+        raise UserError(f"--margin must be at most the block's side ({size} samples), got {margin}")
+    margins = [margin] * (J - 1) + [0]  # the finest blocks carry the detail: a margin there costs PSNR
     lr = fit_config.lr or type(config).lr
     relative = train.threshold == "relative"
     draws = generator(fit_config.seed, device)
@@ -466,12 +523,16 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
             fresh = net.init(len(index), scale=s, device=device)
             if config.parent_init and s:
                 fresh = parent_params(model, s, index, fresh)
-            place.plan(model, channels, len(index), _held(place, targets, len(index) * samples * channels * 4))
-            target = blocks[index.to(blocks.device)]
+            trained = (size + 2 * margins[s]) ** d  # a block's samples and its margin
+            batch = fit_config.batch_size or round(fit_config.sample_fraction * trained) or DEFAULT_POSITIONS
+            batch = batch if batch < trained else 0  # 0: every sample of every block
+            place.margin = margins[s]
+            place.plan(model, channels, len(index), _held(place, targets, len(index) * trained * channels * 4))
+            target = with_margin(blocks, index, model.blocks_per_axis(s), margins[s])
             # a streaming fit whose training targets fit the budget at once moves them to the device once
             target = place.load(target) if place.targets_on_device else place.keep(target)
             trainer = ScaleTrainer(net, index, fresh, target, stop, lr=lr, fused=cuda, place=place,
-                                   precision=fit_config.precision)
+                                   precision=fit_config.precision, margin=margins[s])
             untrained = float(error.sum() - error[index].sum())  # pruned blocks' residual stays as error
             del blocks, error, target
             done, retired = saves.restore_scale(s, trainer)
@@ -487,7 +548,7 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
                     break
                 tick = time.perf_counter()
                 step_lr = schedule.lr(k)
-                positions = step_points(samples, batch, draws, device)
+                positions = step_points(trained, batch, draws, device)
                 loss = trainer.step(positions, step_lr)
                 stats.steps += 1
                 clock.step_seconds = time.perf_counter() - tick

@@ -36,8 +36,9 @@ class Placement:
     block samples go through the network at once (`points`) and how many blocks' targets may be on the
     device at once (`max_blocks`); counts the most blocks it ever moved there."""
 
-    def __init__(self, device: torch.device, *, streaming: bool = False, budget: float = math.inf):
+    def __init__(self, device: torch.device, *, streaming: bool = False, budget: float = math.inf, margin: int = 0):
         self.device, self.streaming, self.budget = device, streaming, budget
+        self.margin = margin  # a training block's samples per side beyond its own (the trainer sets it per scale)
         self.storage = torch.device("cpu") if streaming else device
         self.points = POINTS_PER_CHUNK
         self.max_blocks = 2**62
@@ -68,7 +69,7 @@ class Placement:
             self.targets_on_device = True
             return
         room = self.budget - resident - stored_bytes(model) - parameter_bytes(model, blocks)
-        samples = model.block_size ** model.net.in_dim
+        samples = trained_samples(model, self.margin if training else 0)
         block_bytes = samples * channels * 4
         if not self.streaming:
             self.points = chunk_points(room, activation_bytes(model, 1))
@@ -79,7 +80,7 @@ class Placement:
             self.targets_on_device, self.max_blocks = True, 2**62
             self.points = chunk_points(room - blocks * block_bytes, activation_bytes(model, 1))
         else:
-            self.max_blocks = max(1, int(room // streamed_block_bytes(model, channels)))
+            self.max_blocks = max(1, int(room // streamed_block_bytes(model, channels, self.margin)))
             self.points = min(POINTS_PER_CHUNK, self.max_blocks * samples)
 
 
@@ -129,9 +130,14 @@ def activation_bytes(model: Miner, points: int) -> int:
     return points * (2 * model.net.num_layers + 4) * model.net.hidden_dim * 4
 
 
-def streamed_block_bytes(model: Miner, channels: int) -> int:
+def trained_samples(model: Miner, margin: int = 0) -> int:
+    """Samples a training block's targets hold: its own and `margin` more per side."""
+    return (model.block_size + 2 * margin) ** model.net.in_dim
+
+
+def streamed_block_bytes(model: Miner, channels: int, margin: int = 0) -> int:
     """Device bytes per block a streaming fit moves at once: its targets, a working copy, its activations."""
-    samples = model.block_size**model.net.in_dim
+    samples = trained_samples(model, margin)
     return 2 * samples * channels * 4 + activation_bytes(model, samples)
 
 
