@@ -42,7 +42,7 @@ def test_a_mesh_fit_on_a_cpu_takes_the_step_budgets_mini_batches_and_a_gpu_65536
     from fieldlab.fit.device_defaults import occupancy_points_per_step
 
     # The README's `fit bunny.obj`: 2^20 points, the 198,657-parameter SIREN of a mesh.
-    assert occupancy_points_per_step("cpu", 2**20, 198_657) == 4096
+    assert occupancy_points_per_step("cpu", 2**20, 198_657) == 16384
     assert occupancy_points_per_step("cuda", 2**20, 198_657) == 65536
     assert occupancy_points_per_step("cpu", 2000, 100) == 2000  # a small fit: all its points, as before
 
@@ -80,3 +80,18 @@ def test_a_mesh_folder_store_stops_its_fields_early_and_store_info_says_by_what(
     assert (FieldStore(store).column("steps") < 300).all()  # stopped at 99.5 % of its signs, not at 40 dB
     status, out, _ = cli(["store", "info", store])
     assert status == 0 and "stopping  each field once 99.5 % of its grid samples had the right sign" in out
+
+
+def test_the_first_steps_warm_up_is_not_taken_for_a_steps_cost_by_the_time_limits_estimate():
+    # A mesh's first 4,096-point CPU step took 0.6 s and its estimate of the final evaluation (2.2M points)
+    # stopped `fit bunny.obj` after 1 step; from the second step on the estimate uses a real step's time.
+    from fieldlab.fit import FitConfig
+    from fieldlab.fit.loop import Fitter
+
+    coords, values = balls([0.5])
+    field = make_config("siren", in_dim=3, out_dim=1, hidden_dim=8, num_layers=1).build()
+    fitter = Fitter(field, coords, values[0], FitConfig(steps=3, device="cpu", max_seconds=0, batch_size=0), lr=1e-3)
+    fitter.step()
+    assert fitter.step_seconds == 0.0
+    fitter.step()
+    assert fitter.step_seconds > 0.0

@@ -6,8 +6,8 @@ option left unset (None) is resolved here, once, for every command that fits or 
 - a time budget (`CPU_MAX_SECONDS`), stated in the log with the flag that lifts it;
 - mini-batches of points instead of the full batch when a full step of the field over the whole signal
   would cost more than `CPU_STEP_BUDGET` (points × parameters), so a large photo takes many cheap steps in
-  that budget rather than a handful of full ones; a mesh's occupancy fit takes that mini-batch too where it
-  is smaller than a GPU's 65,536 points (`occupancy_points_per_step`).
+  that budget rather than a handful of full ones; a mesh's occupancy fit takes that mini-batch too (at least
+  16,384 points) where it is smaller than a GPU's 65,536 (`occupancy_points_per_step`).
 
 An option given explicitly, `--max-seconds 0` and `--batch-size 0` included, is kept as given.
 """
@@ -56,14 +56,19 @@ class DeviceDefaults:
 OCCUPANCY_POINTS = 2**16
 """Points per step of a mesh's occupancy fit on a GPU (and at most on a CPU)."""
 
+OCCUPANCY_CPU_MIN_POINTS = 2**14
+"""Fewest points per CPU step of a mesh's occupancy fit: on the README's bunny at equal points processed,
+16,384-point steps reached IoU 0.93 against 0.95 for 4,096 and 0.70 for 65,536, at half the time per point of
+4,096 (BENCHMARKS.md, occupancy stopping rule and CPU mesh fits)."""
+
 
 def occupancy_points_per_step(device: torch.device | str, points: int, params: int) -> int:
     """Points per step of a mesh's occupancy fit whose batch size is unset: `OCCUPANCY_POINTS` on a GPU; on
-    a CPU the step budget's mini-batch where it is smaller (4,096 for the 199k-parameter default SIREN), so
-    the time budget buys many cheap steps rather than a few dozen slow ones."""
+    a CPU the step budget's mini-batch where it is smaller, but no fewer than `OCCUPANCY_CPU_MIN_POINTS`
+    (16,384 for the 199k-parameter default SIREN), so the time budget buys hundreds of steps, not a few dozen."""
     full = min(OCCUPANCY_POINTS, points)
     budget = device_defaults(device).points_per_step(points, params)
-    return min(full, budget) if budget else full
+    return min(full, max(budget, OCCUPANCY_CPU_MIN_POINTS)) if budget else full
 
 
 def device_defaults(device: torch.device | str) -> DeviceDefaults:

@@ -192,6 +192,10 @@ class Fitter:
             # Nor is it a step's cost: timed with compilation, the first step made the time limit's estimate
             # of the final evaluation exceed what was left (--compile --max-seconds 100 stopped after 1 step).
             self.step_seconds = 0.0
+        elif self.step_count == 1:
+            # Nor is the first step's warm-up (allocations, threads): a mesh's first CPU step took 3 times the next
+            # one, and its estimate of the final evaluation stopped the fit after that step.
+            self.step_seconds = 0.0
         return loss.detach()
 
     def _sync(self) -> None:
