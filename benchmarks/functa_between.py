@@ -56,10 +56,10 @@ def config_for(field: str, shape: tuple[int, int]):
     return config.replace(**config.item_defaults(shape)).adapt(shape)
 
 
-def learn(train: torch.Tensor, jitter: float, steps: int, field: str = "functa", seed: int = 0):
+def learn(train: torch.Tensor, jitter: float, steps: int, field: str = "functa", weight: float = 0.03, seed: int = 0):
     from fieldlab.fit.meta import MetaConfig, MetaLearner
 
-    meta = MetaConfig(steps=steps, jitter=jitter, seed=seed, device="cpu")
+    meta = MetaConfig(steps=steps, jitter=jitter, between_weight=weight, seed=seed, device="cpu")
     learner = MetaLearner(config_for(field, (8, 8)), centres(8), meta)
     start = time.perf_counter()
     learner.train(train)
@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--jitters", default="0,1")
     parser.add_argument("--data", default="photos,digits")
     parser.add_argument("--field", default="functa", choices=("functa", "spatial_functa"))
+    parser.add_argument("--weight", type=float, default=0.03, help="the between-samples term's weight")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steady on a shared CPU)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -120,8 +121,9 @@ def main() -> None:
         data["digits"] = (digits[:-args.test], digits[-args.test:], None)
     for name, (train, test, truth) in data.items():
         for jitter in jitters:
-            learner, seconds = learn(train, jitter, args.steps, args.field)
-            row = {"field": args.field, "data": name, "jitter": jitter, "meta_seconds": round(seconds, 1), **scores(learner, test, truth)}
+            learner, seconds = learn(train, jitter, args.steps, args.field, args.weight)
+            row = {"field": args.field, "data": name, "jitter": jitter, "weight": args.weight,
+                   "meta_seconds": round(seconds, 1), **scores(learner, test, truth)}
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
     # Against functa's own (jitter 0) in the same run, whatever rows were asked for.
