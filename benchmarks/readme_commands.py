@@ -151,6 +151,8 @@ def quality(command: str, folder: Path) -> str:
         from fieldlab.store.field_store import FieldStore
 
         summary = FieldStore(path).summary()
+        if not summary["complete"]:  # stopped before its first chunk was written: no PSNR to average
+            return "0 fields written"
         return f"{summary['complete']:,} fields, mean PSNR {summary['psnr']['mean']:.2f} dB"
     return "written" if path.exists() else "nothing written"
 
