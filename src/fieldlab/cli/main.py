@@ -250,12 +250,33 @@ def version_command() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line and exit 2; an interrupt exits 130 (SIGINT) or 143 (SIGTERM)."""
     _freeze_imports()
+    whole_process = argv is None  # the program itself (console script, python -m fieldlab), not a caller's call
     argv = join_multi_values(list(sys.argv[1:] if argv is None else argv))
     _log_notes_to_stderr()
     from fieldlab._deadline import command_started
 
     with _sigterm_as_interrupt() as received, command_started():  # --max-seconds counts from here
         _run(argv, received)
+    if whole_process and argv[:1] in QUICK_EXIT:
+        _exit_now()
+
+
+# Commands whose process ends without tearing down its ~2,000 modules (0.4 s, 0.7 s once torch._dynamo is
+# imported, of a small fit's wall time on a CPU): their files are closed and renamed in place by then.
+QUICK_EXIT = (["fit"],)
+
+
+def _exit_now() -> None:
+    """Exit 0 as the interpreter would (exit handlers run, output flushed) but skip its teardown; a command
+    that left a thread running exits the usual way, which waits for it."""
+    import atexit
+
+    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+        return
+    atexit._run_exitfuncs()  # logging's shutdown, temporary folders' finalizers, …
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _freeze_imports() -> None:
