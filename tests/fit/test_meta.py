@@ -201,6 +201,7 @@ def test_fit_dataset_meta_learns_and_resumes(cli, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--field", "functa", "--steps", "10"], "--steps does not apply to functa"),
+    (["--field", "functa", "--target-accuracy", "0.9"], "--target-accuracy does not apply to functa"),
     (["--field", "siren", "--meta-steps", "10"], "--meta-steps applies to functa and spatial_functa only"),
     (["--field", "functa", "--inner-steps", "0"], "--inner-steps must be positive"),
 ])
