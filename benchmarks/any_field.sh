@@ -6,6 +6,9 @@
 #   bash benchmarks/any_field.sh OUT [NET] [LIMIT] [FIT_STEPS]     # e.g. OUT=/tmp/anyfield dinet 1797 300
 #
 # FIELDS="siren fourier" limits the architectures (siren first: it is trained on).
+# RUN=DIR evaluates an existing run trained on a SIREN store instead of training one (to re-measure
+# one row without the training: RUN=../af/run-dinet FIELDS="siren spatial-functa"); the table then
+# goes to OUT/eval.*, leaving the run's own eval files alone.
 # Writes OUT/digits-<field> stores, OUT/run-<net>, OUT/eval.txt (the printed table) and OUT/eval.json.
 # On the GPU image zarr travels as wheels (.whl/, see the device tool's README). No data outside the repo.
 set -euo pipefail
@@ -25,9 +28,12 @@ for field in "${fields[@]}"; do
         --out "$out/digits-$field" --force --quiet
     echo "fit-dataset $field: $(python -c "print(f'{$(date +%s.%N) - $start:.1f}')") s"
 done
-python -m fieldlab train "$out/digits-siren" --net "$net" --out "$out/run-$net" --force ${TRAIN_ARGS:-}
+run=${RUN:-$out/run-$net}
+if [ -z "${RUN:-}" ]; then
+    python -m fieldlab train "$out/digits-siren" --net "$net" --out "$run" --force ${TRAIN_ARGS:-}
+fi
 stores=()
 for field in "${fields[@]}"; do stores+=("$out/digits-$field"); done
-python -m fieldlab eval "$out/run-$net" "${stores[@]}" --points grid,qmc,rqmc,random,shrunk \
-    --resolutions 8,16 ${EVAL_ARGS:-} | tee "$out/eval.txt"
-cp "$out/run-$net/eval.json" "$out/eval.json" 2>/dev/null || true
+python -m fieldlab eval "$run" "${stores[@]}" --points grid,qmc,rqmc,random,shrunk \
+    --resolutions 8,16 ${RUN:+--out "$out"} ${EVAL_ARGS:-} | tee "$out/eval.txt"
+[ -n "${RUN:-}" ] || cp "$run/eval.json" "$out/eval.json" 2>/dev/null || true
