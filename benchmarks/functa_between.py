@@ -48,19 +48,21 @@ def between_vs_bilinear(evaluate, n: int, fine: int = TRUTH) -> float:
     return psnr01(evaluate(centres(fine)).reshape(-1, fine, fine), smooth[:, 0])
 
 
-def config_for(field: str, shape: tuple[int, int]):
-    """The config `fit-dataset` resolves for grey items of `shape` (the field's item defaults)."""
+def config_for(field: str, shape: tuple[int, int], options: dict | None = None):
+    """The config `fit-dataset` resolves for grey items of `shape` (the field's item defaults), with the
+    user's `options` winning over them as on the command line."""
     from fieldlab.fields import make_config
 
     config = make_config(field, in_dim=2, out_dim=1)
-    return config.replace(**config.item_defaults(shape)).adapt(shape)
+    return config.replace(**{**config.item_defaults(shape), **(options or {})}).adapt(shape)
 
 
-def learn(train: torch.Tensor, jitter: float, steps: int, field: str = "functa", weight: float = 0.03, seed: int = 0):
+def learn(train: torch.Tensor, jitter: float, steps: int, field: str = "functa", weight: float = 0.03, seed: int = 0,
+          options: dict | None = None):
     from fieldlab.fit.meta import MetaConfig, MetaLearner
 
     meta = MetaConfig(steps=steps, jitter=jitter, between_weight=weight, seed=seed, device="cpu")
-    learner = MetaLearner(config_for(field, (8, 8)), centres(8), meta)
+    learner = MetaLearner(config_for(field, (8, 8), options), centres(8), meta)
     start = time.perf_counter()
     learner.train(train)
     return learner, time.perf_counter() - start
@@ -81,9 +83,10 @@ def scores(learner, items: torch.Tensor, truth: torch.Tensor | None) -> dict:
     return row
 
 
-def step_ratio(train: torch.Tensor, jitters: list[float], field: str, rounds: int = 4, steps: int = 5) -> dict:
+def step_ratio(train: torch.Tensor, jitters: list[float], field: str, rounds: int = 4, steps: int = 5,
+               options: dict | None = None) -> dict:
     """Seconds per outer step of each jitter, measured interleaved (A B A B …) in this run."""
-    learners = {j: learn(train, j, 1, field)[0] for j in jitters}
+    learners = {j: learn(train, j, 1, field, options=options)[0] for j in jitters}
     seconds = {j: 0.0 for j in jitters}
     for _ in range(rounds):
         for j in jitters:
@@ -102,11 +105,14 @@ def main() -> None:
     parser.add_argument("--data", default="photos,digits")
     parser.add_argument("--field", default="functa", choices=("functa", "spatial_functa"))
     parser.add_argument("--weight", type=float, default=0.03, help="the between-samples term's weight")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=NUMBER",
+                        help="a field option over the item defaults, e.g. grid_size=4 (repeatable)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steady on a shared CPU)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     jitters = [float(j) for j in args.jitters.split(",")]
+    options = {k: (int(v) if v.lstrip("-").isdigit() else float(v)) for k, v in (o.split("=", 1) for o in args.option)}
     results: dict = {"steps": args.steps, "rows": []}
     data = {}
     if "photos" in args.data:
@@ -121,13 +127,14 @@ def main() -> None:
         data["digits"] = (digits[:-args.test], digits[-args.test:], None)
     for name, (train, test, truth) in data.items():
         for jitter in jitters:
-            learner, seconds = learn(train, jitter, args.steps, args.field, args.weight)
-            row = {"field": args.field, "data": name, "jitter": jitter, "weight": args.weight,
+            learner, seconds = learn(train, jitter, args.steps, args.field, args.weight, options=options)
+            row = {"field": args.field, **options, "data": name, "jitter": jitter, "weight": args.weight,
                    "meta_seconds": round(seconds, 1), **scores(learner, test, truth)}
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
     # Against functa's own (jitter 0) in the same run, whatever rows were asked for.
-    results["seconds_per_step"] = step_ratio(data[next(iter(data))][0], sorted({0.0, *jitters}), args.field)
+    results["seconds_per_step"] = step_ratio(data[next(iter(data))][0], sorted({0.0, *jitters}), args.field,
+                                             options=options)
     print(json.dumps(results["seconds_per_step"]), flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
