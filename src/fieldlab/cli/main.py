@@ -257,13 +257,13 @@ def main(argv: list[str] | None = None) -> None:
 
     with _sigterm_as_interrupt() as received, command_started():  # --max-seconds counts from here
         _run(argv, received)
-    if whole_process and argv[:1] in QUICK_EXIT:
+    if whole_process and argv and argv[0] in QUICK_EXIT:
         _exit_now()
 
 
 # Commands whose process ends without tearing down its ~2,000 modules (0.4 s, 0.7 s once torch._dynamo is
 # imported, of a small fit's wall time on a CPU): their files are closed and renamed in place by then.
-QUICK_EXIT = (["fit"],)
+QUICK_EXIT = {"fit"}
 
 
 def _exit_now() -> None:
