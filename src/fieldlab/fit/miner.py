@@ -526,8 +526,8 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
             trained = (size + 2 * margins[s]) ** d  # a block's samples and its margin
             batch = fit_config.batch_size or round(fit_config.sample_fraction * trained) or DEFAULT_POSITIONS
             batch = batch if batch < trained else 0  # 0: every sample of every block
-            place.margin = margins[s]
-            place.plan(model, channels, len(index), _held(place, targets, len(index) * trained * channels * 4))
+            place.plan(model, channels, len(index), _held(place, targets, len(index) * trained * channels * 4),
+                       margin=margins[s])
             target = with_margin(blocks, index, model.blocks_per_axis(s), margins[s])
             # a streaming fit whose training targets fit the budget at once moves them to the device once
             target = place.load(target) if place.targets_on_device else place.keep(target)

@@ -36,9 +36,8 @@ class Placement:
     block samples go through the network at once (`points`) and how many blocks' targets may be on the
     device at once (`max_blocks`); counts the most blocks it ever moved there."""
 
-    def __init__(self, device: torch.device, *, streaming: bool = False, budget: float = math.inf, margin: int = 0):
+    def __init__(self, device: torch.device, *, streaming: bool = False, budget: float = math.inf):
         self.device, self.streaming, self.budget = device, streaming, budget
-        self.margin = margin  # a training block's samples per side beyond its own (the trainer sets it per scale)
         self.storage = torch.device("cpu") if streaming else device
         self.points = POINTS_PER_CHUNK
         self.max_blocks = 2**62
@@ -55,9 +54,11 @@ class Placement:
         tensor = tensor.to(self.storage)
         return tensor.pin_memory() if self.streaming and self.device.type == "cuda" else tensor
 
-    def plan(self, model: Miner, channels: int, blocks: int, resident: int = 0, *, training: bool = True) -> None:
+    def plan(self, model: Miner, channels: int, blocks: int, resident: int = 0, *, training: bool = True,
+             margin: int = 0) -> None:
         """Chunk sizes for training `blocks` blocks of one scale (parameters, gradients and Adam's state
-        counted for each) with `resident` bytes of data already on the device; nothing under no budget.
+        counted for each, each block's targets `margin` samples per side beyond its own) with `resident` bytes of
+        data already on the device; nothing under no budget.
 
         Streaming, training: when the blocks' targets take at most half the room they go to the device
         once (`targets_on_device`) and the rest is for activations; else chunks of blocks move every step.
@@ -69,7 +70,7 @@ class Placement:
             self.targets_on_device = True
             return
         room = self.budget - resident - stored_bytes(model) - parameter_bytes(model, blocks)
-        samples = trained_samples(model, self.margin if training else 0)
+        samples = trained_samples(model, margin if training else 0)
         block_bytes = samples * channels * 4
         if not self.streaming:
             self.points = chunk_points(room, activation_bytes(model, 1))
@@ -80,7 +81,7 @@ class Placement:
             self.targets_on_device, self.max_blocks = True, 2**62
             self.points = chunk_points(room - blocks * block_bytes, activation_bytes(model, 1))
         else:
-            self.max_blocks = max(1, int(room // streamed_block_bytes(model, channels, self.margin)))
+            self.max_blocks = max(1, int(room // streamed_block_bytes(model, channels, margin)))
             self.points = min(POINTS_PER_CHUNK, self.max_blocks * samples)
 
 
