@@ -87,3 +87,11 @@ def test_fp16_keeps_gradients_that_fp16_alone_flushes_to_zero(scaled):
     fitter.step()
     moved = any(not torch.equal(a, b) for a, b in zip(before, fitter.field.parameters()))
     assert moved == scaled
+
+
+def test_fp16_is_refused_for_a_dataset_of_fields():
+    from fieldlab._errors import UserError
+    from fieldlab.fit.batched import BatchedFitConfig
+
+    with pytest.raises(UserError, match="fp16"):  # its stack's steps keep no loss scale
+        BatchedFitConfig(precision="fp16").validate()

@@ -88,6 +88,8 @@ class BatchedFitConfig:
                   sample_fraction=self.sample_fraction, precision=self.precision, kernel=self.kernel,
                   max_seconds=self.max_seconds).validate()
         v.bounded_float(self.target_accuracy, "--target-accuracy", 0, 1)
+        if self.precision == "fp16":  # FitConfig takes it, but only the single fit's loop keeps a loss scale
+            raise UserError("--precision fp16 fits one field only; fit-dataset runs fp32, tf32 or bf16")
         if self.init not in ("shared", "random"):
             raise UserError(f"--init must be shared or random, got {self.init!r}")
         if self.check_every < 1:
