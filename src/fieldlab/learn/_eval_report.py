@@ -172,8 +172,8 @@ def _cell(row: dict, cell: TrainingCell) -> str:
         return f"{shown} *"
     if row["drop"] is None:
         return shown
-    # the change in the metric's own direction (an error that rises shows +); + 0.0: no -0.0
-    change = (-row["drop"] if metric.higher_is_better else row["drop"]) + 0.0
+    # the change in the metric's own direction (an error that rises shows +); -0.0 shows as +
+    change = -row["drop"] if metric.higher_is_better else row["drop"]
     return f"{shown} ({'+' if change >= 0 else '-'}{_number(abs(change), metric)})"
 
 
