@@ -176,6 +176,7 @@ def test_a_folder_of_meshes_makes_an_occupancy_store_that_train_sdf_trains_on(me
     assert opened.signal.extra["occupancy"] and opened.label_names == ["box", "cylinder", "sphere"]
     status, out, err = cli(["store", "info", store])
     assert status == 0 and "signal    mesh 16x16x16x1 (occupancy)" in out, out
+    assert f"source    mesh folder, 20 items, 3 classes, {meshes}" in out, out  # not "image folder"
     run = tmp_path / "run"
     status, out, err = cli(["train-sdf", "--store", store, "--out", run, "--steps", "5", "--num-points", "64",
                             "--num-queries", "64", "--batch-size", "4", *FAST[:2]])

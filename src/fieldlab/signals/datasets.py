@@ -193,8 +193,10 @@ def describe_source(identity: dict[str, Any], label_names: list[str]) -> str:
     """One line naming a store's source from its recorded identity: 'cifar-10 binary, 60,000 items,
     10 classes, PATH'."""
     spec = str(identity.get("spec", "an unrecorded source"))
+    # a folder of clips, volumes or meshes records its modality (`modal_sources`); one of images records none
     kind = identity.get("format") or ("built-in sample" if spec.startswith("sample:") else
-                                      "NumPy file" if spec.lower().endswith((".npz", ".npy")) else "image folder")
+                                      "NumPy file" if spec.lower().endswith((".npz", ".npy")) else
+                                      f"{identity.get('kind', 'image')} folder")
     if "splits" in identity:
         kind += " (" + "/".join(map(str, identity["splits"])) + ")"
     count = identity.get("count")
