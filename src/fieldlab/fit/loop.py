@@ -184,17 +184,16 @@ class Fitter:
             self.scheduler.step()
         self.step_count += 1
         self.step_seconds = time.perf_counter() - began
-        if self.step_count == 1 and (self.config.compile or self._fused is not None):
-            # Compilation (torch.compile's or Triton's) is kept out of the fitting time.
-            self._sync()
-            self.compile_seconds = time.perf_counter() - self._tick
-            self._tick = time.perf_counter()
-            # Nor is it a step's cost: timed with compilation, the first step made the time limit's estimate
-            # of the final evaluation exceed what was left (--compile --max-seconds 100 stopped after 1 step).
-            self.step_seconds = 0.0
-        elif self.step_count == 1:
-            # Nor is the first step's warm-up (allocations, threads): a mesh's first 4,096-point CPU step (0.6 s)
-            # made the estimate of its final evaluation 109 s, which stopped `fit bunny.obj` after that step.
+        if self.step_count == 1:
+            if self.config.compile or self._fused is not None:
+                # Compilation (torch.compile's or Triton's) is kept out of the fitting time.
+                self._sync()
+                self.compile_seconds = time.perf_counter() - self._tick
+                self._tick = time.perf_counter()
+            # Nor is the first step a step's cost: timed with compilation, it made the time limit's estimate of
+            # the final evaluation exceed what was left (--compile --max-seconds 100 stopped after 1 step); with
+            # its warm-up alone (allocations, threads), a mesh's first 4,096-point CPU step (0.6 s) made that
+            # estimate 109 s, which stopped `fit bunny.obj` after that step.
             self.step_seconds = 0.0
         return loss.detach()
 
