@@ -132,9 +132,9 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
         raise UserError(f"--seed {fit_config.seed} is the held-out points' seed; pick another")
     device = resolve_device(fit_config.device)
     if not fit_config.batch_size and not fit_config.sample_fraction:
-        batch = min(OCCUPANCY_POINTS, occupancy.points)
-        if fit_config.batch_size is None:  # unset: the device's choice (a CPU's is smaller)
-            batch = occupancy_points_per_step(device, occupancy.points, config.num_params())
+        # Unset: the device's choice (a CPU's is smaller); --batch-size 0: a GPU's.
+        batch = (occupancy_points_per_step(device, occupancy.points, config.num_params())
+                 if fit_config.batch_size is None else min(OCCUPANCY_POINTS, occupancy.points))
         fit_config = dataclasses.replace(fit_config, batch_size=batch)
         if batch < occupancy.points:
             log.info("meshes are fitted in mini-batches: %s points per step (--batch-size chooses)", f"{batch:,}")
