@@ -316,10 +316,12 @@ class ScaleTrainer:
         self.optimizer = torch.optim.Adam(list(self.params.values()), lr=lr, fused=fused)
         self.retired: list[tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]] = []
         self.retired_error = torch.zeros((), device=self.place.device)  # Σ final MSE of the retired blocks
-        # target (p, m, c) holds each block's samples and its margin; retirement looks at its own (`self.inside`)
+        # target (p, m, c) holds each block's samples and its margin; retirement looks at its own (`self.inside`,
+        # kept where the targets are so that only those samples are loaded, and `self.own_x`)
         size = round(target.shape[1] ** (1 / net.in_dim)) - 2 * margin
         self.x = local_grid(size, net.in_dim, self.place.device, margin)
-        self.inside = inside(size, net.in_dim, margin, self.place.device)
+        self.inside = inside(size, net.in_dim, margin, target.device)
+        self.own_x = self.x if self.inside is None else self.x[self.inside.to(self.x.device)]
 
     def __len__(self) -> int:
         return self.index.numel()
@@ -354,13 +356,12 @@ class ScaleTrainer:
     def block_errors(self) -> torch.Tensor:
         """MSE (p,) of every training block on all its own samples (not its margin: what it renders)."""
         n = min(256, self.place.max_blocks)
-        x = self.x if self.inside is None else self.x[self.inside]
         errors = []
         with self._precision():  # the stopping rule sees what training sees
             for i in range(0, len(self), n):
-                y = self.place.load(self.target[i:i + n])
-                y = y if self.inside is None else y[:, self.inside]
-                values = run_blocks(self.net, {k: v[i:i + n] for k, v in self.params.items()}, x, self.place.points)
+                y = self.place.load(self.target[i:i + n] if self.inside is None else self.target[i:i + n, self.inside])
+                values = run_blocks(self.net, {k: v[i:i + n] for k, v in self.params.items()}, self.own_x,
+                                    self.place.points)
                 errors.append((values - y).square().mean(dim=(1, 2)))
         return torch.cat(errors) if errors else self.x.new_zeros(0)
 
