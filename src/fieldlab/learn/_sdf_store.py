@@ -18,12 +18,11 @@ import torch
 
 from fieldlab import _validate
 from fieldlab._errors import UserError
+from fieldlab.signals import get_modality, modality_names
 
 
 def is_mesh_store(store) -> bool:
     """Whether `store` holds occupancy fields of a folder of meshes."""
-    from fieldlab.signals import get_modality, modality_names
-
     kind = store.signal.kind  # a modality fitted as occupancy fields (meshes), declared on the modality
     occupancy = kind in modality_names() and get_modality(kind).occupancy
     return occupancy and bool(store.signal.extra.get("occupancy")) and store.signal.channels == 1
