@@ -59,7 +59,7 @@ def render_grid(stored: StoredField, *, size: list[int] | None = None,
 def _note_stretch(kind: str, size: list[int], region: list[tuple[float, float]]) -> None:
     """One note when the spatial axes get different samples per unit (the axis of a modality's rate, a video's
     or a sound's time, is its own), so the render is stretched; rounding within a sample is no stretch."""
-    spatial = list(range(len(size)))[1 if get_modality(kind).rate else 0:]
+    spatial = range(1 if get_modality(kind).rate else 0, len(size))
     if len(spatial) < 2:
         return
     scales = [size[i] / (region[i][1] - region[i][0]) for i in spatial]
