@@ -95,7 +95,7 @@ def score(name, signal, config, edges, train, args) -> dict:
     # pick them); --max-seconds and --batch-size auto fit as the command does on this device
     fit_config = FitConfig(steps=args.steps, device=args.device, seed=0, max_seconds=args.max_seconds,
                            batch_size=args.batch_size)
-    result = fit(signal, config, fit_config, **({"train": train} if train is not None else {}))
+    result = fit(signal, config, fit_config, train=train)
     seconds = time.perf_counter() - start
     prediction = result.prediction.reshape(signal.values.shape).float()
     seams = [seam_psnrs(prediction, signal.values, e) for e in edges]  # finest borders first

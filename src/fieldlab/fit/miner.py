@@ -56,7 +56,7 @@ from fieldlab.fit.metrics import metrics_for, psnr_from_mse
 from fieldlab.fit.own_engines import OwnEngine, register_engine
 from fieldlab.fit.miner_mesh import fit_mesh
 from fieldlab.fit.checkpoint import rng_state as checkpoint_rng
-from fieldlab.fit.miner_place import POINTS_PER_CHUNK, Placement, placement, scale_bytes
+from fieldlab.fit.miner_place import POINTS_PER_CHUNK, Placement, placement, scale_bytes, trained_samples
 from fieldlab.fit.miner_resume import PyramidCheckpoints
 from fieldlab.fit.points import generator, step_points
 from fieldlab.fit.schedule import Schedule
@@ -524,7 +524,7 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
             fresh = net.init(len(index), scale=s, device=device)
             if config.parent_init and s:
                 fresh = parent_params(model, s, index, fresh)
-            trained = (size + 2 * margins[s]) ** d  # a block's samples and its margin
+            trained = trained_samples(model, margins[s])  # a block's samples and its margin
             batch = fit_config.batch_size or round(fit_config.sample_fraction * trained) or DEFAULT_POSITIONS
             batch = batch if batch < trained else 0  # 0: every sample of every block
             place.plan(model, channels, len(index), _held(place, targets, len(index) * trained * channels * 4),
