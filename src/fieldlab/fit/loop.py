@@ -449,10 +449,10 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
     options of a field's own engine (`OwnEngine.options`), passed to it.
     """
     if engine_for(config) is not None:  # it keeps its own checkpoint (`fit.checkpoint`'s format) in `checkpoint`
-        return own_trainer(config, "fit", None, fit_config.precision)(signal, config, fit_config, log_path=log_path,
-                                                tensorboard_dir=tensorboard_dir, progress=progress,
-                                                checkpoint=checkpoint, resume=resume, identity=identity,
-                                                **({"train": train} if train is not None else {}))
+        trainer = own_trainer(config, "fit", None, fit_config.precision)
+        return trainer(signal, config, fit_config, log_path=log_path, tensorboard_dir=tensorboard_dir,
+                       progress=progress, checkpoint=checkpoint, resume=resume, identity=identity,
+                       **({"train": train} if train is not None else {}))
     fit_config.validate()
     if (config.in_dim, config.out_dim) != (signal.info.in_dim, signal.info.channels):
         raise UserError(f"a {signal.info.kind} of {signal.info.in_dim} coordinates and {signal.info.channels} "
