@@ -154,6 +154,7 @@ def _report_verify(store, problems: list[tuple[int | None, str]], quiet: bool) -
 def _print_store(s: dict) -> None:
     p = s["psnr"]
     signal = s["signal"]
+    extra = signal.get("extra", {})
     print(f"store     {s['path']}")
     print(f"fields    {s['complete']:,} of {s['num_fields']:,} complete ({s['missing']:,} missing), "
           f"chunks of {s['chunk_fields']:,}")
@@ -165,14 +166,13 @@ def _print_store(s: dict) -> None:
               f"from the source; splits {splits}")
     if p:
         print(f"psnr      mean {p['mean']:.2f} dB, min {p['min']:.2f}, median {p['median']:.2f}, max {p['max']:.2f}")
-        if signal.get("extra", {}).get("occupancy") and s["fit"].get("target_accuracy"):  # ±1: PSNR says little
+        if extra.get("occupancy") and s["fit"].get("target_accuracy"):  # ±1: PSNR says little
             print(f"stopping  each field once {100 * s['fit']['target_accuracy']:.1f} % of its grid samples had the "
                   "right sign (--target-accuracy), or at --steps")
     if s["nan_psnr"]:
         print(f"warning   {s['nan_psnr']:,} complete fields have a NaN PSNR (their fits diverged); fit the store again")
     print(f"field     {s['field']}: {s['params_per_field']:,} params per field, {s['shared_params']:,} shared")
     print("config    " + ", ".join(f"{k}={v}" for k, v in s["config"].items()))
-    extra = signal.get("extra", {})
     facts = " (occupancy)" if extra.get("occupancy") else \
         f" at {extra['sample_rate']:,} Hz" if isinstance(extra.get("sample_rate"), int) else ""
     print(f"signal    {signal['kind']} {'x'.join(map(str, signal['shape']))}x{signal['channels']}{facts} "
