@@ -39,11 +39,6 @@ class TrainingCell:
     """What the rows' `accuracy` column holds, as the run's task declares it (its direction and unit)."""
 
 
-def metric_of(rows: list[dict]) -> str:
-    """The name of what the rows' `accuracy` column holds: accuracy, miou or sdf_mae (one metric per table)."""
-    return rows[0].get("metric", "accuracy") if rows else "accuracy"
-
-
 def drop(value: float, reference: float, metric: Metric) -> float:
     """How much worse `value` is than `reference` by `metric`'s direction: points of a fraction lost (or
     gained, for one where lower is better), or the value's own units."""

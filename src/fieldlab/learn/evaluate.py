@@ -28,12 +28,12 @@ from fieldlab.learn.field_batch import FieldEvaluator
 from fieldlab.learn.points import KINDS, PointSampler
 from fieldlab.fit.loop import resolve_device
 from fieldlab.learn._eval_report import (TrainingCell, add_drops, format_summary, format_table,
-                                        legend, metric_of, summarize, write_csv, write_json, write_plot)
+                                        legend, summarize, write_csv, write_json, write_plot)
 from fieldlab.learn.store_tasks import load_split, split_rows, store_task
 from fieldlab.learn.task import Metric
 from fieldlab.learn.train import load_run, read_run
 
-__all__ = ["evaluate", "evaluate_table", "format_summary", "format_table", "legend", "metric_of",
+__all__ = ["evaluate", "evaluate_table", "format_summary", "format_table", "legend",
            "scoring_samplers", "summarize", "training_cell", "write_csv", "write_json", "write_plot"]
 
 
