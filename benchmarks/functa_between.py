@@ -51,10 +51,11 @@ def between_vs_bilinear(evaluate, n: int, fine: int = TRUTH) -> float:
 def config_for(field: str, shape: tuple[int, int], options: dict | None = None):
     """The config `fit-dataset` resolves for grey items of `shape` (the field's item defaults), with the
     user's `options` winning over them as on the command line."""
-    from fieldlab.fields import make_config
+    from types import SimpleNamespace
 
-    config = make_config(field, in_dim=2, out_dim=1)
-    return config.replace(**{**config.item_defaults(shape), **(options or {})}).adapt(shape)
+    from fieldlab.fit.dataset_job import resolve_dataset_config
+
+    return resolve_dataset_config(field, options or {}, SimpleNamespace(shape=shape, channels=1))
 
 
 def learn(train: torch.Tensor, jitter: float, steps: int, field: str = "functa", weight: float = 0.03, seed: int = 0,
