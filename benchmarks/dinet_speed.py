@@ -75,14 +75,15 @@ def plain_conv_forward(self, x, out_points=None):
 class Runner:
     """One network, its optimizer and its point sampler; `step(i)` runs train step i."""
 
-    def __init__(self, net: str, kind: str, side: int, batch: int, device: torch.device, plain: bool = False,
-                 **options):
+    def __init__(self, net: str, kind: str, side: int, batch: int, device: torch.device, plain: bool = False, *,
+                 in_channels: int = 1, classes: int = CLASSES, **options):
         n = side * side
         cfg = net_config(net, **options)
         if isinstance(cfg, SizedByPoints):
             cfg = cfg.for_points(n, 2)
         torch.manual_seed(0)
-        self.model = cfg.build(1, CLASSES, 2).to(device)
+        self.model = cfg.build(in_channels, classes, 2).to(device)
+        self.in_channels, self.classes = in_channels, classes
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
         self.sampler = PointSampler(kind=kind, n=n, dim=2)
         self.batch, self.device = batch, device
@@ -109,8 +110,8 @@ class Runner:
 
     def _step(self, i: int) -> None:
         points = self.sampler(i).to(self.device)
-        x = Discretized(fields_at(points, self.batch, i), points)
-        labels = torch.arange(self.batch, device=self.device) % CLASSES
+        x = Discretized(fields_at(points, self.batch, i).repeat(1, 1, self.in_channels), points)
+        labels = torch.arange(self.batch, device=self.device) % self.classes
         loss = torch.nn.functional.cross_entropy(self.model(x), labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

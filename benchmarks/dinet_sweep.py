@@ -12,6 +12,19 @@ normalization, training point mix, resolution augmentation, neighbours, channels
 shape), keeping a change only if it raises the validation score. The test split is touched once, at the
 end: the chosen config, `cnn4` (grid) and `nuft` (rqmc) are trained on the whole train split with the
 same steps, batch and seed, and scored on every point set at 8², 16² and 32².
+
+`--cost` is the cost-aware mode: it starts from the library's own defaults (`dinet` and `train`'s) and tries
+cheaper networks (COST_STAGES: fewer channels, fewer basis functions, fewer neighbours), each trial also
+timed against cnn4 in the same process (`dinet_speed.py`'s runners: steps/s and GFLOP per train step at the
+training count, RQMC points). The rule, fixed before any run: a candidate replaces the current choice when
+its step does less work (GFLOP) than the current choice's and its validation score is at least the
+starting defaults' score minus `--margin` (so losses cannot add up past the margin over stages); within a
+stage, candidates run from the most to the least expensive, the cheapest that passes is kept, and the stage
+stops at the first that fails. The test split is not read in this mode unless `--final` is given (the
+acceptance is `dinet_targets.sh` at the library's defaults once they change).
+
+Any classification store exported with `--export` works (labels, any channels): for 32×32 colour images,
+e.g. `--num-points 1024 --sides 32,64 --test-sides 16,32,64`. `--cost` times 2-D networks only.
 """
 
 from __future__ import annotations
@@ -29,10 +42,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+import dinet_speed  # noqa: E402  (the cost of a trial: the same runners and timing as the speed benchmark)
 from learn import export, load  # noqa: E402  (benchmarks/learn.py: the store as safetensors, no zarr needed)
 
 from fieldlab.learn.abilities import SizedByPoints  # noqa: E402
-from fieldlab.learn.nets import net_config  # noqa: E402
+from fieldlab.learn.nets import DINetDefaultConfig, net_config  # noqa: E402
 from fieldlab.learn.points import PointSampler  # noqa: E402
 from fieldlab.fit.schedule import Schedule  # noqa: E402
 from fieldlab.learn.train import Split, TrainConfig, accuracy, make_input  # noqa: E402
@@ -55,6 +69,18 @@ STAGES = [
     ("shape", [{"shape": "ball"}]),
     ("steps", [{"steps": 600}]),
 ]
+COST_STAGES = [  # each stage's candidates from the most to the least expensive
+    ("channels", [{"channels": 32}, {"channels": 24}, {"channels": 16}]),
+    ("basis", [{"num_basis": 8}, {"num_basis": 4}]),
+    ("neighbours", [{"neighbours": 24.0}, {"neighbours": 16.0}]),
+]
+
+
+def library_defaults(dim: int) -> dict:
+    """The options `fieldlab train STORE --net dinet` uses today, in this script's vocabulary."""
+    cfg, loop = DINetDefaultConfig(), TrainConfig(net="dinet").resolved(dim)
+    return {"net": "dinet", "steps": loop.steps, "points": loop.points, "mix": loop.mix,
+            "resolutions": loop.resolutions, "lr": loop.lr, **{k: getattr(cfg, k) for k in NET_OPTIONS if hasattr(cfg, k)}}
 
 
 def validation_cut(train: Split) -> tuple[Split, Split]:
@@ -115,7 +141,7 @@ def table(net, cfg, evaluator, split: Split, info, sides, draws: int, kinds=KIND
 
 def trial(options, fit, val, evaluator, info, device, args) -> dict:
     net, cfg, seconds = train_one(options, fit, evaluator, info, device, args.batch, args.num_points)
-    cells = table(net, cfg, evaluator, val, info, (16, 32), args.draws)
+    cells = table(net, cfg, evaluator, val, info, args.sides, args.draws)
     score = float(np.mean(list(cells.values())))
     row = {"options": options, "val": cells, "score": round(score, 2), "worst": min(cells.values()),
            "train_seconds": round(seconds, 1)}
@@ -156,6 +182,52 @@ def sweep(fit, val, evaluator, info, device, args) -> tuple[dict, list]:
     return best, rows
 
 
+def cost(options: dict, info, device, args) -> dict:
+    """The step cost of `options`' network at the training count on RQMC points, against cnn4 timed in the same
+    rounds: steps/s, GFLOP per step (forward and backward) and both ratios."""
+    side = round(args.num_points ** 0.5)
+    shape = {"in_channels": info["channels"], "classes": info["classes"]}
+    net_options = {k: options[k] for k in NET_OPTIONS if k in options}
+    runners = [dinet_speed.Runner("cnn4", "grid", side, args.batch, device, **shape),
+               dinet_speed.Runner(options["net"], "rqmc", side, args.batch, device, **shape, **net_options)]
+    rates, work = dinet_speed.measure(runners, args.cost_steps, args.cost_rounds, warmup=1)
+    base, own = runners[0].name, runners[1].name
+    return {"steps_per_s": round(rates[own], 3), "gflop": round(work[own], 3), "cnn4_steps_per_s": round(rates[base], 3),
+            "ratio_to_cnn4": round(rates[own] / rates[base], 3), "flop_ratio_to_cnn4": round(work[own] / work[base], 2)}
+
+
+def costed_trial(options, fit, val, evaluator, info, device, args) -> dict:
+    row = {**trial(options, fit, val, evaluator, info, device, args), **cost(options, info, device, args)}
+    print(f"        {row['gflop']:.2f} GFLOP/step ({row['flop_ratio_to_cnn4']}× cnn4), {row['steps_per_s']:.2f} steps/s "
+          f"({row['ratio_to_cnn4']}× cnn4)", flush=True)
+    return row
+
+
+def cost_sweep(fit, val, evaluator, info, device, args) -> tuple[dict, list]:
+    """COST_STAGES from the library's defaults under the rule of the module docstring; (chosen options, trials)."""
+    start = {**library_defaults(info["dim"]), "steps": args.steps, **json.loads(args.start)}
+    reference = costed_trial(start, fit, val, evaluator, info, device, args)
+    floor = reference["score"] - args.margin
+    print(f"reference {reference['score']:.2f}: a cheaper network is kept at a score of at least {floor:.2f}", flush=True)
+    rows, best = [reference], reference
+    for name, changes in COST_STAGES:
+        if args.stages and name not in args.stages.split(","):
+            continue
+        print(f"stage {name}", flush=True)
+        stage_best = best
+        for change in changes:
+            row = {**costed_trial({**best["options"], **change}, fit, val, evaluator, info, device, args), "stage": name}
+            row["kept"] = row["score"] >= floor and row["gflop"] < stage_best["gflop"]
+            rows.append(row)
+            if args.out:
+                args.out.write_text(json.dumps({"rule_floor": floor, "trials": rows}, indent=1))
+            if not row["kept"]:
+                break
+            stage_best = row
+        best = stage_best
+    return dict(best["options"]), rows
+
+
 def final(best, train, test, evaluator, info, device, args) -> dict:
     """The chosen DI-Net and the baselines, trained on the whole train split, on the test table."""
     out = {}
@@ -165,7 +237,7 @@ def final(best, train, test, evaluator, info, device, args) -> dict:
                   "nuft": {**loop, "net": "nuft", "points": "rqmc", "backend": "exact"}}
     for name, options in contenders.items():
         net, cfg, seconds = train_one(options, train, evaluator, info, device, args.batch, args.num_points)
-        cells = table(net, cfg, evaluator, test, info, (8, 16, 32), args.test_draws)
+        cells = table(net, cfg, evaluator, test, info, args.test_sides, args.test_draws)
         out[name] = {"options": options, "test": cells, "train_seconds": round(seconds, 1)}
         print(name, json.dumps(cells), flush=True)
     return out
@@ -173,7 +245,7 @@ def final(best, train, test, evaluator, info, device, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--export", help="a digits FieldStore to export to --data (needs zarr)")
+    parser.add_argument("--export", help="a classification FieldStore to export to --data (needs zarr)")
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--steps", type=int, default=300, help="steps of every trial (the steps stage tries 600)")
@@ -185,20 +257,40 @@ def main() -> None:
     parser.add_argument("--test-draws", type=int, default=5)
     parser.add_argument("--budget", type=float, default=360, help="seconds for the sweep stages")
     parser.add_argument("--margin", type=float, default=0.3, help="validation points a change must gain")
+    parser.add_argument("--sides", default="16,32", help="grid sides of the validation table (side^d points)")
+    parser.add_argument("--test-sides", default="8,16,32", help="grid sides of the final test table")
+    parser.add_argument("--cost", action="store_true", help="the cost-aware mode (module docstring)")
+    parser.add_argument("--final", action="store_true", help="with --cost: also score the chosen net on the test split")
+    parser.add_argument("--cost-steps", type=int, default=3, help="--cost: timed steps per round")
+    parser.add_argument("--cost-rounds", type=int, default=3, help="--cost: timed rounds (median)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if args.export:
         export(args.export, args.data)
         return
+    try:
+        args.sides, args.test_sides = (tuple(int(v) for v in s.split(",")) for s in (args.sides, args.test_sides))
+        json.loads(args.start)
+    except ValueError as error:
+        _refuse(f"--sides, --test-sides take comma-separated integers and --start a JSON object ({error})")
+    if not (args.data / "fields.json").is_file():
+        _refuse(f"{args.data} holds no exported store (fields.json); write one with --export STORE --data {args.data}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     info, evaluator, train, test = load(args.data, device)
+    if args.cost and info["dim"] != 2:
+        _refuse(f"--cost times 2-D networks; this store's fields are {info['dim']}-D")
     evaluator = checked_evaluator(evaluator, train, device)
     fit, val = validation_cut(train)
     print(f"{len(fit.rows)} fit / {len(val.rows)} validation / {len(test.rows)} test fields on {device}", flush=True)
-    best, rows = sweep(fit, val, evaluator, info, device, args)
+    best, rows = (cost_sweep if args.cost else sweep)(fit, val, evaluator, info, device, args)
     print("chosen:", json.dumps(best), flush=True)
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "device": _device_name(device), "info": info,
-              "chosen": best, "trials": rows, "final": final(best, train, test, evaluator, info, device, args)}
+              "chosen": best, "trials": rows}
+    if args.final or not args.cost:
+        result["final"] = final(best, train, test, evaluator, info, device, args)
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
 
@@ -216,6 +308,11 @@ def checked_evaluator(evaluator, train: Split, device):
     error = float((fused - exact).norm() / exact.norm())
     print(f"fused forward vs reference: relative error {error:.2e}", flush=True)
     return evaluator if error < 1e-3 else reference
+
+
+def _refuse(message: str) -> None:
+    print(f"dinet_sweep: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def _device_name(device) -> str:
