@@ -17,6 +17,7 @@ import argparse
 import glob
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -24,29 +25,59 @@ SIZE = 32
 TEST_SHARE = 0.25
 
 
+def fail(message: str) -> NoReturn:
+    print(f"photo_patches.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of crops of at least 1, got {text!r}")
+    return int(text)
+
+
+def read_photo(path: str) -> np.ndarray:
+    """The photo as RGB uint8 (h, w, 3), refused when it cannot give a 32×32 crop to both splits."""
+    from PIL import Image
+
+    try:
+        photo = np.asarray(Image.open(path).convert("RGB"))
+    except OSError as error:  # PIL's UnidentifiedImageError included
+        fail(f"cannot read {path} as an image ({error})")
+    border = band_start(photo.shape[0])
+    if min(border, photo.shape[0] - border, photo.shape[1]) < SIZE:
+        fail(f"{path} is {photo.shape[0]}x{photo.shape[1]} pixels, too small for {SIZE}x{SIZE} crops in both "
+             f"splits (its bottom {TEST_SHARE:.0%} of rows is the test band)")
+    return photo
+
+
+def band_start(height: int) -> int:
+    """The first row of the held-out test band."""
+    return int(height * (1 - TEST_SHARE))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", required=True, help="image files or globs, comma-separated (one class each)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--train-per-photo", type=int, default=1250)
-    p.add_argument("--test-per-photo", type=int, default=250)
+    p.add_argument("--train-per-photo", type=positive, default=1250)
+    p.add_argument("--test-per-photo", type=positive, default=250)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    from PIL import Image
 
     paths = [path for part in args.images.split(",") for path in sorted(glob.glob(part))]
     if not paths:
-        print(f"photo_patches.py: error: no image matches {args.images}", file=sys.stderr)
-        sys.exit(2)
+        fail(f"no image matches {args.images}")
     if args.out.exists() and any(args.out.iterdir()):
-        print(f"photo_patches.py: error: {args.out} is not empty; give a new --out", file=sys.stderr)
-        sys.exit(2)
+        fail(f"{args.out} is not empty; give a new --out")
+    photos = [read_photo(path) for path in paths]  # every photo checked before anything is written
+    from PIL import Image
+
     rng = np.random.default_rng(args.seed)
-    for index, path in enumerate(paths):
-        photo = np.asarray(Image.open(path).convert("RGB"))
+    for index, (path, photo) in enumerate(zip(paths, photos)):
         name = f"{index:02d}-{Path(path).parent.name}-{Path(path).stem}"  # a class per photo, sorted as given
-        border = int(photo.shape[0] * (1 - TEST_SHARE))
+        border = band_start(photo.shape[0])
         for split, rows, count in (("train", (0, border), args.train_per_photo),
                                    ("test", (border, photo.shape[0]), args.test_per_photo)):
             folder = args.out / split / name

@@ -1,0 +1,48 @@
+"""benchmarks/protocols/photo_patches.py refuses what cannot make a labelled set (a count below 1, a file that
+is not an image, a photo too small for a 32×32 crop in its test band) in one line, exit 2, before writing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "protocols" / "photo_patches.py"
+
+
+def make_photo(path: Path, height: int, width: int = 64) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(path)
+
+
+@pytest.mark.parametrize("case", ["zero crops", "not an image", "too short", "too narrow"])
+def test_a_photo_set_that_cannot_be_made_is_refused_before_anything_is_written(tmp_path, case):
+    make_photo(tmp_path / "a.png", 128)
+    extra = []
+    if case == "zero crops":
+        extra = ["--test-per-photo", "0"]
+    elif case == "not an image":
+        (tmp_path / "b.png").write_text("not a png")
+    else:
+        # 124 rows: a test band of 31 (rows 93-123); 31 columns: no crop fits across
+        make_photo(tmp_path / "b.png", *((124,) if case == "too short" else (128, 31)))
+    out = tmp_path / "patches"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--images", str(tmp_path / "*.png"), "--out", str(out),
+                           *extra], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "photo_patches.py: error:" in done.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in done.stderr
+    assert not out.exists()  # the good photo a.png was not cropped either
+
+
+def test_the_smallest_photo_gives_crops_to_both_splits(tmp_path):
+    make_photo(tmp_path / "a.png", 128, 32)
+    done = subprocess.run([sys.executable, str(SCRIPT), "--images", str(tmp_path / "a.png"), "--out",
+                           str(tmp_path / "patches"), "--train-per-photo", "2", "--test-per-photo", "2"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "patches").glob("*/*/*.png"))) == 4
