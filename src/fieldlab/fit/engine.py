@@ -25,6 +25,7 @@ import torch
 
 from fieldlab.fields import FieldStack
 from fieldlab.fit.loop import autocast_for, matmul_precision
+from fieldlab.fit.optim import Adam
 
 Points = Callable[[int, torch.Tensor], torch.Tensor]
 """(step, active positions (f,)) → the points (f, k) each field trains on at that step."""
@@ -74,8 +75,7 @@ class StackEngine:
         self.active = torch.arange(len(values), device=values.device)
         """Positions in `values` of the fields still fitting."""
         self.step_count = 0
-        self.optimizer = torch.optim.Adam(stack.parameters(), lr=lrs[0], betas=betas, eps=eps,
-                                          fused=values.device.type == "cuda")
+        self.optimizer = Adam(stack.parameters(), lr=lrs[0], betas=betas, eps=eps)
         self.autocast = lambda: autocast_for(precision, values.device)
         self.loss_fn = torch.compile(self._loss) if compile else self._loss
 
@@ -128,9 +128,9 @@ class StackEngine:
     def select(self, rows: torch.Tensor) -> None:
         old_stack, old_optimizer = self.stack, self.optimizer
         self.stack = old_stack.select(rows)
-        self.optimizer = torch.optim.Adam(self.stack.parameters(), lr=old_optimizer.defaults["lr"],
-                                          betas=old_optimizer.defaults["betas"], eps=old_optimizer.defaults["eps"],
-                                          fused=old_optimizer.defaults.get("fused"))
+        self.optimizer = Adam(self.stack.parameters(), lr=old_optimizer.defaults["lr"],
+                              betas=old_optimizer.defaults["betas"], eps=old_optimizer.defaults["eps"],
+                              fused=old_optimizer.defaults["fused"])
         for old_p, new_p in zip(old_stack.state()[0].values(), self.stack.state()[0].values()):
             state = old_optimizer.state.get(old_p)
             if state:

@@ -27,6 +27,7 @@ from fieldlab.fit.config import FitConfig, points_per_step, single_kernel
 from fieldlab.fit.device_defaults import resolve_fit_config
 from fieldlab.fit.own_engines import engine_for
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
+from fieldlab.fit.optim import Adam
 from fieldlab.fit.points import generator, step_points
 from fieldlab.fit.schedule import Schedule
 from fieldlab.kernels import FusedSingle
@@ -88,8 +89,7 @@ class Fitter:
         self.values = values.to(self.device)
         self.stacked = coords.ndim == 3
         self.num_points = coords.shape[-2]
-        fused = self.device.type == "cuda"
-        self.optimizer = torch.optim.Adam(self.field.parameters(), lr=lr, betas=betas, eps=eps, fused=fused)
+        self.optimizer = Adam(self.field.parameters(), lr=lr, betas=betas, eps=eps)
         self.schedule = Schedule(lr, config.steps, "exponential", final=config.lr_final, warmup=config.warmup)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule.factor)
         if fused_spec is not None:

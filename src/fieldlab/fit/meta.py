@@ -44,6 +44,7 @@ from fieldlab.fields.functa import LATENT
 from fieldlab.fit.batched import BatchedFitConfig, BatchResult, DatasetFitter, register_dataset_fitter
 from fieldlab.fit.loop import matmul_precision, resolve_device
 from fieldlab.fit.metrics import field_psnrs
+from fieldlab.fit.optim import Adam
 from fieldlab.fit.points import generator, with_replacement
 from fieldlab.fit.schedule import Schedule
 
@@ -169,7 +170,7 @@ class MetaLearner:
             raise ValueError("jitter needs the coordinates of a full grid of sample centres (grid_coords)")
         self.jitter_generator = generator(meta.seed + 1)  # the same draws on every rank
         self.parameters = [*self.fields.shared.parameters(), self.rates]
-        self.optimizer = torch.optim.Adam(self.parameters, lr=meta.lr)
+        self.optimizer = Adam(self.parameters, lr=meta.lr)
         self.schedule = Schedule(meta.lr, meta.steps, "cosine", final=meta.lr_final, warmup=meta.warmup)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule.factor)
         if meta.batch_size % self.world:

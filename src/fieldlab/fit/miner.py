@@ -58,6 +58,7 @@ from fieldlab.fit.miner_mesh import fit_mesh
 from fieldlab.fit.checkpoint import rng_state as checkpoint_rng
 from fieldlab.fit.miner_place import POINTS_PER_CHUNK, Placement, placement, scale_bytes, trained_samples
 from fieldlab.fit.miner_resume import PyramidCheckpoints
+from fieldlab.fit.optim import Adam
 from fieldlab.fit.points import generator, step_points
 from fieldlab.fit.schedule import Schedule
 from fieldlab.signals import Signal
@@ -313,7 +314,7 @@ class ScaleTrainer:
         self.place = place or Placement(target.device)
         self.index, self.target, self.stop = index, target, stop  # (p,), (p, m, c), (p,) MSE thresholds
         self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
-        self.optimizer = torch.optim.Adam(list(self.params.values()), lr=lr, fused=fused)
+        self.optimizer = Adam(list(self.params.values()), lr=lr, fused=fused)
         self.retired: list[tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]] = []
         self.retired_error = torch.zeros((), device=self.place.device)  # Σ final MSE of the retired blocks
         # target (p, m, c) holds each block's samples and its margin; retirement looks at its own (`self.inside`,
@@ -380,7 +381,7 @@ class ScaleTrainer:
         """Physically shrink the parameters and Adam's state to the blocks in `keep`."""
         old = self.optimizer.state
         params = {k: v.detach()[keep].clone().requires_grad_(True) for k, v in self.params.items()}
-        optimizer = torch.optim.Adam(list(params.values()), lr=self.lr, fused=self.fused)
+        optimizer = Adam(list(params.values()), lr=self.lr, fused=self.fused)
         for k, p in params.items():
             state = old.get(self.params[k])
             if state:
@@ -402,7 +403,7 @@ class ScaleTrainer:
         device = self.index.device
         self._keep(torch.isin(self.index, state["index"].to(device)))  # the targets of the blocks still training
         self.params = {k: v.to(device).clone().requires_grad_(True) for k, v in state["params"].items()}
-        self.optimizer = torch.optim.Adam(list(self.params.values()), lr=self.lr, fused=self.fused)
+        self.optimizer = Adam(list(self.params.values()), lr=self.lr, fused=self.fused)
         self.optimizer.load_state_dict(state["optimizer"])
         self.stop = state["stop"].to(device)
         self.retired = [(r["index"].to(device), {k: v.to(device) for k, v in r["params"].items()},
