@@ -45,14 +45,19 @@ _SSIM_SIGMA, _SSIM_RADIUS = 1.5, 5
 """SSIM's Gaussian window (Wang et al. 2004): σ = 1.5 samples, cut at 3.5 σ, so 11 samples wide."""
 
 
-def _gaussian_window(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """`x` filtered along `dim` by the normalised 11-sample Gaussian, only where the window fits (the
-    length shrinks by 10)."""
-    offsets = torch.arange(-_SSIM_RADIUS, _SSIM_RADIUS + 1, dtype=x.dtype, device=x.device)
+def _local_means(maps: torch.Tensor) -> torch.Tensor:
+    """`maps` (m, H, W, C) filtered along H and W by the normalised 11-sample Gaussian, only where the
+    window fits: (m, H − 10, W − 10, C)."""
+    offsets = torch.arange(-_SSIM_RADIUS, _SSIM_RADIUS + 1, dtype=torch.float64)
     weights = torch.exp(-0.5 * (offsets / _SSIM_SIGMA) ** 2)
-    weights = weights / weights.sum()
-    length = x.shape[dim] - 2 * _SSIM_RADIUS
-    return sum(w * x.narrow(dim, k, length) for k, w in enumerate(weights))
+    weights = (weights / weights.sum()).tolist()
+    for dim in (1, 2):
+        length = maps.shape[dim] - 2 * _SSIM_RADIUS
+        out = maps.narrow(dim, 0, length) * weights[0]
+        for k in range(1, len(weights)):  # in place: no temporary image per tap
+            out.add_(maps.narrow(dim, k, length), alpha=weights[k])
+        maps = out
+    return maps
 
 
 def ssim(prediction: torch.Tensor, target: torch.Tensor) -> float:
@@ -67,12 +72,8 @@ def ssim(prediction: torch.Tensor, target: torch.Tensor) -> float:
         return float("nan")
     x = ((prediction.detach().double() + 1) / 2).clip(0, 1)
     y = ((target.detach().double() + 1) / 2).clip(0, 1)
-
-    def local_mean(image: torch.Tensor) -> torch.Tensor:
-        return _gaussian_window(_gaussian_window(image, 0), 1)
-
-    mx, my = local_mean(x), local_mean(y)
-    vx, vy, vxy = local_mean(x * x) - mx * mx, local_mean(y * y) - my * my, local_mean(x * y) - mx * my
+    mx, my, mxx, myy, mxy = _local_means(torch.stack([x, y, x * x, y * y, x * y]))
+    vx, vy, vxy = mxx - mx * mx, myy - my * my, mxy - mx * my
     c1, c2 = 0.01**2, 0.03**2
     s = (2 * mx * my + c1) * (2 * vxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     return float(s.mean())
