@@ -83,7 +83,7 @@ def _child(argv: list[str]) -> None:
     timed(loop, "metrics_for", "metrics", "metrics end")
     timed(job, "write_field", "field", "field end")
     timed(job, "write_reconstruction", "reconstruction", "reconstruction end")
-    timed(job, "_write_run_files", "config", "config end")
+    timed(job, "_write_config", "config", "config end")
     timed(plots, "write_error_map", "error.png", "error.png end")
     timed(plots, "write_training_plot", "training.png", "training.png end")
     def dump() -> None:  # at exit: the command may end its process itself once its files are written
