@@ -3,19 +3,22 @@
 A network that reads fields at arbitrary points (DI-Net, NUFT) and was trained on SIREN fields reads a functa
 store between its pixel centres too; there a functa fitted only at the centres is free to be noise. This
 benchmark meta-learns functa (`fieldlab.fit.meta.MetaLearner`, the dataset defaults `fit-dataset` resolves for
-8×8 items) with the outer loss at the sample centres (`--jitter 0`, functa's own) and at jittered points
-against the item's bilinear interpolation (`--jitter 1`), and reports for held-out items:
+N×N items, N = `--size`, 8 unless told) with the outer loss at the sample centres (`--jitter 0`, functa's own)
+and at jittered points against the item's bilinear interpolation (`--jitter 1`), and reports for held-out items:
 
-- fit: PSNR at the item's own 8×8 centres (what a store records);
+- fit: PSNR at the item's own N×N centres (what a store records);
 - vs bilinear: PSNR of the field at the 32×32 centres of the same domain against bilinear interpolation of the
-  field's own 8×8 centre values (`between_vs_bilinear`; needs no ground truth, so it runs on digits);
+  field's own N×N centre values (`between_vs_bilinear`; needs no ground truth, so it runs on digits);
 - vs photo (photos only): PSNR at the 32×32 centres against the 32×32 photo the item was averaged from;
 - meta-learning seconds, with a same-run interleaved ratio of the two settings' step times.
 
-Data: `sample:patches` grey photos area-averaged to 8×8 (never the scored digits) and `sample:digits`.
+Data: `sample:patches` grey photos area-averaged to N×N (never the scored digits) and `sample:digits` (8×8
+only). `--seed K` seeds the meta-learning (initialisation, rates, batches); the photos are the same for every
+seed. `--no-step-ratio` skips the interleaved timing (a layout sweep needs only the quality columns).
 
     python benchmarks/functa_between.py [--field functa] [--steps 300] [--train 512] [--test 64] [--jitters 0,1]
-        [--data photos,digits] [--out F.json]
+        [--data photos,digits] [--size 8] [--batch-size 16] [--seed 0] [--option grid_size=4] [--no-step-ratio]
+        [--out F.json]
 """
 
 from __future__ import annotations
@@ -59,18 +62,21 @@ def config_for(field: str, shape: tuple[int, int], options: dict | None = None):
 
 
 def learn(train: torch.Tensor, jitter: float, steps: int, field: str = "functa", weight: float = 0.03, seed: int = 0,
-          options: dict | None = None):
+          options: dict | None = None, size: int = 8, batch_size: int = 0):
+    """Meta-learn `field` on `train` (f, size², 1), items of `size`×`size` samples, `batch_size` items per
+    outer step (0: MetaConfig's)."""
     from fieldlab.fit.meta import MetaConfig, MetaLearner
 
-    meta = MetaConfig(steps=steps, jitter=jitter, between_weight=weight, seed=seed, device="cpu")
-    learner = MetaLearner(config_for(field, (8, 8), options), centres(8), meta)
+    meta = MetaConfig(steps=steps, jitter=jitter, between_weight=weight, seed=seed, device="cpu",
+                      **({"batch_size": batch_size} if batch_size else {}))
+    learner = MetaLearner(config_for(field, (size, size), options), centres(size), meta)
     start = time.perf_counter()
     learner.train(train)
     return learner, time.perf_counter() - start
 
 
-def scores(learner, items: torch.Tensor, truth: torch.Tensor | None) -> dict:
-    """fit / vs bilinear / vs photo PSNRs of the held-out `items` (f, 64, 1) fitted by the inner loop."""
+def scores(learner, items: torch.Tensor, truth: torch.Tensor | None, size: int = 8) -> dict:
+    """fit / vs bilinear / vs photo PSNRs of the held-out `items` (f, size², 1) fitted by the inner loop."""
     latents, fit = learner.fit_latents(items)
     stack = learner.stack(latents)
 
@@ -78,16 +84,16 @@ def scores(learner, items: torch.Tensor, truth: torch.Tensor | None) -> dict:
         with torch.no_grad():
             return stack(points.expand(len(latents), -1, -1))[..., 0]
 
-    row = {"fit_db": float(fit.mean()), "vs_bilinear_db": between_vs_bilinear(evaluate, 8)}
+    row = {"fit_db": float(fit.mean()), "vs_bilinear_db": between_vs_bilinear(evaluate, size)}
     if truth is not None:
         row["vs_photo_db"] = psnr01(evaluate(centres(TRUTH)).clamp(-1, 1), truth.reshape(len(truth), -1))
     return row
 
 
 def step_ratio(train: torch.Tensor, jitters: list[float], field: str, rounds: int = 4, steps: int = 5,
-               options: dict | None = None) -> dict:
+               options: dict | None = None, size: int = 8) -> dict:
     """Seconds per outer step of each jitter, measured interleaved (A B A B …) in this run."""
-    learners = {j: learn(train, j, 1, field, options=options)[0] for j in jitters}
+    learners = {j: learn(train, j, 1, field, options=options, size=size)[0] for j in jitters}
     seconds = {j: 0.0 for j in jitters}
     for _ in range(rounds):
         for j in jitters:
@@ -108,17 +114,28 @@ def main() -> None:
     parser.add_argument("--weight", type=float, default=0.03, help="the between-samples term's weight")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=NUMBER",
                         help="a field option over the item defaults, e.g. grid_size=4 (repeatable)")
+    parser.add_argument("--size", type=int, default=8, help="photos are area-averaged to SIZE×SIZE items")
+    parser.add_argument("--batch-size", type=int, default=0,
+                        help="items per outer step (0: MetaConfig's 16; 4 at --size 16 keeps 8×8's points per step)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the meta-learning (the photos stay the same)")
+    parser.add_argument("--step-ratio", action=argparse.BooleanOptionalAction, default=True,
+                        help="time the jitters' outer steps interleaved after the rows")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steady on a shared CPU)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.size < 2 or TRUTH % args.size:
+        parser.error(f"--size must divide the {TRUTH}×{TRUTH} photos the fields are scored against, got {args.size}")
+    if "digits" in args.data and args.size != 8:
+        parser.error("--data digits has 8×8 items only: use --size 8 with it")
     torch.set_num_threads(args.threads)
     jitters = [float(j) for j in args.jitters.split(",")]
     options = {k: (int(v) if v.lstrip("-").isdigit() else float(v)) for k, v in (o.split("=", 1) for o in args.option)}
-    results: dict = {"steps": args.steps, "rows": []}
+    results: dict = {"steps": args.steps, "batch_size": args.batch_size, "size": args.size, "seed": args.seed,
+                     "rows": []}
     data = {}
     if "photos" in args.data:
         photos = grey_patches(args.train + args.test)
-        items = torch.from_numpy(area(photos, 8) * 2 - 1).float().reshape(len(photos), 64, 1)
+        items = torch.from_numpy(area(photos, args.size) * 2 - 1).float().reshape(len(photos), args.size ** 2, 1)
         truth = torch.from_numpy(photos[args.train:] * 2 - 1).float()
         data["photos"] = (items[:args.train], items[args.train:], truth)
     if "digits" in args.data:
@@ -128,15 +145,17 @@ def main() -> None:
         data["digits"] = (digits[:-args.test], digits[-args.test:], None)
     for name, (train, test, truth) in data.items():
         for jitter in jitters:
-            learner, seconds = learn(train, jitter, args.steps, args.field, args.weight, options=options)
-            row = {"field": args.field, **options, "data": name, "jitter": jitter, "weight": args.weight,
-                   "meta_seconds": round(seconds, 1), **scores(learner, test, truth)}
+            learner, seconds = learn(train, jitter, args.steps, args.field, args.weight, args.seed, options, args.size,
+                                     args.batch_size)
+            row = {"field": args.field, **options, "data": name, "size": args.size, "seed": args.seed,
+                   "jitter": jitter, "weight": args.weight, "meta_seconds": round(seconds, 1),
+                   **scores(learner, test, truth, args.size)}
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
-    # Against functa's own (jitter 0) in the same run, whatever rows were asked for.
-    results["seconds_per_step"] = step_ratio(data[next(iter(data))][0], sorted({0.0, *jitters}), args.field,
-                                             options=options)
-    print(json.dumps(results["seconds_per_step"]), flush=True)
+    if args.step_ratio:  # against functa's own (jitter 0) in the same run, whatever rows were asked for
+        results["seconds_per_step"] = step_ratio(data[next(iter(data))][0], sorted({0.0, *jitters}), args.field,
+                                                 options=options, size=args.size)
+        print(json.dumps(results["seconds_per_step"]), flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
 
