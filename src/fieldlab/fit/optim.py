@@ -46,6 +46,9 @@ class Adam(torch.optim.Optimizer):
             tensors = [p for item in params for p in (item["params"] if isinstance(item, dict) else [item])]
             fused = bool(tensors) and all(p.device.type == "cuda" for p in tensors)
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "fused": fused, **_TORCH_ONLY})
+        # As torch's fused Adam: a GradScaler hands this step its scale and inf flag (`grad_scale`, `found_inf`)
+        # and the kernel unscales, and skips a step with an inf, on the device (no synchronisation a step).
+        self._step_supports_amp_scaling = fused
 
     # torch's own methods, without the `torch._dynamo.disable` wrapper each has (the import described above;
     # the wrapper only matters to a traced optimizer). `inspect.unwrap` leaves an unwrapped method as it is.
@@ -59,12 +62,13 @@ class Adam(torch.optim.Optimizer):
         """One Adam step of every parameter that has a gradient."""
         if closure is not None:
             raise ValueError("fieldlab's Adam takes no closure")
+        fused = self.defaults["fused"]  # this optimizer's, whichever optimizer saved a loaded state
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             for p in params:
                 if not self.state[p]:
-                    self.state[p] = self._fresh_state(p, group["fused"])
-            if group["fused"]:
+                    self.state[p] = self._fresh_state(p, fused)
+            if fused:
                 self._fused_step(group, params)
             else:
                 for p in params:
@@ -95,11 +99,18 @@ class Adam(torch.optim.Optimizer):
         by_kind: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
         for p in params:  # the kernel takes one device and dtype per call
             by_kind.setdefault((p.device, p.dtype), []).append(p)
-        for same in by_kind.values():
+        grad_scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
+        for (device, _), same in by_kind.items():
             states = [self.state[p] for p in same]
+            for s in states:  # a state saved by an unfused optimizer keeps its step on the CPU
+                s["step"] = s["step"].to(device=device, dtype=torch.float32)
             steps = [s["step"] for s in states]
+            scale = grad_scale.to(device, non_blocking=True) if grad_scale is not None else None
+            inf = found_inf.to(device, non_blocking=True) if found_inf is not None else None
             torch._foreach_add_(steps, 1)
             torch._fused_adam_(same, [p.grad for p in same], [s["exp_avg"] for s in states],
                                [s["exp_avg_sq"] for s in states], [], steps, amsgrad=False, lr=group["lr"],
                                beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"], maximize=False,
-                               grad_scale=None, found_inf=None)
+                               grad_scale=scale, found_inf=inf)
+            if inf is not None:  # a skipped step does not count
+                torch._foreach_sub_(steps, [inf] * len(steps))
