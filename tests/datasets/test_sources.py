@@ -17,6 +17,24 @@ def test_digits_are_all_labelled_8x8():
     assert values.min() == -1  # 0 counts map to the bottom of the field range
 
 
+def test_values_of_many_rows_are_each_items_own_encoding_and_augmentation(tmp_path):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(6, 5, 4, 3), dtype=np.uint8)
+    np.savez(tmp_path / "set.npz", images=images)
+    source = open_source(str(tmp_path / "set.npz"))
+    assert source.raw_items is not None and np.array_equal(source.items(np.array([4, 0, 4])), images[[4, 0, 4]])
+    rows = [5, 0, 11, 3, 6, 7]  # with 2 copies: items 2, 0, 5, 1, 3, 3; odd rows augmented
+    got = Augmented(source, copies=2, seed=9).values(rows)
+    one_by_one = []
+    for row in rows:
+        item, copy = divmod(row, 2)
+        image = source.normalization.encode(images[item])
+        one_by_one.append((augment(image, copy, (9, item)) if copy else image).reshape(-1, 3))
+    assert got.shape == (6, 20, 3) and torch.equal(got, torch.stack(one_by_one))
+    lazy = open_source("sample:patches:5")  # a source without raw_items stacks raw(i)
+    assert lazy.raw_items is None and np.array_equal(lazy.items(np.array([3, 1])), np.stack([lazy.raw(3), lazy.raw(1)]))
+
+
 def test_lfw_faces_and_non_faces():
     source = open_source("sample:lfw")
     assert len(source) == 200 and source.shape == (25, 25)

@@ -54,6 +54,29 @@ def test_round_trip_and_completion_mask(tmp_path, stack):
     assert summary["psnr"]["min"] == 30 and summary["psnr"]["max"] == 39 and summary["seed"] == 3
 
 
+def test_params_are_stored_uncompressed_and_a_compressed_store_reads_back_the_same(tmp_path, stack, monkeypatch):
+    import fieldlab.store.field_store as field_store
+
+    written = {}
+    for name, codecs in (("plain", None), ("zstd", {})):  # {}: zarr's default codecs, as stores were written before
+        if codecs is not None:
+            monkeypatch.setattr(field_store, "_uncompressed", lambda zarr: codecs)
+        writer = new_store(tmp_path / name, stack)
+        for chunk in range(writer.num_chunks):
+            write(writer, stack, chunk)
+        written[name] = FieldStore(tmp_path / name)
+    plain, zstd = written["plain"], written["zstd"]
+    codec_names = {type(c).__name__ for c in plain.group["params/layers.0.weight"].metadata.codecs}
+    assert codec_names == {"BytesCodec"}  # fitted weights barely compress: no zstd on the writing thread
+    assert {type(c).__name__ for c in zstd.group["params/layers.0.weight"].metadata.codecs} == {"BytesCodec", "ZstdCodec"}
+    rows = np.arange(10)
+    for name, tensor in plain.read(rows).items():
+        assert torch.equal(tensor, zstd.read(rows)[name]) and torch.equal(tensor, params_of(stack, rows)[name])
+    for column in ("labels", "split", "augment", "source_index", "psnr", "steps"):
+        assert np.array_equal(plain.column(column), zstd.column(column))
+    assert plain.damaged_chunks(range(plain.num_chunks)) == zstd.damaged_chunks(range(zstd.num_chunks)) == []
+
+
 def test_shared_tensors_are_stored_once(tmp_path, stack):
     shared = {"net.weight": torch.randn(3, 5), "scale": torch.tensor(2.5)}
     writer = new_store(tmp_path / "S", stack, shared=shared)

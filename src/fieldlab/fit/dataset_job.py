@@ -188,7 +188,8 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
     board = RunLog(None, out / "tensorboard" if tensorboard and dist.is_main() else None, False, writer.num_chunks)
     try:
         with _deadline.limit(job.fit.max_seconds) as deadline:  # from the command's start
-            _fit_chunks(mine, writer, fitter, rows_of, coords, is_test, progress, board.writer, deadline)
+            _fit_chunks(mine, writer, fitter, rows_of, coords, is_test, progress, board.writer, deadline,
+                        pin=resolve_device(fit.device).type == "cuda")
     finally:
         board.close()
     dist.barrier()
@@ -207,21 +208,30 @@ def _require_tensorboard() -> None:
 
 
 def _fit_chunks(mine: list[int], writer, fitter, rows_of: Augmented, coords, is_test: np.ndarray,
-                progress: bool, board=None, deadline: _deadline.Deadline = _deadline.UNBOUNDED) -> None:
+                progress: bool, board=None, deadline: _deadline.Deadline = _deadline.UNBOUNDED, *,
+                pin: bool = False) -> None:
     """Read, fit and write this rank's chunks, as phases (`fieldlab._progress`): rank 0 shows bars (all its
     fields, each chunk's reading and writing) and a line per chunk; else a log line per long phase. The next
     chunk is read and the last one written on worker threads while a chunk fits (`fieldlab._pipeline`), so
-    a GPU does not wait on decoding or zarr. A chunk is begun only if the deadline leaves the time it would
-    take (per field: the mean so far, or the last chunk's where slower)."""
+    a GPU does not wait on decoding or zarr. A chunk's values are read into one host buffer, page-locked
+    with `pin` (for a CUDA device: its upload is then a DMA copy, not a staged one). A chunk is begun only if
+    the deadline leaves the time it would take (per field: the mean so far, or the last chunk's where
+    slower)."""
     bar = progress and dist.is_main()
     per_field, fitted, spent = 0.0, 0, 0.0
     total = sum(len(writer.chunk_rows(chunk)) for chunk in mine)
 
     def read(chunk: int) -> tuple[np.ndarray, torch.Tensor]:
         rows = np.asarray(writer.chunk_rows(chunk))
-        # a folder's images are decoded here, in pieces under a bar (tqdm stacks the bars of the threads)
-        pieces = in_pieces(f"reading chunk {chunk}", len(rows), 16, unit="item", bar=bar, seconds=0.25)
-        return rows, torch.cat([rows_of.values(rows[a:b]) for a, b in pieces])
+        values = None
+        # a folder's images are decoded here, in pieces under a bar (tqdm stacks the bars of the threads),
+        # each copied once, into the chunk's buffer
+        for a, b in in_pieces(f"reading chunk {chunk}", len(rows), 16, unit="item", bar=bar, seconds=0.25):
+            piece = rows_of.values(rows[a:b])
+            if values is None:
+                values = torch.empty((len(rows), *piece.shape[1:]), dtype=piece.dtype, pin_memory=pin)
+            values[a:b] = piece
+        return rows, values
 
     def write(chunk: int, rows: np.ndarray, result) -> None:
         columns = rows_of.columns(rows)
