@@ -23,9 +23,9 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 
+from fieldlab._optim import Adam
 from fieldlab.fields import FieldStack
 from fieldlab.fit.loop import autocast_for, matmul_precision
-from fieldlab.fit.optim import Adam
 
 Points = Callable[[int, torch.Tensor], torch.Tensor]
 """(step, active positions (f,)) → the points (f, k) each field trains on at that step."""

@@ -21,13 +21,13 @@ import torch.nn as nn
 from fieldlab import _deadline, _json
 from fieldlab._errors import UserError
 from fieldlab._progress import QUIET_AFTER
+from fieldlab._optim import Adam
 from fieldlab.fields import FieldConfig, TrainsOnOwnPoints
 from fieldlab.fit.checkpoint import FitterCheckpoints, read_checkpoint
 from fieldlab.fit.config import FitConfig, points_per_step, single_kernel
 from fieldlab.fit.device_defaults import resolve_fit_config
 from fieldlab.fit.own_engines import engine_for
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
-from fieldlab.fit.optim import Adam
 from fieldlab.fit.points import generator, step_points
 from fieldlab.fit.schedule import Schedule
 from fieldlab.kernels import FusedSingle

@@ -39,12 +39,12 @@ import torch.nn as nn
 
 from fieldlab import distributed
 from fieldlab._errors import UserError
+from fieldlab._optim import Adam
 from fieldlab.fields import FieldConfig, FieldStack, FunctaConfig, Latent, SpatialFunctaConfig, coerce_option
 from fieldlab.fields.functa import LATENT
 from fieldlab.fit.batched import BatchedFitConfig, BatchResult, DatasetFitter, register_dataset_fitter
 from fieldlab.fit.loop import matmul_precision, resolve_device
 from fieldlab.fit.metrics import field_psnrs
-from fieldlab.fit.optim import Adam
 from fieldlab.fit.points import generator, with_replacement
 from fieldlab.fit.schedule import Schedule
 

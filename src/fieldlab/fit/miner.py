@@ -49,6 +49,7 @@ from fieldlab import _deadline
 from fieldlab._errors import UserError
 from fieldlab._progress import in_pieces, phase
 from fieldlab._validate import LIMITS, bounded_int
+from fieldlab._optim import Adam
 from fieldlab.fields.miner import BlockNet, Miner, MinerConfig
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.loop import FitResult, RunLog, autocast_for, matmul_precision, resolve_device
@@ -58,7 +59,6 @@ from fieldlab.fit.miner_mesh import fit_mesh
 from fieldlab.fit.checkpoint import rng_state as checkpoint_rng
 from fieldlab.fit.miner_place import POINTS_PER_CHUNK, Placement, placement, scale_bytes, trained_samples
 from fieldlab.fit.miner_resume import PyramidCheckpoints
-from fieldlab.fit.optim import Adam
 from fieldlab.fit.points import generator, step_points
 from fieldlab.fit.schedule import Schedule
 from fieldlab.signals import Signal

@@ -1,4 +1,4 @@
-"""Adam for every fit, without the `torch._dynamo` import that `torch.optim.Adam` costs a command.
+"""Adam for fieldlab's optimisation loops, without the `torch._dynamo` import that `torch.optim.Adam` costs a command.
 
 torch's optimizers wrap their constructor, `step`, `zero_grad` and `state_dict` in `torch._dynamo.disable`,
 which imports `torch._dynamo` on first use: 1 to 3 s of a one-image `fieldlab fit` on a CPU, 3.3 s of the

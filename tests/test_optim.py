@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from fieldlab.fit.optim import Adam
+from fieldlab._optim import Adam
 
 
 def _field(seed: int = 0) -> torch.nn.Module:
@@ -121,7 +121,7 @@ def test_fused_is_chosen_for_cuda_parameters_only():
 
 def test_a_fit_step_does_not_import_torch_dynamo():
     code = ("import sys, torch\n"
-            "from fieldlab.fit.optim import Adam\n"
+            "from fieldlab._optim import Adam\n"
             "field = torch.nn.Linear(2, 3)\n"
             "optimizer = Adam(field.parameters(), lr=1e-3)\n"
             "scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)\n"
