@@ -35,6 +35,25 @@ def test_values_of_many_rows_are_each_items_own_encoding_and_augmentation(tmp_pa
     assert lazy.raw_items is None and np.array_equal(lazy.items(np.array([3, 1])), np.stack([lazy.raw(3), lazy.raw(1)]))
 
 
+def test_npz_images_are_memory_mapped_where_stored_and_read_where_compressed(tmp_path):
+    from fieldlab.signals.datasets import _read_npz
+
+    images = np.random.default_rng(2).random((4, 3, 5, 2)).astype(np.float32)
+    fortran = np.asfortranarray(images)
+    np.savez(tmp_path / "plain.npz", images=images, labels=np.arange(4))
+    np.savez(tmp_path / "fortran.npz", images=fortran)
+    np.savez_compressed(tmp_path / "packed.npz", images=images)
+    plain, packed = _read_npz(tmp_path / "plain.npz"), _read_npz(tmp_path / "packed.npz")
+    assert isinstance(plain["images"], np.memmap) and not isinstance(plain["labels"], np.memmap)
+    assert not isinstance(packed["images"], np.memmap)
+    mapped_fortran = _read_npz(tmp_path / "fortran.npz")["images"]
+    for array in (plain["images"], packed["images"], mapped_fortran):
+        assert array.dtype == np.float32 and np.array_equal(array, images)
+    rows = [3, 0, 2]
+    assert torch.equal(Augmented(open_source(str(tmp_path / "plain.npz"))).values(rows),
+                       Augmented(open_source(str(tmp_path / "packed.npz"))).values(rows))
+
+
 def test_lfw_faces_and_non_faces():
     source = open_source("sample:lfw")
     assert len(source) == 200 and source.shape == (25, 25)

@@ -338,7 +338,9 @@ _NPZ_KEYS = {"images": ("images", "x", "X", "data"), "labels": ("labels", "y", "
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     """The arrays of `_NPZ_KEYS` in an .npz; each member's header is checked against its size and the limits
-    before it is read, and a damaged zip or member is one `UserError`."""
+    before it is read, and a damaged zip or member is one `UserError`. Images stored uncompressed (`np.savez`)
+    are memory-mapped, not read: the command starts at once, and each chunk's items are paged in by the
+    thread that reads it while the chunk before is fitted."""
     def read() -> dict[str, np.ndarray]:
         with zipfile.ZipFile(path) as archive:
             members = {name.removesuffix(".npy"): name for name in archive.namelist()}
@@ -351,12 +353,38 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                     continue
                 info = archive.getinfo(members[member])
                 with archive.open(info) as f:
-                    _validate.npy_header(f, f"{path}: {member}", info.file_size)
+                    shape, dtype = _validate.npy_header(f, f"{path}: {member}", info.file_size)
+                mapped = _map_stored(path, info, shape, dtype) if key == "images" else None
+                if mapped is not None:
+                    arrays[key] = mapped
+                    continue
                 with archive.open(info) as f:
                     arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
             return arrays
 
     return _load(path, read)
+
+
+def _map_stored(path: Path, info: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+    """The .npy member `info` of the zip `path` as a read-only memory map, where it is stored as is (not
+    compressed, not encrypted) and holds values; else None (the caller reads it)."""
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 1 or not math.prod(shape) or not dtype.itemsize:
+        return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)  # the member's local header: its own name and extra field lengths follow it
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            return None
+        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        f.seek(start)
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        declared, fortran, declared_dtype = read(f)
+        offset = f.tell()
+    if (tuple(declared), declared_dtype) != (shape, dtype) or offset + math.prod(shape) * dtype.itemsize > \
+            start + info.file_size:
+        return None  # not the member zipfile read (a crafted local header): read it the usual way
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
 def _load(path: Path, read: Callable[[], Any]) -> Any:
