@@ -77,6 +77,16 @@ def test_params_are_stored_uncompressed_and_a_compressed_store_reads_back_the_sa
     assert plain.damaged_chunks(range(plain.num_chunks)) == zstd.damaged_chunks(range(zstd.num_chunks)) == []
 
 
+def test_a_forced_create_replaces_the_store_and_deletes_the_old_one_behind(tmp_path, stack):
+    from fieldlab.store.field_store import finish_removals
+
+    write(new_store(tmp_path / "S", stack), stack, 0)
+    writer = new_store(tmp_path / "S", stack, force=True)
+    assert writer.pending_chunks() == [0, 1, 2]  # a new, empty store at once
+    finish_removals()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["S"]  # the old one, set aside, is gone
+
+
 def test_shared_tensors_are_stored_once(tmp_path, stack):
     shared = {"net.weight": torch.randn(3, 5), "scale": torch.tensor(2.5)}
     writer = new_store(tmp_path / "S", stack, shared=shared)

@@ -118,8 +118,14 @@ def run_dataset_job(job: DatasetJob, out: Path, *, resume: bool = False, force: 
     `out`/tensorboard through fit's RunLog."""
     from fieldlab._safety import lock_output
 
+    from fieldlab.store.field_store import finish_removals
+
     with lock_output(out):
-        return _run_dataset_job(job, out, resume=resume, force=force, progress=progress, tensorboard=tensorboard)
+        try:
+            return _run_dataset_job(job, out, resume=resume, force=force, progress=progress,
+                                    tensorboard=tensorboard)
+        finally:
+            finish_removals()  # the store --force replaced, deleted meanwhile on a thread
 
 
 def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, progress: bool,
