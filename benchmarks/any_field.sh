@@ -9,6 +9,8 @@
 # RUN=DIR evaluates an existing run trained on a SIREN store instead of training one (to re-measure
 # one row without the training: RUN=../af/run-dinet FIELDS="siren spatial-functa"); the table then
 # goes to OUT/eval.*, leaving the run's own eval files alone.
+# SEED=K seeds every fit (meta-learning's initialisation, rates and batches too); the held-out digits stay
+# every 5th item whatever the seed, so rows of several seeds score the same test fields.
 # Writes OUT/digits-<field> stores, OUT/run-<net>, OUT/eval.txt (the printed table) and OUT/eval.json.
 # On the GPU image zarr travels as wheels (.whl/, see the device tool's README). No data outside the repo.
 set -euo pipefail
@@ -25,7 +27,7 @@ for field in "${fields[@]}"; do
         *) fit=(--steps "$steps" --target-psnr 0) ;;
     esac
     python -m fieldlab fit-dataset sample:digits --field "$field" --limit "$limit" "${fit[@]}" \
-        --out "$out/digits-$field" --force --quiet
+        --seed "${SEED:-0}" --out "$out/digits-$field" --force --quiet
     echo "fit-dataset $field: $(python -c "print(f'{$(date +%s.%N) - $start:.1f}')") s"
 done
 run=${RUN:-$out/run-$net}

@@ -81,3 +81,12 @@ def test_a_dataset_siren_is_a_sensible_function_between_the_pixel_centres(tmp_pa
     # ω₀ 30, made for 512² photos, fits the 64 centres of an 8×8 item and is noise between them.
     assert default > whole_image + 3, (default, whole_image)
     assert default > 20, default
+
+
+def test_spatial_functa_gives_a_latent_cell_two_samples_a_side_up_to_its_whole_signal_grid(tmp_path):
+    grid = {side: resolve_dataset_config("spatial_functa", {}, _source(tmp_path, side, 1)).grid_size
+            for side in (4, 8, 16, 1024)}
+    assert grid == {4: 2, 8: 4, 16: 8, 1024: 8}
+    # The user's own grid wins, even where it is the whole-signal default the item default replaces.
+    given = resolve_dataset_config("spatial_functa", {"grid_size": "8"}, _source(tmp_path, 8, 1))
+    assert given.grid_size == 8 and given.latent_shape() == (16, 8, 8)

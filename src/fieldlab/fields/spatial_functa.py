@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
@@ -88,6 +88,10 @@ class SpatialFuncta(nn.Module):
         return self.siren.forward_shifted(siren_in, shifts).reshape(*lead, -1)
 
 
+ITEM_CELL = 2
+"""Samples per side of one latent cell in a dataset of small items (`item_defaults`)."""
+
+
 @register_field("spatial_functa")
 @dataclasses.dataclass(frozen=True)
 class SpatialFunctaConfig(FieldConfig):
@@ -98,7 +102,7 @@ class SpatialFunctaConfig(FieldConfig):
     num_layers: int = 6
     """Number of sine layers; each takes a shift of `hidden_dim` values per latent cell."""
     grid_size: int = 8
-    """Cells per axis of the latent grid (S)."""
+    """Cells per axis of the latent grid (S); a dataset of small items gets a cell per 2×2 samples."""
     latent_channels: int = 16
     """Latent values per cell (C); a field's latent holds S·S·C values."""
     kernel_size: int = 1
@@ -128,6 +132,16 @@ class SpatialFunctaConfig(FieldConfig):
             raise UserError(f"--resolution must be two positive sample counts, got {self.resolution}")
         if self.latent_init < 0:
             raise UserError(f"--latent-init must be non-negative, got {self.latent_init}")
+
+    def item_defaults(self, shape: tuple[int, ...]) -> dict[str, Any]:
+        """A latent cell of `ITEM_CELL` samples a side, up to the whole-signal grid (8×8 items: a 4×4 grid).
+
+        With a cell per sample, the nearest readout gives every sample its own latent and local frame, so the
+        field jumps at every sample border. On 8×8 grey photos (benchmarks/functa_between.py, 300 meta-steps,
+        3 seeds; never the digits) a 4×4 grid fits the centres to 49.8 dB (8×8: 59.7) and reads the 32×32
+        photo between them at 21.63 dB against 21.17 (+0.42 to +0.50 dB per seed)."""
+        cells = math.ceil(max(shape) / ITEM_CELL)
+        return {"grid_size": max(1, min(type(self).grid_size, cells))}
 
     def adapt(self, shape: tuple[int, ...]) -> SpatialFunctaConfig:
         return self.replace(resolution=tuple(shape)) if len(shape) == 2 else self
