@@ -208,6 +208,7 @@ def cost_sweep(fit, val, evaluator, info, device, args) -> tuple[dict, list]:
     start = {**library_defaults(info["dim"]), "steps": args.steps, **json.loads(args.start)}
     reference = costed_trial(start, fit, val, evaluator, info, device, args)
     floor = reference["score"] - args.margin
+    reference["floor"] = round(floor, 2)
     print(f"reference {reference['score']:.2f}: a cheaper network is kept at a score of at least {floor:.2f}", flush=True)
     rows, best = [reference], reference
     for name, changes in COST_STAGES:
@@ -250,7 +251,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--steps", type=int, default=300, help="steps of every trial (the steps stage tries 600)")
     parser.add_argument("--start", default="{}", help="JSON options to start from instead of the old defaults")
-    parser.add_argument("--stages", default="", help="comma-separated stages to run (default: all)")
+    parser.add_argument("--stages", default="",
+                        help="comma-separated stages to run (default: all; a name of no stage, e.g. none: the "
+                             "starting trial alone)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--num-points", type=int, default=256)
     parser.add_argument("--draws", type=int, default=2, help="draws of randomized sets on validation")

@@ -36,6 +36,7 @@ def test_a_cheaper_network_is_kept_only_within_the_margin_of_the_defaults_score(
 
     monkeypatch.setattr(sweep, "costed_trial", fake)
     chosen, rows = sweep.cost_sweep(None, None, None, {"dim": 2}, None, _args())
+    assert rows[0]["floor"] == 89.7  # the run records the rule's threshold
     # channels 32 passes (89.8 ≥ 89.7), 24 fails (89.6): the stage stops there and 16 is never tried
     assert [r["options"]["channels"] for r in rows if r.get("stage") == "channels"] == [32, 24]
     # num_basis 8 on 32 channels scores 89.75, just above the floor of the *defaults'* score − margin: kept
