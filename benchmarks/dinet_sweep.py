@@ -94,22 +94,23 @@ def validation_cut(train: Split) -> tuple[Split, Split]:
     return take(~held), take(held)
 
 
-def train_one(options: dict, data: Split, evaluator, info, device, batch: int, num_points: int):
-    """A network trained as `fieldlab train` trains it (same sampler, noise, schedule); (net, cfg, seconds)."""
+def train_one(options: dict, data: Split, evaluator, info, device, batch: int, num_points: int, seed: int = 0):
+    """A network trained as `fieldlab train` trains it (same sampler, noise, schedule); (net, cfg, seconds).
+    `seed` sets the initialization, the batches, the noise and the point sets drawn."""
     steps = options["steps"]
     config = TrainConfig(net=options["net"], points=options["points"], mix=options["mix"], num_points=num_points,
-                         resolutions=options["resolutions"], steps=steps, batch_size=batch, lr=options["lr"])
+                         resolutions=options["resolutions"], steps=steps, batch_size=batch, lr=options["lr"], seed=seed)
     cfg = net_config(options["net"], **{k: options[k] for k in NET_OPTIONS if k in options})
     if isinstance(cfg, SizedByPoints):
         cfg = cfg.for_points(num_points, info["dim"])
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     net = cfg.build(info["channels"], info["classes"], info["dim"]).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     samplers = config.samplers(info["dim"])
     began = time.time()
     for step in range(steps):
         net.train()
-        g = torch.Generator().manual_seed(step)
+        g = torch.Generator().manual_seed(step + 1_000_003 * seed)
         pick = torch.randint(len(data.rows), (batch,), generator=g).to(device)
         points = config.step_points(samplers, step).to(device)
         noise = config.noise * torch.randn(batch, len(points), info["channels"], generator=g)
@@ -140,7 +141,7 @@ def table(net, cfg, evaluator, split: Split, info, sides, draws: int, kinds=KIND
 
 
 def trial(options, fit, val, evaluator, info, device, args) -> dict:
-    net, cfg, seconds = train_one(options, fit, evaluator, info, device, args.batch, args.num_points)
+    net, cfg, seconds = train_one(options, fit, evaluator, info, device, args.batch, args.num_points, args.seed)
     cells = table(net, cfg, evaluator, val, info, args.sides, args.draws)
     score = float(np.mean(list(cells.values())))
     row = {"options": options, "val": cells, "score": round(score, 2), "worst": min(cells.values()),
@@ -237,7 +238,7 @@ def final(best, train, test, evaluator, info, device, args) -> dict:
     contenders = {"dinet": best, "cnn4": {**loop, "net": "cnn4", "points": "grid"},
                   "nuft": {**loop, "net": "nuft", "points": "rqmc", "backend": "exact"}}
     for name, options in contenders.items():
-        net, cfg, seconds = train_one(options, train, evaluator, info, device, args.batch, args.num_points)
+        net, cfg, seconds = train_one(options, train, evaluator, info, device, args.batch, args.num_points, args.seed)
         cells = table(net, cfg, evaluator, test, info, args.test_sides, args.test_draws)
         out[name] = {"options": options, "test": cells, "train_seconds": round(seconds, 1)}
         print(name, json.dumps(cells), flush=True)
@@ -255,6 +256,7 @@ def main() -> None:
                         help="comma-separated stages to run (default: all; a name of no stage, e.g. none: the "
                              "starting trial alone)")
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0, help="seed of every trial (a second seed shows the noise)")
     parser.add_argument("--num-points", type=int, default=256)
     parser.add_argument("--draws", type=int, default=2, help="draws of randomized sets on validation")
     parser.add_argument("--test-draws", type=int, default=5)
