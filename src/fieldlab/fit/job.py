@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import typing
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fieldlab import _deadline, _json, plots
-from fieldlab._pipeline import WriteBehind
 from fieldlab._errors import UserError
 from fieldlab._validate import LIMITS, bounded_int, check_memory
 from fieldlab.fields import FieldConfig, coerce_option, get_config_class
@@ -196,15 +194,13 @@ def _run_fit_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensorb
             result.metrics["psnr_peak"] = signal.info.normalization.scale
             log.info("PSNR is on the linear values, relative to a peak of %g (the image's max - min)",
                      signal.info.normalization.scale)
-        error_map = functools.partial(plots.write_error_map, signal.values, result.prediction, signal.info.kind,
-                                      folder / "error.png", metrics=result.metrics,
-                                      sample_rate=signal.info.extra.get("sample_rate"))
-        with WriteBehind() as pictures:
-            pictures.submit(_write_pictures, result, folder, error_map)
-            write_field(folder, result.field, config, signal.info, result.metrics)
-            raw = signal.info.normalization.decode(result.prediction)
-            write_reconstruction(folder, raw, signal.info)
-            _write_config(folder, job, config)
+        write_field(folder, result.field, config, signal.info, result.metrics)
+        raw = signal.info.normalization.decode(result.prediction)
+        write_reconstruction(folder, raw, signal.info)
+        _write_run_files(result, folder, job, config)
+        plots.write_error_map(signal.values, result.prediction, signal.info.kind, folder / "error.png",
+                              metrics=result.metrics, sample_rate=signal.info.extra.get("sample_rate"))
+        plots.write_training_plot(folder / "log.jsonl", folder / "training.png")
     checkpoint.unlink(missing_ok=True)  # the field is written: nothing is left to resume
     return result
 
@@ -248,34 +244,21 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensor
             **({"train": train} if train is not None else {}))
         config = result.config
         info = mesh.info(occupancy.resolution)
-        preview = functools.partial(plots.write_mesh_preview, result.reconstruction.vertices,
-                                    result.reconstruction.faces, folder / "preview.png",
-                                    title=f"{len(result.reconstruction.faces):,} faces of {reconstruction_name(info)}")
-        with WriteBehind() as pictures:
-            pictures.submit(_write_pictures, result, folder, preview)
-            write_field(folder, result.field, config, info, result.metrics)
-            write_mesh(folder / reconstruction_name(info), result.reconstruction.vertices,
-                       result.reconstruction.faces)
-            _write_config(folder, job, config)
+        write_field(folder, result.field, config, info, result.metrics)
+        write_mesh(folder / reconstruction_name(info), result.reconstruction.vertices, result.reconstruction.faces)
+        _write_run_files(result, folder, job, config)
+        plots.write_mesh_preview(result.reconstruction.vertices, result.reconstruction.faces, folder / "preview.png",
+                                 title=f"{len(result.reconstruction.faces):,} faces of {reconstruction_name(info)}")
+        plots.write_training_plot(folder / "log.jsonl", folder / "training.png")
     checkpoint.unlink(missing_ok=True)  # the field is written: nothing is left to resume
     return result
 
 
-def _write_pictures(result, folder: Path, picture: Callable[[], object]) -> None:
-    """The files a trainer asks for beside the reconstruction (name → writer(path): MINER's blocks.png),
-    `picture` (error.png or preview.png) and training.png.
-
-    A job runs this on a `WriteBehind` thread while it writes the field, reconstruction and config (the
-    pictures are most of what follows a fit: matplotlib's import and drawing); one thread draws them all,
-    in order, as pyplot is not safe for two at once. The folder is moved into place after both are done."""
+def _write_run_files(result, folder: Path, job: FitJob, config: FieldConfig) -> None:
+    """The files a trainer asks for beside the reconstruction (name → writer(path)), and config.json: the
+    job with the resolved field options, so `--config DIR/config.json` repeats the run."""
     for name, write in getattr(result, "extra_files", {}).items():
         write(folder / name)
-    picture()
-    plots.write_training_plot(folder / "log.jsonl", folder / "training.png")
-
-
-def _write_config(folder: Path, job: FitJob, config: FieldConfig) -> None:
-    """config.json: the job with the resolved field options, so `--config DIR/config.json` repeats the run."""
     resolved = dataclasses.replace(job, params=None, field_options={
         k: v for k, v in config.to_dict().items() if k not in DERIVED and k not in config.resolved})
     (folder / "config.json").write_text(json.dumps(resolved.to_dict(), indent=2, default=list) + "\n")
