@@ -15,16 +15,22 @@ import torch
 from fieldlab._optim import Adam
 
 
-def _field(seed: int = 0) -> torch.nn.Module:
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+"""The fused kernel's devices: its CPU version here, CUDA too where there is one (`pytest tests/test_optim.py`
+on a GPU machine checks the path GPU fits take)."""
+
+
+def _field(seed: int = 0, device: str = "cpu") -> torch.nn.Module:
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    return torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).to(device)
 
 
 def _steps(field: torch.nn.Module, optimizer: torch.optim.Optimizer, count: int, seed: int = 1) -> None:
     generator = torch.Generator().manual_seed(seed)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.97 ** step)
+    device = next(field.parameters()).device
     for _ in range(count):
-        x = torch.rand(32, 2, generator=generator)
+        x = torch.rand(32, 2, generator=generator).to(device)
         loss = (field(x) - x.sum(-1, keepdim=True)).square().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -40,25 +46,27 @@ def test_steps_are_bit_equal_to_torch_adam_on_cpu():
         assert torch.equal(a, b)
 
 
-def test_fused_steps_equal_torch_fused_adam():
+@pytest.mark.parametrize("device", DEVICES)
+def test_fused_steps_equal_torch_fused_adam(device):
     """The CUDA path's kernel, which torch also has for CPU tensors."""
-    ours, theirs = _field(), _field()
+    ours, theirs = _field(device=device), _field(device=device)
     _steps(ours, Adam(ours.parameters(), lr=3e-2, eps=1e-7, fused=True), 10)
     _steps(theirs, torch.optim.Adam(theirs.parameters(), lr=3e-2, eps=1e-7, fused=True), 10)
     for a, b in zip(ours.parameters(), theirs.parameters()):
         assert torch.equal(a, b)
 
 
-def test_fused_under_grad_scaler_equals_torch_fused_adam_and_skips_an_inf_step():
+@pytest.mark.parametrize("device", DEVICES)
+def test_fused_under_grad_scaler_equals_torch_fused_adam_and_skips_an_inf_step(device):
     """The GradScaler hands the fused kernel its scale and inf flag, as it does torch's fused Adam."""
-    fields = _field(), _field()
+    fields = _field(device=device), _field(device=device)
     optimizers = (Adam(fields[0].parameters(), lr=1e-2, fused=True),
                   torch.optim.Adam(fields[1].parameters(), lr=1e-2, fused=True))
     assert optimizers[0]._step_supports_amp_scaling
     for field, optimizer in zip(fields, optimizers):
-        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)
+        scaler = torch.amp.GradScaler(device, init_scale=2.0 ** 12)
         for step in range(4):
-            loss = field(torch.full((4, 2), 0.5 + step)).square().mean()
+            loss = field(torch.full((4, 2), 0.5 + step, device=device)).square().mean()
             optimizer.zero_grad()
             scaler.scale(loss * (math.inf if step == 2 else 1.0)).backward()
             scaler.step(optimizer)
@@ -115,8 +123,9 @@ def test_works_under_grad_scaler_and_rejects_a_closure():
         optimizer.step(lambda: 0.0)
 
 
-def test_fused_is_chosen_for_cuda_parameters_only():
-    assert Adam(_field().parameters(), lr=1e-3).defaults["fused"] is False
+@pytest.mark.parametrize("device", DEVICES)
+def test_fused_is_chosen_for_cuda_parameters_only(device):
+    assert Adam(_field(device=device).parameters(), lr=1e-3).defaults["fused"] is (device == "cuda")
 
 
 def test_a_fit_step_does_not_import_torch_dynamo():
