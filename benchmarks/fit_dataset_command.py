@@ -12,7 +12,9 @@ The patches (`sample:patches:N`, seeded 32×32×3 crops of scikit-image's photos
   zarr writes; run twice, the second time with the compile caches the first one left (Triton's cache,
   `torch.compile`'s), as a user's second run would;
 - a cProfile of a third command run in this process, reduced to where its time went (reading, fitting,
-  writing, the rest).
+  writing, the rest). From Python 3.12 on cProfile sees every thread (it is built on sys.monitoring), so
+  `reading` and `writing` are the worker threads' totals, mostly overlapped with `fitting`, not time the
+  fitting waited for; `benchmarks/fit_dataset_pipeline.py` measures what the pipeline leaves exposed.
 
 The figure is fields/s = patches / seconds, and the command's share of the kernel's rate.
 """
