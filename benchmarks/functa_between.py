@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--data", default="photos,digits")
     parser.add_argument("--field", default="functa", choices=("functa", "spatial_functa"))
     parser.add_argument("--weight", type=float, default=0.03, help="the between-samples term's weight")
-    parser.add_argument("--option", action="append", default=[], metavar="NAME=NUMBER",
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a field option over the item defaults, e.g. grid_size=4 (repeatable)")
     parser.add_argument("--size", type=int, default=8, help="photos are area-averaged to SIZE×SIZE items")
     parser.add_argument("--batch-size", type=int, default=0,
@@ -129,7 +129,10 @@ def main() -> None:
         parser.error("--data digits has 8×8 items only: use --size 8 with it")
     torch.set_num_threads(args.threads)
     jitters = [float(j) for j in args.jitters.split(",")]
-    options = {k: (int(v) if v.lstrip("-").isdigit() else float(v)) for k, v in (o.split("=", 1) for o in args.option)}
+    if any("=" not in o for o in args.option):
+        parser.error(f"--option takes NAME=VALUE, got {next(o for o in args.option if '=' not in o)!r}")
+    # the field's own option parsing (fit-dataset's) reads the words: grid_size=4, readout=bilinear
+    options = dict(o.split("=", 1) for o in args.option)
     results: dict = {"steps": args.steps, "batch_size": args.batch_size, "size": args.size, "seed": args.seed,
                      "rows": []}
     data = {}
