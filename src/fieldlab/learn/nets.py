@@ -166,7 +166,10 @@ class DINet4Config(DINetConfig):
     """DI-Net-4: conv, strided conv, a pure residual block of two convs, global pooling, MLP head.
 
     Its defaults (48 channels, Voronoi cell weights, 600 steps on a mix of point sets) were chosen on a
-    validation split of digits by `benchmarks/dinet_sweep.py` (BENCHMARKS.md, issue 20)."""
+    validation split of digits by `benchmarks/dinet_sweep.py` (BENCHMARKS.md, issue 20). Its cost-aware pass
+    (`--cost`, CPU, 300-step trials) kept them: against a 0.3-point margin, 32 channels lost 1.2 validation
+    points, 8 basis functions 0.6 and 24 neighbours 0.9; 24 channels with 4 basis functions (cnn4's work per
+    step, about half its steps/s) lost 1.3 and 2.2 points on two seeds."""
 
     train_points: ClassVar[str] = "mixed"
     channels: int = 48
