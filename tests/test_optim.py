@@ -46,6 +46,26 @@ def test_steps_are_bit_equal_to_torch_adam_on_cpu():
         assert torch.equal(a, b)
 
 
+def test_weight_decay_steps_are_bit_equal_to_torch_adamw_on_cpu():
+    """`train`'s optimizer: the decay is decoupled, as AdamW's (a coupled decay would differ here)."""
+    ours, theirs = _field(), _field()
+    _steps(ours, Adam(ours.parameters(), lr=3e-2, weight_decay=0.1), 25)
+    _steps(theirs, torch.optim.AdamW(theirs.parameters(), lr=3e-2, weight_decay=0.1), 25)
+    plain = _field()
+    _steps(plain, Adam(plain.parameters(), lr=3e-2), 25)
+    for a, b, c in zip(ours.parameters(), theirs.parameters(), plain.parameters()):
+        assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fused_weight_decay_equals_torch_fused_adamw(device):
+    ours, theirs = _field(device=device), _field(device=device)
+    _steps(ours, Adam(ours.parameters(), lr=3e-2, weight_decay=0.1, fused=True), 10)
+    _steps(theirs, torch.optim.AdamW(theirs.parameters(), lr=3e-2, weight_decay=0.1, fused=True), 10)
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_fused_steps_equal_torch_fused_adam(device):
     """The CUDA path's kernel, which torch also has for CPU tensors."""

@@ -22,8 +22,7 @@ from collections.abc import Iterable
 import torch
 
 
-_TORCH_ONLY = {"weight_decay": 0.0, "amsgrad": False, "maximize": False, "foreach": None, "capturable": False,
-               "differentiable": False, "decoupled_weight_decay": False}
+_TORCH_ONLY = {"amsgrad": False, "maximize": False, "foreach": None, "capturable": False, "differentiable": False}
 """torch.optim.Adam's other group settings, at the values this update has: a state_dict of either optimizer
 then loads into the other."""
 
@@ -32,6 +31,8 @@ class Adam(torch.optim.Optimizer):
     """Adam (Kingma & Ba 2015, https://arxiv.org/abs/1412.6980) with torch's update and state.
 
     `fused`: step with torch's fused CUDA kernel; None (the default) when every parameter is on CUDA.
+    `weight_decay`: decoupled, as torch.optim.AdamW's (Loshchilov & Hutter 2019): each step first scales a
+    parameter by 1 − lr · weight_decay (`train`'s networks; fits use none).
 
     >>> field = torch.nn.Linear(2, 3)
     >>> optimizer = Adam(field.parameters(), lr=1e-3)
@@ -40,12 +41,14 @@ class Adam(torch.optim.Optimizer):
     """
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict], *, lr: float,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, fused: bool | None = None):
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+                 fused: bool | None = None):
         params = list(params)
         if fused is None:
             tensors = [p for item in params for p in (item["params"] if isinstance(item, dict) else [item])]
             fused = bool(tensors) and all(p.device.type == "cuda" for p in tensors)
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "fused": fused, **_TORCH_ONLY})
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "fused": fused, "weight_decay": weight_decay,
+                                  "decoupled_weight_decay": weight_decay != 0, **_TORCH_ONLY})
         # As torch's fused Adam: a GradScaler hands this step its scale and inf flag (`grad_scale`, `found_inf`)
         # and the kernel unscales, and skips a step with an inf, on the device (no synchronisation a step).
         self._step_supports_amp_scaling = fused
@@ -81,13 +84,15 @@ class Adam(torch.optim.Optimizer):
                 "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
 
     def _single_step(self, group: dict, p: torch.Tensor) -> None:
-        # The order and form of torch.optim.Adam's single-tensor update (no capturable, no weight decay), so
-        # the result is bit-equal to it.
+        # The order and form of torch.optim.Adam's single-tensor update (no capturable; weight decay decoupled,
+        # as AdamW's), so the result is bit-equal to it.
         beta1, beta2 = group["betas"]
         state = self.state[p]
         grad, exp_avg, exp_avg_sq = p.grad, state["exp_avg"], state["exp_avg_sq"]
         state["step"] += 1
         step = state["step"].item()
+        if group["weight_decay"] != 0:
+            p.mul_(1 - group["lr"] * group["weight_decay"])
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         step_size = group["lr"] / (1 - beta1 ** step)
@@ -108,9 +113,9 @@ class Adam(torch.optim.Optimizer):
             scale = grad_scale.to(device, non_blocking=True) if grad_scale is not None else None
             inf = found_inf.to(device, non_blocking=True) if found_inf is not None else None
             torch._foreach_add_(steps, 1)
-            torch._fused_adam_(same, [p.grad for p in same], [s["exp_avg"] for s in states],
-                               [s["exp_avg_sq"] for s in states], [], steps, amsgrad=False, lr=group["lr"],
-                               beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"], maximize=False,
-                               grad_scale=scale, found_inf=inf)
+            kernel = torch._fused_adamw_ if group["weight_decay"] != 0 else torch._fused_adam_
+            kernel(same, [p.grad for p in same], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                   [], steps, amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+                   grad_scale=scale, found_inf=inf)
             if inf is not None:  # a skipped step does not count
                 torch._foreach_sub_(steps, [inf] * len(steps))

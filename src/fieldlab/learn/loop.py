@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from fieldlab import _deadline, distributed
+from fieldlab._optim import Adam
 from fieldlab._errors import UserError
 from fieldlab.fit.schedule import Schedule
 from fieldlab.learn.task import Task
@@ -89,7 +90,7 @@ def train_loop(task: Task, net: nn.Module, options: LoopOptions, *, device: torc
     model = net
     if distributed.world_size() > 1:
         model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    optimizer = Adam(net.parameters(), lr=options.lr, weight_decay=options.weight_decay)  # AdamW's decay
     start = 0
     if resume and run is not None and (run / "checkpoint.pt").is_file():  # read before RUN is written
         start = load_state(run / "checkpoint.pt", net, optimizer, device, options.steps, options.identity)
