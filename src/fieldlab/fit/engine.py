@@ -10,7 +10,7 @@ An engine holds the parameters and the optimizer state of f fields and steps the
     engine.run(1, 50)
     fitted = engine.parameters()       # {name: (f, …)} of the fields still fitting
 
-`StackEngine` is autograd over a `FieldStack` with torch's Adam (the reference path), `FusedEngine` the
+`StackEngine` is autograd over a `FieldStack` with fieldlab's Adam (the reference path), `FusedEngine` the
 fused Triton kernel (forward, backward and Adam in one launch per step); `fit.loop.Fitter` is the engine of
 one field (or a stack fitted to the end: it has no `select`).
 
@@ -36,7 +36,7 @@ class Stepper(Protocol):
     """What a driver needs of a training engine."""
 
     name: str
-    """Which path does the steps: reference (autograd and torch's Adam) or fused (the Triton kernel)."""
+    """Which path does the steps: reference (autograd and fieldlab's Adam) or fused (the Triton kernel)."""
     step_count: int
     """Steps done so far."""
 
@@ -229,7 +229,7 @@ class FusedEngine:
 
 
 STEPPERS: dict[str, str | None] = {
-    "fieldlab.fit.engine.StackEngine": None,  # stacks of fields, autograd and torch's Adam (fit_batch's reference)
+    "fieldlab.fit.engine.StackEngine": None,  # stacks of fields, autograd and fieldlab's Adam (fit_batch's reference)
     "fieldlab.fit.engine.FusedEngine": None,  # stacks of fields, the fused Triton kernel (fit_batch's fused path)
     "fieldlab.fit.loop.Fitter": None,  # one field: fit, extend, and meshes through its OccupancyFitter subclass
     "fieldlab.fit.miner.ScaleTrainer":

@@ -65,7 +65,7 @@ class Fitter:
         prediction = fitter.predict()    # every coordinate, in chunks, fp32
 
     `fused_spec`, the `FusedSpec` of a single field (from `single_kernel`), steps it with the fused Triton
-    kernel instead of autograd and torch's Adam: the kernel then holds the parameters and Adam's moments,
+    kernel instead of autograd and fieldlab's Adam: the kernel then holds the parameters and Adam's moments,
     and `field` is brought up to date whenever it is read.
 
     A Fitter is an engine of `fit.engine.Stepper`'s contract, except that it keeps its fields to the end
@@ -130,7 +130,7 @@ class Fitter:
 
     @property
     def kernel(self) -> str:
-        """Which path does the steps: fused (the Triton kernel) or reference (autograd and torch's Adam)."""
+        """Which path does the steps: fused (the Triton kernel) or reference (autograd and fieldlab's Adam)."""
         return "reference" if self._fused is None else "fused"
 
     @property
