@@ -174,9 +174,19 @@ def test_eval_refuses_stores_of_other_signals_in_one_line(cli, cnn_run, blob_sto
 @pytest.mark.parametrize("args, message", [
     (["--points", "grid,hexagons"], "unknown point set 'hexagons'"),
     (["--resolutions", "8,1"], "--resolutions are grid sides of at least 2"),
+    (["--points", "qmc,random"], "reads grids only: it cannot be scored at --points qmc,random"),
 ])
 def test_eval_refuses_bad_options_in_one_line(cli, cnn_run, blob_store, tmp_path, args, message):
     refusal(cli, ["eval", cnn_run, blob_store, *args], message, tmp_path / "out")
+
+
+def test_eval_at_points_a_grid_cnn_cannot_read_leaves_the_runs_own_table(cli, cnn_run, blob_store):
+    """Without --out the table goes to RUN: a refusal must not replace the last good one."""
+    cli(["eval", cnn_run, blob_store, "--points", "grid"])
+    before = (cnn_run / "eval.json").read_bytes()
+    status, _, err = cli(["eval", cnn_run, blob_store, "--points", "qmc"])
+    assert status == 2 and "reads grids only" in err and len(err.strip().splitlines()) == 1
+    assert (cnn_run / "eval.json").read_bytes() == before
 
 
 def test_eval_refuses_a_folder_that_is_no_run(cli, blob_store, tmp_path):
