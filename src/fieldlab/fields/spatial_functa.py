@@ -139,7 +139,9 @@ class SpatialFunctaConfig(FieldConfig):
         With a cell per sample, the nearest readout gives every sample its own latent and local frame, so the
         field jumps at every sample border. On 8×8 grey photos (benchmarks/functa_between.py, 300 meta-steps,
         3 seeds; never the digits) a 4×4 grid fits the centres to 49.8 dB (8×8: 59.7) and reads the 32×32
-        photo between them at 21.63 dB against 21.17 (+0.42 to +0.50 dB per seed)."""
+        photo between them at 21.63 dB against 21.17 (+0.42 to +0.50 dB per seed). On 16×16 photos (one seed)
+        cells of 2 samples (8×8) fit to 44.1 dB and read 25.21; cells of 4 read 25.34 but fit to 33.0 dB only.
+        DI-Net trained on SIREN digits then reads these stores 4.2 and 5.2 points below SIREN's (8×8: 8.8)."""
         cells = math.ceil(max(shape) / ITEM_CELL)
         return {"grid_size": max(1, min(type(self).grid_size, cells))}
 
