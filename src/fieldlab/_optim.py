@@ -58,7 +58,14 @@ class Adam(torch.optim.Optimizer):
     add_param_group = inspect.unwrap(torch.optim.Optimizer.add_param_group)
     zero_grad = inspect.unwrap(torch.optim.Optimizer.zero_grad)
     state_dict = inspect.unwrap(torch.optim.Optimizer.state_dict)
-    load_state_dict = inspect.unwrap(torch.optim.Optimizer.load_state_dict)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's, then (fused) each `step` moved where the kernel reads it: a state saved by an unfused
+        optimizer keeps it a CPU scalar, which the kernel does not take."""
+        inspect.unwrap(torch.optim.Optimizer.load_state_dict)(self, state_dict)
+        if self.defaults["fused"]:  # this optimizer's, whichever optimizer saved the state
+            for p, s in self.state.items():
+                s["step"] = s["step"].to(device=p.device, dtype=torch.float32)
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:
@@ -107,8 +114,6 @@ class Adam(torch.optim.Optimizer):
         grad_scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
         for (device, _), same in by_kind.items():
             states = [self.state[p] for p in same]
-            for s in states:  # a state saved by an unfused optimizer keeps its step on the CPU
-                s["step"] = s["step"].to(device=device, dtype=torch.float32)
             steps = [s["step"] for s in states]
             scale = grad_scale.to(device, non_blocking=True) if grad_scale is not None else None
             inf = found_inf.to(device, non_blocking=True) if found_inf is not None else None
