@@ -163,9 +163,9 @@ def _evaluate_stores(run: Path, paths: list, points: Sequence[str], resolutions:
     # a grid CNN classifier sees only grids, and a classifier of weights sees no points at all
     seen = [kind for kind in points if cfg.takes == "points" or cfg.task == "segment" or
             (cfg.takes == "grid" and kind == "grid") or (cfg.takes == "params" and kind == points[0])]
-    if not seen:  # a table of n/a cells only would replace the run's earlier eval files for nothing
-        reads = "grids only" if cfg.takes == "grid" else "its fields' weights, not points"
-        raise UserError(f"the {cfg.name} network of {run} reads {reads}: it cannot be scored at --points "
+    if not seen:  # only a grid CNN (a classifier of weights takes the first set); a table of n/a cells would
+        # replace the run's earlier eval files for nothing
+        raise UserError(f"the {cfg.name} network of {run} reads grids only: it cannot be scored at --points "
                         f"{','.join(points)}; add grid to --points")
     total = len(opened) * len(resolutions) * sum(draws if kind in RANDOMIZED else 1 for kind in seen)
     fields = sum(len(test_rows) for _, test_rows, _, _ in opened)
