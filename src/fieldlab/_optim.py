@@ -6,12 +6,13 @@ hash grid's 10.6 s command on an H100. Nothing in fieldlab traces its optimizer 
 forward and the loss), so `Adam` keeps torch's bookkeeping (param groups, `state_dict` and its format,
 schedulers, `GradScaler`) without those wrappers, and does the update itself:
 
-- on CUDA, torch's fused kernel (`torch._fused_adam_`, the kernel of `torch.optim.Adam(fused=True)`);
+- on CUDA, torch's fused kernel (`torch._fused_adam_`, the kernel of `torch.optim.Adam(fused=True)`, or
+  `torch._fused_adamw_` with a weight decay);
 - elsewhere, the single-tensor update of `torch.optim.Adam` on a CPU, written out op for op.
 
 The state has torch's names (`step`, `exp_avg`, `exp_avg_sq`) and placement (`step` a CPU scalar, or an fp32
-scalar on the device when fused), so checkpoints load into either optimizer. No weight decay, amsgrad,
-maximize or closure: no fit uses them.
+scalar on the device when fused), so checkpoints load into either optimizer (AdamW's too). Weight decay is
+AdamW's decoupled one only (`train`'s); no amsgrad, maximize or closure: nothing uses them.
 """
 
 from __future__ import annotations
