@@ -61,14 +61,15 @@ def config_for(field: str, shape: tuple[int, int], options: dict | None = None):
     return resolve_dataset_config(field, options or {}, SimpleNamespace(shape=shape, channels=1))
 
 
-def learn(train: torch.Tensor, jitter: float, steps: int, field: str = "functa", weight: float = 0.03, seed: int = 0,
-          options: dict | None = None, size: int = 8, batch_size: int = 0):
+def learn(train: torch.Tensor, jitter: float, steps: int, field: str = "functa", weight: float | None = None,
+          seed: int = 0, options: dict | None = None, size: int = 8, batch_size: int = 0):
     """Meta-learn `field` on `train` (f, size², 1), items of `size`×`size` samples, `batch_size` items per
-    outer step (0: MetaConfig's)."""
+    outer step (0: MetaConfig's), the between-samples term at `weight` (None: MetaConfig's)."""
     from fieldlab.fit.meta import MetaConfig, MetaLearner
 
-    meta = MetaConfig(steps=steps, jitter=jitter, between_weight=weight, seed=seed, device="cpu",
-                      **({"batch_size": batch_size} if batch_size else {}))
+    given = {"between_weight": weight, "batch_size": batch_size or None}
+    meta = MetaConfig(steps=steps, jitter=jitter, seed=seed, device="cpu",
+                      **{k: v for k, v in given.items() if v is not None})
     learner = MetaLearner(config_for(field, (size, size), options), centres(size), meta)
     start = time.perf_counter()
     learner.train(train)
@@ -111,12 +112,13 @@ def main() -> None:
     parser.add_argument("--jitters", default="0,1")
     parser.add_argument("--data", default="photos,digits")
     parser.add_argument("--field", default="functa", choices=("functa", "spatial_functa"))
-    parser.add_argument("--weight", type=float, default=0.03, help="the between-samples term's weight")
+    parser.add_argument("--weight", type=float, default=None,
+                        help="the between-samples term's weight (default: MetaConfig's, fit-dataset's)")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a field option over the item defaults, e.g. grid_size=4 (repeatable)")
     parser.add_argument("--size", type=int, default=8, help="photos are area-averaged to SIZE×SIZE items")
     parser.add_argument("--batch-size", type=int, default=0,
-                        help="items per outer step (0: MetaConfig's 16; 4 at --size 16 keeps 8×8's points per step)")
+                        help="items per outer step (0: MetaConfig's; 4 at --size 16 keeps 8×8's points per step)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the meta-learning (the photos stay the same)")
     parser.add_argument("--step-ratio", action=argparse.BooleanOptionalAction, default=True,
                         help="time the jitters' outer steps interleaved after the rows")
@@ -151,7 +153,7 @@ def main() -> None:
             learner, seconds = learn(train, jitter, args.steps, args.field, args.weight, args.seed, options, args.size,
                                      args.batch_size)
             row = {"field": args.field, **options, "data": name, "size": args.size, "seed": args.seed,
-                   "jitter": jitter, "weight": args.weight, "meta_seconds": round(seconds, 1),
+                   "jitter": jitter, "weight": learner.meta.between_weight, "meta_seconds": round(seconds, 1),
                    **scores(learner, test, truth, args.size)}
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
