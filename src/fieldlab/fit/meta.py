@@ -193,10 +193,11 @@ class MetaLearner:
         return (prediction - values).square().mean(dim=(-2, -1))
 
     def off_centre(self, count: int) -> torch.Tensor | None:
-        """This rank's share of `count` · world jittered copies (count, n, d) of the centres (None without jitter).
+        """This rank's share of `count` · world jittered copies (count, n, d) of the centres (None without jitter,
+        or when their error weighs nothing: no forward and backward pass a step for a term multiplied by 0).
 
         Every rank draws the points of the whole batch, so N processes train exactly as one."""
-        if not self.meta.jitter:
+        if not self.meta.jitter or not self.meta.between_weight:
             return None
         n, d = self.coords.shape
         spacing = torch.tensor([2 / size for size in self.grid])
