@@ -156,6 +156,7 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
     fitter = make_dataset_fitter(config, fit, job.meta_options)
     fitter.kind = source.kind  # chooses the measure its fields stop by (fit.batched.stop_measure)
     steps_by = fitter.describe()  # also refuses a --kernel that cannot run here, before the store is made
+    device = resolve_device(fit.device)  # describe() has refused one that is not there
     info = source.info()
     coords = grid_coords(info.domain, info.domain, info.shape)
     identity = job.identity(config, source, num_fields)
@@ -173,7 +174,7 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
         train = ~is_test[item_of_row]
         fitter.prepare(np.flatnonzero(train), rows_of.values, coords)
         if dist.is_main():
-            chunk = job.chunk_fields or (4096 if resolve_device(fit.device).type == "cuda" else 256)
+            chunk = job.chunk_fields or (4096 if device.type == "cuda" else 256)
             split_names = ("train", "test") if job.test_fraction or source.split is not None else ("train",)
             attrs = {k: v for k, v in identity.items() if k not in ("field", "num_fields")}
             FieldStoreWriter.create(out, config=config, signal=info, num_fields=num_fields, chunk_fields=chunk,
@@ -190,12 +191,12 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
         done = writer.num_chunks - len(pending)
         log.info("%s: %s fields of %s in %d chunks (%d done), %d process(es), %s on %s; steps by %s", job.source,
                  f"{num_fields:,}", config.name, writer.num_chunks, done, dist.world_size(),
-                 f"{config.num_params():,} params each", resolve_device(fit.device), steps_by)
+                 f"{config.num_params():,} params each", device, steps_by)
     board = RunLog(None, out / "tensorboard" if tensorboard and dist.is_main() else None, False, writer.num_chunks)
     try:
         with _deadline.limit(job.fit.max_seconds) as deadline:  # from the command's start
             _fit_chunks(mine, writer, fitter, rows_of, coords, is_test, progress, board.writer, deadline,
-                        pin=resolve_device(fit.device).type == "cuda")
+                        pin=device.type == "cuda")
     finally:
         board.close()
     dist.barrier()
