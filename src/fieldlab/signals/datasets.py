@@ -469,14 +469,14 @@ class Augmented:
     def __len__(self) -> int:
         return len(self.source) * self.copies
 
-    def item(self, row: int) -> tuple[int, int]:
-        """(source item, augmentation id) of `row`."""
+    def item(self, row: int | np.ndarray) -> tuple[int | np.ndarray, int | np.ndarray]:
+        """(source item, augmentation id) of `row`, an int or an array of rows."""
         return row // self.copies, row % self.copies
 
     def values(self, rows) -> torch.Tensor:
         """Field-range values (f, H·W, C) of `rows`, in the order of `Signal.coords()`."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        index, copy = rows // self.copies, rows % self.copies
+        index, copy = self.item(rows)
         # One encode for all rows: elementwise, so each item's values are those it gets alone, without a
         # Python call per item (60,000 of them held the GIL that the fitting thread launches kernels with).
         images = self.source.normalization.encode(self.source.items(index))
@@ -486,8 +486,7 @@ class Augmented:
 
     def columns(self, rows) -> dict[str, np.ndarray]:
         """labels, augment and source_index of `rows` (the store's row arrays)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        index, copy = rows // self.copies, rows % self.copies
+        index, copy = self.item(np.asarray(rows, dtype=np.int64))
         return {"labels": self.source.labels[index], "augment": copy, "source_index": index}
 
 
