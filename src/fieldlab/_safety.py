@@ -273,6 +273,23 @@ def remove_leftovers(target: Path) -> None:
                 path.unlink()
 
 
+def replace_folder(new: Path, target: Path) -> Path | None:
+    """Put the finished folder `new` at `target`. A folder already there is first renamed aside, to the
+    `.NAME.XXXXXXXX.old` that `remove_leftovers` handles if this process is killed, and put back if the swap
+    fails; it is returned for the caller to delete (None when `target` did not exist)."""
+    if not target.exists():
+        os.replace(new, target)
+        return None
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.absolute().parent))
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except OSError:
+        os.replace(old, target)
+        raise
+    return old
+
+
 def _listing(folder: Path) -> list[Path]:
     try:
         return list(folder.iterdir())

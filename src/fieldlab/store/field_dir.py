@@ -13,7 +13,6 @@ run never leaves a half-written field, and an existing DIR is replaced only afte
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
 import shutil
 import tempfile
@@ -25,8 +24,8 @@ import torch.nn as nn
 
 from fieldlab import _json
 from fieldlab._errors import UserError
-from fieldlab._safety import (OutputLock, check_output_folder, replace_file, user_write_errors, write_error,
-                              write_marker)
+from fieldlab._safety import (OutputLock, check_output_folder, replace_file, replace_folder, user_write_errors,
+                              write_error, write_marker)
 from fieldlab.fields import FieldConfig
 from fieldlab.signals import SignalInfo
 
@@ -107,17 +106,9 @@ class FieldDirWriter:
             self.lock.release()
 
     def _move_into_place(self) -> None:
-        if not self.out.exists():
-            os.replace(self.tmp, self.out)
-            return
-        old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".old", dir=self.out.absolute().parent))
-        os.replace(self.out, old)
-        try:
-            os.replace(self.tmp, self.out)
-        except OSError:
-            os.replace(old, self.out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+        old = replace_folder(self.tmp, self.out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def write_field(folder: Path, module: nn.Module, config: FieldConfig, signal: SignalInfo,

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import shutil
 import tempfile
@@ -59,7 +58,7 @@ import torch
 
 from fieldlab import _validate as v
 from fieldlab._errors import UserError, missing_extra
-from fieldlab._safety import refuse_links_inside
+from fieldlab._safety import refuse_links_inside, replace_folder
 from fieldlab.fields import FieldConfig, FieldStack, restore_buffer
 from fieldlab.signals import SignalInfo
 from fieldlab.store._integrity import (CHECKSUM, UNREADABLE, checked_attrs, checked_config, checked_signal,
@@ -259,16 +258,9 @@ def _replace_store(tmp: Path, path: Path) -> None:
     which the next writer of `path` removes if this process is killed first) and deleted on a thread: its
     hundreds of chunk files took 0.8 s of the command's start (CPU, 60,000 fields) before any fitting.
     `finish_removals` waits for those threads."""
-    if not path.exists():
-        os.replace(tmp, path)
+    old = replace_folder(tmp, path)
+    if old is None:
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.resolve().parent))
-    os.replace(path, old)
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        os.replace(old, path)
-        raise
     removal = threading.Thread(target=shutil.rmtree, args=(old,), kwargs={"ignore_errors": True},
                                name="fieldlab-remove")
     removal.start()
