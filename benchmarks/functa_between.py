@@ -92,9 +92,11 @@ def scores(learner, items: torch.Tensor, truth: torch.Tensor | None, size: int =
 
 
 def step_ratio(train: torch.Tensor, jitters: list[float], field: str, rounds: int = 4, steps: int = 5,
-               options: dict | None = None, size: int = 8) -> dict:
-    """Seconds per outer step of each jitter, measured interleaved (A B A B …) in this run."""
-    learners = {j: learn(train, j, 1, field, options=options, size=size)[0] for j in jitters}
+               options: dict | None = None, size: int = 8, weight: float | None = None, batch_size: int = 0) -> dict:
+    """Seconds per outer step of each jitter, measured interleaved (A B A B …) in this run, with the rows'
+    own weight and batch."""
+    learners = {j: learn(train, j, 1, field, weight, options=options, size=size, batch_size=batch_size)[0]
+                for j in jitters}
     seconds = {j: 0.0 for j in jitters}
     for _ in range(rounds):
         for j in jitters:
@@ -159,7 +161,8 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     if args.step_ratio:  # against functa's own (jitter 0) in the same run, whatever rows were asked for
         results["seconds_per_step"] = step_ratio(data[next(iter(data))][0], sorted({0.0, *jitters}), args.field,
-                                                 options=options, size=args.size)
+                                                 options=options, size=args.size, weight=args.weight,
+                                                 batch_size=args.batch_size)
         print(json.dumps(results["seconds_per_step"]), flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
