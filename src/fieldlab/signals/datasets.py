@@ -339,8 +339,9 @@ _NPZ_KEYS = {"images": ("images", "x", "X", "data"), "labels": ("labels", "y", "
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     """The arrays of `_NPZ_KEYS` in an .npz; each member's header is checked against its size and the limits
     before it is read, and a damaged zip or member is one `UserError`. Images stored uncompressed (`np.savez`)
-    are memory-mapped, not read: the command starts at once, and each chunk's items are paged in by the
-    thread that reads it while the chunk before is fitted."""
+    are memory-mapped, not read into a copy: integer images start at once, each chunk's items paged in by the
+    thread that reads it while the chunk before is fitted; float images are still scanned whole at open, for
+    NaN/Inf and their range, before the first chunk."""
     def read() -> dict[str, np.ndarray]:
         with zipfile.ZipFile(path) as archive:
             members = {name.removesuffix(".npy"): name for name in archive.namelist()}
