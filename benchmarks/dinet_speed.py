@@ -3,11 +3,11 @@
     python benchmarks/dinet_speed.py                      # CPU, 16² and 32² points, batch 64
     python benchmarks/dinet_speed.py --device cuda --out dinet_speed.json
 
-A step is what `train` does after sampling: forward, cross-entropy, backward and AdamW, on a batch of fields
-already evaluated at the step's points. Field evaluation is left out: at equal points it costs both networks
-the same, so leaving it out makes the ratio the networks' own. The fields are smooth random images (a few
-random sinusoids per field, evaluated at the points in memory), so nothing is read from disk and no optional
-dependency is needed.
+A step is what `train` does after sampling: forward, cross-entropy, backward and AdamW (fieldlab's Adam with
+decoupled decay, as `train`), on a batch of fields already evaluated at the step's points. Field evaluation is
+left out: at equal points it costs both networks the same, so leaving it out makes the ratio the networks' own.
+The fields are smooth random images (a few random sinusoids per field, evaluated at the points in memory), so
+nothing is read from disk and no optional dependency is needed.
 
 Rows: `cnn4` on the grid; `dinet` on the grid (a fixed set: its neighbourhoods are built once and reused
 every step) and on RQMC points (the training default: a new set each step, so its neighbourhoods are built
@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from fieldlab._optim import Adam  # noqa: E402
 from fieldlab.learn import layers  # noqa: E402
 from fieldlab.learn.layers import Discretized  # noqa: E402
 from fieldlab.learn.abilities import SizedByPoints  # noqa: E402
@@ -84,7 +85,7 @@ class Runner:
         torch.manual_seed(0)
         self.model = cfg.build(in_channels, classes, 2).to(device)
         self.in_channels, self.classes = in_channels, classes
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+        self.optimizer = Adam(self.model.parameters(), lr=1e-3, weight_decay=1e-2)  # as train steps
         self.sampler = PointSampler(kind=kind, n=n, dim=2)
         self.batch, self.device = batch, device
         self.name = f"{net} {kind}" + "".join(f" {k}={v}" for k, v in options.items()) + (" (plain)" if plain else "")

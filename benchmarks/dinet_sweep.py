@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import dinet_speed  # noqa: E402  (the cost of a trial: the same runners and timing as the speed benchmark)
 from learn import export, load  # noqa: E402  (benchmarks/learn.py: the store as safetensors, no zarr needed)
 
+from fieldlab._optim import Adam  # noqa: E402
 from fieldlab.learn.abilities import SizedByPoints  # noqa: E402
 from fieldlab.learn.nets import DINetDefaultConfig, net_config  # noqa: E402
 from fieldlab.learn.points import PointSampler  # noqa: E402
@@ -105,7 +106,7 @@ def train_one(options: dict, data: Split, evaluator, info, device, batch: int, n
         cfg = cfg.for_points(num_points, info["dim"])
     torch.manual_seed(seed)
     net = cfg.build(info["channels"], info["classes"], info["dim"]).to(device)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)  # as train steps
     samplers = config.samplers(info["dim"])
     began = time.time()
     for step in range(steps):
