@@ -125,16 +125,17 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
         for precision in precisions.split(","):
             for shape in grid.split(","):
                 # "32x4": 32 points per chunk, 4 warps; then r / k: reload / keep the weights, e: exact sine,
-                # w: the first layer as a 16-column tile (not NARROW_DIMS' broadcast products), sN: N pipeline
+                # w / n: the first layer of 2-D coordinates as a 16-column tile / one product per coordinate
+                # (else as NARROW_DIMS says), sN: N pipeline
                 # stages, mN: at most N registers per thread, cN: recompute N layers' z
-                match = re.fullmatch(r"(\d+)x(\d+)([rk]?)(e?)(w?)(?:s(\d+))?(?:m(\d+))?(?:c(\d))?", shape)
+                match = re.fullmatch(r"(\d+)x(\d+)([rk]?)(e?)([wn]?)(?:s(\d+))?(?:m(\d+))?(?:c(\d))?", shape)
                 if not match:
                     raise SystemExit(f"--tune-grid: cannot read {shape!r}")
                 block, warps = int(match[1]), int(match[2])
                 reload = {"r": True, "k": False}.get(match[3])
                 stages, registers = (int(match[6]) if match[6] else None), (int(match[7]) if match[7] else None)
                 fused_module.FAST_TRIG = not match[4]  # e: exact sine and cosine
-                fused_module.NARROW_DIMS = () if match[5] else narrow
+                fused_module.NARROW_DIMS = {"w": (), "n": (2,)}.get(match[5], narrow)
                 try:
                     stack = FusedStack(fused_spec(config), params, precision=precision, block=block, warps=warps,
                                        reload=reload, stages=stages, max_registers=registers,
@@ -149,7 +150,7 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
                     print(json.dumps({"tune": size, "precision": precision, "block": block, "warps": warps,
                                       "reload": stack.reload, "exact_trig": bool(match[4]), "stages": stages,
                                       "max_registers": registers, "recompute": int(match[8] or 0),
-                                      "first_layer": "tile" if match[5] else "narrow",
+                                      "first_layer": "narrow" if fused_module.NARROW_DIMS else "tile",
                                       "fields_per_s_at_500_steps": round(rate, 1)}), flush=True)
                 except Exception as error:
                     print(f"tune {size} {precision} {block} {warps}: {type(error).__name__}: {str(error)[:200]}")

@@ -143,12 +143,17 @@ def main() -> int:
     parser.add_argument("--precisions", default="fp32,tf32,bf16")
     parser.add_argument("--patches", type=int, default=None, help="Fields per configuration (default: PATCHES).")
     parser.add_argument("--exact-trig", action="store_true", help="Exact sine/cosine in the kernel at tf32/bf16.")
+    parser.add_argument("--first-layer", choices=("default", "narrow", "tile"), default="default",
+                        help="2-D coordinates through one product per coordinate (narrow) or a 16-column tile, "
+                             "instead of what kernels.fused.NARROW_DIMS says.")
     parser.add_argument("--smoke", action="store_true",
                         help="On the CPU through Triton's interpreter, 2 fields and a few steps: that the check "
                              "runs end to end (tests/gpu/test_smoke.py); its PSNR means little.")
     args = parser.parse_args()
     if args.exact_trig:
         fused_module.FAST_TRIG = False
+    if args.first_layer != "default":
+        fused_module.NARROW_DIMS = () if args.first_layer == "tile" else (2,)
     steps, graph_steps = (4, 3) if args.smoke else (500, 120)
     if args.smoke:
         fused_module.use_interpreter()

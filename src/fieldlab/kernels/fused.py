@@ -247,18 +247,17 @@ def _pow2(n: int) -> int:
     return max(16, 1 << (n - 1).bit_length())
 
 
-NARROW_DIMS = ()
-"""Coordinate dimensions whose first layer (in fields without an encoding) the kernel computes as broadcast
-products instead of a tensor-core tile padded to 16 columns: that layer is fp32, on the CUDA cores, and the
-tile made it 8× the products for 2-D coordinates. Compiled for sm_90 (benchmarks/kernel_resources.py), SIREN
-2×32 bf16 took a fifth fewer instructions and 238 registers instead of 255, and 3×64 11% fewer instructions
-and fewer spills. At 1 and 3 dimensions the instructions fell too but the spills grew, so those keep the
-tile until a GPU has timed both (benchmarks/fit_dataset.py --tune, grid suffix `w`: the tile).
+NARROW_DIMS = (2,)
+"""Coordinate dimensions whose first layer (in fields without an encoding) the kernel computes as one outer
+product per coordinate instead of a tensor-core tile padded to 16 columns: that layer is fp32, on the CUDA
+cores, and the tile made it 8× the products for 2-D coordinates. On an H100 (BENCHMARKS.md, fourteenth pass)
+2-D SIREN 2×32 bf16 steps ran 1.2× faster at the same block (10,306 against 8,587 fields/s) and 3×64 1.23×;
+with the block it allows (`default_block`), 2×32 runs 17,000. Other dimensions keep the tile: at 1 and 3 the
+compiled kernel spilled more (sixth pass), not timed since.
 
-Empty for now: compiled on an H100 the narrow path gave wrong values where Triton's interpreter gives the
-right ones (tests/gpu/check_field_evaluator.py, 2026-12-05: relative error 0.6-1.3 for 2-D SIREN and
-Gaussian fields through `FieldEvaluator`, 5e-7 with the tile), so every dimension takes the tile until the
-narrow path passes that check. `--first-layer narrow` of that check and of kernel_resources.py try it."""
+An earlier form, a (points, D, width) broadcast summed over its middle axis, gave wrong values compiled for
+sm_90 (relative error 0.6-1.3) where Triton's interpreter gave the right ones; the present one uses 2-D
+tensors only and passes tests/gpu/check_field_evaluator.py and check_fused.py (relative error 2e-7)."""
 
 
 def _coordinate_width(spec: FusedSpec) -> int:
@@ -280,11 +279,15 @@ def _meta(spec: FusedSpec, precision: str, block: int) -> dict:
                 DI=spec.encoded_dim - 2 * spec.frequencies, IN0=spec.encoded_dim)
 
 
-def default_block(spec: FusedSpec) -> tuple[int, int]:
-    """(points per chunk, warps) that keep a chunk's activations and the weights in registers."""
-    width = _pow2(spec.hidden_dim)  # measured on an H100 (benchmarks/fit_dataset.py --tune)
+def default_block(spec: FusedSpec, precision: str) -> tuple[int, int]:
+    """(points per chunk, warps) that keep a chunk's activations and the weights in registers, measured on an
+    H100 (benchmarks/fit_dataset.py --tune). Up to 32 wide one warp per field: more programs of one field
+    each share a multiprocessor, whose other programs hide each one's latencies (2×32 with the narrow first
+    layer: bf16 16,904 fields/s at 32 points × 1 warp, 13,265 at 64 × 2, 10,306 at 32 × 2; tf32 and fp32
+    prefer 16 points per chunk, fp32 by 2.5×)."""
+    width = _pow2(spec.hidden_dim)
     if width <= 32:
-        return 32, 2
+        return (32 if precision == "bf16" else 16), 1
     if width <= 64:
         return 32, 4
     return 32, 8
@@ -299,7 +302,7 @@ def launch_constants(spec: FusedSpec, precision: str, *, betas: tuple[float, flo
     Triton's pipelining and register limit. recompute: how many leading layers' pre-activations the
     backward pass computes again rather than holds (0, 1, 2; a register-pressure knob for
     benchmarks/fit_dataset.py --tune)."""
-    default = default_block(spec)
+    default = default_block(spec, precision)
     reload = _pow2(spec.hidden_dim) >= 64 if reload is None else reload
     constants = dict(_meta(spec, precision, block or default[0]), RELOAD=reload, RECOMPUTE=recompute,
                      B1=betas[0], B2=betas[1], EPS=eps, num_warps=warps or default[1])
@@ -308,6 +311,10 @@ def launch_constants(spec: FusedSpec, precision: str, *, betas: tuple[float, flo
     if max_registers is not None:
         constants["maxnreg"] = max_registers
     split = constants
+    if block is None and warps is None and _pow2(spec.hidden_dim) <= 32:
+        # Split, a field's points are shared among about four programs per multiprocessor (`default_parts`),
+        # too few one-warp programs to hide each other's latencies: two warps of 32 points, as before.
+        split = dict(constants, **_meta(spec, precision, 32), num_warps=2)
     if constants["HP"] >= 128 and stages is None:
         # Pipelined, the split kernel at 128 wide asks 344 KB of shared memory (an H100 has 227 KB).
         split = dict(constants, num_stages=1)
@@ -405,7 +412,7 @@ class FusedStack:
         if self._multiprocessors is None:
             self._multiprocessors = torch.cuda.get_device_properties(self.flat.device).multi_processor_count
         programs = 4 * self._multiprocessors
-        return max(1, min(_cdiv(programs, len(self)), _cdiv(points, self.block)))
+        return max(1, min(_cdiv(programs, len(self)), _cdiv(points, self._split_constants["BN"])))
 
     def _launch(self, coords, values, rows, index, hyper, parts: int):
         f, (n, c) = len(self), values.shape[1:]
@@ -414,11 +421,11 @@ class FusedStack:
         loss = (torch.zeros if split else torch.empty)(f, dtype=torch.float32, device=self.flat.device)
         grad = torch.zeros_like(self.flat) if split else self.flat
         idx = index.to(torch.int32).contiguous() if index is not None else rows
-        chunks = _cdiv(_cdiv(k, parts), self.block)
-        parts = _cdiv(k, chunks * self.block)
+        constants = self._split_constants if split else self._constants
+        chunks = _cdiv(_cdiv(k, parts), constants["BN"])
+        parts = _cdiv(k, chunks * constants["BN"])
         rows = (rows if rows.dtype == torch.int32 else rows.to(torch.int32)).contiguous()
         encoding, enc_stride = _encoding_arguments(self.encoding, self.flat)
-        constants = self._split_constants if split else self._constants
         self.kernels.fused_mlp_step[(f, parts)](
             self.flat, self.m, self.v, grad, coords.float().contiguous(), values.float().contiguous(), idx, rows,
             loss, self.flat if split else hyper, encoding, k, n, 1.0 / (k * c), enc_stride,

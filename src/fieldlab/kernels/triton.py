@@ -17,7 +17,8 @@ with s = 2π; `ENC` 2: γ = [x, cos(xAᵀ), sin(xAᵀ)], NeRF's positional encod
 order, the first `DI` of them for x (D, or 0 for ENC 1), then F for the cosines, then F for the sines.
 Padded sizes `FP`, `HP`, `CP` are powers of two ≥ 16 (tensor-core tiles), and so is `DP` where the
 coordinates enter a tile; a `DP` below 16 (2-D fields without an encoding, `kernels.fused.NARROW_DIMS`) takes
-the first layer as broadcast products instead (`_mm_coords`). Padding is masked on load.
+the first layer as one outer product per coordinate instead (`_mm_coords`, `_coords_grad`). Padding is
+masked on load.
 Activations: 0 sine sin(w z); 1 Gaussian exp(−(w z)²); 2 ReLU.
 Matrix precision `MM`: 0 fp32 (IEEE, on the CUDA cores), 1 TF32 (operands rounded to nearest), 2 bf16 operands,
 3 bf16 rounding emulated in fp32 (for the interpreter), 4 fp32 as three TF32 products on the tensor cores
@@ -83,10 +84,31 @@ def _mm(a, b, MM: tl.constexpr):
 def _mm_coords(x, w, DP: tl.constexpr):
     """x (BN, DP) @ w (DP, HP) in fp32, the coordinates' product of the first layer: below a tile's 16
     columns as broadcast products, summed (no padding of 2 coordinates to 16), else an IEEE tile."""
-    if DP < 16:
-        return tl.sum(x[:, :, None] * w[None, :, :], axis=1)
+    if DP < 16:  # one outer product per coordinate, each column picked by a masked sum (2-D tensors only:
+        # the same as a (BN, DP, HP) broadcast summed over its middle axis, which compiled wrong for sm_90)
+        d = tl.arange(0, DP)
+        z = tl.zeros((x.shape[0], w.shape[1]), dtype=tl.float32)
+        for k in tl.static_range(DP):
+            column = tl.sum(tl.where(d[None, :] == k, x, 0.0), axis=1)
+            z += column[:, None] * tl.sum(tl.where(d[:, None] == k, w, 0.0), axis=0)[None, :]
+        return z
     else:
         return _mm(x, w, 0)
+
+
+@triton.jit
+def _coords_grad(x, dz, DP: tl.constexpr):
+    """xᵀ dz (DP, HP) in fp32, the first layer's weight gradient from the coordinates x (BN, DP): as
+    `_mm_coords`, below 16 columns one masked sum per coordinate, else an IEEE tile."""
+    if DP < 16:
+        d = tl.arange(0, DP)
+        g = tl.zeros((DP, dz.shape[1]), dtype=tl.float32)
+        for k in tl.static_range(DP):
+            gk = tl.sum(tl.sum(tl.where(d[None, :] == k, x, 0.0), axis=1)[:, None] * dz, axis=0)
+            g += tl.where(d[:, None] == k, gk[None, :], 0.0)
+        return g
+    else:
+        return _mm(tl.trans(x), dz, 0)
 
 
 @triton.jit
@@ -364,10 +386,7 @@ def fused_mlp_step(
             da = _mm(dz, tl.trans(w1), MM)
         dz = da * _act_grad(z0, a, W_FIRST, ACT, FAST)
         if DI > 0:
-            if DP < 16:
-                g_w0 += tl.sum(x[:, :, None] * dz[:, None, :], axis=0)
-            else:
-                g_w0 += _mm(tl.trans(x), dz, 0)
+            g_w0 += _coords_grad(x, dz, DP)
         if ENC != 0:
             g_w0c += _mm(tl.trans(gc), dz, 0)
             g_w0s += _mm(tl.trans(gs), dz, 0)
