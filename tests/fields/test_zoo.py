@@ -39,9 +39,12 @@ def test_with_params_solves_the_budget(name, target):
     config = make_config(name, in_dim=2, out_dim=3).adapt((512, 512)).with_params(target)
     knob = type(config).size_knob
     count = config.num_params()
-    # The knob is an integer: the count is the closest reachable one, whichever side of the target.
-    neighbours = [config.replace(**{knob: getattr(config, knob) + d}).num_params() for d in (-1, 1)
-                  if getattr(config, knob) + d > 0]
+    # The knob is an integer: the count is the closest reachable one, whichever side of the target; a width
+    # from 64 up is a multiple of 8 (aligned GPU matrices), the closest such one.
+    value = getattr(config, knob)
+    step = 8 if knob == "hidden_dim" and value >= 64 else 1
+    assert value % step == 0
+    neighbours = [config.replace(**{knob: value + d}).num_params() for d in (-step, step) if value + d > 0]
     assert all(abs(count - target) <= abs(n - target) for n in neighbours)
     assert abs(count - target) / target < 0.1
 
