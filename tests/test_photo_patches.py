@@ -46,3 +46,32 @@ def test_the_smallest_photo_gives_crops_to_both_splits(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "patches").glob("*/*/*.png"))) == 4
+
+
+def test_every_crop_is_recorded_where_it_was_cut(tmp_path):
+    """crops.csv: one row per crop file, and the photo read at (top, left) gives that file's pixels."""
+    import csv
+
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    photos = {name: rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for name, h, w in (("a", 128, 48), ("b", 160, 40))}
+    for name, photo in photos.items():
+        Image.fromarray(photo).save(tmp_path / f"{name}.png")
+    out = tmp_path / "patches"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--images", str(tmp_path / "*.png"), "--out", str(out),
+                           "--train-per-photo", "5", "--test-per-photo", "3"], cwd=tmp_path, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    with open(out / "crops.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["file"] for r in rows) == sorted(str(p.relative_to(out)) for p in out.glob("*/*/*.png"))
+    assert len(rows) == 2 * (5 + 3)
+    for r in rows:
+        photo = photos[Path(r["photo"]).stem]
+        top, left, size = int(r["top"]), int(r["left"]), int(r["size"])
+        assert (int(r["height"]), int(r["width"]), size) == (*photo.shape[:2], 32)
+        assert r["file"].startswith(f"{r['split']}/{r['class']}/")
+        assert (top >= int(0.75 * photo.shape[0])) == (r["split"] == "test")  # test crops from the bottom band
+        saved = np.asarray(Image.open(out / r["file"]).convert("RGB"))
+        assert np.array_equal(saved, photo[top:top + size, left:left + size])

@@ -3,6 +3,13 @@ machine: seeded 32×32 crops of every photo given, labelled by photo, written as
 split (OUT/train/<photo>/*.png, OUT/test/<photo>/*.png). Test crops come from the bottom quarter of each
 photo and training crops from the rest, so no test pixel is ever seen in training.
 
+Every crop's position is recorded in OUT/crops.csv, one row per crop file: `file` (relative to OUT, e.g.
+train/00-natural512-a/00000.png), `split`, `class` (the photo's folder name), `photo` (its path as given),
+`height` and `width` (the photo's), `size` (the crop's side), `top` and `left` (the crop's first row and column).
+So `photo[top:top + size, left:left + size]` is the crop, and a validation cut can be placed by position
+(`benchmarks/dinet_sweep.py --cut band`). The csv sits beside the split folders, not in a class folder, so an
+ImageFolder reader does not see it.
+
     python benchmarks/protocols/photo_patches.py --out patches \
         --images '../shared/data/images/natural512/*.png,../shared/data/images/text512/*.png'
     python benchmarks/protocols/functa_cifar10.py --source patches --out OUT
@@ -14,6 +21,7 @@ With the 16 natural and 16 text photos of ../shared/data (512×512 each): 32 cla
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
 import sys
 from pathlib import Path
@@ -23,6 +31,8 @@ import numpy as np
 
 SIZE = 32
 TEST_SHARE = 0.25
+CROPS = "crops.csv"
+COLUMNS = ("file", "split", "class", "photo", "height", "width", "size", "top", "left")
 
 
 def fail(message: str) -> NoReturn:
@@ -75,6 +85,10 @@ def main() -> None:
     from PIL import Image
 
     rng = np.random.default_rng(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = open(args.out / CROPS, "w", newline="")
+    record = csv.writer(table)
+    record.writerow(COLUMNS)
     for index, (path, photo) in enumerate(zip(paths, photos)):
         name = f"{index:02d}-{Path(path).parent.name}-{Path(path).stem}"  # a class per photo, sorted as given
         border = band_start(photo.shape[0])
@@ -86,7 +100,10 @@ def main() -> None:
             lefts = rng.integers(0, photo.shape[1] - SIZE + 1, count)
             for k, (top, left) in enumerate(zip(tops, lefts)):
                 Image.fromarray(photo[top:top + SIZE, left:left + SIZE]).save(folder / f"{k:05d}.png")
+                record.writerow((f"{split}/{name}/{k:05d}.png", split, name, path, *photo.shape[:2], SIZE, top, left))
+        table.flush()
         print(f"{path}: {args.train_per_photo} train and {args.test_per_photo} test crops -> {name}", flush=True)
+    table.close()
 
 
 if __name__ == "__main__":
