@@ -23,6 +23,19 @@ stage, candidates run from the most to the least expensive, the cheapest that pa
 stops at the first that fails. The test split is not read in this mode unless `--final` is given (the
 acceptance is `dinet_targets.sh` at the library's defaults once they change).
 
+`--cut` picks the validation cut of the train split. `every5` (the default) is the one above. `band` is for
+photo crops (benchmarks/protocols/photo_patches.py), where every-5th validation crops overlap fit crops of the
+same photo (28% of their pixels on average) and read far above the test split, which comes from a held-out
+band of rows. `band` holds out a band of rows in the same way. With B the photo's first test row (photo_patches'
+rule, from the photo height recorded) and S the crop side recorded, validation is the training crops whose top
+row is at least V = B − 4·S + S/2 (the last 3.5 crop heights of the training rows). Fit is the crops whose top
+row is at most V − S, which end before row V, so no fit pixel lies in a validation crop. The crops in between
+are dropped.
+For 512-row photos and 32×32 crops: B = 384, validation tops 272–352 (rows 272–383), fit tops 0–240. The
+positions come from DIR/positions.json, which `--export` writes when the store was fitted to a folder that has
+photo_patches' crops.csv (or one given by `--crops`), matched to the store's rows through its source_index
+column. `--no-final` scores nothing on the test split (validation trials only).
+
 Any classification store exported with `--export` works (labels, any channels): for 32×32 colour images,
 e.g. `--num-points 1024 --sides 32,64 --test-sides 16,32,64`. `--cost` times 2-D networks only.
 """
@@ -87,12 +100,86 @@ def library_defaults(dim: int) -> dict:
 def validation_cut(train: Split) -> tuple[Split, Split]:
     """(fit, validation): every 5th field of the train split is held out for choosing."""
     held = np.arange(len(train.rows)) % 5 == 4
+    return _take(train, ~held), _take(train, held)
 
-    def take(mask):
-        index = torch.from_numpy(np.flatnonzero(mask)).to(train.labels.device)
-        return Split(train.rows[mask], {k: v[index] for k, v in train.params.items()}, train.labels[index])
 
-    return take(~held), take(held)
+def write_positions(store_path: str, data: Path, crops: str | None = None) -> None:
+    """DIR/positions.json: each exported row's crop position (train rows, then test rows, as `export` writes
+    them), from photo_patches' crops.csv (`crops`, else crops.csv in the folder the store was fitted to). A store
+    of another source gets no file. Store rows are matched to crop files through the store's source_index, the
+    item index of fieldlab's ImageFolder reader: split folders train then test, classes sorted, files sorted
+    within a class. The order rebuilt from the csv must give the store's `files_sha1`, or nothing is written."""
+    import csv
+    import hashlib
+
+    from fieldlab.learn.train import split_rows
+    from fieldlab.store.field_store import FieldStore
+
+    store = FieldStore(store_path)
+    source = store.attrs.get("source", {})
+    table = Path(crops) if crops else Path(source.get("spec", "")) / "crops.csv"
+    (data / "positions.json").unlink(missing_ok=True)  # none from an earlier export outlives this one
+    if not table.is_file():
+        print(f"no crop positions ({table} not found): --cut band will refuse {data}")
+        return
+    with open(table, newline="") as f:
+        records = list(csv.DictReader(f))
+    order = {split: n for n, split in enumerate(source.get("splits") or ["train"])}
+    classes = {name: n for n, name in enumerate(source.get("classes", []))}
+    ordered = sorted((r for r in records if r["split"] in order and r["class"] in classes),
+                     key=lambda r: (order[r["split"]], classes[r["class"]], Path(r["file"])))
+    sha1 = hashlib.sha1("\n".join(r["file"] for r in ordered).encode()).hexdigest()
+    if len(ordered) != source.get("count") or sha1 != source.get("files_sha1"):
+        _refuse(f"{table} does not list the files {store_path} was fitted to ({len(ordered)} crops against "
+                f"{source.get('count')} source items, or other file names)")
+    train_rows, test_rows, _ = split_rows(store)
+    item = store.column("source_index")[np.concatenate([train_rows, test_rows])]
+    if (item < 0).any():
+        _refuse(f"{store_path} has rows without a source item; positions cannot be matched")
+    picked = [ordered[i] for i in item]
+    positions = {"crops": str(table), "files_sha1": sha1, "train": len(train_rows), "test": len(test_rows),
+                 **{k: [r[k] for r in picked] for k in ("file", "split")},
+                 **{k: [int(r[k]) for r in picked] for k in ("height", "width", "size", "top", "left")}}
+    (data / "positions.json").write_text(json.dumps(positions))
+    print(f"crop positions of {len(picked)} rows from {table} -> {data / 'positions.json'}")
+
+
+def band_limits(height: int, size: int) -> tuple[int, int]:
+    """(last fit top, first validation top) of `--cut band` for a photo `height` rows high and crops `size`
+    wide (module docstring): 240 and 272 for 512 and 32."""
+    from protocols.photo_patches import band_start  # benchmarks/protocols: the test band's rule
+
+    first_val = band_start(height) - 4 * size + size // 2
+    return first_val - size, first_val
+
+
+def band_cut(train: Split, data: Path) -> tuple[Split, Split]:
+    """(fit, validation) of `--cut band`: by crop position, from DIR/positions.json."""
+    path = data / "positions.json"
+    if not path.is_file():
+        _refuse(f"--cut band needs crop positions and {path} does not exist; export a store fitted to "
+                f"photo_patches.py crops (crops.csv) again with --export STORE --data {data}")
+    positions = json.loads(path.read_text())
+    exported = json.loads((data / "fields.json").read_text()).get("source", {}).get("files_sha1")
+    if positions["train"] != len(train.rows) or positions["files_sha1"] != exported:
+        _refuse(f"{path} does not describe the store exported to {data} ({positions['train']} train rows against "
+                f"{len(train.rows)}, or another file list); export again")
+    top, height, size = (np.asarray(positions[k][:positions["train"]])[train.rows] for k in ("top", "height", "size"))
+    if any(s != "train" for s in positions["split"][:positions["train"]]):
+        _refuse(f"{path}: a train row of the store is not a train crop of photo_patches.py")
+    pairs = list(zip(height.tolist(), size.tolist()))  # per crop: photos of several heights may mix
+    limits = {pair: band_limits(*pair) for pair in set(pairs)}
+    last_fit, first_val = (np.asarray([limits[pair][i] for pair in pairs]) for i in (0, 1))
+    fit, val = top <= last_fit, top >= first_val
+    if not fit.any() or not val.any():
+        _refuse(f"--cut band leaves {int(fit.sum())} fit and {int(val.sum())} validation fields; the photos "
+                f"are too short for a validation band above their test band")
+    return _take(train, fit), _take(train, val)
+
+
+def _take(split: Split, mask: np.ndarray) -> Split:
+    index = torch.from_numpy(np.flatnonzero(mask)).to(split.labels.device)
+    return Split(split.rows[mask], {k: v[index] for k, v in split.params.items()}, split.labels[index])
 
 
 def train_one(options: dict, data: Split, evaluator, info, device, batch: int, num_points: int, seed: int = 0):
@@ -101,7 +188,9 @@ def train_one(options: dict, data: Split, evaluator, info, device, batch: int, n
     steps = options["steps"]
     config = TrainConfig(net=options["net"], points=options["points"], mix=options["mix"], num_points=num_points,
                          resolutions=options["resolutions"], steps=steps, batch_size=batch, lr=options["lr"], seed=seed)
-    cfg = net_config(options["net"], **{k: options[k] for k in NET_OPTIONS if k in options})
+    # the options this network takes: a start of {"net": "cnn4", "points": "grid"} keeps BASE's DI-Net options out
+    takes = {f.name for f in dataclasses.fields(net_config(options["net"]))}
+    cfg = net_config(options["net"], **{k: options[k] for k in NET_OPTIONS if k in options and k in takes})
     if isinstance(cfg, SizedByPoints):
         cfg = cfg.for_points(num_points, info["dim"])
     torch.manual_seed(seed)
@@ -251,6 +340,11 @@ def main() -> None:
     parser.add_argument("--export", help="a classification FieldStore to export to --data (needs zarr)")
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--crops", help="with --export: photo_patches' crops.csv (default: the one in the folder "
+                                         "the store was fitted to)")
+    parser.add_argument("--cut", choices=("every5", "band"), default="every5",
+                        help="validation cut of the train split (module docstring; band needs positions.json)")
+    parser.add_argument("--no-final", action="store_true", help="score nothing on the test split")
     parser.add_argument("--steps", type=int, default=300, help="steps of every trial (the steps stage tries 600)")
     parser.add_argument("--start", default="{}", help="JSON options to start from instead of the old defaults")
     parser.add_argument("--stages", default="",
@@ -274,6 +368,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.export:
         export(args.export, args.data)
+        write_positions(args.export, args.data, args.crops)
         return
     try:
         args.sides, args.test_sides = (tuple(int(v) for v in s.split(",")) for s in (args.sides, args.test_sides))
@@ -289,13 +384,14 @@ def main() -> None:
     if args.cost and info["dim"] != 2:
         _refuse(f"--cost times 2-D networks; this store's fields are {info['dim']}-D")
     evaluator = checked_evaluator(evaluator, train, device)
-    fit, val = validation_cut(train)
-    print(f"{len(fit.rows)} fit / {len(val.rows)} validation / {len(test.rows)} test fields on {device}", flush=True)
+    fit, val = band_cut(train, args.data) if args.cut == "band" else validation_cut(train)
+    print(f"{len(fit.rows)} fit / {len(val.rows)} validation / {len(test.rows)} test fields on {device} "
+          f"({args.cut} cut)", flush=True)
     best, rows = (cost_sweep if args.cost else sweep)(fit, val, evaluator, info, device, args)
     print("chosen:", json.dumps(best), flush=True)
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "device": _device_name(device), "info": info,
               "chosen": best, "trials": rows}
-    if args.final or not args.cost:
+    if not args.no_final and (args.final or not args.cost):
         result["final"] = final(best, train, test, evaluator, info, device, args)
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
