@@ -262,8 +262,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # Commands whose process ends without tearing down its ~2,000 modules (0.4 s, 0.7 s once torch._dynamo is
-# imported, of a small fit's wall time on a CPU): their files are closed and renamed in place by then.
-QUICK_EXIT = {"fit"}
+# imported, of a small fit's wall time on a CPU; fit-dataset of 32 digits: 2.9 s against 3.2): their files are
+# closed and renamed in place by then (a store's writer and reader threads are joined before the command returns).
+QUICK_EXIT = {"fit", "fit-dataset"}
 
 
 def _exit_now() -> None:
