@@ -210,3 +210,73 @@ def test_fit_dataset_refuses_meta_options_that_do_not_apply(cli, tmp_path, args,
                           "--out", tmp_path / "S"])
     assert status == 2 and message in err, err
     assert not (tmp_path / "S").exists()
+
+
+def test_a_saved_training_state_goes_on_as_if_never_stopped(digits, tmp_path):
+    from fieldlab.store.field_dir import save_checkpoint
+
+    meta = MetaConfig(steps=6, batch_size=8, lr=1e-3, warmup=2, device="cpu")  # jittered points: both generators
+    whole = MetaLearner(_config("functa"), GRID8, meta)
+    for _ in range(6):
+        whole.step(whole.sample(digits))
+    first = MetaLearner(_config("functa"), GRID8, meta)
+    for _ in range(3):
+        first.step(first.sample(digits))
+    save_checkpoint(first.training_state(), tmp_path / "state.pt")
+    second = MetaLearner(_config("functa"), GRID8, meta)
+    second.load_training_state(torch.load(tmp_path / "state.pt", weights_only=True))
+    assert second.step_count == 3
+    for _ in range(3):
+        second.step(second.sample(digits))
+    assert not torch.equal(first.state_dict()["meta_rates"], whole.state_dict()["meta_rates"])
+    for name, value in whole.state_dict().items():
+        assert torch.equal(second.state_dict()[name], value), name
+
+
+def test_fit_dataset_keeps_meta_learning_across_an_interrupt_and_the_time_limit(cli, tmp_path, monkeypatch):
+    from fieldlab import _deadline
+    from fieldlab.fit import loop
+    from fieldlab.fit.job import checkpoint_path
+    from fieldlab.store.field_store import FieldStore
+
+    args = ["fit-dataset", "sample:digits", "--field", "functa", "--limit", "16", "--chunk-fields", "16",
+            "--hidden-dim", "16", "--num-layers", "2", "--latent-dim", "8", "--meta-steps", "6",
+            "--meta-batch-size", "4", "--warmup", "2", "--device", "cpu", "--quiet"]
+    status, _, err = cli(args + ["--out", tmp_path / "whole"])
+    assert status == 0, err
+    expected = FieldStore(tmp_path / "whole").shared()
+    monkeypatch.setattr(loop, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint after every meta-step
+    step = MetaLearner.step
+
+    def killed_at_step_4(self, values):
+        if self.step_count == 3:
+            raise KeyboardInterrupt
+        return step(self, values)
+
+    cut = tmp_path / "cut"
+    monkeypatch.setattr(MetaLearner, "step", killed_at_step_4)
+    status, _, err = cli(args + ["--out", cut])
+    assert status == 130 and "meta-learning" in err, err
+    assert checkpoint_path(cut).is_file() and not cut.exists()
+    monkeypatch.setattr(MetaLearner, "step", step)
+    # a resume with other options does not take the checkpoint
+    status, _, err = cli(args + ["--meta-lr", "1e-3", "--out", cut, "--resume"])
+    assert status == 2 and "other options" in err, err
+    # then the time limit stops it again two steps on, saved; and a last --resume finishes as one run would
+    asked = []
+
+    def out_of_time(self, keep=0.0):
+        asked.append(keep)
+        return len(asked) > 2
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_deadline.Deadline, "out_of_time", out_of_time)
+        status, out, err = cli(args + ["--out", cut, "--resume", "--max-seconds", "1000"])
+    assert status == 0 and "meta-learning stopped after step 5 of 6" in err, err
+    assert checkpoint_path(cut).is_file() and not cut.exists()
+    status, _, err = cli(args + ["--out", cut, "--resume"])
+    assert status == 0, err
+    assert not checkpoint_path(cut).exists() and FieldStore(cut).summary()["complete"] == 16
+    shared = FieldStore(cut).shared()
+    for name, value in expected.items():
+        assert torch.equal(shared[name], value), name

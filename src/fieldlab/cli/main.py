@@ -234,7 +234,8 @@ from fieldlab.cli import _command_modules  # noqa: E402,F401
 RESUMABLE = {
     "fit": "a fit keeps its last minute's checkpoint beside --out (the fused kernel keeps none): run the same "
            "command with --resume to go on",
-    "fit-dataset": "the finished chunks are kept: run the same command with --resume to go on",
+    "fit-dataset": "the finished chunks are kept (and functa's meta-learning, its last minute's checkpoint beside "
+                   "--out): run the same command with --resume to go on",
     "train": "the last checkpoint is kept: run the same command with --resume to go on",
     "extend": "an extend keeps its last minute's checkpoint beside --out: run the same command with --resume to go on",
     "train-sdf": "the last minute's checkpoint is kept in RUN: run the same command with --resume to go on",

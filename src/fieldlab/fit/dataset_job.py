@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from fieldlab import _deadline
+from fieldlab import _deadline, _json
 from fieldlab import distributed as dist
 from fieldlab._errors import UserError
 from fieldlab._pipeline import WriteBehind, read_ahead
@@ -24,7 +24,9 @@ from fieldlab._progress import in_pieces, phase
 from fieldlab.fields import FieldConfig, Latent, get_config_class
 from fieldlab.fit.batched import BatchedFitConfig
 from fieldlab.fit.loop import resolve_device
-from fieldlab.fit.meta import make_dataset_fitter
+from fieldlab.fit.checkpoint import read_checkpoint
+from fieldlab.fit.job import checkpoint_path
+from fieldlab.fit.meta import PrepareCheckpoint, make_dataset_fitter
 from fieldlab.signals import grid_coords
 from fieldlab.signals.datasets import Augmented, ImageSource
 from fieldlab.signals.modal_sources import open_dataset
@@ -172,7 +174,15 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
         # What the fields share is learned from the training rows only (a no-op for independent fields).
         item_of_row = rows_of.columns(np.arange(num_fields))["source_index"]
         train = ~is_test[item_of_row]
-        fitter.prepare(np.flatnonzero(train), rows_of.values, coords)
+        # Meta-learning keeps its state beside the store until the store holds what it learned.
+        checkpoint = PrepareCheckpoint(checkpoint_path(out), _json.dumps(identity, sort_keys=True, default=list))
+        if resume and checkpoint.path.is_file():
+            checkpoint.state = read_checkpoint(checkpoint.path, checkpoint.identity)
+        with _deadline.limit(job.fit.max_seconds):  # from the command's start
+            finished = fitter.prepare(np.flatnonzero(train), rows_of.values, coords, checkpoint)
+        if not finished:
+            dist.finish()
+            return None
         if dist.is_main():
             chunk = job.chunk_fields or (4096 if device.type == "cuda" else 256)
             split_names = ("train", "test") if job.test_fraction or source.split is not None else ("train",)
@@ -182,6 +192,8 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
                                     label_names=source.label_names, split_names=split_names, force=force or resume)
         dist.barrier()
         writer = FieldStoreWriter.open(out, expect=identity)
+        if dist.is_main():
+            checkpoint.path.unlink(missing_ok=True)  # the store holds θ and α now
     if job.chunk_fields and job.chunk_fields != writer.chunk_fields:
         raise UserError(f"--chunk-fields {job.chunk_fields} differs from the store's {writer.chunk_fields}")
     pending = writer.pending_chunks()

@@ -31,13 +31,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 import typing
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from fieldlab import distributed
+from fieldlab import _deadline, distributed
 from fieldlab._errors import UserError
 from fieldlab._optim import Adam
 from fieldlab.fields import FieldConfig, FieldStack, FunctaConfig, Latent, SpatialFunctaConfig, coerce_option
@@ -47,6 +49,7 @@ from fieldlab.fit.loop import matmul_precision, resolve_device
 from fieldlab.fit.metrics import field_psnrs
 from fieldlab.fit.points import generator, with_replacement
 from fieldlab.fit.schedule import Schedule
+from fieldlab.store.field_dir import save_checkpoint
 
 log = logging.getLogger("fieldlab")
 
@@ -314,6 +317,22 @@ class MetaLearner:
         state["meta_rates"] = self.rates.detach().cpu()
         return state
 
+    def training_state(self) -> dict:
+        """Everything meta-learning needs to go on as if never stopped: θ and α, Adam, the schedule, both
+        generators and the step count (`load_training_state`; a checkpoint's contents, no pickle)."""
+        return {"weights": self.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"},
+                "generator": self.generator.get_state(), "jitter_generator": self.jitter_generator.get_state(),
+                "step_count": self.step_count, "skipped": self.skipped}
+
+    def load_training_state(self, state: dict) -> None:
+        self.load_state_dict(state["weights"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(self.optimizer.param_groups)})
+        self.generator.set_state(state["generator"])
+        self.jitter_generator.set_state(state["jitter_generator"])
+        self.step_count, self.skipped = int(state["step_count"]), int(state["skipped"])
+
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         expected = set(self.fields.shared_params()) | {"meta_rates"}
         if set(state) != expected:
@@ -355,6 +374,21 @@ def meta_config_from_options(options: dict, *, seed: int = 0, device: str = "aut
     return meta
 
 
+@dataclasses.dataclass
+class PrepareCheckpoint:
+    """Where `fit-dataset` keeps meta-learning's state until the store holds θ and α (beside the store, as a
+    fit's checkpoint beside its DIR): `state` to resume from (None: a new run); rank 0 writes it, whole or not
+    at all, with the job's `identity` so that a resume with other options is refused."""
+
+    path: Path
+    identity: str
+    state: dict | None = None
+
+    def save(self, learner: MetaLearner) -> None:
+        if learner.rank == 0:
+            save_checkpoint({"identity": self.identity, **learner.training_state()}, self.path)
+
+
 class MetaDatasetFitter(DatasetFitter):
     """`fit-dataset` for latent fields: meta-learns θ and α on the training rows (`prepare`, on every rank,
     gradients all-reduced), then fits each batch's latents with the same inner loop. The store keeps θ and
@@ -388,16 +422,38 @@ class MetaDatasetFitter(DatasetFitter):
             self._stored = None
         return self.learner
 
-    def prepare(self, rows, values_of, coords: torch.Tensor) -> None:
+    def prepare(self, rows, values_of, coords: torch.Tensor, checkpoint: PrepareCheckpoint | None = None) -> bool:
+        """Meta-learn θ and α on `rows`. With `checkpoint`, continue from its state and save it every
+        `CHECKPOINT_SECONDS` (rank 0), and stop early, saved, where the command's --max-seconds would pass
+        (False: meta-learning is not finished and no store can be made yet)."""
+        from fieldlab.fit import loop
+
         learner = self._learner(coords)
         rows = np.asarray(rows)
         every = max(1, self.meta.steps // 10)
+        if checkpoint is not None and checkpoint.state is not None:
+            learner.load_training_state(checkpoint.state)
+            log.info("meta-learning %s: resuming at step %d/%d (%s)", self.config.name, learner.step_count,
+                     self.meta.steps, checkpoint.path)
+        deadline, saved, step_seconds = _deadline.active(), time.perf_counter(), 0.0
         with matmul_precision(self.fit_config.precision):
-            for step in range(1, self.meta.steps + 1):
+            for step in range(learner.step_count + 1, self.meta.steps + 1):
+                if checkpoint is not None and deadline.out_of_time(keep=deadline.reserve(after=2 * step_seconds)):
+                    checkpoint.save(learner)
+                    deadline.cut(f"meta-learning stopped after step {step - 1} of {self.meta.steps}; no store is "
+                                 f"made yet, and --resume goes on from the checkpoint {checkpoint.path}")
+                    return False
+                began = time.perf_counter()
                 psnr = learner.step(values_of(rows[learner.sample_rows(len(rows)).numpy()]))
+                step_seconds = max(step_seconds, time.perf_counter() - began)
                 if step % every == 0 and learner.rank == 0:
                     log.info("meta-learning %s: step %d/%d, %.2f dB after %d inner steps", self.config.name, step,
                              self.meta.steps, psnr, self.meta.inner_steps)
+                if (checkpoint is not None and step < self.meta.steps
+                        and time.perf_counter() - saved >= loop.CHECKPOINT_SECONDS):
+                    checkpoint.save(learner)
+                    saved = time.perf_counter()
+        return True
 
     def load_shared(self, shared: dict[str, torch.Tensor]) -> None:
         self._stored = shared
