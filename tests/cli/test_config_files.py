@@ -108,8 +108,9 @@ def test_every_generated_option_shows_its_dataclass_default_in_help(cli):
 
 
 def test_every_generated_option_has_its_dataclass_docstring_as_help():
-    from fieldlab.cli import app
+    from fieldlab.cli import app, register_all
 
+    register_all()
     commands = [c for c in app.registered_commands if hasattr(c.callback, "generated")]
     assert {c.name for c in commands} >= {"fit", "fit-dataset", "extend", "crop", "render", "train", "train-sdf",
                                           "eval"}

@@ -4,7 +4,10 @@ is found by walking the app, so it cannot be left out of the rule by not being l
 
 import typer.main
 
+from fieldlab.cli import register_all
 from fieldlab.cli.main import app
+
+register_all()  # every command module, not only those a command line has asked for
 
 PRINTS_ONLY = {
     "fields": "lists the registered fields and one field's options",

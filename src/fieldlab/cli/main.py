@@ -19,6 +19,7 @@ import typer
 
 from fieldlab._errors import UserError
 from fieldlab._validate import LIMITS, check_memory, check_shape
+from fieldlab.cli import _command_modules
 from fieldlab.cli._dataclass_options import config_command, options_of, resolved, write_resolved
 from fieldlab.edit.options import RenderConfig
 from fieldlab.cli._options import join_multi_values, parse_extra, parse_size
@@ -226,9 +227,6 @@ def info_command(
         print(line)
 
 
-# Command modules: each registers its commands on `app` when imported (one line per module).
-from fieldlab.cli import _command_modules  # noqa: E402,F401
-
 
 # What an interrupt leaves behind, for the commands that keep finished work.
 RESUMABLE = {
@@ -253,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     _freeze_imports()
     whole_process = argv is None  # the program itself (console script, python -m fieldlab), not a caller's call
     argv = join_multi_values(list(sys.argv[1:] if argv is None else argv))
+    _command_modules.register(argv)  # the module of the command asked for (every module for help)
     _log_notes_to_stderr()
     from fieldlab._deadline import command_started
 
