@@ -38,6 +38,7 @@ MARKER_VERSION = 1
 # What older fieldlab wrote before the marker existed: (file, where its format key sits, the formats).
 LEGACY = (("field.json", (), ("fieldlab.field",), "field"),
           ("zarr.json", ("attributes",), ("fieldlab.fieldstore",), "store"),
+          (".zattrs", (), ("fieldlab.fieldstore",), "store"),  # a store written with zarr 2
           ("run.json", (), ("fieldlab.run", "fieldlab.sdf-run"), "run"))
 # Errors of the final writes that are the user's to fix (a full disk, a read-only or immutable target).
 USER_WRITE_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EPERM, errno.EISDIR, errno.EDQUOT,

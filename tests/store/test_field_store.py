@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from _fixtures import zarr_chunk
+
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldStack, make_config
 from fieldlab.signals import Normalization, SignalInfo
@@ -109,7 +111,7 @@ def test_a_damaged_mask_chunk_is_refitted_not_trusted(tmp_path, stack):
     for chunk in range(3):
         write(writer, stack, chunk)
     assert writer.pending_chunks() == []
-    mask_chunk = tmp_path / "S" / "done" / "c" / "1"
+    mask_chunk = zarr_chunk(tmp_path / "S" / "done", 1)
     mask_chunk.write_bytes(b"\x00garbage")
     assert FieldStoreWriter.open(tmp_path / "S").pending_chunks() == [1]
     assert FieldStore(tmp_path / "S").rows().tolist() == [0, 1, 2, 3, 8, 9]

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from _fixtures import zarr_chunk
+
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldStack, make_config
 from fieldlab.signals import Normalization, SignalInfo
@@ -34,7 +36,7 @@ def make_store(path, chunks=(0, 1, 2), psnr=None):
 
 
 def chunk_file(store, name, chunk):
-    return store / name / "c" / str(chunk) / "0" / "0"
+    return zarr_chunk(store / name, chunk, 0, 0)
 
 
 def expect_one_line(cli, args, *match):
@@ -45,10 +47,16 @@ def expect_one_line(cli, args, *match):
     return out, err
 
 
-def edit_attrs(store, **changes):
-    meta = json.loads((store / "zarr.json").read_text())
-    meta["attributes"].update(changes)
-    (store / "zarr.json").write_text(json.dumps(meta))
+def edit_attrs(store, *remove, **changes):
+    """Rewrite the store's attributes by hand, as a crafted store would: in zarr.json (zarr 3) or .zattrs (2)."""
+    v3 = (store / "zarr.json").is_file()
+    file = store / ("zarr.json" if v3 else ".zattrs")
+    meta = json.loads(file.read_text())
+    attrs = meta["attributes"] if v3 else meta
+    attrs.update(changes)
+    for key in remove:
+        del attrs[key]
+    file.write_text(json.dumps(meta))
 
 
 # -- checksums --------------------------------------------------------------------------------------
@@ -75,7 +83,7 @@ def test_a_changed_chunk_fails_its_checksum(tmp_path):
 def test_a_garbage_chunk_is_one_line_not_a_traceback(tmp_path, cli):
     make_store(tmp_path / "S")
     chunk_file(tmp_path / "S", WEIGHT, 2).write_bytes(np.random.default_rng(0).bytes(200))
-    (tmp_path / "S" / "labels" / "c" / "0").write_bytes(b"\x28\xb5\x2f\xfd garbage zstd")
+    zarr_chunk(tmp_path / "S" / "labels", 0).write_bytes(b"\x28\xb5\x2f\xfd garbage zstd")
     out, _ = expect_one_line(cli, ["store", "info", tmp_path / "S", "--verify"], "2 of 3 chunks")
     assert "chunk 2 of params/layers.0.weight is damaged (unreadable" in out and "chunk 0 of labels" in out
     expect_one_line(cli, ["store", "info", tmp_path / "S"], "chunk 0 of labels is damaged")
@@ -97,9 +105,7 @@ def test_resume_refits_a_chunk_that_fails_its_checksum(tmp_path, cli):
 
 def test_an_older_store_without_checksums_is_read_as_before(tmp_path, cli):
     make_store(tmp_path / "S")
-    meta = json.loads((tmp_path / "S" / "zarr.json").read_text())
-    del meta["attributes"]["checksums"]
-    (tmp_path / "S" / "zarr.json").write_text(json.dumps(meta))
+    edit_attrs(tmp_path / "S", "checksums")
     shutil.rmtree(tmp_path / "S" / "checksums")
     assert FieldStore(tmp_path / "S").read([9])["layers.0.weight"].shape == (1, 6, 2)
     status, out, _ = cli(["store", "info", tmp_path / "S", "--verify"])

@@ -46,8 +46,11 @@ def chunk_file(path: Path, group, name: str, chunk: int) -> Path | None:
     """The file holding row-chunk `chunk` of array `name`, where zarr says (None when it cannot)."""
     try:
         array = group[name]
-        return path / name / array.metadata.encode_chunk_key((chunk,) + (0,) * (array.ndim - 1))
-    except Exception:  # an older zarr layout: the caller calls the chunk damaged rather than missing
+        index = (chunk,) + (0,) * (array.ndim - 1)
+        if hasattr(getattr(array, "metadata", None), "encode_chunk_key"):  # zarr 3
+            return path / name / array.metadata.encode_chunk_key(index)
+        return path / name / (getattr(array, "_dimension_separator", None) or ".").join(map(str, index))  # zarr 2
+    except Exception:  # a layout neither knows: the caller calls the chunk damaged rather than missing
         return None
 
 

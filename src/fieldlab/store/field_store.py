@@ -58,7 +58,7 @@ import torch
 
 from fieldlab import _validate as v
 from fieldlab._errors import UserError, missing_extra
-from fieldlab._safety import refuse_links_inside, replace_folder
+from fieldlab._safety import refuse_links_inside, replace_folder, write_marker
 from fieldlab.fields import FieldConfig, FieldStack, restore_buffer
 from fieldlab.signals import SignalInfo
 from fieldlab.store._integrity import (CHECKSUM, UNREADABLE, checked_attrs, checked_config, checked_signal,
@@ -136,7 +136,8 @@ class FieldStoreWriter:
             raise UserError(f"a store needs at least one field and one field per chunk, got {num_fields}, {chunk_fields}")
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent))
         try:
-            group = zarr.open_group(str(tmp), mode="w")  # its zarr.json's format marks it as fieldlab's
+            group = zarr.open_group(str(tmp), mode="w")
+            write_marker(tmp, "store")  # fieldlab's own (--force may replace it), under zarr 2 and 3 alike
             for name, shape in per_field.items():
                 group.full(name=f"params/{name}", shape=(num_fields, *shape), chunks=(chunk_fields, *shape),
                            dtype="float32", fill_value=0.0, **_uncompressed(zarr))
