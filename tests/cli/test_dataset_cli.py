@@ -25,7 +25,7 @@ def store_arrays(path: Path) -> dict[str, np.ndarray]:
     import zarr
 
     def walk(group, prefix=""):
-        for name, member in group.members():
+        for name, member in group.members() if hasattr(group, "members") else group.items():  # zarr 3, zarr 2
             if isinstance(member, zarr.Group):
                 yield from walk(member, prefix + name + "/")
             else:

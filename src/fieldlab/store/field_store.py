@@ -139,7 +139,9 @@ class FieldStoreWriter:
             group = zarr.open_group(str(tmp), mode="w")
             write_marker(tmp, "store")  # fieldlab's own (--force may replace it), under zarr 2 and 3 alike
             for name, shape in per_field.items():
-                group.full(name=f"params/{name}", shape=(num_fields, *shape), chunks=(chunk_fields, *shape),
+                # a chunk side of at least 1: zarr 2 divides by it (a field may hold an empty tensor)
+                group.full(name=f"params/{name}", shape=(num_fields, *shape),
+                           chunks=(chunk_fields, *(max(1, side) for side in shape)),
                            dtype="float32", fill_value=0.0, **_uncompressed(zarr))
             for name, tensor in (shared or {}).items():
                 array = tensor.detach().cpu().float().numpy()
