@@ -171,7 +171,6 @@ def test_resuming_a_store_with_a_link_inside_is_refused(tmp_path):
 
 def test_a_full_disk_or_a_read_only_target_is_one_line_and_leaves_nothing(tmp_path, cli, monkeypatch):
     import fieldlab.fit.job  # noqa: F401 (the package's `fit` function hides the module's name)
-    import fieldlab.signals
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

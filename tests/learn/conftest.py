@@ -1,3 +1,7 @@
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -43,3 +47,14 @@ def blob_store(tmp_path_factory):
 def make_blob_store(tmp_path):
     """write_blob_store into tmp_path/NAME, with its options."""
     return lambda name, **options: write_blob_store(tmp_path / name, **options)
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    """benchmarks/dinet_sweep.py as a module (it is a script, not part of the package)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "dinet_sweep.py"
+    spec = importlib.util.spec_from_file_location("dinet_sweep", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("dinet_speed", None)

@@ -1,7 +1,6 @@
 """benchmarks/dinet_sweep.py --cut band: a validation band of rows above the test band, placed by the crop
 positions photo_patches.py records and matched to the store's rows at --export."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,17 +11,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "benchmarks" / "dinet_sweep.py"
 PATCHES = ROOT / "benchmarks" / "protocols" / "photo_patches.py"
 
-
-@pytest.fixture(scope="module")
-def sweep():
-    spec = importlib.util.spec_from_file_location("dinet_sweep", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("dinet_speed", None)
 
 
 def test_the_band_is_derived_from_the_photo_height_and_crop_size(sweep):

@@ -1,23 +1,10 @@
 """benchmarks/dinet_sweep.py --cost: the rule that keeps a cheaper DI-Net, and the cost it measures."""
 
 import argparse
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "dinet_sweep.py"
-
-
-@pytest.fixture(scope="module")
-def sweep():
-    spec = importlib.util.spec_from_file_location("dinet_sweep", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("dinet_speed", None)
 
 
 def _args(**kw):

@@ -2,7 +2,6 @@
 folders and checkpoints checked before anything is written; every refusal is one line and exit 2."""
 
 import json
-import math
 import shutil
 
 import numpy as np

@@ -16,7 +16,7 @@ Shapes: f fields, n points, d coordinate dims, c channels, k points per step.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch

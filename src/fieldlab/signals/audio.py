@@ -25,7 +25,7 @@ import numpy as np
 
 from fieldlab import _validate
 from fieldlab._errors import UserError, missing_extra
-from fieldlab.signals._modality import Modality, ReadRequest, register_modality
+from fieldlab.signals._modality import Modality, register_modality
 from fieldlab.signals._signal import Normalization, Signal, SignalInfo
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
