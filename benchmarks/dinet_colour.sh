@@ -11,7 +11,8 @@
 # and 32 test crops per photo (the 2-core CPU size; see BENCHMARKS.md). Each stage is skipped when its output
 # is already there (OUT/patches, a complete OUT/store, OUT/run-<net>), so a run cut short goes on where it
 # stopped; an interrupted fit resumes its store. Writes OUT/patches, OUT/store, OUT/fit.txt (fit time and
-# `store info`), OUT/run-<net> and OUT/targets-<net>.txt (the eval tables).
+# `store info`), OUT/run-<net> and OUT/targets-<net>.txt (the eval tables). OUT/patches/crops.csv records each
+# crop's position, which `dinet_sweep.py --export OUT/store` turns into the validation band of `--cut band`.
 set -euo pipefail
 usage="usage: dinet_colour.sh PHOTOS OUT [STEPS] [TRAIN_PER_PHOTO] [TEST_PER_PHOTO]"
 photos=${1:?$usage}
