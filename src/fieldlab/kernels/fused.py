@@ -285,6 +285,8 @@ def default_block(spec: FusedSpec, precision: str) -> tuple[int, int]:
     each share a multiprocessor, whose other programs hide each one's latencies (2×32 with the narrow first
     layer: bf16 16,904 fields/s at 32 points × 1 warp, 13,265 at 64 × 2, 10,306 at 32 × 2; tf32 and fp32
     prefer 16 points per chunk, fp32 by 2.5×)."""
+    if interpreted():  # Triton's interpreter (CPU tests): no registers to spare, and each chunk costs numpy calls
+        return 64, 1
     width = _pow2(spec.hidden_dim)
     if width <= 32:
         return (32 if precision == "bf16" else 16), 1
