@@ -124,8 +124,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(runners: list[Runner], steps: int, rounds: int, warmup: int) -> dict[str, float]:
-    """Median steps/s of each runner over `rounds` rounds of `steps` steps, runners taking turns."""
+def measure(runners: list[Runner], steps: int, rounds: int, warmup: int) -> tuple[dict[str, float], dict[str, float]]:
+    """(median steps/s, GFLOP per step) of each runner by name, over `rounds` rounds of `steps` steps, runners
+    taking turns."""
     device = runners[0].device
     for r in runners:
         for i in range(warmup):
