@@ -46,13 +46,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="points per step of the one large field of the split kernel (a 1024² image)")
     parser.add_argument("--arch", type=int, default=90, help="compute capability ×10 (90: H100, H200)")
     parser.add_argument("--first-layer", default="default", choices=["default", "tile", "narrow"],
-                        help="tile: every dimension through a 16-column tile (the default while NARROW_DIMS is "
-                             "empty); narrow: 2-D coordinates as broadcast products")
+                        help="tile: every dimension through a 16-column tile; narrow: --in-dim coordinates as one "
+                             "outer product each (default: as kernels.fused.NARROW_DIMS says, 2-D narrow)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     sm = dataclasses.replace(HOPPER, arch=args.arch, name=f"sm_{args.arch}")
     if args.first_layer != "default":
-        fused_module.NARROW_DIMS = () if args.first_layer == "tile" else (2,)
+        fused_module.NARROW_DIMS = () if args.first_layer == "tile" else (args.in_dim,)
 
     print(f"| field | precision | kernel | registers | spilled (stores / loads, B) | shared (KB) | warps "
           f"| programs per SM (registers / shared) | occupancy | limit | instructions |\n|{'---|' * 11}")
