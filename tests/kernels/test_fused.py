@@ -239,21 +239,23 @@ def test_field_evaluator_fused_forward_equals_the_vmapped_path(name, options):
 
 
 @pytest.mark.parametrize("name,options", [("siren", dict(hidden_dim=16, num_layers=2)),
-                                          ("gauss", dict(hidden_dim=16, num_layers=1, scale=3.0))])
+                                          ("gauss", dict(hidden_dim=16, num_layers=1, scale=3.0)),
+                                          ("siren", dict(hidden_dim=16, num_layers=2, in_dim=3)),  # padded to 4
+                                          ("siren", dict(hidden_dim=16, num_layers=2, in_dim=1))])
 def test_the_narrow_first_layer_gives_the_tiles_gradients_and_values(name, options, monkeypatch):
     torch.manual_seed(2)
     config, spec, template, params, buffers = _fields(name, f=3, **options)
-    n = 45
-    coords, values = torch.rand(n, 2) * 2 - 1, torch.rand(3, n, 3) * 2 - 1
+    n, d = 45, config.in_dim
+    coords, values = torch.rand(n, d) * 2 - 1, torch.rand(3, n, 3) * 2 - 1
     rows = torch.arange(3)
     results = {}
-    for dims in ((), (2,)):  # the coordinates padded into a 16-column tile, then one product per coordinate
+    for dims in ((), (d,)):  # the coordinates padded into a 16-column tile, then one product per coordinate
         monkeypatch.setattr(fused, "NARROW_DIMS", dims)
         packed = fused.FusedStack(spec, params, block=16)
-        assert packed._constants["DP"] == (16 if dims == () else 2)
+        assert packed._constants["DP"] == (16 if dims == () else {1: 1, 2: 2, 3: 4}[d])
         _, grad = packed.gradients(coords, values, rows)
         results[dims] = grad, packed.forward(coords)
-    (tile_grad, tile_values), (narrow_grad, narrow_values) = results[()], results[(2,)]
-    assert tile_grad[:, :32].abs().max() > 0  # the first layer's weight gradient is there to compare
+    (tile_grad, tile_values), (narrow_grad, narrow_values) = results[()], results[(d,)]
+    assert tile_grad[:, :16 * d].abs().max() > 0  # the first layer's weight gradient is there to compare
     torch.testing.assert_close(narrow_grad, tile_grad, atol=1e-7, rtol=1e-5)
     torch.testing.assert_close(narrow_values, tile_values, atol=1e-7, rtol=1e-5)
