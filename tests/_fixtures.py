@@ -92,10 +92,3 @@ def write_turntable_mp4(path: Path) -> Path:
     write_video(path, turntable_frames(), info)
     return path
 
-
-def zarr_chunk(array: Path, *index: int) -> Path:
-    """The file of chunk `index` of the zarr array in folder `array`: `c/i/j` under zarr 3, `i.j` under zarr 2
-    (whichever the store was written with), for tests that damage a chunk on purpose."""
-    if (array / "zarr.json").is_file():
-        return array.joinpath("c", *map(str, index))
-    return array / ".".join(map(str, index))

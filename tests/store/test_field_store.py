@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from _fixtures import zarr_chunk
-
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldStack, make_config
 from fieldlab.signals import Normalization, SignalInfo
+from fieldlab.store import _integrity
 from fieldlab.store.field_store import ChunkSampler, FieldStore, FieldStoreDataset, FieldStoreWriter
 
 CONFIG = make_config("siren", in_dim=2, out_dim=1, hidden_dim=6, num_layers=2)
@@ -111,7 +110,7 @@ def test_a_damaged_mask_chunk_is_refitted_not_trusted(tmp_path, stack):
     for chunk in range(3):
         write(writer, stack, chunk)
     assert writer.pending_chunks() == []
-    mask_chunk = zarr_chunk(tmp_path / "S" / "done", 1)
+    mask_chunk = _integrity.chunk_file(tmp_path / "S", writer.group, "done", 1)
     mask_chunk.write_bytes(b"\x00garbage")
     assert FieldStoreWriter.open(tmp_path / "S").pending_chunks() == [1]
     assert FieldStore(tmp_path / "S").rows().tolist() == [0, 1, 2, 3, 8, 9]

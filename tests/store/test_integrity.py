@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from _fixtures import zarr_chunk
-
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldStack, make_config
 from fieldlab.signals import Normalization, SignalInfo
+from fieldlab.store import _integrity
 from fieldlab.store.field_store import FieldStore, FieldStoreDataset, FieldStoreWriter
 
 CONFIG = make_config("siren", in_dim=2, out_dim=1, hidden_dim=6, num_layers=2)
@@ -35,7 +34,8 @@ def make_store(path, chunks=(0, 1, 2), psnr=None):
 
 
 def chunk_file(store, name, chunk):
-    return zarr_chunk(store / name, chunk, 0, 0)
+    """The file of row-chunk `chunk` of array `name`, where the store's own integrity check looks for it."""
+    return _integrity.chunk_file(store, FieldStore(store).group, name, chunk)
 
 
 def expect_one_line(cli, args, *match):
@@ -82,7 +82,7 @@ def test_a_changed_chunk_fails_its_checksum(tmp_path):
 def test_a_garbage_chunk_is_one_line_not_a_traceback(tmp_path, cli):
     make_store(tmp_path / "S")
     chunk_file(tmp_path / "S", WEIGHT, 2).write_bytes(np.random.default_rng(0).bytes(200))
-    zarr_chunk(tmp_path / "S" / "labels", 0).write_bytes(b"\x28\xb5\x2f\xfd garbage zstd")
+    chunk_file(tmp_path / "S", "labels", 0).write_bytes(b"\x28\xb5\x2f\xfd garbage zstd")
     out, _ = expect_one_line(cli, ["store", "info", tmp_path / "S", "--verify"], "2 of 3 chunks")
     assert "chunk 2 of params/layers.0.weight is damaged (unreadable" in out and "chunk 0 of labels" in out
     expect_one_line(cli, ["store", "info", tmp_path / "S"], "chunk 0 of labels is damaged")
