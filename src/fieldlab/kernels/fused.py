@@ -252,8 +252,9 @@ NARROW_DIMS = (2,)
 product per coordinate instead of a tensor-core tile padded to 16 columns: that layer is fp32, on the CUDA
 cores, and the tile made it 8× the products for 2-D coordinates. On an H100 (BENCHMARKS.md, fourteenth pass)
 2-D SIREN 2×32 bf16 steps ran 1.2× faster at the same block (10,306 against 8,587 fields/s) and 3×64 1.23×;
-with the block it allows (`default_block`), 2×32 runs 17,000. Other dimensions keep the tile: at 1 and 3 the
-compiled kernel spilled more (sixth pass), not timed since.
+with the block it allows (`default_block`), 2×32 runs 17,000. Other dimensions keep the tile until a GPU has
+checked and timed them: compiled for sm_90, 3-D takes fewer instructions narrow and spills no more, 1-D spills
+more at 3×64 (BENCHMARKS.md, "The narrow first layer at 1-D and 3-D").
 
 An earlier form, a (points, D, width) broadcast summed over its middle axis, gave wrong values compiled for
 sm_90 (relative error 0.6-1.3) where Triton's interpreter gave the right ones; the present one uses 2-D
@@ -316,7 +317,7 @@ def launch_constants(spec: FusedSpec, precision: str, *, betas: tuple[float, flo
     if block is None and warps is None and _pow2(spec.hidden_dim) <= 32:
         # Split, a field's points are shared among about four programs per multiprocessor (`default_parts`),
         # too few one-warp programs to hide each other's latencies: two warps of 32 points, as before.
-        split = dict(constants, **_meta(spec, precision, 32), num_warps=2)
+        split = dict(constants, BN=32, num_warps=2)
     if constants["HP"] >= 128 and stages is None:
         # Pipelined, the split kernel at 128 wide asks 344 KB of shared memory (an H100 has 227 KB).
         split = dict(constants, num_stages=1)
@@ -355,7 +356,7 @@ class FusedStack:
         self._constants, self._split_constants = launch_constants(
             spec, precision, betas=betas, eps=eps, block=block, warps=warps, reload=reload, stages=stages,
             max_registers=max_registers, recompute=recompute)
-        self.block, self.reload = self._constants["BN"], self._constants["RELOAD"]
+        self.reload = self._constants["RELOAD"]
 
     def __len__(self) -> int:
         return self.flat.shape[0]

@@ -83,7 +83,7 @@ def _mm(a, b, MM: tl.constexpr):
 @triton.jit
 def _mm_coords(x, w, DP: tl.constexpr):
     """x (BN, DP) @ w (DP, HP) in fp32, the coordinates' product of the first layer: below a tile's 16
-    columns as broadcast products, summed (no padding of 2 coordinates to 16), else an IEEE tile."""
+    columns one outer product per coordinate (no padding of 2 coordinates to 16), else an IEEE tile."""
     if DP < 16:  # one outer product per coordinate, each column picked by a masked sum (2-D tensors only:
         # the same as a (BN, DP, HP) broadcast summed over its middle axis, which compiled wrong for sm_90)
         d = tl.arange(0, DP)
