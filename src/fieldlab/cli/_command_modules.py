@@ -20,20 +20,15 @@ COMMANDS = {
 }
 """Command (or group) name → its module in fieldlab.cli."""
 
-OWN = {"fields", "fit", "render", "info", "version"}
-"""The commands main.py defines itself."""
 
-
-def register(argv: list[str]) -> None:
-    """Import the module of the command `argv` names (its first word that is not an option), or every module
-    when it names none of fieldlab's commands."""
+def register(argv: list[str], app) -> None:
+    """Import the module of the command `argv` names (its first word that is not an option); nothing more for a
+    command `app` already holds (main.py's own), and every module when it names none of fieldlab's commands."""
     name = next((a for a in argv if not a.startswith("-")), None)
-    if name in OWN:
-        return
     if name in COMMANDS:
         importlib.import_module(f"fieldlab.cli.{COMMANDS[name]}")
-        return
-    register_all()
+    elif name not in {command.name for command in app.registered_commands}:
+        register_all()
 
 
 def register_all() -> None:

@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     _freeze_imports()
     whole_process = argv is None  # the program itself (console script, python -m fieldlab), not a caller's call
     argv = join_multi_values(list(sys.argv[1:] if argv is None else argv))
-    _command_modules.register(argv)  # the module of the command asked for (every module for help)
+    _command_modules.register(argv, app)  # the module of the command asked for (every module for help)
     _log_notes_to_stderr()
     from fieldlab._deadline import command_started
 
