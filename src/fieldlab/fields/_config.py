@@ -175,12 +175,11 @@ class FieldConfig:
         while hi - lo > 1:  # the count grows with the knob: bisect for the last k below target
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if count(mid) < target else (lo, mid)
-        best = min((lo, hi), key=lambda k: abs(count(k) - target))
-        if knob == "hidden_dim" and best >= 64:
+        if knob == "hidden_dim" and lo >= 64:
             # From 64 wide, a multiple of 8: on a GPU, matrices of other widths fall to cuBLAS's unaligned
             # kernels (SIREN 4×257 at 512² on an H100: 3.0× a naive SIREN's speed, 4×256: 4.0×).
-            lo = best - best % 8
-            best = min((lo, lo + 8), key=lambda k: abs(count(k) - target))
+            lo, hi = lo - lo % 8, lo - lo % 8 + 8
+        best = min((lo, hi), key=lambda k: abs(count(k) - target))
         best = lo if count(best) > LIMITS.params else best  # the closest may be just past the limit
         return self.replace(**{knob: best})
 
