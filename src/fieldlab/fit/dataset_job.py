@@ -24,7 +24,6 @@ from fieldlab._progress import in_pieces, phase
 from fieldlab.fields import FieldConfig, Latent, get_config_class
 from fieldlab.fit.batched import BatchedFitConfig
 from fieldlab.fit.loop import resolve_device
-from fieldlab.fit.checkpoint import read_checkpoint
 from fieldlab.fit.job import checkpoint_path
 from fieldlab.fit.meta import PrepareCheckpoint, make_dataset_fitter
 from fieldlab.signals import grid_coords
@@ -175,9 +174,8 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
         item_of_row = rows_of.columns(np.arange(num_fields))["source_index"]
         train = ~is_test[item_of_row]
         # Meta-learning keeps its state beside the store until the store holds what it learned.
-        checkpoint = PrepareCheckpoint(checkpoint_path(out), _json.dumps(identity, sort_keys=True, default=list))
-        if resume and checkpoint.path.is_file():
-            checkpoint.state = read_checkpoint(checkpoint.path, checkpoint.identity)
+        checkpoint = PrepareCheckpoint(checkpoint_path(out), _json.dumps(identity, sort_keys=True, default=list),
+                                       resume)
         with _deadline.limit(job.fit.max_seconds):  # from the command's start
             finished = fitter.prepare(np.flatnonzero(train), rows_of.values, coords, checkpoint)
         if not finished:

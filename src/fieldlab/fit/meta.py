@@ -45,6 +45,7 @@ from fieldlab._optim import Adam
 from fieldlab.fields import FieldConfig, FieldStack, FunctaConfig, Latent, SpatialFunctaConfig, coerce_option
 from fieldlab.fields.functa import LATENT
 from fieldlab.fit.batched import BatchedFitConfig, BatchResult, DatasetFitter, register_dataset_fitter
+from fieldlab.fit.checkpoint import read_checkpoint
 from fieldlab.fit.loop import matmul_precision, resolve_device
 from fieldlab.fit.metrics import field_psnrs
 from fieldlab.fit.points import generator, with_replacement
@@ -377,12 +378,16 @@ def meta_config_from_options(options: dict, *, seed: int = 0, device: str = "aut
 @dataclasses.dataclass
 class PrepareCheckpoint:
     """Where `fit-dataset` keeps meta-learning's state until the store holds θ and α (beside the store, as a
-    fit's checkpoint beside its DIR): `state` to resume from (None: a new run); rank 0 writes it, whole or not
-    at all, with the job's `identity` so that a resume with other options is refused."""
+    fit's checkpoint beside its DIR): read back with `resume`; rank 0 writes it, whole or not at all, with the
+    job's `identity` so that a resume with other options is refused."""
 
     path: Path
     identity: str
-    state: dict | None = None
+    resume: bool = False
+
+    def load(self) -> dict | None:
+        """The state to go on from: the checkpoint when resuming and there is one, else None (a new run)."""
+        return read_checkpoint(self.path, self.identity) if self.resume and self.path.is_file() else None
 
     def save(self, learner: MetaLearner) -> None:
         if learner.rank == 0:
@@ -431,8 +436,9 @@ class MetaDatasetFitter(DatasetFitter):
         learner = self._learner(coords)
         rows = np.asarray(rows)
         every = max(1, self.meta.steps // 10)
-        if checkpoint is not None and checkpoint.state is not None:
-            learner.load_training_state(checkpoint.state)
+        state = checkpoint.load() if checkpoint is not None else None
+        if state is not None:
+            learner.load_training_state(state)
             log.info("meta-learning %s: resuming at step %d/%d (%s)", self.config.name, learner.step_count,
                      self.meta.steps, checkpoint.path)
         deadline, saved, step_seconds = _deadline.active(), time.perf_counter(), 0.0
