@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("fieldlab")
 
 
-def save(state: dict[str, Any], log: RunLog, path: Path, identity: str) -> None:
-    """`state` with the run's `identity` and its log so far, atomically in `path`."""
-    text = log.log_path.read_text() if log.log_path and log.log_path.exists() else ""
+def save(state: dict[str, Any], log: RunLog | None, path: Path, identity: str) -> None:
+    """`state` with the run's `identity` and its log so far (none without `log`), atomically in `path`."""
+    text = log.log_path.read_text() if log and log.log_path and log.log_path.exists() else ""
     save_checkpoint({"identity": identity, **state, "log": text}, path)
 
 

@@ -46,11 +46,11 @@ from fieldlab.fields import FieldConfig, FieldStack, FunctaConfig, Latent, Spati
 from fieldlab.fields.functa import LATENT
 from fieldlab.fit.batched import BatchedFitConfig, BatchResult, DatasetFitter, register_dataset_fitter
 from fieldlab.fit.checkpoint import read_checkpoint
+from fieldlab.fit.checkpoint import save as save_checkpoint
 from fieldlab.fit.loop import matmul_precision, resolve_device
 from fieldlab.fit.metrics import field_psnrs
 from fieldlab.fit.points import generator, with_replacement
 from fieldlab.fit.schedule import Schedule
-from fieldlab.store.field_dir import save_checkpoint
 
 log = logging.getLogger("fieldlab")
 
@@ -391,7 +391,7 @@ class PrepareCheckpoint:
 
     def save(self, learner: MetaLearner) -> None:
         if learner.rank == 0:
-            save_checkpoint({"identity": self.identity, **learner.training_state()}, self.path)
+            save_checkpoint(learner.training_state(), None, self.path, self.identity)
 
 
 class MetaDatasetFitter(DatasetFitter):
