@@ -127,8 +127,9 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
                 # "32x4": 32 points per chunk, 4 warps; then r / k: reload / keep the weights, e: exact sine,
                 # w / n: the first layer of 2-D coordinates as a 16-column tile / one product per coordinate
                 # (else as NARROW_DIMS says), sN: N pipeline
-                # stages, mN: at most N registers per thread, cN: recompute N layers' z
-                match = re.fullmatch(r"(\d+)x(\d+)([rk]?)(e?)([wn]?)(?:s(\d+))?(?:m(\d+))?(?:c(\d))?", shape)
+                # stages, mN: at most N registers per thread, cN: recompute N layers' z, b: the biases'
+                # gradients as products of ones on the tensor cores, f: the first layer as a TF32×3 tile
+                match = re.fullmatch(r"(\d+)x(\d+)([rk]?)(e?)([wn]?)(?:s(\d+))?(?:m(\d+))?(?:c(\d))?(b?)(f?)", shape)
                 if not match:
                     raise SystemExit(f"--tune-grid: cannot read {shape!r}")
                 block, warps = int(match[1]), int(match[2])
@@ -139,7 +140,8 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
                 try:
                     stack = FusedStack(fused_spec(config), params, precision=precision, block=block, warps=warps,
                                        reload=reload, stages=stages, max_registers=registers,
-                                       recompute=int(match[8] or 0))
+                                       recompute=int(match[8] or 0), sums=int(bool(match[9])),
+                                       first=int(bool(match[10])))
                     stack.step(coords, values, rows, 1e-3)
                     sync()
                     start = time.perf_counter()
@@ -150,6 +152,7 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
                     print(json.dumps({"tune": size, "precision": precision, "block": block, "warps": warps,
                                       "reload": stack.reload, "exact_trig": bool(match[4]), "stages": stages,
                                       "max_registers": registers, "recompute": int(match[8] or 0),
+                                      "sums": int(bool(match[9])), "first": int(bool(match[10])),
                                       "first_layer": "narrow" if fused_module.NARROW_DIMS else "tile",
                                       "fields_per_s_at_500_steps": round(rate, 1)}), flush=True)
                 except Exception as error:

@@ -48,14 +48,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first-layer", default="default", choices=["default", "tile", "narrow"],
                         help="tile: every dimension through a 16-column tile; narrow: --in-dim coordinates as one "
                              "outer product each (default: as kernels.fused.NARROW_DIMS says, 2-D narrow)")
+    parser.add_argument("--tuning", default="",
+                        help="step kernel's launch knobs, e.g. block=64,warps=4,sums=1,first=1 (launch_constants)")
+    parser.add_argument("--mix", action="store_true",
+                        help="also the chunk loop's instructions: all, load-store pipe (shuffles, shared memory), "
+                             "sine/cosine, tensor cores, fp32 arithmetic")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    tuning = {key: int(value) for key, value in (item.split("=") for item in args.tuning.split(",") if item)}
     sm = dataclasses.replace(HOPPER, arch=args.arch, name=f"sm_{args.arch}")
     if args.first_layer != "default":
         fused_module.NARROW_DIMS = () if args.first_layer == "tile" else (args.in_dim,)
 
     print(f"| field | precision | kernel | registers | spilled (stores / loads, B) | shared (KB) | warps "
-          f"| programs per SM (registers / shared) | occupancy | limit | instructions |\n|{'---|' * 11}")
+          f"| programs per SM (registers / shared) | occupancy | limit | instructions |"
+          + (" loop: all / LSU / MUFU / MMA / FP32 |" if args.mix else "") + f"\n|{'---|' * (11 + args.mix)}")
     for size in args.sizes.split(","):
         layers, width = (int(n) for n in size.split("x"))
         options = dict(hidden_dim=width, num_layers=layers, in_dim=args.in_dim, out_dim=args.out_dim)
@@ -71,18 +78,25 @@ def main(argv: list[str] | None = None) -> None:
                 else:
                     split = kernel == "split"
                     found = step_resources(spec, precision, points=args.split_points if split else args.points,
-                                           split=split, sm=sm)
+                                           split=split, sm=sm, **tuning)
                 programs = found.programs(sm)
                 fits = found.fits(sm)
                 print(f"| {args.field} {size} | {precision} | {kernel} | {found.registers} | {found.spill_stores} / "
                       f"{found.spill_loads} | {found.shared / 1024:.0f} | {found.warps} | "
                       + (f"{programs['registers']} / {programs['shared']} | {found.occupancy(sm):.1%} | "
                          f"{found.limit(sm)} |" if fits else "does not fit | 0 | shared |")
-                      + f" {found.instructions} |", flush=True)
+                      + f" {found.instructions} |" + (f" {_mix(found.loop)} |" if args.mix else ""), flush=True)
                 if args.json:
                     print(json.dumps({"field": args.field, "size": size, "precision": precision, "kernel": kernel,
                                       "arch": args.arch, **dataclasses.asdict(found), "fits": fits,
                                       "occupancy": found.occupancy(sm)}), flush=True)
+
+
+def _mix(loop: dict[str, int]) -> str:
+    """The chunk loop's instructions: all, then by the pipe that runs them."""
+    count = lambda *names: sum(loop.get(name, 0) for name in names)  # noqa: E731
+    return (f"{count('total')} / {count('SHFL', 'LDS', 'STS', 'LDSM', 'STSM', 'LDL', 'STL')} / {count('MUFU')} / "
+            f"{count('HMMA', 'HGMMA')} / {count('FMUL', 'FADD', 'FFMA')}")
 
 
 if __name__ == "__main__":

@@ -259,3 +259,43 @@ def test_the_narrow_first_layer_gives_the_tiles_gradients_and_values(name, optio
     assert tile_grad[:, :16 * d].abs().max() > 0  # the first layer's weight gradient is there to compare
     torch.testing.assert_close(narrow_grad, tile_grad, atol=1e-7, rtol=1e-5)
     torch.testing.assert_close(narrow_values, tile_values, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,options", [("siren", dict(hidden_dim=16, num_layers=2)),
+                                          ("siren", dict(hidden_dim=24, num_layers=3, in_dim=3)),
+                                          ("gauss", dict(hidden_dim=16, num_layers=1, scale=3.0))])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_bias_sums_and_the_first_layer_tile_give_the_same_gradients(name, options, precision):
+    """`sums`: the biases' gradients as products of ones with the chunk's gradients (tensor cores) instead of
+    reductions across lanes; `first`: the first layer as a TF32×3 tile with the bias as a row of the weight
+    and a column of ones beside the coordinates. Same gradients as the default kernel, up to rounding: at
+    bf16 the ones' product rounds its operand to bf16 as the weight gradient's product does."""
+    torch.manual_seed(3)
+    config, spec, template, params, buffers = _fields(name, f=3, **options)
+    n, d = 45, config.in_dim
+    coords, values = torch.rand(n, d) * 2 - 1, torch.rand(3, n, 3) * 2 - 1
+    rows = torch.arange(3)
+    results = {}
+    for sums, first in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        packed = fused.FusedStack(spec, params, block=16, precision=precision, sums=sums, first=first)
+        assert (packed._constants["SUMS"], packed._constants["FIRST"]) == (sums, first)
+        results[sums, first] = packed.gradients(coords, values, rows)
+    loss, grad = results[0, 0]
+    scale = grad.abs().max()
+    for (sums, first), (other_loss, other_grad) in results.items():
+        torch.testing.assert_close(other_loss, loss, atol=0, rtol=1e-6)
+        bound = 2e-3 if sums and precision == "bf16" else 1e-6  # bf16: the bias gradients' operand rounded
+        assert (other_grad - grad).abs().max() <= bound * scale, (sums, first)
+    if precision == "bf16":  # the ones' product is there: it changed the bias gradients by bf16's rounding
+        assert (results[1, 0][1] - grad).abs().max() > 0
+
+
+def test_siren_3x64_at_bf16_takes_the_bias_sums_and_the_first_layer_tile_by_default():
+    config = make_config("siren", in_dim=2, out_dim=3, hidden_dim=64, num_layers=3)
+    constants, _ = fused.launch_constants(fused.fused_spec(config), "bf16")
+    assert (constants["SUMS"], constants["FIRST"], constants["DP"]) == (1, 1, 16)
+    narrow, _ = fused.launch_constants(fused.fused_spec(config), "tf32")
+    assert (narrow["SUMS"], narrow["FIRST"], narrow["DP"]) == (0, 0, 2)
+    fourier = make_config("fourier", in_dim=2, out_dim=3, hidden_dim=64, num_layers=3, num_frequencies=8)
+    encoded, _ = fused.launch_constants(fused.fused_spec(fourier), "bf16")
+    assert encoded["FIRST"] == 0  # the tile of the coordinates is for fields without an encoding

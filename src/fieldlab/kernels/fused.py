@@ -285,30 +285,49 @@ def default_block(spec: FusedSpec, precision: str) -> tuple[int, int]:
     H100 (benchmarks/fit_dataset.py --tune). Up to 32 wide one warp per field: more programs of one field
     each share a multiprocessor, whose other programs hide each one's latencies (2×32 with the narrow first
     layer: bf16 16,904 fields/s at 32 points × 1 warp, 13,265 at 64 × 2, 10,306 at 32 × 2; tf32 and fp32
-    prefer 16 points per chunk, fp32 by 2.5×)."""
+    prefer 16 points per chunk, fp32 by 2.5×). SIREN 3×64 at bf16 takes 64 points × 4 warps with
+    `default_knobs` (3,898-3,947 fields/s against 3,421-3,471 at 32 × 4 without; 2,819 at 64 × 4 without)."""
     if interpreted():  # Triton's interpreter (CPU tests): no registers to spare, and each chunk costs numpy calls
         return 64, 1
     width = _pow2(spec.hidden_dim)
     if width <= 32:
         return (32 if precision == "bf16" else 16), 1
     if width <= 64:
-        return 32, 4
+        return (64 if default_knobs(spec, precision) == (1, 1) else 32), 4
     return 32, 8
+
+
+def default_knobs(spec: FusedSpec, precision: str) -> tuple[int, int]:
+    """(sums, first) of `launch_constants` where none are given: 3×64 SIREN at bf16 ran 3,947 fields/s with
+    both at 64 points × 4 warps against 3,433 without (H100, the same call; BENCHMARKS.md, fifteenth pass);
+    elsewhere neither gained beyond the run-to-run spread, and the first layer's tile cost 2×32 a third."""
+    measured = spec.activation == "sine" and spec.encoding == "none" and _pow2(spec.hidden_dim) == 64
+    return (1, 1) if precision == "bf16" and measured else (0, 0)
 
 
 def launch_constants(spec: FusedSpec, precision: str, *, betas: tuple[float, float] = (0.9, 0.999),
                      eps: float = 1e-8, block: int | None = None, warps: int | None = None, reload: bool | None = None,
                      stages: int | None = None, max_registers: int | None = None,
-                     recompute: int = 0) -> tuple[dict, dict]:
+                     recompute: int = 0, sums: int | None = None,
+                     first: int | None = None) -> tuple[dict, dict]:
     """The step kernel's compile-time arguments and launch options for `spec` at `precision`: (one program
     per field, split). None takes the defaults: `default_block`, weights read at use (RELOAD) from 64 wide,
     Triton's pipelining and register limit. recompute: how many leading layers' pre-activations the
     backward pass computes again rather than holds (0, 1, 2; a register-pressure knob for
-    benchmarks/fit_dataset.py --tune)."""
+    benchmarks/fit_dataset.py --tune). sums: 1 sums the hidden and head biases' gradients over a chunk's
+    points as a product of ones with them on the tensor cores, 0 as a reduction across lanes (shuffles).
+    first: 1 takes the first layer of a field without an encoding as a TF32×3 tile of the coordinates and a
+    column of ones (its bias as the weight's last row), 0 as `NARROW_DIMS` says. None: `default_knobs`."""
     default = default_block(spec, precision)
+    knobs = default_knobs(spec, precision)
+    sums = knobs[0] if sums is None else sums
+    first = (knobs[1] if first is None else first) if spec.encoding == "none" and spec.in_dim < 16 else 0
     reload = _pow2(spec.hidden_dim) >= 64 if reload is None else reload
     constants = dict(_meta(spec, precision, block or default[0]), RELOAD=reload, RECOMPUTE=recompute,
+                     SUMS=sums, FIRST=first,
                      B1=betas[0], B2=betas[1], EPS=eps, num_warps=warps or default[1])
+    if first:  # the coordinates and a column of ones (the bias) as a tile
+        constants["DP"] = _pow2(spec.in_dim + 1)
     if stages is not None:
         constants["num_stages"] = stages
     if max_registers is not None:
@@ -337,7 +356,8 @@ class FusedStack:
     def __init__(self, spec: FusedSpec, params: dict[str, torch.Tensor], *, buffers: dict[str, torch.Tensor] | None = None,
                  precision: str = "fp32", betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  block: int | None = None, warps: int | None = None, reload: bool | None = None,
-                 stages: int | None = None, max_registers: int | None = None, recompute: int = 0):
+                 stages: int | None = None, max_registers: int | None = None, recompute: int = 0,
+                 sums: int | None = None, first: int | None = None):
         from fieldlab.kernels import triton as triton_kernels  # Triton only where the fused path runs
 
         self.kernels = triton_kernels
@@ -355,7 +375,7 @@ class FusedStack:
         # The kernel's compile-time arguments, fixed for the stack (not rebuilt every step).
         self._constants, self._split_constants = launch_constants(
             spec, precision, betas=betas, eps=eps, block=block, warps=warps, reload=reload, stages=stages,
-            max_registers=max_registers, recompute=recompute)
+            max_registers=max_registers, recompute=recompute, sums=sums, first=first)
         self.reload = self._constants["RELOAD"]
 
     def __len__(self) -> int:

@@ -85,6 +85,10 @@ class KernelResources:
     instructions: int = 0
     """Machine instructions in the compiled kernel (SASS; most of them the chunk loop's body, run once per
     chunk): a count, not a time, but fewer for the same work is a kernel that issues less."""
+    loop: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Instructions of the kernel's longest loop (the step kernel's chunk loop) by opcode, "total" among them:
+    what one chunk issues. Shuffles, shared-memory loads and stores (SHFL, LDS, STS, LDSM, STSM) share the
+    load-store pipe; MUFU is the sine and cosine; HMMA / HGMMA the tensor cores."""
 
     def fits(self, sm: Multiprocessor = HOPPER) -> bool:
         """Whether a program can be launched at all (its shared memory is within the per-program limit)."""
@@ -185,13 +189,14 @@ def _compile(kernel, types: dict[str, str], aligned: list[str], constants: dict,
     compiled = triton.compile(source, target=GPUTarget("cuda", sm.arch, 32), options=options)
     # a maxnreg option is a directive in the PTX
     counts = _ptxas_report(compiled.asm["ptx"], sm.arch) if report else dict(registers=0, spill_stores=0, spill_loads=0)
-    instructions = _instructions(compiled.asm["cubin"]) if report else 0
+    instructions, loop = _instructions(compiled.asm["cubin"]) if report else (0, {})
     return KernelResources(shared=compiled.metadata.shared, warps=compiled.metadata.num_warps,
-                           instructions=instructions, **counts)
+                           instructions=instructions, loop=loop, **counts)
 
 
-def _instructions(cubin: bytes) -> int:
-    """Instructions in `cubin`, as cuobjdump -sass lists them (one per line with an address and opcode)."""
+def _instructions(cubin: bytes) -> tuple[int, dict[str, int]]:
+    """Instructions in `cubin`, as cuobjdump -sass lists them (one per line with an address and opcode), and
+    those of its longest backward branch's span (the chunk loop) by opcode."""
     from triton import knobs
 
     with tempfile.TemporaryDirectory() as folder:
@@ -200,7 +205,19 @@ def _instructions(cubin: bytes) -> int:
             file.write(cubin)
         listing = subprocess.run([knobs.nvidia.cuobjdump.path, "-sass", path], capture_output=True, text=True,
                                  check=True).stdout
-    return len(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+[@A-Z]", listing, flags=re.MULTILINE))
+    found = [(int(address, 16), opcode, target) for address, opcode, target in re.findall(
+        r"^\s+/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)\S*(?:\s+0x([0-9a-f]+))?",
+        listing, flags=re.MULTILINE)]
+    loops = [(address - int(target, 16), int(target, 16), address) for address, opcode, target in found
+             if opcode == "BRA" and target and int(target, 16) < address]
+    loop: dict[str, int] = {}
+    if loops:
+        _, start, end = max(loops)
+        for address, opcode, _ in found:
+            if start <= address <= end:
+                loop[opcode] = loop.get(opcode, 0) + 1
+        loop["total"] = sum(loop.values())
+    return len(found), loop
 
 
 def _ptxas_report(ptx: str, arch: int) -> dict[str, int]:

@@ -24,8 +24,10 @@ Matrix precision `MM`: 0 fp32 (IEEE, on the CUDA cores), 1 TF32 (operands rounde
 3 bf16 rounding emulated in fp32 (for the interpreter), 4 fp32 as three TF32 products on the tensor cores
 (Triton's tf32x3: each operand split into a TF32 part and its remainder, hi·hi + hi·lo + lo·hi, about fp32's
 accuracy; the fp32 precision's hidden layers, as IEEE products there ran 5.5-14× slower than the reference
-path on an H200). The first layer is always IEEE fp32 (its outputs are phases); accumulation, loss and Adam
-fp32.
+path on an H200). The first layer is IEEE fp32 (its outputs are phases), or with `FIRST` (fields without an
+encoding) a TF32×3 tile on the tensor cores: the coordinates with a column of ones at D, the weight's row D
+being the bias (which follows the weight in the packed layout), so that one product adds the bias and the
+gradient's product gives the bias's gradient as its row D. Accumulation, loss and Adam fp32.
 """
 
 from __future__ import annotations
@@ -78,6 +80,47 @@ def _mm(a, b, MM: tl.constexpr):
         return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
     else:  # bf16 operands emulated in fp32: the same rounding, for Triton's interpreter (no bf16 dot)
         return tl.dot(_round_bf16(a), _round_bf16(b), input_precision="ieee")
+
+
+@triton.jit
+def _mm_tn(a, b, MM: tl.constexpr):
+    """aᵀ @ b (a weight's gradient, summed over the points of a and b's rows) at matrix precision MM; bf16
+    operands are rounded before the transpose (half the bytes through shared memory)."""
+    if MM == 2:
+        return tl.dot(tl.trans(a.to(tl.bfloat16)), b.to(tl.bfloat16))
+    else:
+        return _mm(tl.trans(a), b, MM)
+
+
+@triton.jit
+def _sums_zero(OUTP: tl.constexpr, BN: tl.constexpr, SUMS: tl.constexpr):
+    """An accumulator of a bias's gradient over the chunks: (OUTP,) (SUMS 0), or (16, OUTP) (SUMS 1), the
+    sums of every row of a product of ones (16, BN) with the chunk's gradients."""
+    if SUMS == 0:
+        return tl.zeros((OUTP,), dtype=tl.float32)
+    else:
+        return tl.zeros((16, OUTP), dtype=tl.float32)
+
+
+@triton.jit
+def _sums_add(acc, dz, MM: tl.constexpr, SUMS: tl.constexpr):
+    """acc + Σ over the rows (points) of dz (BN, OUTP): a reduction across the warp's lanes (SUMS 0), or a
+    product of ones with dz on the tensor cores at matrix precision MM (SUMS 1), whose operand dz shares its
+    rounding and layout with the weight gradient's product (no shuffles)."""
+    if SUMS == 0:
+        return acc + tl.sum(dz, axis=0)
+    else:
+        return acc + _mm(tl.full((16, dz.shape[0]), 1.0, tl.float32), dz, MM)
+
+
+@triton.jit
+def _sums_value(acc, SUMS: tl.constexpr):
+    """The (OUTP,) sums of an accumulator of `_sums_zero` (its rows are equal: the first one, exactly)."""
+    if SUMS == 0:
+        return acc
+    else:
+        r = tl.arange(0, 16)
+        return tl.sum(tl.where(r[:, None] == 0, acc, 0.0), axis=0)
 
 
 @triton.jit
@@ -158,9 +201,11 @@ def _encode(x, ENCP, F: tl.constexpr, D: tl.constexpr, FP: tl.constexpr, DP: tl.
 
 @triton.jit
 def _layer0(x, gc, gs, PRM, b0, D: tl.constexpr, H: tl.constexpr, F: tl.constexpr, DI: tl.constexpr,
-            DP: tl.constexpr, HP: tl.constexpr, FP: tl.constexpr, ENC: tl.constexpr):
+            DP: tl.constexpr, HP: tl.constexpr, FP: tl.constexpr, ENC: tl.constexpr, FIRST: tl.constexpr):
     """The first layer's pre-activation, weights read from PRM: on x (ENC 0), or on γ = [x (DI > 0), cos gc,
     sin gs]; fp32 like the reference."""
+    if ENC == 0 and FIRST == 1:  # x has a column of ones at D, and the bias is the weight's row D
+        return _mm(x, _load_w(PRM, D + 1, H, DP, HP), 4)
     if ENC == 0:
         z = _mm_coords(x, _load_w(PRM, D, H, DP, HP), DP)
     else:
@@ -256,7 +301,8 @@ def fused_mlp_step(
     ENC: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, DI: tl.constexpr, IN0: tl.constexpr,
     ACT: tl.constexpr, W_FIRST: tl.constexpr, W_HIDDEN: tl.constexpr, MM: tl.constexpr, FAST: tl.constexpr,
     HAS_IDX: tl.constexpr, SPLIT: tl.constexpr, CHUNKS: tl.constexpr, RELOAD: tl.constexpr,
-    RECOMPUTE: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr, EPS: tl.constexpr,
+    RECOMPUTE: tl.constexpr, SUMS: tl.constexpr, FIRST: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr,
+    EPS: tl.constexpr,
 ):
     """One Adam step of the loss Σ_fields loss_scale · Σ_points ‖y − t‖² (mean squared error when
     loss_scale = 1 / (K·C)). Program (field, part): PRM/M/V/G rows are fields, ROWS maps a field to its
@@ -266,7 +312,9 @@ def fused_mlp_step(
     being held in registers for the whole program — for wide fields, whose weights would crowd out the
     registers that let several programs share a multiprocessor. RECOMPUTE 1 (2): the first (two) layers'
     pre-activations are computed again in the backward pass instead of held through the chunk — fewer live
-    registers for a little more arithmetic (the first layer's product is a few columns deep)."""
+    registers for a little more arithmetic (the first layer's product is a few columns deep). SUMS 1: the
+    hidden and head biases' gradients are products of ones with the chunk's gradients on the tensor cores
+    instead of sums across the lanes (`_sums_add`). FIRST 1: the first layer as a TF32×3 tile (above)."""
     pid_f = tl.program_id(0)
     part = tl.program_id(1)
     P: tl.constexpr = IN0 * H + H + (NH - 1) * (H * H + H) + H * C + C
@@ -280,7 +328,9 @@ def fused_mlp_step(
     o_s: tl.constexpr = (DI + F) * H
     enc = ENCP + pid_f.to(tl.int64) * enc_stride
 
-    if ENC == 0:
+    if ENC == 0 and FIRST == 1:
+        w0 = _load_w(PRM + base, D + 1, H, DP, HP)  # [w0; b0]
+    elif ENC == 0:
         w0 = _load_w(PRM + base, D, H, DP, HP)
     else:
         g_w0c = tl.zeros((FP, HP), dtype=tl.float32)
@@ -290,7 +340,7 @@ def fused_mlp_step(
     g_w0 = tl.zeros((DP, HP), dtype=tl.float32)
     g_b0 = tl.zeros((HP,), dtype=tl.float32)
     g_wh = tl.zeros((HP, CP), dtype=tl.float32)
-    g_bh = tl.zeros((CP,), dtype=tl.float32)
+    g_bh = _sums_zero(CP, BN, SUMS)
     if not RELOAD:
         wh = _weight(PRM + base + o_wh, H, C, HP, CP, MM)
     if NH >= 2:
@@ -298,19 +348,19 @@ def fused_mlp_step(
             w1 = _weight(PRM + base + o_w1, H, H, HP, HP, MM)
         b1 = _load_b(PRM + base + o_w1 + H * H, H, HP)
         g_w1 = tl.zeros((HP, HP), dtype=tl.float32)
-        g_b1 = tl.zeros((HP,), dtype=tl.float32)
+        g_b1 = _sums_zero(HP, BN, SUMS)
     if NH >= 3:
         if not RELOAD:
             w2 = _weight(PRM + base + o_w2, H, H, HP, HP, MM)
         b2 = _load_b(PRM + base + o_w2 + H * H, H, HP)
         g_w2 = tl.zeros((HP, HP), dtype=tl.float32)
-        g_b2 = tl.zeros((HP,), dtype=tl.float32)
+        g_b2 = _sums_zero(HP, BN, SUMS)
     if NH >= 4:
         if not RELOAD:
             w3 = _weight(PRM + base + o_w3, H, H, HP, HP, MM)
         b3 = _load_b(PRM + base + o_w3 + H * H, H, HP)
         g_w3 = tl.zeros((HP, HP), dtype=tl.float32)
-        g_b3 = tl.zeros((HP,), dtype=tl.float32)
+        g_b3 = _sums_zero(HP, BN, SUMS)
     loss = tl.zeros((BN,), dtype=tl.float32)
 
     first = part * (CHUNKS * BN)
@@ -319,11 +369,14 @@ def fused_mlp_step(
         # forward, keeping each layer's pre-activation z in registers (activations are recomputed from
         # it in the backward pass: fewer live registers, more fields per multiprocessor)
         gc, gs = x, x  # the encoding's cosines and sines, when there is one
-        if ENC == 0:
+        if ENC == 0 and FIRST == 1:
+            x = tl.where(tl.arange(0, DP)[None, :] == D, 1.0, x)
+            z0 = _mm(x, w0, 4)
+        elif ENC == 0:
             z0 = _mm_coords(x, w0, DP) + b0[None, :]  # w0 held in registers through the chunks
         else:
             gc, gs = _encode(x, enc, F, D, FP, DP, ENC)
-            z0 = _layer0(x, gc, gs, PRM + base, b0, D, H, F, DI, DP, HP, FP, ENC)
+            z0 = _layer0(x, gc, gs, PRM + base, b0, D, H, F, DI, DP, HP, FP, ENC, FIRST)
         a = _act(z0, W_FIRST, ACT, FAST)
         if NH >= 2:
             if RELOAD:
@@ -348,49 +401,52 @@ def fused_mlp_step(
         loss += tl.sum(err * err, axis=1)
         # backward: each layer's gradient from the kept activations, accumulated over the chunks
         dy = 2.0 * loss_scale * err
-        g_wh += _mm(tl.trans(a), dy, MM)
-        g_bh += tl.sum(dy, axis=0)
+        g_wh += _mm_tn(a, dy, MM)
+        g_bh = _sums_add(g_bh, dy, MM, SUMS)
         if RELOAD:
             wh = _weight(PRM + base + o_wh, H, C, HP, CP, MM)
         da = _mm(dy, tl.trans(wh), MM)
         if NH >= 4:
             dz = da * _act_grad(z3, a, W_HIDDEN, ACT, FAST)
             a = _act(z2, W_HIDDEN, ACT, FAST)
-            g_w3 += _mm(tl.trans(a), dz, MM)
-            g_b3 += tl.sum(dz, axis=0)
+            g_w3 += _mm_tn(a, dz, MM)
+            g_b3 = _sums_add(g_b3, dz, MM, SUMS)
             if RELOAD:
                 w3 = _weight(PRM + base + o_w3, H, H, HP, HP, MM)
             da = _mm(dz, tl.trans(w3), MM)
         if NH >= 3:
             if RECOMPUTE >= 2:  # z0 and z1 again from x, instead of held since the forward pass
-                z0 = _layer0(x, gc, gs, PRM + base, b0, D, H, F, DI, DP, HP, FP, ENC)
+                z0 = _layer0(x, gc, gs, PRM + base, b0, D, H, F, DI, DP, HP, FP, ENC, FIRST)
                 if RELOAD:
                     w1 = _weight(PRM + base + o_w1, H, H, HP, HP, MM)
                 z1 = _mm(_act(z0, W_FIRST, ACT, FAST), w1, MM) + b1[None, :]
             dz = da * _act_grad(z2, a, W_HIDDEN, ACT, FAST)
             a = _act(z1, W_HIDDEN, ACT, FAST)
-            g_w2 += _mm(tl.trans(a), dz, MM)
-            g_b2 += tl.sum(dz, axis=0)
+            g_w2 += _mm_tn(a, dz, MM)
+            g_b2 = _sums_add(g_b2, dz, MM, SUMS)
             if RELOAD:
                 w2 = _weight(PRM + base + o_w2, H, H, HP, HP, MM)
             da = _mm(dz, tl.trans(w2), MM)
         if RECOMPUTE == 1 or (RECOMPUTE >= 2 and NH < 3):  # z0 again from x
-            z0 = _layer0(x, gc, gs, PRM + base, b0, D, H, F, DI, DP, HP, FP, ENC)
+            z0 = _layer0(x, gc, gs, PRM + base, b0, D, H, F, DI, DP, HP, FP, ENC, FIRST)
         if NH >= 2:
             dz = da * _act_grad(z1, a, W_HIDDEN, ACT, FAST)
             a = _act(z0, W_FIRST, ACT, FAST)
-            g_w1 += _mm(tl.trans(a), dz, MM)
-            g_b1 += tl.sum(dz, axis=0)
+            g_w1 += _mm_tn(a, dz, MM)
+            g_b1 = _sums_add(g_b1, dz, MM, SUMS)
             if RELOAD:
                 w1 = _weight(PRM + base + o_w1, H, H, HP, HP, MM)
             da = _mm(dz, tl.trans(w1), MM)
         dz = da * _act_grad(z0, a, W_FIRST, ACT, FAST)
-        if DI > 0:
+        if ENC == 0 and FIRST == 1:
+            g_w0 += _mm(tl.trans(x), dz, 4)  # and the bias's gradient, row D
+        elif DI > 0:
             g_w0 += _coords_grad(x, dz, DP)
         if ENC != 0:
             g_w0c += _mm(tl.trans(gc), dz, 0)
             g_w0s += _mm(tl.trans(gs), dz, 0)
-        g_b0 += tl.sum(dz, axis=0)
+        if ENC != 0 or FIRST == 0:
+            g_b0 += tl.sum(dz, axis=0)
 
     # The field's gradients: added into G (SPLIT: other programs hold the rest of its points), or Adam now.
     if SPLIT:
@@ -401,24 +457,27 @@ def fused_mlp_step(
     bc1 = tl.load(HYP + 1)
     bc2s = tl.load(HYP + 2)
     P0, M0, V0, G0 = PRM + base, M + base, V + base, G + base
-    if DI > 0:
+    if ENC == 0 and FIRST == 1:
+        _apply_w(P0, M0, V0, G0, g_w0, D + 1, H, DP, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
+    elif DI > 0:
         _apply_w(P0, M0, V0, G0, g_w0, D, H, DP, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
     if ENC != 0:
         _apply_w(P0 + o_c, M0 + o_c, V0 + o_c, G0 + o_c, g_w0c, F, H, FP, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
         _apply_w(P0 + o_s, M0 + o_s, V0 + o_s, G0 + o_s, g_w0s, F, H, FP, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
     ob: tl.constexpr = IN0 * H
-    _apply_b(P0 + ob, M0 + ob, V0 + ob, G0 + ob, g_b0, H, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
+    if ENC != 0 or FIRST == 0:
+        _apply_b(P0 + ob, M0 + ob, V0 + ob, G0 + ob, g_b0, H, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
     if NH >= 2:
-        _apply_layer(P0 + o_w1, M0 + o_w1, V0 + o_w1, G0 + o_w1, g_w1, g_b1, H, H, HP, HP, lr, bc1, bc2s,
-                     B1, B2, EPS, SPLIT)
+        _apply_layer(P0 + o_w1, M0 + o_w1, V0 + o_w1, G0 + o_w1, g_w1, _sums_value(g_b1, SUMS), H, H, HP, HP,
+                     lr, bc1, bc2s, B1, B2, EPS, SPLIT)
     if NH >= 3:
-        _apply_layer(P0 + o_w2, M0 + o_w2, V0 + o_w2, G0 + o_w2, g_w2, g_b2, H, H, HP, HP, lr, bc1, bc2s,
-                     B1, B2, EPS, SPLIT)
+        _apply_layer(P0 + o_w2, M0 + o_w2, V0 + o_w2, G0 + o_w2, g_w2, _sums_value(g_b2, SUMS), H, H, HP, HP,
+                     lr, bc1, bc2s, B1, B2, EPS, SPLIT)
     if NH >= 4:
-        _apply_layer(P0 + o_w3, M0 + o_w3, V0 + o_w3, G0 + o_w3, g_w3, g_b3, H, H, HP, HP, lr, bc1, bc2s,
-                     B1, B2, EPS, SPLIT)
-    _apply_layer(P0 + o_wh, M0 + o_wh, V0 + o_wh, G0 + o_wh, g_wh, g_bh, H, C, HP, CP, lr, bc1, bc2s,
-                 B1, B2, EPS, SPLIT)
+        _apply_layer(P0 + o_w3, M0 + o_w3, V0 + o_w3, G0 + o_w3, g_w3, _sums_value(g_b3, SUMS), H, H, HP, HP,
+                     lr, bc1, bc2s, B1, B2, EPS, SPLIT)
+    _apply_layer(P0 + o_wh, M0 + o_wh, V0 + o_wh, G0 + o_wh, g_wh, _sums_value(g_bh, SUMS), H, C, HP, CP,
+                 lr, bc1, bc2s, B1, B2, EPS, SPLIT)
 
 
 @triton.jit
@@ -447,7 +506,7 @@ def fused_mlp_forward(
     gc, gs = x, x  # the encoding's cosines and sines, when there is one
     if ENC != 0:
         gc, gs = _encode(x, ENCP + pid_f.to(tl.int64) * enc_stride, F, D, FP, DP, ENC)
-    a = _act(_layer0(x, gc, gs, PRM + base, _load_b(PRM + base + IN0 * H, H, HP), D, H, F, DI, DP, HP, FP, ENC),
+    a = _act(_layer0(x, gc, gs, PRM + base, _load_b(PRM + base + IN0 * H, H, HP), D, H, F, DI, DP, HP, FP, ENC, 0),
              W_FIRST, ACT, FAST)
     if NH >= 2:
         a = _act(_mm(a, _load_w(PRM + base + o_w1, H, H, HP, HP), MM)
