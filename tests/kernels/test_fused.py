@@ -238,16 +238,21 @@ def test_field_evaluator_fused_forward_equals_the_vmapped_path(name, options):
     torch.testing.assert_close(fused_values, reference, atol=1e-5, rtol=1e-5)
 
 
+def _three_fields(name, options, seed):
+    """Three fields' spec and parameters, 45 random points (not a multiple of a chunk) and targets."""
+    torch.manual_seed(seed)
+    config, spec, _, params, _ = _fields(name, f=3, **options)
+    n, d = 45, config.in_dim
+    return spec, params, torch.rand(n, d) * 2 - 1, torch.rand(3, n, 3) * 2 - 1, torch.arange(3)
+
+
 @pytest.mark.parametrize("name,options", [("siren", dict(hidden_dim=16, num_layers=2)),
                                           ("gauss", dict(hidden_dim=16, num_layers=1, scale=3.0)),
                                           ("siren", dict(hidden_dim=16, num_layers=2, in_dim=3)),  # padded to 4
                                           ("siren", dict(hidden_dim=16, num_layers=2, in_dim=1))])
 def test_the_narrow_first_layer_gives_the_tiles_gradients_and_values(name, options, monkeypatch):
-    torch.manual_seed(2)
-    config, spec, template, params, buffers = _fields(name, f=3, **options)
-    n, d = 45, config.in_dim
-    coords, values = torch.rand(n, d) * 2 - 1, torch.rand(3, n, 3) * 2 - 1
-    rows = torch.arange(3)
+    spec, params, coords, values, rows = _three_fields(name, options, seed=2)
+    d = spec.in_dim
     results = {}
     for dims in ((), (d,)):  # the coordinates padded into a 16-column tile, then one product per coordinate
         monkeypatch.setattr(fused, "NARROW_DIMS", dims)
@@ -270,11 +275,7 @@ def test_bias_sums_and_the_first_layer_tile_give_the_same_gradients(name, option
     reductions across lanes; `first`: the first layer as a TF32×3 tile with the bias as a row of the weight
     and a column of ones beside the coordinates. Same gradients as the default kernel, up to rounding: at
     bf16 the ones' product rounds its operand to bf16 as the weight gradient's product does."""
-    torch.manual_seed(3)
-    config, spec, template, params, buffers = _fields(name, f=3, **options)
-    n, d = 45, config.in_dim
-    coords, values = torch.rand(n, d) * 2 - 1, torch.rand(3, n, 3) * 2 - 1
-    rows = torch.arange(3)
+    spec, params, coords, values, rows = _three_fields(name, options, seed=3)
     results = {}
     for sums, first in ((0, 0), (1, 0), (0, 1), (1, 1)):
         packed = fused.FusedStack(spec, params, block=16, precision=precision, sums=sums, first=first)
