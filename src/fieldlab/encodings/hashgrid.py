@@ -64,7 +64,10 @@ class HashGridEncoding(nn.Module):
         for i in range(1, self.in_dim):
             hashed_index = hashed_index ^ hashed[..., i]
         index = torch.where(self.hashed[:, None], hashed_index % self.sizes[:, None], dense)
-        features = self.table[index + self.offsets[:, None]]  # (n, l, k, f)
+        # index_select, not table[index]: its gradient is an index_add_ (atomic adds) where advanced indexing's
+        # is an accumulating index_put_, which sorts the n·l·k indices on CUDA at every step
+        rows = (index + self.offsets[:, None]).reshape(-1)
+        features = torch.index_select(self.table, 0, rows).view(*index.shape, self.features_per_level)  # (n, l, k, f)
         # Multilinear weights: the product over dims of frac (corner bit 1) or 1 - frac (bit 0).
         weights = torch.where(self.corners.bool(), frac[:, :, None, :], 1 - frac[:, :, None, :]).prod(-1)
         out = (features * weights[..., None].to(features.dtype)).sum(2)  # (n, l, f)

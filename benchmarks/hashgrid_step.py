@@ -1,0 +1,84 @@
+"""A hash grid's training step: its table read by `index_select` (fieldlab's) against advanced indexing.
+
+    python benchmarks/hashgrid_step.py                       # CPU, one thread, 256² points
+    python benchmarks/hashgrid_step.py --device cuda --side 512
+
+Both read the same rows of the same table in the same order and give the same values; they differ in the
+backward pass: `index_select`'s gradient is an `index_add_`, advanced indexing's an accumulating `index_put_`
+(on CUDA, it sorts every index of the step). One step: forward on side² random points, mean squared error,
+backward, Adam, on the hash grid at its defaults (16 levels, 2^15 entries, a 64-wide MLP). The two gathers take
+turns round by round in one process. The figure is the median round's milliseconds per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from fieldlab.fields import make_config  # noqa: E402
+
+_INDEX_SELECT = torch.index_select
+
+
+def _advanced(table: torch.Tensor, dim: int, rows: torch.Tensor) -> torch.Tensor:
+    """The gather as advanced indexing, as the encoding read its table before."""
+    return table[rows]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--side", type=int, default=256, help="side² points per step")
+    parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = make_config("hashgrid", in_dim=2, out_dim=3).adapt((args.side, args.side)).build().to(device)
+    x = torch.rand(args.side ** 2, 2, device=device) * 2 - 1
+    y = torch.rand(args.side ** 2, 3, device=device) * 2 - 1
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def steps(count: int) -> float:
+        start = time.perf_counter()
+        for _ in range(count):
+            loss = (model(x) - y).square().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - start) / count * 1e3
+
+    gathers = {"index_select": _INDEX_SELECT, "advanced indexing": _advanced}
+    times: dict[str, list[float]] = {name: [] for name in gathers}
+    try:
+        for name, gather in gathers.items():  # warm-up
+            torch.index_select = gather
+            steps(1)
+        for _ in range(args.rounds):
+            for name, gather in gathers.items():
+                torch.index_select = gather
+                times[name].append(steps(args.steps))
+    finally:
+        torch.index_select = _INDEX_SELECT
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({args.threads} threads)"
+    print(f"{where}, torch {torch.__version__}, {args.side}² points, median of {args.rounds} rounds of {args.steps}")
+    base = statistics.median(times["advanced indexing"])
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:<18} {median:9.2f} ms/step  {base / median:5.2f}× advanced indexing  "
+              f"(rounds: {', '.join(f'{v:.1f}' for v in values)})")
+
+
+if __name__ == "__main__":
+    main()
