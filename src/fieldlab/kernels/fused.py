@@ -299,8 +299,10 @@ def default_block(spec: FusedSpec, precision: str) -> tuple[int, int]:
 
 def default_knobs(spec: FusedSpec, precision: str) -> tuple[int, int]:
     """(sums, first) of `launch_constants` where none are given: 3×64 SIREN at bf16 ran 3,947 fields/s with
-    both at 64 points × 4 warps against 3,433 without (H100, the same call; BENCHMARKS.md, fifteenth pass);
-    elsewhere neither gained beyond the run-to-run spread, and the first layer's tile cost 2×32 a third."""
+    both at 64 points × 4 warps against 3,433 without (H100, the same call; `fit_batch` 4,153 against 3,580:
+    BENCHMARKS.md, fifteenth pass). Only 3×64 on 2-D coordinates was timed; other SIRENs 64 wide take it on
+    that evidence (the same registers and shuffles bind them). At 2×32 and tf32 neither knob gained beyond the
+    run-to-run spread, and the first layer's tile cost 2×32 a third."""
     measured = spec.activation == "sine" and spec.encoding == "none" and _pow2(spec.hidden_dim) == 64
     return (1, 1) if precision == "bf16" and measured else (0, 0)
 
