@@ -14,7 +14,8 @@ every step) and on RQMC points (the training default: a new set each step, so it
 once per step, shared by the batch). Networks run in turn round by round, so a load that comes and goes on
 the machine hits all of them; the median round is reported. `--threads` pins torch's CPU threads.
 `--plain` adds `dinet grid` with the channel mix written the plain way (a per-query bmm against an expanded
-weight, as before issue 20's fast path), so a before/after ratio comes from the same run.
+weight, as before issue 20's fast path), so a before/after ratio comes from the same run; `--no-blocks` adds
+DI-Net with its neighbourhood sums over the whole matrix instead of block by block (`_aggregate.BLOCKS`).
 
 Each row also gives the step's floating-point work (GFLOP per step, forward and backward, counted by
 torch.utils.flop_counter on one step: dense matmuls and convolutions; the sparse CSR products of
@@ -37,7 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from fieldlab._optim import Adam  # noqa: E402
-from fieldlab.learn import layers  # noqa: E402
+from fieldlab.learn import _aggregate, layers  # noqa: E402
 from fieldlab.learn.layers import Discretized  # noqa: E402
 from fieldlab.learn.abilities import SizedByPoints  # noqa: E402
 from fieldlab.learn.nets import net_config  # noqa: E402
@@ -77,7 +78,7 @@ class Runner:
     """One network, its optimizer and its point sampler; `step(i)` runs train step i."""
 
     def __init__(self, net: str, kind: str, side: int, batch: int, device: torch.device, plain: bool = False, *,
-                 in_channels: int = 1, classes: int = CLASSES, **options):
+                 in_channels: int = 1, classes: int = CLASSES, blocks: bool = True, **options):
         n = side * side
         cfg = net_config(net, **options)
         if isinstance(cfg, SizedByPoints):
@@ -88,18 +89,19 @@ class Runner:
         self.optimizer = Adam(self.model.parameters(), lr=1e-3, weight_decay=1e-2)  # as train steps
         self.sampler = PointSampler(kind=kind, n=n, dim=2)
         self.batch, self.device = batch, device
-        self.name = f"{net} {kind}" + "".join(f" {k}={v}" for k, v in options.items()) + (" (plain)" if plain else "")
-        self.plain = plain
+        self.name = (f"{net} {kind}" + "".join(f" {k}={v}" for k, v in options.items()) + (" (plain)" if plain else "")
+                     + ("" if blocks else " (no blocks)"))
+        self.plain, self.blocks = plain, blocks
 
     def step(self, i: int) -> None:
-        if not self.plain:
-            return self._step(i)
-        fast = layers.DIConv.forward
-        layers.DIConv.forward = plain_conv_forward
+        fast, blocks = layers.DIConv.forward, _aggregate.BLOCKS
+        if self.plain:
+            layers.DIConv.forward = plain_conv_forward
+        _aggregate.BLOCKS = self.blocks
         try:
             self._step(i)
         finally:
-            layers.DIConv.forward = fast
+            layers.DIConv.forward, _aggregate.BLOCKS = fast, blocks
 
     def gflop(self, i: int) -> float:
         """Floating-point work of train step i (matmuls and convolutions, forward and backward), in GFLOP."""
@@ -159,6 +161,9 @@ def main(argv=None) -> None:
                         help="also time DI-Net on RQMC with these options (e.g. channels=32,num_basis=8); repeatable")
     parser.add_argument("--plain", action="store_true",
                         help="also time DI-Net on the grid with the plain (per-query bmm) channel mix")
+    parser.add_argument("--no-blocks", action="store_true",
+                        help="also time DI-Net on the grid and on RQMC with its sums over the whole (dense or "
+                             "sparse) matrix instead of block by block")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     if args.threads:
@@ -180,6 +185,8 @@ def main(argv=None) -> None:
             runners.append(Runner("dinet", "rqmc", side, args.batch, device, **options))
         if args.plain:
             runners.append(Runner("dinet", "grid", side, args.batch, device, plain=True))
+        if args.no_blocks:
+            runners += [Runner("dinet", kind, side, args.batch, device, blocks=False) for kind in ("grid", "rqmc")]
         rates, work = measure(runners, args.steps, args.rounds, args.warmup)
         base, base_work = rates["cnn4 grid"], work["cnn4 grid"]
         for name, rate in rates.items():

@@ -12,12 +12,19 @@ from fieldlab.learn.layers import DIConv, DINorm, DIPool, Discretized, Upsample
 from fieldlab.learn.nets import net_config
 
 
-@pytest.fixture(params=["dense", "sparse"])
+@pytest.fixture(params=["dense", "sparse", "blocks"])
 def path(request, monkeypatch):
-    """Run a test once with every sum and search dense, once with every one sparse (CSR, cell hashing)."""
-    dense = request.param == "dense"
+    """Run a test once with every sum and search dense, once with every one sparse (CSR, cell hashing), once
+    with every sum of a plan that knows its points block by block (blocks of 8 points, whatever their fill)."""
+    dense = request.param != "sparse"
     monkeypatch.setattr(_aggregate, "DENSE_FILL", 0.0 if dense else 2.0)
     monkeypatch.setattr(_neighbors, "ALL_PAIRS", 10 ** 9 if dense else 0)
+    blocks = request.param == "blocks"
+    monkeypatch.setattr(_aggregate, "BLOCKS", blocks)
+    if blocks:
+        monkeypatch.setattr(_aggregate, "BLOCK", 8)
+        monkeypatch.setattr(_aggregate, "BLOCK_GAIN", 0.0)
+        monkeypatch.setattr(_aggregate, "BLOCK_FILL", 0.0)
     return request.param
 
 
@@ -50,6 +57,36 @@ def test_a_plan_sums_and_differentiates_like_the_plain_pair_sum(path):
         g = torch.randn_like(fast)
         assert all(torch.allclose(a, b) for a, b in zip(torch.autograd.grad(fast, (basis, x), g),
                                                           torch.autograd.grad(plain, (basis, x), g)))
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_a_plan_that_knows_its_points_sums_block_by_block_like_the_plain_pair_sum(stride, monkeypatch):
+    monkeypatch.setattr(_aggregate, "BLOCK", 8)
+    monkeypatch.setattr(_aggregate, "BLOCK_GAIN", 0.0)
+    sources = P.qmc(130, 2, scramble=True, seed=3).coords.double()  # not a multiple of a block: padded
+    queries = sources[::stride]
+    qi, si = radius_pairs(queries, sources, Support.sphere(0.3, 2))
+    basis = torch.randn(len(qi), 5, dtype=torch.double, requires_grad=True)
+    x = torch.randn(3, 130, 4, dtype=torch.double, requires_grad=True)
+    plan = PairPlan(qi, si, len(queries), 130, query_coords=queries, source_coords=sources)
+    assert plan.blocks is not None and plan.blocks.cells < len(queries) * 130  # fewer cells than the matrix
+    for _ in range(2):  # the second call reuses the plan's cached index
+        fast, plain = plan.sum(basis, x), pair_sum(basis, x, qi, si, len(queries))
+        assert torch.allclose(fast, plain)
+        g = torch.randn_like(fast)
+        assert all(torch.allclose(a, b) for a, b in zip(torch.autograd.grad(fast, (basis, x), g),
+                                                          torch.autograd.grad(plain, (basis, x), g)))
+
+
+def test_a_32_grid_sums_block_by_block():
+    """Defaults, CPU: a 32×32 grid's neighbourhoods fill a few % of its (queries × sources) matrix, and its
+    blocks multiply far fewer cells than the matrix (the reason for the block sum: BENCHMARKS.md)."""
+    from fieldlab.learn.layers import neighbourhood
+
+    points = P.grid((32, 32))
+    found = neighbourhood(points, points, Support.sphere(0.15, 2))
+    assert found.plan.blocks is not None
+    assert found.plan.blocks.cells <= 0.25 * len(points) ** 2
 
 
 def _setting(seed=0, channels=3):

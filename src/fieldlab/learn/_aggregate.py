@@ -16,7 +16,9 @@ batch, the layers that share a support, and the steps while the set is fixed), i
 of either product and picks one. When the pairs fill a good part of the (queries × sources) matrix (small
 sets: 16² points and a support of 32 neighbours fill a third of it), the basis is scattered into that dense
 matrix and the sum is one dense matmul, whose backward is two more: a sparse product reads h rows of x per
-stored value and is bound by memory, a dense one is not.
+stored value and is bound by memory, a dense one is not. On a CPU, a plan that knows its points' coordinates
+cuts the matrix into blocks of nearby points (Z-order) and multiplies only the blocks that hold pairs, side by
+side per block of queries (`_Blocks`): at 32² points DI-Net's matrices are 2-10% pairs, its blocks 15-40%.
 """
 
 from __future__ import annotations
@@ -123,16 +125,101 @@ class _Layout:
         self.transposed = _transposed(qi, si, n, h)
 
 
+BLOCKS = True
+"""Whether plans sum block by block where they can (`_Blocks`); False: the dense or sparse product
+(benchmarks/dinet_speed.py --no-blocks compares the two in one run)."""
+BLOCK_DEVICES = ("cpu",)
+"""Devices that take the block sum: measured faster on a CPU (DI-Net at 32² points, BENCHMARKS.md), not yet
+timed on a GPU, where a step is bound by launches and the plan's build adds two host syncs per point set."""
+BLOCK = 8
+"""Points per block of the block-dense sum (`_Blocks`). DI-Net at 32² points (CPU, one thread) ran 1.24× (grid)
+and 1.13× (RQMC) the dense sum's steps with blocks of 8, 1.18× and 1.06× with blocks of 16 (BENCHMARKS.md)."""
+BLOCK_GAIN = 1.5
+"""The block-dense sum is taken where it multiplies at most 1/BLOCK_GAIN of the dense matrix's cells..."""
+BLOCK_FILL = 1 / 16
+"""...and its blocks hold at least this share of pairs (as DENSE_FILL for the whole matrix)."""
+
+
+def morton_order(coords: torch.Tensor, bits: int = 10) -> torch.Tensor:
+    """A permutation of points (n, d) along a Z-order curve over their bounding box (`bits` per axis, d ≤ 6):
+    points close in the order are close in space, so consecutive points make compact blocks."""
+    n, d = coords.shape
+    low, high = coords.min(0).values, coords.max(0).values
+    cells = ((coords - low) / (high - low).clamp_min(1e-12) * (2 ** bits - 1)).round().long()
+    code = torch.zeros(n, dtype=torch.long, device=coords.device)
+    for bit in range(bits):
+        for axis in range(d):
+            code |= ((cells[:, axis] >> bit) & 1) << (bit * d + axis)
+    return torch.argsort(code, stable=True)
+
+
+class _Blocks:
+    """The (queries × sources) matrix cut into BLOCK × BLOCK blocks of points in Z-order, keeping only the
+    blocks that hold pairs. Each block of queries gathers its kept blocks side by side (padded to the most any
+    block of queries has), so the sum is one batched product (query blocks, BLOCK·h, slots·BLOCK) @ (query
+    blocks, slots·BLOCK, k) whose output is laid out as the dense product's. Pairs fill a support's
+    neighbourhood of a compact block of queries, so far fewer cells are multiplied than in the whole matrix."""
+
+    def __init__(self, qi: torch.Tensor, si: torch.Tensor, m: int, n: int, query_order: torch.Tensor,
+                 source_order: torch.Tensor, block: int = BLOCK):
+        self.block, device = block, qi.device
+        q_rank = torch.empty_like(query_order).scatter_(0, query_order, torch.arange(m, device=device))
+        s_rank = torch.empty_like(source_order).scatter_(0, source_order, torch.arange(n, device=device))
+        self.q_blocks, self.s_blocks = -(-m // block), -(-n // block)
+        q_block, s_block = q_rank[qi] // block, s_rank[si] // block
+        kept, pair_kept = torch.unique(q_block * self.s_blocks + s_block, return_inverse=True)  # sorted by query block
+        kept_q = kept // self.s_blocks
+        counts = torch.bincount(kept_q, minlength=self.q_blocks)
+        self.slots = int(counts.max())
+        slot = torch.arange(len(kept), device=device) - (torch.cumsum(counts, 0) - counts)[kept_q]
+        # the source block in each (query block, slot); the padding slots read block s_blocks, all zeros
+        self.gather = torch.full((self.q_blocks, self.slots), self.s_blocks, dtype=torch.long, device=device)
+        self.gather[kept_q, slot] = kept % self.s_blocks
+        self.pair_block, self.pair_slot = q_block, slot[pair_kept]
+        self.local_q, self.local_s = q_rank[qi] % block, s_rank[si] % block
+        # each source's row in the padded Z-ordered layout (padding reads row n, a row of zeros)
+        self.source_rows = torch.full(((self.s_blocks + 1) * block,), n, dtype=torch.long, device=device)
+        self.source_rows[s_rank] = torch.arange(n, device=device)
+        self.q_rank = q_rank
+        self._flat: dict[int, torch.Tensor] = {}
+
+    @property
+    def cells(self) -> int:
+        return self.q_blocks * self.block * self.slots * self.block
+
+    def sum_rows(self, basis: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """basis (p, h), rows (n, k) → (m, h, k)."""
+        h, k, t, width = basis.shape[1], rows.shape[1], self.block, self.slots * self.block
+        if h not in self._flat:  # value (p, j): row local_q·h + j, column slot·t + local_s of its query block
+            j = torch.arange(h, device=basis.device)
+            self._flat[h] = (((self.pair_block[:, None] * (t * h) + self.local_q[:, None] * h + j) * width)
+                             + (self.pair_slot * t + self.local_s)[:, None]).reshape(-1)
+        matrix = basis.new_zeros(self.q_blocks * t * h * width).scatter(0, self._flat[h], basis.reshape(-1))
+        padded = torch.cat([rows, rows.new_zeros(1, k)]).index_select(0, self.source_rows)
+        gathered = padded.view(self.s_blocks + 1, t, k).index_select(0, self.gather.reshape(-1))
+        out = torch.bmm(matrix.view(self.q_blocks, t * h, width), gathered.view(self.q_blocks, width, k))
+        return out.view(self.q_blocks * t, h, k).index_select(0, self.q_rank)
+
+
 class PairPlan:
     """The sum over one (query, source) pair list, with its index layouts built once and reused.
 
     `plan.sum(basis, x)` equals `pair_sum(basis, x, qi, si, m)`: basis (p, h), x (b, n, c) → (m, h, b, c).
+    Given the points' coordinates, a plan whose pairs gather in blocks of nearby points sums block by block
+    (`_Blocks`) where that multiplies fewer cells than the dense matrix.
     """
 
-    def __init__(self, qi: torch.Tensor, si: torch.Tensor, m: int, n: int):
+    def __init__(self, qi: torch.Tensor, si: torch.Tensor, m: int, n: int, *,
+                 query_coords: torch.Tensor | None = None, source_coords: torch.Tensor | None = None):
         self.qi, self.si, self.m, self.n = qi, si, m, n
         self._layouts: dict[int, _Layout] = {}
         self._flat: dict[int, torch.Tensor] = {}
+        self.blocks = None
+        if (query_coords is not None and source_coords is not None and len(qi) and min(m, n) > BLOCK
+                and qi.device.type in BLOCK_DEVICES):
+            blocks = _Blocks(qi, si, m, n, morton_order(query_coords), morton_order(source_coords))
+            if blocks.cells * BLOCK_GAIN <= m * n and len(qi) >= BLOCK_FILL * blocks.cells:
+                self.blocks = blocks
 
     def dense(self, h: int) -> bool:
         cells = self.m * self.n
@@ -145,6 +232,8 @@ class PairPlan:
     def sum_rows(self, basis: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """basis (p, h), rows (n, k) → (m, h, k)."""
         h = basis.shape[1]
+        if BLOCKS and self.blocks is not None and self.blocks.cells * h <= DENSE_ENTRIES:
+            return self.blocks.sum_rows(basis, rows)
         if self.dense(h):
             return self._dense_sum(basis, rows)
         if h not in self._layouts:

@@ -74,7 +74,7 @@ def neighbourhood(queries: PointSet, sources: PointSet, support: Support) -> Nei
         qi, si = radius_pairs(queries.coords, sources.coords, support)
         w = sources.weights[si]
         mass = torch.zeros(len(queries), device=w.device, dtype=w.dtype).index_add_(0, qi, w)
-        plan = PairPlan(qi, si, len(queries), len(sources))
+        plan = PairPlan(qi, si, len(queries), len(sources), query_coords=queries.coords, source_coords=sources.coords)
         found = Neighbourhood(qi, si, sources.coords[si] - queries.coords[qi], w, mass, plan)
         sources.cache[key] = (queries, found)
     return sources.cache[key][1]
