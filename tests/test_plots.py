@@ -95,3 +95,16 @@ def test_a_mesh_fits_curve_draws_its_bce_loss(tmp_path):
         warnings.simplefilter("always")
         assert write_training_plot(tmp_path / "log.jsonl", tmp_path / "training.png")
     assert not [w for w in caught if "xlims" in str(w.message) or "ylims" in str(w.message)], caught
+
+
+def test_the_seconds_axis_runs_on_past_the_first_and_last_logged_steps():
+    """The top axis maps steps to seconds through the log's points; beyond them (the axis's margins) it goes on
+    along the end segments instead of holding the end times, which piled the ticks onto the edges."""
+    import numpy as np
+
+    steps, seconds = np.array([10.0, 20.0, 50.0]), np.array([0.1, 0.2, 0.5])
+    ends_s, ends_t = plots._extended(steps, seconds)
+    assert np.interp(60.0, ends_s, ends_t) == pytest.approx(0.6)
+    assert np.interp(0.0, ends_s, ends_t) == pytest.approx(0.0)
+    assert np.interp(0.7, ends_t, ends_s) == pytest.approx(70.0)
+    assert np.interp(20.0, ends_s, ends_t) == pytest.approx(0.2)  # inside: the log's own points

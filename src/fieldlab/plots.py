@@ -87,8 +87,11 @@ def write_training_plot(log_path: Path, path: Path) -> bool:
         axes[-1].set_xlim(steps[0] - 1, steps[0] + 1)
     seconds = np.array([r.get("seconds", np.nan) for r in records], dtype=float)
     if len(steps) > 1 and np.all(np.isfinite(seconds)) and np.all(np.diff(seconds) > 0) and np.all(np.diff(steps) > 0):
-        top = axes[0].secondary_xaxis("top", functions=(lambda s: np.interp(s, steps, seconds),
-                                                        lambda t: np.interp(t, seconds, steps)))
+        # extended by the end segments' slopes: clamped, the margins beyond the first and last logged steps
+        # mapped to one time, and the axis piled its ticks onto the edges
+        ends_s, ends_t = _extended(steps, seconds)
+        top = axes[0].secondary_xaxis("top", functions=(lambda s: np.interp(s, ends_s, ends_t),
+                                                        lambda t: np.interp(t, ends_t, ends_s)))
         top.set_xlabel("seconds")
     last = records[-1]
     shown = ", ".join(f"{k.upper()} {last[k]:.2f}" for k in measures if isinstance(last.get(k), (int, float)))
@@ -97,6 +100,15 @@ def write_training_plot(log_path: Path, path: Path) -> bool:
     fig.tight_layout()
     _save(fig, plt, path)
     return True
+
+
+def _extended(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Increasing x and y with one more point beyond each end (ten spans out, past any axis margin) on the end
+    segments' lines, so that np.interp extrapolates them linearly instead of holding the end values."""
+    reach = 10 * (x[-1] - x[0])
+    before = x[0] - reach, y[0] - reach * (y[1] - y[0]) / (x[1] - x[0])
+    after = x[-1] + reach, y[-1] + reach * (y[-1] - y[-2]) / (x[-1] - x[-2])
+    return np.concatenate([[before[0]], x, [after[0]]]), np.concatenate([[before[1]], y, [after[1]]])
 
 
 def _curve(ax, steps: np.ndarray, records: list[dict], key: str, *, log_scale: bool = False, label: str = "") -> None:
