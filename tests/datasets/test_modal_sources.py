@@ -171,6 +171,7 @@ def test_a_folder_of_meshes_makes_an_occupancy_store_that_train_sdf_trains_on(me
     store = tmp_path / "M"
     status, out, err = cli(["fit-dataset", meshes, "--mesh-resolution", "16", "--steps", "10", "--out", store, *FAST])
     assert status == 0, err
+    assert "dB on the ±1 occupancy (min" in out, out  # not a PSNR read as an image's
     opened = FieldStore(store)
     assert opened.signal.kind == "mesh" and opened.signal.shape == (16, 16, 16) and opened.config.in_dim == 3
     assert opened.signal.extra["occupancy"] and opened.label_names == ["box", "cylinder", "sphere"]

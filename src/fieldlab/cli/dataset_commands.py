@@ -76,10 +76,14 @@ def fit_dataset_command(
     summary = run_dataset_job(job, out, resume=resume, force=force, progress=not quiet, tensorboard=tensorboard)
     if summary is not None:
         write_resolved(out / "config.json", _resolved_dataset(job))
+        from fieldlab.signals import get_modality
+
         psnr = summary["psnr"]
+        # occupancy fields stop by the share of right signs; their PSNR is of the ±1 values, said so
+        on = " on the ±1 occupancy" if get_modality(summary["signal"]["kind"]).occupancy else ""
         print(f"{summary['complete']:,} of {summary['num_fields']:,} {summary['field']} fields "
-              f"({summary['params_per_field']:,} params each), mean PSNR {psnr.get('mean', float('nan')):.2f} dB "
-              f"(min {psnr.get('min', float('nan')):.2f}) -> {out}")
+              f"({summary['params_per_field']:,} params each), mean PSNR {psnr.get('mean', float('nan')):.2f} dB"
+              f"{on} (min {psnr.get('min', float('nan')):.2f}) -> {out}")
 
 
 def _resolved_dataset(job) -> dict:
