@@ -93,7 +93,7 @@ def _mm_tn(a, b, MM: tl.constexpr):
 
 
 @triton.jit
-def _sums_zero(OUTP: tl.constexpr, BN: tl.constexpr, SUMS: tl.constexpr):
+def _sums_zero(OUTP: tl.constexpr, SUMS: tl.constexpr):
     """An accumulator of a bias's gradient over the chunks: (OUTP,) (SUMS 0), or (16, OUTP) (SUMS 1), the
     sums of every row of a product of ones (16, BN) with the chunk's gradients."""
     if SUMS == 0:
@@ -204,7 +204,7 @@ def _layer0(x, gc, gs, PRM, b0, D: tl.constexpr, H: tl.constexpr, F: tl.constexp
             DP: tl.constexpr, HP: tl.constexpr, FP: tl.constexpr, ENC: tl.constexpr, FIRST: tl.constexpr):
     """The first layer's pre-activation, weights read from PRM: on x (ENC 0), or on γ = [x (DI > 0), cos gc,
     sin gs]; fp32 like the reference."""
-    if ENC == 0 and FIRST == 1:  # x has a column of ones at D, and the bias is the weight's row D
+    if FIRST == 1:  # x has a column of ones at D, and the bias is the weight's row D
         return _mm(x, _load_w(PRM, D + 1, H, DP, HP), 4)
     if ENC == 0:
         z = _mm_coords(x, _load_w(PRM, D, H, DP, HP), DP)
@@ -314,7 +314,8 @@ def fused_mlp_step(
     pre-activations are computed again in the backward pass instead of held through the chunk — fewer live
     registers for a little more arithmetic (the first layer's product is a few columns deep). SUMS 1: the
     hidden and head biases' gradients are products of ones with the chunk's gradients on the tensor cores
-    instead of sums across the lanes (`_sums_add`). FIRST 1: the first layer as a TF32×3 tile (above)."""
+    instead of sums across the lanes (`_sums_add`). FIRST 1: the first layer as a TF32×3 tile (above); only
+    for fields without an encoding (`launch_constants` gives others 0)."""
     pid_f = tl.program_id(0)
     part = tl.program_id(1)
     P: tl.constexpr = IN0 * H + H + (NH - 1) * (H * H + H) + H * C + C
@@ -328,7 +329,7 @@ def fused_mlp_step(
     o_s: tl.constexpr = (DI + F) * H
     enc = ENCP + pid_f.to(tl.int64) * enc_stride
 
-    if ENC == 0 and FIRST == 1:
+    if FIRST == 1:
         w0 = _load_w(PRM + base, D + 1, H, DP, HP)  # [w0; b0]
     elif ENC == 0:
         w0 = _load_w(PRM + base, D, H, DP, HP)
@@ -340,7 +341,7 @@ def fused_mlp_step(
     g_w0 = tl.zeros((DP, HP), dtype=tl.float32)
     g_b0 = tl.zeros((HP,), dtype=tl.float32)
     g_wh = tl.zeros((HP, CP), dtype=tl.float32)
-    g_bh = _sums_zero(CP, BN, SUMS)
+    g_bh = _sums_zero(CP, SUMS)
     if not RELOAD:
         wh = _weight(PRM + base + o_wh, H, C, HP, CP, MM)
     if NH >= 2:
@@ -348,19 +349,19 @@ def fused_mlp_step(
             w1 = _weight(PRM + base + o_w1, H, H, HP, HP, MM)
         b1 = _load_b(PRM + base + o_w1 + H * H, H, HP)
         g_w1 = tl.zeros((HP, HP), dtype=tl.float32)
-        g_b1 = _sums_zero(HP, BN, SUMS)
+        g_b1 = _sums_zero(HP, SUMS)
     if NH >= 3:
         if not RELOAD:
             w2 = _weight(PRM + base + o_w2, H, H, HP, HP, MM)
         b2 = _load_b(PRM + base + o_w2 + H * H, H, HP)
         g_w2 = tl.zeros((HP, HP), dtype=tl.float32)
-        g_b2 = _sums_zero(HP, BN, SUMS)
+        g_b2 = _sums_zero(HP, SUMS)
     if NH >= 4:
         if not RELOAD:
             w3 = _weight(PRM + base + o_w3, H, H, HP, HP, MM)
         b3 = _load_b(PRM + base + o_w3 + H * H, H, HP)
         g_w3 = tl.zeros((HP, HP), dtype=tl.float32)
-        g_b3 = _sums_zero(HP, BN, SUMS)
+        g_b3 = _sums_zero(HP, SUMS)
     loss = tl.zeros((BN,), dtype=tl.float32)
 
     first = part * (CHUNKS * BN)
@@ -369,7 +370,7 @@ def fused_mlp_step(
         # forward, keeping each layer's pre-activation z in registers (activations are recomputed from
         # it in the backward pass: fewer live registers, more fields per multiprocessor)
         gc, gs = x, x  # the encoding's cosines and sines, when there is one
-        if ENC == 0 and FIRST == 1:
+        if FIRST == 1:
             x = tl.where(tl.arange(0, DP)[None, :] == D, 1.0, x)
             z0 = _mm(x, w0, 4)
         elif ENC == 0:
@@ -438,14 +439,14 @@ def fused_mlp_step(
                 w1 = _weight(PRM + base + o_w1, H, H, HP, HP, MM)
             da = _mm(dz, tl.trans(w1), MM)
         dz = da * _act_grad(z0, a, W_FIRST, ACT, FAST)
-        if ENC == 0 and FIRST == 1:
+        if FIRST == 1:
             g_w0 += _mm(tl.trans(x), dz, 4)  # and the bias's gradient, row D
         elif DI > 0:
             g_w0 += _coords_grad(x, dz, DP)
         if ENC != 0:
             g_w0c += _mm(tl.trans(gc), dz, 0)
             g_w0s += _mm(tl.trans(gs), dz, 0)
-        if ENC != 0 or FIRST == 0:
+        if FIRST == 0:
             g_b0 += tl.sum(dz, axis=0)
 
     # The field's gradients: added into G (SPLIT: other programs hold the rest of its points), or Adam now.
@@ -457,7 +458,7 @@ def fused_mlp_step(
     bc1 = tl.load(HYP + 1)
     bc2s = tl.load(HYP + 2)
     P0, M0, V0, G0 = PRM + base, M + base, V + base, G + base
-    if ENC == 0 and FIRST == 1:
+    if FIRST == 1:
         _apply_w(P0, M0, V0, G0, g_w0, D + 1, H, DP, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
     elif DI > 0:
         _apply_w(P0, M0, V0, G0, g_w0, D, H, DP, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
@@ -465,7 +466,7 @@ def fused_mlp_step(
         _apply_w(P0 + o_c, M0 + o_c, V0 + o_c, G0 + o_c, g_w0c, F, H, FP, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
         _apply_w(P0 + o_s, M0 + o_s, V0 + o_s, G0 + o_s, g_w0s, F, H, FP, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
     ob: tl.constexpr = IN0 * H
-    if ENC != 0 or FIRST == 0:
+    if FIRST == 0:
         _apply_b(P0 + ob, M0 + ob, V0 + ob, G0 + ob, g_b0, H, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
     if NH >= 2:
         _apply_layer(P0 + o_w1, M0 + o_w1, V0 + o_w1, G0 + o_w1, g_w1, _sums_value(g_b1, SUMS), H, H, HP, HP,

@@ -175,7 +175,7 @@ class _Blocks:
         # the source block in each (query block, slot); the padding slots read block s_blocks, all zeros
         self.gather = torch.full((self.q_blocks, self.slots), self.s_blocks, dtype=torch.long, device=device)
         self.gather[kept_q, slot] = kept % self.s_blocks
-        self.pair_block, self.pair_slot = q_block, slot[pair_kept]
+        self.pair_qblock, self.pair_slot = q_block, slot[pair_kept]
         self.local_q, self.local_s = q_rank[qi] % block, s_rank[si] % block
         # each source's row in the padded Z-ordered layout (padding reads row n, a row of zeros)
         self.source_rows = torch.full(((self.s_blocks + 1) * block,), n, dtype=torch.long, device=device)
@@ -192,7 +192,7 @@ class _Blocks:
         h, k, t, width = basis.shape[1], rows.shape[1], self.block, self.slots * self.block
         if h not in self._flat:  # value (p, j): row local_q·h + j, column slot·t + local_s of its query block
             j = torch.arange(h, device=basis.device)
-            self._flat[h] = (((self.pair_block[:, None] * (t * h) + self.local_q[:, None] * h + j) * width)
+            self._flat[h] = (((self.pair_qblock[:, None] * (t * h) + self.local_q[:, None] * h + j) * width)
                              + (self.pair_slot * t + self.local_s)[:, None]).reshape(-1)
         matrix = basis.new_zeros(self.q_blocks * t * h * width).scatter(0, self._flat[h], basis.reshape(-1))
         padded = torch.cat([rows, rows.new_zeros(1, k)]).index_select(0, self.source_rows)
@@ -217,7 +217,9 @@ class PairPlan:
         self.blocks = None
         if (query_coords is not None and source_coords is not None and len(qi) and min(m, n) > BLOCK
                 and qi.device.type in BLOCK_DEVICES):
-            blocks = _Blocks(qi, si, m, n, morton_order(query_coords), morton_order(source_coords))
+            query_order = morton_order(query_coords)
+            source_order = query_order if source_coords is query_coords else morton_order(source_coords)
+            blocks = _Blocks(qi, si, m, n, query_order, source_order)
             if blocks.cells * BLOCK_GAIN <= m * n and len(qi) >= BLOCK_FILL * blocks.cells:
                 self.blocks = blocks
 
