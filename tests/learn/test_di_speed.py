@@ -50,9 +50,14 @@ def test_a_plan_sums_and_differentiates_like_the_plain_pair_sum(path):
     qi, si = _pairs()
     basis = torch.randn(len(qi), 5, dtype=torch.double, requires_grad=True)
     x = torch.randn(3, 50, 4, dtype=torch.double, requires_grad=True)
-    plan = PairPlan(qi, si, 30, 50)
-    for _ in range(2):  # the second call reuses the plan's cached layout
-        fast, plain = plan.sum(basis, x), pair_sum(basis, x, qi, si, 30)
+    _sums_like_pair_sum(PairPlan(qi, si, 30, 50), basis, x)
+
+
+def _sums_like_pair_sum(plan, basis, x):
+    """The plan's sum and its gradients equal the plain pair sum's, twice (the second call reuses what the
+    plan cached)."""
+    for _ in range(2):
+        fast, plain = plan.sum(basis, x), pair_sum(basis, x, plan.qi, plan.si, plan.m)
         assert torch.allclose(fast, plain)
         g = torch.randn_like(fast)
         assert all(torch.allclose(a, b) for a, b in zip(torch.autograd.grad(fast, (basis, x), g),
@@ -70,12 +75,7 @@ def test_a_plan_that_knows_its_points_sums_block_by_block_like_the_plain_pair_su
     x = torch.randn(3, 130, 4, dtype=torch.double, requires_grad=True)
     plan = PairPlan(qi, si, len(queries), 130, query_coords=queries, source_coords=sources)
     assert plan.blocks is not None and plan.blocks.cells < len(queries) * 130  # fewer cells than the matrix
-    for _ in range(2):  # the second call reuses the plan's cached index
-        fast, plain = plan.sum(basis, x), pair_sum(basis, x, qi, si, len(queries))
-        assert torch.allclose(fast, plain)
-        g = torch.randn_like(fast)
-        assert all(torch.allclose(a, b) for a, b in zip(torch.autograd.grad(fast, (basis, x), g),
-                                                          torch.autograd.grad(plain, (basis, x), g)))
+    _sums_like_pair_sum(plan, basis, x)
 
 
 def test_a_32_grid_sums_block_by_block():
