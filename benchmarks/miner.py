@@ -3,7 +3,8 @@
 
     python benchmarks/miner.py --data DIR [--sizes full,4096,8192] [--seconds 20] [--mesh] [--mesh-file F]
                                [--memory-sizes 4096,8192,16384] [--device-budget-gib 1.5] [--precisions fp32,tf32,bf16]
-                               [--sweep] [--out FILE]
+                               [--sweep] [--kernel-sizes full,4096] [--kernel-precisions fp32,bf16]
+                               [--kernel-steps 600] [--mesh-kernel auto|fused|reference] [--out FILE]
 
 The mesh may be a vertices/faces .npz (benchmarks/fit_modalities.py --prepare writes DIR/bunny.npz), so
 the GPU machine needs no trimesh; `--sizes ""` runs the mesh alone. `--mesh-hidden` and `--mesh-stop-mse`
@@ -14,6 +15,8 @@ smaller chunks) and streaming under the same budget; at the first size also each
 computed on the GPU in slabs of rows (no SSIM: at 16384² it would take minutes on the CPU).
 `--sweep`: the option combinations of issue 5 (sine/gauss, positional encoding, parent init, relative
 thresholds) on the full DIV2K image, each with --sweep-seconds.
+`--kernel-sizes`: the blocks stepped by autograd and by the fused Triton kernel, taking turns, at the same
+steps on each size and precision (`compare_kernels`); on a CPU, TRITON_INTERPRET=1 runs the kernel as a smoke test.
 
 Upscaling: Lanczos (Pillow) of the 2040×1356 image to a square (the aspect ratio is stretched), so the
 large images are smooth at the pixel scale, like the MINER_pl Pluto table they are compared with.
@@ -71,18 +74,20 @@ def run_memory(signal: Signal, scales: int, seconds: float, device: str, **optio
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     precision = options.pop("precision", "fp32")
+    kernel, steps = options.pop("kernel", "auto"), options.pop("steps", 2000)
     names = {f.name for f in dataclasses.fields(M.MinerTrainConfig)}
     train = M.MinerTrainConfig(prune_mse=5e-5, stop_mse=3e-5, **{k: v for k, v in options.items() if k in names})
     config = make_config("miner", in_dim=2, out_dim=3, scales=scales,
                          **{k: v for k, v in options.items() if k not in names})
-    model, stats = M.fit_pyramid(signal.values, config, FitConfig(steps=2000, max_seconds=seconds, device=device,
-                                                                   precision=precision), train=train)
+    model, stats = M.fit_pyramid(signal.values, config, FitConfig(steps=steps, max_seconds=seconds, device=device,
+                                                                   precision=precision, kernel=kernel), train=train)
     tick = time.perf_counter()
     quality = psnr_in_slabs(model, signal)
     return {"psnr": round(quality, 3), "seconds": round(stats.seconds, 2), "eval_seconds": round(time.perf_counter() - tick, 1),
             "precision": precision, "streaming": stats.streaming,
             "budget_gib": None if stats.device_budget_bytes is None else round(stats.device_budget_bytes / 2**30, 2),
             "peak_gib": None if stats.peak_memory_bytes is None else round(stats.peak_memory_bytes / 2**30, 3),
+            "kernel": stats.kernel, "retired": stats.retired_per_scale,
             "params": sum(p.numel() for p in model.parameters()), "blocks": stats.blocks_per_scale,
             "max_target_blocks_on_device": stats.max_target_blocks_on_device, "steps": stats.steps}
 
@@ -98,6 +103,26 @@ SWEEP = {
     "relative thresholds": {"threshold": "relative"},
     "parent init + relative (official)": {"parent_init": True, "threshold": "relative"},
 }
+
+
+def compare_kernels(data: Path, sizes: list[str], precisions: list[str], steps: int, repeats: int, device: str,
+                    emit) -> None:
+    """MINER's blocks stepped by autograd (reference) and by the fused kernel on the same image, steps and
+    draws, the two taking turns `repeats` times: fit seconds (the whole pyramid: residual passes, steps and
+    retirement checks), PSNR, and the ratio of the best seconds."""
+    for size in sizes:
+        signal = image(data / "div2k_0882.png", size)
+        for precision in precisions:
+            seconds = {"reference": [], "fused": []}
+            for repeat in range(repeats):
+                for kernel in ("reference", "fused"):
+                    row = run_memory(signal, SCALES.get(size, 4), 0.0, device, precision=precision, kernel=kernel,
+                                     steps=steps)
+                    seconds[kernel].append(row["seconds"])
+                    emit({"kernels": size, "repeat": repeat, **row})
+            emit({"kernels": size, "precision": precision, "steps": steps,
+                  "speedup": round(min(seconds["reference"]) / min(seconds["fused"]), 2)})
+        del signal
 
 
 def peak() -> int:
@@ -127,7 +152,7 @@ def run_baseline(name: str, signal: Signal, seconds: float) -> dict:
 
 
 def run_mesh(path: Path, seconds: float, steps: int = 600, hidden: str = "8", baselines: bool = True,
-             stop_mse: str = "2e-4", resolution: int = 512, device: str = "cuda") -> list[dict]:
+             stop_mse: str = "2e-4", resolution: int = 512, device: str = "cuda", kernel: str = "auto") -> list[dict]:
     """MINER at `resolution`³ for every combination of `hidden` and `stop_mse` (comma lists) on one set of grid
     labels; then SIREN and hashgrid with the first MINER fit's training seconds."""
     from fieldlab.fit.miner_mesh import occupancy_grid
@@ -152,13 +177,15 @@ def run_mesh(path: Path, seconds: float, steps: int = 600, hidden: str = "8", ba
                 torch.cuda.reset_peak_memory_stats()
             config = make_config("miner", in_dim=3, out_dim=1, scales=3, hidden_dim=h, num_layers=2
                                  ).adapt((resolution,) * 3)
-            result = M.fit_mesh(mesh, config, FitConfig(steps=steps, max_seconds=seconds, device=device), occupancy,
+            result = M.fit_mesh(mesh, config, FitConfig(steps=steps, max_seconds=seconds, device=device, kernel=kernel),
+                                occupancy,
                                 train=M.MinerTrainConfig(prune_mse=1e-3, stop_mse=stop), inside=inside)
             m = result.metrics
             rows.append({"field": "miner", "mesh": f"bunny@{resolution}", "iou": m["iou"], "iou_grid": m["iou_grid"],
                          "seconds": m["seconds"], "label_seconds": label_seconds, "params": m["params"],
                          "peak_gib": (m["peak_memory_bytes"] or 0) / 2**30, "blocks": m["blocks_per_scale"],
-                         "steps": steps, "steps_run": m["steps"], "hidden": h, "stop_mse": stop})
+                         "steps": steps, "steps_run": m["steps"], "hidden": h, "stop_mse": stop,
+                         "kernel": m["kernel"]})
             print(json.dumps(rows[-1]), flush=True)
             budget = budget or m["seconds"]
     del inside
@@ -187,6 +214,7 @@ def main() -> None:
     parser.add_argument("--mesh-stop-mse", default="5e-5", help="comma list: a block stops training below this MSE")
     parser.add_argument("--mesh-resolution", type=int, default=512)
     parser.add_argument("--no-baselines", action="store_true", help="the mesh: MINER alone")
+    parser.add_argument("--mesh-kernel", default="auto", help="the mesh's MINER: auto, fused or reference")
     parser.add_argument("--memory-sizes", default="", help="e.g. 4096,8192,16384: resident vs streaming")
     parser.add_argument("--memory-modes", default="resident,budget,streaming", help="which memory runs")
     parser.add_argument("--device-budget-gib", type=float, default=1.5)
@@ -195,6 +223,11 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="option combinations on the full image")
     parser.add_argument("--sweep-seconds", type=float, default=8.0)
     parser.add_argument("--sweep-size", default="full", help="the image of the sweep (full, or a square side)")
+    parser.add_argument("--kernel-sizes", default="", help="e.g. full,4096: the reference path against the fused "
+                        "kernel at the same steps (--kernel-steps), for each of --kernel-precisions")
+    parser.add_argument("--kernel-precisions", default="fp32,bf16")
+    parser.add_argument("--kernel-steps", type=int, default=600)
+    parser.add_argument("--kernel-repeats", type=int, default=2)
     parser.add_argument("--device", default="cuda", help="cpu runs the memory and sweep parts tiny, as a smoke test")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -209,8 +242,14 @@ def main() -> None:
     if args.device.startswith("cuda"):
         torch.zeros(1, device="cuda")
     budget = args.device_budget_gib * 2**30
-    if args.memory_sizes or args.sweep:  # kernels and libraries warm before anything is timed
-        run_memory(image(args.data / "div2k_0882.png", "256"), 3, 2.0, args.device)
+    if args.memory_sizes or args.sweep or args.kernel_sizes:  # kernels and libraries warm before anything is timed
+        for kernel in ("reference", "fused") if args.kernel_sizes else ("auto",):
+            for precision in args.kernel_precisions.split(",") if args.kernel_sizes else ("fp32",):
+                run_memory(image(args.data / "div2k_0882.png", "256"), 3, 2.0, args.device, kernel=kernel,
+                           precision=precision)
+    if args.kernel_sizes:
+        compare_kernels(args.data, args.kernel_sizes.split(","), args.kernel_precisions.split(","), args.kernel_steps,
+                        args.kernel_repeats, args.device, emit)
     for n, size in enumerate(filter(None, args.memory_sizes.split(","))):
         signal = image(args.data / "div2k_0882.png", size)
         scales = SCALES.get(size, 4)
@@ -252,7 +291,7 @@ def main() -> None:
                                             if p.exists()), args.data / "bunny.obj")
         for row in run_mesh(mesh_file, 2 * args.seconds, args.mesh_steps, args.mesh_hidden,
                             not args.no_baselines, stop_mse=args.mesh_stop_mse, resolution=args.mesh_resolution,
-                            device=args.device):
+                            device=args.device, kernel=args.mesh_kernel):
             rows.append(row)
         if args.out:
             args.out.write_text(json.dumps(rows, indent=1))

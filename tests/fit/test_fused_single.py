@@ -61,7 +61,7 @@ def _signal(side=8):
 def test_fused_single_fit_follows_the_reference_fitter(monkeypatch, field, batch_size, parts):
     used = []
     if parts:  # as on a GPU: the field's points shared among programs, Adam as a separate pass
-        monkeypatch.setattr(fused.FusedStack, "default_parts", lambda self, points: parts)
+        monkeypatch.setattr(fused.FusedStack, "default_parts", lambda self, points, fields=None: parts)
         gradients = fused.FusedStack.gradients
         monkeypatch.setattr(fused.FusedStack, "gradients",
                             lambda self, *a, **k: used.append(k["parts"]) or gradients(self, *a, **k))

@@ -231,18 +231,3 @@ def test_compile_is_refused_in_one_line():
     with pytest.raises(UserError, match="--compile is not supported by the miner trainer"):
         M.fit_pyramid(torch.zeros(8, 8, 1), make_config("miner", in_dim=2, out_dim=1, scales=1, block_size=8),
                       FitConfig(steps=1, device="cpu", compile=True))
-
-
-def test_the_fused_kernel_is_refused_by_the_trainer_and_the_command(tmp_path, cli):
-    import pytest
-
-    from fieldlab import UserError
-
-    with pytest.raises(UserError, match="--kernel fused does not apply to miner"):
-        M.fit_pyramid(torch.zeros(8, 8, 1), make_config("miner", in_dim=2, out_dim=1, scales=1, block_size=8),
-                      FitConfig(steps=1, device="cpu", kernel="fused"))
-    status, _, stderr = cli(["fit", "sample:camera", "--max-size", "16", "--field", "miner", "--scales", "1",
-                             "--steps", "1", "--device", "cpu", "--quiet", "--kernel", "fused",
-                             "--out", tmp_path / "out"])
-    assert status == 2 and "fieldlab: error: --kernel fused does not apply to miner" in stderr
-    assert "Traceback" not in stderr and list(tmp_path.iterdir()) == []

@@ -123,7 +123,7 @@ def _graphs_against_launches(config, coords, values, name, one_program: bool, st
     n = min(len(values), GRAPH_FIELDS)
     fit = {graphs: BatchedFitConfig(steps=steps, target_psnr=0.0, device=values.device.type, kernel="fused",
                                     lr=LR.get(name), cuda_graphs=graphs) for graphs in (True, False)}
-    one = mock.patch.object(FusedStack, "default_parts", lambda self, points: 1)  # every step: one program a field
+    one = mock.patch.object(FusedStack, "default_parts", lambda self, points, fields=None: 1)  # every step: one program a field
     with one if one_program else contextlib.nullcontext():
         graphed, launched, control = (fit_batch(config, coords, values[:n], np.arange(n), fit[graphs]).params
                                       for graphs in (True, False, False))

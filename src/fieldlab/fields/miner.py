@@ -30,6 +30,7 @@ from fieldlab._validate import check_shape
 from fieldlab.fields._config import FieldConfig, per_item_side
 from fieldlab.fields._partitioned import tile_layout, tile_size
 from fieldlab.fields._registry import register_field
+from fieldlab.kernels import FusedSpec
 
 MAX_SCALES = 12
 
@@ -91,6 +92,48 @@ class BlockNet:
                 bound *= 2.0 ** -scale
             params[name] = torch.empty((p, *shape), device=device).uniform_(-bound, bound)
         return params
+
+    # -- the fused kernel's view of the blocks (fit/miner.py steps sine blocks with it) ------------------
+    def fused_spec(self) -> FusedSpec | None:
+        """The fused kernel's description of one block's network, or None: it runs sine blocks (its Gaussian
+        activation has a fixed width, not the learned one here)."""
+        if self.activation != "sine":
+            return None
+        return FusedSpec(self.in_dim, self.hidden_dim, self.out_dim, self.num_layers, "sine", float(self.omega0),
+                         float(self.omega0), encoding="positional" if self.frequencies else "none",
+                         frequencies=self.in_dim * self.frequencies)
+
+    def fused_buffers(self) -> dict[str, torch.Tensor]:
+        """The encoding's scales π 2^i under the name the kernel's packing reads (none without an encoding)."""
+        if not self.frequencies:
+            return {}
+        return {"encoding.scales": math.pi * 2.0 ** torch.arange(self.frequencies, dtype=torch.float32)}
+
+    def to_fused(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Block parameters {w{l} (p, in, out), b{l} (p, 1, out)} → the kernel's stacked module names
+        {"layers.l.weight" (p, out, in), "layers.l.bias" (p, out)}. The kernel's encoding is [x, cos, sin],
+        this one's [x, sin, cos]: the first weight's cosine and sine rows swap places (both ways alike)."""
+        named = {}
+        for i in range(self.num_layers + 1):
+            weight = params[f"w{i}"]
+            if i == 0 and self.frequencies:
+                weight = self._swap_encoding_rows(weight)
+            named[f"layers.{i}.weight"], named[f"layers.{i}.bias"] = weight.transpose(1, 2), params[f"b{i}"][:, 0]
+        return named
+
+    def from_fused(self, named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The inverse of `to_fused`."""
+        params = {}
+        for i in range(self.num_layers + 1):
+            weight = named[f"layers.{i}.weight"].transpose(1, 2)
+            if i == 0 and self.frequencies:
+                weight = self._swap_encoding_rows(weight)
+            params[f"w{i}"], params[f"b{i}"] = weight.contiguous(), named[f"layers.{i}.bias"][:, None].contiguous()
+        return params
+
+    def _swap_encoding_rows(self, weight: torch.Tensor) -> torch.Tensor:
+        d, f = self.in_dim, self.in_dim * self.frequencies
+        return torch.cat([weight[:, :d], weight[:, d + f:], weight[:, d:d + f]], dim=1)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Positional encoding [x, sin(2^i π x), cos(2^i π x)]_{i<F} of local coordinates (…, d)."""

@@ -51,6 +51,7 @@ from fieldlab._progress import in_pieces, phase
 from fieldlab._validate import LIMITS, bounded_int
 from fieldlab._optim import Adam
 from fieldlab.fields.miner import BlockNet, Miner, MinerConfig
+from fieldlab.kernels import FusedSpec, choose_spec
 from fieldlab.fit.config import FitConfig
 from fieldlab.fit.loop import FitResult, RunLog, autocast_for, matmul_precision, resolve_device
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse
@@ -304,17 +305,20 @@ def parent_params(model: Miner, scale: int, index: torch.Tensor, fresh: dict[str
 
 
 class ScaleTrainer:
-    """Trains the active blocks of one scale; retired blocks leave the parameters and the optimizer."""
+    """Trains the active blocks of one scale; retired blocks leave the parameters and the optimizer.
+
+    `kernel`: the blocks' `FusedSpec` to step them with the fused Triton kernel (forward, backward and Adam in
+    one launch for every block; `fit_pyramid` chooses it as `--kernel` says), or None for autograd and
+    fieldlab's Adam in chunks of blocks. The two paths save the same state (parameters and a torch Adam
+    state_dict), so a fit saved by one resumes on the other."""
 
     def __init__(self, net: BlockNet, index: torch.Tensor, params: dict[str, torch.Tensor], target: torch.Tensor,
                  stop: torch.Tensor, *, lr: float, fused: bool, place: Placement | None = None,
-                 precision: str = "fp32", margin: int = 0):
+                 precision: str = "fp32", margin: int = 0, kernel: FusedSpec | None = None):
         self.net, self.lr, self.fused, self.precision = net, lr, fused, precision
         # targets live in place.storage or, when they all fit the budget, on its device; the rest on its device
         self.place = place or Placement(target.device)
         self.index, self.target, self.stop = index, target, stop  # (p,), (p, m, c), (p,) MSE thresholds
-        self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
-        self.optimizer = Adam(list(self.params.values()), lr=lr, fused=fused)
         self.retired: list[tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]] = []
         self.retired_error = torch.zeros((), device=self.place.device)  # Σ final MSE of the retired blocks
         # target (p, m, c) holds each block's samples and its margin; retirement looks at its own (`self.inside`,
@@ -323,12 +327,21 @@ class ScaleTrainer:
         self.x = local_grid(size, net.in_dim, self.place.device, margin)
         self.inside = inside(size, net.in_dim, margin, target.device)
         self.own_x = self.x if self.inside is None else self.x[self.inside.to(self.x.device)]
+        self.kernel, self.stack, self.adam_steps = kernel, None, 0
+        self._load(params, None)
+
+    @property
+    def name(self) -> str:
+        """Which path does the steps: fused (the Triton kernel) or reference (autograd and fieldlab's Adam)."""
+        return "reference" if self.kernel is None else "fused"
 
     def __len__(self) -> int:
         return self.index.numel()
 
     def step(self, positions: torch.Tensor | None, lr: float) -> torch.Tensor:
         """One Adam step on every training block at shared sample `positions` (all when None)."""
+        if self.stack is not None:
+            return self._fused_step(positions, lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x = self.x if positions is None else self.x[positions]
@@ -347,6 +360,27 @@ class ScaleTrainer:
         self.optimizer.step()  # fp32 parameters and Adam state whatever the precision
         return total / max(1, len(self))
 
+    def _fused_step(self, positions: torch.Tensor | None, lr: float) -> torch.Tensor:
+        """`step` by the kernel: targets on the device are read where they are (the kernel picks each block's
+        `positions`); host targets (streaming) come over `place.max_blocks` blocks at a time, a launch each."""
+        self.adam_steps += 1
+        hyper = self.stack.hyper([lr], self.adam_steps)[0]
+        p, (m, c) = len(self), self.target.shape[1:]
+        k = m if positions is None else positions.numel()
+        if self.target.device == self.place.device and self.place.max_blocks >= p:
+            index = None if positions is None else positions.to(torch.int32)[None].expand(p, k)
+            loss = self.stack.step(self.x, self.target, self._rows[:p], hyper, index=index)
+        else:
+            x = self.x if positions is None else self.x[positions]
+            at = None if positions is None else positions.to(self.target.device)
+            losses = []
+            for i in range(0, p, self.place.max_blocks):
+                y = self.place.load(self.target[i:i + self.place.max_blocks] if at is None
+                                    else self.target[i:i + self.place.max_blocks, at])
+                losses.append(self.stack.step(x, y, self._rows[:len(y)], hyper, fields=slice(i, i + len(y))))
+            loss = torch.cat(losses)
+        return loss.sum() / (k * c * max(1, p))
+
     @contextlib.contextmanager
     def _precision(self):
         """--precision for the block networks: TF32 matmuls, or bf16 autocast of the hidden layers."""
@@ -356,8 +390,15 @@ class ScaleTrainer:
     @torch.no_grad()
     def block_errors(self) -> torch.Tensor:
         """MSE (p,) of every training block on all its own samples (not its margin: what it renders)."""
-        n = min(256, self.place.max_blocks)
         errors = []
+        if self.stack is not None:  # the kernel's forward at its precision: the stopping rule sees what training sees
+            n = max(1, min(self.place.max_blocks, self.place.points // len(self.own_x)))
+            for i in range(0, len(self), n):
+                y = self.place.load(self.target[i:i + n] if self.inside is None else self.target[i:i + n, self.inside])
+                values = self.stack.forward(self.own_x, fields=slice(i, i + len(y)))
+                errors.append((values - y).square().mean(dim=(1, 2)))
+            return torch.cat(errors) if errors else self.x.new_zeros(0)
+        n = min(256, self.place.max_blocks)
         with self._precision():  # the stopping rule sees what training sees
             for i in range(0, len(self), n):
                 y = self.place.load(self.target[i:i + n] if self.inside is None else self.target[i:i + n, self.inside])
@@ -366,45 +407,88 @@ class ScaleTrainer:
                 errors.append((values - y).square().mean(dim=(1, 2)))
         return torch.cat(errors) if errors else self.x.new_zeros(0)
 
+    def parameters(self) -> dict[str, torch.Tensor]:
+        """The training blocks' parameters {w{l}, b{l}, …} (p, …), detached."""
+        if self.stack is not None:
+            return self.net.from_fused(self.stack.params())
+        return {k: v.detach() for k, v in self.params.items()}
+
     @torch.no_grad()
     def retire(self, errors: torch.Tensor) -> int:
         """Blocks whose error is under their threshold stop training; returns how many retired."""
         done = errors < self.stop
         count = int(done.sum())
         if count:
-            self.retired.append((self.index[done], {k: v.detach()[done] for k, v in self.params.items()}, errors[done]))
+            self.retired.append((self.index[done], {k: v[done] for k, v in self.parameters().items()}, errors[done]))
             self.retired_error += errors[done].sum()
             self._keep(~done)
         return count
 
     def _keep(self, keep: torch.Tensor) -> None:
         """Physically shrink the parameters and Adam's state to the blocks in `keep`."""
-        old = self.optimizer.state
-        params = {k: v.detach()[keep].clone().requires_grad_(True) for k, v in self.params.items()}
-        optimizer = Adam(list(params.values()), lr=self.lr, fused=self.fused)
-        for k, p in params.items():
-            state = old.get(self.params[k])
-            if state:
-                optimizer.state[p] = {n: (s[keep].clone() if s.ndim and s.shape[0] == keep.shape[0] else s)
-                                      for n, s in state.items()}
-        self.params, self.optimizer = params, optimizer
+        if self.stack is not None:
+            self.stack.select(keep)
+        else:
+            old = self.optimizer.state
+            params = {k: v.detach()[keep].clone().requires_grad_(True) for k, v in self.params.items()}
+            optimizer = Adam(list(params.values()), lr=self.lr, fused=self.fused)
+            for k, p in params.items():
+                state = old.get(self.params[k])
+                if state:
+                    optimizer.state[p] = {n: (s[keep].clone() if s.ndim and s.shape[0] == keep.shape[0] else s)
+                                          for n, s in state.items()}
+            self.params, self.optimizer = params, optimizer
         self.index, self.stop = self.index[keep], self.stop[keep]
         target = self.target[keep.to(self.target.device)]
         self.target = target if target.device == self.place.device else self.place.keep(target)
 
+    def _load(self, params: dict[str, torch.Tensor], optimizer: dict | None) -> None:
+        """Take these block parameters and Adam's state (a torch state_dict; None: fresh) on either path."""
+        device = self.index.device
+        self.params = {k: v.to(device).detach().clone().requires_grad_(True) for k, v in params.items()}
+        self.optimizer = Adam(list(self.params.values()), lr=self.lr, fused=self.fused)
+        if optimizer is not None:
+            self.optimizer.load_state_dict(optimizer)
+        if self.kernel is None:
+            return
+        from fieldlab.kernels import FusedStack, pack
+
+        moments = [self.optimizer.state.get(p, {}) for p in self.params.values()]
+        self.stack = FusedStack(self.kernel, self.net.to_fused({k: v.detach() for k, v in self.params.items()}),
+                                buffers={k: v.to(device) for k, v in self.net.fused_buffers().items()},
+                                precision=self.precision)
+        if moments and moments[0]:
+            for name, packed in (("exp_avg", self.stack.m), ("exp_avg_sq", self.stack.v)):
+                packed.copy_(pack(self.net.to_fused({k: s[name] for k, s in zip(self.params, moments)}), self.kernel))
+            self.adam_steps = int(moments[0]["step"])
+        self._rows = torch.arange(len(self), dtype=torch.int32, device=device)
+        del self.params, self.optimizer  # the stack holds them from here
+
     def state_dict(self) -> dict:
         """The blocks still training (index, thresholds, parameters, Adam) and the retired ones."""
-        return {"index": self.index, "stop": self.stop, "params": {k: v.detach() for k, v in self.params.items()},
-                "optimizer": self.optimizer.state_dict(), "retired_error": self.retired_error,
+        params = self.parameters()
+        if self.stack is None:
+            optimizer = self.optimizer.state_dict()
+        else:  # the kernel's moments as torch's Adam state, so that either path resumes from it
+            from fieldlab.kernels import unpack
+
+            leaves = {k: v.clone() for k, v in params.items()}
+            adam = Adam(list(leaves.values()), lr=self.lr, fused=False)
+            moments = [self.net.from_fused(unpack(t, self.kernel)) for t in (self.stack.m, self.stack.v)]
+            for k, leaf in leaves.items():
+                adam.state[leaf] = {"step": torch.tensor(float(self.adam_steps)), "exp_avg": moments[0][k],
+                                    "exp_avg_sq": moments[1][k]}
+            optimizer = adam.state_dict()
+        return {"index": self.index, "stop": self.stop, "params": params,
+                "optimizer": optimizer, "retired_error": self.retired_error,
                 "retired": [{"index": i, "params": p, "errors": e} for i, p, e in self.retired]}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from `state_dict()` of a trainer built for the same scale (the same blocks and targets)."""
         device = self.index.device
         self._keep(torch.isin(self.index, state["index"].to(device)))  # the targets of the blocks still training
-        self.params = {k: v.to(device).clone().requires_grad_(True) for k, v in state["params"].items()}
-        self.optimizer = Adam(list(self.params.values()), lr=self.lr, fused=self.fused)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.stack = None
+        self._load(state["params"], state["optimizer"])
         self.stop = state["stop"].to(device)
         self.retired = [(r["index"].to(device), {k: v.to(device) for k, v in r["params"].items()},
                          r["errors"].to(device)) for r in state["retired"]]
@@ -413,10 +497,10 @@ class ScaleTrainer:
     def finish(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """Every block of the scale, sorted by index: (index, parameters, final MSE)."""
         errors = self.block_errors()
-        parts = self.retired + [(self.index, {k: v.detach() for k, v in self.params.items()}, errors)]
+        parts = self.retired + [(self.index, self.parameters(), errors)]
         index = torch.cat([p[0] for p in parts])
         order = torch.argsort(index)
-        params = {k: torch.cat([p[1][k] for p in parts])[order] for k in self.params}
+        params = {k: torch.cat([p[1][k] for p in parts])[order] for k in parts[-1][1]}
         return index[order], params, torch.cat([p[2] for p in parts])[order]
 
 
@@ -434,6 +518,8 @@ class PyramidStats:
     max_target_blocks_on_device: int = 0
     pyramid_bytes: int = 0
     precision: str = "fp32"
+    kernel: str = "reference"
+    """Which path stepped the blocks: fused (the Triton kernel) or reference (autograd and fieldlab's Adam)."""
     time_limit: dict = dataclasses.field(default_factory=dict)
     """The command's time limit and what it cut (`Deadline.report`)."""
 
@@ -466,10 +552,10 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
         raise UserError("--parent-init needs --frequencies 0 (an encoded first layer cannot be re-parameterised)")
     if fit_config.compile:
         raise UserError("--compile is not supported by the miner trainer (its block shapes change as blocks retire)")
-    if fit_config.kernel == "fused":
-        raise UserError("--kernel fused does not apply to miner: its own trainer steps the blocks; leave --kernel "
-                        "at auto")
     device = resolve_device(fit_config.device)
+    if fit_config.kernel == "fused" and config.activation != "sine":
+        raise UserError(f"--kernel fused steps miner's sine blocks, not {config.activation} ones (their widths are "
+                        "learned); use --kernel auto or reference")
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
@@ -477,6 +563,7 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
     J = config.scales
     model = config.adapt(shape).replace(blocks=(0,) * J).build().to(device)
     net, size, d = model.net, model.block_size, len(shape)
+    kernel = choose_spec(net.fused_spec(), device, fit_config.kernel, fit_config.precision, what="these miner blocks")
     samples = size**d
     margin = train.resolved_margin(size)
     if margin > size:
@@ -488,6 +575,7 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
     channels = values.shape[-1]
     place = placement(train, model, channels, device)
     stats = PyramidStats(streaming=place.streaming, precision=fit_config.precision,
+                         kernel="reference" if kernel is None else "fused",
                          device_budget_bytes=None if math.isinf(place.budget) else int(place.budget))
     steps = _scale_steps(fit_config, J)
     saves = checkpoints or PyramidCheckpoints(None, "")
@@ -534,7 +622,7 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
             # a streaming fit whose training targets fit the budget at once moves them to the device once
             target = place.load(target) if place.targets_on_device else place.keep(target)
             trainer = ScaleTrainer(net, index, fresh, target, stop, lr=lr, fused=cuda, place=place,
-                                   precision=fit_config.precision, margin=margins[s])
+                                   precision=fit_config.precision, margin=margins[s], kernel=kernel)
             untrained = float(error.sum() - error[index].sum())  # pruned blocks' residual stays as error
             del blocks, error, target
             done, retired = saves.restore_scale(s, trainer)
@@ -655,7 +743,7 @@ def field_metrics(model: Miner, config: MinerConfig, stats: PyramidStats, device
         "blocks_per_scale": [a for a, _ in counts], "blocks_total_per_scale": [t for _, t in counts],
         "blocks_pruned_per_scale": stats.pruned_per_scale, "blocks_retired_per_scale": stats.retired_per_scale,
         "steps": stats.steps, "seconds": round(stats.seconds, 3), "device": str(device),
-        "peak_memory_bytes": stats.peak_memory_bytes, "precision": stats.precision,
+        "peak_memory_bytes": stats.peak_memory_bytes, "precision": stats.precision, "kernel": stats.kernel,
         "streaming": stats.streaming, "device_budget_bytes": stats.device_budget_bytes,
         "max_target_blocks_on_device": stats.max_target_blocks_on_device,
         "pyramid_bytes": stats.pyramid_bytes, "pyramid_host_bytes": stats.pyramid_bytes if stats.streaming else 0,

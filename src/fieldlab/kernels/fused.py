@@ -92,7 +92,11 @@ class FusedSpec:
 def fused_spec(config: FieldConfig) -> FusedSpec | None:
     """The fused description of `config` (its own `fused_spec()`), or None when the kernel does not cover
     it: the field is no MLP the kernel runs, or it is past the kernel's limits."""
-    spec = config.fused_spec()
+    return within_limits(config.fused_spec())
+
+
+def within_limits(spec: FusedSpec | None) -> FusedSpec | None:
+    """`spec` where the kernel covers its sizes, else None."""
     if spec is None:
         return None
     if not (spec.hidden_dim <= MAX_WIDTH and 1 <= spec.num_layers <= MAX_LAYERS and spec.in_dim <= MAX_CHANNELS
@@ -149,18 +153,26 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precis
     fused: any qualifying config on CUDA, or through
     Triton's interpreter on a CPU, and a clear error when it cannot run; reference: never fused.
     """
+    return choose_spec(fused_spec(config) if kernel != "reference" else None, device, kernel, precision,
+                       forward=forward, what=f"this {config.name} field")
+
+
+def choose_spec(spec: FusedSpec | None, device: torch.device, kernel: str, precision: str = "fp32", *,
+                forward: bool = False, what: str = "this field") -> FusedSpec | None:
+    """`choose_kernel` for a spec at hand (None: an MLP the kernel does not cover, `what` in the error):
+    for engines whose networks are no field config's, such as MINER's blocks."""
     if kernel == "reference":
         return None
     if precision not in _PRECISIONS:  # fp16 needs a loss scale, which the reference path keeps
         if kernel == "fused":
             raise UserError(f"--kernel fused runs fp32, tf32 or bf16, not {precision}; use --kernel auto or reference")
         return None
-    spec = fused_spec(config)
+    spec = within_limits(spec)
     if kernel == "fused":
         if spec is None:
-            raise UserError(f"--kernel fused covers siren, gauss and fourier fields up to {MAX_WIDTH} wide, "
-                            f"{MAX_LAYERS} layers, {MAX_CHANNELS} channels and {MAX_FREQUENCIES} frequencies; "
-                            f"use --kernel auto or reference for this {config.name} field")
+            raise UserError(f"--kernel fused covers siren, gauss and fourier fields and miner's sine blocks up to "
+                            f"{MAX_WIDTH} wide, {MAX_LAYERS} layers, {MAX_CHANNELS} channels and {MAX_FREQUENCIES} "
+                            f"frequencies; use --kernel auto or reference for {what}")
         if not triton_available(device):
             raise UserError("--kernel fused needs a CUDA device and Triton (pip install triton); "
                             "use --kernel auto or reference here")
@@ -403,7 +415,7 @@ class FusedStack:
         return table.float().to(self.flat.device)
 
     def step(self, coords: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, lr: float | torch.Tensor,
-             index: torch.Tensor | None = None, parts: int | None = None) -> torch.Tensor:
+             index: torch.Tensor | None = None, parts: int | None = None, fields: slice | None = None) -> torch.Tensor:
         """One Adam step of every field on the sum over fields of its mean squared error.
 
         coords (n, d) shared by all fields; values (r, n, c) the targets, field i using values[rows[i]];
@@ -411,57 +423,70 @@ class FusedStack:
         summed squared error (f,) before the update. `lr` may be a ready row of `hyper`. `parts` > 1
         shares each field's points among that many programs (few fields with many points): their
         gradients are summed in memory and Adam is a separate pass; by default 1 when there are enough
-        fields to fill the GPU.
+        fields to fill the GPU. `fields`: step only this slice of the stack (rows, index, values and the
+        result are then the slice's), for a caller whose targets reach the device a part at a time; the step
+        count advances by one per call all the same, so such a caller passes its own `hyper` rows.
         """
         self.step_count += 1
         hyper = lr if isinstance(lr, torch.Tensor) else self.hyper([lr], self.step_count)[0]
-        parts = parts or self.default_parts(index.shape[1] if index is not None else values.shape[1])
+        parts = parts or self.default_parts(index.shape[1] if index is not None else values.shape[1], fields)
         if parts > 1:
-            loss, grad = self.gradients(coords, values, rows, index=index, parts=parts)
-            numel, block = self.flat.numel(), 1024
-            self.kernels.fused_adam[(_cdiv(numel, block),)](self.flat, self.m, self.v, grad, hyper, numel,
+            loss, grad = self.gradients(coords, values, rows, index=index, parts=parts, fields=fields)
+            flat, m, v, _ = self._views(fields)
+            numel, block = flat.numel(), 1024
+            self.kernels.fused_adam[(_cdiv(numel, block),)](flat, m, v, grad, hyper, numel,
                                                              B1=self.betas[0], B2=self.betas[1], EPS=self.eps,
                                                              BLOCK=block, num_warps=4)
             return loss
-        return self._launch(coords, values, rows, index, hyper, parts=1)[0]
+        return self._launch(coords, values, rows, index, hyper, 1, fields)[0]
 
     def gradients(self, coords: torch.Tensor, values: torch.Tensor, rows: torch.Tensor,
-                  index: torch.Tensor | None = None, parts: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                  index: torch.Tensor | None = None, parts: int = 1,
+                  fields: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed squared error (f,), gradient (f, P) of the mean squared errors) without updating."""
-        return self._launch(coords, values, rows, index, None, parts=parts)
+        return self._launch(coords, values, rows, index, None, parts, fields)
 
-    def default_parts(self, points: int) -> int:
+    def _views(self, fields: slice | None):
+        """(parameters, m, v, encoding) of the fields in `fields` (all when None): row slices, contiguous."""
+        if fields is None:
+            return self.flat, self.m, self.v, self.encoding
+        encoding = None if self.encoding is None else self.encoding[fields]
+        return self.flat[fields], self.m[fields], self.v[fields], encoding
+
+    def default_parts(self, points: int, fields: slice | None = None) -> int:
         """Programs per field: enough for about four per multiprocessor, at most one per chunk of points."""
         if self.flat.device.type != "cuda":
             return 1
         if self._multiprocessors is None:
             self._multiprocessors = torch.cuda.get_device_properties(self.flat.device).multi_processor_count
         programs = 4 * self._multiprocessors
-        return max(1, min(_cdiv(programs, len(self)), _cdiv(points, self._split_constants["BN"])))
+        count = len(self._views(fields)[0])
+        return max(1, min(_cdiv(programs, count), _cdiv(points, self._split_constants["BN"])))
 
-    def _launch(self, coords, values, rows, index, hyper, parts: int):
-        f, (n, c) = len(self), values.shape[1:]
+    def _launch(self, coords, values, rows, index, hyper, parts: int, fields: slice | None = None):
+        flat, m, v, encoding = self._views(fields)
+        f, (n, c) = len(flat), values.shape[1:]
         k = n if index is None else index.shape[1]
         split = hyper is None
-        loss = (torch.zeros if split else torch.empty)(f, dtype=torch.float32, device=self.flat.device)
-        grad = torch.zeros_like(self.flat) if split else self.flat
+        loss = (torch.zeros if split else torch.empty)(f, dtype=torch.float32, device=flat.device)
+        grad = torch.zeros_like(flat) if split else flat
         idx = index.to(torch.int32).contiguous() if index is not None else rows
         constants = self._split_constants if split else self._constants
         chunks = _cdiv(_cdiv(k, parts), constants["BN"])
         parts = _cdiv(k, chunks * constants["BN"])
         rows = (rows if rows.dtype == torch.int32 else rows.to(torch.int32)).contiguous()
-        encoding, enc_stride = _encoding_arguments(self.encoding, self.flat)
+        encoding, enc_stride = _encoding_arguments(encoding, flat)
         self.kernels.fused_mlp_step[(f, parts)](
-            self.flat, self.m, self.v, grad, coords.float().contiguous(), values.float().contiguous(), idx, rows,
-            loss, self.flat if split else hyper, encoding, k, n, 1.0 / (k * c), enc_stride,
+            flat, m, v, grad, coords.float().contiguous(), values.float().contiguous(), idx, rows,
+            loss, flat if split else hyper, encoding, k, n, 1.0 / (k * c), enc_stride,
             HAS_IDX=index is not None, SPLIT=split, CHUNKS=chunks, **constants)
         return loss, grad
 
-    def forward(self, coords: torch.Tensor, precision: str | None = None) -> torch.Tensor:
+    def forward(self, coords: torch.Tensor, precision: str | None = None, fields: slice | None = None) -> torch.Tensor:
         """Values (f, n, c) at coords (n, d) shared by the fields, or (f, n, d) per field; at the stack's
-        precision unless `precision` says otherwise."""
-        return fused_forward(self.spec, self.flat, coords, precision=precision or self.precision,
-                             encoding=self.encoding)
+        precision unless `precision` says otherwise; of the fields in the slice `fields` only, where given."""
+        flat, _, _, encoding = self._views(fields)
+        return fused_forward(self.spec, flat, coords, precision=precision or self.precision, encoding=encoding)
 
 
 def _encoding_arguments(encoding: torch.Tensor | None, flat: torch.Tensor) -> tuple[torch.Tensor, int]:
