@@ -109,8 +109,8 @@ def fit_command(
     quiet: bool = typer.Option(False, help="No progress bar."),
     force: bool = typer.Option(False, help="Replace a non-empty --out."),
     resume: bool = typer.Option(False, help="Continue an interrupted fit from the checkpoint it keeps beside --out "
-                                            "(saved every minute of fitting, and at each of MINER's scales; the "
-                                            "fused kernel keeps none)."),
+                                            "(saved every minute of fitting, and at each of MINER's scales; a "
+                                            "single field's fused kernel keeps none)."),
     options: dict = None,
 ) -> None:
     from fieldlab.fields import coerce_option
@@ -230,7 +230,7 @@ def info_command(
 
 # What an interrupt leaves behind, for the commands that keep finished work.
 RESUMABLE = {
-    "fit": "a fit keeps its last minute's checkpoint beside --out (the fused kernel keeps none): run the same "
+    "fit": "a fit keeps its last minute's checkpoint beside --out (a single field's fused kernel keeps none): run the same "
            "command with --resume to go on",
     "fit-dataset": "the finished chunks are kept (and functa's meta-learning, its last minute's checkpoint beside "
                    "--out): run the same command with --resume to go on",

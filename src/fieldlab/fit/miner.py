@@ -18,6 +18,11 @@ Precision (--precision tf32|bf16) applies to training the blocks (steps and reti
 matmuls, or bf16 autocast of the hidden layers (BlockNet keeps its first layer, activations and head in
 fp32); loss, parameters and Adam are fp32, and residuals and the final prediction are computed in fp32.
 
+Kernel (--kernel): on CUDA, sine blocks are stepped by the fused Triton kernel (`ScaleTrainer(kernel=...)`:
+one launch does every block's forward, backward and Adam at the step's positions, reading the targets where
+they lie); Gaussian blocks (learned widths), the CPU and `--kernel reference` take autograd over chunks of
+blocks. Both paths keep the same state, so a checkpoint of one resumes on the other.
+
 A block of every scale but the finest renders only its own samples but trains on a band of `--margin`
 samples of its neighbours' residual beyond each side too (Local-Global's training margin, `--overlap`), so
 its edge samples are inside what it fitted and the coarse scales carry the borders continuously: without
