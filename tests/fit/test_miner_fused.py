@@ -132,3 +132,17 @@ def test_the_command_fits_miner_with_the_kernel(tmp_path, cli):
     assert status == 0, stderr
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["kernel"] == "fused" and metrics["steps"] > 0
+
+
+def test_a_mesh_fits_with_the_kernel_through_miner_only(tmp_path, cli, bumpy_mesh):
+    """MINER's occupancy is a squared error on ±1, so its mesh fits take the kernel; other fields' (a
+    cross-entropy) still refuse it in one line, before the mesh is read."""
+    import json
+
+    common = ["--resolution", "16", "--eval-points", "4096", "--chamfer-points", "2000", "--steps", "2", "--device", "cpu", "--quiet", "--kernel", "fused"]
+    status, _, stderr = cli(["fit", bumpy_mesh.path, "--field", "miner", "--scales", "1", "--block-size", "8",
+                             "--hidden-dim", "8", *common, "--out", tmp_path / "miner"])
+    assert status == 0, stderr
+    assert json.loads((tmp_path / "miner" / "metrics.json").read_text())["kernel"] == "fused"
+    status, _, stderr = cli(["fit", bumpy_mesh.path, "--field", "siren", *common, "--out", tmp_path / "siren"])
+    assert status == 2 and "--kernel fused fits a squared error" in stderr and not (tmp_path / "siren").exists()

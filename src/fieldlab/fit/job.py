@@ -222,7 +222,6 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensor
     for flag, value in (("--span", job.span), ("--max-frames", job.max_frames), ("--max-size", job.max_size)):
         if value is not None:
             raise UserError(f"{flag} does not apply to meshes")
-    refuse_fused_kernel(job.fit)  # before the mesh is read
     names = {f.name for f in dataclasses.fields(OccupancyConfig)}
     unknown = sorted(set(job.mesh_options) - names)
     if unknown:
@@ -230,12 +229,14 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensor
     hints = typing.get_type_hints(OccupancyConfig)
     occupancy = OccupancyConfig(**{k: coerce_option(k, v, hints[k]) for k, v in job.mesh_options.items()})
     occupancy.validate()
-    mesh = read_mesh(check_file(job.input))
     config = resolve_field_config(job.field, job.field_options, kind="mesh", in_dim=3, out_dim=1,
                                   shape=(occupancy.resolution,) * 3, params=job.params)
-    check_fit_memory(config, points_per_step(job.fit, occupancy.points), job.fit.device)
-    checkpoint = checkpoint_path(out)
     trainer = own_trainer(config, "fit_mesh", fit_mesh, job.fit.precision)
+    if trainer is fit_mesh:  # the occupancy's cross-entropy (an own trainer, MINER's, fits squared errors)
+        refuse_fused_kernel(job.fit)
+    check_fit_memory(config, points_per_step(job.fit, occupancy.points), job.fit.device)  # before the mesh is read
+    mesh = read_mesh(check_file(job.input))
+    checkpoint = checkpoint_path(out)
     with FieldDirWriter(out, force) as folder:
         result = trainer(
             mesh, config, job.fit, occupancy, log_path=folder / "log.jsonl",
