@@ -18,10 +18,11 @@ Precision (--precision tf32|bf16) applies to training the blocks (steps and reti
 matmuls, or bf16 autocast of the hidden layers (BlockNet keeps its first layer, activations and head in
 fp32); loss, parameters and Adam are fp32, and residuals and the final prediction are computed in fp32.
 
-Kernel (--kernel): on CUDA, sine blocks are stepped by the fused Triton kernel (`ScaleTrainer(kernel=...)`:
-one launch does every block's forward, backward and Adam at the step's positions, reading the targets where
-they lie); Gaussian blocks (learned widths), the CPU and `--kernel reference` take autograd over chunks of
-blocks. Both paths keep the same state, so a checkpoint of one resumes on the other.
+Kernel (--kernel fused; auto where `AUTO_KERNEL`): on CUDA, sine blocks are stepped by the fused Triton
+kernel (`ScaleTrainer(kernel=...)`: one launch does every block's forward, backward and Adam at the step's
+positions, reading the targets where they lie); Gaussian blocks (learned widths), the CPU and `--kernel
+reference` take autograd over chunks of blocks. Both paths keep the same state, so a checkpoint of one
+resumes on the other.
 
 A block of every scale but the finest renders only its own samples but trains on a band of `--margin`
 samples of its neighbours' residual beyond each side too (Local-Global's training margin, `--overlap`), so
@@ -74,6 +75,10 @@ DEFAULT_POSITIONS = 256
 --sample-fraction says otherwise; a --batch-size of at least the block's samples trains on whole blocks."""
 STEP_SHARES_FINEST = 3
 """The finest scale gets this many shares of --steps, every other scale one (MINER_pl: 50/50/50/200 epochs)."""
+AUTO_KERNEL = False
+"""Whether `--kernel auto` steps sine blocks with the fused kernel on CUDA (else only `--kernel fused` does):
+off until a GPU has checked the kernel's MINER path and timed it against the reference path
+(tests/gpu/check_miner_fused.py, benchmarks/miner.py --kernel-sizes)."""
 MARGIN_FRACTION = 16
 """A block's default training margin is its side over this (Local-Global's `OVERLAP_FRACTION`)."""
 
@@ -568,7 +573,8 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
     J = config.scales
     model = config.adapt(shape).replace(blocks=(0,) * J).build().to(device)
     net, size, d = model.net, model.block_size, len(shape)
-    kernel = choose_spec(net.fused_spec(), device, fit_config.kernel, fit_config.precision, what="these miner blocks")
+    choice = "reference" if fit_config.kernel == "auto" and not AUTO_KERNEL else fit_config.kernel
+    kernel = choose_spec(net.fused_spec(), device, choice, fit_config.precision, what="these miner blocks")
     samples = size**d
     margin = train.resolved_margin(size)
     if margin > size:
