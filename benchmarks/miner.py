@@ -106,22 +106,34 @@ SWEEP = {
 
 
 def compare_kernels(data: Path, sizes: list[str], precisions: list[str], steps: int, repeats: int, device: str,
-                    emit) -> None:
+                    emit, blocks: list[str] = ()) -> None:
     """MINER's blocks stepped by autograd (reference) and by the fused kernel on the same image, steps and
-    draws, the two taking turns `repeats` times: fit seconds (the whole pyramid: residual passes, steps and
-    retirement checks), PSNR, and the ratio of the best seconds."""
+    draws, taking turns `repeats` times: fit seconds (the whole pyramid: residual passes, steps and
+    retirement checks), PSNR, and the ratio of the best seconds. `blocks`: also the kernel at these
+    POINTSxWARPS blocks instead of `default_block`'s."""
+    from fieldlab.kernels import fused as fused_module
+
+    default_block = fused_module.default_block
+    variants = ["reference", "fused"] + [f"fused@{b}" for b in blocks]
     for size in sizes:
         signal = image(data / "div2k_0882.png", size)
         for precision in precisions:
-            seconds = {"reference": [], "fused": []}
+            seconds = {v: [] for v in variants}
             for repeat in range(repeats):
-                for kernel in ("reference", "fused"):
-                    row = run_memory(signal, SCALES.get(size, 4), 0.0, device, precision=precision, kernel=kernel,
-                                     steps=steps)
-                    seconds[kernel].append(row["seconds"])
-                    emit({"kernels": size, "repeat": repeat, **row})
+                for variant in variants:
+                    kernel, _, block = variant.partition("@")
+                    if block:
+                        points, warps = (int(v) for v in block.split("x"))
+                        fused_module.default_block = lambda spec, precision: (points, warps)
+                    try:
+                        row = run_memory(signal, SCALES.get(size, 4), 0.0, device, precision=precision,
+                                         kernel=kernel, steps=steps)
+                    finally:
+                        fused_module.default_block = default_block
+                    seconds[variant].append(row["seconds"])
+                    emit({"kernels": size, "variant": variant, "repeat": repeat, **row})
             emit({"kernels": size, "precision": precision, "steps": steps,
-                  "speedup": round(min(seconds["reference"]) / min(seconds["fused"]), 2)})
+                  **{f"speedup {v}": round(min(seconds["reference"]) / min(seconds[v]), 2) for v in variants[1:]}})
         del signal
 
 
@@ -228,6 +240,7 @@ def main() -> None:
     parser.add_argument("--kernel-precisions", default="fp32,bf16")
     parser.add_argument("--kernel-steps", type=int, default=600)
     parser.add_argument("--kernel-repeats", type=int, default=2)
+    parser.add_argument("--kernel-blocks", default="", help="e.g. 16x2: also the kernel at these POINTSxWARPS blocks")
     parser.add_argument("--device", default="cuda", help="cpu runs the memory and sweep parts tiny, as a smoke test")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -249,7 +262,7 @@ def main() -> None:
                            precision=precision)
     if args.kernel_sizes:
         compare_kernels(args.data, args.kernel_sizes.split(","), args.kernel_precisions.split(","), args.kernel_steps,
-                        args.kernel_repeats, args.device, emit)
+                        args.kernel_repeats, args.device, emit, list(filter(None, args.kernel_blocks.split(","))))
     for n, size in enumerate(filter(None, args.memory_sizes.split(","))):
         signal = image(args.data / "div2k_0882.png", size)
         scales = SCALES.get(size, 4)
