@@ -8,8 +8,8 @@ From the same blocks, targets and draws (a smooth random signal per block, 32×3
 256 shared positions per step), it checks: each block's gradient of a step at fp32 (max |Δ| / max |g| ≤ 1e-4:
 the kernel's fp32 is three TF32 products); the mean block MSE after `--steps` steps at each precision
 (within 5% of the reference's, which at tf32 and bf16 rounds differently: cuBLAS's TF32 and autocast);
-with and without the positional encoding; and that `--kernel auto` takes the kernel on CUDA where
-`fit.miner.AUTO_KERNEL` says so.
+with and without the positional encoding; and that `--kernel auto` takes the kernel on CUDA at the
+precisions `fit.miner.AUTO_PRECISIONS` names.
 """
 
 from __future__ import annotations
@@ -112,12 +112,13 @@ def main() -> int:
                    f"miner 3x18 PE {frequencies} {precision}: mean block MSE after {steps} steps {b:.3e} against "
                    f"{a:.3e} (from {first:.3e}; within {LOSS_TOL:.0%})")
     if not args.smoke:
-        _, stats = M.fit_pyramid(targets(1, 64, device)[0].reshape(64, 64, 3).cpu(),
-                                 make_config("miner", in_dim=2, out_dim=3, scales=2, block_size=16),
-                                 FitConfig(steps=4, device="cuda"))
-        expected = "fused" if M.AUTO_KERNEL else "reference"
-        report(stats.kernel == expected, f"--kernel auto on CUDA steps sine blocks with the {stats.kernel} path "
-                                         f"(AUTO_KERNEL {M.AUTO_KERNEL})")
+        for precision in ("fp32", "bf16"):
+            _, stats = M.fit_pyramid(targets(1, 64, device)[0].reshape(64, 64, 3).cpu(),
+                                     make_config("miner", in_dim=2, out_dim=3, scales=2, block_size=16),
+                                     FitConfig(steps=4, device="cuda", precision=precision))
+            expected = "fused" if precision in M.AUTO_PRECISIONS else "reference"
+            report(stats.kernel == expected, f"--kernel auto on CUDA at {precision} steps sine blocks with the "
+                                             f"{stats.kernel} path (AUTO_PRECISIONS {M.AUTO_PRECISIONS})")
     print("all checks passed" if not failed else "some checks FAILED")
     return int(failed)
 
