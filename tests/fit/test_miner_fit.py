@@ -63,7 +63,7 @@ def test_converged_blocks_retire_and_leave_the_optimizer():
     net = make_config("miner", in_dim=2, out_dim=1, scales=1, block_size=4, hidden_dim=4).build().net
     target = torch.zeros(3, 16, 1)
     trainer = M.ScaleTrainer(net, torch.arange(3), net.init(3, scale=0), target, torch.tensor([1e9, 0.0, 1e9]),
-                             lr=1e-3, fused=False)
+                             lr=1e-3)
     trainer.step(None, 1e-3)
     assert trainer.retire(trainer.block_errors()) == 2
     assert len(trainer) == 1 and trainer.params["w0"].shape[0] == 1

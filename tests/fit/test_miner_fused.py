@@ -32,7 +32,7 @@ def _trainers(net: BlockNet, blocks: int = 5, max_blocks: int | None = None):
         place = Placement(torch.device("cpu"))
         if max_blocks:  # as a streaming fit whose targets reach the device a few blocks at a time
             place.max_blocks = max_blocks
-        return M.ScaleTrainer(net, torch.arange(blocks), params, target, stop, lr=1e-2, fused=False, place=place,
+        return M.ScaleTrainer(net, torch.arange(blocks), params, target, stop, lr=1e-2, place=place,
                               margin=MARGIN, kernel=kernel)
 
     return trainer(None), trainer(net.fused_spec())
@@ -139,7 +139,8 @@ def test_a_mesh_fits_with_the_kernel_through_miner_only(tmp_path, cli, bumpy_mes
     cross-entropy) still refuse it in one line, before the mesh is read."""
     import json
 
-    common = ["--resolution", "16", "--eval-points", "4096", "--chamfer-points", "2000", "--steps", "2", "--device", "cpu", "--quiet", "--kernel", "fused"]
+    common = ["--resolution", "16", "--eval-points", "4096", "--chamfer-points", "2000", "--steps", "2",
+              "--device", "cpu", "--quiet", "--kernel", "fused"]
     status, _, stderr = cli(["fit", bumpy_mesh.path, "--field", "miner", "--scales", "1", "--block-size", "8",
                              "--hidden-dim", "8", *common, "--out", tmp_path / "miner"])
     assert status == 0, stderr

@@ -48,8 +48,7 @@ def pair(net: BlockNet, blocks: int, size: int, margin: int, precision: str, dev
     target = targets(blocks, size + 2 * margin, device)
     stop = torch.full((blocks,), 1e-12, device=device)
     make = lambda kernel: M.ScaleTrainer(net, torch.arange(blocks, device=device), params, target, stop, lr=2e-3,
-                                         fused=device.type == "cuda", precision=precision, margin=margin,
-                                         kernel=kernel)
+                                         precision=precision, margin=margin, kernel=kernel)
     return make(None), make(net.fused_spec())
 
 

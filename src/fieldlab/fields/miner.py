@@ -105,9 +105,11 @@ class BlockNet:
 
     def fused_buffers(self) -> dict[str, torch.Tensor]:
         """The encoding's scales π 2^i under the name the kernel's packing reads (none without an encoding)."""
-        if not self.frequencies:
-            return {}
-        return {"encoding.scales": math.pi * 2.0 ** torch.arange(self.frequencies, dtype=torch.float32)}
+        return {"encoding.scales": self._scales()} if self.frequencies else {}
+
+    def _scales(self, device=None, dtype=torch.float32) -> torch.Tensor:
+        """The encoding's angular frequencies π 2^i, i < F."""
+        return math.pi * 2.0 ** torch.arange(self.frequencies, device=device, dtype=dtype)
 
     def to_fused(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Block parameters {w{l} (p, in, out), b{l} (p, 1, out)} → the kernel's stacked module names
@@ -139,8 +141,7 @@ class BlockNet:
         """Positional encoding [x, sin(2^i π x), cos(2^i π x)]_{i<F} of local coordinates (…, d)."""
         if not self.frequencies:
             return x
-        scales = math.pi * 2.0 ** torch.arange(self.frequencies, device=x.device, dtype=x.dtype)
-        phases = (x[..., None] * scales).flatten(-2)
+        phases = (x[..., None] * self._scales(x.device, x.dtype)).flatten(-2)
         return torch.cat([x, torch.sin(phases), torch.cos(phases)], dim=-1)
 
     def __call__(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:

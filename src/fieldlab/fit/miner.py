@@ -326,9 +326,9 @@ class ScaleTrainer:
     state_dict), so a fit saved by one resumes on the other."""
 
     def __init__(self, net: BlockNet, index: torch.Tensor, params: dict[str, torch.Tensor], target: torch.Tensor,
-                 stop: torch.Tensor, *, lr: float, fused: bool, place: Placement | None = None,
+                 stop: torch.Tensor, *, lr: float, place: Placement | None = None,
                  precision: str = "fp32", margin: int = 0, kernel: FusedSpec | None = None):
-        self.net, self.lr, self.fused, self.precision = net, lr, fused, precision
+        self.net, self.lr, self.precision = net, lr, precision
         # targets live in place.storage or, when they all fit the budget, on its device; the rest on its device
         self.place = place or Placement(target.device)
         self.index, self.target, self.stop = index, target, stop  # (p,), (p, m, c), (p,) MSE thresholds
@@ -402,22 +402,20 @@ class ScaleTrainer:
 
     @torch.no_grad()
     def block_errors(self) -> torch.Tensor:
-        """MSE (p,) of every training block on all its own samples (not its margin: what it renders)."""
-        errors = []
-        if self.stack is not None:  # the kernel's forward at its precision: the stopping rule sees what training sees
+        """MSE (p,) of every training block on all its own samples (not its margin: what it renders), at the
+        training precision: the stopping rule sees what training sees."""
+        if self.stack is not None:  # the kernel's forward, as many blocks at a time as `points` samples allow
             n = max(1, min(self.place.max_blocks, self.place.points // len(self.own_x)))
+            values = lambda i, q: self.stack.forward(self.own_x, fields=slice(i, i + q))  # noqa: E731
+        else:
+            n = min(256, self.place.max_blocks)
+            values = lambda i, q: run_blocks(self.net, {k: v[i:i + q] for k, v in self.params.items()},  # noqa: E731
+                                             self.own_x, self.place.points)
+        errors = []
+        with self._precision():
             for i in range(0, len(self), n):
                 y = self.place.load(self.target[i:i + n] if self.inside is None else self.target[i:i + n, self.inside])
-                values = self.stack.forward(self.own_x, fields=slice(i, i + len(y)))
-                errors.append((values - y).square().mean(dim=(1, 2)))
-            return torch.cat(errors) if errors else self.x.new_zeros(0)
-        n = min(256, self.place.max_blocks)
-        with self._precision():  # the stopping rule sees what training sees
-            for i in range(0, len(self), n):
-                y = self.place.load(self.target[i:i + n] if self.inside is None else self.target[i:i + n, self.inside])
-                values = run_blocks(self.net, {k: v[i:i + n] for k, v in self.params.items()}, self.own_x,
-                                    self.place.points)
-                errors.append((values - y).square().mean(dim=(1, 2)))
+                errors.append((values(i, len(y)) - y).square().mean(dim=(1, 2)))
         return torch.cat(errors) if errors else self.x.new_zeros(0)
 
     def parameters(self) -> dict[str, torch.Tensor]:
@@ -444,7 +442,7 @@ class ScaleTrainer:
         else:
             old = self.optimizer.state
             params = {k: v.detach()[keep].clone().requires_grad_(True) for k, v in self.params.items()}
-            optimizer = Adam(list(params.values()), lr=self.lr, fused=self.fused)
+            optimizer = Adam(list(params.values()), lr=self.lr)
             for k, p in params.items():
                 state = old.get(self.params[k])
                 if state:
@@ -458,24 +456,24 @@ class ScaleTrainer:
     def _load(self, params: dict[str, torch.Tensor], optimizer: dict | None) -> None:
         """Take these block parameters and Adam's state (a torch state_dict; None: fresh) on either path."""
         device = self.index.device
-        self.params = {k: v.to(device).detach().clone().requires_grad_(True) for k, v in params.items()}
-        self.optimizer = Adam(list(self.params.values()), lr=self.lr, fused=self.fused)
-        if optimizer is not None:
-            self.optimizer.load_state_dict(optimizer)
         if self.kernel is None:
+            self.params = {k: v.to(device).detach().clone().requires_grad_(True) for k, v in params.items()}
+            self.optimizer = Adam(list(self.params.values()), lr=self.lr)
+            if optimizer is not None:
+                self.optimizer.load_state_dict(optimizer)
             return
         from fieldlab.kernels import FusedStack, pack
 
-        moments = [self.optimizer.state.get(p, {}) for p in self.params.values()]
-        self.stack = FusedStack(self.kernel, self.net.to_fused({k: v.detach() for k, v in self.params.items()}),
+        self.stack = FusedStack(self.kernel, self.net.to_fused({k: v.to(device) for k, v in params.items()}),
                                 buffers={k: v.to(device) for k, v in self.net.fused_buffers().items()},
                                 precision=self.precision)
-        if moments and moments[0]:
-            for name, packed in (("exp_avg", self.stack.m), ("exp_avg_sq", self.stack.v)):
-                packed.copy_(pack(self.net.to_fused({k: s[name] for k, s in zip(self.params, moments)}), self.kernel))
-            self.adam_steps = int(moments[0]["step"])
         self._rows = torch.arange(len(self), dtype=torch.int32, device=device)
-        del self.params, self.optimizer  # the stack holds them from here
+        if optimizer is not None and optimizer["state"]:  # torch's format: each parameter's state by position
+            moments = [optimizer["state"][i] for i in range(len(params))]
+            for name, packed in (("exp_avg", self.stack.m), ("exp_avg_sq", self.stack.v)):
+                packed.copy_(pack(self.net.to_fused({k: s[name].to(device) for k, s in zip(params, moments)}),
+                                  self.kernel))
+            self.adam_steps = int(moments[0]["step"])
 
     def state_dict(self) -> dict:
         """The blocks still training (index, thresholds, parameters, Adam) and the retired ones."""
@@ -486,7 +484,7 @@ class ScaleTrainer:
             from fieldlab.kernels import unpack
 
             leaves = {k: v.clone() for k, v in params.items()}
-            adam = Adam(list(leaves.values()), lr=self.lr, fused=False)
+            adam = Adam(list(leaves.values()), lr=self.lr)
             moments = [self.net.from_fused(unpack(t, self.kernel)) for t in (self.stack.m, self.stack.v)]
             for k, leaf in leaves.items():
                 adam.state[leaf] = {"step": torch.tensor(float(self.adam_steps)), "exp_avg": moments[0][k],
@@ -576,8 +574,8 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
     J = config.scales
     model = config.adapt(shape).replace(blocks=(0,) * J).build().to(device)
     net, size, d = model.net, model.block_size, len(shape)
-    auto = fit_config.kernel == "auto" and fit_config.precision in AUTO_PRECISIONS
-    choice = fit_config.kernel if fit_config.kernel != "auto" or auto else "reference"
+    untimed = fit_config.kernel == "auto" and fit_config.precision not in AUTO_PRECISIONS
+    choice = "reference" if untimed else fit_config.kernel
     kernel = choose_spec(net.fused_spec(), device, choice, fit_config.precision, what="these miner blocks")
     samples = size**d
     margin = train.resolved_margin(size)
@@ -636,7 +634,7 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
             target = with_margin(blocks, index, model.blocks_per_axis(s), margins[s])
             # a streaming fit whose training targets fit the budget at once moves them to the device once
             target = place.load(target) if place.targets_on_device else place.keep(target)
-            trainer = ScaleTrainer(net, index, fresh, target, stop, lr=lr, fused=cuda, place=place,
+            trainer = ScaleTrainer(net, index, fresh, target, stop, lr=lr, place=place,
                                    precision=fit_config.precision, margin=margins[s], kernel=kernel)
             untrained = float(error.sum() - error[index].sum())  # pruned blocks' residual stays as error
             del blocks, error, target

@@ -23,5 +23,6 @@ from fieldlab.kernels.single import FusedSingle
 
 __all__ = [
     "FusedSingle", "FusedSpec", "FusedStack", "choose_kernel", "choose_spec", "describe", "encoding_matrix",
-    "fused_forward", "fused_spec", "interpreted", "pack", "rounded_operands", "triton_available", "unpack", "use_interpreter",
+    "fused_forward", "fused_spec", "interpreted", "pack", "rounded_operands", "triton_available", "unpack",
+    "use_interpreter",
 ]

@@ -153,14 +153,14 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precis
     fused: any qualifying config on CUDA, or through
     Triton's interpreter on a CPU, and a clear error when it cannot run; reference: never fused.
     """
-    return choose_spec(fused_spec(config) if kernel != "reference" else None, device, kernel, precision,
-                       forward=forward, what=f"this {config.name} field")
+    return choose_spec(config.fused_spec(), device, kernel, precision, forward=forward,
+                       what=f"this {config.name} field")
 
 
 def choose_spec(spec: FusedSpec | None, device: torch.device, kernel: str, precision: str = "fp32", *,
                 forward: bool = False, what: str = "this field") -> FusedSpec | None:
-    """`choose_kernel` for a spec at hand (None: an MLP the kernel does not cover, `what` in the error):
-    for engines whose networks are no field config's, such as MINER's blocks."""
+    """`choose_kernel` for a spec at hand (None: no MLP the kernel runs, `what` in the error; past the
+    kernel's limits counts as None): for engines whose networks are no field config's, such as MINER's blocks."""
     if kernel == "reference":
         return None
     if precision not in _PRECISIONS:  # fp16 needs a loss scale, which the reference path keeps
@@ -415,7 +415,8 @@ class FusedStack:
         return table.float().to(self.flat.device)
 
     def step(self, coords: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, lr: float | torch.Tensor,
-             index: torch.Tensor | None = None, parts: int | None = None, fields: slice | None = None) -> torch.Tensor:
+             index: torch.Tensor | None = None, parts: int | None = None,
+             fields: slice | None = None) -> torch.Tensor:
         """One Adam step of every field on the sum over fields of its mean squared error.
 
         coords (n, d) shared by all fields; values (r, n, c) the targets, field i using values[rows[i]];
@@ -460,7 +461,7 @@ class FusedStack:
         if self._multiprocessors is None:
             self._multiprocessors = torch.cuda.get_device_properties(self.flat.device).multi_processor_count
         programs = 4 * self._multiprocessors
-        count = len(self._views(fields)[0])
+        count = len(self) if fields is None else len(range(len(self))[fields])
         return max(1, min(_cdiv(programs, count), _cdiv(points, self._split_constants["BN"])))
 
     def _launch(self, coords, values, rows, index, hyper, parts: int, fields: slice | None = None):
