@@ -1,13 +1,16 @@
-"""A hash grid's training step: its table read by `index_select` (fieldlab's) against advanced indexing.
+"""A hash grid's training step: the encoding on Triton kernels (CUDA) against the PyTorch path, whose table is
+read by `index_select` (fieldlab's) or by advanced indexing (before).
 
     python benchmarks/hashgrid_step.py                       # CPU, one thread, 256² points
     python benchmarks/hashgrid_step.py --device cuda --side 512
 
-Both read the same rows of the same table in the same order and give the same values; they differ in the
-backward pass: `index_select`'s gradient is an `index_add_`, advanced indexing's an accumulating `index_put_`
-(on CUDA, it sorts every index of the step). One step: forward on side² random points, mean squared error,
-backward, Adam, on the hash grid at its defaults (16 levels, 2^15 entries, a 64-wide MLP). The two gathers take
-turns round by round in one process. The figure is the median round's milliseconds per step.
+All variants read the same rows of the same table and give the same values (tests/gpu/check_hashgrid.py);
+they differ in how. `index_select`'s gradient is an `index_add_`; advanced indexing's an accumulating
+`index_put_` (on CUDA, it sorts every index of the step); the kernels (`kernels.hashgrid`, CUDA only) compute
+each point's corners in registers and add the table's gradient atomically. One step: forward on side² points
+(the image's pixel grid, as a full-batch fit of a side² image has them; `--points random` for random ones),
+mean squared error, backward, Adam, on the hash grid at its defaults (16 levels, 2^15 entries, a 64-wide MLP).
+The variants take turns round by round in one process; the figure is the median round's milliseconds per step.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from fieldlab.fields import make_config  # noqa: E402
+from fieldlab.kernels import hashgrid as hash_kernels  # noqa: E402
 
 _INDEX_SELECT = torch.index_select
 
@@ -32,10 +36,16 @@ def _advanced(table: torch.Tensor, dim: int, rows: torch.Tensor) -> torch.Tensor
     return table[rows]
 
 
+def _variant(name: str) -> None:
+    hash_kernels.ENABLED = name == "kernels"
+    torch.index_select = _advanced if name == "advanced indexing" else _INDEX_SELECT
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--side", type=int, default=256, help="side² points per step")
+    parser.add_argument("--points", choices=("grid", "random"), default="grid")
     parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -44,7 +54,11 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = make_config("hashgrid", in_dim=2, out_dim=3).adapt((args.side, args.side)).build().to(device)
-    x = torch.rand(args.side ** 2, 2, device=device) * 2 - 1
+    if args.points == "grid":
+        axis = torch.linspace(-1, 1, args.side, device=device)
+        x = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    else:
+        x = torch.rand(args.side ** 2, 2, device=device) * 2 - 1
     y = torch.rand(args.side ** 2, 3, device=device) * 2 - 1
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
@@ -59,24 +73,26 @@ def main(argv: list[str] | None = None) -> None:
             torch.cuda.synchronize(device)
         return (time.perf_counter() - start) / count * 1e3
 
-    gathers = {"index_select": _INDEX_SELECT, "advanced indexing": _advanced}
-    times: dict[str, list[float]] = {name: [] for name in gathers}
+    names = ["index_select", "advanced indexing"] + (["kernels"] if device.type == "cuda" else [])
+    times: dict[str, list[float]] = {name: [] for name in names}
     try:
-        for name, gather in gathers.items():  # warm-up
-            torch.index_select = gather
-            steps(1)
+        for name in names:  # warm-up (the kernels compile here)
+            _variant(name)
+            steps(2)
         for _ in range(args.rounds):
-            for name, gather in gathers.items():
-                torch.index_select = gather
+            for name in names:
+                _variant(name)
                 times[name].append(steps(args.steps))
     finally:
-        torch.index_select = _INDEX_SELECT
+        _variant("index_select")
+        hash_kernels.ENABLED = True
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({args.threads} threads)"
-    print(f"{where}, torch {torch.__version__}, {args.side}² points, median of {args.rounds} rounds of {args.steps}")
-    base = statistics.median(times["advanced indexing"])
+    print(f"{where}, torch {torch.__version__}, {args.side}² points ({args.points}), "
+          f"median of {args.rounds} rounds of {args.steps}")
+    base = statistics.median(times["index_select"])
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:<18} {median:9.2f} ms/step  {base / median:5.2f}× advanced indexing  "
+        print(f"{name:<18} {median:9.2f} ms/step  {base / median:5.2f}× index_select  "
               f"(rounds: {', '.join(f'{v:.1f}' for v in values)})")
 
 

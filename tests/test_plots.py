@@ -2,6 +2,8 @@
 with its legend; none of them (and one note) without matplotlib."""
 
 import builtins
+import subprocess
+import sys
 
 import imageio.v3 as iio
 import pytest
@@ -108,3 +110,12 @@ def test_the_seconds_axis_runs_on_past_the_first_and_last_logged_steps():
     assert np.interp(0.0, ends_s, ends_t) == pytest.approx(0.0)
     assert np.interp(0.7, ends_t, ends_s) == pytest.approx(70.0)
     assert np.interp(20.0, ends_s, ends_t) == pytest.approx(0.2)  # inside: the log's own points
+
+
+def test_preload_imports_pyplot_on_a_thread():
+    code = ("import sys, threading\nfrom fieldlab import plots\nassert 'matplotlib.pyplot' not in sys.modules\n"
+            "plots.preload()\n[t.join() for t in threading.enumerate() if t.name == 'fieldlab-plots-preload']\n"
+            "assert 'matplotlib.pyplot' in sys.modules\nimport matplotlib\nprint(matplotlib.get_backend())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().lower() == "agg"

@@ -42,3 +42,10 @@ def test_check_miner_fused_runs():
     rows = [line for line in out.splitlines() if line.startswith(("ok", "FAIL"))]
     assert len(rows) == 8 and all(row.startswith("ok") for row in rows), out
     assert out.rstrip().endswith("all checks passed")
+
+
+def test_check_hashgrid_runs():
+    out = _run("check_hashgrid.py")
+    rows = [line for line in out.splitlines() if line.startswith(("ok", "FAIL"))]
+    assert len(rows) == 4 and all(row.startswith("ok") for row in rows), out
+    assert out.rstrip().endswith("all checks passed")

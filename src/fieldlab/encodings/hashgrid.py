@@ -11,6 +11,7 @@ import math
 import torch
 import torch.nn as nn
 from fieldlab._precision import full
+from fieldlab.kernels import hashgrid as hash_kernels
 
 # One prime per dimension (the paper's; the first is 1 so that 1D hashing is the identity).
 _PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737, 334960913)
@@ -53,7 +54,11 @@ class HashGridEncoding(nn.Module):
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         lead = coords.shape[:-1]
-        x = ((full(coords.reshape(-1, self.in_dim)) + 1) / 2).clamp(0, 1)  # (n, d) in [0, 1]
+        flat = full(coords.reshape(-1, self.in_dim))
+        if hash_kernels.usable(flat, self.table):  # on CUDA: two Triton launches (kernels.hashgrid)
+            levels = (self.resolutions, self.sizes, self.offsets, self.hashed, self.primes)
+            return hash_kernels.encode(flat, self.table, levels).reshape(*lead, self.out_dim)
+        x = ((flat + 1) / 2).clamp(0, 1)  # (n, d) in [0, 1]
         pos = x[:, None, :] * self.resolutions[:, None]  # (n, l, d)
         base = pos.floor().minimum(self.resolutions[:, None] - 1)  # x = 1 lands in the last cell
         frac = pos - base

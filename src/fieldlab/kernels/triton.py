@@ -533,3 +533,108 @@ def fused_adam(PRM, M, V, G, HYP, numel, B1: tl.constexpr, B2: tl.constexpr, EPS
     mask = offs < numel
     g = tl.load(G + offs, mask=mask, other=0.0)
     _adam(PRM + offs, M + offs, V + offs, mask, g, tl.load(HYP), tl.load(HYP + 1), tl.load(HYP + 2), B1, B2, EPS)
+
+
+# ---- Multiresolution hash encoding (`kernels.hashgrid`): one launch for its forward pass, one for its table's
+# gradient, instead of the reference path's (points, levels, corners, dims) int64 intermediates.
+
+
+@triton.jit
+def _hash_axis(x, res, BIT: tl.constexpr):
+    """A point's vertex along one axis of a level (int64) and its multilinear factor: frac (the corner's bit 1)
+    or 1 − frac (0), as `HashGridEncoding.forward` computes them (a point at 1 lands in the last cell)."""
+    pos = x * res
+    base = tl.minimum(tl.floor(pos), res - 1.0)
+    frac = pos - base
+    if BIT == 1:
+        return base.to(tl.int64) + 1, frac
+    return base.to(tl.int64), 1.0 - frac
+
+
+@triton.jit
+def _hash_corner(x0, x1, x2, x3, res, r1, size, hashed, off, PRIMES, K: tl.constexpr, D: tl.constexpr):
+    """The table row and the weight of corner K (bit i: axis i's upper vertex) of a level's cell: the dense
+    index Σ vᵢ (r+1)^i, or, on a hashed level, XORᵢ vᵢ·primeᵢ mod the level's size; plus the level's offset."""
+    v, w = _hash_axis(x0, res, K & 1)
+    dense = v
+    h = v * tl.load(PRIMES)
+    stride = r1
+    if D > 1:
+        v, f = _hash_axis(x1, res, (K >> 1) & 1)
+        w = w * f
+        dense += v * stride
+        h = h ^ (v * tl.load(PRIMES + 1))
+        stride = stride * r1
+    if D > 2:
+        v, f = _hash_axis(x2, res, (K >> 2) & 1)
+        w = w * f
+        dense += v * stride
+        h = h ^ (v * tl.load(PRIMES + 2))
+        stride = stride * r1
+    if D > 3:
+        v, f = _hash_axis(x3, res, (K >> 3) & 1)
+        w = w * f
+        dense += v * stride
+        h = h ^ (v * tl.load(PRIMES + 3))
+    return tl.where(hashed, h % size, dense) + off, w
+
+
+@triton.jit
+def _hash_coords(X, rows, valid, D: tl.constexpr):
+    """The coordinates of the block's points as D columns (unused ones repeat the first), mapped from
+    [−1, 1] to [0, 1] and clamped as the reference path does."""
+    x0 = tl.minimum(tl.maximum((tl.load(X + rows * D, mask=valid, other=0.0) + 1.0) * 0.5, 0.0), 1.0)
+    x1, x2, x3 = x0, x0, x0
+    if D > 1:
+        x1 = tl.minimum(tl.maximum((tl.load(X + rows * D + 1, mask=valid, other=0.0) + 1.0) * 0.5, 0.0), 1.0)
+    if D > 2:
+        x2 = tl.minimum(tl.maximum((tl.load(X + rows * D + 2, mask=valid, other=0.0) + 1.0) * 0.5, 0.0), 1.0)
+    if D > 3:
+        x3 = tl.minimum(tl.maximum((tl.load(X + rows * D + 3, mask=valid, other=0.0) + 1.0) * 0.5, 0.0), 1.0)
+    return x0, x1, x2, x3
+
+
+@triton.jit
+def hash_encode_forward(X, TABLE, OUT, RES, SIZES, OFFS, HASHED, PRIMES, n,
+                        L: tl.constexpr, D: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, BLOCK: tl.constexpr):
+    """OUT (n, L·F): for each point (X (n, D) in [−1, 1]) and level, the multilinear interpolation of its
+    cell's 2^D corners' features, rows of TABLE (rows, F). Per level l: RES[l] cells per axis (fp32),
+    SIZES[l] table rows, OFFS[l] its first row, HASHED[l] whether it is hashed. Program: BLOCK points."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    valid = rows < n
+    f = tl.arange(0, FP)
+    fmask = valid[:, None] & (f[None, :] < F)
+    x0, x1, x2, x3 = _hash_coords(X, rows, valid, D)
+    for level in range(L):
+        res = tl.load(RES + level)
+        r1 = res.to(tl.int64) + 1
+        size = tl.load(SIZES + level)
+        off = tl.load(OFFS + level)
+        hashed = tl.load(HASHED + level) != 0
+        acc = tl.zeros((BLOCK, FP), dtype=tl.float32)
+        for k in tl.static_range(2 ** D):
+            index, w = _hash_corner(x0, x1, x2, x3, res, r1, size, hashed, off, PRIMES, k, D)
+            acc += w[:, None] * tl.load(TABLE + index[:, None] * F + f[None, :], mask=fmask, other=0.0)
+        tl.store(OUT + rows[:, None] * (L * F) + level * F + f[None, :], acc, mask=fmask)
+
+
+@triton.jit
+def hash_encode_backward(X, GRAD, GTABLE, RES, SIZES, OFFS, HASHED, PRIMES, n,
+                         L: tl.constexpr, D: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, BLOCK: tl.constexpr):
+    """GTABLE (rows, F) += the table's gradient from GRAD (n, L·F), the gradient of `hash_encode_forward`'s
+    output: each corner's row receives weight × GRAD, added atomically (points share rows)."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    valid = rows < n
+    f = tl.arange(0, FP)
+    fmask = valid[:, None] & (f[None, :] < F)
+    x0, x1, x2, x3 = _hash_coords(X, rows, valid, D)
+    for level in range(L):
+        res = tl.load(RES + level)
+        r1 = res.to(tl.int64) + 1
+        size = tl.load(SIZES + level)
+        off = tl.load(OFFS + level)
+        hashed = tl.load(HASHED + level) != 0
+        g = tl.load(GRAD + rows[:, None] * (L * F) + level * F + f[None, :], mask=fmask, other=0.0)
+        for k in tl.static_range(2 ** D):
+            index, w = _hash_corner(x0, x1, x2, x3, res, r1, size, hashed, off, PRIMES, k, D)
+            tl.atomic_add(GTABLE + index[:, None] * F + f[None, :], w[:, None] * g, mask=fmask, sem="relaxed")
