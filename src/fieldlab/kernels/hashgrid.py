@@ -3,8 +3,8 @@
 `HashGridEncoding.forward` (pure PyTorch, the reference path) builds (points, levels, corners, dims) int64
 tensors of vertices, indices and weights: at 512² points and 16 levels, hundreds of MB written and read
 again by a few dozen launches per step, and as many in the backward pass. `kernels.triton`'s
-`hash_encode_forward` computes each point's corners, table rows and weights in registers, level by level,
-and writes only the (points, levels · features) output; `hash_encode_backward` recomputes them and adds
+`hash_encode` computes each point's corners, table rows and weights in registers, level by level,
+and writes only the (points, levels · features) output; with `BACKWARD` it recomputes them and adds
 weight × gradient into the table's gradient atomically. Values are the reference path's (the same fp32
 operations, compiled without FMA contraction: a contracted x·r − ⌊x·r⌋ is exact where the reference rounds
 x·r first, up to 3e-5 at r = 512), the table's gradient the same up to the order of its sums.
@@ -61,8 +61,8 @@ def encode(coords: torch.Tensor, table: torch.Tensor, levels: tuple[torch.Tensor
     return _Encode.apply(coords, table, levels)
 
 
-def _launch(kernel_name: str, coords: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
-            levels: tuple[torch.Tensor, ...], features: int) -> None:
+def _launch(coords: torch.Tensor, source: torch.Tensor, destination: torch.Tensor, levels: tuple[torch.Tensor, ...],
+            features: int, backward: bool) -> None:
     import fieldlab.kernels.triton as kernels  # Triton is imported where a kernel runs, not at start-up
 
     n, d = coords.shape
@@ -70,9 +70,9 @@ def _launch(kernel_name: str, coords: torch.Tensor, first: torch.Tensor, second:
         return
     resolutions, sizes, offsets, hashed, primes = levels
     grid = (-(-n // BLOCK),)
-    getattr(kernels, kernel_name)[grid](
-        coords, first, second, resolutions, sizes, offsets, hashed, primes, n,
-        L=resolutions.numel(), D=d, F=features, FP=1 << (features - 1).bit_length(), BLOCK=BLOCK, num_warps=WARPS,
+    kernels.hash_encode[grid](
+        coords, source, destination, resolutions, sizes, offsets, hashed, primes, n, L=resolutions.numel(), D=d,
+        F=features, FP=1 << (features - 1).bit_length(), BLOCK=BLOCK, BACKWARD=backward, num_warps=WARPS,
         enable_fp_fusion=False)
 
 
@@ -83,7 +83,7 @@ class _Encode(torch.autograd.Function):
         table = table.contiguous()
         features = table.shape[1]
         out = torch.empty(coords.shape[0], levels[0].numel() * features, dtype=torch.float32, device=coords.device)
-        _launch("hash_encode_forward", coords, table, out, levels, features)
+        _launch(coords, table, out, levels, features, backward=False)
         ctx.save_for_backward(coords)
         ctx.levels = levels
         ctx.table_shape = table.shape
@@ -95,6 +95,5 @@ class _Encode(torch.autograd.Function):
         grad_table = None
         if ctx.needs_input_grad[1]:
             grad_table = torch.zeros(ctx.table_shape, dtype=torch.float32, device=grad.device)
-            _launch("hash_encode_backward", coords, grad.float().contiguous(), grad_table, ctx.levels,
-                    ctx.table_shape[1])
+            _launch(coords, grad.float().contiguous(), grad_table, ctx.levels, ctx.table_shape[1], backward=True)
         return None, grad_table, None

@@ -552,30 +552,24 @@ def _hash_axis(x, res, BIT: tl.constexpr):
 
 
 @triton.jit
+def _hash_more(dense, h, w, stride, x, res, r1, prime, BIT: tl.constexpr):
+    """Corner (dense index, hash, weight) so far, extended by one more axis at `stride` = (r+1)^axis."""
+    v, f = _hash_axis(x, res, BIT)
+    return dense + v * stride, h ^ (v * prime), w * f, stride * r1
+
+
+@triton.jit
 def _hash_corner(x0, x1, x2, x3, res, r1, size, hashed, off, PRIMES, K: tl.constexpr, D: tl.constexpr):
     """The table row and the weight of corner K (bit i: axis i's upper vertex) of a level's cell: the dense
     index Σ vᵢ (r+1)^i, or, on a hashed level, XORᵢ vᵢ·primeᵢ mod the level's size; plus the level's offset."""
     v, w = _hash_axis(x0, res, K & 1)
-    dense = v
-    h = v * tl.load(PRIMES)
-    stride = r1
+    dense, h, stride = v, v * tl.load(PRIMES), r1
     if D > 1:
-        v, f = _hash_axis(x1, res, (K >> 1) & 1)
-        w = w * f
-        dense += v * stride
-        h = h ^ (v * tl.load(PRIMES + 1))
-        stride = stride * r1
+        dense, h, w, stride = _hash_more(dense, h, w, stride, x1, res, r1, tl.load(PRIMES + 1), (K >> 1) & 1)
     if D > 2:
-        v, f = _hash_axis(x2, res, (K >> 2) & 1)
-        w = w * f
-        dense += v * stride
-        h = h ^ (v * tl.load(PRIMES + 2))
-        stride = stride * r1
+        dense, h, w, stride = _hash_more(dense, h, w, stride, x2, res, r1, tl.load(PRIMES + 2), (K >> 2) & 1)
     if D > 3:
-        v, f = _hash_axis(x3, res, (K >> 3) & 1)
-        w = w * f
-        dense += v * stride
-        h = h ^ (v * tl.load(PRIMES + 3))
+        dense, h, w, stride = _hash_more(dense, h, w, stride, x3, res, r1, tl.load(PRIMES + 3), (K >> 3) & 1)
     return tl.where(hashed, h % size, dense) + off, w
 
 
@@ -595,15 +589,19 @@ def _hash_coords(X, rows, valid, D: tl.constexpr):
 
 
 @triton.jit
-def hash_encode_forward(X, TABLE, OUT, RES, SIZES, OFFS, HASHED, PRIMES, n,
-                        L: tl.constexpr, D: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, BLOCK: tl.constexpr):
-    """OUT (n, L·F): for each point (X (n, D) in [−1, 1]) and level, the multilinear interpolation of its
-    cell's 2^D corners' features, rows of TABLE (rows, F). Per level l: RES[l] cells per axis (fp32),
-    SIZES[l] table rows, OFFS[l] its first row, HASHED[l] whether it is hashed. Program: BLOCK points."""
+def hash_encode(X, SRC, DST, RES, SIZES, OFFS, HASHED, PRIMES, n, L: tl.constexpr, D: tl.constexpr,
+                F: tl.constexpr, FP: tl.constexpr, BLOCK: tl.constexpr, BACKWARD: tl.constexpr):
+    """The encoding of points X (n, D) in [−1, 1]: for each point and level, the multilinear interpolation of
+    its cell's 2^D corners' features, rows of a table (rows, F). Forward: SRC the table, DST (n, L·F) the
+    features. BACKWARD: SRC (n, L·F) the features' gradient, DST (rows, F) the table's gradient, to which
+    each corner's row adds weight × gradient atomically (points share rows). Per level l: RES[l] cells per
+    axis (fp32), SIZES[l] table rows, OFFS[l] its first row, HASHED[l] whether it is hashed. Program: BLOCK
+    points."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     valid = rows < n
     f = tl.arange(0, FP)
     fmask = valid[:, None] & (f[None, :] < F)
+    features = rows[:, None] * (L * F) + f[None, :]  # a point's row of the (n, L·F) features, level 0
     x0, x1, x2, x3 = _hash_coords(X, rows, valid, D)
     for level in range(L):
         res = tl.load(RES + level)
@@ -611,30 +609,16 @@ def hash_encode_forward(X, TABLE, OUT, RES, SIZES, OFFS, HASHED, PRIMES, n,
         size = tl.load(SIZES + level)
         off = tl.load(OFFS + level)
         hashed = tl.load(HASHED + level) != 0
-        acc = tl.zeros((BLOCK, FP), dtype=tl.float32)
+        if BACKWARD:
+            g = tl.load(SRC + features + level * F, mask=fmask, other=0.0)
+        else:
+            acc = tl.zeros((BLOCK, FP), dtype=tl.float32)
         for k in tl.static_range(2 ** D):
             index, w = _hash_corner(x0, x1, x2, x3, res, r1, size, hashed, off, PRIMES, k, D)
-            acc += w[:, None] * tl.load(TABLE + index[:, None] * F + f[None, :], mask=fmask, other=0.0)
-        tl.store(OUT + rows[:, None] * (L * F) + level * F + f[None, :], acc, mask=fmask)
-
-
-@triton.jit
-def hash_encode_backward(X, GRAD, GTABLE, RES, SIZES, OFFS, HASHED, PRIMES, n,
-                         L: tl.constexpr, D: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, BLOCK: tl.constexpr):
-    """GTABLE (rows, F) += the table's gradient from GRAD (n, L·F), the gradient of `hash_encode_forward`'s
-    output: each corner's row receives weight × GRAD, added atomically (points share rows)."""
-    rows = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    valid = rows < n
-    f = tl.arange(0, FP)
-    fmask = valid[:, None] & (f[None, :] < F)
-    x0, x1, x2, x3 = _hash_coords(X, rows, valid, D)
-    for level in range(L):
-        res = tl.load(RES + level)
-        r1 = res.to(tl.int64) + 1
-        size = tl.load(SIZES + level)
-        off = tl.load(OFFS + level)
-        hashed = tl.load(HASHED + level) != 0
-        g = tl.load(GRAD + rows[:, None] * (L * F) + level * F + f[None, :], mask=fmask, other=0.0)
-        for k in tl.static_range(2 ** D):
-            index, w = _hash_corner(x0, x1, x2, x3, res, r1, size, hashed, off, PRIMES, k, D)
-            tl.atomic_add(GTABLE + index[:, None] * F + f[None, :], w[:, None] * g, mask=fmask, sem="relaxed")
+            table = index[:, None] * F + f[None, :]
+            if BACKWARD:
+                tl.atomic_add(DST + table, w[:, None] * g, mask=fmask, sem="relaxed")
+            else:
+                acc += w[:, None] * tl.load(SRC + table, mask=fmask, other=0.0)
+        if not BACKWARD:
+            tl.store(DST + features + level * F, acc, mask=fmask)
