@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
+    hash_kernels.BACKGROUND = False  # the kernels prepared at their first step, not on a thread meanwhile
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)

@@ -93,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         fused.use_interpreter()
         device, side, side3, steps = torch.device("cpu"), 24, 10, 3
         forced = hash_kernels.usable
-        hash_kernels.usable = hash_kernels.applicable  # the CPU's tensors through the interpreter
+        hash_kernels.usable = lambda coords, table, levels: hash_kernels.applicable(coords, table)  # the interpreter
     else:
         device, side, side3, steps = torch.device("cuda"), 512, 64, args.steps
+        hash_kernels.BACKGROUND = False  # the kernels from the first step, not once a thread has prepared them
         print(torch.cuda.get_device_name(device), "torch", torch.__version__)
     ok = compare_encoding(2, side, device)
     ok &= compare_encoding(2, side, device, grid=True)

@@ -3,6 +3,8 @@ interpreter on the CPU; tests/gpu/check_hashgrid.py checks them compiled."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -74,7 +76,7 @@ def test_a_field_fits_the_same_through_the_kernel(monkeypatch):
     loss_ref, table_ref = fit(reference)
     calls = []
 
-    def forced(coords, table):
+    def forced(coords, table, levels):
         calls.append(1)
         return hash_kernels.applicable(coords, table)
 
@@ -90,7 +92,7 @@ def test_the_reference_path_is_kept_where_the_kernels_do_not_apply():
     x = _coords(10, 2)
     table = encoding.table
     assert hash_kernels.applicable(x, table)
-    assert not hash_kernels.usable(x, table)  # the CPU
+    assert not hash_kernels.usable(x, table, _levels(encoding))  # the CPU
     assert not hash_kernels.applicable(x.double(), table)
     assert not hash_kernels.applicable(x.requires_grad_(True), table)  # no gradient for the coordinates
     assert not hash_kernels.applicable(_coords(10, 5), _encoding(5).table)
@@ -115,3 +117,94 @@ def test_a_stack_of_hash_grids_still_evaluates():
                          max_resolution=8)
     stack = FieldStack.from_config(config, 2)
     assert stack(torch.rand(2, 7, 2) * 2 - 1).shape == (2, 7, 1)
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """No encoding shape prepared yet in this process."""
+    monkeypatch.setattr(hash_kernels, "_PREPARED", {})
+
+
+def test_the_kernels_are_prepared_on_a_thread_and_taken_once_ready(fresh, monkeypatch):
+    encoding = _encoding(2)
+    x, levels = _coords(10, 2), _levels(encoding)
+    release, launched = threading.Event(), []
+    launch = hash_kernels._launch
+
+    def slow_launch(*args, **kwargs):  # the thread's first launches wait for the test
+        release.wait(timeout=60)
+        launched.append(kwargs["backward"])
+        return launch(*args, **kwargs)
+
+    monkeypatch.setattr(hash_kernels, "_launch", slow_launch)
+    assert not hash_kernels.ready(x, encoding.table, levels)  # started, not done: the reference path
+    assert not hash_kernels.ready(x, encoding.table, levels)  # still preparing: no second thread
+    release.set()
+    [t.join(timeout=60) for t in threading.enumerate() if t.name == "fieldlab-hash-kernels"]
+    assert launched == [False, True]  # the forward and the backward kernel, once each
+    assert hash_kernels.ready(x, encoding.table, levels)
+    other = _encoding(3)  # another shape of encoding: prepared for itself
+    assert not hash_kernels.ready(_coords(10, 3), other.table, _levels(other))
+    [t.join(timeout=60) for t in threading.enumerate() if t.name == "fieldlab-hash-kernels"]
+    assert hash_kernels.ready(_coords(10, 3), other.table, _levels(other))
+    assert launched == [False, True, False, True]
+
+
+def test_kernels_that_fail_to_prepare_leave_the_reference_path_for_good(fresh, monkeypatch):
+    encoding = _encoding(2)
+    x, levels = _coords(10, 2), _levels(encoding)
+    monkeypatch.setattr(hash_kernels, "BACKGROUND", False)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel here")
+
+    monkeypatch.setattr(hash_kernels, "_launch", broken)
+    assert not hash_kernels.ready(x, encoding.table, levels)
+    assert not hash_kernels.ready(x, encoding.table, levels)
+
+
+def test_a_fit_that_changes_paths_between_steps_follows_the_reference(fresh, monkeypatch):
+    """The first steps on the reference path while the kernels are prepared, the rest on them: no seam."""
+    config = make_config("hashgrid", in_dim=2, out_dim=3, table_size=64, num_levels=4, base_resolution=2,
+                         max_resolution=16, hidden_dim=16)
+    torch.manual_seed(0)
+    reference, switching = config.build(), config.build()
+    switching.load_state_dict(reference.state_dict())
+    x, y = _coords(200, 2), torch.rand(200, 3)
+    release = threading.Event()
+    prepare = hash_kernels._prepare
+    monkeypatch.setattr(hash_kernels, "_prepare", lambda *a: (release.wait(timeout=60), prepare(*a)))
+
+    def fit(model, steps=6, on_step=None):
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        losses = []
+        for step in range(steps):
+            loss = (model(x) - y).square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            if on_step:
+                on_step(step)
+        return losses
+
+    expected = fit(reference)
+    paths = []
+    usable = hash_kernels.usable
+
+    def on_cpu(coords, table, levels):  # as on CUDA: applicable, then ready
+        taken = hash_kernels.applicable(coords, table) and hash_kernels.ready(coords, table, levels)
+        paths.append("kernels" if taken else "reference")
+        return taken
+
+    monkeypatch.setattr(hash_kernels, "usable", on_cpu)
+
+    def after(step):
+        if step == 1:
+            release.set()
+            [t.join(timeout=60) for t in threading.enumerate() if t.name == "fieldlab-hash-kernels"]
+
+    got = fit(switching, on_step=after)
+    monkeypatch.setattr(hash_kernels, "usable", usable)
+    assert paths == ["reference", "reference"] + ["kernels"] * 4
+    assert got == pytest.approx(expected, rel=1e-5)

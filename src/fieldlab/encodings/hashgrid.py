@@ -55,8 +55,8 @@ class HashGridEncoding(nn.Module):
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         lead = coords.shape[:-1]
         flat = full(coords.reshape(-1, self.in_dim))
-        if hash_kernels.usable(flat, self.table):  # on CUDA: two Triton launches (kernels.hashgrid)
-            levels = (self.resolutions, self.sizes, self.offsets, self.hashed, self.primes)
+        levels = (self.resolutions, self.sizes, self.offsets, self.hashed, self.primes)
+        if hash_kernels.usable(flat, self.table, levels):  # on CUDA: two Triton launches (kernels.hashgrid)
             return hash_kernels.encode(flat, self.table, levels).reshape(*lead, self.out_dim)
         x = ((flat + 1) / 2).clamp(0, 1)  # (n, d) in [0, 1]
         pos = x[:, None, :] * self.resolutions[:, None]  # (n, l, d)

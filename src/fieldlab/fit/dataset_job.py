@@ -26,7 +26,6 @@ from fieldlab.fit.batched import BatchedFitConfig
 from fieldlab.fit.loop import resolve_device
 from fieldlab.fit.job import checkpoint_path
 from fieldlab.fit.meta import PrepareCheckpoint, make_dataset_fitter
-from fieldlab.kernels import warm_up
 from fieldlab.signals import grid_coords
 from fieldlab.signals.datasets import Augmented, ImageSource
 from fieldlab.signals.modal_sources import open_dataset
@@ -145,7 +144,6 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
     if job.limit is not None and job.limit < 1:
         raise UserError(f"--limit must be positive, got {job.limit}")
     check_store_path(out, force=force, resume=resume, inputs=[job.source])
-    warm_up(resolve_device(job.fit.device))  # the fused kernel's first launch prepared on a thread
     source = open_dataset(job.source, image_size=job.image_size, clip_seconds=job.clip_seconds, mono=job.mono,
                           mesh_resolution=job.mesh_resolution)
     if job.copies > 1 and source.kind != "image":  # an augmentation flips and crops an image

@@ -16,7 +16,6 @@ from fieldlab.fields import FieldConfig, coerce_option, get_config_class
 from fieldlab.fit.config import FitConfig, points_per_step
 from fieldlab.fit.device_defaults import device_defaults, time_limit
 from fieldlab.fit.own_engines import engine_options
-from fieldlab.kernels import warm_up
 from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device
 from fieldlab.signals import (get_modality, kind_is_known, kind_of, load_signal, parse_span,
                               reconstruction_name, write_reconstruction)
@@ -152,7 +151,6 @@ def _run_fit_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensorb
                  resume: bool, say_limit=None) -> FitResult:
     check_out_dir(out, force, inputs=[job.input])
     job.fit.validate()
-    warm_up(resolve_device(job.fit.device))  # a hash grid's or the fused kernel's first launch, on a thread
     job, train = engine_training(job)
     kind = kind_of(job.input, job.modality)
     # The options are checked before the signal is read, in the dimension of its kind; a TIFF may be an

@@ -5,8 +5,7 @@ names; a field config says what the kernel needs of it through `FieldConfig.fuse
 
 - `fused`: `FusedSpec`, `FusedStack` (packed parameters and Adam moments of f fields), `choose_kernel`
   (`choose_spec` for networks that are no field config's: MINER's blocks),
-  `fused_forward`, packing, `warm_up` (a command's first launch prepared on a thread), and the kernel's
-  limits and tuning knobs (`FAST_TRIG`, `NARROW_DIMS`: set them
+  `fused_forward`, packing, and the kernel's limits and tuning knobs (`FAST_TRIG`, `NARROW_DIMS`: set them
   on `fieldlab.kernels.fused`, not on this package);
 - `single`: `FusedSingle`, one large field stepped by the kernel;
 - `hashgrid`: the multiresolution hash encoding's forward pass and table gradient (`HashGridEncoding` on CUDA);
@@ -19,12 +18,12 @@ names; a field config says what the kernel needs of it through `FieldConfig.fuse
 
 from fieldlab.kernels.fused import (FusedSpec, FusedStack, choose_kernel, choose_spec, describe, encoding_matrix,
                                     fused_forward, fused_spec, interpreted, pack, triton_available, unpack,
-                                    use_interpreter, warm_up)
+                                    use_interpreter)
 from fieldlab.kernels.rounding import rounded_operands
 from fieldlab.kernels.single import FusedSingle
 
 __all__ = [
     "FusedSingle", "FusedSpec", "FusedStack", "choose_kernel", "choose_spec", "describe", "encoding_matrix",
     "fused_forward", "fused_spec", "interpreted", "pack", "rounded_operands", "triton_available", "unpack",
-    "use_interpreter", "warm_up",
+    "use_interpreter",
 ]

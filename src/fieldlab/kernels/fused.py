@@ -19,7 +19,6 @@ import importlib.util
 import logging
 import os
 import sys
-import threading
 from typing import TYPE_CHECKING
 
 import torch
@@ -136,29 +135,6 @@ def use_interpreter() -> None:
 
     if not triton_kernels.INTERPRETED:
         raise RuntimeError("the fused kernels were imported compiled already; interpret them in a process of their own")
-
-
-def warm_up(device: torch.device | str) -> None:
-    """Start, on a daemon thread, what the process's first kernel launch would wait for: Triton's cache key, a
-    hash of its compiler's files and its 0.4 GB library, computed once per process before its first launch
-    finds a compiled kernel on disk (0.3 s on a 2-core CPU machine, about 1 s on the H100 machines' file
-    system). Started as a command begins, it overlaps reading the input and starting CUDA: reading files and
-    hashing them release the GIL. Only on CUDA with Triton; should it fail, the launch does the same work and
-    reports what fails."""
-    if torch.device(device).type != "cuda" or interpreted() or importlib.util.find_spec("triton") is None:
-        return
-    try:  # imported here, not on the thread: two threads importing one package can see it half-initialised
-        from triton.runtime.cache import triton_key
-    except ImportError:  # another Triton: its first launch does what it does
-        return
-    threading.Thread(target=_quietly, args=(triton_key,), name="fieldlab-kernels-warm-up", daemon=True).start()
-
-
-def _quietly(work) -> None:
-    try:
-        work()  # triton_key is cached (functools) for the process
-    except Exception:  # noqa: BLE001 -- the first launch redoes it and raises there, in the command's own words
-        pass
 
 
 def triton_available(device: torch.device) -> bool:

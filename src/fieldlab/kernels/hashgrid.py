@@ -11,14 +11,21 @@ x·r first, up to 3e-5 at r = 512), the table's gradient the same up to the orde
 
 `HashGridEncoding` takes this path where `usable` says so: CUDA with Triton, an fp32 table, at most
 `MAX_DIMS` coordinates, no gradient wanted for the coordinates, outside `torch.func` transforms (the batched
-path's vmap) and `torch.compile`, and unless deterministic algorithms were asked for (the atomic sums are
-not). Everything else, the CPU included, runs the reference path.
+path's vmap) and `torch.compile`, unless deterministic algorithms were asked for (the atomic sums are not),
+and once the kernels are ready. A process's first Triton launch costs about 0.9 s on an H100 machine (Triton's
+imports and the cache key it hashes from its 0.4 GB library, then loading the compiled kernel), more than a
+200-step fit saves. So the first call for an encoding's shape prepares the kernels on a daemon thread (one
+launch of each on a few points) and takes the reference path until they are ready: the values are the same,
+so a fit changes paths between two steps without a seam. Everything else, the CPU included, runs the
+reference path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
+import threading
 
 import torch
 
@@ -26,9 +33,15 @@ MAX_DIMS = 4
 """Most coordinate dimensions the kernels take (2^4 corners a cell)."""
 ENABLED = True
 """False: the reference path everywhere (benchmarks and checks compare the two in one process)."""
+BACKGROUND = True
+"""Prepare the kernels on a thread (the reference path meanwhile); False: at the first call, on the caller's
+thread (benchmarks and checks, which time or check the kernels from their first step)."""
 BLOCK = 256
 """Points per program."""
 WARPS = 4
+_PREPARED: dict[tuple, str] = {}
+"""(device, dims, features, levels) → "preparing", "ready" or "failed" (the reference path for good)."""
+_LOCK = threading.Lock()
 
 
 @functools.cache
@@ -36,9 +49,44 @@ def _triton_installed() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def usable(coords: torch.Tensor, table: torch.Tensor) -> bool:
-    """Whether the kernels encode `coords` (n, d) (already in fp32) against `table`: on CUDA, when `applicable`."""
-    return table.is_cuda and coords.is_cuda and applicable(coords, table)
+def usable(coords: torch.Tensor, table: torch.Tensor, levels: tuple[torch.Tensor, ...]) -> bool:
+    """Whether the kernels encode `coords` (n, d) (already in fp32) against `table` now: on CUDA, when
+    `applicable`, once `ready`."""
+    return table.is_cuda and coords.is_cuda and applicable(coords, table) and ready(coords, table, levels)
+
+
+def ready(coords: torch.Tensor, table: torch.Tensor, levels: tuple[torch.Tensor, ...]) -> bool:
+    """Whether the kernels for this shape of encoding are loaded in this process. The first call for a shape
+    prepares them, on a daemon thread (`BACKGROUND`, answering False until it is done) or here."""
+    key = (table.device, coords.shape[-1], table.shape[1], levels[0].numel())
+    with _LOCK:
+        state = _PREPARED.get(key)
+        if state is None:
+            _PREPARED[key] = "preparing"
+    if state is not None:
+        return state == "ready"
+    work = (key, coords.shape[-1], table.detach(), levels)
+    if BACKGROUND:
+        threading.Thread(target=_prepare, args=work, name="fieldlab-hash-kernels", daemon=True).start()
+        return False
+    _prepare(*work)
+    return _PREPARED[key] == "ready"
+
+
+def _prepare(key: tuple, dims: int, table: torch.Tensor, levels: tuple[torch.Tensor, ...]) -> None:
+    """Launch the forward and the backward kernel once on a few points, so that Triton imports, hashes,
+    loads and caches them; "failed" (for good) if that raises."""
+    try:
+        with torch.no_grad():
+            points = torch.zeros(16, dims, device=table.device)
+            features = torch.empty(16, levels[0].numel() * table.shape[1], device=table.device)
+            _launch(points, table, features, levels, table.shape[1], backward=False)
+            _launch(points, features, torch.zeros_like(table), levels, table.shape[1], backward=True)
+        state = "ready"
+    except Exception:  # noqa: BLE001 -- a kernel that cannot run here leaves the reference path, which can
+        state = "failed"
+    with _LOCK:
+        _PREPARED[key] = state
 
 
 def applicable(coords: torch.Tensor, table: torch.Tensor) -> bool:
@@ -70,10 +118,11 @@ def _launch(coords: torch.Tensor, source: torch.Tensor, destination: torch.Tenso
         return
     resolutions, sizes, offsets, hashed, primes = levels
     grid = (-(-n // BLOCK),)
-    kernels.hash_encode[grid](
-        coords, source, destination, resolutions, sizes, offsets, hashed, primes, n, L=resolutions.numel(), D=d,
-        F=features, FP=1 << (features - 1).bit_length(), BLOCK=BLOCK, BACKWARD=backward, num_warps=WARPS,
-        enable_fp_fusion=False)
+    with torch.cuda.device(coords.device) if coords.is_cuda else contextlib.nullcontext():  # Triton launches on
+        kernels.hash_encode[grid](  # the current device, which a thread (or the caller) may have elsewhere
+            coords, source, destination, resolutions, sizes, offsets, hashed, primes, n, L=resolutions.numel(),
+            D=d, F=features, FP=1 << (features - 1).bit_length(), BLOCK=BLOCK, BACKWARD=backward, num_warps=WARPS,
+            enable_fp_fusion=False)
 
 
 class _Encode(torch.autograd.Function):
