@@ -298,13 +298,18 @@ def default_block(spec: FusedSpec, precision: str) -> tuple[int, int]:
     H100 (benchmarks/fit_dataset.py --tune). Up to 32 wide one warp per field: more programs of one field
     each share a multiprocessor, whose other programs hide each one's latencies (2×32 with the narrow first
     layer: bf16 16,904 fields/s at 32 points × 1 warp, 13,265 at 64 × 2, 10,306 at 32 × 2; tf32 and fp32
-    prefer 16 points per chunk, fp32 by 2.5×). SIREN 3×64 at bf16 takes 64 points × 4 warps with
-    `default_knobs` (3,898-3,947 fields/s against 3,421-3,471 at 32 × 4 without; 2,819 at 64 × 4 without)."""
+    prefer 16 points per chunk, fp32 by 2.5×; fp32 at three layers two warps, below). SIREN 3×64 at bf16
+    takes 64 points × 4 warps with `default_knobs` (3,898-3,947 fields/s against 3,421-3,471 at 32 × 4 without; 2,819 at 64 × 4 without)."""
     if interpreted():  # Triton's interpreter (CPU tests): no registers to spare, and each chunk costs numpy calls
         return 64, 1
     width = _pow2(spec.hidden_dim)
     if width <= 32:
-        return (32 if precision == "bf16" else 16), 1
+        if precision == "bf16":
+            return 32, 1
+        # At fp32 (three TF32 products a product) three layers spill at one warp, 1.8-1.9 KB at 3×18 and 3×32
+        # (benchmarks/kernel_resources.py), and none at two: MINER's 3×18 blocks fitted its 4096² upscale 2.44×
+        # faster at 16 × 2 than at 16 × 1 (H100, BENCHMARKS.md, "MINER at fp32 and tf32 on the kernel").
+        return 16, (2 if precision == "fp32" and spec.num_layers >= 3 else 1)
     if width <= 64:
         return (64 if default_knobs(spec, precision) == (1, 1) else 32), 4
     return 32, 8
