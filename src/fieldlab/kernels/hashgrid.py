@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import logging
 import threading
 
 import torch
@@ -83,7 +84,8 @@ def _prepare(key: tuple, dims: int, table: torch.Tensor, levels: tuple[torch.Ten
             _launch(points, table, features, levels, table.shape[1], backward=False)
             _launch(points, features, torch.zeros_like(table), levels, table.shape[1], backward=True)
         state = "ready"
-    except Exception:  # noqa: BLE001 -- a kernel that cannot run here leaves the reference path, which can
+    except Exception as error:  # noqa: BLE001 -- a kernel that cannot run here leaves the reference path
+        logging.getLogger("fieldlab").debug("hash grid kernels unavailable, PyTorch path kept: %s", error)
         state = "failed"
     with _LOCK:
         _PREPARED[key] = state
