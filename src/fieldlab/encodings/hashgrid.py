@@ -33,6 +33,11 @@ class HashGridEncoding(nn.Module):
         resolutions = [int(math.floor(base_resolution * growth**level)) for level in range(num_levels)]
         sizes = [min(table_size, (r + 1) ** in_dim) for r in resolutions]
         hashed = [(r + 1) ** in_dim > table_size for r in resolutions]
+        # Resolutions are monotonic, so the levels of each kind are contiguous: (first, stop, hashed) runs,
+        # the hashed ones the finest (growing resolutions) or the first (a base above the maximum).
+        split = next((i for i, h in enumerate(hashed) if h != hashed[0]), num_levels)
+        self.level_runs = [(0, split, hashed[0])] + ([(split, num_levels, not hashed[0])] if split < num_levels else [])
+        assert all(hashed[i] == kind for first, stop, kind in self.level_runs for i in range(first, stop))
         offsets = [0]
         for size in sizes:
             offsets.append(offsets[-1] + size)
@@ -48,6 +53,39 @@ class HashGridEncoding(nn.Module):
         self.register_buffer("strides", strides, persistent=False)  # (l, d)
         self.register_buffer("primes", torch.tensor(_PRIMES[:in_dim]), persistent=False)
 
+    def _corners(self, low: torch.Tensor, frac: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Table rows within each level (n, l, k) and multilinear weights (n, l, k) of the 2^d corners of the
+        cells whose lower vertices are `low` (n, l, d), at fractions `frac` (n, l, d). Along axis i a corner
+        takes the vertex lowᵢ or lowᵢ + 1 (its bit i) with the factor 1 − fracᵢ or fracᵢ. A dense level's row
+        is Σᵢ vᵢ (r+1)^i, a hashed level's XORᵢ vᵢ·primeᵢ mod its size. Built from (n, l) slices, one corner
+        at a time: (n, l, k, d) int64 tensors cost a CPU step more than the rest of the encoding."""
+        d = self.in_dim
+        rows, weights = [], []
+        for corner in range(2 ** d):
+            bits = [(corner >> i) & 1 for i in range(d)]
+            vertex = [low[:, :, i] + bits[i] for i in range(d)]
+            weight = frac[:, :, 0] if bits[0] else 1 - frac[:, :, 0]
+            for i in range(1, d):
+                weight = weight * (frac[:, :, i] if bits[i] else 1 - frac[:, :, i])
+            runs = [self._rows([v[:, first:stop] for v in vertex], first, stop, hashed)
+                    for first, stop, hashed in self.level_runs]
+            rows.append(runs[0] if len(runs) == 1 else torch.cat(runs, dim=1))
+            weights.append(weight)
+        return torch.stack(rows, dim=2), torch.stack(weights, dim=2)
+
+    def _rows(self, vertex: list[torch.Tensor], first: int, stop: int, hashed: bool) -> torch.Tensor:
+        """Rows (n, stop − first) of levels first … stop − 1, all of one kind, from a corner's vertex along
+        each axis (n, stop − first)."""
+        if hashed:
+            index = vertex[0] * self.primes[0]
+            for i in range(1, self.in_dim):
+                index = index ^ (vertex[i] * self.primes[i])
+            return index % self.sizes[first:stop]
+        index = vertex[0] * self.strides[first:stop, 0]
+        for i in range(1, self.in_dim):
+            index = index + vertex[i] * self.strides[first:stop, i]
+        return index
+
     @property
     def out_dim(self) -> int:
         return self.resolutions.numel() * self.features_per_level
@@ -62,18 +100,10 @@ class HashGridEncoding(nn.Module):
         pos = x[:, None, :] * self.resolutions[:, None]  # (n, l, d)
         base = pos.floor().minimum(self.resolutions[:, None] - 1)  # x = 1 lands in the last cell
         frac = pos - base
-        vertex = base.long()[:, :, None, :] + self.corners  # (n, l, k, d)
-        dense = (vertex * self.strides[:, None, :]).sum(-1)
-        hashed = vertex * self.primes
-        hashed_index = hashed[..., 0]
-        for i in range(1, self.in_dim):
-            hashed_index = hashed_index ^ hashed[..., i]
-        index = torch.where(self.hashed[:, None], hashed_index % self.sizes[:, None], dense)
+        index, weights = self._corners(base.long(), frac)  # (n, l, k) each
         # index_select, not table[index]: its gradient is an index_add_ (atomic adds) where advanced indexing's
         # is an accumulating index_put_, which sorts the n·l·k indices on CUDA at every step
         rows = (index + self.offsets[:, None]).reshape(-1)
         features = torch.index_select(self.table, 0, rows).view(*index.shape, self.features_per_level)  # (n, l, k, f)
-        # Multilinear weights: the product over dims of frac (corner bit 1) or 1 - frac (bit 0).
-        weights = torch.where(self.corners.bool(), frac[:, :, None, :], 1 - frac[:, :, None, :]).prod(-1)
         out = (features * weights[..., None].to(features.dtype)).sum(2)  # (n, l, f)
         return out.reshape(*lead, self.out_dim)
