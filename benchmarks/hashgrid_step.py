@@ -3,6 +3,10 @@ read by `index_select` (fieldlab's) or by advanced indexing (before).
 
     python benchmarks/hashgrid_step.py                       # CPU, one thread, 256² points
     python benchmarks/hashgrid_step.py --device cuda --side 512
+    python benchmarks/hashgrid_step.py --side 181 --trees old=/tmp/old/src,new=src --repeats 3   # two trees
+
+With `--trees`, each tree's `index_select` step is timed in a process of its own (that tree's fieldlab first
+on the path), the trees taking turns `--repeats` times; the figure is each tree's median.
 
 All variants read the same rows of the same table and give the same values (tests/gpu/check_hashgrid.py);
 they differ in how. `index_select`'s gradient is an `index_add_`; advanced indexing's an accumulating
@@ -16,17 +20,23 @@ The variants take turns round by round in one process; the figure is the median 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+# a --trees child imports the tree it was given; otherwise this checkout's src
+sys.path.insert(0, os.environ.get("HASHGRID_STEP_SRC") or str(Path(__file__).resolve().parents[1] / "src"))
 
 from fieldlab.fields import make_config  # noqa: E402
-from fieldlab.kernels import hashgrid as hash_kernels  # noqa: E402
+try:
+    from fieldlab.kernels import hashgrid as hash_kernels  # noqa: E402
+except ImportError:  # a --trees child of a tree from before the kernels
+    hash_kernels = None
 
 _INDEX_SELECT = torch.index_select
 
@@ -37,7 +47,8 @@ def _advanced(table: torch.Tensor, dim: int, rows: torch.Tensor) -> torch.Tensor
 
 
 def _variant(name: str) -> None:
-    hash_kernels.ENABLED = name == "kernels"
+    if hash_kernels is not None:
+        hash_kernels.ENABLED = name == "kernels"
     torch.index_select = _advanced if name == "advanced indexing" else _INDEX_SELECT
 
 
@@ -49,8 +60,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--trees", default="", help="NAME=SRC,...: the same step from several source trees")
+    parser.add_argument("--repeats", type=int, default=3, help="with --trees: turns per tree")
+    parser.add_argument("--variant", default="", help=argparse.SUPPRESS)  # a --trees child: this variant only
     args = parser.parse_args(argv)
-    hash_kernels.BACKGROUND = False  # the kernels prepared at their first step, not on a thread meanwhile
+    if args.trees:
+        return compare_trees(args, argv or sys.argv[1:])
+    if hash_kernels is not None:
+        hash_kernels.BACKGROUND = False  # the kernels prepared at their first step, not on a thread meanwhile
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -75,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         return (time.perf_counter() - start) / count * 1e3
 
     names = ["index_select", "advanced indexing"] + (["kernels"] if device.type == "cuda" else [])
+    names = [args.variant] if args.variant else names
     times: dict[str, list[float]] = {name: [] for name in names}
     try:
         for name in names:  # warm-up (the kernels compile here)
@@ -86,15 +104,39 @@ def main(argv: list[str] | None = None) -> None:
                 times[name].append(steps(args.steps))
     finally:
         _variant("index_select")
-        hash_kernels.ENABLED = True
+        if hash_kernels is not None:
+            hash_kernels.ENABLED = True
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({args.threads} threads)"
     print(f"{where}, torch {torch.__version__}, {args.side}² points ({args.points}), "
           f"median of {args.rounds} rounds of {args.steps}")
+    if args.variant:  # a --trees child: its median alone
+        print(f"median {statistics.median(times[args.variant]):.3f}")
+        return
     base = statistics.median(times["index_select"])
     for name, values in times.items():
         median = statistics.median(values)
         print(f"{name:<18} {median:9.2f} ms/step  {base / median:5.2f}× index_select  "
               f"(rounds: {', '.join(f'{v:.1f}' for v in values)})")
+
+
+def compare_trees(args: argparse.Namespace, argv: list[str]) -> None:
+    """The `index_select` step of each tree in turn, each run a process with that tree's src first on the path."""
+    trees = dict(item.split("=", 1) for item in args.trees.split(","))
+    passed = [a for i, a in enumerate(argv) if not a.startswith(("--trees", "--repeats"))
+              and not (i and argv[i - 1] in ("--trees", "--repeats"))]
+    times: dict[str, list[float]] = {name: [] for name in trees}
+    for _ in range(args.repeats):
+        for name, src in trees.items():
+            env = {**os.environ, "HASHGRID_STEP_SRC": str(Path(src).resolve())}
+            done = subprocess.run([sys.executable, __file__, *passed, "--variant", "index_select"], env=env,
+                                  capture_output=True, text=True, check=True)
+            times[name].append(float(done.stdout.split("median")[-1]))
+    print(f"{args.device}, {args.side}² points ({args.points}), {args.threads} thread(s), {args.repeats} turns per tree")
+    base = statistics.median(next(iter(times.values())))
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:<8} {median:9.2f} ms/step  {base / median:5.2f}× {next(iter(times))}  "
+              f"(turns: {', '.join(f'{v:.1f}' for v in values)})")
 
 
 if __name__ == "__main__":
