@@ -131,7 +131,8 @@ def compare_trees(args: argparse.Namespace, argv: list[str]) -> None:
             done = subprocess.run([sys.executable, __file__, *passed, "--variant", "index_select"], env=env,
                                   capture_output=True, text=True, check=True)
             times[name].append(float(done.stdout.split("median")[-1]))
-    print(f"{args.device}, {args.side}² points ({args.points}), {args.threads} thread(s), {args.repeats} turns per tree")
+    print(f"{args.device}, {args.side}² points ({args.points}), {args.threads} thread(s), "
+          f"{args.repeats} turns per tree")
     base = statistics.median(next(iter(times.values())))
     for name, values in times.items():
         median = statistics.median(values)

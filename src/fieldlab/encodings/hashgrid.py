@@ -47,7 +47,8 @@ class HashGridEncoding(nn.Module):
         self.register_buffer("offsets", torch.tensor(offsets[:-1]), persistent=False)
         self.register_buffer("hashed", torch.tensor(hashed), persistent=False)
         corners = torch.tensor([[(c >> i) & 1 for i in range(in_dim)] for c in range(2**in_dim)])
-        self.register_buffer("corners", corners, persistent=False)  # (k, d)
+        # (k, d); `_corners` takes the bits from the corner's number: kept for the stores that list it
+        self.register_buffer("corners", corners, persistent=False)
         # in Python ints: arithmetic on tensors of the meta device (num_params) would import torch._dynamo (~2 s)
         strides = torch.tensor([[(r + 1) ** i for i in range(in_dim)] for r in resolutions])
         self.register_buffer("strides", strides, persistent=False)  # (l, d)

@@ -299,7 +299,8 @@ def default_block(spec: FusedSpec, precision: str) -> tuple[int, int]:
     each share a multiprocessor, whose other programs hide each one's latencies (2×32 with the narrow first
     layer: bf16 16,904 fields/s at 32 points × 1 warp, 13,265 at 64 × 2, 10,306 at 32 × 2; tf32 and fp32
     prefer 16 points per chunk, fp32 by 2.5×; fp32 at three layers two warps, below). SIREN 3×64 at bf16
-    takes 64 points × 4 warps with `default_knobs` (3,898-3,947 fields/s against 3,421-3,471 at 32 × 4 without; 2,819 at 64 × 4 without)."""
+    takes 64 points × 4 warps with `default_knobs` (3,898-3,947 fields/s against 3,421-3,471 at 32 × 4
+    without; 2,819 at 64 × 4 without)."""
     if interpreted():  # Triton's interpreter (CPU tests): no registers to spare, and each chunk costs numpy calls
         return 64, 1
     width = _pow2(spec.hidden_dim)

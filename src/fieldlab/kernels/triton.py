@@ -561,7 +561,8 @@ def _hash_more(dense, h, w, stride, x, res, r1, prime, BIT: tl.constexpr):
 @triton.jit
 def _hash_corner(x0, x1, x2, x3, res, r1, size, hashed, off, PRIMES, K: tl.constexpr, D: tl.constexpr):
     """The table row and the weight of corner K (bit i: axis i's upper vertex) of a level's cell: the dense
-    index Σ vᵢ (r+1)^i, or, on a hashed level, XORᵢ vᵢ·primeᵢ mod the level's size; plus the level's offset."""
+    index Σ vᵢ (r+1)^i, or, on a hashed level, XORᵢ vᵢ·primeᵢ mod the level's size; plus the level's
+    offset."""
     v, w = _hash_axis(x0, res, K & 1)
     dense, h, stride = v, v * tl.load(PRIMES), r1
     if D > 1:
