@@ -55,7 +55,7 @@ class HashGridEncoding(nn.Module):
         self.register_buffer("primes", torch.tensor(_PRIMES[:in_dim]), persistent=False)
 
     def _corners(self, low: torch.Tensor, frac: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Table rows within each level (n, l, k) and multilinear weights (n, l, k) of the 2^d corners of the
+        """Table rows within each level (k, n, l) and multilinear weights (k, n, l) of the 2^d corners of the
         cells whose lower vertices are `low` (n, l, d), at fractions `frac` (n, l, d). Along axis i a corner
         takes the vertex lowᵢ or lowᵢ + 1 (its bit i) with the factor 1 − fracᵢ or fracᵢ. A dense level's row
         is Σᵢ vᵢ (r+1)^i, a hashed level's XORᵢ vᵢ·primeᵢ mod its size. Built from (n, l) slices, one corner
@@ -72,7 +72,7 @@ class HashGridEncoding(nn.Module):
                     for first, stop, hashed in self.level_runs]
             rows.append(runs[0] if len(runs) == 1 else torch.cat(runs, dim=1))
             weights.append(weight)
-        return torch.stack(rows, dim=2), torch.stack(weights, dim=2)
+        return torch.stack(rows), torch.stack(weights)  # corner-major: each corner's (n, l) block contiguous
 
     def _rows(self, vertex: list[torch.Tensor], first: int, stop: int, hashed: bool) -> torch.Tensor:
         """Rows (n, stop − first) of levels first … stop − 1, all of one kind, from a corner's vertex along
@@ -101,10 +101,14 @@ class HashGridEncoding(nn.Module):
         pos = x[:, None, :] * self.resolutions[:, None]  # (n, l, d)
         base = pos.floor().minimum(self.resolutions[:, None] - 1)  # x = 1 lands in the last cell
         frac = pos - base
-        index, weights = self._corners(base.long(), frac)  # (n, l, k) each
+        index, weights = self._corners(base.long(), frac)  # (k, n, l) each
         # index_select, not table[index]: its gradient is an index_add_ (atomic adds) where advanced indexing's
         # is an accumulating index_put_, which sorts the n·l·k indices on CUDA at every step
-        rows = (index + self.offsets[:, None]).reshape(-1)
-        features = torch.index_select(self.table, 0, rows).view(*index.shape, self.features_per_level)  # (n, l, k, f)
-        out = (features * weights[..., None].to(features.dtype)).sum(2)  # (n, l, f)
+        rows = (index + self.offsets).reshape(-1)
+        features = torch.index_select(self.table, 0, rows).view(*index.shape, self.features_per_level)  # (k, n, l, f)
+        # the corners' sum, one contiguous (n, l, f) block at a time (unbind: one stack of gradients backward)
+        out = None
+        for corner, weight in zip(features.unbind(0), weights.to(features.dtype).unbind(0)):
+            term = corner * weight[..., None]
+            out = term if out is None else out + term  # (n, l, f)
         return out.reshape(*lead, self.out_dim)
