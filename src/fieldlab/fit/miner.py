@@ -80,8 +80,8 @@ AUTO_PRECISIONS = ("bf16", "tf32")
 fused` does). Measured on an H100 against the reference path, the same steps and draws (BENCHMARKS.md,
 "MINER's blocks on the fused kernel" and "MINER at fp32 and tf32 on the kernel"): at bf16 the whole pyramid
 fits 4.6× (DIV2K 0882) and 6.3× (its 4096² upscale) faster, within 0.07 dB, and the bunny's occupancy at
-512³ 4.9× (IoU within 0.001); at tf32 the upscale 4.4-4.5× (+0.02 dB), DIV2K 1.48× counting the kernel's
-compile; at fp32 (three TF32 products a product) the upscale 2.2× at the two-warp block that stopped its
+512³ 4.9× (IoU within 0.001); at tf32 the upscale 4.5× (+0.02 dB; DIV2K was timed only with the kernel's
+compile in it, once per machine); at fp32 (three TF32 products a product) the upscale 2.2× at the two-warp block that stopped its
 spills, DIV2K not timed without its compile, so fp32 stays on autograd."""
 MARGIN_FRACTION = 16
 """A block's default training margin is its side over this (Local-Global's `OVERLAP_FRACTION`)."""
