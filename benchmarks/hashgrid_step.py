@@ -3,9 +3,9 @@ read by `index_select` (fieldlab's) or by advanced indexing (before).
 
     python benchmarks/hashgrid_step.py                       # CPU, one thread, 256² points
     python benchmarks/hashgrid_step.py --device cuda --side 512
-    python benchmarks/hashgrid_step.py --side 181 --trees old=/tmp/old/src,new=src --repeats 3   # two trees
+    python benchmarks/hashgrid_step.py --side 181 --src old=/tmp/old/src,new=src --repeats 3   # two trees
 
-With `--trees`, each tree's `index_select` step is timed in a process of its own (that tree's fieldlab first
+With `--src`, each tree's `index_select` step is timed in a process of its own (that tree's fieldlab first
 on the path), the trees taking turns `--repeats` times; the figure is each tree's median.
 
 All variants read the same rows of the same table and give the same values (tests/gpu/check_hashgrid.py);
@@ -29,13 +29,13 @@ from pathlib import Path
 
 import torch
 
-# a --trees child imports the tree it was given; otherwise this checkout's src
+# a --src child imports the tree it was given; otherwise this checkout's src
 sys.path.insert(0, os.environ.get("HASHGRID_STEP_SRC") or str(Path(__file__).resolve().parents[1] / "src"))
 
 from fieldlab.fields import make_config  # noqa: E402
 try:
     from fieldlab.kernels import hashgrid as hash_kernels  # noqa: E402
-except ImportError:  # a --trees child of a tree from before the kernels
+except ImportError:  # a --src child of a tree from before the kernels
     hash_kernels = None
 
 _INDEX_SELECT = torch.index_select
@@ -60,12 +60,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--trees", default="", help="NAME=SRC,...: the same step from several source trees")
-    parser.add_argument("--repeats", type=int, default=3, help="with --trees: turns per tree")
-    parser.add_argument("--variant", default="", help=argparse.SUPPRESS)  # a --trees child: this variant only
+    parser.add_argument("--src", default="", help="NAME=SRC,...: the same step from several source trees "
+                                                   "(as benchmarks/command_overhead.py's --src)")
+    parser.add_argument("--repeats", type=int, default=3, help="with --src: turns per tree")
+    parser.add_argument("--variant", default="", help=argparse.SUPPRESS)  # a --src child: this variant only
     args = parser.parse_args(argv)
-    if args.trees:
-        return compare_trees(args, argv or sys.argv[1:])
+    if args.src:
+        return compare_trees(args)
     if hash_kernels is not None:
         hash_kernels.BACKGROUND = False  # the kernels prepared at their first step, not on a thread meanwhile
     torch.set_num_threads(args.threads)
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({args.threads} threads)"
     print(f"{where}, torch {torch.__version__}, {args.side}² points ({args.points}), "
           f"median of {args.rounds} rounds of {args.steps}")
-    if args.variant:  # a --trees child: its median alone
+    if args.variant:  # a --src child: its median alone
         print(f"median {statistics.median(times[args.variant]):.3f}")
         return
     base = statistics.median(times["index_select"])
@@ -119,11 +120,10 @@ def main(argv: list[str] | None = None) -> None:
               f"(rounds: {', '.join(f'{v:.1f}' for v in values)})")
 
 
-def compare_trees(args: argparse.Namespace, argv: list[str]) -> None:
+def compare_trees(args: argparse.Namespace) -> None:
     """The `index_select` step of each tree in turn, each run a process with that tree's src first on the path."""
-    trees = dict(item.split("=", 1) for item in args.trees.split(","))
-    passed = [a for i, a in enumerate(argv) if not a.startswith(("--trees", "--repeats"))
-              and not (i and argv[i - 1] in ("--trees", "--repeats"))]
+    trees = dict(item.split("=", 1) for item in args.src.split(","))
+    passed = [f"--{name}={getattr(args, name)}" for name in ("device", "side", "points", "steps", "rounds", "threads")]
     times: dict[str, list[float]] = {name: [] for name in trees}
     for _ in range(args.repeats):
         for name, src in trees.items():

@@ -51,7 +51,7 @@ def compare_encoding(in_dim: int, side: int, device, grid: bool = False) -> bool
     with torch.no_grad():
         encoding.table.uniform_(-1, 1)
     x = image(side, device)[0] if grid else torch.rand(side ** 2, in_dim, device=device) * 2.2 - 1.1
-    levels = (encoding.resolutions, encoding.sizes, encoding.offsets, encoding.hashed, encoding.primes)
+    levels = encoding.levels
     hash_kernels.ENABLED = False
     reference = encoding(x)
     grad = torch.randn_like(reference)

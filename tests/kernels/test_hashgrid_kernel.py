@@ -25,10 +25,6 @@ def _encoding(in_dim, *, table_size=64, levels=4, features=2, base=2, top=16, se
     return encoding
 
 
-def _levels(encoding):
-    return (encoding.resolutions, encoding.sizes, encoding.offsets, encoding.hashed, encoding.primes)
-
-
 def _coords(n, in_dim, seed=1):
     generator = torch.Generator().manual_seed(seed)
     x = torch.rand(n, in_dim, generator=generator) * 2.4 - 1.2  # some outside [-1, 1]: clamped
@@ -46,7 +42,7 @@ def test_values_and_table_gradient_match_the_reference(in_dim, features):
     (table_grad,) = torch.autograd.grad(reference, encoding.table, grad)
 
     table = encoding.table.detach().clone().requires_grad_(True)
-    out = hash_kernels.encode(x, table, _levels(encoding))
+    out = hash_kernels.encode(x, table, encoding.levels)
     (kernel_grad,) = torch.autograd.grad(out, table, grad)
     assert out.shape == reference.shape
     assert torch.allclose(out, reference, atol=1e-6, rtol=1e-6)
@@ -92,7 +88,7 @@ def test_the_reference_path_is_kept_where_the_kernels_do_not_apply():
     x = _coords(10, 2)
     table = encoding.table
     assert hash_kernels.applicable(x, table)
-    assert not hash_kernels.usable(x, table, _levels(encoding))  # the CPU
+    assert not hash_kernels.usable(x, table, encoding.levels)  # the CPU
     assert not hash_kernels.applicable(x.double(), table)
     assert not hash_kernels.applicable(x.requires_grad_(True), table)  # no gradient for the coordinates
     assert not hash_kernels.applicable(_coords(10, 5), _encoding(5).table)
@@ -127,7 +123,7 @@ def fresh(monkeypatch):
 
 def test_the_kernels_are_prepared_on_a_thread_and_taken_once_ready(fresh, monkeypatch):
     encoding = _encoding(2)
-    x, levels = _coords(10, 2), _levels(encoding)
+    x, levels = _coords(10, 2), encoding.levels
     release, launched = threading.Event(), []
     launch = hash_kernels._launch
 
@@ -144,15 +140,15 @@ def test_the_kernels_are_prepared_on_a_thread_and_taken_once_ready(fresh, monkey
     assert launched == [False, True]  # the forward and the backward kernel, once each
     assert hash_kernels.ready(x, encoding.table, levels)
     other = _encoding(3)  # another shape of encoding: prepared for itself
-    assert not hash_kernels.ready(_coords(10, 3), other.table, _levels(other))
+    assert not hash_kernels.ready(_coords(10, 3), other.table, other.levels)
     [t.join(timeout=60) for t in threading.enumerate() if t.name == "fieldlab-hash-kernels"]
-    assert hash_kernels.ready(_coords(10, 3), other.table, _levels(other))
+    assert hash_kernels.ready(_coords(10, 3), other.table, other.levels)
     assert launched == [False, True, False, True]
 
 
 def test_kernels_that_fail_to_prepare_leave_the_reference_path_for_good(fresh, monkeypatch):
     encoding = _encoding(2)
-    x, levels = _coords(10, 2), _levels(encoding)
+    x, levels = _coords(10, 2), encoding.levels
     monkeypatch.setattr(hash_kernels, "BACKGROUND", False)
 
     def broken(*args, **kwargs):

@@ -88,15 +88,20 @@ class HashGridEncoding(nn.Module):
         return index
 
     @property
+    def levels(self) -> tuple[torch.Tensor, ...]:
+        """What the kernels (`kernels.hashgrid.encode`) read of the levels: resolutions, sizes, offsets, which
+        are hashed, and the primes."""
+        return self.resolutions, self.sizes, self.offsets, self.hashed, self.primes
+
+    @property
     def out_dim(self) -> int:
         return self.resolutions.numel() * self.features_per_level
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         lead = coords.shape[:-1]
         flat = full(coords.reshape(-1, self.in_dim))
-        levels = (self.resolutions, self.sizes, self.offsets, self.hashed, self.primes)
-        if hash_kernels.usable(flat, self.table, levels):  # on CUDA: two Triton launches (kernels.hashgrid)
-            return hash_kernels.encode(flat, self.table, levels).reshape(*lead, self.out_dim)
+        if hash_kernels.usable(flat, self.table, self.levels):  # on CUDA: two Triton launches (kernels.hashgrid)
+            return hash_kernels.encode(flat, self.table, self.levels).reshape(*lead, self.out_dim)
         x = ((flat + 1) / 2).clamp(0, 1)  # (n, d) in [0, 1]
         pos = x[:, None, :] * self.resolutions[:, None]  # (n, l, d)
         base = pos.floor().minimum(self.resolutions[:, None] - 1)  # x = 1 lands in the last cell

@@ -18,10 +18,10 @@ Precision (--precision tf32|bf16) applies to training the blocks (steps and reti
 matmuls, or bf16 autocast of the hidden layers (BlockNet keeps its first layer, activations and head in
 fp32); loss, parameters and Adam are fp32, and residuals and the final prediction are computed in fp32.
 
-Kernel (--kernel fused; auto at the `AUTO_PRECISIONS`, bf16 and tf32): on CUDA, sine blocks are stepped by the fused Triton
-kernel (`ScaleTrainer(kernel=...)`: one launch does every block's forward, backward and Adam at the step's
-positions, reading the targets where they lie); Gaussian blocks (learned widths), the CPU and `--kernel
-reference` take autograd over chunks of blocks. Both paths keep the same state, so a checkpoint of one
+Kernel (--kernel fused; auto at the `AUTO_PRECISIONS`, bf16 and tf32): on CUDA, sine blocks are stepped by the
+fused Triton kernel (`ScaleTrainer(kernel=...)`: one launch does every block's forward, backward and Adam at
+the step's positions, reading the targets where they lie); Gaussian blocks (learned widths), the CPU and
+`--kernel reference` take autograd over chunks of blocks. Both paths keep the same state, so a checkpoint of one
 resumes on the other.
 
 A block of every scale but the finest renders only its own samples but trains on a band of `--margin`
@@ -81,8 +81,8 @@ fused` does). Measured on an H100 against the reference path, the same steps and
 "MINER's blocks on the fused kernel" and "MINER at fp32 and tf32 on the kernel"): at bf16 the whole pyramid
 fits 4.6× (DIV2K 0882) and 6.3× (its 4096² upscale) faster, within 0.07 dB, and the bunny's occupancy at
 512³ 4.9× (IoU within 0.001); at tf32 the upscale 4.5× (+0.02 dB; DIV2K was timed only with the kernel's
-compile in it, once per machine); at fp32 (three TF32 products a product) the upscale 2.2× at the two-warp block that stopped its
-spills, DIV2K not timed without its compile, so fp32 stays on autograd."""
+compile in it, once per machine); at fp32 (three TF32 products a product) the upscale 2.2× at the two-warp
+block that stopped its spills, DIV2K not timed without its compile, so fp32 stays on autograd."""
 MARGIN_FRACTION = 16
 """A block's default training margin is its side over this (Local-Global's `OVERLAP_FRACTION`)."""
 

@@ -137,11 +137,15 @@ def use_interpreter() -> None:
         raise RuntimeError("the fused kernels were imported compiled already; interpret them in a process of their own")
 
 
+@functools.cache
+def triton_installed() -> bool:
+    """Whether Triton can be imported (asked once: the kernels' dispatch asks at every step)."""
+    return importlib.util.find_spec("triton") is not None
+
+
 def triton_available(device: torch.device) -> bool:
     """Whether the kernels can run for tensors on `device`: CUDA with Triton, or Triton's interpreter."""
-    if importlib.util.find_spec("triton") is None:
-        return False
-    return device.type == "cuda" or interpreted()
+    return triton_installed() and (device.type == "cuda" or interpreted())
 
 
 def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precision: str = "fp32", *,
@@ -198,7 +202,7 @@ def _auto_choice(spec: FusedSpec | None, precision: str, device: torch.device,
     its way (for the log)."""
     widest = FP32_AUTO_MAX_WIDTH if precision == "fp32" else AUTO_MAX_WIDTH
     if not (spec is not None and spec.hidden_dim <= widest and 2 * spec.frequencies <= _pow2(spec.hidden_dim)
-            and device.type == "cuda" and importlib.util.find_spec("triton") is not None):
+            and device.type == "cuda" and triton_installed()):
         return None, None
     problem = _resource_problem(spec, precision, device, forward)
     return (spec, None) if problem is None else (None, problem)

@@ -23,12 +23,12 @@ reference path.
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib.util
 import logging
 import threading
 
 import torch
+
+from fieldlab.kernels.fused import triton_available
 
 MAX_DIMS = 4
 """Most coordinate dimensions the kernels take (2^4 corners a cell)."""
@@ -43,11 +43,6 @@ WARPS = 4
 _PREPARED: dict[tuple, str] = {}
 """(device, dims, features, levels) → "preparing", "ready" or "failed" (the reference path for good)."""
 _LOCK = threading.Lock()
-
-
-@functools.cache
-def _triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
 
 
 def usable(coords: torch.Tensor, table: torch.Tensor, levels: tuple[torch.Tensor, ...]) -> bool:
@@ -101,7 +96,7 @@ def applicable(coords: torch.Tensor, table: torch.Tensor) -> bool:
         return False
     if torch.compiler.is_compiling() or torch.are_deterministic_algorithms_enabled():
         return False
-    return _triton_installed()
+    return triton_available(coords.device)  # CUDA, or Triton's interpreter (the CPU tests)
 
 
 def encode(coords: torch.Tensor, table: torch.Tensor, levels: tuple[torch.Tensor, ...]) -> torch.Tensor:

@@ -559,34 +559,31 @@ def _hash_more(dense, h, w, stride, x, res, r1, prime, BIT: tl.constexpr):
 
 
 @triton.jit
-def _hash_corner(x0, x1, x2, x3, res, r1, size, hashed, off, PRIMES, K: tl.constexpr, D: tl.constexpr):
+def _hash_corner(x0, x1, x2, x3, p0, p1, p2, p3, res, r1, size, hashed, off, K: tl.constexpr, D: tl.constexpr):
     """The table row and the weight of corner K (bit i: axis i's upper vertex) of a level's cell: the dense
-    index Σ vᵢ (r+1)^i, or, on a hashed level, XORᵢ vᵢ·primeᵢ mod the level's size; plus the level's
-    offset."""
+    index Σ vᵢ (r+1)^i, or, on a hashed level, XORᵢ vᵢ·pᵢ mod the level's size; plus the level's offset."""
     v, w = _hash_axis(x0, res, K & 1)
-    dense, h, stride = v, v * tl.load(PRIMES), r1
+    dense, h, stride = v, v * p0, r1
     if D > 1:
-        dense, h, w, stride = _hash_more(dense, h, w, stride, x1, res, r1, tl.load(PRIMES + 1), (K >> 1) & 1)
+        dense, h, w, stride = _hash_more(dense, h, w, stride, x1, res, r1, p1, (K >> 1) & 1)
     if D > 2:
-        dense, h, w, stride = _hash_more(dense, h, w, stride, x2, res, r1, tl.load(PRIMES + 2), (K >> 2) & 1)
+        dense, h, w, stride = _hash_more(dense, h, w, stride, x2, res, r1, p2, (K >> 2) & 1)
     if D > 3:
-        dense, h, w, stride = _hash_more(dense, h, w, stride, x3, res, r1, tl.load(PRIMES + 3), (K >> 3) & 1)
+        dense, h, w, stride = _hash_more(dense, h, w, stride, x3, res, r1, p3, (K >> 3) & 1)
     return tl.where(hashed, h % size, dense) + off, w
 
 
 @triton.jit
-def _hash_coords(X, rows, valid, D: tl.constexpr):
-    """The coordinates of the block's points as D columns (unused ones repeat the first), mapped from
-    [−1, 1] to [0, 1] and clamped as the reference path does."""
-    x0 = tl.minimum(tl.maximum((tl.load(X + rows * D, mask=valid, other=0.0) + 1.0) * 0.5, 0.0), 1.0)
-    x1, x2, x3 = x0, x0, x0
-    if D > 1:
-        x1 = tl.minimum(tl.maximum((tl.load(X + rows * D + 1, mask=valid, other=0.0) + 1.0) * 0.5, 0.0), 1.0)
-    if D > 2:
-        x2 = tl.minimum(tl.maximum((tl.load(X + rows * D + 2, mask=valid, other=0.0) + 1.0) * 0.5, 0.0), 1.0)
-    if D > 3:
-        x3 = tl.minimum(tl.maximum((tl.load(X + rows * D + 3, mask=valid, other=0.0) + 1.0) * 0.5, 0.0), 1.0)
-    return x0, x1, x2, x3
+def _hash_unit(X, rows, valid, I: tl.constexpr, D: tl.constexpr):
+    """Coordinate I of the block's points, mapped from [−1, 1] to [0, 1] and clamped as the reference path
+    does (I ≥ D: another axis again, which the corners of a D-dimensional cell never read)."""
+    return tl.minimum(tl.maximum((tl.load(X + rows * D + I % D, mask=valid, other=0.0) + 1.0) * 0.5, 0.0), 1.0)
+
+
+@triton.jit
+def _hash_prime(PRIMES, I: tl.constexpr, D: tl.constexpr):
+    """Axis I's hashing prime (int64), loaded once per program (I ≥ D: another axis's, never read)."""
+    return tl.load(PRIMES + I % D)
 
 
 @triton.jit
@@ -603,7 +600,10 @@ def hash_encode(X, SRC, DST, RES, SIZES, OFFS, HASHED, PRIMES, n, L: tl.constexp
     f = tl.arange(0, FP)
     fmask = valid[:, None] & (f[None, :] < F)
     features = rows[:, None] * (L * F) + f[None, :]  # a point's row of the (n, L·F) features, level 0
-    x0, x1, x2, x3 = _hash_coords(X, rows, valid, D)
+    x0, x1, x2, x3 = (_hash_unit(X, rows, valid, 0, D), _hash_unit(X, rows, valid, 1, D),
+                      _hash_unit(X, rows, valid, 2, D), _hash_unit(X, rows, valid, 3, D))
+    p0, p1, p2, p3 = (_hash_prime(PRIMES, 0, D), _hash_prime(PRIMES, 1, D), _hash_prime(PRIMES, 2, D),
+                      _hash_prime(PRIMES, 3, D))
     for level in range(L):
         res = tl.load(RES + level)
         r1 = res.to(tl.int64) + 1
@@ -615,7 +615,7 @@ def hash_encode(X, SRC, DST, RES, SIZES, OFFS, HASHED, PRIMES, n, L: tl.constexp
         else:
             acc = tl.zeros((BLOCK, FP), dtype=tl.float32)
         for k in tl.static_range(2 ** D):
-            index, w = _hash_corner(x0, x1, x2, x3, res, r1, size, hashed, off, PRIMES, k, D)
+            index, w = _hash_corner(x0, x1, x2, x3, p0, p1, p2, p3, res, r1, size, hashed, off, k, D)
             table = index[:, None] * F + f[None, :]
             if BACKWARD:
                 tl.atomic_add(DST + table, w[:, None] * g, mask=fmask, sem="relaxed")
