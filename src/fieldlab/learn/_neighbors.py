@@ -10,6 +10,7 @@ hashing costs more than it saves) test every (query, source) pair directly, in a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 
 import torch
@@ -52,12 +53,19 @@ class Support:
         return math.prod(h - lo for lo, h in zip(self.lo, self.hi))
 
     def contains(self, delta: torch.Tensor) -> torch.Tensor:
-        lo = delta.new_tensor(self.lo)
-        hi = delta.new_tensor(self.hi)
-        tol = 1e-6 * (hi - lo)
         if self.ball:
             return delta.square().sum(-1) <= (self.hi[0] * (1 + 1e-6)) ** 2
-        return ((delta >= lo - tol) & (delta <= hi + tol)).all(-1)
+        lo, hi = _bounds(self, delta.device, delta.dtype)
+        return ((delta >= lo) & (delta <= hi)).all(-1)
+
+
+@functools.lru_cache(maxsize=256)
+def _bounds(support: Support, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """A box support's bounds widened by 1e-6 of its width, as tensors (made once per device, not per test)."""
+    lo = torch.tensor(support.lo, dtype=dtype)
+    hi = torch.tensor(support.hi, dtype=dtype)
+    tol = 1e-6 * (hi - lo)
+    return (lo - tol).to(device), (hi + tol).to(device)
 
 
 def _per_axis(value, dim: int) -> tuple[float, ...]:
@@ -122,12 +130,24 @@ def radius_pairs(queries: torch.Tensor, sources: torch.Tensor, support: Support,
     return qi, si  # chunks and rows are in query order already
 
 
-def nearest(queries: torch.Tensor, sources: torch.Tensor, k: int = 1, *, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+NEAREST_ENTRIES = 2 ** 22
+"""`nearest` takes as many queries at a time as keep their (queries × sources) distances within this many
+values (16 MiB in float32): one product for a small set, bounded memory for a large one."""
+
+
+def nearest(queries: torch.Tensor, sources: torch.Tensor, k: int = 1, *, chunk: int | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Distances and indices (m, k) of the k nearest sources, in chunks of queries (chunk × n memory)."""
+    chunk = chunk or max(1, NEAREST_ENTRIES // max(1, sources.shape[0]))
     dists, index = [], []
     for start in range(0, queries.shape[0], chunk):
         dist = torch.cdist(queries[start:start + chunk].float(), sources.float())
-        value, idx = dist.topk(k, dim=1, largest=False)
+        if k == 1:
+            value, idx = dist.min(1, keepdim=True)
+        else:
+            value, idx = dist.topk(k, dim=1, largest=False)
         dists.append(value)
         index.append(idx)
+    if len(dists) == 1:
+        return dists[0], index[0]
     return torch.cat(dists), torch.cat(index)

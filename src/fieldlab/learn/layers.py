@@ -65,6 +65,18 @@ class Neighbourhood:
     mass: torch.Tensor
     """(m,) Σ of the weights per query: a local mean's divisor."""
     plan: PairPlan
+    memo: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    """What kernels derive from the pairs alone (`once`), shared by the layers on this neighbourhood."""
+
+    def once(self, key, make):
+        """`make()`, computed once per key for this neighbourhood: a kernel's tensors that depend on the
+        displacements and weights but not on its parameters (a step's layers on one support share them, and
+        a fixed point set keeps them across steps). Displacements that carry a gradient are not memoized."""
+        if self.delta.requires_grad:
+            return make()
+        if key not in self.memo:
+            self.memo[key] = make()
+        return self.memo[key]
 
 
 def neighbourhood(queries: PointSet, sources: PointSet, support: Support) -> Neighbourhood:
@@ -100,15 +112,32 @@ class MLPKernel(nn.Module):
         nn.init.uniform_(self.linear.weight, -omega, omega)
         nn.init.uniform_(self.linear.bias, -math.pi, math.pi)
         self.num_basis = num_basis + 1
+        self._geometry_key = ("mlp", support, window)
 
     def forward(self, delta: torch.Tensor) -> torch.Tensor:
-        u = (delta - self.centre) * self.scale
+        u, window = self._geometry(delta)
         z = torch.sin(self.linear(u))
-        phi = torch.cat([z, torch.ones_like(z[:, :1])], -1)
+        return torch.cat([z, torch.ones_like(z[:, :1])], -1) * window
+
+    def weighted(self, found: Neighbourhood) -> torch.Tensor:
+        """(p, h) φ of every pair of `found` times its source's quadrature weight: `forward(found.delta) ·
+        weights`, with the scaled displacements and window × weight taken once per neighbourhood, so a
+        layer's own work is one product, a sine and a scale."""
+        u, scale = found.once(self._geometry_key, lambda: self._scaled(found))
+        z = torch.sin(torch.addmm(self.linear.bias, u, self.linear.weight.t()))
+        return torch.cat([z * scale, scale], -1)
+
+    def _geometry(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """The displacements scaled to [-1, 1] over the support (p, d), and the window (p, 1) (1 without)."""
+        u = (delta - self.centre) * self.scale
         if not self.window:
-            return phi
+            return u, 1.0
         r = u.norm(dim=-1, keepdim=True) if self.ball else u
-        return phi * torch.cos(torch.pi / 2 * r.clamp(-1, 1)).square().prod(-1, keepdim=True)
+        return u, torch.cos(torch.pi / 2 * r.clamp(-1, 1)).square().prod(-1, keepdim=True)
+
+    def _scaled(self, found: Neighbourhood) -> tuple[torch.Tensor, torch.Tensor]:
+        u, window = self._geometry(found.delta)
+        return u, window * found.weights[:, None]
 
 
 class TapKernel(nn.Module):
@@ -120,14 +149,21 @@ class TapKernel(nn.Module):
 
     def __init__(self, offsets: Sequence[Sequence[int]], pitch: Sequence[float]):
         super().__init__()
-        taps = torch.tensor(list(_product(offsets)), dtype=torch.float32)  # (h, d), row-major like Conv weights
+        rows = [tuple(float(t) for t in tap) for tap in _product(offsets)]
+        taps = torch.tensor(rows, dtype=torch.float32)  # (h, d), row-major like Conv weights
         self.register_buffer("taps", taps)
         self.register_buffer("pitch", torch.tensor(pitch, dtype=torch.float32))
         self.num_basis = taps.shape[0]
+        self._key = ("taps", tuple(rows), tuple(float(s) for s in pitch))
 
     def forward(self, delta: torch.Tensor) -> torch.Tensor:
         u = delta / self.pitch  # (p, d)
         return (1 - (u[:, None, :] - self.taps).abs()).clamp_min(0).prod(-1)
+
+    def weighted(self, found: Neighbourhood) -> torch.Tensor:
+        """(p, h) tents of every pair of `found` times its source's quadrature weight: no parameter enters
+        them, so they are taken once per neighbourhood."""
+        return found.once(self._key, lambda: self(found.delta) * found.weights[:, None])
 
     @staticmethod
     def support(offsets, pitch) -> Support:
@@ -188,7 +224,11 @@ class DIConv(nn.Module):
 
     def _basis(self, found: Neighbourhood, queries: PointSet) -> torch.Tensor:
         """(p, h) each pair's kernel basis times its source's quadrature weight (a translated conv corrects
-        it tap by tap: `translate.TapConv`)."""
+        it tap by tap: `translate.TapConv`). The library's kernels memoize what of it their parameters do not
+        change (`weighted`); any other module φ(δ) → (p, h) is called on the displacements."""
+        weighted = getattr(self.kernel, "weighted", None)
+        if weighted is not None:
+            return weighted(found)
         return self.kernel(found.delta) * found.weights[:, None]
 
 
@@ -238,30 +278,33 @@ class DINorm(nn.Module):
 
     def forward(self, x: Discretized) -> Discretized:
         v = x.values  # (b, n, c)
-        w = (x.points.weights / x.points.weights.sum())[None, :, None]
         if self.track and not self.training:
             mean, var = self.running_mean, self.running_var
+            centred = v - mean
         else:
-            dims = (0, 1) if self.mode == "batch" else (1,)
-            scale = v.shape[0] if self.mode == "batch" else 1
-            world = distributed.world_size() if self.mode == "batch" and self.training else 1
+            batch = self.mode == "batch"
+            world = distributed.world_size() if batch and self.training else 1
+            # each point's share of a field's integral over the fields averaged: Σ over (b, n) is the mean
+            w = x.points.share()[:, None] / (v.shape[0] * world if batch else 1)
+            dims = (0, 1) if batch else (1,)
             if world > 1:  # moments over every rank's fields, so N ranks normalize as one process
                 moments = distributed.sum_over_ranks(torch.stack([(w * v).sum(dims), (w * v.square()).sum(dims)]))
-                mean = (moments[0] / (scale * world)).reshape(1, 1, -1)
-                var = (moments[1] / (scale * world)).reshape(1, 1, -1) - mean.square()
+                mean = moments[0]
+                var = moments[1] - mean.square()
+                centred = v - mean
             else:
-                mean = (w * v).sum(dims, keepdim=True) / scale
-                var = (w * (v - mean).square()).sum(dims, keepdim=True) / scale
+                mean = (w * v).sum(dims, keepdim=True)
+                centred = v - mean
+                var = (w * centred.square()).sum(dims, keepdim=True)
             if self.track and self.training:
                 count = v.shape[0] * v.shape[1] * world
                 with torch.no_grad():
-                    m = self.momentum
-                    self.running_mean.mul_(1 - m).add_(m * mean.reshape(-1))
-                    self.running_var.mul_(1 - m).add_(m * var.reshape(-1) * count / max(count - 1, 1))
-        out = (v - mean) / torch.sqrt(var + self.eps)
+                    self.running_mean.lerp_(mean.reshape(-1), self.momentum)
+                    self.running_var.lerp_(var.reshape(-1) * (count / max(count - 1, 1)), self.momentum)
+        scale = torch.rsqrt(var + self.eps)
         if self.weight is not None:
-            out = out * self.weight + self.bias
-        return x.with_values(out)
+            return x.with_values(torch.addcmul(self.bias, centred, scale * self.weight))
+        return x.with_values(centred * scale)
 
 
 # -- pooling, resampling ---------------------------------------------------------------------------
@@ -299,8 +342,7 @@ class DIPool(nn.Module):
 
 def global_pool(x: Discretized, mode: Literal["avg", "max", "avgmax"] = "avg") -> torch.Tensor:
     """(b, c) quadrature-weighted mean (∫ f / |Ω|), max, or both concatenated (b, 2c)."""
-    w = x.points.weights / x.points.weights.sum()
-    avg = torch.einsum("bnc,n->bc", x.values, w)
+    avg = torch.einsum("bnc,n->bc", x.values, x.points.share())
     if mode == "avg":
         return avg
     top = x.values.amax(1)

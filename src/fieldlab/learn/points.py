@@ -74,6 +74,13 @@ class PointSet:
                                        move(self.raster), move(self.levels), quadrature=self.quadrature)
         return self.cache[key]
 
+    def share(self) -> torch.Tensor:
+        """(n,) each point's share of the total weight, weights / Σ weights (cached): the weights of a
+        quadrature mean over the domain."""
+        if "share" not in self.cache:
+            self.cache["share"] = self.weights / self.weights.sum()
+        return self.cache["share"]
+
     def prefix(self, m: int) -> PointSet:
         """The first m points, re-weighted so the weights again sum to the volume."""
         if not 0 < m <= len(self):
@@ -138,11 +145,16 @@ def cell_volumes(coords: torch.Tensor, probes_per_point: int = 16) -> torch.Tens
 
     n, d = coords.shape
     side = max(2, math.ceil((probes_per_point * n) ** (1 / d)))
-    axis = (torch.arange(side, dtype=torch.float32, device=coords.device) + 0.5) * 2 / side - 1
-    probes = torch.stack(torch.meshgrid(*[axis] * d, indexing="ij"), -1).reshape(-1, d)
-    _, owner = nearest(probes, coords.float(), 1)  # chunks of 1,024 probes: 4 MB per 1,000 points
+    _, owner = nearest(_probes(side, d, coords.device), coords.float(), 1)  # in chunks of at most 16 MiB of distances
     counts = torch.bincount(owner[:, 0], minlength=n).float().clamp_min(0.5)
     return counts * (2.0 ** d / counts.sum())
+
+
+@functools.lru_cache(maxsize=16)
+def _probes(side: int, d: int, device: torch.device) -> torch.Tensor:
+    """(side^d, d) cell centres of a side^d grid over [-1, 1]^d (`cell_volumes`' probes, made once)."""
+    axis = (torch.arange(side, dtype=torch.float32, device=device) + 0.5) * 2 / side - 1
+    return torch.stack(torch.meshgrid(*[axis] * d, indexing="ij"), -1).reshape(-1, d)
 
 
 def _coarse_shape(shape, factor):
