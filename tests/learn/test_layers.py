@@ -1,4 +1,6 @@
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn as nn
@@ -7,7 +9,7 @@ from fieldlab.learn import points as P
 from fieldlab.learn._aggregate import pair_sum
 from fieldlab.learn._neighbors import Support, radius_pairs
 from fieldlab.learn.layers import (AdaptivePool, DIConv, DINorm, DIPool, Discretized, MLPKernel, Pointwise,
-                                   Residual, Upsample, global_pool)
+                                   Residual, TapKernel, Upsample, _WeightedNorm, global_pool, neighbourhood)
 
 
 def _brute(q, s, support):
@@ -109,6 +111,52 @@ def test_norm_statistics_are_quadrature_weighted():
     x = pts.coords[None, :, :1].expand(2, -1, -1) + 0.5  # mean over the domain: 0.5
     out = DINorm(1, affine=False)(Discretized(x, pts)).values
     assert abs(float((pts.weights[None, :, None] * out).sum() / (2 * pts.volume))) < 1e-4
+
+
+@pytest.mark.parametrize("dims,affine", [((0, 1), True), ((1,), True), ((0, 1), False)])
+def test_weighted_norm_gradients_are_autograds(dims, affine):
+    """The norm's hand-written backward against numerical gradients, and its values against the plain
+    expression autograd would differentiate."""
+    torch.manual_seed(0)
+    v = torch.randn(3, 7, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(7, 1, dtype=torch.float64)
+    w = w / w.sum() / (3 if dims == (0, 1) else 1)
+    gamma = (torch.rand(4, dtype=torch.float64) + 0.5).requires_grad_(affine)
+    beta = torch.randn(4, dtype=torch.float64, requires_grad=affine)
+    params = (gamma, beta) if affine else (None, None)
+    assert torch.autograd.gradcheck(lambda v, *p: _WeightedNorm.apply(v, w, *(p or params), 1e-5, dims)[0],
+                                    (v, *(params if affine else ())))
+    mean = (w * v).sum(dims, keepdim=True)
+    plain = (v - mean) / torch.sqrt((w * (v - mean) ** 2).sum(dims, keepdim=True) + 1e-5)
+    plain = plain * gamma + beta if affine else plain
+    assert torch.allclose(_WeightedNorm.apply(v, w, *params, 1e-5, dims)[0], plain, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", [MLPKernel(Support.box(0.3, 2), num_basis=5),
+                                    MLPKernel(Support.sphere(0.3, 2), num_basis=5, window=False),
+                                    TapKernel([(-1, 0, 1), (-1, 0, 1)], (0.1, 0.1))])
+def test_kernels_memoize_only_what_their_parameters_do_not_change(kernel):
+    pts = P.qmc(128, 2, scramble=True, seed=3)
+    support = Support.box(0.3, 2) if isinstance(kernel, TapKernel) else Support.sphere(0.3, 2) if kernel.ball \
+        else Support.box(0.3, 2)
+    found = neighbourhood(pts, pts, support)
+    expected = kernel(found.delta) * found.weights[:, None]
+    first = kernel.weighted(found)
+    assert torch.allclose(first, expected, atol=1e-6) and len(found.memo) == 1
+    if isinstance(kernel, MLPKernel):  # a parameter change reaches the basis; the memo is not rebuilt
+        memo = dict(found.memo)
+        with torch.no_grad():
+            kernel.linear.weight.mul_(1.5)
+        moved = kernel.weighted(found)
+        assert not torch.allclose(moved, first) and torch.allclose(moved, kernel(found.delta) * found.weights[:, None],
+                                                                    atol=1e-6)
+        assert all(found.memo[k] is memo[k] for k in memo)
+        moved.sum().backward()
+        assert kernel.linear.weight.grad is not None and kernel.linear.weight.grad.abs().sum() > 0
+    # displacements with a gradient are never memoized
+    traced = dataclasses.replace(found, delta=found.delta.clone().requires_grad_(True), memo={})
+    assert torch.allclose(kernel.weighted(traced), kernel(found.delta) * found.weights[:, None], atol=1e-6)
+    assert traced.memo == {}
 
 
 def test_pooling_and_heads():
