@@ -18,7 +18,7 @@ Precision (--precision tf32|bf16) applies to training the blocks (steps and reti
 matmuls, or bf16 autocast of the hidden layers (BlockNet keeps its first layer, activations and head in
 fp32); loss, parameters and Adam are fp32, and residuals and the final prediction are computed in fp32.
 
-Kernel (--kernel fused; auto at the `AUTO_PRECISIONS`, bf16 and tf32): on CUDA, sine blocks are stepped by the
+Kernel (--kernel fused or auto): on CUDA, sine blocks are stepped by the
 fused Triton kernel (`ScaleTrainer(kernel=...)`: one launch does every block's forward, backward and Adam at
 the step's positions, reading the targets where they lie); Gaussian blocks (learned widths), the CPU and
 `--kernel reference` take autograd over chunks of blocks. Both paths keep the same state, so a checkpoint of one
@@ -75,14 +75,15 @@ DEFAULT_POSITIONS = 256
 --sample-fraction says otherwise; a --batch-size of at least the block's samples trains on whole blocks."""
 STEP_SHARES_FINEST = 3
 """The finest scale gets this many shares of --steps, every other scale one (MINER_pl: 50/50/50/200 epochs)."""
-AUTO_PRECISIONS = ("bf16", "tf32")
-"""Precisions at which `--kernel auto` steps sine blocks with the fused kernel on CUDA (at fp32 only `--kernel
-fused` does). Measured on an H100 against the reference path, the same steps and draws (BENCHMARKS.md,
-"MINER's blocks on the fused kernel" and "MINER at fp32 and tf32 on the kernel"): at bf16 the whole pyramid
-fits 4.6× (DIV2K 0882) and 6.3× (its 4096² upscale) faster, within 0.07 dB, and the bunny's occupancy at
-512³ 4.9× (IoU within 0.001); at tf32 the upscale 4.5× (+0.02 dB; DIV2K was timed only with the kernel's
-compile in it, once per machine); at fp32 (three TF32 products a product) the upscale 2.2× at the two-warp
-block that stopped its spills, DIV2K not timed without its compile, so fp32 stays on autograd."""
+AUTO_PRECISIONS = ("bf16", "tf32", "fp32")
+"""Precisions at which `--kernel auto` steps sine blocks with the fused kernel on CUDA: all that MINER runs.
+Measured on an H100 against the reference path, the same steps and draws (BENCHMARKS.md, "MINER's blocks on
+the fused kernel", "MINER at fp32 and tf32 on the kernel" and "MINER at fp32 on the kernel, compiled
+beforehand"): at bf16 the whole pyramid fits 4.6× (DIV2K 0882) and 6.3× (its 4096² upscale) faster, within
+0.07 dB, and the bunny's occupancy at 512³ 4.9× (IoU within 0.001); at tf32 5.35× and 4.3-4.5×, at fp32
+(three TF32 products a product, two warps a block) 2.77× and 2.08×, each within 0.02 dB. Triton compiles the
+kernel once per machine and keeps it on disk; that first fit is slower than autograd (DIV2K at fp32: 12.3 s
+against 3.6 s)."""
 MARGIN_FRACTION = 16
 """A block's default training margin is its side over this (Local-Global's `OVERLAP_FRACTION`)."""
 
