@@ -43,6 +43,13 @@ def pyplot(what: str):
     return plt
 
 
+def ready(what: str) -> bool:
+    """Whether pictures can be drawn here: pyplot imported in this process (waiting for `preload`'s import
+    to finish), so that a child forked now (`_pipeline.Forked`) draws without importing anything; else the
+    one note, naming `what`."""
+    return pyplot(what) is not None
+
+
 def preload() -> None:
     """Import matplotlib's pyplot on a daemon thread, for pictures drawn later in the command: while a GPU
     fits, the interpreter mostly waits on the device, and the import (0.3-0.6 s) is off the command's path.

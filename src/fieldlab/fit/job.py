@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fieldlab import _deadline, _json, plots
+from fieldlab._pipeline import Forked
 from fieldlab._errors import UserError
 from fieldlab._validate import LIMITS, bounded_int, check_memory
 from fieldlab.fields import FieldConfig, coerce_option, get_config_class
@@ -196,13 +197,15 @@ def _run_fit_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensorb
             result.metrics["psnr_peak"] = signal.info.normalization.scale
             log.info("PSNR is on the linear values, relative to a peak of %g (the image's max - min)",
                      signal.info.normalization.scale)
-        write_field(folder, result.field, config, signal.info, result.metrics)
-        raw = signal.info.normalization.decode(result.prediction)
-        write_reconstruction(folder, raw, signal.info)
-        _write_run_files(result, folder, job, config)
-        plots.write_error_map(signal.values, result.prediction, signal.info.kind, folder / "error.png",
-                              metrics=result.metrics, sample_rate=signal.info.extra.get("sample_rate"))
-        plots.write_training_plot(folder / "log.jsonl", folder / "training.png")
+        pictures = [lambda: plots.write_error_map(signal.values, result.prediction, signal.info.kind,
+                                                  folder / "error.png", metrics=result.metrics,
+                                                  sample_rate=signal.info.extra.get("sample_rate")),
+                    lambda: plots.write_training_plot(folder / "log.jsonl", folder / "training.png")]
+        with Forked(pictures, parallel=plots.ready("error.png")):  # drawn beside the writes, given the cores
+            write_field(folder, result.field, config, signal.info, result.metrics)
+            raw = signal.info.normalization.decode(result.prediction)
+            write_reconstruction(folder, raw, signal.info)
+            _write_run_files(result, folder, job, config)
     checkpoint.unlink(missing_ok=True)  # the field is written: nothing is left to resume
     return result
 
@@ -247,12 +250,14 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensor
             **({"train": train} if train is not None else {}))
         config = result.config
         info = mesh.info(occupancy.resolution)
-        write_field(folder, result.field, config, info, result.metrics)
-        write_mesh(folder / reconstruction_name(info), result.reconstruction.vertices, result.reconstruction.faces)
-        _write_run_files(result, folder, job, config)
-        plots.write_mesh_preview(result.reconstruction.vertices, result.reconstruction.faces, folder / "preview.png",
-                                 title=f"{len(result.reconstruction.faces):,} faces of {reconstruction_name(info)}")
-        plots.write_training_plot(folder / "log.jsonl", folder / "training.png")
+        surface = result.reconstruction
+        pictures = [lambda: plots.write_mesh_preview(surface.vertices, surface.faces, folder / "preview.png",
+                                                     title=f"{len(surface.faces):,} faces of {reconstruction_name(info)}"),
+                    lambda: plots.write_training_plot(folder / "log.jsonl", folder / "training.png")]
+        with Forked(pictures, parallel=plots.ready("preview.png")):
+            write_field(folder, result.field, config, info, result.metrics)
+            write_mesh(folder / reconstruction_name(info), surface.vertices, surface.faces)
+            _write_run_files(result, folder, job, config)
     checkpoint.unlink(missing_ok=True)  # the field is written: nothing is left to resume
     return result
 
