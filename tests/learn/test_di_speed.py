@@ -18,7 +18,7 @@ def path(request, monkeypatch):
     with every sum of a plan that knows its points block by block (blocks of 8 points, whatever their fill)."""
     dense = request.param != "sparse"
     monkeypatch.setattr(_aggregate, "DENSE_FILL", 0.0 if dense else 2.0)
-    monkeypatch.setattr(_neighbors, "ALL_PAIRS", 10 ** 9 if dense else 0)
+    monkeypatch.setattr(_neighbors, "ALL_PAIRS", {"cpu": 10 ** 9 if dense else 0})
     blocks = request.param == "blocks"
     monkeypatch.setattr(_aggregate, "BLOCKS", blocks)
     if blocks:
