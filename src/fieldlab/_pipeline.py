@@ -116,9 +116,10 @@ class Forked:
         try:
             while pending:
                 pid, task = pending[0]
-                if pid is None or not _joined(pid, time.monotonic() + FORK_TIMEOUT):
+                done = pid is not None and _joined(pid, time.monotonic() + FORK_TIMEOUT)
+                pending.pop(0)  # reaped: its pid may be another process's now, and is never signalled again
+                if not done:
                     task()
-                pending.pop(0)
         finally:
             for pid, _ in pending:  # left by an error: none may outlive the command
                 _kill(pid)
