@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from fieldlab import _deadline, _json, plots
-from fieldlab._pipeline import Forked
 from fieldlab._errors import UserError
+from fieldlab._pipeline import Forked
 from fieldlab._validate import LIMITS, bounded_int, check_memory
 from fieldlab.fields import FieldConfig, coerce_option, get_config_class
 from fieldlab.fit.config import FitConfig, points_per_step
@@ -251,8 +251,9 @@ def _run_mesh_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensor
         config = result.config
         info = mesh.info(occupancy.resolution)
         surface = result.reconstruction
+        title = f"{len(surface.faces):,} faces of {reconstruction_name(info)}"
         pictures = [lambda: plots.write_mesh_preview(surface.vertices, surface.faces, folder / "preview.png",
-                                                     title=f"{len(surface.faces):,} faces of {reconstruction_name(info)}"),
+                                                     title=title),
                     lambda: plots.write_training_plot(folder / "log.jsonl", folder / "training.png")]
         with Forked(pictures, parallel=plots.ready("preview.png")):
             write_field(folder, result.field, config, info, result.metrics)
