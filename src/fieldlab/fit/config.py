@@ -55,8 +55,8 @@ class FitConfig:
     kernel: Literal["auto", "fused", "reference"] = "auto"
     """auto: the fused Triton kernel on CUDA for SIREN, Gaussian and Fourier-feature MLPs up to 64 wide on
     large signals (`AUTO_MIN_POINTS` points per step), the reference path (autograd and fieldlab's Adam)
-    elsewhere; fused or reference force one (MINER's sine blocks: auto takes the kernel at every precision MINER
-    runs, `fit.miner.AUTO_PRECISIONS`)."""
+    elsewhere; fused or reference force one (MINER's sine blocks: auto takes the kernel at every precision,
+    `fit.miner`)."""
     log_every: int = 10
     """Write a log line (and refresh the progress bar) every this many steps."""
     eval_chunk: int = 2**18

@@ -22,7 +22,13 @@ Kernel (--kernel fused or auto): on CUDA, sine blocks are stepped by the
 fused Triton kernel (`ScaleTrainer(kernel=...)`: one launch does every block's forward, backward and Adam at
 the step's positions, reading the targets where they lie); Gaussian blocks (learned widths), the CPU and
 `--kernel reference` take autograd over chunks of blocks. Both paths keep the same state, so a checkpoint of one
-resumes on the other.
+resumes on the other. `auto` takes the kernel at every precision: measured on an H100 against the reference
+path, the same steps and draws (BENCHMARKS.md, "MINER's blocks on the fused kernel", "MINER at fp32 and tf32
+on the kernel" and "MINER at fp32 on the kernel, compiled beforehand"), at bf16 the whole pyramid fits 4.6×
+(DIV2K 0882) and 6.3× (its 4096² upscale) faster, within 0.07 dB, and the bunny's occupancy at 512³ 4.9× (IoU
+within 0.001); at tf32 5.35× and 4.3-4.5×, at fp32 (three TF32 products a product, two warps a block) 2.77×
+and 2.08×, each within 0.02 dB. Triton compiles the kernel once per machine and keeps it on disk; that first
+fit is slower than autograd (DIV2K at fp32: 12.3 s against 3.6 s).
 
 A block of every scale but the finest renders only its own samples but trains on a band of `--margin`
 samples of its neighbours' residual beyond each side too (Local-Global's training margin, `--overlap`), so
@@ -75,15 +81,6 @@ DEFAULT_POSITIONS = 256
 --sample-fraction says otherwise; a --batch-size of at least the block's samples trains on whole blocks."""
 STEP_SHARES_FINEST = 3
 """The finest scale gets this many shares of --steps, every other scale one (MINER_pl: 50/50/50/200 epochs)."""
-AUTO_PRECISIONS = ("bf16", "tf32", "fp32")
-"""Precisions at which `--kernel auto` steps sine blocks with the fused kernel on CUDA: all that MINER runs.
-Measured on an H100 against the reference path, the same steps and draws (BENCHMARKS.md, "MINER's blocks on
-the fused kernel", "MINER at fp32 and tf32 on the kernel" and "MINER at fp32 on the kernel, compiled
-beforehand"): at bf16 the whole pyramid fits 4.6× (DIV2K 0882) and 6.3× (its 4096² upscale) faster, within
-0.07 dB, and the bunny's occupancy at 512³ 4.9× (IoU within 0.001); at tf32 5.35× and 4.3-4.5×, at fp32
-(three TF32 products a product, two warps a block) 2.77× and 2.08×, each within 0.02 dB. Triton compiles the
-kernel once per machine and keeps it on disk; that first fit is slower than autograd (DIV2K at fp32: 12.3 s
-against 3.6 s)."""
 MARGIN_FRACTION = 16
 """A block's default training margin is its side over this (Local-Global's `OVERLAP_FRACTION`)."""
 
@@ -576,9 +573,7 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
     J = config.scales
     model = config.adapt(shape).replace(blocks=(0,) * J).build().to(device)
     net, size, d = model.net, model.block_size, len(shape)
-    untimed = fit_config.kernel == "auto" and fit_config.precision not in AUTO_PRECISIONS
-    choice = "reference" if untimed else fit_config.kernel
-    kernel = choose_spec(net.fused_spec(), device, choice, fit_config.precision, what="these miner blocks")
+    kernel = choose_spec(net.fused_spec(), device, fit_config.kernel, fit_config.precision, what="these miner blocks")
     samples = size**d
     margin = train.resolved_margin(size)
     if margin > size:
