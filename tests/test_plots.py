@@ -75,6 +75,19 @@ def test_without_matplotlib_no_picture_is_written_and_one_note_says_so(cli, tmp_
     assert (tmp_path / "f" / "reconstruction.png").is_file()
 
 
+def test_without_matplotlib_a_volume_fit_names_the_picture_it_would_draw(cli, tmp_path, no_matplotlib, one_thread):
+    """A volume has no error map: the one note names training.png, not error.png."""
+    import numpy as np
+
+    np.save(tmp_path / "cube.npy", np.random.default_rng(0).random((8, 8, 8)).astype(np.float32))
+    status, _, err = cli(["fit", tmp_path / "cube.npy", *FIT, "--out", tmp_path / "f"])
+    assert status == 0, err
+    notes = [line for line in err.splitlines() if "install matplotlib" in line]
+    assert notes == ["fieldlab: no training.png: install matplotlib (pip install 'fieldlab[all]') for fieldlab's "
+                     "pictures"]
+    assert not (tmp_path / "f" / "training.png").exists() and (tmp_path / "f" / "field.safetensors").is_file()
+
+
 def test_miner_blocks_png_stays_a_bare_picture_without_matplotlib(cli, tmp_path, no_matplotlib, one_thread):
     status, _, err = cli(["fit", "sample:camera", "--max-size", 32, "--field", "miner", "--scales", 2,
                           "--block-size", 8, "--hidden-dim", 10, "--steps", 10, "--device", "cpu", "--quiet",

@@ -24,6 +24,8 @@ import torch
 
 log = logging.getLogger("fieldlab")
 
+ERROR_MAP_KINDS = ("image", "audio")
+"""The signal kinds that get an error.png (`write_error_map`)."""
 MAX_PREVIEW_FACES = 6000  # a preview's triangles: enough to read the shape, drawn in well under a second
 _noted: set[str] = set()
 
@@ -153,7 +155,7 @@ def write_error_map(original: torch.Tensor, reconstruction: torch.Tensor, kind: 
     """error.png for an image (h, w, c) or audio (n, c), both in the field range [-1, 1]: the absolute
     error as a fraction of the signal's range, or the spectrogram difference (`metrics`' PSNR and SNR in
     the title); False for other kinds."""
-    if kind not in ("image", "audio"):
+    if kind not in ERROR_MAP_KINDS:
         return False
     plt = pyplot("error.png")
     if plt is None:

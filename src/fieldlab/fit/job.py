@@ -201,7 +201,8 @@ def _run_fit_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensorb
                                                   folder / "error.png", metrics=result.metrics,
                                                   sample_rate=signal.info.extra.get("sample_rate")),
                     lambda: plots.write_training_plot(folder / "log.jsonl", folder / "training.png")]
-        with Forked(pictures, parallel=plots.ready("error.png")):  # drawn beside the writes, given the cores
+        first = "error.png" if signal.info.kind in plots.ERROR_MAP_KINDS else "training.png"
+        with Forked(pictures, parallel=plots.ready(first)):  # drawn beside the writes, given the cores
             write_field(folder, result.field, config, signal.info, result.metrics)
             raw = signal.info.normalization.decode(result.prediction)
             write_reconstruction(folder, raw, signal.info)
