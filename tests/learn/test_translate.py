@@ -134,3 +134,25 @@ def test_a_translated_conv_on_qmc_points_reads_the_field_its_taps_fall_on():
         error = {q: float((translate(nn.Sequential(conv), (32, 32), quadrature=q)(x).values - reference).norm()
                           / reference.norm()) for q in ("tap", "plain")}
     assert error["tap"] < 0.1 and error["plain"] > 0.25  # 3% and 35%: the plain sum over one pixel's tent
+
+
+def test_a_translated_conv_takes_its_corrected_tents_once_per_point_set():
+    """No parameter enters a TapConv's basis: one neighbourhood computes it once, and a set of other points
+    gets its own."""
+    from fieldlab.learn.layers import neighbourhood
+    from fieldlab.learn.translate import TapConv
+
+    torch.manual_seed(0)
+    net = translate(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1)), (16, 16), quadrature="tap")
+    conv = next(m for m in net.modules() if isinstance(m, TapConv))
+    outputs = []
+    for seed in (1, 2):
+        pts = P.qmc(256, 2, scramble=True, seed=seed)
+        x = Discretized(_smooth(pts.coords), pts)
+        first, second = net(x).values, net(x).values
+        found = neighbourhood(pts, pts, conv.support)
+        memo = conv._basis(found, pts)
+        assert memo is conv._basis(found, pts) and torch.equal(memo, conv._corrected(found, pts))
+        assert torch.equal(first, second)
+        outputs.append(first)
+    assert not torch.allclose(outputs[0], outputs[1])

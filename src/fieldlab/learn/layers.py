@@ -154,7 +154,8 @@ class TapKernel(nn.Module):
         self.register_buffer("taps", taps)
         self.register_buffer("pitch", torch.tensor(pitch, dtype=torch.float32))
         self.num_basis = taps.shape[0]
-        self._key = ("taps", tuple(rows), tuple(float(s) for s in pitch))
+        self.key = ("taps", tuple(rows), tuple(float(s) for s in pitch))
+        """What identifies the tents (`Neighbourhood.once`): equal keys, equal bases on one neighbourhood."""
 
     def forward(self, delta: torch.Tensor) -> torch.Tensor:
         u = delta / self.pitch  # (p, d)
@@ -163,7 +164,7 @@ class TapKernel(nn.Module):
     def weighted(self, found: Neighbourhood) -> torch.Tensor:
         """(p, h) tents of every pair of `found` times its source's quadrature weight: no parameter enters
         them, so they are taken once per neighbourhood."""
-        return found.once(self._key, lambda: self(found.delta) * found.weights[:, None])
+        return found.once(self.key, lambda: self(found.delta) * found.weights[:, None])
 
     @staticmethod
     def support(offsets, pitch) -> Support:

@@ -207,7 +207,11 @@ class TapConv(DIConv):
 
     def _basis(self, found, queries: PointSet) -> torch.Tensor:
         """DIConv's basis with each tap's sum divided by the quadrature of its tent (the rest of the layer,
-        its cached neighbourhood and fast sums included, is DIConv's)."""
+        its cached neighbourhood and fast sums included, is DIConv's). No parameter enters it, so it is taken
+        once per neighbourhood, as the tents are (`Neighbourhood.once`)."""
+        return found.once(("tap-conv", self.kernel.key, self.cell), lambda: self._corrected(found, queries))
+
+    def _corrected(self, found, queries: PointSet) -> torch.Tensor:
         basis = super()._basis(found, queries)  # (p, h)
         mass = basis.new_zeros(len(queries), basis.shape[1]).index_add_(0, found.qi, basis)
         return basis * self._tap_scale(queries.coords, mass)[found.qi]
