@@ -126,9 +126,25 @@ def test_the_seconds_axis_runs_on_past_the_first_and_last_logged_steps():
 
 
 def test_preload_imports_pyplot_on_a_thread():
+    """...and closes the figure it warms up with."""
     code = ("import sys, threading\nfrom fieldlab import plots\nassert 'matplotlib.pyplot' not in sys.modules\n"
             "plots.preload()\n[t.join() for t in threading.enumerate() if t.name == 'fieldlab-plots-preload']\n"
-            "assert 'matplotlib.pyplot' in sys.modules\nimport matplotlib\nprint(matplotlib.get_backend())")
+            "assert 'matplotlib.pyplot' in sys.modules\nimport matplotlib, matplotlib.pyplot as plt\n"
+            "assert plt.get_fignums() == []\nprint(matplotlib.get_backend())")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().lower() == "agg"
+
+
+def test_the_warm_up_figure_draws_without_a_warning_and_closes():
+    """`_warm`, what preload draws after its import on a thread that keeps quiet about failures: drawn here, a
+    warning is an error."""
+    import warnings
+
+    pytest.importorskip("matplotlib")
+    plt = plots.pyplot("test")
+    before = plt.get_fignums()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots._warm(plt)
+    assert plt.get_fignums() == before
