@@ -53,12 +53,11 @@ def ready(what: str) -> bool:
 
 
 def preload() -> None:
-    """Import matplotlib's pyplot on a daemon thread, for pictures drawn later in the command, and draw one
-    tiny figure with a colour bar and a title to memory (`_warm`): while a GPU fits, the interpreter mostly
-    waits on the device, so the import (0.3-0.6 s) and the first drawing's one-time work (fonts, colour map,
-    the PNG writer: 0.1-0.15 s on a CPU) are off the command's path, and a child forked to draw
-    (`_pipeline.Forked`) inherits them. Not on a CPU, where it would compete with the fitting for the
-    cores. A missing matplotlib is left for `pyplot` to say."""
+    """Import matplotlib's pyplot on a daemon thread, for pictures drawn later in the command: while a GPU
+    fits, the interpreter mostly waits on the device, and the import (0.3-0.6 s) is off the command's path.
+    Not on a CPU, where it would compete with the fitting for the cores. A missing matplotlib is left for
+    `pyplot` to say. Only the import: a warm-up drawing here (fonts, mathtext; 0.3 s of the interpreter) took
+    0.08 s off the forked pictures but added 0.2 s to a hash grid's steps on an H200 (BENCHMARKS.md)."""
     import threading
 
     def load() -> None:
@@ -66,28 +65,11 @@ def preload() -> None:
             import matplotlib
 
             matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            _warm(plt)
+            import matplotlib.pyplot  # noqa: F401
         except Exception:  # noqa: BLE001 -- `pyplot` imports it again where it is needed and says why not
             pass
 
     threading.Thread(target=load, name="fieldlab-plots-preload", daemon=True).start()
-
-
-def _warm(plt) -> None:
-    """Draw a tiny figure with the parts fieldlab's pictures use (a log axis, an image, a colour bar, a title,
-    a tight layout) to a PNG in memory: the first drawing of a process loads fonts and builds caches."""
-    import io
-
-    fig, (curve, image) = plt.subplots(1, 2, figsize=(3, 2))
-    curve.plot([0, 1], [1, 0.001])
-    curve.set_yscale("log")  # its tick labels are mathtext (10⁻³), whose parser is built on first use
-    fig.colorbar(image.imshow(np.zeros((2, 2)), cmap="magma"), ax=image, label="0")
-    image.set_title("0", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(io.BytesIO(), format="png", dpi=20, pil_kwargs=PNG)
-    plt.close(fig)
 
 
 PNG = {"compress_level": 1}
