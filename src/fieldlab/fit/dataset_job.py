@@ -7,6 +7,7 @@ each rank fits every world_size-th pending chunk and writes it itself (ranks nev
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -23,7 +24,7 @@ from fieldlab._pipeline import WriteBehind, read_ahead
 from fieldlab._progress import in_pieces, phase
 from fieldlab.fields import FieldConfig, Latent, get_config_class
 from fieldlab.fit.batched import BatchedFitConfig
-from fieldlab.fit.loop import resolve_device
+from fieldlab.fit.loop import resolve_device, warm_device
 from fieldlab.fit.job import checkpoint_path
 from fieldlab.fit.meta import PrepareCheckpoint, make_dataset_fitter
 from fieldlab.signals import grid_coords
@@ -154,6 +155,8 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
     config = resolve_dataset_config(job.field, dict(job.field_options), source)
     dist.init(job.fit.device)
     fit = dataclasses.replace(job.fit, device=dist.device_for(job.fit.device))
+    with contextlib.suppress(UserError):  # a device that is not there: describe() refuses it below, in its words
+        warm_device(resolve_device(fit.device))  # this rank's context, made while the kernel is checked
     fitter = make_dataset_fitter(config, fit, job.meta_options)
     fitter.kind = source.kind  # chooses the measure its fields stop by (fit.batched.stop_measure)
     steps_by = fitter.describe()  # also refuses a --kernel that cannot run here, before the store is made

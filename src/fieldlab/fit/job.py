@@ -17,7 +17,7 @@ from fieldlab.fields import FieldConfig, coerce_option, get_config_class
 from fieldlab.fit.config import FitConfig, points_per_step
 from fieldlab.fit.device_defaults import device_defaults, time_limit
 from fieldlab.fit.own_engines import engine_options
-from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device
+from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device, warm_device
 from fieldlab.signals import (get_modality, kind_is_known, kind_of, load_signal, parse_span,
                               reconstruction_name, write_reconstruction)
 from fieldlab.store import FieldDirWriter, check_out_dir, write_field
@@ -141,7 +141,9 @@ def run_fit_job(job: FitJob, out: Path, *, force: bool = False, progress: bool =
     of the standard loop keeps a checkpoint beside `out` while it runs; `resume` continues from it.
     `--max-seconds` bounds all of it: the fit stops early enough to leave time for the rest."""
     # The time limit is the device's unless given, and config.json and the command's deadline say which.
-    limit = time_limit(job.fit.max_seconds, resolve_device(job.fit.device), quiet=not progress)
+    device = resolve_device(job.fit.device)
+    warm_device(device)  # the context is made while the options are checked and the signal is read
+    limit = time_limit(job.fit.max_seconds, device, quiet=not progress)
     job = dataclasses.replace(job, fit=dataclasses.replace(job.fit, max_seconds=limit.seconds))
     with _deadline.limit(job.fit.max_seconds):
         return _run_fit_job(job, out, force=force, progress=progress, tensorboard=tensorboard, resume=resume,
