@@ -204,7 +204,8 @@ def train_one(options: dict, data: Split, evaluator, info, device, batch: int, n
         pick = torch.randint(len(data.rows), (batch,), generator=g).to(device)
         points = config.step_points(samplers, step).to(device)
         noise = config.noise * torch.randn(batch, len(points), info["channels"], generator=g)
-        x = make_input(cfg, evaluator, {k: v[pick] for k, v in data.params.items()}, points, noise=noise)
+        x = make_input(cfg, evaluator, {k: v[pick] for k, v in data.params.items()}, points,
+                       jitter=options.get("jitter", 0.0), noise=noise, generator=g)
         loss = torch.nn.functional.cross_entropy(net(x), data.labels[pick])
         for group in optimizer.param_groups:
             group["lr"] = Schedule(config.lr, steps, "cosine", final=0.0, warmup=config.warmup).lr(step)
