@@ -49,6 +49,7 @@ def export(store_path: str, data: Path) -> None:
     rows = np.concatenate([train_rows, test_rows])
     tensors = {f"params/{k}": v.contiguous() for k, v in store.read(rows).items()}
     tensors["labels"] = torch.from_numpy(store.column("labels")[rows]).long()
+    tensors.update({f"shared/{k}": v.contiguous() for k, v in store.shared().items()})  # functa's network
     data.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(data / "fields.safetensors"))
     (data / "fields.json").write_text(json.dumps({
@@ -69,7 +70,8 @@ def load(data: Path, device):
     train = Split(np.arange(cut), {k: v[:cut] for k, v in params.items()}, labels[:cut])
     test = Split(np.arange(cut, len(labels)), {k: v[cut:] for k, v in params.items()}, labels[cut:])
     config = get_config_class(info["field"]).from_dict(info["config"])
-    return info, FieldEvaluator(config), train, test
+    shared = {k[len("shared/"):]: v for k, v in tensors.items() if k.startswith("shared/")}
+    return info, FieldEvaluator(config, shared), train, test
 
 
 def build(name: str, info, num_points: int, device):
