@@ -128,8 +128,9 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
                 # w / n: the first layer of 2-D coordinates as a 16-column tile / one product per coordinate
                 # (else as NARROW_DIMS says), sN: N pipeline
                 # stages, mN: at most N registers per thread, cN: recompute N layers' z, b: the biases'
-                # gradients as products of ones on the tensor cores, f: the first layer as a TF32×3 tile
-                match = re.fullmatch(r"(\d+)x(\d+)([rk]?)(e?)([wn]?)(?:s(\d+))?(?:m(\d+))?(?:c(\d))?(b?)(f?)", shape)
+                # gradients as products of ones on the tensor cores, p: as partial sums in the lanes (one
+                # warp), neither: sums across the lanes; f: the first layer as a TF32×3 tile
+                match = re.fullmatch(r"(\d+)x(\d+)([rk]?)(e?)([wn]?)(?:s(\d+))?(?:m(\d+))?(?:c(\d))?([bp]?)(f?)", shape)
                 if not match:
                     raise SystemExit(f"--tune-grid: cannot read {shape!r}")
                 block, warps = int(match[1]), int(match[2])
@@ -140,7 +141,7 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
                 try:
                     stack = FusedStack(fused_spec(config), params, precision=precision, block=block, warps=warps,
                                        reload=reload, stages=stages, max_registers=registers,
-                                       recompute=int(match[8] or 0), sums=int(bool(match[9])),
+                                       recompute=int(match[8] or 0), sums={"b": 1, "p": 2}.get(match[9], 0),
                                        first=int(bool(match[10])))
                     stack.step(coords, values, rows, 1e-3)
                     sync()
@@ -152,7 +153,7 @@ def tune(sizes: list[str], values: torch.Tensor, coords: torch.Tensor, grid: str
                     print(json.dumps({"tune": size, "precision": precision, "block": block, "warps": warps,
                                       "reload": stack.reload, "exact_trig": bool(match[4]), "stages": stages,
                                       "max_registers": registers, "recompute": int(match[8] or 0),
-                                      "sums": int(bool(match[9])), "first": int(bool(match[10])),
+                                      "sums": {"b": 1, "p": 2}.get(match[9], 0), "first": int(bool(match[10])),
                                       "first_layer": "narrow" if fused_module.NARROW_DIMS else "tile",
                                       "fields_per_s_at_500_steps": round(rate, 1)}), flush=True)
                 except Exception as error:

@@ -272,12 +272,13 @@ def test_the_narrow_first_layer_gives_the_tiles_gradients_and_values(name, optio
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_bias_sums_and_the_first_layer_tile_give_the_same_gradients(name, options, precision):
     """`sums`: the biases' gradients as products of ones with the chunk's gradients (tensor cores) instead of
-    reductions across lanes; `first`: the first layer as a TF32×3 tile with the bias as a row of the weight
-    and a column of ones beside the coordinates. Same gradients as the default kernel, up to rounding: at
-    bf16 the ones' product rounds its operand to bf16 as the weight gradient's product does."""
+    reductions across lanes (1), or as partial sums within the lanes reduced once (2, the first layer's too);
+    `first`: the first layer as a TF32×3 tile with the bias as a row of the weight and a column of ones
+    beside the coordinates. Same gradients as the lane sums, up to rounding: at bf16 the ones' product rounds
+    its operand to bf16 as the weight gradient's product does; partial sums add in fp32 in another order."""
     spec, params, coords, values, rows = _three_fields(name, options, seed=3)
     results = {}
-    for sums, first in ((0, 0), (1, 0), (0, 1), (1, 1)):
+    for sums, first in ((0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (2, 1)):
         packed = fused.FusedStack(spec, params, block=16, precision=precision, sums=sums, first=first)
         assert (packed._constants["SUMS"], packed._constants["FIRST"]) == (sums, first)
         results[sums, first] = packed.gradients(coords, values, rows)
@@ -285,13 +286,29 @@ def test_bias_sums_and_the_first_layer_tile_give_the_same_gradients(name, option
     scale = grad.abs().max()
     for (sums, first), (other_loss, other_grad) in results.items():
         torch.testing.assert_close(other_loss, loss, atol=0, rtol=1e-6)
-        bound = 2e-3 if sums and precision == "bf16" else 1e-6  # bf16: the bias gradients' operand rounded
+        bound = 2e-3 if sums == 1 and precision == "bf16" else 1e-6  # bf16: the bias gradients' operand rounded
         assert (other_grad - grad).abs().max() <= bound * scale, (sums, first)
     if precision == "bf16":  # the ones' product is there: it changed the bias gradients by bf16's rounding
         assert (results[1, 0][1] - grad).abs().max() > 0
 
 
-def test_siren_3x64_at_bf16_takes_the_bias_sums_and_the_first_layer_tile_by_default():
+def test_a_one_warp_block_keeps_partial_sums_and_the_split_kernel_lane_sums(monkeypatch):
+    """`ONE_WARP_SUMS`: SIREN 2×32 takes one warp at every precision but fp32's three layers, and so partial
+    sums; the split kernel's two warps would sum across warps every chunk, so it keeps the lanes' sums."""
+    monkeypatch.setattr(fused, "interpreted", lambda: False)  # the blocks a GPU gets
+    config = make_config("siren", in_dim=2, out_dim=3, hidden_dim=32, num_layers=2)
+    for precision in ("bf16", "tf32", "fp32"):
+        constants, split = fused.launch_constants(fused.fused_spec(config), precision)
+        assert (constants["num_warps"], constants["SUMS"]) == (1, fused.ONE_WARP_SUMS) == (1, 2)
+        assert (split["num_warps"], split["SUMS"]) == (2, 0)
+    two_warps, _ = fused.launch_constants(fused.fused_spec(config), "bf16", warps=2)
+    assert two_warps["SUMS"] == 0
+    asked, _ = fused.launch_constants(fused.fused_spec(config), "bf16", sums=0)
+    assert asked["SUMS"] == 0
+
+
+def test_siren_3x64_at_bf16_takes_the_bias_sums_and_the_first_layer_tile_by_default(monkeypatch):
+    monkeypatch.setattr(fused, "interpreted", lambda: False)  # the blocks a GPU gets (4 warps: no partial sums)
     config = make_config("siren", in_dim=2, out_dim=3, hidden_dim=64, num_layers=3)
     constants, _ = fused.launch_constants(fused.fused_spec(config), "bf16")
     assert (constants["SUMS"], constants["FIRST"], constants["DP"]) == (1, 1, 16)

@@ -113,35 +113,53 @@ def _mm_tn(a, b, MM: tl.constexpr):
         return _mm(tl.trans(a), b, MM)
 
 
+PARTS = tl.constexpr(8)
+"""Rows of the partial sums of `SUMS` 2: a one-warp tile's accumulator rows r hold 4 rows r + 8i per lane."""
+
+
 @triton.jit
 def _sums_zero(OUTP: tl.constexpr, SUMS: tl.constexpr):
-    """An accumulator of a bias's gradient over the chunks: (OUTP,) (SUMS 0), or (16, OUTP) (SUMS 1), the
-    sums of every row of a product of ones (16, BN) with the chunk's gradients."""
+    """An accumulator of a bias's gradient over the chunks: (OUTP,) (SUMS 0); (16, OUTP) (SUMS 1), the sums of
+    every row of a product of ones (16, BN) with the chunk's gradients; (PARTS, OUTP) (SUMS 2), partial sums."""
     if SUMS == 0:
         return tl.zeros((OUTP,), dtype=tl.float32)
-    else:
+    elif SUMS == 1:
         return tl.zeros((16, OUTP), dtype=tl.float32)
+    else:
+        return tl.zeros((PARTS, OUTP), dtype=tl.float32)
 
 
 @triton.jit
 def _sums_add(acc, dz, MM: tl.constexpr, SUMS: tl.constexpr):
-    """acc + Σ over the rows (points) of dz (BN, OUTP): a reduction across the warp's lanes (SUMS 0), or a
-    product of ones with dz on the tensor cores at matrix precision MM (SUMS 1), whose operand dz shares its
-    rounding and layout with the weight gradient's product (no shuffles)."""
+    """acc + Σ over the rows (points) of dz (BN, OUTP): a reduction across the warp's lanes (SUMS 0); a product
+    of ones with dz on the tensor cores at matrix precision MM (SUMS 1), whose operand dz shares its rounding
+    and layout with the weight gradient's product (no shuffles); or, for one warp (SUMS 2), the sums of rows
+    r ≡ k (mod PARTS), which the tensor cores' output layout keeps in one lane each: adds within the lanes,
+    and the reduction across them once, at the end (`_sums_value`), in fp32 like SUMS 0."""
     if SUMS == 0:
         return acc + tl.sum(dz, axis=0)
-    else:
+    elif SUMS == 1:
         return acc + _mm(tl.full((16, dz.shape[0]), 1.0, tl.float32), dz, MM)
+    else:
+        return acc + tl.sum(tl.reshape(dz, (dz.shape[0] // PARTS, PARTS, dz.shape[1])), axis=0)
 
 
 @triton.jit
 def _sums_value(acc, SUMS: tl.constexpr):
-    """The (OUTP,) sums of an accumulator of `_sums_zero` (its rows are equal: the first one, exactly)."""
+    """The (OUTP,) sums of an accumulator of `_sums_zero` (SUMS 1: its rows are equal, the first one exactly)."""
     if SUMS == 0:
         return acc
-    else:
+    elif SUMS == 1:
         r = tl.arange(0, 16)
         return tl.sum(tl.where(r[:, None] == 0, acc, 0.0), axis=0)
+    else:
+        return tl.sum(acc, axis=0)
+
+
+@triton.jit
+def _column(x, K: tl.constexpr, DP: tl.constexpr):
+    """Column K (BN,) of the coordinates x (BN, DP), picked by a masked sum (2-D tensors only, see `_mm_coords`)."""
+    return tl.sum(tl.where(tl.arange(0, DP)[None, :] == K, x, 0.0), axis=1)
 
 
 @triton.jit
@@ -153,8 +171,7 @@ def _mm_coords(x, w, DP: tl.constexpr):
         d = tl.arange(0, DP)
         z = tl.zeros((x.shape[0], w.shape[1]), dtype=tl.float32)
         for k in tl.static_range(DP):
-            column = tl.sum(tl.where(d[None, :] == k, x, 0.0), axis=1)
-            z += column[:, None] * tl.sum(tl.where(d[:, None] == k, w, 0.0), axis=0)[None, :]
+            z += _column(x, k, DP)[:, None] * tl.sum(tl.where(d[:, None] == k, w, 0.0), axis=0)[None, :]
         return z
     else:
         return _mm(x, w, 0)
@@ -168,7 +185,7 @@ def _coords_grad(x, dz, DP: tl.constexpr):
         d = tl.arange(0, DP)
         g = tl.zeros((DP, dz.shape[1]), dtype=tl.float32)
         for k in tl.static_range(DP):
-            gk = tl.sum(tl.sum(tl.where(d[None, :] == k, x, 0.0), axis=1)[:, None] * dz, axis=0)
+            gk = tl.sum(_column(x, k, DP)[:, None] * dz, axis=0)
             g += tl.where(d[:, None] == k, gk[None, :], 0.0)
         return g
     else:
@@ -354,8 +371,9 @@ def fused_mlp_step(
     pre-activations are computed again in the backward pass instead of held through the chunk — fewer live
     registers for a little more arithmetic (the first layer's product is a few columns deep). SUMS 1: the
     hidden and head biases' gradients are products of ones with the chunk's gradients on the tensor cores
-    instead of sums across the lanes (`_sums_add`). FIRST 1: the first layer as a TF32×3 tile (above); only
-    for fields without an encoding (`launch_constants` gives others 0)."""
+    instead of sums across the lanes; SUMS 2 (one warp): every bias's gradient, the first's too, as partial
+    sums within the lanes, reduced across them once (`_sums_add`). FIRST 1: the first layer as a TF32×3
+    tile (above); only for fields without an encoding (`launch_constants` gives others 0)."""
     pid_f = tl.program_id(0)
     part = tl.program_id(1)
     P: tl.constexpr = IN0 * H + H + (NH - 1) * (H * H + H) + H * C + C
@@ -382,7 +400,11 @@ def fused_mlp_step(
     b0 = _bias(_load_b(PRM + base + IN0 * H, H, HP), W_FIRST, ACT)
     bh = _load_b(PRM + base + o_wh + H * C, C, CP)
     g_w0 = tl.zeros((DP, HP), dtype=tl.float32)
-    g_b0 = tl.zeros((HP,), dtype=tl.float32)
+    S0: tl.constexpr = SUMS & 2  # the first layer's bias in fp32: lanes (0) or partial sums (2), never ones
+    g_b0 = _sums_zero(HP, S0)
+    PAIR: tl.constexpr = FIRST == 0 and ENC == 0 and DP == 2 and S0 == 2  # `_coords_grad` as two partial sums
+    g_wx = _sums_zero(HP, S0)  # with PAIR, Σ x₀·dz and Σ x₁·dz so far (else unused)
+    g_wy = _sums_zero(HP, S0)
     g_wh = tl.zeros((HP, CP), dtype=tl.float32)
     g_bh = _sums_zero(CP, SUMS)
     if not RELOAD:
@@ -482,12 +504,16 @@ def fused_mlp_step(
         if FIRST == 1:
             g_w0 += _mm(tl.trans(x), dz, 4)  # and the bias's gradient, row D
         elif DI > 0:
-            g_w0 += _coords_grad(x, dz, DP)
+            if PAIR:
+                g_wx = _sums_add(g_wx, _column(x, 0, DP)[:, None] * dz, 0, S0)
+                g_wy = _sums_add(g_wy, _column(x, 1, DP)[:, None] * dz, 0, S0)
+            else:
+                g_w0 += _coords_grad(x, dz, DP)
         if ENC != 0:
             g_w0c += _mm(tl.trans(gc), dz, 0)
             g_w0s += _mm(tl.trans(gs), dz, 0)
         if FIRST == 0:
-            g_b0 += tl.sum(dz, axis=0)
+            g_b0 = _sums_add(g_b0, dz, 0, S0)
 
     # The field's gradients: added into G (SPLIT: other programs hold the rest of its points), or Adam now.
     if SPLIT:
@@ -501,13 +527,16 @@ def fused_mlp_step(
     if FIRST == 1:
         _apply_w(P0, M0, V0, G0, g_w0, D + 1, H, DP, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
     elif DI > 0:
+        if PAIR:
+            g_w0 = tl.where(tl.arange(0, DP)[:, None] == 0, _sums_value(g_wx, S0)[None, :],
+                            _sums_value(g_wy, S0)[None, :])
         _apply_w(P0, M0, V0, G0, g_w0, D, H, DP, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
     if ENC != 0:
         _apply_w(P0 + o_c, M0 + o_c, V0 + o_c, G0 + o_c, g_w0c, F, H, FP, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
         _apply_w(P0 + o_s, M0 + o_s, V0 + o_s, G0 + o_s, g_w0s, F, H, FP, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
     ob: tl.constexpr = IN0 * H
     if FIRST == 0:
-        _apply_b(P0 + ob, M0 + ob, V0 + ob, G0 + ob, g_b0, H, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
+        _apply_b(P0 + ob, M0 + ob, V0 + ob, G0 + ob, _sums_value(g_b0, S0), H, HP, lr, bc1, bc2s, B1, B2, EPS, SPLIT)
     if NH >= 2:
         _apply_layer(P0 + o_w1, M0 + o_w1, V0 + o_w1, G0 + o_w1, g_w1, _sums_value(g_b1, SUMS), H, H, HP, HP,
                      lr, bc1, bc2s, B1, B2, EPS, SPLIT)
