@@ -371,8 +371,9 @@ def fused_mlp_step(
     pre-activations are computed again in the backward pass instead of held through the chunk — fewer live
     registers for a little more arithmetic (the first layer's product is a few columns deep). SUMS 1: the
     hidden and head biases' gradients are products of ones with the chunk's gradients on the tensor cores
-    instead of sums across the lanes; SUMS 2 (one warp): every bias's gradient, the first's too, as partial
-    sums within the lanes, reduced across them once (`_sums_add`). FIRST 1: the first layer as a TF32×3
+    instead of sums across the lanes; SUMS 2 (one warp): every bias's gradient, the first's too, a narrow
+    2-D first layer's weight gradient and the loss as partial sums within the lanes, reduced across them once
+    (`_sums_add`). FIRST 1: the first layer as a TF32×3
     tile (above); only for fields without an encoding (`launch_constants` gives others 0)."""
     pid_f = tl.program_id(0)
     part = tl.program_id(1)
@@ -400,7 +401,7 @@ def fused_mlp_step(
     b0 = _bias(_load_b(PRM + base + IN0 * H, H, HP), W_FIRST, ACT)
     bh = _load_b(PRM + base + o_wh + H * C, C, CP)
     g_w0 = tl.zeros((DP, HP), dtype=tl.float32)
-    S0: tl.constexpr = SUMS & 2  # the first layer's bias in fp32: lanes (0) or partial sums (2), never ones
+    S0: tl.constexpr = SUMS & 2  # fp32 sums (first layer's bias, loss): lanes (0) or partials (2), never ones
     g_b0 = _sums_zero(HP, S0)
     PAIR: tl.constexpr = FIRST == 0 and ENC == 0 and DP == 2 and S0 == 2  # `_coords_grad` as two partial sums
     g_wx = _sums_zero(HP, S0)  # with PAIR, Σ x₀·dz and Σ x₁·dz so far (else unused)
@@ -427,7 +428,7 @@ def fused_mlp_step(
         b3 = _bias(_load_b(PRM + base + o_w3 + H * H, H, HP), W_HIDDEN, ACT)
         g_w3 = tl.zeros((HP, HP), dtype=tl.float32)
         g_b3 = _sums_zero(HP, SUMS)
-    loss = tl.zeros((BN,), dtype=tl.float32)
+    loss = _sums_zero(CP, S0)  # Σ over points of the squared errors, per value so far
 
     first = part * (CHUNKS * BN)
     for chunk in range(CHUNKS):
@@ -461,7 +462,7 @@ def fused_mlp_step(
         y = _mm(a, wh, MM) + bh[None, :]
         c = tl.arange(0, CP)
         err = tl.where(valid[:, None] & (c[None, :] < C), y - t, 0.0)
-        loss += tl.sum(err * err, axis=1)
+        loss = _sums_add(loss, err * err, 0, S0)
         # backward: each layer's gradient from the kept activations, accumulated over the chunks
         dy = 2.0 * loss_scale * err
         g_wh += _mm_tn(a, dy, MM)
@@ -517,9 +518,9 @@ def fused_mlp_step(
 
     # The field's gradients: added into G (SPLIT: other programs hold the rest of its points), or Adam now.
     if SPLIT:
-        tl.atomic_add(LOSS + pid_f, tl.sum(loss, axis=0))
+        tl.atomic_add(LOSS + pid_f, tl.sum(_sums_value(loss, S0), axis=0))
     else:
-        tl.store(LOSS + pid_f, tl.sum(loss, axis=0))
+        tl.store(LOSS + pid_f, tl.sum(_sums_value(loss, S0), axis=0))
     lr = tl.load(HYP)  # with SPLIT, HYP is any tensor and these go unused
     bc1 = tl.load(HYP + 1)
     bc2s = tl.load(HYP + 2)
