@@ -163,6 +163,15 @@ def _column(x, K: tl.constexpr, DP: tl.constexpr):
 
 
 @triton.jit
+def _loss_value(loss, S0: tl.constexpr):
+    """The step kernel's loss accumulator as a vector: per value (S0 2, from its partial sums) or per point."""
+    if S0 == 2:
+        return _sums_value(loss, S0)
+    else:
+        return loss
+
+
+@triton.jit
 def _mm_coords(x, w, DP: tl.constexpr):
     """x (BN, DP) @ w (DP, HP) in fp32, the coordinates' product of the first layer: below a tile's 16
     columns one outer product per coordinate (no padding of 2 coordinates to 16), else an IEEE tile."""
@@ -428,7 +437,10 @@ def fused_mlp_step(
         b3 = _bias(_load_b(PRM + base + o_w3 + H * H, H, HP), W_HIDDEN, ACT)
         g_w3 = tl.zeros((HP, HP), dtype=tl.float32)
         g_b3 = _sums_zero(HP, SUMS)
-    loss = _sums_zero(CP, S0)  # Σ over points of the squared errors, per value so far
+    if S0 == 2:  # Σ over points of the squared errors so far: per value, partial sums in the lanes
+        loss = _sums_zero(CP, S0)
+    else:  # per point (a sum over its values: within the warp, never across warps every chunk)
+        loss = tl.zeros((BN,), dtype=tl.float32)
 
     first = part * (CHUNKS * BN)
     for chunk in range(CHUNKS):
@@ -462,7 +474,10 @@ def fused_mlp_step(
         y = _mm(a, wh, MM) + bh[None, :]
         c = tl.arange(0, CP)
         err = tl.where(valid[:, None] & (c[None, :] < C), y - t, 0.0)
-        loss = _sums_add(loss, err * err, 0, S0)
+        if S0 == 2:
+            loss = _sums_add(loss, err * err, 0, S0)
+        else:
+            loss += tl.sum(err * err, axis=1)
         # backward: each layer's gradient from the kept activations, accumulated over the chunks
         dy = 2.0 * loss_scale * err
         g_wh += _mm_tn(a, dy, MM)
@@ -518,9 +533,9 @@ def fused_mlp_step(
 
     # The field's gradients: added into G (SPLIT: other programs hold the rest of its points), or Adam now.
     if SPLIT:
-        tl.atomic_add(LOSS + pid_f, tl.sum(_sums_value(loss, S0), axis=0))
+        tl.atomic_add(LOSS + pid_f, tl.sum(_loss_value(loss, S0), axis=0))
     else:
-        tl.store(LOSS + pid_f, tl.sum(_sums_value(loss, S0), axis=0))
+        tl.store(LOSS + pid_f, tl.sum(_loss_value(loss, S0), axis=0))
     lr = tl.load(HYP)  # with SPLIT, HYP is any tensor and these go unused
     bc1 = tl.load(HYP + 1)
     bc2s = tl.load(HYP + 2)
