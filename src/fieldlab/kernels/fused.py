@@ -331,10 +331,12 @@ def default_knobs(spec: FusedSpec, precision: str) -> tuple[int, int]:
 
 
 ONE_WARP_SUMS = 2
-"""`SUMS` where a block has one warp and `default_knobs` gives none: the biases' and a narrow first layer's
-gradients, and the loss, kept as partial sums within the lanes, reduced once a step instead of once a chunk
-(SIREN 2×32 bf16's chunk loop 1,531 → 1,297 instructions, 196 → 86 shuffles; tf32 1,367 → 1,158; compiled for
-sm_90)."""
+"""`SUMS` where a block has one warp at bf16 or tf32 and `default_knobs` gives none: the biases' and a narrow
+first layer's gradients, and the loss, kept as partial sums within the lanes, reduced once a step instead of
+once a chunk (SIREN 2×32 bf16's chunk loop 1,531 → 1,297 instructions, 196 → 86 shuffles; tf32 1,367 → 1,158;
+compiled for sm_90). On an H100 2×32 ran 17,196 and 19,990 fields/s against 17,328 and 17,660 with lane sums at
+bf16, 10,261 and 11,115 against 10,447 and 10,872 at tf32 (two rounds of one call: a gain within the spread but
+no loss). Not at fp32, untimed there, where 2×32's one warp spills more with it (784 B against 656)."""
 
 
 def launch_constants(spec: FusedSpec, precision: str, *, betas: tuple[float, float] = (0.9, 0.999),
@@ -349,14 +351,15 @@ def launch_constants(spec: FusedSpec, precision: str, *, betas: tuple[float, flo
     benchmarks/fit_dataset.py --tune). sums: 1 sums the hidden and head biases' gradients over a chunk's
     points as a product of ones with them on the tensor cores, 0 as a reduction across lanes (shuffles), 2
     (for one warp) every bias's and a narrow first layer's gradients as partial sums within the lanes,
-    reduced across them once a step; None: 2 where the block has one warp (`ONE_WARP_SUMS`), else
-    `default_knobs`.
+    reduced across them once a step; None: 2 where the block has one warp at bf16 or tf32 (`ONE_WARP_SUMS`),
+    else `default_knobs`.
     first: 1 takes the first layer of a field without an encoding as a TF32×3 tile of the coordinates and a
     column of ones (its bias as the weight's last row), 0 as `NARROW_DIMS` says. None: `default_knobs`."""
     default = default_block(spec, precision)
     knobs = default_knobs(spec, precision)
     if sums is None:
-        sums = ONE_WARP_SUMS if (warps or default[1]) == 1 and knobs[0] == 0 else knobs[0]
+        one_warp = (warps or default[1]) == 1 and precision != "fp32"
+        sums = ONE_WARP_SUMS if one_warp and knobs[0] == 0 else knobs[0]
     first = (knobs[1] if first is None else first) if spec.encoding == "none" and spec.in_dim < 16 else 0
     reload = _pow2(spec.hidden_dim) >= 64 if reload is None else reload
     constants = dict(_meta(spec, precision, block or default[0]), RELOAD=reload, RECOMPUTE=recompute,

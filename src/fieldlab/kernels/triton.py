@@ -46,7 +46,7 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 @triton.jit
 def _bias(b, w, ACT: tl.constexpr):
-    """A bias as `_pre` adds it: times the activation's scale w (sine, Gaussian), as it is for ReLU."""
+    """A bias as `_pre` adds it: times the activation's scale w (sine, Gaussian); unchanged for ReLU."""
     if ACT == 2:
         return b
     return w * b
@@ -114,7 +114,8 @@ def _mm_tn(a, b, MM: tl.constexpr):
 
 
 PARTS = tl.constexpr(8)
-"""Rows of the partial sums of `SUMS` 2: a one-warp tile's accumulator rows r hold 4 rows r + 8i per lane."""
+"""Rows of the partial sums of `SUMS` 2: the tensor cores' output layout gives each lane of a one-warp tile the
+rows j + 8i (i = 0, 1, …) of one j < 8, so the sums over i stay within the lane."""
 
 
 @triton.jit
