@@ -104,6 +104,28 @@ def test_image_folder_layout(tmp_path):
     assert Augmented(resized).values(range(len(resized))).shape == (6, 64, 3)
 
 
+def test_a_flat_folder_of_images_is_unlabelled_and_a_mixed_one_is_refused(tmp_path):
+    """Images lying flat in the folder are items labelled -1 (as clips, volumes and meshes are); hidden files
+    (macOS's ._ copies) are not items; images both beside and in class folders are one line."""
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(2)
+    (tmp_path / "photos").mkdir()
+    for i in range(3):
+        iio.imwrite(tmp_path / "photos" / f"{i}.png", rng.integers(0, 256, (6, 7, 3), dtype=np.uint8))
+    (tmp_path / "photos" / "._0.png").write_bytes(b"not an image")
+    source = open_source(str(tmp_path / "photos"))
+    assert source.labels.tolist() == [-1, -1, -1] and source.label_names == [] and source.shape == (6, 7)
+    assert Augmented(source).values(range(3)).shape == (3, 42, 3)
+    (tmp_path / "photos" / "cats").mkdir()
+    iio.imwrite(tmp_path / "photos" / "cats" / "a.png", rng.integers(0, 256, (6, 7, 3), dtype=np.uint8))
+    with pytest.raises(UserError, match="both beside its class folders"):
+        open_source(str(tmp_path / "photos"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="has no images"):
+        open_source(str(tmp_path / "empty"))
+
+
 def test_unknown_sources_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="sample:digits"):
         open_source("sample:cifar")

@@ -404,15 +404,24 @@ def _folder_source(root: Path, image_size: int | None) -> ImageSource:
 
     parts = _split_folders(root)
     classes = sorted({p.name for folder, _ in parts for p in _subfolders(folder)})
+    images = lambda paths: sorted(p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()  # noqa: E731
+                                  and not p.name.startswith("."))
     files, labels, test = [], [], []
     for folder, is_test in parts:
         for label, name in enumerate(classes):
-            found = sorted(p for p in (folder / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found = images((folder / name).rglob("*"))
             files += found
             labels += [label] * len(found)
             test += [is_test] * len(found)
+    flat = images(root.iterdir()) if len(parts) == 1 else []
+    if flat and files:
+        raise UserError(f"{root} holds images both beside its class folders ({flat[0].name}) and in them; put "
+                        "every image in a class folder, or none")
+    if flat:  # a flat folder of images, as of clips, volumes or meshes: every item unlabelled (-1)
+        files, labels, test, classes = flat, [-1] * len(flat), [False] * len(flat), []
     if not files:
-        raise UserError(f"{root} has no images in class folders (expected {root}/<class>/<image>.png)")
+        raise UserError(f"{root} has no images (expected {root}/<image>.png, or {root}/<class>/<image>.png for "
+                        "labels)")
 
     def load(i: int) -> np.ndarray:
         signal = read_image(files[i])
