@@ -2,6 +2,7 @@
 
 import json
 
+import imageio.v3 as iio
 import numpy as np
 import soundfile as sf
 
@@ -72,6 +73,17 @@ def test_gif_sample_fits_and_writes_a_gif_with_the_same_frame_count(tmp_path, cl
     status, _, stderr = cli(["render", out, "--region", "0:12,0:25,0:14", "--out", tmp_path / "half.mp4"])
     assert status == 0, stderr
     assert read_video(tmp_path / "half.mp4").shape == (12, 25, 14)
+    # one frame to an image file: the frame, as the video render has it
+    status, _, stderr = cli(["render", out, "--region", "3:4,0:25,0:14", "--out", tmp_path / "frame.png"])
+    assert status == 0, stderr
+    frame = iio.imread(tmp_path / "frame.png")
+    video = read_video(tmp_path / "half.mp4")
+    assert frame.shape == (25, 14, 3)
+    decoded = np.asarray(video.info.normalization.decode(video.values)[3], dtype=float)
+    assert np.abs(frame.astype(float) - decoded).mean() < 12  # the mp4 is lossy (H.264)
+    status, _, stderr = cli(["render", out, "--out", tmp_path / "all.png"])  # 24 frames are no image
+    assert status == 2 and "--region 0:1,0:25,0:14" in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "all.png").exists()
 
 
 def test_bad_video_input(tmp_path, cli):

@@ -161,7 +161,7 @@ def render_command(
     options: dict = None,
 ) -> None:
     """Render a field at any resolution over any sub-region of its domain."""
-    from fieldlab.edit import parse_region, render, render_grid, rendered_info
+    from fieldlab.edit import frame_info, parse_region, render, render_grid, rendered_info
     from fieldlab.fit import resolve_device
     from fieldlab.signals import check_output, get_modality, write_signal
     from fieldlab.store import load_field
@@ -173,7 +173,10 @@ def render_command(
     check_output_file(out, force=force, inputs=[dir])
     target = resolve_device(config.device)
     stored = load_field(dir, device=target)
-    check_output(out, stored.signal)
+    # a video field rendered to an image file: one frame (the region's time axis one frame long)
+    frame = stored.signal.kind == "video" and out.suffix.lower() in get_modality("image").output_suffixes
+    if not frame:
+        check_output(out, stored.signal)
     if get_modality(stored.signal.kind).occupancy:  # rendered as its surface, the field's zero level set
         from fieldlab.signals.mesh_export import render_mesh, write_mesh
 
@@ -189,10 +192,18 @@ def render_command(
         print(f"rendered the surface at {'x'.join(map(str, cube or stored.signal.shape))}: {len(faces):,} faces -> {out}")
         return
     grid = render_grid(stored, size=parse_size(size), region=parse_region(region, stored.signal.in_dim) if region else None)
+    if frame and grid[0][0] != 1:
+        first, rest = grid[1][0][0], ",".join(f"{lo:g}:{hi:g}" for lo, hi in grid[1][1:])
+        raise UserError(f"--out {out}: an image holds one frame of this video; give one frame's time range, e.g. "
+                        f"--region {first:g}:{first + 1:g},{rest}, or a video suffix "
+                        f"({', '.join(get_modality('video').output_suffixes)})")
     # The rendered values in fp32 and their decoded copy in float64, said in one line when they cannot fit.
     check_memory(12 * math.prod(grid[0]) * stored.signal.channels, f"rendering {'x'.join(map(str, grid[0]))} samples")
     values = render(stored, size=grid[0], region=grid[1], device=target, progress=True)
-    write_signal(out, stored.signal.normalization.decode(values), rendered_info(stored.signal, grid[0], grid[1]))
+    info = rendered_info(stored.signal, grid[0], grid[1])
+    if frame:
+        values, info = values[0], frame_info(info, grid[0], grid[1])
+    write_signal(out, stored.signal.normalization.decode(values), info)
     _write_render_config(out, options)
     print(f"rendered {'x'.join(map(str, grid[0]))} over {','.join(f'{lo:g}:{hi:g}' for lo, hi in grid[1])} -> {out}")
 

@@ -100,3 +100,10 @@ def rendered_info(info: SignalInfo, size: list[int], region: list[tuple[float, f
         raise UserError(f"{size[axis]} samples over {(hi - lo) / info.extra[key]:.3g} seconds would play at under "
                         "1 Hz; ask for more samples (--size)")
     return dataclasses.replace(info, extra={**info.extra, key: round(rate) if key == "sample_rate" else rate})
+
+
+def frame_info(info: SignalInfo, size: list[int], region: list[tuple[float, float]]) -> SignalInfo:
+    """The signal info of one rendered frame of a video (`size` one frame long) as an image: its height and
+    width, their part of the domain, no frame rate."""
+    return dataclasses.replace(info, kind="image", shape=tuple(size[1:]), domain=tuple(info.domain[1:]),
+                               extra={k: v for k, v in info.extra.items() if k != get_modality(info.kind).rate})
