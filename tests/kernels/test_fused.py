@@ -292,6 +292,27 @@ def test_bias_sums_and_the_first_layer_tile_give_the_same_gradients(name, option
         assert (results[1, 0][1] - grad).abs().max() > 0
 
 
+@pytest.mark.parametrize("name,options", [("siren", dict(hidden_dim=16, num_layers=3)),
+                                          ("gauss", dict(hidden_dim=16, num_layers=2, scale=3.0))])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_scaled_pre_activation_gives_the_same_gradients_and_values(name, options, precision):
+    """`FOLD` 1 keeps w·z, with the biases (and a held first-layer weight) scaled once, where FOLD 0 keeps z:
+    the same values and gradients up to the rounding of that multiply-add (bf16 operands: a bf16 rounding
+    can land on the other side, so a looser bound there)."""
+    spec, params, coords, values, rows = _three_fields(name, options, seed=5)
+    results = {}
+    for fold in (0, 1):
+        packed = fused.FusedStack(spec, params, block=16, precision=precision)
+        packed._constants = dict(packed._constants, FOLD=fold)  # `step`'s
+        packed._split_constants = dict(packed._split_constants, FOLD=fold)  # `gradients`'
+        results[fold] = packed.gradients(coords, values, rows)
+    (loss0, grad0), (loss1, grad1) = results[0], results[1]
+    torch.testing.assert_close(loss1, loss0, atol=0, rtol=1e-5)
+    bound = 1e-3 if precision == "bf16" else 1e-5
+    assert grad0.abs().max() > 0 and (grad1 - grad0).abs().max() <= bound * grad0.abs().max()
+    assert not torch.equal(grad1, grad0)  # two computations: the knob reached the kernel
+
+
 def test_a_one_warp_block_keeps_partial_sums_and_the_split_kernel_lane_sums(monkeypatch):
     """`ONE_WARP_SUMS`: SIREN 2×32 takes one warp, and so partial sums at bf16 and tf32 (fp32, untimed with them,
     keeps the lanes' sums); the split kernel's two warps would sum across warps every chunk, so it keeps them."""
@@ -300,8 +321,8 @@ def test_a_one_warp_block_keeps_partial_sums_and_the_split_kernel_lane_sums(monk
     assert fused.ONE_WARP_SUMS == 2
     for precision, sums in (("bf16", 2), ("tf32", 2), ("fp32", 0)):
         constants, split = fused.launch_constants(fused.fused_spec(config), precision)
-        assert (constants["num_warps"], constants["SUMS"]) == (1, sums)
-        assert (split["num_warps"], split["SUMS"]) == (2, 0)
+        assert (constants["num_warps"], constants["SUMS"], constants["FOLD"]) == (1, sums, sums // 2)
+        assert (split["num_warps"], split["SUMS"], split["FOLD"]) == (2, 0, 0)
     two_warps, _ = fused.launch_constants(fused.fused_spec(config), "bf16", warps=2)
     assert two_warps["SUMS"] == 0
     asked, _ = fused.launch_constants(fused.fused_spec(config), "bf16", sums=0)
@@ -312,7 +333,7 @@ def test_siren_3x64_at_bf16_takes_the_bias_sums_and_the_first_layer_tile_by_defa
     monkeypatch.setattr(fused, "interpreted", lambda: False)  # the blocks a GPU gets (4 warps: no partial sums)
     config = make_config("siren", in_dim=2, out_dim=3, hidden_dim=64, num_layers=3)
     constants, _ = fused.launch_constants(fused.fused_spec(config), "bf16")
-    assert (constants["SUMS"], constants["FIRST"], constants["DP"]) == (1, 1, 16)
+    assert (constants["SUMS"], constants["FIRST"], constants["DP"], constants["FOLD"]) == (1, 1, 16, 0)
     narrow, _ = fused.launch_constants(fused.fused_spec(config), "tf32")
     assert (narrow["SUMS"], narrow["FIRST"], narrow["DP"]) == (0, 0, 2)
     fourier = make_config("fourier", in_dim=2, out_dim=3, hidden_dim=64, num_layers=3, num_frequencies=8)

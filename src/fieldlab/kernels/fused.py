@@ -334,9 +334,14 @@ ONE_WARP_SUMS = 2
 """`SUMS` where a block has one warp at bf16 or tf32 and `default_knobs` gives none: the biases' and a narrow
 first layer's gradients, and the loss, kept as partial sums within the lanes, reduced once a step instead of
 once a chunk (SIREN 2×32 bf16's chunk loop 1,531 → 1,297 instructions, 196 → 86 shuffles; tf32 1,367 → 1,158;
-compiled for sm_90). On an H100 2×32 ran 17,196 and 19,990 fields/s against 17,328 and 17,660 with lane sums at
-bf16, 10,261 and 11,115 against 10,447 and 10,872 at tf32 (two rounds of one call: a gain within the spread but
-no loss). Not at fp32, untimed there, where 2×32's one warp spills more with it (784 B against 656)."""
+compiled for sm_90). On an H100, three rounds taking turns in one process: 2×32 bf16 17,945-19,150 fields/s
+against 15,136-17,763 with lane sums (+12% on the means), tf32 10,531-10,741 against 9,440-10,023 (+9%). Not at
+fp32, where they ran the same (2,343 and 2,422 against 2,357 and 2,421) and 2×32's one warp spills more.
+
+Such blocks also keep each layer's scaled pre-activation w·z (the step kernel's `FOLD`): with partial sums the
+chunk loop then takes 1,297 instructions and spills nothing, against 1,388 and 12 B with z. Blocks of more warps
+keep z: at 3×64 bf16 the scaled form took 96 fewer instructions yet ran 4.5% slower on an H100 (3,841 and 3,918
+fields/s against 4,014 and 4,105; BENCHMARKS.md)."""
 
 
 def launch_constants(spec: FusedSpec, precision: str, *, betas: tuple[float, float] = (0.9, 0.999),
@@ -357,13 +362,13 @@ def launch_constants(spec: FusedSpec, precision: str, *, betas: tuple[float, flo
     column of ones (its bias as the weight's last row), 0 as `NARROW_DIMS` says. None: `default_knobs`."""
     default = default_block(spec, precision)
     knobs = default_knobs(spec, precision)
+    one_warp = (warps or default[1]) == 1 and precision != "fp32"
     if sums is None:
-        one_warp = (warps or default[1]) == 1 and precision != "fp32"
         sums = ONE_WARP_SUMS if one_warp and knobs[0] == 0 else knobs[0]
     first = (knobs[1] if first is None else first) if spec.encoding == "none" and spec.in_dim < 16 else 0
     reload = _pow2(spec.hidden_dim) >= 64 if reload is None else reload
     constants = dict(_meta(spec, precision, block or default[0]), RELOAD=reload, RECOMPUTE=recompute,
-                     SUMS=sums, FIRST=first,
+                     SUMS=sums, FIRST=first, FOLD=int(one_warp),
                      B1=betas[0], B2=betas[1], EPS=eps, num_warps=warps or default[1])
     if first:  # the coordinates and a column of ones (the bias) as a tile
         constants["DP"] = _pow2(spec.in_dim + 1)
@@ -375,7 +380,7 @@ def launch_constants(spec: FusedSpec, precision: str, *, betas: tuple[float, flo
     if block is None and warps is None and _pow2(spec.hidden_dim) <= 32:
         # Split, a field's points are shared among about four programs per multiprocessor (`default_parts`),
         # too few one-warp programs to hide each other's latencies: two warps of 32 points, as before.
-        split = dict(constants, BN=32, num_warps=2, SUMS=0 if sums == 2 else sums)  # partial sums: one warp
+        split = dict(constants, BN=32, num_warps=2, SUMS=0 if sums == 2 else sums, FOLD=0)  # as more warps do
     if constants["HP"] >= 128 and stages is None:
         # Pipelined, the split kernel at 128 wide asks 344 KB of shared memory (an H100 has 227 KB).
         split = dict(constants, num_stages=1)
@@ -385,8 +390,10 @@ def launch_constants(spec: FusedSpec, precision: str, *, betas: tuple[float, flo
 def forward_constants(spec: FusedSpec, precision: str, block: int = 64) -> dict:
     """The forward kernel's compile-time arguments and launch options (`fused_forward`). Values are read at
     TF32 at least: bf16 products in this kernel hit an illegal memory access on an H100 with Triton 3.6
-    (3×64 SIREN), and evaluation is cheap next to training."""
-    return dict(_meta(spec, "tf32" if precision == "bf16" else precision, block), HAS_IDX=False, num_warps=4)
+    (3×64 SIREN), and evaluation is cheap next to training. It keeps z (FOLD 0), as timed before the step
+    kernel's FOLD."""
+    return dict(_meta(spec, "tf32" if precision == "bf16" else precision, block), HAS_IDX=False, FOLD=0,
+                num_warps=4)
 
 
 class FusedStack:

@@ -19,10 +19,12 @@ Padded sizes `FP`, `HP`, `CP` are powers of two ≥ 16 (tensor-core tiles), and 
 coordinates enter a tile; a `DP` below 16 (2-D fields without an encoding, `kernels.fused.NARROW_DIMS`) takes
 the first layer as one outer product per coordinate instead (`_mm_coords`, `_coords_grad`). Padding is
 masked on load.
-Activations: 0 sine sin(w z); 1 Gaussian exp(−(w z)²); 2 ReLU. A layer keeps its scaled pre-activation
-s = w z, made as one multiply-add with the bias scaled once (`_pre`, `_bias`; the first layer's held weight is
-scaled too), so neither the activation nor its derivative multiplies by w again: 1,584 → 1,531 instructions
-in the chunk loop of SIREN 2×32 bf16, 1,831 → 1,735 at 3×64 (`benchmarks/kernel_resources.py --mix`).
+Activations: 0 sine sin(w z); 1 Gaussian exp(−(w z)²); 2 ReLU. With `FOLD` a layer keeps its scaled
+pre-activation s = w z, made as one multiply-add with the bias scaled once (`_pre`, `_bias`; the first layer's
+held weight is scaled too), so neither the activation nor its derivative multiplies by w again: 1,584 → 1,531
+instructions in the chunk loop of SIREN 2×32 bf16 (no spill with SUMS 2, where z spills 12 B), 1,831 → 1,735
+at 3×64, which nevertheless ran 4.5% slower on an H100 (`kernels.fused.launch_constants` takes it for one-warp
+blocks only; BENCHMARKS.md).
 Matrix precision `MM`: 0 fp32 (IEEE, on the CUDA cores), 1 TF32 (operands rounded to nearest), 2 bf16 operands,
 3 bf16 rounding emulated in fp32 (for the interpreter), 4 fp32 as three TF32 products on the tensor cores
 (Triton's tf32x3: each operand split into a TF32 part and its remainder, hi·hi + hi·lo + lo·hi, about fp32's
@@ -45,26 +47,31 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit
-def _bias(b, w, ACT: tl.constexpr):
-    """A bias as `_pre` adds it: times the activation's scale w (sine, Gaussian); unchanged for ReLU."""
-    if ACT == 2:
+def _bias(b, w, ACT: tl.constexpr, FOLD: tl.constexpr):
+    """A bias as `_pre` adds it: with FOLD, times the activation's scale w (sine, Gaussian); else, or for
+    ReLU, unchanged."""
+    if ACT == 2 or FOLD == 0:
         return b
-    return w * b
+    else:
+        return w * b
 
 
 @triton.jit
-def _pre(product, bias, w, ACT: tl.constexpr):
-    """The scaled pre-activation s = w·(product + b) of a sine or Gaussian layer as one multiply-add,
-    product·w + (w·b) with `bias` = `_bias(b)`; product + b for ReLU. The kernels keep s, not z: the
-    activation and its derivative read it without multiplying by w again."""
-    if ACT == 2:
+def _pre(product, bias, w, ACT: tl.constexpr, FOLD: tl.constexpr):
+    """A layer's pre-activation as the kernels keep it: with FOLD (sine, Gaussian) the scaled s = w·(product
+    + b) as one multiply-add, product·w + (w·b) with `bias` = `_bias(b)`, which the activation and its
+    derivative read without multiplying by w again; else z = product + b."""
+    if ACT == 2 or FOLD == 0:
         return product + bias[None, :]
-    return product * w + bias[None, :]
+    else:
+        return product * w + bias[None, :]
 
 
 @triton.jit
-def _act(s, ACT: tl.constexpr, FAST: tl.constexpr):
-    """The activation of the scaled pre-activation s (`_pre`): sin s, exp(−s²), or max(s, 0)."""
+def _act(s, w, ACT: tl.constexpr, FAST: tl.constexpr, FOLD: tl.constexpr):
+    """The activation of a pre-activation kept by `_pre`: sin(w z), exp(−(w z)²), or max(z, 0)."""
+    if FOLD == 0 and ACT != 2:
+        s = w * s
     if ACT == 0:
         if FAST:
             return tl.extra.cuda.libdevice.fast_sinf(s)
@@ -76,13 +83,17 @@ def _act(s, ACT: tl.constexpr, FAST: tl.constexpr):
 
 
 @triton.jit
-def _act_grad(s, a, w, ACT: tl.constexpr, FAST: tl.constexpr):
-    """d act / dz at the scaled pre-activation s = w·z, given a = act(s): w cos s, −2 w s a, or the step."""
+def _act_grad(s, a, w, ACT: tl.constexpr, FAST: tl.constexpr, FOLD: tl.constexpr):
+    """d act / dz at a pre-activation kept by `_pre`, given a = act: w cos(w z), −2 w² z a, or the step."""
     if ACT == 0:
+        if FOLD == 0:
+            s = w * s
         if FAST:
             return w * tl.extra.cuda.libdevice.fast_cosf(s)
         return w * tl.cos(s)
     elif ACT == 1:
+        if FOLD == 0:
+            return -2.0 * w * w * s * a
         return -2.0 * w * s * a
     else:  # ReLU: 0 at z = 0, as torch
         return tl.where(s > 0, 1.0, 0.0)
@@ -250,27 +261,28 @@ def _encode(x, ENCP, F: tl.constexpr, D: tl.constexpr, FP: tl.constexpr, DP: tl.
 @triton.jit
 def _layer0(x, gc, gs, PRM, b0, w, D: tl.constexpr, H: tl.constexpr, F: tl.constexpr, DI: tl.constexpr,
             DP: tl.constexpr, HP: tl.constexpr, FP: tl.constexpr, ENC: tl.constexpr, FIRST: tl.constexpr,
-            ACT: tl.constexpr):
+            ACT: tl.constexpr, FOLD: tl.constexpr):
     """The first layer's scaled pre-activation (`_pre`, activation scale w, b0 = `_bias` of its bias),
     weights read from PRM: on x (ENC 0), or on γ = [x (DI > 0), cos gc, sin gs]; fp32 like the reference."""
     if FIRST == 1:  # x has a column of ones at D, and the bias is the weight's row D
         z = _mm(x, _load_w(PRM, D + 1, H, DP, HP), 4)
-        if ACT == 2:
+        if ACT == 2 or FOLD == 0:
             return z
-        return z * w
+        else:
+            return z * w
     if ENC == 0:
         z = _mm_coords(x, _load_w(PRM, D, H, DP, HP), DP)
     else:
         z = _mm(gc, _load_w(PRM + DI * H, F, H, FP, HP), 0) + _mm(gs, _load_w(PRM + (DI + F) * H, F, H, FP, HP), 0)
         if DI > 0:
             z += _mm(x, _load_w(PRM, D, H, DP, HP), 0)
-    return _pre(z, b0, w, ACT)
+    return _pre(z, b0, w, ACT, FOLD)
 
 
 @triton.jit
 def _first(x, gc, gs, w0, b0, PRM, w, D: tl.constexpr, H: tl.constexpr, F: tl.constexpr, DI: tl.constexpr,
            DP: tl.constexpr, HP: tl.constexpr, FP: tl.constexpr, ENC: tl.constexpr, FIRST: tl.constexpr,
-           ACT: tl.constexpr):
+           ACT: tl.constexpr, FOLD: tl.constexpr):
     """The step kernel's first scaled pre-activation, the same values in the forward pass and where the
     backward pass recomputes them: from the weight w0 held (and scaled) through the chunks (FIRST 1, with
     x's column of ones; or ENC 0), else read from PRM (`_layer0`)."""
@@ -279,7 +291,7 @@ def _first(x, gc, gs, w0, b0, PRM, w, D: tl.constexpr, H: tl.constexpr, F: tl.co
     elif ENC == 0:
         return _mm_coords(x, w0, DP) + b0[None, :]
     else:
-        return _layer0(x, gc, gs, PRM, b0, w, D, H, F, DI, DP, HP, FP, ENC, FIRST, ACT)
+        return _layer0(x, gc, gs, PRM, b0, w, D, H, F, DI, DP, HP, FP, ENC, FIRST, ACT, FOLD)
 
 
 @triton.jit
@@ -368,8 +380,8 @@ def fused_mlp_step(
     ENC: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, DI: tl.constexpr, IN0: tl.constexpr,
     ACT: tl.constexpr, W_FIRST: tl.constexpr, W_HIDDEN: tl.constexpr, MM: tl.constexpr, FAST: tl.constexpr,
     HAS_IDX: tl.constexpr, SPLIT: tl.constexpr, CHUNKS: tl.constexpr, RELOAD: tl.constexpr,
-    RECOMPUTE: tl.constexpr, SUMS: tl.constexpr, FIRST: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr,
-    EPS: tl.constexpr,
+    RECOMPUTE: tl.constexpr, SUMS: tl.constexpr, FIRST: tl.constexpr, FOLD: tl.constexpr, B1: tl.constexpr,
+    B2: tl.constexpr, EPS: tl.constexpr,
 ):
     """One Adam step of the loss Σ_fields loss_scale · Σ_points ‖y − t‖² (mean squared error when
     loss_scale = 1 / (K·C)). Program (field, part): PRM/M/V/G rows are fields, ROWS maps a field to its
@@ -401,14 +413,14 @@ def fused_mlp_step(
     # held through the chunks: the first layer's weight times its activation scale (`_bias` scales like a
     # bias), so that one product gives the scaled pre-activation; every bias scaled once (`_pre`)
     if FIRST == 1:
-        w0 = _bias(_load_w(PRM + base, D + 1, H, DP, HP), W_FIRST, ACT)  # [w0; b0]
+        w0 = _bias(_load_w(PRM + base, D + 1, H, DP, HP), W_FIRST, ACT, FOLD)  # [w0; b0]
     elif ENC == 0:
-        w0 = _bias(_load_w(PRM + base, D, H, DP, HP), W_FIRST, ACT)
+        w0 = _bias(_load_w(PRM + base, D, H, DP, HP), W_FIRST, ACT, FOLD)
     else:
         w0 = tl.zeros((DP, HP), dtype=tl.float32)  # unused: `_layer0` reads the weights at each chunk
         g_w0c = tl.zeros((FP, HP), dtype=tl.float32)
         g_w0s = tl.zeros((FP, HP), dtype=tl.float32)
-    b0 = _bias(_load_b(PRM + base + IN0 * H, H, HP), W_FIRST, ACT)
+    b0 = _bias(_load_b(PRM + base + IN0 * H, H, HP), W_FIRST, ACT, FOLD)
     bh = _load_b(PRM + base + o_wh + H * C, C, CP)
     g_w0 = tl.zeros((DP, HP), dtype=tl.float32)
     S0: tl.constexpr = SUMS & 2  # fp32 sums (first layer's bias, loss): lanes (0) or partials (2), never ones
@@ -423,19 +435,19 @@ def fused_mlp_step(
     if NH >= 2:
         if not RELOAD:
             w1 = _weight(PRM + base + o_w1, H, H, HP, HP, MM)
-        b1 = _bias(_load_b(PRM + base + o_w1 + H * H, H, HP), W_HIDDEN, ACT)
+        b1 = _bias(_load_b(PRM + base + o_w1 + H * H, H, HP), W_HIDDEN, ACT, FOLD)
         g_w1 = tl.zeros((HP, HP), dtype=tl.float32)
         g_b1 = _sums_zero(HP, SUMS)
     if NH >= 3:
         if not RELOAD:
             w2 = _weight(PRM + base + o_w2, H, H, HP, HP, MM)
-        b2 = _bias(_load_b(PRM + base + o_w2 + H * H, H, HP), W_HIDDEN, ACT)
+        b2 = _bias(_load_b(PRM + base + o_w2 + H * H, H, HP), W_HIDDEN, ACT, FOLD)
         g_w2 = tl.zeros((HP, HP), dtype=tl.float32)
         g_b2 = _sums_zero(HP, SUMS)
     if NH >= 4:
         if not RELOAD:
             w3 = _weight(PRM + base + o_w3, H, H, HP, HP, MM)
-        b3 = _bias(_load_b(PRM + base + o_w3 + H * H, H, HP), W_HIDDEN, ACT)
+        b3 = _bias(_load_b(PRM + base + o_w3 + H * H, H, HP), W_HIDDEN, ACT, FOLD)
         g_w3 = tl.zeros((HP, HP), dtype=tl.float32)
         g_b3 = _sums_zero(HP, SUMS)
     if S0 == 2:  # Σ over points of the squared errors so far: per value, partial sums in the lanes
@@ -453,23 +465,23 @@ def fused_mlp_step(
             x = tl.where(tl.arange(0, DP)[None, :] == D, 1.0, x)
         elif ENC != 0:
             gc, gs = _encode(x, enc, F, D, FP, DP, ENC)
-        z0 = _first(x, gc, gs, w0, b0, PRM + base, W_FIRST, D, H, F, DI, DP, HP, FP, ENC, FIRST, ACT)
-        a = _act(z0, ACT, FAST)
+        z0 = _first(x, gc, gs, w0, b0, PRM + base, W_FIRST, D, H, F, DI, DP, HP, FP, ENC, FIRST, ACT, FOLD)
+        a = _act(z0, W_FIRST, ACT, FAST, FOLD)
         if NH >= 2:
             if RELOAD:
                 w1 = _weight(PRM + base + o_w1, H, H, HP, HP, MM)
-            z1 = _pre(_mm(a, w1, MM), b1, W_HIDDEN, ACT)
-            a = _act(z1, ACT, FAST)
+            z1 = _pre(_mm(a, w1, MM), b1, W_HIDDEN, ACT, FOLD)
+            a = _act(z1, W_HIDDEN, ACT, FAST, FOLD)
         if NH >= 3:
             if RELOAD:
                 w2 = _weight(PRM + base + o_w2, H, H, HP, HP, MM)
-            z2 = _pre(_mm(a, w2, MM), b2, W_HIDDEN, ACT)
-            a = _act(z2, ACT, FAST)
+            z2 = _pre(_mm(a, w2, MM), b2, W_HIDDEN, ACT, FOLD)
+            a = _act(z2, W_HIDDEN, ACT, FAST, FOLD)
         if NH >= 4:
             if RELOAD:
                 w3 = _weight(PRM + base + o_w3, H, H, HP, HP, MM)
-            z3 = _pre(_mm(a, w3, MM), b3, W_HIDDEN, ACT)
-            a = _act(z3, ACT, FAST)
+            z3 = _pre(_mm(a, w3, MM), b3, W_HIDDEN, ACT, FOLD)
+            a = _act(z3, W_HIDDEN, ACT, FAST, FOLD)
         if RELOAD:
             wh = _weight(PRM + base + o_wh, H, C, HP, CP, MM)
         y = _mm(a, wh, MM) + bh[None, :]
@@ -487,8 +499,8 @@ def fused_mlp_step(
             wh = _weight(PRM + base + o_wh, H, C, HP, CP, MM)
         da = _mm(dy, tl.trans(wh), MM)
         if NH >= 4:
-            dz = da * _act_grad(z3, a, W_HIDDEN, ACT, FAST)
-            a = _act(z2, ACT, FAST)
+            dz = da * _act_grad(z3, a, W_HIDDEN, ACT, FAST, FOLD)
+            a = _act(z2, W_HIDDEN, ACT, FAST, FOLD)
             g_w3 += _mm_tn(a, dz, MM)
             g_b3 = _sums_add(g_b3, dz, MM, SUMS)
             if RELOAD:
@@ -496,28 +508,28 @@ def fused_mlp_step(
             da = _mm(dz, tl.trans(w3), MM)
         if NH >= 3:
             if RECOMPUTE >= 2:  # z0 and z1 again from x, instead of held since the forward pass
-                z0 = _first(x, gc, gs, w0, b0, PRM + base, W_FIRST, D, H, F, DI, DP, HP, FP, ENC, FIRST, ACT)
+                z0 = _first(x, gc, gs, w0, b0, PRM + base, W_FIRST, D, H, F, DI, DP, HP, FP, ENC, FIRST, ACT, FOLD)
                 if RELOAD:
                     w1 = _weight(PRM + base + o_w1, H, H, HP, HP, MM)
-                z1 = _pre(_mm(_act(z0, ACT, FAST), w1, MM), b1, W_HIDDEN, ACT)
-            dz = da * _act_grad(z2, a, W_HIDDEN, ACT, FAST)
-            a = _act(z1, ACT, FAST)
+                z1 = _pre(_mm(_act(z0, W_FIRST, ACT, FAST, FOLD), w1, MM), b1, W_HIDDEN, ACT, FOLD)
+            dz = da * _act_grad(z2, a, W_HIDDEN, ACT, FAST, FOLD)
+            a = _act(z1, W_HIDDEN, ACT, FAST, FOLD)
             g_w2 += _mm_tn(a, dz, MM)
             g_b2 = _sums_add(g_b2, dz, MM, SUMS)
             if RELOAD:
                 w2 = _weight(PRM + base + o_w2, H, H, HP, HP, MM)
             da = _mm(dz, tl.trans(w2), MM)
         if RECOMPUTE == 1 or (RECOMPUTE >= 2 and NH < 3):  # z0 again from x
-            z0 = _first(x, gc, gs, w0, b0, PRM + base, W_FIRST, D, H, F, DI, DP, HP, FP, ENC, FIRST, ACT)
+            z0 = _first(x, gc, gs, w0, b0, PRM + base, W_FIRST, D, H, F, DI, DP, HP, FP, ENC, FIRST, ACT, FOLD)
         if NH >= 2:
-            dz = da * _act_grad(z1, a, W_HIDDEN, ACT, FAST)
-            a = _act(z0, ACT, FAST)
+            dz = da * _act_grad(z1, a, W_HIDDEN, ACT, FAST, FOLD)
+            a = _act(z0, W_FIRST, ACT, FAST, FOLD)
             g_w1 += _mm_tn(a, dz, MM)
             g_b1 = _sums_add(g_b1, dz, MM, SUMS)
             if RELOAD:
                 w1 = _weight(PRM + base + o_w1, H, H, HP, HP, MM)
             da = _mm(dz, tl.trans(w1), MM)
-        dz = da * _act_grad(z0, a, W_FIRST, ACT, FAST)
+        dz = da * _act_grad(z0, a, W_FIRST, ACT, FAST, FOLD)
         if FIRST == 1:
             g_w0 += _mm(tl.trans(x), dz, 4)  # and the bias's gradient, row D
         elif DI > 0:
@@ -574,7 +586,7 @@ def fused_mlp_forward(
     DP: tl.constexpr, HP: tl.constexpr, CP: tl.constexpr, BN: tl.constexpr,
     ENC: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, DI: tl.constexpr, IN0: tl.constexpr,
     ACT: tl.constexpr, W_FIRST: tl.constexpr, W_HIDDEN: tl.constexpr, MM: tl.constexpr, FAST: tl.constexpr,
-    HAS_IDX: tl.constexpr, X_PER_FIELD: tl.constexpr,
+    HAS_IDX: tl.constexpr, X_PER_FIELD: tl.constexpr, FOLD: tl.constexpr,
 ):
     """Values Y (fields, K, C) of every field at K points: X (K, D) shared, or (fields, K, D) when
     X_PER_FIELD, or X[IDX[field]]. Program (field, block of BN points)."""
@@ -593,17 +605,20 @@ def fused_mlp_forward(
     gc, gs = x, x  # the encoding's cosines and sines, when there is one
     if ENC != 0:
         gc, gs = _encode(x, ENCP + pid_f.to(tl.int64) * enc_stride, F, D, FP, DP, ENC)
-    b0 = _bias(_load_b(PRM + base + IN0 * H, H, HP), W_FIRST, ACT)
-    a = _act(_layer0(x, gc, gs, PRM + base, b0, W_FIRST, D, H, F, DI, DP, HP, FP, ENC, 0, ACT), ACT, FAST)
+    a = _act(_layer0(x, gc, gs, PRM + base, _bias(_load_b(PRM + base + IN0 * H, H, HP), W_FIRST, ACT, FOLD),
+                     W_FIRST, D, H, F, DI, DP, HP, FP, ENC, 0, ACT, FOLD), W_FIRST, ACT, FAST, FOLD)
     if NH >= 2:
         a = _act(_pre(_mm(a, _load_w(PRM + base + o_w1, H, H, HP, HP), MM),
-                      _bias(_load_b(PRM + base + o_w1 + H * H, H, HP), W_HIDDEN, ACT), W_HIDDEN, ACT), ACT, FAST)
+                      _bias(_load_b(PRM + base + o_w1 + H * H, H, HP), W_HIDDEN, ACT, FOLD), W_HIDDEN, ACT, FOLD),
+                 W_HIDDEN, ACT, FAST, FOLD)  # the weight read before the bias, as registers like it
     if NH >= 3:
         a = _act(_pre(_mm(a, _load_w(PRM + base + o_w2, H, H, HP, HP), MM),
-                      _bias(_load_b(PRM + base + o_w2 + H * H, H, HP), W_HIDDEN, ACT), W_HIDDEN, ACT), ACT, FAST)
+                      _bias(_load_b(PRM + base + o_w2 + H * H, H, HP), W_HIDDEN, ACT, FOLD), W_HIDDEN, ACT, FOLD),
+                 W_HIDDEN, ACT, FAST, FOLD)  # the weight read before the bias, as registers like it
     if NH >= 4:
         a = _act(_pre(_mm(a, _load_w(PRM + base + o_w3, H, H, HP, HP), MM),
-                      _bias(_load_b(PRM + base + o_w3 + H * H, H, HP), W_HIDDEN, ACT), W_HIDDEN, ACT), ACT, FAST)
+                      _bias(_load_b(PRM + base + o_w3 + H * H, H, HP), W_HIDDEN, ACT, FOLD), W_HIDDEN, ACT, FOLD),
+                 W_HIDDEN, ACT, FAST, FOLD)  # the weight read before the bias, as registers like it
     y = _mm(a, _load_w(PRM + base + o_wh, H, C, HP, CP), MM) + _load_b(PRM + base + o_wh + H * C, C, CP)[None, :]
     j = start + tl.arange(0, BN)
     c = tl.arange(0, CP)
