@@ -47,6 +47,19 @@ def test_a_grid_cnns_resolution_collapse_is_the_resolution_gap_not_a_zero_point_
     assert "invariance gap across point sets at 256 pts: not measured (the network reads only grid" in text
 
 
+@pytest.mark.parametrize("other,hinted", [(0.94, True), (0.97, False)])
+def test_a_store_that_reads_more_than_three_points_lower_names_the_jitter(other, hinted):
+    """Trained on store a (98% at rqmc@256); store b of another architecture at 94% (4 points lower) gets a line
+    naming `train --jitter`; at 97% (1 point) it does not."""
+    rows = (table({("rqmc", 16): 0.98}, store="a", train="rqmc@256")
+            + table({("rqmc", 16): other}, store="b", field="spatial_functa", train="rqmc@256"))
+    cell, summary = summary_of(rows, "rqmc", 16, 256)
+    text = format_summary(rows, cell, summary)
+    assert ("train --jitter" in text) == hinted
+    if hinted:
+        assert "spatial_functa fields (b) read 4.0 points lower at the training cell" in text
+
+
 def test_the_resolution_gap_over_every_point_set_finds_a_collapse_off_the_training_set():
     rows = table({("rqmc", 16): 0.85, ("rqmc", 32): 0.82, ("grid", 16): 0.90, ("grid", 32): 0.40,
                   ("random", 16): 0.238, ("random", 32): 0.20}, train="rqmc@256")
