@@ -362,13 +362,13 @@ def launch_constants(spec: FusedSpec, precision: str, *, betas: tuple[float, flo
     column of ones (its bias as the weight's last row), 0 as `NARROW_DIMS` says. None: `default_knobs`."""
     default = default_block(spec, precision)
     knobs = default_knobs(spec, precision)
-    one_warp = (warps or default[1]) == 1 and precision != "fp32"
+    tuned_one_warp = (warps or default[1]) == 1 and precision != "fp32"  # `ONE_WARP_SUMS` and FOLD measured
     if sums is None:
-        sums = ONE_WARP_SUMS if one_warp and knobs[0] == 0 else knobs[0]
+        sums = ONE_WARP_SUMS if tuned_one_warp and knobs[0] == 0 else knobs[0]
     first = (knobs[1] if first is None else first) if spec.encoding == "none" and spec.in_dim < 16 else 0
     reload = _pow2(spec.hidden_dim) >= 64 if reload is None else reload
     constants = dict(_meta(spec, precision, block or default[0]), RELOAD=reload, RECOMPUTE=recompute,
-                     SUMS=sums, FIRST=first, FOLD=int(one_warp),
+                     SUMS=sums, FIRST=first, FOLD=int(tuned_one_warp),
                      B1=betas[0], B2=betas[1], EPS=eps, num_warps=warps or default[1])
     if first:  # the coordinates and a column of ones (the bias) as a tile
         constants["DP"] = _pow2(spec.in_dim + 1)
@@ -390,10 +390,8 @@ def launch_constants(spec: FusedSpec, precision: str, *, betas: tuple[float, flo
 def forward_constants(spec: FusedSpec, precision: str, block: int = 64) -> dict:
     """The forward kernel's compile-time arguments and launch options (`fused_forward`). Values are read at
     TF32 at least: bf16 products in this kernel hit an illegal memory access on an H100 with Triton 3.6
-    (3×64 SIREN), and evaluation is cheap next to training. It keeps z (FOLD 0), as timed before the step
-    kernel's FOLD."""
-    return dict(_meta(spec, "tf32" if precision == "bf16" else precision, block), HAS_IDX=False, FOLD=0,
-                num_warps=4)
+    (3×64 SIREN), and evaluation is cheap next to training."""
+    return dict(_meta(spec, "tf32" if precision == "bf16" else precision, block), HAS_IDX=False, num_warps=4)
 
 
 class FusedStack:

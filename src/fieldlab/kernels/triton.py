@@ -158,7 +158,8 @@ def _sums_add(acc, dz, MM: tl.constexpr, SUMS: tl.constexpr):
 
 @triton.jit
 def _sums_value(acc, SUMS: tl.constexpr):
-    """The (OUTP,) sums of an accumulator of `_sums_zero` (SUMS 1: its rows are equal, the first one exactly)."""
+    """The (OUTP,) sums of an accumulator of `_sums_zero` (SUMS 0: the accumulator itself, whatever its length;
+    SUMS 1: its rows are equal, the first one exactly)."""
     if SUMS == 0:
         return acc
     elif SUMS == 1:
@@ -172,15 +173,6 @@ def _sums_value(acc, SUMS: tl.constexpr):
 def _column(x, K: tl.constexpr, DP: tl.constexpr):
     """Column K (BN,) of the coordinates x (BN, DP), picked by a masked sum (2-D tensors only, see `_mm_coords`)."""
     return tl.sum(tl.where(tl.arange(0, DP)[None, :] == K, x, 0.0), axis=1)
-
-
-@triton.jit
-def _loss_value(loss, S0: tl.constexpr):
-    """The step kernel's loss accumulator as a vector: per value (S0 2, from its partial sums) or per point."""
-    if S0 == 2:
-        return _sums_value(loss, S0)
-    else:
-        return loss
 
 
 @triton.jit
@@ -546,9 +538,9 @@ def fused_mlp_step(
 
     # The field's gradients: added into G (SPLIT: other programs hold the rest of its points), or Adam now.
     if SPLIT:
-        tl.atomic_add(LOSS + pid_f, tl.sum(_loss_value(loss, S0), axis=0))
+        tl.atomic_add(LOSS + pid_f, tl.sum(_sums_value(loss, S0), axis=0))
     else:
-        tl.store(LOSS + pid_f, tl.sum(_loss_value(loss, S0), axis=0))
+        tl.store(LOSS + pid_f, tl.sum(_sums_value(loss, S0), axis=0))
     lr = tl.load(HYP)  # with SPLIT, HYP is any tensor and these go unused
     bc1 = tl.load(HYP + 1)
     bc2s = tl.load(HYP + 2)
@@ -586,7 +578,7 @@ def fused_mlp_forward(
     DP: tl.constexpr, HP: tl.constexpr, CP: tl.constexpr, BN: tl.constexpr,
     ENC: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, DI: tl.constexpr, IN0: tl.constexpr,
     ACT: tl.constexpr, W_FIRST: tl.constexpr, W_HIDDEN: tl.constexpr, MM: tl.constexpr, FAST: tl.constexpr,
-    HAS_IDX: tl.constexpr, X_PER_FIELD: tl.constexpr, FOLD: tl.constexpr,
+    HAS_IDX: tl.constexpr, X_PER_FIELD: tl.constexpr,
 ):
     """Values Y (fields, K, C) of every field at K points: X (K, D) shared, or (fields, K, D) when
     X_PER_FIELD, or X[IDX[field]]. Program (field, block of BN points)."""
@@ -605,20 +597,18 @@ def fused_mlp_forward(
     gc, gs = x, x  # the encoding's cosines and sines, when there is one
     if ENC != 0:
         gc, gs = _encode(x, ENCP + pid_f.to(tl.int64) * enc_stride, F, D, FP, DP, ENC)
-    a = _act(_layer0(x, gc, gs, PRM + base, _bias(_load_b(PRM + base + IN0 * H, H, HP), W_FIRST, ACT, FOLD),
-                     W_FIRST, D, H, F, DI, DP, HP, FP, ENC, 0, ACT, FOLD), W_FIRST, ACT, FAST, FOLD)
+    # z kept as it is (FOLD 0), as timed before the step kernel's FOLD
+    a = _act(_layer0(x, gc, gs, PRM + base, _load_b(PRM + base + IN0 * H, H, HP), W_FIRST, D, H, F, DI, DP, HP, FP, ENC,
+                     0, ACT, 0), W_FIRST, ACT, FAST, 0)
     if NH >= 2:
-        a = _act(_pre(_mm(a, _load_w(PRM + base + o_w1, H, H, HP, HP), MM),
-                      _bias(_load_b(PRM + base + o_w1 + H * H, H, HP), W_HIDDEN, ACT, FOLD), W_HIDDEN, ACT, FOLD),
-                 W_HIDDEN, ACT, FAST, FOLD)  # the weight read before the bias, as registers like it
+        a = _act(_mm(a, _load_w(PRM + base + o_w1, H, H, HP, HP), MM)
+                 + _load_b(PRM + base + o_w1 + H * H, H, HP)[None, :], W_HIDDEN, ACT, FAST, 0)
     if NH >= 3:
-        a = _act(_pre(_mm(a, _load_w(PRM + base + o_w2, H, H, HP, HP), MM),
-                      _bias(_load_b(PRM + base + o_w2 + H * H, H, HP), W_HIDDEN, ACT, FOLD), W_HIDDEN, ACT, FOLD),
-                 W_HIDDEN, ACT, FAST, FOLD)  # the weight read before the bias, as registers like it
+        a = _act(_mm(a, _load_w(PRM + base + o_w2, H, H, HP, HP), MM)
+                 + _load_b(PRM + base + o_w2 + H * H, H, HP)[None, :], W_HIDDEN, ACT, FAST, 0)
     if NH >= 4:
-        a = _act(_pre(_mm(a, _load_w(PRM + base + o_w3, H, H, HP, HP), MM),
-                      _bias(_load_b(PRM + base + o_w3 + H * H, H, HP), W_HIDDEN, ACT, FOLD), W_HIDDEN, ACT, FOLD),
-                 W_HIDDEN, ACT, FAST, FOLD)  # the weight read before the bias, as registers like it
+        a = _act(_mm(a, _load_w(PRM + base + o_w3, H, H, HP, HP), MM)
+                 + _load_b(PRM + base + o_w3 + H * H, H, HP)[None, :], W_HIDDEN, ACT, FAST, 0)
     y = _mm(a, _load_w(PRM + base + o_wh, H, C, HP, CP), MM) + _load_b(PRM + base + o_wh + H * C, C, CP)[None, :]
     j = start + tl.arange(0, BN)
     c = tl.arange(0, CP)
