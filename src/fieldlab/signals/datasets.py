@@ -404,19 +404,16 @@ def _folder_source(root: Path, image_size: int | None) -> ImageSource:
 
     parts = _split_folders(root)
     classes = sorted({p.name for folder, _ in parts for p in _subfolders(folder)})
-    images = lambda paths: sorted(p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()  # noqa: E731
-                                  and not p.name.startswith("."))
     files, labels, test = [], [], []
     for folder, is_test in parts:
         for label, name in enumerate(classes):
-            found = images((folder / name).rglob("*"))
+            found = items((folder / name).rglob("*"), IMAGE_SUFFIXES)
             files += found
             labels += [label] * len(found)
             test += [is_test] * len(found)
-    flat = images(root.iterdir()) if len(parts) == 1 else []
+    flat = items(root.iterdir(), IMAGE_SUFFIXES) if len(parts) == 1 else []
     if flat and files:
-        raise UserError(f"{root} holds images both beside its class folders ({flat[0].name}) and in them; put "
-                        "every image in a class folder, or none")
+        refuse_mixed_layout(root, "image", flat[0])
     if flat:  # a flat folder of images, as of clips, volumes or meshes: every item unlabelled (-1)
         files, labels, test, classes = flat, [-1] * len(flat), [False] * len(flat), []
     if not files:
@@ -449,6 +446,18 @@ def _folder_source(root: Path, image_size: int | None) -> ImageSource:
         split = np.asarray(test, dtype=bool)
     return ImageSource(str(root), tuple(shape), channels, Normalization.for_array(first),
                        np.asarray(labels, dtype=np.int64), classes, raw, identity, split=split)
+
+
+def items(paths, suffixes) -> list[Path]:
+    """The files among `paths` whose suffix is one of `suffixes`, sorted, leaving out hidden ones (macOS's `._`
+    copies): the items of a dataset folder, of any modality."""
+    return sorted(p for p in paths if p.suffix.lower() in suffixes and p.is_file() and not p.name.startswith("."))
+
+
+def refuse_mixed_layout(root: Path, kind: str, example: Path) -> None:
+    """A folder with `kind` files both beside its class folders (`example`) and in them: one line."""
+    raise UserError(f"{root} holds {kind} files both beside its class folders ({example.name}) and in them; put "
+                    "every file in a class folder, or none")
 
 
 def _subfolders(folder: Path) -> list[Path]:

@@ -35,7 +35,7 @@ from fieldlab import _validate
 from fieldlab._errors import UserError
 from fieldlab.signals._modality import get_modality, modalities
 from fieldlab.signals._signal import Normalization, grid_coords
-from fieldlab.signals.datasets import ImageSource, _like_first, open_source
+from fieldlab.signals.datasets import ImageSource, _like_first, items, open_source, refuse_mixed_layout
 
 MODAL_KINDS = ("audio", "volume", "mesh")
 """The modalities a folder of this module holds (images: `signals/datasets.py`)."""
@@ -89,13 +89,11 @@ def _kind_of(path: Path) -> str | None:
 def _listing(root: Path, kind: str) -> tuple[list[Path], np.ndarray, list[str]]:
     """(files, labels (N,), class names) of a folder's `kind` files: per class folder, or flat (labels -1)."""
     suffixes = get_modality(kind).suffixes
-    mine = lambda paths: sorted(p for p in paths if p.is_file() and p.suffix.lower() in suffixes)  # noqa: E731
-    flat = mine(root.iterdir())
+    flat = items(root.iterdir(), suffixes)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    per_class = [mine(_files(root / name)) for name in classes]
+    per_class = [items(_files(root / name), suffixes) for name in classes]
     if flat and any(per_class):
-        raise UserError(f"{root} holds {kind} files both beside its class folders ({flat[0].name}) and in them; "
-                        "put every file in a class folder, or none")
+        refuse_mixed_layout(root, kind, flat[0])
     if flat:
         return flat, np.full(len(flat), -1, dtype=np.int64), []
     keep = [k for k, found in enumerate(per_class) if found]
