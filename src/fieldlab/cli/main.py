@@ -202,7 +202,7 @@ def render_command(
     values = render(stored, size=grid[0], region=grid[1], device=target, progress=True)
     info = rendered_info(stored.signal, grid[0], grid[1])
     if frame:
-        values, info = values[0], frame_info(info, grid[0], grid[1])
+        values, info = values[0], frame_info(info, grid[0])
     write_signal(out, stored.signal.normalization.decode(values), info)
     _write_render_config(out, options)
     print(f"rendered {'x'.join(map(str, grid[0]))} over {','.join(f'{lo:g}:{hi:g}' for lo, hi in grid[1])} -> {out}")

@@ -102,7 +102,7 @@ def rendered_info(info: SignalInfo, size: list[int], region: list[tuple[float, f
     return dataclasses.replace(info, extra={**info.extra, key: round(rate) if key == "sample_rate" else rate})
 
 
-def frame_info(info: SignalInfo, size: list[int], region: list[tuple[float, float]]) -> SignalInfo:
+def frame_info(info: SignalInfo, size: list[int]) -> SignalInfo:
     """The signal info of one rendered frame of a video (`size` one frame long) as an image: its height and
     width, their part of the domain, no frame rate."""
     return dataclasses.replace(info, kind="image", shape=tuple(size[1:]), domain=tuple(info.domain[1:]),
