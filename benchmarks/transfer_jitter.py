@@ -75,10 +75,14 @@ def main() -> None:
                "transfer_mean": round(float(np.mean(list(other.values()))), 2), "train_seconds": round(seconds, 1)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    floor = rows[0]["own_mean"] - args.margin if rows[0]["jitter"] == 0 else -np.inf
-    allowed = [r for r in rows if r["own_mean"] >= floor]
-    chosen = max(allowed, key=lambda r: r["transfer_mean"])["jitter"]
-    print(f"chosen jitter: {chosen}", flush=True)
+    base = next((r for r in rows if r["jitter"] == 0), None)
+    if base is None:  # the rule measures against jitter 0: runs split over processes are chosen from all rows
+        chosen = None
+        print("no jitter 0 among --jitters: choose from every run's rows together", flush=True)
+    else:
+        allowed = [r for r in rows if r["own_mean"] >= base["own_mean"] - args.margin]
+        chosen = max(allowed, key=lambda r: r["transfer_mean"])["jitter"]
+        print(f"chosen jitter: {chosen}", flush=True)
     if args.out:
         args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
                                         "chosen": chosen}, indent=1))
