@@ -144,3 +144,14 @@ def test_pictures_are_saved_at_the_fastest_zlib_level(tmp_path):
     data = (tmp_path / "error.png").read_bytes()
     idat = data.index(b"IDAT") + 4
     assert data[idat:idat + 2] == b"\x78\x01"
+
+
+@pytest.mark.parametrize("samples, drawn", [(1, False), (3, False), (4, True), (9, True)])
+def test_a_clip_too_short_for_a_spectrogram_has_no_error_map(tmp_path, samples, drawn):
+    """The spectrogram's window is at most the clip (STFT's reflect padding needs window / 2 < samples): a clip of
+    9 samples is drawn, one of 1 sample crashed `fit` in torch.stft and now has no error map, as an image without
+    matplotlib."""
+    pytest.importorskip("matplotlib")
+    original = torch.linspace(-0.5, 0.5, samples)[:, None]
+    assert plots.write_error_map(original, original * 0.9, "audio", tmp_path / "e.png", sample_rate=8000) is drawn
+    assert (tmp_path / "e.png").exists() is drawn

@@ -26,6 +26,7 @@ log = logging.getLogger("fieldlab")
 
 ERROR_MAP_KINDS = ("image", "audio")
 """The signal kinds that get an error.png (`write_error_map`)."""
+MIN_SPECTROGRAM_SAMPLES = 4  # a window of 4 with a hop of 1: a shorter clip has no error map
 MAX_PREVIEW_FACES = 6000  # a preview's triangles: enough to read the shape, drawn in well under a second
 _noted: set[str] = set()
 
@@ -178,6 +179,8 @@ def write_error_map(original: torch.Tensor, reconstruction: torch.Tensor, kind: 
         fig.colorbar(image, ax=ax, label="|field − original| / range")
         ax.set_title(f"error{title}", fontsize=10)
     else:
+        if original.shape[0] < MIN_SPECTROGRAM_SAMPLES:
+            return False
         difference, seconds, top = _spectrogram_difference(original, reconstruction, sample_rate or 1.0)
         fig, ax = plt.subplots(figsize=(7, 3.5))
         image = ax.imshow(difference, cmap="RdBu_r", vmin=-20, vmax=20, aspect="auto", origin="lower",
@@ -196,7 +199,8 @@ def _spectrogram_difference(original: torch.Tensor, reconstruction: torch.Tensor
     """(frequencies, frames) dB difference of the channel-mean magnitude spectrograms, the duration and
     the top frequency."""
     n = original.shape[0]
-    window = int(min(1024, 2 ** max(4, math.floor(math.log2(max(16, n // 8))))))
+    # STFT's reflect padding needs window / 2 < n: short clips take a shorter window
+    window = int(min(1024, 2 ** math.floor(math.log2(max(16, n // 8))), 2 ** math.floor(math.log2(n))))
 
     def decibels(wave: torch.Tensor) -> torch.Tensor:
         mono = wave.float().mean(-1).cpu()

@@ -40,3 +40,14 @@ def test_ssim_of_an_image_with_itself_is_one_and_a_too_small_image_nan():
     _, target = _pair((16, 16, 3), 0.0)
     assert ssim(target, target) == pytest.approx(1.0, abs=1e-12)
     assert math.isnan(ssim(target[:10], target[:10]))
+
+
+def test_snr_of_a_silent_target_is_not_a_number():
+    """A silent clip has no signal power: its SNR was printed as -258 dB (1e-30 over the error); it is NaN now,
+    which the summary line and metrics.json leave out, while a clip with any signal keeps its SNR."""
+    from fieldlab.fit.metrics import snr
+
+    silent = torch.zeros(100, 1)
+    assert math.isnan(snr(silent + 0.01, silent))
+    assert snr(silent + 0.11, silent + 0.1) == pytest.approx(20.0)  # power 0.01 over an error of 0.0001
+    assert snr(silent + 0.1, silent + 0.1) == math.inf

@@ -84,12 +84,16 @@ def resolve_field_config(name: str, options: dict[str, Any], *, kind: str, in_di
             sized = sized.replace(**{knob: getattr(sized, knob) - 1})
         if sized.num_params() <= max_params:
             config = sized
-            log.info("%s sized to %s parameters, at most the signal's %s values (--params or --%s chooses)",
-                     name, f"{config.num_params():,}", f"{max_params:,}", knob.replace("_", "-"))
+            log.info("%s sized to %s parameters, at most the signal's %s (--params or --%s chooses)",
+                     name, f"{config.num_params():,}", _values(max_params), knob.replace("_", "-"))
         else:  # even its smallest size is larger than the signal: a degenerate field helps nobody
-            log.info("%s keeps its default size (%s parameters): its smallest is above the signal's %s values",
-                     name, f"{config.num_params():,}", f"{max_params:,}")
+            log.info("%s keeps its default size (%s parameters): its smallest is above the signal's %s",
+                     name, f"{config.num_params():,}", _values(max_params))
     return config  # every config was built through from_options/replace, which bound num_params by LIMITS
+
+
+def _values(n: int) -> str:
+    return f"{n:,} value" + ("" if n == 1 else "s")
 
 
 def check_fit_memory(config: FieldConfig, points: int, device: str) -> None:

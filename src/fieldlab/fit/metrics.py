@@ -80,10 +80,13 @@ def ssim(prediction: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def snr(prediction: torch.Tensor, target: torch.Tensor) -> float:
-    """Signal-to-noise ratio in dB: signal power over error power (audio's usual measure)."""
+    """Signal-to-noise ratio in dB: signal power over error power (audio's usual measure); NaN for a silent
+    target, which has no signal to measure against (not reported, as an SSIM of a too-small image)."""
     error = float(torch.mean((prediction.double() - target.double()) ** 2))
     power = float(torch.mean(target.double() ** 2))
-    return math.inf if error <= 0 else 10 * math.log10(max(power, 1e-30) / error)
+    if power <= 0:
+        return math.nan
+    return math.inf if error <= 0 else 10 * math.log10(power / error)
 
 
 def frame_psnrs(prediction: torch.Tensor, target: torch.Tensor) -> list[float]:
