@@ -1,6 +1,5 @@
 """Dataset sources refuse broken data (issue 19): `fieldlab fit-dataset` exits 2 with one line, writing nothing."""
 
-import io
 import struct
 import zipfile
 

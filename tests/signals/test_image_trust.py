@@ -4,7 +4,6 @@ shrunk by --max-size."""
 import dataclasses
 import json
 
-import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile

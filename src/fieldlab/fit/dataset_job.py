@@ -53,6 +53,8 @@ class DatasetJob:
     """Fraction of the items (seeded choice) whose rows are marked split `test`."""
     image_size: int | None = None
     """Resize a folder's images to this square size."""
+    rgb: bool = False
+    """Convert a folder's images to RGB: grey ones replicated, alpha dropped (else mixed channel counts are refused)."""
     clip_seconds: float | None = None
     """Length of every item of a folder of audio clips, in seconds (longer clips are cut, shorter ones end in
     silence); None: the shortest clip's."""
@@ -145,8 +147,8 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
     if job.limit is not None and job.limit < 1:
         raise UserError(f"--limit must be positive, got {job.limit}")
     check_store_path(out, force=force, resume=resume, inputs=[job.source])
-    source = open_dataset(job.source, image_size=job.image_size, clip_seconds=job.clip_seconds, mono=job.mono,
-                          mesh_resolution=job.mesh_resolution)
+    source = open_dataset(job.source, image_size=job.image_size, rgb=job.rgb, clip_seconds=job.clip_seconds, mono=job.mono,
+                          mesh_resolution=job.mesh_resolution, progress=progress)
     if job.copies > 1 and source.kind != "image":  # an augmentation flips and crops an image
         raise UserError(f"--copies augments images; {job.source} holds {source.kind} items: give --copies 1")
     items = min(len(source), job.limit or len(source))

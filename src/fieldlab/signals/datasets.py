@@ -26,7 +26,7 @@ Values are in the field range [-1, 1] through one `Normalization` for the whole 
 
 A spec may end in options, `PATH:key=value,key=value` (CIFAR-100's `label=coarse`, a Hugging Face
 dataset's `image=COLUMN,label=COLUMN`); they are part of the spec a store records. The sources of
-`sources_*.py` are tried in turn (`_format_source`) before the ImageFolder and NumPy readers here.
+`sources_*.py` are tried in turn (`_format_opener`) before the ImageFolder and NumPy readers here.
 """
 
 from __future__ import annotations
@@ -126,13 +126,14 @@ def _lazy_source(spec: str, count: int, shape: tuple[int, ...], raw: Callable[[i
 
 
 def _like_first(read: Callable[[int], np.ndarray], first: np.ndarray, name: Callable[[int], Any],
-                what: str = "images", hint: str = "") -> Callable[[int], np.ndarray]:
-    """`read`, refusing an item whose shape or dtype is not `first`'s (item 0's); `name(i)` names item i."""
+                what: str = "images", hint: Callable[[np.ndarray], str] | None = None) -> Callable[[int], np.ndarray]:
+    """`read`, refusing an item whose shape or dtype is not `first`'s (item 0's); `name(i)` names item i, and
+    `hint(item)` says what would make it match."""
     def checked(i: int) -> np.ndarray:
         item = read(i)
         if item.shape != first.shape or item.dtype != first.dtype:
             raise UserError(f"{name(i)} is {item.shape} {item.dtype}, but {name(0)} is {first.shape} {first.dtype}; "
-                            f"{what} of a dataset must match{hint}")
+                            f"{what} of a dataset must match{hint(item) if hint else ''}")
         return item
     return checked
 
@@ -175,25 +176,29 @@ def _default_names(spec: str, classes: np.ndarray, names, what: str) -> list[str
     return [str(k) for k in range(top)]
 
 
-def open_source(spec: str, *, image_size: int | None = None) -> ImageSource:
-    """The dataset `spec` names (see the module docstring); `image_size` resizes a folder's images."""
+def open_source(spec: str, *, image_size: int | None = None, rgb: bool = False, progress: bool = False) -> ImageSource:
+    """The dataset `spec` names (see the module docstring); `image_size` resizes a folder's images, `rgb`
+    converts them to RGB (grey replicated, alpha dropped); `progress`: a bar over a large folder's headers."""
     if image_size is not None:
         _validate.bounded_int(image_size, "--image-size", 1, math.isqrt(_validate.LIMITS.pixels))
-    if spec.startswith("sample:"):
-        return _sample_source(spec)
-    where, options = spec_options(spec)
+    sample = spec.startswith("sample:")
+    where, options = (spec, {}) if sample else spec_options(spec)
     path = Path(where)
-    if not path.exists():
+    if not sample and not path.exists():
         raise UserError(f"no such dataset: {where}")
-    formatted = _format_source(spec, path, options)
-    if formatted is not None:
-        if image_size is not None:
-            raise UserError(f"--image-size resizes the images of a folder of class folders, not of {spec}")
-        return formatted
+    opener = None if sample else _format_opener(path)
+    if sample or opener is not None or not path.is_dir():  # --image-size and --rgb: a folder's image files only
+        for flag, given in (("--image-size", image_size is not None), ("--rgb", rgb)):
+            if given:
+                raise UserError(f"{flag} applies to a folder of image files, not to {spec}")
+    if sample:
+        return _sample_source(spec)
+    if opener is not None:
+        return opener(spec, path, dict(options))
     if options:
         raise UserError(f"{spec}: options after ':' apply to CIFAR and Hugging Face sources, not to {where}")
     if path.is_dir():
-        return _folder_source(path, image_size)
+        return _folder_source(path, image_size, rgb, progress)
     if path.suffix.lower() in (".npz", ".npy"):
         return _numpy_source(path)
     raise UserError(f"{spec} is not a dataset: give a folder (of class folders, CIFAR .bin files, Hugging Face "
@@ -228,16 +233,16 @@ def spec_options(spec: str) -> tuple[str, dict[str, str]]:
     return head, options
 
 
-def _format_source(spec: str, path: Path, options: dict[str, str]) -> ImageSource | None:
-    """The source of `path` if one of the formats of signals/sources_*.py recognizes it (CIFAR binary,
-    Hugging Face arrow/parquet, an images/ + masks/ folder), else None."""
+def _format_opener(path: Path) -> Callable[[str, Path, dict], ImageSource] | None:
+    """The opener of `path`'s format if one of signals/sources_*.py recognizes it (CIFAR binary, Hugging Face
+    arrow/parquet, an images/ + masks/ folder), else None."""
     from fieldlab.signals import sources_cifar, sources_hf, sources_segmentation
 
     for recognizes, opener in ((sources_cifar.recognizes, sources_cifar.open_cifar),
                                (sources_hf.recognizes, sources_hf.open_hf),
                                (sources_segmentation.recognizes, sources_segmentation.open_segmentation)):
         if recognizes(path):
-            return opener(spec, path, dict(options))
+            return opener
     return None
 
 
@@ -399,7 +404,7 @@ def _load(path: Path, read: Callable[[], Any]) -> Any:
         raise UserError(f"cannot read {path} as a NumPy file ({reason})") from None
 
 
-def _folder_source(root: Path, image_size: int | None) -> ImageSource:
+def _folder_source(root: Path, image_size: int | None, rgb: bool = False, progress: bool = False) -> ImageSource:
     from fieldlab.signals.image import IMAGE_SUFFIXES, read_image
 
     parts = _split_folders(root)
@@ -420,9 +425,13 @@ def _folder_source(root: Path, image_size: int | None) -> ImageSource:
         raise UserError(f"{root} has no images (expected {root}/<image>.png, or {root}/<class>/<image>.png for "
                         "labels)")
 
+    _refuse_mismatched_headers(files, image_size, rgb, progress)
+
     def load(i: int) -> np.ndarray:
         signal = read_image(files[i])
         raw = signal.info.normalization.decode(signal.values)
+        if rgb:
+            raw = to_rgb(raw)
         if image_size and raw.shape[:2] != (image_size, image_size):
             from PIL import Image
 
@@ -436,7 +445,8 @@ def _folder_source(root: Path, image_size: int | None) -> ImageSource:
 
     first = load(0)
     shape, channels = first.shape[:2], first.shape[2]
-    raw = _like_first(load, first, files.__getitem__, hint=" (--image-size N resizes them)")
+    raw = _like_first(load, first, files.__getitem__, hint=lambda item: _image_hint(
+        item.shape[:2] != first.shape[:2], item.shape[2:] != first.shape[2:]))
 
     identity = {"spec": str(root), "count": len(files), "shape": list(first.shape), "classes": classes,
                 "files_sha1": hashlib.sha1("\n".join(str(f.relative_to(root)) for f in files).encode()).hexdigest()}
@@ -446,6 +456,57 @@ def _folder_source(root: Path, image_size: int | None) -> ImageSource:
         split = np.asarray(test, dtype=bool)
     return ImageSource(str(root), tuple(shape), channels, Normalization.for_array(first),
                        np.asarray(labels, dtype=np.int64), classes, raw, identity, split=split)
+
+
+HEADERS_PER_BAR = 20_000
+"""Image headers a folder must hold for their check to show a bar (about a second of reading)."""
+
+
+def _refuse_mismatched_headers(files: list[Path], image_size: int | None, rgb: bool, progress: bool) -> None:
+    """Before anything is written, each image's header against the first's: its size (unless `image_size`
+    resizes them) and channels (unless `rgb` converts them). Files whose header does not say (a palette's
+    channels, an HDR image) are checked as they are read."""
+    from fieldlab._progress import phase
+    from fieldlab.signals.image import declared_shape
+
+    first = None
+    with phase("reading the images' headers", len(files), unit="image",
+               bar=progress and len(files) >= HEADERS_PER_BAR) as advance:
+        for i, path in enumerate(files):
+            if i % 1000 == 999:
+                advance(1000)
+            shape = declared_shape(path)
+            if shape is None:
+                continue
+            if first is None:
+                first = path, shape
+                continue
+            size = shape[:2] != first[1][:2] and not image_size
+            channels = None not in (shape[2], first[1][2]) and shape[2] != first[1][2] and not rgb
+            if size or channels:
+                raise UserError(f"{path} is {_declared(shape)}, but {first[0]} is {_declared(first[1])}; images of "
+                                f"a dataset must match{_image_hint(size, channels)}")
+
+
+def _declared(shape: tuple[int, int, int | None]) -> str:
+    height, width, channels = shape
+    return f"{width}x{height}" + (f" with {channels} channel{'s' if channels != 1 else ''}" if channels else "")
+
+
+def _image_hint(size: bool, channels: bool) -> str:
+    """What makes an image folder's item match the first: --image-size N for another size, --rgb for another
+    channel count."""
+    flags = [flag for flag, differs in (("--image-size N resizes them", size), ("--rgb converts them to RGB", channels))
+             if differs]
+    return f" ({'; '.join(flags)})" if flags else ""
+
+
+def to_rgb(raw: np.ndarray) -> np.ndarray:
+    """An image's raw values (H, W, C) as RGB: grey (and grey + alpha) replicated, an alpha channel dropped
+    (what torchvision's ImageFolder does with PIL's convert("RGB"))."""
+    if raw.shape[-1] in (1, 2):
+        return np.repeat(raw[..., :1], 3, axis=-1)
+    return raw[..., :3]
 
 
 def items(paths, suffixes) -> list[Path]:

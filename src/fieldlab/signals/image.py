@@ -121,6 +121,29 @@ def _header(path: Path) -> tuple[int, int, int, int] | None:
     return height, width, channels, {"I;16": 2, "I;16B": 2, "I": 4, "F": 4}.get(mode, 1)
 
 
+_READ_CHANNELS = {"1": 1, "L": 1, "I;16": 1, "I;16B": 1, "I": 1, "F": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+"""Channels `read_image` returns for an image of each PIL mode; other modes (palette, CMYK, …) are converted
+on reading, so their header does not say."""
+
+
+def declared_shape(path: Path) -> tuple[int, int, int | None] | None:
+    """(H, W, channels as `read_image` returns them) from the header alone: channels None where reading converts
+    (a palette), None for a file no reader describes cheaply."""
+    if hdr_format(path) is not None:
+        return None
+    if _is_deep_colour_png(path):
+        height, width, planes, _ = _header(path)
+        return height, width, planes
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            return height, width, _READ_CHANNELS.get(image.mode)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def check_image_size(path: Path, height: int, width: int, channels: int, itemsize: int) -> None:
     """Refuse, before decoding, an image over `LIMITS.pixels` or one whose decoding would not fit in memory."""
     pixels = height * width

@@ -44,19 +44,19 @@ MAX_MESH_RESOLUTION = 512
 MAX_CLIP_SECONDS = 86_400.0
 
 
-def open_dataset(spec: str, *, image_size: int | None = None, clip_seconds: float | None = None,
-                 mono: bool = False, mesh_resolution: int | None = None) -> ImageSource:
+def open_dataset(spec: str, *, image_size: int | None = None, rgb: bool = False, clip_seconds: float | None = None,
+                 mono: bool = False, mesh_resolution: int | None = None, progress: bool = False) -> ImageSource:
     """The dataset `spec` names: a folder of audio clips, volumes or meshes here, anything else by
     `open_source`; an option of another modality than the source's is refused."""
     path = Path(spec)
     kind = folder_kind(path) if not spec.startswith("sample:") and path.is_dir() else "image"
-    given = {"--image-size": (image_size is not None, "image"), "--clip-seconds": (clip_seconds is not None, "audio"),
+    given = {"--image-size": (image_size is not None, "image"), "--rgb": (bool(rgb), "image"), "--clip-seconds": (clip_seconds is not None, "audio"),
              "--mono": (bool(mono), "audio"), "--mesh-resolution": (mesh_resolution is not None, "mesh")}
     for flag, (is_given, applies) in given.items():
         if is_given and applies != kind:
             raise UserError(f"{flag} applies to datasets of {applies} files; {spec} is a dataset of {kind} files")
     if kind == "image":
-        return open_source(spec, image_size=image_size)
+        return open_source(spec, image_size=image_size, rgb=rgb, progress=progress)
     files, labels, classes = _listing(path, kind)
     if kind == "audio":
         return _audio_source(path, files, labels, classes, clip_seconds, mono)
