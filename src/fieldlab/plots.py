@@ -79,7 +79,8 @@ PIL's default level 6, and its file came out smaller (noise compresses no better
 little. The pictures are for looking at, written while a command waits."""
 
 
-def _save(fig, plt, path: Path) -> None:
+def save(fig, plt, path: Path) -> None:
+    """`fig` to `path` as a PNG (temporary name, then renamed; `PNG`'s level) and closed."""
     from fieldlab._safety import replace_file
 
     replace_file(Path(path), lambda tmp: fig.savefig(tmp, dpi=100, pil_kwargs=PNG))
@@ -134,7 +135,7 @@ def write_training_plot(log_path: Path, path: Path) -> bool:
     fig.suptitle(f"{int(last['step']):,} steps in {last.get('seconds', 0):.1f} s" + (f": {shown}" if shown else ""),
                  fontsize=10)
     fig.tight_layout()
-    _save(fig, plt, path)
+    save(fig, plt, path)
     return True
 
 
@@ -190,7 +191,7 @@ def write_error_map(original: torch.Tensor, reconstruction: torch.Tensor, kind: 
         fig.colorbar(image, ax=ax, label="field − original (dB)")
         ax.set_title(f"spectrogram difference{title}", fontsize=10)
     fig.tight_layout()
-    _save(fig, plt, path)
+    save(fig, plt, path)
     return True
 
 
@@ -240,7 +241,7 @@ def write_mesh_preview(vertices: np.ndarray, faces: np.ndarray, path: Path, *, t
         ax.set_axis_off()
     fig.suptitle(shown, fontsize=9)
     fig.subplots_adjust(0, 0, 1, 0.93, 0, 0)
-    _save(fig, plt, path)
+    save(fig, plt, path)
     return True
 
 
@@ -266,5 +267,5 @@ def write_blocks_figure(picture: np.ndarray, colours: Sequence[Sequence[int]], k
               fontsize=8, frameon=False)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, plt, path)
+    save(fig, plt, path)
     return True

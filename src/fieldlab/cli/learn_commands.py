@@ -98,7 +98,7 @@ def eval_command(
     fixed = {"run": str(run), "stores": [str(p) for p in stores or []]}
     write_resolved(folder / "eval.config.json", resolved(options, eval_command.generated, **fixed))
     print(f"wrote {folder / 'eval.csv'}, {folder / 'eval.json'}" +
-          (f" and {folder / 'eval.png'}" if plotted else " (install matplotlib for eval.png)"))
+          (f" and {folder / 'eval.png'}" if plotted else ""))  # else plots.pyplot's note said why
 
 
 @app.command("train-sdf", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
