@@ -2,6 +2,7 @@
 across resolutions (a grid CNN's collapse shows), several stores of the same signals, one-line refusals."""
 
 import dataclasses
+import importlib.util
 import json
 
 import numpy as np
@@ -166,6 +167,10 @@ def test_eval_prints_and_saves_both_gaps_for_two_stores(cli, cnn_run, blob_store
     assert [s["store"] for s in saved["stores"]] == ["store", "refit"]
     header = (out / "eval.csv").read_text().splitlines()[0]
     assert header == "store,field,train,test,resolution,points,accuracy,metric,draws,drop"
+    if importlib.util.find_spec("matplotlib"):  # the heat map, one panel a store, written as the other pictures
+        picture = (out / "eval.png").read_bytes()
+        assert picture[:8] == b"\x89PNG\r\n\x1a\n" and picture[picture.index(b"IDAT") + 4:][:2] == b"\x78\x01"
+        assert f"and {out / 'eval.png'}" in text and not list(out.glob("*.tmp*"))
 
 
 def refusal(cli, args, message, out):
