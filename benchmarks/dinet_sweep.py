@@ -197,6 +197,11 @@ def train_one(options: dict, data: Split, evaluator, info, device, batch: int, n
     net = cfg.build(info["channels"], info["classes"], info["dim"]).to(device)
     optimizer = Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)  # as train steps
     samplers = config.samplers(info["dim"])
+    jitter = options.get("jitter", 0.0)  # sample spacings, as `train --jitter`
+    if jitter:
+        if "shape" not in info:
+            raise SystemExit("--jitter needs the store's shape: export the store again (fields.json has none)")
+        jitter = torch.tensor([jitter * 2 / n for n in info["shape"]])
     began = time.time()
     for step in range(steps):
         net.train()
@@ -205,7 +210,7 @@ def train_one(options: dict, data: Split, evaluator, info, device, batch: int, n
         points = config.step_points(samplers, step).to(device)
         noise = config.noise * torch.randn(batch, len(points), info["channels"], generator=g)
         x = make_input(cfg, evaluator, {k: v[pick] for k, v in data.params.items()}, points,
-                       jitter=options.get("jitter", 0.0), noise=noise, generator=g)
+                       jitter=jitter, noise=noise, generator=g)
         loss = torch.nn.functional.cross_entropy(net(x), data.labels[pick])
         for group in optimizer.param_groups:
             group["lr"] = Schedule(config.lr, steps, "cosine", final=0.0, warmup=config.warmup).lr(step)

@@ -54,7 +54,7 @@ def export(store_path: str, data: Path) -> None:
     save_file(tensors, str(data / "fields.safetensors"))
     (data / "fields.json").write_text(json.dumps({
         "field": store.config.name, "config": store.config.to_dict(), "channels": store.signal.channels,
-        "dim": store.signal.in_dim, "train": len(train_rows), "test": len(test_rows), "split": how,
+        "dim": store.signal.in_dim, "shape": list(store.signal.shape), "train": len(train_rows), "test": len(test_rows), "split": how,
         "classes": int(tensors["labels"].max()) + 1, "source": store.attrs.get("source", {})}))
     print(f"exported {len(rows)} fields to {data}")
 

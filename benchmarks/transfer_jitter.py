@@ -4,7 +4,7 @@ of the same signals fitted by another architecture?
 
     python benchmarks/dinet_sweep.py --export siren-store --data /tmp/siren      # once each (needs zarr)
     python benchmarks/dinet_sweep.py --export sf-store --data /tmp/sf
-    python benchmarks/transfer_jitter.py --data /tmp/siren --transfer /tmp/sf --jitters 0,0.03,0.06,0.12
+    python benchmarks/transfer_jitter.py --data /tmp/siren --transfer /tmp/sf --jitters 0,0.12,0.24,0.48
 
 Both stores hold the same signals in the same rows (checked: the labels must agree row by row). The train
 split of each is cut as `dinet_sweep.py` cuts it (every 5th train field is VALIDATION). Each trial trains
@@ -37,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path, help="the exported store the network trains on")
     parser.add_argument("--transfer", required=True, type=Path, help="an exported store of the same signals")
-    parser.add_argument("--jitters", default="0,0.03,0.06,0.12")
+    parser.add_argument("--jitters", default="0,0.12,0.24,0.48")
     parser.add_argument("--sides", default="16")
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--margin", type=float, default=0.5)

@@ -65,6 +65,8 @@ def test_refusals(cli, blob_store, tmp_path):
         (["--net", "resnet9000"], "unknown network"),
         (["--points", "grid", "--num-points", 60], "not square"),
         (["--net", "dinet2", "--kernel-size", 3], "does not take --kernel-size"),
+        (["--jitter", -0.1], "--jitter must be between 0 and 4"),
+        (["--noise", -1], "--noise must be between 0 and 10"),
     ]:
         status, out, err = cli(["train", blob_store, "--out", tmp_path / "r", *args])
         assert status == 2 and message in err, err
@@ -163,3 +165,19 @@ def test_eval_averages_randomized_point_sets_over_draws(cli, blob_store, tmp_pat
     status, out, err = cli(["eval", run, blob_store, "--points", "grid", "--resolutions", "8"])
     assert status == 0, err
     assert "across point sets at 64 pts: not measured (the training point set, rqmc, is not among --points)" in out
+
+
+def test_jitter_counts_in_sample_spacings_of_each_axis():
+    """`train --jitter J` moves each coordinate by J sample spacings (standard deviation) of the store, axis by
+    axis, as `fit-dataset --jitter` counts: on 8×8 digits 0.24 is 0.06 of the [-1, 1] domain (BENCHMARKS.md's
+    transfer table), on a 4×16 store the axes differ."""
+    from types import SimpleNamespace
+
+    from fieldlab.learn.store_tasks import StoreTask
+
+    def sigma(jitter, shape):
+        return StoreTask.jitter(SimpleNamespace(config=SimpleNamespace(jitter=jitter), signal=SimpleNamespace(shape=shape)))
+
+    assert sigma(0.0, (8, 8)) == 0.0
+    assert torch.allclose(sigma(0.24, (8, 8)), torch.tensor([0.06, 0.06]))
+    assert torch.allclose(sigma(0.5, (4, 16)), torch.tensor([0.25, 0.0625]))

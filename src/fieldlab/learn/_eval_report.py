@@ -218,15 +218,15 @@ def format_summary(rows: list[dict], cell: TrainingCell, summary: dict[str, Any]
         if worst is not None and cell.metric.higher_is_better and worst["drop"] > TRANSFER_DROP:
             lines.append(f"{worst['field']} fields ({worst['store']}) read {_number(worst['drop'], cell.metric)} "
                          f"{cell.metric.unit} lower at the training cell: another architecture's fields differ "
-                         "between the samples; train --jitter (e.g. 0.06 for 8×8 items, a quarter of their sample "
-                         "spacing) teaches a network to tolerate that (README)")
+                         "between the samples; train --jitter (e.g. 0.24, about a quarter of a sample spacing) teaches "
+                         "a network to tolerate that (README)")
     return "\n".join(lines)
 
 
 TRANSFER_DROP = 3.0
 """A store of another architecture that reads more than this many points lower than the training store at the
 training cell gets a line naming `train --jitter` (issue 20's transfer target: within 3 points; on the digits
-`--jitter 0.06` brought spatial functa's 4.0 to 0.4, BENCHMARKS.md)."""
+`--jitter 0.24`, 0.06 of the domain, brought spatial functa's 4.0 to 0.4, BENCHMARKS.md)."""
 
 
 def _store_line(reference: dict, s: dict, metric: Metric) -> str:

@@ -83,7 +83,8 @@ def num_classes(store, segment: bool = False) -> int:
 def make_input(cfg: NetConfig, evaluator: FieldEvaluator, params: dict[str, torch.Tensor], points,
                *, jitter: float = 0.0, noise: float | torch.Tensor = 0.0, flip: torch.Tensor | None = None,
                generator: torch.Generator | None = None):
-    """What the network eats for this batch: the per-field tensors, or the fields sampled at `points`."""
+    """What the network eats for this batch: the per-field tensors, or the fields sampled at `points`, moved by
+    `jitter` (standard deviations, one or one per axis, in the points' units)."""
     if cfg.takes == "params":
         return params
     coords = points.coords
@@ -207,9 +208,16 @@ class StoreTask(Task):
         if config.noise and cfg.takes != "params":  # drawn for the global batch, so every rank slices the same draw
             noise = config.noise * torch.randn(config.batch_size, len(points), self.signal.channels,
                                                generator=g)[part]
-        x = make_input(cfg, self.evaluator, params, input_points(cfg, points), jitter=config.jitter, noise=noise,
+        x = make_input(cfg, self.evaluator, params, input_points(cfg, points), jitter=self.jitter(), noise=noise,
                        flip=flips, generator=g)
         return self.cross_entropy(model, x, points, pick, flips)
+
+    def jitter(self) -> torch.Tensor | float:
+        """`--jitter` as standard deviations per axis in the points' units: the fraction times the sample
+        spacing, [-1, 1] over the store's samples along that axis."""
+        if not self.config.jitter:
+            return 0.0
+        return torch.tensor([self.config.jitter * 2 / n for n in self.signal.shape])
 
     def cross_entropy(self, model: nn.Module, x, points, pick: torch.Tensor, flips) -> torch.Tensor:
         raise NotImplementedError

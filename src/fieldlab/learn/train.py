@@ -45,6 +45,10 @@ __all__ = ["FORMAT", "Split", "TrainConfig", "accuracy", "build_net", "input_poi
            "split_rows", "train"]
 
 FORMAT = "fieldlab.run"
+MAX_JITTER = 4.0
+"""The largest `--jitter`, in sample spacings: beyond a few the points no longer say where they are."""
+MAX_NOISE = 10.0
+"""The largest `--noise`, in the field's value units (values span [-1, 1])."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +81,9 @@ class TrainConfig:
     warmup: int = 30
     """Steps of linear learning-rate warm-up."""
     jitter: float = 0.0
-    """Standard deviation of the coordinate jitter, in canonical units (the network still sees the
-    nominal points: it learns to tolerate a sampling offset)."""
+    """Standard deviation of the coordinate jitter as a fraction of the store's sample spacing (per axis, the
+    domain over its samples; `fit-dataset --jitter` counts in the same unit). The network still sees the
+    nominal points: it learns to tolerate a sampling offset and fields that differ between the samples."""
     noise: float = 0.01
     """Standard deviation of additive intensity noise."""
     flip: bool = False
@@ -120,6 +125,8 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.lr <= 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
+        bounded_float(self.jitter, "--jitter", 0, MAX_JITTER)
+        bounded_float(self.noise, "--noise", 0, MAX_NOISE)
         from fieldlab.fit.config import MAX_SECONDS
 
         bounded_float(self.max_seconds or 0.0, "--max-seconds", 0, MAX_SECONDS)
