@@ -118,6 +118,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--chunk", type=int, default=4096)
     parser.add_argument("--out", type=Path, default=Path("fit_dataset_command"))
+    parser.add_argument("--kernel-only", action="store_true",
+                        help="only the kernel row (fit_batch over the patches), e.g. to compare two trees")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "patches.npz"
@@ -129,6 +131,9 @@ def main() -> None:
                "steps": args.steps, "sizes": {}}
     for size in args.sizes.split(","):
         row = {"kernel": kernel_rate(path, size, args.steps, args.chunk)}
+        if args.kernel_only:
+            print(json.dumps({size: row}), flush=True)
+            continue
         store = args.out / f"store_{size}"
         row["command_cold_s"] = run_command(path, size, args.steps, store, env)
         row["command_warm_s"] = run_command(path, size, args.steps, store, env)
