@@ -224,9 +224,9 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
         done_steps[index.numpy()] = step
 
     def result(times) -> BatchResult:
+        refuse_diverged(out, psnr, rows, lr)  # where the weights are (a GPU checks 143 MB at once)
         host = {name: v.cpu() for name, v in out.items()}
         host.update({name: v.float().cpu() for name, v in buffers.items()})  # fixed per field (e.g. random features)
-        refuse_diverged(host, psnr, rows, lr)
         return BatchResult(host, psnr, done_steps, *times, kernel=engine.name, quality=quality, measure=measure.name)
 
     # Steps run in segments that end at the PSNR checks (or every GRAPH_STEPS steps): a fused segment is one
@@ -265,7 +265,7 @@ def refuse_diverged(params: dict[str, torch.Tensor], psnr: np.ndarray, rows, lr:
     f = len(psnr)
     bad = ~np.isfinite(psnr)
     for tensor in params.values():
-        bad |= ~torch.isfinite(tensor.reshape(f, -1)).all(dim=1).numpy()
+        bad |= ~torch.isfinite(tensor.reshape(f, -1)).all(dim=1).cpu().numpy()
     if bad.any():
         names = ", ".join(str(int(r)) for r in np.asarray(rows)[bad][:10]) + (", …" if bad.sum() > 10 else "")
         raise UserError(f"the fits of {int(bad.sum())} of {f} fields diverged (rows {names}: their weights are not "
