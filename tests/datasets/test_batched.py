@@ -96,3 +96,18 @@ def test_psnr_is_the_stored_fields_in_fp32_at_every_precision(digits):
     mse = (prediction - values[rows]).square().mean(dim=(1, 2)).double()
     assert result.psnr == pytest.approx((10 * torch.log10(4.0 / mse)).numpy(), abs=1e-4)
     assert not torch.allclose(prediction, rounded)  # a bf16 forward pass would have read another PSNR
+
+
+def test_a_batch_with_a_diverged_field_is_refused_naming_its_row():
+    """`refuse_diverged`: one field whose weights hold a NaN (or whose PSNR is not finite) stops the batch in one
+    line naming its row, before anything of it is stored; finite ones pass."""
+    from fieldlab.fit.batched import refuse_diverged
+
+    params = {"w": torch.zeros(3, 4, 2), "b": torch.zeros(3, 2)}
+    refuse_diverged(params, np.array([30.0, 31.0, 32.0]), [5, 6, 7], 1e-3)
+    params["w"][2, 1, 0] = float("nan")
+    with pytest.raises(UserError, match=r"the fits of 1 of 3 fields diverged \(rows 7:"):
+        refuse_diverged(params, np.array([30.0, 31.0, 32.0]), [5, 6, 7], 1e-3)
+    params["w"][2, 1, 0] = 0.0
+    with pytest.raises(UserError, match=r"rows 5:"):
+        refuse_diverged(params, np.array([np.inf, 31.0, 32.0]), [5, 6, 7], 1e-3)
