@@ -12,8 +12,9 @@ near the decoded file and time near decoding; the anti-aliased resize then does 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import numpy as np
 
@@ -23,6 +24,8 @@ from fieldlab.signals._modality import Modality, ReadRequest, refuse_limits, reg
 from fieldlab.signals._signal import Normalization, Signal, SignalInfo
 from fieldlab.signals.hdr import HDR_SUFFIXES, hdr_format, hdr_size, read_hdr_image, tone_map, write_hdr_image
 from fieldlab.signals.samples import IMAGE_SAMPLES, sample_array
+
+log = logging.getLogger("fieldlab")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", *HDR_SUFFIXES)
 AXES = ("row", "column", "channel")
@@ -99,8 +102,18 @@ def _read_png_exact(path: Path, k: int = 1) -> np.ndarray:
     return block_mean(rows, k) if k > 1 else np.stack(list(rows))
 
 
-def _header(path: Path) -> tuple[int, int, int, int] | None:
-    """(H, W, C, bytes per sample) from the header alone, or None when no reader tells it cheaply."""
+class _Header(NamedTuple):
+    height: int
+    width: int
+    channels: int
+    itemsize: int
+    orientation: int = 1
+    """EXIF orientation (1-8; 1: as stored): how a viewer turns the stored pixels to show the photo."""
+
+
+def _header(path: Path) -> _Header | None:
+    """(H, W, C, bytes per sample, EXIF orientation) of the stored pixels from the header alone, or None when
+    no reader tells it cheaply."""
     if _is_deep_colour_png(path):
         import png
 
@@ -109,16 +122,59 @@ def _header(path: Path) -> tuple[int, int, int, int] | None:
             reader.preamble()
         except (png.Error, OSError, ValueError, EOFError) as error:
             raise UserError(f"cannot read {path} as a PNG ({' '.join(str(error).split())[:120]})") from None
-        return reader.height, reader.width, reader.planes, 2
+        return _Header(reader.height, reader.width, reader.planes, 2)
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             width, height = image.size
             channels, mode = len(image.getbands()), image.mode
+            orientation = exif_orientation(image)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return None  # imageio may still read it (a float RGB TIFF); it then says what is wrong
-    return height, width, channels, {"I;16": 2, "I;16B": 2, "I": 4, "F": 4}.get(mode, 1)
+    return _Header(height, width, channels, {"I;16": 2, "I;16B": 2, "I": 4, "F": 4}.get(mode, 1), orientation)
+
+
+def exif_orientation(image) -> int:
+    """The EXIF orientation tag of an open Pillow image (1 where it has none or a value outside 1-8)."""
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except Exception:  # a damaged EXIF block: the pixels as stored
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def oriented(raw: np.ndarray, orientation: int) -> np.ndarray:
+    """Stored pixels (H, W[, C]) turned as EXIF `orientation` says a viewer shows them (as Pillow's
+    `ImageOps.exif_transpose`): 2 mirrored, 3 turned 180°, 4 flipped, 5 transposed, 6 turned 90° clockwise,
+    7 transverse, 8 turned 90° counter-clockwise."""
+    if orientation == 2:
+        raw = raw[:, ::-1]
+    elif orientation == 3:
+        raw = raw[::-1, ::-1]
+    elif orientation == 4:
+        raw = raw[::-1]
+    elif orientation == 5:
+        raw = raw.swapaxes(0, 1)
+    elif orientation == 6:
+        raw = raw.swapaxes(0, 1)[:, ::-1]
+    elif orientation == 7:
+        raw = raw.swapaxes(0, 1)[::-1, ::-1]
+    elif orientation == 8:
+        raw = raw.swapaxes(0, 1)[::-1]
+    return np.ascontiguousarray(raw)
+
+
+_turned: set = set()
+
+
+def _say_turned(path: Path, orientation: int) -> None:
+    """One line a process: images are turned as their EXIF orientation says (a folder of phone photos would
+    say it for every file)."""
+    if orientation != 1 and not _turned:
+        _turned.add(path)
+        log.info("%s is turned as its EXIF orientation (%d) says, as viewers show it (so is every such image)",
+                 path, orientation)
 
 
 _READ_CHANNELS = {"1": 1, "L": 1, "I;16": 1, "I;16B": 1, "I": 1, "F": 1, "LA": 2, "RGB": 3, "RGBA": 4}
@@ -132,13 +188,15 @@ def declared_shape(path: Path) -> tuple[int, int, int | None] | None:
     if hdr_format(path) is not None:
         return None
     if _is_deep_colour_png(path):
-        height, width, planes, _ = _header(path)
-        return height, width, planes
+        header = _header(path)
+        return header.height, header.width, header.channels
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             width, height = image.size
+            if exif_orientation(image) >= 5:  # shown turned a quarter
+                width, height = height, width
             return height, width, _READ_CHANNELS.get(image.mode)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return None
@@ -160,18 +218,20 @@ def read_image(path: Path, *, max_size: int | None = None) -> Signal:
         check_image_size(path, height, width, channels, 4)
         return image_signal(read_hdr_image(path, fmt), source=str(path), max_size=max_size, extra={"format": fmt})
     header = _header(path)
+    orientation = header.orientation if header is not None else 1
+    _say_turned(path, orientation)
     if header is not None:
-        check_image_size(path, *header)
+        check_image_size(path, *header[:4])
         k = block_factor(header[:2], max_size)
         if k > 1:
-            return _read_shrunk(path, k, max_size)
+            return _read_shrunk(path, k, max_size, orientation)
     try:
         raw = _read_png_exact(path) if _is_deep_colour_png(path) else np.asarray(_imread(path))
     except Exception as error:  # imageio raises many types for a bad file; all mean the same to a user
         raise _unreadable(path, error) from None
     if raw.shape[:1] == (1,) and (raw.ndim == 4 or raw.ndim == 3 and raw.shape[-1] > 4):  # one page (1, H, W[, C])
         raw = raw[0]
-    return image_signal(raw, source=str(path), max_size=max_size)
+    return image_signal(oriented(raw, orientation), source=str(path), max_size=max_size)
 
 
 def _imread(path: Path) -> np.ndarray:
@@ -185,7 +245,7 @@ def _unreadable(path: Path, error: BaseException) -> UserError:
     return UserError(f"cannot read {path} as an image ({reason})")
 
 
-def _read_shrunk(path: Path, k: int, max_size: int) -> Signal:
+def _read_shrunk(path: Path, k: int, max_size: int, orientation: int = 1) -> Signal:
     """The image first shrunk k times by block means while decoding (pypng row by row for a 16-bit colour
     PNG; else Pillow, whose JPEG decoder can skip detail itself), then resized to `max_size`."""
     from PIL import Image
@@ -205,7 +265,7 @@ def _read_shrunk(path: Path, k: int, max_size: int) -> Signal:
     # The file's dtype, not the means', decides the normalization, so a reconstruction keeps its bit depth.
     normalization = Normalization.for_array(small) if np.issubdtype(dtype, np.floating) else \
         Normalization.for_array(np.zeros(1, dtype))
-    return image_signal(small, source=str(path), max_size=max_size, normalization=normalization)
+    return image_signal(oriented(small, orientation), source=str(path), max_size=max_size, normalization=normalization)
 
 
 def _pillow_block_mean(image, max_size: int) -> tuple[np.ndarray, np.dtype]:

@@ -110,19 +110,19 @@ def _listing(folder: Path) -> dict[str, Path]:
 
 
 def _size(file: Path) -> tuple[int, int] | None:
-    """(H, W) from the file's header, or None when Pillow cannot tell (the image's reader checks it)."""
-    from PIL import Image, UnidentifiedImageError
+    """(H, W) as read (turned as its EXIF orientation says) from the file's header, or None when the header
+    does not tell (the image's reader checks it)."""
+    from fieldlab.signals.image import declared_shape
 
-    try:
-        with Image.open(file) as image:
-            return image.size[1], image.size[0]
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return None
+    shape = declared_shape(file)
+    return None if shape is None else shape[:2]
 
 
 def read_mask(file: Path) -> np.ndarray:
     """The class ids (H, W) of a mask image."""
     from PIL import Image, UnidentifiedImageError
+
+    from fieldlab.signals.image import exif_orientation, oriented
 
     try:
         with Image.open(file) as image:
@@ -132,6 +132,7 @@ def read_mask(file: Path) -> np.ndarray:
             if image.size[0] * image.size[1] > _validate.LIMITS.pixels:
                 raise UserError(f"{file} is more than {_validate.LIMITS.pixels:,} pixels")
             ids = np.asarray(image).astype(np.uint8) if image.mode == "1" else np.asarray(image)
+            ids = oriented(ids, exif_orientation(image))  # as its image is read: as viewers show it
     except UserError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:

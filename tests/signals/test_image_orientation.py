@@ -1,0 +1,54 @@
+"""Photos with an EXIF orientation (phones store them sideways and tag how to turn them) are read as viewers
+show them: every tag 1-8 as Pillow's `ImageOps.exif_transpose`, on the plain and the shrinking (`--max-size`)
+paths, with the turned size in the headers a dataset folder checks, and their masks turned alike."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from fieldlab.signals.image import declared_shape, read_image
+from fieldlab.signals.sources_segmentation import read_mask
+
+RAW = np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+
+
+def tagged(path, raw, orientation, **save):
+    image = Image.fromarray(raw)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(path, exif=exif.tobytes(), **save)
+    return path
+
+
+def decoded(signal):
+    return signal.info.normalization.decode(signal.values)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_each_exif_orientation_reads_as_pillow_turns_it(tmp_path, orientation, suffix):
+    path = tagged(tmp_path / f"photo{suffix}", RAW, orientation, **({"quality": 95} if suffix == ".jpg" else {}))
+    with Image.open(path) as image:
+        expected = np.asarray(ImageOps.exif_transpose(image))
+    got = decoded(read_image(path))
+    assert np.array_equal(got, expected)
+    assert declared_shape(path) == expected.shape
+    assert got.shape[:2] == ((10, 6) if orientation >= 5 else (6, 10))
+
+
+def test_a_shrunk_photo_is_turned_too(tmp_path):
+    """`--max-size` decodes a large file shrunk (block means while reading): the turned result is the one of the
+    same pixels stored already turned."""
+    big = np.repeat(np.repeat(RAW, 8, axis=0), 8, axis=1)  # 48 x 80
+    turned = tagged(tmp_path / "turned.png", big, 6)
+    upright = tmp_path / "upright.png"
+    Image.fromarray(np.ascontiguousarray(np.rot90(big, -1))).save(upright)
+    a, b = decoded(read_image(turned, max_size=20)), decoded(read_image(upright, max_size=20))
+    assert a.shape == b.shape == (20, 12, 3)
+    assert np.allclose(a, b)
+
+
+def test_a_mask_is_turned_as_its_image(tmp_path):
+    ids = np.arange(60, dtype=np.uint8).reshape(6, 10)
+    path = tagged(tmp_path / "mask.png", ids, 8)
+    assert np.array_equal(read_mask(path), np.rot90(ids, 1))
