@@ -50,3 +50,14 @@ def test_bad_regions(text):
 def test_bad_sizes(stored, size, message):
     with pytest.raises(UserError, match=message):
         render(stored[0], size=size)
+
+
+def test_render_quiet_shows_no_bar(cli, tmp_path):
+    """`render --quiet` as `fit --quiet`: the render's bar is left out, the result line stays."""
+    status, _, err = cli(["fit", "sample:camera", "--max-size", 12, "--steps", 3, "--hidden-dim", 4, "--device", "cpu",
+                          "--quiet", "--out", tmp_path / "f"])
+    assert status == 0, err
+    shown = cli(["render", tmp_path / "f", "--size", 20, 20, "--out", tmp_path / "a.png"])
+    quiet = cli(["render", tmp_path / "f", "--size", 20, 20, "--out", tmp_path / "b.png", "--quiet"])
+    assert shown[0] == quiet[0] == 0 and "rendered 20x20" in shown[1] and "rendered 20x20" in quiet[1]
+    assert "rendering 20x20" in shown[2] and "rendering" not in quiet[2]

@@ -221,3 +221,12 @@ def test_eval_refuses_a_run_json_whose_training_point_set_is_no_name(cli, cnn_ru
     info["train"]["points"] = 5
     (run / "run.json").write_text(json.dumps(info))
     refusal(cli, ["eval", run, blob_store], "run.json train: 'points' must be a str", tmp_path / "out")
+
+
+def test_eval_quiet_shows_no_bar(cli, cnn_run, blob_store, tmp_path):
+    shown = cli(["eval", cnn_run, blob_store, "--points", "grid", "--resolutions", "8", "--out", tmp_path / "a"])
+    quiet = cli(["eval", cnn_run, blob_store, "--points", "grid", "--resolutions", "8", "--out", tmp_path / "b",
+                 "--quiet"])
+    assert shown[0] == quiet[0] == 0
+    assert shown[1].replace(str(tmp_path / "a"), "OUT") == quiet[1].replace(str(tmp_path / "b"), "OUT")  # one table
+    assert shown[2].strip() != "" and quiet[2].strip() == ""

@@ -65,6 +65,7 @@ def eval_command(
                                                              "SDF run needs none: its scenes, or the store it trained "
                                                              "on, are recorded."),
     out: Optional[Path] = typer.Option(None, help="Where to write eval.csv, eval.json and eval.png (default RUN)."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
     options: dict = None,
 ) -> None:
     """Accuracy (mIoU for segmenters, SDF error for train-sdf runs) of RUN for every store, test point set and
@@ -85,7 +86,7 @@ def eval_command(
         raise UserError(f"--resolutions takes grid sides like 8,16,32, got {resolutions!r}") from None
     rows, cell = evaluate_table(run, stores or None, points=kinds, resolutions=sides, device=config.device,
                                 draws=config.draws, max_seconds=config.max_seconds,
-                                progress=True)
+                                progress=not quiet)
     summary = summarize(rows, cell)
     print(legend(rows, cell))
     print(format_table(rows, cell))

@@ -158,6 +158,7 @@ def render_command(
     dir: Path = typer.Argument(..., help="Field DIR."),
     out: Path = typer.Option(..., "--out", help="Output file; its suffix picks the format (.png, .wav, .mp4, .npy, …)."),
     force: bool = typer.Option(False, help="Overwrite an existing --out."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
     options: dict = None,
 ) -> None:
     """Render a field at any resolution over any sub-region of its domain."""
@@ -183,7 +184,7 @@ def render_command(
         cube = parse_size(size)
         cube = list(check_shape(cube * 3 if len(cube) == 1 else cube, "--size")) if cube else None
         bounds = parse_region(region, 3) if region else None
-        vertices, faces = render_mesh(stored, size=cube, region=bounds, device=target, progress=True)
+        vertices, faces = render_mesh(stored, size=cube, region=bounds, device=target, progress=not quiet)
         write_mesh(out, vertices, faces)
         _write_render_config(out, options)
         from fieldlab.plots import write_mesh_preview
@@ -199,7 +200,7 @@ def render_command(
                         f"({', '.join(get_modality('video').output_suffixes)})")
     # The rendered values in fp32 and their decoded copy in float64, said in one line when they cannot fit.
     check_memory(12 * math.prod(grid[0]) * stored.signal.channels, f"rendering {'x'.join(map(str, grid[0]))} samples")
-    values = render(stored, size=grid[0], region=grid[1], device=target, progress=True)
+    values = render(stored, size=grid[0], region=grid[1], device=target, progress=not quiet)
     info = rendered_info(stored.signal, grid[0], grid[1])
     if frame:
         values, info = values[0], frame_info(info, grid[0])
