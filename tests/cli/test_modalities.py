@@ -109,7 +109,7 @@ def test_a_scanned_mesh_fits_at_low_resolution_and_writes_a_mesh_trimesh_loads(t
     assert metrics["iou"] >= 0.9, metrics  # held-out points, 80% of them near the surface (measured 0.95)
     # The 48³ grid spans the canonical cube [-1, 1]³; in the mesh's units one voxel is 2/48 of a cube side.
     voxel = np.ptp(bumpy_mesh.vertices, axis=0).max() / (2 * MARGIN) * 2 / 48
-    assert "IOU" in stdout and metrics["chamfer"] < voxel, (metrics, voxel)  # measured 0.6 voxel
+    assert "IoU" in stdout and metrics["chamfer"] < voxel, (metrics, voxel)  # measured 0.6 voxel
     mesh = trimesh.load(out / "reconstruction.obj")
     assert len(mesh.faces) == metrics["reconstruction_faces"] > 1000
     status, _, stderr = cli(["render", out, "--size", "24", "--out", tmp_path / "small.ply"])

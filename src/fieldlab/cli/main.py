@@ -136,13 +136,15 @@ def fit_command(
                  fit=fit_config, field_options=options, mesh_options=mesh_options)
     result = run_fit_job(job, out, force=force, progress=not quiet, tensorboard=tensorboard, resume=resume)
     m = result.metrics
-    quality = ", ".join(f"{k.upper().replace('_', ' ')} {m[k]:.4g}{' dB' if 'nr' in k else ''}"
-                        for k in QUALITY if m.get(k) is not None and math.isfinite(m[k]))
+    quality = ", ".join(f"{label} {m[k]:.4g}{' dB' if 'nr' in k else ''}"
+                        for k, label in QUALITY.items() if m.get(k) is not None and math.isfinite(m[k]))
     print(f"{job.field} ({m['params']:,} params): {quality} after {m['steps']} steps "
           f"in {m['seconds']:.1f} s on {m['device']} -> {out}")
 
 
-QUALITY = ("psnr", "ssim", "snr", "psnr_frame_mean", "psnr_frame_min", "iou", "chamfer")
+QUALITY = {"psnr": "PSNR", "ssim": "SSIM", "snr": "SNR", "psnr_frame_mean": "mean frame PSNR",
+           "psnr_frame_min": "worst frame PSNR", "iou": "IoU", "chamfer": "Chamfer"}
+"""The measures a fit's line gives, as it names them."""
 
 
 def _int_or_none(value: Any, flag: str, most: int) -> int | None:
