@@ -97,7 +97,7 @@ def test_image_folder_layout(tmp_path):
     assert source.label_names == ["cat", "dog"] and source.labels.tolist() == [0, 0, 1, 1, 1]
     assert Augmented(source).values(range(5)).shape == (5, 81, 3)
     iio.imwrite(tmp_path / "set" / "dog" / "big.png", rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))
-    with pytest.raises(UserError, match=r"big.png is 12x12 with 3 channels, .* must match \(--image-size N resizes"):
+    with pytest.raises(UserError, match=r"big.png is 12x12, 3 channels, 8 bits, .* must match \(--image-size N resizes"):
         open_source(str(tmp_path / "set"))  # from the headers, before a store is made
     resized = open_source(str(tmp_path / "set"), image_size=8)
     assert Augmented(resized).values(range(len(resized))).shape == (6, 64, 3)
@@ -119,8 +119,8 @@ def test_rgb_makes_grey_and_rgba_images_of_a_folder_rgb(tmp_path):
     iio.imwrite(tmp_path / "set" / "a" / "1.png", grey)
     iio.imwrite(tmp_path / "set" / "a" / "2.png", np.stack([grey, grey], -1))
     iio.imwrite(tmp_path / "set" / "a" / "3.png", rgba)
-    with pytest.raises(UserError, match=r"1.png is 6x5 with 1 channel, but .*0.png is 6x5 with 3 channels; images "
-                                         r"of a dataset must match \(--rgb converts them to RGB\)"):
+    with pytest.raises(UserError, match=r"1.png is 6x5, 1 channel, 8 bits, but .*0.png is 6x5, 3 channels, 8 bits; "
+                                         r"images of a dataset must match \(--rgb converts them to RGB\)"):
         open_source(str(tmp_path / "set"))
     source = open_source(str(tmp_path / "set"), rgb=True)
     assert source.channels == 3
@@ -133,6 +133,19 @@ def test_rgb_makes_grey_and_rgba_images_of_a_folder_rgb(tmp_path):
             open_source(spec, rgb=True)
         with pytest.raises(UserError, match="--image-size applies to a folder of image files"):
             open_source(spec, image_size=4)
+
+
+def test_a_folder_mixing_bit_depths_is_refused_from_the_headers(tmp_path):
+    """An 8-bit and a 16-bit PNG in one folder: refused when the source opens (before a store is made), not
+    half-way through the fitting."""
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(4)
+    (tmp_path / "set" / "a").mkdir(parents=True)
+    iio.imwrite(tmp_path / "set" / "a" / "0.png", rng.integers(0, 256, (4, 4), dtype=np.uint8))
+    iio.imwrite(tmp_path / "set" / "a" / "1.png", rng.integers(0, 65536, (4, 4), dtype=np.uint16))
+    with pytest.raises(UserError, match=r"1.png is 4x4, 1 channel, 16 bits, but .* 8 bits; .*one bit depth"):
+        open_source(str(tmp_path / "set"))
 
 
 def test_a_flat_folder_of_images_is_unlabelled_and_a_mixed_one_is_refused(tmp_path):

@@ -446,7 +446,7 @@ def _folder_source(root: Path, image_size: int | None, rgb: bool = False, progre
     first = load(0)
     shape, channels = first.shape[:2], first.shape[2]
     raw = _like_first(load, first, files.__getitem__, hint=lambda item: _image_hint(
-        item.shape[:2] != first.shape[:2], item.shape[2:] != first.shape[2:]))
+        item.shape[:2] != first.shape[:2], item.shape[2:] != first.shape[2:], item.dtype != first.dtype))
 
     identity = {"spec": str(root), "count": len(files), "shape": list(first.shape), "classes": classes,
                 "files_sha1": hashlib.sha1("\n".join(str(f.relative_to(root)) for f in files).encode()).hexdigest()}
@@ -464,10 +464,10 @@ HEADERS_PER_BAR = 20_000
 
 def _refuse_mismatched_headers(files: list[Path], image_size: int | None, rgb: bool, progress: bool) -> None:
     """Before anything is written, each image's header against the first's: its size (unless `image_size`
-    resizes them) and channels (unless `rgb` converts them). Files whose header does not say (a palette's
-    channels, an HDR image) are checked as they are read."""
+    resizes them), channels (unless `rgb` converts them) and bit depth. Files whose header does not say (a
+    palette's channels, an HDR image) are checked as they are read."""
     from fieldlab._progress import phase
-    from fieldlab.signals.image import declared_shape
+    from fieldlab.signals.image import declared
 
     first = None
     with phase("reading the images' headers", len(files), unit="image",
@@ -475,29 +475,31 @@ def _refuse_mismatched_headers(files: list[Path], image_size: int | None, rgb: b
         for i, path in enumerate(files):
             if i % 1000 == 999:
                 advance(1000)
-            shape = declared_shape(path)
-            if shape is None:
+            this = declared(path)
+            if this is None:
                 continue
             if first is None:
-                first = path, shape
+                first = path, this
                 continue
-            size = shape[:2] != first[1][:2] and not image_size
-            channels = None not in (shape[2], first[1][2]) and shape[2] != first[1][2] and not rgb
-            if size or channels:
-                raise UserError(f"{path} is {_declared(shape)}, but {first[0]} is {_declared(first[1])}; images of "
-                                f"a dataset must match{_image_hint(size, channels)}")
+            that = first[1]
+            size = this[:2] != that[:2] and not image_size
+            channels = None not in (this.channels, that.channels) and this.channels != that.channels and not rgb
+            depth = this.itemsize != that.itemsize
+            if size or channels or depth:
+                raise UserError(f"{path} is {_declared(this)}, but {first[0]} is {_declared(that)}; images of "
+                                f"a dataset must match{_image_hint(size, channels, depth)}")
 
 
-def _declared(shape: tuple[int, int, int | None]) -> str:
-    height, width, channels = shape
-    return f"{width}x{height}" + (f" with {channels} channel{'s' if channels != 1 else ''}" if channels else "")
+def _declared(image) -> str:
+    channels = f", {image.channels} channel{'s' if image.channels != 1 else ''}" if image.channels else ""
+    return f"{image.width}x{image.height}{channels}, {8 * image.itemsize} bits"
 
 
-def _image_hint(size: bool, channels: bool) -> str:
+def _image_hint(size: bool, channels: bool, depth: bool = False) -> str:
     """What makes an image folder's item match the first: --image-size N for another size, --rgb for another
-    channel count."""
-    flags = [flag for flag, differs in (("--image-size N resizes them", size), ("--rgb converts them to RGB", channels))
-             if differs]
+    channel count; another bit depth has to be converted beforehand."""
+    flags = [flag for flag, differs in (("--image-size N resizes them", size), ("--rgb converts them to RGB", channels),
+                                        ("convert them to one bit depth first", depth)) if differs]
     return f" ({'; '.join(flags)})" if flags else ""
 
 

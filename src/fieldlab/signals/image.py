@@ -109,6 +109,8 @@ class _Header(NamedTuple):
     itemsize: int
     orientation: int = 1
     """EXIF orientation (1-8; 1: as stored): how a viewer turns the stored pixels to show the photo."""
+    mode: str = ""
+    """Pillow's mode ("" for a 16-bit colour PNG, read by pypng)."""
 
 
 def _header(path: Path) -> _Header | None:
@@ -132,7 +134,7 @@ def _header(path: Path) -> _Header | None:
             orientation = exif_orientation(image)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return None  # imageio may still read it (a float RGB TIFF); it then says what is wrong
-    return _Header(height, width, channels, {"I;16": 2, "I;16B": 2, "I": 4, "F": 4}.get(mode, 1), orientation)
+    return _Header(height, width, channels, {"I;16": 2, "I;16B": 2, "I": 4, "F": 4}.get(mode, 1), orientation, mode)
 
 
 def exif_orientation(image) -> int:
@@ -182,24 +184,28 @@ _READ_CHANNELS = {"1": 1, "L": 1, "I;16": 1, "I;16B": 1, "I": 1, "F": 1, "LA": 2
 on reading, so their header does not say."""
 
 
-def declared_shape(path: Path) -> tuple[int, int, int | None] | None:
-    """(H, W, channels as `read_image` returns them) from the header alone: channels None where reading converts
-    (a palette), None for a file no reader describes cheaply."""
+class Declared(NamedTuple):
+    """An image file as `read_image` returns it, from its header alone."""
+
+    height: int
+    width: int
+    channels: int | None
+    """None where reading converts (a palette to its colours)."""
+    itemsize: int
+    """Bytes per sample: 1 (8 bits), 2 (16 bits) or 4."""
+
+
+def declared(path: Path) -> Declared | None:
+    """The (turned) size, channels and bytes per sample of an image file from its header, or None for a file no
+    reader describes cheaply (an HDR image; one only imageio reads)."""
     if hdr_format(path) is not None:
         return None
-    if _is_deep_colour_png(path):
-        header = _header(path)
-        return header.height, header.width, header.channels
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if exif_orientation(image) >= 5:  # shown turned a quarter
-                width, height = height, width
-            return height, width, _READ_CHANNELS.get(image.mode)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    header = _header(path)
+    if header is None:
         return None
+    height, width = (header.width, header.height) if header.orientation >= 5 else (header.height, header.width)
+    channels = _READ_CHANNELS.get(header.mode) if header.mode else header.channels
+    return Declared(height, width, channels, header.itemsize)
 
 
 def check_image_size(path: Path, height: int, width: int, channels: int, itemsize: int) -> None:

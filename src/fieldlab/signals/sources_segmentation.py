@@ -112,10 +112,10 @@ def _listing(folder: Path) -> dict[str, Path]:
 def _size(file: Path) -> tuple[int, int] | None:
     """(H, W) as read (turned as its EXIF orientation says) from the file's header, or None when the header
     does not tell (the image's reader checks it)."""
-    from fieldlab.signals.image import declared_shape
+    from fieldlab.signals.image import declared
 
-    shape = declared_shape(file)
-    return None if shape is None else shape[:2]
+    image = declared(file)
+    return None if image is None else (image.height, image.width)
 
 
 def read_mask(file: Path) -> np.ndarray:
