@@ -488,6 +488,7 @@ def _refuse_mismatched_headers(files: list[Path], image_size: int | None, rgb: b
             if size or channels or depth:
                 raise UserError(f"{path} is {_declared(this)}, but {first[0]} is {_declared(that)}; images of "
                                 f"a dataset must match{_image_hint(size, channels, depth)}")
+        advance(len(files) % 1000)
 
 
 def _declared(image) -> str:
