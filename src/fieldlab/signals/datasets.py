@@ -484,7 +484,7 @@ def _refuse_mismatched_headers(files: list[Path], image_size: int | None, rgb: b
             that = first[1]
             size = this[:2] != that[:2] and not image_size
             channels = None not in (this.channels, that.channels) and this.channels != that.channels and not rgb
-            depth = this.itemsize != that.itemsize
+            depth = this.bits != that.bits
             if size or channels or depth:
                 raise UserError(f"{path} is {_declared(this)}, but {first[0]} is {_declared(that)}; images of "
                                 f"a dataset must match{_image_hint(size, channels, depth)}")
@@ -493,7 +493,7 @@ def _refuse_mismatched_headers(files: list[Path], image_size: int | None, rgb: b
 
 def _declared(image) -> str:
     channels = f", {image.channels} channel{'s' if image.channels != 1 else ''}" if image.channels else ""
-    return f"{image.width}x{image.height}{channels}, {8 * image.itemsize} bits"
+    return f"{image.width}x{image.height}{channels}, {image.bits} bit{'s' if image.bits != 1 else ''}"
 
 
 def _image_hint(size: bool, channels: bool, depth: bool = False) -> str:

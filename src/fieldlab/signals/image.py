@@ -191,8 +191,8 @@ class Declared(NamedTuple):
     width: int
     channels: int | None
     """None where reading converts (a palette to its colours)."""
-    itemsize: int
-    """Bytes per sample: 1 (8 bits), 2 (16 bits) or 4."""
+    bits: int
+    """Bits per sample as read: 1 (a bilevel image, read as booleans), 8, 16 or 32."""
 
 
 def declared(path: Path) -> Declared | None:
@@ -205,7 +205,7 @@ def declared(path: Path) -> Declared | None:
         return None
     height, width = (header.width, header.height) if header.orientation >= 5 else (header.height, header.width)
     channels = _READ_CHANNELS.get(header.mode) if header.mode else header.channels
-    return Declared(height, width, channels, header.itemsize)
+    return Declared(height, width, channels, 1 if header.mode == "1" else 8 * header.itemsize)
 
 
 def check_image_size(path: Path, height: int, width: int, channels: int, itemsize: int) -> None:
@@ -253,7 +253,8 @@ def _unreadable(path: Path, error: BaseException) -> UserError:
 
 def _read_shrunk(path: Path, k: int, max_size: int, orientation: int = 1) -> Signal:
     """The image first shrunk k times by block means while decoding (pypng row by row for a 16-bit colour
-    PNG; else Pillow, whose JPEG decoder can skip detail itself), then resized to `max_size`."""
+    PNG, which carries no EXIF orientation; else Pillow, whose JPEG decoder can skip detail itself, turned
+    as `orientation` says), then resized to `max_size`."""
     from PIL import Image
 
     try:
@@ -263,7 +264,8 @@ def _read_shrunk(path: Path, k: int, max_size: int, orientation: int = 1) -> Sig
         else:
             with Image.open(path) as image:
                 image.draft(image.mode, (image.width // k, image.height // k))  # JPEG: decode at 1/2..1/8
-                small, dtype = _pillow_block_mean(image, max_size)
+                # turned before the block means, so that a partial block stays at the bottom and right
+                small, dtype = _pillow_block_mean(_upright(image, orientation), max_size)
     except UserError:
         raise
     except Exception as error:
@@ -271,7 +273,17 @@ def _read_shrunk(path: Path, k: int, max_size: int, orientation: int = 1) -> Sig
     # The file's dtype, not the means', decides the normalization, so a reconstruction keeps its bit depth.
     normalization = Normalization.for_array(small) if np.issubdtype(dtype, np.floating) else \
         Normalization.for_array(np.zeros(1, dtype))
-    return image_signal(oriented(small, orientation), source=str(path), max_size=max_size, normalization=normalization)
+    return image_signal(small, source=str(path), max_size=max_size, normalization=normalization)
+
+
+def _upright(image, orientation: int):
+    """A Pillow image turned as EXIF `orientation` says (`oriented` for Pillow images)."""
+    from PIL import Image
+
+    turn = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}.get(orientation)
+    return image if turn is None else image.transpose(turn)
 
 
 def _pillow_block_mean(image, max_size: int) -> tuple[np.ndarray, np.dtype]:
