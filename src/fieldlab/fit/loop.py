@@ -311,13 +311,16 @@ class Fitter:
             return True
         return bool(c.target_psnr) and self.last_psnr >= c.target_psnr
 
+    after_share = 1 / 3
+    """What follows the fit costs per final point, as a share of a step's time per point: a forward pass is
+    about a third of a step."""
+
     def keep_seconds(self) -> float:
         """Seconds of the command's limit that the next step and what follows the fit need: the final
-        evaluation, estimated from a step (a forward pass is about a third of a step, per point), and a share
-        of the limit for writing."""
+        evaluation, estimated from a step (`after_share`), and a share of the limit for writing."""
         points = max(1, points_per_step(self.config, self.num_points))
         final = self.num_points if self.final_points is None else self.final_points
-        evaluation = self.step_seconds * final / points / 3
+        evaluation = self.step_seconds * final / points * self.after_share
         return self.step_seconds + self.deadline.reserve(after=evaluation)
 
 
