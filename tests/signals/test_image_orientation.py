@@ -78,3 +78,14 @@ def test_a_bilevel_image_among_grey_ones_is_refused_from_the_headers(tmp_path):
     assert declared(tmp_path / "set" / "a" / "1.png").bits == 1
     with pytest.raises(UserError, match=r"1.png is 10x6, 1 channel, 1 bit, but .* 8 bits"):
         open_source(str(tmp_path / "set"))
+
+
+@pytest.mark.parametrize("transparency", [False, True])
+def test_a_palette_image_reads_as_rgb_on_both_paths(tmp_path, transparency):
+    """A palette PNG reads as its RGB colours whether it is shrunk while decoding (`--max-size`) or not (the
+    shrinking path made RGBA of one with a transparent entry), and its header says so."""
+    big = np.repeat(np.repeat(RAW, 8, axis=0), 8, axis=1)
+    path = tmp_path / "palette.png"
+    Image.fromarray(big).convert("P").save(path, **({"transparency": 0} if transparency else {}))
+    plain, shrunk = decoded(read_image(path)), decoded(read_image(path, max_size=20))
+    assert plain.shape[-1] == shrunk.shape[-1] == declared(path).channels == 3

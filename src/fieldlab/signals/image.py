@@ -179,9 +179,9 @@ def _say_turned(path: Path, orientation: int) -> None:
                  path, orientation)
 
 
-_READ_CHANNELS = {"1": 1, "L": 1, "I;16": 1, "I;16B": 1, "I": 1, "F": 1, "LA": 2, "RGB": 3, "RGBA": 4}
-"""Channels `read_image` returns for an image of each PIL mode; other modes (palette, CMYK, …) are converted
-on reading, so their header does not say."""
+_READ_CHANNELS = {"1": 1, "L": 1, "I;16": 1, "I;16B": 1, "I": 1, "F": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 3}
+"""Channels `read_image` returns for an image of each PIL mode (a palette as its RGB colours, a transparent
+entry included); other modes (CMYK, …) are left to the reading."""
 
 
 class Declared(NamedTuple):
@@ -288,8 +288,8 @@ def _upright(image, orientation: int):
 
 def _pillow_block_mean(image, max_size: int) -> tuple[np.ndarray, np.dtype]:
     """Block means of a Pillow image, by the factor that remains after `draft` decoded it smaller."""
-    if image.mode in ("1", "P"):  # as imageio reads them: bilevel as 8-bit gray, a palette as its colours
-        image = image.convert("L" if image.mode == "1" else "RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("1", "P"):  # as imageio reads them: bilevel as 8-bit gray, a palette as its RGB colours
+        image = image.convert("L" if image.mode == "1" else "RGB")
     array = np.asarray(image)
     if array.ndim == 2:
         array = array[..., None]
