@@ -181,3 +181,24 @@ def test_jitter_counts_in_sample_spacings_of_each_axis():
     assert sigma(0.0, (8, 8)) == 0.0
     assert torch.allclose(sigma(0.24, (8, 8)), torch.tensor([0.06, 0.06]))
     assert torch.allclose(sigma(0.5, (4, 16)), torch.tensor([0.25, 0.0625]))
+
+
+def test_a_run_trains_with_jitter_on_a_two_dimensional_store(blob_store, tmp_path):
+    """`train --jitter` on a 2-D store: the per-axis standard deviations are a tensor, which `make_input` read as a
+    truth value and stopped the run at its first step."""
+    metrics = train(blob_store, tmp_path / "r", TrainConfig(net="dinet2", points="rqmc", num_points=64, steps=2,
+                                                            batch_size=4, jitter=0.24, net_options={"channels": 4},
+                                                            log_every=1000), progress=lambda *_: None)
+    assert metrics["steps"] == 2
+
+
+def test_jitter_moves_points_on_their_own_device_by_axis():
+    """The noise is drawn on the CPU (the same on every device) and moved to the points' device with its scale;
+    a zero jitter leaves the points as they are."""
+    from fieldlab.learn.store_tasks import jittered
+
+    coords = torch.zeros(1000, 2)
+    moved = jittered(coords, torch.tensor([0.5, 0.01]), torch.Generator().manual_seed(0))
+    assert 0.4 < float(moved[:, 0].std()) < 0.6 and float(moved[:, 1].std()) < 0.02
+    assert jittered(coords, 0.0, None) is coords
+    assert jittered(coords.to("meta"), torch.tensor([0.5, 0.01]), torch.Generator().manual_seed(0)).device.type == "meta"

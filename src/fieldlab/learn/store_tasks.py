@@ -80,16 +80,23 @@ def num_classes(store, segment: bool = False) -> int:
 
 
 # -- inputs -------------------------------------------------------------------------------------------
+def jittered(coords: torch.Tensor, jitter: float | torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """`coords` (n, d) moved by normal noise of standard deviation `jitter` (one, or one per axis, on any
+    device; the noise is drawn on the CPU by `generator`, so every device draws the same), or as they are."""
+    sigma = torch.as_tensor(jitter, dtype=coords.dtype)
+    if not bool(sigma.any()):
+        return coords
+    return coords + (sigma * torch.randn(coords.shape, generator=generator)).to(coords.device)
+
+
 def make_input(cfg: NetConfig, evaluator: FieldEvaluator, params: dict[str, torch.Tensor], points,
-               *, jitter: float = 0.0, noise: float | torch.Tensor = 0.0, flip: torch.Tensor | None = None,
+               *, jitter: float | torch.Tensor = 0.0, noise: float | torch.Tensor = 0.0, flip: torch.Tensor | None = None,
                generator: torch.Generator | None = None):
     """What the network eats for this batch: the per-field tensors, or the fields sampled at `points`, moved by
     `jitter` (standard deviations, one or one per axis, in the points' units)."""
     if cfg.takes == "params":
         return params
-    coords = points.coords
-    if jitter:
-        coords = coords + jitter * torch.randn(coords.shape, generator=generator).to(coords.device)
+    coords = jittered(points.coords, jitter, generator)
     x = evaluator(params, points, coords)
     values = x.values
     if flip is not None and flip.any():  # mirror the image: sample at (y, -x) instead of (y, x)
@@ -186,6 +193,7 @@ class StoreTask(Task):
             local = self.config.batch_size // distributed.world_size()
             self.part = slice(distributed.rank() * local, (distributed.rank() + 1) * local)
             self.samplers = self.config.samplers(self.signal.in_dim)
+            self.sigma = self.jitter()  # made once, not per step
 
     def held_out(self) -> Split:
         if callable(self.test):
@@ -208,7 +216,7 @@ class StoreTask(Task):
         if config.noise and cfg.takes != "params":  # drawn for the global batch, so every rank slices the same draw
             noise = config.noise * torch.randn(config.batch_size, len(points), self.signal.channels,
                                                generator=g)[part]
-        x = make_input(cfg, self.evaluator, params, input_points(cfg, points), jitter=self.jitter(), noise=noise,
+        x = make_input(cfg, self.evaluator, params, input_points(cfg, points), jitter=self.sigma, noise=noise,
                        flip=flips, generator=g)
         return self.cross_entropy(model, x, points, pick, flips)
 
