@@ -167,14 +167,15 @@ def oriented(raw: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(raw)
 
 
-_turned: set = set()
+_said_turned = False
 
 
 def _say_turned(path: Path, orientation: int) -> None:
     """One line a process: images are turned as their EXIF orientation says (a folder of phone photos would
     say it for every file)."""
-    if orientation != 1 and not _turned:
-        _turned.add(path)
+    global _said_turned
+    if orientation != 1 and not _said_turned:
+        _said_turned = True
         log.info("%s is turned as its EXIF orientation (%d) says, as viewers show it (so is every such image)",
                  path, orientation)
 
@@ -196,7 +197,7 @@ class Declared(NamedTuple):
 
 
 def declared(path: Path) -> Declared | None:
-    """The (turned) size, channels and bytes per sample of an image file from its header, or None for a file no
+    """The (turned) size, channels and bits per sample of an image file from its header, or None for a file no
     reader describes cheaply (an HDR image; one only imageio reads)."""
     if hdr_format(path) is not None:
         return None
@@ -264,8 +265,7 @@ def _read_shrunk(path: Path, k: int, max_size: int, orientation: int = 1) -> Sig
         else:
             with Image.open(path) as image:
                 image.draft(image.mode, (image.width // k, image.height // k))  # JPEG: decode at 1/2..1/8
-                # turned before the block means, so that a partial block stays at the bottom and right
-                small, dtype = _pillow_block_mean(_upright(image, orientation), max_size)
+                small, dtype = _pillow_block_mean(image, max_size, orientation)
     except UserError:
         raise
     except Exception as error:
@@ -276,21 +276,12 @@ def _read_shrunk(path: Path, k: int, max_size: int, orientation: int = 1) -> Sig
     return image_signal(small, source=str(path), max_size=max_size, normalization=normalization)
 
 
-def _upright(image, orientation: int):
-    """A Pillow image turned as EXIF `orientation` says (`oriented` for Pillow images)."""
-    from PIL import Image
-
-    turn = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-            8: Image.Transpose.ROTATE_90}.get(orientation)
-    return image if turn is None else image.transpose(turn)
-
-
-def _pillow_block_mean(image, max_size: int) -> tuple[np.ndarray, np.dtype]:
-    """Block means of a Pillow image, by the factor that remains after `draft` decoded it smaller."""
+def _pillow_block_mean(image, max_size: int, orientation: int = 1) -> tuple[np.ndarray, np.dtype]:
+    """Block means of a Pillow image, by the factor that remains after `draft` decoded it smaller, turned as
+    EXIF `orientation` says before the means (so that a partial block stays at the bottom and right)."""
     if image.mode in ("1", "P"):  # as imageio reads them: bilevel as 8-bit gray, a palette as its RGB colours
         image = image.convert("L" if image.mode == "1" else "RGB")
-    array = np.asarray(image)
+    array = oriented(np.asarray(image), orientation)
     if array.ndim == 2:
         array = array[..., None]
     return block_mean(iter(array), block_factor(array.shape[:2], max_size)), array.dtype
