@@ -466,29 +466,28 @@ def _refuse_mismatched_headers(files: list[Path], image_size: int | None, rgb: b
     """Before anything is written, each image's header against the first's: its size (unless `image_size`
     resizes them), channels (unless `rgb` converts them) and bit depth. Files whose header does not say (a
     palette's channels, an HDR image) are checked as they are read."""
-    from fieldlab._progress import phase
+    from fieldlab._progress import in_pieces
     from fieldlab.signals.image import declared
 
     first = None
-    with phase("reading the images' headers", len(files), unit="image",
-               bar=progress and len(files) >= HEADERS_PER_BAR) as advance:
-        for i, path in enumerate(files):
-            if i % 1000 == 999:
-                advance(1000)
+    for start, stop in in_pieces("reading the images' headers", len(files), 1000, unit="image",
+                                 bar=progress and len(files) >= HEADERS_PER_BAR):
+        for path in files[start:stop]:
             this = declared(path)
-            if this is None:
-                continue
-            if first is None:
+            if this is not None and first is None:
                 first = path, this
-                continue
-            that = first[1]
-            size = this[:2] != that[:2] and not image_size
-            channels = None not in (this.channels, that.channels) and this.channels != that.channels and not rgb
-            depth = this.bits != that.bits
-            if size or channels or depth:
-                raise UserError(f"{path} is {_declared(this)}, but {first[0]} is {_declared(that)}; images of "
-                                f"a dataset must match{_image_hint(size, channels, depth)}")
-        advance(len(files) % 1000)
+            elif this is not None:
+                _refuse_unlike(path, this, *first, image_size=image_size, rgb=rgb)
+
+
+def _refuse_unlike(path: Path, this, reference: Path, that, *, image_size: int | None, rgb: bool) -> None:
+    """One line when the image `path` declares another size, channel count or bit depth than `reference`."""
+    size = this[:2] != that[:2] and not image_size
+    channels = None not in (this.channels, that.channels) and this.channels != that.channels and not rgb
+    depth = this.bits != that.bits
+    if size or channels or depth:
+        raise UserError(f"{path} is {_declared(this)}, but {reference} is {_declared(that)}; images of a dataset "
+                        f"must match{_image_hint(size, channels, depth)}")
 
 
 def _declared(image) -> str:
@@ -496,7 +495,7 @@ def _declared(image) -> str:
     return f"{image.width}x{image.height}{channels}, {image.bits} bit{'s' if image.bits != 1 else ''}"
 
 
-def _image_hint(size: bool, channels: bool, depth: bool = False) -> str:
+def _image_hint(size: bool, channels: bool, depth: bool) -> str:
     """What makes an image folder's item match the first: --image-size N for another size, --rgb for another
     channel count; another bit depth has to be converted beforehand."""
     flags = [flag for flag, differs in (("--image-size N resizes them", size), ("--rgb converts them to RGB", channels),
