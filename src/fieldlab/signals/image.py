@@ -138,7 +138,11 @@ def _header(path: Path) -> _Header | None:
 
 
 def exif_orientation(image) -> int:
-    """The EXIF orientation tag of an open Pillow image (1 where it has none or a value outside 1-8)."""
+    """The EXIF orientation tag of an open Pillow image (1 where it has none or a value outside 1-8). A PNG
+    whose header holds no eXIf chunk has none: Pillow's getexif would decode the whole image to look after the
+    pixels (242 µs a 32×32 file against 36 µs for its header)."""
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1
     try:
         value = image.getexif().get(0x0112, 1)
     except Exception:  # a damaged EXIF block: the pixels as stored
