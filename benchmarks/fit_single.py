@@ -4,9 +4,11 @@ reference path (the plain nn.Module, autograd and torch's fused Adam), in the sa
     cp ../shared/data/images/div2k_0882.png .bench_media/    # once, on the machine that prepares a run
     python3 benchmarks/fit_single.py --image .bench_media/div2k_0882.png
     python3 benchmarks/fit_single.py --sizes 3x64 --batch-sizes 0,65536,16384 --parts 0,132,1056  # where it pays
+    python3 benchmarks/fit_single.py --field local --sizes 4x15 --precisions fp32,tf32,bf16  # README's partitions
 
 The image (any image file) is centre-cropped to `--crop` pixels a side (512 by default; 0 keeps it whole)
-and fitted by SIREN (ω₀ 30) at each of `--sizes` (layers×width), at each `--precisions`, with each of
+and fitted by SIREN (ω₀ 30), or with `--field local` by Local-Global's local mode (one sine MLP per partition, the
+kernel stepping them as a stack), at each of `--sizes` (layers×width), at each `--precisions`, with each of
 `--batch-sizes` points per step (0: every pixel), for `--steps` Adam steps from the same initialisation
 and learning-rate schedule, by the fused kernel (with each of `--parts` programs sharing the field's
 points; 0, the default, lets the kernel choose) and by the reference path (and, with `--compile`, the
@@ -59,26 +61,33 @@ def run(path: str, signal, layers: int, width: int, precision: str, batch_size: 
         parts: int = 0) -> dict:
     """One fit; returns its row of the table. `parts`: programs sharing the field's points (fused path; 0:
     the kernel's default, `FusedStack.default_parts`)."""
-    config = make_config("siren", in_dim=2, out_dim=signal.info.channels, hidden_dim=width, num_layers=layers,
-                         omega0=30.0, first_omega0=30.0)
+    if args.field == "local":  # Local-Global's local mode at its default partitions and margins
+        config = make_config("local-global", in_dim=2, out_dim=signal.info.channels, mode="local", hidden_dim=width,
+                             num_layers=layers).adapt(signal.shape)
+    else:
+        config = make_config("siren", in_dim=2, out_dim=signal.info.channels, hidden_dim=width, num_layers=layers,
+                             omega0=30.0, first_omega0=30.0)
     spec = fused_spec(config) if path == "fused" else None
     if path == "fused" and spec is None:
-        sys.exit(f"the fused kernel does not cover SIREN {layers}×{width}")
+        sys.exit(f"the fused kernel does not cover {args.field} {layers}×{width}")
     fit_config = FitConfig(steps=args.steps, lr=args.lr, batch_size=batch_size, precision=precision,
                            compile=path == "compiled", device=args.device, seed=args.seed)
     torch.manual_seed(args.seed)
     field = config.build()
+    coords, values = signal.coords(), signal.flat_values()
+    if args.field == "local":  # as `fieldlab.fit.fit`: each partition's points and its margin, tagged
+        coords, values = field.training_points(coords, values, signal.shape)
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    fitter = Fitter(field, signal.coords(), signal.flat_values(), fit_config, lr=args.lr or type(config).lr,
+    fitter = Fitter(field, coords, values, fit_config, lr=args.lr or type(config).lr,
                     betas=type(config).adam_betas, eps=type(config).adam_eps, fused_spec=spec)
     points = points_per_step(fit_config, fitter.num_points)
     if spec is not None:
         stack = fitter._fused.stack  # a tuning knob of this benchmark, not of the library
         if parts:
-            stack.default_parts = lambda _points: parts
+            stack.default_parts = lambda *_: parts
         parts = stack.default_parts(points)
     fitter.step()  # compilation (Triton's or torch.compile's) and first launches: not timed
     _sync(device)
@@ -117,6 +126,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", type=Path, default=Path(".bench_media/div2k_0882.png"))
     parser.add_argument("--crop", type=int, default=512, help="centre crop side in pixels (0: the whole image)")
+    parser.add_argument("--field", choices=("siren", "local"), default="siren",
+                        help="siren, or local: Local-Global's local mode (a sine MLP per partition, at its default "
+                             "partitions and margins; --sizes then gives each partition's MLP)")
     parser.add_argument("--sizes", default="3x64,3x128", help="SIREN sizes as LAYERSxWIDTH, comma separated")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--precisions", default="tf32,bf16")
@@ -136,7 +148,8 @@ def main() -> None:
     runs = [("fused", int(p)) for p in args.parts.split(",")] + [("reference", 0)]
     runs += [("compiled", 0)] if args.compile else []
     name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else args.device
-    print(f"# {args.image} {'×'.join(map(str, signal.shape))}×{signal.info.channels}, {args.steps} steps, {name}, "
+    print(f"# {args.field}, {args.image} {'×'.join(map(str, signal.shape))}×{signal.info.channels}, "
+          f"{args.steps} steps, {name}, "
           f"torch {torch.__version__}", flush=True)
     rows = []
     for layers, width in sizes:

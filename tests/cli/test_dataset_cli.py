@@ -67,6 +67,9 @@ def test_bad_input_is_one_line_exit_2(tmp_path, cli):
     assert status == 2 and "auto, fused or reference" in err and not (tmp_path / "K").exists()
     status, _, err = cli(FIT + ["--limit", "4", "--field", "hashgrid", "--kernel", "fused", "--out", tmp_path / "K"])
     assert status == 2 and "covers siren, gauss and fourier" in err and not (tmp_path / "K").exists()
+    status, _, err = cli(FIT + ["--limit", "4", "--field", "local-global", "--mode", "local", "--kernel", "fused",
+                                "--out", tmp_path / "K"])  # the kernel steps a single field's partitions only
+    assert status == 2 and "in `fieldlab fit` only" in err and not (tmp_path / "K").exists()
     status, _, err = cli(FIT + ["--limit", "4", "--steps", "5", "--out", tmp_path / "S", "--quiet"])
     assert status == 0, err
     status, _, err = cli(FIT + ["--limit", "4", "--steps", "5", "--out", tmp_path / "S"])

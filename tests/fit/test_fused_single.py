@@ -21,6 +21,10 @@ fused.use_interpreter()  # before anything imports the kernels compiled
 SIREN = make_config("siren", in_dim=2, out_dim=2, hidden_dim=16, num_layers=2)
 FOURIER = {encoding: make_config("fourier", in_dim=2, out_dim=2, hidden_dim=16, num_layers=2, encoding=encoding,
                                  num_frequencies=4) for encoding in ("gaussian", "positional")}
+PARTS = make_config("local-global", in_dim=2, out_dim=2, mode="local", hidden_dim=16, num_layers=2, partitions=(3, 2),
+                    overlap=(1,)).adapt((8, 8))
+"""Local-Global's local mode: 6 partitions of unequal sizes (2, 3, 3 by 4, 4 samples), each trained on a margin
+of one sample (tagged points, some in two partitions): a stack of 6 kernel fields of 15 to 25 points."""
 
 
 GATE_MARGIN = 1e-5
@@ -57,6 +61,7 @@ def _signal(side=8):
 @pytest.mark.parametrize("field,batch_size,parts", [
     (SIREN, 0, None), (SIREN, 24, None), (SIREN, 0, 3),
     (FOURIER["gaussian"], 24, None), (FOURIER["positional"], 0, 3),  # the encoding comes from the buffers
+    (PARTS, 0, None), (PARTS, 24, None), (PARTS, 0, 3),
 ])
 def test_fused_single_fit_follows_the_reference_fitter(monkeypatch, field, batch_size, parts):
     used = []
@@ -71,6 +76,9 @@ def test_fused_single_fit_follows_the_reference_fitter(monkeypatch, field, batch
     config = FitConfig(steps=4, batch_size=batch_size, warmup=2, lr_final=0.5, device="cpu")
     torch.manual_seed(SEED)
     module = field.build()
+    if field is PARTS:
+        coords, values = module.training_points(coords, values, (8, 8))
+        assert coords.shape == (120, 3)  # with their margins, 120 training points for 64 samples
     start = copy.deepcopy(module)
     reference = Fitter(module, coords, values, config, lr=1e-2)
     fast = Fitter(copy.deepcopy(module), coords, values, config, lr=1e-2, fused_spec=fused.fused_spec(field))
@@ -113,6 +121,28 @@ def test_fit_command_runs_the_fused_kernel_through_the_interpreter_only_when_ask
     monkeypatch.setattr(fused, "interpreted", lambda: False)  # a CPU without the interpreter: refused
     status, _, stderr = cli(args + ["--kernel", "fused", "--out", tmp_path / "refused"])
     assert status == 2 and "needs a CUDA device" in _error(stderr)
+    assert not (tmp_path / "refused").exists()
+
+
+def test_fit_command_steps_local_global_partitions_by_the_kernel(tmp_path, cli, caplog):
+    """`--mode local` is a sine MLP per partition: the kernel steps them as a stack (through the interpreter
+    here), to the reference path's PSNR; the fused local-global mode (a shared fusion layer) is refused."""
+    args = ["fit", "sample:camera", "--max-size", "12", "--field", "local-global", "--mode", "local", "--partitions",
+            "2", "--hidden-dim", "8", "--num-layers", "2", "--steps", "3", "--device", "cpu", "--quiet"]
+    psnr = {}
+    for kernel in ("fused", "reference"):
+        caplog.clear()
+        status, _, stderr = cli(args + ["--kernel", kernel, "--out", tmp_path / kernel])
+        assert status == 0, stderr
+        metrics = json.loads((tmp_path / kernel / "metrics.json").read_text())
+        assert metrics["kernel"] == kernel
+        psnr[kernel] = metrics["psnr"]
+        said = "steps by fused Triton kernel (sine MLP 2×8 per partition, fp32)" in caplog.text
+        assert said == (kernel == "fused")
+    assert psnr["fused"] == pytest.approx(psnr["reference"], abs=1e-3)
+    status, _, stderr = cli(args[:6] + ["--steps", "2", "--device", "cpu", "--kernel", "fused", "--out",
+                                        tmp_path / "refused"])
+    assert status == 2 and "use --kernel auto or reference for this local-global field" in _error(stderr)
     assert not (tmp_path / "refused").exists()
 
 

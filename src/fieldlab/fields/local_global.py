@@ -37,6 +37,7 @@ from fieldlab.fields._config import FieldConfig, per_item_side
 from fieldlab.fields._partitioned import (Box, balanced_edges, canonical_edges, cell_boxes, cell_index, grow_edges,
                                           tile_layout, tile_size)
 from fieldlab.fields._registry import register_field
+from fieldlab.kernels import FusedSpec
 
 DEFAULT_COUNTS = {1: 32, 2: 16, 3: 8}
 """Partitions per axis when neither --partitions nor --partition-size is given (the paper's audio,
@@ -253,6 +254,30 @@ class LocalGlobal(nn.Module):
         if g is None:
             return u
         return self._sine(self.fusion(torch.cat([u, g.to(u.dtype)], dim=-1)), self.omega0, coef.get("fusion"))
+
+    # -- the fused kernel's view (local mode: one sine MLP per partition; `kernels.single`) --------------
+    def fused_params(self) -> dict[str, torch.Tensor]:
+        """The local branch under the kernel's stacked names, one kernel field per partition slot:
+        {"layers.i.weight" (p, out, in), "layers.i.bias" (p, out)}, detached."""
+        named = {}
+        for i, (w, b) in enumerate(zip(self.local_weights, self.local_biases)):
+            named[f"layers.{i}.weight"], named[f"layers.{i}.bias"] = w.detach().transpose(1, 2), b.detach()
+        return named
+
+    @torch.no_grad()
+    def load_fused(self, named: dict[str, torch.Tensor]) -> None:
+        """The inverse of `fused_params`: copy the kernel's stacked layers into the local branch."""
+        for i, (w, b) in enumerate(zip(self.local_weights, self.local_biases)):
+            w.copy_(named[f"layers.{i}.weight"].transpose(1, 2))
+            b.copy_(named[f"layers.{i}.bias"])
+
+    def fused_routes(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training points (n, d), or (n, d + 1) naming their slot (`training_points`), as the kernel reads
+        them: the coordinates (n, d) and each point's partition slot (n,)."""
+        if coords.shape[-1] == self.in_dim + 1:
+            return coords[:, :-1], coords[:, -1].round().long()
+        slot, _ = self.route(coords)
+        return coords, slot
 
     # -- training points ----------------------------------------------------------------------------
     def training_points(self, coords: torch.Tensor, values: torch.Tensor, shape: tuple[int, ...],
@@ -522,6 +547,14 @@ class LocalGlobalConfig(FieldConfig):
             h += 1
         _, h, g = best
         return closest(lambda k: total(k, g)), g
+
+    def fused_spec(self) -> FusedSpec | None:
+        """Local mode (without INCODE's harmonizer) is a sine MLP per partition, which the fused kernel steps
+        as a stack of fields in one field's fit (`FusedSpec.partitioned`); the global branch's fusion is none."""
+        if self.mode != "local" or self.incode:
+            return None
+        return FusedSpec(self.in_dim, self.widths()[0], self.out_dim, self.num_layers, "sine", float(self.first_omega0),
+                         float(self.omega0), partitioned=True)
 
     # -- building -------------------------------------------------------------------------------------
     def item_defaults(self, shape: tuple[int, ...]) -> dict[str, Any]:

@@ -115,7 +115,7 @@ def single_kernel(config: FieldConfig, fit_config: FitConfig, device: torch.devi
     `compile`; fused forces it (a clear `UserError` where it cannot run); reference never takes it."""
     from fieldlab.kernels import choose_kernel
 
-    spec = choose_kernel(config, device, fit_config.kernel, fit_config.precision)
+    spec = choose_kernel(config, device, fit_config.kernel, fit_config.precision, single=True)
     if spec is None:
         return None
     if fit_config.kernel == "fused":

@@ -119,8 +119,8 @@ class Fitter:
         if fused_spec is not None:
             if self.stacked or config.compile or type(self).loss is not Fitter.loss:
                 raise ValueError("the fused kernel fits one field, uncompiled, on the mean squared error")
-            self._fused = FusedSingle(self._field, fused_spec, self.values, precision=config.precision, betas=betas,
-                                      eps=eps, lr_at=self.schedule.lr)
+            self._fused = FusedSingle(self._field, fused_spec, self.coords, self.values, precision=config.precision,
+                                      betas=betas, eps=eps, lr_at=self.schedule.lr)
         # fp16's 5 exponent bits would flush a mean squared error's small gradients to zero: the loss is scaled
         # up (dynamically, halved on an overflow, whose step is skipped) and Adam unscales the gradients.
         self.scaler = torch.amp.GradScaler(self.device.type) if config.precision == "fp16" else None
@@ -193,7 +193,7 @@ class Fitter:
             self._tick = time.perf_counter()
         began = time.perf_counter()
         if self._fused is not None:  # the kernel takes its learning rates from the schedule itself
-            loss = self._fused.step(self.coords, self._index())
+            loss = self._fused.step(self._index())
         else:
             coords, target = self._batch()
             with matmul_precision(self.config.precision):
@@ -500,7 +500,8 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
     if spec is not None:
         from fieldlab.kernels import describe
 
-        logger.info("steps by %s, %s points per step", describe(config, device, "fused", fit_config.precision),
+        logger.info("steps by %s, %s points per step",
+                    describe(config, device, "fused", fit_config.precision, single=True),
                     f"{points:,}")
     fitter = Fitter(field, coords, values, fit_config, lr=lr,
                     betas=type(config).adam_betas, eps=type(config).adam_eps, fused_spec=spec)

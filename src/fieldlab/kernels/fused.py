@@ -68,6 +68,10 @@ class FusedSpec:
     """Rows F of the encoding matrix A (angles x Aᵀ): γ has F cosines and F sines (and x, positional)."""
     prefix: str = ""
     """Where the MLP's layers sit in the module's parameter names (`mlp.` for Fourier fields)."""
+    partitioned: bool = False
+    """The field is one such MLP per partition, each point routed to one (Local-Global's local mode): its module
+    gives the stacked layers and each training point's partition (`kernels.single`). Single fits only: a stack
+    of such fields (`fit-dataset`, evaluation of a store) takes the reference path."""
 
     @property
     def encoded_dim(self) -> int:
@@ -149,17 +153,23 @@ def triton_available(device: torch.device) -> bool:
 
 
 def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precision: str = "fp32", *,
-                  forward: bool = False) -> FusedSpec | None:
+                  forward: bool = False, single: bool = False) -> FusedSpec | None:
     """The spec to run fused at `precision`, or None for the reference path; `kernel` is auto, fused or
-    reference; `forward`: for evaluation (the forward kernel), not fitting (the step kernel).
+    reference; `forward`: for evaluation (the forward kernel), not fitting (the step kernel); `single`: for one
+    field's fit (`kernels.single`), the only one that runs a partitioned spec (`FusedSpec.partitioned`).
 
     auto: fused on CUDA when the config qualifies, is at most AUTO_MAX_WIDTH wide (FP32_AUTO_MAX_WIDTH at
     fp32), Triton is installed and the kernel fits the GPU's shared memory;
     fused: any qualifying config on CUDA, or through
     Triton's interpreter on a CPU, and a clear error when it cannot run; reference: never fused.
     """
-    return choose_spec(config.fused_spec(), device, kernel, precision, forward=forward,
-                       what=f"this {config.name} field")
+    spec = config.fused_spec()
+    if spec is not None and spec.partitioned and not single:
+        if kernel == "fused":
+            raise UserError(f"--kernel fused runs the partitions of a {config.name} field in `fieldlab fit` only; "
+                            f"use --kernel auto or reference here")
+        return None
+    return choose_spec(spec, device, kernel, precision, forward=forward, what=f"this {config.name} field")
 
 
 def choose_spec(spec: FusedSpec | None, device: torch.device, kernel: str, precision: str = "fp32", *,
@@ -175,7 +185,8 @@ def choose_spec(spec: FusedSpec | None, device: torch.device, kernel: str, preci
     spec = within_limits(spec)
     if kernel == "fused":
         if spec is None:
-            raise UserError(f"--kernel fused covers siren, gauss and fourier fields and miner's sine blocks up to "
+            raise UserError(f"--kernel fused covers siren, gauss and fourier fields, local-global's local mode and "
+                            f"miner's sine blocks up to "
                             f"{MAX_WIDTH} wide, {MAX_LAYERS} layers, {MAX_CHANNELS} channels and {MAX_FREQUENCIES} "
                             f"frequencies; use --kernel auto or reference for {what}")
         if not triton_available(device):
@@ -226,16 +237,20 @@ def _resource_problem(spec: FusedSpec, precision: str, device: torch.device, for
         return None
 
 
-def describe(config: FieldConfig, device: torch.device, kernel: str, precision: str) -> str:
-    """One line for a log: which path `fit_batch` takes for `config` on `device`."""
+def describe(config: FieldConfig, device: torch.device, kernel: str, precision: str, *, single: bool = False) -> str:
+    """One line for a log: which path `fit_batch` (or, `single`, one field's fit) takes for `config` on `device`."""
     if kernel == "auto":
-        spec, why = _auto_choice(fused_spec(config), precision, device, False)
+        spec = fused_spec(config)
+        spec, why = _auto_choice(spec if spec is None or single or not spec.partitioned else None, precision, device,
+                                 False)
     else:
-        spec, why = choose_kernel(config, device, kernel, precision), None
+        spec, why = choose_kernel(config, device, kernel, precision, single=single), None
     if spec is None:
         return "reference path (FieldStack, vmap)" + (f"; not the fused kernel: {why}" if why else "")
     encoded = f" on {spec.frequencies} {spec.encoding} Fourier frequencies" if spec.encoding != "none" else ""
-    return f"fused Triton kernel ({spec.activation} MLP {spec.num_layers}×{spec.hidden_dim}{encoded}, {precision})"
+    each = " per partition" if spec.partitioned else ""
+    return (f"fused Triton kernel ({spec.activation} MLP {spec.num_layers}×{spec.hidden_dim}{each}{encoded}, "
+            f"{precision})")
 
 
 def pack(params: dict[str, torch.Tensor], spec: FusedSpec) -> torch.Tensor:
@@ -446,7 +461,8 @@ class FusedStack:
 
     def step(self, coords: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, lr: float | torch.Tensor,
              index: torch.Tensor | None = None, parts: int | None = None,
-             fields: slice | None = None) -> torch.Tensor:
+             fields: slice | None = None, counts: torch.Tensor | None = None,
+             mean_over: int | None = None) -> torch.Tensor:
         """One Adam step of every field on the sum over fields of its mean squared error.
 
         coords (n, d) shared by all fields; values (r, n, c) the targets, field i using values[rows[i]];
@@ -456,26 +472,30 @@ class FusedStack:
         gradients are summed in memory and Adam is a separate pass; by default 1 when there are enough
         fields to fill the GPU. `fields`: step only this slice of the stack (rows, index, values and the
         result are then the slice's), for a caller whose targets reach the device a part at a time; the step
-        count advances by one per call all the same, so such a caller passes its own `hyper` rows.
+        count advances by one per call all the same, so such a caller passes its own `hyper` rows. `counts` (f,)
+        int: field i uses only the first counts[i] points of its `index` row (fields of unequal point counts,
+        the rows padded to k). Each field's loss is its squared error over `mean_over` · c values (default k).
         """
         self.step_count += 1
         hyper = lr if isinstance(lr, torch.Tensor) else self.hyper([lr], self.step_count)[0]
         parts = parts or self.default_parts(index.shape[1] if index is not None else values.shape[1], fields)
         if parts > 1:
-            loss, grad = self.gradients(coords, values, rows, index=index, parts=parts, fields=fields)
+            loss, grad = self.gradients(coords, values, rows, index=index, parts=parts, fields=fields, counts=counts,
+                                        mean_over=mean_over)
             flat, m, v, _ = self._views(fields)
             numel, block = flat.numel(), 1024
             self.kernels.fused_adam[(_cdiv(numel, block),)](flat, m, v, grad, hyper, numel,
                                                              B1=self.betas[0], B2=self.betas[1], EPS=self.eps,
                                                              BLOCK=block, num_warps=4)
             return loss
-        return self._launch(coords, values, rows, index, hyper, 1, fields)[0]
+        return self._launch(coords, values, rows, index, hyper, 1, fields, counts, mean_over)[0]
 
     def gradients(self, coords: torch.Tensor, values: torch.Tensor, rows: torch.Tensor,
-                  index: torch.Tensor | None = None, parts: int = 1,
-                  fields: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  index: torch.Tensor | None = None, parts: int = 1, fields: slice | None = None,
+                  counts: torch.Tensor | None = None,
+                  mean_over: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed squared error (f,), gradient (f, P) of the mean squared errors) without updating."""
-        return self._launch(coords, values, rows, index, None, parts, fields)
+        return self._launch(coords, values, rows, index, None, parts, fields, counts, mean_over)
 
     def _views(self, fields: slice | None):
         """(parameters, m, v, encoding) of the fields in `fields` (all when None): row slices, contiguous."""
@@ -494,7 +514,8 @@ class FusedStack:
         count = len(self) if fields is None else len(range(len(self))[fields])
         return max(1, min(_cdiv(programs, count), _cdiv(points, self._split_constants["BN"])))
 
-    def _launch(self, coords, values, rows, index, hyper, parts: int, fields: slice | None = None):
+    def _launch(self, coords, values, rows, index, hyper, parts: int, fields: slice | None = None,
+                counts: torch.Tensor | None = None, mean_over: int | None = None):
         flat, m, v, encoding = self._views(fields)
         f, (n, c) = len(flat), values.shape[1:]
         k = n if index is None else index.shape[1]
@@ -506,11 +527,14 @@ class FusedStack:
         chunks = _cdiv(_cdiv(k, parts), constants["BN"])
         parts = _cdiv(k, chunks * constants["BN"])
         rows = (rows if rows.dtype == torch.int32 else rows.to(torch.int32)).contiguous()
+        if counts is not None and index is None:
+            raise ValueError("per-field point counts count the points of an index")
+        cnt = rows if counts is None else counts.to(torch.int32).contiguous()
         encoding, enc_stride = _encoding_arguments(encoding, flat)
         self.kernels.fused_mlp_step[(f, parts)](
-            flat, m, v, grad, coords.float().contiguous(), values.float().contiguous(), idx, rows,
-            loss, flat if split else hyper, encoding, k, n, 1.0 / (k * c), enc_stride,
-            HAS_IDX=index is not None, SPLIT=split, CHUNKS=chunks, **constants)
+            flat, m, v, grad, coords.float().contiguous(), values.float().contiguous(), idx, rows, cnt,
+            loss, flat if split else hyper, encoding, k, n, 1.0 / ((mean_over or k) * c), enc_stride,
+            HAS_IDX=index is not None, HAS_CNT=counts is not None, SPLIT=split, CHUNKS=chunks, **constants)
         return loss, grad
 
     def forward(self, coords: torch.Tensor, precision: str | None = None, fields: slice | None = None) -> torch.Tensor:

@@ -144,12 +144,12 @@ def step_resources(spec: FusedSpec, precision: str, *, points: int = 1024, split
     constants, split_constants = launch_constants(spec, precision, **tuning)
     block = constants["BN"]
     parts = min(4 * sm.count, _cdiv(points, block)) if split else 1  # as `FusedStack.default_parts`
-    constants = dict(split_constants if split else constants, HAS_IDX=index, SPLIT=split,
+    constants = dict(split_constants if split else constants, HAS_IDX=index, HAS_CNT=False, SPLIT=split,
                      CHUNKS=_cdiv(_cdiv(points, parts), block))
     fields = ("PRM", "M", "V", "G", "X", "T", "LOSS", "HYP", "ENCP")
-    types = {**{name: "*fp32" for name in fields}, "IDX": "*i32", "ROWS": "*i32", "K": "i32", "N": "i32",
+    types = {**{name: "*fp32" for name in fields}, "IDX": "*i32", "ROWS": "*i32", "CNT": "*i32", "K": "i32", "N": "i32",
              "loss_scale": "fp32", "enc_stride": "i32"}
-    aligned = [*fields, "IDX", "ROWS"] + (["K", "N"] if points % 16 == 0 else []) + ["enc_stride"]
+    aligned = [*fields, "IDX", "ROWS", "CNT"] + (["K", "N"] if points % 16 == 0 else []) + ["enc_stride"]
     return _compile(triton_kernels.fused_mlp_step, types, aligned, constants, sm, report)
 
 

@@ -365,20 +365,21 @@ def _points(X, T, IDX, trow, pid_f, start, limit, K, N,
 
 @triton.jit
 def fused_mlp_step(
-    PRM, M, V, G, X, T, IDX, ROWS, LOSS, HYP, ENCP,
+    PRM, M, V, G, X, T, IDX, ROWS, CNT, LOSS, HYP, ENCP,
     K, N, loss_scale, enc_stride,
     D: tl.constexpr, H: tl.constexpr, C: tl.constexpr, NH: tl.constexpr,
     DP: tl.constexpr, HP: tl.constexpr, CP: tl.constexpr, BN: tl.constexpr,
     ENC: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, DI: tl.constexpr, IN0: tl.constexpr,
     ACT: tl.constexpr, W_FIRST: tl.constexpr, W_HIDDEN: tl.constexpr, MM: tl.constexpr, FAST: tl.constexpr,
-    HAS_IDX: tl.constexpr, SPLIT: tl.constexpr, CHUNKS: tl.constexpr, RELOAD: tl.constexpr,
-    RECOMPUTE: tl.constexpr, SUMS: tl.constexpr, FIRST: tl.constexpr, FOLD: tl.constexpr, B1: tl.constexpr,
-    B2: tl.constexpr, EPS: tl.constexpr,
+    HAS_IDX: tl.constexpr, HAS_CNT: tl.constexpr, SPLIT: tl.constexpr, CHUNKS: tl.constexpr,
+    RELOAD: tl.constexpr, RECOMPUTE: tl.constexpr, SUMS: tl.constexpr, FIRST: tl.constexpr, FOLD: tl.constexpr,
+    B1: tl.constexpr, B2: tl.constexpr, EPS: tl.constexpr,
 ):
     """One Adam step of the loss Σ_fields loss_scale · Σ_points ‖y − t‖² (mean squared error when
     loss_scale = 1 / (K·C)). Program (field, part): PRM/M/V/G rows are fields, ROWS maps a field to its
     target row in T (N points of C values), IDX (fields, K) picks the points of each field, or the
-    first K points are used; ENCP + field · enc_stride is a field's encoding matrix A (ENC > 0); a program takes CHUNKS chunks of BN points. LOSS[field] receives Σ‖y − t‖²
+    first K points are used; with HAS_CNT, field i uses only the first CNT[i] ≤ K of its IDX row (fields of
+    unequal point counts: the partitions of one field; loss_scale stays the caller's); ENCP + field · enc_stride is a field's encoding matrix A (ENC > 0); a program takes CHUNKS chunks of BN points. LOSS[field] receives Σ‖y − t‖²
     before the update. RELOAD: the hidden and head weights are read (from L1/L2) at each use instead of
     being held in registers for the whole program — for wide fields, whose weights would crowd out the
     registers that let several programs share a multiprocessor. RECOMPUTE 1 (2): the first (two) layers'
@@ -448,8 +449,12 @@ def fused_mlp_step(
         loss = tl.zeros((BN,), dtype=tl.float32)
 
     first = part * (CHUNKS * BN)
+    limit = K
+    if HAS_CNT:
+        limit = tl.load(CNT + pid_f)
     for chunk in range(CHUNKS):
-        x, t, valid = _points(X, T, IDX, trow, pid_f, first + chunk * BN, K, K, N, D, C, DP, CP, BN, HAS_IDX, True)
+        x, t, valid = _points(X, T, IDX, trow, pid_f, first + chunk * BN, limit, K, N, D, C, DP, CP, BN, HAS_IDX,
+                              True)
         # forward, keeping each layer's pre-activation z in registers (activations are recomputed from
         # it in the backward pass: fewer live registers, more fields per multiprocessor)
         gc, gs = x, x  # the encoding's cosines and sines, when there is one
