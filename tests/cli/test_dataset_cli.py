@@ -130,3 +130,12 @@ def test_torchrun_two_processes_equal_one(tmp_path, cli):
     assert status == 0, err
     assert len(FieldStore(tmp_path / "two").rows()) == 20
     assert_same_store(tmp_path / "two", tmp_path / "one")
+
+
+def test_a_gpu_precision_on_the_cpu_is_said_once(tmp_path, cli, caplog):
+    """TF32 does not exist on a CPU: fit-dataset says so in one line, as `fit` does, and fits in fp32."""
+    status, _, err = cli(FIT + ["--limit", "2", "--steps", "2", "--precision", "tf32", "--quiet", "--out",
+                                tmp_path / "S"])
+    assert status == 0, err
+    notes = [r.getMessage() for r in caplog.records if "on the CPU" in r.getMessage()]
+    assert notes == ["--precision tf32 on the CPU: the CPU has no TF32, so the steps run in fp32"]

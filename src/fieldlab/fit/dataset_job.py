@@ -24,6 +24,7 @@ from fieldlab._pipeline import WriteBehind, read_ahead
 from fieldlab._progress import in_pieces, phase
 from fieldlab.fields import FieldConfig, Latent, get_config_class
 from fieldlab.fit.batched import BatchedFitConfig
+from fieldlab.fit.device_defaults import say_precision
 from fieldlab.fit.loop import resolve_device, warm_device
 from fieldlab.fit.job import checkpoint_path
 from fieldlab.fit.meta import PrepareCheckpoint, make_dataset_fitter
@@ -163,6 +164,8 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
     fitter.kind = source.kind  # chooses the measure its fields stop by (fit.batched.stop_measure)
     steps_by = fitter.describe()  # also refuses a --kernel that cannot run here, before the store is made
     device = resolve_device(fit.device)  # describe() has refused one that is not there
+    if dist.is_main():
+        say_precision(fit.precision, device)
     info = source.info()
     coords = grid_coords(info.domain, info.domain, info.shape)
     identity = job.identity(config, source, num_fields)

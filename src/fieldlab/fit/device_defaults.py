@@ -125,7 +125,13 @@ CPU_PRECISION_NOTES = {
             "it is meant for GPUs",
     "tf32": "the CPU has no TF32, so the steps run in fp32",
 }
-"""What a precision meant for GPUs does on the CPU, said once when a fit starts there."""
+"""What a precision meant for GPUs does on the CPU, said once when a fit starts there (`say_precision`)."""
+
+
+def say_precision(precision: str, device: torch.device | str) -> None:
+    """The note of `CPU_PRECISION_NOTES` for `precision` where `device` is the CPU (one line in the log)."""
+    if torch.device(device).type == "cpu" and precision in CPU_PRECISION_NOTES:
+        log.info("--precision %s on the CPU: %s", precision, CPU_PRECISION_NOTES[precision])
 
 
 def resolve_fit_config(config: Any, device: torch.device | str, *, points: int | None = None,
@@ -134,8 +140,8 @@ def resolve_fit_config(config: Any, device: torch.device | str, *, points: int |
     field's `params`, its unset `batch_size` resolved for `device`. An unset batch size stays None where
     the points are not known (a field's own trainer chooses its batches)."""
     changes: dict[str, Any] = {}
-    if say and torch.device(device).type == "cpu" and getattr(config, "precision", "fp32") in CPU_PRECISION_NOTES:
-        log.info("--precision %s on the CPU: %s", config.precision, CPU_PRECISION_NOTES[config.precision])
+    if say:
+        say_precision(getattr(config, "precision", "fp32"), device)
     if config.max_seconds is None:
         changes["max_seconds"] = resolve_max_seconds(None, device, say=say)
     if config.batch_size is None and points is not None and params is not None:
