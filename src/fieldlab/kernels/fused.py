@@ -46,6 +46,10 @@ SIREN 3×128 at 9.4 fields/s on an H200 against the reference path's 128 (benchm
 FAST_TRIG = True
 """At tf32 and bf16 the kernels take the GPU's fast sine and cosine (libdevice `fast_sinf`), whose error
 is below the products' rounding; False evaluates them exactly (for checks: tests/gpu/check_fused.py)."""
+AUTO_PARTITIONED = False
+"""Whether `auto` takes the kernel for a partitioned field (`FusedSpec.partitioned`, Local-Global's local mode):
+not until a GPU has timed it against the reference path (`benchmarks/fit_single.py --field local`); `--kernel
+fused` runs it."""
 _ACTIVATIONS = {"sine": 0, "gauss": 1, "relu": 2}
 _ENCODINGS = {"none": 0, "gaussian": 1, "positional": 2}
 _PRECISIONS = {"fp32": 4, "tf32": 1, "bf16": 2}  # MM codes of kernels.triton (fp32: tf32x3)
@@ -212,6 +216,8 @@ def _auto_choice(spec: FusedSpec | None, precision: str, device: torch.device,
     """`auto`'s spec (None: the reference path), and why not the kernel where only the GPU's limits stood in
     its way (for the log)."""
     widest = FP32_AUTO_MAX_WIDTH if precision == "fp32" else AUTO_MAX_WIDTH
+    if spec is not None and spec.partitioned and not AUTO_PARTITIONED:
+        return None, None
     if not (spec is not None and spec.hidden_dim <= widest and 2 * spec.frequencies <= _pow2(spec.hidden_dim)
             and device.type == "cuda" and triton_installed()):
         return None, None
