@@ -244,12 +244,13 @@ def info_command(
 
 # What an interrupt leaves behind, for the commands that keep finished work.
 RESUMABLE = {
-    "fit": "a fit keeps its last minute's checkpoint beside --out (a single field's fused kernel keeps none): run the same "
-           "command with --resume to go on",
+    "fit": "a fit saves a checkpoint beside --out after every minute of fitting (none before the first; a single "
+           "field's fused kernel keeps none): run the same command with --resume to go on from the last",
     "fit-dataset": "the finished chunks are kept (and functa's meta-learning, its last minute's checkpoint beside "
                    "--out): run the same command with --resume to go on",
     "train": "the last checkpoint is kept: run the same command with --resume to go on",
-    "extend": "an extend keeps its last minute's checkpoint beside --out: run the same command with --resume to go on",
+    "extend": "an extend saves a checkpoint beside --out after every minute of fitting (none before the first): run "
+              "the same command with --resume to go on from the last",
     "train-sdf": "the last minute's checkpoint is kept in RUN: run the same command with --resume to go on",
 }
 

@@ -433,7 +433,9 @@ class RunLog:
                 closable.close()
         seconds = time.perf_counter() - self._began
         if self.bar is None and self.last_step and seconds >= QUIET_AFTER:  # --quiet: one line for the phase
-            logger.info("fitting: %s step(s) in %.1f s", f"{self.last_step:,}", seconds)
+            first = self._first or 1  # a resumed fit's first step here is past 1: count only this run's steps
+            since = f" (steps {first:,} to {self.last_step:,})" if first > 1 else ""
+            logger.info("fitting: %s step(s) in %.1f s%s", f"{self.last_step - first + 1:,}", seconds, since)
 
 
 def own_trainer(config: FieldConfig, name: str, standard, precision: str = "fp32"):
