@@ -139,3 +139,34 @@ def test_a_gpu_precision_on_the_cpu_is_said_once(tmp_path, cli, caplog):
     assert status == 0, err
     notes = [r.getMessage() for r in caplog.records if "on the CPU" in r.getMessage()]
     assert notes == ["--precision tf32 on the CPU: the CPU has no TF32, so the steps run in fp32"]
+
+
+def _photos(folder: Path, count: int, truncate: int | None = None) -> Path:
+    """`count` 8×8 RGB PNGs in `folder`; with `truncate`, that one cut to half its bytes (its header still reads)."""
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        path = folder / f"p{i}.png"
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(path)
+        if i == truncate:
+            path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+    return folder
+
+
+def test_an_item_found_bad_while_fitting_leaves_out_as_it_was(tmp_path, cli):
+    """A truncated image passes the header check and fails when its chunk is read: with --force the store it
+    was to replace is put back whole, and a new --out is not left half-made (a rerun would ask for --resume)."""
+    good, bad = _photos(tmp_path / "good", 3), _photos(tmp_path / "bad", 3, truncate=2)
+    common = ["fit-dataset", "--device", "cpu", "--steps", "3", "--quiet"]
+    status, _, err = cli(common[:1] + [good] + common[1:] + ["--out", tmp_path / "S"])
+    assert status == 0, err
+    before = sorted((p.relative_to(tmp_path / "S"), p.read_bytes()) for p in (tmp_path / "S").rglob("*") if p.is_file())
+    status, _, err = cli(common[:1] + [bad] + common[1:] + ["--out", tmp_path / "S", "--force"])
+    assert status == 2 and "cannot read" in err and "p2.png" in err
+    after = sorted((p.relative_to(tmp_path / "S"), p.read_bytes()) for p in (tmp_path / "S").rglob("*") if p.is_file())
+    assert after == before and len(FieldStore(tmp_path / "S").rows()) == 3
+    status, _, err = cli(common[:1] + [bad] + common[1:] + ["--out", tmp_path / "N"])
+    assert status == 2 and "cannot read" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["S", "bad", "good"]  # no N, no leftovers beside it

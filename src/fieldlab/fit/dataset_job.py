@@ -136,7 +136,7 @@ def run_dataset_job(job: DatasetJob, out: Path, *, resume: bool = False, force: 
 def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, progress: bool,
                      tensorboard: bool = False) -> dict[str, Any] | None:
     from fieldlab.fit.loop import RunLog
-    from fieldlab.store.field_store import FieldStore, FieldStoreWriter, check_store_path, is_store
+    from fieldlab.store.field_store import FieldStore, FieldStoreWriter, abandon_new, check_store_path, is_store
 
     job.fit.validate()
     if tensorboard:
@@ -215,6 +215,14 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
         with _deadline.limit(job.fit.max_seconds) as deadline:  # from the command's start
             _fit_chunks(mine, writer, fitter, rows_of, coords, is_test, progress, board.writer, deadline,
                         pin=device.type == "cuda")
+    except UserError:
+        # An item found bad while its chunk was read (a truncated image, an infinite value, a mesh without faces)
+        # before this run's store held any finished chunk: --out goes back to what it was (with --force, the
+        # store this one replaced), so the command can be run again once the input is mended.
+        if not existing and dist.is_main() and len(writer.pending_chunks()) == writer.num_chunks:
+            board.close()
+            abandon_new(out)
+        raise
     finally:
         board.close()
     dist.barrier()

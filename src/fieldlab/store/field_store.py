@@ -45,6 +45,7 @@ Reader::
 from __future__ import annotations
 
 import json
+import os
 import math
 import platform
 import shutil
@@ -240,6 +241,7 @@ class FieldStoreWriter:
             summed = self.attrs["checksums"]["arrays"]
             self.group["checksums"][chunk] = np.array([checksum(arrays[name]) for name in summed], dtype=np.uint64)
         self.group["done"][rows.start:rows.stop] = np.ones(n, dtype=bool)  # last: marks the chunk complete
+        release_replaced(self.path)  # the new store holds finished work: the one it replaced can go
 
     def _refuse_non_finite(self, chunk: int, rows: range, arrays: dict[str, np.ndarray]) -> None:
         """A store holds finite fields only: a NaN field would be read, trained on and counted complete."""
@@ -254,14 +256,24 @@ class FieldStoreWriter:
 
 
 _REMOVALS: list[threading.Thread] = []
+_REPLACED: dict[Path, Path] = {}
+"""Stores that `create(force=True)` moved aside (`.NAME.XXXXXXXX.old`), by the path of the new store, kept until
+the new one holds finished work (`release_replaced`) or is abandoned (`abandon_new`)."""
 
 
 def _replace_store(tmp: Path, path: Path) -> None:
-    """Put the new store `tmp` at `path`. A store there (`--force`) is renamed aside (`.NAME.XXXXXXXX.old`,
-    which the next writer of `path` removes if this process is killed first) and deleted on a thread: its
-    hundreds of chunk files took 0.8 s of the command's start (CPU, 60,000 fields) before any fitting.
-    `finish_removals` waits for those threads."""
+    """Put the new store `tmp` at `path`. A store there (`--force`) is renamed aside, which the next writer of
+    `path` removes if this process is killed first, and kept until the new store holds a finished chunk: an input
+    found bad before then (`abandon_new`) puts it back, so --force loses nothing for a command that fails."""
     old = replace_folder(tmp, path)
+    if old is not None:
+        _REPLACED[path.absolute()] = old
+
+
+def release_replaced(path: Path) -> None:
+    """Delete the store that the new one at `path` replaced, if any, on a thread: its hundreds of chunk files took
+    0.8 s (CPU, 60,000 fields) that fitting need not wait for. `finish_removals` waits for those threads."""
+    old = _REPLACED.pop(Path(path).absolute(), None)
     if old is None:
         return
     removal = threading.Thread(target=shutil.rmtree, args=(old,), kwargs={"ignore_errors": True},
@@ -270,8 +282,20 @@ def _replace_store(tmp: Path, path: Path) -> None:
     _REMOVALS.append(removal)
 
 
+def abandon_new(path: Path) -> None:
+    """Remove the store `create` made at `path`, which holds no finished chunk, and put back the one it replaced
+    (`--force`), if any: a command whose input turned out bad leaves `--out` as it found it."""
+    path = Path(path).absolute()
+    old = _REPLACED.pop(path, None)
+    shutil.rmtree(path, ignore_errors=True)
+    if old is not None and not os.path.lexists(path):
+        os.replace(old, path)
+
+
 def finish_removals() -> None:
-    """Wait until the stores that `create` replaced are deleted."""
+    """Delete the stores still kept aside (the new ones stay) and wait until every replaced store is gone."""
+    for path in list(_REPLACED):
+        release_replaced(path)
     while _REMOVALS:
         _REMOVALS.pop().join()
 
