@@ -84,6 +84,18 @@ def test_an_incomplete_store_is_refused_before_the_run_is_written(cli, make_blob
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
+def test_a_store_too_small_to_hold_out_a_test_item_is_refused_before_the_run_is_written(cli, make_blob_store,
+                                                                                        tmp_path):
+    small = make_blob_store("small", num_fields=4)  # every 5th item held out: none of 4
+    status, _, err = cli(["fit-dataset", "sample:balls", "--limit", "4", "--steps", "2", "--device", "cpu", "--quiet",
+                          "--out", tmp_path / "balls"])
+    assert status == 0, err
+    for command in (["train", small, "--net", "mlp"], ["train-sdf", "--store", tmp_path / "balls"]):
+        status, out, err = cli(command + ["--steps", 2, "--out", tmp_path / "run"])
+        assert status == 2 and "4 source item(s) are too few" in err, err  # train-sdf divided by zero at its end
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
 def test_a_grid_cnn_with_other_points_is_refused_before_the_run_is_written(cli, blob_store, tmp_path):
     for points in (["--points", "qmc"], ["--points", "mixed", "--mix", "grid,qmc"]):
         status, out, err = cli(["train", blob_store, "--net", "cnn4", *points, "--out", tmp_path / "run"])

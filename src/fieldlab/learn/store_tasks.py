@@ -44,16 +44,22 @@ class Split:
 
 def split_rows(store) -> tuple[np.ndarray, np.ndarray, str]:
     """(train rows, test rows, how): the store's own test/val split, else every 5th source item held out
-    (by source item, so augmented copies of a test item never reach training). An incomplete store is refused."""
+    (by source item, so augmented copies of a test item never reach training). An incomplete store is refused,
+    and so is one that leaves either side empty (a score over no fields would read 0%, or divide by zero)."""
     store.require_complete()
     for test in ("test", "val", "validation"):
         if test in store.split_names and len(store.rows(test)):
             train = np.concatenate([store.rows(s) for s in store.split_names if s != test])
+            if not len(train):
+                raise UserError(f"{store.path} holds only its {test!r} split: nothing to train on")
             return np.sort(train), store.rows(test), f"split {test!r}"
     rows = store.rows()
     source = store.column("source_index")[rows]
     source = np.where(source >= 0, source, rows)
     held = source % 5 == 4
+    if not held.any():
+        raise UserError(f"{store.path} has no test split, and its {len(np.unique(source))} source item(s) are too few "
+                        "for every 5th to be held out: fit-dataset at least 5 items, or give --test-fraction")
     return rows[~held], rows[held], "every 5th source item held out"
 
 
