@@ -53,6 +53,14 @@ def test_string_labels_become_named_classes(tmp_path):
         open_source(str(tmp_path / "n.npz"))
 
 
+def test_integer_labels_past_their_names_are_refused(tmp_path):
+    np.savez(tmp_path / "i.npz", images=_images(), labels=np.array([0, 1, 2, 1]), label_names=np.array(["x", "y"]))
+    with pytest.raises(UserError, match=r"labels reach class 2 \(item 2\), but label_names names 2 classes"):
+        open_source(str(tmp_path / "i.npz"))
+    np.savez(tmp_path / "ok.npz", images=_images(), labels=np.array([0, 1, 1, 0]), label_names=np.array(["x", "y", "z"]))
+    assert open_source(str(tmp_path / "ok.npz")).label_names == ["x", "y", "z"]  # a class without items is fine
+
+
 @pytest.mark.parametrize("labels, message", [
     (np.array([0, 1, 10**12, 1]), "the label 1000000000000 of item 2 is not a class index"),
     (np.array([0, -2, 1, 1]), "the label -2 of item 1"),

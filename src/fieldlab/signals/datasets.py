@@ -166,8 +166,14 @@ def _labels(spec: str, labels, names, count: int) -> tuple[np.ndarray, list[str]
 
 
 def _default_names(spec: str, classes: np.ndarray, names, what: str) -> list[str]:
-    """`names`, or "0" … "K-1" for classes up to K-1 (bounded: a store keeps every name)."""
+    """`names`, or "0" … "K-1" for classes up to K-1 (bounded: a store keeps every name); given names must name
+    every class that occurs (a store whose classes outnumber its names would train a head too small for them)."""
     if names is not None:
+        top = int(classes.max()) + 1 if classes.size else 0
+        if top > len(names):
+            where = int(np.flatnonzero(classes >= len(names))[0])
+            raise UserError(f"{spec}: {what} reach class {top - 1} (item {where}), but label_names names "
+                            f"{len(names)} class{'es' if len(names) != 1 else ''}: give a name for each class")
         return [str(n) for n in names]
     top = int(classes.max()) + 1 if classes.size else 0
     if top > _validate.LIMITS.classes:
