@@ -246,9 +246,10 @@ def info_command(
 RESUMABLE = {
     "fit": "a fit saves a checkpoint beside --out after every minute of fitting (none before the first; a single "
            "field's fused kernel keeps none): run the same command with --resume to go on from the last",
-    "fit-dataset": "the finished chunks are kept (and functa's meta-learning, its last minute's checkpoint beside "
-                   "--out): run the same command with --resume to go on",
-    "train": "the last checkpoint is kept: run the same command with --resume to go on",
+    "fit-dataset": "the chunks finished so far are kept (meta-learning, for functa fields, saves a checkpoint beside "
+                   "--out after every minute): run the same command with --resume to go on from there",
+    "train": "a run saves a checkpoint every --checkpoint-every steps (none before the first): run the same "
+             "command with --resume to go on from the last",
     "extend": "an extend saves a checkpoint beside --out after every minute of fitting (none before the first): run "
               "the same command with --resume to go on from the last",
     "train-sdf": "the last minute's checkpoint is kept in RUN: run the same command with --resume to go on",
