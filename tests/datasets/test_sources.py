@@ -103,6 +103,22 @@ def test_image_folder_layout(tmp_path):
     assert Augmented(resized).values(range(len(resized))).shape == (6, 64, 3)
 
 
+def test_empty_folders_and_fieldlab_outputs_in_a_folder_are_no_classes(tmp_path, cli):
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(1)
+    for cls in ("cat", "dog", "empty"):
+        (tmp_path / "set" / cls).mkdir(parents=True)
+        if cls != "empty":
+            iio.imwrite(tmp_path / "set" / cls / "0.png", rng.integers(0, 256, (9, 9, 3), dtype=np.uint8))
+    status, _, err = cli(["fit-dataset", tmp_path / "set", "--steps", "2", "--device", "cpu", "--quiet", "--out",
+                          tmp_path / "set" / "store"])  # a store written inside the folder it reads
+    assert status == 0, err
+    (tmp_path / "set" / "store" / "preview.png").write_bytes((tmp_path / "set" / "cat" / "0.png").read_bytes())
+    source = open_source(str(tmp_path / "set"))  # neither the empty folder nor the store is a class
+    assert source.label_names == ["cat", "dog"] and source.labels.tolist() == [0, 1]
+
+
 def test_rgb_makes_grey_and_rgba_images_of_a_folder_rgb(tmp_path):
     """A folder mixing grey, grey + alpha, RGBA and RGB images (common in real photo sets) is refused with a
     line naming --rgb; with it, grey is replicated into three equal channels and alpha dropped. --rgb and

@@ -414,14 +414,15 @@ def _folder_source(root: Path, image_size: int | None, rgb: bool = False, progre
     from fieldlab.signals.image import IMAGE_SUFFIXES, read_image
 
     parts = _split_folders(root)
-    classes = sorted({p.name for folder, _ in parts for p in _subfolders(folder)})
-    files, labels, test = [], [], []
+    names = sorted({p.name for folder, _ in parts for p in _subfolders(folder)})
+    found = {(folder, name): items((folder / name).rglob("*"), IMAGE_SUFFIXES) for folder, _ in parts for name in names}
+    classes = [name for name in names if any(found[folder, name] for folder, _ in parts)]  # as clips' folders: an
+    files, labels, test = [], [], []  # empty folder is no class (it would be one the network can never see)
     for folder, is_test in parts:
         for label, name in enumerate(classes):
-            found = items((folder / name).rglob("*"), IMAGE_SUFFIXES)
-            files += found
-            labels += [label] * len(found)
-            test += [is_test] * len(found)
+            files += found[folder, name]
+            labels += [label] * len(found[folder, name])
+            test += [is_test] * len(found[folder, name])
     flat = items(root.iterdir(), IMAGE_SUFFIXES) if len(parts) == 1 else []
     if flat and files:
         refuse_mixed_layout(root, "image", flat[0])
@@ -530,7 +531,10 @@ def refuse_mixed_layout(root: Path, kind: str, example: Path) -> None:
 
 
 def _subfolders(folder: Path) -> list[Path]:
-    return [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    """The folder's class folders: not hidden, and not one fieldlab wrote (a store or run made inside it)."""
+    from fieldlab._safety import owner_kind
+
+    return [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and owner_kind(p) is None]
 
 
 def _split_folders(root: Path) -> list[tuple[Path, bool]]:

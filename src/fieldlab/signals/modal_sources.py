@@ -35,7 +35,7 @@ from fieldlab import _validate
 from fieldlab._errors import UserError
 from fieldlab.signals._modality import get_modality, modalities
 from fieldlab.signals._signal import Normalization, grid_coords
-from fieldlab.signals.datasets import ImageSource, _like_first, items, open_source, refuse_mixed_layout
+from fieldlab.signals.datasets import ImageSource, _like_first, _subfolders, items, open_source, refuse_mixed_layout
 
 MODAL_KINDS = ("audio", "volume", "mesh")
 """The modalities a folder of this module holds (images: `signals/datasets.py`)."""
@@ -90,7 +90,7 @@ def _listing(root: Path, kind: str) -> tuple[list[Path], np.ndarray, list[str]]:
     """(files, labels (N,), class names) of a folder's `kind` files: per class folder, or flat (labels -1)."""
     suffixes = get_modality(kind).suffixes
     flat = items(root.iterdir(), suffixes)
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = sorted(p.name for p in _subfolders(root))
     per_class = [items(_files(root / name), suffixes) for name in classes]
     if flat and any(per_class):
         refuse_mixed_layout(root, kind, flat[0])
