@@ -111,3 +111,24 @@ def test_a_batch_with_a_diverged_field_is_refused_naming_its_row():
     params["w"][2, 1, 0] = 0.0
     with pytest.raises(UserError, match=r"rows 5:"):
         refuse_diverged(params, np.array([np.inf, 31.0, 32.0]), [5, 6, 7], 1e-3)
+
+
+def test_a_quiet_sound_stops_on_its_snr_not_on_a_psnr_that_reads_its_error_as_small():
+    """Two 1-D clips, one at a hundredth of the other's amplitude: PSNR (against the full range) called the quiet
+    one done while its error was louder than it; SNR stops each by its own loudness."""
+    from fieldlab.fit.batched import PSNR, SNR, stop_measure
+    from fieldlab.fit.metrics import field_snrs
+
+    assert stop_measure("audio") is SNR and stop_measure("image") is PSNR
+    t = torch.linspace(-1, 1, 64)[:, None]
+    loud = 0.5 * torch.sin(6 * t)
+    values = torch.stack([loud, 0.01 * torch.sin(6 * t)])  # (2, 64, 1)
+    config = make_config("siren", in_dim=1, out_dim=1, hidden_dim=16, num_layers=2, omega0=10.0, first_omega0=10.0)
+    fit = BatchedFitConfig(device="cpu", steps=300, check_every=10, target_psnr=40.0, target_snr=30.0)
+    by_psnr = fit_batch(config, t, values, [0, 1], fit, measure=PSNR)
+    by_snr = fit_batch(config, t, values, [0, 1], fit, measure=SNR)
+    assert by_psnr.steps[1] < by_psnr.steps[0]  # the quiet clip "reached" 40 dB first
+    assert by_snr.measure == "snr" and by_snr.steps[1] > by_psnr.steps[1]
+    stopped = by_snr.steps < 300
+    assert (by_snr.quality[stopped] >= 30).all()  # a stopped sound reached its SNR target
+    assert field_snrs(values, values).isinf().all() and field_snrs(torch.zeros_like(values), values).tolist() == [0, 0]

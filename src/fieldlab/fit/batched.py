@@ -6,9 +6,9 @@ a field's result depend on nothing but (seed, row): its initialisation (`init="s
 `seed` for all; `"random"`: a draw seeded by (seed, row)) and its random pixel subsets, which come from a
 counter-based hash of (seed, row, step, pixel) rather than a generator shared by the batch. Fields that
 reach their target keep the parameters they had at that check and leave the batch (the stack shrinks). The
-target is the items' modality's `StopMeasure`: PSNR (`target_psnr`), or for occupancy grids (a mesh folder's
+target is the items' modality's `StopMeasure`: PSNR (`target_psnr`), for occupancy grids (a mesh folder's
 ±1 items) the share of samples whose sign is right (`target_accuracy`), since their PSNR stays low however
-right the inside is.
+right the inside is, and for sounds their SNR (`target_snr`), since PSNR reads a quiet clip's loud error as small.
 
 Shapes: f fields, n points, d coordinate dims, c channels, k points per step.
 """
@@ -28,7 +28,7 @@ from fieldlab.fit.config import FitConfig
 from fieldlab.fit.engine import FusedEngine, StackEngine
 from fieldlab.fit.own_engines import ByConfigClass
 from fieldlab.fit.loop import matmul_precision, resolve_device
-from fieldlab.fit.metrics import field_psnrs, field_sign_accuracies
+from fieldlab.fit.metrics import field_psnrs, field_sign_accuracies, field_snrs
 from fieldlab.fit.points import distinct_subset, subset_size
 from fieldlab.fit.schedule import Schedule
 
@@ -55,8 +55,12 @@ class BatchedFitConfig:
     """An occupancy field (a mesh folder's items, ±1) stops once this share of its samples has the right sign
     (checked every `check_every` steps, in place of `target_psnr`); 0 means no target. At 99.5 % of a 32³
     grid the errors are a thin shell of cells at the surface (BENCHMARKS.md, occupancy stopping rule)."""
+    target_snr: float = 30.0
+    """A sound (a folder of clips' items) stops once its SNR reaches this many dB (checked every `check_every`
+    steps, in place of `target_psnr`); 0 means no target. PSNR counts the error against the full range [-1, 1],
+    so a quiet clip reached 40 dB PSNR (and stopped) with an error 36-39 dB louder than itself."""
     check_every: int = 50
-    """Measure every field's quality this often (for `target_psnr` or `target_accuracy`)."""
+    """Measure every field's quality this often (for `target_psnr`, `target_snr` or `target_accuracy`)."""
     sample_fraction: float = 0.0
     """Random fraction of each signal's samples per step; 0 uses every sample."""
     seed: int = 0
@@ -88,6 +92,7 @@ class BatchedFitConfig:
                   sample_fraction=self.sample_fraction, precision=self.precision, kernel=self.kernel,
                   max_seconds=self.max_seconds).validate()
         v.bounded_float(self.target_accuracy, "--target-accuracy", 0, 1)
+        v.bounded_float(self.target_snr, "--target-snr", 0, 1000)
         if self.precision == "fp16":  # FitConfig takes it, but only the single fit's loop keeps a loss scale
             raise UserError("--precision fp16 fits one field only; fit-dataset runs fp32, tf32 or bf16")
         if self.init not in ("shared", "random"):
@@ -129,14 +134,15 @@ class StopMeasure:
 
 PSNR = StopMeasure("psnr", lambda p, t: field_psnrs((p - t).square().mean(dim=(1, 2))), lambda fit: fit.target_psnr)
 SIGN_ACCURACY = StopMeasure("sign_accuracy", field_sign_accuracies, lambda fit: fit.target_accuracy)
+SNR = StopMeasure("snr", field_snrs, lambda fit: fit.target_snr)
 
 
 def stop_measure(kind: str) -> StopMeasure:
     """The measure fields of items of modality `kind` stop by: occupancy grids (±1) the share of samples
-    whose sign is right, every other modality PSNR."""
+    whose sign is right, sounds their SNR, every other modality PSNR."""
     from fieldlab.signals import get_modality
 
-    return SIGN_ACCURACY if get_modality(kind).occupancy else PSNR
+    return SIGN_ACCURACY if get_modality(kind).occupancy else SNR if kind == "audio" else PSNR
 
 
 def row_seed(seed: int, row: int) -> int:

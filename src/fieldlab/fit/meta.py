@@ -352,7 +352,8 @@ META_OPTIONS = {"meta_steps": "steps", "meta_batch_size": "batch_size", "meta_lr
                 "warmup": "warmup", "clip_norm": "clip_norm", "first_order": "first_order", "jitter": "jitter",
                 "between_weight": "between_weight"}
 """`fieldlab fit-dataset` flags (as --meta-steps …) → `MetaConfig` fields."""
-PER_FIELD_FIT = ("steps", "lr", "lr_final", "init", "target_psnr", "target_accuracy", "check_every", "sample_fraction")
+PER_FIELD_FIT = ("steps", "lr", "lr_final", "init", "target_psnr", "target_accuracy", "target_snr", "check_every",
+                 "sample_fraction")
 """`BatchedFitConfig` options that describe independent fits, meaningless for a meta-learned family."""
 
 

@@ -30,6 +30,15 @@ def field_psnrs(mse: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(_PEAK_SQUARED / mse.double().clamp_min(1e-30))
 
 
+def field_snrs(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per field of a stack (f, n, c), the signal-to-noise ratio 10·log10(Σ target² / Σ error²) in dB, float64 on
+    the device: the quality of a sound, which PSNR (against the full range) misreads for a quiet one. A silent
+    field's is −inf until its error is 0 (then NaN): it never reaches a target."""
+    signal = target.double().square().sum(dim=(1, 2))
+    noise = (prediction.double() - target.double()).square().sum(dim=(1, 2))
+    return 10 * torch.log10(signal / noise)
+
+
 def field_sign_accuracies(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per field of a stack (f, n, c), the share of samples whose sign is right (prediction ≥ 0 ⇔ target ≥ 0),
     in float64 on the device: the quality of an occupancy field (±1, inside ⇔ value ≥ 0), which its PSNR
