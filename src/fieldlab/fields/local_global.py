@@ -23,7 +23,6 @@ Letters: n points, d coordinate dims, c channels, p partitions, r tiles, t point
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 from typing import Any, Literal
 
@@ -55,8 +54,6 @@ REFERENCE_WIDTHS = (14, 84)
 """Local and global widths of the paper's image setting (16×16 partitions, 206,610 parameters): with the
 default partition counts they set the default parameter budget of each dimension, which unset widths keep
 whatever the partition count (`LocalGlobalConfig.default_budget`)."""
-
-log = logging.getLogger(__name__)
 
 
 class LocalGlobal(nn.Module):
@@ -451,13 +448,9 @@ class LocalGlobalConfig(FieldConfig):
             return self
         edges = tuple(balanced_edges(0, n, k) for n, k in zip(shape, self._counts(shape)))
         adapted = self.replace(span=shape, edges=edges, cells=(), overlap=self.overlap or default_overlap(edges))
-        sized = adapted.sized()
-        if sized is not adapted and adapted.num_parts != DEFAULT_COUNTS.get(self.in_dim, 4) ** self.in_dim:
-            log.info("local-global: widths %d (local) and %d (global) for %s partitions give %s parameters, the "
-                     "closest to the default budget of %s (--params, --hidden-dim or --global-dim choose another "
-                     "size)", sized.hidden_dim, sized.global_dim, "x".join(str(len(e) - 1) for e in edges),
-                     f"{sized.num_params():,}", f"{self.default_budget():,}")
-        return sized
+        # Widths solved for the default budget here; a fit or a dataset may size the field again (at most the
+        # signal's values), and says the size it ends with, so this step says nothing (it read as the final size).
+        return adapted.sized()
 
     def _resolved(self) -> LocalGlobalConfig:
         """Before `adapt`, a uniform grid of the asked-for (or default) partition counts over [-1, 1]."""
