@@ -9,6 +9,7 @@ import pytest
 import tifffile
 
 from fieldlab import _validate
+from fieldlab._errors import UserError
 from fieldlab.signals import Normalization, image_signal, load_signal, write_image
 from fieldlab.signals import image as image_module
 
@@ -110,3 +111,17 @@ def test_block_mean_averages_partial_blocks_at_the_edges():
     means = image_module.block_mean(iter(image), 3)
     assert means.shape == (2, 3, 1)
     assert means[1, 2, 0] == image[3:, 6:].mean() and means[0, 0, 0] == image[:3, :3].mean()
+
+
+def test_undecodable_image_files_say_what_they_are_not_how_a_decoder_failed(tmp_path, cli):
+    from fieldlab.signals.image import read_image
+
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "empty.png").write_bytes(b"")
+    (tmp_path / "noise.png").write_bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8).tobytes())
+    with pytest.raises(UserError, match="the file is empty \\(0 bytes\\)"):
+        read_image(tmp_path / "set" / "empty.png")
+    with pytest.raises(UserError, match=r"noise.png as an image \(not an image file that Pillow or imageio"):
+        read_image(tmp_path / "noise.png")
+    status, _, stderr = cli(["fit-dataset", tmp_path / "set", "--out", tmp_path / "S"])
+    assert status == 2 and "empty.png" in one_error_line(stderr) and not (tmp_path / "S").exists()

@@ -12,6 +12,7 @@ near the decoded file and time near decoding; the anti-aliased resize then does 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Iterable, NamedTuple
@@ -251,9 +252,29 @@ def _imread(path: Path) -> np.ndarray:
     return iio.imread(path)
 
 
+_DECODER_NOISE = ("Could not find a backend", "need at least one array", "tuple index out of range",
+                  "cannot identify image file")
+"""Library messages that say how a decoder failed, not what is wrong with the file: they read as "not an image"."""
+
+
 def _unreadable(path: Path, error: BaseException) -> UserError:
+    """One line for an image file that does not decode: an empty file says so, and decoder internals read as what
+    they mean (the file is no image any installed reader knows), instead of their own words."""
+    with contextlib.suppress(OSError):
+        if Path(path).stat().st_size == 0:
+            return UserError(f"cannot read {path} as an image: the file is empty (0 bytes)")
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if any(noise in reason for noise in _DECODER_NOISE):
+        reason = f"not an image file that Pillow or imageio can decode{_suffix_hint(path)}"
     return UserError(f"cannot read {path} as an image ({reason})")
+
+
+def _suffix_hint(path: Path) -> str:
+    """For a file whose suffix names another modality (bach.wav given as an image): which one."""
+    from fieldlab.signals._modality import modalities
+
+    kind = next((m.name for m in modalities() if Path(path).suffix.lower() in m.suffixes and m.name != "image"), None)
+    return f"; its suffix is a {kind} file's" if kind else ""
 
 
 def _read_shrunk(path: Path, k: int, max_size: int, orientation: int = 1) -> Signal:
