@@ -194,8 +194,8 @@ def choose_spec(spec: FusedSpec | None, device: torch.device, kernel: str, preci
                             f"{MAX_WIDTH} wide, {MAX_LAYERS} layers, {MAX_CHANNELS} channels and {MAX_FREQUENCIES} "
                             f"frequencies; use --kernel auto or reference for {what}")
         if not triton_available(device):
-            raise UserError("--kernel fused needs a CUDA device and Triton (pip install triton); "
-                            "use --kernel auto or reference here")
+            missing = "a CUDA device" if triton_installed() else "a CUDA device and Triton (pip install triton)"
+            raise UserError(f"--kernel fused needs {missing}; use --kernel auto or reference here")
         if not forward and precision in ("fp32", "tf32") and _pow2(spec.hidden_dim) > TF32_MAX_WIDTH:  # TF32 tiles
             raise UserError(f"--kernel fused runs fields wider than {TF32_MAX_WIDTH} at bf16 only, not {precision} "
                             f"(fp32 and tf32 take TF32 weight tiles, which need 330 KB of shared memory at this "
