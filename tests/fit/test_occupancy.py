@@ -111,6 +111,17 @@ def test_an_empty_surface_is_reported_not_fatal(sphere, monkeypatch):
     assert result.metrics["batch_size"] == min(OCCUPANCY_POINTS, small.points)  # never more than there are
 
 
+def test_a_mesh_that_encloses_no_volume_is_refused_before_fitting():
+    """One triangle: every sample outside, so an empty field would have scored IoU 1 against an empty inside."""
+    from fieldlab.signals.mesh import Mesh
+
+    face = Mesh.from_arrays(np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]]), np.array([[0, 1, 2]]))
+    config = make_config("siren", in_dim=3, out_dim=1, hidden_dim=8, num_layers=1)
+    small = OccupancyConfig(points=2000, eval_points=1000, resolution=8, chamfer_points=100)
+    with pytest.raises(UserError, match="encloses no volume: none of its 2,000 sample points is inside"):
+        fit_mesh(face, config, FitConfig(steps=2, device="cpu"), small)
+
+
 @pytest.mark.parametrize("fit_options, occupancy_options, field_dims, message", [
     (dict(target_psnr=30.0), {}, (3, 1), "target-psnr"),
     ({}, {}, (2, 1), "in_dim 3 and out_dim 1"),

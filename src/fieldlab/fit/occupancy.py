@@ -148,6 +148,9 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
 
     tick = time.perf_counter()
     points, values = _sample(mesh, occupancy, occupancy.points, fit_config.seed, device, progress)
+    if not bool((values > 0.5).any()):  # an empty field would score IoU 1 against an empty inside
+        raise UserError(f"{mesh.source or 'the mesh'} encloses no volume: none of its {len(values):,} sample points "
+                        "is inside (a single face, a flat or open surface); occupancy fields need a closed mesh")
     held_points, held_values = held_out(mesh, occupancy, device, progress=progress)
     sample_seconds = time.perf_counter() - tick
 
