@@ -170,3 +170,20 @@ def test_an_item_found_bad_while_fitting_leaves_out_as_it_was(tmp_path, cli):
     status, _, err = cli(common[:1] + [bad] + common[1:] + ["--out", tmp_path / "N"])
     assert status == 2 and "cannot read" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["S", "bad", "good"]  # no N, no leftovers beside it
+
+
+def test_max_seconds_stops_a_chunk_mid_fit_and_its_steps_show(tmp_path, cli, caplog):
+    """--max-seconds bounds the whole command: a chunk that would take far longer than the limit stops mid-fit
+    (its fields are not written; --resume fits them), where it used to run to its end whatever the limit."""
+    from fieldlab.fit.batched import _reporting_segment
+
+    assert _reporting_segment(50, 0.3) == 2 and _reporting_segment(50, 0.01) == 50 and _reporting_segment(50, 4) == 1
+    folder = _photos(tmp_path / "set", 2)
+    began = time.perf_counter()
+    status, out, err = cli(["fit-dataset", folder, "--device", "cpu", "--steps", "1000000", "--target-psnr", "0",
+                            "--max-seconds", "2", "--out", tmp_path / "S"])
+    assert status == 0, err
+    assert time.perf_counter() - began < 60  # a million steps of 64-pixel fields take far longer
+    assert "stopped during chunk 0 (0 of 1 chunks done" in caplog.text
+    assert "0 of 2 siren fields (" in out and "nan" not in out  # no mean PSNR of no fields
+    assert FieldStore(tmp_path / "S").rows().size == 0

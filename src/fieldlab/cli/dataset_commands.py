@@ -81,9 +81,10 @@ def fit_dataset_command(
         psnr = summary["psnr"]
         # occupancy fields stop by the share of right signs; their PSNR is of the ±1 values, said so
         on = " on the ±1 occupancy" if get_modality(summary["signal"]["kind"]).occupancy else ""
+        quality = (f", mean PSNR {psnr['mean']:.2f} dB{on} (min {psnr['min']:.2f})" if "mean" in psnr
+                   else "")  # none complete yet (a time limit cut the first chunk)
         print(f"{summary['complete']:,} of {summary['num_fields']:,} {summary['field']} fields "
-              f"({summary['params_per_field']:,} params each), mean PSNR {psnr.get('mean', float('nan')):.2f} dB"
-              f"{on} (min {psnr.get('min', float('nan')):.2f}) -> {out}")
+              f"({summary['params_per_field']:,} params each){quality} -> {out}")
 
 
 def _resolved_dataset(job) -> dict:

@@ -16,6 +16,7 @@ Shapes: f fields, n points, d coordinate dims, c channels, k points per step.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Callable, Literal
 
 import numpy as np
@@ -177,8 +178,9 @@ def init_params(config: FieldConfig, rows, init: str, seed: int,
 def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, rows, fit: BatchedFitConfig,
               *, progress=None, measure: StopMeasure = PSNR) -> BatchResult:
     """Fit one field per signal: `coords` (n, d) shared, `values` (f, n, c) in [-1, 1], `rows` (f,) the
-    fields' global ids (they seed what is random). `progress(step, active)` is called every check; a field
-    leaves once `measure` reaches its target (`stop_measure(kind)` of the items' modality).
+    fields' global ids (they seed what is random). `progress(step, active)` is called every check (every
+    GRAPH_STEPS steps without a target; it may raise to stop the batch); a field leaves once `measure` reaches
+    its target (`stop_measure(kind)` of the items' modality).
 
     The fused kernel does the steps where it covers the field and device (`fit.kernel`), the reference
     path (`FieldStack`) elsewhere; `BatchResult.kernel` says which ran.
@@ -243,9 +245,12 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
         step = 0
         while step < fit.steps:
             end = 1 if step == 0 else min(fit.steps, (step // segment + 1) * segment)
+            began = time.perf_counter()
             engine.run(step, end)
             if step == 0:
                 timer.lap()
+                if progress and device.type == "cpu":  # steps of large items take seconds there: shorter segments
+                    segment = _reporting_segment(segment, time.perf_counter() - began)
             step = end
             if target and step % fit.check_every == 0 and step < fit.steps:
                 measured = check()
@@ -257,12 +262,18 @@ def fit_batch(config: FieldConfig, coords: torch.Tensor, values: torch.Tensor, r
                     if len(keep) == 0:
                         return result(timer.done())
                     engine.select(keep)
-                if progress:
-                    progress(step, len(engine.active))
+            if progress and step < fit.steps:  # every check, or every GRAPH_STEPS without a target
+                progress(step, len(engine.active))
         times = timer.done()
         active = engine.active
         record(active, torch.arange(len(active), device=device), check(), fit.steps)
     return result(times)
+
+
+def _reporting_segment(segment: int, step_seconds: float) -> int:
+    """The longest divisor of `segment` (so that checks still fall on its ends) whose steps take at most about a
+    second at `step_seconds` each: `progress` (a bar, a time limit) hears from the batch that often."""
+    return max(d for d in range(1, segment + 1) if segment % d == 0 and (d == 1 or d * step_seconds <= 1.0))
 
 
 def refuse_diverged(params: dict[str, torch.Tensor], psnr: np.ndarray, rows, lr: float) -> None:
@@ -312,6 +323,8 @@ class DatasetFitter:
 
     kind = "image"
     """The items' modality, which chooses the measure fields stop by (`stop_measure`); the job sets it."""
+    steps_of_fit = True
+    """Whether `fit` steps a batch `fit_config.steps` times, calling its `progress(step, active)` as it goes."""
 
     def __init__(self, config: FieldConfig, fit: BatchedFitConfig):
         self.config, self.fit_config = config, fit

@@ -273,6 +273,25 @@ def _fit_chunks(mine: list[int], writer, fitter, rows_of: Augmented, coords, is_
                                split=is_test[columns["source_index"]].astype(np.int8), **columns)
             wrote(1)
 
+    steps = fitter.fit_config.steps if fitter.steps_of_fit else 0
+
+    def fit_chunk(chunk: int, rows: np.ndarray, values: torch.Tensor):
+        """The chunk's fit under a bar of its steps (a chunk of large items takes minutes); None when the time
+        limit ran out before it finished (its fields are then not written: --resume fits them again)."""
+        with phase(f"chunk {chunk}", steps, unit="step", bar=bar and steps > 0) as stepped:
+            done = [0]
+
+            def progress(step: int, active: int) -> None:
+                stepped(step - done[0])
+                done[0] = step
+                if deadline.out_of_time():
+                    raise _OutOfTime
+
+            try:
+                return fitter.fit(coords, values, rows, progress=progress)
+            except _OutOfTime:
+                return None
+
     with phase(f"fitting {total:,} fields", total, unit="field", bar=bar) as advance, WriteBehind() as behind:
         for count, (chunk, (rows, values)) in enumerate(read_ahead(mine, read), start=1):
             start = time.perf_counter()
@@ -280,7 +299,12 @@ def _fit_chunks(mine: list[int], writer, fitter, rows_of: Augmented, coords, is_
                 deadline.cut(f"stopped after {count - 1} of {len(mine)} chunks; the store is incomplete "
                              f"(--resume fits the rest)")
                 break
-            result = fitter.fit(coords, values, rows)
+            result = fit_chunk(chunk, rows, values)
+            if result is None:
+                deadline.cut(f"stopped during chunk {chunk} ({count - 1} of {len(mine)} chunks done; a chunk of "
+                             f"{len(rows):,} fields took longer than was left); the store is incomplete (--resume "
+                             f"fits the rest, --chunk-fields sets smaller chunks for a new store)")
+                break
             behind.submit(write, chunk, rows, result)  # waits for the chunk before it: one write in flight
             advance(len(rows))
             seconds = time.perf_counter() - start
@@ -295,6 +319,10 @@ def _fit_chunks(mine: list[int], writer, fitter, rows_of: Augmented, coords, is_
                 log.info("rank %d: chunk %d (%d/%d): %d fields, mean PSNR %.2f dB%s, %.1f s", dist.rank(), chunk, count,
                          len(mine), len(rows), float(np.mean(result.psnr)), _stop_quality(result),
                          time.perf_counter() - start)
+
+
+class _OutOfTime(Exception):
+    """Raised from a chunk's progress callback when --max-seconds has run out during its fit."""
 
 
 def _stop_quality(result) -> str:

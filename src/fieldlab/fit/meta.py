@@ -400,6 +400,8 @@ class MetaDatasetFitter(DatasetFitter):
     gradients all-reduced), then fits each batch's latents with the same inner loop. The store keeps θ and
     α once (`shared`) and one latent per row."""
 
+    steps_of_fit = False  # a batch's latents take the meta-learned inner steps, without a progress callback
+
     def __init__(self, config: FieldConfig, fit: BatchedFitConfig, meta_options: dict | None = None):
         super().__init__(config, fit)
         default = BatchedFitConfig()
