@@ -117,3 +117,33 @@ def test_extend_refits_the_partitions_a_crop_removed(cli, fitted, tmp_path):
         assert cli(["render", tmp_path / field, "--region", "8:16,8:16", "--out", tmp_path / f"{field}.png"])[0] == 0
         errors.append(np.abs(iio.imread(tmp_path / f"{field}.png").astype(float) - raw[8:16, 8:16]).mean())
     assert errors[1] < 0.75 * errors[0], errors  # fitted again, not the constant a removed cell renders
+
+
+def test_remove_says_what_the_render_shows_there(cli, fitted, tmp_path):
+    status, out, err = cli(["crop", fitted / "A", "--out", tmp_path / "B", "--remove", "0,15"])
+    assert status == 0, err
+    assert "partitions removed: 0, 15; they render 0 now" in out
+    status, _, err = cli(["fit", "sample:camera", "--max-size", "16", "--field", "miner", "--block-size", "4",
+                          "--steps", "2", "--device", "cpu", "--quiet", "--out", tmp_path / "M"])
+    assert status == 0, err
+    # 16×16 in blocks of 4: 1 coarse block over everything, 4 of scale 1, 16 of scale 2
+    status, out, err = cli(["crop", tmp_path / "M", "--out", tmp_path / "N", "--remove", "0"])
+    assert status == 0, err
+    assert "20 of 21 blocks" in out and "blocks removed: 0 (scale 0 of 3, 0:16,0:16)" in out
+    assert "256 of 256 samples lose that scale's share and keep the others'" in out
+
+
+def test_extend_refuses_an_input_without_the_old_signal(cli, tmp_path, one_thread):
+    """A field fitted well enough to tell (about 23 dB), extended with another picture: one line that names
+    both PSNRs, before any fitting, and nothing written."""
+    status, _, err = cli(["fit", "sample:camera", "--max-size", "32", "--partitions", "2,2", "--steps", "100",
+                          "--lr", "1e-2", "--out", tmp_path / "A", *FIT])
+    assert status == 0, err
+    coins = load_signal("sample:coins", max_size=48)
+    raw = coins.info.normalization.decode(coins.values)[:32, :48]
+    write_image(tmp_path / "other.png", raw)
+    status, _, err = cli(["extend", tmp_path / "A", tmp_path / "other.png", "--out", tmp_path / "C", "--steps", "5",
+                          "--device", "cpu", "--quiet"])
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert "does not hold the field's signal" in err and "dB recorded when it was fitted" in err
+    assert not (tmp_path / "C").exists()

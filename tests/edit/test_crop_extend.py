@@ -1,5 +1,7 @@
 """Crop and extend partitioned fields: kept and old regions render bit for bit as before."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -138,3 +140,54 @@ def test_extend_refuses_what_is_not_larger(camera_field, camera32, astronaut32):
     with pytest.raises(UserError, match="channels"):
         extend_field(camera_field, Signal.from_array(np.zeros((32, 40, 3), np.uint8), kind="image"),
                      FitConfig(steps=1, device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def good_camera_field(camera32):
+    """camera32 fitted to about 23 dB (2×2 partitions, 100 steps at lr 1e-2), well enough to tell another
+    picture from it; on one thread, which takes 0.3 s where two spend 8 s synchronising."""
+    config = make_config("local-global", in_dim=2, out_dim=1, hidden_dim=4, global_dim=8,
+                         partitions=(2, 2)).adapt(camera32.shape)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = fit(camera32, config, FitConfig(steps=100, lr=1e-2, device="cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    assert result.metrics["psnr"] > 20
+    return StoredField(result.field.eval(), config, camera32.info, result.metrics)
+
+
+def no_fitting(monkeypatch):
+    """Fail the test if extend gets as far as building its Fitter."""
+    def fitter(*args, **kwargs):
+        raise AssertionError("extend started fitting")
+    monkeypatch.setattr("fieldlab.edit.extend.Fitter", fitter)
+
+
+@pytest.mark.parametrize("other", ["astronaut", "camera48"])
+def test_extend_refuses_an_input_that_does_not_start_with_the_old_signal(good_camera_field, camera32, astronaut32,
+                                                                        monkeypatch, other):
+    if other == "astronaut":  # another picture, 32×48
+        raw = camera32.info.normalization.decode(astronaut32.values[..., :1])
+        signal = Signal.from_array(np.concatenate([raw, raw[:, :16]], axis=1), kind="image")
+    else:  # the same camera read at another scale (larger on both axes): its first 32×32 are a corner of it
+        from fieldlab.signals import load_signal
+        signal = load_signal("sample:camera", max_size=48)
+    no_fitting(monkeypatch)
+    with pytest.raises(UserError, match="does not hold the field's signal") as error:
+        extend_field(good_camera_field, signal, FitConfig(steps=1, device="cpu"))
+    measured, recorded = map(float, re.findall(r"PSNR (\d+\.\d) dB, against (\d+\.\d) dB", str(error.value))[0])
+    assert recorded == round(good_camera_field.metrics["psnr"], 1) and measured < 15
+
+
+def test_extend_takes_the_old_signal_and_one_with_a_removed_cell(good_camera_field, camera32, astronaut32):
+    """The check passes the right INPUT, and leaves out a cell a crop removed (it renders 0 and is fitted
+    again): with that quarter of the picture at 0 the field reads 15.5 dB, below the 22.8 - 6 it must reach."""
+    signal = wider(camera32, astronaut32)
+    extend_field(good_camera_field, signal, FitConfig(steps=1, device="cpu"))
+    config, state, info = crop_field(good_camera_field, remove=[0])
+    holed = StoredField(rebuilt(config, state, info).module, config, info,
+                        {"psnr_before_crop": good_camera_field.metrics["psnr"]})
+    result = extend_field(holed, signal, FitConfig(steps=1, device="cpu"))
+    assert result.field.metrics["new_partitions"] == 3  # two to the right, and the removed one

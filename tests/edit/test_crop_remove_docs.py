@@ -13,3 +13,16 @@ def test_crop_help_says_remove_keeps_the_extent_and_keep_makes_a_smaller_field(c
         assert e.code in (0, None)
     text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
     assert "keeps its extent" in text and "for a smaller field give --keep" in text
+
+
+def test_crop_help_says_what_removing_a_miner_block_does(capsys, monkeypatch):
+    """MINER's parts are pyramid blocks: removing one leaves the other scales, it makes no hole."""
+    monkeypatch.setenv("COLUMNS", "200")
+    try:
+        main(["crop", "--help"])
+    except SystemExit as e:
+        assert e.code in (0, None)
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
+    assert "A Local-Global partition renders 0 there" in text
+    assert "MINER's are the blocks of its pyramid, numbered scale by scale from the coarsest" in text
+    assert "a coarse one changes every sample under it" in text

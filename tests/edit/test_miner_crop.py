@@ -1,12 +1,14 @@
 """Cropping MINER fields on blocks: the kept region renders bit for bit as before, other blocks' weights go."""
 
+import numpy as np
 import pytest
 import torch
 
 from fieldlab import UserError
 from fieldlab.edit import render
-from fieldlab.edit.crop import crop_field
+from fieldlab.edit.crop import crop_field, removal_summary
 from fieldlab.fields import make_config
+from fieldlab.signals import Signal
 from fieldlab.store import StoredField
 
 
@@ -105,3 +107,38 @@ def test_bad_block_removals_are_user_errors():
         config.without_parts(state, [3])
     with pytest.raises(UserError, match="every block"):
         config.without_parts(state, [0, 1, 2])
+
+
+def removal(boxes):
+    """Remove the blocks with these boxes from a 20×24 MINER field whose every block is active (4, 16 and 64
+    over the 32×32 the coarsest blocks pad it to), stored in shuffled order: the block numbers, the summary
+    `crop --remove` prints, and the renders (20, 24) before and after."""
+    config, model = pruned_field((20, 24), (4, 16, 64))
+    state = model.state_dict()
+    parts = [config.part_boxes(state).index(box) for box in boxes]
+    stored = StoredField(model, config, Signal.from_array(np.zeros((20, 24, 1), np.uint8), kind="image").info, {})
+    new_config, new_state = config.without_parts(state, parts)
+    after = StoredField(rebuilt(new_config, new_state), new_config, stored.signal, {})
+    return parts, removal_summary(stored, parts), render(stored)[..., 0], render(after)[..., 0]
+
+
+def test_removing_a_coarsest_block_changes_every_sample_under_it_and_none_to_0():
+    (part,), summary, before, after = removal([((0, 16), (0, 16))])
+    assert f"{part} (scale 0 of 3, 0:16,0:16)" in summary
+    assert "256 of 480 samples lose that scale's share" in summary and "(0 are left with no block" in summary
+    changed = (before - after).abs() > 1e-5
+    assert changed[:16, :16].all() and not changed[16:].any() and not changed[:, 16:].any()
+    assert (after[:16, :16] != 0).all()
+
+
+def test_removing_every_scale_over_a_corner_leaves_0_there_only():
+    parts, summary, before, after = removal([((0, 16), (0, 16)), ((0, 8), (0, 8)), ((0, 4), (0, 4))])
+    assert f"{parts[1]} (scale 1 of 3, 0:8,0:8)" in summary and f"{parts[2]} (scale 2 of 3, 0:4,0:4)" in summary
+    assert "256 of 480 samples" in summary and "(16 are left with no block and render 0)" in summary
+    assert (after[:4, :4] == 0).all() and (after[4:16].abs() > 0).all() and (after[:16, 4:16].abs() > 0).all()
+
+
+def test_a_block_in_the_padding_changes_no_sample():
+    (part,), summary, before, after = removal([((24, 32), (24, 32))])  # past the 20×24 signal
+    assert f"{part} (scale 1 of 3, past the signal)" in summary and "0 of 480 samples" in summary
+    assert torch.allclose(before, after, atol=1e-5)  # other tilings of the batch round differently

@@ -27,7 +27,7 @@ def crop_command(
 ) -> None:
     """Delete the weights of partitions outside a box (or the listed ones): a smaller field that renders
     the kept region exactly as before."""
-    from fieldlab.edit.crop import parse_box, parse_parts, write_cropped
+    from fieldlab.edit.crop import parse_box, parse_parts, removal_summary, write_cropped
     from fieldlab.fields import Partitioned
     from fieldlab.store import check_out_dir, load_field
 
@@ -50,6 +50,8 @@ def crop_command(
     local_note = f" (local {local_after:,} of {local_before:,}: {local_after / local_before:.1%})" if local_before else ""
     print(f"cropped to {'x'.join(map(str, result.signal.shape))}: {parts_note}{after:,} of {before:,} parameters "
           f"({after / before:.1%}){local_note} -> {out}")
+    if parts is not None:
+        print(removal_summary(stored, parts))
 
 
 @app.command("extend")
@@ -58,7 +60,8 @@ def crop_command(
                 positional={"dir": "DIR", "input": "INPUT"})
 def extend_command(
     dir: Path = typer.Argument(..., help="Field DIR of a partitioned field."),
-    input: str = typer.Argument(..., help="The larger signal (file or sample:NAME) holding the old one at its origin."),
+    input: str = typer.Argument(..., help="The larger signal (file or sample:NAME) holding the old one at its origin "
+                                    "(read as for fit: refused when the field does not match it there)."),
     out: Path = typer.Option(..., "--out", help="Field DIR to write."),
     force: bool = typer.Option(False, help="Replace a non-empty --out."),
     quiet: bool = typer.Option(False, help="No progress bar."),

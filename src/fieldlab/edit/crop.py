@@ -15,7 +15,8 @@ The protocol (any field config may implement it; Local-Global and MINER do)::
 
     config.without_parts(state, parts) -> (config2, state2)          (optional; partitioned fields)
         Delete the weights of the partitions (or blocks) with these indices, in the order
-        `config.part_boxes()` lists them; a point in a deleted part renders as 0.
+        `config.part_boxes()` lists them; a deleted part's share of the render is 0 (a Local-Global point
+        in a deleted partition renders 0; a MINER point keeps its other scales' blocks: `removal_summary`).
 
     config.part_boxes() -> list of boxes                              (optional; with `without_parts`)
         Every part's box in frame units, so users can name the parts they remove.
@@ -28,14 +29,16 @@ stay put, so the new `SignalInfo.domain` is the old one shifted by the box's sta
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from fieldlab._errors import UserError
-from fieldlab.fields import Croppable, FieldConfig, Partitioned
+from fieldlab.fields import Croppable, FieldConfig, MinerConfig, Partitioned
 from fieldlab.signals import SignalInfo
 from fieldlab.store import StoredField
 
@@ -104,6 +107,39 @@ def crop_field(stored: StoredField, *, keep: Box | None = None,
     history = info.extra.get("cropped_from", []) + [[list(b) for b in keep]]
     new_info = dataclasses.replace(info, shape=shape, domain=domain, extra={**info.extra, "cropped_from": history})
     return new_config, new_state, new_info
+
+
+def removal_summary(stored: StoredField, parts: Sequence[int]) -> str:
+    """What removing `parts` from `stored` does to its render, for the line `crop --remove` prints.
+
+    A Local-Global partition owns its box alone: the field renders 0 there. MINER's parts are the blocks of its
+    pyramid, numbered scale by scale from the coarsest (`fieldlab info` counts them per scale), each scale's in
+    stored order, and a block may cover padding past the signal's end. Every sample is the sum of one block of
+    each scale, so a removed block takes its scale's share off every sample under it and leaves the other
+    scales' there: a coarse block, which carries the base image, changes every sample it covers, a fine one
+    their detail; a sample renders 0 only where no block of any scale is left."""
+    config, info = stored.config, stored.signal
+    noun = getattr(config, "part_noun", "partitions")
+    removed = set(parts)
+    if not isinstance(config, MinerConfig):
+        listed = ", ".join(map(str, sorted(removed)))
+        return f"{noun} removed: {listed}; they render 0 now (a mid-grey hole in an image)"
+    nexts = list(itertools.accumulate(active for active, _ in stored.module.block_counts()))  # each scale's end
+    origin = _frame_origin(info)
+    changed, covered = torch.zeros(info.shape, dtype=torch.bool), torch.zeros(info.shape, dtype=torch.bool)
+    described = []
+    for part, box in enumerate(config.part_boxes(stored.module.state_dict())):
+        inside = tuple(slice(max(lo - o, 0), min(hi - o, n)) for (lo, hi), o, n in zip(box, origin, info.shape))
+        inside = inside if all(s.start < s.stop for s in inside) else None
+        if part in removed:
+            where = ",".join(f"{s.start}:{s.stop}" for s in inside) if inside else "past the signal"
+            described.append(f"{part} (scale {bisect.bisect_right(nexts, part)} of {config.scales}, {where})")
+        mask = changed if part in removed else covered
+        if inside:
+            mask[inside] = True
+    return (f"{noun} removed: {', '.join(described)}. Each sample sums one block per scale (0 the coarsest), so "
+            f"{int(changed.sum()):,} of {changed.numel():,} samples lose that scale's share and keep the others' "
+            f"({int((changed & ~covered).sum()):,} are left with no block and render 0)")
 
 
 def write_cropped(stored: StoredField, out: Path, *, keep: Box | None = None, remove: Sequence[int] | None = None,

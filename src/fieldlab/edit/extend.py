@@ -9,15 +9,17 @@ The protocol (a partitioned field's config implements it; see `LocalGlobalConfig
         names start with `local_` are stacked per part along their first dimension; every other
         parameter is shared and stays frozen here.
 
-`extend_field` trains only the new parts, on the samples of the larger signal routed to them: the shared
-weights are frozen (`requires_grad=False`) and a gradient hook zeroes the old parts' slices, so Adam (no
-weight decay) leaves them exactly as they were, bit for bit, and the old region renders unchanged (up to
-the float rounding of differently tiled batches, within 1e-7).
+`extend_field` first checks that the larger signal holds the old one at its origin (`_check_holds_old`: the
+field's PSNR there against the one it recorded), then trains only the new parts, on the samples of the larger
+signal routed to them: the shared weights are frozen (`requires_grad=False`) and a gradient hook zeroes the
+old parts' slices, so Adam (no weight decay) leaves them exactly as they were, bit for bit, and the old region
+renders unchanged (up to the float rounding of differently tiled batches, within 1e-7).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 
@@ -54,6 +56,50 @@ def _renormalized(signal: Signal, old: SignalInfo) -> torch.Tensor:
     return old.normalization.encode(raw)
 
 
+AGREEMENT_POINTS = 2**14
+"""Samples of the old region that `_check_holds_old` compares (all of them when there are fewer)."""
+AGREEMENT_MARGIN_DB = 6.0
+AGREEMENT_FLOOR_DB = 20.0
+
+
+def _check_holds_old(stored: StoredField, coords: torch.Tensor, values: torch.Tensor, shape: tuple[int, ...]) -> None:
+    """Refuse, before anything is fitted, an INPUT whose old region is not the signal the field was fitted to.
+
+    `coords` and `values` (n, c) are INPUT's grid of `shape`, flattened, in the field's frame and range. The
+    field's PSNR against INPUT on its old region (the first `stored.signal.shape` samples; `AGREEMENT_POINTS`
+    of them drawn at random, less any cell a crop removed, which renders 0 and is fitted again) is compared
+    with the PSNR recorded when the field was fitted (before a crop, for a cropped field). INPUT is refused
+    when it reads more than `AGREEMENT_MARGIN_DB` below the record *and* below `AGREEMENT_FLOOR_DB`. The same
+    signal reads within a fraction of a dB of the record (a random subsample of the same errors), or a few dB
+    off where only part of it is measured (a cropped field's box); an INPUT that holds the old signal through
+    another encoder or resize filter agrees at 25 dB or more, so the floor lets it through whatever the
+    field's own quality. A different picture, or the full-resolution source of a downscaled field, reads 8-11
+    dB (against a 23.5 dB Local-Global field of a DIV2K crop): refused. A field fitted below about 15 dB
+    cannot tell them apart and lets INPUT through, as does one without a record (built in code)."""
+    recorded = stored.metrics.get("psnr", stored.metrics.get("psnr_before_crop"))
+    if recorded is None:
+        return
+    old = stored.signal
+    count = math.prod(old.shape)
+    picked = (torch.arange(count) if count <= AGREEMENT_POINTS else
+              torch.randint(count, (AGREEMENT_POINTS,), generator=torch.Generator().manual_seed(0)))
+    chosen = torch.zeros_like(picked)  # the same samples' flat indices in INPUT's larger grid
+    for index, n in zip(torch.unravel_index(picked, old.shape), shape):
+        chosen = chosen * n + index
+    device = next(stored.module.parameters()).device
+    with torch.no_grad():
+        points = coords[chosen].to(device)
+        route = getattr(stored.module, "route", None)  # partitions that a crop removed render 0: not compared
+        kept = ~route(points)[1] if route is not None else torch.ones(len(points), dtype=torch.bool, device=device)
+        error = (stored.module(points[kept]).float().cpu() - values[chosen][kept.cpu()]).square().mean()
+    measured = psnr_from_mse(float(error))
+    if measured < min(recorded - AGREEMENT_MARGIN_DB, AGREEMENT_FLOOR_DB):
+        box = ",".join(f"0:{m}" for m in old.shape)
+        raise UserError(f"INPUT does not hold the field's signal at its origin: the field matches INPUT's {box} at "
+                        f"PSNR {measured:.1f} dB, against {recorded:.1f} dB recorded when it was fitted; give the "
+                        "larger signal that starts with the old one, read as it was (the same --max-size, --span)")
+
+
 def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig, *, progress: bool = False,
                  tensorboard_dir: Path | None = None, checkpoint: Path | None = None, resume: bool = False,
                  identity: str = "", say_limit=None) -> Extended:
@@ -81,6 +127,9 @@ def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig, *, 
         if lo != int(lo):
             raise UserError("this field's domain does not start on a whole sample, so it cannot be extended")
     origin = tuple(-int(lo) for lo, _ in old.domain)
+    coords = grid_coords(old.domain, [(0.0, float(n)) for n in signal.shape], signal.shape)
+    flat = values.reshape(-1, values.shape[-1])
+    _check_holds_old(stored, coords, flat, tuple(signal.shape))
     frame_shape = tuple(o + n for o, n in zip(origin, signal.shape))
     state = {k: v.detach().cpu() for k, v in stored.module.state_dict().items()}
     torch.manual_seed(fit_config.seed)  # the new parts' initial weights: --seed draws them
@@ -102,8 +151,6 @@ def extend_field(stored: StoredField, signal: Signal, fit_config: FitConfig, *, 
 
     info = dataclasses.replace(signal.info, domain=old.domain, normalization=old.normalization,
                                extra={**signal.info.extra, "extended_from": list(old.shape)})
-    coords = grid_coords(info.domain, [(0.0, float(n)) for n in signal.shape], signal.shape)
-    flat = values.reshape(-1, values.shape[-1])
     if any(getattr(module, "overlap", ())):
         train_coords, train_values = module.training_points(coords, flat, signal.shape, slots=new_parts,
                                                             origin=origin)

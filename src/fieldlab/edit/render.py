@@ -10,12 +10,30 @@ import torch
 
 from fieldlab._errors import UserError
 from fieldlab._progress import in_pieces
+from fieldlab._validate import check_memory
 from fieldlab.signals import SignalInfo, get_modality, grid_coords
 from fieldlab.store import StoredField
 
 log = logging.getLogger("fieldlab")
 
 MAX_RENDER_SAMPLES = 2**30
+CHUNK = 2**18
+"""Points per forward pass of a render."""
+RENDER_BYTES_PER_VALUE = {"image": 44, "audio": 46, "video": 44, "volume": 43, "mesh": 38}
+"""Peak host memory of `fieldlab render` per output value (sample × channel) beyond the loaded field: the
+largest growth of peak RSS measured on the CPU over renders of 1.6·10⁷ to 4·10⁷ values in the modality's
+formats, dtypes and one to eight channels (image 39.8 for a 3-channel PNG, audio 43.5 for 8-bit mono WAV,
+video 41.2 for MP4, volume 40.3 for a uint8 TIFF), plus 5% for the allocator's variation. Nearly all of it is
+the same in every modality: the coordinates (built in float64), the chunks' values and their concatenation
+(float32), the decoded float64 copy with its temporaries and the encoder's own (the old guess of 12 let a
+10⁹-sample audio render run into the OOM killer at 24 GB). Renders under 10⁷ values read up to 60, as freed
+buffers under glibc's 32 MB mmap threshold stay counted, but they need under 600 MB. A mesh field's values
+here are its logits on a grid (36.0 at 256³, nothing written); `fieldlab render` draws its surface through
+`render_mesh` instead, which never comes here."""
+FORWARD_LIVE_TENSORS = 4
+"""Chunk-sized tensors of the field's widest hidden width alive at once in a forward pass without autograd
+(a layer's input and output, the activation's scaled copy and its result): a 256-wide SIREN's 2**18-point
+chunk peaked at 0.95 GB on the CPU, 3.5 of them."""
 
 
 def parse_region(text: str, in_dim: int) -> list[tuple[float, float]]:
@@ -36,9 +54,10 @@ def parse_region(text: str, in_dim: int) -> list[tuple[float, float]]:
     return region
 
 
-def render_grid(stored: StoredField, *, size: list[int] | None = None,
-                region: list[tuple[float, float]] | None = None) -> tuple[list[int], list[tuple[float, float]]]:
-    """Resolve the output size and region; by default the whole signal at its own resolution."""
+def render_grid(stored: StoredField, *, size: list[int] | None = None, region: list[tuple[float, float]] | None = None,
+                device: str | torch.device | None = None) -> tuple[list[int], list[tuple[float, float]]]:
+    """Resolve the output size and region (by default the whole signal at its own resolution), refusing one
+    whose render would not fit in memory (`_check_render_memory` on `device`, by default the field's)."""
     shape = stored.signal.shape
     region = region or [(0.0, float(n)) for n in shape]
     if len(region) != len(shape) or any(not lo < hi for lo, hi in region):
@@ -53,7 +72,26 @@ def render_grid(stored: StoredField, *, size: list[int] | None = None,
         raise UserError(f"--size must be positive, got {' '.join(map(str, size))}")
     if math.prod(size) > MAX_RENDER_SAMPLES:
         raise UserError(f"--size {' '.join(map(str, size))} is too large (at most {MAX_RENDER_SAMPLES} samples)")
+    _check_render_memory(stored, size, device=device)
     return size, region
+
+
+def _check_render_memory(stored: StoredField, size: list[int], *, device: str | torch.device | None = None) -> None:
+    """One line, before anything is allocated, when rendering `size` samples of `stored` (and writing them)
+    would need more memory than the machine has free: `RENDER_BYTES_PER_VALUE` per value of the output, and a
+    `CHUNK`'s forward pass when it runs on the CPU (`device`, by default where the field's weights are)."""
+    info = stored.signal
+    per_value = RENDER_BYTES_PER_VALUE[info.kind]
+    need = per_value * math.prod(size) * info.channels
+    where = torch.device(device) if device is not None else next(stored.module.parameters()).device
+    if where.type == "cpu":
+        widths = [getattr(stored.config, k, 0) for k in ("hidden_dim", "global_dim", "out_dim")]
+        need += FORWARD_LIVE_TENSORS * 4 * min(CHUNK, math.prod(size)) * max(w for w in widths if isinstance(w, int))
+    try:
+        check_memory(need, f"rendering {'x'.join(map(str, size))} samples of {info.channels} channel(s) "
+                           f"({per_value} bytes a value for {info.kind})")
+    except UserError as error:
+        raise UserError(f"{error}: ask for fewer samples (a smaller --size or --region)") from None
 
 
 def _note_stretch(kind: str, size: list[int], region: list[tuple[float, float]]) -> None:
@@ -71,10 +109,10 @@ def _note_stretch(kind: str, size: list[int], region: list[tuple[float, float]])
 
 @torch.no_grad()
 def render(stored: StoredField, *, size: list[int] | None = None, region: list[tuple[float, float]] | None = None,
-           chunk: int = 2**18, device: str | torch.device = "cpu", progress: bool = False) -> torch.Tensor:
+           chunk: int = CHUNK, device: str | torch.device = "cpu", progress: bool = False) -> torch.Tensor:
     """Field values (*size, c) in the field range on a `size` grid of sample centres covering `region`
     (`progress`: a bar over the chunks, else a log line)."""
-    size, region = render_grid(stored, size=size, region=region)
+    size, region = render_grid(stored, size=size, region=region, device=device)
     _note_stretch(stored.signal.kind, size, region)
     shape = stored.signal.shape
     if any(lo < 0 or hi > n for (lo, hi), n in zip(region, shape)):
