@@ -42,3 +42,14 @@ def test_a_float_exr_forced_as_an_image_keeps_its_floats(name, cli, tmp_path, on
     assert signal["normalization"]["dtype"] == "float32" and signal["extra"] == {"format": "exr"}
     back = load_signal(str(tmp_path / "f" / "reconstruction.exr"))
     assert back.info.normalization.dtype == "float32"
+
+
+def test_render_names_a_bad_region_before_an_existing_out(cli, tmp_path):
+    """The request is checked first: a bad --region on an --out that exists said only "exists; pass --force"."""
+    status, _, err = cli(["fit", "sample:camera", "--max-size", "8", "--steps", "2", "--device", "cpu", "--quiet",
+                          "--out", tmp_path / "f"])
+    assert status == 0, err
+    (tmp_path / "old.png").write_bytes(b"mine")
+    status, _, err = cli(["render", tmp_path / "f", "--region", "5:1,0:3", "--out", tmp_path / "old.png"])
+    assert status == 2 and "--region range 5:1 is empty" in err and "--force" not in err
+    assert (tmp_path / "old.png").read_bytes() == b"mine"

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import typer
 
 from fieldlab._errors import UserError
-from fieldlab._validate import LIMITS, check_memory, check_shape
+from fieldlab._validate import LIMITS, check_shape
 from fieldlab.cli import _command_modules
 from fieldlab.cli._dataclass_options import config_command, options_of, resolved, write_resolved
 from fieldlab.edit.options import RenderConfig
@@ -173,7 +173,6 @@ def render_command(
 
     config = RenderConfig(**{k: v for k, v in options.items() if k != "dir"})
     dir, size, region = options["dir"], config.size, config.region
-    check_output_file(out, force=force, inputs=[dir])
     target = resolve_device(config.device)
     stored = load_field(dir, device=target)
     # a video field rendered to an image file: one frame (the region's time axis one frame long)
@@ -186,6 +185,7 @@ def render_command(
         cube = parse_size(size)
         cube = list(check_shape(cube * 3 if len(cube) == 1 else cube, "--size")) if cube else None
         bounds = parse_region(region, 3) if region else None
+        check_output_file(out, force=force, inputs=[dir])  # once the request is known to be good
         vertices, faces = render_mesh(stored, size=cube, region=bounds, device=target, progress=not quiet)
         write_mesh(out, vertices, faces)
         _write_render_config(out, options)
@@ -200,8 +200,7 @@ def render_command(
         raise UserError(f"--out {out}: an image holds one frame of this video; give one frame's time range, e.g. "
                         f"--region {first:g}:{first + 1:g},{rest}, or a video suffix "
                         f"({', '.join(get_modality('video').output_suffixes)})")
-    # The rendered values in fp32 and their decoded copy in float64, said in one line when they cannot fit.
-    check_memory(12 * math.prod(grid[0]) * stored.signal.channels, f"rendering {'x'.join(map(str, grid[0]))} samples")
+    check_output_file(out, force=force, inputs=[dir])  # once the request is known to be good (and to fit in memory)
     values = render(stored, size=grid[0], region=grid[1], device=target, progress=not quiet)
     info = rendered_info(stored.signal, grid[0], grid[1])
     if frame:
