@@ -156,8 +156,10 @@ def test_fit_dataset_costs_a_chunk_from_the_chunks_so_far_not_the_first_alone():
         def write_chunk(self, chunk, **columns):
             pass
 
-    class Fitter:
-        def fit(self, coords, values, rows):
+    class Fitter:  # a DatasetFitter's interface
+        steps_of_fit = False
+
+        def fit(self, coords, values, rows, progress=None):
             time.sleep(seconds[rows[0] // 4])
             return SimpleNamespace(params={}, psnr=[30.0] * len(rows), steps=[1] * len(rows))
 
