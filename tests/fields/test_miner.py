@@ -5,7 +5,7 @@ import torch
 
 from fieldlab import UserError
 from fieldlab.fields import make_config
-from fieldlab.fields.miner import Miner
+from fieldlab.fields.miner import MIN_WIDTH, Miner
 from fieldlab.fit.own_engines import engine_for
 
 
@@ -70,3 +70,14 @@ def test_config_round_trips_with_its_blocks():
     config = small(blocks=(2, 7))
     assert type(config).from_dict(config.to_dict()) == config
     assert type(config).batched is True and engine_for(config) is not None
+
+
+def test_a_budget_too_small_for_narrow_blocks_grows_them_instead():
+    # sized to its 4,096 values, a 1-D signal's default 32-sample blocks could be 1 wide (8 parameters each)
+    clip = make_config("miner", in_dim=1, out_dim=1).adapt((4096,))
+    sized = clip.with_params(4096)
+    assert sized.hidden_dim == MIN_WIDTH and sized.num_params() <= 4096
+    assert sized.replace(block_size=sized.block_size - 1).num_params() > 4096  # the smallest side that fits
+    assert clip.replace(block_size=32).with_params(4096).block_size == 32  # a chosen side is kept
+    image = make_config("miner", in_dim=2, out_dim=3).adapt((64, 64))  # wide enough: the default side stays
+    assert image.with_params(64 * 64 * 3).block_size == 0

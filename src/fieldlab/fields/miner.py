@@ -26,13 +26,18 @@ import torch.nn as nn
 
 from fieldlab._errors import UserError
 from fieldlab._precision import exact_linear, full
-from fieldlab._validate import check_shape
+from fieldlab._validate import LIMITS, check_shape
 from fieldlab.fields._config import FieldConfig, per_item_side
 from fieldlab.fields._partitioned import tile_layout, tile_size
 from fieldlab.fields._registry import register_field
 from fieldlab.kernels import FusedSpec
 
 MAX_SCALES = 12
+MIN_WIDTH = 8
+"""The narrowest block network that sizing to a parameter budget picks at the default block side; below it
+the blocks grow instead. On bach.wav (0.25 s, 2000 steps, at most a parameter per sample) 3×8 blocks of 307
+samples reached SNR 16.2 dB, 3×6 of 188 16.6 dB, 3×4 of 100 13.7 dB and 3×1 of 32 (the old choice) 7.8 dB;
+8 rather than 6 keeps a margin from that fall."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,7 +314,8 @@ class MinerConfig(FieldConfig):
     scales: int = 3
     """Number of pyramid scales; each finer scale has 2^d times as many blocks."""
     block_size: int = 0
-    """Samples per block side at every scale; 0 picks 32 for 1D/2D signals and 16 for 3D."""
+    """Samples per block side at every scale; 0 picks 32 for 1D/2D signals and 16 for 3D, or more where a
+    parameter budget would leave blocks narrower than `MIN_WIDTH` (`with_params`)."""
     hidden_dim: int = 18
     """Width of every block's MLP."""
     num_layers: int = 3
@@ -390,7 +396,9 @@ class MinerConfig(FieldConfig):
 
     def with_params(self, target: int) -> MinerConfig:
         """Solve `hidden_dim`; a pyramid of many blocks moves in coarse steps at small widths, so when the
-        closest count is more than 5% off, fewer activated layers are tried too."""
+        closest count is more than 5% off, fewer activated layers are tried too. A width below `MIN_WIDTH`
+        is no network at all (a 1-wide sine block fitted bach.wav at SNR −17.6 dB, worse than silence), so
+        there, where the block side is the default's, the blocks grow instead (`_with_grown_blocks`)."""
         best = super().with_params(target)
         for layers in range(self.num_layers - 1, 0, -1):
             if abs(best.num_params() - target) <= 0.05 * target:
@@ -398,7 +406,23 @@ class MinerConfig(FieldConfig):
             other = super(MinerConfig, self.replace(num_layers=layers)).with_params(target)
             if abs(other.num_params() - target) < abs(best.num_params() - target):
                 best = other
-        return best
+        if best.hidden_dim >= MIN_WIDTH or self.block_size or not self.shape:
+            return best
+        return self._with_grown_blocks(target) or best
+
+    def _with_grown_blocks(self, target: int) -> MinerConfig | None:
+        """`MIN_WIDTH` wide blocks of the smallest side whose pyramid has at most `target` parameters, or None
+        when even the largest side `validate` allows has more. The count never rises with the side (each
+        scale's blocks, ⌈n / coarsest⌉ · 2^s per axis, never grow in number), so the side is bisected."""
+        narrow = self.replace(hidden_dim=MIN_WIDTH)
+        lo = self.resolved_block_size() - 1  # below the default side: it is a candidate too
+        hi = min(8 * max(self.shape) // 2 ** (self.scales - 1), LIMITS.width)  # the largest validate accepts
+        if hi <= lo or narrow.replace(block_size=hi).num_params() > target:
+            return None
+        while hi - lo > 1:  # the answer is in (lo, hi]
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if narrow.replace(block_size=mid).num_params() <= target else (mid, hi)
+        return narrow.replace(block_size=hi)
 
     def _module(self, *, meta: bool = False, blocks=None) -> Miner:
         kwargs = dict(in_dim=self.in_dim, out_dim=self.out_dim, shape=self.resolved_shape(), scales=self.scales,

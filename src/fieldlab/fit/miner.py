@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import time
 from pathlib import Path
@@ -76,6 +77,8 @@ from fieldlab.fit.points import generator, step_points
 from fieldlab.fit.schedule import Schedule
 from fieldlab.signals import Signal
 
+logger = logging.getLogger("fieldlab")
+
 DEFAULT_POSITIONS = 256
 """Sample positions per block per step (shared by all blocks, as in MINER_pl) unless --batch-size or
 --sample-fraction says otherwise; a --batch-size of at least the block's samples trains on whole blocks."""
@@ -83,6 +86,8 @@ STEP_SHARES_FINEST = 3
 """The finest scale gets this many shares of --steps, every other scale one (MINER_pl: 50/50/50/200 epochs)."""
 MARGIN_FRACTION = 16
 """A block's default training margin is its side over this (Local-Global's `OVERLAP_FRACTION`)."""
+PREDICT_CHUNK = 2**18
+"""Points per chunk of the final prediction (`predict`), as `fieldlab render` evaluates them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -548,11 +553,14 @@ def _held(place: Placement, targets: list[torch.Tensor | None], extra: int) -> i
 def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig, *,
                 train: MinerTrainConfig = MinerTrainConfig(), log_path: Path | None = None,
                 progress: bool = False, tensorboard_dir: Path | None = None,
-                checkpoints: PyramidCheckpoints | None = None) -> tuple[Miner, PyramidStats]:
+                checkpoints: PyramidCheckpoints | None = None,
+                final_points: int | None = None) -> tuple[Miner, PyramidStats]:
     """Fit a MINER field to `values` (*shape, c) in the field range; the module returned holds only the
     blocks that got a network, and lives on the fitting device. `tensorboard_dir`: the log's scalars (loss,
     PSNR estimate, training blocks at each check) and each scale's blocks alive; `checkpoints`: where the fit
-    is saved as it goes, and the state it resumes from (`fit.miner_resume`)."""
+    is saved as it goes, and the state it resumes from (`fit.miner_resume`); `final_points`: how many points
+    the caller evaluates the field at after the fit, which a time limit leaves time for (None: every sample
+    of the grid)."""
     fit_config.validate()
     train.validate()
     shape = tuple(values.shape[:-1])
@@ -593,7 +601,7 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
     start = time.perf_counter() - saves.restore_levels(model, log, stats, draws)
     # The command's --max-seconds (leaving time for the evaluation and writing that follow), else this fit's.
     deadline = _deadline.active().bounded_by(fit_config.max_seconds or 0.0)
-    clock = _ScaleClock(deadline, model)
+    clock = _ScaleClock(deadline, model, final_points or math.prod(shape))
     try:
         with phase("building the pyramid", 1, bar=progress) as advance:  # a few poolings: too few to count
             targets = [place.keep(t) for t in pyramid(values.to(place.storage, torch.float32), model.padded, J)]
@@ -639,6 +647,7 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
             # each scale decays from lr by its own cosine
             schedule = Schedule(lr, steps[s], "cosine", final=fit_config.lr_final, angle_first=True)
             ends = clock.scale_ends(s, steps)
+            stepped = done
             for k in range(done, steps[s]):
                 if not len(trainer):
                     break
@@ -650,7 +659,7 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
                 step_lr = schedule.lr(k)
                 positions = step_points(trained, batch, draws, device)
                 loss = trainer.step(positions, step_lr)
-                stats.steps += 1
+                stats.steps, stepped = stats.steps + 1, k + 1
                 clock.step_seconds = time.perf_counter() - tick
                 log.advance(stats.steps, 0.0, deadline)  # the bar moves each second, not only at the checks
                 if (k + 1) % train.check_every and k + 1 != steps[s]:
@@ -668,6 +677,8 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
                     start += saves.save(log, model=model, scale=s, scale_step=k + 1, trainer=trainer, retired=retired,
                                         stats=stats, draws=draws, rng=rng, seconds=time.perf_counter() - start)
             index, params, _ = trainer.finish()
+            if not stepped:  # cut before its first step: fresh blocks (their random biases) would only add noise
+                index, params = index[:0], {name: v[:0] for name, v in params.items()}
             model.levels[s].assign(index, params)
             stats.blocks_per_scale.append(len(index))
             stats.pruned_per_scale.append(model.levels[s].total_blocks - len(index))
@@ -683,6 +694,12 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
         stats.seconds = time.perf_counter() - start
         stats.max_target_blocks_on_device = place.peak_blocks
         stats.time_limit = deadline.report()
+        kept, every = sum(len(level) for level in model.levels), sum(level.total_blocks for level in model.levels)
+        if kept < every:  # the parameters sized before the fit (and `--params`) count every block
+            per_block = net.params_per_block()
+            why = "their residual was within --prune-mse" + (", or --max-seconds cut them" if deadline.cuts else "")
+            logger.info("miner keeps %s of its %s blocks, %s of the %s parameters sized: the others got no network "
+                        "(%s)", f"{kept:,}", f"{every:,}", f"{kept * per_block:,}", f"{every * per_block:,}", why)
     finally:
         log.close()
     return model.eval(), stats
@@ -690,15 +707,40 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
 
 class _ScaleClock:
     """MINER under the command's time limit: how long each scale may train so that the finer scales and what
-    follows the fit (the final prediction at every sample, writing) still fit in it. Evaluations are costed
-    per block sample and scale, as the residual passes and retirement checks measure them."""
+    follows the fit (the final prediction at every sample, writing) still fit in it.
 
-    def __init__(self, deadline: _deadline.Deadline, model: Miner):
+    Evaluations are costed per sample and scale at rates measured on enough work. On a busy CPU every kernel
+    launch waits milliseconds for the thread pool, so a small evaluation is all fixed cost: a retirement check
+    of the bunny's one coarsest block (4,096 samples) took 0.19 s, and that rate, extrapolated to the 1.3 M
+    samples that follow, reserved 64 s of a 45 s limit: the fit stopped after its coarsest scale, at IoU 0,
+    in a command that ended after 12.7 s (unlimited, the whole fit ends in 12.6 s). So, under a limit, a
+    calibration first times the final prediction's own code on a pyramid of the same blocks (`_final_rate`),
+    over as many points as one chunk of the final prediction, whose fixed cost is then counted once per chunk
+    as it will be paid. The residual passes and checks (the blocks alone, chunk by chunk) are costed at the
+    pooled rate of the evaluations of at least that many samples so far, the calibration's included; the
+    final prediction at the larger of that rate and the calibration's, so that a machine that has become
+    busier since the calibration is still left time for it."""
+
+    def __init__(self, deadline: _deadline.Deadline, model: Miner, points: int):
         self.deadline, self.model = deadline, model
         self.samples = [level.total_blocks * model.block_size ** model.net.in_dim for level in model.levels]
-        self.per_sample = 0.0
-        """Seconds per block sample evaluated at one scale (0 until measured)."""
+        self.points = points
+        """The final prediction's points (the signal's samples: the grid's padding is not evaluated)."""
+        self.enough = min(self.points, PREDICT_CHUNK)
+        """The fewest samples an evaluation must have for its rate to count."""
+        self.per_point = 0.0
+        """Seconds per point and scale of the final prediction (0 without a limit: nothing is reserved)."""
+        self.timed = [0.0, 0]
+        """Seconds and samples × scales of the evaluations timed on enough work."""
         self.step_seconds = 0.0
+        if deadline.bounded:
+            seconds = _final_rate(model, self.enough)
+            self.per_point, self.timed = seconds / self.enough, [seconds, self.enough]
+
+    @property
+    def per_sample(self) -> float:
+        """Seconds per block sample evaluated at one scale."""
+        return self.timed[0] / self.timed[1] if self.timed[1] else 0.0
 
     def residual_samples(self, s: int) -> int:
         """Block samples × scales the residual pass of scale `s` evaluates (the coarser scales at its samples)."""
@@ -708,7 +750,8 @@ class _ScaleClock:
         """Seconds estimated for the evaluations that follow scale `s`'s training: the finer scales' residual
         passes and the final prediction (every scale at every sample)."""
         J = len(self.samples)
-        return self.per_sample * (sum(self.residual_samples(t) for t in range(s + 1, J)) + self.samples[-1] * J)
+        return (self.per_sample * sum(self.residual_samples(t) for t in range(s + 1, J))
+                + max(self.per_point, self.per_sample) * self.points * J)
 
     def has_time_for(self, s: int) -> bool:
         """Whether scale `s` may begin: its residual pass and a step fit before what must follow."""
@@ -728,15 +771,37 @@ class _ScaleClock:
 
     @contextlib.contextmanager
     def evaluating(self, samples: int):
-        """Times an evaluation of `samples` block samples × scales (nothing to learn from an empty one)."""
+        """Times an evaluation of `samples` block samples × scales; it joins the rate when it is enough work."""
         tick = time.perf_counter()
         yield
-        if samples:
-            self.per_sample = (time.perf_counter() - tick) / samples
+        if samples >= self.enough:
+            self.timed[0] += time.perf_counter() - tick
+            self.timed[1] += samples
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, coords: torch.Tensor, chunk: int = 2**18) -> torch.Tensor:
+def _final_rate(model: Miner, points: int) -> float:
+    """Seconds that `predict` takes for `points` random points of one scale of `model`'s blocks, every block
+    with a network (a throwaway pyramid of one scale, about `points` samples): the quicker of two calls, so
+    that neither the one-off costs of a first evaluation nor a moment's burst of another process's load stand
+    for the rate. Its parameters are drawn from a fork of the CPU's random state (blocks are drawn there), so
+    the fit draws the same numbers with and without a limit."""
+    d = model.net.in_dim
+    per_axis = max(1, round((points / model.block_size**d) ** (1 / d)))
+    with torch.random.fork_rng(devices=[]):
+        throwaway = Miner(**dataclasses.asdict(model.net), shape=(per_axis * model.block_size,) * d, scales=1,
+                          block_size=model.block_size, blocks=()).to(model.levels[0].index.device)
+    coords = torch.rand(points, d, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    seconds = []
+    for _ in range(2):
+        tick = time.perf_counter()
+        predict(throwaway, coords)  # gathered on the CPU: the device has finished when it returns
+        seconds.append(time.perf_counter() - tick)
+    return min(seconds)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, coords: torch.Tensor, chunk: int = PREDICT_CHUNK) -> torch.Tensor:
     """The field at canonical coords (n, d), on the model's device, chunk by chunk, gathered on the CPU
     (the same chunks as `fieldlab render`, so a render of the stored field is bit-identical)."""
     device = next(model.parameters(), torch.empty(0)).device

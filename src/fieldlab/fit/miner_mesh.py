@@ -118,7 +118,8 @@ def fit_mesh(mesh, config: MinerConfig, fit_config: FitConfig = FitConfig(), occ
     values = inside.float()[..., None] * 2 - 1
     inside = inside.cpu().numpy()
     model, stats = fit_pyramid(values, config, fit_config, train=train or MinerTrainConfig(), log_path=log_path,
-                               progress=progress, tensorboard_dir=tensorboard_dir, checkpoints=saves)
+                               progress=progress, tensorboard_dir=tensorboard_dir, checkpoints=saves,
+                               final_points=len(points) + resolution**3)  # the held-out points and the grid
     del values
     config = config.adapt((resolution,) * 3).replace(blocks=tuple(len(level) for level in model.levels))
     # One evaluation of the grid serves both the IoU over every cell and marching cubes.
