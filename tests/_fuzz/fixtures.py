@@ -90,8 +90,8 @@ def make_inputs(folder: Path) -> dict[str, Path]:
     write_mp4(paths["clip.mp4"], rng)
     np.save(paths["volume.npy"], rng.random((8, 8, 8)).astype(np.float32))
     paths["octahedron.obj"].write_text(octahedron_obj())
-    np.savez(paths["dataset.npz"], images=(rng.random((4, 8, 8)) * 255).astype(np.uint8),
-             labels=np.arange(4) % 2)
+    np.savez(paths["dataset.npz"], images=(rng.random((5, 8, 8)) * 255).astype(np.uint8),  # 5: one held out
+             labels=np.arange(5) % 2)
     paths["config.json"].write_text(json.dumps(CONFIG))
     paths["config.toml"].write_text(toml_text(CONFIG))
     for suffix in hdr_suffixes():
