@@ -177,8 +177,6 @@ def render_command(
     stored = load_field(dir, device=target)
     # a video field rendered to an image file: one frame (the region's time axis one frame long)
     frame = stored.signal.kind == "video" and out.suffix.lower() in get_modality("image").output_suffixes
-    if not frame:
-        check_output(out, stored.signal)
     if get_modality(stored.signal.kind).occupancy:  # rendered as its surface, the field's zero level set
         from fieldlab.signals.mesh_export import render_mesh, write_mesh
 
@@ -186,6 +184,7 @@ def render_command(
         cube = list(check_shape(cube * 3 if len(cube) == 1 else cube, "--size")) if cube else None
         bounds = parse_region(region, 3) if region else None
         check_output_file(out, force=force, inputs=[dir])  # once the request is known to be good
+        check_output(out, stored.signal)
         vertices, faces = render_mesh(stored, size=cube, region=bounds, device=target, progress=not quiet)
         write_mesh(out, vertices, faces)
         _write_render_config(out, options)
@@ -201,6 +200,8 @@ def render_command(
                         f"--region {first:g}:{first + 1:g},{rest}, or a video suffix "
                         f"({', '.join(get_modality('video').output_suffixes)})")
     check_output_file(out, force=force, inputs=[dir])  # once the request is known to be good (and to fit in memory)
+    if not frame:
+        check_output(out, stored.signal)
     values = render(stored, size=grid[0], region=grid[1], device=target, progress=not quiet)
     info = rendered_info(stored.signal, grid[0], grid[1])
     if frame:
