@@ -90,8 +90,8 @@ def make_inputs(folder: Path) -> dict[str, Path]:
     write_mp4(paths["clip.mp4"], rng)
     np.save(paths["volume.npy"], rng.random((8, 8, 8)).astype(np.float32))
     paths["octahedron.obj"].write_text(octahedron_obj())
-    np.savez(paths["dataset.npz"], images=(rng.random((5, 8, 8)) * 255).astype(np.uint8),  # 5: one held out
-             labels=np.arange(5) % 2)
+    np.savez(paths["dataset.npz"], images=(rng.random((4, 8, 8)) * 255).astype(np.uint8),
+             labels=np.arange(4) % 2)
     paths["config.json"].write_text(json.dumps(CONFIG))
     paths["config.toml"].write_text(toml_text(CONFIG))
     for suffix in hdr_suffixes():
@@ -109,7 +109,7 @@ def _made_by_fieldlab(folder: Path, paths: dict[str, Path]) -> dict[str, Path]:
         ["fit", paths["png8.png"], "--steps", "3", "--hidden-dim", "8", "--device", "cpu", "--quiet",
          "--out", made["field"]],
         ["fit-dataset", paths["dataset.npz"], "--field", "siren", "--hidden-dim", "8", "--steps", "2", "--device",
-         "cpu", "--quiet", "--out", made["store"]],
+         "cpu", "--quiet", "--test-fraction", "0.25", "--out", made["store"]],  # one item held out for train
         ["train", made["store"], "--net", "mlp", "--hidden", "8", "--steps", "2", "--batch-size", "2", "--device",
          "cpu", "--out", made["run"]],
     ]
