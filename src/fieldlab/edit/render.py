@@ -85,8 +85,7 @@ def _check_render_memory(stored: StoredField, size: list[int], *, device: str | 
     need = per_value * math.prod(size) * info.channels
     where = torch.device(device) if device is not None else next(stored.module.parameters()).device
     if where.type == "cpu":
-        widths = [getattr(stored.config, k, 0) for k in ("hidden_dim", "global_dim", "out_dim")]
-        need += FORWARD_LIVE_TENSORS * 4 * min(CHUNK, math.prod(size)) * max(w for w in widths if isinstance(w, int))
+        need += FORWARD_LIVE_TENSORS * 4 * min(CHUNK, math.prod(size)) * stored.config.widest()
     try:
         check_memory(need, f"rendering {'x'.join(map(str, size))} samples of {info.channels} channel(s) "
                            f"({per_value} bytes a value for {info.kind})")

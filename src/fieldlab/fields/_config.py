@@ -150,13 +150,16 @@ class FieldConfig:
             module = self.build()
         return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
+    def widest(self) -> int:
+        """The field's widest layer output (hidden, global or output width): what a point's activations hold."""
+        return max([self.out_dim] + [getattr(self, k) for k in ("hidden_dim", "global_dim")
+                                     if isinstance(getattr(self, k, None), int)])
+
     def fit_bytes(self, points: int) -> int:
         """About the memory a fit of this field needs with `points` points per step, counted without
         allocating: fp32 weights, gradients and Adam's two moments, and per point and layer the activations
         autograd keeps (pre-activation, activation, its gradient) at the field's widest hidden size."""
-        width = max([self.out_dim] + [getattr(self, k) for k in ("hidden_dim", "global_dim")
-                                      if isinstance(getattr(self, k, None), int)])
-        return 16 * self.num_params() + 12 * points * width * getattr(self, "num_layers", 1)
+        return 16 * self.num_params() + 12 * points * self.widest() * getattr(self, "num_layers", 1)
 
     def with_params(self, target: int) -> FieldConfig:
         """The config whose size knob gives the parameter count closest to `target`."""
