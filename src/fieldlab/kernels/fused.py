@@ -167,13 +167,18 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precis
     fused: any qualifying config on CUDA, or through
     Triton's interpreter on a CPU, and a clear error when it cannot run; reference: never fused.
     """
-    spec = config.fused_spec()
-    if spec is not None and spec.partitioned and not single:
-        if kernel == "fused":
-            raise UserError(f"--kernel fused runs the partitions of a {config.name} field in `fieldlab fit` only; "
-                            f"use --kernel auto or reference here")
-        return None
+    spec = _spec_for(config, single)
+    if spec is None and kernel == "fused" and config.fused_spec() is not None:
+        raise UserError(f"--kernel fused runs the partitions of a {config.name} field in `fieldlab fit` only; "
+                        f"use --kernel auto or reference here")
     return choose_spec(spec, device, kernel, precision, forward=forward, what=f"this {config.name} field")
+
+
+def _spec_for(config: FieldConfig, single: bool) -> FusedSpec | None:
+    """The config's spec where the caller can run it: a partitioned one (`FusedSpec.partitioned`) in a single
+    field's fit only, every other one anywhere."""
+    spec = config.fused_spec()
+    return None if spec is not None and spec.partitioned and not single else spec
 
 
 def choose_spec(spec: FusedSpec | None, device: torch.device, kernel: str, precision: str = "fp32", *,
@@ -246,9 +251,7 @@ def _resource_problem(spec: FusedSpec, precision: str, device: torch.device, for
 def describe(config: FieldConfig, device: torch.device, kernel: str, precision: str, *, single: bool = False) -> str:
     """One line for a log: which path `fit_batch` (or, `single`, one field's fit) takes for `config` on `device`."""
     if kernel == "auto":
-        spec = fused_spec(config)
-        spec, why = _auto_choice(spec if spec is None or single or not spec.partitioned else None, precision, device,
-                                 False)
+        spec, why = _auto_choice(within_limits(_spec_for(config, single)), precision, device, False)
     else:
         spec, why = choose_kernel(config, device, kernel, precision, single=single), None
     if spec is None:
