@@ -211,6 +211,7 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
                  f"{num_fields:,}", config.name, writer.num_chunks, done, dist.world_size(),
                  f"{config.num_params():,} params each", device, steps_by)
     board = RunLog(None, out / "tensorboard" if tensorboard and dist.is_main() else None, False, writer.num_chunks)
+    abandon = False
     try:
         with _deadline.limit(job.fit.max_seconds) as deadline:  # from the command's start
             _fit_chunks(mine, writer, fitter, rows_of, coords, is_test, progress, board.writer, deadline,
@@ -219,12 +220,12 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
         # An item found bad while its chunk was read (a truncated image, an infinite value, a mesh without faces)
         # before this run's store held any finished chunk: --out goes back to what it was (with --force, the
         # store this one replaced), so the command can be run again once the input is mended.
-        if not existing and dist.is_main() and len(writer.pending_chunks()) == writer.num_chunks:
-            board.close()
-            abandon_new(out)
+        abandon = not existing and dist.is_main() and len(writer.pending_chunks()) == writer.num_chunks
         raise
     finally:
-        board.close()
+        board.close()  # its TensorBoard files lie in the store
+        if abandon:
+            abandon_new(out)
     dist.barrier()
     summary = FieldStore(out).summary() if dist.is_main() else None
     dist.finish()
