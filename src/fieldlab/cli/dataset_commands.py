@@ -157,6 +157,8 @@ def _report_verify(store, problems: list[tuple[int | None, str]], quiet: bool) -
 
 
 def _print_store(s: dict) -> None:
+    from fieldlab.fit.batched import SNR, stop_measure
+
     p = s["psnr"]
     signal = s["signal"]
     extra = signal.get("extra", {})
@@ -174,8 +176,9 @@ def _print_store(s: dict) -> None:
         if extra.get("occupancy") and s["fit"].get("target_accuracy"):  # ±1: PSNR says little
             print(f"stopping  each field once {100 * s['fit']['target_accuracy']:.1f} % of its grid samples had the "
                   "right sign (--target-accuracy), or at --steps")
-        elif s["signal"].get("kind") == "audio" and s["fit"].get("target_snr"):  # a quiet clip's PSNR reads its error as small
-            print(f"stopping  each field once its SNR reached {s['fit']['target_snr']:g} dB (--target-snr), or at --steps")
+        elif stop_measure(signal["kind"]) is SNR and s["fit"].get("target_snr"):  # a quiet clip's PSNR misreads it
+            print(f"stopping  each field once its SNR reached {s['fit']['target_snr']:g} dB (--target-snr), or at "
+                  "--steps")
     if s["nan_psnr"]:
         print(f"warning   {s['nan_psnr']:,} complete fields have a NaN PSNR (their fits diverged); fit the store again")
     print(f"field     {s['field']}: {s['params_per_field']:,} params per field, {s['shared_params']:,} shared")

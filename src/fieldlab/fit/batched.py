@@ -140,10 +140,11 @@ SNR = StopMeasure("snr", field_snrs, lambda fit: fit.target_snr)
 
 def stop_measure(kind: str) -> StopMeasure:
     """The measure fields of items of modality `kind` stop by: occupancy grids (±1) the share of samples
-    whose sign is right, sounds their SNR, every other modality PSNR."""
+    whose sign is right, modalities that report an SNR (sounds) their SNR, every other modality PSNR."""
     from fieldlab.signals import get_modality
 
-    return SIGN_ACCURACY if get_modality(kind).occupancy else SNR if kind == "audio" else PSNR
+    modality = get_modality(kind)
+    return SIGN_ACCURACY if modality.occupancy else SNR if "snr" in modality.metrics else PSNR
 
 
 def row_seed(seed: int, row: int) -> int:
