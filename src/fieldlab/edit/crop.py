@@ -19,7 +19,10 @@ The protocol (any field config may implement it; Local-Global and MINER do)::
         in a deleted partition renders 0; a MINER point keeps its other scales' blocks: `removal_summary`).
 
     config.part_boxes() -> list of boxes                              (optional; with `without_parts`)
-        Every part's box in frame units, so users can name the parts they remove.
+        Every part's box in frame units, so users can name the parts they remove (MINER's take the state).
+
+    config.part_scales(state) -> list of ints                         (optional; parts that overlap)
+        Each part's scale, where parts of several scales overlap and every sample sums one of each (MINER).
 
 `crop_field` turns a user's box in the signal's own sample units into frame units (the signal's domain
 lo is the frame origin), calls the protocol, and re-bases the signal so the cropped field's sample 0 is
@@ -29,16 +32,14 @@ stay put, so the new `SignalInfo.domain` is the old one shifted by the box's sta
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
-import itertools
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from fieldlab._errors import UserError
-from fieldlab.fields import Croppable, FieldConfig, MinerConfig, Partitioned
+from fieldlab.fields import Croppable, FieldConfig, Partitioned
 from fieldlab.signals import SignalInfo
 from fieldlab.store import StoredField
 
@@ -121,19 +122,20 @@ def removal_summary(stored: StoredField, parts: Sequence[int]) -> str:
     config, info = stored.config, stored.signal
     noun = getattr(config, "part_noun", "partitions")
     removed = set(parts)
-    if not isinstance(config, MinerConfig):
+    if not hasattr(config, "part_scales"):  # parts that overlap nothing: each owns its box
         listed = ", ".join(map(str, sorted(removed)))
         return f"{noun} removed: {listed}; they render 0 now (a mid-grey hole in an image)"
-    nexts = list(itertools.accumulate(active for active, _ in stored.module.block_counts()))  # each scale's end
+    state = stored.module.state_dict()
+    scales = config.part_scales(state)
     origin = _frame_origin(info)
     changed, covered = torch.zeros(info.shape, dtype=torch.bool), torch.zeros(info.shape, dtype=torch.bool)
     described = []
-    for part, box in enumerate(config.part_boxes(stored.module.state_dict())):
+    for part, box in enumerate(config.part_boxes(state)):
         inside = tuple(slice(max(lo - o, 0), min(hi - o, n)) for (lo, hi), o, n in zip(box, origin, info.shape))
         inside = inside if all(s.start < s.stop for s in inside) else None
         if part in removed:
             where = ",".join(f"{s.start}:{s.stop}" for s in inside) if inside else "past the signal"
-            described.append(f"{part} (scale {bisect.bisect_right(nexts, part)} of {config.scales}, {where})")
+            described.append(f"{part} (scale {scales[part]} of {config.scales}, {where})")
         mask = changed if part in removed else covered
         if inside:
             mask[inside] = True

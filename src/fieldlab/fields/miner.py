@@ -462,6 +462,11 @@ class MinerConfig(FieldConfig):
                 boxes.append(tuple((c * extent, (c + 1) * extent) for c in reversed(corner)))
         return boxes
 
+    def part_scales(self, state: dict[str, torch.Tensor]) -> list[int]:
+        """Each part's scale (0 the coarsest), in `part_boxes` order: parts of different scales overlap, each
+        sample summing one block of every scale (`edit.crop.removal_summary` says what a removal leaves)."""
+        return [s for s, index in enumerate(self._block_indices(state)) for _ in range(len(index))]
+
     def _keeping(self, state: dict[str, torch.Tensor], keep: list[torch.Tensor]) -> tuple[MinerConfig, dict]:
         """The field with only the blocks whose positions (per scale, into the stored order) are in `keep`;
         their relative order is kept, so the grouped evaluation packs the kept blocks exactly as before."""
