@@ -70,6 +70,9 @@ def test_bad_input_is_one_line_exit_2(tmp_path, cli):
     status, _, err = cli(FIT + ["--limit", "4", "--field", "local-global", "--mode", "local", "--kernel", "fused",
                                 "--out", tmp_path / "K"])  # the kernel steps a single field's partitions only
     assert status == 2 and "in `fieldlab fit` only" in err and not (tmp_path / "K").exists()
+    for chunk in ("0", "-1"):  # 0 used to mean the default silently
+        status, _, err = cli(FIT + ["--limit", "4", "--chunk-fields", chunk, "--out", tmp_path / "K"])
+        assert status == 2 and f"--chunk-fields must be positive, got {chunk}" in err and not (tmp_path / "K").exists()
     status, _, err = cli(FIT + ["--limit", "4", "--steps", "5", "--out", tmp_path / "S", "--quiet"])
     assert status == 0, err
     status, _, err = cli(FIT + ["--limit", "4", "--steps", "5", "--out", tmp_path / "S"])

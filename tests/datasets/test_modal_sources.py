@@ -122,6 +122,25 @@ def test_clips_are_cut_or_padded_to_clip_seconds_and_mixed_down_with_mono(tmp_pa
     assert np.allclose(b[:, 0], tone(480, 300) / 2**16)  # the mean of the two channels, cut at 480
 
 
+def test_files_of_another_kind_in_a_dataset_folder_are_named_not_dropped_silently(tmp_path, caplog):
+    from PIL import Image
+
+    from fieldlab.signals.modal_sources import open_dataset
+
+    root = tmp_path / "c"
+    write_wav(root / "a.wav", tone(400, 300))
+    write_wav(root / "b.wav", tone(400, 500))
+    (root / "notes.txt").write_text("not a signal")  # neither a signal nor a warning
+    with caplog.at_level("WARNING", logger="fieldlab"):
+        assert len(open_dataset(str(root))) == 2
+    assert not caplog.records
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / "cover.gif")  # a video to fieldlab
+    with caplog.at_level("WARNING", logger="fieldlab"):
+        assert len(open_dataset(str(root))) == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{root}: left out 1 video file (.gif), which a dataset of audio files does not read"]
+
+
 @pytest.mark.parametrize("damage,words", [
     ("rates", ("16,000 Hz", "resample")),
     ("channels", ("channel", "--mono")),

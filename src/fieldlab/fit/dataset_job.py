@@ -147,6 +147,9 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
         raise UserError(f"--test-fraction must be in [0, 1), got {job.test_fraction}")
     if job.limit is not None and job.limit < 1:
         raise UserError(f"--limit must be positive, got {job.limit}")
+    if job.chunk_fields is not None and job.chunk_fields < 1:
+        raise UserError(f"--chunk-fields must be positive, got {job.chunk_fields} (leave it out for the default: "
+                        f"4,096 on a GPU, 256 on the CPU)")
     check_store_path(out, force=force, resume=resume, inputs=[job.source])
     source = open_dataset(job.source, image_size=job.image_size, rgb=job.rgb, clip_seconds=job.clip_seconds, mono=job.mono,
                           mesh_resolution=job.mesh_resolution, progress=progress)

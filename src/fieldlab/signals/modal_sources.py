@@ -26,6 +26,7 @@ files are images is an image folder (`signals/datasets.py`).
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -37,6 +38,7 @@ from fieldlab.signals._modality import get_modality, modalities
 from fieldlab.signals._signal import Normalization, grid_coords
 from fieldlab.signals.datasets import ImageSource, _like_first, _subfolders, items, open_source, refuse_mixed_layout
 
+log = logging.getLogger("fieldlab")
 MODAL_KINDS = ("audio", "volume", "mesh")
 """The modalities a folder of this module holds (images: `signals/datasets.py`)."""
 DEFAULT_MESH_RESOLUTION = 32
@@ -67,11 +69,19 @@ def open_dataset(spec: str, *, image_size: int | None = None, rgb: bool = False,
 
 def folder_kind(root: Path) -> str:
     """The modality of a dataset folder: the one of `MODAL_KINDS` whose files it holds, else image."""
-    found = {kind for kind in map(_kind_of, _files(root)) if kind in MODAL_KINDS}
+    kinds = {path: _kind_of(path) for path in _files(root)}
+    found = {kind for kind in kinds.values() if kind in MODAL_KINDS}
     if len(found) > 1:
         raise UserError(f"{root} holds files of several kinds ({', '.join(sorted(found))}); a dataset folder "
                         "holds one kind of signal")
-    return found.pop() if found else "image"
+    kind = found.pop() if found else "image"
+    left_out = [path for path, other in kinds.items() if other not in (None, kind)]
+    if left_out:  # a signal of another kind (a .gif is a video here) is left out, never silently
+        what = sorted({kinds[path] for path in left_out})
+        log.warning("%s: left out %d %s file%s (%s), which a dataset of %s files does not read", root, len(left_out),
+                    "/".join(what), "s" if len(left_out) > 1 else "",
+                    ", ".join(sorted({path.suffix.lower() for path in left_out})), kind)
+    return kind
 
 
 def _files(root: Path):
