@@ -14,9 +14,9 @@ from fieldlab._errors import UserError
 from fieldlab._pipeline import Forked
 from fieldlab._validate import LIMITS, bounded_int, check_memory
 from fieldlab.fields import FieldConfig, coerce_option, get_config_class
-from fieldlab.fit.config import FitConfig, points_per_step
+from fieldlab.fit.config import FitConfig, points_per_step, single_kernel
 from fieldlab.fit.device_defaults import device_defaults, time_limit
-from fieldlab.fit.own_engines import engine_options
+from fieldlab.fit.own_engines import engine_for, engine_options
 from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device, warm_device
 from fieldlab.signals import (get_modality, kind_is_known, kind_of, load_signal, parse_span,
                               reconstruction_name, write_reconstruction)
@@ -185,6 +185,8 @@ def _run_fit_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensorb
         device = resolve_device(job.fit.device)
         per_step = device_defaults(device).points_per_step(points, config.num_params()) or per_step
     check_fit_memory(config, per_step, job.fit.device)
+    if job.fit.kernel != "auto" and engine_for(config) is None:  # --kernel's refusal before the notes below
+        single_kernel(config, job.fit, resolve_device(job.fit.device), per_step)
     kind_lr = get_modality(signal.info.kind).field_lr.get(job.field)
     if job.fit.lr is None and kind_lr:
         job = dataclasses.replace(job, fit=dataclasses.replace(job.fit, lr=kind_lr))

@@ -487,9 +487,10 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
                        **({"train": train} if train is not None else {}))
     fit_config.validate()
     if (config.in_dim, config.out_dim) != (signal.info.in_dim, signal.info.channels):
-        raise UserError(f"a {signal.info.kind} of {signal.info.in_dim} coordinates and {signal.info.channels} "
-                        f"channels needs a field with in_dim {signal.info.in_dim} and out_dim {signal.info.channels}, "
-                        f"got {config.in_dim} and {config.out_dim}")
+        info = signal.info
+        raise UserError(f"the signal ({info.kind}) has {info.in_dim} coordinates and {info.channels} "
+                        f"channel{'s' if info.channels != 1 else ''}, so its field needs in_dim {info.in_dim} and "
+                        f"out_dim {info.channels}, got {config.in_dim} and {config.out_dim}")
     torch.manual_seed(fit_config.seed)
     field = config.build()
     lr = fit_config.lr or type(config).lr

@@ -171,7 +171,12 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precis
     if spec is None and kernel == "fused" and config.fused_spec() is not None:
         raise UserError(f"--kernel fused runs the partitions of a {config.name} field in `fieldlab fit` only; "
                         f"use --kernel auto or reference here")
-    return choose_spec(spec, device, kernel, precision, forward=forward, what=f"this {config.name} field")
+    what = f"this {config.name} field"
+    sizes = config.fused_spec()
+    if sizes is not None and within_limits(sizes) is None:  # past the limits: say by what
+        what += f" ({sizes.num_layers}×{sizes.hidden_dim}, {sizes.in_dim} in, {sizes.out_dim} out" + (
+            f", {sizes.frequencies} frequencies)" if sizes.frequencies else ")")
+    return choose_spec(spec, device, kernel, precision, forward=forward, what=what)
 
 
 def _spec_for(config: FieldConfig, single: bool) -> FusedSpec | None:
