@@ -116,6 +116,21 @@ def test_fit_dataset_shows_reading_writing_and_its_fields(cli, tmp_path):
     assert draws(err, "fitting 4 fields") > 2  # drawn at the start and after each of the 2 chunks
 
 
+def test_meta_learning_shows_a_bar_with_its_psnr_or_log_lines_under_quiet(cli, tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (6, 4, 4, 1), dtype=np.uint8)
+    np.savez(tmp_path / "tiny.npz", images=images, labels=np.arange(6))
+    options = ["fit-dataset", tmp_path / "tiny.npz", "--out", tmp_path / "store", "--field", "functa",
+               "--latent-dim", 4, "--meta-steps", 3, "--meta-batch-size", 2]
+    status, _, err = cli(options)
+    assert status == 0, err
+    assert draws(err, "meta-learning functa") > 3  # at the start and after each step
+    assert "3/3" in err and "dB after" in err  # the count and the PSNR beside it
+    assert "meta-learning functa: step" not in err  # the bar replaces the log lines a tenth of the steps apart
+    options[options.index(tmp_path / "store")] = tmp_path / "quiet"
+    status, _, err = cli([*options, "--quiet"])
+    assert status == 0 and "meta-learning functa: step 3/3" in err and "|" not in err, err
+
+
 def test_render_shows_a_bar_over_its_chunks(capsys, tmp_path):
     from fieldlab.edit.render import render
     from fieldlab.fields import make_config

@@ -28,7 +28,8 @@ QUIET_AFTER = 1.0
 
 @contextlib.contextmanager
 def phase(desc: str, total: int, *, unit: str = "step", bar: bool = True) -> Iterator[Callable[[int], None]]:
-    """A phase of `total` units named `desc`; yields `advance(n)`, to call as each piece is done."""
+    """A phase of `total` units named `desc`; yields `advance(n, note=None)`, to call as each piece is done
+    (`note`: a short status the bar shows after its count, such as a PSNR; the log line does not)."""
     start = time.perf_counter()
     if bar:
         from tqdm.auto import tqdm
@@ -36,14 +37,20 @@ def phase(desc: str, total: int, *, unit: str = "step", bar: bool = True) -> Ite
         # sys.stderr of the moment (not of import): pytest and embedding programs swap it
         shown = tqdm(total=total, desc=desc, unit=unit, unit_scale=total >= 10_000, file=sys.stderr,
                      mininterval=MININTERVAL, dynamic_ncols=True, leave=False)
+
+        def show(n: int = 1, note: str | None = None) -> None:
+            if note is not None:
+                shown.set_postfix_str(note, refresh=False)
+            shown.update(n)
+
         try:
-            yield shown.update
+            yield show
         finally:
             shown.close()
         return
     done = [0]
 
-    def advance(n: int = 1) -> None:
+    def advance(n: int = 1, note: str | None = None) -> None:
         done[0] += n
 
     yield advance

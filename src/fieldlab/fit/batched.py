@@ -330,10 +330,10 @@ class DatasetFitter:
     def __init__(self, config: FieldConfig, fit: BatchedFitConfig):
         self.config, self.fit_config = config, fit
 
-    def prepare(self, rows, values_of, coords: torch.Tensor, checkpoint=None) -> bool:
+    def prepare(self, rows, values_of, coords: torch.Tensor, checkpoint=None, progress: bool = False) -> bool:
         """Learn what the fields share from the dataset (`values_of(rows)` → (f, n, c)); nothing here. A
-        fitter that learns for long keeps `checkpoint` (`fit.meta.PrepareCheckpoint`) and returns False
-        where the time limit stopped it before the end."""
+        fitter that learns for long keeps `checkpoint` (`fit.meta.PrepareCheckpoint`), returns False where the
+        time limit stopped it before the end, and shows a bar with `progress` (else log lines)."""
         return True
 
     def load_shared(self, shared: dict[str, torch.Tensor]) -> None:

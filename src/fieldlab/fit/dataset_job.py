@@ -188,7 +188,7 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
         checkpoint = PrepareCheckpoint(checkpoint_path(out), _json.dumps(identity, sort_keys=True, default=list),
                                        resume)
         with _deadline.limit(job.fit.max_seconds):  # from the command's start
-            finished = fitter.prepare(np.flatnonzero(train), rows_of.values, coords, checkpoint)
+            finished = fitter.prepare(np.flatnonzero(train), rows_of.values, coords, checkpoint, progress=progress)
         if not finished:
             dist.finish()
             return None

@@ -41,6 +41,7 @@ import torch.nn as nn
 
 from fieldlab import _deadline, distributed
 from fieldlab._errors import UserError
+from fieldlab._progress import phase
 from fieldlab._optim import Adam
 from fieldlab.fields import FieldConfig, FieldStack, FunctaConfig, Latent, SpatialFunctaConfig, coerce_option
 from fieldlab.fields.functa import LATENT
@@ -430,10 +431,12 @@ class MetaDatasetFitter(DatasetFitter):
             self._stored = None
         return self.learner
 
-    def prepare(self, rows, values_of, coords: torch.Tensor, checkpoint: PrepareCheckpoint | None = None) -> bool:
+    def prepare(self, rows, values_of, coords: torch.Tensor, checkpoint: PrepareCheckpoint | None = None,
+                progress: bool = False) -> bool:
         """Meta-learn θ and α on `rows`. With `checkpoint`, continue from its state and save it every
         `CHECKPOINT_SECONDS` (rank 0), and stop early, saved, where the command's --max-seconds would pass
-        (False: meta-learning is not finished and no store can be made yet)."""
+        (False: meta-learning is not finished and no store can be made yet). `progress`: a bar on rank 0 (its
+        PSNR after the inner steps beside the count), else a log line every tenth of the steps."""
         from fieldlab.fit import loop
 
         learner = self._learner(coords)
@@ -445,7 +448,10 @@ class MetaDatasetFitter(DatasetFitter):
             log.info("meta-learning %s: resuming at step %d/%d (%s)", self.config.name, learner.step_count,
                      self.meta.steps, checkpoint.path)
         deadline, saved, step_seconds = _deadline.active(), time.perf_counter(), 0.0
-        with matmul_precision(self.fit_config.precision):
+        bar, psnr = progress and learner.rank == 0, None
+        with matmul_precision(self.fit_config.precision), \
+                phase(f"meta-learning {self.config.name}", self.meta.steps, bar=bar) as advance:
+            advance(learner.step_count)  # a resumed run's steps so far
             for step in range(learner.step_count + 1, self.meta.steps + 1):
                 if checkpoint is not None and deadline.out_of_time(keep=deadline.reserve(after=2 * step_seconds)):
                     checkpoint.save(learner)
@@ -455,13 +461,17 @@ class MetaDatasetFitter(DatasetFitter):
                 began = time.perf_counter()
                 psnr = learner.step(values_of(rows[learner.sample_rows(len(rows)).numpy()]))
                 step_seconds = max(step_seconds, time.perf_counter() - began)
-                if step % every == 0 and learner.rank == 0:
+                advance(1, note=f"{psnr:.2f} dB after {self.meta.inner_steps} inner steps")
+                if step % every == 0 and learner.rank == 0 and not bar:
                     log.info("meta-learning %s: step %d/%d, %.2f dB after %d inner steps", self.config.name, step,
                              self.meta.steps, psnr, self.meta.inner_steps)
                 if (checkpoint is not None and step < self.meta.steps
                         and time.perf_counter() - saved >= loop.CHECKPOINT_SECONDS):
                     checkpoint.save(learner)
                     saved = time.perf_counter()
+        if bar and psnr is not None:  # the bar leaves no line behind: where meta-learning ended, once
+            log.info("meta-learning %s: %d steps, %.2f dB after %d inner steps", self.config.name, self.meta.steps,
+                     psnr, self.meta.inner_steps)
         return True
 
     def load_shared(self, shared: dict[str, torch.Tensor]) -> None:
