@@ -91,9 +91,10 @@ def command_start() -> float | None:
 
 
 @contextlib.contextmanager
-def command_started() -> Iterator[None]:
-    """Marks the start of a command (the CLI's entry point), from which its `--max-seconds` counts."""
-    token = _COMMAND_START.set(time.perf_counter())
+def command_started(since: float | None = None) -> Iterator[None]:
+    """Marks the start of a command (the CLI's entry point), from which its `--max-seconds` counts: now, or
+    `since` (a `time.perf_counter()` reading: when the process began to import fieldlab)."""
+    token = _COMMAND_START.set(time.perf_counter() if since is None else since)
     try:
         yield
     finally:
