@@ -149,3 +149,46 @@ def test_fit_mesh_refuses_the_fused_kernel_itself(sphere):
     config = make_config("siren", in_dim=3, out_dim=1, hidden_dim=16, num_layers=2)
     with pytest.raises(UserError, match="--kernel fused fits a squared error"):
         fit_mesh(sphere, config, FitConfig(steps=1, kernel="fused", device="cpu"))
+
+
+def test_labelling_under_a_time_budget_keeps_a_mixed_prefix_of_the_seeded_points(sphere, monkeypatch):
+    from fieldlab.signals import mesh as mesh_module
+
+    monkeypatch.setattr(mesh_module, "LABEL_PAIRS", 1)  # pieces of one block: many pieces
+    full, full_labels = mesh_module.sample_occupancy(sphere, n_surface=3000, n_uniform=3000, seed=3, seconds=1e9,
+                                                          backend="torch")
+    assert len(full) == 6000 and set(full_labels.unique().tolist()) == {0.0, 1.0}
+    part, labels = mesh_module.sample_occupancy(sphere, n_surface=3000, n_uniform=3000, seed=3, seconds=0.0,
+                                                     backend="torch")
+    assert 0 < len(part) < 6000  # the first piece only
+    assert torch.equal(part, full[:len(part)]) and torch.equal(labels, full_labels[:len(part)])
+    unbudgeted, _ = mesh_module.sample_occupancy(sphere, n_surface=3000, n_uniform=3000, seed=3, backend="torch")
+    uniform = {tuple(p) for p in unbudgeted[3000:].tolist()}  # without a budget: near points, then uniform ones
+    assert {tuple(p) for p in full.tolist()} == {tuple(p) for p in unbudgeted.tolist()}  # the same points
+    share = sum(tuple(p) in uniform for p in part.tolist()) / len(part)
+    assert 0.3 < share < 0.7, share  # the prefix holds both kinds, about half each
+
+
+def test_a_time_limit_shrinks_the_reconstruction_grid_instead_of_passing_the_limit(caplog):
+    from fieldlab._deadline import Deadline
+
+    assert occupancy_module.grid_within(Deadline(0), 256, 1e-3) == 256  # no limit: as asked
+    deadline = Deadline(100.0)
+    assert occupancy_module.grid_within(deadline, 64, 1e-6) == 64 and not deadline.cuts  # it fits
+    with caplog.at_level("INFO", logger="fieldlab"):
+        smaller = occupancy_module.grid_within(deadline, 256, 1e-5)  # 256³ would take 210 s
+    budget = deadline.left() - deadline.reserve() / 2
+    assert smaller < 256 and smaller ** 3 * 1e-5 * occupancy_module.GRID_SHARE <= budget
+    assert (smaller + 1) ** 3 * 1e-5 * occupancy_module.GRID_SHARE > budget * 0.99
+    assert "grid is" in caplog.text and "not 256³" in caplog.text
+    assert occupancy_module.grid_within(Deadline(1.0, start=0.0), 256, 1e-5) == occupancy_module.MIN_GRID
+
+
+def test_a_mesh_fit_keeps_at_most_a_share_of_the_limit_for_what_follows_it(sphere):
+    config = make_config("siren", in_dim=3, out_dim=1, hidden_dim=16)
+    points, values = torch.rand(512, 3) * 2 - 1, torch.randint(0, 2, (512, 1)).float()
+    fitter = OccupancyFitter(config.build(), points, values, FitConfig(steps=5, device="cpu", max_seconds=100),
+                             lr=1e-3)
+    fitter.step()
+    fitter.final_points = 10**12  # a grid no limit could evaluate
+    assert fitter.keep_seconds() <= fitter.step_seconds + OccupancyFitter.final_share * 100 + 1e-9

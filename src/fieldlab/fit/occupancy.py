@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fieldlab import _deadline
 from fieldlab._errors import UserError
 from fieldlab.fields import FieldConfig
 from fieldlab.fit import loop
@@ -82,6 +83,16 @@ class OccupancyFitter(Fitter):
     bunny at 96³ on 2 CPU cores took 12.8 s for 1.0 M final points after steps of 16,384 points in 0.2 s
     (0.69 of a step's time per point, with the reserve's margin). With a third, `--max-seconds 40` ended at
     45.8 s."""
+
+    final_share = 0.4
+    """Most of the command's limit the fit keeps for what follows it: the grid is then shrunk to the time left
+    (`grid_within`) rather than the fit stopped for it. Keeping a default 256³ grid's time (220 s for the default
+    SIREN on 2 CPU cores) stopped the bunny's fit after 2 steps under the CPU's 120 s (IoU 0.45)."""
+
+    def keep_seconds(self) -> float:
+        full = super().keep_seconds()
+        return min(full, self.step_seconds + self.final_share * self.deadline.seconds) if self.deadline.bounded \
+            else full
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         error = F.binary_cross_entropy_with_logits(prediction.float(), target.float(), reduction="none")
@@ -147,7 +158,12 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
     state = read_checkpoint(checkpoint, identity) if resume else None  # before the points are sampled
 
     tick = time.perf_counter()
-    points, values = _sample(mesh, occupancy, occupancy.points, fit_config.seed, device, progress)
+    deadline = _deadline.active().bounded_by(fit_config.max_seconds)
+    labelling = LABEL_SHARE * deadline.left() if deadline.bounded else None
+    points, values = _sample(mesh, occupancy, occupancy.points, fit_config.seed, device, progress, labelling)
+    if len(points) < occupancy.points:
+        deadline.cut(f"the field is fitted on the {len(points):,} of {occupancy.points:,} points labelled in "
+                     f"{LABEL_SHARE:.0%} of the time that was left")
     if not bool((values > 0.5).any()):  # an empty field would score IoU 1 against an empty inside
         raise UserError(f"{mesh.source or 'the mesh'} encloses no volume: none of its {len(values):,} sample points "
                         "is inside (a single face, a flat or open surface); occupancy fields need a closed mesh")
@@ -162,10 +178,13 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
     _train(fitter, RunLog(log_path, tensorboard_dir, progress, fit_config.steps), saves, held_points, held_values)
     seconds = fitter.elapsed()
 
+    tick = time.perf_counter()
     logits = fitter.predict(held_points)
-    vertices, faces = extract_mesh(fitter.field, occupancy.resolution, chunk=fit_config.eval_chunk, device=device,
+    resolution = grid_within(fitter.deadline, occupancy.resolution, (time.perf_counter() - tick) / len(held_points))
+    vertices, faces = extract_mesh(fitter.field, resolution, chunk=fit_config.eval_chunk, device=device,
                                    progress=progress)
-    metrics, reconstruction = surface_scores(mesh, occupancy, logits, held_values, vertices, faces)
+    metrics, reconstruction = surface_scores(mesh, dataclasses.replace(occupancy, resolution=resolution), logits,
+                                             held_values, vertices, faces)
     metrics.update({
         "params": config.num_params(), "steps": fitter.step_count, "seconds": round(seconds, 3),
         "compile_seconds": round(fitter.compile_seconds, 3), "sample_seconds": round(sample_seconds, 3),
@@ -173,6 +192,34 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
         "precision": fit_config.precision, **fitter.deadline.report(),
     })
     return MeshFitResult(field=fitter.field.cpu(), config=config, metrics=metrics, reconstruction=reconstruction)
+
+
+LABEL_SHARE = 0.3
+"""Most of the time left under a command's limit that labelling the training points may take (`label_points`'
+`seconds`): on 2 CPU cores a million points of the bunny take 13 s, which left `--max-seconds 20` no time to fit."""
+MIN_GRID = 32
+"""Fewest samples per axis of a reconstruction grid that a time limit shrinks (`grid_within`)."""
+GRID_SHARE = 1.25
+"""What a grid point costs, as a multiple of one forward evaluation of a held-out point: on 2 CPU cores the
+bunny's 53³ grid took 14 µs a point against 12.7 on the held-out points; marching cubes adds little. The Chamfer
+distance and the writes (5-6 s there, whatever the grid) come out of the limit's reserve."""
+
+
+def grid_within(deadline, resolution: int, point_seconds: float) -> int:
+    """The reconstruction grid's samples per axis: `resolution`, or, where the command's time limit would pass
+    before a `resolution`³ grid is evaluated (`point_seconds` a point, measured on the held-out points), the
+    largest that ends in the time left less half the share kept for writing (at least `MIN_GRID`), said once. On a CPU
+    a 256³ grid is 16.8 M forward evaluations: 220 s for the default SIREN, where `--max-seconds 20` was given."""
+    if not deadline.bounded:
+        return resolution
+    budget = deadline.left() - deadline.reserve() / 2  # half the reserve: the Chamfer distance and the writes
+    fits = int((max(budget, 0.0) / max(GRID_SHARE * point_seconds, 1e-12)) ** (1 / 3))
+    if fits >= resolution:
+        return resolution
+    smaller = max(MIN_GRID, min(fits, resolution))
+    deadline.cut(f"the reconstruction's grid is {smaller}³, not {resolution}³ (--resolution), to end within the "
+                 f"limit; `fieldlab render` draws the field's surface at any resolution")
+    return smaller
 
 
 def held_out(mesh: Mesh, occupancy: OccupancyConfig, device: torch.device, *,
@@ -199,10 +246,11 @@ def surface_scores(mesh: Mesh, occupancy: OccupancyConfig, logits: torch.Tensor,
 
 
 def _sample(mesh: Mesh, occupancy: OccupancyConfig, total: int, seed: int, device: torch.device,
-            progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+            progress: bool = False, seconds: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     near, uniform = occupancy.split(total)
     return sample_occupancy(mesh, n_surface=near, n_uniform=uniform, sigma=occupancy.surface_sigma, seed=seed,
-                            device=device, chunk=occupancy.chunk, backend=occupancy.backend, progress=progress)
+                            device=device, chunk=occupancy.chunk, backend=occupancy.backend, progress=progress,
+                            seconds=seconds)
 
 
 def _train(fitter: OccupancyFitter, log: RunLog, saves: FitterCheckpoints, held_points: torch.Tensor,

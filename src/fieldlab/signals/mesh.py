@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -243,14 +244,17 @@ def sample_surface(vertices: torch.Tensor, faces: torch.Tensor, n: int, *,
 
 def sample_occupancy(mesh: Mesh, *, n_surface: int, n_uniform: int, sigma: float | Sequence[float] = (0.01, 0.05),
                      seed: int = 0, device: str | torch.device = "cpu", chunk: int = 2**20,
-                     backend: Backend = "auto", progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                     backend: Backend = "auto", progress: bool = False,
+                     seconds: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Canonical points (n, 3) float32 and their occupancy (n, 1) float32 in {0, 1}, on `device`.
 
     `n_surface` points are drawn on the surface and moved by Gaussian noise of standard deviation
     `sigma` (canonical units; several values share the points equally, as in occupancy-network and
-    SDF papers), then `n_uniform` points uniformly in [-1, 1]^3; all are clipped to the cube and
-    labelled by the winding number (`winding_number`'s `chunk` and `backend`; `label_points`' `progress`).
-    The same `seed` and device give the same points.
+    SDF papers), then `n_uniform` points uniformly in [-1, 1]^3; all are clipped to the cube and labelled by
+    the winding number (`winding_number`'s `chunk` and `backend`; `label_points`' `progress`). The same `seed`
+    and device give the same points. With `seconds`, the points come in one seeded random order, labelling
+    stops after about that long, and the points labelled so far are returned: a prefix of that order, in which
+    near and uniform points keep their shares.
     """
     sigmas = (sigma,) if isinstance(sigma, (int, float)) else tuple(sigma)
     if n_surface < 0 or n_uniform < 0 or n_surface + n_uniform == 0:
@@ -265,8 +269,11 @@ def sample_occupancy(mesh: Mesh, *, n_surface: int, n_uniform: int, sigma: float
         near = near + std * torch.randn(near.shape, device=device, generator=generator)
     uniform = 2 * torch.rand(n_uniform, 3, device=device, generator=generator) - 1
     points = torch.cat([near, uniform]).clamp(-1, 1)
-    occupancy = label_points(points, vertices, faces, chunk=chunk, backend=backend, progress=progress) > 0.5
-    return points, occupancy.float()[:, None]
+    if seconds is not None:  # any prefix labelled in time then holds near and uniform points in their shares
+        points = points[torch.randperm(len(points), device=device, generator=generator)]
+    occupancy = label_points(points, vertices, faces, chunk=chunk, backend=backend, progress=progress,
+                             seconds=seconds) > 0.5
+    return points[:len(occupancy)], occupancy.float()[:, None]
 
 
 LABEL_PAIRS = 2**20
@@ -279,10 +286,11 @@ pieces sized by time would stay a few points long and take the labelling from se
 
 def label_points(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor, *, chunk: int = 2**20,
                  backend: Backend = "auto", progress: bool = False,
-                 desc: str = "labelling points inside/outside the mesh") -> torch.Tensor:
+                 desc: str = "labelling points inside/outside the mesh", seconds: float | None = None) -> torch.Tensor:
     """`winding_number` (n,) of points (n, 3), in pieces so that a long labelling shows a bar that advances
     (a log line instead when `progress` is False); pieces are whole blocks of `winding_number`'s, so each
-    point's number is the one a single call gives."""
+    point's number is the one a single call gives. With `seconds`, no piece begins after that long: the
+    numbers of the first points only, at least one piece's."""
     from fieldlab._progress import in_pieces
 
     backend = _resolve_backend(backend, points)
@@ -292,8 +300,12 @@ def label_points(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tens
         size = max(1, LABEL_PAIRS // max(1, len(faces)))
         pieces = in_pieces(desc, len(points), size, unit="point", bar=progress, seconds=0.25,
                            multiple=_point_block(len(faces), chunk))
-    parts = [winding_number(points[start:stop], vertices, faces, chunk=chunk, backend=backend)
-             for start, stop in pieces]
+    began, parts = time.perf_counter(), []
+    for start, stop in pieces:
+        parts.append(winding_number(points[start:stop], vertices, faces, chunk=chunk, backend=backend))
+        if seconds is not None and time.perf_counter() - began >= seconds:
+            pieces.close()  # the phase ends here, its bar and log line saying how many were labelled
+            break
     return torch.cat(parts) if parts else points.new_zeros(0)
 
 
