@@ -275,3 +275,12 @@ def test_compile_is_refused_in_one_line():
     with pytest.raises(UserError, match="--compile is not supported by the miner trainer"):
         M.fit_pyramid(torch.zeros(8, 8, 1), make_config("miner", in_dim=2, out_dim=1, scales=1, block_size=8),
                       FitConfig(steps=1, device="cpu", compile=True))
+
+
+def test_a_limit_that_leaves_no_time_for_any_block_is_an_error_not_an_empty_field(tmp_path, cli):
+    """A MINER field with no block renders as zeros (IoU 0 for a mesh) and used to be written, exit 0."""
+    status, _, err = cli(["fit", "sample:camera", "--max-size", "32", "--field", "miner", "--device", "cpu",
+                          "--max-seconds", "0.001", "--quiet", "--out", tmp_path / "m"])
+    assert status == 2 and "leaves no time to fit" in err, err
+    assert [line for line in err.splitlines() if "error" in line] == [err.strip().splitlines()[-1]]
+    assert not (tmp_path / "m").exists()
