@@ -83,8 +83,25 @@ def fit_dataset_command(
         on = " on the ±1 occupancy" if get_modality(summary["signal"]["kind"]).occupancy else ""
         quality = (f", mean PSNR {psnr['mean']:.2f} dB{on} (min {psnr['min']:.2f})" if "mean" in psnr
                    else "")  # none complete yet (a time limit cut the first chunk)
+        quality += _short_of_target(out, summary)
         print(f"{summary['complete']:,} of {summary['num_fields']:,} {summary['field']} fields "
               f"({summary['params_per_field']:,} params each){quality} -> {out}")
+
+
+def _short_of_target(out: Path, summary: dict) -> str:
+    """'; N below --target-psnr T' for the store's complete fields that stop by PSNR and ended short of its target
+    (their steps ran out first: a diverged fit shows here too), else ''."""
+    import numpy as np
+
+    from fieldlab.fit.batched import PSNR, stop_measure
+    from fieldlab.store.field_store import FieldStore
+
+    target = summary["fit"].get("target_psnr")
+    if not target or stop_measure(summary["signal"]["kind"]) is not PSNR or not summary["complete"]:
+        return ""
+    store = FieldStore(out)
+    below = int((store.column("psnr")[store.done] < target).sum())
+    return f"; {below:,} below --target-psnr {target:g}" if below else ""
 
 
 def _resolved_dataset(job) -> dict:
