@@ -91,8 +91,6 @@ def fit_dataset_command(
 def _short_of_target(out: Path, summary: dict) -> str:
     """'; N below --target-psnr T' for the store's complete fields that stop by PSNR and ended short of its target
     (their steps ran out first: a diverged fit shows here too), else ''."""
-    import numpy as np
-
     from fieldlab.fit.batched import PSNR, stop_measure
     from fieldlab.store.field_store import FieldStore
 
