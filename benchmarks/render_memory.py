@@ -1,4 +1,4 @@
-"""Peak host memory of a render per output value, per modality: what `edit.render.RENDER_BYTES_PER_VALUE` is set
+"""Peak host memory of a render per output value, per modality: what each modality's `render_bytes` is set
 from (the check that refuses a render larger than free memory). Linux only (/proc's peak RSS).
 
     python benchmarks/render_memory.py                  # every modality with a writer, 1.6·10⁷ values each
@@ -19,8 +19,7 @@ from tempfile import TemporaryDirectory
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from fieldlab.edit.render import RENDER_BYTES_PER_VALUE  # noqa: E402
-from fieldlab.signals import modalities  # noqa: E402
+from fieldlab.signals import get_modality, modalities  # noqa: E402
 
 MEASURE = textwrap.dedent("""
     import math, sys
@@ -69,7 +68,8 @@ def main() -> None:
             print(f"| {kind} | failed: {result.stderr.strip().splitlines()[-1][:80]} | | | |")
             continue
         peak, values = map(int, result.stdout.split())
-        print(f"| {kind} | {values:,} | {peak / 2**20:,.0f} | {peak / values:.1f} | {RENDER_BYTES_PER_VALUE[kind]} |")
+        cost = get_modality(kind).render_bytes
+        print(f"| {kind} | {values:,} | {peak / 2**20:,.0f} | {peak / values:.1f} | {cost} |")
 
 
 if __name__ == "__main__":

@@ -19,17 +19,6 @@ log = logging.getLogger("fieldlab")
 MAX_RENDER_SAMPLES = 2**30
 CHUNK = 2**18
 """Points per forward pass of a render."""
-RENDER_BYTES_PER_VALUE = {"image": 44, "audio": 46, "video": 44, "volume": 43, "mesh": 38}
-"""Peak host memory of `fieldlab render` per output value (sample × channel) beyond the loaded field: the
-largest growth of peak RSS measured on the CPU over renders of 1.6·10⁷ to 4·10⁷ values in the modality's
-formats, dtypes and one to eight channels (image 39.8 for a 3-channel PNG, audio 43.5 for 8-bit mono WAV,
-video 41.2 for MP4, volume 40.3 for a uint8 TIFF), plus 5% for the allocator's variation. Nearly all of it is
-the same in every modality: the coordinates (built in float64), the chunks' values and their concatenation
-(float32), the decoded float64 copy with its temporaries and the encoder's own (the old guess of 12 let a
-10⁹-sample audio render run into the OOM killer at 24 GB). Renders under 10⁷ values read up to 60, as freed
-buffers under glibc's 32 MB mmap threshold stay counted, but they need under 600 MB. A mesh field's values
-here are its logits on a grid (36.0 at 256³, nothing written); `fieldlab render` draws its surface through
-`render_mesh` instead, which never comes here."""
 FORWARD_LIVE_TENSORS = 4
 """Chunk-sized tensors of the field's widest hidden width alive at once in a forward pass without autograd
 (a layer's input and output, the activation's scaled copy and its result): a 256-wide SIREN's 2**18-point
@@ -78,10 +67,10 @@ def render_grid(stored: StoredField, *, size: list[int] | None = None, region: l
 
 def _check_render_memory(stored: StoredField, size: list[int], *, device: str | torch.device | None = None) -> None:
     """One line, before anything is allocated, when rendering `size` samples of `stored` (and writing them)
-    would need more memory than the machine has free: `RENDER_BYTES_PER_VALUE` per value of the output, and a
+    would need more memory than the machine has free: its modality's `render_bytes` per value of the output, and a
     `CHUNK`'s forward pass when it runs on the CPU (`device`, by default where the field's weights are)."""
     info = stored.signal
-    per_value = RENDER_BYTES_PER_VALUE[info.kind]
+    per_value = get_modality(info.kind).render_bytes
     need = per_value * math.prod(size) * info.channels
     where = torch.device(device) if device is not None else next(stored.module.parameters()).device
     if where.type == "cpu":

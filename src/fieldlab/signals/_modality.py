@@ -81,6 +81,16 @@ class Modality:
     """Why a file of this modality is not read as a signal, where `read` is None."""
     example: Callable[[], tuple[np.ndarray, SignalInfo]] | None = None
     """A tiny (raw, info) that `write` stores and `read` reads back (the registry's tests use it)."""
+    render_bytes: float = 0.0
+    """Peak host memory of `fieldlab render` per output value (sample × channel) beyond the loaded field, which
+    `edit.render` checks against free memory before it allocates (0: not measured; every registered modality
+    states it). Measured by benchmarks/render_memory.py: the largest growth of peak RSS on the CPU over renders of
+    1.6·10⁷ to 4·10⁷ values in the modality's formats, dtypes and one to eight channels, plus 5% for the
+    allocator's variation. Nearly all of it is the same in every modality: the coordinates (built in float64),
+    the chunks' values and their concatenation (float32), the decoded float64 copy with its temporaries and the
+    encoder's own (the old guess of 12 let a 10⁹-sample audio render run into the OOM killer at 24 GB). Renders
+    under 10⁷ values read up to 60, as freed buffers under glibc's 32 MB mmap threshold stay counted, but they
+    need under 600 MB."""
 
 
 _MODALITIES: dict[str, Modality] = {}

@@ -321,4 +321,5 @@ register_modality(Modality(
     # Occupancy is a smooth indicator known at scattered points: ω₀ = 30 leaves floaters between them.
     field_defaults={"siren": {"first_omega0": 10.0, "omega0": 10.0}}, occupancy=True,
     not_read="meshes are fitted as occupancy fields, not read as signals",
+    render_bytes=38,  # logits on a grid, 36.0 at 256³ with nothing written (`render_mesh` draws surfaces)
 ))

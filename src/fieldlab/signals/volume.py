@@ -142,4 +142,5 @@ ALL_SUFFIXES = VOLUME_SUFFIXES + TIFF_SUFFIXES
 register_modality(Modality(
     name="volume", dims=3, suffixes=ALL_SUFFIXES, read=_read, write=write_volume, output_suffixes=ALL_SUFFIXES,
     kept_suffixes=ALL_SUFFIXES, reconstruction_suffix=".npy", example=_example,
+    render_bytes=43,  # 40.3 measured for a uint8 TIFF, plus 5% (`Modality.render_bytes`)
 ))
