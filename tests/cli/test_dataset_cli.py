@@ -50,6 +50,8 @@ def test_fit_dataset_and_store_info(tmp_path, cli):
     psnr = FieldStore(tmp_path / "S").column("psnr")
     below = int((psnr < 40).sum())  # 60 steps: the fields that did not reach the default target are counted
     assert (f"; {below} below --target-psnr 40 ->" in out) if below else ("below" not in out), out
+    status, info, err = cli(["store", "info", tmp_path / "S"])  # the same count where the store is described
+    assert status == 0 and ((f"; {below} below --target-psnr 40\n" in info) if below else ("below" not in info))
     status, out, err = cli(["store", "info", tmp_path / "S"])
     assert status == 0, err
     assert "24 of 24 complete (0 missing)" in out and "24 labelled" in out and "train 18, test 6" in out

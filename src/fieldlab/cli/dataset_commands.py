@@ -83,12 +83,12 @@ def fit_dataset_command(
         on = " on the ±1 occupancy" if get_modality(summary["signal"]["kind"]).occupancy else ""
         quality = (f", mean PSNR {psnr['mean']:.2f} dB{on} (min {psnr['min']:.2f})" if "mean" in psnr
                    else "")  # none complete yet (a time limit cut the first chunk)
-        quality += _short_of_target(out, summary)
+        quality += _short_of_target(summary)
         print(f"{summary['complete']:,} of {summary['num_fields']:,} {summary['field']} fields "
               f"({summary['params_per_field']:,} params each){quality} -> {out}")
 
 
-def _short_of_target(out: Path, summary: dict) -> str:
+def _short_of_target(summary: dict) -> str:
     """'; N below --target-psnr T' for the store's complete fields that stop by PSNR and ended short of its target
     (their steps ran out first: a diverged fit shows here too), else ''."""
     from fieldlab.fit.batched import PSNR, stop_measure
@@ -97,7 +97,7 @@ def _short_of_target(out: Path, summary: dict) -> str:
     target = summary["fit"].get("target_psnr")
     if not target or stop_measure(summary["signal"]["kind"]) is not PSNR or not summary["complete"]:
         return ""
-    store = FieldStore(out)
+    store = FieldStore(summary["path"])
     below = int((store.column("psnr")[store.done] < target).sum())
     return f"; {below:,} below --target-psnr {target:g}" if below else ""
 
@@ -187,7 +187,8 @@ def _print_store(s: dict) -> None:
         print(f"masks     {len(s['label_names'])} classes ({', '.join(map(str, s['label_names']))}), per pixel "
               f"from the source; splits {splits}")
     if p:
-        print(f"psnr      mean {p['mean']:.2f} dB, min {p['min']:.2f}, median {p['median']:.2f}, max {p['max']:.2f}")
+        print(f"psnr      mean {p['mean']:.2f} dB, min {p['min']:.2f}, median {p['median']:.2f}, max {p['max']:.2f}"
+              f"{_short_of_target(s)}")
         if extra.get("occupancy") and s["fit"].get("target_accuracy"):  # ±1: PSNR says little
             print(f"stopping  each field once {100 * s['fit']['target_accuracy']:.1f} % of its grid samples had the "
                   "right sign (--target-accuracy), or at --steps")
