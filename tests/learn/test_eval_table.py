@@ -111,6 +111,11 @@ def test_gaps_without_the_training_cell_say_why():
     assert summary["resolution_gap_any_point_set"]["value"] == pytest.approx(40.0)
     _, summary = summary_of(table({("grid", 8): 0.9}), "rqmc", 8, 64)
     assert summary["point_set_gap"]["why"] == "the network cannot read the training point set, rqmc"
+    rows = table({("grid", 8): 0.9})
+    for row in rows:  # the limit, not the network, left the training cell empty
+        row["time_limit"] = row["accuracy"] is None
+    _, summary = summary_of(rows, "rqmc", 8, 64)
+    assert summary["point_set_gap"]["why"] == "the training cell was not measured within --max-seconds"
     _, summary = summary_of(table({("grid", 8): 0.9}), "grid", 16, 256)
     assert summary["resolution_gap"]["why"] == "the training resolution, 16, is not among --resolutions"
     _, summary = summary_of(table({("grid", 8): 0.9}), "grid", 8, 64)

@@ -114,6 +114,9 @@ def _missing_cell(rows: list[dict], cell: TrainingCell) -> str | None:
     if _missing_resolution(rows, cell):
         return _missing_resolution(rows, cell)
     if _value(rows, cell.store, cell.points, cell.resolution) is None:
+        if any(r.get("time_limit") for r in rows if (r["store"], r["test"], r["resolution"]) ==
+               (cell.store, cell.points, cell.resolution)):
+            return "the training cell was not measured within --max-seconds"
         return f"the network cannot read the training point set, {cell.points}"
     return None
 
