@@ -188,11 +188,10 @@ def test_the_cpu_budget_is_recorded_where_it_applies_and_quiet_or_a_user_error_d
 def test_a_command_run_as_its_own_program_counts_its_limit_from_its_imports():
     """`fieldlab …` as a process counts --max-seconds from when it began to import fieldlab (torch's seconds
     of imports are on the user's clock too); a call inside a program counts from the call."""
-    from fieldlab import _IMPORT_STARTED
-    from fieldlab._deadline import command_started, limit
+    from fieldlab._deadline import IMPORTED, command_started, limit
 
     with command_started(since=time.perf_counter() - 3.0), limit(5.0) as deadline:
         assert 1.5 < deadline.left() <= 2.0
     with command_started(), limit(5.0) as deadline:
         assert 4.5 < deadline.left() <= 5.0
-    assert _IMPORT_STARTED < time.perf_counter()
+    assert IMPORTED < time.perf_counter()

@@ -9,14 +9,9 @@ datasets of fields and learn on them.
 >>> result = fieldlab.fit(signal, config, fieldlab.FitConfig(steps=100, device="cpu"))
 """
 
-import time as _time
-
-_IMPORT_STARTED = _time.perf_counter()
-"""When this package began to import. A command run as its own process counts `--max-seconds` from here: its
-imports (torch's above all) take seconds that a user's clock counts too (`cli.main`)."""
-
 __version__ = "0.1.0"
 
+from fieldlab import _deadline  # noqa: F401  first: its clock (`_deadline.IMPORTED`) starts before torch's import
 from fieldlab._errors import UserError
 from fieldlab.edit import render
 from fieldlab.fields import FieldStack, create_field, list_fields, make_config, register_field

@@ -24,6 +24,10 @@ from typing import Iterator
 
 log = logging.getLogger("fieldlab")
 
+IMPORTED = time.perf_counter()
+"""When fieldlab began to import (the package imports this module before anything else). A command run as its own
+process counts `--max-seconds` from here (`cli.main`): its imports, torch's above all, take seconds that the
+user's clock counts too."""
 RESERVE_FRACTION = 0.15
 """Share of the limit kept, at least, for the phases after fitting (evaluation, plots, writing)."""
 

@@ -269,11 +269,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = join_multi_values(list(sys.argv[1:] if argv is None else argv))
     _command_modules.register(argv, app)  # the module of the command asked for (every module for help)
     _log_notes_to_stderr()
-    from fieldlab import _IMPORT_STARTED
-    from fieldlab._deadline import command_started
+    from fieldlab._deadline import IMPORTED, command_started
 
     # --max-seconds counts from here, or, for the program itself, from its imports' start (seconds of torch)
-    with _sigterm_as_interrupt() as received, command_started(_IMPORT_STARTED if whole_process else None):
+    with _sigterm_as_interrupt() as received, command_started(IMPORTED if whole_process else None):
         _run(argv, received)
     if whole_process and argv and argv[0] in QUICK_EXIT:
         _exit_now()
