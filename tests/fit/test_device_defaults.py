@@ -127,7 +127,10 @@ def test_a_gpu_precision_on_the_cpu_says_what_it_does_there(caplog, precision, n
     (["--hidden-dim", "16"], "--kernel fused needs a CUDA device"),
     (["--hidden-dim", "256"], "this siren field (4×256, 2 in, 1 out)"),  # past the kernel's limits: by what
 ])
-def test_a_refused_kernel_is_the_only_line_before_the_time_limit_note(tmp_path, cli, options, words):
+def test_a_refused_kernel_is_the_only_line_before_the_time_limit_note(tmp_path, cli, monkeypatch, options, words):
+    from fieldlab.kernels import fused
+
+    monkeypatch.setattr(fused, "interpreted", lambda: False)  # the kernel tests may have turned it on in-process
     status, _, stderr = cli(["fit", "sample:camera", "--max-size", "16", "--device", "cpu", "--kernel", "fused",
                              *options, "--out", tmp_path / "cam"])
     assert status == 2 and words in stderr and len(stderr.strip().splitlines()) == 1, stderr

@@ -43,14 +43,14 @@ SPATIAL = make_config("spatial_functa", in_dim=2, out_dim=1, hidden_dim=32, num_
                       latent_channels=4).adapt((8, 8))
 
 
-def _between_and_fit(config, jitter: float, steps: int) -> tuple[float, float]:
+def _between_and_fit(config, jitter: float, steps: int, seed: int = 0) -> tuple[float, float]:
     """Held-out PSNR between the centres (32×32 against the true waves) and at the 8×8 centres.
 
     The between-samples term weighs as much as the centres' here: these tiny networks fit the centres to only
     23-30 dB, so at the default weight (sized for networks that fit them to 40 dB) that term barely counts."""
     torch.manual_seed(0)
     learner = MetaLearner(config, GRID8, MetaConfig(steps=steps, lr=1e-3, warmup=10, jitter=jitter,
-                                                    between_weight=1.0, device="cpu"))
+                                                    between_weight=1.0, device="cpu", seed=seed))
     learner.train(smooth_items(256, GRID8, seed=0))
     latents, fit = learner.fit_latents(smooth_items(32, GRID8, seed=1))
     with torch.no_grad():
@@ -60,11 +60,17 @@ def _between_and_fit(config, jitter: float, steps: int) -> tuple[float, float]:
 
 
 # when written: functa 17.2 → 21.6 dB between the samples, 23.2 → 22.3 dB at the centres; spatial functa
-# 18.9 → 26.3 and 29.2 → 35.4 dB
-@pytest.mark.parametrize("config, steps, gain", [(FUNCTA, 150, 2.0), (SPATIAL, 60, 3.0)], ids=["functa", "spatial"])
-def test_jittered_meta_learning_makes_fields_smooth_between_the_samples(config, steps, gain):
-    between_centres, fit_centres = _between_and_fit(config, 0.0, steps)  # functa's own: the outer loss at the centres
-    between_jitter, fit_jitter = _between_and_fit(config, 1.0, steps)
+# 18.9 → 26.3 and 29.2 → 35.4 dB. Spatial functa's 60 steps are chaotic in the machine's arithmetic: on an AMD
+# EPYC (AVX2) its seed 0 gained 1.75 dB between the samples, seeds 1-3 4.8-6.5; functa's seeds 0-2 4.1-4.7. So
+# spatial functa's gains are averaged over three meta-learning seeds.
+@pytest.mark.parametrize("config, steps, gain, seeds", [(FUNCTA, 150, 2.0, (0,)), (SPATIAL, 60, 3.0, (0, 1, 2))],
+                         ids=["functa", "spatial"])
+def test_jittered_meta_learning_makes_fields_smooth_between_the_samples(config, steps, gain, seeds):
+    def mean(jitter):  # functa's own outer loss is at the centres (jitter 0)
+        runs = [_between_and_fit(config, jitter, steps, seed) for seed in seeds]
+        return sum(r[0] for r in runs) / len(runs), sum(r[1] for r in runs) / len(runs)
+
+    (between_centres, fit_centres), (between_jitter, fit_jitter) = mean(0.0), mean(1.0)
     message = (f"between the samples {between_centres:.2f} dB (centres) vs {between_jitter:.2f} dB (jitter); "
                f"at the centres {fit_centres:.2f} vs {fit_jitter:.2f} dB")
     assert between_jitter > between_centres + gain, message
