@@ -283,15 +283,15 @@ def _fit_chunks(mine: list[int], writer, fitter, rows_of: Augmented, coords, is_
         """The chunk's fit under a bar of its steps (a chunk of large items takes minutes); None when the time
         limit ran out before it finished (its fields are then not written: --resume fits them again)."""
         with phase(f"chunk {chunk}", steps, unit="step", bar=bar and steps > 0) as stepped:
-            done, last, longest = [0], [time.perf_counter()], [0.0]
+            done, last = [0], [time.perf_counter()]
 
             def progress(step: int, active: int) -> None:
-                now = time.perf_counter()  # a step's time: the limit stops the fit before one more would pass it
-                longest[0] = max(longest[0], (now - last[0]) / max(step - done[0], 1))
+                now = time.perf_counter()  # the latest steps' time each (not the first's, which warms up): the
+                per_step = (now - last[0]) / max(step - done[0], 1)  # fit stops before one more passes the limit
                 last[0] = now
                 stepped(step - done[0])
                 done[0] = step
-                if deadline.out_of_time(longest[0]):
+                if deadline.out_of_time(per_step if step > 1 else 0.0):
                     raise _OutOfTime
 
             try:
