@@ -612,11 +612,11 @@ def fit_pyramid(values: torch.Tensor, config: MinerConfig, fit_config: FitConfig
                 targets[s] = None
                 continue
             rng = saves.scale_rng(s, device)
-            if not clock.has_time_for(s) and s == 0:  # a field with no block at all would be no fit: say so
-                raise UserError(f"--max-seconds {deadline.seconds:g} leaves no time to fit: {deadline.elapsed():.0f} s "
-                                f"went before the fit (reading, labelling), and the evaluations that must follow it "
-                                f"take about {clock.after(0):.0f} s here for {clock.points:,} samples; give a longer "
-                                f"--max-seconds, or fewer samples (--resolution for a mesh, --max-size otherwise)")
+            if not clock.has_time_for(s) and s == 0:  # a field of no block is 0 everywhere: say why, plainly
+                deadline.cut(f"no block could be fitted, so the field is 0 everywhere: {deadline.elapsed():.0f} s went "
+                             f"before the fit (reading, labelling), and the evaluations that must follow it take "
+                             f"about {clock.after(0):.0f} s here for {clock.points:,} samples; give a longer "
+                             f"--max-seconds, or fewer samples (--resolution for a mesh, --max-size otherwise)")
             if not clock.has_time_for(s):  # the finer scales stay without blocks: the field is the coarser sum
                 deadline.cut(f"fitting stopped before scale {s + 1} of {J}, leaving time for the final evaluation "
                              "and writing")
