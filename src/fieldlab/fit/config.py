@@ -108,14 +108,17 @@ def points_per_step(config: FitConfig, n: int) -> int:
     return n if not size or size >= n else size
 
 
-def single_kernel(config: FieldConfig, fit_config: FitConfig, device: torch.device, points: int) -> FusedSpec | None:
+def single_kernel(config: FieldConfig, fit_config: FitConfig, device: torch.device, points: int,
+                  total: int | None = None) -> FusedSpec | None:
     """The fused kernel's `FusedSpec` to fit one field of `config` on `device` with `points` points per
-    step, or None for the reference path. `fit_config.kernel`: auto takes the kernel on CUDA for the fields
-    and widths it covers (see `kernels.choose_kernel`), from AUTO_MIN_POINTS points per step and without
-    `compile`; fused forces it (a clear `UserError` where it cannot run); reference never takes it."""
+    step of its `total` training points, or None for the reference path. `fit_config.kernel`: auto takes the
+    kernel on CUDA for the fields and widths it covers (see `kernels.choose_kernel`; a partitioned field's for
+    full-batch steps only), from AUTO_MIN_POINTS points per step and without `compile`; fused forces it (a clear
+    `UserError` where it cannot run); reference never takes it."""
     from fieldlab.kernels import choose_kernel
 
-    spec = choose_kernel(config, device, fit_config.kernel, fit_config.precision, single=True)
+    spec = choose_kernel(config, device, fit_config.kernel, fit_config.precision, single=True,
+                         full_batch=total is not None and points >= total)
     if spec is None:
         return None
     if fit_config.kernel == "fused":

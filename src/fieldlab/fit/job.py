@@ -186,7 +186,7 @@ def _run_fit_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensorb
         per_step = device_defaults(device).points_per_step(points, config.num_params()) or per_step
     check_fit_memory(config, per_step, job.fit.device)
     if job.fit.kernel != "auto" and engine_for(config) is None:  # --kernel's refusal before the notes below
-        single_kernel(config, job.fit, resolve_device(job.fit.device), per_step)
+        single_kernel(config, job.fit, resolve_device(job.fit.device), per_step, points)
     kind_lr = get_modality(signal.info.kind).field_lr.get(job.field)
     if job.fit.lr is None and kind_lr:
         job = dataclasses.replace(job, fit=dataclasses.replace(job.fit, lr=kind_lr))

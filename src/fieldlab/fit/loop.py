@@ -499,7 +499,7 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
     if isinstance(field, TrainsOnOwnPoints):
         coords, values = field.training_points(coords, values, signal.shape)
     device, points = resolve_device(fit_config.device), points_per_step(fit_config, coords.shape[-2])
-    spec = single_kernel(config, fit_config, device, points)
+    spec = single_kernel(config, fit_config, device, points, coords.shape[-2])
     if spec is not None:
         from fieldlab.kernels import describe
 

@@ -46,10 +46,13 @@ SIREN 3×128 at 9.4 fields/s on an H200 against the reference path's 128 (benchm
 FAST_TRIG = True
 """At tf32 and bf16 the kernels take the GPU's fast sine and cosine (libdevice `fast_sinf`), whose error
 is below the products' rounding; False evaluates them exactly (for checks: tests/gpu/check_fused.py)."""
-AUTO_PARTITIONED = False
-"""Whether `auto` takes the kernel for a partitioned field (`FusedSpec.partitioned`, Local-Global's local mode):
-not until a GPU has timed it against the reference path (`benchmarks/fit_single.py --field local`); `--kernel
-fused` runs it."""
+AUTO_PARTITIONED = "full batch"
+"""When `auto` takes the kernel for a partitioned field (`FusedSpec.partitioned`, Local-Global's local mode): for
+steps that take every point. On an H100 (`benchmarks/fit_single.py --field local`, 4×15 partitions, the same draws
+and end PSNR on both paths) full-batch steps ran 10.8× (fp32), 23.7× (tf32) and 27.5× (bf16) the reference path
+at a 512² crop and 3.7× / 17.0× (fp32 / bf16) on the whole 1356×2040 photo, but steps of 65,536 random points
+0.33× / 0.76× / 1.09×: a mini-batch's points are grouped by partition at every step (BENCHMARKS.md). `--kernel
+fused` runs it at any batch."""
 _ACTIVATIONS = {"sine": 0, "gauss": 1, "relu": 2}
 _ENCODINGS = {"none": 0, "gaussian": 1, "positional": 2}
 _PRECISIONS = {"fp32": 4, "tf32": 1, "bf16": 2}  # MM codes of kernels.triton (fp32: tf32x3)
@@ -157,10 +160,11 @@ def triton_available(device: torch.device) -> bool:
 
 
 def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precision: str = "fp32", *,
-                  forward: bool = False, single: bool = False) -> FusedSpec | None:
+                  forward: bool = False, single: bool = False, full_batch: bool = False) -> FusedSpec | None:
     """The spec to run fused at `precision`, or None for the reference path; `kernel` is auto, fused or
     reference; `forward`: for evaluation (the forward kernel), not fitting (the step kernel); `single`: for one
-    field's fit (`kernels.single`), the only one that runs a partitioned spec (`FusedSpec.partitioned`).
+    field's fit (`kernels.single`), the only one that runs a partitioned spec (`FusedSpec.partitioned`);
+    `full_batch`: its steps take every point (`auto` takes a partitioned spec then only, `AUTO_PARTITIONED`).
 
     auto: fused on CUDA when the config qualifies, is at most AUTO_MAX_WIDTH wide (FP32_AUTO_MAX_WIDTH at
     fp32), Triton is installed and the kernel fits the GPU's shared memory;
@@ -176,7 +180,7 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precis
     if sizes is not None and within_limits(sizes) is None:  # past the limits: say by what
         what += f" ({sizes.num_layers}×{sizes.hidden_dim}, {sizes.in_dim} in, {sizes.out_dim} out" + (
             f", {sizes.frequencies} frequencies)" if sizes.frequencies else ")")
-    return choose_spec(spec, device, kernel, precision, forward=forward, what=what)
+    return choose_spec(spec, device, kernel, precision, forward=forward, what=what, full_batch=full_batch)
 
 
 def _spec_for(config: FieldConfig, single: bool) -> FusedSpec | None:
@@ -187,7 +191,7 @@ def _spec_for(config: FieldConfig, single: bool) -> FusedSpec | None:
 
 
 def choose_spec(spec: FusedSpec | None, device: torch.device, kernel: str, precision: str = "fp32", *,
-                forward: bool = False, what: str = "this field") -> FusedSpec | None:
+                forward: bool = False, what: str = "this field", full_batch: bool = False) -> FusedSpec | None:
     """`choose_kernel` for a spec at hand (None: no MLP the kernel runs, `what` in the error; past the
     kernel's limits counts as None): for engines whose networks are no field config's, such as MINER's blocks."""
     if kernel == "reference":
@@ -218,15 +222,15 @@ def choose_spec(spec: FusedSpec | None, device: torch.device, kernel: str, preci
         return spec
     if kernel != "auto":
         raise UserError(f"--kernel must be auto, fused or reference, got {kernel!r}")
-    return _auto_choice(spec, precision, device, forward)[0]
+    return _auto_choice(spec, precision, device, forward, full_batch)[0]
 
 
-def _auto_choice(spec: FusedSpec | None, precision: str, device: torch.device,
-                 forward: bool) -> tuple[FusedSpec | None, str | None]:
+def _auto_choice(spec: FusedSpec | None, precision: str, device: torch.device, forward: bool,
+                 full_batch: bool = False) -> tuple[FusedSpec | None, str | None]:
     """`auto`'s spec (None: the reference path), and why not the kernel where only the GPU's limits stood in
     its way (for the log)."""
     widest = FP32_AUTO_MAX_WIDTH if precision == "fp32" else AUTO_MAX_WIDTH
-    if spec is not None and spec.partitioned and not AUTO_PARTITIONED:
+    if spec is not None and spec.partitioned and not full_batch:  # `AUTO_PARTITIONED`
         return None, None
     if not (spec is not None and spec.hidden_dim <= widest and 2 * spec.frequencies <= _pow2(spec.hidden_dim)
             and device.type == "cuda" and triton_installed()):
@@ -253,10 +257,11 @@ def _resource_problem(spec: FusedSpec, precision: str, device: torch.device, for
         return None
 
 
-def describe(config: FieldConfig, device: torch.device, kernel: str, precision: str, *, single: bool = False) -> str:
+def describe(config: FieldConfig, device: torch.device, kernel: str, precision: str, *, single: bool = False,
+             full_batch: bool = False) -> str:
     """One line for a log: which path `fit_batch` (or, `single`, one field's fit) takes for `config` on `device`."""
     if kernel == "auto":
-        spec, why = _auto_choice(within_limits(_spec_for(config, single)), precision, device, False)
+        spec, why = _auto_choice(within_limits(_spec_for(config, single)), precision, device, False, full_batch)
     else:
         spec, why = choose_kernel(config, device, kernel, precision, single=single), None
     if spec is None:
