@@ -157,41 +157,43 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
             log.info("meshes are fitted in mini-batches: %s points per step (--batch-size chooses)", f"{batch:,}")
     state = read_checkpoint(checkpoint, identity) if resume else None  # before the points are sampled
 
-    tick = time.perf_counter()
-    deadline = _deadline.active().bounded_by(fit_config.max_seconds)
-    labelling = LABEL_SHARE * deadline.left() if deadline.bounded else None
-    points, values = _sample(mesh, occupancy, occupancy.points, fit_config.seed, device, progress, labelling)
-    if len(points) < occupancy.points:
-        deadline.cut(f"the field is fitted on the {len(points):,} of {occupancy.points:,} points labelled in "
-                     f"{LABEL_SHARE:.0%} of the time that was left")
-    if not bool((values > 0.5).any()):  # an empty field would score IoU 1 against an empty inside
-        raise UserError(f"{mesh.source or 'the mesh'} encloses no volume: none of its {len(values):,} sample points "
-                        "is inside (a single face, a flat or open surface); occupancy fields need a closed mesh")
-    held_points, held_values = held_out(mesh, occupancy, device, progress=progress)
-    sample_seconds = time.perf_counter() - tick
+    # one deadline for the labelling, the fit (the Fitter takes the active one) and the grid after it
+    with _deadline.limit(fit_config.max_seconds) as deadline:
+        tick = time.perf_counter()
+        labelling = LABEL_SHARE * deadline.left() if deadline.bounded else None
+        points, values = _sample(mesh, occupancy, occupancy.points, fit_config.seed, device, progress, labelling)
+        if len(points) < occupancy.points:
+            deadline.cut(f"the field is fitted on the {len(points):,} of {occupancy.points:,} points labelled in "
+                         f"{LABEL_SHARE:.0%} of the time that was left")
+        if not bool((values > 0.5).any()):  # an empty field would score IoU 1 against an empty inside
+            raise UserError(f"{mesh.source or 'the mesh'} encloses no volume: none of its {len(values):,} sample "
+                            "points is inside (a single face, a flat or open surface); occupancy fields need a closed "
+                            "mesh")
+        held_points, held_values = held_out(mesh, occupancy, device, progress=progress)
+        sample_seconds = time.perf_counter() - tick
 
-    torch.manual_seed(fit_config.seed)
-    fitter = OccupancyFitter(config.build(), points, values, fit_config, lr=fit_config.lr or type(config).lr,
-                             betas=type(config).adam_betas, eps=type(config).adam_eps)
-    fitter.final_points = occupancy.eval_points + occupancy.resolution ** 3
-    saves = FitterCheckpoints(checkpoint, identity, state)
-    _train(fitter, RunLog(log_path, tensorboard_dir, progress, fit_config.steps), saves, held_points, held_values)
-    seconds = fitter.elapsed()
+        torch.manual_seed(fit_config.seed)
+        fitter = OccupancyFitter(config.build(), points, values, fit_config, lr=fit_config.lr or type(config).lr,
+                                 betas=type(config).adam_betas, eps=type(config).adam_eps)
+        fitter.final_points = occupancy.eval_points + occupancy.resolution ** 3
+        saves = FitterCheckpoints(checkpoint, identity, state)
+        _train(fitter, RunLog(log_path, tensorboard_dir, progress, fit_config.steps), saves, held_points, held_values)
+        seconds = fitter.elapsed()
 
-    tick = time.perf_counter()
-    logits = fitter.predict(held_points)
-    resolution = grid_within(fitter.deadline, occupancy.resolution, (time.perf_counter() - tick) / len(held_points))
-    vertices, faces = extract_mesh(fitter.field, resolution, chunk=fit_config.eval_chunk, device=device,
-                                   progress=progress)
-    metrics, reconstruction = surface_scores(mesh, dataclasses.replace(occupancy, resolution=resolution), logits,
-                                             held_values, vertices, faces)
-    metrics.update({
-        "params": config.num_params(), "steps": fitter.step_count, "seconds": round(seconds, 3),
-        "compile_seconds": round(fitter.compile_seconds, 3), "sample_seconds": round(sample_seconds, 3),
-        "points": occupancy.points, "batch_size": fit_config.batch_size, "device": str(device),
-        "precision": fit_config.precision, **fitter.deadline.report(),
-    })
-    return MeshFitResult(field=fitter.field.cpu(), config=config, metrics=metrics, reconstruction=reconstruction)
+        tick = time.perf_counter()
+        logits = fitter.predict(held_points)
+        resolution = grid_within(deadline, occupancy.resolution, (time.perf_counter() - tick) / len(held_points))
+        vertices, faces = extract_mesh(fitter.field, resolution, chunk=fit_config.eval_chunk, device=device,
+                                       progress=progress)
+        metrics, reconstruction = surface_scores(mesh, dataclasses.replace(occupancy, resolution=resolution), logits,
+                                                 held_values, vertices, faces)
+        metrics.update({
+            "params": config.num_params(), "steps": fitter.step_count, "seconds": round(seconds, 3),
+            "compile_seconds": round(fitter.compile_seconds, 3), "sample_seconds": round(sample_seconds, 3),
+            "points": len(points), "batch_size": fit_config.batch_size, "device": str(device),
+            "precision": fit_config.precision, **deadline.report(),
+        })
+        return MeshFitResult(field=fitter.field.cpu(), config=config, metrics=metrics, reconstruction=reconstruction)
 
 
 LABEL_SHARE = 0.3
