@@ -179,7 +179,7 @@ def test_auto_takes_the_kernel_for_large_signals_on_cuda_only():
     assert single_kernel(make_config("siren", in_dim=2, out_dim=3), auto, cuda, 10**6) is None  # 256 wide
     assert single_kernel(narrow, FitConfig(kernel="fused"), cpu, 10).hidden_dim == 64  # forced: any size
     # Local-Global's partitions: by auto for full-batch steps only (a mini-batch regroups its points each step)
-    assert single_kernel(PARTS, auto, cuda, 10**6, 10**6).partitioned
+    assert fused.AUTO_PARTITIONED and single_kernel(PARTS, auto, cuda, 10**6, 10**6).partitioned
     assert single_kernel(PARTS, auto, cuda, 10**6, 2 * 10**6) is None
     assert single_kernel(PARTS, auto, cuda, 10**6) is None  # the total unknown: not a full batch
     assert single_kernel(PARTS, FitConfig(kernel="fused"), cpu, 10).partitioned

@@ -46,10 +46,10 @@ SIREN 3×128 at 9.4 fields/s on an H200 against the reference path's 128 (benchm
 FAST_TRIG = True
 """At tf32 and bf16 the kernels take the GPU's fast sine and cosine (libdevice `fast_sinf`), whose error
 is below the products' rounding; False evaluates them exactly (for checks: tests/gpu/check_fused.py)."""
-AUTO_PARTITIONED = "full batch"
-"""When `auto` takes the kernel for a partitioned field (`FusedSpec.partitioned`, Local-Global's local mode): for
-steps that take every point. On an H100 (`benchmarks/fit_single.py --field local`, 4×15 partitions, the same draws
-and end PSNR on both paths) full-batch steps ran 10.8× (fp32), 23.7× (tf32) and 27.5× (bf16) the reference path
+AUTO_PARTITIONED = True
+"""Whether `auto` takes the kernel for a partitioned field (`FusedSpec.partitioned`, Local-Global's local mode),
+and then only for steps that take every point (`choose_kernel`'s `full_batch`). On an H100
+(`benchmarks/fit_single.py --field local`, 4×15 partitions, the same draws and end PSNR on both paths) full-batch steps ran 10.8× (fp32), 23.7× (tf32) and 27.5× (bf16) the reference path
 at a 512² crop and 3.7× / 17.0× (fp32 / bf16) on the whole 1356×2040 photo, but steps of 65,536 random points
 0.33× / 0.76× / 1.09×: a mini-batch's points are grouped by partition at every step (BENCHMARKS.md). `--kernel
 fused` runs it at any batch."""
@@ -164,7 +164,7 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precis
     """The spec to run fused at `precision`, or None for the reference path; `kernel` is auto, fused or
     reference; `forward`: for evaluation (the forward kernel), not fitting (the step kernel); `single`: for one
     field's fit (`kernels.single`), the only one that runs a partitioned spec (`FusedSpec.partitioned`);
-    `full_batch`: its steps take every point (`auto` takes a partitioned spec then only, `AUTO_PARTITIONED`).
+    `full_batch`: its steps take every point (`auto` takes a partitioned spec then only: `AUTO_PARTITIONED`).
 
     auto: fused on CUDA when the config qualifies, is at most AUTO_MAX_WIDTH wide (FP32_AUTO_MAX_WIDTH at
     fp32), Triton is installed and the kernel fits the GPU's shared memory;
@@ -175,12 +175,17 @@ def choose_kernel(config: FieldConfig, device: torch.device, kernel: str, precis
     if spec is None and kernel == "fused" and config.fused_spec() is not None:
         raise UserError(f"--kernel fused runs the partitions of a {config.name} field in `fieldlab fit` only; "
                         f"use --kernel auto or reference here")
-    what = f"this {config.name} field"
-    sizes = config.fused_spec()
-    if sizes is not None and within_limits(sizes) is None:  # past the limits: say by what
-        what += f" ({sizes.num_layers}×{sizes.hidden_dim}, {sizes.in_dim} in, {sizes.out_dim} out" + (
-            f", {sizes.frequencies} frequencies)" if sizes.frequencies else ")")
+    what = f"this {config.name} field" + (_past_limits(config.fused_spec()) if kernel == "fused" else "")
     return choose_spec(spec, device, kernel, precision, forward=forward, what=what, full_batch=full_batch)
+
+
+def _past_limits(spec: FusedSpec | None) -> str:
+    """' (layers×width, in, out[, frequencies])' for a spec past the kernel's limits (what `--kernel fused`'s
+    refusal names), else ''."""
+    if spec is None or within_limits(spec) is not None:
+        return ""
+    frequencies = f", {spec.frequencies} frequencies" if spec.frequencies else ""
+    return f" ({spec.num_layers}×{spec.hidden_dim}, {spec.in_dim} in, {spec.out_dim} out{frequencies})"
 
 
 def _spec_for(config: FieldConfig, single: bool) -> FusedSpec | None:
@@ -230,7 +235,7 @@ def _auto_choice(spec: FusedSpec | None, precision: str, device: torch.device, f
     """`auto`'s spec (None: the reference path), and why not the kernel where only the GPU's limits stood in
     its way (for the log)."""
     widest = FP32_AUTO_MAX_WIDTH if precision == "fp32" else AUTO_MAX_WIDTH
-    if spec is not None and spec.partitioned and not full_batch:  # `AUTO_PARTITIONED`
+    if spec is not None and spec.partitioned and not (AUTO_PARTITIONED and full_batch):
         return None, None
     if not (spec is not None and spec.hidden_dim <= widest and 2 * spec.frequencies <= _pow2(spec.hidden_dim)
             and device.type == "cuda" and triton_installed()):
