@@ -49,10 +49,11 @@ is below the products' rounding; False evaluates them exactly (for checks: tests
 AUTO_PARTITIONED = True
 """Whether `auto` takes the kernel for a partitioned field (`FusedSpec.partitioned`, Local-Global's local mode),
 and then only for steps that take every point (`choose_kernel`'s `full_batch`). On an H100
-(`benchmarks/fit_single.py --field local`, 4×15 partitions, the same draws and end PSNR on both paths) full-batch steps ran 10.8× (fp32), 23.7× (tf32) and 27.5× (bf16) the reference path
-at a 512² crop and 3.7× / 17.0× (fp32 / bf16) on the whole 1356×2040 photo, but steps of 65,536 random points
-0.33× / 0.76× / 1.09×: a mini-batch's points are grouped by partition at every step (BENCHMARKS.md). `--kernel
-fused` runs it at any batch."""
+(`benchmarks/fit_single.py --field local`, 4×15 partitions, the same draws and end PSNR on both paths)
+full-batch steps ran 10.8× (fp32), 23.7× (tf32) and 27.5× (bf16) the reference path at a 512² crop and 3.7× /
+17.0× (fp32 / bf16) on the whole 1356×2040 photo, but steps of 65,536 random points 0.33× / 0.76× / 1.09×: a
+mini-batch's points are grouped by partition at every step (BENCHMARKS.md). `--kernel fused` runs it at any
+batch."""
 _ACTIVATIONS = {"sine": 0, "gauss": 1, "relu": 2}
 _ENCODINGS = {"none": 0, "gaussian": 1, "positional": 2}
 _PRECISIONS = {"fp32": 4, "tf32": 1, "bf16": 2}  # MM codes of kernels.triton (fp32: tf32x3)
