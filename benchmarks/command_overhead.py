@@ -46,6 +46,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bytecode import use_bytecode
+
 ENV_LAUNCH, ENV_OUT = "FIELDLAB_OVERHEAD_LAUNCH", "FIELDLAB_OVERHEAD_OUT"
 PHASES = ("start-up", "cli", "checks", "read", "prepare", "build", "steps", "final eval", "metrics", "field",
           "reconstruction", "config", "error.png", "training.png", "finish", "exit", "after metrics")
@@ -169,7 +171,12 @@ def main() -> None:
     parser.add_argument("--src", default=None,
                         help="LABEL=SRC,LABEL=SRC: run each field with each of these fieldlab sources "
                              "(e.g. old=/tmp/old/src,new=src), interleaved, as columns FIELD/LABEL")
+    parser.add_argument("--bytecode", type=Path, default=None,
+                        help="compile every imported package's bytecode into this folder first and run the "
+                             "commands with it, as an installed environment has it (benchmarks/bytecode.py)")
     args, extra = parser.parse_known_args()
+    if args.bytecode:
+        print(f"bytecode compiled in {use_bytecode(args.bytecode):.1f} s")
     extra = [a for a in extra if a != "--"]
     if "--steps" not in extra:
         extra += ["--steps", str(args.steps)]

@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from bytecode import use_bytecode  # noqa: E402
 from fieldlab.fit.dataset_job import resolve_dataset_config  # noqa: E402
 from fieldlab.fit.batched import BatchedFitConfig, fit_batch  # noqa: E402
 from fieldlab.signals import grid_coords  # noqa: E402
@@ -120,7 +121,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("fit_dataset_command"))
     parser.add_argument("--kernel-only", action="store_true",
                         help="only the kernel row (fit_batch over the patches), e.g. to compare two trees")
+    parser.add_argument("--bytecode", type=Path, default=None,
+                        help="compile every imported package's bytecode into this folder first and run the "
+                             "commands with it, as an installed environment has it (benchmarks/bytecode.py)")
     args = parser.parse_args()
+    if args.bytecode:
+        print(f"bytecode compiled in {use_bytecode(args.bytecode):.1f} s", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "patches.npz"
     if not path.exists():
