@@ -136,7 +136,8 @@ def run_dataset_job(job: DatasetJob, out: Path, *, resume: bool = False, force: 
 def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, progress: bool,
                      tensorboard: bool = False) -> dict[str, Any] | None:
     from fieldlab.fit.loop import RunLog
-    from fieldlab.store.field_store import FieldStore, FieldStoreWriter, abandon_new, check_store_path, is_store
+    from fieldlab.store.field_store import (FieldStore, FieldStoreWriter, abandon_new, check_store_path, is_store,
+                                            require_zarr)
 
     job.fit.validate()
     if tensorboard:
@@ -151,6 +152,8 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
         raise UserError(f"--chunk-fields must be positive, got {job.chunk_fields} (leave it out for the default: "
                         f"4,096 on a GPU, 256 on the CPU)")
     check_store_path(out, force=force, resume=resume, inputs=[job.source])
+    if not dist.launched():  # CUDA's first call and Triton's key on a thread while the input is opened (a rank
+        warm_device(job.fit.device)  # of torchrun knows its own device after dist.init, below)
     source = open_dataset(job.source, image_size=job.image_size, rgb=job.rgb, clip_seconds=job.clip_seconds, mono=job.mono,
                           mesh_resolution=job.mesh_resolution, progress=progress)
     if job.copies > 1 and source.kind != "image":  # an augmentation flips and crops an image
@@ -165,6 +168,8 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
         warm_device(resolve_device(fit.device))  # this rank's context, made while the kernel is checked
     fitter = make_dataset_fitter(config, fit, job.meta_options)
     fitter.kind = source.kind  # chooses the measure its fields stop by (fit.batched.stop_measure)
+    if dist.is_main():
+        require_zarr()  # imported while the thread above finishes (describe() waits for it on a GPU)
     steps_by = fitter.describe()  # also refuses a --kernel that cannot run here, before the store is made
     device = resolve_device(fit.device)  # describe() has refused one that is not there
     if dist.is_main():

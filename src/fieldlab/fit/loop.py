@@ -54,24 +54,33 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-_WARMED: set[torch.device] = set()
+_WARMED: set[str] = set()
 
 
-def warm_device(device: torch.device) -> None:
-    """Create `device`'s CUDA context on a daemon thread, once a process, so that a command's checks and
+def warm_device(device: torch.device | str) -> None:
+    """Make `device`'s CUDA context on a daemon thread, once a process, so that a command's checks and
     reading overlap it: the context takes 0.3-0.4 s on an H200's host, and there the first tensor moved
     to the GPU paid it on the command's path (`benchmarks/command_overhead.py`'s prepare phase). The
     thread holds the interpreter for part of it: measured, an init beside 0.3 s of Python took 0.48 s
-    against 0.61-0.71 s in turn. Nothing on a CPU; a failure is left for the command's own first CUDA
-    call to report (the thread says nothing)."""
-    if device.type != "cuda" or device in _WARMED:
+    against 0.61-0.71 s in turn. `device` may be a --device name not yet resolved (auto, cuda, cuda:N): the
+    thread then also makes CUDA's first call (whether a GPU is there: 0.2 s on an H100's host), and `cpu`
+    does nothing. Once CUDA is there, Triton's compiler is prepared beside it (`kernels.fused.
+    prepare_compiler`). Nothing on a CPU; a failure is left for the command's own first CUDA call to report
+    (the thread says nothing)."""
+    name = str(device)
+    if name == "cpu" or not (name == "auto" or name.startswith("cuda")) or name in _WARMED:
         return
-    _WARMED.add(device)
+    _WARMED.add(name)
     import threading
 
     def warm() -> None:
         try:
-            torch.zeros(1, device=device)
+            if name == "auto" and not torch.cuda.is_available():
+                return
+            from fieldlab.kernels.fused import prepare_compiler
+
+            prepare_compiler()
+            torch.zeros(1, device="cuda" if name == "auto" else name)
         except Exception:  # noqa: BLE001 -- the command's first CUDA call raises it again, where it is handled
             pass
 

@@ -19,6 +19,7 @@ import importlib.util
 import logging
 import os
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 import torch
@@ -153,6 +154,44 @@ def use_interpreter() -> None:
 def triton_installed() -> bool:
     """Whether Triton can be imported (asked once: the kernels' dispatch asks at every step)."""
     return importlib.util.find_spec("triton") is not None
+
+
+_COMPILER_LOCK = threading.Lock()
+_COMPILER: threading.Thread | None = None
+
+
+def prepare_compiler() -> None:
+    """Start, once a process and where Triton compiles (installed, not interpreted), the part of a first
+    Triton compile that every kernel shares, on a daemon thread: Triton's cache key hashes its own library
+    (415 MB, 0.3 s; a compile from the cache pays it too), which leaves the interpreter free meanwhile, so
+    it overlaps a command's checks and imports instead of following them (`fit.loop.warm_device` starts
+    it). `fieldlab.kernels.triton` waits for it when imported (`compiler_prepared`). A Triton without this
+    key, or a failure, is left to the first compile."""
+    global _COMPILER
+    with _COMPILER_LOCK:
+        if _COMPILER is not None or not triton_installed() or os.environ.get("TRITON_INTERPRET") == "1":
+            return
+
+        def prepare() -> None:
+            try:
+                try:
+                    from triton.runtime.cache import triton_key  # Triton 3.3 on
+                except ImportError:
+                    from triton.compiler.compiler import triton_key
+                triton_key()  # cached by Triton for the process
+            except Exception:  # noqa: BLE001 -- the first compile computes it again, and reports what fails
+                pass
+
+        _COMPILER = threading.Thread(target=prepare, name="fieldlab-triton-key", daemon=True)
+        _COMPILER.start()
+
+
+def compiler_prepared() -> None:
+    """Wait for `prepare_compiler`'s thread, if one was started (so that a compile does not hash Triton's
+    library a second time beside it)."""
+    thread = _COMPILER
+    if thread is not None and thread is not threading.current_thread():
+        thread.join()
 
 
 def triton_available(device: torch.device) -> bool:

@@ -42,8 +42,12 @@ import os
 import triton
 import triton.language as tl
 
+from fieldlab.kernels.fused import compiler_prepared
+
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 """Whether these kernels were decorated for Triton's interpreter (CPU) rather than compiled."""
+
+compiler_prepared()  # every compile and launch of these kernels imports this module first
 
 
 @triton.jit

@@ -80,6 +80,12 @@ def _zarr():
     return zarr
 
 
+def require_zarr() -> None:
+    """Import zarr now (0.35 s on an H100's host), or refuse with the extra that installs it: a job that
+    writes a store calls it where it would otherwise wait (for a GPU's first call and Triton's key)."""
+    _zarr()
+
+
 def _uncompressed(zarr) -> dict[str, Any]:
     """`group.full`'s arguments for chunks kept as plain bytes. Fitted float32 weights are nearly random bits:
     zstd (zarr's default) saved 8% of a SIREN's chunk and made writing and reading it several times slower
