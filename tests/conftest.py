@@ -1,3 +1,4 @@
+import os
 import signal
 
 import numpy as np
@@ -8,6 +9,9 @@ from fieldlab.cli import main
 from fieldlab.signals import load_signal
 
 import _fixtures
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `-n N`: N processes share the cores, one intra-op thread each
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
