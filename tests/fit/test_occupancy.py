@@ -192,3 +192,27 @@ def test_a_mesh_fit_keeps_at_most_a_share_of_the_limit_for_what_follows_it(spher
     fitter.step()
     fitter.final_points = 10**12  # a grid no limit could evaluate
     assert fitter.keep_seconds() <= fitter.step_seconds + OccupancyFitter.final_share * 100 + 1e-9
+
+
+def test_a_resumed_fit_labels_the_points_its_first_run_labelled_in_time(sphere, tmp_path, monkeypatch):
+    """A run whose labelling a time limit cut fits a prefix of the seeded points; the fit that resumes it
+    (here without a limit, which alone would label every point in drawn order) fits that same prefix, so it
+    ends as the uninterrupted run did."""
+    from fieldlab.fit import loop
+    from fieldlab.signals import mesh as mesh_module
+
+    monkeypatch.setattr(mesh_module, "LABEL_PAIRS", 1)  # pieces of one block: the cut leaves the first one
+    monkeypatch.setattr(occupancy_module, "LABEL_SHARE", 0.0)
+    monkeypatch.setattr(loop, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint at every log line
+    small = OccupancyConfig(points=4000, eval_points=2000, resolution=16, chamfer_points=2000, backend="torch")
+    config = make_config("siren", in_dim=3, out_dim=1, hidden_dim=16, num_layers=1)
+    checkpoint = tmp_path / "fit.ckpt"
+    first = fit_mesh(sphere, config, FitConfig(steps=30, batch_size=256, device="cpu", seed=0, max_seconds=1e6),
+                     small, checkpoint=checkpoint, identity="sphere")
+    assert 0 < first.metrics["points"] < 4000 and first.metrics["stopped_by_time_limit"]
+    assert torch.load(checkpoint, weights_only=True)["step"] == 20  # the last save before the end
+    resumed = fit_mesh(sphere, config, FitConfig(steps=30, batch_size=256, device="cpu", seed=0), small,
+                       checkpoint=checkpoint, resume=True, identity="sphere")
+    assert resumed.metrics["points"] == first.metrics["points"]
+    assert all(torch.equal(a, b) for a, b in zip(first.field.state_dict().values(),
+                                                 resumed.field.state_dict().values()))

@@ -94,6 +94,15 @@ class OccupancyFitter(Fitter):
         return min(full, self.step_seconds + self.final_share * self.deadline.seconds) if self.deadline.bounded \
             else full
 
+    labelled_in_time: int | None = None
+    """How many points a labelling under a time limit gave the fit (None: every point, in drawn order)."""
+
+    def state_dict(self) -> dict:
+        """The Fitter's state and, after a labelling under a time limit, its point count, which a resumed fit
+        labels again whatever its own limit (`fit_mesh`)."""
+        state = super().state_dict()
+        return state if self.labelled_in_time is None else {**state, "points": self.labelled_in_time}
+
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         error = F.binary_cross_entropy_with_logits(prediction.float(), target.float(), reduction="none")
         return error.mean(dim=(-2, -1)).sum() if self.stacked else error.mean()
@@ -132,8 +141,9 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
 
     `tensorboard_dir`: the loss (bce) at every logged step and the held-out points' IoU. `checkpoint`,
     `resume` and `identity` are `fit.loop.fit`'s: the Fitter's state is saved in `checkpoint` every
-    `CHECKPOINT_SECONDS` of fitting; the points are drawn again from their seeds, so a resumed fit ends as
-    the uninterrupted one.
+    `CHECKPOINT_SECONDS` of fitting; the points are drawn again from their seeds, as many as the first run
+    labelled (under a time limit, a prefix of their seeded order), so a resumed fit ends as the uninterrupted
+    one.
 
     >>> config = make_config("siren", in_dim=3, out_dim=1, hidden_dim=64)
     >>> result = fit_mesh(read_mesh(Path("bunny.obj")), config, FitConfig(steps=2000, batch_size=2**16))
@@ -160,11 +170,13 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
     # one deadline for the labelling, the fit (the Fitter takes the active one) and the grid after it
     with _deadline.limit(fit_config.max_seconds) as deadline:
         tick = time.perf_counter()
-        labelling = LABEL_SHARE * deadline.left() if deadline.bounded else None
-        points, values = _sample(mesh, occupancy, occupancy.points, fit_config.seed, device, progress, labelling)
+        labelling = LABEL_SHARE * deadline.left() if deadline.bounded and state is None else None
+        count = state.get("points") if state is not None else None  # a resumed fit labels the points its first
+        points, values = _sample(mesh, occupancy, occupancy.points, fit_config.seed, device, progress,  # run fitted
+                                 labelling, count)
         if len(points) < occupancy.points:
-            deadline.cut(f"the field is fitted on the {len(points):,} of {occupancy.points:,} points labelled in "
-                         f"{LABEL_SHARE:.0%} of the time that was left")
+            when = "by the run this one resumes" if count else f"in {LABEL_SHARE:.0%} of the time that was left"
+            deadline.cut(f"the field is fitted on the {len(points):,} of {occupancy.points:,} points labelled {when}")
         if not bool((values > 0.5).any()):  # an empty field would score IoU 1 against an empty inside
             raise UserError(f"{mesh.source or 'the mesh'} encloses no volume: none of its {len(values):,} sample "
                             "points is inside (a single face, a flat or open surface); occupancy fields need a closed "
@@ -176,6 +188,7 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
         fitter = OccupancyFitter(config.build(), points, values, fit_config, lr=fit_config.lr or type(config).lr,
                                  betas=type(config).adam_betas, eps=type(config).adam_eps)
         fitter.final_points = occupancy.eval_points + occupancy.resolution ** 3
+        fitter.labelled_in_time = len(points) if labelling is not None or count is not None else None
         saves = FitterCheckpoints(checkpoint, identity, state)
         _train(fitter, RunLog(log_path, tensorboard_dir, progress, fit_config.steps), saves, held_points, held_values)
         seconds = fitter.elapsed()
@@ -248,11 +261,12 @@ def surface_scores(mesh: Mesh, occupancy: OccupancyConfig, logits: torch.Tensor,
 
 
 def _sample(mesh: Mesh, occupancy: OccupancyConfig, total: int, seed: int, device: torch.device,
-            progress: bool = False, seconds: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            progress: bool = False, seconds: float | None = None,
+            count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     near, uniform = occupancy.split(total)
     return sample_occupancy(mesh, n_surface=near, n_uniform=uniform, sigma=occupancy.surface_sigma, seed=seed,
                             device=device, chunk=occupancy.chunk, backend=occupancy.backend, progress=progress,
-                            seconds=seconds)
+                            seconds=seconds, count=count)
 
 
 def _train(fitter: OccupancyFitter, log: RunLog, saves: FitterCheckpoints, held_points: torch.Tensor,

@@ -245,16 +245,18 @@ def sample_surface(vertices: torch.Tensor, faces: torch.Tensor, n: int, *,
 def sample_occupancy(mesh: Mesh, *, n_surface: int, n_uniform: int, sigma: float | Sequence[float] = (0.01, 0.05),
                      seed: int = 0, device: str | torch.device = "cpu", chunk: int = 2**20,
                      backend: Backend = "auto", progress: bool = False,
-                     seconds: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     seconds: float | None = None, count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Canonical points (n, 3) float32 and their occupancy (n, 1) float32 in {0, 1}, on `device`.
 
     `n_surface` points are drawn on the surface and moved by Gaussian noise of standard deviation
     `sigma` (canonical units; several values share the points equally, as in occupancy-network and
     SDF papers), then `n_uniform` points uniformly in [-1, 1]^3; all are clipped to the cube and labelled by
     the winding number (`winding_number`'s `chunk` and `backend`; `label_points`' `progress`). The same `seed`
-    and device give the same points. With `seconds`, the points come in one seeded random order, labelling
-    stops after about that long, and the points labelled so far are returned: a prefix of that order, in which
-    near and uniform points keep their shares.
+    and device give the same points: the near ones, then the uniform ones. With `seconds` or `count` they come
+    in one seeded random order instead, so that any prefix of it holds near and uniform points in their
+    shares: with `seconds`, labelling stops after about that long and the points labelled so far are
+    returned; with `count`, the first `count` are (a resumed fit labels the points its first run labelled in
+    its time).
     """
     sigmas = (sigma,) if isinstance(sigma, (int, float)) else tuple(sigma)
     if n_surface < 0 or n_uniform < 0 or n_surface + n_uniform == 0:
@@ -269,8 +271,8 @@ def sample_occupancy(mesh: Mesh, *, n_surface: int, n_uniform: int, sigma: float
         near = near + std * torch.randn(near.shape, device=device, generator=generator)
     uniform = 2 * torch.rand(n_uniform, 3, device=device, generator=generator) - 1
     points = torch.cat([near, uniform]).clamp(-1, 1)
-    if seconds is not None:  # any prefix labelled in time then holds near and uniform points in their shares
-        points = points[torch.randperm(len(points), device=device, generator=generator)]
+    if seconds is not None or count is not None:  # a prefix labelled in time holds near and uniform points in
+        points = points[torch.randperm(len(points), device=device, generator=generator)][:count]  # their shares
     occupancy = label_points(points, vertices, faces, chunk=chunk, backend=backend, progress=progress,
                              seconds=seconds) > 0.5
     return points[:len(occupancy)], occupancy.float()[:, None]
