@@ -1,6 +1,7 @@
 """`fieldlab fit-dataset` and `fieldlab store info` as a user meets them: kill -9 and --resume, torchrun."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -193,5 +194,6 @@ def test_max_seconds_stops_a_chunk_mid_fit_and_its_steps_show(tmp_path, cli, cap
     assert status == 0, err
     assert time.perf_counter() - began < 60  # a million steps of 64-pixel fields take far longer
     assert "stopped during chunk 0 (0 of 1 chunks done" in caplog.text
+    assert re.search(r"at step [\d,]+ of 1,000,000 and [\d.e-]+ s a step: about [\d,]+ min for the chunk", caplog.text)
     assert "0 of 2 siren fields (" in out and "nan" not in out  # no mean PSNR of no fields
     assert FieldStore(tmp_path / "S").rows().size == 0

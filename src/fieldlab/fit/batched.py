@@ -84,8 +84,8 @@ class BatchedFitConfig:
     elsewhere; fused (up to 128 wide, above 64 at bf16 only) or reference force one."""
     max_seconds: float = 0.0
     """Time limit for the whole command, in seconds (0: none): no chunk is begun that would not finish
-    within it (estimated from the first chunk's time; a chunk begun is never cut), so the store is left
-    incomplete and `--resume` fits the rest."""
+    within it (estimated from the chunks so far), and a chunk begun stops one step's time before it and is
+    not written, so the store is left incomplete and `--resume` fits the rest."""
 
     def validate(self) -> None:
         # The options shared with a single fit are checked by FitConfig, so both commands agree.

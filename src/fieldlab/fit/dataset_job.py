@@ -283,6 +283,7 @@ def _fit_chunks(mine: list[int], writer, fitter, rows_of: Augmented, coords, is_
             wrote(1)
 
     steps = fitter.fit_config.steps if fitter.steps_of_fit else 0
+    cut_at: dict[str, float] = {}  # where the time limit stopped a chunk: its step, and seconds a step then
 
     def fit_chunk(chunk: int, rows: np.ndarray, values: torch.Tensor):
         """The chunk's fit under a bar of its steps (a chunk of large items takes minutes); None when the time
@@ -297,6 +298,7 @@ def _fit_chunks(mine: list[int], writer, fitter, rows_of: Augmented, coords, is_
                 stepped(step - done[0])
                 done[0] = step
                 if deadline.out_of_time(per_step if step > 1 else 0.0):
+                    cut_at.update(step=step, per_step=per_step)
                     raise _OutOfTime
 
             try:
@@ -314,8 +316,9 @@ def _fit_chunks(mine: list[int], writer, fitter, rows_of: Augmented, coords, is_
             result = fit_chunk(chunk, rows, values)
             if result is None:
                 deadline.cut(f"stopped during chunk {chunk} ({count - 1} of {len(mine)} chunks done; a chunk of "
-                             f"{len(rows):,} fields took longer than was left); the store is incomplete (--resume "
-                             f"fits the rest, --chunk-fields sets smaller chunks for a new store)")
+                             f"{len(rows):,} fields took longer than was left{_need(cut_at, steps)}); the store is "
+                             f"incomplete (--resume fits the rest, --chunk-fields sets smaller chunks for a new "
+                             f"store)")
                 break
             behind.submit(write, chunk, rows, result)  # waits for the chunk before it: one write in flight
             advance(len(rows))
@@ -331,6 +334,17 @@ def _fit_chunks(mine: list[int], writer, fitter, rows_of: Augmented, coords, is_
                 log.info("rank %d: chunk %d (%d/%d): %d fields, mean PSNR %.2f dB%s, %.1f s", dist.rank(), chunk, count,
                          len(mine), len(rows), float(np.mean(result.psnr)), _stop_quality(result),
                          time.perf_counter() - start)
+
+
+def _need(cut_at: dict[str, float], steps: int) -> str:
+    """', at step S of N and X s a step: about T for the chunk' from where a time limit stopped a chunk, so that
+    the cut says what a limit would have to be (or what to make cheaper: --steps, --sample-fraction, the items'
+    size); '' when unknown."""
+    if not cut_at or not steps or cut_at["step"] >= steps:
+        return ""
+    need = steps * cut_at["per_step"]
+    return (f", at step {int(cut_at['step']):,} of {steps:,} and {cut_at['per_step']:.2g} s a step: about "
+            f"{need / 60:.0f} min for the chunk" if need >= 120 else f", about {need:.0f} s for the chunk")
 
 
 class _OutOfTime(Exception):
