@@ -195,3 +195,20 @@ def test_a_command_run_as_its_own_program_counts_its_limit_from_its_imports():
     with command_started(), limit(5.0) as deadline:
         assert 4.5 < deadline.left() <= 5.0
     assert IMPORTED < time.perf_counter()
+
+
+def test_a_fit_whose_evaluation_takes_a_part_writes_its_field_and_says_what_it_left_out(tmp_path, cli, monkeypatch):
+    from fieldlab.fit import loop
+
+    monkeypatch.setattr(loop.Fitter, "final_samples", lambda self, total: total // 7)
+    status, _, err = cli(["fit", "sample:camera", "--max-size", "32", "--field", "siren", "--steps", "20",
+                          "--device", "cpu", "--out", tmp_path / "F"])
+    assert status == 0, err
+    metrics = json.loads((tmp_path / "F" / "metrics.json").read_text())
+    assert metrics["evaluated_samples"] == 32 * 32 // 7 and 5 < metrics["psnr"] < 60 and "ssim" not in metrics
+    assert "evenly spread of the 1,024 samples" in err and "`fieldlab render`" in err
+    files = {p.name for p in (tmp_path / "F").iterdir()}
+    assert {"field.safetensors", "metrics.json", "training.png"} <= files
+    assert not any(name.startswith(("reconstruction", "error")) for name in files)
+    status, _, err = cli(["render", tmp_path / "F", "--out", tmp_path / "r.png"])
+    assert status == 0 and (tmp_path / "r.png").is_file(), err

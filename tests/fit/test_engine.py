@@ -1,5 +1,6 @@
 """The stepper contract: every engine keeps it, and an engine's state carries a fit across an interruption."""
 
+import pytest
 import torch
 
 from fieldlab.fields import FieldStack, make_config
@@ -75,3 +76,32 @@ def test_a_compiling_first_step_is_not_taken_as_a_steps_cost():
     assert fitter.step_seconds == 0.0 and fitter.compile_seconds > 0
     fitter.step()
     assert fitter.step_seconds > 0
+
+
+def test_a_final_evaluation_past_half_the_limit_takes_a_part_of_the_samples():
+    """Under a limit, the fit keeps what the whole evaluation needs where that is at most `whole_share` of the
+    limit (and then evaluates every sample); past it, at most `final_share`, and `final_samples` gives as many
+    samples as 60% of the time left evaluates."""
+    from fieldlab import _deadline
+    from fieldlab.fit import loop
+
+    with _deadline.limit(100.0):
+        fitter = Fitter(CONFIG.build(), COORDS, VALUES[0], FitConfig(steps=3, device="cpu", max_seconds=100),
+                        lr=1e-3)
+        fitter.step_seconds = 0.01  # a step's time over its points: evaluating one point costs 0.01/n · after_share
+        per_point = fitter.evaluation_seconds(1)
+        small = int(0.4 * 100 / per_point)  # 40 s of evaluation: whole, with its margin kept
+        fitter.final_points = small
+        assert fitter.keep_seconds() >= fitter.step_seconds + 1.5 * 40 - 1e-6
+        assert fitter.final_samples(small) == small
+        large = int(10 * 100 / per_point)  # 1,000 s: a part, and the fit keeps at most 40 s of the limit
+        fitter.final_points = large
+        assert fitter.keep_seconds() == pytest.approx(fitter.step_seconds + loop.Fitter.final_share * 100)
+        part = fitter.final_samples(large)
+        left = fitter.deadline.left()
+        assert part < large and fitter.evaluation_seconds(part) == pytest.approx(0.6 * left, rel=1e-3)
+        assert fitter.final_samples(loop.FINAL_MIN_SAMPLES * 10**6) >= loop.FINAL_MIN_SAMPLES
+    unbounded = Fitter(CONFIG.build(), COORDS, VALUES[0], FitConfig(steps=3, device="cpu", max_seconds=0), lr=1e-3)
+    unbounded.step_seconds = 1.0
+    assert unbounded.final_samples(10**9) == 10**9  # no limit: every sample, whatever it costs
+

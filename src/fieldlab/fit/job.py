@@ -205,15 +205,17 @@ def _run_fit_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensorb
             result.metrics["psnr_peak"] = signal.info.normalization.scale
             log.info("PSNR is on the linear values, relative to a peak of %g (the image's max - min)",
                      signal.info.normalization.scale)
-        pictures = [lambda: plots.write_error_map(signal.values, result.prediction, signal.info.kind,
-                                                  folder / "error.png", metrics=result.metrics,
-                                                  sample_rate=signal.info.extra.get("sample_rate")),
-                    lambda: plots.write_training_plot(folder / "log.jsonl", folder / "training.png")]
-        first = "error.png" if signal.info.kind in plots.ERROR_MAP_KINDS else "training.png"
+        whole = result.prediction is not None  # else a time limit left the final evaluation a part of the samples
+        pictures = [lambda: plots.write_training_plot(folder / "log.jsonl", folder / "training.png")]
+        if whole:
+            pictures.insert(0, lambda: plots.write_error_map(signal.values, result.prediction, signal.info.kind,
+                                                             folder / "error.png", metrics=result.metrics,
+                                                             sample_rate=signal.info.extra.get("sample_rate")))
+        first = "error.png" if whole and signal.info.kind in plots.ERROR_MAP_KINDS else "training.png"
         with Forked(pictures, parallel=plots.ready(first)):  # drawn beside the writes, given the cores
             write_field(folder, result.field, config, signal.info, result.metrics)
-            raw = signal.info.normalization.decode(result.prediction)
-            write_reconstruction(folder, raw, signal.info)
+            if whole:
+                write_reconstruction(folder, signal.info.normalization.decode(result.prediction), signal.info)
             _write_run_files(result, folder, job, config)
     checkpoint.unlink(missing_ok=True)  # the field is written: nothing is left to resume
     return result

@@ -116,6 +116,22 @@ MEASURES = {
 """The measures a modality names in `Modality.metrics`: (prediction, target) → the values it reports."""
 
 
+SAMPLED = ("psnr", "snr")
+"""The measures that a part of the samples estimates (means over samples); SSIM and per-frame PSNRs need the
+whole signal."""
+
+
+def sampled_metrics(kind: str, prediction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """The metrics of `metrics_for` that a part of the samples gives, from (samples, c) predictions and targets."""
+    from fieldlab.signals import get_modality
+
+    result = {}
+    for name in get_modality(kind).metrics:
+        if name in SAMPLED:
+            result.update(MEASURES[name](prediction, target))
+    return {k: float(np.round(v, 4)) for k, v in result.items()}
+
+
 def metrics_for(kind: str, prediction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     """The metrics the modality `kind` reports (its `Modality.metrics`; prediction and target (*shape, c))."""
     from fieldlab.signals import get_modality

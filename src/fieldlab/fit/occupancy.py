@@ -84,15 +84,7 @@ class OccupancyFitter(Fitter):
     (0.69 of a step's time per point, with the reserve's margin). With a third, `--max-seconds 40` ended at
     45.8 s."""
 
-    final_share = 0.4
-    """Most of the command's limit the fit keeps for what follows it: the grid is then shrunk to the time left
-    (`grid_within`) rather than the fit stopped for it. Keeping a default 256³ grid's time (220 s for the default
-    SIREN on 2 CPU cores) stopped the bunny's fit after 2 steps under the CPU's 120 s (IoU 0.45)."""
-
-    def keep_seconds(self) -> float:
-        full = super().keep_seconds()
-        return min(full, self.step_seconds + self.final_share * self.deadline.seconds) if self.deadline.bounded \
-            else full
+    whole_share = 0.0  # the grid after the fit shrinks to the time left (grid_within): keep at most final_share
 
     labelled_in_time: int | None = None
     """How many points a labelling under a time limit gave the fit (None: every point, in drawn order)."""
