@@ -317,8 +317,9 @@ def _fit_chunks(mine: list[int], writer, fitter, rows_of: Augmented, coords, is_
             if result is None:
                 deadline.cut(f"stopped during chunk {chunk} ({count - 1} of {len(mine)} chunks done; a chunk of "
                              f"{len(rows):,} fields took longer than was left{_need(cut_at, steps)}); the store is "
-                             f"incomplete (--resume fits the rest, --chunk-fields sets smaller chunks for a new "
-                             f"store)")
+                             f"incomplete (--resume fits the rest; a larger --max-seconds, or 0, leaves it time, "
+                             f"--steps or --sample-fraction make a chunk cheaper, and --chunk-fields smaller for a "
+                             f"new store)")
                 break
             behind.submit(write, chunk, rows, result)  # waits for the chunk before it: one write in flight
             advance(len(rows))
