@@ -339,7 +339,7 @@ class Fitter:
     """Most of the command's limit the fit keeps for what follows it when the final evaluation cannot be whole
     (`whole_share`), rather than being stopped for it. Kept whole, a 600-frame 512² video's evaluation (26 min
     estimated on 2 CPU cores) stopped its fit after 2 steps under the CPU's 120 s and then ran 20 minutes past
-    the limit; now it fits 970 steps and ends in 103 s. A mesh's grid shrinks to the time left instead
+    the limit; now it fits about 1,000 steps and ends in 103-107 s. A mesh's grid shrinks to the time left instead
     (`fit.occupancy.grid_within`, where `whole_share` is 0): keeping a default 256³ grid's time (220 s for the
     default SIREN) stopped the bunny's fit after 2 steps (IoU 0.45)."""
 
