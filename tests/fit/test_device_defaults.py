@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from fieldlab.fit import FitConfig
-from fieldlab.fit.device_defaults import CPU_MAX_SECONDS, device_defaults, resolve_fit_config, resolve_max_seconds
+from fieldlab.fit.device_defaults import (CPU_MAX_SECONDS, device_defaults, resolve_batch, resolve_fit_config,
+                                         resolve_max_seconds)
 
 
 def test_a_cpu_gets_a_time_budget_and_a_gpu_keeps_none():
@@ -140,18 +141,19 @@ def test_a_refused_kernel_is_the_only_line_before_the_time_limit_note(tmp_path, 
 def test_a_gpu_fit_left_to_choose_its_batch_takes_as_many_points_as_its_memory_fits(monkeypatch):
     """Every point per step is a GPU's default; where their fit would not fit its free memory (a 10-s 512²
     video: about 1,800 GB on an H100), the largest power of two that fits is taken instead of a refusal."""
-    import importlib
-
     from fieldlab.fields import make_config
+    from fieldlab.fit import device_defaults as defaults
 
-    job = importlib.import_module("fieldlab.fit.job")
     free = 8 * 2**30
-    monkeypatch.setattr(job, "resolve_device", lambda device: torch.device(device))
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 2 * free))
     config = make_config("siren", in_dim=3, out_dim=3, hidden_dim=256, num_layers=3)
     points = 600 * 512 * 512
-    size = job.fitting_batch(config, points, "cuda")
+
+    def fitting_batch(points, device):
+        return resolve_batch(FitConfig(), device, points, config.num_params(), fit_bytes=config.fit_bytes).batch_size
+
+    size = fitting_batch(points, "cuda")
     assert size & (size - 1) == 0 and size < points
-    assert config.fit_bytes(size) <= job.MEMORY_SHARE * free < config.fit_bytes(2 * size)
-    assert job.fitting_batch(config, 4096, "cuda") == 4096  # a signal that fits keeps every point
-    assert job.fitting_batch(config, points, "cpu") == points  # the CPU's own step budget chooses there
+    assert config.fit_bytes(size) <= defaults.MEMORY_SHARE * free < config.fit_bytes(2 * size)
+    assert fitting_batch(4096, "cuda") == 0  # a signal that fits keeps every point
+    assert fitting_batch(points, "cpu") == defaults.device_defaults("cpu").points_per_step(points, config.num_params())

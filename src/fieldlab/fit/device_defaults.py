@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -145,12 +145,38 @@ def resolve_fit_config(config: Any, device: torch.device | str, *, points: int |
     if config.max_seconds is None:
         changes["max_seconds"] = resolve_max_seconds(None, device, say=say)
     if config.batch_size is None and points is not None and params is not None:
-        size = 0 if config.sample_fraction else device_defaults(device).points_per_step(points, params)
-        if size:
-            log.info("%s: %s of %s points per step; --batch-size 0 for every point", _name(device),
-                     f"{size:,}", f"{points:,}")
-        changes["batch_size"] = size
+        changes["batch_size"] = resolve_batch(config, device, points, params, say=say).batch_size
     return dataclasses.replace(config, **changes) if changes else config
+
+
+MEMORY_SHARE = 0.8
+"""Of a GPU's free memory, what a fit whose batch the device chooses plans to use (`resolve_batch`; a field's
+`fit_bytes` is an estimate)."""
+
+
+def resolve_batch(config: Any, device: torch.device | str, points: int, params: int, *,
+                  fit_bytes: Callable[[int], int] | None = None, say: bool = True) -> Any:
+    """`config` (a `FitConfig`) with its unset `batch_size` (None, without a `sample_fraction`) resolved for a
+    field of `params` parameters on `points` samples: on a CPU the step budget's mini-batch
+    (`DeviceDefaults.points_per_step`); on CUDA every point (0), or where `fit_bytes(points)` would not fit
+    `MEMORY_SHARE` of the free memory, the largest power of two that does (down to `CPU_MIN_POINTS`; the
+    command's memory check refuses what is left). A 10-s 512² video (157 M samples) was refused on an H100 at
+    its defaults: every point per step needed about 1,800 GB. With `say`, a chosen mini-batch is logged."""
+    if config.batch_size is not None:
+        return config
+    size = 0 if config.sample_fraction else device_defaults(device).points_per_step(points, params)
+    why = "; --batch-size 0 for every point"
+    if not size and not config.sample_fraction and fit_bytes is not None and torch.device(device).type == "cuda":
+        free = torch.cuda.mem_get_info(torch.device(device))[0] * MEMORY_SHARE
+        if fit_bytes(points) > free:
+            size = 1 << (points.bit_length() - 1)
+            while size > CPU_MIN_POINTS and fit_bytes(size) > free:
+                size //= 2
+            why = (f", as many as its free memory fits (every point would need about {fit_bytes(points) / 2**30:.0f} "
+                   "GB); --batch-size chooses")
+    if size and say:
+        log.info("%s: %s of %s points per step%s", _name(device), f"{size:,}", f"{points:,}", why)
+    return dataclasses.replace(config, batch_size=size)
 
 
 def _name(device: torch.device | str) -> str:

@@ -15,7 +15,7 @@ from fieldlab._pipeline import Forked
 from fieldlab._validate import LIMITS, bounded_int, check_memory
 from fieldlab.fields import FieldConfig, coerce_option, get_config_class
 from fieldlab.fit.config import FitConfig, points_per_step, single_kernel
-from fieldlab.fit.device_defaults import CPU_MIN_POINTS, device_defaults, time_limit
+from fieldlab.fit.device_defaults import resolve_batch, time_limit
 from fieldlab.fit.own_engines import engine_for, engine_options
 from fieldlab.fit.loop import FitResult, fit, own_trainer, resolve_device, warm_device
 from fieldlab.signals import (get_modality, kind_is_known, kind_of, load_signal, parse_span,
@@ -112,30 +112,6 @@ def check_fit_memory(config: FieldConfig, points: int, device: str) -> None:
         raise UserError(f"{what} needs about {need / 2**30:.1f} GB; {target} has {free / 2**30:.1f} GB free")
 
 
-MEMORY_SHARE = 0.8
-"""Of a GPU's free memory, what a fit left to choose its batch (`fitting_batch`) plans to use: `fit_bytes` is an
-estimate."""
-
-
-def fitting_batch(config: FieldConfig, points: int, device: str | Any) -> int:
-    """Points per step for a fit whose batch the device chooses (every point on a GPU): `points`, or on CUDA,
-    where their fit would not fit in `MEMORY_SHARE` of the free memory, the largest power of two below it that
-    does (down to `CPU_MIN_POINTS`; `check_fit_memory` refuses what is left). A 10-s 512² video (157 M samples)
-    was refused on an H100 at its defaults: every point per step needed about 1,800 GB."""
-    import torch
-
-    target = resolve_device(device)
-    if target.type != "cuda":
-        return points
-    free = torch.cuda.mem_get_info(target)[0] * MEMORY_SHARE
-    if config.fit_bytes(points) <= free:
-        return points
-    size = 1 << (points.bit_length() - 1)
-    while size > CPU_MIN_POINTS and config.fit_bytes(size) > free:
-        size //= 2
-    return size
-
-
 def engine_training(job: FitJob) -> tuple[FitJob, Any]:
     """The job with its engine's options moved from `field_options` to `train_options`, and the engine's
     training config built from them (checked: one UserError naming the flag), or None for the standard loop."""
@@ -204,17 +180,10 @@ def _run_fit_job(job: FitJob, out: Path, *, force: bool, progress: bool, tensorb
                                   out_dim=signal.info.channels, shape=signal.shape, params=job.params,
                                   max_params=signal.values.numel())
     points = signal.values[..., 0].numel()
-    per_step = points_per_step(job.fit, points)
-    if job.fit.batch_size is None and not job.fit.sample_fraction:  # the device's choice, as the Fitter makes it
-        device = resolve_device(job.fit.device)
-        per_step = device_defaults(device).points_per_step(points, config.num_params()) or per_step
-        fitting = fitting_batch(config, per_step, device) if engine_for(config) is None else per_step
-        if fitting < per_step:  # the standard loop's batch; engines of their own choose theirs
-            log.info("%s: %s of %s points per step, as many as its free memory fits (every point would need "
-                     "about %.0f GB); --batch-size chooses", device.type.upper(), f"{fitting:,}", f"{points:,}",
-                     config.fit_bytes(per_step) / 2**30)
-            job = dataclasses.replace(job, fit=dataclasses.replace(job.fit, batch_size=fitting))
-            per_step = fitting
+    # the batch that fit() resolves (the standard loop's; engines of their own choose theirs), for the checks
+    fit_bytes = config.fit_bytes if engine_for(config) is None else None
+    per_step = points_per_step(resolve_batch(job.fit, resolve_device(job.fit.device), points, config.num_params(),
+                                             fit_bytes=fit_bytes, say=False), points)
     check_fit_memory(config, per_step, job.fit.device)
     if job.fit.kernel != "auto" and engine_for(config) is None:  # --kernel's refusal before the notes below
         single_kernel(config, job.fit, resolve_device(job.fit.device), per_step, points)

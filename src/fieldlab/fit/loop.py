@@ -25,7 +25,7 @@ from fieldlab._optim import Adam
 from fieldlab.fields import FieldConfig, TrainsOnOwnPoints
 from fieldlab.fit.checkpoint import FitterCheckpoints, read_checkpoint
 from fieldlab.fit.config import FitConfig, points_per_step, single_kernel
-from fieldlab.fit.device_defaults import resolve_fit_config
+from fieldlab.fit.device_defaults import resolve_batch, resolve_fit_config
 from fieldlab.fit.own_engines import engine_for
 from fieldlab.fit.metrics import metrics_for, psnr_from_mse, sampled_metrics
 from fieldlab.fit.points import generator, step_points
@@ -545,11 +545,15 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
     torch.manual_seed(fit_config.seed)
     field = config.build()
     lr = fit_config.lr or type(config).lr
-    coords, values = signal.coords(), signal.flat_values()
+    grid = coords = signal.coords()
+    values = signal.flat_values()
     # A field may train on other points than it renders (partitions fitting their neighbours' margins).
     if isinstance(field, TrainsOnOwnPoints):
         coords, values = field.training_points(coords, values, signal.shape)
-    device, points = resolve_device(fit_config.device), points_per_step(fit_config, coords.shape[-2])
+    device = resolve_device(fit_config.device)
+    # an unset batch is the device's, here where the field's memory per point is known (the Fitter keeps it)
+    fit_config = resolve_batch(fit_config, device, coords.shape[-2], config.num_params(), fit_bytes=config.fit_bytes)
+    points = points_per_step(fit_config, coords.shape[-2])
     spec = single_kernel(config, fit_config, device, points, coords.shape[-2])
     if spec is not None:
         from fieldlab.kernels import describe
@@ -601,7 +605,7 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
             prediction = fitter.predict(signal.coords_at(rows)).cpu()
         else:
             rows = None
-            prediction = fitter.predict(signal.coords()).cpu()
+            prediction = fitter.predict(grid).cpu()
         if not bool(torch.isfinite(prediction).all()):  # a fit stopped between two checks of the loss
             raise diverged(fitter.step_count, "the field's values are not finite", lr)
         image = None if rows is not None else prediction.reshape(*signal.shape, -1)
