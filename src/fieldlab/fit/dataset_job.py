@@ -7,7 +7,6 @@ each rank fits every world_size-th pending chunk and writes it itself (ranks nev
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -152,8 +151,8 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
         raise UserError(f"--chunk-fields must be positive, got {job.chunk_fields} (leave it out for the default: "
                         f"4,096 on a GPU, 256 on the CPU)")
     check_store_path(out, force=force, resume=resume, inputs=[job.source])
-    if not dist.launched():  # CUDA's first call and Triton's key on a thread while the input is opened (a rank
-        warm_device(job.fit.device)  # of torchrun knows its own device after dist.init, below)
+    if not dist.launched():  # CUDA's first call and Triton's key on a thread while the input is opened
+        warm_device(job.fit.device)
     source = open_dataset(job.source, image_size=job.image_size, rgb=job.rgb, clip_seconds=job.clip_seconds, mono=job.mono,
                           mesh_resolution=job.mesh_resolution, progress=progress)
     if job.copies > 1 and source.kind != "image":  # an augmentation flips and crops an image
@@ -164,8 +163,8 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
     config = resolve_dataset_config(job.field, dict(job.field_options), source)
     dist.init(job.fit.device)
     fit = dataclasses.replace(job.fit, device=dist.device_for(job.fit.device))
-    with contextlib.suppress(UserError):  # a device that is not there: describe() refuses it below, in its words
-        warm_device(resolve_device(fit.device))  # this rank's context, made while the kernel is checked
+    if dist.launched():  # a rank of torchrun knows its own device now (one process warmed it above)
+        warm_device(fit.device)  # a name or a device; one that is not there is refused by describe(), below
     fitter = make_dataset_fitter(config, fit, job.meta_options)
     fitter.kind = source.kind  # chooses the measure its fields stop by (fit.batched.stop_measure)
     if dist.is_main():

@@ -68,7 +68,7 @@ def warm_device(device: torch.device | str) -> None:
     prepare_compiler`). Nothing on a CPU; a failure is left for the command's own first CUDA call to report
     (the thread says nothing)."""
     name = str(device)
-    if name == "cpu" or not (name == "auto" or name.startswith("cuda")) or name in _WARMED:
+    if not (name == "auto" or name.startswith("cuda")) or name in _WARMED:
         return
     _WARMED.add(name)
     import threading

@@ -162,10 +162,11 @@ def fit_mesh(mesh: Mesh, config: FieldConfig, fit_config: FitConfig = FitConfig(
     # one deadline for the labelling, the fit (the Fitter takes the active one) and the grid after it
     with _deadline.limit(fit_config.max_seconds) as deadline:
         tick = time.perf_counter()
+        # a resumed fit labels the points its first run fitted (`count`), whatever its own limit
         labelling = LABEL_SHARE * deadline.left() if deadline.bounded and state is None else None
-        count = state.get("points") if state is not None else None  # a resumed fit labels the points its first
-        points, values = _sample(mesh, occupancy, occupancy.points, fit_config.seed, device, progress,  # run fitted
-                                 labelling, count)
+        count = state.get("points") if state is not None else None
+        points, values = _sample(mesh, occupancy, occupancy.points, fit_config.seed, device, progress, labelling,
+                                 count)
         if len(points) < occupancy.points:
             when = "by the run this one resumes" if count else f"in {LABEL_SHARE:.0%} of the time that was left"
             deadline.cut(f"the field is fitted on the {len(points):,} of {occupancy.points:,} points labelled {when}")

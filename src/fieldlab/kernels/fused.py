@@ -302,11 +302,10 @@ def _resource_problem(spec: FusedSpec, precision: str, device: torch.device, for
         return None
 
 
-def describe(config: FieldConfig, device: torch.device, kernel: str, precision: str, *, single: bool = False,
-             full_batch: bool = False) -> str:
+def describe(config: FieldConfig, device: torch.device, kernel: str, precision: str, *, single: bool = False) -> str:
     """One line for a log: which path `fit_batch` (or, `single`, one field's fit) takes for `config` on `device`."""
     if kernel == "auto":
-        spec, why = _auto_choice(within_limits(_spec_for(config, single)), precision, device, False, full_batch)
+        spec, why = _auto_choice(within_limits(_spec_for(config, single)), precision, device, False)
     else:
         spec, why = choose_kernel(config, device, kernel, precision, single=single), None
     if spec is None:
