@@ -27,7 +27,7 @@ from fieldlab.fit.checkpoint import FitterCheckpoints, read_checkpoint
 from fieldlab.fit.config import FitConfig, points_per_step, single_kernel
 from fieldlab.fit.device_defaults import resolve_batch, resolve_fit_config
 from fieldlab.fit.own_engines import engine_for
-from fieldlab.fit.metrics import metrics_for, psnr_from_mse, sampled_metrics
+from fieldlab.fit.metrics import metrics_for, psnr_from_mse
 from fieldlab.fit.points import generator, step_points
 from fieldlab.fit.schedule import Schedule
 from fieldlab.kernels import FusedSingle
@@ -614,7 +614,7 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
     finally:
         log.close()
     if image is None:
-        metrics = sampled_metrics(signal.info.kind, prediction, signal.flat_values()[rows])
+        metrics = metrics_for(signal.info.kind, prediction, signal.flat_values()[rows], sampled=True)
         metrics["evaluated_samples"] = samples
     else:
         metrics = metrics_for(signal.info.kind, image, signal.values)

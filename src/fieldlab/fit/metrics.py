@@ -121,22 +121,14 @@ SAMPLED = ("psnr", "snr")
 whole signal."""
 
 
-def sampled_metrics(kind: str, prediction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    """The metrics of `metrics_for` that a part of the samples gives, from (samples, c) predictions and targets."""
+def metrics_for(kind: str, prediction: torch.Tensor, target: torch.Tensor, *,
+                sampled: bool = False) -> dict[str, float]:
+    """The metrics the modality `kind` reports (its `Modality.metrics`; prediction and target (*shape, c)); with
+    `sampled`, those of them that a part of the samples gives (`SAMPLED`; prediction and target (samples, c))."""
     from fieldlab.signals import get_modality
 
     result = {}
     for name in get_modality(kind).metrics:
-        if name in SAMPLED:
+        if not sampled or name in SAMPLED:
             result.update(MEASURES[name](prediction, target))
-    return {k: float(np.round(v, 4)) for k, v in result.items()}
-
-
-def metrics_for(kind: str, prediction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    """The metrics the modality `kind` reports (its `Modality.metrics`; prediction and target (*shape, c))."""
-    from fieldlab.signals import get_modality
-
-    result = {}
-    for name in get_modality(kind).metrics:
-        result.update(MEASURES[name](prediction, target))
     return {k: float(np.round(v, 4)) for k, v in result.items()}
