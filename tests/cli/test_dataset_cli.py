@@ -197,3 +197,29 @@ def test_max_seconds_stops_a_chunk_mid_fit_and_its_steps_show(tmp_path, cli, cap
     assert re.search(r"at step [\d,]+ of 1,000,000 and [\d.e-]+ s a step: about [\d,]+ min for the chunk", caplog.text)
     assert "0 of 2 siren fields (" in out and "nan" not in out  # no mean PSNR of no fields
     assert FieldStore(tmp_path / "S").rows().size == 0
+
+
+def test_unset_sample_fraction_is_the_cpus_subset_for_large_items_and_a_resume_keeps_the_stores(
+        tmp_path, cli, monkeypatch, caplog):
+    from fieldlab.fit import device_defaults
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 128, 128), dtype=np.uint8)
+    np.savez(tmp_path / "big.npz", images=images)
+    params = 1185  # SIREN 2×32 on one grey channel
+    # a step of all 4 items' 16,384 samples exceeds this budget; 4,096 samples each do not
+    monkeypatch.setattr(device_defaults, "CPU_STEP_BUDGET", 4 * params * 6000)
+    command = ["fit-dataset", tmp_path / "big.npz", "--device", "cpu", "--steps", "3", "--target-psnr", "0",
+               "--hidden-dim", "32", "--num-layers", "2"]
+    with caplog.at_level("INFO", logger="fieldlab"):
+        status, out, err = cli(command + ["--out", tmp_path / "S"])
+    assert status == 0, err
+    assert "CPU: 4,096 of 16,384 samples per field and step" in caplog.text
+    assert "--sample-fraction 0 for every sample" in caplog.text
+    store = FieldStore(tmp_path / "S")
+    assert store.attrs["fit"]["sample_fraction"] == 0.25 and store.config.num_params() == params
+    # --resume with the option unset continues with the store's own value, whatever this run would choose
+    monkeypatch.setattr(device_defaults, "CPU_STEP_BUDGET", 2**40)
+    status, out, err = cli(command + ["--out", tmp_path / "S", "--resume"])
+    assert status == 0, err
+    status, out, err = cli(command + ["--out", tmp_path / "S", "--resume", "--sample-fraction", "0"])
+    assert status == 2 and "different fit.sample_fraction" in err, err

@@ -157,3 +157,15 @@ def test_a_gpu_fit_left_to_choose_its_batch_takes_as_many_points_as_its_memory_f
     assert config.fit_bytes(size) <= defaults.MEMORY_SHARE * free < config.fit_bytes(2 * size)
     assert fitting_batch(4096, "cuda") == 0  # a signal that fits keeps every point
     assert fitting_batch(points, "cpu") == defaults.device_defaults("cpu").points_per_step(points, config.num_params())
+
+
+def test_fit_dataset_takes_a_cpu_subset_only_where_a_step_of_its_chunk_exceeds_the_budget():
+    from fieldlab.fit.device_defaults import dataset_sample_fraction
+
+    # 16 photos of 512² with SIREN 2×32: 2^30 // (16 · 1,251) = 53,643 → 32,768 of 262,144 samples
+    assert dataset_sample_fraction("cpu", 512 * 512, 16, 1251) == 32768 / 262144
+    # a chunk of 256 such photos: at least 4,096 samples each, however many fields share the step
+    assert dataset_sample_fraction("cpu", 512 * 512, 256, 1251) == 4096 / 262144
+    assert dataset_sample_fraction("cpu", 64 * 64, 256, 1251) == 0.0  # within the budget: every sample
+    assert dataset_sample_fraction("cpu", 8 * 8, 4096, 1251) == 0.0
+    assert dataset_sample_fraction("cuda", 512 * 512, 4096, 1251) == 0.0  # a GPU: every sample

@@ -27,6 +27,7 @@ from fieldlab.fit.device_defaults import say_precision
 from fieldlab.fit.loop import resolve_device, warm_device
 from fieldlab.fit.job import checkpoint_path
 from fieldlab.fit.meta import PrepareCheckpoint, make_dataset_fitter
+from fieldlab.fit.points import subset_size
 from fieldlab.signals import grid_coords
 from fieldlab.signals.datasets import Augmented, ImageSource
 from fieldlab.signals.modal_sources import open_dataset
@@ -175,9 +176,13 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
         say_precision(fit.precision, device)
     info = source.info()
     coords = grid_coords(info.domain, info.domain, info.shape)
+    existing = dist.broadcast(resume and is_store(out))  # rank 0's view: it may create the store any moment
+    if job.fit.sample_fraction is None:  # one value for every chunk, kept in the store's identity
+        fraction = _sample_fraction(job, fitter, out if existing else None, device, num_fields, len(coords))
+        job = dataclasses.replace(job, fit=dataclasses.replace(job.fit, sample_fraction=fraction))
+        fitter.fit_config = fit = dataclasses.replace(fit, sample_fraction=fraction)
     identity = job.identity(config, source, num_fields)
     is_test = source_test_items(source, job.test_fraction, job.fit.seed)  # per item
-    existing = dist.broadcast(resume and is_store(out))  # rank 0's view: it may create the store any moment
     if resume and not existing and out.is_dir() and any(out.iterdir()):
         raise UserError(f"--resume: {out} is not a field store; give a new --out")
 
@@ -197,7 +202,7 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
             dist.finish()
             return None
         if dist.is_main():
-            chunk = job.chunk_fields or (4096 if device.type == "cuda" else 256)
+            chunk = _chunk_fields(job, device)
             split_names = ("train", "test") if job.test_fraction or source.split is not None else ("train",)
             attrs = {k: v for k, v in identity.items() if k not in ("field", "num_fields")}
             FieldStoreWriter.create(out, config=config, signal=info, num_fields=num_fields, chunk_fields=chunk,
@@ -237,6 +242,33 @@ def _run_dataset_job(job: DatasetJob, out: Path, *, resume: bool, force: bool, p
     summary = FieldStore(out).summary() if dist.is_main() else None
     dist.finish()
     return summary
+
+
+def _chunk_fields(job: DatasetJob, device: torch.device) -> int:
+    """Fields per chunk of a new store: --chunk-fields, else 4,096 on a GPU and 256 on the CPU."""
+    return job.chunk_fields or (4096 if device.type == "cuda" else 256)
+
+
+def _sample_fraction(job: DatasetJob, fitter, resumed: Path | None, device: torch.device, num_fields: int,
+                     points: int) -> float:
+    """An unset --sample-fraction: the store's own where one is resumed (so a resume on another device fits its
+    chunks as the first run did), else the device's choice for a batch of one chunk's fields
+    (`device_defaults.dataset_sample_fraction`; 0 for a meta-learned family, whose latents take every sample),
+    said once in the log where it is not every sample."""
+    from fieldlab.fit.device_defaults import dataset_sample_fraction
+    from fieldlab.store.field_store import FieldStore
+
+    if resumed is not None:
+        return FieldStore(resumed).attrs.get("fit", {}).get("sample_fraction") or 0.0
+    if not fitter.steps_of_fit:
+        return 0.0
+    fields = min(_chunk_fields(job, device), num_fields)
+    fraction = dataset_sample_fraction(device, points, fields, fitter.config.num_params())
+    if fraction and dist.is_main():
+        log.info("%s: %s of %s samples per field and step (a step of %s fields within the CPU's budget); "
+                 "--sample-fraction 0 for every sample", device.type.upper(), f"{subset_size(fraction, points):,}",
+                 f"{points:,}", f"{fields:,}")
+    return fraction
 
 
 def _require_tensorboard() -> None:
