@@ -33,9 +33,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import fieldlab  # noqa: E402, F401  before torch, as the program: it turns on torch's huge pages (THP_MEM_ALLOC_ENABLE)
+import torch  # noqa: E402
 
 from fieldlab._optim import Adam  # noqa: E402
 from fieldlab.learn import _aggregate, layers  # noqa: E402

@@ -43,3 +43,25 @@ def test_a_store_refuses_rows_it_does_not_have(tmp_path):
     for rows in ([6], [-1], [2, 9]):
         with pytest.raises(IndexError, match="outside"):
             store.read(rows)
+
+
+def test_importing_fieldlab_asks_torch_for_huge_pages_unless_told_otherwise():
+    import os
+    import subprocess
+    import sys
+
+    # the variable as it is when fieldlab's import first imports torch (torch reads it at its first allocation)
+    probe = ("import os, sys\n"
+             "seen = []\n"
+             "class Spy:\n"
+             "    def find_spec(self, name, path=None, target=None):\n"
+             "        if name == 'torch' and not seen:\n"
+             "            seen.append(os.environ.get('THP_MEM_ALLOC_ENABLE'))\n"
+             "sys.meta_path.insert(0, Spy())\n"
+             "import fieldlab\n"
+             "print(seen[0])\n")
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    for given, expected in ((None, "1"), ("0", "0")):
+        run_env = env if given is None else {**env, "THP_MEM_ALLOC_ENABLE": given}
+        out = subprocess.run([sys.executable, "-c", probe], env=run_env, capture_output=True, text=True, check=True)
+        assert out.stdout.split()[0] == expected, out
