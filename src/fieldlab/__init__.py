@@ -16,7 +16,7 @@ import os as _os
 # torch backs its CPU tensors of 2 MiB and more with transparent huge pages where the kernel grants them on request
 # (THP "madvise", the default of Debian and Ubuntu): a new large tensor then faults its memory in 2 MiB at a time
 # rather than 4 KiB. torch reads the variable at its first allocation, so it is set before torch is imported (a
-# value already set is kept; 0 turns it off). fit-dataset of 16 photos of 512² on 2 cores: 114 → 68 s, the same
+# value already set is kept; 0 turns it off). fit-dataset of 16 photos of 512² on 2 cores: 110.5 → 66.3 s, the same
 # peak memory (BENCHMARKS.md, "Huge pages for large CPU tensors").
 _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
