@@ -105,3 +105,18 @@ def test_a_final_evaluation_past_half_the_limit_takes_a_part_of_the_samples():
     unbounded.step_seconds = 1.0
     assert unbounded.final_samples(10**9) == 10**9  # no limit: every sample, whatever it costs
 
+
+
+def test_a_stack_engines_prediction_in_pieces_of_points_is_the_whole_one(monkeypatch):
+    from fieldlab.fit import engine as engine_module
+
+    stack = _engine()
+    stack.run(0, 2)
+    whole = stack.predict(COORDS)
+    calls = []
+    forward = stack.stack.forward
+    monkeypatch.setattr(stack.stack, "forward", lambda x, *a, **k: calls.append(x.shape[1]) or forward(x, *a, **k))
+    monkeypatch.setattr(engine_module, "PREDICT_POINTS", 4 * 10)  # 4 fields: 10 points a piece
+    pieces = stack.predict(COORDS)
+    assert calls == [10, 10, 10, 2] and pieces.shape == whole.shape == (4, 32, 1)
+    torch.testing.assert_close(pieces, whole, rtol=0, atol=1e-6)
