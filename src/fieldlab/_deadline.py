@@ -90,6 +90,11 @@ class Deadline:
 UNBOUNDED = Deadline(0.0, start=0.0)
 
 
+def duration(seconds: float) -> str:
+    """A time a cut line names: whole minutes from two minutes on ("26 min"), else seconds ("45 s")."""
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
 def command_start() -> float | None:
     return _COMMAND_START.get()
 

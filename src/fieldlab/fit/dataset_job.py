@@ -23,11 +23,10 @@ from fieldlab._pipeline import WriteBehind, read_ahead
 from fieldlab._progress import in_pieces, phase
 from fieldlab.fields import FieldConfig, Latent, get_config_class
 from fieldlab.fit.batched import BatchedFitConfig
-from fieldlab.fit.device_defaults import say_precision
+from fieldlab.fit.device_defaults import dataset_sample_fraction, say_precision
 from fieldlab.fit.loop import resolve_device, warm_device
 from fieldlab.fit.job import checkpoint_path
 from fieldlab.fit.meta import PrepareCheckpoint, make_dataset_fitter
-from fieldlab.fit.points import subset_size
 from fieldlab.signals import grid_coords
 from fieldlab.signals.datasets import Augmented, ImageSource
 from fieldlab.signals.modal_sources import open_dataset
@@ -253,9 +252,8 @@ def _sample_fraction(job: DatasetJob, fitter, resumed: Path | None, device: torc
                      points: int) -> float:
     """An unset --sample-fraction: the store's own where one is resumed (so a resume on another device fits its
     chunks as the first run did), else the device's choice for a batch of one chunk's fields
-    (`device_defaults.dataset_sample_fraction`; 0 for a meta-learned family, whose latents take every sample),
-    said once in the log where it is not every sample."""
-    from fieldlab.fit.device_defaults import dataset_sample_fraction
+    (`device_defaults.dataset_sample_fraction`, which says a subset in the log; 0 for a meta-learned family,
+    whose latents take every sample)."""
     from fieldlab.store.field_store import FieldStore
 
     if resumed is not None:
@@ -263,12 +261,7 @@ def _sample_fraction(job: DatasetJob, fitter, resumed: Path | None, device: torc
     if not fitter.steps_of_fit:
         return 0.0
     fields = min(_chunk_fields(job, device), num_fields)
-    fraction = dataset_sample_fraction(device, points, fields, fitter.config.num_params())
-    if fraction and dist.is_main():
-        log.info("%s: %s of %s samples per field and step (a step of %s fields within the CPU's budget); "
-                 "--sample-fraction 0 for every sample", device.type.upper(), f"{subset_size(fraction, points):,}",
-                 f"{points:,}", f"{fields:,}")
-    return fraction
+    return dataset_sample_fraction(device, points, fields, fitter.config.num_params(), say=dist.is_main())
 
 
 def _require_tensorboard() -> None:
@@ -375,8 +368,10 @@ def _need(cut_at: dict[str, float], steps: int) -> str:
     if not cut_at or not steps or cut_at["step"] >= steps:
         return ""
     need = steps * cut_at["per_step"]
-    return (f", at step {int(cut_at['step']):,} of {steps:,} and {cut_at['per_step']:.2g} s a step: about "
-            f"{need / 60:.0f} min for the chunk" if need >= 120 else f", about {need:.0f} s for the chunk")
+    where = ""
+    if need >= 120:  # long enough that where it stood says how much more a limit would need
+        where = f" at step {int(cut_at['step']):,} of {steps:,} and {cut_at['per_step']:.2g} s a step:"
+    return f",{where} about {_deadline.duration(need)} for the chunk"
 
 
 class _OutOfTime(Exception):

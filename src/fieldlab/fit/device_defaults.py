@@ -53,12 +53,17 @@ class DeviceDefaults:
         return 0 if size >= points else size
 
 
-def dataset_sample_fraction(device: torch.device | str, points: int, fields: int, params: int) -> float:
+def dataset_sample_fraction(device: torch.device | str, points: int, fields: int, params: int, *,
+                            say: bool = False) -> float:
     """`fit-dataset`'s unset --sample-fraction: the share of each item's `points` samples that one step of a batch
     of `fields` fields of `params` parameters takes so that the step stays within the device's budget (a CPU's
     `CPU_STEP_BUDGET`, as `points_per_step` for one field of fields × params), 0 (every sample) where it does
-    already or on a GPU. 16 photos of 512² with SIREN 2×32 took 6.3 s a full step on 2 cores, 55 min for 500."""
+    already or on a GPU. 16 photos of 512² with SIREN 2×32 took 6.3 s a full step on 2 cores, 55 min for 500.
+    With `say`, a subset is logged with the flag that undoes it."""
     size = device_defaults(device).points_per_step(points, fields * params)
+    if size and say:
+        log.info("%s: %s of %s samples per field and step (a step of %s fields within the CPU's budget); "
+                 "--sample-fraction 0 for every sample", _name(device), f"{size:,}", f"{points:,}", f"{fields:,}")
     return size / points if size else 0.0
 
 

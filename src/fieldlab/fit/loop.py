@@ -507,6 +507,14 @@ def diverged(step: int, what: str, lr: float) -> UserError:
                      f"(this fit's peak was {lr:g}) or smaller frequency options (--omega0, --first-omega0, --sigma)")
 
 
+def evenly_spread(total: int, samples: int, seed: int) -> torch.Tensor:
+    """`samples` (≤ `total`) flat indices of the signal's samples at an even stride, from an offset seeded by
+    `seed` (a partial final evaluation's samples, `Fitter.final_samples`)."""
+    stride = total // samples
+    offset = int(torch.randint(stride, (1,), generator=torch.Generator().manual_seed(seed)))
+    return torch.arange(offset, total, stride)[:samples]
+
+
 FINAL_MIN_SAMPLES = 2**16
 """Fewest samples a final evaluation cut by a time limit takes (`Fitter.final_samples`): enough for a PSNR to
 about 0.01 dB."""
@@ -592,12 +600,9 @@ def fit(signal: Signal, config: FieldConfig, fit_config: FitConfig = FitConfig()
         seconds = fitter.elapsed()
         total = math.prod(signal.shape)
         samples = fitter.final_samples(total)
-        if samples < total:  # the time left evaluates a part: evenly spread samples, from a seeded offset
-            stride = total // samples
-            offset = int(torch.randint(stride, (1,), generator=torch.Generator().manual_seed(fit_config.seed)))
-            rows = torch.arange(offset, total, stride)[:samples]
-            seconds_all = fitter.evaluation_seconds(total)
-            need = f"{seconds_all / 60:.0f} min" if seconds_all >= 120 else f"{seconds_all:.0f} s"
+        if samples < total:  # the time left evaluates a part
+            rows = evenly_spread(total, samples, fit_config.seed)
+            need = _deadline.duration(fitter.evaluation_seconds(total))
             fitter.deadline.cut(f"the final evaluation took {samples:,} evenly spread of the {total:,} samples "
                                 f"(all of them needed about {need}): the PSNR is theirs, and no "
                                 "reconstruction, error picture or SSIM was made (`fieldlab render` draws the field "
