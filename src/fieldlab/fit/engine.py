@@ -112,17 +112,17 @@ class StackEngine:
 
     def predict(self, coords: torch.Tensor) -> torch.Tensor:
         """Values (f, n, c) at `coords` (n, d), evaluated `PREDICT_POINTS` field-points at a time."""
-        f = len(self.stack)
+        f, n = len(self.stack), coords.shape[0]
         piece = max(1, PREDICT_POINTS // max(f, 1))
-        out = None
         with torch.no_grad(), matmul_precision("fp32"):
-            for start in range(0, coords.shape[0], piece):
+            if n <= piece:
+                return self.stack(coords.expand(f, *coords.shape))
+            out = None  # made by the first piece, which gives the values' channels and dtype
+            for start in range(0, n, piece):
                 part = coords[start:start + piece]
                 values = self.stack(part.expand(f, *part.shape))
                 if out is None:
-                    if len(part) == len(coords):
-                        return values
-                    out = values.new_empty((f, coords.shape[0], *values.shape[2:]))
+                    out = values.new_empty((f, n, *values.shape[2:]))
                 out[:, start:start + len(part)] = values
         return out
 
