@@ -15,7 +15,9 @@ once per step, shared by the batch). Networks run in turn round by round, so a l
 the machine hits all of them; the median round is reported. `--threads` pins torch's CPU threads.
 `--plain` adds `dinet grid` with the channel mix written the plain way (a per-query bmm against an expanded
 weight, as before issue 20's fast path), so a before/after ratio comes from the same run; `--no-blocks` adds
-DI-Net with its neighbourhood sums over the whole matrix instead of block by block (`_aggregate.BLOCKS`).
+DI-Net with its neighbourhood sums over the whole matrix instead of block by block (`_aggregate.BLOCKS`);
+`--graphs` (CUDA) adds every network with its steps replayed from CUDA graphs, as `train` runs them there
+(`learn.graphed.GraphedTraining`), beside the eager rows of the same run.
 
 Each row also gives the step's floating-point work (GFLOP per step, forward and backward, counted by
 torch.utils.flop_counter on one step: dense matmuls and convolutions; the sparse CSR products of
@@ -42,6 +44,7 @@ from fieldlab._optim import Adam  # noqa: E402
 from fieldlab.learn import _aggregate, layers  # noqa: E402
 from fieldlab.learn.layers import Discretized  # noqa: E402
 from fieldlab.learn.abilities import SizedByPoints  # noqa: E402
+from fieldlab.learn.graphed import GraphedTraining  # noqa: E402
 from fieldlab.learn.nets import net_config  # noqa: E402
 from fieldlab.learn.points import PointSampler  # noqa: E402
 
@@ -79,7 +82,8 @@ class Runner:
     """One network, its optimizer and its point sampler; `step(i)` runs train step i."""
 
     def __init__(self, net: str, kind: str, side: int, batch: int, device: torch.device, plain: bool = False, *,
-                 in_channels: int = 1, classes: int = CLASSES, blocks: bool = True, **options):
+                 in_channels: int = 1, classes: int = CLASSES, blocks: bool = True, graphed: bool = False,
+                 **options):
         n = side * side
         cfg = net_config(net, **options)
         if isinstance(cfg, SizedByPoints):
@@ -91,8 +95,9 @@ class Runner:
         self.sampler = PointSampler(kind=kind, n=n, dim=2)
         self.batch, self.device = batch, device
         self.name = (f"{net} {kind}" + "".join(f" {k}={v}" for k, v in options.items()) + (" (plain)" if plain else "")
-                     + ("" if blocks else " (no blocks)"))
+                     + ("" if blocks else " (no blocks)") + (" (graphed)" if graphed else ""))
         self.plain, self.blocks = plain, blocks
+        self.call = GraphedTraining(self.model) if graphed else self.model
 
     def step(self, i: int) -> None:
         fast, blocks = layers.DIConv.forward, _aggregate.BLOCKS
@@ -108,15 +113,20 @@ class Runner:
         """Floating-point work of train step i (matmuls and convolutions, forward and backward), in GFLOP."""
         from torch.utils.flop_counter import FlopCounterMode
 
-        with FlopCounterMode(display=False) as counter:
-            self.step(i)
+        call, self.call = self.call, self.model  # eager: a graph's replay runs no operator the counter sees
+        try:
+            with FlopCounterMode(display=False) as counter:
+                self.step(i)
+        finally:
+            self.call = call
         return counter.get_total_flops() / 1e9
 
     def _step(self, i: int) -> None:
         points = self.sampler(i).to(self.device)
         x = Discretized(fields_at(points, self.batch, i).repeat(1, 1, self.in_channels), points)
         labels = torch.arange(self.batch, device=self.device) % self.classes
-        loss = torch.nn.functional.cross_entropy(self.model(x), labels)
+        self.call.train()
+        loss = torch.nn.functional.cross_entropy(self.call(x), labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -165,6 +175,8 @@ def main(argv=None) -> None:
     parser.add_argument("--no-blocks", action="store_true",
                         help="also time DI-Net on the grid and on RQMC with its sums over the whole (dense or "
                              "sparse) matrix instead of block by block")
+    parser.add_argument("--graphs", action="store_true",
+                        help="also time every network with its steps replayed from CUDA graphs (CUDA only)")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     if args.threads:
@@ -186,6 +198,10 @@ def main(argv=None) -> None:
             runners.append(Runner("dinet", "rqmc", side, args.batch, device, **options))
         if args.plain:
             runners.append(Runner("dinet", "grid", side, args.batch, device, plain=True))
+        if args.graphs:
+            runners += [Runner(net, kind, side, args.batch, device, graphed=True)
+                        for net, kind in (("cnn4", "grid"), ("dinet", "grid"), ("dinet", "rqmc"), ("dinet", "mixed"))]
+            runners.append(Runner("dinet", "mixed", side, args.batch, device))
         if args.no_blocks:
             runners += [Runner("dinet", kind, side, args.batch, device, blocks=False) for kind in ("grid", "rqmc")]
         rates, work = measure(runners, args.steps, args.rounds, args.warmup)

@@ -12,11 +12,13 @@ from fieldlab.learn.layers import DIConv, DINorm, DIPool, Discretized, Upsample
 from fieldlab.learn.nets import net_config
 
 
-@pytest.fixture(params=["dense", "sparse", "blocks"])
+@pytest.fixture(params=["dense", "sparse", "blocks", "full"])
 def path(request, monkeypatch):
     """Run a test once with every sum and search dense, once with every one sparse (CSR, cell hashing), once
-    with every sum of a plan that knows its points block by block (blocks of 8 points, whatever their fill)."""
+    with every sum of a plan that knows its points block by block (blocks of 8 points, whatever their fill),
+    once with every neighbourhood keeping all its (query, source) pairs (a GPU's graph-safe search)."""
     dense = request.param != "sparse"
+    monkeypatch.setattr(_neighbors, "FULL_PAIRS", {"cpu": 10 ** 9 if request.param == "full" else 0})
     monkeypatch.setattr(_aggregate, "DENSE_FILL", 0.0 if dense else 2.0)
     monkeypatch.setattr(_neighbors, "ALL_PAIRS", {"cpu": 10 ** 9 if dense else 0})
     blocks = request.param == "blocks"
@@ -173,8 +175,9 @@ def test_a_dinet_step_is_the_same_on_both_paths(monkeypatch):
     points = P.qmc(128, 2, scramble=True, seed=4)
     x = Discretized(torch.randn(3, 128, 1), points)
 
-    def run(dense: bool):
+    def run(dense: bool, full: bool = False):
         monkeypatch.setattr(_aggregate, "DENSE_FILL", 0.0 if dense else 2.0)
+        monkeypatch.setattr(_neighbors, "FULL_PAIRS", {"cpu": 10 ** 9 if full else 0})
         points.cache.clear()
         torch.manual_seed(0)
         net = net_config("dinet", channels=4).for_points(128, 2).build(1, 3, 2)
@@ -182,6 +185,23 @@ def test_a_dinet_step_is_the_same_on_both_paths(monkeypatch):
         out.sum().backward()
         return out, [p.grad for p in net.parameters()]
 
-    (a, ga), (b, gb) = run(True), run(False)
-    assert torch.allclose(a, b, atol=1e-4)
-    assert all(torch.allclose(u, v, atol=1e-3, rtol=1e-3) for u, v in zip(ga, gb))
+    (a, ga), (b, gb), (c, gc) = run(True), run(False), run(False, full=True)
+    for out, grads in ((b, gb), (c, gc)):
+        assert torch.allclose(a, out, atol=1e-4)
+        assert all(torch.allclose(u, v, atol=1e-3, rtol=1e-3) for u, v in zip(ga, grads))
+
+
+def test_every_pair_kept_weighs_those_outside_the_support_zero(monkeypatch):
+    """A neighbourhood that keeps all pairs (as on a GPU, `FULL_PAIRS`) has m·n of them in query-major order;
+    its weights and mass are those of the pairs inside, zero elsewhere, and its plan sums without a scatter."""
+    from fieldlab.learn.layers import neighbourhood
+
+    monkeypatch.setattr(_neighbors, "FULL_PAIRS", {"cpu": 10 ** 9})
+    points, queries = P.qmc(40, 2, scramble=True, seed=3), P.uniform(7, 2, seed=5)
+    support = Support.box(0.3, 2)
+    found = neighbourhood(queries, points, support)
+    inside = _inside(support, queries, points)
+    assert found.plan.full and len(found.qi) == 7 * 40
+    assert torch.equal(found.inside.view(7, 40), inside)
+    assert torch.equal(found.weights.view(7, 40), inside * points.weights)
+    assert torch.allclose(found.mass, (inside * points.weights).sum(1))

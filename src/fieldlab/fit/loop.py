@@ -373,10 +373,12 @@ class Fitter:
         return min(total, max(FINAL_MIN_SAMPLES, int(total * 0.4 * max(left, 0.0) / need)))
 
 
-def autocast_for(precision: str, device: torch.device):
-    """The forward pass's context for `precision`: bf16 or fp16 autocast on `device`, or nothing (fp32, tf32)."""
+def autocast_for(precision: str, device: torch.device, *, cache: bool = True):
+    """The forward pass's context for `precision`: bf16 or fp16 autocast on `device`, or nothing (fp32, tf32).
+    cache=False: autocast casts a weight again at each use (what a CUDA graph's capture needs)."""
     if precision in ("bf16", "fp16"):
-        return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+        return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
+                              cache_enabled=cache)
     return contextlib.nullcontext()
 
 

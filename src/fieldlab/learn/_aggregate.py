@@ -112,8 +112,13 @@ def pair_sum(basis: torch.Tensor, x: torch.Tensor, qi: torch.Tensor, si: torch.T
 DENSE_FILL = 1 / 16
 """The dense product is taken when the pairs fill at least this share of the (queries × sources) matrix
 (dense work is 1/fill times the pairs' work, at well over that many times the speed on CPU and GPU)."""
-DENSE_ENTRIES = 2 ** 23
-"""...and the dense (queries·h × sources) matrix holds at most this many values (32 MiB in float32)."""
+DENSE_ENTRIES = {"cpu": 2 ** 23, "cuda": 2 ** 25}
+"""...and the dense (queries·h × sources) matrix holds at most this many values (32 MiB in float32 on a CPU,
+128 MiB on a GPU: a 32² set's every pair at up to 32 basis functions, `_neighbors.FULL_PAIRS`)."""
+
+
+def _dense_entries(device: torch.device) -> int:
+    return DENSE_ENTRIES.get(device.type, DENSE_ENTRIES["cpu"])
 
 
 class _Layout:
@@ -210,12 +215,16 @@ class PairPlan:
     """
 
     def __init__(self, qi: torch.Tensor, si: torch.Tensor, m: int, n: int, *,
-                 query_coords: torch.Tensor | None = None, source_coords: torch.Tensor | None = None):
+                 query_coords: torch.Tensor | None = None, source_coords: torch.Tensor | None = None,
+                 full: bool = False):
         self.qi, self.si, self.m, self.n = qi, si, m, n
+        self.full = full
+        """Whether the pairs are every (query, source) pair in query-major order (`layers._all_pairs`): the
+        dense matrix is then the basis itself, transposed per query, with no scatter."""
         self._layouts: dict[int, _Layout] = {}
         self._flat: dict[int, torch.Tensor] = {}
         self.blocks = None
-        if (query_coords is not None and source_coords is not None and len(qi) and min(m, n) > BLOCK
+        if (not full and query_coords is not None and source_coords is not None and len(qi) and min(m, n) > BLOCK
                 and qi.device.type in BLOCK_DEVICES):
             query_order = morton_order(query_coords)
             source_order = query_order if source_coords is query_coords else morton_order(source_coords)
@@ -225,7 +234,7 @@ class PairPlan:
 
     def dense(self, h: int) -> bool:
         cells = self.m * self.n
-        return len(self.qi) >= DENSE_FILL * cells and cells * h <= DENSE_ENTRIES
+        return (self.full or len(self.qi) >= DENSE_FILL * cells) and cells * h <= _dense_entries(self.qi.device)
 
     def sum(self, basis: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
@@ -234,7 +243,7 @@ class PairPlan:
     def sum_rows(self, basis: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """basis (p, h), rows (n, k) → (m, h, k)."""
         h = basis.shape[1]
-        if BLOCKS and self.blocks is not None and self.blocks.cells * h <= DENSE_ENTRIES:
+        if BLOCKS and self.blocks is not None and self.blocks.cells * h <= _dense_entries(rows.device):
             return self.blocks.sum_rows(basis, rows)
         if self.dense(h):
             return self._dense_sum(basis, rows)
@@ -244,6 +253,8 @@ class PairPlan:
 
     def _dense_sum(self, basis: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         m, h, n = self.m, basis.shape[1], self.n
+        if self.full:  # value (p, k) of pair p = q·n + s lands at row q·h + k, column s
+            return (basis.view(m, n, h).transpose(1, 2).reshape(m * h, n) @ rows).view(m, h, -1)
         if h not in self._flat:  # where value (p, k) lands in the flattened (m·h, n) matrix: row q_p·h + k
             k = torch.arange(h, device=self.qi.device)
             self._flat[h] = ((self.qi[:, None] * h + k) * n + self.si[:, None]).reshape(-1)

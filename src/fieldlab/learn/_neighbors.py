@@ -81,6 +81,19 @@ the hashed search's few dozen small launches and host syncs cost more than testi
 displacements at d = 2): a 32² point set redrawn each step is searched in one mask there."""
 
 
+FULL_PAIRS = {"cuda": 2 ** 20}
+"""Up to this many (query, source) pairs a neighbourhood on this device keeps every pair, those outside the
+support with weight 0 (`layers.neighbourhood`), instead of finding the pairs inside: its shapes then follow
+from the point counts alone, so no count is read back to the host and a CUDA graph can hold the search
+(`learn.graphed`). A 32² set has 2^20 pairs; its sums over them are dense products, as a GPU takes for any
+neighbourhood that fills 1/16 of its matrix (`_aggregate.DENSE_FILL`)."""
+
+
+def keeps_all_pairs(queries: int, sources: int, device: torch.device) -> bool:
+    """Whether a neighbourhood of these many queries and sources keeps every pair (`FULL_PAIRS`)."""
+    return queries * sources <= FULL_PAIRS.get(device.type, 0)
+
+
 def radius_pairs(queries: torch.Tensor, sources: torch.Tensor, support: Support, *,
                  chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """(query index, source index) for every pair with sources[s] − queries[q] in `support`, by query."""

@@ -26,7 +26,7 @@ import torch.nn as nn
 from fieldlab import distributed
 from fieldlab._errors import UserError
 from fieldlab.learn._aggregate import PairPlan
-from fieldlab.learn._neighbors import Support, nearest, radius_pairs
+from fieldlab.learn._neighbors import Support, keeps_all_pairs, nearest, radius_pairs
 from fieldlab.learn.points import PointSet
 
 Normalization = Literal["integral", "mean"]
@@ -65,6 +65,9 @@ class Neighbourhood:
     mass: torch.Tensor
     """(m,) Σ of the weights per query: a local mean's divisor."""
     plan: PairPlan
+    inside: torch.Tensor | None = None
+    """(p,) whether each pair lies in the support, where the pairs are every (query, source) pair (those
+    outside weigh 0: `_neighbors.FULL_PAIRS`); None where they are only the pairs inside."""
     memo: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
     """What kernels derive from the pairs alone (`once`), shared by the layers on this neighbourhood."""
 
@@ -83,13 +86,29 @@ def neighbourhood(queries: PointSet, sources: PointSet, support: Support) -> Nei
     """The cached `Neighbourhood` of queries in sources: each point set pair is searched once per support."""
     key = ("pairs", id(queries), support)
     if key not in sources.cache:  # the queries are kept with it, so their id cannot be reused
-        qi, si = radius_pairs(queries.coords, sources.coords, support)
-        w = sources.weights[si]
-        mass = torch.zeros(len(queries), device=w.device, dtype=w.dtype).index_add_(0, qi, w)
-        plan = PairPlan(qi, si, len(queries), len(sources), query_coords=queries.coords, source_coords=sources.coords)
-        found = Neighbourhood(qi, si, sources.coords[si] - queries.coords[qi], w, mass, plan)
+        if keeps_all_pairs(len(queries), len(sources), sources.coords.device):
+            found = _all_pairs(queries, sources, support)
+        else:
+            qi, si = radius_pairs(queries.coords, sources.coords, support)
+            w = sources.weights[si]
+            mass = torch.zeros(len(queries), device=w.device, dtype=w.dtype).index_add_(0, qi, w)
+            plan = PairPlan(qi, si, len(queries), len(sources), query_coords=queries.coords,
+                            source_coords=sources.coords)
+            found = Neighbourhood(qi, si, sources.coords[si] - queries.coords[qi], w, mass, plan)
         sources.cache[key] = (queries, found)
     return sources.cache[key][1]
+
+
+def _all_pairs(queries: PointSet, sources: PointSet, support: Support) -> Neighbourhood:
+    """Every (query, source) pair, query-major, those outside `support` with weight 0: the same sums as the
+    pairs inside, with shapes that depend on the point counts only (no pair count read back to the host)."""
+    m, n = len(queries), len(sources)
+    pairs = torch.arange(m * n, device=sources.coords.device)
+    qi, si = pairs // n, pairs % n
+    delta = (sources.coords[None] - queries.coords[:, None]).reshape(m * n, -1)
+    inside = support.contains(delta)
+    w = sources.weights.repeat(m) * inside
+    return Neighbourhood(qi, si, delta, w, w.view(m, n).sum(1), PairPlan(qi, si, m, n, full=True), inside)
 
 
 # -- kernels ---------------------------------------------------------------------------------------
@@ -363,7 +382,10 @@ class DIPool(nn.Module):
         if self.mode == "max":
             out = x.values.new_full((b, m, c), -torch.inf)
             index = found.qi[None, :, None].expand(b, -1, c)
-            out = out.scatter_reduce(1, index, x.values[:, found.si], reduce="amax", include_self=True)
+            values = x.values[:, found.si]
+            if found.inside is not None:  # every pair: those outside the support take no part
+                values = values.masked_fill(~found.inside[None, :, None], -torch.inf)
+            out = out.scatter_reduce(1, index, values, reduce="amax", include_self=True)
             return Discretized(out, queries)
         w = found.weights
         out = found.plan.sum(w[:, None], x.values)[:, 0].transpose(0, 1)  # (b, m, c)

@@ -30,6 +30,7 @@ from fieldlab import _deadline, distributed
 from fieldlab._optim import Adam
 from fieldlab._errors import UserError
 from fieldlab.fit.schedule import Schedule
+from fieldlab.learn import graphed
 from fieldlab.learn.task import Task
 
 
@@ -87,9 +88,11 @@ def train_loop(task: Task, net: nn.Module, options: LoopOptions, *, device: torc
 
     save = save or save_state
     main = distributed.rank() == 0
-    model = net
+    model, graphs = net, False
     if distributed.world_size() > 1:
         model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    elif device.type == "cuda" and graphed.GRAPHS:  # steps replayed from CUDA graphs where the net allows
+        model, graphs = graphed.GraphedTraining(net, say=progress), True
     optimizer = Adam(net.parameters(), lr=options.lr, weight_decay=options.weight_decay)  # AdamW's decay
     start = 0
     if resume and run is not None and (run / "checkpoint.pt").is_file():  # read before RUN is written
@@ -109,7 +112,7 @@ def train_loop(task: Task, net: nn.Module, options: LoopOptions, *, device: torc
         for step in range(start, end):
             tick = time.perf_counter()
             model.train()
-            with autocast_for(options.precision, device):  # the forward pass and loss, as fit's steps
+            with autocast_for(options.precision, device, cache=not graphs):  # the forward pass and loss, as fit's
                 loss = task.loss(model, step)
             for group in optimizer.param_groups:
                 group["lr"] = schedule.lr(step)

@@ -122,7 +122,10 @@ class PointSet:
             level = int(round(math.log2(factor)))
             if 2 ** level != factor:
                 raise UserError(f"grids downsample by powers of 2, not {factor}")
-            count = int((self.levels >= level).sum())
+            if min(self.shape) >= factor:  # every index divisible by the factor: no read of a device tensor
+                count = math.prod(-(-s // factor) for s in self.shape)
+            else:  # an axis narrower than the factor, where `levels` caps index 0's count
+                count = int((self.levels >= level).sum())
             out = self.prefix(count)
             return dataclasses.replace(out, cache={}, shape=_coarse_shape(self.shape, factor),
                                        levels=out.levels - level, raster=None)
@@ -146,7 +149,11 @@ def cell_volumes(coords: torch.Tensor, probes_per_point: int = 16) -> torch.Tens
     n, d = coords.shape
     side = max(2, math.ceil((probes_per_point * n) ** (1 / d)))
     _, owner = nearest(_probes(side, d, coords.device), coords.float(), 1)  # in chunks of at most 16 MiB of distances
-    counts = torch.bincount(owner[:, 0], minlength=n).float().clamp_min(0.5)
+    # counted by a sum into n slots (not bincount, which reads the largest index back to the host): a CUDA graph
+    # can hold it (`learn.graphed`)
+    owner = owner[:, 0]
+    counts = torch.zeros(n, device=coords.device).index_add_(0, owner, torch.ones_like(owner, dtype=torch.float32))
+    counts = counts.clamp_min(0.5)
     return counts * (2.0 ** d / counts.sum())
 
 
