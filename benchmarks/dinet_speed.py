@@ -47,6 +47,7 @@ from fieldlab.learn.abilities import SizedByPoints  # noqa: E402
 from fieldlab.learn.graphed import GraphedTraining  # noqa: E402
 from fieldlab.learn.nets import net_config  # noqa: E402
 from fieldlab.learn.points import PointSampler  # noqa: E402
+from fieldlab.learn.train import TrainConfig  # noqa: E402
 
 CLASSES = 10
 
@@ -92,7 +93,8 @@ class Runner:
         self.model = cfg.build(in_channels, classes, 2).to(device)
         self.in_channels, self.classes = in_channels, classes
         self.optimizer = Adam(self.model.parameters(), lr=1e-3, weight_decay=1e-2)  # as train steps
-        self.sampler = PointSampler(kind=kind, n=n, dim=2)
+        mix = tuple(TrainConfig.mix.split(","))  # a mixed set draws what `train` draws: its --mix
+        self.sampler = PointSampler(kind=kind, n=n, dim=2, mix=mix)
         self.batch, self.device = batch, device
         self.name = (f"{net} {kind}" + "".join(f" {k}={v}" for k, v in options.items()) + (" (plain)" if plain else "")
                      + ("" if blocks else " (no blocks)") + (" (graphed)" if graphed else ""))

@@ -63,7 +63,7 @@ def case(name: str, kind: str, side: int) -> bool:
         cfg = cfg.for_points(side * side, 2)
     torch.manual_seed(0)
     net = cfg.build(1, 10, 2).cuda()
-    sampler = PointSampler(kind=kind, n=side * side, dim=2, seed=3)
+    sampler = PointSampler(kind=kind, n=side * side, dim=2, seed=3, mix=("rqmc", "grid", "random", "shrunk"))
     eager_losses, eager, _ = train(copy.deepcopy(net), sampler, graphed=False)
     graph_losses, graphed, replayed = train(copy.deepcopy(net), sampler, graphed=True)
     loss_gap = max(abs(a - b) / max(abs(a), 1e-6) for a, b in zip(eager_losses, graph_losses))

@@ -13,9 +13,10 @@ shrunk) enters the graph as new values of the same coordinates and weights.
 count and kind, grid shape, dtype, autocast), captured at the signature's second step (the first runs
 eagerly, making the caches and the lazy initialization a capture must not hold), once a forward and
 backward under `torch.cuda.set_sync_debug_mode("error")` showed that nothing reads back to the host. Any
-other call, and a signature that fails the check (a large point set, a net that returns points), runs the net
-eagerly: the same values, at eager speed. Running statistics (`DINorm`) are restored after the check and
-the capture, so they move once per step as in an eager run.
+other call, a net that returns points (a segmenter), and a signature that fails the check (a point set too
+large to keep every pair) run the net eagerly: the same values, at eager speed; a failed check says why once.
+Running statistics (`DINorm`) are restored after the check and the capture, so they move once per step as in
+an eager run.
 """
 
 from __future__ import annotations
@@ -64,7 +65,10 @@ class GraphedTraining(nn.Module):
         if key not in self._graphs:
             if key not in self._seen:  # the first step of a signature runs eagerly
                 self._seen.add(key)
-                return self.net(x)
+                out = self.net(x)
+                if not isinstance(out, torch.Tensor):  # points (a segmenter's): no graph, without a word
+                    self._graphs[key] = None
+                return out
             self._graphs[key] = self._capture(x)
         graphed = self._graphs[key]
         if graphed is None:
@@ -105,8 +109,6 @@ def _host_reads(core: nn.Module, args: tuple[torch.Tensor, ...]) -> str | None:
     torch.cuda.set_sync_debug_mode("error")
     try:
         out = core(*args)
-        if not isinstance(out, torch.Tensor):
-            return "the net returns points, not a tensor"
         params = [p for p in core.parameters() if p.requires_grad]
         torch.autograd.grad(out.float().sum(), params, allow_unused=True)
     except RuntimeError as error:
