@@ -40,7 +40,7 @@ def fields_at(points, batch: int, seed: int) -> torch.Tensor:
 
 
 def train(net, sampler, graphed: bool, batch: int = 16):
-    model = GraphedTraining(net) if graphed else net
+    model = GraphedTraining(net, say=print) if graphed else net
     optimizer = Adam(net.parameters(), lr=1e-3, weight_decay=1e-2)
     losses = []
     for step in range(STEPS):
@@ -53,6 +53,7 @@ def train(net, sampler, graphed: bool, batch: int = 16):
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+        del loss  # as train_loop: the step's autograd graph does not outlive it
     replayed = graphed and any(g is not None for g in model._graphs.values())
     return losses, net, replayed
 
@@ -77,6 +78,9 @@ def case(name: str, kind: str, side: int) -> bool:
 
 
 def main() -> int:
+    # cuDNN may pick other convolution algorithms in a capture than eagerly (cnn4's parameters then drift apart
+    # by a few % in 6 Adam steps); deterministic ones make the two runs comparable
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     results = [case("dinet", kind, side) for kind in ("rqmc", "shrunk", "grid", "mixed") for side in (16, 32)]
     results.append(case("cnn4", "grid", 16))
     print("all passed" if all(results) else f"{results.count(False)} failed")

@@ -17,6 +17,11 @@ other call, a net that returns points (a segmenter), and a signature that fails 
 large to keep every pair) run the net eagerly: the same values, at eager speed; a failed check says why once.
 Running statistics (`DINorm`) are restored after the check and the capture, so they move once per step as in
 an eager run.
+
+A caller drops each step's autograd graph (its loss) before the next step, as `train_loop` does: a graph kept
+alive keeps the parameters' gradient accumulators of the stream it ran on, and a capture that meets them fails
+("operation would make the legacy stream depend on a capturing blocking stream"; the step then runs eagerly).
+One call per step: a replay overwrites the previous one's output and saved activations.
 """
 
 from __future__ import annotations
@@ -83,6 +88,8 @@ class GraphedTraining(nn.Module):
             problem = _host_reads(core, args)
             if problem is None:
                 return torch.cuda.make_graphed_callables(core, args, allow_unused_input=True)
+        except RuntimeError as error:  # an operation a capture cannot hold that the check did not see
+            problem = f"the capture failed: {_first_line(error.__context__ or error)}"
         finally:
             with torch.no_grad():
                 for buffer, value in zip(self.net.buffers(), kept):
@@ -112,10 +119,15 @@ def _host_reads(core: nn.Module, args: tuple[torch.Tensor, ...]) -> str | None:
         params = [p for p in core.parameters() if p.requires_grad]
         torch.autograd.grad(out.float().sum(), params, allow_unused=True)
     except RuntimeError as error:
-        return str(error).strip().splitlines()[0][:160]
+        return _first_line(error)
     finally:
         torch.cuda.set_sync_debug_mode(previous)
     return None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200] if lines else ''}"
 
 
 __all__ = ["GRAPHS", "GraphedTraining"]

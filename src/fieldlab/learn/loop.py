@@ -125,6 +125,10 @@ def train_loop(task: Task, net: nn.Module, options: LoopOptions, *, device: torc
                          f"{time.time() - began:.0f}s")
             if main and (done % options.record_every == 0 or done == options.steps):
                 log.record(done, schedule.lr(step), time.time() - began, loss=loss.item())
+            # The step's autograd graph goes now, not when the next step's loss replaces it: alive, it keeps its
+            # parameters' gradient accumulators (tied to the stream they ran on), which a CUDA graph captured in
+            # the next step would then depend on, and fail (`learn.graphed`)
+            del loss
             if main:
                 log.advance(done)
             last = time.perf_counter() - tick
