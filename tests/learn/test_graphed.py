@@ -49,3 +49,32 @@ def test_a_grids_sub_grid_holds_the_points_its_levels_say(shape, factor):
     coarse = points.downsample(factor)
     assert len(coarse) == int((points.levels >= level).sum())
     assert coarse.shape == tuple(-(-s // factor) for s in shape)
+
+
+def test_the_loop_drops_a_steps_autograd_graph_before_the_next_step():
+    """A step's loss (and with it the autograd graph and the gradient accumulators it holds) is gone when the
+    next step's loss is made: a CUDA graph captured in that step must not meet the last step's accumulators."""
+    import weakref
+
+    from fieldlab.learn.loop import LoopOptions, train_loop
+    from fieldlab.learn.task import Metric, Task
+
+    class Probe(Task):
+        metric = Metric("loss", "loss", higher_is_better=False)
+
+        def __init__(self):
+            self.last, self.alive = None, []
+
+        def loss(self, model, step):
+            self.alive.append(self.last is not None and self.last() is not None)
+            out = model(torch.ones(2, 3)).square().sum()
+            self.last = weakref.ref(out)
+            return out
+
+        def score(self, net, sampler):
+            return 0.0
+
+    task = Probe()
+    train_loop(task, torch.nn.Linear(3, 1), LoopOptions(steps=3, lr=1e-3, weight_decay=0.0, warmup=0),
+               device=torch.device("cpu"), progress=lambda line: None)
+    assert task.alive == [False, False, False]
