@@ -82,7 +82,9 @@ class GraphedTraining(nn.Module):
 
     def _capture(self, x: Discretized) -> nn.Module | None:
         core = _Input(self.net, x.points)
-        args = (x.values, x.points.coords, x.points.weights)
+        # the graph's own input tensors, which each replay fills: never a caller's (a fixed grid's coordinates
+        # are cached and shared)
+        args = (x.values.clone(), x.points.coords.clone(), x.points.weights.clone())
         kept = [b.detach().clone() for b in self.net.buffers()]
         try:
             problem = _host_reads(core, args)

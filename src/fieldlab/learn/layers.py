@@ -381,11 +381,13 @@ class DIPool(nn.Module):
         m = len(queries)
         if self.mode == "max":
             out = x.values.new_full((b, m, c), -torch.inf)
-            index = found.qi[None, :, None].expand(b, -1, c)
-            values = x.values[:, found.si]
-            if found.inside is not None:  # every pair: those outside the support take no part
-                values = values.masked_fill(~found.inside[None, :, None], -torch.inf)
-            out = out.scatter_reduce(1, index, values, reduce="amax", include_self=True)
+            qi, si = found.qi, found.si
+            if found.inside is not None:  # every pair kept: the max reads only those inside (a host read, and
+                # (b, pairs, c) values of the pairs inside, not of all m·n of them)
+                inside = found.inside.nonzero()[:, 0]
+                qi, si = qi[inside], si[inside]
+            index = qi[None, :, None].expand(b, -1, c)
+            out = out.scatter_reduce(1, index, x.values[:, si], reduce="amax", include_self=True)
             return Discretized(out, queries)
         w = found.weights
         out = found.plan.sum(w[:, None], x.values)[:, 0].transpose(0, 1)  # (b, m, c)
