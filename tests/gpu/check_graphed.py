@@ -54,7 +54,7 @@ def train(net, sampler, graphed: bool, batch: int = 16):
         optimizer.step()
         losses.append(loss.item())
         del loss  # as train_loop: the step's autograd graph does not outlive it
-    replayed = graphed and any(g is not None for g in model._graphs.values())
+    replayed = graphed and any(isinstance(g, torch.nn.Module) for g in model._graphs.values())
     return losses, net, replayed
 
 

@@ -37,7 +37,7 @@ def test_off_a_gpu_the_wrapper_is_the_net():
     x = Discretized(torch.randn(2, 64, 1), P.grid((8, 8)))
     torch.manual_seed(0)
     first = wrapped(x)
-    assert not wrapped._graphs and not wrapped._seen
+    assert not wrapped._graphs
     assert torch.allclose(first, net(x))
 
 
@@ -78,3 +78,39 @@ def test_the_loop_drops_a_steps_autograd_graph_before_the_next_step():
     train_loop(task, torch.nn.Linear(3, 1), LoopOptions(steps=3, lr=1e-3, weight_decay=0.0, warmup=0),
                device=torch.device("cpu"), progress=lambda line: None)
     assert task.alive == [False, False, False]
+
+
+def test_a_signature_runs_eagerly_once_then_from_its_graph_or_eagerly_for_good(monkeypatch):
+    """The wrapper's bookkeeping, with the capture stubbed (the real one needs CUDA: tests/gpu/check_graphed.py):
+    a signature's first step is eager, its second captures, later ones replay; a refused capture is not retried;
+    a net that returns points is never captured."""
+    from fieldlab.learn import graphed
+
+    monkeypatch.setattr(graphed, "_on_cuda", lambda x: isinstance(x, Discretized))
+    captured = []
+
+    class Replay(torch.nn.Module):
+        def forward(self, values, coords, weights):
+            return torch.full((len(values), 3), 7.0)
+
+    def capture(self, x):
+        captured.append(len(x.points))
+        return Replay() if len(x.points) == 64 else None  # the 16-point signature is refused
+
+    monkeypatch.setattr(graphed.GraphedTraining, "_capture", capture)
+    net = net_config("dinet", channels=4).for_points(64, 2).build(1, 3, 2)
+    wrapped = GraphedTraining(net)
+    big, small = (Discretized(torch.randn(2, n, 1), P.grid((s, s))) for n, s in ((64, 8), (16, 4)))
+    outs = [wrapped(x) for x in (big, small, big, small, big, small)]
+    assert captured == [64, 16]  # each captured at its second step, once
+    assert not (outs[0] == 7).all() and (outs[2] == 7).all() and (outs[4] == 7).all()
+    assert not (outs[3] == 7).any() and not (outs[5] == 7).any()
+
+    class Points(torch.nn.Module):  # a segmenter's answer: points, not a tensor
+        def forward(self, x):
+            return x
+
+    wrapped = GraphedTraining(Points())
+    for _ in range(3):
+        wrapped(big)
+    assert captured == [64, 16] and list(wrapped._graphs.values()) == [None]

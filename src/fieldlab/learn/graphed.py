@@ -32,6 +32,9 @@ import torch.nn as nn
 from fieldlab.learn.layers import Discretized
 from fieldlab.learn.points import PointSet
 
+_CAPTURE_NEXT = object()
+"""A signature whose first step ran eagerly: its next step is captured."""
+
 GRAPHS = True
 """Whether `train_loop` replays training steps on CUDA from graphs (benchmarks/dinet_speed.py --graphs
 compares both ways in one run)."""
@@ -60,22 +63,21 @@ class GraphedTraining(nn.Module):
         super().__init__()
         self.net = net
         self._graphs: dict[tuple, nn.Module | None] = {}
-        self._seen: set[tuple] = set()
+        """Per signature: its graphed net, None (eager for good), or `_CAPTURE_NEXT`."""
         self._say = say
 
     def forward(self, x, *rest):
-        if rest or not self.training or not isinstance(x, Discretized) or x.values.device.type != "cuda":
+        if rest or not self.training or not _on_cuda(x):
             return self.net(x, *rest)
         key = _signature(x)
-        if key not in self._graphs:
-            if key not in self._seen:  # the first step of a signature runs eagerly
-                self._seen.add(key)
-                out = self.net(x)
-                if not isinstance(out, torch.Tensor):  # points (a segmenter's): no graph, without a word
-                    self._graphs[key] = None
-                return out
-            self._graphs[key] = self._capture(x)
+        if key not in self._graphs:  # the first step of a signature runs eagerly
+            out = self.net(x)
+            # a net that returns points (a segmenter) gets no graph, without a word
+            self._graphs[key] = _CAPTURE_NEXT if isinstance(out, torch.Tensor) else None
+            return out
         graphed = self._graphs[key]
+        if graphed is _CAPTURE_NEXT:
+            graphed = self._graphs[key] = self._capture(x)
         if graphed is None:
             return self.net(x)
         return graphed(x.values, x.points.coords, x.points.weights)
@@ -99,6 +101,11 @@ class GraphedTraining(nn.Module):
         if self._say is not None:
             self._say(f"{len(x.points):,} {x.points.kind} points: steps run without a CUDA graph ({problem})")
         return None
+
+
+def _on_cuda(x) -> bool:
+    """Whether `x` is what a graph takes: a `Discretized` on CUDA."""
+    return isinstance(x, Discretized) and x.values.device.type == "cuda"
 
 
 def _signature(x: Discretized) -> tuple:
