@@ -17,10 +17,12 @@ import copy
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
 
 import torch  # noqa: E402
 
+from dinet_speed import fields_at  # noqa: E402  the benchmark's smooth random fields, at the points
 from fieldlab._optim import Adam  # noqa: E402
 from fieldlab.learn.abilities import SizedByPoints  # noqa: E402
 from fieldlab.learn.graphed import GraphedTraining  # noqa: E402
@@ -30,13 +32,6 @@ from fieldlab.learn.points import PointSampler  # noqa: E402
 
 STEPS = 6
 TOLERANCE = 1e-3
-
-
-def fields_at(points, batch: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    freq = 3 * torch.randn(batch, 4, points.dim, generator=g).cuda()
-    phase = 6.3 * torch.rand(batch, 4, 1, generator=g).cuda()
-    return torch.sin(torch.einsum("bkd,nd->bkn", freq, points.coords) + phase).mean(1)[..., None]
 
 
 def train(net, sampler, graphed: bool, batch: int = 16):
