@@ -71,6 +71,14 @@ class Neighbourhood:
     memo: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
     """What kernels derive from the pairs alone (`once`), shared by the layers on this neighbourhood."""
 
+    def pairs_inside(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(query index, source index) of the pairs inside the support only: the pairs themselves, or, where
+        every pair is kept, those `inside` picks (a read back to the host: not for a CUDA graph's path)."""
+        if self.inside is None:
+            return self.qi, self.si
+        keep = self.inside.nonzero()[:, 0]
+        return self.qi[keep], self.si[keep]
+
     def once(self, key, make):
         """`make()`, computed once per key for this neighbourhood: a kernel's tensors that depend on the
         displacements and weights but not on its parameters (a step's layers on one support share them, and
@@ -381,11 +389,7 @@ class DIPool(nn.Module):
         m = len(queries)
         if self.mode == "max":
             out = x.values.new_full((b, m, c), -torch.inf)
-            qi, si = found.qi, found.si
-            if found.inside is not None:  # every pair kept: the max reads only those inside (a host read, and
-                # (b, pairs, c) values of the pairs inside, not of all m·n of them)
-                inside = found.inside.nonzero()[:, 0]
-                qi, si = qi[inside], si[inside]
+            qi, si = found.pairs_inside()  # (b, pairs, c) values of those only, not of all m·n pairs kept
             index = qi[None, :, None].expand(b, -1, c)
             out = out.scatter_reduce(1, index, x.values[:, si], reduce="amax", include_self=True)
             return Discretized(out, queries)
