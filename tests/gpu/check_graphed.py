@@ -53,8 +53,8 @@ def train(net, sampler, graphed: bool, batch: int = 16):
     return losses, net, replayed
 
 
-def case(name: str, kind: str, side: int) -> bool:
-    cfg = net_config(name, **({"channels": 16} if name.startswith("dinet") else {}))
+def case(name: str, kind: str, side: int, **options) -> bool:
+    cfg = net_config(name, **({"channels": 16, **options} if name.startswith("dinet") else {}))
     if isinstance(cfg, SizedByPoints):
         cfg = cfg.for_points(side * side, 2)
     torch.manual_seed(0)
@@ -67,7 +67,8 @@ def case(name: str, kind: str, side: int) -> bool:
                     for a, b in zip(graphed.state_dict().values(), eager.state_dict().values())
                     if a.is_floating_point())
     ok = replayed and loss_gap <= TOLERANCE and state_gap <= TOLERANCE
-    print(f"{'ok  ' if ok else 'FAIL'} {name:6} {kind:7} {side}²: replayed {replayed}, loss gap {loss_gap:.2e}, "
+    label = name + "".join(f" {k}={v}" for k, v in options.items())
+    print(f"{'ok  ' if ok else 'FAIL'} {label:6} {kind:7} {side}²: replayed {replayed}, loss gap {loss_gap:.2e}, "
           f"state gap {state_gap:.2e}, losses {[round(v, 4) for v in graph_losses]}")
     return ok
 
@@ -77,6 +78,7 @@ def main() -> int:
     # by a few % in 6 Adam steps); deterministic ones make the two runs comparable
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     results = [case("dinet", kind, side) for kind in ("rqmc", "shrunk", "grid", "mixed") for side in (16, 32)]
+    results += [case("dinet", kind, side, separable=True) for kind in ("rqmc", "mixed") for side in (16, 32)]
     results.append(case("cnn4", "grid", 16))
     print("all passed" if all(results) else f"{results.count(False)} failed")
     return 0 if all(results) else 1

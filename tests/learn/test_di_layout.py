@@ -18,12 +18,12 @@ def _reference(conv: DIConv, x: Discretized, queries) -> torch.Tensor:
     return torch.einsum("mnh,oih,bni->bmo", phi, conv.weight, x.values) + conv.bias
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_di_conv_forward_and_gradients_equal_the_integral_written_out(stride):
+@pytest.mark.parametrize("stride,channels_first", [(1, False), (2, False), (2, True)])
+def test_di_conv_forward_and_gradients_equal_the_integral_written_out(stride, channels_first):
     torch.manual_seed(0)
     points = P.qmc(128, 2, scramble=True, seed=3)
     x = Discretized(torch.randn(3, 128, 4, requires_grad=True), points)
-    conv = DIConv(4, 5, Support.box(0.3, 2), stride=stride)
+    conv = DIConv(4, 5, Support.box(0.3, 2), stride=stride, channels_first=channels_first)
     with torch.no_grad():
         conv.bias.normal_()
     out = conv(x)
@@ -41,3 +41,12 @@ def test_di_conv_output_is_laid_out_points_first_through_norm_and_activation():
     conv = DIConv(1, 6, Support.box(0.3, 2))
     y = Pointwise(torch.nn.ReLU())(DINorm(6)(conv(Discretized(torch.randn(2, 64, 1), points))))
     assert y.values.transpose(0, 1).is_contiguous()
+
+
+def test_a_channels_first_conv_is_read_by_a_depthwise_layer_without_a_copy():
+    """A separable network's full first layer writes channels first, (c, m, b) in memory, through norm and
+    activation: the depthwise layer after it reads that as it is."""
+    points = P.grid((8, 8))
+    conv = DIConv(1, 6, Support.box(0.3, 2), channels_first=True)
+    y = Pointwise(torch.nn.ReLU())(DINorm(6)(conv(Discretized(torch.randn(2, 64, 1), points))))
+    assert y.values.permute(2, 1, 0).is_contiguous()

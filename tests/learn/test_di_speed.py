@@ -8,7 +8,7 @@ from fieldlab.learn import _aggregate, _neighbors
 from fieldlab.learn import points as P
 from fieldlab.learn._aggregate import PairPlan, pair_sum
 from fieldlab.learn._neighbors import Support, radius_pairs
-from fieldlab.learn.layers import DIConv, DINorm, DIPool, Discretized, Upsample
+from fieldlab.learn.layers import DIConv, DINorm, DIPool, Discretized, SeparableDIConv, Upsample
 from fieldlab.learn.nets import net_config
 
 
@@ -66,6 +66,24 @@ def _sums_like_pair_sum(plan, basis, x):
                                                           torch.autograd.grad(plain, (basis, x), g)))
 
 
+def test_a_plan_sums_channel_by_channel_like_the_pair_sum_written_out(path):
+    """The depthwise sum (a kernel per channel and pair, channels first) and its gradients equal a gather and
+    segment sum, twice (the second call reuses what the plan cached)."""
+    qi, si = _pairs()
+    if path == "full":  # a full plan's pairs are every (query, source) pair in query-major order
+        qi, si = torch.arange(30).repeat_interleave(50), torch.arange(50).repeat(30)
+    plan = PairPlan(qi, si, 30, 50, full=path == "full")
+    kernel = torch.randn(4, len(qi), dtype=torch.double, requires_grad=True)
+    x = torch.randn(4, 50, 3, dtype=torch.double, requires_grad=True)
+    for _ in range(2):
+        fast = plan.sum_channels(kernel, x)
+        plain = torch.zeros(4, 30, 3, dtype=torch.double).index_add(1, qi, x[:, si] * kernel[..., None])
+        assert fast.shape == (4, 30, 3) and torch.allclose(fast, plain)
+        g = torch.randn_like(fast)
+        assert all(torch.allclose(a, b) for a, b in zip(torch.autograd.grad(fast, (kernel, x), g),
+                                                          torch.autograd.grad(plain, (kernel, x), g)))
+
+
 @pytest.mark.parametrize("stride", [1, 3])
 def test_a_plan_that_knows_its_points_sums_block_by_block_like_the_plain_pair_sum(stride, monkeypatch):
     monkeypatch.setattr(_aggregate, "BLOCK", 8)
@@ -101,7 +119,8 @@ def _inside(support, queries, points):
     return support.contains(points.coords[None] - queries.coords[:, None])  # (m, n)
 
 
-@pytest.mark.parametrize("normalization,groups,stride", [("integral", 1, 1), ("mean", 1, 2), ("integral", 3, 1)])
+@pytest.mark.parametrize("normalization,groups,stride", [("integral", 1, 1), ("mean", 1, 2), ("integral", 3, 1),
+                                                          ("mean", 3, 2)])
 def test_di_conv_equals_its_integral_written_out_pair_by_pair(normalization, groups, stride, path):
     points, x = _setting(channels=3)
     conv = DIConv(3, 6, Support.box(0.3, 2), normalization=normalization, stride=stride, groups=groups)
@@ -120,6 +139,28 @@ def test_di_conv_equals_its_integral_written_out_pair_by_pair(normalization, gro
     out = conv(x)
     assert out.points is queries
     assert torch.allclose(out.values, ref + conv.bias, atol=1e-5)
+
+
+@pytest.mark.parametrize("normalization,stride,multiplier", [("integral", 1, 1), ("mean", 2, 3)])
+def test_a_separable_conv_is_a_depthwise_integral_then_a_channel_mix(normalization, stride, multiplier, path):
+    points, x = _setting(channels=4)
+    conv = SeparableDIConv(4, 6, Support.box(0.3, 2), normalization=normalization, stride=stride,
+                           multiplier=multiplier)
+    queries = points.downsample(stride)
+    inside = _inside(conv.depthwise.support, queries, points)
+    delta = (points.coords[None] - queries.coords[:, None]).reshape(-1, 2)
+    phi = conv.depthwise.kernel(delta).view(len(queries), len(points), -1) * inside[..., None]
+    kernel = torch.einsum("mnh,ch->mnc", phi * points.weights[None, :, None], conv.depthwise.weight[:, 0])
+    ref = torch.einsum("mnc,bnc->bmc", kernel, x.values.repeat_interleave(multiplier, -1))  # kernel i·M + j reads i
+    if normalization == "mean":
+        ref = ref / (inside * points.weights).sum(1)[None, :, None]
+    out = conv(x)
+    assert out.points is queries
+    assert torch.allclose(out.values, conv.pointwise(ref), atol=1e-5)
+    # channels first throughout: the next depthwise layer and the mix read the values without a copy
+    assert out.values.permute(2, 1, 0).is_contiguous()
+    after = SeparableDIConv(6, 3, Support.box(0.4, 2), normalization=normalization)
+    assert torch.allclose(after(out).values, after(Discretized(out.values.contiguous(), out.points)).values, atol=1e-5)
 
 
 @pytest.mark.parametrize("mode,normalization", [("avg", "mean"), ("avg", "integral"), ("max", "mean")])

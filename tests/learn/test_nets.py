@@ -67,3 +67,25 @@ def test_net_options_are_checked():
         net_config("cnn2", support=0.2)
     with pytest.raises(UserError, match="must be one of"):
         net_config("dinet2", shape="hexagon")
+
+
+@pytest.mark.parametrize("separable", [False, True])
+def test_a_separable_dinet_keeps_a_full_first_layer_and_trains_every_parameter(separable):
+    from fieldlab.learn.layers import DIConv, SeparableDIConv
+
+    torch.manual_seed(0)
+    cfg = net_config("dinet", separable=str(separable).lower(), multiplier="2", channels="8").for_points(64, 2)
+    net = cfg.build(3, 5, 2)
+    separables = [m for m in net.modules() if isinstance(m, SeparableDIConv)]
+    assert len(separables) == (3 if separable else 0)  # the strided conv and the residual block's two
+    first = next(m for m in net.modules() if isinstance(m, DIConv))
+    assert first.groups == 1 and first.weight.shape[:2] == (8, 3)  # the input's 3 channels: a full kernel
+    for m in separables:  # two kernels per channel, mixed by a 1×1
+        assert m.depthwise.weight.shape[0] == 2 * m.depthwise.groups == m.pointwise.in_features
+    pts = P.qmc(64, 2, scramble=True)
+    out = net(Discretized(torch.randn(3, 64, 3), pts))
+    assert out.shape == (3, 5) and torch.isfinite(out).all()
+    out.square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+    with pytest.raises(UserError, match="multiplier"):
+        net_config("dinet", multiplier="0")

@@ -223,6 +223,7 @@ class PairPlan:
         dense matrix is then the basis itself, transposed per query, with no scatter."""
         self._layouts: dict[int, _Layout] = {}
         self._flat: dict[int, torch.Tensor] = {}
+        self._channels: dict[tuple, tuple] = {}
         self.blocks = None
         if (not full and query_coords is not None and source_coords is not None and len(qi) and min(m, n) > BLOCK
                 and qi.device.type in BLOCK_DEVICES):
@@ -261,3 +262,29 @@ class PairPlan:
         # scatter (not index_put) so the backward is a gather of the matrix's gradient at the pairs
         matrix = basis.new_zeros(m * h * n).scatter(0, self._flat[h], basis.reshape(-1)).view(m * h, n)
         return (matrix @ rows).view(m, h, -1)
+
+    def sum_channels(self, kernel: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """kernel (c, p), x (c, n, b) → (c, m, b): out[c, q, b] = Σ_p kernel[c, p] · x[c, s_p, b], a depthwise
+        sum whose kernel the batch shares, channels first (each channel's matrices contiguous). Its work is
+        pairs·c·b where a (p, h) basis's `sum_rows` is pairs·h·b·c: a layer that contracts the basis with its
+        weights first saves a factor h. Dense, the channels' (queries × sources) matrices are one batched
+        product; sparse, one CSR product over a block-diagonal (m·c × n·c) matrix, a block per channel."""
+        c, n, b = x.shape
+        m = self.m
+        if self.full:  # pair q·n + s is already at its place in the (m, n) matrix
+            return torch.bmm(kernel.view(c, m, n), x)
+        if len(self.qi) >= DENSE_FILL * m * n and m * n * c <= _dense_entries(x.device):
+            key = ("dense", c)
+            if key not in self._channels:  # value (c, p) lands at c·m·n + q_p·n + s_p
+                cells = self.qi * n + self.si
+                self._channels[key] = (torch.arange(c, device=cells.device)[:, None] * (m * n) + cells).reshape(-1)
+            matrix = kernel.new_zeros(c * m * n).scatter(0, self._channels[key], kernel.reshape(-1))
+            return torch.bmm(matrix.view(c, m, n), x)
+        key = ("sparse", c)
+        if key not in self._channels:  # value (c, p) at row c·m + q_p, column c·n + s_p: sorted by row as it is
+            channel = torch.arange(c, device=self.qi.device)[:, None]
+            rows, cols = (channel * m + self.qi).reshape(-1), (channel * n + self.si).reshape(-1)
+            self._channels[key] = (rows, cols, _Layout(rows, cols, m * c, n * c, 1))
+        rows, cols, layout = self._channels[key]
+        out = _PairSum.apply(kernel.reshape(-1, 1), x.reshape(c * n, b), rows, cols, m * c, layout)
+        return out.view(c, m, b)

@@ -22,11 +22,14 @@ import torch.nn as nn
 from fieldlab._errors import UserError
 from fieldlab._registry import Registry
 from fieldlab.learn._neighbors import Support
-from fieldlab.learn.layers import (DIConv, DINorm, Discretized, MLPKernel, Pointwise, Residual, Upsample,
-                                   global_pool)
+from fieldlab.learn.layers import (DIConv, DINorm, Discretized, MLPKernel, Pointwise, Residual, SeparableDIConv,
+                                   Upsample, global_pool)
 from fieldlab.learn.points import PointSet
 
 _NETS: Registry[type] = Registry("network", "choose from")
+SEPARABLE_FROM = 8
+"""`separable` networks keep a full kernel in layers reading fewer channels than this (an image's 1-4): a
+depthwise kernel there would leave the layer one filter per input channel."""
 
 
 def register_net(name: str):
@@ -86,10 +89,16 @@ class DINetConfig(NetConfig):
     """Quadrature weights the layers sum with: the point set's own ("given", its sampler's density) or
     each point's Voronoi cell volume ("cells", `PointSet.with_cell_weights`), which follows the clumps
     and holes of the points actually drawn."""
+    separable: bool = False
+    """Convolutions reading at least SEPARABLE_FROM channels are depthwise then a 1×1 mix (`SeparableDIConv`):
+    a fraction of a full kernel's work; the layer reading the input's few channels keeps a full kernel."""
+    multiplier: int = 1
+    """Kernels per input channel of a separable convolution (its depthwise part's channel multiplier)."""
 
     def __post_init__(self):
-        if self.channels < 1 or self.support < 0 or self.num_basis < 1 or self.neighbours <= 0:
-            raise UserError("--channels, --num-basis and --neighbours must be positive, --support non-negative")
+        if self.channels < 1 or self.support < 0 or self.num_basis < 1 or self.neighbours <= 0 or self.multiplier < 1:
+            raise UserError("--channels, --num-basis, --neighbours and --multiplier must be positive, --support "
+                            "non-negative")
         if self.quadrature not in ("given", "cells"):
             raise UserError(f"--quadrature must be given or cells, got {self.quadrature!r}")
 
@@ -112,8 +121,12 @@ class DINetConfig(NetConfig):
             raise ValueError("resolve the support first: config.for_points(n, dim)")
         half = self.support * scale
         support = Support.sphere(half, dim) if self.shape == "ball" else Support.box(half, dim)
-        return DIConv(c_in, c_out, support, kernel=MLPKernel(support, num_basis=self.num_basis),
-                      normalization=self.normalization, stride=stride, bias=bias)
+        options = dict(kernel=MLPKernel(support, num_basis=self.num_basis), normalization=self.normalization,
+                       stride=stride, bias=bias)
+        if self.separable and c_in >= SEPARABLE_FROM:
+            return SeparableDIConv(c_in, c_out, support, multiplier=self.multiplier, **options)
+        # a separable network's layers read channels first, its full first layer writes them so
+        return DIConv(c_in, c_out, support, channels_first=self.separable, **options)
 
     def block(self, c_in: int, c_out: int, dim: int, scale: float = 1.0, stride: int = 1) -> nn.Sequential:
         # no conv bias before a norm: the norm removes it, and Adam would amplify its noise gradient
