@@ -20,6 +20,7 @@ def path(request, monkeypatch):
     dense = request.param != "sparse"
     monkeypatch.setattr(_neighbors, "FULL_PAIRS", {"cpu": 10 ** 9 if request.param == "full" else 0})
     monkeypatch.setattr(_aggregate, "DENSE_FILL", 0.0 if dense else 2.0)
+    monkeypatch.setattr(_aggregate, "DENSE_CHANNEL_FILL", 0.0 if dense else 2.0)
     monkeypatch.setattr(_neighbors, "ALL_PAIRS", {"cpu": 10 ** 9 if dense else 0})
     blocks = request.param == "blocks"
     monkeypatch.setattr(_aggregate, "BLOCKS", blocks)
@@ -211,17 +212,19 @@ def test_a_fixed_point_set_is_searched_once_for_every_layer_batch_and_step(monke
     assert len(calls) == 3
 
 
-def test_a_dinet_step_is_the_same_on_both_paths(monkeypatch):
+@pytest.mark.parametrize("separable", [False, True])
+def test_a_dinet_step_is_the_same_on_both_paths(separable, monkeypatch):
     """The whole network on the fast dense path and on the sparse path, forward and gradients."""
     points = P.qmc(128, 2, scramble=True, seed=4)
     x = Discretized(torch.randn(3, 128, 1), points)
 
     def run(dense: bool, full: bool = False):
         monkeypatch.setattr(_aggregate, "DENSE_FILL", 0.0 if dense else 2.0)
+        monkeypatch.setattr(_aggregate, "DENSE_CHANNEL_FILL", 0.0 if dense else 2.0)
         monkeypatch.setattr(_neighbors, "FULL_PAIRS", {"cpu": 10 ** 9 if full else 0})
         points.cache.clear()
         torch.manual_seed(0)
-        net = net_config("dinet", channels=4).for_points(128, 2).build(1, 3, 2)
+        net = net_config("dinet", channels=8 if separable else 4, separable=separable).for_points(128, 2).build(1, 3, 2)
         out = net(x)
         out.sum().backward()
         return out, [p.grad for p in net.parameters()]
