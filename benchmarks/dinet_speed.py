@@ -61,8 +61,14 @@ def fields_at(points, batch: int, seed: int) -> torch.Tensor:
     return waves.mean(1)[..., None]
 
 
+FAST_FORWARD = layers.DIConv.forward
+
+
 def plain_conv_forward(self, x, out_points=None):
-    """DIConv.forward as it was before the one-GEMM channel mix (a reference for `--plain`, not the library's)."""
+    """DIConv.forward as it was before the one-GEMM channel mix (a reference for `--plain`, not the library's);
+    a depthwise layer (a separable network's) has no such mix and runs as it is."""
+    if self.groups > 1:
+        return FAST_FORWARD(self, x, out_points)
     points = x.points
     queries = out_points if out_points is not None else points.downsample(self.stride)
     found = layers.neighbourhood(queries, points, self.support)

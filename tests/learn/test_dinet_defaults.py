@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fieldlab.learn.layers import Discretized
+from fieldlab.learn.layers import Discretized, SeparableDIConv
 from fieldlab.learn.nets import net_config
 from fieldlab.learn.points import PointSet, cell_volumes, grid, uniform
 from fieldlab.learn.train import TrainConfig
@@ -47,7 +47,7 @@ def test_a_strided_prefix_of_a_cell_weighted_set_is_weighted_by_its_own_cells():
 
 def test_default_dinet_reads_the_points_not_the_weights_it_is_given():
     cfg = net_config("dinet").for_points(64, 2)
-    assert cfg.quadrature == "cells" and cfg.channels == 48
+    assert cfg.quadrature == "cells" and cfg.channels == 64 and cfg.separable
     torch.manual_seed(0)
     net = cfg.build(1, 3, 2).eval()
     points = uniform(64, 2, seed=5)
@@ -93,3 +93,20 @@ def test_a_dinet_run_from_before_cell_weights_is_rebuilt_with_its_own_weights(bl
     del info["net_options"]["quadrature"]  # as run.json was written before the option
     (run / "run.json").write_text(json.dumps(info))
     assert load_run(run, FieldStore(blob_store))[1].quadrature == "given"
+
+
+def test_a_dinet_run_from_before_separable_convolutions_is_rebuilt_with_full_kernels(blob_store, tmp_path):
+    import json
+
+    from fieldlab.learn.train import load_run, train
+    from fieldlab.store.field_store import FieldStore
+
+    run = tmp_path / "run"
+    train(blob_store, run, TrainConfig(net="dinet", net_options={"channels": 8, "separable": False}, num_points=64,
+                                       steps=2, batch_size=8, log_every=1000), progress=lambda *_: None)
+    info = json.loads((run / "run.json").read_text())
+    for key in ("separable", "multiplier"):  # as run.json was written before the options
+        del info["net_options"][key]
+    (run / "run.json").write_text(json.dumps(info))
+    net, cfg, _ = load_run(run, FieldStore(blob_store))
+    assert not cfg.separable and not any(isinstance(m, SeparableDIConv) for m in net.modules())

@@ -22,7 +22,8 @@ def test_a_cheaper_network_is_kept_only_within_the_margin_of_the_defaults_score(
         return {"options": options, "score": score, "gflop": gflop}
 
     monkeypatch.setattr(sweep, "costed_trial", fake)
-    chosen, rows = sweep.cost_sweep(None, None, None, {"dim": 2}, None, _args())
+    start = '{"channels": 48, "num_basis": 16, "neighbours": 32.0}'
+    chosen, rows = sweep.cost_sweep(None, None, None, {"dim": 2}, None, _args(start=start))
     assert rows[0]["floor"] == 89.7  # the run records the rule's threshold
     # channels 32 passes (89.8 ≥ 89.7), 24 fails (89.6): the stage stops there and 16 is never tried
     assert [r["options"]["channels"] for r in rows if r.get("stage") == "channels"] == [32, 24]
@@ -39,8 +40,8 @@ def test_a_candidate_that_does_more_work_is_not_kept_even_when_it_scores_higher(
     monkeypatch.setattr(sweep, "costed_trial",
                         lambda options, *_: {"options": options, "score": 99.0 if options["channels"] == 64 else 90.0,
                                              "gflop": options["channels"] / 10})
-    chosen, rows = sweep.cost_sweep(None, None, None, {"dim": 2}, None, _args())
-    assert chosen == sweep.library_defaults(2) | {"steps": 300} and rows[-1]["kept"] is False
+    chosen, rows = sweep.cost_sweep(None, None, None, {"dim": 2}, None, _args(start='{"channels": 48}'))
+    assert chosen == sweep.library_defaults(2) | {"steps": 300, "channels": 48} and rows[-1]["kept"] is False
 
 
 def test_the_cost_of_a_trial_is_measured_against_cnn4_on_the_stores_channels(sweep):

@@ -249,14 +249,25 @@ class PairPlan:
         self._layouts: dict[int, _Layout] = {}
         self._flat: dict[int, torch.Tensor] = {}
         self._channels: dict[tuple, tuple] = {}
-        self.blocks = None
-        if (not full and query_coords is not None and source_coords is not None and len(qi) and min(m, n) > BLOCK
-                and qi.device.type in BLOCK_DEVICES):
-            query_order = morton_order(query_coords)
-            source_order = query_order if source_coords is query_coords else morton_order(source_coords)
-            blocks = _Blocks(qi, si, m, n, query_order, source_order)
-            if blocks.cells * BLOCK_GAIN <= m * n and len(qi) >= BLOCK_FILL * blocks.cells:
-                self.blocks = blocks
+        self._coords = (query_coords, source_coords)
+        self._blocks: list[_Blocks | None] = []
+
+    @property
+    def blocks(self) -> _Blocks | None:
+        """The block-by-block layout (`_Blocks`) where it multiplies fewer cells than the dense matrix, else
+        None; built at the first use, as only a full kernel's sum (`sum_rows`) reads it."""
+        if not self._blocks:
+            (query_coords, source_coords), qi, si, m, n = self._coords, self.qi, self.si, self.m, self.n
+            blocks = None
+            if (not self.full and query_coords is not None and source_coords is not None and len(qi)
+                    and min(m, n) > BLOCK and qi.device.type in BLOCK_DEVICES):
+                query_order = morton_order(query_coords)
+                source_order = query_order if source_coords is query_coords else morton_order(source_coords)
+                blocks = _Blocks(qi, si, m, n, query_order, source_order)
+                if blocks.cells * BLOCK_GAIN > m * n or len(qi) < BLOCK_FILL * blocks.cells:
+                    blocks = None
+            self._blocks.append(blocks)
+        return self._blocks[0]
 
     def dense(self, h: int) -> bool:
         cells = self.m * self.n

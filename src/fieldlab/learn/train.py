@@ -294,6 +294,8 @@ def load_run(run: str | Path, store) -> tuple[nn.Module, NetConfig, dict]:
     options = dict(info["net_options"])
     if "support" in options and "quadrature" not in options:  # a DI-Net trained before cell weights existed
         options["quadrature"] = "given"
+    if "support" in options and "separable" not in options:  # ... or before separable convolutions
+        options["separable"] = False
     cfg = net_config(info["net"], **options)
     _check_same_signals(run, info, cfg, store)
     _check_classes(run, info, store, cfg.task == "segment")
