@@ -291,8 +291,9 @@ class SeparableDIConv(nn.Module):
     """A depthwise DI convolution (one learned kernel per input channel) followed by a 1×1 channel mix: the
     factorization of MobileNet and Xception on a continuous kernel. Its work per step is pairs·(h + b)·c_in for
     the kernels and their sums plus queries·b·c_in·c_out for the mix, where a full `DIConv` does
-    pairs·h·b·c_in + queries·b·h·c_in·c_out: DI-Net's residual layers at 16² points fall from about 3.5 to 0.07
-    GFLOP (forward). `forward(x, out_points)` evaluates it anywhere, as `DIConv` does."""
+    pairs·h·b·c_in + queries·b·h·c_in·c_out: one of DI-Net's residual convolutions at 16² points (128
+    channels at 64 points, batch 64) falls from 3.4 to 0.21 GFLOP forward. `forward(x, out_points)` evaluates
+    it anywhere, as `DIConv` does."""
 
     def __init__(self, in_channels: int, out_channels: int, support: Support, *, kernel: nn.Module | None = None,
                  normalization: Normalization = "integral", stride: int = 1, bias: bool = True, multiplier: int = 1):
