@@ -30,10 +30,17 @@ def test_a_zoomed_tile_of_a_field_equals_render_of_its_region(image_field, serve
     for _ in range(2):  # the fitted view of 40 px on 400 is 10x; zoom out to 2.5x, level 2 (4x)
         page.click(".fl-out")
     page.wait_for_function("document.querySelector('.fl-status').textContent.startsWith('level 2')")
-    page.wait_for_timeout(300)
+
+    def level_two():
+        return [r for r in tiles if parse_qs(urlparse(r.url).query)["z"] == ["2"]]
+
+    for _ in range(100):  # level 2's tiles come after its status line: 300 ms on a quiet machine, more on a busy one
+        page.wait_for_timeout(100)
+        if level_two():
+            break
     page.screenshot(path=tmp_path / "field.png", full_page=True)
     assert not page.errors, page.errors
-    zoomed = [r for r in tiles if parse_qs(urlparse(r.url).query)["z"] == ["2"]]
+    zoomed = level_two()
     assert zoomed, [r.url for r in tiles]
     query = {k: v[0] for k, v in parse_qs(urlparse(zoomed[-1].url).query).items()}
     spec = tile_spec((40, 40), query["z"], query["x"], query["y"])
