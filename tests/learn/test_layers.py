@@ -7,7 +7,8 @@ import torch.nn as nn
 
 from fieldlab.learn import points as P
 from fieldlab.learn._aggregate import pair_sum
-from fieldlab.learn._neighbors import Support, radius_pairs
+from fieldlab.learn import _neighbors
+from fieldlab.learn._neighbors import Support, nearest, radius_pairs
 from fieldlab.learn.layers import (AdaptivePool, DIConv, DINorm, DIPool, Discretized, MLPKernel, Pointwise,
                                    Residual, TapKernel, Upsample, _WeightedNorm, global_pool, neighbourhood)
 
@@ -25,6 +26,21 @@ def test_radius_search_equals_brute_force_in_chunks(dim, support):
     qi, si = radius_pairs(qry, src, support, chunk=37)
     assert (qi.diff() >= 0).all()  # CSR order
     assert set(zip(qi.tolist(), si.tolist())) == _brute(qry, src, support)
+
+
+@pytest.mark.parametrize("dim,k", [(2, 1), (3, 4)])
+def test_nearest_through_the_tree_equals_the_distance_matrix(monkeypatch, dim, k):
+    sources, queries = P.uniform(500, dim, seed=4).coords, P.uniform(900, dim, seed=5).coords
+    monkeypatch.setattr(_neighbors, "TREE_FROM", 10 ** 12)  # the distance matrix, in chunks
+    by_matrix = nearest(queries, sources, k, chunk=128)
+    monkeypatch.setattr(_neighbors, "TREE_FROM", 0)  # the k-d tree
+    by_tree = nearest(queries, sources, k)
+    assert by_tree[1].dtype == torch.long and by_tree[1].shape == (900, k)
+    assert torch.equal(by_tree[1], by_matrix[1])  # random points: no ties
+    exact = (queries[:, None].double() - sources[by_tree[1]].double()).norm(dim=-1)
+    assert torch.allclose(by_tree[0].double(), exact, atol=1e-6)  # the matrix's own rounding is ~1e-5
+    assert torch.allclose(by_tree[0], by_matrix[0], atol=1e-4)
+    assert bool((by_tree[0].diff(dim=1) >= 0).all())  # nearest first
 
 
 def test_ball_uses_every_axis():

@@ -148,7 +148,7 @@ def cell_volumes(coords: torch.Tensor, probes_per_point: int = 16) -> torch.Tens
 
     n, d = coords.shape
     side = max(2, math.ceil((probes_per_point * n) ** (1 / d)))
-    _, owner = nearest(_probes(side, d, coords.device), coords.float(), 1)  # in chunks of at most 16 MiB of distances
+    _, owner = nearest(_probes(side, d, coords.device), coords.float(), 1)  # a k-d tree on the CPU, else chunked distances
     # counted by a sum into n slots (not bincount, which reads the largest index back to the host): a CUDA graph
     # can hold it (`learn.graphed`)
     owner = owner[:, 0]
