@@ -14,7 +14,8 @@ every step) and on RQMC points (the training default: a new set each step, so it
 once per step, shared by the batch). Networks run in turn round by round, so a load that comes and goes on
 the machine hits all of them; the median round is reported. `--threads` pins torch's CPU threads.
 `--plain` adds `dinet grid` with the channel mix written the plain way (a per-query bmm against an expanded
-weight, as before issue 20's fast path), so a before/after ratio comes from the same run; `--no-blocks` adds
+weight, as before issue 20's fast path), so a before/after ratio comes from the same run; `--plain-norm` adds
+`dinet rqmc` with its norms written as autograd's expression and a separate ReLU; `--no-blocks` adds
 DI-Net with its neighbourhood sums over the whole matrix instead of block by block (`_aggregate.BLOCKS`);
 `--graphs` (CUDA) adds every network with its steps replayed from CUDA graphs, as `train` runs them there
 (`learn.graphed.GraphedTraining`), beside the eager rows of the same run.
@@ -85,12 +86,32 @@ def plain_conv_forward(self, x, out_points=None):
     return Discretized(out, queries)
 
 
+FAST_NORM = layers.DINorm.forward
+
+
+def plain_norm_forward(self, x):
+    """DINorm.forward (batch mode, training) as autograd's expression and a separate ReLU: a reference for
+    `--plain-norm`, not the library's (`_WeightedNorm` with its ReLU in the same passes)."""
+    if not self.training or self.mode != "batch":
+        return FAST_NORM(self, x)
+    v = x.values
+    w = x.points.share()[:, None] / v.shape[0]
+    mean = (w * v).sum((0, 1), keepdim=True)
+    var = (w * (v - mean).square()).sum((0, 1), keepdim=True)
+    out = (v - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+    count = v.shape[0] * v.shape[1]
+    with torch.no_grad():
+        self.running_mean.lerp_(mean.reshape(-1), self.momentum)
+        self.running_var.lerp_(var.reshape(-1) * (count / max(count - 1, 1)), self.momentum)
+    return x.with_values(torch.relu(out) if self.relu else out)
+
+
 class Runner:
     """One network, its optimizer and its point sampler; `step(i)` runs train step i."""
 
     def __init__(self, net: str, kind: str, side: int, batch: int, device: torch.device, plain: bool = False, *,
                  in_channels: int = 1, classes: int = CLASSES, blocks: bool = True, graphed: bool = False,
-                 **options):
+                 plain_norm: bool = False, **options):
         n = side * side
         cfg = net_config(net, **options)
         if isinstance(cfg, SizedByPoints):
@@ -103,19 +124,22 @@ class Runner:
         self.sampler = PointSampler(kind=kind, n=n, dim=2, mix=mix)
         self.batch, self.device = batch, device
         self.name = (f"{net} {kind}" + "".join(f" {k}={v}" for k, v in options.items()) + (" (plain)" if plain else "")
-                     + ("" if blocks else " (no blocks)") + (" (graphed)" if graphed else ""))
-        self.plain, self.blocks = plain, blocks
+                     + ("" if blocks else " (no blocks)") + (" (graphed)" if graphed else "")
+                     + (" (plain norm)" if plain_norm else ""))
+        self.plain, self.blocks, self.plain_norm = plain, blocks, plain_norm
         self.call = GraphedTraining(self.model) if graphed else self.model
 
     def step(self, i: int) -> None:
-        fast, blocks = layers.DIConv.forward, _aggregate.BLOCKS
+        fast, blocks, norm = layers.DIConv.forward, _aggregate.BLOCKS, layers.DINorm.forward
         if self.plain:
             layers.DIConv.forward = plain_conv_forward
+        if self.plain_norm:
+            layers.DINorm.forward = plain_norm_forward
         _aggregate.BLOCKS = self.blocks
         try:
             self._step(i)
         finally:
-            layers.DIConv.forward, _aggregate.BLOCKS = fast, blocks
+            layers.DIConv.forward, _aggregate.BLOCKS, layers.DINorm.forward = fast, blocks, norm
 
     def gflop(self, i: int) -> float:
         """Floating-point work of train step i (matmuls and convolutions, forward and backward), in GFLOP."""
@@ -180,6 +204,8 @@ def main(argv=None) -> None:
                         help="also time DI-Net on RQMC with these options (e.g. channels=32,num_basis=8); repeatable")
     parser.add_argument("--plain", action="store_true",
                         help="also time DI-Net on the grid with the plain (per-query bmm) channel mix")
+    parser.add_argument("--plain-norm", action="store_true",
+                        help="also time DI-Net on RQMC with its norms as autograd's expression and a separate ReLU")
     parser.add_argument("--no-blocks", action="store_true",
                         help="also time DI-Net on the grid and on RQMC with its sums over the whole (dense or "
                              "sparse) matrix instead of block by block")
@@ -206,6 +232,8 @@ def main(argv=None) -> None:
             runners.append(Runner("dinet", "rqmc", side, args.batch, device, **options))
         if args.plain:
             runners.append(Runner("dinet", "grid", side, args.batch, device, plain=True))
+        if args.plain_norm:
+            runners.append(Runner("dinet", "rqmc", side, args.batch, device, plain_norm=True))
         if args.graphs:
             runners += [Runner(net, kind, side, args.batch, device, graphed=True)
                         for net, kind in (("cnn4", "grid"), ("dinet", "grid"), ("dinet", "rqmc"), ("dinet", "mixed"))]

@@ -129,23 +129,49 @@ def test_norm_statistics_are_quadrature_weighted():
     assert abs(float((pts.weights[None, :, None] * out).sum() / (2 * pts.volume))) < 1e-4
 
 
-@pytest.mark.parametrize("dims,affine", [((0, 1), True), ((1,), True), ((0, 1), False)])
-def test_weighted_norm_gradients_are_autograds(dims, affine):
-    """The norm's hand-written backward against numerical gradients, and its values against the plain
-    expression autograd would differentiate."""
+LAYOUTS = {"bnc": (0, 1, 2), "cnb": (2, 1, 0), "nbc": (1, 0, 2)}  # memory order of the (b, n, c) values
+
+
+@pytest.mark.parametrize("dims,affine,relu,layout", [((0, 1), True, False, "bnc"), ((1,), True, False, "bnc"),
+                                                     ((0, 1), False, False, "bnc"), ((0, 1), True, True, "cnb"),
+                                                     ((0, 1), False, True, "cnb"), ((1,), True, True, "cnb"),
+                                                     ((0, 1), True, True, "nbc"), ((0, 1), True, False, "cnb")])
+def test_weighted_norm_gradients_are_autograds(dims, affine, relu, layout):
+    """The norm's hand-written backward (and its ReLU) against numerical gradients, and its values against the
+    plain expression autograd would differentiate, for values laid out channels first, points first or as is."""
     torch.manual_seed(0)
-    v = torch.randn(3, 7, 4, dtype=torch.float64, requires_grad=True)
+    order = LAYOUTS[layout]
+    shape = (3, 7, 4)
+    v = (torch.randn([shape[i] for i in order], dtype=torch.float64) + 0.7).permute(*[order.index(i) for i in range(3)])
+    v.requires_grad_()
+    assert v.shape == shape and v.permute(*order).is_contiguous()
     w = torch.rand(7, 1, dtype=torch.float64)
     w = w / w.sum() / (3 if dims == (0, 1) else 1)
     gamma = (torch.rand(4, dtype=torch.float64) + 0.5).requires_grad_(affine)
     beta = torch.randn(4, dtype=torch.float64, requires_grad=affine)
     params = (gamma, beta) if affine else (None, None)
-    assert torch.autograd.gradcheck(lambda v, *p: _WeightedNorm.apply(v, w, *(p or params), 1e-5, dims)[0],
+    assert torch.autograd.gradcheck(lambda v, *p: _WeightedNorm.apply(v, w, *(p or params), 1e-5, dims, relu)[0],
                                     (v, *(params if affine else ())))
     mean = (w * v).sum(dims, keepdim=True)
     plain = (v - mean) / torch.sqrt((w * (v - mean) ** 2).sum(dims, keepdim=True) + 1e-5)
     plain = plain * gamma + beta if affine else plain
-    assert torch.allclose(_WeightedNorm.apply(v, w, *params, 1e-5, dims)[0], plain, atol=1e-12)
+    plain = plain.relu() if relu else plain
+    out = _WeightedNorm.apply(v, w, *params, 1e-5, dims, relu)[0]
+    assert torch.allclose(out, plain, atol=1e-12)
+    assert not relu or bool((out == 0).any())  # the ReLU cut something
+
+
+def test_norm_with_relu_is_the_norm_then_a_relu_in_training_and_eval():
+    pts = P.qmc(50, 2, scramble=True, seed=2)
+    x = Discretized(torch.randn(3, 4, 50).permute(1, 2, 0), pts)  # channels first, as a separable layer's output
+    fused, plain = DINorm(3, relu=True), nn.Sequential(DINorm(3), Pointwise(nn.ReLU()))
+    with torch.no_grad():
+        fused.weight.uniform_(0.5, 1.5), fused.bias.uniform_(-0.5, 0.5)
+        plain[0].load_state_dict(fused.state_dict())
+    for mode in ("train", "eval"):
+        getattr(fused, mode)(), getattr(plain, mode)()
+        assert torch.allclose(fused(x).values, plain(x).values, atol=1e-6)
+    assert torch.allclose(fused.running_var, plain[0].running_var)
 
 
 @pytest.mark.parametrize("kernel", [MLPKernel(Support.box(0.3, 2), num_basis=5),

@@ -344,12 +344,13 @@ class Residual(nn.Module):
 class DINorm(nn.Module):
     """Batch (over fields and points) or instance (over points) normalization with quadrature-weighted
     moments; running statistics follow `nn.BatchNorm`'s semantics (momentum on the new value, unbiased
-    running variance, eval mode normalizes with running statistics)."""
+    running variance, eval mode normalizes with running statistics). `relu` applies max(·, 0) to the result
+    in the same passes over the values (a block's norm and ReLU: `DINetConfig.block`)."""
 
     def __init__(self, channels: int, *, mode: Literal["batch", "instance"] = "batch", eps: float = 1e-5,
-                 momentum: float = 0.1, affine: bool = True, track_running_stats: bool = True):
+                 momentum: float = 0.1, affine: bool = True, track_running_stats: bool = True, relu: bool = False):
         super().__init__()
-        self.mode, self.eps, self.momentum = mode, eps, momentum
+        self.mode, self.eps, self.momentum, self.relu = mode, eps, momentum, relu
         self.weight = nn.Parameter(torch.ones(channels)) if affine else None
         self.bias = nn.Parameter(torch.zeros(channels)) if affine else None
         self.track = track_running_stats and mode == "batch"
@@ -357,15 +358,17 @@ class DINorm(nn.Module):
             self.register_buffer("running_mean", torch.zeros(channels))
             self.register_buffer("running_var", torch.ones(channels))
 
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}" + (", relu=True" if self.relu else "")
+
     def forward(self, x: Discretized) -> Discretized:
         v = x.values  # (b, n, c)
         weight, bias = self.weight, self.bias
         if self.track and not self.training:
             scale = torch.rsqrt(self.running_var + self.eps)
             centred = v - self.running_mean
-            if weight is None:
-                return x.with_values(centred * scale)
-            return x.with_values(torch.addcmul(bias, centred, scale * weight))
+            out = centred.mul_(scale) if weight is None else torch.addcmul(bias, centred, scale * weight)
+            return x.with_values(out.clamp_min_(0) if self.relu else out)
         batch = self.mode == "batch"
         world = distributed.world_size() if batch and self.training else 1
         # each point's share of a field's integral, over the fields averaged: a sum over (b, n) is the mean
@@ -376,8 +379,9 @@ class DINorm(nn.Module):
             mean, var = moments[0], moments[1] - moments[0].square()
             out = (v - mean) * torch.rsqrt(var + self.eps)
             out = out if weight is None else torch.addcmul(bias, out, weight)
+            out = out.relu() if self.relu else out
         else:
-            out, mean, var = _WeightedNorm.apply(v, w, weight, bias, self.eps, dims)
+            out, mean, var = _WeightedNorm.apply(v, w, weight, bias, self.eps, dims, self.relu)
         if self.track:
             count = v.shape[0] * v.shape[1] * world
             with torch.no_grad():
@@ -386,39 +390,88 @@ class DINorm(nn.Module):
         return x.with_values(out)
 
 
+class _Sums:
+    """The per-channel sums `_WeightedNorm` takes over `dims` of values (b, n, c), weighted or not by w (n, 1),
+    as (1 or b, 1, c). Batch statistics of channels-first values ((c, n, b) in memory: a separable network's)
+    are read as contiguous (c, n·b) rows: a row sum reads the values once, where (w * v).sum((0, 1)) writes a
+    product as large as the values first (3.9 against 0.7 ms for 64 fields of 1,024 points and 64 channels on
+    2 cores)."""
+
+    def __init__(self, v: torch.Tensor, w: torch.Tensor, dims: tuple[int, ...]):
+        self.w, self.dims = w, dims
+        self.rows = dims == (0, 1) and _channels_first(v)
+
+    def _view(self, t: torch.Tensor) -> torch.Tensor:
+        return t.permute(2, 1, 0)  # (c, n, b): contiguous for channels-first values
+
+    def plain(self, t: torch.Tensor) -> torch.Tensor:
+        if self.rows:
+            return self._view(t).sum((1, 2)).view(1, 1, -1)
+        return t.sum(self.dims, keepdim=True)
+
+    def weighted(self, t: torch.Tensor) -> torch.Tensor:
+        if self.rows:
+            return (self._view(t).sum(2) @ self.w).view(1, 1, -1)
+        return (self.w * t).sum(self.dims, keepdim=True)
+
+    def weighted_square(self, t: torch.Tensor) -> torch.Tensor:
+        if self.rows:
+            return (torch.linalg.vector_norm(self._view(t), dim=2).square_() @ self.w).view(1, 1, -1)
+        return (self.w * t).mul_(t).sum(self.dims, keepdim=True)
+
+    def dot(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.rows and _channels_first(a):
+            c = a.shape[2]
+            return torch.linalg.vecdot(self._view(a).reshape(c, -1), self._view(b).reshape(c, -1)).view(1, 1, -1)
+        return (a * b).sum(self.dims, keepdim=True)
+
+
+def _channels_first(t: torch.Tensor) -> bool:
+    """Whether values (b, n, c) are laid out (c, n, b) in memory."""
+    return t.permute(2, 1, 0).is_contiguous()
+
+
 class _WeightedNorm(torch.autograd.Function):
     """y = γ (v − μ) / √(σ² + ε) + β with quadrature-weighted moments μ = Σ w v, σ² = Σ w (v − μ)² over
-    `dims` (Σ w = 1 there), in about half the launches autograd takes for the same expression: with x̂ the
-    normalized values, A = Σ ∂y and B = Σ ∂y x̂ (β's and γ's gradients), ∂v = γ/√(σ² + ε) (∂y − w (A + x̂ B)).
-    Returns (y, μ, σ²); the moments are for the running statistics and carry no gradient."""
+    `dims` (Σ w = 1 there), and with `relu` max(y, 0), in a few passes over the values: three new tensors of
+    their size forward and backward together, where autograd's expression and a separate ReLU write eleven.
+    With x̂ = (v − μ)/√(σ² + ε), s = γ/√(σ² + ε), g the gradient through the ReLU, A = Σ g and B = Σ g x̂
+    (β's and γ's gradients): ∂v = s (g − w (A + x̂ B)), written s g + w (v k₁ + k₀) so that x̂ is never
+    stored: the input v is (a conv's output, kept alive by nothing else). Returns (y, μ, σ²); the moments are
+    for the running statistics and carry no gradient."""
 
     @staticmethod
-    def forward(ctx, v, w, weight, bias, eps: float, dims: tuple[int, ...]):
-        mean = (w * v).sum(dims, keepdim=True)
+    def forward(ctx, v, w, weight, bias, eps: float, dims: tuple[int, ...], relu: bool = False):
+        sums = _Sums(v, w, dims)
+        mean = sums.weighted(v)
         centred = v - mean
-        var = (w * centred).mul_(centred).sum(dims, keepdim=True)
+        var = sums.weighted_square(centred)
         rstd = torch.rsqrt(var + eps)
-        normed = centred.mul_(rstd)
-        out = normed if weight is None else torch.addcmul(bias, normed, weight)
-        ctx.save_for_backward(normed, rstd, w, weight)
-        ctx.dims = dims
+        scale = rstd if weight is None else rstd * weight
+        out = centred.mul_(scale) if bias is None else torch.addcmul(bias, centred, scale, out=centred)
+        if relu:
+            out.clamp_min_(0)
+        ctx.save_for_backward(v, w, mean, rstd, scale, out if relu else None)
+        ctx.dims, ctx.affine = dims, weight is not None
         ctx.mark_non_differentiable(mean, var)
         return out, mean, var
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad, _mean, _var):
-        normed, rstd, w, weight = ctx.saved_tensors
-        dims = ctx.dims
-        grad_bias = grad.sum(dims, keepdim=True)
-        grad_weight = (grad * normed).sum(dims, keepdim=True)
-        scale = rstd if weight is None else rstd * weight
-        grad_v = (grad - w * torch.addcmul(grad_bias, normed, grad_weight)) * scale
-        if weight is None:
-            return grad_v, None, None, None, None, None
+        v, w, mean, rstd, scale, out = ctx.saved_tensors
+        sums = _Sums(v, w, ctx.dims)
+        g = grad if out is None else torch.ops.aten.threshold_backward(grad, out, 0)
+        grad_bias = sums.plain(g)  # A
+        grad_weight = rstd * (sums.dot(g, v) - mean * grad_bias)  # B = Σ g x̂ = (Σ g v − μ A) / √(σ² + ε)
+        k1 = -scale * rstd * grad_weight
+        k0 = -scale * grad_bias - k1 * mean
+        grad_v = torch.addcmul(k0, v, k1).mul_(w).addcmul_(g, scale)
+        if not ctx.affine:
+            return grad_v, None, None, None, None, None, None
         reduce = tuple(range(grad.dim() - 1))  # γ and β are per channel: sum what instance mode kept
         return (grad_v, None, grad_weight.sum(reduce).reshape(-1) if ctx.needs_input_grad[2] else None,
-                grad_bias.sum(reduce).reshape(-1) if ctx.needs_input_grad[3] else None, None, None)
+                grad_bias.sum(reduce).reshape(-1) if ctx.needs_input_grad[3] else None, None, None, None)
 
 
 # -- pooling, resampling ---------------------------------------------------------------------------

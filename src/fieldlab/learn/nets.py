@@ -129,8 +129,9 @@ class DINetConfig(NetConfig):
         return DIConv(c_in, c_out, support, channels_first=self.separable, **options)
 
     def block(self, c_in: int, c_out: int, dim: int, scale: float = 1.0, stride: int = 1) -> nn.Sequential:
-        # no conv bias before a norm: the norm removes it, and Adam would amplify its noise gradient
-        return nn.Sequential(self.conv(c_in, c_out, dim, scale, stride, bias=False), DINorm(c_out), Pointwise(nn.ReLU()))
+        # no conv bias before a norm: the norm removes it, and Adam would amplify its noise gradient; the norm
+        # applies the ReLU in its own passes (a run saved with a separate ReLU module loads: it had no parameters)
+        return nn.Sequential(self.conv(c_in, c_out, dim, scale, stride, bias=False), DINorm(c_out, relu=True))
 
 
 def weighed(x: Discretized, quadrature: str) -> Discretized:
