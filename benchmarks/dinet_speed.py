@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import fieldlab  # noqa: E402, F401  before torch, as the program: it turns on torch's huge pages (THP_MEM_ALLOC_ENABLE)
 import torch  # noqa: E402
 
+from fieldlab._memory import keep_freed_blocks  # noqa: E402
 from fieldlab._optim import Adam  # noqa: E402
 from fieldlab.learn import _aggregate, layers  # noqa: E402
 from fieldlab.learn.layers import Discretized  # noqa: E402
@@ -216,6 +217,8 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == "cpu":
+        keep_freed_blocks()  # as `train` runs on a CPU, for every network alike
     results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
                f"cpu ({torch.get_num_threads()} threads)", "torch": torch.__version__, "batch": args.batch,
                "rows": []}

@@ -23,6 +23,7 @@ import numpy as np
 from fieldlab import _deadline
 from fieldlab import _validate as v
 from fieldlab._errors import UserError
+from fieldlab._memory import keep_freed_blocks
 from fieldlab._progress import phase
 from fieldlab.learn.field_batch import FieldEvaluator
 from fieldlab.learn.points import KINDS, PointSampler
@@ -103,6 +104,8 @@ def _evaluate_table(run, store_path, points: Sequence[str], resolutions: Sequenc
         raise UserError(f"--resolutions are grid sides of at least 2, got {list(resolutions)}")
     stores = [] if store_path is None else [store_path] if isinstance(store_path, (str, Path)) else list(store_path)
     dev = resolve_device(device)
+    if dev.type == "cpu":  # batches of the same shapes, cell after cell: keep freed activations (`_memory`)
+        keep_freed_blocks()
     info = read_run(run)
     v.check_keys(info, {"train": dict}, f"{run}/run.json")
     v.check_keys(info["train"], {"points": str, "num_points": int}, f"{run}/run.json train",

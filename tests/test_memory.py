@@ -1,0 +1,35 @@
+"""`_memory.keep_freed_blocks`: glibc keeps a step's freed activations for the next step."""
+
+import platform
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_freed_blocks_are_reused_instead_of_faulted_in_again():
+    """In a fresh process with fieldlab's huge pages on (torch then aligns blocks of 2 MiB and more to 2 MiB), a
+    4-MiB tensor allocated and freed 50 times is faulted in again each time under glibc's defaults (25,700
+    faults on the machine this was written on), and never once its freed block is kept."""
+    script = """
+import resource, sys
+import torch
+from fieldlab._memory import keep_freed_blocks
+if sys.argv[1] == "keep":
+    assert keep_freed_blocks() is True
+x = torch.ones(1 << 20)
+for _ in range(3):
+    (x + 1).sum()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(50):
+    (x + 1).sum()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+    env_faults = {}
+    for mode in ("default", "keep"):
+        out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True,
+                             env={"THP_MEM_ALLOC_ENABLE": "1", "PATH": ""})
+        env_faults[mode] = int(out.stdout.split()[-1])
+    # 4 MiB is 1,024 pages of 4 KiB (2 of 2 MiB): 50 allocations fault in thousands of pages; kept, a handful
+    assert env_faults["default"] > 5_000 and env_faults["keep"] < 1_000, env_faults
