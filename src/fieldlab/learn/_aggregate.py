@@ -68,6 +68,7 @@ def _transposed(qi: torch.Tensor, si: torch.Tensor, n: int, h: int):
 class _PairSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, basis, rows, qi, si, m, layout=None):
+        """The pairs' query and source indices (qi, si) are read only without a `layout` (None with one)."""
         n, k = rows.shape
         h = basis.shape[1]
         rows = rows.contiguous()
@@ -248,7 +249,7 @@ class PairPlan:
         dense matrix is then the basis itself, transposed per query, with no scatter."""
         self._layouts: dict[int, _Layout] = {}
         self._flat: dict[int, torch.Tensor] = {}
-        self._channels: dict[tuple, tuple] = {}
+        self._channels: dict[tuple, torch.Tensor | _Layout] = {}
         self._coords = (query_coords, source_coords)
         self._blocks: list[_Blocks | None] = []
 
@@ -320,9 +321,6 @@ class PairPlan:
             return torch.bmm(matrix.view(c, m, n), x)
         key = ("sparse", c)
         if key not in self._channels:  # value (c, p) at row c·m + q_p, column c·n + s_p: sorted by row as it is
-            channel = torch.arange(c, device=self.qi.device)[:, None]
-            rows, cols = (channel * m + self.qi).reshape(-1), (channel * n + self.si).reshape(-1)
-            self._channels[key] = (rows, cols, _Layout.block_diagonal(self.qi, self.si, m, n, c))
-        rows, cols, layout = self._channels[key]
-        out = _PairSum.apply(kernel.reshape(-1, 1), x.reshape(c * n, b), rows, cols, m * c, layout)
+            self._channels[key] = _Layout.block_diagonal(self.qi, self.si, m, n, c)
+        out = _PairSum.apply(kernel.reshape(-1, 1), x.reshape(c * n, b), None, None, m * c, self._channels[key])
         return out.view(c, m, b)
