@@ -122,6 +122,17 @@ def test_norm_matches_batchnorm_on_a_grid_and_keeps_torch_running_semantics():
     assert torch.allclose(di(Discretized(x, pts)).values, bn(image).reshape(4, 3, 36).transpose(1, 2), atol=1e-5)
 
 
+def test_norm_of_bf16_values_keeps_its_statistics_in_fp32():
+    pts = P.qmc(64, 2, scramble=True, seed=1)
+    # channels first (the layout whose moments are row sums), a mean far above the spread
+    values = (torch.randn(3, 64, 4) * 0.01 + 100.0).to(torch.bfloat16).permute(2, 1, 0)
+    low, full = DINorm(3, relu=True), DINorm(3, relu=True)
+    out = low(Discretized(values, pts)).values
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, full(Discretized(values.float(), pts)).values)
+    assert torch.allclose(low.running_var, full.running_var)
+
+
 def test_norm_statistics_are_quadrature_weighted():
     pts = P.shrunk(4096, 2, seed=0)
     x = pts.coords[None, :, :1].expand(2, -1, -1) + 0.5  # mean over the domain: 0.5

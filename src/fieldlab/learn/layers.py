@@ -363,6 +363,8 @@ class DINorm(nn.Module):
 
     def forward(self, x: Discretized) -> Discretized:
         v = x.values  # (b, n, c)
+        if v.element_size() < 4:  # bf16/fp16 under autocast: moments and output in fp32, as autocast's batch norm
+            v = v.float()
         weight, bias = self.weight, self.bias
         if self.track and not self.training:
             scale = torch.rsqrt(self.running_var + self.eps)
