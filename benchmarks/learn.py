@@ -114,7 +114,7 @@ def throughput(info, evaluator, train, device, batch: int, steps: int) -> list[d
         for name, kind in (("cnn4", "grid"), ("dinet4", "grid"), ("dinet4", "qmc")):
             cfg, net = build(name, info, n, device)
             sampler = PointSampler(kind=kind, n=n, dim=info["dim"])
-            config = TrainConfig(net=name, batch_size=batch, steps=steps, warmup=1)
+            config = TrainConfig(net=name, batch_size=batch, steps=steps, warmup=1).resolved(info["dim"])
             if device.type == "cuda":
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()

@@ -65,6 +65,30 @@ def test_dinet_trains_on_a_mix_by_default_and_other_nets_on_rqmc():
     assert TrainConfig(net="dinet", points="qmc").resolved().points == "qmc"
 
 
+def test_the_learning_rate_is_the_networks_own_unless_given(blob_store, tmp_path):
+    from fieldlab.learn.nets import BASE_LR, SEPARABLE_LR
+    from fieldlab.learn.train import train
+
+    assert TrainConfig(net="dinet").resolved().lr == SEPARABLE_LR != BASE_LR  # the separable default's rate
+    assert TrainConfig(net="dinet", net_options={"separable": False}).resolved().lr == BASE_LR  # full kernels'
+    assert TrainConfig(net="cnn4").resolved().lr == TrainConfig(net="nuft").resolved().lr == BASE_LR
+    assert TrainConfig(net="dinet", lr=1e-3).resolved().lr == 1e-3
+    assert TrainConfig(net="dinet", init_from="cnn-run").resolved().lr == BASE_LR  # a translated full-kernel twin
+    run = tmp_path / "run"
+    train(blob_store, run, TrainConfig(net="dinet", net_options={"channels": 8}, num_points=64, steps=2,
+                                       batch_size=8, log_every=1000), progress=lambda *_: None)
+    import json
+
+    assert json.loads((run / "config.json").read_text())["lr"] == SEPARABLE_LR  # the rate used, recorded
+
+
+@pytest.mark.parametrize("lr", ["-1", "nan"])
+def test_a_negative_learning_rate_is_one_line_and_writes_nothing(cli, blob_store, tmp_path, lr):
+    status, out, err = cli(["train", blob_store, "--net", "dinet", "--out", tmp_path / "run", "--lr", lr])
+    assert status == 2 and err.startswith("fieldlab: error:") and len(err.strip().splitlines()) == 1
+    assert "--lr" in err and not (tmp_path / "run").exists()
+
+
 def test_resolution_augmentation_draws_every_training_count():
     config = TrainConfig(points="rqmc", resolutions="4,6")
     samplers = config.samplers(2)

@@ -27,6 +27,11 @@ from fieldlab.learn.layers import (DIConv, DINorm, Discretized, MLPKernel, Point
 from fieldlab.learn.points import PointSet
 
 _NETS: Registry[type] = Registry("network", "choose from")
+BASE_LR = 2e-3
+"""The peak learning rate of a network that names no other (`NetConfig.train_lr`): the first DI-Net sweep's."""
+SEPARABLE_LR = 8e-3
+"""A separable DI-Net-4's (`dinet`'s default), chosen on the digits' validation split (BENCHMARKS.md, "A separable
+DI-Net's learning rate")."""
 SEPARABLE_FROM = 8
 """`separable` networks keep a full kernel in layers reading fewer channels than this (an image's 1-4): a
 depthwise kernel there would leave the layer one filter per input channel."""
@@ -65,6 +70,10 @@ class NetConfig:
 
     def build(self, in_channels: int, out_channels: int, dim: int = 2) -> nn.Module:
         raise NotImplementedError
+
+    def train_lr(self) -> float:
+        """The peak learning rate `train --lr 0` (the default) gives this network."""
+        return BASE_LR
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -190,6 +199,10 @@ class DINet4Config(DINetConfig):
     channels: int = 64
     quadrature: Literal["given", "cells"] = "cells"
     separable: bool = True
+
+    def train_lr(self) -> float:
+        # full kernels keep the first sweep's choice (its lr stage tried 1e-3 and 4e-3)
+        return SEPARABLE_LR if self.separable else super().train_lr()
 
     def build(self, in_channels, out_channels, dim=2):
         c = self.channels

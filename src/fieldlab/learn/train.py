@@ -33,7 +33,7 @@ from fieldlab.learn.abilities import BuiltForStore, SizedByPoints
 from fieldlab.learn._run_files import build_bounded, check_run_info, load_weights, read_run_json
 from fieldlab.learn.field_batch import FieldEvaluator
 from fieldlab.learn.loop import LoopOptions, train_loop
-from fieldlab.learn.nets import NetConfig, flat_size, net_config
+from fieldlab.learn.nets import BASE_LR, NetConfig, flat_size, net_config
 from fieldlab.learn.points import PointSampler, _step_seed
 from fieldlab.learn.store_tasks import (Split, accuracy, input_points, load_split, make_input, num_classes, score,
                                         segment_logits, segment_scores, split_rows, store_task)
@@ -75,8 +75,9 @@ class TrainConfig:
     """Optimizer steps."""
     batch_size: int = 64
     """Fields per step (global, over all processes)."""
-    lr: float = 2e-3
-    """Peak AdamW learning rate (warm-up, then cosine)."""
+    lr: float = 0.0
+    """Peak AdamW learning rate (warm-up, then cosine); 0: the network's own (`NetConfig.train_lr`: 8e-3 for
+    `dinet`'s separable convolutions, else 2e-3; a network translated by --init-from, 2e-3)."""
     weight_decay: float = 1e-3
     """AdamW weight decay."""
     warmup: int = 30
@@ -109,7 +110,11 @@ class TrainConfig:
 
     def resolved(self, dim: int = 2) -> TrainConfig:
         """This config with `points="auto"` replaced by the network's choice (a mix without grids where
-        the count is no d-th power), as run.json records it."""
+        the count is no d-th power) and `lr=0` by the network's rate, as run.json records them."""
+        if self.lr == 0:
+            # a translated CNN is a full-kernel twin, whatever --net's own options say
+            lr = BASE_LR if self.init_from else net_config(self.net, **self.net_options).train_lr()
+            return dataclasses.replace(self, lr=lr).resolved(dim)
         if self.points != "auto":
             return self
         kind = net_config(self.net, **self.net_options).train_points
@@ -124,8 +129,8 @@ class TrainConfig:
         for name in ("num_points", "steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise UserError(f"--lr must be positive, got {self.lr}")
+        if not self.lr >= 0:
+            raise UserError(f"--lr must be positive (or 0: the network's own), got {self.lr}")
         bounded_float(self.jitter, "--jitter", 0, MAX_JITTER)
         bounded_float(self.noise, "--noise", 0, MAX_NOISE)
         from fieldlab.fit.config import MAX_SECONDS
