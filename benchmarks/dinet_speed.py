@@ -18,7 +18,9 @@ weight, as before issue 20's fast path), so a before/after ratio comes from the 
 `dinet rqmc` with its norms written as autograd's expression and a separate ReLU; `--no-blocks` adds
 DI-Net with its neighbourhood sums over the whole matrix instead of block by block (`_aggregate.BLOCKS`);
 `--graphs` (CUDA) adds every network with its steps replayed from CUDA graphs, as `train` runs them there
-(`learn.graphed.GraphedTraining`), beside the eager rows of the same run.
+(`learn.graphed.GraphedTraining`), beside the eager rows of the same run. On a CPU the process keeps freed blocks
+for the next step, as `train` does (`fieldlab._memory`); `--glibc-defaults` leaves glibc's allocator as it is (a
+whole-process setting: compare two runs). Each row gives its page faults per step.
 
 Each row also gives the step's floating-point work (GFLOP per step, forward and backward, counted by
 torch.utils.flop_counter on one step: dense matmuls and convolutions; the sparse CSR products of
@@ -170,9 +172,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+FAULTS: dict[str, float] = {}
+"""Page faults per timed step of each runner of the last `measure` (the process's minor faults, runner by runner)."""
+
+
 def measure(runners: list[Runner], steps: int, rounds: int, warmup: int) -> tuple[dict[str, float], dict[str, float]]:
     """(median steps/s, GFLOP per step) of each runner by name, over `rounds` rounds of `steps` steps, runners
-    taking turns."""
+    taking turns; page faults per step in FAULTS."""
+    import resource
+
     device = runners[0].device
     for r in runners:
         for i in range(warmup):
@@ -180,13 +188,18 @@ def measure(runners: list[Runner], steps: int, rounds: int, warmup: int) -> tupl
         r.work = r.gflop(warmup)  # after the warm-up, so a fixed set's neighbourhoods are already built
     sync(device)
     rates: dict[str, list[float]] = {r.name: [] for r in runners}
+    faults = dict.fromkeys(rates, 0)
     for k in range(rounds):
         for r in runners:
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             begin = time.perf_counter()
             for i in range(steps):
                 r.step(warmup + 1 + k * steps + i)
             sync(device)
             rates[r.name].append(steps / (time.perf_counter() - begin))
+            faults[r.name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    FAULTS.clear()
+    FAULTS.update({name: count / (rounds * steps) for name, count in faults.items()})
     return {name: statistics.median(v) for name, v in rates.items()}, {r.name: r.work for r in runners}
 
 
@@ -212,19 +225,22 @@ def main(argv=None) -> None:
                              "sparse) matrix instead of block by block")
     parser.add_argument("--graphs", action="store_true",
                         help="also time every network with its steps replayed from CUDA graphs (CUDA only)")
+    parser.add_argument("--glibc-defaults", action="store_true",
+                        help="CPU: leave glibc's allocator as it is (train keeps freed blocks: fieldlab._memory); "
+                             "a whole-process setting, so compare two runs")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if device.type == "cpu":
+    if device.type == "cpu" and not args.glibc_defaults:
         keep_freed_blocks()  # as `train` runs on a CPU, for every network alike
     results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
                f"cpu ({torch.get_num_threads()} threads)", "torch": torch.__version__, "batch": args.batch,
                "rows": []}
     print(f"{results['device']}, torch {torch.__version__}, batch {args.batch}")
     print(f"{'points':>8}  {'network':<40} {'steps/s':>8} {'samples/s':>10} {'× cnn4':>7} {'GFLOP/step':>11} "
-          f"{'FLOP × cnn4':>11}")
+          f"{'FLOP × cnn4':>11} {'faults/step':>11}")
     for side in (int(s) for s in args.sides.split(",")):
         runners = [Runner("cnn4", "grid", side, args.batch, device), Runner("dinet", "grid", side, args.batch, device),
                    Runner("dinet", "rqmc", side, args.batch, device)]
@@ -249,14 +265,15 @@ def main(argv=None) -> None:
         for name, rate in rates.items():
             row = {"points": side * side, "network": name, "steps_per_s": round(rate, 3),
                    "samples_per_s": round(rate * args.batch, 1), "ratio_to_cnn4": round(rate / base, 3),
-                   "gflop_per_step": round(work[name], 2), "flop_ratio_to_cnn4": round(work[name] / base_work, 2)}
+                   "gflop_per_step": round(work[name], 2), "flop_ratio_to_cnn4": round(work[name] / base_work, 2),
+                   "page_faults_per_step": round(FAULTS[name])}
             like = ""  # a graphed row against cnn4 graphed too: both as `train` runs them on CUDA
             if graphed_base and name.endswith("(graphed)"):
                 row["ratio_to_cnn4_graphed"] = round(rate / graphed_base, 3)
                 like = f"  ({rate / graphed_base:.2f} × cnn4 graphed)"
             results["rows"].append(row)
             print(f"{side}²={side * side:<5} {name:<40} {rate:8.2f} {rate * args.batch:10.1f} {rate / base:7.2f} "
-                  f"{work[name]:11.2f} {work[name] / base_work:11.2f}{like}")
+                  f"{work[name]:11.2f} {work[name] / base_work:11.2f} {FAULTS[name]:11.0f}{like}")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
 
