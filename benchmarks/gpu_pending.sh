@@ -6,7 +6,8 @@
 #
 # Needs (git-ignored, carried to the machine): .whl/ (zarr, numcodecs, donfig, google-crc32c, msgspec, trimesh, av
 # wheels: the GPU image lacks them), .bench_data/digits-store (`fieldlab fit-dataset sample:digits --field siren`),
-# .bench_data/natural512/ (../shared/data/images/natural512) for the siren part, .bench_data/bunny.obj for the mesh part (the armadillo of the target is not in shared/data). Results go to $OUT.
+# .bench_data/natural512/ (../shared/data/images/natural512) for the siren part, .bench_data/bunny.obj for the
+# mesh part (the armadillo of the target is not in shared/data). Results go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_pending}
 mkdir -p "$OUT"
