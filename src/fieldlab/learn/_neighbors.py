@@ -152,8 +152,8 @@ values (16 MiB in float32): one product for a small set, bounded memory for a la
 TREE_FROM = 2 ** 18
 """On the CPU, `nearest` asks a k-d tree (scipy's) once queries × sources reach this many pairs: its work grows as
 queries · log(sources), where the distance matrix's grows as their product. `cell_volumes`' 16 probes per point
-at 1,024 points took 96 ms through the matrix and 8 ms through the tree on 2 cores (BENCHMARKS.md). A GPU keeps
-the matrix: it is fast there, and a CUDA graph can hold it."""
+at 1,024 points took 52 ms through the matrix and 7.3 ms through the tree on 2 cores (`benchmarks/cell_volumes.py`).
+A GPU keeps the matrix: it is fast there, and a CUDA graph can hold it."""
 
 
 def nearest(queries: torch.Tensor, sources: torch.Tensor, k: int = 1, *, chunk: int | None = None
@@ -184,6 +184,6 @@ def _tree_nearest(queries: torch.Tensor, sources: torch.Tensor, k: int) -> tuple
     from scipy.spatial import cKDTree  # scipy comes with scikit-image, a dependency
 
     tree = cKDTree(sources.detach().double().numpy())
-    dist, index = tree.query(queries.detach().double().numpy(), k=[*range(1, k + 1)],
-                             workers=1)
+    # one worker: torch's threads are still spinning after their last parallel region, and would compete
+    dist, index = tree.query(queries.detach().double().numpy(), k=[*range(1, k + 1)], workers=1)
     return torch.from_numpy(dist).float(), torch.from_numpy(index).long()

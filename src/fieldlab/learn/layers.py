@@ -439,8 +439,8 @@ class _WeightedNorm(torch.autograd.Function):
     their size forward and backward together, where autograd's expression and a separate ReLU write eleven.
     With x̂ = (v − μ)/√(σ² + ε), s = γ/√(σ² + ε), g the gradient through the ReLU, A = Σ g and B = Σ g x̂
     (β's and γ's gradients): ∂v = s (g − w (A + x̂ B)), written s g + w (v k₁ + k₀) so that x̂ is never
-    stored: the input v is (a conv's output, kept alive by nothing else). Returns (y, μ, σ²); the moments are
-    for the running statistics and carry no gradient."""
+    stored: the input v is saved in its place (as large, and a conv's output that nothing else keeps). Returns
+    (y, μ, σ²); the moments are for the running statistics and carry no gradient."""
 
     @staticmethod
     def forward(ctx, v, w, weight, bias, eps: float, dims: tuple[int, ...], relu: bool = False):
