@@ -82,6 +82,24 @@ def test_the_learning_rate_is_the_networks_own_unless_given(blob_store, tmp_path
     assert json.loads((run / "config.json").read_text())["lr"] == SEPARABLE_LR  # the rate used, recorded
 
 
+def test_a_resumed_run_keeps_the_rate_it_started_with(blob_store, tmp_path):
+    """A run interrupted before the network's default rate changed goes on at the rate it recorded, unless --lr
+    is given."""
+    import json
+
+    from fieldlab.learn.train import train
+
+    run, quiet = tmp_path / "run", (lambda *_: None)
+    config = TrainConfig(net="dinet", net_options={"channels": 8}, num_points=64, steps=4, batch_size=8,
+                         checkpoint_every=2, log_every=1000)
+    train(blob_store, run, config, progress=quiet, stop_at=2)
+    recorded = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**recorded, "lr": 2e-3}))  # as the old default wrote it
+    train(blob_store, run, config, progress=quiet, resume=True)
+    assert json.loads((run / "config.json").read_text())["lr"] == 2e-3
+    assert (run / "run.json").is_file()
+
+
 @pytest.mark.parametrize("lr", ["-1", "nan"])
 def test_a_negative_learning_rate_is_one_line_and_writes_nothing(cli, blob_store, tmp_path, lr):
     status, out, err = cli(["train", blob_store, "--net", "dinet", "--out", tmp_path / "run", "--lr", lr])

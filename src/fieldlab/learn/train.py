@@ -211,6 +211,8 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
     if config.batch_size % world:
         raise UserError(f"--batch-size {config.batch_size} must be divisible by the {world} processes")
     train_rows, test_rows, how = split_rows(store)
+    if resume and config.lr == 0:  # the rate the run started with, though the network's default has changed since
+        config = dataclasses.replace(config, lr=_recorded_lr(out))
     config = config.resolved(store.signal.in_dim)
     cfg = net_config(config.net, **config.net_options)
     if isinstance(cfg, SizedByPoints):
@@ -263,6 +265,15 @@ def _check_run_dir(out: Path, *, resume: bool, force: bool, inputs=()) -> None:
     if force and not resume and out.is_dir():
         for name in ("checkpoint.pt", "net.safetensors", "run.json"):
             (out / name).unlink(missing_ok=True)
+
+
+def _recorded_lr(out: Path) -> float:
+    """The learning rate RUN/config.json records (0.0 where there is none to read: `resolved` then picks)."""
+    try:
+        lr = json.loads((out / "config.json").read_text()).get("lr")
+    except (OSError, ValueError, AttributeError):
+        return 0.0
+    return float(lr) if isinstance(lr, (int, float)) and 0 < lr < float("inf") else 0.0
 
 
 def _write_json(path: Path, data: dict) -> None:
