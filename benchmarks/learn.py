@@ -137,6 +137,7 @@ def table(info, evaluator, train, test, device, steps: int, sides) -> list[dict]
         n = 16 ** info["dim"]
         cfg, net = build(name, info, n, device)
         config = TrainConfig(net=name, points=train_kind, num_points=n, steps=steps, batch_size=64)
+        config = config.resolved(info["dim"])  # the network's own learning rate, as `train` takes it
         began = time.perf_counter()
         train_steps(cfg, net, evaluator, train, config.sampler(info["dim"]), config, steps, device, sync=False)
         seconds = time.perf_counter() - began
