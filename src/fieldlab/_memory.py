@@ -4,7 +4,8 @@ With fieldlab's huge pages on (`fieldlab/__init__.py`), torch asks glibc for blo
 to 2 MiB; under glibc's defaults such a block is mapped afresh and unmapped when freed, so every step faults its
 activations in again (a 4-MiB tensor made and freed 50 times: 25,700 page faults; `tests/test_memory.py`). A
 train step of DI-Net at 16² points on 2 cores took 4,500 faults and 18 ms of system time; with freed blocks kept
-for reuse, 170-340 faults and 2 ms (BENCHMARKS.md, "Freed blocks kept for the next step"). The fit commands keep
+for reuse, 170-340 faults and 2 ms (BENCHMARKS.md, "Freed blocks kept for the next step"). The learn loop
+(`learn.loop.train_loop`: `train`, `train-sdf`) and `eval` keep them on a CPU; the fit commands keep
 glibc's defaults: there, keeping every block (`M_MMAP_MAX` 0) doubled a fit-dataset's peak memory.
 """
 

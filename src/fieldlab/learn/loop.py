@@ -29,6 +29,7 @@ import torch.nn as nn
 from fieldlab import _deadline, distributed
 from fieldlab._optim import Adam
 from fieldlab._errors import UserError
+from fieldlab._memory import keep_freed_blocks
 from fieldlab.fit.schedule import Schedule
 from fieldlab.learn import graphed
 from fieldlab.learn.task import Task
@@ -93,6 +94,8 @@ def train_loop(task: Task, net: nn.Module, options: LoopOptions, *, device: torc
         model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     elif device.type == "cuda" and graphed.GRAPHS:  # steps replayed from CUDA graphs where the net allows
         model, graphs = graphed.GraphedTraining(net, say=progress), True
+    if device.type == "cpu":  # every step allocates the same activations: keep the freed ones (`_memory`)
+        keep_freed_blocks()
     optimizer = Adam(net.parameters(), lr=options.lr, weight_decay=options.weight_decay)  # AdamW's decay
     start = 0
     if resume and run is not None and (run / "checkpoint.pt").is_file():  # read before RUN is written

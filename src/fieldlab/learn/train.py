@@ -23,7 +23,6 @@ import torch.nn as nn
 
 from fieldlab import distributed
 from fieldlab._errors import UserError
-from fieldlab._memory import keep_freed_blocks
 from fieldlab._safety import lock_output, replace_file
 from fieldlab._validate import check_shape
 from fieldlab._validate import bounded_int
@@ -205,8 +204,6 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
     device = resolve_device(config.device)
     device = distributed.device_for(device)  # this rank's own GPU under torchrun
     distributed.init(device)
-    if device.type == "cpu":  # every step allocates the same activations: keep the freed ones (`_memory`)
-        keep_freed_blocks()
     rank, world = distributed.rank(), distributed.world_size()
     if config.batch_size % world:
         raise UserError(f"--batch-size {config.batch_size} must be divisible by the {world} processes")
