@@ -100,6 +100,22 @@ def test_a_resumed_run_keeps_the_rate_it_started_with(blob_store, tmp_path):
     assert (run / "run.json").is_file()
 
 
+def test_a_resumed_run_with_a_damaged_rate_is_one_line(blob_store, tmp_path):
+    import json
+
+    from fieldlab._errors import UserError
+    from fieldlab.learn.train import train
+
+    run, quiet = tmp_path / "run", (lambda *_: None)
+    config = TrainConfig(net="dinet", net_options={"channels": 8}, num_points=64, steps=4, batch_size=8,
+                         checkpoint_every=2, log_every=1000)
+    train(blob_store, run, config, progress=quiet, stop_at=2)
+    (run / "config.json").write_text(json.dumps({"lr": "fast"}))
+    with pytest.raises(UserError, match="lr must be a number"):
+        train(blob_store, run, config, progress=quiet, resume=True)
+    assert not (run / "run.json").exists()
+
+
 @pytest.mark.parametrize("lr", ["-1", "nan"])
 def test_a_negative_learning_rate_is_one_line_and_writes_nothing(cli, blob_store, tmp_path, lr):
     status, out, err = cli(["train", blob_store, "--net", "dinet", "--out", tmp_path / "run", "--lr", lr])

@@ -26,7 +26,7 @@ from fieldlab._errors import UserError
 from fieldlab._safety import lock_output, replace_file
 from fieldlab._validate import check_shape
 from fieldlab._validate import bounded_int
-from fieldlab._validate import bounded_float
+from fieldlab._validate import bounded_float, read_json
 from fieldlab import _deadline
 from fieldlab.learn.abilities import BuiltForStore, SizedByPoints
 from fieldlab.learn._run_files import build_bounded, check_run_info, load_weights, read_run_json
@@ -110,19 +110,17 @@ class TrainConfig:
     def resolved(self, dim: int = 2) -> TrainConfig:
         """This config with `points="auto"` replaced by the network's choice (a mix without grids where
         the count is no d-th power) and `lr=0` by the network's rate, as run.json records them."""
-        if self.lr == 0:
-            # a translated CNN is a full-kernel twin, whatever --net's own options say
-            lr = BASE_LR if self.init_from else net_config(self.net, **self.net_options).train_lr()
-            return dataclasses.replace(self, lr=lr).resolved(dim)
+        cfg = net_config(self.net, **self.net_options)
+        # a translated CNN is a full-kernel twin, whatever --net's own options say
+        lr = self.lr or (BASE_LR if self.init_from else cfg.train_lr())
         if self.points != "auto":
-            return self
-        kind = net_config(self.net, **self.net_options).train_points
-        mix = self.mix
+            return dataclasses.replace(self, lr=lr)
+        kind, mix = cfg.train_points, self.mix
         if kind == "mixed" and "grid" in mix.split(","):
             side = round(self.num_points ** (1 / dim))
             if side ** dim != self.num_points:
                 mix = ",".join(k for k in mix.split(",") if k != "grid") or "rqmc"
-        return dataclasses.replace(self, points=kind, mix=mix)
+        return dataclasses.replace(self, points=kind, mix=mix, lr=lr)
 
     def validate(self) -> None:
         for name in ("num_points", "steps", "batch_size", "checkpoint_every", "log_every"):
@@ -265,12 +263,12 @@ def _check_run_dir(out: Path, *, resume: bool, force: bool, inputs=()) -> None:
 
 
 def _recorded_lr(out: Path) -> float:
-    """The learning rate RUN/config.json records (0.0 where there is none to read: `resolved` then picks)."""
-    try:
-        lr = json.loads((out / "config.json").read_text()).get("lr")
-    except (OSError, ValueError, AttributeError):
+    """The learning rate RUN/config.json records (0.0 where there is none: `resolved` then picks); a damaged file
+    or rate is one line."""
+    path = out / "config.json"
+    if not path.is_file():
         return 0.0
-    return float(lr) if isinstance(lr, (int, float)) and 0 < lr < float("inf") else 0.0
+    return bounded_float(read_json(path).get("lr", 0.0), "lr", 0, where=path)
 
 
 def _write_json(path: Path, data: dict) -> None:
