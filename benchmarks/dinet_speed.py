@@ -172,13 +172,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-FAULTS: dict[str, float] = {}
-"""Page faults per timed step of each runner of the last `measure` (the process's minor faults, runner by runner)."""
-
-
 def measure(runners: list[Runner], steps: int, rounds: int, warmup: int) -> tuple[dict[str, float], dict[str, float]]:
     """(median steps/s, GFLOP per step) of each runner by name, over `rounds` rounds of `steps` steps, runners
-    taking turns; page faults per step in FAULTS."""
+    taking turns; each runner's page faults per timed step (the process's minor faults) in `runner.faults`."""
     import resource
 
     device = runners[0].device
@@ -188,7 +184,8 @@ def measure(runners: list[Runner], steps: int, rounds: int, warmup: int) -> tupl
         r.work = r.gflop(warmup)  # after the warm-up, so a fixed set's neighbourhoods are already built
     sync(device)
     rates: dict[str, list[float]] = {r.name: [] for r in runners}
-    faults = dict.fromkeys(rates, 0)
+    for r in runners:
+        r.faults = 0.0
     for k in range(rounds):
         for r in runners:
             before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -197,9 +194,7 @@ def measure(runners: list[Runner], steps: int, rounds: int, warmup: int) -> tupl
                 r.step(warmup + 1 + k * steps + i)
             sync(device)
             rates[r.name].append(steps / (time.perf_counter() - begin))
-            faults[r.name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-    FAULTS.clear()
-    FAULTS.update({name: count / (rounds * steps) for name, count in faults.items()})
+            r.faults += (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / (rounds * steps)
     return {name: statistics.median(v) for name, v in rates.items()}, {r.name: r.work for r in runners}
 
 
@@ -260,20 +255,21 @@ def main(argv=None) -> None:
         if args.no_blocks:
             runners += [Runner("dinet", kind, side, args.batch, device, blocks=False) for kind in ("grid", "rqmc")]
         rates, work = measure(runners, args.steps, args.rounds, args.warmup)
+        faults = {r.name: r.faults for r in runners}
         base, base_work = rates["cnn4 grid"], work["cnn4 grid"]
         graphed_base = rates.get("cnn4 grid (graphed)")
         for name, rate in rates.items():
             row = {"points": side * side, "network": name, "steps_per_s": round(rate, 3),
                    "samples_per_s": round(rate * args.batch, 1), "ratio_to_cnn4": round(rate / base, 3),
                    "gflop_per_step": round(work[name], 2), "flop_ratio_to_cnn4": round(work[name] / base_work, 2),
-                   "page_faults_per_step": round(FAULTS[name])}
+                   "page_faults_per_step": round(faults[name])}
             like = ""  # a graphed row against cnn4 graphed too: both as `train` runs them on CUDA
             if graphed_base and name.endswith("(graphed)"):
                 row["ratio_to_cnn4_graphed"] = round(rate / graphed_base, 3)
                 like = f"  ({rate / graphed_base:.2f} × cnn4 graphed)"
             results["rows"].append(row)
             print(f"{side}²={side * side:<5} {name:<40} {rate:8.2f} {rate * args.batch:10.1f} {rate / base:7.2f} "
-                  f"{work[name]:11.2f} {work[name] / base_work:11.2f} {FAULTS[name]:11.0f}{like}")
+                  f"{work[name]:11.2f} {work[name] / base_work:11.2f} {faults[name]:11.0f}{like}")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
 
