@@ -23,6 +23,7 @@ side per block of queries (`_Blocks`): at 32² points DI-Net's matrices are 2-10
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -152,7 +153,8 @@ class _Layout:
             return torch.cat([zero, (channel * p + ptr[1:]).reshape(-1)])
 
         order, ptr_t, cols_t = one.transposed
-        return cls(offset(one.ptr), (channel * n + one.cols).reshape(-1), (channel * p + one.where.view(-1)).view(-1, 1),
+        where = (channel * p + one.where.view(-1)).view(-1, 1)
+        return cls(offset(one.ptr), (channel * n + one.cols).reshape(-1), where,
                    ((channel * p + order).reshape(-1), offset(ptr_t), (channel * m + cols_t).reshape(-1)))
 
 
@@ -251,24 +253,21 @@ class PairPlan:
         self._flat: dict[int, torch.Tensor] = {}
         self._channels: dict[tuple, torch.Tensor | _Layout] = {}
         self._coords = (query_coords, source_coords)
-        self._blocks: list[_Blocks | None] = []
 
-    @property
+    @functools.cached_property
     def blocks(self) -> _Blocks | None:
         """The block-by-block layout (`_Blocks`) where it multiplies fewer cells than the dense matrix, else
         None; built at the first use, as only a full kernel's sum (`sum_rows`) reads it."""
-        if not self._blocks:
-            (query_coords, source_coords), qi, si, m, n = self._coords, self.qi, self.si, self.m, self.n
-            blocks = None
-            if (not self.full and query_coords is not None and source_coords is not None and len(qi)
-                    and min(m, n) > BLOCK and qi.device.type in BLOCK_DEVICES):
-                query_order = morton_order(query_coords)
-                source_order = query_order if source_coords is query_coords else morton_order(source_coords)
-                blocks = _Blocks(qi, si, m, n, query_order, source_order)
-                if blocks.cells * BLOCK_GAIN > m * n or len(qi) < BLOCK_FILL * blocks.cells:
-                    blocks = None
-            self._blocks.append(blocks)
-        return self._blocks[0]
+        (query_coords, source_coords), qi, si, m, n = self._coords, self.qi, self.si, self.m, self.n
+        if (self.full or query_coords is None or source_coords is None or not len(qi) or min(m, n) <= BLOCK
+                or qi.device.type not in BLOCK_DEVICES):
+            return None
+        query_order = morton_order(query_coords)
+        source_order = query_order if source_coords is query_coords else morton_order(source_coords)
+        blocks = _Blocks(qi, si, m, n, query_order, source_order)
+        if blocks.cells * BLOCK_GAIN > m * n or len(qi) < BLOCK_FILL * blocks.cells:
+            return None
+        return blocks
 
     def dense(self, h: int) -> bool:
         cells = self.m * self.n
