@@ -68,7 +68,7 @@ from fieldlab.learn.train import Split, TrainConfig, accuracy, make_input  # noq
 KINDS = ("grid", "qmc", "rqmc", "random", "shrunk")
 RANDOMIZED = ("rqmc", "random", "shrunk")
 NET_OPTIONS = ("channels", "neighbours", "normalization", "quadrature", "shape", "num_basis", "backend", "separable",
-               "multiplier")
+               "multiplier", "down_support")
 
 BASE = {"net": "dinet", "steps": 300, "points": "rqmc", "mix": "grid,qmc,shrunk", "resolutions": "", "lr": 2e-3,
         "channels": 32, "neighbours": 32.0, "normalization": "integral", "quadrature": "given", "shape": "box"}

@@ -89,3 +89,17 @@ def test_a_separable_dinet_keeps_a_full_first_layer_and_trains_every_parameter(s
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
     with pytest.raises(UserError, match="multiplier"):
         net_config("dinet", multiplier="0")
+
+
+def test_the_strided_convolution_reads_down_support_times_the_first_layers_support():
+    from fieldlab.learn.layers import DIConv
+
+    for down in (1.0, 2.0):
+        cfg = net_config("dinet", down_support=str(down), channels="16").for_points(256, 2)
+        convs = [m for m in cfg.build(1, 3, 2).modules() if isinstance(m, DIConv)]
+        strided = [m for m in convs if m.stride == 2]
+        assert len(strided) == 1 and strided[0].groups == 16  # the separable strided conv's depthwise part
+        assert strided[0].support.hi[0] == pytest.approx(down * convs[0].support.hi[0])
+    for bad in ("0", "-1", "nan"):
+        with pytest.raises(UserError, match="down-support"):
+            net_config("dinet", down_support=bad)

@@ -38,24 +38,34 @@ def _csr(index: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _spmm(ptr, cols, values, shape, dense):
-    return torch.sparse.mm(torch.sparse_csr_tensor(ptr, cols, values, shape, check_invariants=False), dense)
+    matrix = torch.sparse_csr_tensor(ptr, cols, values, shape, check_invariants=False)
+    if dense.device.type == "cpu" and dense.dtype in (torch.float32, torch.float64):
+        # MKL's product written straight into a fresh output: `sparse.mm` zero-fills its output and copies the
+        # product into it (2 of the 9 ms of a 840k-value product of 64 columns on 2 cores)
+        out = dense.new_empty(shape[0], dense.shape[1])
+        return torch.addmm(out, matrix, dense, beta=0, out=out)
+    return torch.sparse.mm(matrix, dense)
 
 
-def _stacked(basis: torch.Tensor, qi: torch.Tensor, si: torch.Tensor, m: int):
-    """The h sparse (m × n) matrices S_k stacked row-interleaved into one (m·h × n) CSR matrix: row q·h + k
-    holds query q's pairs with values basis[:, k]. Returns (ptr, cols, values, where) with `where` (p, h) the
-    position of each (pair, k) among the values."""
-    p, h = basis.shape
+def _index32(t: torch.Tensor) -> torch.Tensor:
+    """A CSR index as int32 on the CPU where it fits: MKL reads int32, and torch converts an int64 index at every
+    product (0.8 ms for 930k columns on 2 cores)."""
+    if t.device.type == "cpu" and t.dtype == torch.int64 and (not len(t) or int(t.max()) < 2 ** 31):
+        return t.int()
+    return t
+
+
+def _stacked(qi: torch.Tensor, m: int, h: int):
+    """The pattern of h sparse (m × n) matrices S_k stacked row-interleaved into one (m·h × n) CSR matrix: row
+    q·h + k holds query q's pairs with values basis[:, k]. Returns (ptr, where) with `where` (p, h) the position
+    of each (pair, k) among the values."""
+    p = len(qi)
     counts = torch.bincount(qi, minlength=m)
     start = torch.cumsum(counts, 0) - counts  # first pair of each query
     local = torch.arange(p, device=qi.device) - start[qi]
     where = (start[qi] * h + local)[:, None] + torch.arange(h, device=qi.device) * counts[qi][:, None]  # (p, h)
     ptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts.repeat_interleave(h), 0)])
-    cols = torch.empty(p * h, dtype=si.dtype, device=si.device)
-    cols[where.reshape(-1)] = si.repeat_interleave(h)
-    values = torch.empty(p * h, dtype=basis.dtype, device=basis.device)
-    values[where.reshape(-1)] = basis.reshape(-1)
-    return ptr, cols, values, where
+    return ptr, where
 
 
 def _transposed(qi: torch.Tensor, si: torch.Tensor, n: int, h: int):
@@ -66,41 +76,95 @@ def _transposed(qi: torch.Tensor, si: torch.Tensor, n: int, h: int):
     return order, ptr_t, cols_t
 
 
+class _Layout:
+    """The CSR pattern of a pair list's stacked (m·h × n) matrix and of its transpose (for the backward), and
+    where each (pair, k) value goes in either."""
+
+    def __init__(self, ptr, cols, ptr_t, cols_t, where: torch.Tensor | None, order: torch.Tensor | None):
+        self.ptr, self.cols, self.ptr_t, self.cols_t = _index32(ptr), _index32(cols), _index32(ptr_t), _index32(cols_t)
+        self.where, self.order = where, order
+
+    @classmethod
+    def of(cls, qi: torch.Tensor, si: torch.Tensor, m: int, n: int, h: int) -> _Layout:
+        """The layout of pairs (qi, si) sorted by query, for a (p, h) basis."""
+        ptr, where = _stacked(qi, m, h)
+        cols = torch.empty(len(qi) * h, dtype=si.dtype, device=si.device)
+        cols[where.reshape(-1)] = si.repeat_interleave(h)
+        order, ptr_t, cols_t = _transposed(qi, si, n, h)
+        return cls(ptr, cols, ptr_t, cols_t, where, order)
+
+    def values(self, basis: torch.Tensor) -> torch.Tensor:
+        """basis (p, h) → the matrix's values in CSR order."""
+        return basis.new_empty(len(self.cols)).index_copy_(0, self.where.reshape(-1), basis.reshape(-1))
+
+    def pair_values(self, values: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+        """Values in CSR order → laid out as `basis` (p, h) (the inverse of `values`)."""
+        return values[self.where.reshape(-1)].view_as(basis)
+
+    def transposed_values(self, basis: torch.Tensor) -> torch.Tensor:
+        """basis (p, h) → the transposed matrix's values in its CSR order."""
+        return basis[self.order].reshape(-1).contiguous()
+
+
+class _BlockDiagonal(_Layout):
+    """The (m·c × n·c) pattern with one (m × n) block of the pairs per channel: value c·p + j (channel c, pair j
+    of the query-sorted pairs) at row c·m + q_j, column c·n + s_j. Built from one block's layout by offsets, with
+    no sort, and (on the CPU, where they fit) in int32 from the start; a (c, p) kernel is its values as it is."""
+
+    def __init__(self, qi: torch.Tensor, si: torch.Tensor, m: int, n: int, c: int):
+        one, p = _Layout.of(qi, si, m, n, 1), len(qi)
+        narrow = qi.device.type == "cpu" and c * (max(m, n, p) + 1) < 2 ** 31
+        dtype = torch.int32 if narrow else torch.int64
+        channel = torch.arange(c, device=qi.device, dtype=dtype)[:, None]
+        zero = torch.zeros(1, device=qi.device, dtype=dtype)
+
+        def offset(ptr):  # the blocks' row pointers one after another
+            return torch.cat([zero, (channel * p + ptr[1:].to(dtype)).reshape(-1)])
+
+        self.channels, self.one_order = c, one.order
+        super().__init__(offset(one.ptr), (channel * n + one.cols.to(dtype)).reshape(-1), offset(one.ptr_t),
+                         (channel * m + one.cols_t.to(dtype)).reshape(-1), None, None)
+
+    # pairs sorted by query (as `_stacked` reads them) are in CSR order already: one block's `where` is 0..p-1
+    def values(self, basis: torch.Tensor) -> torch.Tensor:
+        return basis.reshape(-1)
+
+    def pair_values(self, values: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+        return values.view_as(basis)
+
+    def transposed_values(self, basis: torch.Tensor) -> torch.Tensor:
+        return basis.view(self.channels, -1)[:, self.one_order].reshape(-1)
+
+
 class _PairSum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, basis, rows, qi, si, m, layout=None):
-        """The pairs' query and source indices (qi, si) are read only without a `layout` (None with one)."""
+    def forward(ctx, basis, rows, layout: _Layout, m: int):
         n, k = rows.shape
         h = basis.shape[1]
         rows = rows.contiguous()
         # One product with the h basis matrices stacked: (m·h × n) @ (n, bc) is acc laid out (m, h, b, c).
-        if layout is None:
-            ptr, cols, values, where = _stacked(basis, qi, si, m)
-        else:  # the pattern is the plan's; only the values are this call's
-            ptr, cols, where = layout.ptr, layout.cols, layout.where
-            values = basis.new_empty(len(cols)).index_copy_(0, where.reshape(-1), basis.reshape(-1))
-        acc = _spmm(ptr, cols, values, (m * h, n), rows)
-        ctx.save_for_backward(basis, rows, qi, si, ptr, cols, where)
+        acc = _spmm(layout.ptr, layout.cols, layout.values(basis), (m * h, n), rows)
+        ctx.save_for_backward(basis, rows)
         ctx.layout = layout
         return acc.reshape(m, h, k)
 
     @staticmethod
     def backward(ctx, grad):
-        basis, rows, qi, si, ptr, cols, where = ctx.saved_tensors
+        basis, rows = ctx.saved_tensors
+        layout = ctx.layout
         n, k = rows.shape
         m, h = grad.shape[0], grad.shape[1]
         g_rows = grad.reshape(m * h, k).contiguous()
         grad_basis = grad_x = None
         if ctx.needs_input_grad[0]:
             # grad_basis[p, k] = <g[q_p, k], rows[s_p]>: a sampled dense-dense product on the stacked pattern
-            pattern = torch.sparse_csr_tensor(ptr, cols, basis.new_zeros(len(cols)), (m * h, n), check_invariants=False)
-            sampled = torch.sparse.sampled_addmm(pattern, g_rows, rows.t(), beta=0.0).values()
-            grad_basis = sampled[where.reshape(-1)].view_as(basis)
+            pattern = torch.sparse_csr_tensor(layout.ptr, layout.cols, basis.new_zeros(len(layout.cols)), (m * h, n),
+                                              check_invariants=False)
+            grad_basis = layout.pair_values(torch.sparse.sampled_addmm(pattern, g_rows, rows.t(), beta=0.0).values(),
+                                            basis)
         if ctx.needs_input_grad[1]:
-            layout = ctx.layout
-            order, ptr_t, cols_t = _transposed(qi, si, n, h) if layout is None else layout.transposed
-            grad_x = _spmm(ptr_t, cols_t, basis[order].reshape(-1).contiguous(), (n, m * h), g_rows)
-        return grad_basis, grad_x, None, None, None, None
+            grad_x = _spmm(layout.ptr_t, layout.cols_t, layout.transposed_values(basis), (n, m * h), g_rows)
+        return grad_basis, grad_x, None, None
 
 
 def pair_sum(basis: torch.Tensor, x: torch.Tensor, qi: torch.Tensor, si: torch.Tensor, m: int) -> torch.Tensor:
@@ -108,7 +172,7 @@ def pair_sum(basis: torch.Tensor, x: torch.Tensor, qi: torch.Tensor, si: torch.T
     call rebuilds the sparse pattern (a layer reuses one through `PairPlan`)."""
     b, n, c = x.shape
     rows = x.permute(1, 0, 2).reshape(n, b * c)
-    return _PairSum.apply(basis, rows, qi, si, m).view(m, -1, b, c)
+    return _PairSum.apply(basis, rows, _Layout.of(qi, si, m, n, basis.shape[1]), m).view(m, -1, b, c)
 
 
 DENSE_FILL = 1 / 16
@@ -128,34 +192,6 @@ the dense one 2.4× faster at 83% (fill and backward included; `sum_channels`' d
 
 def _dense_entries(device: torch.device) -> int:
     return DENSE_ENTRIES.get(device.type, DENSE_ENTRIES["cpu"])
-
-
-class _Layout:
-    """The CSR pattern of the stacked matrix for one h, and its transpose (for the backward)."""
-
-    def __init__(self, ptr: torch.Tensor, cols: torch.Tensor, where: torch.Tensor, transposed: tuple):
-        self.ptr, self.cols, self.where, self.transposed = ptr, cols, where, transposed
-
-    @classmethod
-    def of(cls, qi: torch.Tensor, si: torch.Tensor, m: int, n: int, h: int) -> _Layout:
-        ptr, cols, _, where = _stacked(qi.new_zeros(len(qi), h, dtype=torch.float32), qi, si, m)
-        return cls(ptr, cols, where, _transposed(qi, si, n, h))
-
-    @classmethod
-    def block_diagonal(cls, qi: torch.Tensor, si: torch.Tensor, m: int, n: int, c: int) -> _Layout:
-        """The (m·c × n·c) pattern with one (m × n) block of the pairs per channel: value c·p + j (channel c,
-        pair j) at row c·m + q_j, column c·n + s_j. Built from one block's layout by offsets, with no sort."""
-        one, p = cls.of(qi, si, m, n, 1), len(qi)
-        channel = torch.arange(c, device=qi.device)[:, None]
-        zero = one.ptr[:1]
-
-        def offset(ptr):  # the blocks' row pointers one after another
-            return torch.cat([zero, (channel * p + ptr[1:]).reshape(-1)])
-
-        order, ptr_t, cols_t = one.transposed
-        where = (channel * p + one.where.view(-1)).view(-1, 1)
-        return cls(offset(one.ptr), (channel * n + one.cols).reshape(-1), where,
-                   ((channel * p + order).reshape(-1), offset(ptr_t), (channel * m + cols_t).reshape(-1)))
 
 
 BLOCKS = True
@@ -286,7 +322,7 @@ class PairPlan:
             return self._dense_sum(basis, rows)
         if h not in self._layouts:
             self._layouts[h] = _Layout.of(self.qi, self.si, self.m, self.n, h)
-        return _PairSum.apply(basis, rows, self.qi, self.si, self.m, self._layouts[h])
+        return _PairSum.apply(basis, rows, self._layouts[h], self.m)
 
     def _dense_sum(self, basis: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         m, h, n = self.m, basis.shape[1], self.n
@@ -320,6 +356,6 @@ class PairPlan:
             return torch.bmm(matrix.view(c, m, n), x)
         key = ("sparse", c)
         if key not in self._channels:  # value (c, p) at row c·m + q_p, column c·n + s_p: sorted by row as it is
-            self._channels[key] = _Layout.block_diagonal(self.qi, self.si, m, n, c)
-        out = _PairSum.apply(kernel.reshape(-1, 1), x.reshape(c * n, b), None, None, m * c, self._channels[key])
+            self._channels[key] = _BlockDiagonal(self.qi, self.si, m, n, c)
+        out = _PairSum.apply(kernel.reshape(-1, 1), x.reshape(c * n, b), self._channels[key], m * c)
         return out.view(c, m, b)

@@ -103,11 +103,16 @@ class DINetConfig(NetConfig):
     a fraction of a full kernel's work; the layer reading the input's few channels keeps a full kernel."""
     multiplier: int = 1
     """Kernels per input channel of a separable convolution (its depthwise part's channel multiplier)."""
+    down_support: float = 2.0
+    """Support of the strided (down-sampling) convolution, as a multiple of the first layer's: 2 keeps its
+    neighbour count at the coarse layers' (a CNN's doubled receptive field), 1 reads the fine points in the
+    first layer's reach (as a 3×3 stride-2 CNN layer; a quarter of the pairs)."""
 
     def __post_init__(self):
-        if self.channels < 1 or self.support < 0 or self.num_basis < 1 or self.neighbours <= 0 or self.multiplier < 1:
-            raise UserError("--channels, --num-basis, --neighbours and --multiplier must be positive, --support "
-                            "non-negative")
+        if (self.channels < 1 or self.support < 0 or self.num_basis < 1 or self.neighbours <= 0 or self.multiplier < 1
+                or not self.down_support > 0):
+            raise UserError("--channels, --num-basis, --neighbours, --multiplier and --down-support must be positive, "
+                            "--support non-negative")
         if self.quadrature not in ("given", "cells"):
             raise UserError(f"--quadrature must be given or cells, got {self.quadrature!r}")
 
@@ -179,7 +184,7 @@ class DINet2Config(DINetConfig):
 
     def build(self, in_channels, out_channels, dim=2):
         c = self.channels
-        encoder = nn.Sequential(self.block(in_channels, c, dim), self.block(c, 2 * c, dim, 2.0, stride=2))
+        encoder = nn.Sequential(self.block(in_channels, c, dim), self.block(c, 2 * c, dim, self.down_support, stride=2))
         return DIClassifier(encoder, ClassifierHead(2 * c, out_channels), self.quadrature)
 
 
@@ -206,8 +211,9 @@ class DINet4Config(DINetConfig):
 
     def build(self, in_channels, out_channels, dim=2):
         c = self.channels
-        body = nn.Sequential(self.block(2 * c, 2 * c, dim, 2.0), self.conv(2 * c, 2 * c, dim, 2.0, bias=False), DINorm(2 * c))
-        encoder = nn.Sequential(self.block(in_channels, c, dim), self.block(c, 2 * c, dim, 2.0, stride=2),
+        body = nn.Sequential(self.block(2 * c, 2 * c, dim, 2.0), self.conv(2 * c, 2 * c, dim, 2.0, bias=False),
+                             DINorm(2 * c))
+        encoder = nn.Sequential(self.block(in_channels, c, dim), self.block(c, 2 * c, dim, self.down_support, stride=2),
                                 Residual(body, post=Pointwise(nn.ReLU())))
         return DIClassifier(encoder, ClassifierHead(2 * c, out_channels), self.quadrature)
 
@@ -257,7 +263,7 @@ class DINet5Config(DINetConfig):
     def build(self, in_channels, out_channels, dim=2):
         c = self.channels
         stem = self.block(in_channels, c, dim)
-        down = nn.Sequential(self.block(c, 2 * c, dim, 2.0, stride=2), self.conv(2 * c, c, dim, 4.0))
+        down = nn.Sequential(self.block(c, 2 * c, dim, self.down_support, stride=2), self.conv(2 * c, c, dim, 4.0))
         head = nn.Sequential(self.block(c, c, dim, 2.0), Pointwise(nn.Linear(c, out_channels)))
         return DISegmenter(stem, head, down, self.quadrature)
 
@@ -284,7 +290,7 @@ class SDFNetConfig(DINetConfig):
 
     def build(self, in_channels, out_channels, dim=3):
         c = self.channels
-        encoder = nn.Sequential(self.block(in_channels, c, dim), self.block(c, 2 * c, dim, 2.0, stride=2))
+        encoder = nn.Sequential(self.block(in_channels, c, dim), self.block(c, 2 * c, dim, self.down_support, stride=2))
         head = nn.Sequential(nn.ReLU(), nn.Linear(c, c), nn.ReLU(), nn.Linear(c, out_channels), nn.Tanh())
         return DIFieldMap(encoder, self.conv(2 * c, c, dim, 2.0), head)
 
