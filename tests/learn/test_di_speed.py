@@ -69,20 +69,23 @@ def _sums_like_pair_sum(plan, basis, x):
 
 def test_a_plan_sums_channel_by_channel_like_the_pair_sum_written_out(path):
     """The depthwise sum (a kernel per channel and pair, channels first) and its gradients equal a gather and
-    segment sum, twice (the second call reuses what the plan cached)."""
+    segment sum, twice (the second call reuses what the plan cached), with and without the kernel's factors
+    (A φᵀ: the sparse backward then makes the kernel in source order from them)."""
     qi, si = _pairs()
     if path == "full":  # a full plan's pairs are every (query, source) pair in query-major order
         qi, si = torch.arange(30).repeat_interleave(50), torch.arange(50).repeat(30)
     plan = PairPlan(qi, si, 30, 50, full=path == "full")
-    kernel = torch.randn(4, len(qi), dtype=torch.double, requires_grad=True)
+    weight = torch.randn(4, 5, dtype=torch.double, requires_grad=True)
+    basis = torch.randn(len(qi), 5, dtype=torch.double)
     x = torch.randn(4, 50, 3, dtype=torch.double, requires_grad=True)
-    for _ in range(2):
-        fast = plan.sum_channels(kernel, x)
+    for factors in (None, (weight, basis), None):
+        kernel = weight @ basis.t()
+        fast = plan.sum_channels(kernel, x, factors)
         plain = torch.zeros(4, 30, 3, dtype=torch.double).index_add(1, qi, x[:, si] * kernel[..., None])
         assert fast.shape == (4, 30, 3) and torch.allclose(fast, plain)
         g = torch.randn_like(fast)
-        assert all(torch.allclose(a, b) for a, b in zip(torch.autograd.grad(fast, (kernel, x), g),
-                                                          torch.autograd.grad(plain, (kernel, x), g)))
+        assert all(torch.allclose(a, b) for a, b in zip(torch.autograd.grad(fast, (weight, x), g, retain_graph=True),
+                                                          torch.autograd.grad(plain, (weight, x), g)))
 
 
 @pytest.mark.parametrize("stride", [1, 3])

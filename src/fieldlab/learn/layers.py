@@ -270,12 +270,13 @@ class DIConv(nn.Module):
         channel (`PairPlan.sum_channels`): pairs·(h + b)·c_out work instead of the sum's pairs·h·b·c_in. It
         works channels first: the values (b, n, c) it returns are a view of a contiguous (c, n, b), which the
         next depthwise layer (or `SeparableDIConv`'s mix) reads without a copy."""
-        kernel = self.weight.view(self.weight.shape[0], -1) @ basis.t()  # (c_out, p)
+        weight = self.weight.view(self.weight.shape[0], -1)
+        kernel = weight @ basis.t()  # (c_out, p)
         first = values.permute(2, 1, 0).contiguous()  # (c_in, n, b): free where the values came from a layer like this
         multiple = kernel.shape[0] // first.shape[0]
         if multiple > 1:  # output channel o reads input channel o // multiple
             first = first.repeat_interleave(multiple, dim=0)
-        return found.plan.sum_channels(kernel, first).permute(2, 1, 0)
+        return found.plan.sum_channels(kernel, first, factors=(weight, basis)).permute(2, 1, 0)
 
     def _basis(self, found: Neighbourhood, queries: PointSet) -> torch.Tensor:
         """(p, h) each pair's kernel basis times its source's quadrature weight (a translated conv corrects
