@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 import os
 import socket
@@ -56,6 +57,24 @@ def test_resume_continues_exactly(blob_store, tmp_path):
 
     a, b = load_file(str(tmp_path / "a" / "net.safetensors")), load_file(str(tmp_path / "b" / "net.safetensors"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_resume_refuses_a_checkpoint_of_other_options(blob_store, tmp_path):
+    """A checkpoint continues only the run it was saved by: other steps, network options or seed are refused
+    before anything is written; the device, the time limit and how often it logs and saves may change. A
+    checkpoint saved before `train` recorded its options is taken as it is."""
+    config = TrainConfig(net="dinet2", steps=6, checkpoint_every=3, net_options={"channels": 8}, **SMALL)
+    train(blob_store, tmp_path / "b", config, stop_at=3)
+    before = (tmp_path / "b" / "checkpoint.pt").read_bytes()
+    for other in ({"steps": 7}, {"seed": 5}, {"net_options": {"channels": 8, "support": 0.3}}):
+        with pytest.raises(UserError, match="other options"):
+            train(blob_store, tmp_path / "b", dataclasses.replace(config, **other), resume=True)
+        assert (tmp_path / "b" / "checkpoint.pt").read_bytes() == before and not (tmp_path / "b" / "run.json").exists()
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    del state["identity"]
+    torch.save(state, tmp_path / "b" / "checkpoint.pt")
+    resumed = train(blob_store, tmp_path / "b", dataclasses.replace(config, log_every=1, max_seconds=600), resume=True)
+    assert resumed["steps"] == 6
 
 
 def test_refusals(cli, blob_store, tmp_path):

@@ -172,6 +172,13 @@ def _made(run: Path) -> None:
     write_marker(run, "run")  # a RUN that --resume (or --force) may reopen
 
 
+def run_identity(options: dict, changeable: tuple[str, ...] = ("device", "max_seconds")) -> str:
+    """A run's identity for `LoopOptions.identity`: its options as JSON, less those a resumed run may change."""
+    from fieldlab import _json
+
+    return _json.dumps({k: v for k, v in options.items() if k not in changeable}, sort_keys=True, default=str)
+
+
 def load_state(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, device, steps: int,
                identity: str | None) -> int:
     """The step of the checkpoint at `path`, loaded into `net` and `optimizer` (checked by
@@ -180,7 +187,8 @@ def load_state(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, dev
     from fieldlab.learn._run_files import load_checkpoint
 
     state = load_checkpoint(path, net, optimizer, device, steps)
-    if identity is not None and state.get("identity") != identity:
+    recorded = state.get("identity")  # None in a checkpoint saved before its command recorded one: taken as it is
+    if identity is not None and recorded is not None and recorded != identity:
         raise UserError(f"--resume: {path} was saved by a run with other options; run without --resume to start again")
     rng = state.get("rng")
     if isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8:
@@ -188,4 +196,4 @@ def load_state(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, dev
     return state["step"]
 
 
-__all__ = ["LoopOptions", "Trained", "load_state", "save_state", "train_loop"]
+__all__ = ["LoopOptions", "Trained", "load_state", "run_identity", "save_state", "train_loop"]

@@ -308,10 +308,9 @@ BAR_EVERY = 10
 
 def _identity(config: SDFConfig) -> str:
     """What a checkpoint of this run must have been saved by: its options, less those a resumed run may change."""
-    from fieldlab import _json
+    from fieldlab.learn.loop import run_identity
 
-    options = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("device", "max_seconds")}
-    return _json.dumps(options, sort_keys=True, default=str)
+    return run_identity(dataclasses.asdict(config))
 
 
 def _save_state(run: Path, net: nn.Module, optimizer: torch.optim.Optimizer, step: int, identity: str) -> None:

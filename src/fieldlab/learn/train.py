@@ -31,7 +31,7 @@ from fieldlab import _deadline
 from fieldlab.learn.abilities import BuiltForStore, SizedByPoints
 from fieldlab.learn._run_files import build_bounded, check_run_info, load_weights, read_run_json
 from fieldlab.learn.field_batch import FieldEvaluator
-from fieldlab.learn.loop import LoopOptions, train_loop
+from fieldlab.learn.loop import LoopOptions, run_identity, train_loop
 from fieldlab.learn.nets import BASE_LR, NetConfig, flat_size, net_config
 from fieldlab.learn.points import PointSampler, _step_seed
 from fieldlab.learn.store_tasks import (Split, accuracy, input_points, load_split, make_input, num_classes, score,
@@ -239,8 +239,11 @@ def _train(store_path: str | Path, out: Path, config: TrainConfig, *, resume: bo
         if rank == 0:
             _write_json(out / "config.json", {"store": str(store_path), **config.to_dict()})
 
+    # a checkpoint resumes only under the options it was saved with (where it says which), on the same store
+    identity = run_identity({"store": str(Path(store_path).resolve()), **config.to_dict()},
+                            changeable=("device", "max_seconds", "log_every", "checkpoint_every"))
     options = LoopOptions.of(config, print_every=config.log_every, record_every=config.log_every,
-                             checkpoint_steps=config.checkpoint_every)
+                             checkpoint_steps=config.checkpoint_every, identity=identity)
     trained = train_loop(task, net, options, device=device, run=out, resume=resume, progress=progress,
                          log_file=True, tensorboard=tensorboard, bar=bar, stop_at=stop_at, begin=begin)
     metrics: dict[str, Any] = {"steps": trained.steps, "seconds": trained.seconds}
