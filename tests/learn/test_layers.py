@@ -133,6 +133,35 @@ def test_norm_of_bf16_values_keeps_its_statistics_in_fp32():
     assert torch.allclose(low.running_var, full.running_var)
 
 
+@pytest.mark.parametrize("backward_inside", [False, True])
+def test_a_dinet_trains_under_bf16_autocast_with_fp32_norms(backward_inside):
+    """As `train --precision bf16` runs it (CPU autocast here): a step forward and backward, with the backward
+    inside the autocast region or after it; the norms' running statistics stay fp32 and follow fp32's."""
+    from fieldlab.learn.nets import net_config
+
+    pts = P.qmc(64, 2, scramble=True, seed=1)
+    x = Discretized(torch.randn(4, 64, 1), pts)
+    nets = []
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        net = net_config("dinet", channels="16").for_points(64, 2).build(1, 3, 2)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = torch.nn.functional.cross_entropy(net(x), torch.tensor([0, 1, 2, 0]))
+            if backward_inside:
+                loss.backward()
+        if not backward_inside:
+            loss.backward()
+        nets.append(net)
+    full, low = nets
+    norms = [(a, b) for a, b in zip(full.modules(), low.modules()) if isinstance(a, DINorm)]
+    assert len(norms) == 4
+    for a, b in norms:
+        assert b.running_mean.dtype == b.running_var.dtype == torch.float32
+        assert torch.allclose(a.running_var, b.running_var, rtol=0.05, atol=0.01)
+        assert b.weight.grad.dtype == torch.float32 and torch.isfinite(b.weight.grad).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in low.parameters())
+
+
 def test_norm_statistics_are_quadrature_weighted():
     pts = P.shrunk(4096, 2, seed=0)
     x = pts.coords[None, :, :1].expand(2, -1, -1) + 0.5  # mean over the domain: 0.5

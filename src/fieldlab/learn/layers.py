@@ -363,8 +363,14 @@ class DINorm(nn.Module):
         return f"mode={self.mode}" + (", relu=True" if self.relu else "")
 
     def forward(self, x: Discretized) -> Discretized:
+        # bf16/fp16 under autocast: moments and output in fp32, as autocast's batch norm; autocast is off inside,
+        # or it would run the moments' products (`_Sums`) in bf16 and hand the running statistics bf16 values
+        with torch.autocast(x.values.device.type, enabled=False):
+            return self._forward(x)
+
+    def _forward(self, x: Discretized) -> Discretized:
         v = x.values  # (b, n, c)
-        if v.element_size() < 4:  # bf16/fp16 under autocast: moments and output in fp32, as autocast's batch norm
+        if v.element_size() < 4:
             v = v.float()
         weight, bias = self.weight, self.bias
         if self.track and not self.training:
@@ -462,6 +468,11 @@ class _WeightedNorm(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad, _mean, _var):
+        with torch.autocast(grad.device.type, enabled=False):  # in fp32 as the forward (a backward inside autocast)
+            return _WeightedNorm._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad):
         v, w, mean, rstd, scale, out = ctx.saved_tensors
         sums = _Sums(v, w, ctx.dims)
         g = grad if out is None else torch.ops.aten.threshold_backward(grad, out, 0)
