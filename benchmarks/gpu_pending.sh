@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU runs issues 20 and 25 still need (no GPU could be had in the sessions of 2026-12-07). One call on an
-# H100 or H200, from the repository root, as the device tool runs it:
+# The GPU runs of issues 20 and 25 (no GPU could be had in the sessions of 2026-12-07; the dinet part ran on an
+# H100 on 2026-12-08, BENCHMARKS.md). One call on an H100 or H200, from the repository root, as the device tool
+# runs it:
 #
 #   bash benchmarks/gpu_pending.sh [PART ...]      # parts: dinet fitdataset kernel siren hashgrid mesh (default: all)
 #
@@ -23,7 +24,9 @@ for part in $parts; do
     case $part in
     dinet)  # issue 20: CUDA-graph capture of the separable default and its fused norm; its ratio to cnn4 (≥ 0.5)
         timeout 170 python3 tests/gpu/check_graphed.py 2>&1 | tail -15
-        timeout 200 python3 benchmarks/dinet_speed.py --device cuda --sides 16,32 --steps 20 --rounds 3 --warmup 12 \
+        # rounds of 50 steps: with rounds of 20 and more networks in the process the graphed DI-Net rows read
+        # 0.49× cnn4 at 16² where rounds of 50 read 0.78× (BENCHMARKS.md, 2026-12-08)
+        timeout 300 python3 benchmarks/dinet_speed.py --device cuda --sides 16,32 --steps 50 --rounds 5 --warmup 15 \
             --graphs --plain-norm --variant separable=false,channels=48 --out "$OUT/dinet_speed.json" 2>&1 | tail -16
         for precision in fp32 bf16; do
             /usr/bin/time -f "train $precision: %e s wall" timeout 90 python3 -m fieldlab train .bench_data/digits-store \
