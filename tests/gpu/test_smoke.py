@@ -21,13 +21,16 @@ def _run(script: str, *args: str) -> str:
 
 
 def test_check_fused_runs():
-    out = _run("check_fused.py", "--configs", "siren-2x32,siren-3x128", "--precisions", "fp32,bf16")
-    rows = [line for line in out.splitlines() if line.startswith(("ok", "FAIL", "open"))]
+    # both precisions on narrow fields; wide fields (the graph refused) at fp32 only: their bf16 row took 40 s of
+    # the interpreter's time on 2 cores and tests nothing the narrow bf16 row does not
+    outs = [_run("check_fused.py", "--configs", "siren-2x32", "--precisions", "fp32,bf16"),
+            _run("check_fused.py", "--configs", "siren-3x128", "--precisions", "fp32")]
+    rows = [line for out in outs for line in out.splitlines() if line.startswith(("ok", "FAIL", "open"))]
     assert [row.split(":")[0].split(None, 1)[1] for row in rows] == [
-        "siren 2x32 fp32", "siren 2x32 bf16", "siren 3x128 fp32", "siren 3x128 bf16"]
+        "siren 2x32 fp32", "siren 2x32 bf16", "siren 3x128 fp32"]
     assert all(row.startswith("ok") for row in rows), rows
     assert "CUDA graphs vs launches" in rows[0] and "refused" in rows[2]
-    assert out.rstrip().endswith("all checks passed")
+    assert all(out.rstrip().endswith("all checks passed") for out in outs)
 
 
 def test_check_fused_single_runs():
