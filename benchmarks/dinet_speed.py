@@ -112,7 +112,9 @@ def plain_norm_forward(self, x):
 def _dense_addmm_flop(bias, a, b, *args, out_val=None, **kwargs) -> int:
     """addmm's FLOPs as torch's counter counts them, but none for a sparse matrix (`_aggregate._spmm` writes its
     CSR products through addmm): the counter would take it for a dense one of its shape."""
-    return 0 if a.layout != torch.strided else 2 * a.shape[0] * a.shape[1] * b.shape[1]
+    from torch.utils.flop_counter import mm_flop
+
+    return 0 if a.layout != torch.strided else mm_flop(a.shape, b.shape)
 
 
 _dense_addmm_flop._get_raw = True  # the counter passes the tensors, not their shapes

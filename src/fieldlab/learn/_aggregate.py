@@ -47,12 +47,11 @@ def _spmm(ptr, cols, values, shape, dense):
     return torch.sparse.mm(matrix, dense)
 
 
-def _index32(t: torch.Tensor) -> torch.Tensor:
-    """A CSR index as int32 on the CPU where it fits: MKL reads int32, and torch converts an int64 index at every
-    product (0.8 ms for 930k columns on 2 cores)."""
-    if t.device.type == "cpu" and t.dtype == torch.int64 and (not len(t) or int(t.max()) < 2 ** 31):
-        return t.int()
-    return t
+def _index_dtype(device: torch.device, largest: int) -> torch.dtype:
+    """The dtype of a CSR index whose values stay below `largest` (known from the matrix's sizes, so no pass
+    over it): int32 on the CPU where that fits, as MKL reads int32 and torch converts an int64 index at every
+    product (0.8 ms for 930k columns on 2 cores); int64 elsewhere."""
+    return torch.int32 if device.type == "cpu" and largest < 2 ** 31 else torch.int64
 
 
 def _stacked(qi: torch.Tensor, m: int, h: int):
@@ -81,7 +80,7 @@ class _Layout:
     where each (pair, k) value goes in either."""
 
     def __init__(self, ptr, cols, ptr_t, cols_t, where: torch.Tensor | None, order: torch.Tensor | None):
-        self.ptr, self.cols, self.ptr_t, self.cols_t = _index32(ptr), _index32(cols), _index32(ptr_t), _index32(cols_t)
+        self.ptr, self.cols, self.ptr_t, self.cols_t = ptr, cols, ptr_t, cols_t
         self.where, self.order = where, order
 
     @classmethod
@@ -91,7 +90,8 @@ class _Layout:
         cols = torch.empty(len(qi) * h, dtype=si.dtype, device=si.device)
         cols[where.reshape(-1)] = si.repeat_interleave(h)
         order, ptr_t, cols_t = _transposed(qi, si, n, h)
-        return cls(ptr, cols, ptr_t, cols_t, where, order)
+        dtype = _index_dtype(qi.device, len(qi) * h + max(m * h, n))  # pointers ≤ p·h, columns < n or m·h
+        return cls(ptr.to(dtype), cols.to(dtype), ptr_t.to(dtype), cols_t.to(dtype), where, order)
 
     def values(self, basis: torch.Tensor) -> torch.Tensor:
         """basis (p, h) → the matrix's values in CSR order."""
@@ -113,8 +113,7 @@ class _BlockDiagonal(_Layout):
 
     def __init__(self, qi: torch.Tensor, si: torch.Tensor, m: int, n: int, c: int):
         one, p = _Layout.of(qi, si, m, n, 1), len(qi)
-        narrow = qi.device.type == "cpu" and c * (max(m, n, p) + 1) < 2 ** 31
-        dtype = torch.int32 if narrow else torch.int64
+        dtype = _index_dtype(qi.device, c * (max(m, n, p) + 1))
         channel = torch.arange(c, device=qi.device, dtype=dtype)[:, None]
         zero = torch.zeros(1, device=qi.device, dtype=dtype)
 
@@ -133,7 +132,7 @@ class _BlockDiagonal(_Layout):
         return values.view_as(basis)
 
     def transposed_values(self, basis: torch.Tensor) -> torch.Tensor:
-        return basis.view(self.channels, -1)[:, self.one_order].reshape(-1)
+        return basis.view(self.channels, -1).index_select(1, self.one_order).reshape(-1)  # 1.6× indexing's speed
 
 
 class _PairSum(torch.autograd.Function):
