@@ -2,6 +2,7 @@
 
     python benchmarks/dinet_speed.py                      # CPU, 16² and 32² points, batch 64
     python benchmarks/dinet_speed.py --device cuda --out dinet_speed.json
+    python benchmarks/dinet_speed.py --batch 1,64          # also each step's cost per step and per field
 
 A step is what `train` does after sampling: forward, cross-entropy, backward and AdamW (fieldlab's Adam with
 decoupled decay, as `train`), on a batch of fields already evaluated at the step's points. Field evaluation is
@@ -183,9 +184,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(runners: list[Runner], steps: int, rounds: int, warmup: int) -> tuple[dict[str, float], dict[str, float]]:
-    """(median steps/s, GFLOP per step) of each runner by name, over `rounds` rounds of `steps` steps, runners
-    taking turns; each runner's page faults per timed step (the process's minor faults) in `runner.faults`."""
+def measure(runners: list[Runner], steps: int, rounds: int, warmup: int) -> tuple[dict[str, float], ...]:
+    """(median steps/s, GFLOP per step, page faults per timed step (the process's minor faults)) of each runner
+    by name, over `rounds` rounds of `steps` steps, runners taking turns."""
     import resource
 
     device = runners[0].device
@@ -206,14 +207,67 @@ def measure(runners: list[Runner], steps: int, rounds: int, warmup: int) -> tupl
             sync(device)
             rates[r.name].append(steps / (time.perf_counter() - begin))
             r.faults += (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / (rounds * steps)
-    return {name: statistics.median(v) for name, v in rates.items()}, {r.name: r.work for r in runners}
+    return ({name: statistics.median(v) for name, v in rates.items()}, {r.name: r.work for r in runners},
+            {r.name: r.faults for r in runners})
+
+
+def _runners(args, side: int, batch: int, device: torch.device) -> list[Runner]:
+    runners = [Runner("cnn4", "grid", side, batch, device), Runner("dinet", "grid", side, batch, device),
+               Runner("dinet", "rqmc", side, batch, device)]
+    if args.num_basis:
+        runners.append(Runner("dinet", "rqmc", side, batch, device, num_basis=args.num_basis))
+    for variant in args.variant:
+        options = dict(item.split("=", 1) for item in variant.split(","))
+        runners.append(Runner("dinet", "rqmc", side, batch, device, **options))
+    if args.plain:
+        runners.append(Runner("dinet", "grid", side, batch, device, plain=True))
+    if args.plain_norm:
+        runners.append(Runner("dinet", "rqmc", side, batch, device, plain_norm=True))
+    if args.graphs:
+        runners += [Runner(net, kind, side, batch, device, graphed=True)
+                    for net, kind in (("cnn4", "grid"), ("dinet", "grid"), ("dinet", "rqmc"), ("dinet", "mixed"))]
+        runners.append(Runner("dinet", "mixed", side, batch, device))
+    if args.no_blocks:
+        runners += [Runner("dinet", kind, side, batch, device, blocks=False) for kind in ("grid", "rqmc")]
+    return runners
+
+
+def per_field_split(rows: list[dict], small: int, large: int) -> list[dict]:
+    """Each network's step time at two batch sizes split into a cost per step that the batch does not change
+    (point sets, kernels, launches, the optimizer) and a cost per field (the line through the two times), with
+    the ratio to cnn4 that large batches tend to: cnn4's cost per field over the network's. A network whose
+    cost per field is over twice cnn4's cannot reach 0.5× cnn4 at any batch, whatever its per-step costs."""
+    ms = {(r["points"], r["network"], r["batch"]): 1e3 / r["steps_per_s"] for r in rows}
+    split = []
+    for points, name in dict.fromkeys((r["points"], r["network"]) for r in rows):
+        if (points, name, small) not in ms or (points, name, large) not in ms:
+            continue
+        per_field = (ms[points, name, large] - ms[points, name, small]) / (large - small)
+        split.append({"points": points, "network": name, "ms_per_field": round(per_field, 4),
+                      "ms_per_step": round(ms[points, name, small] - small * per_field, 3)})
+    base = {s["points"]: s["ms_per_field"] for s in split if s["network"] == "cnn4 grid"}
+    for s in split:
+        per_field = s["ms_per_field"]
+        s["large_batch_ratio_to_cnn4"] = round(base[s["points"]] / per_field, 3) if per_field > 0 else None
+    return split
+
+
+def _print_split(split: list[dict], small: int, large: int) -> None:
+    print(f"\nper step and per field, from batches {small} and {large}:")
+    print(f"{'points':>8}  {'network':<40} {'ms/step':>8} {'ms/field':>9} {'× cnn4 at large batches':>24}")
+    for s in split:
+        ratio = s["large_batch_ratio_to_cnn4"]
+        print(f"{s['points']:>8}  {s['network']:<40} {s['ms_per_step']:8.2f} {s['ms_per_field']:9.3f} "
+              f"{'–' if ratio is None else f'{ratio:.2f}':>24}")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sides", default="16,32", help="grid sides: side² points for every network")
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", default="64",
+                        help="fields per step; several (e.g. 1,64) also split each step's time into a cost per step "
+                             "and a cost per field")
     parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3)
@@ -241,46 +295,34 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     if device.type == "cpu" and not args.glibc_defaults:
         keep_freed_blocks()  # as `train` runs on a CPU, for every network alike
+    batches = [int(b) for b in args.batch.split(",")]
     results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-               f"cpu ({torch.get_num_threads()} threads)", "torch": torch.__version__, "batch": args.batch,
-               "rows": []}
+               f"cpu ({torch.get_num_threads()} threads)", "torch": torch.__version__, "batches": batches,
+               "rows": [], "split": []}
     print(f"{results['device']}, torch {torch.__version__}, batch {args.batch}")
-    print(f"{'points':>8}  {'network':<40} {'steps/s':>8} {'samples/s':>10} {'× cnn4':>7} {'GFLOP/step':>11} "
-          f"{'FLOP × cnn4':>11} {'faults/step':>11}")
+    print(f"{'points':>8}  {'batch':>5}  {'network':<40} {'steps/s':>8} {'samples/s':>10} {'× cnn4':>7} "
+          f"{'GFLOP/step':>11} {'FLOP × cnn4':>11} {'faults/step':>11}")
     for side in (int(s) for s in args.sides.split(",")):
-        runners = [Runner("cnn4", "grid", side, args.batch, device), Runner("dinet", "grid", side, args.batch, device),
-                   Runner("dinet", "rqmc", side, args.batch, device)]
-        if args.num_basis:
-            runners.append(Runner("dinet", "rqmc", side, args.batch, device, num_basis=args.num_basis))
-        for variant in args.variant:
-            options = dict(item.split("=", 1) for item in variant.split(","))
-            runners.append(Runner("dinet", "rqmc", side, args.batch, device, **options))
-        if args.plain:
-            runners.append(Runner("dinet", "grid", side, args.batch, device, plain=True))
-        if args.plain_norm:
-            runners.append(Runner("dinet", "rqmc", side, args.batch, device, plain_norm=True))
-        if args.graphs:
-            runners += [Runner(net, kind, side, args.batch, device, graphed=True)
-                        for net, kind in (("cnn4", "grid"), ("dinet", "grid"), ("dinet", "rqmc"), ("dinet", "mixed"))]
-            runners.append(Runner("dinet", "mixed", side, args.batch, device))
-        if args.no_blocks:
-            runners += [Runner("dinet", kind, side, args.batch, device, blocks=False) for kind in ("grid", "rqmc")]
-        rates, work = measure(runners, args.steps, args.rounds, args.warmup)
-        faults = {r.name: r.faults for r in runners}
-        base, base_work = rates["cnn4 grid"], work["cnn4 grid"]
-        graphed_base = rates.get("cnn4 grid (graphed)")
-        for name, rate in rates.items():
-            row = {"points": side * side, "network": name, "steps_per_s": round(rate, 3),
-                   "samples_per_s": round(rate * args.batch, 1), "ratio_to_cnn4": round(rate / base, 3),
-                   "gflop_per_step": round(work[name], 2), "flop_ratio_to_cnn4": round(work[name] / base_work, 2),
-                   "page_faults_per_step": round(faults[name])}
-            like = ""  # a graphed row against cnn4 graphed too: both as `train` runs them on CUDA
-            if graphed_base and name.endswith("(graphed)"):
-                row["ratio_to_cnn4_graphed"] = round(rate / graphed_base, 3)
-                like = f"  ({rate / graphed_base:.2f} × cnn4 graphed)"
-            results["rows"].append(row)
-            print(f"{side}²={side * side:<5} {name:<40} {rate:8.2f} {rate * args.batch:10.1f} {rate / base:7.2f} "
-                  f"{work[name]:11.2f} {work[name] / base_work:11.2f} {faults[name]:11.0f}{like}")
+        for batch in batches:
+            rates, work, faults = measure(_runners(args, side, batch, device), args.steps, args.rounds, args.warmup)
+            base, base_work = rates["cnn4 grid"], work["cnn4 grid"]
+            graphed_base = rates.get("cnn4 grid (graphed)")
+            for name, rate in rates.items():
+                row = {"points": side * side, "batch": batch, "network": name, "steps_per_s": round(rate, 3),
+                       "samples_per_s": round(rate * batch, 1), "ratio_to_cnn4": round(rate / base, 3),
+                       "gflop_per_step": round(work[name], 2), "flop_ratio_to_cnn4": round(work[name] / base_work, 2),
+                       "page_faults_per_step": round(faults[name])}
+                like = ""  # a graphed row against cnn4 graphed too: both as `train` runs them on CUDA
+                if graphed_base and name.endswith("(graphed)"):
+                    row["ratio_to_cnn4_graphed"] = round(rate / graphed_base, 3)
+                    like = f"  ({rate / graphed_base:.2f} × cnn4 graphed)"
+                results["rows"].append(row)
+                print(f"{side}²={side * side:<5} {batch:5d}  {name:<40} {rate:8.2f} {rate * batch:10.1f} "
+                      f"{rate / base:7.2f} {work[name]:11.2f} {work[name] / base_work:11.2f} "
+                      f"{faults[name]:11.0f}{like}")
+    if len(batches) > 1:
+        results["split"] = per_field_split(results["rows"], min(batches), max(batches))
+        _print_split(results["split"], min(batches), max(batches))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
 

@@ -288,7 +288,7 @@ def cost(options: dict, info, device, args) -> dict:
     net_options = {k: options[k] for k in NET_OPTIONS if k in options}
     runners = [dinet_speed.Runner("cnn4", "grid", side, args.batch, device, **shape),
                dinet_speed.Runner(options["net"], "rqmc", side, args.batch, device, **shape, **net_options)]
-    rates, work = dinet_speed.measure(runners, args.cost_steps, args.cost_rounds, warmup=1)
+    rates, work, _ = dinet_speed.measure(runners, args.cost_steps, args.cost_rounds, warmup=1)
     base, own = runners[0].name, runners[1].name
     return {"steps_per_s": round(rates[own], 3), "gflop": round(work[own], 3), "cnn4_steps_per_s": round(rates[base], 3),
             "ratio_to_cnn4": round(rates[own] / rates[base], 3), "flop_ratio_to_cnn4": round(work[own] / work[base], 2)}
