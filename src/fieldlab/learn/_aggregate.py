@@ -76,33 +76,44 @@ def _transposed(qi: torch.Tensor, si: torch.Tensor, n: int, h: int):
 
 
 class _Layout:
-    """The CSR pattern of a pair list's stacked (m·h × n) matrix and of its transpose (for the backward), and
-    where each (pair, k) value goes in either."""
+    """The CSR pattern of a pair list's sparse matrix and of its transpose (for the backward); a subclass says
+    where each value of the pairs goes in either (`values`, `pair_values`, `transposed_values`)."""
 
-    def __init__(self, ptr, cols, ptr_t, cols_t, where: torch.Tensor | None, order: torch.Tensor | None):
+    def __init__(self, ptr, cols, ptr_t, cols_t):
         self.ptr, self.cols, self.ptr_t, self.cols_t = ptr, cols, ptr_t, cols_t
-        self.where, self.order = where, order
-
-    @classmethod
-    def of(cls, qi: torch.Tensor, si: torch.Tensor, m: int, n: int, h: int) -> _Layout:
-        """The layout of pairs (qi, si) sorted by query, for a (p, h) basis."""
-        ptr, where = _stacked(qi, m, h)
-        cols = torch.empty(len(qi) * h, dtype=si.dtype, device=si.device)
-        cols[where.reshape(-1)] = si.repeat_interleave(h)
-        order, ptr_t, cols_t = _transposed(qi, si, n, h)
-        dtype = _index_dtype(qi.device, len(qi) * h + max(m * h, n))  # pointers ≤ p·h, columns < n or m·h
-        return cls(ptr.to(dtype), cols.to(dtype), ptr_t.to(dtype), cols_t.to(dtype), where, order)
 
     def values(self, basis: torch.Tensor) -> torch.Tensor:
-        """basis (p, h) → the matrix's values in CSR order."""
+        """The pairs' values → the matrix's values in CSR order."""
+        raise NotImplementedError
+
+    def pair_values(self, values: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+        """Values in CSR order → laid out as `basis` (the inverse of `values`)."""
+        raise NotImplementedError
+
+    def transposed_values(self, basis: torch.Tensor) -> torch.Tensor:
+        """The pairs' values → the transposed matrix's values in its CSR order."""
+        raise NotImplementedError
+
+
+class _Stacked(_Layout):
+    """The (m·h × n) matrix of a (p, h) basis over pairs sorted by query (`_stacked`), with `where` each (pair,
+    k) value's place among its values and `order` the pairs by source (its transpose's order)."""
+
+    def __init__(self, qi: torch.Tensor, si: torch.Tensor, m: int, n: int, h: int):
+        ptr, self.where = _stacked(qi, m, h)
+        cols = torch.empty(len(qi) * h, dtype=si.dtype, device=si.device)
+        cols[self.where.reshape(-1)] = si.repeat_interleave(h)
+        self.order, ptr_t, cols_t = _transposed(qi, si, n, h)
+        dtype = _index_dtype(qi.device, len(qi) * h + max(m * h, n))  # pointers ≤ p·h, columns < n or m·h
+        super().__init__(ptr.to(dtype), cols.to(dtype), ptr_t.to(dtype), cols_t.to(dtype))
+
+    def values(self, basis: torch.Tensor) -> torch.Tensor:
         return basis.new_empty(len(self.cols)).index_copy_(0, self.where.reshape(-1), basis.reshape(-1))
 
     def pair_values(self, values: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-        """Values in CSR order → laid out as `basis` (p, h) (the inverse of `values`)."""
         return values[self.where.reshape(-1)].view_as(basis)
 
     def transposed_values(self, basis: torch.Tensor) -> torch.Tensor:
-        """basis (p, h) → the transposed matrix's values in its CSR order."""
         return basis[self.order].reshape(-1).contiguous()
 
 
@@ -112,7 +123,7 @@ class _BlockDiagonal(_Layout):
     no sort, and (on the CPU, where they fit) in int32 from the start; a (c, p) kernel is its values as it is."""
 
     def __init__(self, qi: torch.Tensor, si: torch.Tensor, m: int, n: int, c: int):
-        one, p = _Layout.of(qi, si, m, n, 1), len(qi)
+        one, p = _Stacked(qi, si, m, n, 1), len(qi)
         dtype = _index_dtype(qi.device, c * (max(m, n, p) + 1))
         channel = torch.arange(c, device=qi.device, dtype=dtype)[:, None]
         zero = torch.zeros(1, device=qi.device, dtype=dtype)
@@ -122,7 +133,7 @@ class _BlockDiagonal(_Layout):
 
         self.channels, self.one_order = c, one.order
         super().__init__(offset(one.ptr), (channel * n + one.cols.to(dtype)).reshape(-1), offset(one.ptr_t),
-                         (channel * m + one.cols_t.to(dtype)).reshape(-1), None, None)
+                         (channel * m + one.cols_t.to(dtype)).reshape(-1))
 
     # pairs sorted by query (as `_stacked` reads them) are in CSR order already: one block's `where` is 0..p-1
     def values(self, basis: torch.Tensor) -> torch.Tensor:
@@ -174,7 +185,7 @@ def pair_sum(basis: torch.Tensor, x: torch.Tensor, qi: torch.Tensor, si: torch.T
     call rebuilds the sparse pattern (a layer reuses one through `PairPlan`)."""
     b, n, c = x.shape
     rows = x.permute(1, 0, 2).reshape(n, b * c)
-    return _PairSum.apply(basis, rows, _Layout.of(qi, si, m, n, basis.shape[1]), m, None).view(m, -1, b, c)
+    return _PairSum.apply(basis, rows, _Stacked(qi, si, m, n, basis.shape[1]), m, None).view(m, -1, b, c)
 
 
 DENSE_FILL = 1 / 16
@@ -287,7 +298,7 @@ class PairPlan:
         self.full = full
         """Whether the pairs are every (query, source) pair in query-major order (`layers._all_pairs`): the
         dense matrix is then the basis itself, transposed per query, with no scatter."""
-        self._layouts: dict[int, _Layout] = {}
+        self._layouts: dict[int, _Stacked] = {}
         self._flat: dict[int, torch.Tensor] = {}
         self._channels: dict[tuple, torch.Tensor | _Layout] = {}
         self._coords = (query_coords, source_coords)
@@ -323,7 +334,7 @@ class PairPlan:
         if self.dense(h):
             return self._dense_sum(basis, rows)
         if h not in self._layouts:
-            self._layouts[h] = _Layout.of(self.qi, self.si, self.m, self.n, h)
+            self._layouts[h] = _Stacked(self.qi, self.si, self.m, self.n, h)
         return _PairSum.apply(basis, rows, self._layouts[h], self.m, None)
 
     def _dense_sum(self, basis: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
