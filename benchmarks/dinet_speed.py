@@ -235,7 +235,8 @@ def _runners(args, side: int, batch: int, device: torch.device) -> list[Runner]:
 def per_field_split(rows: list[dict], small: int, large: int) -> list[dict]:
     """Each network's step time at two batch sizes split into a cost per step that the batch does not change
     (point sets, kernels, launches, the optimizer) and a cost per field (the line through the two times), with
-    the ratio to cnn4 that large batches tend to: cnn4's cost per field over the network's. A network whose
+    the ratio to cnn4 that large batches tend to: cnn4's cost per field over the network's (a graphed row against
+    cnn4 graphed). A network whose
     cost per field is over twice cnn4's cannot reach 0.5× cnn4 at any batch, whatever its per-step costs."""
     ms = {(r["points"], r["network"], r["batch"]): 1e3 / r["steps_per_s"] for r in rows}
     split = []
@@ -245,10 +246,11 @@ def per_field_split(rows: list[dict], small: int, large: int) -> list[dict]:
         per_field = (ms[points, name, large] - ms[points, name, small]) / (large - small)
         split.append({"points": points, "network": name, "ms_per_field": round(per_field, 4),
                       "ms_per_step": round(ms[points, name, small] - small * per_field, 3)})
-    base = {s["points"]: s["ms_per_field"] for s in split if s["network"] == "cnn4 grid"}
-    for s in split:
+    base = {(s["points"], s["network"]): s["ms_per_field"] for s in split}
+    for s in split:  # a graphed row against cnn4 graphed, as the rows above
+        like = "cnn4 grid (graphed)" if s["network"].endswith("(graphed)") else "cnn4 grid"
         per_field = s["ms_per_field"]
-        s["large_batch_ratio_to_cnn4"] = round(base[s["points"]] / per_field, 3) if per_field > 0 else None
+        s["large_batch_ratio_to_cnn4"] = round(base[s["points"], like] / per_field, 3) if per_field > 0 else None
     return split
 
 

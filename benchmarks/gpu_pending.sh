@@ -3,7 +3,8 @@
 # H100 on 2026-12-08, BENCHMARKS.md). One call on an H100 or H200, from the repository root, as the device tool
 # runs it:
 #
-#   bash benchmarks/gpu_pending.sh [PART ...]      # parts: dinet fitdataset kernel siren hashgrid mesh (default: all)
+#   bash benchmarks/gpu_pending.sh [PART ...]      # parts: dinet dinetsplit fitdataset kernel siren hashgrid mesh
+#                                                   # (default: all; dinet and dinetsplit take a call each)
 #
 # Needs (git-ignored, carried to the machine): .whl/ (zarr, numcodecs, donfig, google-crc32c, msgspec, trimesh, av
 # wheels: the GPU image lacks them), .bench_data/digits-store (`fieldlab fit-dataset sample:digits --field siren`),
@@ -17,7 +18,7 @@ if [ -d .whl ]; then
     export PYTHONPATH=$PWD/src:/tmp/site
 fi
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
-parts=${*:-dinet fitdataset kernel siren hashgrid mesh}
+parts=${*:-dinet dinetsplit fitdataset kernel siren hashgrid mesh}
 nvidia-smi --query-gpu=name --format=csv,noheader
 for part in $parts; do
     echo "== $part"
@@ -32,6 +33,10 @@ for part in $parts; do
             /usr/bin/time -f "train $precision: %e s wall" timeout 90 python3 -m fieldlab train .bench_data/digits-store \
                 --net dinet --device cuda --precision $precision --out "$OUT/run-$precision" --force --quiet 2>&1 | tail -2
         done ;;
+    dinetsplit)  # issue 20: each step's cost per step (launches, point sets) and per field, eager and graphed; the
+        # ratio to cnn4 that large batches tend to (on a 2-core AVX-512 CPU: 0.40-0.46, BENCHMARKS.md 2026-12-08)
+        timeout 400 python3 benchmarks/dinet_speed.py --device cuda --sides 16,32 --batch 16,64 --steps 50 --rounds 3 \
+            --warmup 15 --graphs --out "$OUT/dinet_split.json" 2>&1 | tail -40 ;;
     fitdataset)  # issue 25: the command, 60,000 patches, 500 steps bf16 (targets ≥ 12,000 and ≥ 3,500 fields/s)
         timeout 400 python3 benchmarks/fit_dataset_command.py --patches 60000 --sizes 2x32,3x64 2>&1 | tail -20 ;;
     kernel)  # issue 25: the step kernel alone (targets ≥ 30,000 fields/s at 2×32 and ≥ 8,800 at 3×64, equal PSNR)
