@@ -236,8 +236,8 @@ def per_field_split(rows: list[dict], small: int, large: int) -> list[dict]:
     """Each network's step time at two batch sizes split into a cost per step that the batch does not change
     (point sets, kernels, launches, the optimizer) and a cost per field (the line through the two times), with
     the ratio to cnn4 that large batches tend to: cnn4's cost per field over the network's (a graphed row against
-    cnn4 graphed). A network whose
-    cost per field is over twice cnn4's cannot reach 0.5× cnn4 at any batch, whatever its per-step costs."""
+    cnn4 graphed). A network whose cost per field is over twice cnn4's cannot reach 0.5× cnn4 at any batch,
+    whatever its per-step costs."""
     ms = {(r["points"], r["network"], r["batch"]): 1e3 / r["steps_per_s"] for r in rows}
     split = []
     for points, name in dict.fromkeys((r["points"], r["network"]) for r in rows):
