@@ -263,11 +263,18 @@ def _print_split(split: list[dict], small: int, large: int) -> None:
               f"{'–' if ratio is None else f'{ratio:.2f}':>24}")
 
 
+def _batches(text: str) -> str:
+    """--batch: positive integers separated by commas (argparse reports anything else in one line)."""
+    if not all(part.strip().isdigit() and int(part) > 0 for part in text.split(",")):
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return text
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sides", default="16,32", help="grid sides: side² points for every network")
-    parser.add_argument("--batch", default="64",
+    parser.add_argument("--batch", default="64", type=_batches,
                         help="fields per step; several (e.g. 1,64) also split each step's time into a cost per step "
                              "and a cost per field")
     parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
@@ -297,7 +304,7 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     if device.type == "cpu" and not args.glibc_defaults:
         keep_freed_blocks()  # as `train` runs on a CPU, for every network alike
-    batches = [int(b) for b in args.batch.split(",")]
+    batches = [int(b) for b in args.batch.split(",")]  # checked by `_batches`
     results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
                f"cpu ({torch.get_num_threads()} threads)", "torch": torch.__version__, "batches": batches,
                "rows": [], "split": []}
