@@ -36,7 +36,12 @@ for part in $parts; do
     dinetsplit)  # issue 20: each step's cost per step (launches, point sets) and per field, eager and graphed; the
         # ratio to cnn4 that large batches tend to (on a 2-core AVX-512 CPU: 0.40-0.46, BENCHMARKS.md 2026-12-08)
         timeout 400 python3 benchmarks/dinet_speed.py --device cuda --sides 16,32 --batch 16,64 --steps 50 --rounds 3 \
-            --warmup 15 --graphs --out "$OUT/dinet_split.json" 2>&1 | tail -40 ;;
+            --warmup 15 --graphs --out "$OUT/dinet_split.json" 2>&1 | tail -40
+        # the same rows in rounds of 20 steps, in the same call: graphed DI-Net read 0.49× cnn4 at 16² in rounds
+        # of 20 and 0.75-0.78× in rounds of 50 (two calls, 2026-12-08); both round lengths on one machine say
+        # whether the round length is the cause
+        timeout 150 python3 benchmarks/dinet_speed.py --device cuda --sides 16 --steps 20 --rounds 3 --warmup 15 \
+            --graphs 2>&1 | tail -12 ;;
     fitdataset)  # issue 25: the command, 60,000 patches, 500 steps bf16 (targets ≥ 12,000 and ≥ 3,500 fields/s)
         timeout 400 python3 benchmarks/fit_dataset_command.py --patches 60000 --sizes 2x32,3x64 2>&1 | tail -20 ;;
     kernel)  # issue 25: the step kernel alone (targets ≥ 30,000 fields/s at 2×32 and ≥ 8,800 at 3×64, equal PSNR)
