@@ -16,8 +16,8 @@ def test_the_dinet_speed_benchmark_reports_rates_and_flops_against_cnn4_with_a_p
     out = tmp_path / "speed.json"
     threads = torch.get_num_threads()
     try:  # one thread: a toy step on two threads of a loaded machine spends its time waiting for the other
-        bench.main(["--threads", "1", "--sides", "8", "--batch", "1,2", "--steps", "1", "--rounds", "1", "--warmup", "1",
-                    "--plain", "--variant", "channels=8,num_basis=4", "--out", str(out)])
+        bench.main(["--threads", "1", "--sides", "8", "--batch", "1,2", "--steps", "1", "--rounds", "1",
+                    "--warmup", "1", "--plain", "--variant", "channels=8,num_basis=4", "--out", str(out)])
     finally:
         torch.set_num_threads(threads)
     results = json.loads(out.read_text())
