@@ -88,6 +88,21 @@ def test_a_plan_sums_channel_by_channel_like_the_pair_sum_written_out(path):
                                                           torch.autograd.grad(plain, (weight, x), g)))
 
 
+@pytest.mark.parametrize("columns", [1, 2, 5, 7, 8, 9])
+def test_the_sparse_kernel_gradient_is_the_pairs_dot_products_at_any_column_count(columns):
+    """The kernel's gradient on the sparse path, <g[q_p], x[s_p]> per pair, at every column count: CPU products
+    of 2 to 7 columns are padded with zero columns (`_aggregate.SAMPLED_MIN_COLUMNS`), others taken as they are."""
+    qi, si = _pairs()
+    layout = _aggregate._Stacked(qi, si, 30, 50, 1)
+    kernel = torch.randn(len(qi), 1, requires_grad=True)
+    rows = torch.randn(50, columns)
+    out = _aggregate._PairSum.apply(kernel, rows, layout, 30, None)
+    g = torch.randn_like(out)
+    (grad,) = torch.autograd.grad(out, kernel, g)
+    expected = (g[qi, 0] * rows[si]).sum(-1, keepdim=True)
+    assert grad.shape == kernel.shape and torch.allclose(grad, expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("stride", [1, 3])
 def test_a_plan_that_knows_its_points_sums_block_by_block_like_the_plain_pair_sum(stride, monkeypatch):
     monkeypatch.setattr(_aggregate, "BLOCK", 8)

@@ -47,6 +47,22 @@ def _spmm(ptr, cols, values, shape, dense):
     return torch.sparse.mm(matrix, dense)
 
 
+SAMPLED_MIN_COLUMNS = 8
+"""torch's CPU sampled product takes a slow path for 2 to 7 columns, about 4 ms a column at 1.74 M values on
+2 cores (26 ms at 7 columns), where 8 columns take 2 ms and 1 column 1.4. Such products (a batch of 2 to 7 fields
+in a depthwise layer's kernel gradient) are padded with zero columns to 8: the same dot products
+(BENCHMARKS.md, "Small batches")."""
+
+
+def _sampled(pattern: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The values of a (r, k) @ b (c, k)ᵀ at the CSR `pattern`'s entries, in its order."""
+    k = a.shape[1]
+    if a.device.type == "cpu" and 1 < k < SAMPLED_MIN_COLUMNS:
+        a = torch.nn.functional.pad(a, (0, SAMPLED_MIN_COLUMNS - k))
+        b = torch.nn.functional.pad(b, (0, SAMPLED_MIN_COLUMNS - k))
+    return torch.sparse.sampled_addmm(pattern, a, b.t(), beta=0.0).values()
+
+
 def _index_dtype(device: torch.device, largest: int) -> torch.dtype:
     """The dtype of a CSR index whose values stay below `largest` (known from the matrix's sizes, so no pass
     over it): int32 on the CPU where that fits, as MKL reads int32 and torch converts an int64 index at every
@@ -172,8 +188,7 @@ class _PairSum(torch.autograd.Function):
             # grad_basis[p, k] = <g[q_p, k], rows[s_p]>: a sampled dense-dense product on the stacked pattern
             pattern = torch.sparse_csr_tensor(layout.ptr, layout.cols, basis.new_zeros(len(layout.cols)), (m * h, n),
                                               check_invariants=False)
-            grad_basis = layout.pair_values(torch.sparse.sampled_addmm(pattern, g_rows, rows.t(), beta=0.0).values(),
-                                            basis)
+            grad_basis = layout.pair_values(_sampled(pattern, g_rows, rows), basis)
         if ctx.needs_input_grad[1]:
             values = layout.transposed_values(basis) if ctx.transposed is None else ctx.transposed.reshape(-1)
             grad_x = _spmm(layout.ptr_t, layout.cols_t, values, (n, m * h), g_rows)
