@@ -179,6 +179,21 @@ def run_identity(options: dict, changeable: tuple[str, ...] = ("device", "max_se
     return _json.dumps({k: v for k, v in options.items() if k not in changeable}, sort_keys=True, default=str)
 
 
+def _differing(recorded: str, identity: str) -> str:
+    """' (steps, store)': the options in which two identities (`run_identity`'s JSON) differ, or '' when either
+    is not such a JSON object."""
+    import json
+
+    try:
+        before, now = json.loads(recorded), json.loads(identity)
+    except ValueError:
+        return ""
+    if not isinstance(before, dict) or not isinstance(now, dict):
+        return ""
+    keys = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    return f" ({', '.join(keys)})" if keys else ""
+
+
 def load_state(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, device, steps: int,
                identity: str | None) -> int:
     """The step of the checkpoint at `path`, loaded into `net` and `optimizer` (checked by
@@ -189,7 +204,8 @@ def load_state(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, dev
     state = load_checkpoint(path, net, optimizer, device, steps)
     recorded = state.get("identity")  # None in a checkpoint saved before its command recorded one: taken as it is
     if identity is not None and recorded is not None and recorded != identity:
-        raise UserError(f"--resume: {path} was saved by a run with other options; run without --resume to start again")
+        raise UserError(f"--resume: {path} was saved by a run with other options{_differing(recorded, identity)}; run "
+                        "without --resume to start again")
     rng = state.get("rng")
     if isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8:
         torch.set_rng_state(rng.cpu())  # read onto `device`; the CPU generator takes a CPU tensor
