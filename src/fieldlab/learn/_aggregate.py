@@ -54,8 +54,10 @@ in a depthwise layer's kernel gradient) are padded with zero columns to 8: the s
 (BENCHMARKS.md, "Small batches")."""
 
 
-def _sampled(pattern: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The values of a (r, k) @ b (c, k)ᵀ at the CSR `pattern`'s entries, in its order."""
+def _sampled(ptr: torch.Tensor, cols: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The values of a (r, k) @ b (c, k)ᵀ at the entries of the CSR pattern (ptr, cols), in its order."""
+    pattern = torch.sparse_csr_tensor(ptr, cols, a.new_zeros(len(cols)), (a.shape[0], b.shape[0]),
+                                      check_invariants=False)
     k = a.shape[1]
     if a.device.type == "cpu" and 1 < k < SAMPLED_MIN_COLUMNS:
         a = torch.nn.functional.pad(a, (0, SAMPLED_MIN_COLUMNS - k))
@@ -186,9 +188,7 @@ class _PairSum(torch.autograd.Function):
         grad_basis = grad_x = None
         if ctx.needs_input_grad[0]:
             # grad_basis[p, k] = <g[q_p, k], rows[s_p]>: a sampled dense-dense product on the stacked pattern
-            pattern = torch.sparse_csr_tensor(layout.ptr, layout.cols, basis.new_zeros(len(layout.cols)), (m * h, n),
-                                              check_invariants=False)
-            grad_basis = layout.pair_values(_sampled(pattern, g_rows, rows), basis)
+            grad_basis = layout.pair_values(_sampled(layout.ptr, layout.cols, g_rows, rows), basis)
         if ctx.needs_input_grad[1]:
             values = layout.transposed_values(basis) if ctx.transposed is None else ctx.transposed.reshape(-1)
             grad_x = _spmm(layout.ptr_t, layout.cols_t, values, (n, m * h), g_rows)
